@@ -1,0 +1,3 @@
+//! picoformer: a `no_std`, allocation-free transformer decoder compatible with x-transformers.
+#![no_std]
+#![deny(missing_docs)]
