@@ -1,3 +1,72 @@
-//! picoformer: a `no_std`, allocation-free transformer decoder compatible with x-transformers.
+//! # picoformer
+//!
+//! A `no_std`, allocation-free transformer decoder with a fixed-capacity KV cache that computes
+//! the same numbers as [x-transformers](https://github.com/lucidrains/x-transformers)'
+//! `Decoder` and `TransformerWrapper` for the same weights.
+//!
+//! The caller owns every byte: weights are borrowed views (`&[f32]`, `&[f16]`, `&[bf16]`) in
+//! x-transformers' own layout, and the KV cache and the scratch arena are slices whose sizes
+//! are `const fn`s of the configuration, so all of them can be `static`s.
+//!
+//! ```
+//! use picoformer::{Decoder, DecoderConfig, KvCache, Scratch, Tensor, TensorView};
+//!
+//! const CFG: DecoderConfig = DecoderConfig::new(16, 1).heads(2).attn_dim_head(8).rotary_pos_emb(true);
+//! const CAPACITY: usize = 8;
+//! static mut CACHE: [f32; KvCache::<f32>::elements(&CFG, CAPACITY)] = [0.0; KvCache::<f32>::elements(&CFG, CAPACITY)];
+//! static mut SCRATCH: [f32; Scratch::elements(&CFG, 1)] = [0.0; Scratch::elements(&CFG, 1)];
+//!
+//! // Weights come from anything that can look a tensor up by its state_dict key: a parsed
+//! // safetensors file, or here a closure handing out one constant for every key.
+//! static ONES: [f32; 1024] = [0.01; 1024];
+//! let source = |name: &str| {
+//!     let shape: &[usize] = match name {
+//!         "layers.0.1.to_q.weight" | "layers.0.1.to_k.weight" | "layers.0.1.to_v.weight" => &[16, 16],
+//!         "layers.0.1.to_out.weight" => &[16, 16],
+//!         "layers.1.1.ff.0.0.weight" => &[64, 16],
+//!         "layers.1.1.ff.2.weight" => &[16, 64],
+//!         "layers.1.1.ff.0.0.bias" => &[64],
+//!         "rotary_pos_emb.inv_freq" => &[2],
+//!         _ => &[16], // norm gains and the last bias
+//!     };
+//!     let n: usize = shape.iter().product();
+//!     Some(TensorView::new(Tensor::F32(&ONES[..n]), shape))
+//! };
+//! let decoder: Decoder = Decoder::from_source(CFG, &source)?;
+//!
+//! // SAFETY (of the example): the statics are used by this one thread only.
+//! let (cache_buf, scratch_buf) = unsafe { (&mut *core::ptr::addr_of_mut!(CACHE), &mut *core::ptr::addr_of_mut!(SCRATCH)) };
+//! let mut cache = KvCache::new(&CFG, CAPACITY, cache_buf)?;
+//! let mut scratch = Scratch::new(&CFG, 1, scratch_buf)?;
+//! let x = [0.5f32; 16 * 3]; // three positions
+//! let mut y = [0.0f32; 16 * 3];
+//! decoder.forward(&mut cache, &mut scratch, &x, None, &mut y)?;
+//! assert_eq!(cache.len(), 3);
+//! # Ok::<(), picoformer::Error>(())
+//! ```
 #![no_std]
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod cache;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod kernels;
+pub mod scratch;
+pub mod tensor;
+pub mod weights;
+pub mod wrapper;
+
+pub use cache::KvCache;
+pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};
+pub use decoder::Decoder;
+pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
+pub use half::{bf16, f16};
+pub use scratch::Scratch;
+pub use tensor::{Element, Tensor, TensorSource, TensorView};
+pub use weights::{DecoderWeights, WrapperWeights};
+pub use wrapper::TransformerWrapper;

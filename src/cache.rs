@@ -1,0 +1,259 @@
+//! The fixed-capacity KV cache: self-attention keys and values for every block, plus the
+//! cross-attention keys and values computed once from the context.
+//!
+//! Layout (elements of `T`): keys, then values, each `[depth][kv_heads][capacity][dim_head]`,
+//! so one kv head's cached rows are contiguous for attention. The context part has the same
+//! layout with `max_context` rows. Keys are stored after rotary (x-transformers caches them
+//! before and re-rotates every step; both are the same numbers, `x-transformers.md` §3.8).
+//!
+//! The cache never grows. Appending past the capacity is [`Error::CacheFull`] and changes nothing;
+//! [`KvCache::truncate`] and [`KvCache::reset`] rewind the position index in O(1).
+
+use crate::config::DecoderConfig;
+use crate::error::{Buffer, Error};
+use crate::tensor::Element;
+
+/// The self- and cross-attention cache of one decoding session, over caller-provided buffers.
+#[derive(Debug)]
+pub struct KvCache<'b, T: Element = f32> {
+    keys: &'b mut [T],
+    values: &'b mut [T],
+    ctx_keys: &'b mut [T],
+    ctx_values: &'b mut [T],
+    depth: usize,
+    kv_heads: usize,
+    dim_head: usize,
+    capacity: usize,
+    len: usize,
+    max_context: usize,
+    context_len: Option<usize>,
+}
+
+impl<'b, T: Element> KvCache<'b, T> {
+    /// Elements of `T` the self-attention cache needs: 2 · depth · kv_heads · dim_head · capacity.
+    pub const fn elements(cfg: &DecoderConfig, capacity: usize) -> usize {
+        2usize
+            .saturating_mul(cfg.depth)
+            .saturating_mul(cfg.kv_dim())
+            .saturating_mul(capacity)
+    }
+
+    /// Bytes the self-attention cache needs (`elements · size_of::<T>()`).
+    pub const fn bytes(cfg: &DecoderConfig, capacity: usize) -> usize {
+        Self::elements(cfg, capacity).saturating_mul(core::mem::size_of::<T>())
+    }
+
+    /// Elements of `T` the cross-attention context cache needs for up to `max_context` context
+    /// rows: 2 · depth · kv_heads · dim_head · max_context, or 0 without `cross_attend`.
+    pub const fn context_elements(cfg: &DecoderConfig, max_context: usize) -> usize {
+        if cfg.cross_attend {
+            Self::elements(cfg, max_context)
+        } else {
+            0
+        }
+    }
+
+    /// Bytes of the context cache.
+    pub const fn context_bytes(cfg: &DecoderConfig, max_context: usize) -> usize {
+        Self::context_elements(cfg, max_context).saturating_mul(core::mem::size_of::<T>())
+    }
+
+    /// A cache for `capacity` positions of a model without cross-attention. The first
+    /// [`Self::elements`] elements of `buf` are used.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the configuration is invalid, [`Error::BufferTooSmall`], or
+    /// [`Error::BufferTooSmall`] with [`Buffer::ContextCache`] if the model cross-attends
+    /// (use [`Self::with_context`]).
+    pub fn new(cfg: &DecoderConfig, capacity: usize, buf: &'b mut [T]) -> Result<Self, Error> {
+        Self::with_context(cfg, capacity, buf, 0, &mut [])
+    }
+
+    /// A cache for `capacity` positions and a cross-attention context of up to `max_context`
+    /// rows. Contents of the buffers are never read before being written.
+    ///
+    /// # Errors
+    /// [`Error::Config`], or [`Error::BufferTooSmall`] naming the buffer, with needed and
+    /// available elements. A cross-attending model needs `max_context >= 1`.
+    pub fn with_context(
+        cfg: &DecoderConfig,
+        capacity: usize,
+        buf: &'b mut [T],
+        max_context: usize,
+        context_buf: &'b mut [T],
+    ) -> Result<Self, Error> {
+        cfg.validate()?;
+        let needed = Self::elements(cfg, capacity);
+        if buf.len() < needed || needed == usize::MAX {
+            return Err(Error::BufferTooSmall {
+                buffer: Buffer::KvCache,
+                needed,
+                available: buf.len(),
+            });
+        }
+        let ctx_needed = Self::context_elements(cfg, max_context);
+        let ctx_minimum = Self::context_elements(cfg, max_context.max(1));
+        if context_buf.len() < ctx_minimum || ctx_needed == usize::MAX {
+            return Err(Error::BufferTooSmall {
+                buffer: Buffer::ContextCache,
+                needed: ctx_minimum,
+                available: context_buf.len(),
+            });
+        }
+        let (keys, rest) = buf[..needed].split_at_mut(needed / 2);
+        let (ctx_keys, ctx_rest) = context_buf[..ctx_needed].split_at_mut(ctx_needed / 2);
+        Ok(Self {
+            keys,
+            values: rest,
+            ctx_keys,
+            ctx_values: ctx_rest,
+            depth: cfg.depth,
+            kv_heads: cfg.kv_heads(),
+            dim_head: cfg.attn_dim_head,
+            capacity,
+            len: 0,
+            max_context: if cfg.cross_attend { max_context } else { 0 },
+            context_len: None,
+        })
+    }
+
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Maximum positions.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Positions that can still be appended.
+    pub fn remaining(&self) -> usize {
+        self.capacity - self.len
+    }
+    /// Maximum context rows.
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+    /// Context rows whose keys and values are cached, once the first call has computed them.
+    pub fn context_len(&self) -> Option<usize> {
+        self.context_len
+    }
+
+    /// Rewinds to position 0 and forgets the context, so the next call computes it again. O(1).
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.context_len = None;
+    }
+
+    /// Rewinds to position `len` (undo, speculation), keeping the context. O(1): rows past
+    /// `len` are simply overwritten by the next calls.
+    ///
+    /// # Errors
+    /// [`Error::TruncateBeyondLength`] if `len` is more than is cached; nothing changes.
+    pub fn truncate(&mut self, len: usize) -> Result<(), Error> {
+        if len > self.len {
+            return Err(Error::TruncateBeyondLength {
+                requested: len,
+                len: self.len,
+            });
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Whether this cache was built for the shape of `cfg`.
+    pub(crate) fn fits(&self, cfg: &DecoderConfig) -> bool {
+        self.depth == cfg.depth
+            && self.kv_heads == cfg.kv_heads()
+            && self.dim_head == cfg.attn_dim_head
+            && (self.max_context > 0) == cfg.cross_attend
+    }
+
+    /// Checks that `n` more positions fit.
+    pub(crate) fn check_room(&self, n: usize) -> Result<(), Error> {
+        if n > self.capacity - self.len {
+            return Err(Error::CacheFull {
+                len: self.len,
+                requested: n,
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    /// Advances the position index after `n` positions were written.
+    pub(crate) fn advance(&mut self, n: usize) {
+        debug_assert!(self.len + n <= self.capacity);
+        self.len += n;
+    }
+
+    fn offset(&self, rows: usize, layer: usize, head: usize) -> usize {
+        (layer * self.kv_heads + head) * rows * self.dim_head
+    }
+
+    /// Writes one position's keys and values (`[kv_heads · dim_head]` each) of `layer` at `pos`.
+    pub(crate) fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let d = self.dim_head;
+        for h in 0..self.kv_heads {
+            let at = self.offset(self.capacity, layer, h) + pos * d;
+            store_row(&mut self.keys[at..at + d], &k[h * d..(h + 1) * d]);
+            store_row(&mut self.values[at..at + d], &v[h * d..(h + 1) * d]);
+        }
+    }
+
+    /// Keys and values of kv head `head` in `layer`, positions `0..n`.
+    pub(crate) fn head(&self, layer: usize, head: usize, n: usize) -> (&[T], &[T]) {
+        let at = self.offset(self.capacity, layer, head);
+        let len = n * self.dim_head;
+        (&self.keys[at..at + len], &self.values[at..at + len])
+    }
+
+    /// Writes the context row `row` of `layer`.
+    pub(crate) fn store_context(&mut self, layer: usize, row: usize, k: &[f32], v: &[f32]) {
+        let d = self.dim_head;
+        for h in 0..self.kv_heads {
+            let at = self.offset(self.max_context, layer, h) + row * d;
+            store_row(&mut self.ctx_keys[at..at + d], &k[h * d..(h + 1) * d]);
+            store_row(&mut self.ctx_values[at..at + d], &v[h * d..(h + 1) * d]);
+        }
+    }
+
+    /// Marks the context as computed.
+    pub(crate) fn set_context_len(&mut self, rows: usize) {
+        self.context_len = Some(rows);
+    }
+
+    /// Context keys and values of kv head `head` in `layer`, all cached rows.
+    pub(crate) fn context_head(&self, layer: usize, head: usize) -> (&[T], &[T]) {
+        let at = self.offset(self.max_context, layer, head);
+        let len = self.context_len.unwrap_or(0) * self.dim_head;
+        (&self.ctx_keys[at..at + len], &self.ctx_values[at..at + len])
+    }
+
+    /// Fills every element not in use with NaN: positions at and after `len`, and context rows
+    /// past the cached context. Tests use it to show that nothing stale is ever read.
+    #[doc(hidden)]
+    pub fn poison_unused(&mut self) {
+        let d = self.dim_head;
+        let ctx = self.context_len.unwrap_or(0);
+        for layer in 0..self.depth {
+            for h in 0..self.kv_heads {
+                let at = self.offset(self.capacity, layer, h);
+                self.keys[at + self.len * d..at + self.capacity * d].fill(T::NAN);
+                self.values[at + self.len * d..at + self.capacity * d].fill(T::NAN);
+                let at = self.offset(self.max_context, layer, h);
+                self.ctx_keys[at + ctx * d..at + self.max_context * d].fill(T::NAN);
+                self.ctx_values[at + ctx * d..at + self.max_context * d].fill(T::NAN);
+            }
+        }
+    }
+}
+
+fn store_row<T: Element>(dst: &mut [T], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = T::from_f32(*s);
+    }
+}

@@ -1,0 +1,452 @@
+//! Model configuration, named after x-transformers' own constructor arguments.
+//!
+//! [`DecoderConfig`] mirrors `x_transformers.Decoder(...)` and [`WrapperConfig`] mirrors
+//! `x_transformers.TransformerWrapper(...)`. Optional arguments are `Option`s that resolve to
+//! x-transformers' defaults in the `const fn` accessors (`kv_heads()`, `rotary_dim()`, ...).
+//! Everything is checked once by [`DecoderConfig::validate`]; the rest of the crate trusts a
+//! validated configuration.
+
+use crate::error::ConfigError;
+
+/// The norm used before every sublayer and as the final norm (`xt:2971-2976`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// Bias-less LayerNorm, eps 1e-5, gain stored as `gamma` (effective gain γ+1). The default.
+    LayerNorm,
+    /// `use_rmsnorm`: x / max(‖x‖₂, 1e-12) · √dim · (g+1), gain stored as `g`.
+    RmsNorm,
+    /// `use_simple_rmsnorm`: x / max(‖x‖₂, 1e-12) · √dim, no parameters.
+    SimpleRmsNorm,
+}
+
+/// The feed-forward activation (`xt:1799-1801`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU, ½·z·(1 + erf(z/√2)) (`nn.GELU()`), the default.
+    Gelu,
+    /// SiLU, z·σ(z) (`ff_swish`).
+    Silu,
+    /// ReLU², max(z, 0)² (`ff_relu_squared`).
+    ReluSquared,
+}
+
+/// An x-transformers `Decoder` configuration (the supported subset).
+///
+/// Field names are x-transformers' keyword arguments. Build one with [`DecoderConfig::new`]
+/// and the `const fn` setters, so a configuration can be a `const`:
+///
+/// ```
+/// use picoformer::DecoderConfig;
+/// const CFG: DecoderConfig = DecoderConfig::new(128, 4)
+///     .heads(4)
+///     .cross_attend(true)
+///     .rotary_pos_emb(true);
+/// assert_eq!(CFG.attn_dim_head, 64); // x-transformers' default, independent of dim
+/// assert_eq!(CFG.rotary_dim(), 32); // default rotary_emb_dim = dim_head / 2
+/// assert!(CFG.validate().is_ok());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecoderConfig {
+    /// Model width D (`dim`).
+    pub dim: usize,
+    /// Number of blocks (`depth`); each block is self-attention, optional cross-attention, feed-forward.
+    pub depth: usize,
+    /// Query heads H (`heads`, x-transformers default 8).
+    pub heads: usize,
+    /// Width of one head d (`attn_dim_head`, default 64, independent of `dim`).
+    pub attn_dim_head: usize,
+    /// Key/value heads for grouped-query attention (`attn_kv_heads`); `None` means `heads`.
+    pub attn_kv_heads: Option<usize>,
+    /// Multi-query attention: one key/value head (`attn_one_kv_head`).
+    pub attn_one_kv_head: bool,
+    /// Adds a cross-attention sublayer to every block (`cross_attend`).
+    pub cross_attend: bool,
+    /// Width of the context rows (`cross_attn_dim_context`); `None` means `dim`.
+    pub cross_attn_dim_context: Option<usize>,
+    /// Rotary position embedding on self-attention queries and keys (`rotary_pos_emb`).
+    pub rotary_pos_emb: bool,
+    /// Rotated features per head (`rotary_emb_dim`); `None` means `attn_dim_head / 2`.
+    pub rotary_emb_dim: Option<usize>,
+    /// NTK-style base rescale: base = 10000 · f^(r/(r−2)) (`rotary_base_rescale_factor`).
+    pub rotary_base_rescale_factor: f64,
+    /// Positions are divided by this factor (`rotary_interpolation_factor`).
+    pub rotary_interpolation_factor: f64,
+    /// `use_rmsnorm`.
+    pub use_rmsnorm: bool,
+    /// `use_simple_rmsnorm`.
+    pub use_simple_rmsnorm: bool,
+    /// Feed-forward inner width is `int(dim * ff_mult)` (`ff_mult`, default 4).
+    pub ff_mult: f64,
+    /// Gated feed-forward: up = first half, gate = second half of the input projection (`ff_glu`).
+    pub ff_glu: bool,
+    /// SiLU activation (`ff_swish`).
+    pub ff_swish: bool,
+    /// ReLU² activation (`ff_relu_squared`).
+    pub ff_relu_squared: bool,
+    /// No biases in the feed-forward linears, except the GLU projection's (`ff_no_bias`).
+    pub ff_no_bias: bool,
+}
+
+impl DecoderConfig {
+    /// A `Decoder(dim=dim, depth=depth)` with every other argument at x-transformers' default.
+    pub const fn new(dim: usize, depth: usize) -> Self {
+        Self {
+            dim,
+            depth,
+            heads: 8,
+            attn_dim_head: 64,
+            attn_kv_heads: None,
+            attn_one_kv_head: false,
+            cross_attend: false,
+            cross_attn_dim_context: None,
+            rotary_pos_emb: false,
+            rotary_emb_dim: None,
+            rotary_base_rescale_factor: 1.0,
+            rotary_interpolation_factor: 1.0,
+            use_rmsnorm: false,
+            use_simple_rmsnorm: false,
+            ff_mult: 4.0,
+            ff_glu: false,
+            ff_swish: false,
+            ff_relu_squared: false,
+            ff_no_bias: false,
+        }
+    }
+
+    /// Sets `heads`.
+    pub const fn heads(mut self, heads: usize) -> Self {
+        self.heads = heads;
+        self
+    }
+    /// Sets `attn_dim_head`.
+    pub const fn attn_dim_head(mut self, d: usize) -> Self {
+        self.attn_dim_head = d;
+        self
+    }
+    /// Sets `attn_kv_heads`.
+    pub const fn attn_kv_heads(mut self, kv_heads: usize) -> Self {
+        self.attn_kv_heads = Some(kv_heads);
+        self
+    }
+    /// Sets `attn_one_kv_head`.
+    pub const fn attn_one_kv_head(mut self, on: bool) -> Self {
+        self.attn_one_kv_head = on;
+        self
+    }
+    /// Sets `cross_attend`.
+    pub const fn cross_attend(mut self, on: bool) -> Self {
+        self.cross_attend = on;
+        self
+    }
+    /// Sets `cross_attn_dim_context`.
+    pub const fn cross_attn_dim_context(mut self, dim_context: usize) -> Self {
+        self.cross_attn_dim_context = Some(dim_context);
+        self
+    }
+    /// Sets `rotary_pos_emb`.
+    pub const fn rotary_pos_emb(mut self, on: bool) -> Self {
+        self.rotary_pos_emb = on;
+        self
+    }
+    /// Sets `rotary_emb_dim`.
+    pub const fn rotary_emb_dim(mut self, r: usize) -> Self {
+        self.rotary_emb_dim = Some(r);
+        self
+    }
+    /// Sets `rotary_base_rescale_factor`.
+    pub const fn rotary_base_rescale_factor(mut self, f: f64) -> Self {
+        self.rotary_base_rescale_factor = f;
+        self
+    }
+    /// Sets `rotary_interpolation_factor`.
+    pub const fn rotary_interpolation_factor(mut self, f: f64) -> Self {
+        self.rotary_interpolation_factor = f;
+        self
+    }
+    /// Sets `use_rmsnorm`.
+    pub const fn use_rmsnorm(mut self, on: bool) -> Self {
+        self.use_rmsnorm = on;
+        self
+    }
+    /// Sets `use_simple_rmsnorm`.
+    pub const fn use_simple_rmsnorm(mut self, on: bool) -> Self {
+        self.use_simple_rmsnorm = on;
+        self
+    }
+    /// Sets `ff_mult`.
+    pub const fn ff_mult(mut self, mult: f64) -> Self {
+        self.ff_mult = mult;
+        self
+    }
+    /// Sets `ff_glu`.
+    pub const fn ff_glu(mut self, on: bool) -> Self {
+        self.ff_glu = on;
+        self
+    }
+    /// Sets `ff_swish`.
+    pub const fn ff_swish(mut self, on: bool) -> Self {
+        self.ff_swish = on;
+        self
+    }
+    /// Sets `ff_relu_squared`.
+    pub const fn ff_relu_squared(mut self, on: bool) -> Self {
+        self.ff_relu_squared = on;
+        self
+    }
+    /// Sets `ff_no_bias`.
+    pub const fn ff_no_bias(mut self, on: bool) -> Self {
+        self.ff_no_bias = on;
+        self
+    }
+
+    /// Resolved number of key/value heads H_kv (`xt:1963-1972`).
+    pub const fn kv_heads(&self) -> usize {
+        if self.attn_one_kv_head {
+            1
+        } else {
+            match self.attn_kv_heads {
+                Some(h) => h,
+                None => self.heads,
+            }
+        }
+    }
+    /// Resolved context width (`cross_attn_dim_context`, default `dim`).
+    pub const fn dim_context(&self) -> usize {
+        match self.cross_attn_dim_context {
+            Some(d) => d,
+            None => self.dim,
+        }
+    }
+    /// Resolved rotary width r (0 without rotary; default `attn_dim_head / 2`, `xt:2894`).
+    pub const fn rotary_dim(&self) -> usize {
+        if !self.rotary_pos_emb {
+            return 0;
+        }
+        match self.rotary_emb_dim {
+            Some(r) => r,
+            None => self.attn_dim_head / 2,
+        }
+    }
+    /// Width of all query heads, H·d.
+    pub const fn q_dim(&self) -> usize {
+        self.heads.saturating_mul(self.attn_dim_head)
+    }
+    /// Width of all key (or value) heads, H_kv·d.
+    pub const fn kv_dim(&self) -> usize {
+        self.kv_heads().saturating_mul(self.attn_dim_head)
+    }
+    /// Feed-forward inner width F = `int(dim * ff_mult)` (`xt:1787`).
+    pub const fn ff_inner(&self) -> usize {
+        let f = self.dim as f64 * self.ff_mult;
+        if f >= 0.0 && f < (usize::MAX as f64) {
+            f as usize
+        } else {
+            0
+        }
+    }
+    /// Rows of the feed-forward input projection: 2F with GLU, F otherwise.
+    pub const fn ff_proj_rows(&self) -> usize {
+        if self.ff_glu {
+            self.ff_inner().saturating_mul(2)
+        } else {
+            self.ff_inner()
+        }
+    }
+    /// The resolved norm kind.
+    pub const fn norm(&self) -> Norm {
+        if self.use_simple_rmsnorm {
+            Norm::SimpleRmsNorm
+        } else if self.use_rmsnorm {
+            Norm::RmsNorm
+        } else {
+            Norm::LayerNorm
+        }
+    }
+    /// The resolved feed-forward activation.
+    pub const fn activation(&self) -> Activation {
+        if self.ff_relu_squared {
+            Activation::ReluSquared
+        } else if self.ff_swish {
+            Activation::Silu
+        } else {
+            Activation::Gelu
+        }
+    }
+    /// Sublayers per block: 3 with cross-attention ('a', 'c', 'f'), else 2 ('a', 'f').
+    pub const fn sublayers_per_block(&self) -> usize {
+        if self.cross_attend {
+            3
+        } else {
+            2
+        }
+    }
+    /// Whether attention has an output projection `to_out` (`xt:2237`: exists iff heads > 1).
+    pub const fn has_to_out(&self) -> bool {
+        self.heads > 1
+    }
+
+    /// Checks the configuration against what x-transformers itself accepts and what picoformer supports.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub const fn validate(&self) -> Result<(), ConfigError> {
+        if self.dim == 0 {
+            return Err(ConfigError::Zero("dim"));
+        }
+        if self.depth == 0 {
+            return Err(ConfigError::Zero("depth"));
+        }
+        if self.heads == 0 {
+            return Err(ConfigError::Zero("heads"));
+        }
+        if self.attn_dim_head == 0 {
+            return Err(ConfigError::Zero("attn_dim_head"));
+        }
+        let kv = self.kv_heads();
+        if kv == 0 {
+            return Err(ConfigError::Zero("attn_kv_heads"));
+        }
+        if kv > self.heads || self.heads % kv != 0 {
+            return Err(ConfigError::KvHeads {
+                heads: self.heads,
+                kv_heads: kv,
+            });
+        }
+        if self.heads == 1 && self.attn_dim_head != self.dim {
+            // Without `to_out` the head output must already be `dim` wide (xt:2237).
+            return Err(ConfigError::SingleHeadWidth {
+                dim: self.dim,
+                dim_head: self.attn_dim_head,
+            });
+        }
+        if self.cross_attend && self.dim_context() == 0 {
+            return Err(ConfigError::Zero("cross_attn_dim_context"));
+        }
+        if self.rotary_pos_emb {
+            let r = self.rotary_dim();
+            if r < 2 || r % 2 != 0 || r > self.attn_dim_head {
+                return Err(ConfigError::RotaryDim {
+                    rotary_emb_dim: r,
+                    dim_head: self.attn_dim_head,
+                });
+            }
+            let f = self.rotary_base_rescale_factor;
+            if !(f > 0.0 && f < 1e30) {
+                return Err(ConfigError::NotPositive("rotary_base_rescale_factor"));
+            }
+            if f != 1.0 && r == 2 {
+                // base · f^(r/(r−2)) divides by zero in x-transformers.
+                return Err(ConfigError::RotaryDim {
+                    rotary_emb_dim: r,
+                    dim_head: self.attn_dim_head,
+                });
+            }
+            let g = self.rotary_interpolation_factor;
+            if !(g >= 1.0 && g < 1e30) {
+                // x-transformers asserts interpolation_factor >= 1 (xt:853).
+                return Err(ConfigError::NotPositive("rotary_interpolation_factor"));
+            }
+        }
+        if self.use_rmsnorm && self.use_simple_rmsnorm {
+            return Err(ConfigError::Conflict("use_rmsnorm", "use_simple_rmsnorm"));
+        }
+        if self.ff_swish && self.ff_relu_squared {
+            return Err(ConfigError::Conflict("ff_swish", "ff_relu_squared"));
+        }
+        if self.ff_mult.is_nan() || self.ff_mult <= 0.0 || self.ff_inner() == 0 {
+            return Err(ConfigError::Zero("ff_mult"));
+        }
+        // Every size below must fit comfortably in usize (and in u32 element counts on 32-bit targets).
+        let limit = 1usize << 30;
+        let widths = [
+            self.dim,
+            self.dim_context(),
+            self.q_dim(),
+            self.kv_dim(),
+            self.ff_proj_rows(),
+            self.depth,
+        ];
+        let mut i = 0;
+        while i < widths.len() {
+            if widths[i] > limit {
+                return Err(ConfigError::TooLarge);
+            }
+            i += 1;
+        }
+        let biggest = if self.ff_proj_rows() > self.q_dim() {
+            self.ff_proj_rows()
+        } else {
+            self.q_dim()
+        };
+        match biggest.checked_mul(if self.dim > self.dim_context() {
+            self.dim
+        } else {
+            self.dim_context()
+        }) {
+            Some(n) if n <= limit => {}
+            _ => return Err(ConfigError::TooLarge),
+        }
+        Ok(())
+    }
+}
+
+/// An x-transformers `TransformerWrapper(num_tokens, max_seq_len, attn_layers=Decoder(...))` configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WrapperConfig {
+    /// Vocabulary size V (`num_tokens`).
+    pub num_tokens: usize,
+    /// Length of the absolute position table (`max_seq_len`); 0 means none.
+    pub max_seq_len: usize,
+    /// `use_abs_pos_emb` (default true; ignored when rotary is on, as in x-transformers).
+    pub use_abs_pos_emb: bool,
+    /// Logits reuse the token embedding, scaled by dim^−½ (`tie_embedding`).
+    pub tie_embedding: bool,
+    /// The decoder (`attn_layers`).
+    pub attn_layers: DecoderConfig,
+}
+
+impl WrapperConfig {
+    /// A `TransformerWrapper(num_tokens, max_seq_len, attn_layers)` with defaults otherwise.
+    pub const fn new(num_tokens: usize, max_seq_len: usize, attn_layers: DecoderConfig) -> Self {
+        Self {
+            num_tokens,
+            max_seq_len,
+            use_abs_pos_emb: true,
+            tie_embedding: false,
+            attn_layers,
+        }
+    }
+    /// Sets `use_abs_pos_emb`.
+    pub const fn use_abs_pos_emb(mut self, on: bool) -> Self {
+        self.use_abs_pos_emb = on;
+        self
+    }
+    /// Sets `tie_embedding`.
+    pub const fn tie_embedding(mut self, on: bool) -> Self {
+        self.tie_embedding = on;
+        self
+    }
+    /// Whether the absolute position embedding exists (`xt:4041-4048`): `max_seq_len > 0`,
+    /// `use_abs_pos_emb`, and no rotary embedding in the decoder.
+    pub const fn has_abs_pos_emb(&self) -> bool {
+        self.max_seq_len > 0 && self.use_abs_pos_emb && !self.attn_layers.rotary_pos_emb
+    }
+    /// Checks the wrapper and its decoder.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub const fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = self.attn_layers.validate() {
+            return Err(e);
+        }
+        if self.num_tokens == 0 {
+            return Err(ConfigError::Zero("num_tokens"));
+        }
+        if self.num_tokens > (1 << 30) / self.attn_layers.dim
+            || self.max_seq_len > (1 << 30) / self.attn_layers.dim
+        {
+            return Err(ConfigError::TooLarge);
+        }
+        Ok(())
+    }
+}

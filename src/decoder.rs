@@ -1,0 +1,397 @@
+//! The x-transformers `Decoder` forward pass, top to bottom, over the KV cache.
+//!
+//! Every step names the x-transformers line it reproduces (`xt:N` = `x_transformers.py`,
+//! `at:N` = `attend.py`, version 2.31.10; see `../shared/x-transformers.md`).
+
+use crate::cache::KvCache;
+use crate::config::{Activation, DecoderConfig, Norm};
+use crate::error::{Buffer, Error};
+use crate::kernels;
+use crate::scratch::{Buffers, Scratch};
+use crate::tensor::{Element, Tensor, TensorSource};
+use crate::weights::{AttentionWeights, DecoderWeights};
+
+/// An x-transformers `Decoder` over borrowed weights: takes embeddings `x` (positions × dim)
+/// and an optional context (rows × dim_context), returns hidden states after the final norm.
+///
+/// `MAX_DEPTH` bounds the number of blocks (the weight table is a fixed-capacity array).
+#[derive(Clone, Debug)]
+pub struct Decoder<'w, const MAX_DEPTH: usize = 16> {
+    config: DecoderConfig,
+    weights: DecoderWeights<'w, MAX_DEPTH>,
+}
+
+impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
+    /// A decoder whose weights are looked up in `source` under a raw `Decoder`'s `state_dict` keys.
+    ///
+    /// # Errors
+    /// See [`DecoderWeights::from_source`].
+    pub fn from_source<S: TensorSource<'w>>(
+        config: DecoderConfig,
+        source: &S,
+    ) -> Result<Self, Error> {
+        Self::from_source_prefixed(config, source, "")
+    }
+
+    /// As [`Self::from_source`], with keys prefixed (`"attn_layers."` under a wrapper).
+    ///
+    /// # Errors
+    /// See [`DecoderWeights::from_source`].
+    pub fn from_source_prefixed<S: TensorSource<'w>>(
+        config: DecoderConfig,
+        source: &S,
+        prefix: &'static str,
+    ) -> Result<Self, Error> {
+        let weights = DecoderWeights::from_source(&config, source, prefix)?;
+        Ok(Self { config, weights })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// The weights.
+    pub fn weights(&self) -> &DecoderWeights<'w, MAX_DEPTH> {
+        &self.weights
+    }
+
+    /// Runs `x` (n × dim, row-major) through the decoder at positions `cache.len()..+n`,
+    /// appends its keys and values to the cache and writes the n hidden states to `out`.
+    ///
+    /// A cross-attending model computes the context's keys and values on the first call (the
+    /// cache has no context yet) and reuses them afterwards; like x-transformers, a context
+    /// given on later calls is ignored (`xt:3500-3501`). [`KvCache::reset`] forgets it.
+    ///
+    /// Chunking is invisible: `forward(a ++ b)` equals `forward(a)` then `forward(b)` (to
+    /// rounding), and inputs longer than the scratch's `max_positions` run in chunks.
+    ///
+    /// # Errors
+    /// [`Error::BufferLength`] if `x` is not whole rows or `out` differs in length from `x`,
+    /// [`Error::EmptyInput`], [`Error::CacheFull`], [`Error::ContextRequired`],
+    /// [`Error::ContextNotExpected`], [`Error::ContextTooLong`], [`Error::ConfigMismatch`].
+    /// On error nothing is written: not the cache, not `out`.
+    pub fn forward<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        x: &[f32],
+        context: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let dim = self.config.dim;
+        if x.len() % dim != 0 {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Input,
+                expected: dim,
+                found: x.len(),
+            });
+        }
+        if out.len() != x.len() {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: x.len(),
+                found: out.len(),
+            });
+        }
+        self.run(
+            cache,
+            scratch,
+            x.len() / dim,
+            context,
+            |start, rows| rows.copy_from_slice(&x[start * dim..start * dim + rows.len()]),
+            |start, rows| out[start * dim..start * dim + rows.len()].copy_from_slice(rows),
+        )
+    }
+
+    /// One position: [`Self::forward`] with a single row `x` (dim) and `out` (dim).
+    ///
+    /// # Errors
+    /// As [`Self::forward`].
+    pub fn step<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        x: &[f32],
+        context: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        if x.len() != self.config.dim {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Input,
+                expected: self.config.dim,
+                found: x.len(),
+            });
+        }
+        self.forward(cache, scratch, x, context, out)
+    }
+
+    /// Checks everything a call needs before anything is written.
+    fn validate<K: Element>(
+        &self,
+        cache: &KvCache<'_, K>,
+        scratch: &Scratch<'_>,
+        n: usize,
+        context: Option<&[f32]>,
+    ) -> Result<(), Error> {
+        let cfg = &self.config;
+        if !scratch.fits(cfg) {
+            return Err(Error::ConfigMismatch(Buffer::Scratch));
+        }
+        if !cache.fits(cfg) {
+            return Err(Error::ConfigMismatch(Buffer::KvCache));
+        }
+        if n == 0 {
+            return Err(Error::EmptyInput);
+        }
+        cache.check_room(n)?;
+        if !cfg.cross_attend {
+            if context.is_some() {
+                return Err(Error::ContextNotExpected);
+            }
+        } else if cache.context_len().is_none() {
+            let c = context.ok_or(Error::ContextRequired)?;
+            let w = cfg.dim_context();
+            if c.is_empty() || c.len() % w != 0 {
+                return Err(Error::BufferLength {
+                    buffer: Buffer::Context,
+                    expected: w,
+                    found: c.len(),
+                });
+            }
+            if c.len() / w > cache.max_context() {
+                return Err(Error::ContextTooLong {
+                    rows: c.len() / w,
+                    capacity: cache.max_context(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The forward pass shared by the decoder and the wrapper: validates, then for each chunk of
+    /// positions lets `fill` write the input rows into the residual stream, runs every block,
+    /// and hands the final-normed rows to `emit`. `fill`/`emit` get the chunk's start index.
+    pub(crate) fn run<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        n: usize,
+        context: Option<&[f32]>,
+        mut fill: impl FnMut(usize, &mut [f32]),
+        mut emit: impl FnMut(usize, &[f32]),
+    ) -> Result<(), Error> {
+        self.validate(cache, scratch, n, context)?;
+        let chunk = scratch.max_positions();
+        let mut s = scratch.buffers();
+        if self.config.cross_attend && cache.context_len().is_none() {
+            if let Some(c) = context {
+                self.encode_context(cache, &mut s, c);
+            }
+        }
+        self.fill_inv_freq(s.inv_freq);
+        let dim = self.config.dim;
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            fill(start, &mut s.x[..len * dim]);
+            self.forward_chunk(cache, &mut s, len);
+            emit(start, &s.xb[..len * dim]);
+            start += len;
+        }
+        Ok(())
+    }
+
+    /// Cross-attention keys and values of the context, once (`xt:2341, 2448-2457`): K = c·W_kᵀ,
+    /// V = c·W_vᵀ from the raw (un-normed) context rows.
+    fn encode_context<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        s: &mut Buffers<'_>,
+        context: &[f32],
+    ) {
+        let (w, kv) = (self.config.dim_context(), self.config.kv_dim());
+        let rows = context.len() / w;
+        for (b, block) in self.weights.blocks.iter().enumerate() {
+            let Some(cross) = &block.cross else { continue };
+            for (r, c) in context.chunks_exact(w).enumerate() {
+                kernels::matvec(cross.to_k, c, &mut s.k[..kv]);
+                kernels::matvec(cross.to_v, c, &mut s.v[..kv]);
+                cache.store_context(b, r, &s.k[..kv], &s.v[..kv]);
+            }
+        }
+        cache.set_context_len(rows);
+    }
+
+    /// inv_freq[m] = 1 / base^(2m/r), base = 10000 · rescale^(r/(r−2)), in f32 like torch
+    /// (`xt:849-852`); the file's `rotary_pos_emb.inv_freq` buffer is used when present.
+    fn fill_inv_freq(&self, inv_freq: &mut [f32]) {
+        let r = self.config.rotary_dim();
+        match self.weights.inv_freq {
+            Some(t) => kernels::load(inv_freq, t),
+            None if r > 0 => {
+                let rescale = self.config.rotary_base_rescale_factor;
+                let base = (10000.0 * libm::pow(rescale, r as f64 / (r as f64 - 2.0))) as f32;
+                for (m, f) in inv_freq.iter_mut().enumerate() {
+                    *f = 1.0 / libm::powf(base, (2 * m) as f32 / r as f32);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Rotary tables for positions pos0..pos0+n: φ = (p·inv_freq[m]) / interpolation_factor in f32
+    /// (`xt:876-881`).
+    fn fill_rotary(&self, s: &mut Buffers<'_>, pos0: usize, n: usize) {
+        let half = self.config.rotary_dim() / 2;
+        let interp = self.config.rotary_interpolation_factor as f32;
+        for i in 0..n {
+            let p = (pos0 + i) as f32;
+            for m in 0..half {
+                let angle = (p * s.inv_freq[m]) / interp;
+                s.cos[i * half + m] = libm::cosf(angle);
+                s.sin[i * half + m] = libm::sinf(angle);
+            }
+        }
+    }
+
+    /// Pre-norm of `n` rows (`xt:3677-3678`); gains are stored as gain − 1 (`xt:2993-2995`).
+    fn norm(&self, gain: Option<Tensor<'_>>, x: &[f32], out: &mut [f32]) {
+        let dim = self.config.dim;
+        for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+            match self.config.norm() {
+                Norm::LayerNorm => kernels::layer_norm(xr, gain, 1.0, or),
+                Norm::RmsNorm | Norm::SimpleRmsNorm => kernels::rms_norm(xr, gain, 1.0, or),
+            }
+        }
+    }
+
+    /// Merges heads and projects back to dim: out = o·W_oᵀ (`xt:2745`), or o itself with one head.
+    fn project_out(&self, w: &AttentionWeights<'_>, att: &[f32], out: &mut [f32]) {
+        match w.to_out {
+            Some(to_out) => kernels::matmul(to_out, self.config.q_dim(), att, out),
+            None => out.copy_from_slice(att),
+        }
+    }
+
+    /// All blocks over the `n` positions in `s.x`, then the final norm into `s.xb`.
+    fn forward_chunk<K: Element>(&self, cache: &mut KvCache<'_, K>, s: &mut Buffers<'_>, n: usize) {
+        let cfg = &self.config;
+        let (dim, qd, kvd, d) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.attn_dim_head);
+        let (heads, kv_heads, half) = (cfg.heads, cfg.kv_heads(), cfg.rotary_dim() / 2);
+        let scale = (1.0 / libm::sqrt(d as f64)) as f32; // d^-1/2 (xt:1957)
+        let pos0 = cache.len();
+        self.fill_rotary(s, pos0, n);
+        let x = &mut s.x[..n * dim];
+        let xb = &mut s.xb[..n * dim];
+        let xb2 = &mut s.xb2[..n * dim];
+        let q = &mut s.q[..n * qd];
+        let k = &mut s.k[..n * kvd];
+        let v = &mut s.v[..n * kvd];
+        let att = &mut s.att[..n * qd];
+
+        for (b, block) in self.weights.blocks.iter().enumerate() {
+            // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
+            let a = &block.attn;
+            self.norm(a.norm, x, xb);
+            kernels::matmul(a.to_q, dim, xb, q); // q = u·W_qᵀ, no bias (xt:2013)
+            kernels::matmul(a.to_k, dim, xb, k);
+            kernels::matmul(a.to_v, dim, xb, v);
+            if half > 0 {
+                // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
+                for i in 0..n {
+                    let (c, sn) = (
+                        &s.cos[i * half..(i + 1) * half],
+                        &s.sin[i * half..(i + 1) * half],
+                    );
+                    q[i * qd..(i + 1) * qd]
+                        .chunks_exact_mut(d)
+                        .for_each(|h| kernels::rotary(h, c, sn));
+                    k[i * kvd..(i + 1) * kvd]
+                        .chunks_exact_mut(d)
+                        .for_each(|h| kernels::rotary(h, c, sn));
+                }
+            }
+            for i in 0..n {
+                cache.store(
+                    b,
+                    pos0 + i,
+                    &k[i * kvd..(i + 1) * kvd],
+                    &v[i * kvd..(i + 1) * kvd],
+                );
+            }
+            for i in 0..n {
+                // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180). Query head h reads
+                // kv head h mod kv_heads (at:529-532).
+                for h in 0..heads {
+                    let (keys, values) = cache.head(b, h % kv_heads, pos0 + i + 1);
+                    let at = i * qd + h * d;
+                    kernels::attention(&q[at..at + d], keys, values, scale, &mut att[at..at + d]);
+                }
+            }
+            self.project_out(a, att, xb2);
+            kernels::add(x, xb2);
+
+            // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
+            if let Some(c) = &block.cross {
+                self.norm(c.norm, x, xb);
+                kernels::matmul(c.to_q, dim, xb, q);
+                for i in 0..n {
+                    for h in 0..heads {
+                        let (keys, values) = cache.context_head(b, h % kv_heads);
+                        let at = i * qd + h * d;
+                        kernels::attention(
+                            &q[at..at + d],
+                            keys,
+                            values,
+                            scale,
+                            &mut att[at..at + d],
+                        );
+                    }
+                }
+                self.project_out(c, att, xb2);
+                kernels::add(x, xb2);
+            }
+
+            // ---- feed-forward 'f': x = x + W₂·act(W₁·u + b₁) + b₂, or GLU (xt:1763-1858)
+            let f = &block.ff;
+            let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
+            let hb = &mut s.hb[..n * rows];
+            self.norm(f.norm, x, xb);
+            kernels::matmul(f.proj, dim, xb, hb);
+            if let Some(bias) = f.proj_bias {
+                kernels::add_bias(hb, bias);
+            }
+            let act = activation(cfg.activation());
+            if cfg.ff_glu {
+                // up = first half, gate = second half; h = up ⊙ act(gate) (xt:1729-1761), packed
+                // in place to [n, F]: each write lands at or before the data it reads.
+                for i in 0..n {
+                    for j in 0..inner {
+                        hb[i * inner + j] = hb[i * rows + j] * act(hb[i * rows + inner + j]);
+                    }
+                }
+            } else {
+                hb.iter_mut().for_each(|h| *h = act(*h));
+            }
+            kernels::matmul(f.out, inner, &hb[..n * inner], xb2);
+            if let Some(bias) = f.out_bias {
+                kernels::add_bias(xb2, bias);
+            }
+            kernels::add(x, xb2);
+        }
+
+        // ---- final norm (xt:3750)
+        self.norm(self.weights.final_norm, x, xb);
+        cache.advance(n);
+    }
+}
+
+/// The feed-forward activation as a function.
+fn activation(a: Activation) -> fn(f32) -> f32 {
+    match a {
+        Activation::Gelu => kernels::gelu,
+        Activation::Silu => kernels::silu,
+        Activation::ReluSquared => kernels::relu_squared,
+    }
+}

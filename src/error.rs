@@ -1,0 +1,287 @@
+//! Typed errors. Every error is a small `Copy` value carrying the numbers a person needs
+//! (needed vs available sizes, capacity, the offending token), printable over a serial line.
+
+use core::fmt;
+
+/// Why a configuration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The named size is zero.
+    Zero(&'static str),
+    /// The named factor must be a finite positive number (>= 1 for `rotary_interpolation_factor`).
+    NotPositive(&'static str),
+    /// `heads` is not a multiple of the key/value heads.
+    KvHeads {
+        /// `heads`.
+        heads: usize,
+        /// Resolved key/value heads.
+        kv_heads: usize,
+    },
+    /// With one head there is no `to_out`, so `attn_dim_head` must equal `dim`.
+    SingleHeadWidth {
+        /// `dim`.
+        dim: usize,
+        /// `attn_dim_head`.
+        dim_head: usize,
+    },
+    /// `rotary_emb_dim` must be even, at least 2 (more than 2 with a base rescale) and at most `attn_dim_head`.
+    RotaryDim {
+        /// Resolved rotary width.
+        rotary_emb_dim: usize,
+        /// `attn_dim_head`.
+        dim_head: usize,
+    },
+    /// Two options that cannot be combined.
+    Conflict(&'static str, &'static str),
+    /// Sizes too large for this library (over 2^30 elements in one matrix).
+    TooLarge,
+}
+
+/// Which caller-provided buffer an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffer {
+    /// The scratch arena of a forward step ([`crate::Scratch`]).
+    Scratch,
+    /// The self-attention key/value cache.
+    KvCache,
+    /// The cross-attention context cache.
+    ContextCache,
+    /// The input `x` (positions × dim).
+    Input,
+    /// The cross-attention context (rows × dim_context).
+    Context,
+    /// The output buffer (hidden states or logits).
+    Output,
+}
+
+/// A weight tensor, named the way x-transformers' `state_dict` names it.
+///
+/// `sublayer` is ℓ in `layers.ℓ.…`; `prefix` is `"attn_layers."` under a `TransformerWrapper`.
+/// Displayed as the full key, e.g. `attn_layers.layers.3.1.to_q.weight`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightName {
+    /// `""` for a raw Decoder, `"attn_layers."` for decoder weights under a wrapper.
+    pub prefix: &'static str,
+    /// The sublayer index ℓ for `layers.ℓ.*` keys.
+    pub sublayer: Option<u32>,
+    /// The rest of the key (after `layers.ℓ.`), e.g. `1.to_q.weight` or `final_norm.gamma`.
+    pub suffix: &'static str,
+}
+
+impl fmt::Display for WeightName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sublayer {
+            Some(l) => write!(f, "{}layers.{}.{}", self.prefix, l, self.suffix),
+            None => write!(f, "{}{}", self.prefix, self.suffix),
+        }
+    }
+}
+
+/// A tensor shape of up to four dimensions, printed like PyTorch's `(256, 128)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// The sizes (saturated at `u32::MAX`); only the first `ndim` are used.
+    pub dims: [u32; 4],
+    /// Number of dimensions.
+    pub ndim: u8,
+}
+
+impl Dims {
+    /// The shape `dims` (at most four dimensions are kept).
+    pub fn new(dims: &[usize]) -> Self {
+        let mut d = [0u32; 4];
+        let ndim = dims.len().min(4);
+        for (o, &i) in d.iter_mut().zip(&dims[..ndim]) {
+            *o = u32::try_from(i).unwrap_or(u32::MAX);
+        }
+        Self {
+            dims: d,
+            ndim: ndim as u8,
+        }
+    }
+}
+
+impl fmt::Display for Dims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "(")?;
+        for (i, d) in self.dims[..self.ndim as usize].iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        if self.ndim == 1 {
+            write!(f, ",")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Everything that can go wrong in picoformer. Each failing call leaves all state unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The configuration is invalid or unsupported.
+    Config(ConfigError),
+    /// A caller-provided buffer is too small.
+    BufferTooSmall {
+        /// Which buffer.
+        buffer: Buffer,
+        /// Elements needed.
+        needed: usize,
+        /// Elements provided.
+        available: usize,
+    },
+    /// A buffer's length is not what the call requires (e.g. not a whole number of rows).
+    BufferLength {
+        /// Which buffer.
+        buffer: Buffer,
+        /// Elements expected (or the row width the length must be a multiple of).
+        expected: usize,
+        /// Elements provided.
+        found: usize,
+    },
+    /// A weight the configuration needs was not provided.
+    MissingWeight(WeightName),
+    /// A weight has the wrong shape for the configuration (or its data does not fill its shape).
+    WeightShape {
+        /// The weight.
+        name: WeightName,
+        /// Expected shape.
+        expected: Dims,
+        /// Shape found.
+        found: Dims,
+    },
+    /// Empty input: no positions (or no tokens).
+    EmptyInput,
+    /// A token id is not below `num_tokens`.
+    TokenOutOfRange {
+        /// The token.
+        token: u32,
+        /// Its index in the input.
+        index: usize,
+        /// `num_tokens`.
+        num_tokens: usize,
+    },
+    /// A position is beyond the absolute position table (`max_seq_len`).
+    PositionOutOfRange {
+        /// The first position that does not fit.
+        position: usize,
+        /// `max_seq_len`.
+        max_seq_len: usize,
+    },
+    /// The KV cache cannot take that many more positions. Nothing was written.
+    CacheFull {
+        /// Positions already cached.
+        len: usize,
+        /// Positions requested.
+        requested: usize,
+        /// The cache capacity.
+        capacity: usize,
+    },
+    /// `truncate(n)` beyond the current length.
+    TruncateBeyondLength {
+        /// Requested length.
+        requested: usize,
+        /// Current length.
+        len: usize,
+    },
+    /// The context has more rows than the context cache holds.
+    ContextTooLong {
+        /// Context rows given.
+        rows: usize,
+        /// Context cache capacity.
+        capacity: usize,
+    },
+    /// A cross-attending model's first call needs a context.
+    ContextRequired,
+    /// A context was given to a model without cross-attention.
+    ContextNotExpected,
+    /// The cache or scratch was built for a different configuration.
+    ConfigMismatch(Buffer),
+    /// A tensor's element type cannot be used here.
+    UnsupportedDtype(WeightName),
+    /// The model has more blocks than the `MAX_DEPTH` the decoder type was built with.
+    DepthExceedsCapacity {
+        /// `depth`.
+        depth: usize,
+        /// The `MAX_DEPTH` const parameter.
+        max_depth: usize,
+    },
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ConfigError::Zero(what) => write!(f, "`{what}` must be positive"),
+            ConfigError::NotPositive(what) => write!(f, "`{what}` must be a finite positive number"),
+            ConfigError::KvHeads { heads, kv_heads } => {
+                write!(f, "heads ({heads}) must be a multiple of kv heads ({kv_heads})")
+            }
+            ConfigError::SingleHeadWidth { dim, dim_head } => write!(
+                f,
+                "with heads=1 there is no to_out, so attn_dim_head ({dim_head}) must equal dim ({dim})"
+            ),
+            ConfigError::RotaryDim { rotary_emb_dim, dim_head } => write!(
+                f,
+                "rotary_emb_dim {rotary_emb_dim} must be even, >= 2 (> 2 with a base rescale) and <= attn_dim_head {dim_head}"
+            ),
+            ConfigError::Conflict(a, b) => write!(f, "`{a}` and `{b}` cannot both be set"),
+            ConfigError::TooLarge => write!(f, "configuration too large (a matrix over 2^30 elements)"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::Config(e) => write!(f, "invalid configuration: {e}"),
+            Error::BufferTooSmall { buffer, needed, available } => {
+                write!(f, "{buffer:?} buffer too small: needs {needed} elements, has {available}")
+            }
+            Error::BufferLength { buffer, expected, found } => {
+                write!(f, "{buffer:?} buffer has {found} elements, expected {expected} (or a multiple)")
+            }
+            Error::MissingWeight(name) => write!(f, "missing weight `{name}`"),
+            Error::WeightShape { name, expected, found } => write!(
+                f,
+                "weight `{name}` has shape {found}, expected {expected}"
+            ),
+            Error::EmptyInput => write!(f, "empty input"),
+            Error::TokenOutOfRange { token, index, num_tokens } => {
+                write!(f, "token {token} at index {index} is out of range (num_tokens = {num_tokens})")
+            }
+            Error::PositionOutOfRange { position, max_seq_len } => write!(
+                f,
+                "position {position} is beyond the absolute position table (max_seq_len = {max_seq_len})"
+            ),
+            Error::CacheFull { len, requested, capacity } => write!(
+                f,
+                "KV cache full: {len} cached + {requested} requested > capacity {capacity}"
+            ),
+            Error::TruncateBeyondLength { requested, len } => {
+                write!(f, "cannot truncate to {requested}: only {len} positions cached")
+            }
+            Error::ContextTooLong { rows, capacity } => {
+                write!(f, "context of {rows} rows exceeds the context cache capacity {capacity}")
+            }
+            Error::ContextRequired => write!(f, "this model cross-attends: the first call needs a context"),
+            Error::ContextNotExpected => write!(f, "a context was given to a model without cross-attention"),
+            Error::ConfigMismatch(b) => write!(f, "{b:?} was built for a different configuration"),
+            Error::UnsupportedDtype(name) => write!(f, "weight `{name}` has an unsupported element type"),
+            Error::DepthExceedsCapacity { depth, max_depth } => {
+                write!(f, "depth {depth} exceeds the decoder's MAX_DEPTH {max_depth}")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}

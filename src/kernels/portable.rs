@@ -1,0 +1,220 @@
+//! Portable kernels: the reference every SIMD kernel is tested against, and the path used on
+//! targets without one. Plain safe Rust over slices; lengths are checked once at entry.
+//!
+//! Sums use 8 independent accumulators, so the compiler can vectorise them and the rounding
+//! behaves like the 8-lane SIMD kernels'.
+
+use crate::tensor::Element;
+
+const LANES: usize = 8;
+
+/// Σ w[i]·x[i] with 8 accumulators, reduced pairwise.
+#[inline]
+pub fn dot<E: Element>(w: &[E], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut acc = [0.0f32; LANES];
+    let mut wc = w.chunks_exact(LANES);
+    let mut xc = x.chunks_exact(LANES);
+    for (wb, xb) in (&mut wc).zip(&mut xc) {
+        for l in 0..LANES {
+            acc[l] += wb[l].to_f32() * xb[l];
+        }
+    }
+    for (l, (wv, xv)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
+        acc[l] += wv.to_f32() * xv;
+    }
+    reduce(acc)
+}
+
+#[inline(always)]
+fn reduce(a: [f32; LANES]) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// y[r] = Σ_c w[r·cols + c]·x[c] for every row r < y.len(): `y = x·Wᵀ` for an `nn.Linear`
+/// weight `W[out, in]` (decode, one position).
+///
+/// # Panics
+/// If `x.len() != cols` or `w.len() != y.len() * cols`.
+pub fn matvec<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), cols);
+    assert_eq!(w.len(), y.len() * cols);
+    if cols == 0 {
+        y.fill(0.0);
+        return;
+    }
+    for (yr, wr) in y.iter_mut().zip(w.chunks_exact(cols)) {
+        *yr = dot(wr, x);
+    }
+}
+
+/// Y[i, r] = Σ_c W[r, c]·X[i, c] for n = x.len() / cols positions: `Y = X·Wᵀ` (prefill).
+/// Y is row-major `[n, rows]` with rows = `w.len() / cols`.
+///
+/// # Panics
+/// If the lengths do not describe `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`.
+pub fn matmul<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
+    let n = x.len() / cols;
+    let rows = w.len() / cols;
+    assert_eq!(y.len(), n * rows);
+    if rows == 0 {
+        return;
+    }
+    // Four positions share each weight row while it is hot in cache.
+    let mut i = 0;
+    while i + 4 <= n {
+        let xs = [
+            &x[i * cols..(i + 1) * cols],
+            &x[(i + 1) * cols..(i + 2) * cols],
+            &x[(i + 2) * cols..(i + 3) * cols],
+            &x[(i + 3) * cols..(i + 4) * cols],
+        ];
+        for (r, wr) in w.chunks_exact(cols).enumerate() {
+            for (j, xr) in xs.iter().enumerate() {
+                y[(i + j) * rows + r] = dot(wr, xr);
+            }
+        }
+        i += 4;
+    }
+    while i < n {
+        matvec(
+            w,
+            cols,
+            &x[i * cols..(i + 1) * cols],
+            &mut y[i * rows..(i + 1) * rows],
+        );
+        i += 1;
+    }
+}
+
+/// The gain of a norm: (stored + offset), or 1 when there is no gain tensor.
+#[inline(always)]
+fn gain<E: Element>(g: Option<&[E]>, i: usize, offset: f32) -> f32 {
+    match g {
+        Some(g) => g[i].to_f32() + offset,
+        None => 1.0,
+    }
+}
+
+/// Bias-less LayerNorm (`xt:1017-1036`): (x − μ)/√(σ² + 1e-5) ⊙ (g + offset), σ² the biased variance.
+/// `offset` is 1 for the Decoder's norms (`norm_add_unit_offset`) and 0 for `post_emb_norm`.
+///
+/// # Panics
+/// If `out` or a gain is not as long as `x`.
+pub fn layer_norm<E: Element>(x: &[f32], g: Option<&[E]>, offset: f32, out: &mut [f32]) {
+    assert_eq!(out.len(), x.len());
+    if let Some(g) = g {
+        assert_eq!(g.len(), x.len());
+    }
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / libm::sqrtf(var + 1e-5);
+    for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
+        *o = (v - mean) * inv * gain(g, i, offset);
+    }
+}
+
+/// RMSNorm as x-transformers computes it (`xt:1076-1124`): x / max(‖x‖₂, 1e-12) · √D · (g + offset);
+/// without a gain (`SimpleRMSNorm`) the gain is 1. The epsilon is on the norm, not the mean square.
+///
+/// # Panics
+/// If `out` or a gain is not as long as `x`.
+pub fn rms_norm<E: Element>(x: &[f32], g: Option<&[E]>, offset: f32, out: &mut [f32]) {
+    assert_eq!(out.len(), x.len());
+    if let Some(g) = g {
+        assert_eq!(g.len(), x.len());
+    }
+    let norm = libm::sqrtf(x.iter().map(|v| v * v).sum::<f32>());
+    let scale = libm::sqrtf(x.len() as f32) / norm.max(1e-12);
+    for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
+        *o = v * scale * gain(g, i, offset);
+    }
+}
+
+/// Rotary embedding of one head vector (`xt:893-915`): features (2m, 2m+1) for m < cos.len()
+/// rotate by the angle whose cosine and sine are `cos[m]`, `sin[m]`; the rest pass through.
+///
+/// # Panics
+/// If `cos` and `sin` differ in length or `2·cos.len() > v.len()`.
+pub fn rotary(v: &mut [f32], cos: &[f32], sin: &[f32]) {
+    assert_eq!(cos.len(), sin.len());
+    assert!(2 * cos.len() <= v.len());
+    for (m, (c, s)) in cos.iter().zip(sin).enumerate() {
+        let a = v[2 * m];
+        let b = v[2 * m + 1];
+        v[2 * m] = a * c - b * s;
+        v[2 * m + 1] = b * c + a * s;
+    }
+}
+
+/// Exact GELU, ½·z·(1 + erf(z/√2)) (`nn.GELU()`).
+#[inline]
+pub fn gelu(z: f32) -> f32 {
+    0.5 * z * (1.0 + libm::erff(z * core::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// SiLU, z·σ(z).
+#[inline]
+pub fn silu(z: f32) -> f32 {
+    z / (1.0 + libm::expf(-z))
+}
+
+/// ReLU², max(z, 0)².
+#[inline]
+pub fn relu_squared(z: f32) -> f32 {
+    let r = z.max(0.0);
+    r * r
+}
+
+/// In-place softmax. An empty slice is left alone; if every entry is −∞ the result is NaN,
+/// so callers that can meet that case must check first.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = libm::expf(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// One query head attending over `len` cached positions with an online (streaming) softmax:
+/// out = Σ_j softmax_j(q·k_j·scale) v_j. `keys` and `values` hold `len` rows of `q.len()`
+/// elements each (one kv head of the cache); nothing of size `len` is allocated.
+///
+/// # Panics
+/// If the lengths disagree or `len == 0`.
+pub fn attention<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
+    let d = q.len();
+    assert!(d > 0 && keys.len() % d == 0 && !keys.is_empty());
+    assert_eq!(keys.len(), values.len());
+    assert_eq!(out.len(), d);
+    out.fill(0.0);
+    let mut max = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    for (k, v) in keys.chunks_exact(d).zip(values.chunks_exact(d)) {
+        let s = dot(k, q) * scale;
+        if s > max {
+            let c = libm::expf(max - s);
+            sum *= c;
+            for o in out.iter_mut() {
+                *o *= c;
+            }
+            max = s;
+        }
+        let p = libm::expf(s - max);
+        sum += p;
+        for (o, vv) in out.iter_mut().zip(v) {
+            *o += p * vv.to_f32();
+        }
+    }
+    let inv = 1.0 / sum;
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}

@@ -1,0 +1,143 @@
+//! The scratch arena of a forward pass: named activation buffers (llama2.c's `RunState`) carved
+//! from one caller-provided `&mut [f32]`.
+//!
+//! The arena is sized for `max_positions` positions processed at once. Longer inputs are not
+//! an error: the forward pass runs them in chunks of `max_positions` (which gives the same
+//! numbers, since prefill(a ++ b) == prefill(a) then prefill(b)). A decode-only arena is
+//! `max_positions = 1`.
+
+use crate::config::DecoderConfig;
+use crate::error::{Buffer, Error};
+
+/// Caller-provided working memory for [`crate::Decoder`] and [`crate::TransformerWrapper`].
+#[derive(Debug)]
+pub struct Scratch<'b> {
+    buf: &'b mut [f32],
+    config: DecoderConfig,
+    max_positions: usize,
+}
+
+/// The arena split into its named buffers, each `[positions, width]` row-major.
+pub(crate) struct Buffers<'a> {
+    /// Residual stream `[P, dim]`.
+    pub x: &'a mut [f32],
+    /// Normed input of a sublayer, and the final norm's output `[P, dim]`.
+    pub xb: &'a mut [f32],
+    /// Output of a sublayer before the residual add `[P, dim]`.
+    pub xb2: &'a mut [f32],
+    /// Queries `[P, heads·d]`.
+    pub q: &'a mut [f32],
+    /// New keys `[P, kv_heads·d]` (also one context row's keys).
+    pub k: &'a mut [f32],
+    /// New values `[P, kv_heads·d]`.
+    pub v: &'a mut [f32],
+    /// Attention output, heads merged `[P, heads·d]`.
+    pub att: &'a mut [f32],
+    /// Feed-forward hidden `[P, F]` or `[P, 2F]` with GLU.
+    pub hb: &'a mut [f32],
+    /// Rotary cosines `[P, r/2]`.
+    pub cos: &'a mut [f32],
+    /// Rotary sines `[P, r/2]`.
+    pub sin: &'a mut [f32],
+    /// Rotary inverse frequencies `[r/2]`.
+    pub inv_freq: &'a mut [f32],
+}
+
+impl<'b> Scratch<'b> {
+    /// `f32` elements needed for `max_positions` positions at once:
+    /// P·(3·dim + 2·heads·d + 2·kv_heads·d + F·(2 with GLU)) + (2P + 1)·r/2.
+    pub const fn elements(cfg: &DecoderConfig, max_positions: usize) -> usize {
+        let per_position = 3usize
+            .saturating_mul(cfg.dim)
+            .saturating_add(2usize.saturating_mul(cfg.q_dim()))
+            .saturating_add(2usize.saturating_mul(cfg.kv_dim()))
+            .saturating_add(cfg.ff_proj_rows());
+        let half = cfg.rotary_dim() / 2;
+        max_positions
+            .saturating_mul(per_position)
+            .saturating_add(half.saturating_mul(max_positions.saturating_mul(2).saturating_add(1)))
+    }
+
+    /// Bytes needed (`elements · 4`).
+    pub const fn bytes(cfg: &DecoderConfig, max_positions: usize) -> usize {
+        Self::elements(cfg, max_positions).saturating_mul(4)
+    }
+
+    /// An arena for up to `max_positions` positions per chunk, over the first
+    /// [`Self::elements`] elements of `buf`. Its contents are never read before being written.
+    ///
+    /// # Errors
+    /// [`Error::Config`], [`Error::EmptyInput`] if `max_positions` is 0, or
+    /// [`Error::BufferTooSmall`] with needed and available elements.
+    pub fn new(
+        cfg: &DecoderConfig,
+        max_positions: usize,
+        buf: &'b mut [f32],
+    ) -> Result<Self, Error> {
+        cfg.validate()?;
+        if max_positions == 0 {
+            return Err(Error::EmptyInput);
+        }
+        let needed = Self::elements(cfg, max_positions);
+        if buf.len() < needed || needed == usize::MAX {
+            return Err(Error::BufferTooSmall {
+                buffer: Buffer::Scratch,
+                needed,
+                available: buf.len(),
+            });
+        }
+        Ok(Self {
+            buf: &mut buf[..needed],
+            config: *cfg,
+            max_positions,
+        })
+    }
+
+    /// Positions processed per chunk.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    /// Whether the arena was made for this configuration.
+    pub(crate) fn fits(&self, cfg: &DecoderConfig) -> bool {
+        self.config == *cfg
+    }
+
+    /// Splits the arena into its named buffers.
+    pub(crate) fn buffers(&mut self) -> Buffers<'_> {
+        let c = &self.config;
+        let p = self.max_positions;
+        let half = c.rotary_dim() / 2;
+        let rest = &mut *self.buf;
+        let (x, rest) = rest.split_at_mut(p * c.dim);
+        let (xb, rest) = rest.split_at_mut(p * c.dim);
+        let (xb2, rest) = rest.split_at_mut(p * c.dim);
+        let (q, rest) = rest.split_at_mut(p * c.q_dim());
+        let (k, rest) = rest.split_at_mut(p * c.kv_dim());
+        let (v, rest) = rest.split_at_mut(p * c.kv_dim());
+        let (att, rest) = rest.split_at_mut(p * c.q_dim());
+        let (hb, rest) = rest.split_at_mut(p * c.ff_proj_rows());
+        let (cos, rest) = rest.split_at_mut(p * half);
+        let (sin, rest) = rest.split_at_mut(p * half);
+        let (inv_freq, _) = rest.split_at_mut(half);
+        Buffers {
+            x,
+            xb,
+            xb2,
+            q,
+            k,
+            v,
+            att,
+            hb,
+            cos,
+            sin,
+            inv_freq,
+        }
+    }
+
+    /// Fills the arena with NaN (tests use it to show that nothing unwritten is read).
+    #[doc(hidden)]
+    pub fn poison(&mut self) {
+        self.buf.fill(f32::NAN);
+    }
+}

@@ -1,0 +1,187 @@
+//! Borrowed weight views and the element types picoformer reads.
+//!
+//! Weights are never copied: a [`Tensor`] borrows the bytes where they live (flash, a
+//! memory-mapped file, a `static`), in x-transformers' own layout (`nn.Linear` weights are
+//! `[out, in]`, row-major).
+
+use half::{bf16, f16};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// An element type that weights or the KV cache can be stored in: `f32`, `f16` or `bf16`.
+pub trait Element:
+    Copy + Default + PartialEq + core::fmt::Debug + sealed::Sealed + 'static
+{
+    /// Converts to `f32` (exact for every type here).
+    fn to_f32(self) -> f32;
+    /// Rounds an `f32` to this type (round to nearest even).
+    fn from_f32(x: f32) -> Self;
+    /// A quiet NaN, for tests that poison buffers.
+    const NAN: Self;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    const NAN: Self = f32::NAN;
+}
+
+impl Element for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+    const NAN: Self = f16::NAN;
+}
+
+impl Element for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+    const NAN: Self = bf16::NAN;
+}
+
+/// A borrowed, typed run of weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tensor<'w> {
+    /// 32-bit floats.
+    F32(&'w [f32]),
+    /// IEEE half floats.
+    F16(&'w [f16]),
+    /// bfloat16.
+    Bf16(&'w [bf16]),
+}
+
+impl<'w> Tensor<'w> {
+    /// An empty tensor (a placeholder for absent weights).
+    pub const EMPTY: Tensor<'static> = Tensor::F32(&[]);
+
+    /// Number of elements.
+    pub const fn len(&self) -> usize {
+        match self {
+            Tensor::F32(s) => s.len(),
+            Tensor::F16(s) => s.len(),
+            Tensor::Bf16(s) => s.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as `f32`.
+    ///
+    /// # Panics
+    /// If `i >= self.len()`.
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Tensor::F32(s) => s[i],
+            Tensor::F16(s) => s[i].to_f32(),
+            Tensor::Bf16(s) => s[i].to_f32(),
+        }
+    }
+
+    /// Size of one element in bytes.
+    pub const fn element_bytes(&self) -> usize {
+        match self {
+            Tensor::F32(_) => 4,
+            Tensor::F16(_) | Tensor::Bf16(_) => 2,
+        }
+    }
+
+    /// The elements `start..start + len` (a sub-view, e.g. one row or one half of a GLU projection).
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn slice(&self, start: usize, len: usize) -> Tensor<'w> {
+        match *self {
+            Tensor::F32(s) => Tensor::F32(&s[start..start + len]),
+            Tensor::F16(s) => Tensor::F16(&s[start..start + len]),
+            Tensor::Bf16(s) => Tensor::Bf16(&s[start..start + len]),
+        }
+    }
+}
+
+impl<'w> From<&'w [f32]> for Tensor<'w> {
+    fn from(s: &'w [f32]) -> Self {
+        Tensor::F32(s)
+    }
+}
+impl<'w> From<&'w [f16]> for Tensor<'w> {
+    fn from(s: &'w [f16]) -> Self {
+        Tensor::F16(s)
+    }
+}
+impl<'w> From<&'w [bf16]> for Tensor<'w> {
+    fn from(s: &'w [bf16]) -> Self {
+        Tensor::Bf16(s)
+    }
+}
+
+/// A tensor with its shape, as a [`TensorSource`] hands it out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorView<'w> {
+    /// The elements, row-major.
+    pub data: Tensor<'w>,
+    /// The shape; only the first `ndim` entries are used.
+    pub shape: [usize; 4],
+    /// Number of dimensions (0 to 4).
+    pub ndim: usize,
+}
+
+impl<'w> TensorView<'w> {
+    /// A view with the given shape (up to 4 dimensions; extra ones are ignored).
+    pub fn new(data: Tensor<'w>, shape: &[usize]) -> Self {
+        let mut s = [0usize; 4];
+        let ndim = shape.len().min(4);
+        s[..ndim].copy_from_slice(&shape[..ndim]);
+        Self {
+            data,
+            shape: s,
+            ndim,
+        }
+    }
+
+    /// The used part of the shape.
+    pub fn dims(&self) -> &[usize] {
+        &self.shape[..self.ndim]
+    }
+}
+
+/// Where weights come from: anything that can look a tensor up by its x-transformers
+/// `state_dict` key (a parsed safetensors file, a table of `static`s, a test's map).
+pub trait TensorSource<'w> {
+    /// The tensor stored under `name`, or `None`.
+    fn tensor(&self, name: &str) -> Option<TensorView<'w>>;
+}
+
+impl<'w, F> TensorSource<'w> for F
+where
+    F: Fn(&str) -> Option<TensorView<'w>>,
+{
+    fn tensor(&self, name: &str) -> Option<TensorView<'w>> {
+        self(name)
+    }
+}

@@ -1,0 +1,194 @@
+//! x-transformers' `TransformerWrapper`: token and absolute position embeddings in front of the
+//! [`Decoder`], logits behind it (`xt:3974-4198, 4281-4295`).
+
+use crate::cache::KvCache;
+use crate::config::WrapperConfig;
+use crate::decoder::Decoder;
+use crate::error::{Buffer, Error};
+use crate::kernels;
+use crate::scratch::Scratch;
+use crate::tensor::{Element, TensorSource};
+use crate::weights::WrapperWeights;
+
+/// A decoder with token embeddings and logits: token ids in, logits out.
+#[derive(Clone, Debug)]
+pub struct TransformerWrapper<'w, const MAX_DEPTH: usize = 16> {
+    config: WrapperConfig,
+    decoder: Decoder<'w, MAX_DEPTH>,
+    weights: WrapperWeights<'w>,
+}
+
+impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
+    /// A wrapper whose weights are looked up in `source` under a `TransformerWrapper`'s
+    /// `state_dict` keys (decoder keys prefixed `attn_layers.`).
+    ///
+    /// # Errors
+    /// [`Error::Config`], [`Error::MissingWeight`], [`Error::WeightShape`],
+    /// [`Error::DepthExceedsCapacity`].
+    pub fn from_source<S: TensorSource<'w>>(
+        config: WrapperConfig,
+        source: &S,
+    ) -> Result<Self, Error> {
+        let weights = WrapperWeights::from_source(&config, source)?;
+        let decoder = Decoder::from_source_prefixed(config.attn_layers, source, "attn_layers.")?;
+        Ok(Self {
+            config,
+            decoder,
+            weights,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WrapperConfig {
+        &self.config
+    }
+
+    /// The decoder inside.
+    pub fn decoder(&self) -> &Decoder<'w, MAX_DEPTH> {
+        &self.decoder
+    }
+
+    /// The wrapper's own weights.
+    pub fn weights(&self) -> &WrapperWeights<'w> {
+        &self.weights
+    }
+
+    /// Number of tensors the model consists of (wrapper and decoder).
+    pub fn tensors_used(&self) -> usize {
+        self.weights.tensors_used + self.decoder.weights().tensors_used
+    }
+
+    /// Runs `tokens` at positions `cache.len()..+n` and writes the logits of every position to
+    /// `logits` (n × num_tokens).
+    ///
+    /// # Errors
+    /// [`Error::BufferLength`] for a wrong `logits` length, [`Error::TokenOutOfRange`],
+    /// [`Error::PositionOutOfRange`] past `max_seq_len` with absolute positions, and every error of
+    /// [`Decoder::forward`]. On error nothing is written.
+    pub fn forward<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
+        let v = self.config.num_tokens;
+        if logits.len() != tokens.len().saturating_mul(v) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: tokens.len().saturating_mul(v),
+                found: logits.len(),
+            });
+        }
+        self.run(cache, scratch, tokens, context, logits, false)
+    }
+
+    /// Runs `tokens` like [`Self::forward`] but writes only the last position's logits
+    /// (num_tokens), which is what generation needs after a prompt.
+    ///
+    /// # Errors
+    /// As [`Self::forward`].
+    pub fn forward_last<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
+        let v = self.config.num_tokens;
+        if logits.len() != v {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: v,
+                found: logits.len(),
+            });
+        }
+        self.run(cache, scratch, tokens, context, logits, true)
+    }
+
+    /// One token: [`Self::forward_last`] with `[token]` and no new context.
+    ///
+    /// # Errors
+    /// As [`Self::forward`].
+    pub fn step<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        token: u32,
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
+        self.forward_last(cache, scratch, &[token], None, logits)
+    }
+
+    /// Validates tokens and positions, then runs the decoder. Logits of position `i` go to row
+    /// `i` of `logits`, or, with `last_only`, only the last position's to `logits` itself.
+    fn run<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+        last_only: bool,
+    ) -> Result<(), Error> {
+        let cfg = &self.config;
+        let (v, dim) = (cfg.num_tokens, cfg.attn_layers.dim);
+        if let Some((index, &token)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+            return Err(Error::TokenOutOfRange {
+                token,
+                index,
+                num_tokens: v,
+            });
+        }
+        let pos0 = cache.len();
+        if self.weights.pos_emb.is_some() && pos0.saturating_add(tokens.len()) > cfg.max_seq_len {
+            // nn.Embedding would index out of range (x-transformers asserts seq_len <= max_seq_len).
+            let position = pos0.saturating_add(tokens.len()).saturating_sub(1);
+            return Err(Error::PositionOutOfRange {
+                position,
+                max_seq_len: cfg.max_seq_len,
+            });
+        }
+        let w = &self.weights;
+        // Scales are Python floats cast to f32: dim ** -0.5 (xt:419, 4155-4158).
+        let dim_scale = libm::pow(dim as f64, -0.5) as f32;
+        let (to_logits, logit_scale) = match w.to_logits {
+            Some(t) => (t, None),
+            None => (w.token_emb, Some(dim_scale)),
+        };
+        let last = tokens.len().wrapping_sub(1);
+        self.decoder.run(
+            cache,
+            scratch,
+            tokens.len(),
+            context,
+            // x₀ = E[t] + dim^-½ · P[pos] (xt:4281-4295)
+            |start, x| {
+                for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
+                    let t = tokens[start + j] as usize;
+                    kernels::load(xr, w.token_emb.slice(t * dim, dim));
+                    if let Some(p) = w.pos_emb {
+                        kernels::add_scaled(xr, p.slice((pos0 + start + j) * dim, dim), dim_scale);
+                    }
+                }
+            },
+            // logits = y·W_logitsᵀ, or y·Eᵀ · dim^-½ when tied (xt:4155-4162)
+            |start, y| {
+                for (j, yr) in y.chunks_exact(dim).enumerate() {
+                    let i = start + j;
+                    let row = match (last_only, i == last) {
+                        (false, _) => &mut logits[i * v..(i + 1) * v],
+                        (true, true) => &mut logits[..],
+                        (true, false) => continue,
+                    };
+                    kernels::matvec(to_logits, yr, row);
+                    if let Some(scale) = logit_scale {
+                        row.iter_mut().for_each(|l| *l *= scale);
+                    }
+                }
+            },
+        )
+    }
+}
