@@ -1,0 +1,218 @@
+//! Test support shared by the integration tests: configurations for the independent f64
+//! reference (`tests/reference`), weight tables that implement `TensorSource`, and proptest
+//! strategies over every supported option.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use picoformer::{
+    Activation, DecoderConfig, Norm, Tensor, TensorSource, TensorView, WrapperConfig,
+};
+use proptest::prelude::*;
+
+use crate::reference::{self, RefAct, RefConfig, RefNorm, RefWeights, RefWrapper};
+
+/// The reference's view of a picoformer configuration (resolved values only).
+pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefConfig {
+    RefConfig {
+        dim: cfg.dim,
+        depth: cfg.depth,
+        heads: cfg.heads,
+        attn_dim_head: cfg.attn_dim_head,
+        attn_kv_heads: cfg.kv_heads(),
+        cross_attend: cfg.cross_attend,
+        dim_context: cfg.dim_context(),
+        rotary_pos_emb: cfg.rotary_pos_emb,
+        rotary_emb_dim: cfg.rotary_dim(),
+        rotary_base_rescale_factor: cfg.rotary_base_rescale_factor,
+        rotary_interpolation_factor: cfg.rotary_interpolation_factor,
+        norm: match cfg.norm() {
+            Norm::LayerNorm => RefNorm::LayerNorm,
+            Norm::RmsNorm => RefNorm::RmsNorm,
+            Norm::SimpleRmsNorm => RefNorm::SimpleRmsNorm,
+        },
+        ff_inner: cfg.ff_inner(),
+        ff_glu: cfg.ff_glu,
+        act: match cfg.activation() {
+            Activation::Gelu => RefAct::Gelu,
+            Activation::Silu => RefAct::Silu,
+            Activation::ReluSquared => RefAct::ReluSquared,
+        },
+        ff_no_bias: cfg.ff_no_bias,
+        wrapper: wrapper.map(|w| RefWrapper {
+            num_tokens: w.num_tokens,
+            max_seq_len: w.max_seq_len,
+            abs_pos_emb: w.has_abs_pos_emb(),
+            tie_embedding: w.tie_embedding,
+        }),
+    }
+}
+
+/// A table of f32 tensors by state_dict key, as a `TensorSource`.
+pub struct Table {
+    pub tensors: HashMap<String, (Vec<f32>, Vec<usize>)>,
+}
+
+impl Table {
+    /// The reference's random f64 weights, rounded to f32 (the f64 reference then uses the
+    /// rounded values too, so both sides compute with identical weights).
+    pub fn from_ref(cfg: &RefConfig, w: &mut RefWeights) -> Table {
+        let mut tensors = HashMap::new();
+        for (name, shape) in reference::param_shapes(cfg) {
+            let v = w
+                .get_mut(&name)
+                .unwrap_or_else(|| panic!("reference has no {name}"));
+            let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            for (d, s) in v.iter_mut().zip(&f) {
+                *d = *s as f64;
+            }
+            tensors.insert(name, (f, shape));
+        }
+        Table { tensors }
+    }
+}
+
+impl<'w> TensorSource<'w> for &'w Table {
+    fn tensor(&self, name: &str) -> Option<TensorView<'w>> {
+        self.tensors
+            .get(name)
+            .map(|(v, s)| TensorView::new(Tensor::F32(v), s))
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+pub fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Max |a - b| over two equally long slices (NaN counts as infinite).
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_finite() && y.is_finite() {
+                (x - y).abs()
+            } else {
+                f32::INFINITY
+            }
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Max |a - b| against an f64 reference.
+pub fn max_diff_f64(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_finite() {
+                (*x as f64 - y).abs()
+            } else {
+                f64::INFINITY
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Every supported decoder option, drawn: rotary dims >= 4, kv_heads < heads often, cross-attention
+/// on and off, all norms and activations, GLU, biases on and off.
+pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
+    (
+        (
+            1usize..=3,
+            prop::sample::select(vec![8usize, 12, 16, 24]),
+            1usize..=4,
+            prop::sample::select(vec![4usize, 6, 8, 12]),
+        ),
+        (
+            0usize..3,
+            any::<bool>(),
+            any::<bool>(),
+            prop::sample::select(vec![None, Some(6usize), Some(10)]),
+        ),
+        (
+            any::<bool>(),
+            any::<prop::sample::Index>(),
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.3),
+        ),
+        (
+            0usize..3,
+            0usize..3,
+            prop::sample::select(vec![1.0f64, 1.5, 2.0]),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (depth, dim, heads, dh),
+                (kvsel, one_kv, cross, dctx),
+                (rot, ridx, rescale, interp),
+                (norm, act, mult, glu, nobias),
+            )| {
+                let dh = if heads == 1 { dim } else { dh };
+                let divisors: Vec<usize> = (1..=heads).filter(|k| heads % k == 0).collect();
+                let kv = divisors[kvsel % divisors.len()];
+                let mut c = DecoderConfig::new(dim, depth)
+                    .heads(heads)
+                    .attn_dim_head(dh)
+                    .attn_kv_heads(kv);
+                c.attn_one_kv_head = one_kv && kvsel == 2;
+                c.cross_attend = cross;
+                c.cross_attn_dim_context = dctx;
+                if rot {
+                    let evens: Vec<usize> = (4..=dh).step_by(2).collect();
+                    c.rotary_pos_emb = true;
+                    c.rotary_emb_dim = if ridx.index(4) == 0 {
+                        None
+                    } else {
+                        Some(evens[ridx.index(evens.len())])
+                    };
+                    if c.rotary_dim() < 4 {
+                        c.rotary_emb_dim = Some(4);
+                    }
+                    if rescale {
+                        c.rotary_base_rescale_factor = 2.0;
+                    }
+                    if interp {
+                        c.rotary_interpolation_factor = 2.0;
+                    }
+                }
+                c.use_rmsnorm = norm == 1;
+                c.use_simple_rmsnorm = norm == 2;
+                c.ff_swish = act == 1;
+                c.ff_relu_squared = act == 2;
+                c.ff_mult = mult;
+                c.ff_glu = glu;
+                c.ff_no_bias = nobias;
+                c
+            },
+        )
+}
+
+/// A wrapper around a drawn decoder: absolute positions or not, tied or not.
+pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
+    (
+        decoder_config(),
+        2usize..40,
+        any::<bool>(),
+        any::<bool>(),
+        0usize..3,
+    )
+        .prop_map(move |(d, v, abs, tie, extra)| {
+            let max_seq_len = if abs { max_n + extra } else { 0 };
+            WrapperConfig::new(v, max_seq_len, d)
+                .use_abs_pos_emb(abs)
+                .tie_embedding(tie)
+        })
+}

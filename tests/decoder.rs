@@ -1,0 +1,165 @@
+//! The seed property (step-wise == full) and agreement with the independent f64 reference, over
+//! random configurations that draw every supported option.
+
+mod common;
+mod reference;
+
+use common::*;
+use picoformer::{Decoder, DecoderConfig, Element, KvCache, Scratch, TransformerWrapper};
+use proptest::prelude::*;
+
+/// Tolerances, justified by f32 rounding: every output is a final-normed row (entries of order
+/// 1, gains up to 1.5), produced by at most 3 blocks of dot products of length <= 96. f32
+/// epsilon is 6e-8; accumulated rounding of such a pass measures ~1e-6 here. Full vs step-wise
+/// differ only by summation order in the attention's online softmax and chunked matmuls, so
+/// 2e-5 has ~10x margin; the f64 reference additionally sees all f32 rounding, so 1e-4.
+const FULL_VS_STEP: f32 = 2e-5;
+const VS_REFERENCE: f64 = 1e-4;
+const LOGITS_VS_REFERENCE: f64 = 3e-4;
+
+struct Model {
+    cfg: DecoderConfig,
+    rcfg: reference::RefConfig,
+    rweights: reference::RefWeights,
+    table: Table,
+}
+
+fn model(cfg: DecoderConfig, seed: u64) -> Model {
+    let rcfg = ref_config(&cfg, None);
+    let mut rweights = reference::random_weights(&rcfg, seed);
+    let table = Table::from_ref(&rcfg, &mut rweights);
+    Model {
+        cfg,
+        rcfg,
+        rweights,
+        table,
+    }
+}
+
+/// Runs `x` through the decoder as: one forward over `x[..split]` then one step per remaining
+/// position (split = n means one full pass), with scratch chunks of `chunk` positions.
+fn run<K: Element>(
+    m: &Model,
+    x: &[f32],
+    ctx: Option<&[f32]>,
+    split: usize,
+    chunk: usize,
+    poison: bool,
+) -> Vec<f32> {
+    let cfg = &m.cfg;
+    let dec: Decoder = Decoder::from_source(*cfg, &&m.table).unwrap();
+    let n = x.len() / cfg.dim;
+    let rows = ctx.map_or(1, |c| c.len() / cfg.dim_context());
+    let mut kv = vec![K::NAN; KvCache::<K>::elements(cfg, n)];
+    let mut kc = vec![K::NAN; KvCache::<K>::context_elements(cfg, rows)];
+    let mut sb = vec![f32::NAN; Scratch::elements(cfg, chunk)];
+    let mut cache = KvCache::with_context(cfg, n, &mut kv, rows, &mut kc).unwrap();
+    let mut scratch = Scratch::new(cfg, chunk, &mut sb).unwrap();
+    let ctx = if cfg.cross_attend { ctx } else { None };
+    let d = cfg.dim;
+    let mut out = vec![f32::NAN; x.len()];
+    if split > 0 {
+        dec.forward(
+            &mut cache,
+            &mut scratch,
+            &x[..split * d],
+            ctx,
+            &mut out[..split * d],
+        )
+        .unwrap();
+    }
+    for i in split..n {
+        if poison {
+            scratch.poison();
+            cache.poison_unused();
+        }
+        let c = if i == 0 { ctx } else { None };
+        dec.step(
+            &mut cache,
+            &mut scratch,
+            &x[i * d..(i + 1) * d],
+            c,
+            &mut out[i * d..(i + 1) * d],
+        )
+        .unwrap();
+    }
+    assert_eq!(cache.len(), n);
+    out
+}
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    /// prefill(x[..split]) then steps == one full pass == the f64 reference, at every position.
+    #[test]
+    fn stepwise_equals_full_and_reference(cfg in decoder_config(), n in 1usize..10, split_frac in 0.0f64..1.0, chunk in 1usize..12, seed in any::<u64>()) {
+        let m = model(cfg, seed);
+        let x = values(seed ^ 1, n * cfg.dim);
+        let rows = 1 + (seed % 5) as usize;
+        let ctx = values(seed ^ 2, rows * cfg.dim_context());
+        let split = ((n as f64) * split_frac) as usize;
+        let full = run::<f32>(&m, &x, Some(&ctx), n, chunk, false);
+        let stepped = run::<f32>(&m, &x, Some(&ctx), split, chunk, true);
+        let d = max_diff(&full, &stepped);
+        prop_assert!(d <= FULL_VS_STEP, "full vs step-wise (split {}) differ by {}", split, d);
+        let reference = reference::decoder_forward(&m.rcfg, &m.rweights, &to_f64(&x), cfg.cross_attend.then(|| to_f64(&ctx)).as_deref());
+        let e = max_diff_f64(&full, &reference);
+        prop_assert!(e <= VS_REFERENCE, "full vs f64 reference differ by {}", e);
+    }
+
+    /// The wrapper: logits of prefill + steps == full == reference, with absolute positions, tied
+    /// embeddings and cross-attention drawn.
+    #[test]
+    fn wrapper_stepwise_equals_full_and_reference(wcfg in wrapper_config(9), n in 1usize..10, split_frac in 0.0f64..1.0, seed in any::<u64>()) {
+        let cfg = wcfg.attn_layers;
+        let n = if wcfg.has_abs_pos_emb() { n.min(wcfg.max_seq_len) } else { n };
+        let rcfg = ref_config(&cfg, Some(&wcfg));
+        let mut rw = reference::random_weights(&rcfg, seed);
+        let table = Table::from_ref(&rcfg, &mut rw);
+        let model: TransformerWrapper = TransformerWrapper::from_source(wcfg, &&table).unwrap();
+        let v = wcfg.num_tokens;
+        let tokens: Vec<u32> = values(seed ^ 3, n).iter().map(|x| ((x + 1.0) * 0.5 * v as f32) as u32 % v as u32).collect();
+        let ctx = values(seed ^ 4, 3 * cfg.dim_context());
+        let ctx = cfg.cross_attend.then_some(&ctx[..]);
+        let split = ((n as f64) * split_frac) as usize;
+        let mut logits_full = vec![f32::NAN; n * v];
+        let mut logits_step = vec![f32::NAN; n * v];
+        for (split, logits) in [(n, &mut logits_full), (split, &mut logits_step)] {
+            let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, n)];
+            let mut kc = vec![f32::NAN; KvCache::<f32>::context_elements(&cfg, 3)];
+            let mut sb = vec![f32::NAN; Scratch::elements(&cfg, 4)];
+            let mut cache = KvCache::with_context(&cfg, n, &mut kv, 3, &mut kc).unwrap();
+            let mut scratch = Scratch::new(&cfg, 4, &mut sb).unwrap();
+            if split > 0 {
+                model.forward(&mut cache, &mut scratch, &tokens[..split], ctx, &mut logits[..split * v]).unwrap();
+            }
+            for i in split..n {
+                let c = if i == 0 { ctx } else { None };
+                model.forward_last(&mut cache, &mut scratch, &tokens[i..i + 1], c, &mut logits[i * v..(i + 1) * v]).unwrap();
+            }
+        }
+        let d = max_diff(&logits_full, &logits_step);
+        prop_assert!(d <= FULL_VS_STEP * 4.0, "wrapper full vs step-wise differ by {}", d);
+        let toks: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
+        let reference = reference::wrapper_forward(&rcfg, &rw, &toks, ctx.map(to_f64).as_deref());
+        let e = max_diff_f64(&logits_full, &reference);
+        prop_assert!(e <= LOGITS_VS_REFERENCE, "wrapper vs f64 reference differ by {}", e);
+    }
+
+    /// An f16 KV cache stays close to the f32 one (half the memory; error bounded by f16 rounding
+    /// of keys and values, ~5e-4 relative).
+    #[test]
+    fn f16_cache_close_to_f32(cfg in decoder_config(), n in 1usize..8, seed in any::<u64>()) {
+        let m = model(cfg, seed);
+        let x = values(seed ^ 1, n * cfg.dim);
+        let ctx = values(seed ^ 2, 2 * cfg.dim_context());
+        let a = run::<f32>(&m, &x, Some(&ctx), 0, 1, false);
+        let b = run::<picoformer::f16>(&m, &x, Some(&ctx), 0, 1, true);
+        let d = max_diff(&a, &b);
+        prop_assert!(d <= 2e-2, "f16 cache differs from f32 by {}", d);
+    }
+}

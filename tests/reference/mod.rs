@@ -1,0 +1,579 @@
+//! Independent, slow, cache-free float64 reference of the x-transformers 2.31.10 forward pass,
+//! written from `/work/shared/x-transformers.md` (cited as "spec §N" / "pitfall N") only.
+//!
+//! Included by integration tests with `mod reference;`. Everything is recomputed from scratch for
+//! every call: no KV cache, no incremental state. Weights are looked up by their x-transformers
+//! `state_dict` names (spec §4), row-major `[out, in]` as torch stores them.
+#![allow(dead_code, unused_imports)]
+
+use std::collections::HashMap;
+
+pub mod math;
+
+pub use math::{act, erf, layer_norm, rms_norm, rotary_angle, rotary_inv_freq, rotate_head};
+
+/// Norm type of every Decoder norm (pre-norms and final norm), spec §3.2.
+#[allow(clippy::enum_variant_names)] // names fixed by the brief
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefNorm {
+    /// `nn.LayerNorm` without affine, eps 1e-5, then ·(γ+1); key `….gamma`.
+    LayerNorm,
+    /// `use_rmsnorm`: x / max(‖x‖, 1e-12) · √D · (g+1); key `….g`.
+    RmsNorm,
+    /// `use_simple_rmsnorm`: x / max(‖x‖, 1e-12) · √D; no key.
+    SimpleRmsNorm,
+}
+
+/// Feed-forward activation, spec §3.6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefAct {
+    /// exact GELU (default, `nn.GELU()` with approximate='none').
+    Gelu,
+    /// `ff_swish`.
+    Silu,
+    /// `ff_relu_squared`.
+    ReluSquared,
+}
+
+/// A fully resolved Decoder configuration (all x-transformers defaults already applied by the caller).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefConfig {
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub attn_dim_head: usize,
+    /// Already resolved (1 for MQA, `heads` if not GQA).
+    pub attn_kv_heads: usize,
+    pub cross_attend: bool,
+    /// Already resolved (defaults to `dim`).
+    pub dim_context: usize,
+    pub rotary_pos_emb: bool,
+    /// Already resolved (default dim_head/2).
+    pub rotary_emb_dim: usize,
+    pub rotary_base_rescale_factor: f64,
+    pub rotary_interpolation_factor: f64,
+    pub norm: RefNorm,
+    /// int(dim * ff_mult), already resolved.
+    pub ff_inner: usize,
+    pub ff_glu: bool,
+    pub act: RefAct,
+    pub ff_no_bias: bool,
+    /// TransformerWrapper part (None = raw Decoder).
+    pub wrapper: Option<RefWrapper>,
+}
+
+/// The TransformerWrapper around the Decoder (spec §3.9).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefWrapper {
+    pub num_tokens: usize,
+    pub max_seq_len: usize,
+    /// Resolved: false when rotary is on, abs pos emb is disabled, or max_seq_len == 0.
+    pub abs_pos_emb: bool,
+    pub tie_embedding: bool,
+}
+
+/// Weights by x-transformers `state_dict` key; matrices row-major `[out, in]`.
+pub type RefWeights = HashMap<String, Vec<f64>>;
+
+impl RefConfig {
+    /// `Decoder(dim, depth)` with every x-transformers default (spec §3.1, right column):
+    /// heads 8, dim_head 64, no GQA, no cross-attention, no rotary, LayerNorm, FF 4·dim with GELU and biases.
+    pub fn default_decoder(dim: usize, depth: usize) -> Self {
+        RefConfig {
+            dim,
+            depth,
+            heads: 8,
+            attn_dim_head: 64,
+            attn_kv_heads: 8,
+            cross_attend: false,
+            dim_context: dim,
+            rotary_pos_emb: false,
+            rotary_emb_dim: 32,
+            rotary_base_rescale_factor: 1.0,
+            rotary_interpolation_factor: 1.0,
+            norm: RefNorm::LayerNorm,
+            ff_inner: 4 * dim,
+            ff_glu: false,
+            act: RefAct::Gelu,
+            ff_no_bias: false,
+            wrapper: None,
+        }
+    }
+
+    /// The article config `Decoder(dim=128, depth=4, heads=4, cross_attend=True, rotary_pos_emb=True)`
+    /// (spec §3.1, left column): dim_head 64, r = 32.
+    pub fn article() -> Self {
+        RefConfig {
+            heads: 4,
+            attn_kv_heads: 4,
+            cross_attend: true,
+            rotary_pos_emb: true,
+            rotary_emb_dim: 32,
+            ..RefConfig::default_decoder(128, 4)
+        }
+    }
+
+    /// Number of sublayers per block: 'a','c','f' with cross-attention, 'a','f' without (spec §3.1).
+    fn sublayers_per_block(&self) -> usize {
+        if self.cross_attend {
+            3
+        } else {
+            2
+        }
+    }
+
+    fn check(&self) {
+        assert!(self.dim > 0 && self.heads > 0 && self.attn_dim_head > 0);
+        assert!(
+            self.attn_kv_heads > 0 && self.attn_kv_heads <= self.heads,
+            "kv heads must be in 1..=heads"
+        );
+        // spec §3.3 step 9: without `to_out` (heads == 1) the head output is added to the residual directly.
+        assert!(
+            self.heads > 1 || self.attn_dim_head == self.dim,
+            "heads == 1 has no to_out, so attn_dim_head must equal dim (spec §3.3 step 9)"
+        );
+        if self.rotary_pos_emb {
+            assert!(
+                self.rotary_emb_dim >= 4
+                    && self.rotary_emb_dim % 2 == 0
+                    && self.rotary_emb_dim <= self.attn_dim_head,
+                "rotary_emb_dim must be even, >= 4 and <= attn_dim_head"
+            );
+        }
+    }
+}
+
+/// Key prefix of the decoder weights: none for a raw Decoder, `attn_layers.` inside a wrapper (spec §4).
+fn decoder_prefix(cfg: &RefConfig) -> &'static str {
+    if cfg.wrapper.is_some() {
+        "attn_layers."
+    } else {
+        ""
+    }
+}
+
+/// Stored-norm key suffix for a norm kind (spec §3.2, §4): `gamma` (LayerNorm), `g` (RMSNorm), none.
+fn norm_param(kind: RefNorm) -> Option<&'static str> {
+    match kind {
+        RefNorm::LayerNorm => Some("gamma"),
+        RefNorm::RmsNorm => Some("g"),
+        RefNorm::SimpleRmsNorm => None,
+    }
+}
+
+/// Every `state_dict` key of this config with its shape, in `state_dict` order (spec §4).
+pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
+    cfg.check();
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    let d = cfg.dim;
+    if let Some(wr) = &cfg.wrapper {
+        // spec §3.9 / §4: token embedding [V, D], absolute positions [S, D] only when enabled.
+        out.push(("token_emb.emb.weight".into(), vec![wr.num_tokens, d]));
+        if wr.abs_pos_emb {
+            out.push(("pos_emb.emb.weight".into(), vec![wr.max_seq_len, d]));
+        }
+    }
+    let pre = decoder_prefix(cfg);
+    let per = cfg.sublayers_per_block();
+    let inner_q = cfg.heads * cfg.attn_dim_head;
+    let inner_kv = cfg.attn_kv_heads * cfg.attn_dim_head;
+    for block in 0..cfg.depth {
+        for s in 0..per {
+            let l = block * per + s;
+            // spec §3.7: layers.ℓ.0.0 is the pre-norm; no key for SimpleRMSNorm.
+            if let Some(p) = norm_param(cfg.norm) {
+                out.push((format!("{pre}layers.{l}.0.0.{p}"), vec![d]));
+            }
+            let is_ff = s == per - 1;
+            if !is_ff {
+                // spec §3.3 / §3.5 / §4: no-bias projections; cross-attn K/V read dim_context.
+                let kv_in = if s == 1 { cfg.dim_context } else { d };
+                out.push((format!("{pre}layers.{l}.1.to_q.weight"), vec![inner_q, d]));
+                out.push((
+                    format!("{pre}layers.{l}.1.to_k.weight"),
+                    vec![inner_kv, kv_in],
+                ));
+                out.push((
+                    format!("{pre}layers.{l}.1.to_v.weight"),
+                    vec![inner_kv, kv_in],
+                ));
+                if cfg.heads > 1 {
+                    out.push((format!("{pre}layers.{l}.1.to_out.weight"), vec![d, inner_q]));
+                }
+            } else if cfg.ff_glu {
+                // spec §3.6 / pitfall 5: the GLU projection always has a bias.
+                let f = cfg.ff_inner;
+                out.push((
+                    format!("{pre}layers.{l}.1.ff.0.proj.weight"),
+                    vec![2 * f, d],
+                ));
+                out.push((format!("{pre}layers.{l}.1.ff.0.proj.bias"), vec![2 * f]));
+                out.push((format!("{pre}layers.{l}.1.ff.2.weight"), vec![d, f]));
+                if !cfg.ff_no_bias {
+                    out.push((format!("{pre}layers.{l}.1.ff.2.bias"), vec![d]));
+                }
+            } else {
+                let f = cfg.ff_inner;
+                out.push((format!("{pre}layers.{l}.1.ff.0.0.weight"), vec![f, d]));
+                if !cfg.ff_no_bias {
+                    out.push((format!("{pre}layers.{l}.1.ff.0.0.bias"), vec![f]));
+                }
+                out.push((format!("{pre}layers.{l}.1.ff.2.weight"), vec![d, f]));
+                if !cfg.ff_no_bias {
+                    out.push((format!("{pre}layers.{l}.1.ff.2.bias"), vec![d]));
+                }
+            }
+        }
+    }
+    if cfg.rotary_pos_emb {
+        // spec §3.4: persistent buffer with r/2 entries.
+        out.push((
+            format!("{pre}rotary_pos_emb.inv_freq"),
+            vec![cfg.rotary_emb_dim / 2],
+        ));
+    }
+    if let Some(p) = norm_param(cfg.norm) {
+        out.push((format!("{pre}final_norm.{p}"), vec![d]));
+    }
+    if let Some(wr) = &cfg.wrapper {
+        if !wr.tie_embedding {
+            out.push(("to_logits.weight".into(), vec![wr.num_tokens, d]));
+        }
+    }
+    out
+}
+
+/// splitmix64 (Steele, Lea, Flood 2014), written from its definition.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1) with 53 random bits.
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// 64-bit FNV-1a of a key, so every tensor gets its own stream (adding a key never shifts the others).
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Deterministic random weights for every key of `param_shapes(cfg)`:
+/// matrices N(0, 1/in) (embeddings N(0, 1)), stored norm gains and biases U(−0.5, 0.5) (so the
+/// effective gain γ+1 is visibly ≠ 1), and `rotary_pos_emb.inv_freq` from the exact f32 formula (spec §3.4).
+pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
+    let mut w = RefWeights::new();
+    for (key, shape) in param_shapes(cfg) {
+        let len: usize = shape.iter().product();
+        let mut rng = SplitMix64(fnv1a(&key) ^ seed.wrapping_mul(0xD134_2543_DE82_EF95));
+        let v: Vec<f64> = if key.ends_with("rotary_pos_emb.inv_freq") {
+            rotary_inv_freq(cfg.rotary_emb_dim, cfg.rotary_base_rescale_factor)
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        } else if key.ends_with(".gamma") || key.ends_with(".g") || key.ends_with(".bias") {
+            (0..len).map(|_| rng.uniform() - 0.5).collect()
+        } else if key == "token_emb.emb.weight" || key == "pos_emb.emb.weight" {
+            (0..len).map(|_| rng.normal()).collect()
+        } else {
+            assert_eq!(shape.len(), 2, "{key}");
+            let sd = 1.0 / (shape[1] as f64).sqrt();
+            (0..len).map(|_| rng.normal() * sd).collect()
+        };
+        w.insert(key, v);
+    }
+    w
+}
+
+/// Looks a tensor up and checks its length.
+fn get<'a>(w: &'a RefWeights, key: &str, len: usize) -> &'a [f64] {
+    let v = w
+        .get(key)
+        .unwrap_or_else(|| panic!("reference: missing weight `{key}`"));
+    assert_eq!(v.len(), len, "reference: weight `{key}` has the wrong size");
+    v
+}
+
+/// y = x·Wᵀ (+ b) for `n` rows; W is `[out, in]` row-major (spec §3.1, `nn.Linear`).
+fn linear(x: &[f64], n: usize, w: &[f64], out: usize, inp: usize, b: Option<&[f64]>) -> Vec<f64> {
+    assert_eq!(x.len(), n * inp);
+    assert_eq!(w.len(), out * inp);
+    let mut y = vec![0.0; n * out];
+    for i in 0..n {
+        let xi = &x[i * inp..(i + 1) * inp];
+        for o in 0..out {
+            let wo = &w[o * inp..(o + 1) * inp];
+            let mut s: f64 = xi.iter().zip(wo).map(|(a, b)| a * b).sum();
+            if let Some(b) = b {
+                s += b[o];
+            }
+            y[i * out + o] = s;
+        }
+    }
+    y
+}
+
+/// Applies a Decoder norm (pre-norm `…layers.ℓ.0.0` or `…final_norm`) to every row (spec §3.2, pitfalls 1–2).
+fn norm_rows(cfg: &RefConfig, w: &RefWeights, key_base: &str, x: &[f64]) -> Vec<f64> {
+    let d = cfg.dim;
+    let gain = norm_param(cfg.norm).map(|p| get(w, &format!("{key_base}.{p}"), d));
+    x.chunks(d)
+        .flat_map(|row| math::norm_row(cfg.norm, row, gain))
+        .collect()
+}
+
+/// The rotary `inv_freq` the forward pass uses: the stored buffer if present (what a loader reads),
+/// else the formula (spec §3.4). Values are f32 by construction.
+fn inv_freq_for(cfg: &RefConfig, w: &RefWeights) -> Vec<f32> {
+    let key = format!("{}rotary_pos_emb.inv_freq", decoder_prefix(cfg));
+    match w.get(&key) {
+        Some(v) => {
+            assert_eq!(
+                v.len(),
+                cfg.rotary_emb_dim / 2,
+                "`{key}` has the wrong size"
+            );
+            v.iter().map(|&x| x as f32).collect()
+        }
+        None => rotary_inv_freq(cfg.rotary_emb_dim, cfg.rotary_base_rescale_factor),
+    }
+}
+
+/// One attention sublayer (spec §3.3 for self-attention, §3.5 for cross-attention).
+/// `u`: n pre-normed rows of width D. `kv_src`: m rows of width `kv_dim` (u itself, or the raw context).
+/// `self_attn`: causal mask + rotary (if configured) on q and k; otherwise no mask and no positions.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    key_base: &str,
+    u: &[f64],
+    n: usize,
+    kv_src: &[f64],
+    m: usize,
+    kv_dim: usize,
+    self_attn: bool,
+    inv_freq: Option<&[f32]>,
+) -> Vec<f64> {
+    let d = cfg.dim;
+    let dh = cfg.attn_dim_head;
+    let h_q = cfg.heads;
+    let h_kv = cfg.attn_kv_heads;
+    let iq = h_q * dh;
+    let ikv = h_kv * dh;
+    // §3.3 step 1: projections without bias.
+    let wq = get(w, &format!("{key_base}.to_q.weight"), iq * d);
+    let wk = get(w, &format!("{key_base}.to_k.weight"), ikv * kv_dim);
+    let wv = get(w, &format!("{key_base}.to_v.weight"), ikv * kv_dim);
+    let mut q = linear(u, n, wq, iq, d, None);
+    let mut k = linear(kv_src, m, wk, ikv, kv_dim, None);
+    let v = linear(kv_src, m, wv, ikv, kv_dim, None);
+    // §3.3 step 2: column c belongs to head c / dh.
+    // §3.3 step 4 / §3.4: RoPE on q and k of self-attention at positions 0..n-1 (V never rotated);
+    // §3.5: none on cross-attention.
+    if self_attn {
+        if let Some(f) = inv_freq {
+            for i in 0..n {
+                for h in 0..h_q {
+                    let s = i * iq + h * dh;
+                    rotate_head(&mut q[s..s + dh], i, f, cfg.rotary_interpolation_factor);
+                }
+            }
+            for j in 0..m {
+                for h in 0..h_kv {
+                    let s = j * ikv + h * dh;
+                    rotate_head(&mut k[s..s + dh], j, f, cfg.rotary_interpolation_factor);
+                }
+            }
+        }
+    }
+    let scale = (dh as f64).powf(-0.5); // §3.3 step 6
+    let mut o = vec![0.0; n * iq];
+    let mut scores = vec![0.0; m];
+    for h in 0..h_q {
+        let g = h % h_kv; // §3.3 step 5, pitfall 3: query head h reads kv head h mod H_kv
+        for i in 0..n {
+            let qi = &q[i * iq + h * dh..i * iq + (h + 1) * dh];
+            // §3.3 step 7: causal (i = j here, so key j is visible iff j <= i); §3.5: no mask.
+            let visible = if self_attn { i + 1 } else { m };
+            for (j, sc) in scores.iter_mut().enumerate().take(visible) {
+                let kj = &k[j * ikv + g * dh..j * ikv + (g + 1) * dh];
+                *sc = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale;
+            }
+            // §3.3 step 8: softmax over the visible keys (masked logits contribute exactly 0).
+            let mx = scores[..visible]
+                .iter()
+                .cloned()
+                .fold(f64::NEG_INFINITY, f64::max);
+            let mut z = 0.0;
+            for sc in scores[..visible].iter_mut() {
+                *sc = (*sc - mx).exp();
+                z += *sc;
+            }
+            let oi = &mut o[i * iq + h * dh..i * iq + (h + 1) * dh];
+            for (j, a) in scores[..visible].iter().enumerate() {
+                let vj = &v[j * ikv + g * dh..j * ikv + (g + 1) * dh];
+                for (ov, vv) in oi.iter_mut().zip(vj) {
+                    *ov += a / z * vv;
+                }
+            }
+        }
+    }
+    // §3.3 step 9: merge heads (h major), then to_out. to_out exists iff heads > 1; with one head
+    // and no to_out the head output (dh == D) is the sublayer output.
+    let out_key = format!("{key_base}.to_out.weight");
+    if h_q > 1 || w.contains_key(&out_key) {
+        let wo = get(w, &out_key, d * iq);
+        linear(&o, n, wo, d, iq, None)
+    } else {
+        assert_eq!(iq, d, "no to_out and heads*dim_head != dim");
+        o
+    }
+}
+
+/// Feed-forward sublayer (spec §3.6, pitfall 5).
+fn feed_forward(cfg: &RefConfig, w: &RefWeights, key_base: &str, u: &[f64], n: usize) -> Vec<f64> {
+    let d = cfg.dim;
+    let f = cfg.ff_inner;
+    let h: Vec<f64> = if cfg.ff_glu {
+        // p = u·W_pᵀ + b_p (bias always present); up = first F columns, gate = last F; h = up ⊙ act(gate).
+        let wp = get(w, &format!("{key_base}.ff.0.proj.weight"), 2 * f * d);
+        let bp = get(w, &format!("{key_base}.ff.0.proj.bias"), 2 * f);
+        let p = linear(u, n, wp, 2 * f, d, Some(bp));
+        p.chunks(2 * f)
+            .flat_map(|row| {
+                let (up, gate) = row.split_at(f);
+                up.iter()
+                    .zip(gate)
+                    .map(|(a, g)| a * act(cfg.act, *g))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    } else {
+        // h = act(u·W₁ᵀ + b₁); keys ff.0.0.* (bias absent with ff_no_bias).
+        let w1 = get(w, &format!("{key_base}.ff.0.0.weight"), f * d);
+        let b1 = (!cfg.ff_no_bias).then(|| get(w, &format!("{key_base}.ff.0.0.bias"), f));
+        linear(u, n, w1, f, d, b1)
+            .into_iter()
+            .map(|z| act(cfg.act, z))
+            .collect()
+    };
+    // out = h·W₂ᵀ + b₂; keys ff.2.* (bias absent with ff_no_bias).
+    let w2 = get(w, &format!("{key_base}.ff.2.weight"), d * f);
+    let b2 = (!cfg.ff_no_bias).then(|| get(w, &format!("{key_base}.ff.2.bias"), d));
+    linear(&h, n, w2, d, f, b2)
+}
+
+/// Decoder forward pass (spec §3.7): x ← x + Sublayer_ℓ(PreNorm_ℓ(x)) for ℓ = 0 … L−1, then FinalNorm.
+/// `x` is n×dim, `context` is m×dim_context (required iff `cross_attend`). Positions are 0..n−1,
+/// self-attention is causal. Returns n×dim. If `cfg.wrapper` is Some, the decoder keys are read
+/// with the `attn_layers.` prefix (so this also gives the wrapper's hidden states).
+pub fn decoder_forward(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+) -> Vec<f64> {
+    cfg.check();
+    let d = cfg.dim;
+    assert_eq!(x.len() % d, 0, "x must be n*dim");
+    let n = x.len() / d;
+    let ctx = match (cfg.cross_attend, context) {
+        (true, Some(c)) => {
+            assert!(
+                !c.is_empty() && c.len() % cfg.dim_context == 0,
+                "context must be m*dim_context, m >= 1"
+            );
+            Some(c)
+        }
+        (true, None) => panic!("cross_attend needs a context"),
+        (false, Some(_)) => panic!("context given to a decoder without cross_attend"),
+        (false, None) => None,
+    };
+    let pre = decoder_prefix(cfg);
+    let inv_freq = cfg.rotary_pos_emb.then(|| inv_freq_for(cfg, w));
+    let per = cfg.sublayers_per_block();
+    let mut x = x.to_vec();
+    for block in 0..cfg.depth {
+        for s in 0..per {
+            let l = block * per + s;
+            // spec §3.7: residual = x; u = PreNorm_ℓ(x) (key layers.ℓ.0.0.*); x = Sublayer(u) + residual.
+            let u = norm_rows(cfg, w, &format!("{pre}layers.{l}.0.0"), &x);
+            let base = format!("{pre}layers.{l}.1");
+            let o = if s == per - 1 {
+                feed_forward(cfg, w, &base, &u, n)
+            } else if s == 0 {
+                attention(cfg, w, &base, &u, n, &u, n, d, true, inv_freq.as_deref())
+            } else {
+                // spec §3.5: K/V from the raw (un-normed) context.
+                let c = ctx.expect("checked above");
+                let m = c.len() / cfg.dim_context;
+                attention(cfg, w, &base, &u, n, c, m, cfg.dim_context, false, None)
+            };
+            for (xv, ov) in x.iter_mut().zip(&o) {
+                *xv += ov;
+            }
+        }
+    }
+    norm_rows(cfg, w, &format!("{pre}final_norm"), &x)
+}
+
+/// TransformerWrapper forward (spec §3.9): x₀ = E[t] + D^−½·P[pos] (P only with abs_pos_emb),
+/// y = Decoder(x₀), logits = y·W_logitsᵀ or, tied, y·Eᵀ·D^−½. Returns n×num_tokens.
+pub fn wrapper_forward(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    tokens: &[usize],
+    context: Option<&[f64]>,
+) -> Vec<f64> {
+    let wr = cfg
+        .wrapper
+        .as_ref()
+        .expect("wrapper_forward needs cfg.wrapper");
+    let d = cfg.dim;
+    let v = wr.num_tokens;
+    let n = tokens.len();
+    let emb = get(w, "token_emb.emb.weight", v * d);
+    let scale = (d as f64).powf(-0.5);
+    let mut x = Vec::with_capacity(n * d);
+    for (p, &t) in tokens.iter().enumerate() {
+        assert!(t < v, "token {t} out of range");
+        let e = &emb[t * d..(t + 1) * d];
+        if wr.abs_pos_emb {
+            assert!(p < wr.max_seq_len, "sequence longer than max_seq_len");
+            let pe = &get(w, "pos_emb.emb.weight", wr.max_seq_len * d)[p * d..(p + 1) * d];
+            x.extend(e.iter().zip(pe).map(|(a, b)| a + scale * b));
+        } else {
+            x.extend_from_slice(e);
+        }
+    }
+    let y = decoder_forward(cfg, w, &x, context);
+    if wr.tie_embedding {
+        linear(&y, n, emb, v, d, None)
+            .into_iter()
+            .map(|z| z * scale)
+            .collect()
+    } else {
+        let wl = get(w, "to_logits.weight", v * d);
+        linear(&y, n, wl, v, d, None)
+    }
+}

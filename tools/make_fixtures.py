@@ -1,0 +1,233 @@
+"""Generate the golden fixtures in tests/fixtures/ with the real x-transformers.
+
+    .venv/bin/python tools/make_fixtures.py [--out tests/fixtures] [--only NAME ...]
+
+For every configuration below it writes
+  <name>.model.safetensors  the model, written by tools/export.py (dtype as listed)
+  <name>.io.safetensors     inputs (`x` or `tokens`, optional `context`) and expected
+                            outputs `full` and `stepwise` (float32)
+and tests/fixtures/manifest.json describing them.
+
+Every parameter is perturbed (p += 0.1 * randn) so that no setting is invisible
+(fresh models store all norm gains as 0). For float16/bfloat16 models the expected
+outputs come from the model whose parameters were rounded to that dtype, so the
+fixture is exact for the stored weights. Everything runs in float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from importlib.metadata import version as pkg_version
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export import build_module, check_alignment, export, write_safetensors  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(REPO, "tests", "fixtures")
+
+B = 2  # batch > 1 so batching bugs show
+
+# name, kind, dtype, seed, kwargs, n, m (context length, None without cross-attention)
+FIXTURES = [
+    dict(name="seed", dtype="float16", seed=0, n=8, m=5, kwargs={
+        "decoder": dict(dim=128, depth=4, heads=4, cross_attend=True, rotary_pos_emb=True, attn_flash=True),
+        "wrapper": None}),
+    dict(name="rms_glu_gqa", dtype="float32", seed=1, n=7, m=5, kwargs={
+        "decoder": dict(dim=96, depth=2, heads=4, attn_dim_head=32, attn_kv_heads=2, use_rmsnorm=True,
+                        ff_glu=True, ff_swish=True, ff_mult=2, cross_attend=True, cross_attn_dim_context=48,
+                        rotary_pos_emb=True),
+        "wrapper": None}),
+    dict(name="mqa", dtype="float32", seed=2, n=9, m=None, kwargs={
+        "decoder": dict(dim=64, depth=2, heads=4, attn_one_kv_head=True, attn_dim_head=16, rotary_pos_emb=True,
+                        rotary_emb_dim=8, rotary_base_rescale_factor=2.0, rotary_interpolation_factor=2.0,
+                        use_simple_rmsnorm=True, ff_no_bias=True, ff_relu_squared=True),
+        "wrapper": None}),
+    dict(name="dimhead", dtype="float32", seed=3, n=8, m=None, kwargs={
+        "decoder": dict(dim=48, depth=2, heads=3, attn_dim_head=20, rotary_pos_emb=True, rotary_emb_dim=12,
+                        ff_mult=3, ff_glu=True, ff_no_bias=True),
+        "wrapper": None}),
+    dict(name="wrap_abs", dtype="float32", seed=4, n=9, m=None, kwargs={
+        "decoder": dict(dim=64, depth=2, heads=2, attn_dim_head=32),
+        "wrapper": dict(num_tokens=50, max_seq_len=16)}),
+    dict(name="wrap_tied", dtype="float32", seed=5, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, attn_kv_heads=1),
+        "wrapper": dict(num_tokens=40, max_seq_len=32, tie_embedding=True)}),
+    # same weights and inputs as wrap_abs (same seed), stored rounded
+    dict(name="wrap_f16", dtype="float16", seed=4, n=9, m=None, kwargs={
+        "decoder": dict(dim=64, depth=2, heads=2, attn_dim_head=32),
+        "wrapper": dict(num_tokens=50, max_seq_len=16)}),
+    dict(name="wrap_bf16", dtype="bfloat16", seed=4, n=9, m=None, kwargs={
+        "decoder": dict(dim=64, depth=2, heads=2, attn_dim_head=32),
+        "wrapper": dict(num_tokens=50, max_seq_len=16)}),
+    dict(name="cross_wrap", dtype="float32", seed=6, n=7, m=5, kwargs={
+        "decoder": dict(dim=32, depth=1, heads=2, attn_dim_head=16, cross_attend=True, rotary_pos_emb=True),
+        "wrapper": dict(num_tokens=30, max_seq_len=0)}),
+]
+
+_TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def perturb_(model, scale=0.1):
+    """p += scale * randn for every parameter (buffers such as inv_freq are left as they are)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+
+
+def round_params_(model, dtype):
+    """Round every parameter to `dtype` and back to float32 (buffers untouched)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).to(torch.float32))
+
+
+def make_inputs(spec):
+    dec, wrap = spec["kwargs"]["decoder"], spec["kwargs"]["wrapper"]
+    n, m = spec["n"], spec["m"]
+    inputs = {}
+    if wrap is None:
+        inputs["x"] = torch.randn(B, n, dec["dim"])
+    else:
+        inputs["tokens"] = torch.randint(0, wrap["num_tokens"], (B, n), dtype=torch.int64)
+    if dec.get("cross_attend"):
+        dctx = dec.get("cross_attn_dim_context", dec["dim"])
+        inputs["context"] = torch.randn(B, m, dctx)
+    return inputs
+
+
+def run_full(model, inputs, wrapped):
+    seq = inputs["tokens"] if wrapped else inputs["x"]
+    extra = {"context": inputs["context"]} if "context" in inputs else {}
+    with torch.no_grad():
+        return model(seq, **extra)
+
+
+def run_stepwise(model, inputs, wrapped):
+    """x-transformers cached decoding: first token with cache=None, then one call per
+    further token passing the whole prefix and the returned cache; last row of each call."""
+    seq = inputs["tokens"] if wrapped else inputs["x"]
+    extra = {"context": inputs["context"]} if "context" in inputs else {}
+    flag = "return_intermediates" if wrapped else "return_hiddens"
+    rows, cache = [], None
+    with torch.no_grad():
+        for i in range(seq.shape[1]):
+            out, cache = model(seq[:, : i + 1], cache=cache, **{flag: True}, **extra)
+            assert out.shape[1] == 1, f"cached call {i} returned {out.shape[1]} rows"
+            rows.append(out[:, -1:])
+    return torch.cat(rows, dim=1)
+
+
+def make_one(spec, out_dir):
+    name, dtype, kwargs = spec["name"], spec["dtype"], spec["kwargs"]
+    wrapped = kwargs["wrapper"] is not None
+
+    torch.manual_seed(spec["seed"])
+    model = build_module(kwargs)
+    perturb_(model)
+    if dtype != "float32":
+        round_params_(model, _TORCH_DTYPE[dtype])
+    model.eval()
+    inputs = make_inputs(spec)
+
+    full = run_full(model, inputs, wrapped)
+    stepwise = run_stepwise(model, inputs, wrapped)
+    assert full.shape == stepwise.shape, (full.shape, stepwise.shape)
+    max_diff = (full - stepwise).abs().max().item()
+
+    model_path = os.path.join(out_dir, f"{name}.model.safetensors")
+    io_path = os.path.join(out_dir, f"{name}.io.safetensors")
+    export(model, kwargs, model_path, dtype=dtype)
+
+    io = dict(inputs)
+    io["full"] = full.contiguous()
+    io["stepwise"] = stepwise.contiguous()
+    write_safetensors(io, io_path, {"format": "picoformer-io-1", "name": name,
+                                    "max_abs_full_minus_stepwise": repr(max_diff)})
+    check_alignment(io_path)
+
+    # the exported file, loaded into a fresh module, must reproduce `full`
+    from safetensors.torch import load_file
+
+    fresh = build_module(kwargs)
+    fresh.load_state_dict({k: v.to(torch.float32) for k, v in load_file(model_path).items()})
+    reload_diff = (run_full(fresh, inputs, wrapped) - full).abs().max().item()
+    assert reload_diff <= 1e-6, f"{name}: reloaded model differs from the reference by {reload_diff}"
+    io_back = load_file(io_path)
+    for k, v in io.items():
+        assert torch.equal(io_back[k], v), f"{name}: io tensor {k} changed on reload"
+
+    entry = {
+        "name": name,
+        "kind": "wrapper" if wrapped else "decoder",
+        "dtype": dtype,
+        "kwargs": json.loads(json.dumps(kwargs)),
+        "b": B,
+        "n": spec["n"],
+        "m": spec["m"],
+        "seed": spec["seed"],
+        "max_abs_full_minus_stepwise": max_diff,
+        "max_abs_reloaded_minus_full": reload_diff,
+        "model_file": os.path.basename(model_path),
+        "io_file": os.path.basename(io_path),
+        "output_shape": list(full.shape),
+    }
+    print(f"{name:12s} {dtype:9s} full {tuple(full.shape)}  |full-stepwise| {max_diff:.3g}  "
+          f"reload {reload_diff:.3g}  model {os.path.getsize(model_path)} B  io {os.path.getsize(io_path)} B")
+    return entry
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: tests/fixtures)")
+    ap.add_argument("--only", nargs="*", help="regenerate only these fixtures (manifest keeps the others)")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    try:
+        from loguru import logger
+
+        logger.disable("x_transformers")  # "rotary embedding dimension should be at least 32"
+    except ImportError:
+        pass
+
+    os.makedirs(args.out, exist_ok=True)
+    manifest_path = os.path.join(args.out, "manifest.json")
+    old = {}
+    if args.only and os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            old = {e["name"]: e for e in json.load(f)["fixtures"]}
+
+    entries = []
+    for spec in FIXTURES:
+        if args.only and spec["name"] not in args.only:
+            if spec["name"] in old:
+                entries.append(old[spec["name"]])
+            continue
+        entries.append(make_one(spec, args.out))
+
+    manifest = {
+        "generator": "tools/make_fixtures.py",
+        "torch_version": torch.__version__,
+        "x_transformers_version": pkg_version("x-transformers"),
+        "format": "picoformer-1",
+        "notes": "io files: float32 x/context (decoder) or int64 tokens (wrapper); full = whole-sequence output; "
+                 "stepwise = x-transformers cached decoding (prefix + cache per call, last row kept). "
+                 "Every parameter perturbed by 0.1*randn; f16/bf16 references use the rounded weights.",
+        "fixtures": entries,
+    }
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    total = sum(os.path.getsize(os.path.join(args.out, p)) for p in os.listdir(args.out))
+    print(f"wrote {manifest_path}; {args.out} holds {total} bytes")
+
+
+if __name__ == "__main__":
+    main()
