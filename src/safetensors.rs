@@ -364,7 +364,10 @@ impl fmt::Display for FormatError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             FormatError::TooShort { file_len } => {
-                write!(f, "file is {file_len} bytes, shorter than the 8-byte length prefix")
+                write!(
+                    f,
+                    "file is {file_len} bytes, shorter than the 8-byte length prefix"
+                )
             }
             FormatError::HeaderTooLarge {
                 header_len,

@@ -258,7 +258,12 @@ mod tests {
             matmul(&w[..rows * cols], cols, &x[..n * cols], &mut y[..n * rows]);
             for i in 0..n {
                 let mut r = [f32::NAN; 3];
-                matvec(&w[..rows * cols], cols, &x[i * cols..(i + 1) * cols], &mut r);
+                matvec(
+                    &w[..rows * cols],
+                    cols,
+                    &x[i * cols..(i + 1) * cols],
+                    &mut r,
+                );
                 assert_eq!(r, y[i * rows..(i + 1) * rows], "n={n} i={i}");
             }
         }
