@@ -402,6 +402,9 @@ impl<'a> TensorSource<'a> for FileSource<'a> {
 
 /// A model loaded from a file: a raw `Decoder` or a `TransformerWrapper`, with weights borrowed
 /// from the file's bytes.
+// The variants differ in size by the wrapper's embedding views; a model is built once and there
+// is no allocator to box it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Model<'w, const MAX_DEPTH: usize = 16> {
     /// A raw `Decoder`: embeddings in, hidden states out.
