@@ -211,7 +211,10 @@ fn utf8_at(raw: &[u8], pos: usize) -> Result<(char, u8), JsonError> {
     let bytes = raw
         .get(pos..pos + len)
         .ok_or(err(pos, JsonErrorKind::InvalidUtf8))?;
-    match core::str::from_utf8(bytes).ok().and_then(|s| s.chars().next()) {
+    match core::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.chars().next())
+    {
         Some(c) => Ok((c, len as u8)),
         None => Err(err(pos, JsonErrorKind::InvalidUtf8)),
     }
@@ -225,7 +228,9 @@ fn hex4(
     let mut v = 0;
     for _ in 0..4 {
         let c = next()?.ok_or(err(at, JsonErrorKind::UnexpectedEnd))?;
-        let d = c.to_digit(16).ok_or(err(at, JsonErrorKind::InvalidEscape))?;
+        let d = c
+            .to_digit(16)
+            .ok_or(err(at, JsonErrorKind::InvalidEscape))?;
         v = v * 16 + d;
     }
     Ok(v)
@@ -1042,8 +1047,7 @@ impl<'a> Parser<'a> {
     /// [`JsonErrorKind::NumberOutOfRange`] if it overflows `f64` (tiny values round to zero).
     pub fn f64(&mut self) -> Result<f64, JsonError> {
         let (n, at) = self.number()?;
-        n.to_f64()
-            .ok_or(err(at, JsonErrorKind::NumberOutOfRange))
+        n.to_f64().ok_or(err(at, JsonErrorKind::NumberOutOfRange))
     }
 
     fn integer(&mut self) -> Result<(bool, u64, usize), JsonError> {
@@ -1318,10 +1322,7 @@ mod tests {
             JsonErrorKind::UnexpectedChar { found: '2', .. }
         ));
         assert_eq!(kind("{} {}"), JsonErrorKind::TrailingData);
-        assert!(matches!(
-            kind("tru"),
-            JsonErrorKind::UnexpectedEnd
-        ));
+        assert!(matches!(kind("tru"), JsonErrorKind::UnexpectedEnd));
         assert!(matches!(
             kind("nul1"),
             JsonErrorKind::UnexpectedChar { found: '1', .. }
@@ -1371,7 +1372,10 @@ mod tests {
                 found: ValueKind::String
             }
         );
-        assert_eq!(p.next_element().unwrap_err().kind, JsonErrorKind::WrongState);
+        assert_eq!(
+            p.next_element().unwrap_err().kind,
+            JsonErrorKind::WrongState
+        );
         assert!(p.string().unwrap() == "s");
         assert!(p.next_member().unwrap().is_none());
         p.finish().unwrap();
@@ -1381,7 +1385,10 @@ mod tests {
     fn integers() {
         let read = |s: &str| Parser::new(s.as_bytes()).u64().map_err(|e| e.kind);
         assert_eq!(read("18446744073709551615"), Ok(u64::MAX));
-        assert_eq!(read("18446744073709551616"), Err(JsonErrorKind::NumberOutOfRange));
+        assert_eq!(
+            read("18446744073709551616"),
+            Err(JsonErrorKind::NumberOutOfRange)
+        );
         assert_eq!(read("-0"), Ok(0));
         assert_eq!(read("-1"), Err(JsonErrorKind::NumberOutOfRange));
         assert_eq!(read("1.0"), Err(JsonErrorKind::NotAnInteger));
@@ -1389,8 +1396,14 @@ mod tests {
         let read = |s: &str| Parser::new(s.as_bytes()).i64().map_err(|e| e.kind);
         assert_eq!(read("-9223372036854775808"), Ok(i64::MIN));
         assert_eq!(read("9223372036854775807"), Ok(i64::MAX));
-        assert_eq!(read("9223372036854775808"), Err(JsonErrorKind::NumberOutOfRange));
-        assert_eq!(read("-9223372036854775809"), Err(JsonErrorKind::NumberOutOfRange));
+        assert_eq!(
+            read("9223372036854775808"),
+            Err(JsonErrorKind::NumberOutOfRange)
+        );
+        assert_eq!(
+            read("-9223372036854775809"),
+            Err(JsonErrorKind::NumberOutOfRange)
+        );
     }
 
     fn f(s: &str) -> f64 {
@@ -1400,11 +1413,27 @@ mod tests {
     #[test]
     fn floats_match_std() {
         for s in [
-            "0", "-0", "0.1", "2.0", "1e-5", "3.14159", "9007199254740993", "1e22", "1e23",
-            "123456789012345678901234567890", "2.2250738585072014e-308", "4.9e-324", "5e-324",
-            "2e-324", "3e-324", "1.7976931348623157e308", "0.30000000000000004",
+            "0",
+            "-0",
+            "0.1",
+            "2.0",
+            "1e-5",
+            "3.14159",
+            "9007199254740993",
+            "1e22",
+            "1e23",
+            "123456789012345678901234567890",
+            "2.2250738585072014e-308",
+            "4.9e-324",
+            "5e-324",
+            "2e-324",
+            "3e-324",
+            "1.7976931348623157e308",
+            "0.30000000000000004",
             "1.00000000000000011102230246251565404236316680908203125",
-            "0.000000000000000000000000000000000001", "1e-400", "7.038531e-26",
+            "0.000000000000000000000000000000000001",
+            "1e-400",
+            "7.038531e-26",
         ] {
             let want: f64 = s.parse().unwrap();
             assert_eq!(f(s).to_bits(), want.to_bits(), "{s}");

@@ -20,7 +20,8 @@
 //! At most [`MAX_TENSORS`] tensors, [`MAX_METADATA`] metadata entries, [`MAX_DIMS`] dimensions
 //! per tensor. Parsing takes one pass over the header of `H` bytes when the tensors are listed in
 //! data order (as the reference writer does); otherwise coverage is checked by re-scanning the
-//! header up to once per tensor, `O(n * H)` in the worst case. Duplicate names cost nothing when
+//! header up to once per tensor, `O(n * H)` in the worst case; zero-sized tensors cost one
+//! re-scan each. Duplicate names cost nothing when
 //! the names are listed in sorted order, and otherwise one re-scan per possible duplicate found by
 //! a 2048-bit filter on the stack. [`SafeTensors::tensor`] and [`SafeTensors::metadata`] are
 //! `O(H)`; use [`SafeTensors::tensors`] to visit all tensors in one pass.
@@ -364,7 +365,10 @@ impl fmt::Display for FormatError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             FormatError::TooShort { file_len } => {
-                write!(f, "file is {file_len} bytes, shorter than the 8-byte length prefix")
+                write!(
+                    f,
+                    "file is {file_len} bytes, shorter than the 8-byte length prefix"
+                )
             }
             FormatError::HeaderTooLarge {
                 header_len,
@@ -1037,7 +1041,7 @@ impl<'a> SafeTensors<'a> {
         }
         let tiled = picked == nonempty && cursor == data.len();
         if !tiled || zero > 0 {
-            if let Some(e) = st.find_overlap() {
+            if let Some(e) = st.find_overlap(tiled) {
                 return Err(e);
             }
         }
@@ -1054,14 +1058,26 @@ impl<'a> SafeTensors<'a> {
         Ok(st)
     }
 
-    /// Pairwise search for the first two tensors (in header order) that share bytes.
-    fn find_overlap(&self) -> Option<FormatError<'a>> {
+    /// Pairwise search for two tensors that share bytes, reported in header order. With
+    /// `only_zero`, only pairs involving a zero-sized tensor are checked (`O(z * H)` for `z`
+    /// zero-sized tensors), otherwise all pairs (`O(n * H)`).
+    fn find_overlap(&self, only_zero: bool) -> Option<FormatError<'a>> {
         for (i, a) in self.tensors().enumerate() {
-            for b in self.tensors().skip(i + 1) {
+            if only_zero && !a.data.is_empty() {
+                continue;
+            }
+            // All pairs: partners after `a` suffice. Zero-sized `a`: look at every partner.
+            let skip = if only_zero { 0 } else { i + 1 };
+            for (j, b) in self.tensors().enumerate().skip(skip) {
                 if let Some((begin, end)) = clash(&a, &b) {
+                    let (first, second) = if i < j {
+                        (a.name, b.name)
+                    } else {
+                        (b.name, a.name)
+                    };
                     return Some(FormatError::Overlap {
-                        first: a.name,
-                        second: b.name,
+                        first,
+                        second,
                         begin,
                         end,
                     });
@@ -1128,7 +1144,7 @@ impl<'a> SafeTensors<'a> {
     /// All `__metadata__` entries as `(key, value)`, in header order.
     pub fn metadata_entries(&self) -> MetadataEntries<'a> {
         let p = self.metadata_at.and_then(|at| {
-            let mut p = Parser::new(self.header[at..].as_bytes());
+            let mut p = Parser::new(&self.header.as_bytes()[at..]);
             p.begin_object().ok().map(|()| p)
         });
         MetadataEntries { p }
