@@ -1047,3 +1047,118 @@ proptest! {
         exercise(&bytes);
     }
 }
+
+/// A permutation of `0..n` that is far from sorted.
+fn scramble(i: u64, n: u64) -> u64 {
+    (i * 37 + 11) % n
+}
+
+#[test]
+fn duplicates_found_across_batches() {
+    // Names out of order force the batched sorted walk (64 names per pass); put the duplicate at
+    // every rank around the batch boundaries.
+    let n = 200u64;
+    for rank in [0, 1, 62, 63, 64, 65, 127, 128, 129, 198, 199] {
+        let list: Vec<String> = (0..n)
+            .map(|i| {
+                let mut k = scramble(i, n);
+                if k == (rank + 1) % n {
+                    k = rank; // a second copy of the name with this rank
+                }
+                entry(&format!("n{k:03}"), "U8", "[1]", i, i + 1)
+            })
+            .collect();
+        let bytes = entries(&list, n as usize);
+        let dup = format!("n{rank:03}");
+        assert_eq!(
+            parse_err(&bytes),
+            FormatError::DuplicateKey { key: &dup },
+            "rank {rank}"
+        );
+    }
+}
+
+#[test]
+fn coverage_errors_found_across_batches() {
+    // Offsets out of header order force the batched walk; break the tiling at every position
+    // around the batch boundaries.
+    let n = 200u64;
+    let layout = |bad: u64, shift: u64| -> Vec<u8> {
+        let list: Vec<String> = (0..n)
+            .map(|i| {
+                let k = scramble(i, n);
+                let (b, e) = if k >= bad {
+                    (k * 2 + shift, k * 2 + 2 + shift)
+                } else {
+                    (k * 2, k * 2 + 2)
+                };
+                entry(&format!("t{k:03}"), "U8", "[2]", b, e)
+            })
+            .collect();
+        entries(&list, (n * 2 + shift) as usize)
+    };
+    for bad in [1, 63, 64, 65, 127, 128, 199] {
+        assert!(SafeTensors::parse(&layout(bad, 0)).is_ok());
+        assert_eq!(
+            parse_err(&layout(bad, 1)),
+            FormatError::Hole {
+                begin: (bad * 2) as usize,
+                end: (bad * 2 + 1) as usize
+            },
+            "hole before {bad}"
+        );
+    }
+    // Overlap: tensor `bad` starts one byte early.
+    for bad in [1, 63, 64, 65, 127, 128, 199] {
+        let mut list: Vec<String> = Vec::new();
+        for i in 0..n {
+            let k = scramble(i, n);
+            let (b, e) = if k == bad {
+                (k * 2 - 1, k * 2 + 1)
+            } else {
+                (k * 2, k * 2 + 2)
+            };
+            list.push(entry(&format!("t{k:03}"), "U8", "[2]", b, e));
+        }
+        let bytes = entries(&list, (n * 2) as usize);
+        let (prev, this) = (format!("t{:03}", bad - 1), format!("t{bad:03}"));
+        let (i_prev, i_this) = (
+            (0..n).position(|i| scramble(i, n) == bad - 1).unwrap(),
+            (0..n).position(|i| scramble(i, n) == bad).unwrap(),
+        );
+        let (first, second) = if i_prev < i_this {
+            (prev.as_str(), this.as_str())
+        } else {
+            (this.as_str(), prev.as_str())
+        };
+        assert_eq!(
+            parse_err(&bytes),
+            FormatError::Overlap {
+                first,
+                second,
+                begin: (bad * 2 - 1) as usize,
+                end: (bad * 2) as usize
+            },
+            "overlap at {bad}"
+        );
+    }
+}
+
+#[test]
+fn zero_sized_tensors_across_batches() {
+    // 150 one-byte tensors and a zero-sized one at every boundary, all out of order.
+    let n = 150u64;
+    let mut list: Vec<String> = Vec::new();
+    for i in 0..n {
+        let k = scramble(i, n);
+        list.push(entry(&format!("t{k:03}"), "U8", "[1]", k, k + 1));
+        list.push(entry(&format!("z{k:03}"), "F32", "[0]", k, k));
+    }
+    list.push(entry("zend", "F32", "[2, 0]", n, n));
+    assert_eq!(
+        SafeTensors::parse(&entries(&list, n as usize))
+            .unwrap()
+            .len(),
+        301
+    );
+}

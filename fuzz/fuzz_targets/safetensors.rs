@@ -99,6 +99,27 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(count, st.len());
     assert_eq!(bytes, st.data().len());
+
+    // Reference checks with allocation: sorted by offsets, the tensors tile the data section
+    // (zero-sized ones on boundaries), and names and metadata keys are unique once decoded.
+    let mut spans: Vec<(usize, usize)> = st.tensors().map(|t| t.data_offsets()).collect();
+    spans.sort();
+    let mut cursor = 0;
+    for (begin, end) in spans {
+        assert_eq!(begin, cursor);
+        cursor = end;
+    }
+    assert_eq!(cursor, st.data().len());
+    let mut names: Vec<String> = st.tensors().map(|t| t.name_json().to_string()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), st.len());
+    assert!(!names.iter().any(|n| n == "__metadata__"));
+    let mut keys: Vec<String> = st.metadata_entries().map(|(k, _)| k.to_string()).collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n);
     for (k, v) in st.metadata_entries() {
         if k.is_plain() {
             assert!(st.metadata(k.raw()).is_some());
