@@ -426,15 +426,6 @@ impl<'a> JsonStr<'a> {
         }
     }
 
-    /// FNV-1a hash of the decoded characters.
-    pub(crate) fn hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for c in self.chars() {
-            h = (h ^ c as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-        h
-    }
-
     /// A parser over the decoded content, for strings whose content is JSON.
     ///
     /// Returns `None` if this string already comes from an escaped source (a third level of
