@@ -47,6 +47,8 @@
 //! surrogates in `\u` escapes are rejected because they are not Unicode scalar values). Nesting is
 //! limited to [`MAX_DEPTH`]. Duplicate object keys are not detected here.
 
+#![deny(unsafe_code)]
+
 use core::cmp::Ordering;
 use core::fmt;
 

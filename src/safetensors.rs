@@ -50,6 +50,8 @@
 //!
 //! [safetensors]: https://huggingface.co/docs/safetensors
 
+#![deny(unsafe_code)]
+
 use core::cmp::Ordering;
 use core::fmt;
 

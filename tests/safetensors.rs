@@ -1162,3 +1162,16 @@ fn zero_sized_tensors_across_batches() {
         301
     );
 }
+
+#[test]
+fn fuzz_corpus_never_panics() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/safetensors");
+    let mut n = 0;
+    for f in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        exercise(&bytes);
+        exercise(Aligned::new(&bytes).bytes());
+        n += 1;
+    }
+    assert!(n > 0);
+}
