@@ -1,0 +1,54 @@
+//! The host's tokens for a model and prompt, from the same engine the wasm module runs:
+//! `host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P SEED]` prints the generated token ids
+//! as a JSON array. PROMPT is comma-separated token ids. The Node tests compare with it.
+
+use picoformer::{KvCache, Scratch};
+use picoformer_wasm::engine::{self, Buffers, KvBuf, KvKind, Options, Session};
+use picoformer_wasm::sampler::Sampling;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 3 && args.len() != 7 {
+        eprintln!("usage: host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P SEED]");
+        std::process::exit(2);
+    }
+    let bytes = std::fs::read(&args[0]).expect("read model");
+    // Copy into u64s so every tensor is aligned for its dtype.
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    let aligned = &bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()];
+    let prompt: Vec<u32> = args[1].split(',').map(|t| t.trim().parse().expect("token id")).collect();
+    let max: usize = args[2].parse().expect("MAX");
+    let (sampling, seed) = if args.len() == 7 {
+        let s = Sampling {
+            temperature: args[3].parse().expect("TEMPERATURE"),
+            top_k: args[4].parse().expect("TOP_K"),
+            top_p: args[5].parse().expect("TOP_P"),
+        };
+        (s, args[6].parse::<u64>().expect("SEED"))
+    } else {
+        (Sampling::GREEDY, 0)
+    };
+    let model = engine::load(aligned).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = *model.config();
+    let o = Options { capacity: prompt.len() + max, chunk: 8, kv: KvKind::F32, full_rows: 0 };
+    let v = cfg.num_tokens;
+    let mut kv = vec![0f32; KvCache::<f32>::elements(&cfg.attn_layers, o.capacity)];
+    let mut scratch = vec![0f32; Scratch::elements(&cfg.attn_layers, o.chunk)];
+    let (mut logits, mut probs, mut order) = (vec![0f32; v], vec![0f32; v], vec![0u32; v]);
+    let buffers = Buffers {
+        kv: KvBuf::F32(&mut kv),
+        scratch: &mut scratch,
+        logits: &mut logits,
+        full_logits: &mut [],
+        probs: &mut probs,
+        order: &mut order,
+    };
+    let mut session = Session::new(model, &o, buffers).unwrap_or_else(|e| panic!("{e}"));
+    session.seed(seed);
+    let mut out = Vec::new();
+    session
+        .generate(&prompt, &sampling, max, |t| out.push(t))
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("{out:?}");
+}

@@ -1,0 +1,455 @@
+//! One decoding session over caller-provided buffers: a `TransformerWrapper` borrowed from the
+//! model bytes, its KV cache, the scratch arena, the logits and the sampler's work buffers.
+//! The wasm exports and the native `host-tokens` tool both drive this type, so they run the
+//! same code path.
+#![deny(unsafe_code)]
+
+use core::fmt;
+
+use picoformer::{
+    bf16, f16, Error, KvCache, LoadError, Model, Scratch, TransformerWrapper, WrapperConfig,
+};
+
+use crate::sampler::{self, Rng, Sampling};
+
+/// The element type of the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvKind {
+    /// 4 bytes per element, exact.
+    F32,
+    /// 2 bytes per element, half the memory.
+    F16,
+    /// 2 bytes per element, f32's range.
+    Bf16,
+}
+
+impl KvKind {
+    /// From the wasm ABI code: 0 f32, 1 f16, 2 bf16.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Self::F32),
+            1 => Some(Self::F16),
+            2 => Some(Self::Bf16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+}
+
+/// Session options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// KV cache positions (prompt + generated tokens).
+    pub capacity: usize,
+    /// Positions a prefill processes at once (the scratch arena is sized for this many).
+    pub chunk: usize,
+    /// KV cache element type.
+    pub kv: KvKind,
+    /// Rows of the all-positions logits buffer used by [`Session::forward_all`]; 0 for none.
+    pub full_rows: usize,
+}
+
+/// Bytes of every buffer of a session, as the arena lays them out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The model file (weights are borrowed from it in place).
+    pub weights: usize,
+    /// The self-attention KV cache.
+    pub kv_cache: usize,
+    /// The scratch arena for `chunk` positions.
+    pub scratch: usize,
+    /// Last-position logits (`num_tokens` f32).
+    pub logits: usize,
+    /// All-positions logits for [`Session::forward_all`] (`full_rows · num_tokens` f32).
+    pub full_logits: usize,
+    /// The sampler's two work buffers (`num_tokens` f32 + `num_tokens` u32).
+    pub sampler: usize,
+    /// The token input buffer (`capacity` u32).
+    pub tokens: usize,
+}
+
+impl Plan {
+    /// The plan for a wrapper configuration, a model file of `weights` bytes and `o`.
+    pub fn new(cfg: &WrapperConfig, weights: usize, o: &Options) -> Self {
+        let d = &cfg.attn_layers;
+        let v = cfg.num_tokens;
+        Self {
+            weights,
+            kv_cache: KvCache::<f32>::elements(d, o.capacity).saturating_mul(o.kv.size()),
+            scratch: Scratch::bytes(d, o.chunk),
+            logits: v.saturating_mul(4),
+            full_logits: v.saturating_mul(o.full_rows).saturating_mul(4),
+            sampler: v.saturating_mul(8),
+            tokens: o.capacity.saturating_mul(4),
+        }
+    }
+
+    /// Total bytes (each buffer is carved 16-byte aligned, which the caller adds).
+    pub fn total(&self) -> usize {
+        [
+            self.weights,
+            self.kv_cache,
+            self.scratch,
+            self.logits,
+            self.full_logits,
+            self.sampler,
+            self.tokens,
+        ]
+        .iter()
+        .fold(0usize, |a, &b| a.saturating_add(b))
+    }
+}
+
+/// Why a session could not be made or a call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineError<'w> {
+    /// The model file was refused.
+    Load(LoadError<'w>),
+    /// The file holds a raw `Decoder` (embeddings in); this package runs token models.
+    NotAWrapper,
+    /// Cross-attending models need a context, which this package does not pass yet.
+    CrossAttention,
+    /// An option is out of range (its name).
+    BadOption(&'static str),
+    /// More rows than the all-positions logits buffer holds.
+    TooManyRows {
+        /// Rows requested.
+        rows: usize,
+        /// Rows the buffer holds.
+        capacity: usize,
+    },
+    /// Sampling needs logits: prefill or step first.
+    NoLogits,
+    /// The library refused the call; nothing changed.
+    Model(Error),
+}
+
+impl fmt::Display for EngineError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Load(e) => write!(f, "cannot load model: {e}"),
+            Self::NotAWrapper => write!(
+                f,
+                "the model is a raw Decoder; this package runs TransformerWrapper models (token ids in, logits out)"
+            ),
+            Self::CrossAttention => {
+                write!(f, "cross-attending models are not supported by the wasm package yet")
+            }
+            Self::BadOption(o) => write!(f, "option `{o}` is out of range"),
+            Self::TooManyRows { rows, capacity } => write!(
+                f,
+                "{rows} positions do not fit the all-positions logits buffer of {capacity} rows (option fullRows)"
+            ),
+            Self::NoLogits => write!(f, "no logits yet: prefill a prompt first"),
+            Self::Model(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<Error> for EngineError<'_> {
+    fn from(e: Error) -> Self {
+        Self::Model(e)
+    }
+}
+
+/// Parses a model file and checks that this package can run it.
+///
+/// # Errors
+/// [`EngineError::Load`], [`EngineError::NotAWrapper`], [`EngineError::CrossAttention`].
+pub fn load(bytes: &[u8]) -> Result<TransformerWrapper<'_>, EngineError<'_>> {
+    match Model::from_safetensors(bytes).map_err(EngineError::Load)? {
+        Model::Decoder(_) => Err(EngineError::NotAWrapper),
+        Model::Wrapper(w) if w.config().attn_layers.cross_attend => {
+            Err(EngineError::CrossAttention)
+        }
+        Model::Wrapper(w) => Ok(w),
+    }
+}
+
+/// The KV cache buffer, typed.
+#[derive(Debug)]
+pub enum KvBuf<'b> {
+    /// f32 elements.
+    F32(&'b mut [f32]),
+    /// f16 elements.
+    F16(&'b mut [f16]),
+    /// bf16 elements.
+    Bf16(&'b mut [bf16]),
+}
+
+/// The buffers a session runs in, sized by [`Plan`].
+#[derive(Debug)]
+pub struct Buffers<'b> {
+    /// KV cache.
+    pub kv: KvBuf<'b>,
+    /// Scratch arena.
+    pub scratch: &'b mut [f32],
+    /// Last-position logits.
+    pub logits: &'b mut [f32],
+    /// All-positions logits.
+    pub full_logits: &'b mut [f32],
+    /// Sampler probabilities.
+    pub probs: &'b mut [f32],
+    /// Sampler token order.
+    pub order: &'b mut [u32],
+}
+
+#[derive(Debug)]
+enum Cache<'b> {
+    F32(KvCache<'b, f32>),
+    F16(KvCache<'b, f16>),
+    Bf16(KvCache<'b, bf16>),
+}
+
+/// Runs `$body` with `$c` bound to the typed cache.
+macro_rules! with_cache {
+    ($cache:expr, $c:ident => $body:expr) => {
+        match $cache {
+            Cache::F32($c) => $body,
+            Cache::F16($c) => $body,
+            Cache::Bf16($c) => $body,
+        }
+    };
+}
+
+/// A model with its cache and buffers: prefill, step, sample, generate.
+#[derive(Debug)]
+pub struct Session<'w, 'b> {
+    model: TransformerWrapper<'w>,
+    cache: Cache<'b>,
+    scratch: Scratch<'b>,
+    logits: &'b mut [f32],
+    full_logits: &'b mut [f32],
+    probs: &'b mut [f32],
+    order: &'b mut [u32],
+    rng: Rng,
+    has_logits: bool,
+}
+
+impl<'w, 'b> Session<'w, 'b> {
+    /// A session for `model` in `buf` (sized by [`Plan::new`] with the same options).
+    ///
+    /// # Errors
+    /// [`EngineError::BadOption`] for a zero capacity or chunk, or [`EngineError::Model`] with
+    /// the buffer that is too small.
+    pub fn new(
+        model: TransformerWrapper<'w>,
+        o: &Options,
+        buf: Buffers<'b>,
+    ) -> Result<Self, EngineError<'w>> {
+        if o.capacity == 0 {
+            return Err(EngineError::BadOption("capacity"));
+        }
+        if o.chunk == 0 {
+            return Err(EngineError::BadOption("chunk"));
+        }
+        let cfg = *model.config();
+        let d = &cfg.attn_layers;
+        let v = cfg.num_tokens;
+        let cache = match buf.kv {
+            KvBuf::F32(b) => Cache::F32(KvCache::new(d, o.capacity, b)?),
+            KvBuf::F16(b) => Cache::F16(KvCache::new(d, o.capacity, b)?),
+            KvBuf::Bf16(b) => Cache::Bf16(KvCache::new(d, o.capacity, b)?),
+        };
+        let scratch = Scratch::new(d, o.chunk, buf.scratch)?;
+        let too_small = |buffer, needed, available| {
+            EngineError::Model(Error::BufferTooSmall {
+                buffer,
+                needed,
+                available,
+            })
+        };
+        use picoformer::Buffer::Output;
+        if buf.logits.len() < v || buf.probs.len() < v || buf.order.len() < v {
+            return Err(too_small(Output, v, buf.logits.len().min(buf.probs.len())));
+        }
+        let full = v.saturating_mul(o.full_rows);
+        if buf.full_logits.len() < full {
+            return Err(too_small(Output, full, buf.full_logits.len()));
+        }
+        Ok(Self {
+            model,
+            cache,
+            scratch,
+            logits: &mut buf.logits[..v],
+            full_logits: &mut buf.full_logits[..full],
+            probs: &mut buf.probs[..v],
+            order: &mut buf.order[..v],
+            rng: Rng::new(0),
+            has_logits: false,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &WrapperConfig {
+        self.model.config()
+    }
+
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        with_cache!(&self.cache, c => c.len())
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cache capacity in positions.
+    pub fn capacity(&self) -> usize {
+        with_cache!(&self.cache, c => c.capacity())
+    }
+
+    /// The logits of the last prefill or step.
+    pub fn logits(&self) -> &[f32] {
+        self.logits
+    }
+
+    /// Runs `tokens` after what is cached and keeps the last position's logits.
+    ///
+    /// # Errors
+    /// The library's errors ([`Error::EmptyInput`], [`Error::TokenOutOfRange`],
+    /// [`Error::CacheFull`], [`Error::PositionOutOfRange`]); nothing changes then.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<(), Error> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyInput);
+        }
+        let (m, s, l) = (&self.model, &mut self.scratch, &mut *self.logits);
+        with_cache!(&mut self.cache, c => m.forward_last(c, s, tokens, None, l))?;
+        self.has_logits = true;
+        Ok(())
+    }
+
+    /// Runs one token.
+    ///
+    /// # Errors
+    /// As [`Self::prefill`].
+    pub fn step(&mut self, token: u32) -> Result<(), Error> {
+        self.prefill(&[token])
+    }
+
+    /// Runs `tokens` and returns the logits of every position (`n × num_tokens`).
+    ///
+    /// # Errors
+    /// [`EngineError::TooManyRows`] beyond `full_rows`, or as [`Self::prefill`].
+    pub fn forward_all(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError<'w>> {
+        let v = self.model.config().num_tokens;
+        let rows = self.full_logits.len() / v;
+        if tokens.len() > rows {
+            return Err(EngineError::TooManyRows {
+                rows: tokens.len(),
+                capacity: rows,
+            });
+        }
+        let out = &mut self.full_logits[..tokens.len() * v];
+        let (m, s) = (&self.model, &mut self.scratch);
+        with_cache!(&mut self.cache, c => m.forward(c, s, tokens, None, out))?;
+        // The last row is the newest logits, as after a prefill.
+        self.logits.copy_from_slice(&out[out.len() - v..]);
+        self.has_logits = true;
+        Ok(&self.full_logits[..tokens.len() * v])
+    }
+
+    /// Largest |full − stepwise| over the logits of `tokens` decoded from an empty cache both
+    /// ways: all positions at once, and one position per call. Leaves `tokens` cached.
+    ///
+    /// # Errors
+    /// As [`Self::forward_all`].
+    pub fn full_vs_stepwise(&mut self, tokens: &[u32]) -> Result<f32, EngineError<'w>> {
+        self.reset();
+        self.forward_all(tokens)?;
+        self.reset();
+        let v = self.model.config().num_tokens;
+        let mut worst = 0.0f32;
+        for (i, &t) in tokens.iter().enumerate() {
+            self.step(t)?;
+            for (a, b) in self.logits.iter().zip(&self.full_logits[i * v..(i + 1) * v]) {
+                let d = (a - b).abs();
+                worst = if d.is_nan() { f32::INFINITY } else { worst.max(d) };
+            }
+        }
+        Ok(worst)
+    }
+
+    /// Seeds the sampler's RNG.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+    }
+
+    /// Picks the next token from the current logits.
+    ///
+    /// # Errors
+    /// [`EngineError::NoLogits`] before the first prefill after a reset.
+    pub fn sample(&mut self, s: &Sampling) -> Result<u32, EngineError<'w>> {
+        if !self.has_logits {
+            return Err(EngineError::NoLogits);
+        }
+        Ok(sampler::sample(
+            self.logits,
+            s,
+            &mut self.rng,
+            self.probs,
+            self.order,
+        ))
+    }
+
+    /// Prefills `prompt` (if not empty), then samples up to `max_tokens` tokens, feeding each
+    /// back, and hands each to `on_token`. Stops early, without error, when the cache (or the
+    /// absolute position table) is full: the last token is then sampled but not fed back.
+    /// Returns the number of tokens produced.
+    ///
+    /// # Errors
+    /// As [`Self::prefill`] for the prompt; [`EngineError::NoLogits`] for an empty prompt on an
+    /// empty session.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        s: &Sampling,
+        max_tokens: usize,
+        mut on_token: impl FnMut(u32),
+    ) -> Result<usize, EngineError<'w>> {
+        if !prompt.is_empty() {
+            self.prefill(prompt)?;
+        }
+        let mut produced = 0;
+        while produced < max_tokens {
+            let t = self.sample(s)?;
+            on_token(t);
+            produced += 1;
+            if produced == max_tokens {
+                break;
+            }
+            match self.step(t) {
+                Ok(()) => {}
+                Err(Error::CacheFull { .. } | Error::PositionOutOfRange { .. }) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(produced)
+    }
+
+    /// Forgets everything cached. O(1).
+    pub fn reset(&mut self) {
+        with_cache!(&mut self.cache, c => c.reset());
+        self.has_logits = false;
+    }
+
+    /// Rewinds to `len` positions. The logits are those of the last call until the next one.
+    ///
+    /// # Errors
+    /// [`Error::TruncateBeyondLength`]; nothing changes.
+    pub fn truncate(&mut self, len: usize) -> Result<(), Error> {
+        with_cache!(&mut self.cache, c => c.truncate(len))?;
+        if len == 0 {
+            self.has_logits = false;
+        }
+        Ok(())
+    }
+}
