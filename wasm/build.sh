@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the two .wasm variants (plain and simd128, each in its own target dir, incrementally),
+# the native host-tokens tool, and the random byte-level bench model, into wasm/dist/.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p dist
+cargo build --release --lib --target wasm32-unknown-unknown
+cp target/wasm32-unknown-unknown/release/picoformer_wasm.wasm dist/picoformer.wasm
+CARGO_TARGET_DIR=target/simd128 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+    cargo build --release --lib --target wasm32-unknown-unknown
+cp target/simd128/wasm32-unknown-unknown/release/picoformer_wasm.wasm dist/picoformer-simd128.wasm
+cargo build --release --bin host-tokens
+[ -f dist/bench.model.safetensors ] || node tools/make-model.mjs dist/bench.model.safetensors 256 4
