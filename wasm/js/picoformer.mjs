@@ -234,7 +234,8 @@ export function readSafetensors(src) {
   for (const [name, t] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const [begin, end] = t.data_offsets;
-    const raw = bytes.slice(base + begin, base + end); // a copy: aligned for typed arrays
+    const raw = new Uint8Array(end - begin); // a copy, aligned for typed arrays
+    raw.set(bytes.subarray(base + begin, base + end));
     const data = t.dtype === 'F32' ? new Float32Array(raw.buffer)
       : t.dtype === 'I64' ? new BigInt64Array(raw.buffer) : raw;
     tensors[name] = { dtype: t.dtype, shape: t.shape, data };

@@ -1,0 +1,41 @@
+// Shared by the Node tests: where the builds, fixtures and the host tool are.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export const WASM_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const FIXTURES = path.resolve(WASM_DIR, '..', 'tests', 'fixtures');
+
+/** The two builds; both must exist (build.sh makes them). */
+export const BUILDS = [
+  ['plain', path.join(WASM_DIR, 'dist', 'picoformer.wasm')],
+  ['simd128', path.join(WASM_DIR, 'dist', 'picoformer-simd128.wasm')],
+].map(([name, file]) => {
+  if (!existsSync(file)) throw new Error(`${file} is missing: run wasm/build.sh`);
+  return { name, bytes: readFileSync(file) };
+});
+
+export const fixture = (name) => readFileSync(path.join(FIXTURES, name));
+export const model = (name) => fixture(`${name}.model.safetensors`);
+
+/** Tokens the native host computes with the same engine (`host-tokens`), as an array. */
+export function hostTokens(modelFile, prompt, maxTokens, sampling) {
+  const tool = path.join(WASM_DIR, 'target', 'release', 'host-tokens');
+  const args = [modelFile, prompt.join(','), String(maxTokens)];
+  if (sampling) {
+    const { temperature, topK, topP, seed } = sampling;
+    args.push(String(temperature), String(topK), String(topP), String(seed));
+  }
+  return JSON.parse(execFileSync(tool, args, { encoding: 'utf8' }));
+}
+
+export function maxAbsDiff(a, b) {
+  if (a.length !== b.length) throw new Error(`lengths ${a.length} != ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    worst = Number.isNaN(d) ? Infinity : Math.max(worst, d);
+  }
+  return worst;
+}
