@@ -1,0 +1,52 @@
+// The web demo in a real headless Chromium (Debian's, driven by playwright-core): the page
+// loads from a local server, generates, the text streams in, and nothing logs an error.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { serve } from '../serve.mjs';
+
+const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist');
+let server;
+let browser;
+
+before(async () => {
+  server = await serve(0);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+for (const simd of [true, false]) {
+  test(`demo page streams generated text (${simd ? 'simd128' : 'plain'} build)`, async () => {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()}`));
+    const base = `http://127.0.0.1:${server.address().port}/web/`;
+    await page.goto(simd ? base : `${base}?simd=0`);
+    await page.waitForSelector('body[data-state="ready"]', { timeout: 30000 });
+    assert.match(await page.textContent('#model-note'), simd ? /simd128 build/ : /plain build/);
+    await page.fill('#maxTokens', '120');
+    await page.click('#generate');
+    await page.waitForSelector('body[data-state="done"]', { timeout: 60000 });
+    assert.equal(await page.getAttribute('body', 'data-tokens'), '120');
+    const out = await page.textContent('#out');
+    assert.ok(out.startsWith('Hello, picoformer!') && out.length > 'Hello, picoformer!'.length + 20, out);
+    assert.match(await page.textContent('#stats'), /120 tokens in [\d.]+ s: [\d.]+ tokens\/s/);
+    assert.ok(await page.evaluate(() => window.demoPaints ?? 0) >= 1, 'text was painted while generating');
+    assert.equal(await page.textContent('#error'), '');
+    if (simd) await page.screenshot({ path: path.join(DIST, 'demo.png'), fullPage: true });
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+}
