@@ -370,9 +370,17 @@ impl<'w, 'b> Session<'w, 'b> {
         let mut worst = 0.0f32;
         for (i, &t) in tokens.iter().enumerate() {
             self.step(t)?;
-            for (a, b) in self.logits.iter().zip(&self.full_logits[i * v..(i + 1) * v]) {
+            for (a, b) in self
+                .logits
+                .iter()
+                .zip(&self.full_logits[i * v..(i + 1) * v])
+            {
                 let d = (a - b).abs();
-                worst = if d.is_nan() { f32::INFINITY } else { worst.max(d) };
+                worst = if d.is_nan() {
+                    f32::INFINITY
+                } else {
+                    worst.max(d)
+                };
             }
         }
         Ok(worst)

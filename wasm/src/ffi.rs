@@ -188,7 +188,10 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
     let st = state();
     st.session = None;
     let Some(kv) = KvKind::from_code(kv) else {
-        return st.fail(code::BAD_ARGUMENT, format_args!("unknown kv cache type {kv}"));
+        return st.fail(
+            code::BAD_ARGUMENT,
+            format_args!("unknown kv cache type {kv}"),
+        );
     };
     let opts = Options {
         capacity: capacity as usize,
@@ -197,7 +200,10 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
         full_rows: full_rows as usize,
     };
     if st.base == 0 || st.model_len == 0 {
-        return st.fail(code::LOAD, format_args!("no model bytes: call alloc_model first"));
+        return st.fail(
+            code::LOAD,
+            format_args!("no model bytes: call alloc_model first"),
+        );
     }
     // SAFETY: `base..base + model_len` was grown for the model in `pf_alloc_model` and is written
     // only by JS between that call and this one; no session borrows it (dropped above) and the
@@ -250,9 +256,15 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
     let buffers = unsafe {
         Buffers {
             kv: match kv {
-                KvKind::F32 => KvBuf::F32(core::slice::from_raw_parts_mut(kv_at as *mut f32, kv_elems)),
-                KvKind::F16 => KvBuf::F16(core::slice::from_raw_parts_mut(kv_at as *mut _, kv_elems)),
-                KvKind::Bf16 => KvBuf::Bf16(core::slice::from_raw_parts_mut(kv_at as *mut _, kv_elems)),
+                KvKind::F32 => {
+                    KvBuf::F32(core::slice::from_raw_parts_mut(kv_at as *mut f32, kv_elems))
+                }
+                KvKind::F16 => {
+                    KvBuf::F16(core::slice::from_raw_parts_mut(kv_at as *mut _, kv_elems))
+                }
+                KvKind::Bf16 => {
+                    KvBuf::Bf16(core::slice::from_raw_parts_mut(kv_at as *mut _, kv_elems))
+                }
             },
             scratch: core::slice::from_raw_parts_mut(scratch_at as *mut f32, plan.scratch / 4),
             logits: core::slice::from_raw_parts_mut(logits_at as *mut f32, v),

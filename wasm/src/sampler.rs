@@ -28,7 +28,8 @@ impl Sampling {
 
     /// Whether this always picks the most likely token.
     pub fn is_greedy(&self) -> bool {
-        !(self.temperature > 0.0) || self.top_k == 1
+        // NaN temperatures are greedy too.
+        self.temperature.is_nan() || self.temperature <= 0.0 || self.top_k == 1
     }
 }
 
@@ -158,9 +159,17 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_top_k_limits_the_support() {
         let l = [0.0, 1.0, 2.0, 3.0, 4.0];
-        let s = Sampling { temperature: 1.0, top_k: 1, top_p: 1.0 };
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: 1,
+            top_p: 1.0,
+        };
         assert_eq!(draw(&l, s, 7, 5), [4; 5]);
-        let s = Sampling { temperature: 5.0, top_k: 2, top_p: 1.0 };
+        let s = Sampling {
+            temperature: 5.0,
+            top_k: 2,
+            top_p: 1.0,
+        };
         assert!(draw(&l, s, 7, 200).iter().all(|&t| t == 3 || t == 4));
     }
 
@@ -168,7 +177,11 @@ mod tests {
     fn top_p_keeps_the_nucleus() {
         // probabilities ~ 0.64, 0.24, 0.09, 0.03: top_p 0.8 keeps the first two.
         let l = [3.0, 2.0, 1.0, 0.0];
-        let s = Sampling { temperature: 1.0, top_k: 0, top_p: 0.8 };
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.8,
+        };
         let t = draw(&l, s, 3, 300);
         assert!(t.iter().all(|&t| t < 2));
         assert!(t.contains(&0) && t.contains(&1));
@@ -177,7 +190,11 @@ mod tests {
     #[test]
     fn same_seed_same_tokens_and_frequencies_follow_softmax() {
         let l = [0.0, (2.0f32).ln(), (3.0f32).ln()];
-        let s = Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 };
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        };
         let a = draw(&l, s, 42, 6000);
         assert_eq!(a, draw(&l, s, 42, 6000));
         let count = |k| a.iter().filter(|&&t| t == k).count() as f32 / 6000.0;

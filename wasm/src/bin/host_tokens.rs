@@ -17,7 +17,10 @@ fn main() {
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
     bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
     let aligned = &bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()];
-    let prompt: Vec<u32> = args[1].split(',').map(|t| t.trim().parse().expect("token id")).collect();
+    let prompt: Vec<u32> = args[1]
+        .split(',')
+        .map(|t| t.trim().parse().expect("token id"))
+        .collect();
     let max: usize = args[2].parse().expect("MAX");
     let (sampling, seed) = if args.len() == 7 {
         let s = Sampling {
@@ -31,7 +34,12 @@ fn main() {
     };
     let model = engine::load(aligned).unwrap_or_else(|e| panic!("{e}"));
     let cfg = *model.config();
-    let o = Options { capacity: prompt.len() + max, chunk: 8, kv: KvKind::F32, full_rows: 0 };
+    let o = Options {
+        capacity: prompt.len() + max,
+        chunk: 8,
+        kv: KvKind::F32,
+        full_rows: 0,
+    };
     let v = cfg.num_tokens;
     let mut kv = vec![0f32; KvCache::<f32>::elements(&cfg.attn_layers, o.capacity)];
     let mut scratch = vec![0f32; Scratch::elements(&cfg.attn_layers, o.chunk)];
