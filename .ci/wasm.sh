@@ -72,6 +72,12 @@ for variant in plain simd128; do
 done
 
 step "negative checks (a broken harness must fail)"
+# Every test file of the library must be in the WASI manifest (cli.rs needs the host CLI).
+check "wasm/wasi-tests/Cargo.toml lists every tests/*.rs" bash -c '
+    for f in tests/*.rs; do
+        [ "$f" = tests/cli.rs ] || grep -q "path = \"../../$f\"" wasm/wasi-tests/Cargo.toml || { echo "missing $f"; exit 1; }
+    done'
+
 fixtures_wasm=$(ls -t wasm/target/wasip1-plain/wasm32-wasip1/release/deps/fixtures-*.wasm | head -1)
 check "WASI fixtures test fails when the fixtures cannot be read" \
     bash -c "cd wasm/wasi-tests && ! PICOFORMER_WASI_ROOT=/nonexistent node ../wasi-runner.mjs $root/$fixtures_wasm"

@@ -8,7 +8,8 @@
 //! reuses the same arena. Every later call works inside it: no per-token allocation.
 //!
 //! Calls return 0 (or a count / token ≥ 0) on success and a negative error code otherwise; the
-//! message is at [`pf_error_ptr`] / [`pf_error_len`] as UTF-8. A failed call changes nothing.
+//! message is at [`pf_error_ptr`] / [`pf_error_len`] as UTF-8. A failed prefill, step, sample or
+//! truncate changes nothing; a failed load leaves no model loaded.
 //! This is the only file of the crate with `unsafe`.
 
 use core::arch::wasm32;
