@@ -53,7 +53,7 @@ const LIB_ERROR: i32 = 2;
 /// Used by `rt` for HardFault and RISC-V traps.
 pub const FAULT: i32 = 3;
 const PANIC: i32 = 101;
-/// The fault check's invalid read returned instead of faulting.
+/// The fault check's invalid access returned instead of faulting.
 pub const FAIL_NO_FAULT: i32 = 4;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
