@@ -28,6 +28,21 @@ impl Dtype {
     }
 }
 
+/// Where a board's model file comes from.
+pub enum Source {
+    /// A model exported from x-transformers by `tools/export.py`: `tests/fixtures/NAME.model.safetensors`.
+    Fixture(&'static str),
+    /// A model written here (`model_file.rs`) with deterministic weights.
+    Generated {
+        /// Its configuration.
+        config: WrapperConfig,
+        /// Weight element type.
+        dtype: Dtype,
+        /// Seed of the weights.
+        seed: u64,
+    },
+}
+
 /// A board, the model it runs and the decoding it checks.
 pub struct Board {
     /// QEMU machine name, also a `cfg(board = "...")` value.
@@ -38,15 +53,13 @@ pub struct Board {
     pub cortex_m: bool,
     /// A short name for the model.
     pub model: &'static str,
-    /// The model's configuration.
-    pub config: WrapperConfig,
-    /// Weight element type in the file.
-    pub dtype: Dtype,
+    /// The model file.
+    pub source: Source,
     /// Prompt length.
     pub prompt: usize,
     /// Tokens generated greedily after the prompt.
     pub generate: usize,
-    /// Seed of the deterministic weights.
+    /// Seed of the deterministic prompts.
     pub seed: u64,
     /// Link section of the embedded model file ("" for the default `.rodata`).
     pub model_section: &'static str,
@@ -55,23 +68,14 @@ pub struct Board {
 /// The board a target triple runs on.
 pub fn for_target(target: &str) -> Board {
     match target {
-        // 64 KiB of RAM and 256 KiB of flash: a micro model with rotary and one kv head, tied embedding.
+        // 64 KiB of RAM and 256 KiB of flash: a micro model exported from real x-transformers
+        // (dim 32, rotary, one kv head, tied embedding, f32).
         "thumbv7m-none-eabi" => Board {
             machine: "lm3s6965evb",
             link: "lm3s6965evb.x",
             cortex_m: true,
-            model: "micro",
-            config: WrapperConfig::new(
-                64,
-                32,
-                DecoderConfig::new(32, 2)
-                    .heads(2)
-                    .attn_dim_head(16)
-                    .attn_kv_heads(1)
-                    .rotary_pos_emb(true),
-            )
-            .tie_embedding(true),
-            dtype: Dtype::F32,
+            model: "wrap_tied (x-transformers fixture)",
+            source: Source::Fixture("wrap_tied"),
             prompt: 6,
             generate: 10,
             seed: 1,
@@ -83,8 +87,11 @@ pub fn for_target(target: &str) -> Board {
             link: "mps2-an386.x",
             cortex_m: true,
             model: "small-f16",
-            config: WrapperConfig::new(256, 64, DecoderConfig::new(128, 4).heads(4).attn_dim_head(32)),
-            dtype: Dtype::F16,
+            source: Source::Generated {
+                config: WrapperConfig::new(256, 64, DecoderConfig::new(128, 4).heads(4).attn_dim_head(32)),
+                dtype: Dtype::F16,
+                seed: 2,
+            },
             prompt: 8,
             generate: 16,
             seed: 2,
@@ -96,16 +103,19 @@ pub fn for_target(target: &str) -> Board {
             link: "mps3-an547.x",
             cortex_m: true,
             model: "large-f32",
-            config: WrapperConfig::new(
-                512,
-                0,
-                DecoderConfig::new(256, 4)
-                    .heads(8)
-                    .attn_dim_head(32)
-                    .attn_kv_heads(4)
-                    .rotary_pos_emb(true),
-            ),
-            dtype: Dtype::F32,
+            source: Source::Generated {
+                config: WrapperConfig::new(
+                    512,
+                    0,
+                    DecoderConfig::new(256, 4)
+                        .heads(8)
+                        .attn_dim_head(32)
+                        .attn_kv_heads(4)
+                        .rotary_pos_emb(true),
+                ),
+                dtype: Dtype::F32,
+                seed: 3,
+            },
             prompt: 8,
             generate: 16,
             seed: 3,
@@ -117,20 +127,23 @@ pub fn for_target(target: &str) -> Board {
             link: "riscv32-virt.ld",
             cortex_m: false,
             model: "glu-bf16",
-            config: WrapperConfig::new(
-                128,
-                0,
-                DecoderConfig::new(64, 2)
-                    .heads(4)
-                    .attn_dim_head(16)
-                    .attn_kv_heads(2)
-                    .use_rmsnorm(true)
-                    .ff_glu(true)
-                    .ff_swish(true)
-                    .ff_mult(2.0)
-                    .rotary_pos_emb(true),
-            ),
-            dtype: Dtype::Bf16,
+            source: Source::Generated {
+                config: WrapperConfig::new(
+                    128,
+                    0,
+                    DecoderConfig::new(64, 2)
+                        .heads(4)
+                        .attn_dim_head(16)
+                        .attn_kv_heads(2)
+                        .use_rmsnorm(true)
+                        .ff_glu(true)
+                        .ff_swish(true)
+                        .ff_mult(2.0)
+                        .rotary_pos_emb(true),
+                ),
+                dtype: Dtype::Bf16,
+                seed: 4,
+            },
             prompt: 8,
             generate: 16,
             seed: 4,

@@ -19,24 +19,6 @@ enum Init {
     InvFreq(usize),
 }
 
-/// One tensor of the file.
-pub struct Entry {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub dtype: Dtype,
-    /// Byte range in the data section.
-    pub start: usize,
-    pub end: usize,
-}
-
-/// The whole file and its table of contents.
-pub struct ModelFile {
-    pub bytes: Vec<u8>,
-    /// Offset of the data section in `bytes`.
-    pub data_start: usize,
-    pub entries: Vec<Entry>,
-}
-
 /// The `state_dict` keys of `TransformerWrapper(attn_layers=Decoder(...))` with their shapes
 /// (x-transformers 2.31.10; sublayer ℓ counts 'a', ('c'), 'f' of every block).
 fn layout(cfg: &WrapperConfig) -> Vec<(String, Vec<usize>, Init)> {
@@ -202,7 +184,7 @@ fn json_str(s: &str) -> String {
 }
 
 /// The model file for `cfg` with weights drawn from `seed`.
-pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> ModelFile {
+pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed);
     let mut tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>, usize)> = Vec::new();
     for (i, (name, shape, init)) in layout(cfg).into_iter().enumerate() {
@@ -224,7 +206,6 @@ pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> ModelFile {
     // Largest elements first; within one size, whole multiples of 8 bytes first (export.py).
     tensors.sort_by_key(|t| (usize::MAX - t.2.size(), t.3.len() % 8 != 0, t.4));
 
-    let mut entries = Vec::new();
     let mut header = vec![format!(
         "\"__metadata__\":{{\"format\":\"picoformer-1\",\"x_transformers\":{},\"x_transformers_version\":\"2.31.10\"}}",
         json_str(&kwargs_json(cfg))
@@ -240,15 +221,9 @@ pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> ModelFile {
             offset,
             offset + data.len()
         ));
-        entries.push(Entry {
-            name: name.clone(),
-            shape: shape.clone(),
-            dtype: *dt,
-            start: offset,
-            end: offset + data.len(),
-        });
         offset += data.len();
     }
+    // Padded with spaces so the data section starts at a multiple of 8.
     let mut h = format!("{{{}}}", header.join(",")).into_bytes();
     while h.len() % 8 != 0 {
         h.push(b' ');
@@ -256,13 +231,8 @@ pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> ModelFile {
     let mut bytes = Vec::with_capacity(8 + h.len() + offset);
     bytes.extend_from_slice(&(h.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&h);
-    let data_start = bytes.len();
     for t in &tensors {
         bytes.extend_from_slice(&t.3);
     }
-    ModelFile {
-        bytes,
-        data_start,
-        entries,
-    }
+    bytes
 }
