@@ -26,9 +26,17 @@ fn layout(cfg: &WrapperConfig) -> Vec<(String, Vec<usize>, Init)> {
     let (d, q, kv, f, p) = (c.dim, c.q_dim(), c.kv_dim(), c.ff_inner(), c.ff_proj_rows());
     let mut t = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, init: Init| t.push((name, shape, init));
-    push("token_emb.emb.weight".into(), vec![cfg.num_tokens, d], Init::Embedding);
+    push(
+        "token_emb.emb.weight".into(),
+        vec![cfg.num_tokens, d],
+        Init::Embedding,
+    );
     if cfg.has_abs_pos_emb() {
-        push("pos_emb.emb.weight".into(), vec![cfg.max_seq_len, d], Init::Embedding);
+        push(
+            "pos_emb.emb.weight".into(),
+            vec![cfg.max_seq_len, d],
+            Init::Embedding,
+        );
     }
     let a = "attn_layers.layers";
     let norm = |c: &DecoderConfig| if c.use_rmsnorm { "g" } else { "gamma" };
@@ -38,11 +46,27 @@ fn layout(cfg: &WrapperConfig) -> Vec<(String, Vec<usize>, Init)> {
             if !c.use_simple_rmsnorm {
                 push(format!("{a}.{l}.0.0.{}", norm(c)), vec![d], Init::Small);
             }
-            push(format!("{a}.{l}.1.to_q.weight"), vec![q, d], Init::Linear(d));
-            push(format!("{a}.{l}.1.to_k.weight"), vec![kv, d_in], Init::Linear(d_in));
-            push(format!("{a}.{l}.1.to_v.weight"), vec![kv, d_in], Init::Linear(d_in));
+            push(
+                format!("{a}.{l}.1.to_q.weight"),
+                vec![q, d],
+                Init::Linear(d),
+            );
+            push(
+                format!("{a}.{l}.1.to_k.weight"),
+                vec![kv, d_in],
+                Init::Linear(d_in),
+            );
+            push(
+                format!("{a}.{l}.1.to_v.weight"),
+                vec![kv, d_in],
+                Init::Linear(d_in),
+            );
             if c.has_to_out() {
-                push(format!("{a}.{l}.1.to_out.weight"), vec![d, q], Init::Linear(q));
+                push(
+                    format!("{a}.{l}.1.to_out.weight"),
+                    vec![d, q],
+                    Init::Linear(q),
+                );
             }
         };
         attention(b * per, d);
@@ -54,28 +78,52 @@ fn layout(cfg: &WrapperConfig) -> Vec<(String, Vec<usize>, Init)> {
             push(format!("{a}.{l}.0.0.{}", norm(c)), vec![d], Init::Small);
         }
         if c.ff_glu {
-            push(format!("{a}.{l}.1.ff.0.proj.weight"), vec![p, d], Init::Linear(d));
+            push(
+                format!("{a}.{l}.1.ff.0.proj.weight"),
+                vec![p, d],
+                Init::Linear(d),
+            );
             push(format!("{a}.{l}.1.ff.0.proj.bias"), vec![p], Init::Small);
         } else {
-            push(format!("{a}.{l}.1.ff.0.0.weight"), vec![p, d], Init::Linear(d));
+            push(
+                format!("{a}.{l}.1.ff.0.0.weight"),
+                vec![p, d],
+                Init::Linear(d),
+            );
             if !c.ff_no_bias {
                 push(format!("{a}.{l}.1.ff.0.0.bias"), vec![p], Init::Small);
             }
         }
-        push(format!("{a}.{l}.1.ff.2.weight"), vec![d, f], Init::Linear(f));
+        push(
+            format!("{a}.{l}.1.ff.2.weight"),
+            vec![d, f],
+            Init::Linear(f),
+        );
         if !c.ff_no_bias {
             push(format!("{a}.{l}.1.ff.2.bias"), vec![d], Init::Small);
         }
     }
     if !c.use_simple_rmsnorm {
-        push(format!("attn_layers.final_norm.{}", norm(c)), vec![d], Init::Small);
+        push(
+            format!("attn_layers.final_norm.{}", norm(c)),
+            vec![d],
+            Init::Small,
+        );
     }
     if c.rotary_pos_emb {
         let r = c.rotary_dim();
-        push("attn_layers.rotary_pos_emb.inv_freq".into(), vec![r / 2], Init::InvFreq(r));
+        push(
+            "attn_layers.rotary_pos_emb.inv_freq".into(),
+            vec![r / 2],
+            Init::InvFreq(r),
+        );
     }
     if !cfg.tie_embedding {
-        push("to_logits.weight".into(), vec![cfg.num_tokens, d], Init::Linear(d));
+        push(
+            "to_logits.weight".into(),
+            vec![cfg.num_tokens, d],
+            Init::Linear(d),
+        );
     }
     t
 }
@@ -124,15 +172,24 @@ fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
 pub fn kwargs_json(cfg: &WrapperConfig) -> String {
     let c = &cfg.attn_layers;
     let def = DecoderConfig::new(c.dim, c.depth);
-    let mut dec: Vec<(&str, String)> = vec![("depth", c.depth.to_string()), ("dim", c.dim.to_string())];
+    let mut dec: Vec<(&str, String)> =
+        vec![("depth", c.depth.to_string()), ("dim", c.dim.to_string())];
     let mut opt = |key: &'static str, differs: bool, value: String| {
         if differs {
             dec.push((key, value));
         }
     };
     opt("heads", c.heads != def.heads, c.heads.to_string());
-    opt("attn_dim_head", c.attn_dim_head != def.attn_dim_head, c.attn_dim_head.to_string());
-    opt("attn_kv_heads", c.attn_kv_heads.is_some(), c.attn_kv_heads.unwrap_or(0).to_string());
+    opt(
+        "attn_dim_head",
+        c.attn_dim_head != def.attn_dim_head,
+        c.attn_dim_head.to_string(),
+    );
+    opt(
+        "attn_kv_heads",
+        c.attn_kv_heads.is_some(),
+        c.attn_kv_heads.unwrap_or(0).to_string(),
+    );
     opt("attn_one_kv_head", c.attn_one_kv_head, "true".into());
     opt("cross_attend", c.cross_attend, "true".into());
     opt(
@@ -141,7 +198,11 @@ pub fn kwargs_json(cfg: &WrapperConfig) -> String {
         c.cross_attn_dim_context.unwrap_or(0).to_string(),
     );
     opt("rotary_pos_emb", c.rotary_pos_emb, "true".into());
-    opt("rotary_emb_dim", c.rotary_emb_dim.is_some(), c.rotary_emb_dim.unwrap_or(0).to_string());
+    opt(
+        "rotary_emb_dim",
+        c.rotary_emb_dim.is_some(),
+        c.rotary_emb_dim.unwrap_or(0).to_string(),
+    );
     opt(
         "rotary_base_rescale_factor",
         c.rotary_base_rescale_factor != 1.0,
@@ -154,7 +215,11 @@ pub fn kwargs_json(cfg: &WrapperConfig) -> String {
     );
     opt("use_rmsnorm", c.use_rmsnorm, "true".into());
     opt("use_simple_rmsnorm", c.use_simple_rmsnorm, "true".into());
-    opt("ff_mult", c.ff_mult != def.ff_mult, format!("{:?}", c.ff_mult));
+    opt(
+        "ff_mult",
+        c.ff_mult != def.ff_mult,
+        format!("{:?}", c.ff_mult),
+    );
     opt("ff_glu", c.ff_glu, "true".into());
     opt("ff_swish", c.ff_swish, "true".into());
     opt("ff_relu_squared", c.ff_relu_squared, "true".into());
@@ -175,7 +240,11 @@ pub fn kwargs_json(cfg: &WrapperConfig) -> String {
         let items: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
         format!("{{{}}}", items.join(", "))
     };
-    format!("{{\"decoder\": {}, \"wrapper\": {}}}", obj(&dec), obj(&wrap))
+    format!(
+        "{{\"decoder\": {}, \"wrapper\": {}}}",
+        obj(&dec),
+        obj(&wrap)
+    )
 }
 
 /// Escapes a string for a JSON string literal (quotes and backslashes are all it needs here).
@@ -186,7 +255,9 @@ fn json_str(s: &str) -> String {
 /// The model file for `cfg` with weights drawn from `seed`.
 pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed);
-    let mut tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>, usize)> = Vec::new();
+    // (key, shape, element type, bytes, index in state_dict order)
+    type Encoded = (String, Vec<usize>, Dtype, Vec<u8>, usize);
+    let mut tensors: Vec<Encoded> = Vec::new();
     for (i, (name, shape, init)) in layout(cfg).into_iter().enumerate() {
         let n: usize = shape.iter().product();
         let values: Vec<f32> = match init {
@@ -200,7 +271,11 @@ pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> Vec<u8> {
                 .map(|m| (1.0 / 10000f64.powf((2 * m) as f64 / r as f64)) as f32)
                 .collect(),
         };
-        let dt = if matches!(init, Init::InvFreq(_)) { Dtype::F32 } else { dtype };
+        let dt = if matches!(init, Init::InvFreq(_)) {
+            Dtype::F32
+        } else {
+            dtype
+        };
         tensors.push((name, shape, dt, encode(&values, dt), i));
     }
     // Largest elements first; within one size, whole multiples of 8 bytes first (export.py).

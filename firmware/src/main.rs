@@ -44,7 +44,8 @@ const MAX_DEPTH: usize = 4;
 const TOLERANCE: f32 = 1e-4;
 
 // Every buffer is a `static` sized by picoformer's const fns: no allocator, no heap.
-static mut KV_CACHE: [f32; KvCache::<f32>::elements(&DEC, N)] = [0.0; KvCache::<f32>::elements(&DEC, N)];
+static mut KV_CACHE: [f32; KvCache::<f32>::elements(&DEC, N)] =
+    [0.0; KvCache::<f32>::elements(&DEC, N)];
 static mut SCRATCH: [f32; Scratch::elements(&DEC, N)] = [0.0; Scratch::elements(&DEC, N)];
 static mut LOGITS: [f32; N * V] = [0.0; N * V];
 static mut ROW: [f32; V] = [0.0; V];
@@ -136,8 +137,10 @@ fn check(force_mismatch: bool) -> i32 {
 }
 
 /// Greedy, full and step-wise decoding of the model, checked against each other and the host.
-fn decode_and_compare(model: &TransformerWrapper<'_, MAX_DEPTH>, force_mismatch: bool) -> Result<bool, Error> {
-
+fn decode_and_compare(
+    model: &TransformerWrapper<'_, MAX_DEPTH>,
+    force_mismatch: bool,
+) -> Result<bool, Error> {
     // SAFETY: `run` is entered once, from the reset handler, on the only core, with interrupts
     // unused: these are the only references to the statics, ever.
     let (kv, sc, logits, row) = unsafe {
@@ -164,7 +167,8 @@ fn decode_and_compare(model: &TransformerWrapper<'_, MAX_DEPTH>, force_mismatch:
 
     let scale = max_abs(logits).max(1.0);
     let host_diff = max_abs_diff(logits, &HOST_LOGITS);
-    let full_tokens_agree = (0..G).all(|i| argmax(&logits[(P - 1 + i) * V..(P + i) * V]) == tokens[i] as usize);
+    let full_tokens_agree =
+        (0..G).all(|i| argmax(&logits[(P - 1 + i) * V..(P + i) * V]) == tokens[i] as usize);
     let mut expected = EXPECTED;
     if force_mismatch {
         expected[G - 1] = (expected[G - 1] + 1) % V as u32;
@@ -203,8 +207,15 @@ fn decode_and_compare(model: &TransformerWrapper<'_, MAX_DEPTH>, force_mismatch:
         scale,
         verdict(step_ok)
     );
-    println!("device vs host logits: max |diff| = {:e} -> {}", host_diff, verdict(host_ok));
-    println!("full-pass argmax = greedy tokens: {}", verdict(full_tokens_agree));
+    println!(
+        "device vs host logits: max |diff| = {:e} -> {}",
+        host_diff,
+        verdict(host_ok)
+    );
+    println!(
+        "full-pass argmax = greedy tokens: {}",
+        verdict(full_tokens_agree)
+    );
     println!(
         "memory: kv cache {} B, scratch {} B (max_positions {}), logits {} B, model file {} B (in place), host reference logits {} B",
         KvCache::<f32>::bytes(&DEC, N),

@@ -15,7 +15,10 @@ pub fn stack_bounds() -> (usize, usize) {
         static _stack_end: u32;
         static _stack_start: u32;
     }
-    (addr_of!(_stack_end) as usize, addr_of!(_stack_start) as usize)
+    (
+        addr_of!(_stack_end) as usize,
+        addr_of!(_stack_start) as usize,
+    )
 }
 
 /// The negative check for faults: a load from an address no board here maps, which must end in
@@ -25,7 +28,10 @@ pub fn read_invalid_address() -> ! {
     let addr = 0xF000_0000usize as *const u32;
     // SAFETY: deliberately invalid; the access faults before any value is produced.
     let v = unsafe { core::ptr::read_volatile(addr) };
-    println!("read of {:#010x} did not fault (got {:#x}); executing udf", addr as usize, v);
+    println!(
+        "read of {:#010x} did not fault (got {:#x}); executing udf",
+        addr as usize, v
+    );
     // SAFETY: `udf` raises a UsageFault; the HardFault handler exits and never returns here.
     unsafe { core::arch::asm!("udf #0", options(noreturn)) }
 }
@@ -37,7 +43,11 @@ fn main() -> ! {
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    println!("HardFault: pc {:#010x}, lr {:#010x}", frame.pc(), frame.lr());
+    println!(
+        "HardFault: pc {:#010x}, lr {:#010x}",
+        frame.pc(),
+        frame.lr()
+    );
     semihosting::process::exit(crate::FAULT)
 }
 

@@ -67,15 +67,21 @@ pub fn stack_bounds() -> (usize, usize) {
         static _stack_end: u32;
         static _stack_start: u32;
     }
-    (addr_of!(_stack_end) as usize, addr_of!(_stack_start) as usize)
+    (
+        addr_of!(_stack_end) as usize,
+        addr_of!(_stack_start) as usize,
+    )
 }
 
-/// The negative check for faults: a load from an unmapped address (below the boot ROM) must
+/// The negative check for faults: a load from an unmapped address (below the boot ROM at 0x1000) must
 /// trap (load access fault) into `fw_trap`, never return.
 pub fn read_invalid_address() -> ! {
-    let addr = 0x0000_0000usize as *const u32;
+    let addr = 0x0000_0800usize as *const u32;
     // SAFETY: deliberately invalid; the access traps before any value is produced.
     let v = unsafe { core::ptr::read_volatile(addr) };
-    println!("read of {:#010x} did not fault (got {:#x})", addr as usize, v);
+    println!(
+        "read of {:#010x} did not fault (got {:#x})",
+        addr as usize, v
+    );
     semihosting::process::exit(crate::FAIL_NO_FAULT)
 }
