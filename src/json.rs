@@ -47,6 +47,8 @@
 //! surrogates in `\u` escapes are rejected because they are not Unicode scalar values). Nesting is
 //! limited to [`MAX_DEPTH`]. Duplicate object keys are not detected here.
 
+#![deny(unsafe_code)]
+
 use core::cmp::Ordering;
 use core::fmt;
 
@@ -424,15 +426,6 @@ impl<'a> JsonStr<'a> {
         } else {
             self.chars().cmp(other.chars())
         }
-    }
-
-    /// FNV-1a hash of the decoded characters.
-    pub(crate) fn hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for c in self.chars() {
-            h = (h ^ c as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-        h
     }
 
     /// A parser over the decoded content, for strings whose content is JSON.

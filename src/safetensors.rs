@@ -18,12 +18,16 @@
 //!
 //! # Limits and cost
 //! At most [`MAX_TENSORS`] tensors, [`MAX_METADATA`] metadata entries, [`MAX_DIMS`] dimensions
-//! per tensor. Parsing takes one pass over the header of `H` bytes when the tensors are listed in
-//! data order (as the reference writer does); otherwise coverage is checked by re-scanning the
-//! header up to once per tensor, `O(n * H)` in the worst case. Duplicate names cost nothing when
-//! the names are listed in sorted order, and otherwise one re-scan per possible duplicate found by
-//! a 2048-bit filter on the stack. [`SafeTensors::tensor`] and [`SafeTensors::metadata`] are
-//! `O(H)`; use [`SafeTensors::tensors`] to visit all tensors in one pass.
+//! per tensor. Without allocation, the global rules (unique names, exact coverage) are checked by
+//! walking the entries in sorted order, which costs one extra pass over the header per 64
+//! entries (`ceil(n / 64)` passes, 64 entries held on the stack: about 1.5 KiB on 64-bit
+//! targets, under 1 KiB on 32-bit ones). A pass is skipped when the header already lists the
+//! tensors in data order (coverage) or in name order (uniqueness), so a file from the reference
+//! writer, which lists tensors in data order, is parsed in one or a few passes over the header.
+//! For scale, on a desktop CPU: 300 tensors in reverse order take about 4 ms; the worst case
+//! allowed, 4096 tensors listed in reverse order of both names and offsets (a 0.5 MB header),
+//! about 1 s. [`SafeTensors::tensor`] and [`SafeTensors::metadata`] re-scan the header
+//! (`O(header)`); use [`SafeTensors::tensors`] to visit all tensors in one pass.
 //!
 //! # Alignment
 //! Typed views ([`TensorInfo::as_f32`], ...) borrow the bytes in place, so the tensor's data must
@@ -46,13 +50,17 @@
 //!
 //! [safetensors]: https://huggingface.co/docs/safetensors
 
+#![deny(unsafe_code)]
+
+use core::cmp::Ordering;
 use core::fmt;
 
 use crate::json::{JsonError, JsonErrorKind, JsonStr, Parser, ValueKind};
 
 /// Maximum number of dimensions of a tensor.
 pub const MAX_DIMS: usize = 8;
-/// Maximum number of tensors in a file (bounds the cost of the coverage checks).
+/// Maximum number of tensors in a file (bounds the cost of the uniqueness and coverage checks,
+/// see the [module docs](self#limits-and-cost)).
 pub const MAX_TENSORS: usize = 4096;
 /// Maximum number of `__metadata__` entries.
 pub const MAX_METADATA: usize = 1024;
@@ -482,7 +490,7 @@ fn json_at(base: usize) -> impl Fn(JsonError) -> FormatError<'static> {
 /// One tensor: name, dtype, shape and a view of its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorInfo<'a> {
-    name: &'a str,
+    key: JsonStr<'a>,
     dtype: Dtype,
     shape: Shape,
     data: &'a [u8],
@@ -493,7 +501,12 @@ pub struct TensorInfo<'a> {
 impl<'a> TensorInfo<'a> {
     /// The name as written in the header (JSON escapes, if any, not undone).
     pub const fn name(&self) -> &'a str {
-        self.name
+        self.key.raw()
+    }
+
+    /// The name as a JSON string, to compare or decode it with its escapes undone.
+    pub const fn name_json(&self) -> JsonStr<'a> {
+        self.key
     }
 
     /// The element type.
@@ -538,7 +551,7 @@ impl<'a> TensorInfo<'a> {
     fn view<T: bytemuck::Pod>(&self, want: Dtype) -> Result<&'a [T], FormatError<'a>> {
         if self.dtype != want {
             return Err(FormatError::WrongDtype {
-                tensor: self.name,
+                tensor: self.key.raw(),
                 expected: want,
                 actual: self.dtype,
             });
@@ -550,7 +563,7 @@ impl<'a> TensorInfo<'a> {
             return Ok(&[]);
         }
         let misaligned = FormatError::Misaligned {
-            tensor: self.name,
+            tensor: self.key.raw(),
             offset: self.file_offset,
             align: core::mem::align_of::<T>(),
         };
@@ -676,12 +689,13 @@ pub struct SafeTensors<'a> {
 
 /// A top-level header entry.
 enum Entry<'a> {
-    Tensor(JsonStr<'a>, TensorInfo<'a>),
+    Tensor(TensorInfo<'a>),
     /// The metadata value starts at this header offset.
     Metadata(usize),
 }
 
 /// Walks the top-level header entries.
+#[derive(Clone, Debug)]
 struct Scanner<'a> {
     p: Parser<'a>,
     header: &'a str,
@@ -718,7 +732,7 @@ impl<'a> Scanner<'a> {
         }
         let data_start = self.data_start();
         let info = parse_tensor(&mut self.p, key, self.data, data_start)?;
-        Ok(Some(Entry::Tensor(key, info)))
+        Ok(Some(Entry::Tensor(info)))
     }
 
     fn data_start(&self) -> usize {
@@ -731,7 +745,6 @@ fn validate_metadata(src: &str, base: usize) -> Result<(), FormatError<'_>> {
     let e = json_at(base);
     let mut p = Parser::new(src.as_bytes());
     p.begin_object().map_err(&e)?;
-    let mut dup = DupCheck::new();
     let mut n = 0;
     while let Some(key) = p.next_member().map_err(&e)? {
         if n == MAX_METADATA {
@@ -748,58 +761,141 @@ fn validate_metadata(src: &str, base: usize) -> Result<(), FormatError<'_>> {
                 })
             }
         }
-        if dup.suspect(key) && key_before(src, n, key) {
-            return Err(FormatError::DuplicateMetadataKey { key: key.raw() });
-        }
         n += 1;
     }
     Ok(())
 }
 
-/// Whether one of the first `n` keys of the (valid) object at the start of `src` equals `key`.
-fn key_before(src: &str, n: usize, key: JsonStr<'_>) -> bool {
-    let mut p = Parser::new(src.as_bytes());
-    if p.begin_object().is_err() {
-        return false;
-    }
-    for _ in 0..n {
-        match p.next_member() {
-            Ok(Some(k)) if k == key => return true,
-            Ok(Some(_)) => {}
-            _ => return false,
+/// Items held on the stack by [`visit_sorted`]: the passes over the header it needs are
+/// `ceil(n / BATCH)`.
+const BATCH: usize = 64;
+
+/// Calls `visit` on the items produced by `items()` in increasing `cmp` order, holding at most
+/// [`BATCH`] items at a time: each run of `items()` (a pass over the header) selects the next
+/// `BATCH` smallest. Two items that compare equal end the walk with `Err(equal(second))`.
+fn visit_sorted<T: Copy, I: Iterator<Item = T>, E>(
+    items: impl Fn() -> I,
+    cmp: impl Fn(&T, &T) -> Ordering,
+    equal: impl Fn(T) -> E,
+    mut visit: impl FnMut(T) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut last: Option<T> = None;
+    loop {
+        let mut batch: heapless::Vec<T, BATCH> = heapless::Vec::new();
+        for item in items() {
+            if last.is_some_and(|l| cmp(&item, &l).is_le()) {
+                continue; // visited in an earlier batch
+            }
+            match batch.binary_search_by(|b| cmp(b, &item)) {
+                // An item equal to one of the batch: if the item belongs in this batch, its twin
+                // is there too (the batch always holds the smallest items seen so far).
+                Ok(_) => return Err(equal(item)),
+                Err(BATCH) => {} // larger than a full batch: a later pass
+                Err(pos) => {
+                    if batch.is_full() {
+                        batch.pop();
+                    }
+                    // Cannot fail: there is room now.
+                    let _ = batch.insert(pos, item);
+                }
+            }
         }
+        for &item in batch.iter() {
+            visit(item)?;
+        }
+        if !batch.is_full() {
+            return Ok(());
+        }
+        last = batch.last().copied();
     }
-    false
 }
 
-/// Cheap duplicate screening: keys in strictly increasing order cannot repeat; otherwise a
-/// 2048-bit filter of hashes picks the keys that need a re-scan.
-struct DupCheck<'a> {
-    prev: Option<JsonStr<'a>>,
-    sorted: bool,
-    bloom: [u64; 32],
+/// Checks, tensor by tensor in data order, that the tensors tile the data section: each starts
+/// where the previous non-empty one ended. Zero-sized tensors sort before a non-empty one at the
+/// same offset, so they may sit on any boundary.
+struct Tiling {
+    /// End of the covered prefix.
+    cursor: usize,
+    /// Index (header order) and range of the last non-empty tensor.
+    last: Option<Span>,
 }
 
-impl<'a> DupCheck<'a> {
-    fn new() -> Self {
-        DupCheck {
-            prev: None,
-            sorted: true,
-            bloom: [0; 32],
+/// A tensor's place in the data section, ordered by `(begin, non-empty, index)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Span {
+    begin: usize,
+    nonempty: bool,
+    index: usize,
+    end: usize,
+}
+
+impl Span {
+    fn of(index: usize, t: &TensorInfo<'_>) -> Span {
+        Span {
+            begin: t.begin,
+            nonempty: !t.data.is_empty(),
+            index,
+            end: t.end(),
+        }
+    }
+}
+
+/// A coverage problem, with tensors named by index until the names are looked up.
+#[derive(Clone, Copy, Debug)]
+enum TileError {
+    Overlap {
+        first: usize,
+        second: usize,
+        begin: usize,
+        end: usize,
+    },
+    Hole {
+        begin: usize,
+        end: usize,
+    },
+}
+
+impl Tiling {
+    const fn new() -> Self {
+        Tiling {
+            cursor: 0,
+            last: None,
         }
     }
 
-    /// Records `key`; `true` if it may equal an earlier key.
-    fn suspect(&mut self, key: JsonStr<'a>) -> bool {
-        let bit = (key.hash() % 2048) as usize;
-        let mask = 1u64 << (bit % 64);
-        let hit = self.bloom[bit / 64] & mask != 0;
-        self.bloom[bit / 64] |= mask;
-        if let (true, Some(prev)) = (self.sorted, self.prev) {
-            self.sorted = prev.cmp_decoded(&key).is_lt();
+    fn visit(&mut self, s: Span) -> Result<(), TileError> {
+        if s.begin > self.cursor {
+            return Err(TileError::Hole {
+                begin: self.cursor,
+                end: s.begin,
+            });
         }
-        self.prev = Some(key);
-        hit && !self.sorted
+        if s.begin < self.cursor {
+            // Sorted by begin, so the last non-empty tensor starts at or before `s` and ends
+            // after its start.
+            let l = self.last.unwrap_or(s);
+            return Err(TileError::Overlap {
+                first: l.index.min(s.index),
+                second: l.index.max(s.index),
+                begin: s.begin,
+                end: s.end.min(l.end),
+            });
+        }
+        if s.nonempty {
+            self.cursor = s.end;
+            self.last = Some(s);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, data_len: usize) -> Result<(), TileError> {
+        if self.cursor != data_len {
+            return Err(TileError::Hole {
+                begin: self.cursor,
+                end: data_len,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -900,28 +996,13 @@ fn parse_tensor<'a>(
     // Both fit in usize: end <= data.len().
     let (begin, end) = (begin as usize, end as usize);
     Ok(TensorInfo {
-        name: tensor,
+        key,
         dtype,
         shape,
         data: &data[begin..end],
         begin,
         file_offset: data_start + begin,
     })
-}
-
-/// The bytes two tensors share, if any: the intersection of two non-empty ranges, or the
-/// position of a zero-sized tensor strictly inside a non-empty one.
-fn clash(a: &TensorInfo<'_>, b: &TensorInfo<'_>) -> Option<(usize, usize)> {
-    let inside = |z: &TensorInfo<'_>, t: &TensorInfo<'_>| t.begin < z.begin && z.begin < t.end();
-    match (a.data.is_empty(), b.data.is_empty()) {
-        (false, false) => {
-            let (lo, hi) = (a.begin.max(b.begin), a.end().min(b.end()));
-            (lo < hi).then_some((lo, hi))
-        }
-        (true, false) => inside(a, b).then_some((a.begin, a.begin)),
-        (false, true) => inside(b, a).then_some((b.begin, b.begin)),
-        (true, true) => None,
-    }
 }
 
 impl<'a> SafeTensors<'a> {
@@ -988,90 +1069,87 @@ impl<'a> SafeTensors<'a> {
             metadata_at: None,
         };
 
-        // First pass: validate every entry, screen for duplicates, and follow the chain of
-        // tensors that tile the data section from offset 0 as far as header order allows.
+        // First pass: validate every entry. Meanwhile check the cheap cases of the global
+        // rules: names listed in strictly increasing order cannot repeat, and tensors listed in
+        // data order can be checked for coverage as they come.
         let mut scan = Scanner::new(header, data, true)?;
-        let mut dup = DupCheck::new();
-        let (mut index, mut nonempty, mut zero, mut picked, mut cursor) = (0, 0, 0, 0, 0);
+        let mut prev: Option<(JsonStr<'a>, Span)> = None;
+        let (mut names_sorted, mut spans_sorted) = (true, true);
+        let mut tiling = Tiling::new();
+        let mut tile_result = Ok(());
         while let Some(entry) = scan.next()? {
-            match entry {
+            let t = match entry {
                 Entry::Metadata(at) => {
                     if st.metadata_at.is_some() {
                         return Err(FormatError::DuplicateKey { key: METADATA_KEY });
                     }
                     st.metadata_at = Some(at);
+                    continue;
                 }
-                Entry::Tensor(key, t) => {
-                    if st.count == MAX_TENSORS {
-                        return Err(FormatError::TooManyTensors { max: MAX_TENSORS });
-                    }
-                    st.count += 1;
-                    if dup.suspect(key) && key_before(header, index, key) {
-                        return Err(FormatError::DuplicateKey { key: t.name });
-                    }
-                    if t.data.is_empty() {
-                        zero += 1;
-                    } else {
-                        nonempty += 1;
-                        if t.begin == cursor {
-                            cursor = t.end();
-                            picked += 1;
-                        }
-                    }
-                }
+                Entry::Tensor(t) => t,
+            };
+            if st.count == MAX_TENSORS {
+                return Err(FormatError::TooManyTensors { max: MAX_TENSORS });
             }
-            index += 1;
+            let span = Span::of(st.count, &t);
+            st.count += 1;
+            if let Some((name, s)) = prev {
+                names_sorted &= name.cmp_decoded(&t.key).is_lt();
+                spans_sorted &= s < span;
+            }
+            prev = Some((t.key, span));
+            if spans_sorted && tile_result.is_ok() {
+                tile_result = tiling.visit(span);
+            }
         }
 
-        // Further passes extend the chain. `cursor` only grows, so each tensor joins it at most
-        // once; all non-empty tensors in the chain and `cursor == data.len()` means an exact
-        // tiling.
-        while picked < nonempty {
-            let before = picked;
-            for t in st.tensors() {
-                if !t.data.is_empty() && t.begin == cursor {
-                    cursor = t.end();
-                    picked += 1;
-                }
-            }
-            if picked == before {
-                break;
-            }
+        // Unique names; with names out of order, a sorted walk in batches.
+        if !names_sorted {
+            visit_sorted(
+                || st.tensors().map(|t| t.key),
+                JsonStr::cmp_decoded,
+                |k| FormatError::DuplicateKey { key: k.raw() },
+                |_| Ok(()),
+            )?;
         }
-        let tiled = picked == nonempty && cursor == data.len();
-        if !tiled || zero > 0 {
-            if let Some(e) = st.find_overlap() {
-                return Err(e);
-            }
+        if st.metadata_at.is_some() {
+            visit_sorted(
+                || st.metadata_entries().map(|(k, _)| k),
+                JsonStr::cmp_decoded,
+                |k| FormatError::DuplicateMetadataKey { key: k.raw() },
+                |_| Ok(()),
+            )?;
         }
-        if !tiled {
-            // No overlap: `cursor` is the first uncovered byte.
-            let end = st
-                .tensors()
-                .map(|t| t.begin)
-                .filter(|&b| b > cursor)
-                .min()
-                .unwrap_or(data.len());
-            return Err(FormatError::Hole { begin: cursor, end });
-        }
-        Ok(st)
-    }
 
-    /// Pairwise search for the first two tensors (in header order) that share bytes.
-    fn find_overlap(&self) -> Option<FormatError<'a>> {
-        for (i, a) in self.tensors().enumerate() {
-            for b in self.tensors().skip(i + 1) {
-                if let Some((begin, end)) = clash(&a, &b) {
-                    return Some(FormatError::Overlap {
-                        first: a.name,
-                        second: b.name,
-                        begin,
-                        end,
-                    });
-                }
+        // Exact coverage of the data section, checked in data order.
+        if !spans_sorted {
+            tiling = Tiling::new();
+            tile_result = visit_sorted(
+                || st.tensors().enumerate().map(|(i, t)| Span::of(i, &t)),
+                Span::cmp,
+                // Spans are unique by index.
+                |_| TileError::Hole { begin: 0, end: 0 },
+                |s| tiling.visit(s),
+            );
+        }
+        match tile_result.and_then(|()| tiling.finish(data.len())) {
+            Ok(()) => Ok(st),
+            Err(TileError::Hole { begin, end }) => Err(FormatError::Hole { begin, end }),
+            Err(TileError::Overlap {
+                first,
+                second,
+                begin,
+                end,
+            }) => {
+                let name = |i| st.tensors().nth(i).map_or("", |t| t.name());
+                Err(FormatError::Overlap {
+                    first: name(first),
+                    second: name(second),
+                    begin,
+                    end,
+                })
             }
         }
-        None
     }
 
     /// Number of tensors.
@@ -1131,7 +1209,7 @@ impl<'a> SafeTensors<'a> {
     /// All `__metadata__` entries as `(key, value)`, in header order.
     pub fn metadata_entries(&self) -> MetadataEntries<'a> {
         let p = self.metadata_at.and_then(|at| {
-            let mut p = Parser::new(self.header[at..].as_bytes());
+            let mut p = Parser::new(&self.header.as_bytes()[at..]);
             p.begin_object().ok().map(|()| p)
         });
         MetadataEntries { p }
@@ -1139,6 +1217,7 @@ impl<'a> SafeTensors<'a> {
 }
 
 /// Iterator over the tensors of a [`SafeTensors`], in header order.
+#[derive(Clone, Debug)]
 pub struct Tensors<'a> {
     scan: Option<Scanner<'a>>,
 }
@@ -1150,7 +1229,7 @@ impl<'a> Iterator for Tensors<'a> {
         let scan = self.scan.as_mut()?;
         loop {
             match scan.next() {
-                Ok(Some(Entry::Tensor(_, t))) => return Some(t),
+                Ok(Some(Entry::Tensor(t))) => return Some(t),
                 Ok(Some(Entry::Metadata(_))) => {}
                 // Errors cannot happen on a validated header; end the iteration if one does.
                 Ok(None) | Err(_) => {
@@ -1163,6 +1242,7 @@ impl<'a> Iterator for Tensors<'a> {
 }
 
 /// Iterator over the `__metadata__` entries of a [`SafeTensors`], as `(key, value)`.
+#[derive(Clone, Debug)]
 pub struct MetadataEntries<'a> {
     p: Option<Parser<'a>>,
 }

@@ -90,16 +90,13 @@ impl<'w> Tensor<'w> {
         self.len() == 0
     }
 
-    /// Element `i` as `f32`.
-    ///
-    /// # Panics
-    /// If `i >= self.len()`.
+    /// Element `i` as `f32`, or `None` past the end.
     #[inline]
-    pub fn get(&self, i: usize) -> f32 {
+    pub fn get(&self, i: usize) -> Option<f32> {
         match self {
-            Tensor::F32(s) => s[i],
-            Tensor::F16(s) => s[i].to_f32(),
-            Tensor::Bf16(s) => s[i].to_f32(),
+            Tensor::F32(s) => s.get(i).copied(),
+            Tensor::F16(s) => s.get(i).map(|v| v.to_f32()),
+            Tensor::Bf16(s) => s.get(i).map(|v| v.to_f32()),
         }
     }
 
@@ -111,11 +108,9 @@ impl<'w> Tensor<'w> {
         }
     }
 
-    /// The elements `start..start + len` (a sub-view, e.g. one row or one half of a GLU projection).
-    ///
-    /// # Panics
-    /// If the range is out of bounds.
-    pub fn slice(&self, start: usize, len: usize) -> Tensor<'w> {
+    /// The elements `start..start + len` (a sub-view, e.g. one embedding row). Callers check the
+    /// range; out of bounds panics.
+    pub(crate) fn slice(&self, start: usize, len: usize) -> Tensor<'w> {
         match *self {
             Tensor::F32(s) => Tensor::F32(&s[start..start + len]),
             Tensor::F16(s) => Tensor::F16(&s[start..start + len]),
