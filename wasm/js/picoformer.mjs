@@ -131,7 +131,8 @@ export class Picoformer {
   /** Runs `tokens` and returns every position's logits, a new Float32Array(n × numTokens). Needs `fullRows >= n`. */
   forward(tokens) {
     const n = this.#writeTokens(tokens);
-    const ptr = this.#check(this.#x.pf_forward_all(n));
+    this.#check(this.#x.pf_forward_all(n));
+    const ptr = this.#x.pf_full_logits_ptr() >>> 0;
     return new Float32Array(this.#memory.buffer, ptr, n * this.numTokens).slice();
   }
 

@@ -67,6 +67,8 @@ struct State {
     /// Token input buffer (`capacity` u32) and generation output buffer (`capacity` u32).
     tokens: usize,
     out: usize,
+    /// All-positions logits (for `pf_full_logits_ptr`; the session holds the slice).
+    full_logits: u32,
     capacity: usize,
     plan: [u32; PLAN_FIELDS],
     error: ErrorText,
@@ -78,6 +80,7 @@ static mut STATE: State = State {
     session: None,
     tokens: 0,
     out: 0,
+    full_logits: 0,
     capacity: 0,
     plan: [0; PLAN_FIELDS],
     error: ErrorText {
@@ -280,6 +283,7 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
     }
     st.tokens = tokens_at;
     st.out = out_at;
+    st.full_logits = full_at as u32;
     st.capacity = opts.capacity;
     let d = &cfg.attn_layers;
     let fields = [
@@ -392,7 +396,7 @@ pub extern "C" fn pf_step(token: u32) -> i32 {
 }
 
 /// Runs the first `n` tokens of the token buffer and writes every position's logits
-/// (`n × num_tokens`) at the returned address (> 0), or returns `-code`.
+/// (`n × num_tokens`) to [`pf_full_logits_ptr`]. Returns 0 or `-code`.
 #[no_mangle]
 pub extern "C" fn pf_forward_all(n: u32) -> i32 {
     let st = state();
@@ -401,10 +405,17 @@ pub extern "C" fn pf_forward_all(n: u32) -> i32 {
         Err(c) => return c,
     };
     let r = match st.session() {
-        Ok(s) => s.forward_all(tokens).map(|l| l.as_ptr() as i32),
+        Ok(s) => s.forward_all(tokens).map(|_| 0),
         Err(c) => return c,
     };
     r.unwrap_or_else(|e| st.engine_error(e))
+}
+
+/// Address of the all-positions logits (`full_rows × num_tokens` f32s). An address, not a
+/// status: it may exceed `i32::MAX` once memory passes 2 GiB, so it is only returned as `u32`.
+#[no_mangle]
+pub extern "C" fn pf_full_logits_ptr() -> u32 {
+    state().full_logits
 }
 
 /// Largest |full − stepwise| logit difference over the first `n` tokens of the token buffer,
