@@ -219,6 +219,29 @@ def windows_bits(torch, model, data, seq: int, batch: int = 16) -> tuple[float, 
     return total / math.log(2), count
 
 
+def score_only(torch, out: str) -> int:
+    """Scores the exported (float16) model on the committed sample, window by window, and adds
+    the numbers to the JSON (what the Rust test compares against)."""
+    from safetensors.torch import load_file
+
+    model = build(torch)
+    state = {k: v.float() for k, v in load_file(out + ".safetensors").items()}
+    model.load_state_dict(state)
+    seq = WRAPPER["max_seq_len"]
+    with open(out + ".heldout.txt", "rb") as f:
+        sample = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+    bits, n = windows_bits(torch, model, sample, seq)
+    per_window = [windows_bits(torch, model, sample[s:s + seq + 1], seq)[0] for s in range(0, len(sample) - 1, seq)]
+    with open(out + ".json") as f:
+        info = json.load(f)
+    info.update({"sample_bpc_f16": bits / n, "sample_scored_bytes": n, "sample_window_bits_f16": per_window})
+    with open(out + ".json", "w") as f:
+        json.dump(info, f, indent=2)
+        f.write("\n")
+    print(f"sample: {bits / n:.6f} bits per character over {n} bytes")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rdb", help="path of janeaustenr's data/Rdata.rdb (default: installed, else apt-get download)")
@@ -232,12 +255,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps and exit")
+    ap.add_argument("--score", action="store_true",
+                    help="only re-score the exported model on the sample (adds the per-window bits to the JSON)")
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.score:
+        return score_only(torch, args.out)
     text = corpus(_locate_rdb(args.rdb))
     data = torch.frombuffer(bytearray(text), dtype=torch.uint8)
     split = int(len(data) * (1 - HELDOUT_FRACTION))
@@ -300,6 +327,7 @@ def main(argv=None) -> int:
     heldout_f16_bits, _ = windows_bits(torch, model, held, seq)
     sample = held[:SAMPLE_BYTES + 1]
     sample_bits, sample_n = windows_bits(torch, model, sample, seq)
+    per_window = [windows_bits(torch, model, sample[s:s + seq + 1], seq)[0] for s in range(0, len(sample) - 1, seq)]
     with open(args.out + ".heldout.txt", "wb") as f:
         f.write(bytes(sample.tolist()))
     with open(args.out + ".tokenizer.json", "w") as f:
@@ -318,6 +346,7 @@ def main(argv=None) -> int:
         "seed": args.seed, "threads": args.threads, "train_seconds": round(train_seconds, 1),
         "heldout_bpc_f32": heldout_bpc, "heldout_bpc_f16": heldout_f16_bits / n, "heldout_scored_bytes": n,
         "sample_bpc_f16": sample_bits / sample_n, "sample_scored_bytes": sample_n,
+        "sample_window_bits_f16": per_window,
         "torch": torch.__version__,
     }
     with open(args.out + ".json", "w") as f:
