@@ -6,6 +6,47 @@
 //! says so, and reports which ([`StopReason`]). Every buffer is the caller's: the logits row, the
 //! sampler's work slice and a token-history slice, all held by a [`Generator`].
 //!
+//! ```
+//! use core::ops::ControlFlow;
+//! use picoformer::generate::{GenerateConfig, Generator, Overflow};
+//! use picoformer::sampling::{Candidate, Sampler, SamplerConfig};
+//! use picoformer::{KvCache, Model, Scratch};
+//!
+//! // The bundled demo model (byte-level, 256 tokens), 8-byte aligned so it is read in place.
+//! #[repr(C, align(8))]
+//! struct Aligned<T: ?Sized>(T);
+//! static FILE: &Aligned<[u8]> =
+//!     &Aligned(*include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/demo.safetensors")));
+//! let Model::Wrapper(model) = Model::<16>::from_safetensors(&FILE.0)? else { unreachable!() };
+//! let d = model.config().attn_layers;
+//!
+//! const CAPACITY: usize = 64;
+//! // 2 · depth 4 · (2 kv heads · dim_head 64) · CAPACITY = KvCache::<f32>::elements(&d, CAPACITY)
+//! let mut kv = [0.0f32; 2 * 4 * 128 * CAPACITY];
+//! let mut arena = [0.0f32; 16 * 1024]; // Scratch::elements(&d, 8) = 15,632
+//! assert!(kv.len() >= KvCache::<f32>::elements(&d, CAPACITY));
+//! assert!(arena.len() >= Scratch::elements(&d, 8));
+//! let mut cache = KvCache::new(&d, CAPACITY, &mut kv)?;
+//! let mut scratch = Scratch::new(&d, 8, &mut arena)?;
+//!
+//! let sampler = Sampler::new(SamplerConfig::temperature(0.8).with_top_p(0.9), 42)?;
+//! let config = GenerateConfig::new(100).overflow(Overflow::Slide { keep: 32 });
+//! let (mut logits, mut work, mut history) = ([0.0f32; 256], [Candidate::EMPTY; 256], [0u32; 32]);
+//! let mut generator = Generator::new(sampler, config, &mut logits, &mut work, &mut history)?;
+//!
+//! let prompt: [u32; 4] = b"Emma".map(u32::from);
+//! let mut text = [0u8; 100];
+//! let mut n = 0;
+//! let done = generator.run(&model, &mut cache, &mut scratch, &prompt, |token| {
+//!     text[n] = token as u8; // a byte: print it, send it over a serial line...
+//!     n += 1;
+//!     ControlFlow::Continue(())
+//! })?;
+//! assert_eq!((done.new_tokens, n), (100, 100));
+//! assert!(done.reencodes >= 1); // 4 + 99 positions do not fit 64 without sliding
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # When the cache is full
 //! [`Overflow::Stop`] (the default) stops with [`StopReason::CacheFull`]. [`Overflow::Slide`] is
 //! an explicit sliding window: the cache is reset and the last `keep` tokens are encoded again
@@ -313,6 +354,16 @@ impl<'b> Generator<'b> {
         }
         if prompt.is_empty() {
             return Err(GenerateError::EmptyPrompt);
+        }
+        // Checked here too (the model checks it) so that a sliding prompt that is too long
+        // fails before the cache is reset.
+        if let Some((index, &token)) = prompt.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+            return Err(Error::TokenOutOfRange {
+                token,
+                index,
+                num_tokens: v,
+            }
+            .into());
         }
         if let Overflow::Slide { keep } = self.config.overflow {
             if keep == 0 || keep > cache.capacity() {

@@ -519,6 +519,25 @@ fn every_error_path() {
         );
     }
     assert_eq!(cache.len(), 0);
+    // a sliding prompt longer than the cache with a bad token: refused before the cache resets
+    let mut h9 = [0u32; 9];
+    let slide = GenerateConfig::new(3).overflow(Overflow::Slide { keep: 4 });
+    let mut g = Generator::new(greedy(), slide, &mut logits, &mut work, &mut h9).unwrap();
+    g.run(&model, &mut cache, &mut scratch, &[1, 2, 3], |_| {
+        ControlFlow::Break(())
+    })
+    .unwrap();
+    let before = cache.len();
+    assert_eq!(
+        g.run(&model, &mut cache, &mut scratch, &[30u32; 12], go)
+            .err(),
+        Some(GenerateError::Model(Error::TokenOutOfRange {
+            token: 30,
+            index: 0,
+            num_tokens: v
+        }))
+    );
+    assert_eq!(cache.len(), before);
 
     // a model whose logits are NaN: a typed sampler error, never a token
     let mut bad = table(&w, 4);
