@@ -68,7 +68,7 @@ pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
 pub use half::{bf16, f16};
 pub use scratch::Scratch;
 pub use tensor::{
-    dequantize_q8_0, quantize_q8_0, q8_0_block, q8_0_quants, q8_0_scale, BlockQ8_0, Element,
+    dequantize_q8_0, q8_0_block, q8_0_quants, q8_0_scale, quantize_q8_0, BlockQ8_0, Element,
     Tensor, TensorSource, TensorView, Q8_0_BLOCK,
 };
 pub use weights::{DecoderWeights, WrapperWeights};

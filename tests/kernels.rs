@@ -60,7 +60,11 @@ const MAX_ROWS: usize = 13;
 
 /// Runs matvec for every cols in 0..=MAX_COLS, rows in 1..=MAX_ROWS, offsets 0..=3.
 fn check_matvec<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
-    let tol = if core::mem::size_of::<E>() == 4 { 1e-5 } else { 1e-5 };
+    let tol = if core::mem::size_of::<E>() == 4 {
+        1e-5
+    } else {
+        1e-5
+    };
     for cols in 0..=MAX_COLS {
         for rows in 1..=MAX_ROWS {
             let off = (cols + rows) % 4;
@@ -73,7 +77,11 @@ fn check_matvec<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
             let mut got = vec![f32::NAN; rows + 3];
             kernels::matvec(E::as_tensor(w), x, &mut got[off % 3..off % 3 + rows]);
             let mag: Vec<f32> = (0..rows)
-                .map(|r| (0..cols).map(|c| (w[r * cols + c].to_f32() * x[c]).abs()).sum())
+                .map(|r| {
+                    (0..cols)
+                        .map(|c| (w[r * cols + c].to_f32() * x[c]).abs())
+                        .sum()
+                })
                 .collect();
             assert_close(&got[off % 3..off % 3 + rows], &want, &mag, tol, "matvec");
             for (i, g) in got.iter().enumerate() {
@@ -98,8 +106,7 @@ fn matvec_f16_matches_portable() {
 
 #[test]
 fn matvec_bf16_matches_portable() {
-    check_matvec::<bf16>(
-        |v| v.iter().map(|&x| bf16::from_f32(x)).collect());
+    check_matvec::<bf16>(|v| v.iter().map(|&x| bf16::from_f32(x)).collect());
 }
 
 /// matmul for n in 1..=9 positions (n = 1 goes to matvec).
@@ -108,7 +115,9 @@ fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
     let (cols_set, max_n): (Vec<usize>, usize) = ((1..=10).collect(), 4);
     #[cfg(not(miri))]
     let (cols_set, max_n): (Vec<usize>, usize) = (
-        (1..=70).chain([127, 128, 129, 511, 512, 513, 600, 1030]).collect(),
+        (1..=70)
+            .chain([127, 128, 129, 511, 512, 513, 600, 1030])
+            .collect(),
         9,
     );
     for &cols in &cols_set {
@@ -151,8 +160,7 @@ fn matmul_f16_matches_portable() {
 #[test]
 #[cfg_attr(miri, ignore = "slow under Miri; f32 and f16 cover the shared body")]
 fn matmul_bf16_matches_portable() {
-    check_matmul::<bf16>(
-        |v| v.iter().map(|&x| bf16::from_f32(x)).collect());
+    check_matmul::<bf16>(|v| v.iter().map(|&x| bf16::from_f32(x)).collect());
 }
 
 /// Q8_0 against dequantise-then-portable, for 0..=8 blocks per row (and n = 1..=5 positions).
@@ -230,8 +238,16 @@ fn q8_0_embedding_rows_dequantise() {
 }
 
 fn check_attention<K: Element>() {
-    let lens: Vec<usize> = if cfg!(miri) { vec![1, 2, 17] } else { (1..=70).collect() };
-    let dims: &[usize] = if cfg!(miri) { &[3, 8] } else { &[1, 3, 8, 13, 16, 48, 64, 67] };
+    let lens: Vec<usize> = if cfg!(miri) {
+        vec![1, 2, 17]
+    } else {
+        (1..=70).collect()
+    };
+    let dims: &[usize] = if cfg!(miri) {
+        &[3, 8]
+    } else {
+        &[1, 3, 8, 13, 16, 48, 64, 67]
+    };
     for &d in dims {
         for &len in &lens {
             let off = (d + len) % 4;
@@ -324,7 +340,12 @@ fn vector_exp_within_2_ulp_of_f64() {
             worst = (u, x);
         }
     }
-    assert!(worst.0 <= 2, "worst error {} ulp at x = {}", worst.0, worst.1);
+    assert!(
+        worst.0 <= 2,
+        "worst error {} ulp at x = {}",
+        worst.0,
+        worst.1
+    );
     let mut nan = [0.0f32; 3];
     kernels::exp(&[f32::NAN, 0.0, f32::NAN], &mut nan);
     assert!(nan[0].is_nan() && nan[2].is_nan() && nan[1] == 1.0);

@@ -382,7 +382,14 @@ mod none {
     pub(crate) fn matmul<E: Element>(t: Token, _: &[E], _: usize, _: &[f32], _: &mut [f32]) {
         match t {}
     }
-    pub(crate) fn attention<K: Element>(t: Token, _: &[f32], _: &[K], _: &[K], _: f32, _: &mut [f32]) {
+    pub(crate) fn attention<K: Element>(
+        t: Token,
+        _: &[f32],
+        _: &[K],
+        _: &[K],
+        _: f32,
+        _: &mut [f32],
+    ) {
         match t {}
     }
     pub(crate) fn exp(t: Token, _: &[f32], _: &mut [f32]) {

@@ -164,7 +164,12 @@ pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
             b2 = I::fma(E::loadw(w2.add(c)), x0, b2);
             b3 = I::fma(E::loadw(w3.add(c)), x0, b3);
         }
-        let mut s = I::hsum4(I::add(a0, b0), I::add(a1, b1), I::add(a2, b2), I::add(a3, b3));
+        let mut s = I::hsum4(
+            I::add(a0, b0),
+            I::add(a1, b1),
+            I::add(a2, b2),
+            I::add(a3, b3),
+        );
         for c in main..cols {
             let xv = *x.add(c);
             s[0] += (*w0.add(c)).to_f32() * xv;

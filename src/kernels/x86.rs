@@ -27,20 +27,32 @@ impl Token {
     /// The token, if the CPU (or, without `std`, the build) has AVX2, FMA and F16C.
     #[inline]
     pub(crate) fn get() -> Option<Token> {
-        #[cfg(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+        #[cfg(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))]
         {
             Some(Token(()))
         }
         #[cfg(all(
             feature = "std",
-            not(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))
+            not(all(
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))
         ))]
         {
             detected().then_some(Token(()))
         }
         #[cfg(all(
             not(feature = "std"),
-            not(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))
+            not(all(
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))
         ))]
         {
             None
@@ -144,7 +156,10 @@ unsafe impl Isa for Avx2 {
         let ab = _mm256_hadd_ps(a, b);
         let cd = _mm256_hadd_ps(c, d);
         let abcd = _mm256_hadd_ps(ab, cd);
-        let s = _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps::<1>(abcd));
+        let s = _mm_add_ps(
+            _mm256_castps256_ps128(abcd),
+            _mm256_extractf128_ps::<1>(abcd),
+        );
         let mut out = [0.0f32; 4];
         _mm_storeu_ps(out.as_mut_ptr(), s);
         out
