@@ -12,7 +12,12 @@
 //! `python3 tools/bench_table.py` for the table of medians.
 
 #[cfg(target_arch = "x86_64")]
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
+
+#[cfg(target_arch = "x86_64")]
 mod imp {
+    use crate::cpu_time::CpuTime;
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
     use picoformer::kernels::{self, portable};
     use picoformer::{f16, quantize_q8_0, BlockQ8_0, Tensor};
@@ -97,13 +102,14 @@ mod imp {
         }
     }
 
-    fn bench_products(c: &mut Criterion) {
+    fn bench_products(c: &mut Criterion<CpuTime>) {
         let shapes: &[(&str, usize, usize, usize)] = &[
             ("gemv", 1, 128, 128),
             ("gemv", 1, 512, 512),
             ("gemv", 1, 512, 2048),
             ("gemv", 1, 2048, 512),
             ("gemv", 1, 4096, 4096),
+        ("gemv", 1, 288, 32000),
             ("gemm", 16, 512, 512),
             ("gemm", 64, 512, 512),
             ("gemm", 64, 128, 384),
@@ -170,7 +176,7 @@ mod imp {
         }
     }
 
-    fn bench_attention(c: &mut Criterion) {
+    fn bench_attention(c: &mut Criterion<CpuTime>) {
         let d = 64;
         for len in [128usize, 1024, 4096] {
             let mut g = c.benchmark_group(format!("attention/d{d}/{len}"));
@@ -201,7 +207,7 @@ mod imp {
 
     criterion_group! {
         name = benches;
-        config = Criterion::default().sample_size(20);
+        config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
         targets = bench_products, bench_attention
     }
 }
@@ -211,6 +217,7 @@ fn main() {
     {
         imp::benches();
         criterion::Criterion::default()
+            .with_measurement(cpu_time::CpuTime::new())
             .configure_from_args()
             .final_summary();
     }

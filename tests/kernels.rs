@@ -344,7 +344,12 @@ fn vector_exp_within_2_ulp_of_f64() {
         }
     }
     check(&chunk);
-    assert!(worst.0 <= 2, "worst error {} ulp at x = {}", worst.0, worst.1);
+    assert!(
+        worst.0 <= 2,
+        "worst error {} ulp at x = {}",
+        worst.0,
+        worst.1
+    );
     let mut nan = [0.0f32; 3];
     kernels::exp(&[f32::NAN, 0.0, f32::NAN], &mut nan);
     assert!(nan[0].is_nan() && nan[2].is_nan() && nan[1] == 1.0);

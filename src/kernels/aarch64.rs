@@ -110,6 +110,10 @@ unsafe impl Isa for Neon {
         core::array::from_fn(|k| vld1q_f32(p.add(4 * k)))
     }
     #[inline(always)]
+    unsafe fn splat_f16(h: u16) -> float32x4_t {
+        f16_to_f32x4(vdup_n_u16(h))
+    }
+    #[inline(always)]
     unsafe fn q8_dot(q: *const i8, x: [float32x4_t; 8]) -> float32x4_t {
         let lo = vld1q_s8(q);
         let hi = vld1q_s8(q.add(16));
@@ -149,12 +153,17 @@ unsafe impl LoadW<Neon> for f32 {
 unsafe impl LoadW<Neon> for f16 {
     #[inline(always)]
     unsafe fn loadw(p: *const f16) -> float32x4_t {
-        let h = vld1_u16(p as *const u16);
-        let out: float32x4_t;
-        // SAFETY: fcvtl (half to single, ARMv8.0 AdvSIMD) reads and writes registers only.
-        asm!("fcvtl {0:v}.4s, {1:v}.4h", out(vreg) out, in(vreg) h, options(pure, nomem, nostack, preserves_flags));
-        out
+        f16_to_f32x4(vld1_u16(p as *const u16))
     }
+}
+
+/// Widens four halves (as bits) to f32 with `fcvtl`.
+#[inline(always)]
+unsafe fn f16_to_f32x4(h: uint16x4_t) -> float32x4_t {
+    let out: float32x4_t;
+    // SAFETY: fcvtl (half to single, ARMv8.0 AdvSIMD) reads and writes registers only.
+    asm!("fcvtl {0:v}.4s, {1:v}.4h", out(vreg) out, in(vreg) h, options(pure, nomem, nostack, preserves_flags));
+    out
 }
 unsafe impl LoadW<Neon> for bf16 {
     #[inline(always)]

@@ -57,6 +57,9 @@ pub(crate) unsafe trait Isa: Copy {
     unsafe fn hsum4(a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
     /// Loads 32 f32 from `p`.
     unsafe fn load_x32(p: *const f32) -> Self::X32;
+    /// All lanes the f16 with bits `h` (a hardware conversion where there is one: `half`'s
+    /// portable one is slow unless the whole build enables F16C).
+    unsafe fn splat_f16(h: u16) -> Self::V;
     /// Lane-wise partial sums of Σᵢ q[i]·x[i] over one block's 32 int8 quants at `q`.
     unsafe fn q8_dot(q: *const i8, x: Self::X32) -> Self::V;
 }
@@ -254,7 +257,7 @@ pub(crate) unsafe fn gemv_q8<I: Isa>(
 /// acc + d · (q ⊙ x) for one block.
 #[inline(always)]
 unsafe fn q8_step<I: Isa>(b: &BlockQ8_0, x: I::X32, acc: I::V) -> I::V {
-    let d = I::splat(q8_0_scale(b).to_f32());
+    let d = I::splat_f16(q8_0_scale(b).to_bits());
     I::fma(I::q8_dot(q8_0_quants(b).as_ptr(), x), d, acc)
 }
 

@@ -132,6 +132,11 @@ unsafe impl Isa for Simd128 {
         core::array::from_fn(|k| v128_load(p.add(4 * k) as *const v128))
     }
     #[inline(always)]
+    unsafe fn splat_f16(h: u16) -> v128 {
+        let b = [h; 4];
+        <f16 as LoadW<Simd128>>::loadw(b.as_ptr() as *const f16)
+    }
+    #[inline(always)]
     unsafe fn q8_dot(q: *const i8, x: [v128; 8]) -> v128 {
         let lo = v128_load(q as *const v128);
         let hi = v128_load(q.add(16) as *const v128);

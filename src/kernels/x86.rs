@@ -174,6 +174,10 @@ unsafe impl Isa for Avx2 {
         ]
     }
     #[inline(always)]
+    unsafe fn splat_f16(h: u16) -> __m256 {
+        _mm256_cvtph_ps(_mm_set1_epi16(h as i16))
+    }
+    #[inline(always)]
     unsafe fn q8_dot(q: *const i8, x: [__m256; 4]) -> __m256 {
         let v = |k: usize| {
             let b = _mm_loadl_epi64(q.add(8 * k) as *const __m128i);
