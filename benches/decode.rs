@@ -67,8 +67,11 @@ mod imp {
     fn huge<T: Copy>(v: &[T]) -> Vec<T> {
         let mut out: Vec<T> = Vec::with_capacity(v.len());
         let start = out.as_ptr() as usize;
-        let end = start + v.len() * std::mem::size_of::<T>();
-        let (a, b) = ((start + (2 << 20) - 1) & !((2 << 20) - 1), end & !((2 << 20) - 1));
+        let end = start + std::mem::size_of_val(v);
+        let (a, b) = (
+            (start + (2 << 20) - 1) & !((2 << 20) - 1),
+            end & !((2 << 20) - 1),
+        );
         if b > a {
             // SAFETY: [a, b) lies inside the allocation just reserved; MADV_HUGEPAGE only
             // changes how its pages are backed, not their contents or validity.

@@ -8,7 +8,7 @@ use crate::tensor::Element;
 
 const LANES: usize = 8;
 
-/// Σ w[i]·x[i] with 8 accumulators, reduced pairwise.
+/// Σ `w[i]·x[i]` with 8 accumulators, reduced pairwise.
 #[inline]
 pub fn dot<E: Element>(w: &[E], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
@@ -31,7 +31,7 @@ fn reduce(a: [f32; LANES]) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
-/// y[r] = Σ_c w[r·cols + c]·x[c] for every row r < y.len(): `y = x·Wᵀ` for an `nn.Linear`
+/// `y[r] = Σ_c w[r·cols + c]·x[c]` for every row r < y.len(): `y = x·Wᵀ` for an `nn.Linear`
 /// weight `W[out, in]` (decode, one position).
 ///
 /// # Panics
