@@ -27,6 +27,7 @@ pub struct KvCache<'b, T: Element = f32> {
     len: usize,
     max_context: usize,
     context_len: Option<usize>,
+    cross_attend: bool,
 }
 
 impl<'b, T: Element> KvCache<'b, T> {
@@ -114,6 +115,7 @@ impl<'b, T: Element> KvCache<'b, T> {
             len: 0,
             max_context: if cfg.cross_attend { max_context } else { 0 },
             context_len: None,
+            cross_attend: cfg.cross_attend,
         })
     }
 
@@ -169,7 +171,7 @@ impl<'b, T: Element> KvCache<'b, T> {
         self.depth == cfg.depth
             && self.kv_heads == cfg.kv_heads()
             && self.dim_head == cfg.attn_dim_head
-            && (self.max_context > 0) == cfg.cross_attend
+            && self.cross_attend == cfg.cross_attend
     }
 
     /// Checks that `n` more positions fit.

@@ -55,7 +55,10 @@ pub mod cache;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod json;
 pub mod kernels;
+pub mod model;
+pub mod safetensors;
 pub mod scratch;
 pub mod tensor;
 pub mod weights;
@@ -66,6 +69,7 @@ pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};
 pub use decoder::Decoder;
 pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
 pub use half::{bf16, f16};
+pub use model::{LoadError, Model, ModelConfig};
 pub use scratch::Scratch;
 pub use tensor::{
     dequantize_q8_0, q8_0_block, q8_0_quants, q8_0_scale, quantize_q8_0, BlockQ8_0, Element,

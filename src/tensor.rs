@@ -189,20 +189,16 @@ impl<'w> Tensor<'w> {
         self.len() == 0
     }
 
-    /// Element `i` as `f32`.
-    ///
-    /// # Panics
-    /// If `i >= self.len()`.
+    /// Element `i` as `f32`, or `None` past the end.
     #[inline]
-    pub fn get(&self, i: usize) -> f32 {
+    pub fn get(&self, i: usize) -> Option<f32> {
         match self {
-            Tensor::F32(s) => s[i],
-            Tensor::F16(s) => s[i].to_f32(),
-            Tensor::Bf16(s) => s[i].to_f32(),
-            Tensor::Q8_0(s) => {
-                let b = &s[i / Q8_0_BLOCK];
-                q8_0_scale(b).to_f32() * q8_0_quants(b)[i % Q8_0_BLOCK] as f32
-            }
+            Tensor::F32(s) => s.get(i).copied(),
+            Tensor::F16(s) => s.get(i).map(|v| v.to_f32()),
+            Tensor::Bf16(s) => s.get(i).map(|v| v.to_f32()),
+            Tensor::Q8_0(s) => s
+                .get(i / Q8_0_BLOCK)
+                .map(|b| q8_0_scale(b).to_f32() * q8_0_quants(b)[i % Q8_0_BLOCK] as f32),
         }
     }
 
@@ -224,12 +220,10 @@ impl<'w> Tensor<'w> {
         }
     }
 
-    /// The elements `start..start + len` (a sub-view, e.g. one row or one half of a GLU projection).
-    ///
-    /// # Panics
-    /// If the range is out of bounds, or, for Q8_0, if `start` or `len` is not a multiple of
-    /// [`Q8_0_BLOCK`].
-    pub fn slice(&self, start: usize, len: usize) -> Tensor<'w> {
+    /// The elements `start..start + len` (a sub-view, e.g. one embedding row). Callers check the
+    /// range; out of bounds panics, and so, for Q8_0, does a `start` or `len` that is not a
+    /// multiple of [`Q8_0_BLOCK`].
+    pub(crate) fn slice(&self, start: usize, len: usize) -> Tensor<'w> {
         match *self {
             Tensor::F32(s) => Tensor::F32(&s[start..start + len]),
             Tensor::F16(s) => Tensor::F16(&s[start..start + len]),

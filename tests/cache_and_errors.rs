@@ -516,7 +516,7 @@ fn weight_errors_name_the_tensor() {
         if n == "layers.3.1.to_k.weight" {
             Some(TensorView::new(Tensor::F32(&short), &[16, 16]))
         } else {
-            (&t).tensors
+            t.tensors
                 .get(n)
                 .map(|(v, s)| TensorView::new(Tensor::F32(v), s))
         }

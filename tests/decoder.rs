@@ -10,12 +10,13 @@ use proptest::prelude::*;
 
 /// Tolerances, justified by f32 rounding: every output is a final-normed row (entries of order
 /// 1, gains up to 1.5), produced by at most 3 blocks of dot products of length <= 96. f32
-/// epsilon is 6e-8; accumulated rounding of such a pass measures ~1e-6 here. Full vs step-wise
-/// differ only by summation order in the attention's online softmax and chunked matmuls, so
-/// 2e-5 has ~10x margin; the f64 reference additionally sees all f32 rounding, so 1e-4.
-const FULL_VS_STEP: f32 = 2e-5;
-const VS_REFERENCE: f64 = 1e-4;
-const LOGITS_VS_REFERENCE: f64 = 3e-4;
+/// epsilon is 6e-8 and such a pass accumulates a few hundred roundings, so errors of ~1e-6 are
+/// expected; measured over these cases: full vs step-wise < 3e-6 (they differ only in the
+/// order of the online softmax's rescaling), f32 vs the f64 reference < 1e-5. The bounds keep
+/// a 3-5x margin; logits are sums over `dim` of such rows, hence 2x more.
+const FULL_VS_STEP: f32 = 1e-5;
+const VS_REFERENCE: f64 = 5e-5;
+const LOGITS_VS_REFERENCE: f64 = 1e-4;
 
 struct Model {
     cfg: DecoderConfig,
@@ -92,7 +93,7 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     /// prefill(x[..split]) then steps == one full pass == the f64 reference, at every position.
     #[test]
@@ -143,7 +144,7 @@ proptest! {
             }
         }
         let d = max_diff(&logits_full, &logits_step);
-        prop_assert!(d <= FULL_VS_STEP * 4.0, "wrapper full vs step-wise differ by {}", d);
+        prop_assert!(d <= FULL_VS_STEP * 2.0, "wrapper full vs step-wise differ by {}", d);
         let toks: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
         let reference = reference::wrapper_forward(&rcfg, &rw, &toks, ctx.map(to_f64).as_deref());
         let e = max_diff_f64(&logits_full, &reference);

@@ -251,7 +251,7 @@ pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) {
             Tensor::Q8_0(_) => row
                 .iter_mut()
                 .enumerate()
-                .for_each(|(i, v)| *v += bias.get(i)),
+                .for_each(|(i, v)| *v += bias.get(i).unwrap_or(f32::NAN)),
         }
     }
 }
@@ -268,7 +268,7 @@ pub fn layer_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]
             portable::layer_norm::<f32>(x, None, offset, out);
             out.iter_mut()
                 .enumerate()
-                .for_each(|(i, o)| *o *= g.get(i) + offset);
+                .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
         }
     }
 }
@@ -285,7 +285,7 @@ pub fn rms_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]) 
             portable::rms_norm::<f32>(x, None, offset, out);
             out.iter_mut()
                 .enumerate()
-                .for_each(|(i, o)| *o *= g.get(i) + offset);
+                .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::tensor::Element;
 
 const LANES: usize = 8;
 
-/// Σ `w[i]·x[i]` with 8 accumulators, reduced pairwise.
+/// `Σ w[i]·x[i]` with 8 accumulators, reduced pairwise.
 #[inline]
 pub fn dot<E: Element>(w: &[E], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
@@ -216,5 +216,114 @@ pub fn attention<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, ou
     let inv = 1.0 / sum;
     for o in out.iter_mut() {
         *o *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_dot(w: &[f32], x: &[f32]) -> f64 {
+        w.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum()
+    }
+
+    fn vals(n: usize, seed: u32) -> [f32; 64] {
+        let mut out = [0.0; 64];
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        for o in out.iter_mut().take(n) {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            *o = (s % 2001) as f32 / 1000.0 - 1.0;
+        }
+        out
+    }
+
+    #[test]
+    fn dot_matches_f64_on_every_length() {
+        for n in 0..=40 {
+            let (w, x) = (vals(n, 1), vals(n, 2));
+            let got = dot(&w[..n], &x[..n]) as f64;
+            assert!((got - naive_dot(&w[..n], &x[..n])).abs() < 1e-5, "n={n}");
+        }
+    }
+
+    #[test]
+    fn matmul_equals_rows_of_matvec() {
+        let (rows, cols) = (3, 7);
+        let w = vals(rows * cols, 3);
+        for n in 1..=6 {
+            let x = vals(n * cols, 4);
+            let mut y = [f32::NAN; 18];
+            matmul(&w[..rows * cols], cols, &x[..n * cols], &mut y[..n * rows]);
+            for i in 0..n {
+                let mut r = [f32::NAN; 3];
+                matvec(
+                    &w[..rows * cols],
+                    cols,
+                    &x[i * cols..(i + 1) * cols],
+                    &mut r,
+                );
+                assert_eq!(r, y[i * rows..(i + 1) * rows], "n={n} i={i}");
+            }
+        }
+    }
+
+    #[test]
+    fn norms_hand_values() {
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let mut out = [0.0; 4];
+        // mean 2.5, biased variance 1.25; gain (0.5 + 1).
+        layer_norm(&x, Some(&[0.5f32; 4][..]), 1.0, &mut out);
+        let inv = 1.0 / (1.25f32 + 1e-5).sqrt();
+        assert!((out[0] - (-1.5 * inv * 1.5)).abs() < 1e-6);
+        // RMS: x / ||x|| * sqrt(4) * (g + 1); ||x|| = sqrt(30).
+        rms_norm::<f32>(&x, None, 1.0, &mut out);
+        assert!((out[3] - 4.0 / 30f32.sqrt() * 2.0).abs() < 1e-6);
+        // A zero row stays zero (eps on the norm, 1e-12).
+        rms_norm::<f32>(&[0.0; 4], None, 1.0, &mut out);
+        assert_eq!(out, [0.0; 4]);
+    }
+
+    #[test]
+    fn rotary_rotates_pairs_and_leaves_the_tail() {
+        let mut v = [1.0f32, 0.0, 0.0, 1.0, 5.0, 6.0];
+        let (c, s) = (0.0f32, 1.0f32); // 90 degrees
+        rotary(&mut v, &[c, c], &[s, s]);
+        assert_eq!(v, [0.0, 1.0, -1.0, 0.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn activations() {
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
+        assert_eq!(relu_squared(-2.0), 0.0);
+        assert_eq!(relu_squared(3.0), 9.0);
+    }
+
+    #[test]
+    fn online_attention_equals_two_pass_softmax() {
+        let d = 5;
+        for len in 1..=9 {
+            let q = vals(d, 7);
+            let k = vals(len * d, 8);
+            let v = vals(len * d, 9);
+            let mut scores = [0.0f32; 9];
+            for j in 0..len {
+                scores[j] = dot(&k[j * d..(j + 1) * d], &q[..d]) * 0.7;
+            }
+            softmax(&mut scores[..len]);
+            let mut want = [0.0f32; 5];
+            for j in 0..len {
+                for c in 0..d {
+                    want[c] += scores[j] * v[j * d + c];
+                }
+            }
+            let mut out = [f32::NAN; 5];
+            attention(&q[..d], &k[..len * d], &v[..len * d], 0.7, &mut out);
+            for c in 0..d {
+                assert!((out[c] - want[c]).abs() < 1e-6, "len={len}");
+            }
+        }
     }
 }

@@ -1,0 +1,157 @@
+//! Which board each target triple runs on, and the model sized for that board's memory.
+
+use picoformer::{DecoderConfig, WrapperConfig};
+
+/// Element type of the weights in the model file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Dtype {
+    /// The safetensors dtype tag.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::Bf16 => "BF16",
+        }
+    }
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::Bf16 => 2,
+        }
+    }
+}
+
+/// Where a board's model file comes from.
+pub enum Source {
+    /// A model exported from x-transformers by `tools/export.py`: `tests/fixtures/NAME.model.safetensors`.
+    Fixture(&'static str),
+    /// A model written here (`model_file.rs`) with deterministic weights.
+    Generated {
+        /// Its configuration.
+        config: WrapperConfig,
+        /// Weight element type.
+        dtype: Dtype,
+        /// Seed of the weights.
+        seed: u64,
+    },
+}
+
+/// A board, the model it runs and the decoding it checks.
+pub struct Board {
+    /// QEMU machine name, also a `cfg(board = "...")` value.
+    pub machine: &'static str,
+    /// Linker script in `link/`: a cortex-m-rt `memory.x`, or a whole script for RISC-V.
+    pub link: &'static str,
+    /// Whether `link` is a cortex-m-rt memory map (used with `-Tlink.x`).
+    pub cortex_m: bool,
+    /// A short name for the model.
+    pub model: &'static str,
+    /// The model file.
+    pub source: Source,
+    /// Prompt length.
+    pub prompt: usize,
+    /// Tokens generated greedily after the prompt.
+    pub generate: usize,
+    /// Seed of the deterministic prompts.
+    pub seed: u64,
+    /// Link section of the embedded model file ("" for the default `.rodata`).
+    pub model_section: &'static str,
+}
+
+/// The board a target triple runs on.
+pub fn for_target(target: &str) -> Board {
+    match target {
+        // 64 KiB of RAM and 256 KiB of flash: a micro model exported from real x-transformers
+        // (dim 32, rotary, one kv head, tied embedding, f32).
+        "thumbv7m-none-eabi" => Board {
+            machine: "lm3s6965evb",
+            link: "lm3s6965evb.x",
+            cortex_m: true,
+            model: "wrap_tied (x-transformers fixture)",
+            source: Source::Fixture("wrap_tied"),
+            prompt: 6,
+            generate: 10,
+            seed: 1,
+            model_section: "",
+        },
+        // 4 MiB of code memory: a small f16 model with absolute positions, LayerNorm and GELU.
+        "thumbv7em-none-eabihf" => Board {
+            machine: "mps2-an386",
+            link: "mps2-an386.x",
+            cortex_m: true,
+            model: "small-f16",
+            source: Source::Generated {
+                config: WrapperConfig::new(256, 64, DecoderConfig::new(128, 4).heads(4).attn_dim_head(32)),
+                dtype: Dtype::F16,
+                seed: 2,
+            },
+            prompt: 8,
+            generate: 16,
+            seed: 2,
+            model_section: "",
+        },
+        // Weights in the 2 GiB DDR: a model too large for any other board here (f32, ~12 MiB).
+        "thumbv8m.main-none-eabihf" => Board {
+            machine: "mps3-an547",
+            link: "mps3-an547.x",
+            cortex_m: true,
+            model: "large-f32",
+            source: Source::Generated {
+                config: WrapperConfig::new(
+                    512,
+                    0,
+                    DecoderConfig::new(256, 4)
+                        .heads(8)
+                        .attn_dim_head(32)
+                        .attn_kv_heads(4)
+                        .rotary_pos_emb(true),
+                ),
+                dtype: Dtype::F32,
+                seed: 3,
+            },
+            prompt: 8,
+            generate: 16,
+            seed: 3,
+            model_section: ".ddr_rodata",
+        },
+        // No FPU: soft-float. RMSNorm, SwiGLU, grouped-query attention, bf16 weights.
+        "riscv32imac-unknown-none-elf" => Board {
+            machine: "virt",
+            link: "riscv32-virt.ld",
+            cortex_m: false,
+            model: "glu-bf16",
+            source: Source::Generated {
+                config: WrapperConfig::new(
+                    128,
+                    0,
+                    DecoderConfig::new(64, 2)
+                        .heads(4)
+                        .attn_dim_head(16)
+                        .attn_kv_heads(2)
+                        .use_rmsnorm(true)
+                        .ff_glu(true)
+                        .ff_swish(true)
+                        .ff_mult(2.0)
+                        .rotary_pos_emb(true),
+                ),
+                dtype: Dtype::Bf16,
+                seed: 4,
+            },
+            prompt: 8,
+            generate: 16,
+            seed: 4,
+            model_section: "",
+        },
+        other => panic!(
+            "picoformer-firmware: no board for target `{other}`; build with --target \
+             thumbv7m-none-eabi, thumbv7em-none-eabihf, thumbv8m.main-none-eabihf or riscv32imac-unknown-none-elf"
+        ),
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds the firmware for every board and runs it under QEMU; the exit status of each run is
+# its verdict. Then the negative checks: on every board the same ELF must fail with the right
+# status when told to (semihosting argument) corrupt an expected token (1), panic (101) or
+# fault (3). Prints llvm-size of each ELF and ends with `firmware: N passed, M failed`.
+#
+# Idempotent; installs what it needs (Rust targets, llvm-tools, QEMU from Debian if missing).
+# Usage: firmware/run.sh [triple...]   (default: all four boards)
+set -uo pipefail
+cd "$(dirname "$0")"
+
+# Cross builds take their flags from .cargo/config.toml and build.rs alone: a RUSTFLAGS meant
+# for the host (e.g. -C target-cpu=native) must not reach them.
+unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET CARGO_TARGET_DIR
+
+# triple | QEMU command (without the common options)
+BOARDS=(
+  "thumbv7em-none-eabihf|qemu-system-arm -machine mps2-an386 -cpu cortex-m4"
+  "thumbv8m.main-none-eabihf|qemu-system-arm -machine mps3-an547 -cpu cortex-m55"
+  "thumbv7m-none-eabi|qemu-system-arm -machine lm3s6965evb -cpu cortex-m3"
+  "riscv32imac-unknown-none-elf|qemu-system-riscv32 -machine virt -bios none -m 64M"
+)
+if [ $# -gt 0 ]; then
+  selected=()
+  for b in "${BOARDS[@]}"; do
+    for t in "$@"; do [ "${b%%|*}" = "$t" ] && selected+=("$b"); done
+  done
+  BOARDS=("${selected[@]}")
+fi
+
+LOGS=target/qemu-logs
+mkdir -p "$LOGS"
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "ok   $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL $*"; }
+
+# ---- tools
+for b in "${BOARDS[@]}"; do rustup target add "${b%%|*}" >/dev/null 2>&1 || true; done
+rustup component add llvm-tools >/dev/null 2>&1 || true
+if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-system-riscv32 >/dev/null; then
+  echo "installing QEMU (qemu-system-arm, qemu-system-misc)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    qemu-system-arm qemu-system-misc >/dev/null
+fi
+host=$(rustc -vV | sed -n 's/^host: //p')
+LLVM_SIZE="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-size"
+
+# run TRIPLE QEMU-CMD NAME EXPECTED-STATUS [semihosting args...]
+run() {
+  local triple=$1 qemu=$2 name=$3 want=$4
+  shift 4
+  local semi="enable=on,target=native"
+  for a in "$@"; do semi="$semi,arg=$a"; done
+  local log="$LOGS/$triple-$name.log"
+  # shellcheck disable=SC2086 # $qemu is a command line
+  timeout 120 $qemu -display none -semihosting-config "$semi" \
+    -kernel "target/$triple/release/firmware" </dev/null >"$log" 2>&1
+  local got=$?
+  if [ "$got" = "$want" ]; then
+    pass "$triple $name (exit $got)"
+  else
+    fail "$triple $name: exit $got, expected $want"
+    sed 's/^/    /' "$log"
+  fi
+}
+
+SIZES=()
+for b in "${BOARDS[@]}"; do
+  triple=${b%%|*}
+  qemu=${b#*|}
+  echo "== $triple: build"
+  if ! cargo build --release --quiet --target "$triple"; then
+    fail "$triple build"
+    continue
+  fi
+  echo "== $triple: run ($qemu)"
+  run "$triple" "$qemu" check 0
+  sed 's/^/    /' "$LOGS/$triple-check.log"
+  run "$triple" "$qemu" negative-mismatch 1 firmware mismatch
+  run "$triple" "$qemu" negative-panic 101 firmware panic
+  run "$triple" "$qemu" negative-fault 3 firmware fault
+  sizes=$("$LLVM_SIZE" "target/$triple/release/firmware" | awk 'NR == 2 { print $1, $2, $3 }')
+  stack=$(sed -n 's/^stack: peak \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
+  model=$(sed -n 's/.*model file \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
+  reference=$(sed -n 's/.*host reference logits \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
+  SIZES+=("$triple $sizes ${model:-0} ${reference:-0} ${stack:-0}")
+done
+
+echo
+echo "== sizes in bytes (llvm-size: flash = text + data = code + model file + the host's reference logits;"
+echo "   RAM = data + bss (KV cache, scratch, logits) + the measured stack peak)"
+printf '%-30s %10s %6s %8s %8s %9s %9s %7s %8s\n' target text data bss code model reference stack RAM
+for s in "${SIZES[@]}"; do
+  read -r t text data bss model reference stack <<<"$s"
+  printf '%-30s %10s %6s %8s %8s %9s %9s %7s %8s\n' "$t" "$text" "$data" "$bss" \
+    "$((text + data - model - reference))" "$model" "$reference" "$stack" "$((data + bss + stack))"
+done
+echo
+echo "firmware: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

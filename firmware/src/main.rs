@@ -1,0 +1,266 @@
+//! picoformer on bare metal: loads the embedded model in place, decodes a fixed prompt full and
+//! step-wise, generates greedily, and checks everything against what the host computed for the
+//! same model at build time. Prints a report over semihosting; the exit status is the verdict.
+//!
+//! Exit status: 0 pass, 1 a check failed, 2 picoformer returned an error, 3 a fault (HardFault,
+//! RISC-V trap), 101 a panic. Semihosting arguments select a negative check that must fail:
+//! `mismatch` (corrupts one expected token), `panic`, `fault` (reads an invalid address).
+#![no_std]
+#![no_main]
+
+mod decode;
+mod rt;
+
+/// What the host computed (`build.rs`): configuration, prompt, expected tokens and logits,
+/// and the model file itself.
+mod expected {
+    include!(concat!(env!("OUT_DIR"), "/expected.rs"));
+}
+
+use core::ptr::addr_of_mut;
+
+use picoformer::{DecoderConfig, Error, KvCache, Model, Scratch, TransformerWrapper};
+use semihosting::println;
+
+use decode::{argmax, max_abs, max_abs_diff};
+use expected::{CONFIG, EXPECTED, HOST_LOGITS, MODEL_FILE, PROMPT};
+
+/// Bytes aligned for zero-copy views of f32/f16/bf16 weights.
+#[repr(C, align(16))]
+pub struct Aligned<T: ?Sized>(pub T);
+
+const DEC: DecoderConfig = CONFIG.attn_layers;
+const P: usize = PROMPT.len();
+const G: usize = EXPECTED.len();
+/// Positions decoded: the prompt and every generated token but the last.
+const N: usize = P + G - 1;
+const V: usize = CONFIG.num_tokens;
+
+/// Blocks the decoder type has room for: its weight table lives on the stack, so it is sized
+/// for the models here rather than picoformer's default of 16.
+const MAX_DEPTH: usize = 4;
+
+/// Largest |full − step-wise| and |device − host| accepted, relative to the largest logit.
+const TOLERANCE: f32 = 1e-4;
+
+// Every buffer is a `static` sized by picoformer's const fns: no allocator, no heap.
+static mut KV_CACHE: [f32; KvCache::<f32>::elements(&DEC, N)] =
+    [0.0; KvCache::<f32>::elements(&DEC, N)];
+static mut SCRATCH: [f32; Scratch::elements(&DEC, N)] = [0.0; Scratch::elements(&DEC, N)];
+static mut LOGITS: [f32; N * V] = [0.0; N * V];
+static mut ROW: [f32; V] = [0.0; V];
+
+/// Exit statuses.
+const PASS: i32 = 0;
+const FAIL: i32 = 1;
+const LIB_ERROR: i32 = 2;
+/// Used by `rt` for HardFault and RISC-V traps.
+pub const FAULT: i32 = 3;
+const PANIC: i32 = 101;
+/// The fault check's invalid access returned instead of faulting.
+pub const FAIL_NO_FAULT: i32 = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Check,
+    Mismatch,
+    Panic,
+    Fault,
+}
+
+/// The negative check named in the semihosting arguments, if any.
+fn mode() -> Mode {
+    let Ok(args) = semihosting::experimental::env::args::<256>() else {
+        return Mode::Check;
+    };
+    let mut mode = Mode::Check;
+    for arg in &args {
+        match arg {
+            Ok("mismatch") => mode = Mode::Mismatch,
+            Ok("panic") => mode = Mode::Panic,
+            Ok("fault") => mode = Mode::Fault,
+            _ => {}
+        }
+    }
+    mode
+}
+
+/// Entered once from the reset handler (`rt`).
+pub fn run() -> ! {
+    let mode = mode();
+    println!(
+        "picoformer firmware: {} on {}, model {} ({}, {} bytes at {:#010x})",
+        env!("FW_TARGET"),
+        expected::BOARD,
+        expected::MODEL,
+        expected::DTYPE,
+        MODEL_FILE.0.len(),
+        MODEL_FILE.0.as_ptr() as usize
+    );
+    match mode {
+        Mode::Panic => panic!("forced panic (negative check)"),
+        Mode::Fault => rt::read_invalid_address(),
+        _ => {}
+    }
+    let code = check(mode == Mode::Mismatch);
+    let code = if stack_report() { code } else { FAIL };
+    println!("verdict: {}", if code == PASS { "PASS" } else { "FAIL" });
+    semihosting::process::exit(code)
+}
+
+/// Loads, decodes three ways, compares; prints the report. Returns the exit status.
+fn check(force_mismatch: bool) -> i32 {
+    // Zero-copy: the weights stay where the file is (flash, or the DDR on the AN547).
+    let model = match Model::<MAX_DEPTH>::from_safetensors(&MODEL_FILE.0) {
+        Ok(Model::Wrapper(w)) => w,
+        Ok(Model::Decoder(_)) => {
+            println!("error: the model file holds a raw Decoder");
+            return LIB_ERROR;
+        }
+        Err(e) => {
+            println!("error: cannot load the model: {e}");
+            return LIB_ERROR;
+        }
+    };
+    if *model.config() != CONFIG {
+        println!("error: the file's configuration differs from the one the buffers were sized for");
+        return FAIL;
+    }
+    match decode_and_compare(&model, force_mismatch) {
+        Ok(true) => PASS,
+        Ok(false) => FAIL,
+        Err(e) => {
+            println!("error: {e}");
+            LIB_ERROR
+        }
+    }
+}
+
+/// Greedy, full and step-wise decoding of the model, checked against each other and the host.
+fn decode_and_compare(
+    model: &TransformerWrapper<'_, MAX_DEPTH>,
+    force_mismatch: bool,
+) -> Result<bool, Error> {
+    // SAFETY: `run` is entered once, from the reset handler, on the only core, with interrupts
+    // unused: these are the only references to the statics, ever.
+    let (kv, sc, logits, row) = unsafe {
+        (
+            &mut *addr_of_mut!(KV_CACHE),
+            &mut *addr_of_mut!(SCRATCH),
+            &mut *addr_of_mut!(LOGITS),
+            &mut *addr_of_mut!(ROW),
+        )
+    };
+    let mut cache = KvCache::new(&DEC, N, kv)?;
+    let mut scratch = Scratch::new(&DEC, N, sc)?;
+
+    let mut tokens = [0u32; G];
+    decode::greedy(model, &mut cache, &mut scratch, &PROMPT, &mut tokens, row)?;
+    let mut seq = [0u32; N];
+    seq[..P].copy_from_slice(&PROMPT);
+    seq[P..].copy_from_slice(&tokens[..G - 1]);
+    decode::full(model, &mut cache, &mut scratch, &seq, logits)?;
+    let mut step_diff = 0.0f32;
+    decode::stepwise(model, &mut cache, &mut scratch, &seq, row, |i, r| {
+        step_diff = step_diff.max(max_abs_diff(r, &logits[i * V..(i + 1) * V]));
+    })?;
+
+    let max_logit = max_abs(logits);
+    let scale = max_logit.max(1.0);
+    let host_diff = max_abs_diff(logits, &HOST_LOGITS);
+    let full_tokens_agree =
+        (0..G).all(|i| argmax(&logits[(P - 1 + i) * V..(P + i) * V]) == tokens[i] as usize);
+    let mut expected = EXPECTED;
+    if force_mismatch {
+        expected[G - 1] = (expected[G - 1] + 1) % V as u32;
+        println!("negative check: expected token {} corrupted", G - 1);
+    }
+    let tokens_ok = tokens == expected;
+    let step_ok = step_diff <= TOLERANCE * scale;
+    let host_ok = host_diff <= TOLERANCE * scale;
+    let ok = tokens_ok && step_ok && host_ok && full_tokens_agree;
+
+    let c = &CONFIG.attn_layers;
+    println!(
+        "model: TransformerWrapper(num_tokens={}, max_seq_len={}) Decoder(dim={}, depth={}, heads={}, kv_heads={}, dim_head={}), {} tensors",
+        CONFIG.num_tokens,
+        CONFIG.max_seq_len,
+        c.dim,
+        c.depth,
+        c.heads,
+        c.kv_heads(),
+        c.attn_dim_head,
+        model.tensors_used()
+    );
+    println!("prompt:   {:?}", PROMPT);
+    println!("tokens:   {:?} (device, greedy)", tokens);
+    println!(
+        "expected: {:?} (host; smallest top-1/top-2 gap {:.1e}) -> {}",
+        expected,
+        expected::MARGIN,
+        verdict(tokens_ok)
+    );
+    println!(
+        "full vs step-wise: max |diff| = {:e} over {}x{} logits (max |logit| {:.3}, tolerance {:.1e}) -> {}",
+        step_diff,
+        N,
+        V,
+        max_logit,
+        TOLERANCE * scale,
+        verdict(step_ok)
+    );
+    println!(
+        "device vs host logits: max |diff| = {:e} -> {}",
+        host_diff,
+        verdict(host_ok)
+    );
+    println!(
+        "full-pass argmax = greedy tokens: {}",
+        verdict(full_tokens_agree)
+    );
+    println!(
+        "memory: kv cache {} B, scratch {} B (max_positions {}), logits {} B, model file {} B (in place), host reference logits {} B",
+        KvCache::<f32>::bytes(&DEC, N),
+        Scratch::bytes(&DEC, N),
+        N,
+        core::mem::size_of_val(logits) + core::mem::size_of_val(row),
+        MODEL_FILE.0.len(),
+        core::mem::size_of_val(&HOST_LOGITS)
+    );
+    Ok(ok)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISMATCH"
+    }
+}
+
+/// Peak stack use: the lowest word of the painted stack that is no longer the paint.
+/// Returns false if the paint is gone down to the stack's end (an overflow into the statics).
+fn stack_report() -> bool {
+    let (end, start) = rt::stack_bounds();
+    let mut at = end;
+    // SAFETY: [end, start) is the stack region the linker script reserves and the reset code
+    // painted; every word of it is readable, and reading below the live frames changes nothing.
+    while at < start && unsafe { core::ptr::read_volatile(at as *const u32) } == rt::STACK_PAINT {
+        at += 4;
+    }
+    let used = start - at;
+    let ok = at > end;
+    println!(
+        "stack: peak {} B of {} B painted{}",
+        used,
+        start - end,
+        if ok { "" } else { " -> OVERFLOW" }
+    );
+    ok
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("panic: {info}");
+    semihosting::process::exit(PANIC)
+}

@@ -1,0 +1,86 @@
+//! A small argument parser: positional arguments and `--flag VALUE` options.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+/// A failure of the tool: bad usage (exit 2) or a failed command (exit 1).
+#[derive(Debug)]
+pub enum CliError {
+    /// The command line is wrong.
+    Usage(String),
+    /// The command failed.
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+/// Parsed command-line arguments of one subcommand.
+pub struct Args {
+    positional: Vec<String>,
+    options: HashMap<String, String>,
+}
+
+impl Args {
+    /// Parses `argv`, accepting only the named `--options` (each takes a value).
+    pub fn parse(argv: &[String], known: &[&str]) -> Result<Args, CliError> {
+        let mut positional = Vec::new();
+        let mut options = HashMap::new();
+        let mut it = argv.iter();
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                let (name, inline) = match name.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (name, None),
+                };
+                if !known.contains(&name) {
+                    return Err(CliError::Usage(format!("unknown option `--{name}`")));
+                }
+                let value = match inline {
+                    Some(v) => v,
+                    None => it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| CliError::Usage(format!("`--{name}` needs a value")))?,
+                };
+                options.insert(name.to_string(), value);
+            } else {
+                positional.push(a.clone());
+            }
+        }
+        Ok(Args {
+            positional,
+            options,
+        })
+    }
+
+    /// Exactly `n` positional arguments, named for the error message.
+    pub fn positional(&self, names: &[&str]) -> Result<&[String], CliError> {
+        if self.positional.len() != names.len() {
+            return Err(CliError::Usage(format!(
+                "expected {} argument(s): {}",
+                names.len(),
+                names.join(" ")
+            )));
+        }
+        Ok(&self.positional)
+    }
+
+    /// The option `--name` parsed as `T`, or `default`.
+    pub fn get<T: FromStr>(&self, name: &str, default: T) -> Result<T, CliError> {
+        match self.options.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| CliError::Usage(format!("bad value `{v}` for `--{name}`"))),
+        }
+    }
+
+    /// The option `--name` as text, if given.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.options.get(name).map(String::as_str)
+    }
+}

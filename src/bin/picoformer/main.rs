@@ -1,0 +1,48 @@
+//! The `picoformer` command-line tool (feature `cli`): inspect a model file, run it on inputs,
+//! and decode a demo. Every failure is a message on stderr and a non-zero exit status:
+//! 2 for usage errors, 1 for everything else.
+
+mod args;
+mod demo;
+mod files;
+mod inspect;
+mod run;
+
+use args::{Args, CliError};
+
+const USAGE: &str = "usage:
+  picoformer demo [--tokens N] [--prompt TEXT]
+      decode with a small built-in random-weight model and report speed and memory
+  picoformer inspect MODEL [--capacity N] [--context M] [--chunk P]
+      configuration, parameter count, weight bytes and the exact RAM plan
+  picoformer run MODEL INPUTS OUT
+      INPUTS: safetensors with `x` (b,n,dim) f32 or `tokens` (b,n) i64, optional `context`
+      (b,m,dim_context) f32. OUT gets `full` and `stepwise` (prefill of the first position,
+      then one step per position), shaped like x-transformers' outputs";
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.first().map(String::as_str) {
+        Some("demo") => Args::parse(&argv[1..], &["tokens", "prompt"]).and_then(|a| demo::main(&a)),
+        Some("inspect") => Args::parse(&argv[1..], &["capacity", "context", "chunk"])
+            .and_then(|a| inspect::main(&a)),
+        Some("run") => Args::parse(&argv[1..], &[]).and_then(|a| run::main(&a)),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(CliError::Usage(format!("unknown command `{other}`"))),
+        None => Err(CliError::Usage("no command given".into())),
+    };
+    match result {
+        Ok(()) => {}
+        Err(CliError::Usage(m)) => {
+            eprintln!("picoformer: {m}\n{USAGE}");
+            std::process::exit(2);
+        }
+        Err(CliError::Failed(m)) => {
+            eprintln!("picoformer: {m}");
+            std::process::exit(1);
+        }
+    }
+}

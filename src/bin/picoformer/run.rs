@@ -1,0 +1,179 @@
+//! `picoformer run`: a model on an inputs file, full and step-wise, written as safetensors.
+
+use picoformer::safetensors::{Dtype, SafeTensors};
+use picoformer::{KvCache, Model, Scratch};
+
+use crate::args::{Args, CliError};
+use crate::files::{write_f32, Aligned};
+
+/// Positions per forward chunk of the full pass.
+const CHUNK: usize = 16;
+
+fn fail(m: impl Into<String>) -> CliError {
+    CliError::Failed(m.into())
+}
+
+pub fn main(args: &Args) -> Result<(), CliError> {
+    let p = args.positional(&["MODEL", "INPUTS", "OUT"])?;
+    let (model_path, inputs_path, out_path) = (&p[0], &p[1], &p[2]);
+    let file = Aligned::read(model_path)?;
+    let model: Model =
+        Model::from_safetensors(file.bytes()).map_err(|e| fail(format!("{model_path}: {e}")))?;
+    let inputs = Aligned::read(inputs_path)?;
+    let st = SafeTensors::parse(inputs.bytes()).map_err(|e| fail(format!("{inputs_path}: {e}")))?;
+    let cfg = model.config().decoder;
+
+    // What the model takes: embeddings `x` for a Decoder, `tokens` for a wrapper.
+    let (b, n, x, tokens): (usize, usize, Vec<f32>, Vec<u32>) = match &model {
+        Model::Decoder(_) => {
+            let t = st.tensor("x").ok_or_else(|| {
+                fail(format!(
+                    "{inputs_path}: a Decoder needs `x` (b, n, {})",
+                    cfg.dim
+                ))
+            })?;
+            let s = t.shape();
+            if t.dtype() != Dtype::F32 || s.len() != 3 || s[2] != cfg.dim || s[0] == 0 || s[1] == 0
+            {
+                return Err(fail(format!(
+                    "`x` must be f32 of shape (b, n, {}) with b, n >= 1; it is {} {:?}",
+                    cfg.dim,
+                    t.dtype().name(),
+                    s
+                )));
+            }
+            (s[0], s[1], t.as_f32()?.to_vec(), Vec::new())
+        }
+        Model::Wrapper(w) => {
+            let v = w.config().num_tokens;
+            let t = st.tensor("tokens").ok_or_else(|| {
+                fail(format!(
+                    "{inputs_path}: a TransformerWrapper needs `tokens` (b, n)"
+                ))
+            })?;
+            let s = t.shape();
+            if t.dtype() != Dtype::I64 || s.len() != 2 || s[0] == 0 || s[1] == 0 {
+                return Err(fail(format!(
+                    "`tokens` must be i64 of shape (b, n) with b, n >= 1; it is {} {:?}",
+                    t.dtype().name(),
+                    s
+                )));
+            }
+            let mut toks = Vec::with_capacity(s[0] * s[1]);
+            for (i, &id) in t.as_i64()?.iter().enumerate() {
+                if id < 0 || id as u64 >= v as u64 {
+                    return Err(fail(format!(
+                        "token {id} at index {i} is out of range (num_tokens = {v})"
+                    )));
+                }
+                toks.push(id as u32);
+            }
+            (s[0], s[1], Vec::new(), toks)
+        }
+    };
+    let context = match st.tensor("context") {
+        None if cfg.cross_attend => {
+            return Err(fail(
+                "this model cross-attends: INPUTS needs `context` (b, m, dim_context)",
+            ))
+        }
+        None => None,
+        Some(_) if !cfg.cross_attend => {
+            return Err(fail(
+                "`context` given, but this model does not cross-attend",
+            ))
+        }
+        Some(t) => {
+            let s = t.shape();
+            if t.dtype() != Dtype::F32
+                || s.len() != 3
+                || s[0] != b
+                || s[2] != cfg.dim_context()
+                || s[1] == 0
+            {
+                return Err(fail(format!(
+                    "`context` must be f32 of shape ({b}, m, {}) with m >= 1; it is {} {:?}",
+                    cfg.dim_context(),
+                    t.dtype().name(),
+                    s
+                )));
+            }
+            Some((s[1], t.as_f32()?.to_vec()))
+        }
+    };
+    let rows = context.as_ref().map_or(1, |c| c.0);
+    let width = match &model {
+        Model::Decoder(_) => cfg.dim,
+        Model::Wrapper(w) => w.config().num_tokens,
+    };
+
+    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&cfg, n)];
+    let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(&cfg, rows)];
+    let mut sb = vec![0.0f32; Scratch::elements(&cfg, CHUNK)];
+    let mut scratch = Scratch::new(&cfg, CHUNK, &mut sb)?;
+    let mut full = vec![0.0f32; b * n * width];
+    let mut stepwise = vec![0.0f32; b * n * width];
+    for bi in 0..b {
+        let ctx = context
+            .as_ref()
+            .map(|(m, c)| &c[bi * m * cfg.dim_context()..(bi + 1) * m * cfg.dim_context()]);
+        for (first, out) in [(n, &mut full), (1, &mut stepwise)] {
+            let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
+            let out = &mut out[bi * n * width..(bi + 1) * n * width];
+            match &model {
+                Model::Decoder(dec) => {
+                    let x = &x[bi * n * cfg.dim..(bi + 1) * n * cfg.dim];
+                    dec.forward(
+                        &mut cache,
+                        &mut scratch,
+                        &x[..first * width],
+                        ctx,
+                        &mut out[..first * width],
+                    )?;
+                    for i in first..n {
+                        dec.step(
+                            &mut cache,
+                            &mut scratch,
+                            &x[i * width..(i + 1) * width],
+                            None,
+                            &mut out[i * width..(i + 1) * width],
+                        )?;
+                    }
+                }
+                Model::Wrapper(w) => {
+                    let t = &tokens[bi * n..(bi + 1) * n];
+                    w.forward(
+                        &mut cache,
+                        &mut scratch,
+                        &t[..first],
+                        ctx,
+                        &mut out[..first * width],
+                    )?;
+                    for i in first..n {
+                        w.step(
+                            &mut cache,
+                            &mut scratch,
+                            t[i],
+                            &mut out[i * width..(i + 1) * width],
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+    let shape = vec![b, n, width];
+    write_f32(
+        out_path,
+        &[
+            ("full", shape.clone(), &full),
+            ("stepwise", shape, &stepwise),
+        ],
+    )?;
+    let diff = full
+        .iter()
+        .zip(&stepwise)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("wrote {out_path}: full and stepwise ({b}, {n}, {width}); max |full - stepwise| = {diff:.2e}");
+    Ok(())
+}
