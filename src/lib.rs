@@ -75,6 +75,9 @@ pub use half::{bf16, f16};
 pub use model::{LoadError, Model, ModelConfig};
 pub use sampling::{Candidate, Rng, SampleError, Sampler, SamplerConfig};
 pub use scratch::Scratch;
-pub use tensor::{Element, Tensor, TensorSource, TensorView};
+pub use tensor::{
+    dequantize_q8_0, q8_0_block, q8_0_quants, q8_0_scale, quantize_q8_0, BlockQ8_0, Element,
+    Tensor, TensorSource, TensorView, Q8_0_BLOCK,
+};
 pub use weights::{DecoderWeights, WrapperWeights};
 pub use wrapper::TransformerWrapper;
