@@ -55,10 +55,12 @@ pub mod cache;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod generate;
 pub mod json;
 pub mod kernels;
 pub mod model;
 pub mod safetensors;
+pub mod sampling;
 pub mod scratch;
 pub mod tensor;
 pub mod weights;
@@ -68,9 +70,14 @@ pub use cache::KvCache;
 pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};
 pub use decoder::Decoder;
 pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
+pub use generate::{GenerateConfig, GenerateError, Generated, Generator, Overflow, StopReason};
 pub use half::{bf16, f16};
 pub use model::{LoadError, Model, ModelConfig};
+pub use sampling::{Candidate, Rng, SampleError, Sampler, SamplerConfig};
 pub use scratch::Scratch;
-pub use tensor::{Element, Tensor, TensorSource, TensorView};
+pub use tensor::{
+    dequantize_q8_0, q8_0_block, q8_0_quants, q8_0_scale, quantize_q8_0, BlockQ8_0, Element,
+    Tensor, TensorSource, TensorView, Q8_0_BLOCK,
+};
 pub use weights::{DecoderWeights, WrapperWeights};
 pub use wrapper::TransformerWrapper;

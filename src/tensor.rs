@@ -6,6 +6,8 @@
 
 use half::{bf16, f16};
 
+use crate::error::{Buffer, Error};
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
@@ -23,6 +25,9 @@ pub trait Element:
     fn from_f32(x: f32) -> Self;
     /// A quiet NaN, for tests that poison buffers.
     const NAN: Self;
+    /// The slice as a [`Tensor`] (how the kernels find the element type of a KV cache).
+    #[doc(hidden)]
+    fn as_tensor(s: &[Self]) -> Tensor<'_>;
 }
 
 impl Element for f32 {
@@ -35,6 +40,10 @@ impl Element for f32 {
         x
     }
     const NAN: Self = f32::NAN;
+    #[inline(always)]
+    fn as_tensor(s: &[Self]) -> Tensor<'_> {
+        Tensor::F32(s)
+    }
 }
 
 impl Element for f16 {
@@ -47,6 +56,10 @@ impl Element for f16 {
         f16::from_f32(x)
     }
     const NAN: Self = f16::NAN;
+    #[inline(always)]
+    fn as_tensor(s: &[Self]) -> Tensor<'_> {
+        Tensor::F16(s)
+    }
 }
 
 impl Element for bf16 {
@@ -59,6 +72,10 @@ impl Element for bf16 {
         bf16::from_f32(x)
     }
     const NAN: Self = bf16::NAN;
+    #[inline(always)]
+    fn as_tensor(s: &[Self]) -> Tensor<'_> {
+        Tensor::Bf16(s)
+    }
 }
 
 /// A borrowed, typed run of weights.
@@ -70,6 +87,87 @@ pub enum Tensor<'w> {
     F16(&'w [f16]),
     /// bfloat16.
     Bf16(&'w [bf16]),
+    /// Int8 block-quantised weights ([`BlockQ8_0`]: 32 values per block with one f16 scale).
+    /// Lengths and offsets count values, always a multiple of [`Q8_0_BLOCK`].
+    Q8_0(&'w [BlockQ8_0]),
+}
+
+/// Values per [`BlockQ8_0`].
+pub const Q8_0_BLOCK: usize = 32;
+
+/// One block of int8-quantised weights in ggml's `block_q8_0` layout: bytes 0..2 hold the scale
+/// `d` (an `f16`, little-endian), bytes 2..34 the 32 quants `q` (`i8`); value i is `d · q[i]`.
+///
+/// It is a plain byte array on purpose: `bytemuck::cast_slice::<u8, BlockQ8_0>` views a model
+/// file's bytes as blocks without copying, at any alignment, and without `unsafe` (a struct
+/// `{ d: f16, qs: [i8; 32] }` would need an `unsafe impl Pod`). Read it with [`q8_0_scale`] and
+/// [`q8_0_quants`], build it with [`q8_0_block`] or [`quantize_q8_0`].
+pub type BlockQ8_0 = [u8; 34];
+
+/// The scale `d` of a block.
+#[inline(always)]
+pub fn q8_0_scale(b: &BlockQ8_0) -> f16 {
+    f16::from_bits(u16::from_le_bytes([b[0], b[1]]))
+}
+
+/// The 32 quants of a block.
+#[inline(always)]
+pub fn q8_0_quants(b: &BlockQ8_0) -> &[i8; 32] {
+    let q: &[u8; 32] = b[2..].try_into().expect("34 = 2 + 32");
+    bytemuck::cast_ref(q)
+}
+
+/// A block from its scale and quants.
+pub fn q8_0_block(d: f16, qs: &[i8; 32]) -> BlockQ8_0 {
+    let mut b = [0u8; 34];
+    b[..2].copy_from_slice(&d.to_bits().to_le_bytes());
+    b[2..].copy_from_slice(bytemuck::cast_slice(qs));
+    b
+}
+
+/// Quantises `src` into Q8_0 blocks the way ggml does: per block of 32, `d = max|x| / 127`
+/// (stored as f16) and `q = round(x / d)`, so the largest magnitude maps to ±127.
+/// The error of a value is at most about `d / 2` plus the f16 rounding of `d` (≈ 0.4% of the
+/// block's largest magnitude). Non-finite inputs give unspecified (but memory-safe) blocks.
+///
+/// # Errors
+/// [`Error::BufferLength`] (buffer [`Buffer::Output`]) unless `src.len() == 32 · dst.len()`;
+/// nothing is written then.
+pub fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), Error> {
+    if src.len() != dst.len().saturating_mul(Q8_0_BLOCK) {
+        return Err(Error::BufferLength {
+            buffer: Buffer::Output,
+            expected: src.len().div_ceil(Q8_0_BLOCK),
+            found: dst.len(),
+        });
+    }
+    for (x, b) in src.chunks_exact(Q8_0_BLOCK).zip(dst.iter_mut()) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; 32];
+        for (q, v) in qs.iter_mut().zip(x) {
+            // Round half away from zero (C's roundf); |v·id| <= 127 so the cast cannot saturate.
+            let t = v * id;
+            *q = (if t >= 0.0 { t + 0.5 } else { t - 0.5 }) as i8;
+        }
+        *b = q8_0_block(f16::from_f32(d), &qs);
+    }
+    Ok(())
+}
+
+/// Expands Q8_0 blocks into `dst` (`32 · src.len()` values), each `d · q` in f32.
+///
+/// # Panics
+/// If `dst.len() != 32 · src.len()`.
+pub fn dequantize_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) {
+    assert_eq!(dst.len(), src.len() * Q8_0_BLOCK);
+    for (b, out) in src.iter().zip(dst.chunks_exact_mut(Q8_0_BLOCK)) {
+        let d = q8_0_scale(b).to_f32();
+        for (o, &q) in out.iter_mut().zip(q8_0_quants(b)) {
+            *o = d * q as f32;
+        }
+    }
 }
 
 impl<'w> Tensor<'w> {
@@ -82,6 +180,7 @@ impl<'w> Tensor<'w> {
             Tensor::F32(s) => s.len(),
             Tensor::F16(s) => s.len(),
             Tensor::Bf16(s) => s.len(),
+            Tensor::Q8_0(s) => s.len() * Q8_0_BLOCK,
         }
     }
 
@@ -97,24 +196,45 @@ impl<'w> Tensor<'w> {
             Tensor::F32(s) => s.get(i).copied(),
             Tensor::F16(s) => s.get(i).map(|v| v.to_f32()),
             Tensor::Bf16(s) => s.get(i).map(|v| v.to_f32()),
+            Tensor::Q8_0(s) => s
+                .get(i / Q8_0_BLOCK)
+                .map(|b| q8_0_scale(b).to_f32() * q8_0_quants(b)[i % Q8_0_BLOCK] as f32),
         }
     }
 
-    /// Size of one element in bytes.
+    /// Size of one element in bytes (Q8_0: 1, not counting the 2-byte scale of every 32
+    /// values; [`Self::bytes`] is exact).
     pub const fn element_bytes(&self) -> usize {
         match self {
             Tensor::F32(_) => 4,
             Tensor::F16(_) | Tensor::Bf16(_) => 2,
+            Tensor::Q8_0(_) => 1,
+        }
+    }
+
+    /// Size of the whole tensor in bytes (Q8_0: 34 per 32 values).
+    pub const fn bytes(&self) -> usize {
+        match self {
+            Tensor::Q8_0(s) => s.len() * core::mem::size_of::<BlockQ8_0>(),
+            _ => self.len() * self.element_bytes(),
         }
     }
 
     /// The elements `start..start + len` (a sub-view, e.g. one embedding row). Callers check the
-    /// range; out of bounds panics.
+    /// range; out of bounds panics, and so, for Q8_0, does a `start` or `len` that is not a
+    /// multiple of [`Q8_0_BLOCK`].
     pub(crate) fn slice(&self, start: usize, len: usize) -> Tensor<'w> {
         match *self {
             Tensor::F32(s) => Tensor::F32(&s[start..start + len]),
             Tensor::F16(s) => Tensor::F16(&s[start..start + len]),
             Tensor::Bf16(s) => Tensor::Bf16(&s[start..start + len]),
+            Tensor::Q8_0(s) => {
+                assert!(
+                    start % Q8_0_BLOCK == 0 && len % Q8_0_BLOCK == 0,
+                    "Q8_0 views are whole blocks"
+                );
+                Tensor::Q8_0(&s[start / Q8_0_BLOCK..(start + len) / Q8_0_BLOCK])
+            }
         }
     }
 }
@@ -127,6 +247,11 @@ impl<'w> From<&'w [f32]> for Tensor<'w> {
 impl<'w> From<&'w [f16]> for Tensor<'w> {
     fn from(s: &'w [f16]) -> Self {
         Tensor::F16(s)
+    }
+}
+impl<'w> From<&'w [BlockQ8_0]> for Tensor<'w> {
+    fn from(s: &'w [BlockQ8_0]) -> Self {
+        Tensor::Q8_0(s)
     }
 }
 impl<'w> From<&'w [bf16]> for Tensor<'w> {

@@ -1,25 +1,203 @@
 //! Kernel dispatch: the one place that picks an implementation for a call.
 //!
-//! Every function here is safe, takes slices, and chooses the body for the weight type (and,
-//! later, the instruction set) once per call. The bodies live in [`portable`] (always
-//! available, the reference) and in per-architecture files.
+//! Every function here is safe, takes slices, and chooses the body for the weight type and the
+//! instruction set once per call. The bodies live in [`portable`] (always available, the
+//! reference every SIMD kernel is tested against) and in one file per architecture:
+//!
+//! | target | instruction set | chosen when |
+//! |---|---|---|
+//! | x86-64 | AVX2 + FMA + F16C | the build enables them (`-C target-cpu=x86-64-v3` or `native`), or, with the `std` feature, the CPU has them (checked once, cached) |
+//! | aarch64 | NEON (fp16 conversion with `fcvtl`) | always (NEON is part of the aarch64 targets) |
+//! | wasm32 | simd128 (relaxed-simd FMA with `+relaxed-simd`) | the build enables `+simd128` |
+//! | others | portable | always |
+//!
+//! The SIMD bodies are written once, generically, in `simd.rs`, and instantiated by each
+//! architecture file inside its `#[target_feature]` functions.
 
 pub mod portable;
 
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+mod simd;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+#[cfg(target_arch = "x86_64")]
+use x86 as arch;
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod aarch64;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+use aarch64 as arch;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm32;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use wasm32 as arch;
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+use none as arch;
+
 pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 
-use crate::tensor::{Element, Tensor};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::tensor::{dequantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK};
+
+/// The instruction sets a kernel can run on.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// The portable kernels.
+    Portable,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// aarch64 NEON.
+    Neon,
+    /// wasm32 simd128.
+    Simd128,
+}
+
+impl Isa {
+    /// The instruction set named as in `PICOFORMER_REQUIRE_ISA` (`avx2`, `neon`, `simd128`,
+    /// `portable`).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        match name {
+            "portable" => Some(Isa::Portable),
+            "avx2" => Some(Isa::Avx2),
+            "neon" => Some(Isa::Neon),
+            "simd128" => Some(Isa::Simd128),
+            _ => None,
+        }
+    }
+}
+
+/// The SIMD instruction set of this build's architecture, if it has one.
+const ARCH_ISA: Isa = if cfg!(target_arch = "x86_64") {
+    Isa::Avx2
+} else if cfg!(target_arch = "aarch64") {
+    Isa::Neon
+} else if cfg!(target_arch = "wasm32") {
+    Isa::Simd128
+} else {
+    Isa::Portable
+};
+
+static FORCE_PORTABLE: AtomicBool = AtomicBool::new(false);
+static RAN_PORTABLE: AtomicBool = AtomicBool::new(false);
+
+/// The SIMD token for this call, unless forced off.
+#[inline]
+fn token() -> Option<arch::Token> {
+    if FORCE_PORTABLE.load(Ordering::Relaxed) {
+        return None;
+    }
+    arch::Token::get()
+}
+
+/// The instruction set the dispatched kernels run on now.
+#[doc(hidden)]
+pub fn active_isa() -> Isa {
+    if token().is_some() {
+        ARCH_ISA
+    } else {
+        Isa::Portable
+    }
+}
+
+/// Whether a kernel call has run on `isa` in this process (tests use it to prove that the
+/// path they mean to test really ran: see `PICOFORMER_REQUIRE_ISA` in `tests/kernels.rs`).
+#[doc(hidden)]
+pub fn ran(isa: Isa) -> bool {
+    match isa {
+        Isa::Portable => RAN_PORTABLE.load(Ordering::Relaxed),
+        i if i == ARCH_ISA => arch::RAN.load(Ordering::Relaxed),
+        _ => false,
+    }
+}
+
+/// Forces the portable kernels (`true`) or lets dispatch choose again (`false`); for tests and
+/// benchmarks that compare the two on the same build.
+#[doc(hidden)]
+pub fn force_portable(on: bool) {
+    FORCE_PORTABLE.store(on, Ordering::Relaxed);
+}
+
+#[inline]
+fn portable_ran() {
+    RAN_PORTABLE.store(true, Ordering::Relaxed);
+}
+
+/// `out[i] = e^x[i]`: the vector exp of the attention kernels where there is one, `libm::expf`
+/// otherwise.
+///
+/// # Panics
+/// If the lengths differ.
+#[doc(hidden)]
+pub fn exp(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len());
+    if let Some(t) = token() {
+        return arch::exp(t, x, out);
+    }
+    portable_ran();
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = libm::expf(*v);
+    }
+}
+
+/// The Q8_0 matrix-vector product of the portable path: each block is dequantised into a
+/// stack buffer and dotted with the same 8-accumulator sum as the float kernels.
+///
+/// # Panics
+/// If `x.len()` is not a multiple of 32 or `w` is not `y.len()` rows of `x.len()` values.
+pub fn matvec_q8_portable(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    let cols = x.len();
+    assert!(cols % Q8_0_BLOCK == 0);
+    assert_eq!(w.len() * Q8_0_BLOCK, cols * y.len());
+    let nb = cols / Q8_0_BLOCK;
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let mut buf = [0.0f32; Q8_0_BLOCK];
+    for (yr, wr) in y.iter_mut().zip(w.chunks_exact(nb)) {
+        let mut s = 0.0;
+        for (b, xb) in wr.iter().zip(x.chunks_exact(Q8_0_BLOCK)) {
+            dequantize_q8_0(core::slice::from_ref(b), &mut buf);
+            s += portable::dot(&buf, xb);
+        }
+        *yr = s;
+    }
+}
 
 /// `y = x·Wᵀ` for one position: `W` is `[y.len(), x.len()]` row-major.
 ///
 /// # Panics
 /// If `w.len() != y.len() * x.len()`.
+/// Q8_0 weights need `x.len()` to be a multiple of 32.
 pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) {
     let cols = x.len();
+    if let Some(t) = token() {
+        return match w {
+            Tensor::F32(w) => arch::matvec(t, w, x, y),
+            Tensor::F16(w) => arch::matvec(t, w, x, y),
+            Tensor::Bf16(w) => arch::matvec(t, w, x, y),
+            Tensor::Q8_0(w) => arch::matvec_q8(t, w, x, y),
+        };
+    }
+    portable_ran();
     match w {
         Tensor::F32(w) => portable::matvec(w, cols, x, y),
         Tensor::F16(w) => portable::matvec(w, cols, x, y),
         Tensor::Bf16(w) => portable::matvec(w, cols, x, y),
+        Tensor::Q8_0(w) => matvec_q8_portable(w, x, y),
     }
 }
 
@@ -31,10 +209,30 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) {
     if x.len() == cols {
         return matvec(w, x, y);
     }
+    if let Tensor::Q8_0(_) = w {
+        // One matrix-vector product per position (no Q8_0 matrix-matrix kernel yet).
+        assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
+        let rows = w.len() / cols;
+        assert_eq!(y.len(), (x.len() / cols) * rows);
+        for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows.max(1))) {
+            matvec(w, xr, yr);
+        }
+        return;
+    }
+    if let Some(t) = token() {
+        return match w {
+            Tensor::F32(w) => arch::matmul(t, w, cols, x, y),
+            Tensor::F16(w) => arch::matmul(t, w, cols, x, y),
+            Tensor::Bf16(w) => arch::matmul(t, w, cols, x, y),
+            Tensor::Q8_0(_) => unreachable!("handled above"),
+        };
+    }
+    portable_ran();
     match w {
         Tensor::F32(w) => portable::matmul(w, cols, x, y),
         Tensor::F16(w) => portable::matmul(w, cols, x, y),
         Tensor::Bf16(w) => portable::matmul(w, cols, x, y),
+        Tensor::Q8_0(_) => unreachable!("handled above"),
     }
 }
 
@@ -50,6 +248,10 @@ pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) {
             Tensor::F32(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b),
             Tensor::F16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b.to_f32()),
             Tensor::Bf16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b.to_f32()),
+            Tensor::Q8_0(_) => row
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v += bias.get(i).unwrap_or(f32::NAN)),
         }
     }
 }
@@ -61,6 +263,13 @@ pub fn layer_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]
         Some(Tensor::F32(g)) => portable::layer_norm(x, Some(g), offset, out),
         Some(Tensor::F16(g)) => portable::layer_norm(x, Some(g), offset, out),
         Some(Tensor::Bf16(g)) => portable::layer_norm(x, Some(g), offset, out),
+        Some(g @ Tensor::Q8_0(_)) => {
+            // Never produced by the loader (gains are not quantised); correct but slow.
+            portable::layer_norm::<f32>(x, None, offset, out);
+            out.iter_mut()
+                .enumerate()
+                .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
+        }
     }
 }
 
@@ -71,11 +280,30 @@ pub fn rms_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]) 
         Some(Tensor::F32(g)) => portable::rms_norm(x, Some(g), offset, out),
         Some(Tensor::F16(g)) => portable::rms_norm(x, Some(g), offset, out),
         Some(Tensor::Bf16(g)) => portable::rms_norm(x, Some(g), offset, out),
+        Some(g @ Tensor::Q8_0(_)) => {
+            // Never produced by the loader (gains are not quantised); correct but slow.
+            portable::rms_norm::<f32>(x, None, offset, out);
+            out.iter_mut()
+                .enumerate()
+                .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
+        }
     }
 }
 
 /// One query head over one cached kv head (see [`portable::attention`]).
+///
+/// # Panics
+/// If the lengths disagree or `keys` is empty.
 pub fn attention<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
+    if let Some(t) = token() {
+        match (K::as_tensor(keys), K::as_tensor(values)) {
+            (Tensor::F32(k), Tensor::F32(v)) => return arch::attention(t, q, k, v, scale, out),
+            (Tensor::F16(k), Tensor::F16(v)) => return arch::attention(t, q, k, v, scale, out),
+            (Tensor::Bf16(k), Tensor::Bf16(v)) => return arch::attention(t, q, k, v, scale, out),
+            _ => {}
+        }
+    }
+    portable_ran();
     portable::attention(q, keys, values, scale, out)
 }
 
@@ -89,6 +317,7 @@ pub fn load(y: &mut [f32], t: Tensor<'_>) {
         Tensor::F32(s) => y.copy_from_slice(s),
         Tensor::F16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y = s.to_f32()),
         Tensor::Bf16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y = s.to_f32()),
+        Tensor::Q8_0(s) => dequantize_q8_0(s, y),
     }
 }
 
@@ -102,6 +331,13 @@ pub fn add_scaled(y: &mut [f32], t: Tensor<'_>, a: f32) {
         Tensor::F32(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s),
         Tensor::F16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s.to_f32()),
         Tensor::Bf16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s.to_f32()),
+        Tensor::Q8_0(s) => {
+            let mut buf = [0.0f32; Q8_0_BLOCK];
+            for (b, yb) in s.iter().zip(y.chunks_exact_mut(Q8_0_BLOCK)) {
+                dequantize_q8_0(core::slice::from_ref(b), &mut buf);
+                yb.iter_mut().zip(&buf).for_each(|(y, s)| *y += a * s);
+            }
+        }
     }
 }
 
@@ -112,4 +348,51 @@ pub fn add_scaled(y: &mut [f32], t: Tensor<'_>, a: f32) {
 pub fn add(y: &mut [f32], x: &[f32]) {
     assert_eq!(y.len(), x.len());
     y.iter_mut().zip(x).for_each(|(y, x)| *y += x);
+}
+
+/// The stand-in for architectures without SIMD kernels: no token ever exists.
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+mod none {
+    use super::{BlockQ8_0, Element};
+    use core::sync::atomic::AtomicBool;
+
+    /// Uninhabited: there is no SIMD path on this target.
+    #[derive(Clone, Copy)]
+    pub(crate) enum Token {}
+
+    pub(crate) static RAN: AtomicBool = AtomicBool::new(false);
+
+    impl Token {
+        #[inline(always)]
+        pub(crate) fn get() -> Option<Token> {
+            None
+        }
+    }
+
+    pub(crate) fn matvec<E: Element>(t: Token, _: &[E], _: &[f32], _: &mut [f32]) {
+        match t {}
+    }
+    pub(crate) fn matvec_q8(t: Token, _: &[BlockQ8_0], _: &[f32], _: &mut [f32]) {
+        match t {}
+    }
+    pub(crate) fn matmul<E: Element>(t: Token, _: &[E], _: usize, _: &[f32], _: &mut [f32]) {
+        match t {}
+    }
+    pub(crate) fn attention<K: Element>(
+        t: Token,
+        _: &[f32],
+        _: &[K],
+        _: &[K],
+        _: f32,
+        _: &mut [f32],
+    ) {
+        match t {}
+    }
+    pub(crate) fn exp(t: Token, _: &[f32], _: &mut [f32]) {
+        match t {}
+    }
 }

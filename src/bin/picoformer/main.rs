@@ -5,12 +5,24 @@
 mod args;
 mod demo;
 mod files;
+mod generate;
 mod inspect;
 mod run;
 
 use args::{Args, CliError};
 
 const USAGE: &str = "usage:
+  picoformer generate [--model PATH] [--prompt TEXT] [--max-tokens N] [--temperature T]
+                      [--top-k K|default] [--top-p P] [--min-p P] [--repetition-penalty R]
+                      [--repetition-window N] [--seed S] [--kv f32|f16] [--capacity N]
+                      [--slide KEEP] [--bench]
+      stream text from a byte-level model (default: the bundled demo model, trained on Jane
+      Austen); temperature 0 is greedy; --slide KEEP re-encodes the last KEEP tokens when the
+      KV cache is full instead of stopping; --bench runs `bench` instead
+  picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
+      prefill and decode tokens/s
+  picoformer bpc [--model PATH] [--text PATH] [--window N] [--kv f32|f16]
+      bits per character of a text (default: the demo model's held-out sample)
   picoformer demo [--tokens N] [--prompt TEXT]
       decode with a small built-in random-weight model and report speed and memory
   picoformer inspect MODEL [--capacity N] [--context M] [--chunk P]
@@ -23,6 +35,9 @@ const USAGE: &str = "usage:
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = match argv.first().map(String::as_str) {
+        Some("generate") => generate::main(&argv[1..]),
+        Some("bench") => generate::bench(&argv[1..]),
+        Some("bpc") => generate::bpc(&argv[1..]),
         Some("demo") => Args::parse(&argv[1..], &["tokens", "prompt"]).and_then(|a| demo::main(&a)),
         Some("inspect") => Args::parse(&argv[1..], &["capacity", "context", "chunk"])
             .and_then(|a| inspect::main(&a)),

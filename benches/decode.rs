@@ -1,0 +1,217 @@
+//! A whole decode step (`TransformerWrapper::step`, logits included) on a random-weight model of
+//! the stories15M shape: dim 288, 6 layers, 6 heads of 48, SwiGLU hidden 768, RMSNorm, rotary,
+//! vocab 32000, untied logits. Weights in f32, f16 and Q8_0 (matrices only; gains stay f32),
+//! f32 KV cache, 64 cached positions (each iteration decodes position 64 and truncates back).
+//!
+//! Throughput is Bytes = the weight bytes one token reads (every matrix except the embedding
+//! table, plus one embedding row), so criterion's B/s is the effective weight bandwidth and
+//! tokens/s = 1 / time (`tools/bench_table.py` prints both).
+//!
+//! Weights live in transparent huge pages where the kernel allows (`MADV_HUGEPAGE`); times
+//! are on the thread CPU clock.
+//!
+//! Run: `cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3`.
+
+#[cfg(target_arch = "x86_64")]
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use std::collections::HashMap;
+
+    use crate::cpu_time::CpuTime;
+    use criterion::{black_box, criterion_group, Criterion, Throughput};
+    use picoformer::{
+        f16, quantize_q8_0, BlockQ8_0, DecoderConfig, Error, KvCache, Scratch, Tensor, TensorView,
+        TransformerWrapper, WrapperConfig,
+    };
+
+    const CFG: DecoderConfig = DecoderConfig::new(288, 6)
+        .heads(6)
+        .attn_dim_head(48)
+        .rotary_pos_emb(true)
+        .use_rmsnorm(true)
+        .ff_glu(true)
+        .ff_swish(true)
+        .ff_mult(768.0 / 288.0)
+        .ff_no_bias(true);
+    const WCFG: WrapperConfig = WrapperConfig::new(32000, 1024, CFG)
+        .use_abs_pos_emb(false)
+        .tie_embedding(false);
+    const PROMPT: usize = 64;
+
+    fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    enum Stored {
+        F32(Vec<f32>),
+        F16(Vec<f16>),
+        Q8(Vec<BlockQ8_0>),
+    }
+
+    type Table = HashMap<String, (Stored, Vec<usize>)>;
+
+    /// `v` copied into a fresh allocation whose 2 MiB-aligned interior is advised to use
+    /// transparent huge pages before it is first written (what a loader mapping a model file
+    /// should do too: the page size is the biggest single factor for weights beyond L3).
+    fn huge<T: Copy>(v: &[T]) -> Vec<T> {
+        let mut out: Vec<T> = Vec::with_capacity(v.len());
+        let start = out.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(v);
+        let (a, b) = (
+            (start + (2 << 20) - 1) & !((2 << 20) - 1),
+            end & !((2 << 20) - 1),
+        );
+        if b > a {
+            // SAFETY: [a, b) lies inside the allocation just reserved; MADV_HUGEPAGE only
+            // changes how its pages are backed, not their contents or validity.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+        out.extend_from_slice(v);
+        out
+    }
+
+    fn view<'a>(t: &'a Table, name: &str) -> Option<TensorView<'a>> {
+        t.get(name).map(|(s, shape)| {
+            let data = match s {
+                Stored::F32(v) => Tensor::F32(v),
+                Stored::F16(v) => Tensor::F16(v),
+                Stored::Q8(v) => Tensor::Q8_0(v),
+            };
+            TensorView::new(data, shape)
+        })
+    }
+
+    /// Every weight name and shape the wrapper asks for, found by offering a wrong shape and
+    /// reading the expected one from the error.
+    fn shapes() -> Vec<(String, Vec<usize>)> {
+        static DUMMY: [f32; 1] = [0.0];
+        let mut found: Table = HashMap::new();
+        loop {
+            let r = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| {
+                if name == "rotary_pos_emb.inv_freq" {
+                    return None;
+                }
+                view(&found, name).or(Some(TensorView::new(Tensor::F32(&DUMMY), &[1])))
+            })
+            .map(|_| ());
+            match r {
+                Ok(_) => break,
+                Err(Error::WeightShape { name, expected, .. }) => {
+                    let shape: Vec<usize> = expected.dims[..expected.ndim as usize]
+                        .iter()
+                        .map(|&d| d as usize)
+                        .collect();
+                    let n = shape.iter().product();
+                    found.insert(name.to_string(), (Stored::F32(vec![0.0; n]), shape));
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        let mut v: Vec<_> = found.into_iter().map(|(k, (_, s))| (k, s)).collect();
+        v.sort();
+        v
+    }
+
+    /// The model's tensors in one weight type, and the weight bytes one decode step reads.
+    fn table(kind: &str, shapes: &[(String, Vec<usize>)]) -> (Table, u64) {
+        let mut t = HashMap::new();
+        let mut bytes = 0u64;
+        for (i, (name, shape)) in shapes.iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let cols = *shape.last().unwrap();
+            let scale = if shape.len() == 2 {
+                1.0 / (cols as f32).sqrt()
+            } else {
+                0.1
+            };
+            let v = values(i as u64 + 1, n, scale);
+            let s = match (kind, shape.len()) {
+                ("f16", _) => {
+                    let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                    Stored::F16(huge(&h))
+                }
+                ("q8_0", 2) if cols % 32 == 0 => {
+                    let mut q: Vec<BlockQ8_0> = vec![[0; 34]; n / 32];
+                    quantize_q8_0(&v, &mut q).unwrap();
+                    Stored::Q8(huge(&q))
+                }
+                _ => Stored::F32(huge(&v)),
+            };
+            let total = match &s {
+                Stored::F32(v) => v.len() * 4,
+                Stored::F16(v) => v.len() * 2,
+                Stored::Q8(v) => v.len() * 34,
+            } as u64;
+            bytes += if name == "token_emb.emb.weight" {
+                total / shape[0] as u64
+            } else {
+                total
+            };
+            t.insert(name.clone(), (s, shape.clone()));
+        }
+        (t, bytes)
+    }
+
+    fn bench_decode(c: &mut Criterion<CpuTime>) {
+        let shapes = shapes();
+        eprintln!(
+            "stories15M shape: {} tensors, kernels {:?}",
+            shapes.len(),
+            picoformer::kernels::active_isa()
+        );
+        let mut g = c.benchmark_group("decode/stories15M");
+        for kind in ["f32", "f16", "q8_0"] {
+            let (t, bytes) = table(kind, &shapes);
+            let model =
+                TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
+            let cap = PROMPT + 1;
+            let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, cap)];
+            let mut sb = vec![0.0f32; Scratch::elements(&CFG, 16)];
+            let mut cache = KvCache::new(&CFG, cap, &mut kv).unwrap();
+            let mut scratch = Scratch::new(&CFG, 16, &mut sb).unwrap();
+            let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
+            let mut logits = vec![0.0f32; 32000];
+            model
+                .forward_last(&mut cache, &mut scratch, &prompt, None, &mut logits)
+                .unwrap();
+            g.throughput(Throughput::Bytes(bytes));
+            g.bench_function(kind, |b| {
+                b.iter(|| {
+                    model
+                        .step(&mut cache, &mut scratch, black_box(42), &mut logits)
+                        .unwrap();
+                    cache.truncate(PROMPT).unwrap();
+                })
+            });
+        }
+        g.finish();
+    }
+
+    criterion_group! {
+        name = benches;
+        config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
+        targets = bench_decode
+    }
+}
+
+fn main() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        imp::benches();
+        criterion::Criterion::default()
+            .with_measurement(cpu_time::CpuTime::new())
+            .configure_from_args()
+            .final_summary();
+    }
+}

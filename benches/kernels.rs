@@ -1,0 +1,224 @@
+//! Kernel benchmarks with the peers side by side in the same run (single thread, weights W[N,K]
+//! row-major like `nn.Linear`, Y[M,N] = X[M,K]·Wᵀ):
+//!
+//! - `gemv/M,K,N/*` and `gemm/M,K,N/*`: picoformer (dispatched: AVX2 on x86-64 through runtime
+//!   detection, since benches see the library with the `std` feature), picoformer's portable
+//!   kernel, the `gemm` crate, `matrixmultiply`, and a naive dot loop. Throughput is in FLOP
+//!   (2·M·K·N per call), so criterion's "elem/s" read as FLOP/s.
+//! - `attention/d64/len/*`: one decode query head over `len` cached positions, f32 and f16
+//!   cache, against the portable kernel and a straightforward scalar implementation.
+//!
+//! Run: `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 3`, then
+//! `python3 tools/bench_table.py` for the table of medians.
+
+#[cfg(target_arch = "x86_64")]
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use crate::cpu_time::CpuTime;
+    use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
+    use picoformer::kernels::{self, portable};
+    use picoformer::{f16, quantize_q8_0, BlockQ8_0, Tensor};
+
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Y[m, n] = X[m, k]·W[n, k]ᵀ with the `gemm` crate, single thread.
+    fn peer_gemm(m: usize, k: usize, n: usize, w: &[f32], x: &[f32], y: &mut [f32]) {
+        assert!(w.len() == n * k && x.len() == m * k && y.len() == m * n);
+        // SAFETY: the strides describe exactly the three buffers checked above: X m×k (row stride
+        // k), Wᵀ k×n (W row-major: column stride k, row stride 1), Y m×n (row stride n).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                y.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+
+    /// The same with `matrixmultiply::sgemm`.
+    fn peer_matrixmultiply(m: usize, k: usize, n: usize, w: &[f32], x: &[f32], y: &mut [f32]) {
+        assert!(w.len() == n * k && x.len() == m * k && y.len() == m * n);
+        // SAFETY: as for `peer_gemm`: the strides describe the checked buffers.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                x.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                y.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    }
+
+    /// The naive dot loop (one accumulator, as a straightforward C loop compiles without -ffast-math).
+    fn naive(k: usize, w: &[f32], x: &[f32], y: &mut [f32]) {
+        let n = w.len() / k;
+        for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+            for (wr, o) in w.chunks_exact(k).zip(yr.iter_mut()) {
+                let mut s = 0.0f32;
+                for (a, b) in wr.iter().zip(xr) {
+                    s += a * b;
+                }
+                *o = s;
+            }
+        }
+    }
+
+    fn bench_products(c: &mut Criterion<CpuTime>) {
+        let shapes: &[(&str, usize, usize, usize)] = &[
+            ("gemv", 1, 128, 128),
+            ("gemv", 1, 512, 512),
+            ("gemv", 1, 512, 2048),
+            ("gemv", 1, 2048, 512),
+            ("gemv", 1, 4096, 4096),
+            ("gemv", 1, 288, 32000),
+            ("gemm", 16, 512, 512),
+            ("gemm", 64, 512, 512),
+            ("gemm", 64, 128, 384),
+        ];
+        eprintln!("picoformer kernels: {:?}", kernels::active_isa());
+        for &(kind, m, k, n) in shapes {
+            let mut g = c.benchmark_group(format!("{kind}/{m},{k},{n}"));
+            g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+            let w = values(1, n * k);
+            let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let mut wq: Vec<BlockQ8_0> = vec![[0; 34]; n * k / 32];
+            quantize_q8_0(&w, &mut wq).unwrap();
+            let x = values(2, m * k);
+            let mut y = vec![0.0f32; m * n];
+            g.bench_function("picoformer", |b| {
+                b.iter(|| kernels::matmul(Tensor::F32(black_box(&w)), k, black_box(&x), &mut y))
+            });
+            g.bench_function("picoformer_f16", |b| {
+                b.iter(|| kernels::matmul(Tensor::F16(black_box(&w16)), k, black_box(&x), &mut y))
+            });
+            g.bench_function("picoformer_q8_0", |b| {
+                b.iter(|| kernels::matmul(Tensor::Q8_0(black_box(&wq)), k, black_box(&x), &mut y))
+            });
+            g.bench_function("portable", |b| {
+                b.iter(|| portable::matmul(black_box(&w), k, black_box(&x), &mut y))
+            });
+            g.bench_function("gemm", |b| {
+                b.iter(|| peer_gemm(m, k, n, black_box(&w), black_box(&x), &mut y))
+            });
+            g.bench_function("matrixmultiply", |b| {
+                b.iter(|| peer_matrixmultiply(m, k, n, black_box(&w), black_box(&x), &mut y))
+            });
+            g.bench_function("naive", |b| {
+                b.iter(|| naive(k, black_box(&w), black_box(&x), &mut y))
+            });
+            g.finish();
+        }
+    }
+
+    /// Decode attention as it is usually first written: all scores, softmax, weighted sum.
+    fn naive_attention(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
+        let d = q.len();
+        let len = keys.len() / d;
+        let mut scores = vec![0.0f32; len];
+        for (s, k) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+            let mut acc = 0.0f32;
+            for (a, b) in q.iter().zip(k) {
+                acc += a * b;
+            }
+            *s = acc * scale;
+        }
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        out.fill(0.0);
+        for (s, v) in scores.iter().zip(values.chunks_exact(d)) {
+            let p = s / sum;
+            for (o, x) in out.iter_mut().zip(v) {
+                *o += p * x;
+            }
+        }
+    }
+
+    fn bench_attention(c: &mut Criterion<CpuTime>) {
+        let d = 64;
+        for len in [128usize, 1024, 4096] {
+            let mut g = c.benchmark_group(format!("attention/d{d}/{len}"));
+            // Elements = cached positions read per call.
+            g.throughput(Throughput::Elements(len as u64));
+            let q = values(3, d);
+            let k = values(4, len * d);
+            let v = values(5, len * d);
+            let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+            let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            let scale = 0.125;
+            let mut out = vec![0.0f32; d];
+            g.bench_with_input(BenchmarkId::new("picoformer", "f32"), &(), |b, _| {
+                b.iter(|| kernels::attention(black_box(&q), &k, &v, scale, &mut out))
+            });
+            g.bench_with_input(BenchmarkId::new("picoformer", "f16"), &(), |b, _| {
+                b.iter(|| kernels::attention(black_box(&q), &k16, &v16, scale, &mut out))
+            });
+            g.bench_with_input(BenchmarkId::new("portable", "f32"), &(), |b, _| {
+                b.iter(|| portable::attention(black_box(&q), &k, &v, scale, &mut out))
+            });
+            g.bench_with_input(BenchmarkId::new("naive", "f32"), &(), |b, _| {
+                b.iter(|| naive_attention(black_box(&q), &k, &v, scale, &mut out))
+            });
+            g.finish();
+        }
+    }
+
+    criterion_group! {
+        name = benches;
+        config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
+        targets = bench_products, bench_attention
+    }
+}
+
+fn main() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        imp::benches();
+        criterion::Criterion::default()
+            .with_measurement(cpu_time::CpuTime::new())
+            .configure_from_args()
+            .final_summary();
+    }
+}

@@ -1,0 +1,63 @@
+//! Matrix-vector speed of the dispatched kernels, in GFLOP/s (median of 15 timings), for
+//! comparing builds where criterion does not run: `wasm32-wasip1` under Node, plain and with
+//! `+simd128` (see `.ci/arch-tests.sh`). Prints one line per shape and weight type.
+
+use std::time::Instant;
+
+use picoformer::kernels;
+use picoformer::{f16, quantize_q8_0, BlockQ8_0, Tensor};
+
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn median_gflops(flops: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut reps = 1;
+    loop {
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        if t.elapsed().as_secs_f64() > 0.02 {
+            break;
+        }
+        reps *= 2;
+    }
+    let mut g: Vec<f64> = (0..15)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    g.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    g[7]
+}
+
+fn main() {
+    println!("kernels: {:?}", kernels::active_isa());
+    for (k, n) in [(128usize, 128usize), (512, 512), (512, 2048), (2048, 512)] {
+        let w = values(1, n * k);
+        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let mut wq: Vec<BlockQ8_0> = vec![[0; 34]; n * k / 32];
+        quantize_q8_0(&w, &mut wq).unwrap();
+        let x = values(2, k);
+        let mut y = vec![0.0f32; n];
+        let flops = 2.0 * (n * k) as f64;
+        let f32g = median_gflops(flops, || kernels::matvec(Tensor::F32(&w), &x, &mut y));
+        let f16g = median_gflops(flops, || kernels::matvec(Tensor::F16(&w16), &x, &mut y));
+        let q8g = median_gflops(flops, || kernels::matvec(Tensor::Q8_0(&wq), &x, &mut y));
+        println!("gemv 1,{k},{n}: f32 {f32g:.2} f16 {f16g:.2} q8_0 {q8g:.2} GFLOP/s");
+    }
+}

@@ -1,0 +1,522 @@
+//! `picoformer generate`, `bench` and `bpc`: text generation with a byte-level model (by default
+//! the bundled demo model, compiled into the binary), prefill/decode speed, and bits per
+//! character on a text.
+
+use std::io::Write as _;
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use picoformer::generate::{self, GenerateConfig, Generator, Overflow, StopReason};
+use picoformer::sampling::{default_top_k, Candidate, Sampler, SamplerConfig};
+use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper};
+
+use crate::args::{Args, CliError};
+use crate::files::{human, Aligned};
+
+/// 8-byte-aligned bytes, so the bundled model's tensors can be viewed in place.
+#[repr(C, align(8))]
+struct Align8<T: ?Sized>(T);
+
+/// The bundled demo model (see `models/README.md` and `tools/train_demo.py`).
+static BUNDLED_MODEL: &Align8<[u8]> = &Align8(*include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/demo.safetensors"
+)));
+/// Held-out text of the demo model (the default text of `bpc`).
+static BUNDLED_HELDOUT: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/demo.heldout.txt"
+));
+
+const DEFAULT_PROMPT: &str = "It is a truth universally acknowledged";
+/// Positions per prefill chunk (the scratch arena is sized for this many).
+const CHUNK: usize = 64;
+
+const GENERATE_OPTIONS: &[&str] = &[
+    "model",
+    "prompt",
+    "max-tokens",
+    "temperature",
+    "top-k",
+    "top-p",
+    "min-p",
+    "repetition-penalty",
+    "repetition-window",
+    "seed",
+    "kv",
+    "capacity",
+    "slide",
+];
+
+/// The model's bytes: `--model PATH`, or the bundled model.
+enum Source {
+    File(String, Aligned),
+    Bundled,
+}
+
+impl Source {
+    fn new(args: &Args) -> Result<Source, CliError> {
+        Ok(match args.text("model") {
+            Some(path) => Source::File(path.to_string(), Aligned::read(path)?),
+            None => Source::Bundled,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::File(_, a) => a.bytes(),
+            Source::Bundled => &BUNDLED_MODEL.0,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Source::File(p, _) => p,
+            Source::Bundled => "bundled demo model (models/demo.safetensors)",
+        }
+    }
+
+    fn wrapper(&self) -> Result<TransformerWrapper<'_>, CliError> {
+        match Model::from_safetensors(self.bytes()) {
+            Ok(Model::Wrapper(w)) => Ok(w),
+            Ok(Model::Decoder(_)) => Err(CliError::Failed(format!(
+                "{}: a raw Decoder has no tokens: generation needs a TransformerWrapper",
+                self.name()
+            ))),
+            Err(e) => Err(CliError::Failed(format!("{}: {e}", self.name()))),
+        }
+    }
+}
+
+/// `--kv f32|f16`.
+#[derive(Clone, Copy)]
+enum KvType {
+    F32,
+    F16,
+}
+
+fn kv_type(args: &Args) -> Result<KvType, CliError> {
+    match args.text("kv").unwrap_or("f32") {
+        "f32" => Ok(KvType::F32),
+        "f16" => Ok(KvType::F16),
+        other => Err(CliError::Usage(format!(
+            "bad value `{other}` for `--kv` (f32 or f16)"
+        ))),
+    }
+}
+
+/// Cache capacity: `--capacity`, default `max_seq_len` (256 if 0).
+fn capacity(args: &Args, model: &TransformerWrapper) -> Result<usize, CliError> {
+    let cfg = model.config();
+    let default = if cfg.max_seq_len > 0 {
+        cfg.max_seq_len
+    } else {
+        256
+    };
+    let cap = args.get("capacity", default)?;
+    if cap == 0 {
+        return Err(CliError::Usage("--capacity must be at least 1".into()));
+    }
+    if cfg.has_abs_pos_emb() && cap > cfg.max_seq_len {
+        return Err(CliError::Usage(format!(
+            "--capacity {cap} exceeds the model's absolute position table ({})",
+            cfg.max_seq_len
+        )));
+    }
+    Ok(cap)
+}
+
+/// Byte-level tokens of a text (token i = byte i), checked against the vocabulary.
+fn tokenize(text: &[u8], num_tokens: usize) -> Result<Vec<u32>, CliError> {
+    if num_tokens < 256 {
+        return Err(CliError::Failed(format!(
+            "the byte-level tokenizer needs num_tokens >= 256, the model has {num_tokens}"
+        )));
+    }
+    Ok(text.iter().map(|&b| b as u32).collect())
+}
+
+/// Turns a stream of byte tokens into text: complete UTF-8 sequences are written as soon as
+/// they are complete, invalid bytes as U+FFFD, tokens above 255 as U+FFFD.
+struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    fn push(&mut self, token: u32, out: &mut String) {
+        if token > 255 {
+            self.flush(out);
+            out.push('\u{FFFD}');
+            return;
+        }
+        self.pending.push(token as u8);
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).unwrap_or(""));
+                    match e.error_len() {
+                        // Incomplete: wait for more bytes.
+                        None => {
+                            self.pending.drain(..valid);
+                            return;
+                        }
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            self.pending.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut String) {
+        if !self.pending.is_empty() {
+            out.push_str(&String::from_utf8_lossy(&self.pending));
+            self.pending.clear();
+        }
+    }
+}
+
+fn sampler_config(args: &Args, num_tokens: usize) -> Result<SamplerConfig, CliError> {
+    let mut cfg = SamplerConfig::temperature(args.get("temperature", 0.8f32)?);
+    match args.text("top-k") {
+        None => {}
+        Some("default") => cfg = cfg.with_top_k(default_top_k(num_tokens)),
+        Some(_) => cfg = cfg.with_top_k(args.get("top-k", 0usize)?),
+    }
+    if let Some(p) = args
+        .text("top-p")
+        .map(|_| args.get("top-p", 0.0f32))
+        .transpose()?
+    {
+        cfg = cfg.with_top_p(p);
+    }
+    if let Some(p) = args
+        .text("min-p")
+        .map(|_| args.get("min-p", 0.0f32))
+        .transpose()?
+    {
+        cfg = cfg.with_min_p(p);
+    }
+    cfg = cfg.with_repetition_penalty(
+        args.get("repetition-penalty", 1.0f32)?,
+        args.get("repetition-window", 64usize)?,
+    );
+    cfg.validate().map_err(|e| {
+        CliError::Usage(format!(
+            "{e} (temperature >= 0, top-k >= 1, top-p and min-p in [0, 1], repetition penalty > 0)"
+        ))
+    })?;
+    Ok(cfg)
+}
+
+/// `picoformer generate [options] [--bench]`.
+pub fn main(argv: &[String]) -> Result<(), CliError> {
+    let bench_flag = argv.iter().any(|a| a == "--bench");
+    let rest: Vec<String> = argv.iter().filter(|a| *a != "--bench").cloned().collect();
+    if bench_flag {
+        return bench(&rest);
+    }
+    let args = Args::parse(&rest, GENERATE_OPTIONS)?;
+    args.positional(&[])?;
+    let kv = kv_type(&args)?;
+    let source = Source::new(&args)?;
+    let model = source.wrapper()?;
+    match kv {
+        KvType::F32 => run_generate::<f32>(&args, &source, &model),
+        KvType::F16 => run_generate::<f16>(&args, &source, &model),
+    }
+}
+
+fn run_generate<K: Element>(
+    args: &Args,
+    source: &Source,
+    model: &TransformerWrapper,
+) -> Result<(), CliError> {
+    let cfg = *model.config();
+    let d = cfg.attn_layers;
+    let v = cfg.num_tokens;
+    let prompt_text = args.text("prompt").unwrap_or(DEFAULT_PROMPT);
+    let prompt = tokenize(prompt_text.as_bytes(), v)?;
+    if prompt.is_empty() {
+        return Err(CliError::Usage("--prompt must not be empty".into()));
+    }
+    let max_new = args.get("max-tokens", 200usize)?;
+    let cap = capacity(args, model)?;
+    let slide = args.get("slide", 0usize)?;
+    if slide > cap {
+        return Err(CliError::Usage(format!(
+            "--slide {slide} exceeds the cache capacity {cap}"
+        )));
+    }
+    let scfg = sampler_config(args, v)?;
+    let seed = args.get("seed", 0u64)?;
+    let gcfg = GenerateConfig::new(max_new).overflow(if slide == 0 {
+        Overflow::Stop
+    } else {
+        Overflow::Slide { keep: slide }
+    });
+
+    let mut kv_buf = vec![K::default(); KvCache::<K>::elements(&d, cap)];
+    let mut scratch_buf = vec![0.0f32; Scratch::elements(&d, CHUNK)];
+    let mut logits = vec![0.0f32; v];
+    let mut work = vec![Candidate::EMPTY; Sampler::work_len(v)];
+    // Twice what it must keep, so dropping old tokens is one copy per `need` tokens.
+    let mut history = vec![0u32; 2 * gcfg.history_len(scfg.repetition_window).max(1)];
+    let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
+    let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
+    let sampler = Sampler::new(scfg, seed).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut generator = Generator::new(sampler, gcfg, &mut logits, &mut work, &mut history)?;
+
+    let mut stdout = std::io::stdout().lock();
+    let mut text = String::new();
+    let mut utf8 = Utf8Stream {
+        pending: Vec::new(),
+    };
+    let _ = write!(stdout, "{prompt_text}");
+    let _ = stdout.flush();
+    let t0 = Instant::now();
+    let mut first_token_at = None;
+    let mut io_error = None;
+    let result = generator.run(model, &mut cache, &mut scratch, &prompt, |token| {
+        first_token_at.get_or_insert_with(|| t0.elapsed());
+        text.clear();
+        utf8.push(token, &mut text);
+        if let Err(e) = stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            // e.g. a closed pipe: stop generating, report it below.
+            io_error = Some(e);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    let total = t0.elapsed();
+    text.clear();
+    utf8.flush(&mut text);
+    let _ = writeln!(stdout, "{text}");
+    if let Some(e) = io_error {
+        return Err(CliError::Failed(format!("cannot write the output: {e}")));
+    }
+    let out = result.map_err(|e| CliError::Failed(e.to_string()))?;
+
+    let prefill = first_token_at.unwrap_or(total);
+    let decode = total.saturating_sub(prefill);
+    let decode_tps = if out.new_tokens > 1 {
+        (out.new_tokens - 1) as f64 / decode.as_secs_f64()
+    } else {
+        0.0
+    };
+    let why = match out.reason {
+        StopReason::EndToken => "end token".to_string(),
+        StopReason::MaxTokens => "--max-tokens reached".to_string(),
+        StopReason::CacheFull => format!("KV cache full ({cap} positions; --slide KEEP goes on)"),
+        StopReason::Stopped => "stopped".to_string(),
+    };
+    let slid = if out.reencodes > 0 {
+        format!(
+            ", window slid {}x re-encoding {} positions",
+            out.reencodes, out.reencoded_tokens
+        )
+    } else {
+        String::new()
+    };
+    let arena = Scratch::bytes(&d, CHUNK)
+        + 4 * v
+        + std::mem::size_of::<Candidate>() * Sampler::work_len(v)
+        + 4 * history_len(&gcfg, &scfg);
+    let _ = writeln!(
+        stdout,
+        "-- {} tokens ({why}{slid}) in {:.2} s: {:.1} tokens/s (prompt {} tokens + first token {:.1} ms, then {:.1} tokens/s); memory: weights {} ({}), KV cache {} ({} x {} positions), arena {} (scratch {CHUNK}-position chunks + logits + sampler + history); seed {seed}",
+        out.new_tokens,
+        total.as_secs_f64(),
+        out.new_tokens as f64 / total.as_secs_f64(),
+        out.prompt_tokens,
+        prefill.as_secs_f64() * 1e3,
+        decode_tps,
+        human(source.bytes().len()),
+        if matches!(source, Source::Bundled) { "bundled" } else { "file" },
+        human(KvCache::<K>::bytes(&d, cap)),
+        kv_name::<K>(),
+        cap,
+        human(arena),
+    );
+    Ok(())
+}
+
+/// `f32` or `f16` (the only cache types the CLI offers).
+fn kv_name<K: Element>() -> &'static str {
+    if std::mem::size_of::<K>() == 4 {
+        "f32"
+    } else {
+        "f16"
+    }
+}
+
+fn history_len(g: &GenerateConfig, s: &SamplerConfig) -> usize {
+    2 * g.history_len(s.repetition_window).max(1)
+}
+
+/// `picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]`.
+pub fn bench(argv: &[String]) -> Result<(), CliError> {
+    let args = Args::parse(
+        argv,
+        &[
+            "model",
+            "kv",
+            "prompt-tokens",
+            "tokens",
+            "repeat",
+            "capacity",
+        ],
+    )?;
+    args.positional(&[])?;
+    let kv = kv_type(&args)?;
+    let source = Source::new(&args)?;
+    let model = source.wrapper()?;
+    match kv {
+        KvType::F32 => run_bench::<f32>(&args, &source, &model),
+        KvType::F16 => run_bench::<f16>(&args, &source, &model),
+    }
+}
+
+fn run_bench<K: Element>(
+    args: &Args,
+    source: &Source,
+    model: &TransformerWrapper,
+) -> Result<(), CliError> {
+    let cfg = *model.config();
+    let d = cfg.attn_layers;
+    let v = cfg.num_tokens;
+    let cap = capacity(args, model)?;
+    let n_prompt = args.get("prompt-tokens", cap / 2)?;
+    let n_decode = args.get("tokens", cap - cap / 2)?;
+    let repeat = args.get("repeat", 3usize)?;
+    if n_prompt == 0 || repeat == 0 || n_prompt + n_decode > cap {
+        return Err(CliError::Usage(format!(
+            "need --prompt-tokens >= 1, --repeat >= 1 and --prompt-tokens + --tokens <= capacity {cap}"
+        )));
+    }
+    // Text-like tokens: the held-out sample's bytes, repeated.
+    let prompt: Vec<u32> = BUNDLED_HELDOUT
+        .iter()
+        .cycle()
+        .take(n_prompt)
+        .map(|&b| u32::from(b) % v as u32)
+        .collect();
+    let mut kv_buf = vec![K::default(); KvCache::<K>::elements(&d, cap)];
+    let mut scratch_buf = vec![0.0f32; Scratch::elements(&d, CHUNK)];
+    let mut logits = vec![0.0f32; v];
+    let mut work = vec![Candidate::EMPTY; v];
+    let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
+    let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
+    let mut sampler = Sampler::new(SamplerConfig::greedy(), 0)?;
+    let (mut best_prefill, mut best_decode) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..repeat {
+        cache.reset();
+        let t0 = Instant::now();
+        model.forward_last(&mut cache, &mut scratch, &prompt, None, &mut logits)?;
+        best_prefill = best_prefill.min(t0.elapsed().as_secs_f64());
+        let t1 = Instant::now();
+        for _ in 0..n_decode {
+            let t = sampler.sample(&logits, &[], &mut work)?;
+            model.step(&mut cache, &mut scratch, t, &mut logits)?;
+        }
+        best_decode = best_decode.min(t1.elapsed().as_secs_f64());
+    }
+    println!(
+        "model   {} (dim {}, depth {}, heads {}/{} kv, {} tokens), KV cache {} x {cap}, prefill chunks of {CHUNK}",
+        source.name(),
+        d.dim,
+        d.depth,
+        d.heads,
+        d.kv_heads(),
+        v,
+        kv_name::<K>()
+    );
+    println!(
+        "prefill {n_prompt} tokens: {:.0} tokens/s ({:.2} ms, best of {repeat})",
+        n_prompt as f64 / best_prefill,
+        best_prefill * 1e3
+    );
+    println!(
+        "decode  {n_decode} tokens after the prompt: {:.0} tokens/s ({:.3} ms/token, greedy, best of {repeat})",
+        n_decode as f64 / best_decode.max(f64::MIN_POSITIVE),
+        best_decode * 1e3 / n_decode.max(1) as f64
+    );
+    Ok(())
+}
+
+/// `picoformer bpc [--model PATH] [--text PATH] [--window N] [--kv f32|f16]`: mean −log2 p per
+/// byte over non-overlapping windows of N+1 bytes (the model reads N, predicts bytes 1..=N of
+/// each window; `tools/train_demo.py` computes the same in PyTorch).
+pub fn bpc(argv: &[String]) -> Result<(), CliError> {
+    let args = Args::parse(argv, &["model", "text", "window", "kv"])?;
+    args.positional(&[])?;
+    let kv = kv_type(&args)?;
+    let source = Source::new(&args)?;
+    let model = source.wrapper()?;
+    let text = match args.text("text") {
+        Some(p) => {
+            std::fs::read(p).map_err(|e| CliError::Failed(format!("cannot read {p}: {e}")))?
+        }
+        None => BUNDLED_HELDOUT.to_vec(),
+    };
+    match kv {
+        KvType::F32 => run_bpc::<f32>(&args, &model, &text),
+        KvType::F16 => run_bpc::<f16>(&args, &model, &text),
+    }
+}
+
+fn run_bpc<K: Element>(
+    args: &Args,
+    model: &TransformerWrapper,
+    text: &[u8],
+) -> Result<(), CliError> {
+    let cfg = *model.config();
+    let d = cfg.attn_layers;
+    let v = cfg.num_tokens;
+    let window = args.get(
+        "window",
+        if cfg.max_seq_len > 0 {
+            cfg.max_seq_len
+        } else {
+            256
+        },
+    )?;
+    if window == 0 {
+        return Err(CliError::Usage("--window must be at least 1".into()));
+    }
+    let tokens = tokenize(text, v)?;
+    if tokens.len() < 2 {
+        return Err(CliError::Failed("the text needs at least 2 bytes".into()));
+    }
+    let mut kv_buf = vec![K::default(); KvCache::<K>::elements(&d, window)];
+    let mut scratch_buf = vec![0.0f32; Scratch::elements(&d, CHUNK)];
+    let mut logits = vec![0.0f32; CHUNK * v];
+    let mut cache = KvCache::new(&d, window, &mut kv_buf)?;
+    let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
+    let t0 = Instant::now();
+    let (mut bits, mut scored) = (0.0f64, 0usize);
+    for start in (0..tokens.len() - 1).step_by(window) {
+        let w = &tokens[start..(start + window + 1).min(tokens.len())];
+        cache.reset();
+        bits += generate::bits(model, &mut cache, &mut scratch, w, &mut logits)?;
+        scored += w.len() - 1;
+    }
+    println!(
+        "{:.6} bits per character over {scored} characters (windows of {window}, KV cache {}, {:.1} s)",
+        bits / scored as f64,
+        kv_name::<K>(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

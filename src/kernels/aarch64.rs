@@ -1,0 +1,274 @@
+//! aarch64 kernels: NEON (Advanced SIMD), f16 widened with `fcvtl` (ARMv8.0, no FEAT_FP16 needed).
+//!
+//! The bodies are the generic ones of `simd.rs`, instantiated here inside
+//! `#[target_feature(enable = "neon")]` functions. NEON is part of every aarch64 target this
+//! module is compiled for (`cfg(target_feature = "neon")`), so the [`Token`] always exists.
+//! (`vcvt_f32_f16` needs the unstable `f16` type in Rust 1.83; the same instruction, `fcvtl`,
+//! is reached through `asm!`.)
+#![allow(unsafe_code)]
+
+use core::arch::aarch64::*;
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use half::{bf16, f16};
+
+use super::simd::{self, Isa, LoadW};
+use crate::tensor::{BlockQ8_0, Q8_0_BLOCK};
+
+/// Proof that NEON is available (always, on the targets this module is built for).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Token(());
+
+/// Set when a kernel ran on this path (read by tests through `kernels::ran`).
+pub(crate) static RAN: AtomicBool = AtomicBool::new(false);
+
+impl Token {
+    /// The token: this module is only compiled with `target_feature = "neon"`.
+    #[inline]
+    pub(crate) fn get() -> Option<Token> {
+        Some(Token(()))
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Neon;
+
+// SAFETY: the methods are only reached from functions compiled with neon, which every target
+// compiling this module has; pointer contracts are the callers'.
+unsafe impl Isa for Neon {
+    type V = float32x4_t;
+    type X32 = [float32x4_t; 8];
+    const LANES: usize = 4;
+    #[inline(always)]
+    unsafe fn zero() -> float32x4_t {
+        vdupq_n_f32(0.0)
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> float32x4_t {
+        vdupq_n_f32(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        vld1q_f32(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        vst1q_f32(p, v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vaddq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vsubq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vmulq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        vfmaq_f32(c, a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(c: float32x4_t, x: float32x4_t) -> float32x4_t {
+        // fmax returns NaN when either operand is NaN.
+        vmaxq_f32(c, x)
+    }
+    #[inline(always)]
+    unsafe fn min(c: float32x4_t, x: float32x4_t) -> float32x4_t {
+        vminq_f32(c, x)
+    }
+    #[inline(always)]
+    unsafe fn round(x: float32x4_t) -> float32x4_t {
+        vrndnq_f32(x)
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: float32x4_t) -> float32x4_t {
+        let e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
+        vreinterpretq_f32_s32(vshlq_n_s32::<23>(e))
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: float32x4_t) -> f32 {
+        vaddvq_f32(v)
+    }
+    #[inline(always)]
+    unsafe fn hmax(v: float32x4_t) -> f32 {
+        vmaxvq_f32(v)
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: float32x4_t, b: float32x4_t, c: float32x4_t, d: float32x4_t) -> [f32; 4] {
+        let s = vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
+        let mut out = [0.0f32; 4];
+        vst1q_f32(out.as_mut_ptr(), s);
+        out
+    }
+    #[inline(always)]
+    unsafe fn load_x32(p: *const f32) -> [float32x4_t; 8] {
+        core::array::from_fn(|k| vld1q_f32(p.add(4 * k)))
+    }
+    #[inline(always)]
+    unsafe fn splat_f16(h: u16) -> float32x4_t {
+        f16_to_f32x4(vdup_n_u16(h))
+    }
+    #[inline(always)]
+    unsafe fn q8_dot(q: *const i8, x: [float32x4_t; 8]) -> float32x4_t {
+        let lo = vld1q_s8(q);
+        let hi = vld1q_s8(q.add(16));
+        let h = [
+            vmovl_s8(vget_low_s8(lo)),
+            vmovl_s8(vget_high_s8(lo)),
+            vmovl_s8(vget_low_s8(hi)),
+            vmovl_s8(vget_high_s8(hi)),
+        ];
+        let f = |k: usize| {
+            let w = if k % 2 == 0 {
+                vmovl_s16(vget_low_s16(h[k / 2]))
+            } else {
+                vmovl_s16(vget_high_s16(h[k / 2]))
+            };
+            vcvtq_f32_s32(w)
+        };
+        let mut s = vmulq_f32(f(0), x[0]);
+        let mut t = vmulq_f32(f(1), x[1]);
+        s = vfmaq_f32(s, f(2), x[2]);
+        t = vfmaq_f32(t, f(3), x[3]);
+        s = vfmaq_f32(s, f(4), x[4]);
+        t = vfmaq_f32(t, f(5), x[5]);
+        s = vfmaq_f32(s, f(6), x[6]);
+        t = vfmaq_f32(t, f(7), x[7]);
+        vaddq_f32(s, t)
+    }
+}
+
+// SAFETY (all three): as for `Isa`; 4 elements are read from `p`.
+unsafe impl LoadW<Neon> for f32 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f32) -> float32x4_t {
+        vld1q_f32(p)
+    }
+}
+unsafe impl LoadW<Neon> for f16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f16) -> float32x4_t {
+        f16_to_f32x4(vld1_u16(p as *const u16))
+    }
+}
+
+/// Widens four halves (as bits) to f32 with `fcvtl`.
+#[inline(always)]
+unsafe fn f16_to_f32x4(h: uint16x4_t) -> float32x4_t {
+    let out: float32x4_t;
+    // SAFETY: fcvtl (half to single, ARMv8.0 AdvSIMD) reads and writes registers only.
+    asm!("fcvtl {0:v}.4s, {1:v}.4h", out(vreg) out, in(vreg) h, options(pure, nomem, nostack, preserves_flags));
+    out
+}
+unsafe impl LoadW<Neon> for bf16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const bf16) -> float32x4_t {
+        vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p as *const u16)))
+    }
+}
+
+// ---- target-feature wrappers: one per kernel, each instantiating the generic body.
+
+#[target_feature(enable = "neon")]
+unsafe fn gemv_neon<E: LoadW<Neon>>(w: &[E], x: &[f32], y: &mut [f32]) {
+    simd::gemv::<Neon, E>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn gemv_q8_neon(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    simd::gemv_q8::<Neon>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn gemm_neon<E: LoadW<Neon>>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    let (n, rows) = (x.len() / cols, w.len() / cols);
+    simd::gemm::<Neon, E>(w.as_ptr(), cols, x.as_ptr(), y.as_mut_ptr(), n, rows)
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn attention_neon<K: LoadW<Neon>>(
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let len = keys.len() / d;
+    simd::attention::<Neon, K>(
+        q.as_ptr(),
+        d,
+        keys.as_ptr(),
+        values.as_ptr(),
+        len,
+        scale,
+        out.as_mut_ptr(),
+    )
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn exp_neon(x: &[f32], out: &mut [f32]) {
+    simd::exp_slice::<Neon>(x.as_ptr(), out.as_mut_ptr(), x.len())
+}
+
+// ---- the safe entry points (lengths checked here, once).
+
+/// `y = x·Wᵀ`, W `[y.len(), x.len()]`.
+pub(crate) fn matvec<E: LoadW<Neon>>(_: Token, w: &[E], x: &[f32], y: &mut [f32]) {
+    assert_eq!(w.len(), x.len() * y.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves neon; w, x, y have exactly the lengths gemv reads and
+    // writes (w: rows·cols, x: cols, y: rows).
+    unsafe { gemv_neon(w, x, y) }
+}
+
+/// `y = x·Wᵀ` for Q8_0 weights, W `[y.len(), x.len()]`, `x.len()` a multiple of 32.
+pub(crate) fn matvec_q8(_: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    assert!(x.len() % Q8_0_BLOCK == 0);
+    assert_eq!(w.len() * Q8_0_BLOCK, x.len() * y.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves the features; w holds rows·cols/32 blocks, x cols, y rows.
+    unsafe { gemv_q8_neon(w, x, y) }
+}
+
+/// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.
+pub(crate) fn matmul<E: LoadW<Neon>>(_: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
+    assert_eq!(y.len(), (x.len() / cols) * (w.len() / cols));
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves the features; the asserts give exactly the shapes gemm reads
+    // (w: rows·cols, x: n·cols) and writes (y: n·rows).
+    unsafe { gemm_neon(w, cols, x, y) }
+}
+
+/// One query head over `keys.len() / q.len()` cached rows.
+pub(crate) fn attention<K: LoadW<Neon>>(
+    _: Token,
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    assert!(d > 0 && !keys.is_empty() && keys.len() % d == 0);
+    assert_eq!(keys.len(), values.len());
+    assert_eq!(out.len(), d);
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves the features; keys and values hold len·d elements (len >= 1),
+    // q and out d each, as the body requires.
+    unsafe { attention_neon(q, keys, values, scale, out) }
+}
+
+/// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
+pub(crate) fn exp(_: Token, x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves the features; x and out have the same length n.
+    unsafe { exp_neon(x, out) }
+}

@@ -1,0 +1,444 @@
+//! The SIMD kernel bodies, written once over a small vector interface ([`Isa`]) that each
+//! architecture file implements (AVX2+FMA+F16C in `x86.rs`, NEON in `aarch64.rs`, simd128 in
+//! `wasm32.rs`). Each architecture instantiates these bodies inside its own
+//! `#[target_feature]` wrappers, so every intrinsic is inlined with the features enabled.
+//!
+//! Everything here is `unsafe fn` over raw pointers: the callers (the architecture files'
+//! safe functions) check every slice length once at entry and guarantee that the instruction
+//! set is available. Within a body, every pointer access stays inside the ranges those checks
+//! established; the comments name the range.
+#![allow(unsafe_code)]
+// The bodies are `unsafe fn`s whose whole contract is the one stated above.
+#![allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
+
+use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Element, Q8_0_BLOCK};
+
+/// A vector instruction set: `LANES` f32 lanes and the operations the kernels need.
+///
+/// # Safety
+/// Implementations may only be used where the instruction set is available; every method is
+/// `unsafe` for that reason and for its raw pointers.
+pub(crate) unsafe trait Isa: Copy {
+    /// A vector of `LANES` f32.
+    type V: Copy;
+    /// 32 f32 held in registers (one Q8_0 block's worth of activations).
+    type X32: Copy;
+    /// Lanes per vector.
+    const LANES: usize;
+    /// All lanes 0.
+    unsafe fn zero() -> Self::V;
+    /// All lanes `x`.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// Loads `LANES` f32 from `p` (any alignment).
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// Stores `LANES` f32 to `p` (any alignment).
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// a + b.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// a − b.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// a · b.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// a · b + c (fused where the instruction set has it).
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// max(c, x) lane-wise; a NaN in `x` is returned as NaN.
+    unsafe fn max(c: Self::V, x: Self::V) -> Self::V;
+    /// min(c, x) lane-wise; a NaN in `x` is returned as NaN.
+    unsafe fn min(c: Self::V, x: Self::V) -> Self::V;
+    /// Round to the nearest integer (ties to even).
+    unsafe fn round(x: Self::V) -> Self::V;
+    /// 2ⁿ for integer-valued lanes n in −126..=127.
+    unsafe fn pow2i(n: Self::V) -> Self::V;
+    /// Sum of the lanes.
+    unsafe fn hsum(v: Self::V) -> f32;
+    /// Maximum of the lanes.
+    unsafe fn hmax(v: Self::V) -> f32;
+    /// The lane sums of four vectors.
+    unsafe fn hsum4(a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
+    /// Loads 32 f32 from `p`.
+    unsafe fn load_x32(p: *const f32) -> Self::X32;
+    /// All lanes the f16 with bits `h` (a hardware conversion where there is one: `half`'s
+    /// portable one is slow unless the whole build enables F16C).
+    unsafe fn splat_f16(h: u16) -> Self::V;
+    /// Lane-wise partial sums of Σᵢ q[i]·x[i] over one block's 32 int8 quants at `q`.
+    unsafe fn q8_dot(q: *const i8, x: Self::X32) -> Self::V;
+}
+
+/// An element type that the instruction set `I` loads (and widens to f32) `LANES` at a time.
+///
+/// # Safety
+/// As [`Isa`].
+pub(crate) unsafe trait LoadW<I: Isa>: Element {
+    /// Loads `LANES` elements from `p` as f32 (any alignment).
+    unsafe fn loadw(p: *const Self) -> I::V;
+}
+
+/// ln 2 split for Cody–Waite range reduction: `LN2_HI` has few enough bits that n·LN2_HI is
+/// exact for |n| <= 150.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+
+/// eˣ lane-wise, within 2 ulp over the whole f32 range (tested against f64 in
+/// `tests/kernels.rs`): 0 below about −103.97 (and for −∞), ∞ above about 88.72, NaN for NaN.
+///
+/// x = n·ln 2 + r with |r| <= ln2/2, eʳ by its degree-7 Taylor polynomial (truncation error
+/// below 5e-9 relative), and 2ⁿ applied in two halves so that subnormal results are right.
+#[inline(always)]
+pub(crate) unsafe fn exp<I: Isa>(x: I::V) -> I::V {
+    let x = I::min(I::splat(89.0), I::max(I::splat(-104.0), x));
+    let n = I::round(I::mul(x, I::splat(core::f32::consts::LOG2_E)));
+    let r = I::fma(n, I::splat(-LN2_HI), x);
+    let r = I::fma(n, I::splat(-LN2_LO), r);
+    let mut p = I::splat(1.0 / 5040.0);
+    p = I::fma(p, r, I::splat(1.0 / 720.0));
+    p = I::fma(p, r, I::splat(1.0 / 120.0));
+    p = I::fma(p, r, I::splat(1.0 / 24.0));
+    p = I::fma(p, r, I::splat(1.0 / 6.0));
+    p = I::fma(p, r, I::splat(0.5));
+    p = I::fma(p, r, I::splat(1.0));
+    p = I::fma(p, r, I::splat(1.0));
+    // n in −150..=128: 2ⁿ = 2^n1 · 2^n2 with both halves in the normal range.
+    let n1 = I::round(I::mul(n, I::splat(0.5)));
+    let n2 = I::sub(n, n1);
+    I::mul(I::mul(p, I::pow2i(n1)), I::pow2i(n2))
+}
+
+/// `out[i] = exp(x[i])` for `n` values.
+#[inline(always)]
+pub(crate) unsafe fn exp_slice<I: Isa>(x: *const f32, out: *mut f32, n: usize) {
+    let l = I::LANES;
+    let mut i = 0;
+    while i + l <= n {
+        // In bounds: i + l <= n.
+        I::store(out.add(i), exp::<I>(I::load(x.add(i))));
+        i += l;
+    }
+    if i < n {
+        let mut buf = [0.0f32; 16];
+        for j in i..n {
+            buf[j - i] = *x.add(j);
+        }
+        I::store(buf.as_mut_ptr(), exp::<I>(I::load(buf.as_ptr())));
+        for j in i..n {
+            *out.add(j) = buf[j - i];
+        }
+    }
+}
+
+/// y[r] = Σ_c w[r·cols + c]·x[c] for r < rows: four rows at a time sharing each load of x,
+/// two accumulators per row; the last `cols % LANES` columns in scalar code.
+/// Ranges: w[..rows·cols], x[..cols], y[..rows].
+#[inline(always)]
+pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
+    w: *const E,
+    cols: usize,
+    x: *const f32,
+    y: *mut f32,
+    rows: usize,
+) {
+    let l = I::LANES;
+    let main = cols - cols % l;
+    let mut r = 0;
+    while r + 4 <= rows {
+        let w0 = w.add(r * cols);
+        let w1 = w0.add(cols);
+        let w2 = w1.add(cols);
+        let w3 = w2.add(cols);
+        let (mut a0, mut a1, mut a2, mut a3) = (I::zero(), I::zero(), I::zero(), I::zero());
+        let (mut b0, mut b1, mut b2, mut b3) = (I::zero(), I::zero(), I::zero(), I::zero());
+        let mut c = 0;
+        while c + 2 * l <= main {
+            let x0 = I::load(x.add(c));
+            let x1 = I::load(x.add(c + l));
+            a0 = I::fma(E::loadw(w0.add(c)), x0, a0);
+            a1 = I::fma(E::loadw(w1.add(c)), x0, a1);
+            a2 = I::fma(E::loadw(w2.add(c)), x0, a2);
+            a3 = I::fma(E::loadw(w3.add(c)), x0, a3);
+            b0 = I::fma(E::loadw(w0.add(c + l)), x1, b0);
+            b1 = I::fma(E::loadw(w1.add(c + l)), x1, b1);
+            b2 = I::fma(E::loadw(w2.add(c + l)), x1, b2);
+            b3 = I::fma(E::loadw(w3.add(c + l)), x1, b3);
+            c += 2 * l;
+        }
+        if c < main {
+            let x0 = I::load(x.add(c));
+            b0 = I::fma(E::loadw(w0.add(c)), x0, b0);
+            b1 = I::fma(E::loadw(w1.add(c)), x0, b1);
+            b2 = I::fma(E::loadw(w2.add(c)), x0, b2);
+            b3 = I::fma(E::loadw(w3.add(c)), x0, b3);
+        }
+        let mut s = I::hsum4(
+            I::add(a0, b0),
+            I::add(a1, b1),
+            I::add(a2, b2),
+            I::add(a3, b3),
+        );
+        for c in main..cols {
+            let xv = *x.add(c);
+            s[0] += (*w0.add(c)).to_f32() * xv;
+            s[1] += (*w1.add(c)).to_f32() * xv;
+            s[2] += (*w2.add(c)).to_f32() * xv;
+            s[3] += (*w3.add(c)).to_f32() * xv;
+        }
+        for (j, v) in s.iter().enumerate() {
+            *y.add(r + j) = *v;
+        }
+        r += 4;
+    }
+    while r < rows {
+        *y.add(r) = dot::<I, E>(w.add(r * cols), x, cols);
+        r += 1;
+    }
+}
+
+/// Σ_c w[c]·x[c] over `cols` values (ranges w[..cols], x[..cols]).
+#[inline(always)]
+unsafe fn dot<I: Isa, E: LoadW<I>>(w: *const E, x: *const f32, cols: usize) -> f32 {
+    let l = I::LANES;
+    let main = cols - cols % l;
+    let (mut a, mut b) = (I::zero(), I::zero());
+    let mut c = 0;
+    while c + 2 * l <= main {
+        a = I::fma(E::loadw(w.add(c)), I::load(x.add(c)), a);
+        b = I::fma(E::loadw(w.add(c + l)), I::load(x.add(c + l)), b);
+        c += 2 * l;
+    }
+    if c < main {
+        a = I::fma(E::loadw(w.add(c)), I::load(x.add(c)), a);
+    }
+    let mut s = I::hsum(I::add(a, b));
+    for c in main..cols {
+        s += (*w.add(c)).to_f32() * *x.add(c);
+    }
+    s
+}
+
+/// Q8_0 matrix-vector product: y[r] = Σ_b d[r,b] · Σ_i q[r,b,i]·x[32b + i], four rows at a
+/// time sharing each block of x. Ranges: w[..rows·cols/32] blocks, x[..cols], y[..rows];
+/// `cols` is a multiple of 32.
+#[inline(always)]
+pub(crate) unsafe fn gemv_q8<I: Isa>(
+    w: *const BlockQ8_0,
+    cols: usize,
+    x: *const f32,
+    y: *mut f32,
+    rows: usize,
+) {
+    let nb = cols / Q8_0_BLOCK;
+    let mut r = 0;
+    while r + 4 <= rows {
+        let w0 = w.add(r * nb);
+        let (w1, w2, w3) = (w0.add(nb), w0.add(2 * nb), w0.add(3 * nb));
+        let (mut a0, mut a1, mut a2, mut a3) = (I::zero(), I::zero(), I::zero(), I::zero());
+        for b in 0..nb {
+            let xb = I::load_x32(x.add(b * Q8_0_BLOCK));
+            a0 = q8_step::<I>(&*w0.add(b), xb, a0);
+            a1 = q8_step::<I>(&*w1.add(b), xb, a1);
+            a2 = q8_step::<I>(&*w2.add(b), xb, a2);
+            a3 = q8_step::<I>(&*w3.add(b), xb, a3);
+        }
+        let s = I::hsum4(a0, a1, a2, a3);
+        for (j, v) in s.iter().enumerate() {
+            *y.add(r + j) = *v;
+        }
+        r += 4;
+    }
+    while r < rows {
+        let wr = w.add(r * nb);
+        let mut a = I::zero();
+        for b in 0..nb {
+            a = q8_step::<I>(&*wr.add(b), I::load_x32(x.add(b * Q8_0_BLOCK)), a);
+        }
+        *y.add(r) = I::hsum(a);
+        r += 1;
+    }
+}
+
+/// acc + d · (q ⊙ x) for one block.
+#[inline(always)]
+unsafe fn q8_step<I: Isa>(b: &BlockQ8_0, x: I::X32, acc: I::V) -> I::V {
+    let d = I::splat_f16(q8_0_scale(b).to_bits());
+    I::fma(I::q8_dot(q8_0_quants(b).as_ptr(), x), d, acc)
+}
+
+/// Columns per cache block of the matrix-matrix product: 4 weight rows of this many f32
+/// (8 KiB) stay in L1 while the positions stream past them.
+const KC: usize = 512;
+
+/// Y = X·Wᵀ for `n` positions: X[n, cols], W[rows, cols], Y[n, rows], all row-major.
+/// Ranges: w[..rows·cols], x[..n·cols], y[..n·rows].
+///
+/// Register blocking: a tile of 3 positions × 4 weight rows keeps 12 vector accumulators
+/// (plus 3 activation vectors and 1 weight vector: the 16 registers of AVX2), 7 loads per
+/// 12 FMAs. Columns are cut into blocks of [`KC`]; the 4 rows of a tile stay in L1 across all
+/// positions, and later column blocks add to Y.
+#[inline(always)]
+pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
+    w: *const E,
+    cols: usize,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    rows: usize,
+) {
+    let mut k0 = 0;
+    while k0 < cols {
+        let kc = KC.min(cols - k0);
+        let add = k0 > 0;
+        let mut r = 0;
+        while r + 4 <= rows {
+            let mut i = 0;
+            while i + 3 <= n {
+                tile::<I, E, 3, 4>(w, cols, x, y, rows, i, r, k0, kc, add);
+                i += 3;
+            }
+            match n - i {
+                2 => tile::<I, E, 2, 4>(w, cols, x, y, rows, i, r, k0, kc, add),
+                1 => tile::<I, E, 1, 4>(w, cols, x, y, rows, i, r, k0, kc, add),
+                _ => {}
+            }
+            r += 4;
+        }
+        for i in 0..n {
+            match rows - r {
+                3 => tile::<I, E, 1, 3>(w, cols, x, y, rows, i, r, k0, kc, add),
+                2 => tile::<I, E, 1, 2>(w, cols, x, y, rows, i, r, k0, kc, add),
+                1 => tile::<I, E, 1, 1>(w, cols, x, y, rows, i, r, k0, kc, add),
+                _ => {}
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// One P×R tile over columns k0..k0+kc: Y[i+p, r+q] (+)= Σ_c X[i+p, c]·W[r+q, c].
+/// Needs i + P <= n, r + R <= rows, k0 + kc <= cols (so every access is in the ranges of [`gemm`]).
+#[inline(always)]
+unsafe fn tile<I: Isa, E: LoadW<I>, const P: usize, const R: usize>(
+    w: *const E,
+    cols: usize,
+    x: *const f32,
+    y: *mut f32,
+    rows: usize,
+    i: usize,
+    r: usize,
+    k0: usize,
+    kc: usize,
+    add: bool,
+) {
+    let l = I::LANES;
+    let main = kc - kc % l;
+    let mut acc = [[I::zero(); R]; P];
+    let xp: [*const f32; P] = core::array::from_fn(|p| x.add((i + p) * cols + k0));
+    let wq: [*const E; R] = core::array::from_fn(|q| w.add((r + q) * cols + k0));
+    let mut c = 0;
+    while c < main {
+        let xv: [I::V; P] = core::array::from_fn(|p| I::load(xp[p].add(c)));
+        for q in 0..R {
+            let wv = E::loadw(wq[q].add(c));
+            for p in 0..P {
+                acc[p][q] = I::fma(xv[p], wv, acc[p][q]);
+            }
+        }
+        c += l;
+    }
+    for p in 0..P {
+        let z = I::zero();
+        let a = |q: usize| if q < R { acc[p][q] } else { z };
+        let mut s = I::hsum4(a(0), a(1), a(2), a(3));
+        for c in main..kc {
+            let xv = *xp[p].add(c);
+            for q in 0..R {
+                s[q] += (*wq[q].add(c)).to_f32() * xv;
+            }
+        }
+        let yp = y.add((i + p) * rows + r);
+        for (q, v) in s.iter().enumerate().take(R) {
+            if add {
+                *yp.add(q) += *v;
+            } else {
+                *yp.add(q) = *v;
+            }
+        }
+    }
+}
+
+/// Keys per block of the online softmax.
+const BLOCK: usize = 16;
+
+/// One query head over `len` cached rows of `d` values (see `portable::attention`), in blocks
+/// of [`BLOCK`] keys: the block's scores by [`gemv`] into a stack array, one rescale of the
+/// running output per block, the probabilities by the vector [`exp`], and the weighted values
+/// accumulated over the head dimension. Ranges: q[..d], keys and values [..len·d], out[..d];
+/// `len >= 1`, `d >= 1`.
+#[inline(always)]
+pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
+    q: *const f32,
+    d: usize,
+    keys: *const K,
+    values: *const K,
+    len: usize,
+    scale: f32,
+    out: *mut f32,
+) {
+    let l = I::LANES;
+    let dm = d - d % l;
+    for c in 0..d {
+        *out.add(c) = 0.0;
+    }
+    let mut max = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    let mut s = [0.0f32; BLOCK];
+    let mut j0 = 0;
+    while j0 < len {
+        let nb = BLOCK.min(len - j0);
+        gemv::<I, K>(keys.add(j0 * d), d, q, s.as_mut_ptr(), nb);
+        let mut bmax = f32::NEG_INFINITY;
+        for v in s.iter_mut().take(nb) {
+            *v *= scale;
+            bmax = bmax.max(*v);
+        }
+        for v in s.iter_mut().skip(nb) {
+            *v = f32::NEG_INFINITY;
+        }
+        // Rescale what was accumulated so far when the running maximum grows.
+        let mut corr = 1.0f32;
+        if bmax > max {
+            corr = I::hmax(exp::<I>(I::splat(max - bmax)));
+            max = bmax;
+        }
+        let m = I::splat(max);
+        let mut k = 0;
+        let mut psum = I::zero();
+        while k < BLOCK {
+            let p = exp::<I>(I::sub(I::load(s.as_ptr().add(k)), m));
+            I::store(s.as_mut_ptr().add(k), p);
+            psum = I::add(psum, p);
+            k += l;
+        }
+        sum = sum * corr + I::hsum(psum);
+        let vb = values.add(j0 * d);
+        let cv = I::splat(corr);
+        let mut c = 0;
+        while c < dm {
+            let mut o = I::mul(I::load(out.add(c)), cv);
+            for (j, &p) in s.iter().enumerate().take(nb) {
+                o = I::fma(I::splat(p), K::loadw(vb.add(j * d + c)), o);
+            }
+            I::store(out.add(c), o);
+            c += l;
+        }
+        for c in dm..d {
+            let mut o = *out.add(c) * corr;
+            for (j, &p) in s.iter().enumerate().take(nb) {
+                o += p * (*vb.add(j * d + c)).to_f32();
+            }
+            *out.add(c) = o;
+        }
+        j0 += nb;
+    }
+    let inv = 1.0 / sum;
+    for c in 0..d {
+        *out.add(c) *= inv;
+    }
+}

@@ -1,0 +1,299 @@
+//! wasm32 kernels: simd128, with relaxed-simd's fused multiply-add when the build enables
+//! `+relaxed-simd` (an opt-in: Node 20 needs `--experimental-wasm-relaxed-simd`).
+//!
+//! The bodies are the generic ones of `simd.rs`. WebAssembly has no runtime feature detection:
+//! this module is compiled only with `cfg(target_feature = "simd128")`, and then the whole
+//! module is simd128, so the [`Token`] always exists. f16 is widened with integer operations
+//! (simd128 has no half-precision conversion).
+#![allow(unsafe_code)]
+
+use core::arch::wasm32::*;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use half::{bf16, f16};
+
+use super::simd::{self, Isa, LoadW};
+use crate::tensor::{BlockQ8_0, Q8_0_BLOCK};
+
+/// Proof that simd128 is available (always, on builds that compile this module).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Token(());
+
+/// Set when a kernel ran on this path (read by tests through `kernels::ran`).
+pub(crate) static RAN: AtomicBool = AtomicBool::new(false);
+
+impl Token {
+    /// The token: this module is only compiled with `target_feature = "simd128"`.
+    #[inline]
+    pub(crate) fn get() -> Option<Token> {
+        Some(Token(()))
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Simd128;
+
+// SAFETY: simd128 is enabled for the whole build that compiles this module; pointer
+// contracts are the callers'.
+unsafe impl Isa for Simd128 {
+    type V = v128;
+    type X32 = [v128; 8];
+    const LANES: usize = 4;
+    #[inline(always)]
+    unsafe fn zero() -> v128 {
+        f32x4_splat(0.0)
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> v128 {
+        f32x4_splat(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> v128 {
+        v128_load(p as *const v128)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: v128) {
+        v128_store(p as *mut v128, v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: v128, b: v128) -> v128 {
+        f32x4_add(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: v128, b: v128) -> v128 {
+        f32x4_sub(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: v128, b: v128) -> v128 {
+        f32x4_mul(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: v128, b: v128, c: v128) -> v128 {
+        #[cfg(target_feature = "relaxed-simd")]
+        {
+            f32x4_relaxed_madd(a, b, c)
+        }
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            f32x4_add(f32x4_mul(a, b), c)
+        }
+    }
+    #[inline(always)]
+    unsafe fn max(c: v128, x: v128) -> v128 {
+        // f32x4.max returns NaN when either operand is NaN.
+        f32x4_max(c, x)
+    }
+    #[inline(always)]
+    unsafe fn min(c: v128, x: v128) -> v128 {
+        f32x4_min(c, x)
+    }
+    #[inline(always)]
+    unsafe fn round(x: v128) -> v128 {
+        f32x4_nearest(x)
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: v128) -> v128 {
+        let e = i32x4_add(i32x4_trunc_sat_f32x4(n), i32x4_splat(127));
+        i32x4_shl(e, 23)
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: v128) -> f32 {
+        let s = f32x4_add(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
+        let s = f32x4_add(s, i32x4_shuffle::<1, 0, 3, 2>(s, s));
+        f32x4_extract_lane::<0>(s)
+    }
+    #[inline(always)]
+    unsafe fn hmax(v: v128) -> f32 {
+        let s = f32x4_max(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
+        let s = f32x4_max(s, i32x4_shuffle::<1, 0, 3, 2>(s, s));
+        f32x4_extract_lane::<0>(s)
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: v128, b: v128, c: v128, d: v128) -> [f32; 4] {
+        // Pairwise: [a0+a1, a2+a3, b0+b1, b2+b3], then the same across the two halves.
+        let ab = f32x4_add(
+            i32x4_shuffle::<0, 2, 4, 6>(a, b),
+            i32x4_shuffle::<1, 3, 5, 7>(a, b),
+        );
+        let cd = f32x4_add(
+            i32x4_shuffle::<0, 2, 4, 6>(c, d),
+            i32x4_shuffle::<1, 3, 5, 7>(c, d),
+        );
+        let s = f32x4_add(
+            i32x4_shuffle::<0, 2, 4, 6>(ab, cd),
+            i32x4_shuffle::<1, 3, 5, 7>(ab, cd),
+        );
+        let mut out = [0.0f32; 4];
+        v128_store(out.as_mut_ptr() as *mut v128, s);
+        out
+    }
+    #[inline(always)]
+    unsafe fn load_x32(p: *const f32) -> [v128; 8] {
+        core::array::from_fn(|k| v128_load(p.add(4 * k) as *const v128))
+    }
+    #[inline(always)]
+    unsafe fn splat_f16(h: u16) -> v128 {
+        let b = [h; 4];
+        <f16 as LoadW<Simd128>>::loadw(b.as_ptr() as *const f16)
+    }
+    #[inline(always)]
+    unsafe fn q8_dot(q: *const i8, x: [v128; 8]) -> v128 {
+        let lo = v128_load(q as *const v128);
+        let hi = v128_load(q.add(16) as *const v128);
+        let h = [
+            i16x8_extend_low_i8x16(lo),
+            i16x8_extend_high_i8x16(lo),
+            i16x8_extend_low_i8x16(hi),
+            i16x8_extend_high_i8x16(hi),
+        ];
+        let f = |k: usize| {
+            let w = if k % 2 == 0 {
+                i32x4_extend_low_i16x8(h[k / 2])
+            } else {
+                i32x4_extend_high_i16x8(h[k / 2])
+            };
+            f32x4_convert_i32x4(w)
+        };
+        let mut s = f32x4_mul(f(0), x[0]);
+        let mut t = f32x4_mul(f(1), x[1]);
+        s = Self::fma(f(2), x[2], s);
+        t = Self::fma(f(3), x[3], t);
+        s = Self::fma(f(4), x[4], s);
+        t = Self::fma(f(5), x[5], t);
+        s = Self::fma(f(6), x[6], s);
+        t = Self::fma(f(7), x[7], t);
+        f32x4_add(s, t)
+    }
+}
+
+// SAFETY (all three): as for `Isa`; 4 elements are read from `p`.
+unsafe impl LoadW<Simd128> for f32 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f32) -> v128 {
+        v128_load(p as *const v128)
+    }
+}
+unsafe impl LoadW<Simd128> for f16 {
+    /// Exact widening: the magnitude bits shifted into place and scaled by 2¹¹² (right for
+    /// normal and subnormal halves), exponent forced to all-ones for ±∞ and NaN, sign or-ed back.
+    #[inline(always)]
+    unsafe fn loadw(p: *const f16) -> v128 {
+        let h = u32x4_extend_low_u16x8(v128_load64_zero(p as *const u64));
+        let sign = i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16);
+        let em = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
+        let scaled = f32x4_mul(em, f32x4_splat(f32::from_bits(0x7780_0000))); // 2^112
+        let special = u32x4_ge(em, u32x4_splat(0x7c00 << 13));
+        let infnan = v128_or(em, u32x4_splat(0x7f80_0000));
+        v128_or(v128_bitselect(infnan, scaled, special), sign)
+    }
+}
+unsafe impl LoadW<Simd128> for bf16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const bf16) -> v128 {
+        i32x4_shl(
+            u32x4_extend_low_u16x8(v128_load64_zero(p as *const u64)),
+            16,
+        )
+    }
+}
+
+// ---- target-feature wrappers: one per kernel, each instantiating the generic body.
+
+#[target_feature(enable = "simd128")]
+unsafe fn gemv_simd128<E: LoadW<Simd128>>(w: &[E], x: &[f32], y: &mut [f32]) {
+    simd::gemv::<Simd128, E>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
+}
+
+#[target_feature(enable = "simd128")]
+unsafe fn gemv_q8_simd128(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    simd::gemv_q8::<Simd128>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
+}
+
+#[target_feature(enable = "simd128")]
+unsafe fn gemm_simd128<E: LoadW<Simd128>>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    let (n, rows) = (x.len() / cols, w.len() / cols);
+    simd::gemm::<Simd128, E>(w.as_ptr(), cols, x.as_ptr(), y.as_mut_ptr(), n, rows)
+}
+
+#[target_feature(enable = "simd128")]
+unsafe fn attention_simd128<K: LoadW<Simd128>>(
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let len = keys.len() / d;
+    simd::attention::<Simd128, K>(
+        q.as_ptr(),
+        d,
+        keys.as_ptr(),
+        values.as_ptr(),
+        len,
+        scale,
+        out.as_mut_ptr(),
+    )
+}
+
+#[target_feature(enable = "simd128")]
+unsafe fn exp_simd128(x: &[f32], out: &mut [f32]) {
+    simd::exp_slice::<Simd128>(x.as_ptr(), out.as_mut_ptr(), x.len())
+}
+
+// ---- the safe entry points (lengths checked here, once).
+
+/// `y = x·Wᵀ`, W `[y.len(), x.len()]`.
+pub(crate) fn matvec<E: LoadW<Simd128>>(_: Token, w: &[E], x: &[f32], y: &mut [f32]) {
+    assert_eq!(w.len(), x.len() * y.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: simd128 is enabled for the whole build; w, x, y have exactly the lengths gemv reads and
+    // writes (w: rows·cols, x: cols, y: rows).
+    unsafe { gemv_simd128(w, x, y) }
+}
+
+/// `y = x·Wᵀ` for Q8_0 weights, W `[y.len(), x.len()]`, `x.len()` a multiple of 32.
+pub(crate) fn matvec_q8(_: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    assert!(x.len() % Q8_0_BLOCK == 0);
+    assert_eq!(w.len() * Q8_0_BLOCK, x.len() * y.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: simd128 is enabled for the whole build; w holds rows·cols/32 blocks, x cols, y rows.
+    unsafe { gemv_q8_simd128(w, x, y) }
+}
+
+/// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.
+pub(crate) fn matmul<E: LoadW<Simd128>>(_: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
+    assert_eq!(y.len(), (x.len() / cols) * (w.len() / cols));
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: simd128 is enabled for the whole build; the asserts give exactly the shapes gemm reads
+    // (w: rows·cols, x: n·cols) and writes (y: n·rows).
+    unsafe { gemm_simd128(w, cols, x, y) }
+}
+
+/// One query head over `keys.len() / q.len()` cached rows.
+pub(crate) fn attention<K: LoadW<Simd128>>(
+    _: Token,
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    assert!(d > 0 && !keys.is_empty() && keys.len() % d == 0);
+    assert_eq!(keys.len(), values.len());
+    assert_eq!(out.len(), d);
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: simd128 is enabled for the whole build; keys and values hold len·d elements (len >= 1),
+    // q and out d each, as the body requires.
+    unsafe { attention_simd128(q, keys, values, scale, out) }
+}
+
+/// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
+pub(crate) fn exp(_: Token, x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: simd128 is enabled for the whole build; x and out have the same length n.
+    unsafe { exp_simd128(x, out) }
+}

@@ -1,0 +1,314 @@
+//! x86-64 kernels: AVX2 + FMA, with F16C for f16 weights and caches.
+//!
+//! The bodies are the generic ones of `simd.rs`, instantiated here inside
+//! `#[target_feature(enable = "avx2,fma,f16c")]` functions. A [`Token`] proves the features are
+//! present: without `std` it exists only when the build enables them (`-C target-cpu=…` or
+//! `-C target-feature=+avx2,+fma,+f16c`); with `std` it comes from a runtime check, cached.
+//! (AVX-512 is not used: on Zen 4 it adds no FLOPs, and its intrinsics need a newer Rust than
+//! this crate's MSRV.)
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::*;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use half::{bf16, f16};
+
+use super::simd::{self, Isa, LoadW};
+use crate::tensor::{BlockQ8_0, Q8_0_BLOCK};
+
+/// Proof that AVX2, FMA and F16C are available (only [`Token::get`] makes one).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Token(());
+
+/// Set when a kernel ran on this path (read by tests through `kernels::ran`).
+pub(crate) static RAN: AtomicBool = AtomicBool::new(false);
+
+impl Token {
+    /// The token, if the CPU (or, without `std`, the build) has AVX2, FMA and F16C.
+    #[inline]
+    pub(crate) fn get() -> Option<Token> {
+        #[cfg(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))]
+        {
+            Some(Token(()))
+        }
+        #[cfg(all(
+            feature = "std",
+            not(all(
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))
+        ))]
+        {
+            detected().then_some(Token(()))
+        }
+        #[cfg(all(
+            not(feature = "std"),
+            not(all(
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))
+        ))]
+        {
+            None
+        }
+    }
+}
+
+/// Runtime detection, done once: 0 = not yet, 1 = absent, 2 = present.
+#[cfg(feature = "std")]
+#[allow(dead_code)]
+fn detected() -> bool {
+    use core::sync::atomic::AtomicU8;
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        0 => {
+            let yes = std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c");
+            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+        s => s == 2,
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2;
+
+// SAFETY: the methods are only reached from functions compiled with avx2, fma and f16c, which
+// run only when a `Token` proved those features present; pointer contracts are the callers'.
+unsafe impl Isa for Avx2 {
+    type V = __m256;
+    type X32 = [__m256; 4];
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        _mm256_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        _mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn max(c: __m256, x: __m256) -> __m256 {
+        // maxps returns its second operand when either is NaN.
+        _mm256_max_ps(c, x)
+    }
+    #[inline(always)]
+    unsafe fn min(c: __m256, x: __m256) -> __m256 {
+        _mm256_min_ps(c, x)
+    }
+    #[inline(always)]
+    unsafe fn round(x: __m256) -> __m256 {
+        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: __m256) -> __m256 {
+        let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+    #[inline(always)]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
+        let ab = _mm256_hadd_ps(a, b);
+        let cd = _mm256_hadd_ps(c, d);
+        let abcd = _mm256_hadd_ps(ab, cd);
+        let s = _mm_add_ps(
+            _mm256_castps256_ps128(abcd),
+            _mm256_extractf128_ps::<1>(abcd),
+        );
+        let mut out = [0.0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), s);
+        out
+    }
+    #[inline(always)]
+    unsafe fn load_x32(p: *const f32) -> [__m256; 4] {
+        [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn splat_f16(h: u16) -> __m256 {
+        _mm256_cvtph_ps(_mm_set1_epi16(h as i16))
+    }
+    #[inline(always)]
+    unsafe fn q8_dot(q: *const i8, x: [__m256; 4]) -> __m256 {
+        let v = |k: usize| {
+            let b = _mm_loadl_epi64(q.add(8 * k) as *const __m128i);
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))
+        };
+        let s = _mm256_mul_ps(v(0), x[0]);
+        let t = _mm256_mul_ps(v(1), x[1]);
+        let s = _mm256_fmadd_ps(v(2), x[2], s);
+        let t = _mm256_fmadd_ps(v(3), x[3], t);
+        _mm256_add_ps(s, t)
+    }
+}
+
+// SAFETY (all three): as for `Isa`; 8 elements are read from `p`.
+unsafe impl LoadW<Avx2> for f32 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+}
+unsafe impl LoadW<Avx2> for f16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+unsafe impl LoadW<Avx2> for bf16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const bf16) -> __m256 {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+    }
+}
+
+// ---- target-feature wrappers: one per kernel, each instantiating the generic body.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_avx2<E: LoadW<Avx2>>(w: &[E], x: &[f32], y: &mut [f32]) {
+    simd::gemv::<Avx2, E>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_q8_avx2(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    simd::gemv_q8::<Avx2>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_avx2<E: LoadW<Avx2>>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    let (n, rows) = (x.len() / cols, w.len() / cols);
+    simd::gemm::<Avx2, E>(w.as_ptr(), cols, x.as_ptr(), y.as_mut_ptr(), n, rows)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attention_avx2<K: LoadW<Avx2>>(
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let len = keys.len() / d;
+    simd::attention::<Avx2, K>(
+        q.as_ptr(),
+        d,
+        keys.as_ptr(),
+        values.as_ptr(),
+        len,
+        scale,
+        out.as_mut_ptr(),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_avx2(x: &[f32], out: &mut [f32]) {
+    simd::exp_slice::<Avx2>(x.as_ptr(), out.as_mut_ptr(), x.len())
+}
+
+// ---- the safe entry points (lengths checked here, once).
+
+/// `y = x·Wᵀ`, W `[y.len(), x.len()]`.
+pub(crate) fn matvec<E: LoadW<Avx2>>(_: Token, w: &[E], x: &[f32], y: &mut [f32]) {
+    assert_eq!(w.len(), x.len() * y.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves avx2/fma/f16c; w, x, y have exactly the lengths gemv reads and
+    // writes (w: rows·cols, x: cols, y: rows).
+    unsafe { gemv_avx2(w, x, y) }
+}
+
+/// `y = x·Wᵀ` for Q8_0 weights, W `[y.len(), x.len()]`, `x.len()` a multiple of 32.
+pub(crate) fn matvec_q8(_: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    assert!(x.len() % Q8_0_BLOCK == 0);
+    assert_eq!(w.len() * Q8_0_BLOCK, x.len() * y.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves the features; w holds rows·cols/32 blocks, x cols, y rows.
+    unsafe { gemv_q8_avx2(w, x, y) }
+}
+
+/// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.
+pub(crate) fn matmul<E: LoadW<Avx2>>(_: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
+    assert_eq!(y.len(), (x.len() / cols) * (w.len() / cols));
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves the features; the asserts give exactly the shapes gemm reads
+    // (w: rows·cols, x: n·cols) and writes (y: n·rows).
+    unsafe { gemm_avx2(w, cols, x, y) }
+}
+
+/// One query head over `keys.len() / q.len()` cached rows.
+pub(crate) fn attention<K: LoadW<Avx2>>(
+    _: Token,
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    assert!(d > 0 && !keys.is_empty() && keys.len() % d == 0);
+    assert_eq!(keys.len(), values.len());
+    assert_eq!(out.len(), d);
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves the features; keys and values hold len·d elements (len >= 1),
+    // q and out d each, as the body requires.
+    unsafe { attention_avx2(q, keys, values, scale, out) }
+}
+
+/// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
+pub(crate) fn exp(_: Token, x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len());
+    RAN.store(true, Ordering::Relaxed);
+    // SAFETY: the token proves the features; x and out have the same length n.
+    unsafe { exp_avx2(x, out) }
+}

@@ -1,0 +1,235 @@
+//! `picoformer generate`, `bench` and `bpc` end to end: the bundled model works with no
+//! arguments from any directory, output is deterministic for a seed, the summary line reports
+//! speed and memory, bits per character match PyTorch's, and bad arguments exit 2, failures 1.
+#![cfg(feature = "cli")]
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_picoformer");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    // From a directory outside the repository: the bundled model is inside the binary.
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn tmp(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("picoformer-cli-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+/// The text before the summary line, and the summary line.
+fn split(out: &str) -> (&str, &str) {
+    let at = out.rfind("\n-- ").expect("summary line");
+    (&out[..at], out[at + 1..].trim_end())
+}
+
+#[test]
+fn generate_with_no_arguments_uses_the_bundled_model() {
+    let (code, out, err) = run(&["generate"]);
+    assert_eq!(code, 0, "{err}");
+    let (text, summary) = split(&out);
+    assert!(
+        text.starts_with("It is a truth universally acknowledged"),
+        "{text}"
+    );
+    assert!(text.len() > 150, "{text}");
+    assert!(
+        summary.starts_with("-- 200 tokens (--max-tokens reached)"),
+        "{summary}"
+    );
+    for part in [
+        "tokens/s",
+        "weights 2.01 MiB (bundled)",
+        "KV cache 1.00 MiB (f32 x 256 positions)",
+        "arena",
+        "seed 0",
+    ] {
+        assert!(summary.contains(part), "{part} missing from {summary}");
+    }
+    // mostly letters and spaces: it was trained on English
+    let letters = text
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .count();
+    assert!(letters * 10 > text.chars().count() * 8, "{text}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_text() {
+    let args = [
+        "generate",
+        "--prompt",
+        "Emma",
+        "--max-tokens",
+        "60",
+        "--seed",
+        "3",
+        "--top-p",
+        "0.9",
+    ];
+    let (c1, a, _) = run(&args);
+    let (c2, b, _) = run(&args);
+    assert_eq!((c1, c2), (0, 0));
+    assert_eq!(split(&a).0, split(&b).0);
+    let (_, c, _) = run(&[
+        "generate",
+        "--prompt",
+        "Emma",
+        "--max-tokens",
+        "60",
+        "--seed",
+        "4",
+        "--top-p",
+        "0.9",
+    ]);
+    assert_ne!(split(&a).0, split(&c).0);
+    // greedy ignores the seed
+    let g = |seed| {
+        run(&[
+            "generate",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "30",
+            "--seed",
+            seed,
+        ])
+        .1
+    };
+    assert_eq!(split(&g("1")).0, split(&g("2")).0);
+}
+
+#[test]
+fn options_f16_cache_filters_sliding_window_and_full_cache() {
+    let (code, out, err) = run(&[
+        "generate",
+        "--kv",
+        "f16",
+        "--top-k",
+        "default",
+        "--min-p",
+        "0.05",
+        "--temperature",
+        "0.7",
+        "--repetition-penalty",
+        "1.2",
+        "--max-tokens",
+        "80",
+        "--capacity",
+        "64",
+        "--slide",
+        "32",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let summary = split(&out).1;
+    assert!(summary.contains("-- 80 tokens"), "{summary}");
+    assert!(summary.contains("window slid"), "{summary}");
+    assert!(summary.contains("(f16 x 64 positions)"), "{summary}");
+    // without --slide it stops when the cache is full: 64 − 38 prompt bytes + 1 tokens
+    let (code, out, _) = run(&["generate", "--capacity", "64", "--max-tokens", "100"]);
+    assert_eq!(code, 0);
+    assert!(
+        split(&out).1.starts_with("-- 27 tokens (KV cache full"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bench_prints_prefill_and_decode_speed() {
+    for args in [
+        &[
+            "bench",
+            "--repeat",
+            "1",
+            "--prompt-tokens",
+            "32",
+            "--tokens",
+            "16",
+        ][..],
+        &["generate", "--bench", "--repeat", "1", "--kv", "f16"],
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("prefill") && out.contains("decode"), "{out}");
+        assert_eq!(out.matches("tokens/s").count(), 2, "{out}");
+    }
+}
+
+#[test]
+fn bpc_matches_pytorch_on_a_window() {
+    // The first window of the committed held-out sample (257 bytes: 256 predicted).
+    let text = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/demo.heldout.txt"
+    ))
+    .unwrap();
+    let path = tmp("window0.txt");
+    std::fs::write(&path, &text[..257]).unwrap();
+    let (code, out, err) = run(&["bpc", "--text", &path]);
+    assert_eq!(code, 0, "{err}");
+    let bpc: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    let json =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/demo.json")).unwrap();
+    let key = json.find("\"sample_window_bits_f16\"").unwrap();
+    let first: f64 = json[key..]
+        .split(['[', ','])
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (bpc - first / 256.0).abs() < 1e-4,
+        "picoformer {bpc} vs torch {}",
+        first / 256.0
+    );
+    assert!(out.contains("over 256 characters"), "{out}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_failures_exit_1() {
+    for args in [
+        &["generate", "--top-p", "2"][..],
+        &["generate", "--temperature", "-1"],
+        &["generate", "--top-k", "0"],
+        &["generate", "--kv", "f8"],
+        &["generate", "--max-tokens", "many"],
+        &["generate", "--frobnicate", "1"],
+        &["generate", "--prompt", ""],
+        &["generate", "--slide", "999"],
+        &["generate", "--capacity", "0"],
+        &["generate", "extra"],
+        &["bench", "--prompt-tokens", "300"],
+        &["bpc", "--window", "0"],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("usage:"), "{args:?}: {err}");
+    }
+    let decoder = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/seed.model.safetensors"
+    );
+    let not_a_model = tmp("garbage.safetensors");
+    std::fs::write(&not_a_model, b"not a model").unwrap();
+    for args in [
+        &["generate", "--model", "/nonexistent/model.safetensors"][..],
+        &["generate", "--model", decoder],
+        &["generate", "--model", &not_a_model],
+        &["bpc", "--text", "/nonexistent.txt"],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -1,0 +1,352 @@
+//! Every dispatched (SIMD) kernel against its portable twin: all lengths in a range, odd tails,
+//! unaligned sub-slices, outputs pre-filled with NaN; the vector exp against f64; Q8_0 against
+//! dequantise-then-portable.
+//!
+//! `PICOFORMER_REQUIRE_ISA=avx2` (or `neon`, `simd128`) makes these tests fail unless that
+//! instruction set's kernels really ran, so a CI job cannot pass on the portable fallback.
+//! The tests see the library with the `std` feature (runtime detection on x86-64) through the
+//! self dev-dependency in Cargo.toml.
+
+use picoformer::kernels::{self, portable, Isa};
+use picoformer::{bf16, f16, quantize_q8_0, BlockQ8_0, Element, Tensor};
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Fails if `PICOFORMER_REQUIRE_ISA` names an instruction set whose kernels did not run.
+fn check_required_isa() {
+    if let Ok(name) = std::env::var("PICOFORMER_REQUIRE_ISA") {
+        let isa = Isa::from_name(&name)
+            .unwrap_or_else(|| panic!("PICOFORMER_REQUIRE_ISA={name}: unknown instruction set"));
+        assert!(
+            kernels::ran(isa),
+            "PICOFORMER_REQUIRE_ISA={name} but that path did not run (active: {:?})",
+            kernels::active_isa()
+        );
+    }
+}
+
+/// |a − b| <= tol · (1 + Σ|terms|) per element, where `mag` is the magnitude the sum was built from.
+#[track_caller]
+fn assert_close(got: &[f32], want: &[f32], mag: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, ((g, w), m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let bound = tol * (1.0 + m);
+        assert!(
+            (g - w).abs() <= bound,
+            "{what}: element {i}: got {g}, want {w} (bound {bound})"
+        );
+    }
+}
+
+#[cfg(miri)]
+const MAX_COLS: usize = 20;
+#[cfg(not(miri))]
+const MAX_COLS: usize = 130;
+#[cfg(miri)]
+const MAX_ROWS: usize = 5;
+#[cfg(not(miri))]
+const MAX_ROWS: usize = 13;
+
+/// Runs matvec for every cols in 0..=MAX_COLS, rows in 1..=MAX_ROWS, offsets 0..=3.
+fn check_matvec<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
+    let tol = 1e-5;
+    for cols in 0..=MAX_COLS {
+        for rows in 1..=MAX_ROWS {
+            let off = (cols + rows) % 4;
+            let wf = values((cols * 131 + rows) as u64, off + rows * cols);
+            let w = conv(&wf);
+            let xa = values(7 + cols as u64, off + cols);
+            let (w, x) = (&w[off..], &xa[off..]);
+            let mut want = vec![f32::NAN; rows];
+            portable::matvec(w, cols, x, &mut want);
+            let mut got = vec![f32::NAN; rows + 3];
+            kernels::matvec(E::as_tensor(w), x, &mut got[off % 3..off % 3 + rows]);
+            let mag: Vec<f32> = (0..rows)
+                .map(|r| {
+                    (0..cols)
+                        .map(|c| (w[r * cols + c].to_f32() * x[c]).abs())
+                        .sum()
+                })
+                .collect();
+            assert_close(&got[off % 3..off % 3 + rows], &want, &mag, tol, "matvec");
+            for (i, g) in got.iter().enumerate() {
+                if i < off % 3 || i >= off % 3 + rows {
+                    assert!(g.is_nan(), "matvec wrote outside y");
+                }
+            }
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn matvec_f32_matches_portable() {
+    check_matvec::<f32>(|v| v.to_vec());
+}
+
+#[test]
+fn matvec_f16_matches_portable() {
+    check_matvec::<f16>(|v| v.iter().map(|&x| f16::from_f32(x)).collect());
+}
+
+#[test]
+fn matvec_bf16_matches_portable() {
+    check_matvec::<bf16>(|v| v.iter().map(|&x| bf16::from_f32(x)).collect());
+}
+
+/// matmul for n in 1..=9 positions (n = 1 goes to matvec).
+fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
+    #[cfg(miri)]
+    let (cols_set, max_n): (Vec<usize>, usize) = ((1..=10).collect(), 4);
+    #[cfg(not(miri))]
+    let (cols_set, max_n): (Vec<usize>, usize) = (
+        (1..=70)
+            .chain([127, 128, 129, 511, 512, 513, 600, 1030])
+            .collect(),
+        9,
+    );
+    for &cols in &cols_set {
+        for rows in 1..=MAX_ROWS {
+            for n in 1..=max_n {
+                let off = (cols + rows + n) % 4;
+                let w = conv(&values((cols * 17 + rows) as u64, off + rows * cols));
+                let xa = values((n * 3 + cols) as u64, off + n * cols);
+                let (w, x) = (&w[off..], &xa[off..]);
+                let mut want = vec![f32::NAN; n * rows];
+                portable::matmul(w, cols, x, &mut want);
+                let mut got = vec![f32::NAN; n * rows + 1];
+                kernels::matmul(E::as_tensor(w), cols, x, &mut got[1..]);
+                assert!(got[0].is_nan(), "matmul wrote before y");
+                let mag: Vec<f32> = (0..n * rows)
+                    .map(|o| {
+                        let (i, r) = (o / rows, o % rows);
+                        (0..cols)
+                            .map(|c| (w[r * cols + c].to_f32() * x[i * cols + c]).abs())
+                            .sum()
+                    })
+                    .collect();
+                assert_close(&got[1..], &want, &mag, 1e-5, "matmul");
+            }
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn matmul_f32_matches_portable() {
+    check_matmul::<f32>(|v| v.to_vec());
+}
+
+#[test]
+fn matmul_f16_matches_portable() {
+    check_matmul::<f16>(|v| v.iter().map(|&x| f16::from_f32(x)).collect());
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "slow under Miri; f32 and f16 cover the shared body")]
+fn matmul_bf16_matches_portable() {
+    check_matmul::<bf16>(|v| v.iter().map(|&x| bf16::from_f32(x)).collect());
+}
+
+/// Q8_0 against dequantise-then-portable, for 0..=8 blocks per row (and n = 1..=5 positions).
+#[test]
+fn q8_0_matches_dequantised_portable() {
+    let max_blocks = if cfg!(miri) { 2 } else { 8 };
+    for nb in 0..=max_blocks {
+        let cols = 32 * nb;
+        for rows in 1..=MAX_ROWS {
+            let wf = values((nb * 31 + rows) as u64, rows * cols);
+            let mut q: Vec<BlockQ8_0> = vec![[0; 34]; rows * nb];
+            quantize_q8_0(&wf, &mut q).unwrap();
+            let mut deq = vec![0.0f32; rows * cols];
+            picoformer::dequantize_q8_0(&q, &mut deq);
+            // Quantisation error is small: at most half a step of the block's scale (plus f16).
+            for (a, b) in wf.iter().zip(&deq) {
+                assert!((a - b).abs() <= 0.5 / 127.0 + 2e-3, "{a} vs {b}");
+            }
+            for n in 1..=5 {
+                let off = n % 3;
+                let xa = values((n + cols) as u64, off + n * cols);
+                let x = &xa[off..];
+                let mut want = vec![f32::NAN; n * rows];
+                if cols > 0 {
+                    portable::matmul(&deq, cols, x, &mut want);
+                } else {
+                    want.fill(0.0);
+                }
+                let mut got = vec![f32::NAN; n * rows];
+                if cols > 0 {
+                    kernels::matmul(Tensor::Q8_0(&q), cols, x, &mut got);
+                } else {
+                    for i in 0..n {
+                        kernels::matvec(Tensor::Q8_0(&q), &[], &mut got[i * rows..(i + 1) * rows]);
+                    }
+                }
+                let mag: Vec<f32> = (0..n * rows)
+                    .map(|o| {
+                        let (i, r) = (o / rows, o % rows);
+                        (0..cols)
+                            .map(|c| (deq[r * cols + c] * x[i * cols + c]).abs())
+                            .sum()
+                    })
+                    .collect();
+                assert_close(&got, &want, &mag, 1e-5, "q8_0");
+                let mut port = vec![f32::NAN; rows];
+                kernels::matvec_q8_portable(&q, &x[..cols], &mut port);
+                assert_close(&port, &want[..rows], &mag[..rows], 1e-5, "q8_0 portable");
+            }
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn q8_0_embedding_rows_dequantise() {
+    let wf = values(5, 4 * 64);
+    let mut q: Vec<BlockQ8_0> = vec![[0; 34]; 8];
+    quantize_q8_0(&wf, &mut q).unwrap();
+    let t = Tensor::Q8_0(&q);
+    assert_eq!(t.len(), 256);
+    let row = Tensor::Q8_0(&q[2..4]); // values 64..128
+    let mut y = vec![f32::NAN; 64];
+    kernels::load(&mut y, row);
+    for (i, v) in y.iter().enumerate() {
+        assert_eq!(Some(*v), t.get(64 + i));
+        assert!((v - wf[64 + i]).abs() < 0.01);
+    }
+    let mut z = vec![1.0f32; 64];
+    kernels::add_scaled(&mut z, row, 2.0);
+    for (zv, yv) in z.iter().zip(&y) {
+        assert_eq!(*zv, 1.0 + 2.0 * yv);
+    }
+    assert!(quantize_q8_0(&wf[..33], &mut q[..1]).is_err());
+}
+
+fn check_attention<K: Element>() {
+    let lens: Vec<usize> = if cfg!(miri) {
+        vec![1, 2, 17]
+    } else {
+        (1..=70).collect()
+    };
+    let dims: &[usize] = if cfg!(miri) {
+        &[3, 8]
+    } else {
+        &[1, 3, 8, 13, 16, 48, 64, 67]
+    };
+    for &d in dims {
+        for &len in &lens {
+            let off = (d + len) % 4;
+            let q = values(d as u64, off + d);
+            let kf = values((d * 100 + len) as u64, off + len * d);
+            let vf = values((d * 1000 + len) as u64, off + len * d);
+            // Large scores too, so that the running maximum moves and exp underflows.
+            let scale = if len % 2 == 0 { 0.3 } else { 9.0 };
+            let k: Vec<K> = kf.iter().map(|&x| K::from_f32(x)).collect();
+            let v: Vec<K> = vf.iter().map(|&x| K::from_f32(x)).collect();
+            let (q, k, v) = (&q[off..], &k[off..], &v[off..]);
+            let mut want = vec![f32::NAN; d];
+            portable::attention(q, k, v, scale, &mut want);
+            let mut got = vec![f32::NAN; d];
+            kernels::attention(q, k, v, scale, &mut got);
+            let mag = vec![1.0f32; d];
+            assert_close(&got, &want, &mag, 2e-6 * (1.0 + scale), "attention");
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn attention_f32_cache_matches_portable() {
+    check_attention::<f32>();
+}
+
+#[test]
+fn attention_f16_cache_matches_portable() {
+    check_attention::<f16>();
+}
+
+/// Distance in units in the last place between two f32 of the same sign.
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+#[test]
+fn vector_exp_within_2_ulp_of_f64() {
+    // Every 997th f32 between −104 and 89, plus the edges, in chunks (small memory under WASI).
+    let step = if cfg!(miri) { 10_000_019 } else { 997 };
+    let (lo, hi) = ((-104.0f32).to_bits(), 89.0f32.to_bits());
+    // Negative floats: bits from 0x8000_0000 (−0) up to lo; positive: 0 up to hi.
+    let neg = (0x8000_0000u32..=lo).step_by(step);
+    let pos = (0u32..=hi).step_by(step);
+    let edges = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -1.0,
+        88.72,
+        88.73,
+        -87.33,
+        -87.34,
+        -103.9,
+        -103.98,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MIN_POSITIVE,
+    ];
+    let mut worst = (0u32, 0.0f32);
+    let mut check = |xs: &[f32]| {
+        let mut got = vec![f32::NAN; xs.len()];
+        kernels::exp(xs, &mut got);
+        for (&x, &g) in xs.iter().zip(&got) {
+            let want = (x as f64).exp();
+            let w32 = want as f32;
+            if want < f32::MIN_POSITIVE as f64 {
+                // Subnormal or zero result: within two of the smallest steps.
+                assert!(
+                    (g as f64 - want).abs() <= 2.0 * 1.4013e-45,
+                    "exp({x}) = {g}, want {want}"
+                );
+                continue;
+            }
+            if w32.is_infinite() {
+                assert!(g.is_infinite() || ulps(g, f32::MAX) <= 2, "exp({x}) = {g}");
+                continue;
+            }
+            let u = ulps(g, w32);
+            if u > worst.0 {
+                worst = (u, x);
+            }
+        }
+    };
+    check(&edges);
+    let mut chunk = Vec::with_capacity(4096);
+    for b in neg.chain(pos) {
+        chunk.push(f32::from_bits(b));
+        if chunk.len() == 4096 {
+            check(&chunk);
+            chunk.clear();
+        }
+    }
+    check(&chunk);
+    assert!(
+        worst.0 <= 2,
+        "worst error {} ulp at x = {}",
+        worst.0,
+        worst.1
+    );
+    let mut nan = [0.0f32; 3];
+    kernels::exp(&[f32::NAN, 0.0, f32::NAN], &mut nan);
+    assert!(nan[0].is_nan() && nan[2].is_nan() && nan[1] == 1.0);
+    check_required_isa();
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Prints the medians of the last `cargo bench` run (target/criterion/**/new) as markdown tables.
+
+GFLOP/s for gemv/gemm groups, Melem/s (cached positions/s) for attention, tokens/s and GB/s for
+decode, with ratios against the named peers of the same run."""
+import json, os, sys
+
+root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
+rows = {}
+for dirpath, _, files in os.walk(root):
+    if "benchmark.json" in files and dirpath.endswith("/new"):
+        b = json.load(open(os.path.join(dirpath, "benchmark.json")))
+        e = json.load(open(os.path.join(dirpath, "estimates.json")))
+        med = e["median"]["point_estimate"]  # ns per iteration
+        thr = b.get("throughput") or {}
+        rows.setdefault(b["group_id"], {})[b["full_id"][len(b["group_id"]) + 1:]] = (med, thr)
+
+def rate(med, thr, key):
+    return thr[key] / med if key in thr else float("nan")  # per ns = G/s
+
+def products(kind):
+    cols = ["picoformer", "picoformer_f16", "picoformer_q8_0", "gemm", "matrixmultiply", "portable", "naive"]
+    print(f"| shape M,K,N | " + " | ".join(cols) + " | ours/gemm | ours/matrixmultiply | ours/portable |")
+    print("|---" * (len(cols) + 4) + "|")
+    for g in sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")]):
+        r = {k: rate(*v, "Elements") for k, v in rows[g].items()}
+        f = lambda k: f"{r.get(k, float('nan')):.1f}"
+        o = r.get("picoformer", float("nan"))
+        print(f"| {g.split('/')[1]} | " + " | ".join(f(c) for c in cols)
+              + f" | {o / r['gemm']:.2f} | {o / r['matrixmultiply']:.2f} | {o / r['portable']:.2f} |")
+
+print("GFLOP/s (median), single thread\n")
+products("gemv"); print(); products("gemm"); print()
+att = sorted((g for g in rows if g.startswith("attention/")), key=lambda g: int(g.split("/")[2]))
+if att:
+    print("| attention d=64, cached positions | picoformer f32 | picoformer f16 | portable | naive | f32/naive | f16/naive | f32/portable |")
+    print("|---|---|---|---|---|---|---|---|")
+    for g in att:
+        t = {k: v[0] for k, v in rows[g].items()}
+        us = lambda k: t[k] / 1e3
+        print(f"| {g.split('/')[2]} | {us('picoformer/f32'):.2f} µs | {us('picoformer/f16'):.2f} µs | {us('portable/f32'):.2f} µs | {us('naive/f32'):.2f} µs"
+              f" | {t['naive/f32'] / t['picoformer/f32']:.2f}x | {t['naive/f32'] / t['picoformer/f16']:.2f}x | {t['portable/f32'] / t['picoformer/f32']:.2f}x |")
+    print()
+dec = [g for g in rows if g.startswith("decode")]
+for g in sorted(dec):
+    print(f"| {g} | weights | tokens/s | weight GB/s | vs f32 |")
+    print("|---|---|---|---|---|")
+    base = rows[g].get("f32", (float("nan"),))[0]
+    for k, (med, thr) in sorted(rows[g].items(), key=lambda kv: -kv[1][0]):
+        gbs = thr.get("Bytes", float("nan")) / med
+        print(f"| | {k} | {1e9 / med:.0f} | {gbs:.1f} | {base / med:.2f}x |")
