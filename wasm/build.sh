@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the two .wasm variants (plain and simd128, each in its own target dir, incrementally),
-# the native host-tokens tool, and the random byte-level bench model, into wasm/dist/.
+# the native host-tokens tool, the random byte-level bench model and a copy of models/demo.safetensors,
+# into wasm/dist/.
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p dist
@@ -11,3 +12,5 @@ CARGO_TARGET_DIR=target/simd128 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-
 cp target/simd128/wasm32-unknown-unknown/release/picoformer_wasm.wasm dist/picoformer-simd128.wasm
 cargo build --release --bin host-tokens
 [ -f dist/bench.model.safetensors ] || node tools/make-model.mjs dist/bench.model.safetensors 256 4
+# The bundled demo model (byte level, trained on Jane Austen), served with the web demo.
+cp ../models/demo.safetensors dist/demo.safetensors

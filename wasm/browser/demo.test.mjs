@@ -37,11 +37,17 @@ for (const simd of [true, false]) {
     await page.waitForSelector('body[data-state="ready"]', { timeout: 30000 });
     assert.match(await page.textContent('#model-note'), simd ? /simd128 build/ : /plain build/);
     await page.fill('#maxTokens', '120');
+    assert.match(await page.textContent('#model-note'), /demo\.safetensors \(256 tokens/);
     await page.click('#generate');
     await page.waitForSelector('body[data-state="done"]', { timeout: 60000 });
     assert.equal(await page.getAttribute('body', 'data-tokens'), '120');
     const out = await page.textContent('#out');
-    assert.ok(out.startsWith('Hello, picoformer!') && out.length > 'Hello, picoformer!'.length + 20, out);
+    const prompt = 'It is a truth universally acknowledged, that';
+    assert.ok(out.startsWith(prompt) && out.length > prompt.length + 20, out);
+    // The trained model writes English: mostly letters and spaces, and some common words.
+    const text = out.slice(prompt.length);
+    assert.ok((text.match(/[A-Za-z ,.;'"\n-]/g) ?? []).length > 0.9 * text.length, text);
+    assert.match(text, /\b(the|and|of|to|a|in|her|was|be|that)\b/, text);
     assert.match(await page.textContent('#stats'), /120 tokens in [\d.]+ s: [\d.]+ tokens\/s/);
     assert.ok(await page.evaluate(() => window.demoPaints ?? 0) >= 1, 'text was painted while generating');
     assert.equal(await page.textContent('#error'), '');

@@ -149,19 +149,22 @@ export class Picoformer {
     this.#x.pf_seed(Number(s & 0xffffffffn), Number(s >> 32n));
   }
 
-  /** Picks the next token from the current logits. temperature <= 0 (default) is greedy. */
-  sample({ temperature = 0, topK = 0, topP = 1 } = {}) {
-    return this.#check(this.#x.pf_sample(temperature, topK >>> 0, topP));
+  /**
+   * Picks the next token from the current logits with picoformer's sampler: temperature 0
+   * (default) is greedy; topK 0, topP 1 and minP 0 are off.
+   */
+  sample({ temperature = 0, topK = 0, topP = 1, minP = 0 } = {}) {
+    return this.#check(this.#x.pf_sample(temperature, topK >>> 0, topP, minP));
   }
 
   /**
    * Yields generated tokens one at a time: prefills `prompt` (may be empty to continue), then
    * samples and feeds back each token. Stops after `maxTokens` or when the cache is full.
    */
-  *stream(prompt, { maxTokens = 32, temperature = 0, topK = 0, topP = 1, seed } = {}) {
+  *stream(prompt, { maxTokens = 32, temperature = 0, topK = 0, topP = 1, minP = 0, seed } = {}) {
     if (seed !== undefined) this.seed(seed);
     if (prompt.length > 0) this.prefill(prompt);
-    const opts = { temperature, topK, topP };
+    const opts = { temperature, topK, topP, minP };
     for (let i = 0; i < maxTokens; i++) {
       const t = this.sample(opts);
       yield t;
@@ -177,10 +180,10 @@ export class Picoformer {
    * `onToken(token, index)` each token is reported as soon as it is sampled; without it the whole
    * loop runs inside wasm (same tokens, fewer calls).
    */
-  generate(prompt, { maxTokens = 32, temperature = 0, topK = 0, topP = 1, seed, onToken } = {}) {
+  generate(prompt, { maxTokens = 32, temperature = 0, topK = 0, topP = 1, minP = 0, seed, onToken } = {}) {
     if (onToken) {
       const out = [];
-      for (const t of this.stream(prompt, { maxTokens, temperature, topK, topP, seed })) {
+      for (const t of this.stream(prompt, { maxTokens, temperature, topK, topP, minP, seed })) {
         onToken(t, out.length);
         out.push(t);
       }
@@ -189,7 +192,7 @@ export class Picoformer {
     if (seed !== undefined) this.seed(seed);
     const n = this.#writeTokens(prompt);
     const max = Math.min(maxTokens, this.capacity);
-    const count = this.#check(this.#x.pf_generate(n, max, temperature, topK >>> 0, topP));
+    const count = this.#check(this.#x.pf_generate(n, max, temperature, topK >>> 0, topP, minP));
     return Array.from(new Uint32Array(this.#memory.buffer, this.#x.pf_out_ptr() >>> 0, count));
   }
 

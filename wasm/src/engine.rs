@@ -7,10 +7,47 @@
 use core::fmt;
 
 use picoformer::{
-    bf16, f16, Error, KvCache, LoadError, Model, Scratch, TransformerWrapper, WrapperConfig,
+    bf16, f16, Candidate, Error, KvCache, LoadError, Model, Rng, SampleError, Sampler,
+    SamplerConfig, Scratch, TransformerWrapper, WrapperConfig,
 };
 
-use crate::sampler::{self, Rng, Sampling};
+/// Sampling options as the wasm ABI passes them (0 / 1 mean "off"), for [`picoformer::sampling`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 is greedy; otherwise the softmax temperature.
+    pub temperature: f32,
+    /// Keep the `top_k` largest logits; 0 keeps all.
+    pub top_k: u32,
+    /// Nucleus threshold; 1 (or more) keeps all.
+    pub top_p: f32,
+    /// Drop tokens below `min_p` times the most likely one's probability; 0 keeps all.
+    pub min_p: f32,
+}
+
+impl Sampling {
+    /// Greedy decoding.
+    pub const GREEDY: Self = Self {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+    };
+
+    /// The library's configuration.
+    pub fn config(&self) -> SamplerConfig {
+        let mut c = SamplerConfig::temperature(self.temperature);
+        if self.top_k > 0 {
+            c = c.with_top_k(self.top_k as usize);
+        }
+        if self.top_p < 1.0 {
+            c = c.with_top_p(self.top_p);
+        }
+        if self.min_p > 0.0 {
+            c = c.with_min_p(self.min_p);
+        }
+        c
+    }
+}
 
 /// The element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +106,7 @@ pub struct Plan {
     pub logits: usize,
     /// All-positions logits for [`Session::forward_all`] (`full_rows · num_tokens` f32).
     pub full_logits: usize,
-    /// The sampler's two work buffers (`num_tokens` f32 + `num_tokens` u32).
+    /// The sampler's work slice (`num_tokens` [`Candidate`]s).
     pub sampler: usize,
     /// The token input buffer (`capacity` u32).
     pub tokens: usize,
@@ -86,7 +123,7 @@ impl Plan {
             scratch: Scratch::bytes(d, o.chunk),
             logits: v.saturating_mul(4),
             full_logits: v.saturating_mul(o.full_rows).saturating_mul(4),
-            sampler: v.saturating_mul(8),
+            sampler: Sampler::work_len(v).saturating_mul(core::mem::size_of::<Candidate>()),
             tokens: o.capacity.saturating_mul(4),
         }
     }
@@ -127,6 +164,8 @@ pub enum EngineError<'w> {
     },
     /// Sampling needs logits: prefill or step first.
     NoLogits,
+    /// The sampler refused the options or the logits.
+    Sample(SampleError),
     /// The library refused the call; nothing changed.
     Model(Error),
 }
@@ -148,6 +187,7 @@ impl fmt::Display for EngineError<'_> {
                 "{rows} positions do not fit the all-positions logits buffer of {capacity} rows (option fullRows)"
             ),
             Self::NoLogits => write!(f, "no logits yet: prefill a prompt first"),
+            Self::Sample(e) => write!(f, "cannot sample: {e}"),
             Self::Model(e) => write!(f, "{e}"),
         }
     }
@@ -195,10 +235,8 @@ pub struct Buffers<'b> {
     pub logits: &'b mut [f32],
     /// All-positions logits.
     pub full_logits: &'b mut [f32],
-    /// Sampler probabilities.
-    pub probs: &'b mut [f32],
-    /// Sampler token order.
-    pub order: &'b mut [u32],
+    /// The sampler's work slice.
+    pub work: &'b mut [Candidate],
 }
 
 #[derive(Debug)]
@@ -227,8 +265,7 @@ pub struct Session<'w, 'b> {
     scratch: Scratch<'b>,
     logits: &'b mut [f32],
     full_logits: &'b mut [f32],
-    probs: &'b mut [f32],
-    order: &'b mut [u32],
+    work: &'b mut [Candidate],
     rng: Rng,
     has_logits: bool,
 }
@@ -267,8 +304,8 @@ impl<'w, 'b> Session<'w, 'b> {
             })
         };
         use picoformer::Buffer::Output;
-        if buf.logits.len() < v || buf.probs.len() < v || buf.order.len() < v {
-            return Err(too_small(Output, v, buf.logits.len().min(buf.probs.len())));
+        if buf.logits.len() < v || buf.work.len() < Sampler::work_len(v) {
+            return Err(too_small(Output, v, buf.logits.len().min(buf.work.len())));
         }
         let full = v.saturating_mul(o.full_rows);
         if buf.full_logits.len() < full {
@@ -280,8 +317,7 @@ impl<'w, 'b> Session<'w, 'b> {
             scratch,
             logits: &mut buf.logits[..v],
             full_logits: &mut buf.full_logits[..full],
-            probs: &mut buf.probs[..v],
-            order: &mut buf.order[..v],
+            work: &mut buf.work[..Sampler::work_len(v)],
             rng: Rng::new(0),
             has_logits: false,
         })
@@ -399,13 +435,14 @@ impl<'w, 'b> Session<'w, 'b> {
         if !self.has_logits {
             return Err(EngineError::NoLogits);
         }
-        Ok(sampler::sample(
-            self.logits,
-            s,
-            &mut self.rng,
-            self.probs,
-            self.order,
-        ))
+        let mut sampler = Sampler::new(s.config(), 0).map_err(EngineError::Sample)?;
+        // The RNG state lives in the session, so options can change from one token to the next.
+        *sampler.rng() = self.rng;
+        let token = sampler
+            .sample(self.logits, &[], self.work)
+            .map_err(EngineError::Sample)?;
+        self.rng = *sampler.rng();
+        Ok(token)
     }
 
     /// Prefills `prompt` (if not empty), then samples up to `max_tokens` tokens, feeding each

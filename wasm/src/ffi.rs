@@ -16,10 +16,9 @@ use core::arch::wasm32;
 use core::fmt::{self, Write};
 use core::ptr::addr_of_mut;
 
-use picoformer::Error;
+use picoformer::{Candidate, Error, Sampler};
 
-use crate::engine::{self, Buffers, EngineError, KvBuf, KvKind, Options, Plan, Session};
-use crate::sampler::Sampling;
+use crate::engine::{self, Buffers, EngineError, KvBuf, KvKind, Options, Plan, Sampling, Session};
 
 const PAGE: usize = 65536;
 
@@ -106,9 +105,10 @@ impl State {
         let code = match e {
             EngineError::Load(_) => code::LOAD,
             EngineError::NotAWrapper | EngineError::CrossAttention => code::UNSUPPORTED_MODEL,
-            EngineError::BadOption(_) | EngineError::TooManyRows { .. } | EngineError::NoLogits => {
-                code::BAD_ARGUMENT
-            }
+            EngineError::BadOption(_)
+            | EngineError::TooManyRows { .. }
+            | EngineError::NoLogits
+            | EngineError::Sample(_) => code::BAD_ARGUMENT,
             EngineError::Model(e) => model_code(e),
         };
         self.fail(code, format_args!("{e}"))
@@ -233,14 +233,13 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
             carve(plan.scratch)?,
             carve(plan.logits)?,
             carve(plan.full_logits)?,
-            carve(plan.sampler / 2)?,
-            carve(plan.sampler / 2)?,
+            carve(plan.sampler)?,
             carve(plan.tokens)?,
             carve(plan.tokens)?,
         ])
     })();
     let end = top;
-    let Some([kv_at, scratch_at, logits_at, full_at, probs_at, order_at, tokens_at, out_at]) =
+    let Some([kv_at, scratch_at, logits_at, full_at, work_at, tokens_at, out_at]) =
         layout.filter(|_| end <= u32::MAX as usize && ensure_memory(end))
     else {
         return st.fail(
@@ -254,8 +253,9 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
     let v = cfg.num_tokens;
     let kv_elems = plan.kv_cache / kv.size();
     // SAFETY: each region was carved above, disjoint from the others and from the model bytes,
-    // aligned to 16 (enough for f32/u32/f16/bf16), inside memory that `ensure_memory` grew.
-    // Every bit pattern is a valid value of these element types. The old session, which held
+    // aligned to 16 (enough for f32/u32/f16/bf16 and `Candidate`, a u32 and an f32), inside
+    // memory that `ensure_memory` grew and that is initialised (fresh pages are zero). Every bit
+    // pattern is a valid value of these element types, `Candidate` included. The old session, which held
     // the previous slices over this arena, was dropped at the top of this function.
     let buffers = unsafe {
         Buffers {
@@ -273,8 +273,7 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
             scratch: core::slice::from_raw_parts_mut(scratch_at as *mut f32, plan.scratch / 4),
             logits: core::slice::from_raw_parts_mut(logits_at as *mut f32, v),
             full_logits: core::slice::from_raw_parts_mut(full_at as *mut f32, plan.full_logits / 4),
-            probs: core::slice::from_raw_parts_mut(probs_at as *mut f32, v),
-            order: core::slice::from_raw_parts_mut(order_at as *mut u32, v),
+            work: core::slice::from_raw_parts_mut(work_at as *mut Candidate, Sampler::work_len(v)),
         }
     };
     match Session::new(model, &opts, buffers) {
@@ -442,15 +441,16 @@ pub extern "C" fn pf_seed(lo: u32, hi: u32) {
     }
 }
 
-/// Picks the next token from the current logits (temperature ≤ 0: greedy; `top_k` 0: all;
-/// `top_p` ≥ 1: all). Returns the token (≥ 0) or `-code`.
+/// Picks the next token from the current logits with the library's sampler (temperature 0:
+/// greedy; `top_k` 0, `top_p` ≥ 1, `min_p` 0: off). Returns the token (≥ 0) or `-code`.
 #[no_mangle]
-pub extern "C" fn pf_sample(temperature: f32, top_k: u32, top_p: f32) -> i32 {
+pub extern "C" fn pf_sample(temperature: f32, top_k: u32, top_p: f32, min_p: f32) -> i32 {
     let st = state();
     let s = Sampling {
         temperature,
         top_k,
         top_p,
+        min_p,
     };
     let r = match st.session() {
         Ok(sess) => sess.sample(&s),
@@ -472,6 +472,7 @@ pub extern "C" fn pf_generate(
     temperature: f32,
     top_k: u32,
     top_p: f32,
+    min_p: f32,
 ) -> i32 {
     let st = state();
     let prompt = match input(st, n_prompt) {
@@ -484,6 +485,7 @@ pub extern "C" fn pf_generate(
         temperature,
         top_k,
         top_p,
+        min_p,
     };
     let r = match st.session() {
         Ok(sess) => {

@@ -1,8 +1,8 @@
 //! picoformer for JavaScript: a thin `cdylib` over the library.
 //!
-//! * [`engine`]: one decoding session (model, KV cache, scratch, logits, sampler state) over
-//!   caller-provided buffers. Safe code, shared with the native `host-tokens` tool.
-//! * [`sampler`]: greedy, temperature, top-k and top-p sampling with a seeded RNG, allocation-free.
+//! * [`engine`]: one decoding session (model, KV cache, scratch, logits, the library's
+//!   [`picoformer::Sampler`] state) over caller-provided buffers. Safe code, shared with the
+//!   native `host-tokens` tool.
 //! * `ffi` (wasm32 only): the `extern "C"` exports. The module owns one linear arena, grown with
 //!   `memory.grow` when a model is loaded and carved into the model bytes, KV cache, scratch,
 //!   logits and token buffers. Nothing is allocated per token. The only `unsafe` is there.
@@ -15,7 +15,6 @@
 extern crate std;
 
 pub mod engine;
-pub mod sampler;
 
 #[cfg(target_arch = "wasm32")]
 mod ffi;

@@ -40,7 +40,10 @@ for (const build of BUILDS) {
       assert.ok(m.fullVsStepwise(tokens) < 1e-5);
       for (const kv of ['f16', 'bf16']) {
         const h = await load('wrap_tied', { capacity: 32, fullRows: 32, kv });
-        assert.ok(h.fullVsStepwise(tokens) < 1e-5, kv);
+        // A 1e-7 difference between the full and step-wise kernels' sums can flip the rounding of
+        // a cached key to 16 bits: simd128 with an f16 cache measured 3.4e-5.
+        const d = h.fullVsStepwise(tokens);
+        assert.ok(d < 1e-4, `${kv}: ${d}`);
         assert.equal(h.plan.kvCache, m.plan.kvCache / 2);
       }
     });
@@ -70,8 +73,8 @@ for (const build of BUILDS) {
       });
     }
 
-    test('sampled tokens (temperature, top-k, top-p, seed) equal the host\'s', async () => {
-      const sampling = { temperature: 0.8, topK: 10, topP: 0.9, seed: 42 };
+    test('sampled tokens (temperature, top-k, top-p, min-p, seed) equal the host\'s', async () => {
+      const sampling = { temperature: 0.8, topK: 10, topP: 0.9, minP: 0.02, seed: 42 };
       const file = path.join(FIXTURES, 'wrap_tied.model.safetensors');
       const expected = hostTokens(file, [5, 6], 24, sampling);
       const m = await load('wrap_tied', { capacity: 32 });
@@ -142,6 +145,10 @@ for (const build of BUILDS) {
       test('token out of range, cache full, misuse: nothing changes', async () => {
         const m = await load('wrap_tied', { capacity: 4 });
         throws(() => m.sample(), ErrorCode.BAD_ARGUMENT, /prefill/);
+        m.prefill([1]);
+        throws(() => m.sample({ temperature: -1 }), ErrorCode.BAD_ARGUMENT, /sample/);
+        throws(() => m.sample({ temperature: 1, topP: -0.5 }), ErrorCode.BAD_ARGUMENT, /sample/);
+        m.reset();
         throws(() => m.prefill([1, 40]), ErrorCode.TOKEN_OUT_OF_RANGE, /40/);
         assert.throws(() => m.prefill([1, -1]), RangeError);
         assert.equal(m.length, 0);

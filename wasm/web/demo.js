@@ -1,11 +1,12 @@
 // The browser demo: loads the wasm build (simd128 when the browser has it) and a model, then
 // streams generated text as it is produced, with tokens/s. No framework.
-// URL parameters: ?model=URL (a picoformer safetensors file), ?simd=0 to force the plain build.
+// URL parameters: ?model=URL (a picoformer safetensors file; default the bundled demo model),
+// ?simd=0 to force the plain build.
 import { Picoformer } from '../js/picoformer.mjs';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const MODEL_URL = params.get('model') ?? '../dist/bench.model.safetensors';
+const MODEL_URL = params.get('model') ?? '../dist/demo.safetensors';
 
 // A tiny module using one v128 instruction: does this browser run simd128?
 const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1,
@@ -41,11 +42,12 @@ let busy = false;
 async function start() {
   const wasmUrl = simd ? '../dist/picoformer-simd128.wasm' : '../dist/picoformer.wasm';
   const [wasm, bytes] = await Promise.all([fetchBytes(wasmUrl), fetchBytes(MODEL_URL)]);
-  model = await Picoformer.load(wasm, bytes, { capacity: 512 });
+  model = await Picoformer.load(wasm, bytes, { capacity: 256 });
   const p = model.plan;
   $('model-note').textContent = `${MODEL_URL.split('/').pop()} (${p.numTokens} tokens, dim ${p.dim}, depth ${p.depth}) ` +
     `on the ${simd ? 'simd128' : 'plain'} build.` +
-    (MODEL_URL.includes('bench.model') ? ' Random weights: the text is noise until a trained model is bundled.' : '');
+    (MODEL_URL.includes('bench.model') ? ' Random weights: the text is noise.'
+      : MODEL_URL.endsWith('/demo.safetensors') ? ' A 1 M-parameter byte-level model trained on Jane Austen\'s novels (models/README.md).' : '');
   $('plan').textContent = `Memory plan: weights ${fmt(p.weights)}, KV cache ${fmt(p.kvCache)} (${p.capacity} positions), ` +
     `scratch ${fmt(p.scratch)}, logits ${fmt(p.logits)}, arena ${fmt(p.arena)}, wasm memory ${fmt(p.memory)}.`;
   $('generate').disabled = false;

@@ -1,15 +1,14 @@
 //! The host's tokens for a model and prompt, from the same engine the wasm module runs:
-//! `host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P SEED]` prints the generated token ids
+//! `host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P MIN_P SEED]` prints the generated token ids
 //! as a JSON array. PROMPT is comma-separated token ids. The Node tests compare with it.
 
-use picoformer::{KvCache, Scratch};
-use picoformer_wasm::engine::{self, Buffers, KvBuf, KvKind, Options, Session};
-use picoformer_wasm::sampler::Sampling;
+use picoformer::{Candidate, KvCache, Sampler, Scratch};
+use picoformer_wasm::engine::{self, Buffers, KvBuf, KvKind, Options, Sampling, Session};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 3 && args.len() != 7 {
-        eprintln!("usage: host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P SEED]");
+    if args.len() != 3 && args.len() != 8 {
+        eprintln!("usage: host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P MIN_P SEED]");
         std::process::exit(2);
     }
     let bytes = std::fs::read(&args[0]).expect("read model");
@@ -22,13 +21,14 @@ fn main() {
         .map(|t| t.trim().parse().expect("token id"))
         .collect();
     let max: usize = args[2].parse().expect("MAX");
-    let (sampling, seed) = if args.len() == 7 {
+    let (sampling, seed) = if args.len() == 8 {
         let s = Sampling {
             temperature: args[3].parse().expect("TEMPERATURE"),
             top_k: args[4].parse().expect("TOP_K"),
             top_p: args[5].parse().expect("TOP_P"),
+            min_p: args[6].parse().expect("MIN_P"),
         };
-        (s, args[6].parse::<u64>().expect("SEED"))
+        (s, args[7].parse::<u64>().expect("SEED"))
     } else {
         (Sampling::GREEDY, 0)
     };
@@ -43,14 +43,14 @@ fn main() {
     let v = cfg.num_tokens;
     let mut kv = vec![0f32; KvCache::<f32>::elements(&cfg.attn_layers, o.capacity)];
     let mut scratch = vec![0f32; Scratch::elements(&cfg.attn_layers, o.chunk)];
-    let (mut logits, mut probs, mut order) = (vec![0f32; v], vec![0f32; v], vec![0u32; v]);
+    let mut logits = vec![0f32; v];
+    let mut work = vec![Candidate::EMPTY; Sampler::work_len(v)];
     let buffers = Buffers {
         kv: KvBuf::F32(&mut kv),
         scratch: &mut scratch,
         logits: &mut logits,
         full_logits: &mut [],
-        probs: &mut probs,
-        order: &mut order,
+        work: &mut work,
     };
     let mut session = Session::new(model, &o, buffers).unwrap_or_else(|e| panic!("{e}"));
     session.seed(seed);
