@@ -498,3 +498,85 @@ impl<'w, 'b> Session<'w, 'b> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    /// wrap_tied: 40 tokens, dim 32, depth 2, one kv head of 16.
+    fn model_bytes() -> vec::Vec<u64> {
+        let bytes = include_bytes!("../../tests/fixtures/wrap_tied.model.safetensors");
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        for (w, c) in words.iter_mut().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            *w = u64::from_le_bytes(b);
+        }
+        words
+    }
+
+    #[test]
+    fn sampling_options_map_zero_and_one_to_off() {
+        let c = Sampling::GREEDY.config();
+        assert!(c.is_greedy() && c.top_k.is_none() && c.top_p.is_none() && c.min_p.is_none());
+        let c = Sampling {
+            temperature: 0.7,
+            top_k: 5,
+            top_p: 0.9,
+            min_p: 0.1,
+        }
+        .config();
+        assert_eq!((c.top_k, c.top_p, c.min_p), (Some(5), Some(0.9), Some(0.1)));
+    }
+
+    #[test]
+    fn plan_matches_the_library_formulas_and_generation_stops_when_full() {
+        let words = model_bytes();
+        let len = include_bytes!("../../tests/fixtures/wrap_tied.model.safetensors").len();
+        let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+        let model = load(bytes).unwrap();
+        let o = Options {
+            capacity: 6,
+            chunk: 2,
+            kv: KvKind::F16,
+            full_rows: 0,
+        };
+        let plan = Plan::new(model.config(), len, &o);
+        assert_eq!(plan.kv_cache, 2 * 2 * 16 * 6 * 2);
+        assert_eq!(plan.sampler, 40 * 8);
+        let mut kv = vec![f16::ZERO; plan.kv_cache / 2];
+        let mut scratch = vec![0f32; plan.scratch / 4];
+        let (mut logits, mut work) = (vec![0f32; 40], vec![Candidate::EMPTY; 40]);
+        let buf = Buffers {
+            kv: KvBuf::F16(&mut kv),
+            scratch: &mut scratch,
+            logits: &mut logits,
+            full_logits: &mut [],
+            work: &mut work,
+        };
+        let mut s = Session::new(model, &o, buf).unwrap();
+        assert_eq!(s.sample(&Sampling::GREEDY), Err(EngineError::NoLogits));
+        let mut out = vec::Vec::new();
+        // 3 prompt positions + 3 fed back fill the 6; the 4th token is sampled, not fed back.
+        let n = s
+            .generate(&[1, 2, 3], &Sampling::GREEDY, 10, |t| out.push(t))
+            .unwrap();
+        assert_eq!((n, out.len(), s.len()), (4, 4, 6));
+        assert!(matches!(
+            s.step(1),
+            Err(Error::CacheFull {
+                len: 6,
+                requested: 1,
+                capacity: 6
+            })
+        ));
+        assert!(matches!(
+            s.forward_all(&[1]),
+            Err(EngineError::TooManyRows {
+                rows: 1,
+                capacity: 0
+            })
+        ));
+    }
+}
