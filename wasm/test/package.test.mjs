@@ -2,6 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { readFileSync } from 'node:fs';
 
 import { Picoformer, PicoformerError, ErrorCode, readSafetensors } from '../js/picoformer.mjs';
 import { BUILDS, FIXTURES, fixture, model, hostTokens, maxAbsDiff } from './helpers.mjs';
@@ -72,6 +73,16 @@ for (const build of BUILDS) {
         assert.deepEqual(seen, expected);
       });
     }
+
+    test('bundled demo model: greedy and sampled tokens equal the host\'s', async () => {
+      const file = path.join(FIXTURES, '..', '..', 'models', 'demo.safetensors');
+      const prompt = Array.from(new TextEncoder().encode('It is a truth'));
+      const m = await Picoformer.load(build.bytes, readFileSync(file), { capacity: 256 });
+      assert.deepEqual(m.generate(prompt, { maxTokens: 40 }), hostTokens(file, prompt, 40));
+      const sampling = { temperature: 0.8, topK: 0, topP: 0.95, seed: 7 };
+      m.reset();
+      assert.deepEqual(m.generate(prompt, { maxTokens: 40, ...sampling }), hostTokens(file, prompt, 40, sampling));
+    });
 
     test('sampled tokens (temperature, top-k, top-p, min-p, seed) equal the host\'s', async () => {
       const sampling = { temperature: 0.8, topK: 10, topP: 0.9, minP: 0.02, seed: 42 };
