@@ -14,7 +14,10 @@ use crate::decoder::Decoder;
 use crate::error::Error;
 use crate::json::{JsonError, JsonErrorKind, Parser, ValueKind};
 use crate::safetensors::{Dtype, FormatError, SafeTensors, MAX_TENSORS};
-use crate::tensor::{Tensor, TensorSource, TensorView};
+use crate::tensor::{BlockQ8_0, Tensor, TensorSource, TensorView, Q8_0_BLOCK};
+
+/// Bytes of one Q8_0 block: an f16 scale and 32 int8 values.
+pub const Q8_0_BYTES: usize = 34;
 use crate::wrapper::TransformerWrapper;
 
 /// The metadata key that holds the constructor arguments.
@@ -39,7 +42,7 @@ pub enum LoadError<'a> {
         /// What is wrong with its value.
         error: JsonErrorKind,
     },
-    /// A tensor of an element type other than F32, F16 or BF16.
+    /// A tensor of an element type other than F32, F16, BF16 (or U8 `[rows, cols/32, 34]` Q8_0).
     UnsupportedDtype {
         /// The tensor.
         tensor: &'a str,
@@ -382,6 +385,22 @@ impl<'a> TensorSource<'a> for FileSource<'a> {
         if let Some(bits) = self.used.get(i / 64) {
             bits.set(bits.get() | 1 << (i % 64));
         }
+        // Q8_0 matrices (written by `picoformer quantize`) are U8 tensors of shape
+        // [rows, cols / 32, 34]: per block of 32 values, an f16 scale and 32 int8 values.
+        let s = t.shape();
+        if t.dtype() == Dtype::U8 && s.len() == 3 && s[2] == Q8_0_BYTES {
+            return match t.as_u8().map(bytemuck::try_cast_slice::<u8, BlockQ8_0>) {
+                Ok(Ok(blocks)) => Some(TensorView::new(
+                    Tensor::Q8_0(blocks),
+                    &[s[0], s[1].saturating_mul(Q8_0_BLOCK)],
+                )),
+                Ok(Err(_)) => self.fail(LoadError::UnsupportedDtype {
+                    tensor: t.name(),
+                    dtype: Dtype::U8,
+                }),
+                Err(e) => self.fail(LoadError::Format(e)),
+            };
+        }
         let data = match t.dtype() {
             Dtype::F32 => t.as_f32().map(Tensor::F32),
             Dtype::F16 => t.as_f16().map(Tensor::F16),
@@ -394,7 +413,7 @@ impl<'a> TensorSource<'a> for FileSource<'a> {
             }
         };
         match data {
-            Ok(data) => Some(TensorView::new(data, t.shape())),
+            Ok(data) => Some(TensorView::new(data, s)),
             Err(e) => self.fail(LoadError::Format(e)),
         }
     }

@@ -30,23 +30,46 @@ impl Aligned {
     }
 }
 
-/// Writes f32 tensors as a safetensors file.
-pub fn write_f32(path: &str, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<(), CliError> {
+/// One tensor to write: name, safetensors dtype name, shape, little-endian bytes.
+pub struct Entry {
+    pub name: String,
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// Writes a safetensors file. `metadata` values are written as given between quotes, so they
+/// must already be JSON-escaped (as `MetaValue::raw` returns them). Tensors are laid out in the
+/// given order with no holes; the data section starts at a multiple of 8, so a caller that orders
+/// tensors by element size (largest first) gets every tensor aligned for in-place views.
+pub fn write_tensors(
+    path: &str,
+    metadata: &[(String, String)],
+    tensors: &[Entry],
+) -> Result<(), CliError> {
     let mut header = String::from("{");
+    if !metadata.is_empty() {
+        header.push_str("\"__metadata__\":{");
+        for (i, (k, v)) in metadata.iter().enumerate() {
+            let _ = write!(header, "{}\"{k}\":\"{v}\"", if i > 0 { "," } else { "" });
+        }
+        header.push('}');
+    }
     let mut offset = 0usize;
-    for (i, (name, shape, data)) in tensors.iter().enumerate() {
-        let bytes = data.len() * 4;
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        if i > 0 {
+    for (i, t) in tensors.iter().enumerate() {
+        let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+        if i > 0 || !metadata.is_empty() {
             header.push(',');
         }
         let _ = write!(
             header,
-            "\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
+            "\"{}\":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
+            t.name,
+            t.dtype,
             dims.join(","),
-            offset + bytes
+            offset + t.bytes.len()
         );
-        offset += bytes;
+        offset += t.bytes.len();
     }
     header.push('}');
     while (8 + header.len()) % 8 != 0 {
@@ -54,12 +77,24 @@ pub fn write_f32(path: &str, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<(
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(header.as_bytes());
-    for (_, _, data) in tensors {
-        for v in data.iter() {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+    for t in tensors {
+        out.extend_from_slice(&t.bytes);
     }
     std::fs::write(path, out).map_err(|e| CliError::Failed(format!("cannot write {path}: {e}")))
+}
+
+/// Writes f32 tensors as a safetensors file.
+pub fn write_f32(path: &str, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<(), CliError> {
+    let entries: Vec<Entry> = tensors
+        .iter()
+        .map(|(name, shape, data)| Entry {
+            name: name.to_string(),
+            dtype: "F32",
+            shape: shape.clone(),
+            bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+        .collect();
+    write_tensors(path, &[], &entries)
 }
 
 /// Bytes in human units.

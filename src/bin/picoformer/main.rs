@@ -7,6 +7,7 @@ mod demo;
 mod files;
 mod generate;
 mod inspect;
+mod quantize;
 mod run;
 
 use args::{Args, CliError};
@@ -30,7 +31,9 @@ const USAGE: &str = "usage:
   picoformer run MODEL INPUTS OUT
       INPUTS: safetensors with `x` (b,n,dim) f32 or `tokens` (b,n) i64, optional `context`
       (b,m,dim_context) f32. OUT gets `full` and `stepwise` (prefill of the first position,
-      then one step per position), shaped like x-transformers' outputs";
+      then one step per position), shaped like x-transformers' outputs
+  picoformer quantize MODEL OUT
+      rewrite the weight matrices as Q8_0 (int8 blocks of 32 with an f16 scale)";
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +45,7 @@ fn main() {
         Some("inspect") => Args::parse(&argv[1..], &["capacity", "context", "chunk"])
             .and_then(|a| inspect::main(&a)),
         Some("run") => Args::parse(&argv[1..], &[]).and_then(|a| run::main(&a)),
+        Some("quantize") => Args::parse(&argv[1..], &[]).and_then(|a| quantize::main(&a)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
