@@ -70,6 +70,7 @@ fn run_host(board: &Board, bytes: &[u8], prompt: Vec<u32>) -> Expected {
         Tensor::F32(_) => "f32",
         Tensor::F16(_) => "f16",
         Tensor::Bf16(_) => "bf16",
+        Tensor::Q8_0(_) => "q8_0",
     };
 
     let (p, g, v) = (board.prompt, board.generate, cfg.num_tokens);
