@@ -16,23 +16,16 @@
 mod cpu_time;
 
 #[cfg(target_arch = "x86_64")]
+#[path = "../tests/common/values.rs"]
+mod values;
+
+#[cfg(target_arch = "x86_64")]
 mod imp {
     use crate::cpu_time::CpuTime;
+    use crate::values::values;
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
     use picoformer::kernels::{self, portable};
     use picoformer::{f16, quantize_q8_0, BlockQ8_0, Tensor};
-
-    fn values(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Y[m, n] = X[m, k]·W[n, k]ᵀ with the `gemm` crate, single thread.
     fn peer_gemm(m: usize, k: usize, n: usize, w: &[f32], x: &[f32], y: &mut [f32]) {

@@ -4,20 +4,12 @@
 
 use std::time::Instant;
 
+#[path = "../tests/common/values.rs"]
+mod values;
+
 use picoformer::kernels;
 use picoformer::{f16, quantize_q8_0, BlockQ8_0, Tensor};
-
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use values::values;
 
 fn median_gflops(flops: f64, mut f: impl FnMut()) -> f64 {
     f();

@@ -5,50 +5,19 @@
 //! PyTorch's.
 
 mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 mod reference;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::ops::ControlFlow;
 
 use common::*;
+use counting_alloc::{COUNT, WATCHING};
 use picoformer::generate::{self, GenerateConfig, GenerateError, Generator, Overflow, StopReason};
 use picoformer::sampling::{Candidate, SampleError, Sampler, SamplerConfig};
 use picoformer::{
     f16, DecoderConfig, Element, Error, KvCache, Model, Scratch, TransformerWrapper, WrapperConfig,
 };
-
-struct Counting;
-
-thread_local! {
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only counts calls made while this thread watches.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHING.with(|w| w.get()) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if WATCHING.with(|w| w.get()) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// Test models: rotary with grouped-query attention, and absolute positions with tied
 /// embeddings (every setting visible: random gains and biases from the reference).

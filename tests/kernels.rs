@@ -7,21 +7,12 @@
 //! The tests see the library with the `std` feature (runtime detection on x86-64) through the
 //! self dev-dependency in Cargo.toml.
 
+#[path = "common/values.rs"]
+mod values;
+
 use picoformer::kernels::{self, portable, Isa};
 use picoformer::{bf16, f16, quantize_q8_0, BlockQ8_0, Element, Tensor};
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use values::values;
 
 /// Fails if `PICOFORMER_REQUIRE_ISA` names an instruction set whose kernels did not run.
 fn check_required_isa() {

@@ -9,12 +9,11 @@
 
 use core::arch::aarch64::*;
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::AtomicBool;
 
 use half::{bf16, f16};
 
 use super::simd::{self, Isa, LoadW};
-use crate::tensor::{BlockQ8_0, Q8_0_BLOCK};
 
 /// Proof that NEON is available (always, on the targets this module is built for).
 #[derive(Clone, Copy, Debug)]
@@ -172,103 +171,8 @@ unsafe impl LoadW<Neon> for bf16 {
     }
 }
 
-// ---- target-feature wrappers: one per kernel, each instantiating the generic body.
-
-#[target_feature(enable = "neon")]
-unsafe fn gemv_neon<E: LoadW<Neon>>(w: &[E], x: &[f32], y: &mut [f32]) {
-    simd::gemv::<Neon, E>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn gemv_q8_neon(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
-    simd::gemv_q8::<Neon>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn gemm_neon<E: LoadW<Neon>>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    let (n, rows) = (x.len() / cols, w.len() / cols);
-    simd::gemm::<Neon, E>(w.as_ptr(), cols, x.as_ptr(), y.as_mut_ptr(), n, rows)
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn attention_neon<K: LoadW<Neon>>(
-    q: &[f32],
-    keys: &[K],
-    values: &[K],
-    scale: f32,
-    out: &mut [f32],
-) {
-    let d = q.len();
-    let len = keys.len() / d;
-    simd::attention::<Neon, K>(
-        q.as_ptr(),
-        d,
-        keys.as_ptr(),
-        values.as_ptr(),
-        len,
-        scale,
-        out.as_mut_ptr(),
-    )
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn exp_neon(x: &[f32], out: &mut [f32]) {
-    simd::exp_slice::<Neon>(x.as_ptr(), out.as_mut_ptr(), x.len())
-}
-
-// ---- the safe entry points (lengths checked here, once).
-
-/// `y = x·Wᵀ`, W `[y.len(), x.len()]`.
-pub(crate) fn matvec<E: LoadW<Neon>>(_: Token, w: &[E], x: &[f32], y: &mut [f32]) {
-    assert_eq!(w.len(), x.len() * y.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves neon; w, x, y have exactly the lengths gemv reads and
-    // writes (w: rows·cols, x: cols, y: rows).
-    unsafe { gemv_neon(w, x, y) }
-}
-
-/// `y = x·Wᵀ` for Q8_0 weights, W `[y.len(), x.len()]`, `x.len()` a multiple of 32.
-pub(crate) fn matvec_q8(_: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
-    assert!(x.len() % Q8_0_BLOCK == 0);
-    assert_eq!(w.len() * Q8_0_BLOCK, x.len() * y.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves the features; w holds rows·cols/32 blocks, x cols, y rows.
-    unsafe { gemv_q8_neon(w, x, y) }
-}
-
-/// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.
-pub(crate) fn matmul<E: LoadW<Neon>>(_: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
-    assert_eq!(y.len(), (x.len() / cols) * (w.len() / cols));
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves the features; the asserts give exactly the shapes gemm reads
-    // (w: rows·cols, x: n·cols) and writes (y: n·rows).
-    unsafe { gemm_neon(w, cols, x, y) }
-}
-
-/// One query head over `keys.len() / q.len()` cached rows.
-pub(crate) fn attention<K: LoadW<Neon>>(
-    _: Token,
-    q: &[f32],
-    keys: &[K],
-    values: &[K],
-    scale: f32,
-    out: &mut [f32],
-) {
-    let d = q.len();
-    assert!(d > 0 && !keys.is_empty() && keys.len() % d == 0);
-    assert_eq!(keys.len(), values.len());
-    assert_eq!(out.len(), d);
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves the features; keys and values hold len·d elements (len >= 1),
-    // q and out d each, as the body requires.
-    unsafe { attention_neon(q, keys, values, scale, out) }
-}
-
-/// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
-pub(crate) fn exp(_: Token, x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves the features; x and out have the same length n.
-    unsafe { exp_neon(x, out) }
+simd::target_kernels! {
+    isa: Neon,
+    token: Token,
+    #[target_feature(enable = "neon")]
 }

@@ -442,3 +442,158 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
         *out.add(c) *= inv;
     }
 }
+
+/// The per-architecture glue, written once: the `#[target_feature]` wrappers (one per kernel,
+/// each instantiating a generic body above) and the safe `pub(crate)` entry points (lengths
+/// checked here, once). Invoked by each architecture file with its [`Isa`] type, its `Token`
+/// type and the target-feature attribute(s) of the wrappers; `RAN` is the invoking module's.
+macro_rules! target_kernels {
+    (isa: $isa:ty, token: $token:ty, $(#[$attr:meta])+) => {
+        // ---- target-feature wrappers: one per kernel, each instantiating the generic body.
+
+        $(#[$attr])+
+        unsafe fn gemv_target<E: $crate::kernels::simd::LoadW<$isa>>(
+            w: &[E],
+            x: &[f32],
+            y: &mut [f32],
+        ) {
+            $crate::kernels::simd::gemv::<$isa, E>(
+                w.as_ptr(),
+                x.len(),
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                y.len(),
+            )
+        }
+
+        $(#[$attr])+
+        unsafe fn gemv_q8_target(w: &[$crate::tensor::BlockQ8_0], x: &[f32], y: &mut [f32]) {
+            $crate::kernels::simd::gemv_q8::<$isa>(
+                w.as_ptr(),
+                x.len(),
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                y.len(),
+            )
+        }
+
+        $(#[$attr])+
+        unsafe fn gemm_target<E: $crate::kernels::simd::LoadW<$isa>>(
+            w: &[E],
+            cols: usize,
+            x: &[f32],
+            y: &mut [f32],
+        ) {
+            let (n, rows) = (x.len() / cols, w.len() / cols);
+            $crate::kernels::simd::gemm::<$isa, E>(
+                w.as_ptr(),
+                cols,
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                n,
+                rows,
+            )
+        }
+
+        $(#[$attr])+
+        unsafe fn attention_target<K: $crate::kernels::simd::LoadW<$isa>>(
+            q: &[f32],
+            keys: &[K],
+            values: &[K],
+            scale: f32,
+            out: &mut [f32],
+        ) {
+            let d = q.len();
+            let len = keys.len() / d;
+            $crate::kernels::simd::attention::<$isa, K>(
+                q.as_ptr(),
+                d,
+                keys.as_ptr(),
+                values.as_ptr(),
+                len,
+                scale,
+                out.as_mut_ptr(),
+            )
+        }
+
+        $(#[$attr])+
+        unsafe fn exp_target(x: &[f32], out: &mut [f32]) {
+            $crate::kernels::simd::exp_slice::<$isa>(x.as_ptr(), out.as_mut_ptr(), x.len())
+        }
+
+        // ---- the safe entry points (lengths checked here, once).
+
+        /// `y = x·Wᵀ`, W `[y.len(), x.len()]`.
+        pub(crate) fn matvec<E: $crate::kernels::simd::LoadW<$isa>>(
+            _: $token,
+            w: &[E],
+            x: &[f32],
+            y: &mut [f32],
+        ) {
+            assert_eq!(w.len(), x.len() * y.len());
+            RAN.store(true, core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: the token proves the wrappers' target features (on wasm32, simd128 is
+            // enabled for the whole build); w, x, y have exactly the lengths gemv reads and
+            // writes (w: rows·cols, x: cols, y: rows).
+            unsafe { gemv_target(w, x, y) }
+        }
+
+        /// `y = x·Wᵀ` for Q8_0 weights, W `[y.len(), x.len()]`, `x.len()` a multiple of 32.
+        pub(crate) fn matvec_q8(
+            _: $token,
+            w: &[$crate::tensor::BlockQ8_0],
+            x: &[f32],
+            y: &mut [f32],
+        ) {
+            assert!(x.len() % $crate::tensor::Q8_0_BLOCK == 0);
+            assert_eq!(w.len() * $crate::tensor::Q8_0_BLOCK, x.len() * y.len());
+            RAN.store(true, core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: the token proves the features; w holds rows·cols/32 blocks, x cols, y rows.
+            unsafe { gemv_q8_target(w, x, y) }
+        }
+
+        /// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.
+        pub(crate) fn matmul<E: $crate::kernels::simd::LoadW<$isa>>(
+            _: $token,
+            w: &[E],
+            cols: usize,
+            x: &[f32],
+            y: &mut [f32],
+        ) {
+            assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
+            assert_eq!(y.len(), (x.len() / cols) * (w.len() / cols));
+            RAN.store(true, core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: the token proves the features; the asserts give exactly the shapes gemm
+            // reads (w: rows·cols, x: n·cols) and writes (y: n·rows).
+            unsafe { gemm_target(w, cols, x, y) }
+        }
+
+        /// One query head over `keys.len() / q.len()` cached rows.
+        pub(crate) fn attention<K: $crate::kernels::simd::LoadW<$isa>>(
+            _: $token,
+            q: &[f32],
+            keys: &[K],
+            values: &[K],
+            scale: f32,
+            out: &mut [f32],
+        ) {
+            let d = q.len();
+            assert!(d > 0 && !keys.is_empty() && keys.len() % d == 0);
+            assert_eq!(keys.len(), values.len());
+            assert_eq!(out.len(), d);
+            RAN.store(true, core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: the token proves the features; keys and values hold len·d elements
+            // (len >= 1), q and out d each, as the body requires.
+            unsafe { attention_target(q, keys, values, scale, out) }
+        }
+
+        /// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
+        pub(crate) fn exp(_: $token, x: &[f32], out: &mut [f32]) {
+            assert_eq!(x.len(), out.len());
+            RAN.store(true, core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: the token proves the features; x and out have the same length n.
+            unsafe { exp_target(x, out) }
+        }
+    };
+}
+pub(crate) use target_kernels;

@@ -8,12 +8,11 @@
 #![allow(unsafe_code)]
 
 use core::arch::wasm32::*;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::AtomicBool;
 
 use half::{bf16, f16};
 
 use super::simd::{self, Isa, LoadW};
-use crate::tensor::{BlockQ8_0, Q8_0_BLOCK};
 
 /// Proof that simd128 is available (always, on builds that compile this module).
 #[derive(Clone, Copy, Debug)]
@@ -197,103 +196,8 @@ unsafe impl LoadW<Simd128> for bf16 {
     }
 }
 
-// ---- target-feature wrappers: one per kernel, each instantiating the generic body.
-
-#[target_feature(enable = "simd128")]
-unsafe fn gemv_simd128<E: LoadW<Simd128>>(w: &[E], x: &[f32], y: &mut [f32]) {
-    simd::gemv::<Simd128, E>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
-}
-
-#[target_feature(enable = "simd128")]
-unsafe fn gemv_q8_simd128(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
-    simd::gemv_q8::<Simd128>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
-}
-
-#[target_feature(enable = "simd128")]
-unsafe fn gemm_simd128<E: LoadW<Simd128>>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    let (n, rows) = (x.len() / cols, w.len() / cols);
-    simd::gemm::<Simd128, E>(w.as_ptr(), cols, x.as_ptr(), y.as_mut_ptr(), n, rows)
-}
-
-#[target_feature(enable = "simd128")]
-unsafe fn attention_simd128<K: LoadW<Simd128>>(
-    q: &[f32],
-    keys: &[K],
-    values: &[K],
-    scale: f32,
-    out: &mut [f32],
-) {
-    let d = q.len();
-    let len = keys.len() / d;
-    simd::attention::<Simd128, K>(
-        q.as_ptr(),
-        d,
-        keys.as_ptr(),
-        values.as_ptr(),
-        len,
-        scale,
-        out.as_mut_ptr(),
-    )
-}
-
-#[target_feature(enable = "simd128")]
-unsafe fn exp_simd128(x: &[f32], out: &mut [f32]) {
-    simd::exp_slice::<Simd128>(x.as_ptr(), out.as_mut_ptr(), x.len())
-}
-
-// ---- the safe entry points (lengths checked here, once).
-
-/// `y = x·Wᵀ`, W `[y.len(), x.len()]`.
-pub(crate) fn matvec<E: LoadW<Simd128>>(_: Token, w: &[E], x: &[f32], y: &mut [f32]) {
-    assert_eq!(w.len(), x.len() * y.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: simd128 is enabled for the whole build; w, x, y have exactly the lengths gemv reads and
-    // writes (w: rows·cols, x: cols, y: rows).
-    unsafe { gemv_simd128(w, x, y) }
-}
-
-/// `y = x·Wᵀ` for Q8_0 weights, W `[y.len(), x.len()]`, `x.len()` a multiple of 32.
-pub(crate) fn matvec_q8(_: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
-    assert!(x.len() % Q8_0_BLOCK == 0);
-    assert_eq!(w.len() * Q8_0_BLOCK, x.len() * y.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: simd128 is enabled for the whole build; w holds rows·cols/32 blocks, x cols, y rows.
-    unsafe { gemv_q8_simd128(w, x, y) }
-}
-
-/// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.
-pub(crate) fn matmul<E: LoadW<Simd128>>(_: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
-    assert_eq!(y.len(), (x.len() / cols) * (w.len() / cols));
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: simd128 is enabled for the whole build; the asserts give exactly the shapes gemm reads
-    // (w: rows·cols, x: n·cols) and writes (y: n·rows).
-    unsafe { gemm_simd128(w, cols, x, y) }
-}
-
-/// One query head over `keys.len() / q.len()` cached rows.
-pub(crate) fn attention<K: LoadW<Simd128>>(
-    _: Token,
-    q: &[f32],
-    keys: &[K],
-    values: &[K],
-    scale: f32,
-    out: &mut [f32],
-) {
-    let d = q.len();
-    assert!(d > 0 && !keys.is_empty() && keys.len() % d == 0);
-    assert_eq!(keys.len(), values.len());
-    assert_eq!(out.len(), d);
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: simd128 is enabled for the whole build; keys and values hold len·d elements (len >= 1),
-    // q and out d each, as the body requires.
-    unsafe { attention_simd128(q, keys, values, scale, out) }
-}
-
-/// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
-pub(crate) fn exp(_: Token, x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: simd128 is enabled for the whole build; x and out have the same length n.
-    unsafe { exp_simd128(x, out) }
+simd::target_kernels! {
+    isa: Simd128,
+    token: Token,
+    #[target_feature(enable = "simd128")]
 }

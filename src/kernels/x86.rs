@@ -14,7 +14,6 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use half::{bf16, f16};
 
 use super::simd::{self, Isa, LoadW};
-use crate::tensor::{BlockQ8_0, Q8_0_BLOCK};
 
 /// Proof that AVX2, FMA and F16C are available (only [`Token::get`] makes one).
 #[derive(Clone, Copy, Debug)]
@@ -212,103 +211,8 @@ unsafe impl LoadW<Avx2> for bf16 {
     }
 }
 
-// ---- target-feature wrappers: one per kernel, each instantiating the generic body.
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemv_avx2<E: LoadW<Avx2>>(w: &[E], x: &[f32], y: &mut [f32]) {
-    simd::gemv::<Avx2, E>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemv_q8_avx2(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
-    simd::gemv_q8::<Avx2>(w.as_ptr(), x.len(), x.as_ptr(), y.as_mut_ptr(), y.len())
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_avx2<E: LoadW<Avx2>>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    let (n, rows) = (x.len() / cols, w.len() / cols);
-    simd::gemm::<Avx2, E>(w.as_ptr(), cols, x.as_ptr(), y.as_mut_ptr(), n, rows)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attention_avx2<K: LoadW<Avx2>>(
-    q: &[f32],
-    keys: &[K],
-    values: &[K],
-    scale: f32,
-    out: &mut [f32],
-) {
-    let d = q.len();
-    let len = keys.len() / d;
-    simd::attention::<Avx2, K>(
-        q.as_ptr(),
-        d,
-        keys.as_ptr(),
-        values.as_ptr(),
-        len,
-        scale,
-        out.as_mut_ptr(),
-    )
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn exp_avx2(x: &[f32], out: &mut [f32]) {
-    simd::exp_slice::<Avx2>(x.as_ptr(), out.as_mut_ptr(), x.len())
-}
-
-// ---- the safe entry points (lengths checked here, once).
-
-/// `y = x·Wᵀ`, W `[y.len(), x.len()]`.
-pub(crate) fn matvec<E: LoadW<Avx2>>(_: Token, w: &[E], x: &[f32], y: &mut [f32]) {
-    assert_eq!(w.len(), x.len() * y.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves avx2/fma/f16c; w, x, y have exactly the lengths gemv reads and
-    // writes (w: rows·cols, x: cols, y: rows).
-    unsafe { gemv_avx2(w, x, y) }
-}
-
-/// `y = x·Wᵀ` for Q8_0 weights, W `[y.len(), x.len()]`, `x.len()` a multiple of 32.
-pub(crate) fn matvec_q8(_: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
-    assert!(x.len() % Q8_0_BLOCK == 0);
-    assert_eq!(w.len() * Q8_0_BLOCK, x.len() * y.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves the features; w holds rows·cols/32 blocks, x cols, y rows.
-    unsafe { gemv_q8_avx2(w, x, y) }
-}
-
-/// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.
-pub(crate) fn matmul<E: LoadW<Avx2>>(_: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
-    assert_eq!(y.len(), (x.len() / cols) * (w.len() / cols));
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves the features; the asserts give exactly the shapes gemm reads
-    // (w: rows·cols, x: n·cols) and writes (y: n·rows).
-    unsafe { gemm_avx2(w, cols, x, y) }
-}
-
-/// One query head over `keys.len() / q.len()` cached rows.
-pub(crate) fn attention<K: LoadW<Avx2>>(
-    _: Token,
-    q: &[f32],
-    keys: &[K],
-    values: &[K],
-    scale: f32,
-    out: &mut [f32],
-) {
-    let d = q.len();
-    assert!(d > 0 && !keys.is_empty() && keys.len() % d == 0);
-    assert_eq!(keys.len(), values.len());
-    assert_eq!(out.len(), d);
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves the features; keys and values hold len·d elements (len >= 1),
-    // q and out d each, as the body requires.
-    unsafe { attention_avx2(q, keys, values, scale, out) }
-}
-
-/// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
-pub(crate) fn exp(_: Token, x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len());
-    RAN.store(true, Ordering::Relaxed);
-    // SAFETY: the token proves the features; x and out have the same length n.
-    unsafe { exp_avx2(x, out) }
+simd::target_kernels! {
+    isa: Avx2,
+    token: Token,
+    #[target_feature(enable = "avx2,fma,f16c")]
 }

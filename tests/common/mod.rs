@@ -5,6 +5,12 @@
 
 use std::collections::HashMap;
 
+#[path = "values.rs"]
+mod values;
+// Not every test crate that includes `common` uses it.
+#[allow(unused_imports)]
+pub use values::values;
+
 use picoformer::{
     Activation, DecoderConfig, Norm, Tensor, TensorSource, TensorView, WrapperConfig,
 };
@@ -78,19 +84,6 @@ impl<'w> TensorSource<'w> for &'w Table {
             .get(name)
             .map(|(v, s)| TensorView::new(Tensor::F32(v), s))
     }
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-pub fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// Max |a - b| over two equally long slices (NaN counts as infinite).
