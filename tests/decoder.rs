@@ -11,12 +11,15 @@ use proptest::prelude::*;
 /// Tolerances, justified by f32 rounding: every output is a final-normed row (entries of order
 /// 1, gains up to 1.5), produced by at most 3 blocks of dot products of length <= 96. f32
 /// epsilon is 6e-8 and such a pass accumulates a few hundred roundings, so errors of ~1e-6 are
-/// expected; measured over these cases: full vs step-wise < 3e-6 (they differ only in the
-/// order of the online softmax's rescaling), f32 vs the f64 reference < 1e-5. The bounds keep
-/// a 3-5x margin; logits are sums over `dim` of such rows, hence 2x more.
-const FULL_VS_STEP: f32 = 1e-5;
-const VS_REFERENCE: f64 = 5e-5;
-const LOGITS_VS_REFERENCE: f64 = 1e-4;
+/// expected. Full and step-wise passes differ in the order of the online softmax's rescaling and,
+/// with SIMD kernels, in the summation order of the matrix-matrix vs matrix-vector products.
+/// Measured over 8,000 cases (release, AVX2): full vs step-wise < 4.3e-6, f32 vs the f64
+/// reference < 6.5e-6; one earlier run met a case at 2.9e-5 (a norm dividing by a small
+/// standard deviation amplifies the rounding). The bounds keep a margin above that outlier;
+/// logits are sums over `dim` of such rows, hence 2x more.
+const FULL_VS_STEP: f32 = 5e-5;
+const VS_REFERENCE: f64 = 1e-4;
+const LOGITS_VS_REFERENCE: f64 = 2e-4;
 
 struct Model {
     cfg: DecoderConfig,
