@@ -62,6 +62,10 @@ pub(crate) unsafe trait Isa: Copy {
     unsafe fn splat_f16(h: u16) -> Self::V;
     /// Lane-wise partial sums of Σᵢ q[i]·x[i] over one block's 32 int8 quants at `q`.
     unsafe fn q8_dot(q: *const i8, x: Self::X32) -> Self::V;
+    /// A hint to fetch the cache line holding `p` into L1. `p` may point anywhere (it is never
+    /// dereferenced); the default does nothing.
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const u8) {}
 }
 
 /// An element type that the instruction set `I` loads (and widens to f32) `LANES` at a time.
@@ -125,8 +129,22 @@ pub(crate) unsafe fn exp_slice<I: Isa>(x: *const f32, out: *mut f32, n: usize) {
     }
 }
 
+/// Rows shorter than this are prefetched by [`gemv`] and [`gemv_q8`]: decode reads each small
+/// matrix once from L3 or DRAM as four interleaved short streams, which the hardware
+/// prefetchers follow too late. Long rows are streams they follow well, and there a prefetch
+/// only takes a load slot from a loop that is bound by its loads when the weights are cached.
+const PREFETCH_BYTES: usize = 4096;
+
+/// The distance in bytes from a weight being read to the one prefetched alongside it: the same
+/// column of a row past the current four, at least [`PREFETCH_BYTES`] on.
+#[inline(always)]
+fn prefetch_distance(row_bytes: usize) -> usize {
+    (4 + PREFETCH_BYTES.div_ceil(row_bytes.max(1))) * row_bytes
+}
+
 /// y[r] = Σ_c w[r·cols + c]·x[c] for r < rows: four rows at a time sharing each load of x,
-/// two accumulators per row; the last `cols % LANES` columns in scalar code.
+/// two accumulators per row; the last `cols % LANES` columns in scalar code. Rows further on
+/// are prefetched alongside when rows are short ([`PREFETCH_BYTES`]; addresses only, never read).
 /// Ranges: w[..rows·cols], x[..cols], y[..rows].
 #[inline(always)]
 pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
@@ -146,8 +164,19 @@ pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
         let w3 = w2.add(cols);
         let (mut a0, mut a1, mut a2, mut a3) = (I::zero(), I::zero(), I::zero(), I::zero());
         let (mut b0, mut b1, mut b2, mut b3) = (I::zero(), I::zero(), I::zero(), I::zero());
+        // Wrapping: near the end these addresses pass the weights (prefetches never fault).
+        let row_bytes = cols * core::mem::size_of::<E>();
+        let prefetching = row_bytes < PREFETCH_BYTES;
+        let ahead = (w0 as *const u8).wrapping_add(prefetch_distance(row_bytes));
         let mut c = 0;
         while c + 2 * l <= main {
+            if prefetching {
+                let pf = ahead.wrapping_add(c * core::mem::size_of::<E>());
+                I::prefetch(pf);
+                I::prefetch(pf.wrapping_add(row_bytes));
+                I::prefetch(pf.wrapping_add(2 * row_bytes));
+                I::prefetch(pf.wrapping_add(3 * row_bytes));
+            }
             let x0 = I::load(x.add(c));
             let x1 = I::load(x.add(c + l));
             a0 = I::fma(E::loadw(w0.add(c)), x0, a0);
@@ -213,6 +242,9 @@ unsafe fn dot<I: Isa, E: LoadW<I>>(w: *const E, x: *const f32, cols: usize) -> f
     s
 }
 
+/// Bytes of one Q8_0 block.
+const BLOCK_BYTES: usize = core::mem::size_of::<BlockQ8_0>();
+
 /// Q8_0 matrix-vector product: y[r] = Σ_b d[r,b] · Σ_i q[r,b,i]·x[32b + i], four rows at a
 /// time sharing each block of x. Ranges: w[..rows·cols/32] blocks, x[..cols], y[..rows];
 /// `cols` is a multiple of 32.
@@ -230,7 +262,15 @@ pub(crate) unsafe fn gemv_q8<I: Isa>(
         let w0 = w.add(r * nb);
         let (w1, w2, w3) = (w0.add(nb), w0.add(2 * nb), w0.add(3 * nb));
         let (mut a0, mut a1, mut a2, mut a3) = (I::zero(), I::zero(), I::zero(), I::zero());
+        // As in `gemv`: addresses only, wrapping past the end.
+        let prefetching = nb * BLOCK_BYTES < PREFETCH_BYTES;
+        let ahead = (w0 as *const u8).wrapping_add(prefetch_distance(nb * BLOCK_BYTES));
         for b in 0..nb {
+            if prefetching {
+                for j in 0..4 {
+                    I::prefetch(ahead.wrapping_add((j * nb + b) * BLOCK_BYTES));
+                }
+            }
             let xb = I::load_x32(x.add(b * Q8_0_BLOCK));
             a0 = q8_step::<I>(&*w0.add(b), xb, a0);
             a1 = q8_step::<I>(&*w1.add(b), xb, a1);

@@ -188,6 +188,10 @@ unsafe impl Isa for Avx2 {
         let t = _mm256_fmadd_ps(v(3), x[3], t);
         _mm256_add_ps(s, t)
     }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
 }
 
 // SAFETY (all three): as for `Isa`; 8 elements are read from `p`.
