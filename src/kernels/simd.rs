@@ -130,21 +130,21 @@ pub(crate) unsafe fn exp_slice<I: Isa>(x: *const f32, out: *mut f32, n: usize) {
 }
 
 /// Rows shorter than this are prefetched by [`gemv`] and [`gemv_q8`]: decode reads each small
-/// matrix once from L3 or DRAM as four interleaved short streams, which the hardware
-/// prefetchers follow too late. Long rows are streams they follow well, and there a prefetch
-/// only takes a load slot from a loop that is bound by its loads when the weights are cached.
+/// matrix once from L3 or DRAM in groups of four short rows, which the hardware prefetchers
+/// follow too late. Long rows are streams they follow well, and there a prefetch only takes a
+/// load slot from a loop that is bound by its loads when the weights are cached.
 const PREFETCH_BYTES: usize = 4096;
 
-/// The distance in bytes from a weight being read to the one prefetched alongside it: the same
-/// column of a row past the current four, at least [`PREFETCH_BYTES`] on.
-#[inline(always)]
-fn prefetch_distance(row_bytes: usize) -> usize {
-    (4 + PREFETCH_BYTES.div_ceil(row_bytes.max(1))) * row_bytes
-}
+/// How far ahead [`gemv`] and [`gemv_q8`] prefetch, in bytes. A group of four rows is one
+/// contiguous run of memory, and each iteration consumes the same share of each row, so the
+/// prefetches walk the weights as one linear stream, one per cache line: the iteration that has
+/// consumed `b` bytes of its group's `4·row` prefetches `group start + 4 KiB + b` onwards.
+const PREFETCH_AHEAD: usize = 4096;
 
 /// y[r] = Σ_c w[r·cols + c]·x[c] for r < rows: four rows at a time sharing each load of x,
-/// two accumulators per row; the last `cols % LANES` columns in scalar code. Rows further on
-/// are prefetched alongside when rows are short ([`PREFETCH_BYTES`]; addresses only, never read).
+/// two accumulators per row; the last `cols % LANES` columns in scalar code. The weights ahead
+/// are prefetched alongside when rows are short ([`PREFETCH_BYTES`], [`PREFETCH_AHEAD`];
+/// addresses only, never read).
 /// Ranges: w[..rows·cols], x[..cols], y[..rows].
 #[inline(always)]
 pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
@@ -167,15 +167,16 @@ pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
         // Wrapping: near the end these addresses pass the weights (prefetches never fault).
         let row_bytes = cols * core::mem::size_of::<E>();
         let prefetching = row_bytes < PREFETCH_BYTES;
-        let ahead = (w0 as *const u8).wrapping_add(prefetch_distance(row_bytes));
+        let ahead = (w0 as *const u8).wrapping_add(PREFETCH_AHEAD);
+        // Bytes of the four rows consumed per iteration, as whole cache lines.
+        let lines = (8 * l * core::mem::size_of::<E>()).div_ceil(64);
         let mut c = 0;
         while c + 2 * l <= main {
             if prefetching {
-                let pf = ahead.wrapping_add(c * core::mem::size_of::<E>());
-                I::prefetch(pf);
-                I::prefetch(pf.wrapping_add(row_bytes));
-                I::prefetch(pf.wrapping_add(2 * row_bytes));
-                I::prefetch(pf.wrapping_add(3 * row_bytes));
+                let pf = ahead.wrapping_add(4 * c * core::mem::size_of::<E>());
+                for j in 0..lines {
+                    I::prefetch(pf.wrapping_add(64 * j));
+                }
             }
             let x0 = I::load(x.add(c));
             let x1 = I::load(x.add(c + l));
@@ -264,11 +265,12 @@ pub(crate) unsafe fn gemv_q8<I: Isa>(
         let (mut a0, mut a1, mut a2, mut a3) = (I::zero(), I::zero(), I::zero(), I::zero());
         // As in `gemv`: addresses only, wrapping past the end.
         let prefetching = nb * BLOCK_BYTES < PREFETCH_BYTES;
-        let ahead = (w0 as *const u8).wrapping_add(prefetch_distance(nb * BLOCK_BYTES));
+        let ahead = (w0 as *const u8).wrapping_add(PREFETCH_AHEAD);
         for b in 0..nb {
             if prefetching {
-                for j in 0..4 {
-                    I::prefetch(ahead.wrapping_add((j * nb + b) * BLOCK_BYTES));
+                let pf = ahead.wrapping_add(4 * b * BLOCK_BYTES);
+                for j in 0..(4 * BLOCK_BYTES).div_ceil(64) {
+                    I::prefetch(pf.wrapping_add(64 * j));
                 }
             }
             let xb = I::load_x32(x.add(b * Q8_0_BLOCK));

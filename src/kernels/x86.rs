@@ -9,7 +9,7 @@
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::*;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::AtomicBool;
 
 use half::{bf16, f16};
 
@@ -63,7 +63,7 @@ impl Token {
 #[cfg(feature = "std")]
 #[allow(dead_code)]
 fn detected() -> bool {
-    use core::sync::atomic::AtomicU8;
+    use core::sync::atomic::{AtomicU8, Ordering};
     static STATE: AtomicU8 = AtomicU8::new(0);
     match STATE.load(Ordering::Relaxed) {
         0 => {
