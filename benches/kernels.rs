@@ -7,6 +7,8 @@
 //!   (2·M·K·N per call), so criterion's "elem/s" read as FLOP/s.
 //! - `attention/d64/len/*`: one decode query head over `len` cached positions, f32 and f16
 //!   cache, against the portable kernel and a straightforward scalar implementation.
+//! - `attention_gqa/d64x4/len/*`: four query heads sharing one kv head (grouped-query
+//!   attention), one grouped call against four single-head calls.
 //!
 //! Run: `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 3`, then
 //! `python3 tools/bench_table.py` for the table of medians.
@@ -198,10 +200,42 @@ mod imp {
         }
     }
 
+    /// Grouped-query attention: 4 query heads sharing one kv head, read once by
+    /// `attention_group` against four single-head calls (each reading the cache again).
+    fn bench_attention_group(c: &mut Criterion<CpuTime>) {
+        let (d, heads) = (64, 4);
+        let group = kernels::HeadGroup {
+            dim: d,
+            heads,
+            stride: d,
+        };
+        for len in [1024usize, 4096] {
+            let mut g = c.benchmark_group(format!("attention_gqa/d{d}x{heads}/{len}"));
+            // Elements = (query head, cached position) pairs per call.
+            g.throughput(Throughput::Elements((heads * len) as u64));
+            let q = values(3, heads * d);
+            let k = values(4, len * d);
+            let v = values(5, len * d);
+            let scale = 0.125;
+            let mut out = vec![0.0f32; heads * d];
+            g.bench_function("picoformer_group", |b| {
+                b.iter(|| kernels::attention_group(black_box(&q), group, &k, &v, scale, &mut out))
+            });
+            g.bench_function("picoformer_per_head", |b| {
+                b.iter(|| {
+                    for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+                        kernels::attention(black_box(qh), &k, &v, scale, oh)
+                    }
+                })
+            });
+            g.finish();
+        }
+    }
+
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
-        targets = bench_products, bench_attention
+        targets = bench_products, bench_attention, bench_attention_group
     }
 }
 

@@ -280,6 +280,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let (dim, qd, kvd, d) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.attn_dim_head);
         let (heads, kv_heads, half) = (cfg.heads, cfg.kv_heads(), cfg.rotary_dim() / 2);
         let scale = (1.0 / libm::sqrt(d as f64)) as f32; // d^-1/2 (xt:1957)
+                                                         // The query heads of one kv head, kv_heads·d apart in a position's q (validated config:
+                                                         // heads is a multiple of kv_heads, so the group ends inside the position).
+        let group = kernels::HeadGroup {
+            dim: d,
+            heads: heads / kv_heads,
+            stride: kv_heads * d,
+        };
         let pos0 = cache.len();
         self.fill_rotary(s, pos0, n);
         let x = &mut s.x[..n * dim];
@@ -322,11 +329,20 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             }
             for i in 0..n {
                 // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180). Query head h reads
-                // kv head h mod kv_heads (at:529-532).
-                for h in 0..heads {
-                    let (keys, values) = cache.head(b, h % kv_heads, pos0 + i + 1);
-                    let at = i * qd + h * d;
-                    kernels::attention(&q[at..at + d], keys, values, scale, &mut att[at..at + d]);
+                // kv head h mod kv_heads (at:529-532): kv head j serves heads j, j + kv_heads, …,
+                // which one call reads it once for.
+                for j in 0..kv_heads {
+                    let (keys, values) = cache.head(b, j, pos0 + i + 1);
+                    let at = i * qd + j * d;
+                    let heads = &mut att[at..at + group.span().unwrap_or(0)];
+                    kernels::attention_group(
+                        &q[at..at + heads.len()],
+                        group,
+                        keys,
+                        values,
+                        scale,
+                        heads,
+                    );
                 }
             }
             self.project_out(a, att, xb2);
@@ -337,15 +353,17 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.norm(c.norm, x, xb);
                 kernels::matmul(c.to_q, dim, xb, q);
                 for i in 0..n {
-                    for h in 0..heads {
-                        let (keys, values) = cache.context_head(b, h % kv_heads);
-                        let at = i * qd + h * d;
-                        kernels::attention(
-                            &q[at..at + d],
+                    for j in 0..kv_heads {
+                        let (keys, values) = cache.context_head(b, j);
+                        let at = i * qd + j * d;
+                        let heads = &mut att[at..at + group.span().unwrap_or(0)];
+                        kernels::attention_group(
+                            &q[at..at + heads.len()],
+                            group,
                             keys,
                             values,
                             scale,
-                            &mut att[at..at + d],
+                            heads,
                         );
                     }
                 }

@@ -267,6 +267,131 @@ fn attention_f16_cache_matches_portable() {
     check_attention::<f16>();
 }
 
+/// Grouped query heads (1..=11, across the kernel's passes of 8) with strides from `dim` up,
+/// against the portable kernel head by head; the gaps between heads must stay untouched.
+fn check_attention_group<K: Element>() {
+    let heads_set: Vec<usize> = if cfg!(miri) {
+        vec![1, 3]
+    } else {
+        (1..=11).collect()
+    };
+    let dims: &[usize] = if cfg!(miri) {
+        &[3]
+    } else {
+        &[1, 5, 8, 16, 64, 67]
+    };
+    let lens: &[usize] = if cfg!(miri) {
+        &[1, 17]
+    } else {
+        &[1, 2, 15, 16, 17, 40]
+    };
+    for &d in dims {
+        for &heads in &heads_set {
+            for (si, stride) in [d, d + 3, 4 * d].into_iter().enumerate() {
+                let group = kernels::HeadGroup {
+                    dim: d,
+                    heads,
+                    stride,
+                };
+                let span = group.span().unwrap();
+                for &len in lens {
+                    let seed = (d * 1000 + heads * 10 + si) as u64;
+                    let q = values(seed, span);
+                    let k: Vec<K> = values(seed + 1, len * d)
+                        .iter()
+                        .map(|&x| K::from_f32(x))
+                        .collect();
+                    let v: Vec<K> = values(seed + 2, len * d)
+                        .iter()
+                        .map(|&x| K::from_f32(x))
+                        .collect();
+                    let scale = if len % 2 == 0 { 0.4 } else { 7.0 };
+                    let mut want = vec![f32::NAN; span];
+                    portable::attention_group(&q, group, &k, &v, scale, &mut want);
+                    let mut got = vec![f32::NAN; span];
+                    kernels::attention_group(&q, group, &k, &v, scale, &mut got);
+                    for i in 0..span {
+                        let in_head = i % stride < d;
+                        if in_head {
+                            let what = format!("attention_group d {d} heads {heads} stride {stride} len {len} at {i}");
+                            assert_close(
+                                &got[i..=i],
+                                &want[i..=i],
+                                &[1.0],
+                                2e-6 * (1.0 + scale),
+                                &what,
+                            );
+                        } else {
+                            assert!(
+                                got[i].is_nan() && want[i].is_nan(),
+                                "wrote between heads at {i}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn attention_group_f32_cache_matches_portable() {
+    check_attention_group::<f32>();
+}
+
+#[test]
+fn attention_group_f16_cache_matches_portable() {
+    check_attention_group::<f16>();
+}
+
+#[test]
+fn attention_group_of_heads_equals_each_head_alone() {
+    // The portable group is the reference above: pin it to single-head calls.
+    let (d, heads, stride, len) = (6, 3, 10, 9);
+    let group = kernels::HeadGroup {
+        dim: d,
+        heads,
+        stride,
+    };
+    let q = values(1, group.span().unwrap());
+    let (k, v) = (values(2, len * d), values(3, len * d));
+    let mut got = vec![0.0; q.len()];
+    portable::attention_group(&q, group, &k, &v, 0.5, &mut got);
+    for t in 0..heads {
+        let mut one = vec![0.0; d];
+        portable::attention(&q[t * stride..t * stride + d], &k, &v, 0.5, &mut one);
+        assert_eq!(&got[t * stride..t * stride + d], &one[..]);
+    }
+    assert_eq!(
+        kernels::HeadGroup {
+            dim: 4,
+            heads: 2,
+            stride: 3
+        }
+        .span(),
+        None
+    );
+    assert_eq!(
+        kernels::HeadGroup {
+            dim: 0,
+            heads: 2,
+            stride: 3
+        }
+        .span(),
+        None
+    );
+    assert_eq!(
+        kernels::HeadGroup {
+            dim: 1,
+            heads: usize::MAX,
+            stride: 2
+        }
+        .span(),
+        None
+    );
+}
+
 /// Distance in units in the last place between two f32 of the same sign.
 fn ulps(a: f32, b: f32) -> u32 {
     (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32

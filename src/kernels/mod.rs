@@ -290,21 +290,79 @@ pub fn rms_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]) 
     }
 }
 
+/// Query heads that share one cached kv head (grouped-query attention): `heads` heads of `dim`
+/// values each, head t at offset `t·stride` of the query and output slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadGroup {
+    /// Values per head (the head dimension).
+    pub dim: usize,
+    /// Query heads in the group.
+    pub heads: usize,
+    /// Distance between the starts of consecutive heads, `>= dim`.
+    pub stride: usize,
+}
+
+impl HeadGroup {
+    /// A single head of `dim` values.
+    pub const fn one(dim: usize) -> HeadGroup {
+        HeadGroup {
+            dim,
+            heads: 1,
+            stride: dim,
+        }
+    }
+
+    /// The length of the query and output slices, `(heads − 1)·stride + dim`, or `None` if
+    /// `dim` or `heads` is 0, `stride < dim`, or the length overflows.
+    pub const fn span(self) -> Option<usize> {
+        if self.dim == 0 || self.heads == 0 || self.stride < self.dim {
+            return None;
+        }
+        match (self.heads - 1).checked_mul(self.stride) {
+            Some(v) => v.checked_add(self.dim),
+            None => None,
+        }
+    }
+}
+
 /// One query head over one cached kv head (see [`portable::attention`]).
 ///
 /// # Panics
 /// If the lengths disagree or `keys` is empty.
 pub fn attention<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
+    attention_group(q, HeadGroup::one(q.len()), keys, values, scale, out)
+}
+
+/// The query heads of `group` over one cached kv head, which the SIMD kernels read once for
+/// all of them (see [`portable::attention_group`]).
+///
+/// # Panics
+/// If `q` or `out` is not `group.span()` long, the keys are not whole rows of `group.dim`,
+/// the keys and values differ in length, or `keys` is empty.
+pub fn attention_group<K: Element>(
+    q: &[f32],
+    group: HeadGroup,
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
     if let Some(t) = token() {
         match (K::as_tensor(keys), K::as_tensor(values)) {
-            (Tensor::F32(k), Tensor::F32(v)) => return arch::attention(t, q, k, v, scale, out),
-            (Tensor::F16(k), Tensor::F16(v)) => return arch::attention(t, q, k, v, scale, out),
-            (Tensor::Bf16(k), Tensor::Bf16(v)) => return arch::attention(t, q, k, v, scale, out),
+            (Tensor::F32(k), Tensor::F32(v)) => {
+                return arch::attention(t, q, group, k, v, scale, out)
+            }
+            (Tensor::F16(k), Tensor::F16(v)) => {
+                return arch::attention(t, q, group, k, v, scale, out)
+            }
+            (Tensor::Bf16(k), Tensor::Bf16(v)) => {
+                return arch::attention(t, q, group, k, v, scale, out)
+            }
             _ => {}
         }
     }
     portable_ran();
-    portable::attention(q, keys, values, scale, out)
+    portable::attention_group(q, group, keys, values, scale, out)
 }
 
 /// `y = t` for a row of weights (an embedding row), converted to `f32`.
@@ -385,6 +443,7 @@ mod none {
     pub(crate) fn attention<K: Element>(
         t: Token,
         _: &[f32],
+        _: super::HeadGroup,
         _: &[K],
         _: &[K],
         _: f32,

@@ -219,6 +219,28 @@ pub fn attention<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, ou
     }
 }
 
+/// The query heads of `group` over one cached kv head: [`attention`] for each head t on
+/// `q[t·stride..][..dim]`, writing `out[t·stride..][..dim]` (nothing else of `out`).
+///
+/// # Panics
+/// If `q` or `out` is not `group.span()` long, or as [`attention`].
+pub fn attention_group<K: Element>(
+    q: &[f32],
+    group: super::HeadGroup,
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
+    assert_eq!(group.span(), Some(q.len()));
+    assert_eq!(out.len(), q.len());
+    let d = group.dim;
+    for t in 0..group.heads {
+        let at = t * group.stride;
+        attention(&q[at..at + d], keys, values, scale, &mut out[at..at + d]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -408,15 +408,23 @@ unsafe fn tile<I: Isa, E: LoadW<I>, const P: usize, const R: usize>(
 /// Keys per block of the online softmax.
 const BLOCK: usize = 16;
 
-/// One query head over `len` cached rows of `d` values (see `portable::attention`), in blocks
-/// of [`BLOCK`] keys: the block's scores by [`gemv`] into a stack array, one rescale of the
-/// running output per block, the probabilities by the vector [`exp`], and the weighted values
-/// accumulated over the head dimension. Ranges: q[..d], keys and values [..len·d], out[..d];
-/// `len >= 1`, `d >= 1`.
+/// Query heads handled per pass over the cache by [`attention`] (the size of its per-head state).
+const HEADS_PER_PASS: usize = 8;
+
+/// `g` query heads that share one cached kv head (grouped-query attention) over `len` cached
+/// rows of `d` values (see `portable::attention`): head t reads q[t·stride..][..d] and writes
+/// out[t·stride..][..d]. The keys and values are read from memory once per pass of up to
+/// [`HEADS_PER_PASS`] heads: each block of [`BLOCK`] keys is scored for every head of the pass
+/// while it is in L1 ([`gemv`] into a stack array), then each head rescales its running output
+/// once, takes its probabilities with the vector [`exp`] and accumulates the block's weighted
+/// values over the head dimension. Ranges: q and out [..(g−1)·stride + d], keys and values
+/// [..len·d]; `len >= 1`, `d >= 1`, `g >= 1`, `stride >= d`.
 #[inline(always)]
 pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
     q: *const f32,
     d: usize,
+    g: usize,
+    stride: usize,
     keys: *const K,
     values: *const K,
     len: usize,
@@ -425,63 +433,77 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
 ) {
     let l = I::LANES;
     let dm = d - d % l;
-    for c in 0..d {
-        *out.add(c) = 0.0;
-    }
-    let mut max = f32::NEG_INFINITY;
-    let mut sum = 0.0f32;
-    let mut s = [0.0f32; BLOCK];
-    let mut j0 = 0;
-    while j0 < len {
-        let nb = BLOCK.min(len - j0);
-        gemv::<I, K>(keys.add(j0 * d), d, q, s.as_mut_ptr(), nb);
-        let mut bmax = f32::NEG_INFINITY;
-        for v in s.iter_mut().take(nb) {
-            *v *= scale;
-            bmax = bmax.max(*v);
-        }
-        for v in s.iter_mut().skip(nb) {
-            *v = f32::NEG_INFINITY;
-        }
-        // Rescale what was accumulated so far when the running maximum grows.
-        let mut corr = 1.0f32;
-        if bmax > max {
-            corr = I::hmax(exp::<I>(I::splat(max - bmax)));
-            max = bmax;
-        }
-        let m = I::splat(max);
-        let mut k = 0;
-        let mut psum = I::zero();
-        while k < BLOCK {
-            let p = exp::<I>(I::sub(I::load(s.as_ptr().add(k)), m));
-            I::store(s.as_mut_ptr().add(k), p);
-            psum = I::add(psum, p);
-            k += l;
-        }
-        sum = sum * corr + I::hsum(psum);
-        let vb = values.add(j0 * d);
-        let cv = I::splat(corr);
-        let mut c = 0;
-        while c < dm {
-            let mut o = I::mul(I::load(out.add(c)), cv);
-            for (j, &p) in s.iter().enumerate().take(nb) {
-                o = I::fma(I::splat(p), K::loadw(vb.add(j * d + c)), o);
+    let mut t0 = 0;
+    while t0 < g {
+        let heads = HEADS_PER_PASS.min(g - t0);
+        let mut max = [f32::NEG_INFINITY; HEADS_PER_PASS];
+        let mut sum = [0.0f32; HEADS_PER_PASS];
+        for t in 0..heads {
+            let o = out.add((t0 + t) * stride);
+            for c in 0..d {
+                *o.add(c) = 0.0;
             }
-            I::store(out.add(c), o);
-            c += l;
         }
-        for c in dm..d {
-            let mut o = *out.add(c) * corr;
-            for (j, &p) in s.iter().enumerate().take(nb) {
-                o += p * (*vb.add(j * d + c)).to_f32();
+        let mut s = [0.0f32; BLOCK];
+        let mut j0 = 0;
+        while j0 < len {
+            let nb = BLOCK.min(len - j0);
+            let kb = keys.add(j0 * d);
+            let vb = values.add(j0 * d);
+            for t in 0..heads {
+                let (qt, ot) = (q.add((t0 + t) * stride), out.add((t0 + t) * stride));
+                gemv::<I, K>(kb, d, qt, s.as_mut_ptr(), nb);
+                let mut bmax = f32::NEG_INFINITY;
+                for v in s.iter_mut().take(nb) {
+                    *v *= scale;
+                    bmax = bmax.max(*v);
+                }
+                for v in s.iter_mut().skip(nb) {
+                    *v = f32::NEG_INFINITY;
+                }
+                // Rescale what was accumulated so far when the running maximum grows.
+                let mut corr = 1.0f32;
+                if bmax > max[t] {
+                    corr = I::hmax(exp::<I>(I::splat(max[t] - bmax)));
+                    max[t] = bmax;
+                }
+                let m = I::splat(max[t]);
+                let mut k = 0;
+                let mut psum = I::zero();
+                while k < BLOCK {
+                    let p = exp::<I>(I::sub(I::load(s.as_ptr().add(k)), m));
+                    I::store(s.as_mut_ptr().add(k), p);
+                    psum = I::add(psum, p);
+                    k += l;
+                }
+                sum[t] = sum[t] * corr + I::hsum(psum);
+                let cv = I::splat(corr);
+                let mut c = 0;
+                while c < dm {
+                    let mut o = I::mul(I::load(ot.add(c)), cv);
+                    for (j, &p) in s.iter().enumerate().take(nb) {
+                        o = I::fma(I::splat(p), K::loadw(vb.add(j * d + c)), o);
+                    }
+                    I::store(ot.add(c), o);
+                    c += l;
+                }
+                for c in dm..d {
+                    let mut o = *ot.add(c) * corr;
+                    for (j, &p) in s.iter().enumerate().take(nb) {
+                        o += p * (*vb.add(j * d + c)).to_f32();
+                    }
+                    *ot.add(c) = o;
+                }
             }
-            *out.add(c) = o;
+            j0 += nb;
         }
-        j0 += nb;
-    }
-    let inv = 1.0 / sum;
-    for c in 0..d {
-        *out.add(c) *= inv;
+        for (t, &total) in sum.iter().enumerate().take(heads) {
+            let (o, inv) = (out.add((t0 + t) * stride), 1.0 / total);
+            for c in 0..d {
+                *o.add(c) *= inv;
+            }
+        }
+        t0 += heads;
     }
 }
 
@@ -540,16 +562,18 @@ macro_rules! target_kernels {
         $(#[$attr])+
         unsafe fn attention_target<K: $crate::kernels::simd::LoadW<$isa>>(
             q: &[f32],
+            group: $crate::kernels::HeadGroup,
             keys: &[K],
             values: &[K],
             scale: f32,
             out: &mut [f32],
         ) {
-            let d = q.len();
-            let len = keys.len() / d;
+            let len = keys.len() / group.dim;
             $crate::kernels::simd::attention::<$isa, K>(
                 q.as_ptr(),
-                d,
+                group.dim,
+                group.heads,
+                group.stride,
                 keys.as_ptr(),
                 values.as_ptr(),
                 len,
@@ -610,23 +634,25 @@ macro_rules! target_kernels {
             unsafe { gemm_target(w, cols, x, y) }
         }
 
-        /// One query head over `keys.len() / q.len()` cached rows.
+        /// The query heads of `group` over `keys.len() / group.dim` cached rows.
         pub(crate) fn attention<K: $crate::kernels::simd::LoadW<$isa>>(
             _: $token,
             q: &[f32],
+            group: $crate::kernels::HeadGroup,
             keys: &[K],
             values: &[K],
             scale: f32,
             out: &mut [f32],
         ) {
-            let d = q.len();
-            assert!(d > 0 && !keys.is_empty() && keys.len() % d == 0);
+            assert_eq!(group.span(), Some(q.len()));
+            assert!(!keys.is_empty() && keys.len() % group.dim == 0);
             assert_eq!(keys.len(), values.len());
-            assert_eq!(out.len(), d);
+            assert_eq!(out.len(), q.len());
             RAN.store(true, core::sync::atomic::Ordering::Relaxed);
-            // SAFETY: the token proves the features; keys and values hold len·d elements
-            // (len >= 1), q and out d each, as the body requires.
-            unsafe { attention_target(q, keys, values, scale, out) }
+            // SAFETY: the token proves the features; `span` checked dim >= 1, heads >= 1,
+            // stride >= dim and q, out hold (heads − 1)·stride + dim values; keys and values
+            // hold len·dim elements (len >= 1), as the body requires.
+            unsafe { attention_target(q, group, keys, values, scale, out) }
         }
 
         /// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
