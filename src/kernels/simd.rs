@@ -312,8 +312,11 @@ const KC: usize = 512;
 ///
 /// Register blocking: a tile of 3 positions × 4 weight rows keeps 12 vector accumulators
 /// (plus 3 activation vectors and 1 weight vector: the 16 registers of AVX2), 7 loads per
-/// 12 FMAs. Columns are cut into blocks of [`KC`]; the 4 rows of a tile stay in L1 across all
-/// positions, and later column blocks add to Y.
+/// 12 FMAs. Columns are cut into blocks of [`KC`]; the 4 rows of a tile (a strip) stay in L1
+/// across all positions, and later column blocks add to Y. 16-bit weights are widened once
+/// per strip into an 8 KiB f32 buffer on the stack when at least [`STAGE_MIN`] positions will
+/// reuse it, instead of once per tile (the widening otherwise takes a third of the FMA issue
+/// slots).
 #[inline(always)]
 pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
     w: *const E,
@@ -322,30 +325,32 @@ pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
     y: *mut f32,
     n: usize,
     rows: usize,
-) {
+) where
+    f32: LoadW<I>,
+{
+    let stage = core::mem::size_of::<E>() != 4 && n >= STAGE_MIN;
     let mut k0 = 0;
     while k0 < cols {
         let kc = KC.min(cols - k0);
         let add = k0 > 0;
         let mut r = 0;
         while r + 4 <= rows {
-            let mut i = 0;
-            while i + 3 <= n {
-                tile::<I, E, 3, 4>(w, cols, x, y, rows, i, r, k0, kc, add);
-                i += 3;
-            }
-            match n - i {
-                2 => tile::<I, E, 2, 4>(w, cols, x, y, rows, i, r, k0, kc, add),
-                1 => tile::<I, E, 1, 4>(w, cols, x, y, rows, i, r, k0, kc, add),
-                _ => {}
+            let strip = w.add(r * cols + k0);
+            if stage {
+                let mut buf = [0.0f32; 4 * KC];
+                widen::<I, E>(strip, cols, buf.as_mut_ptr(), kc);
+                strip_tiles::<I, f32>(buf.as_ptr(), kc, x, cols, y, rows, n, r, k0, kc, add);
+            } else {
+                strip_tiles::<I, E>(strip, cols, x, cols, y, rows, n, r, k0, kc, add);
             }
             r += 4;
         }
         for i in 0..n {
+            let strip = w.add(r * cols + k0);
             match rows - r {
-                3 => tile::<I, E, 1, 3>(w, cols, x, y, rows, i, r, k0, kc, add),
-                2 => tile::<I, E, 1, 2>(w, cols, x, y, rows, i, r, k0, kc, add),
-                1 => tile::<I, E, 1, 1>(w, cols, x, y, rows, i, r, k0, kc, add),
+                3 => tile::<I, E, 1, 3>(strip, cols, x, cols, y, rows, i, r, k0, kc, add),
+                2 => tile::<I, E, 1, 2>(strip, cols, x, cols, y, rows, i, r, k0, kc, add),
+                1 => tile::<I, E, 1, 1>(strip, cols, x, cols, y, rows, i, r, k0, kc, add),
                 _ => {}
             }
         }
@@ -353,13 +358,67 @@ pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
     }
 }
 
-/// One P×R tile over columns k0..k0+kc: Y[i+p, r+q] (+)= Σ_c X[i+p, c]·W[r+q, c].
-/// Needs i + P <= n, r + R <= rows, k0 + kc <= cols (so every access is in the ranges of [`gemm`]).
+/// Positions from which [`gemm`] widens 16-bit weight strips once into a buffer.
+const STAGE_MIN: usize = 6;
+
+/// f32 copies of 4 rows × `kc` weights: from `w` (row stride `stride`) into `out` (row stride
+/// `kc`). Ranges: w[..3·stride + kc], out[..4·kc], `kc <= KC`.
+#[inline(always)]
+unsafe fn widen<I: Isa, E: LoadW<I>>(w: *const E, stride: usize, out: *mut f32, kc: usize) {
+    let l = I::LANES;
+    let main = kc - kc % l;
+    for q in 0..4 {
+        let (src, dst) = (w.add(q * stride), out.add(q * kc));
+        let mut c = 0;
+        while c < main {
+            I::store(dst.add(c), E::loadw(src.add(c)));
+            c += l;
+        }
+        for c in main..kc {
+            *dst.add(c) = (*src.add(c)).to_f32();
+        }
+    }
+}
+
+/// All positions against one strip of 4 weight rows (starting at `w`, row stride `ws`): 3×4
+/// tiles, then the 1 or 2 positions left over. Ranges: w[..3·ws + kc], x[..n·cols] read from
+/// column k0, y[..n·rows] written at columns r..r+4.
+#[inline(always)]
+unsafe fn strip_tiles<I: Isa, E: LoadW<I>>(
+    w: *const E,
+    ws: usize,
+    x: *const f32,
+    cols: usize,
+    y: *mut f32,
+    rows: usize,
+    n: usize,
+    r: usize,
+    k0: usize,
+    kc: usize,
+    add: bool,
+) {
+    let mut i = 0;
+    while i + 3 <= n {
+        tile::<I, E, 3, 4>(w, ws, x, cols, y, rows, i, r, k0, kc, add);
+        i += 3;
+    }
+    match n - i {
+        2 => tile::<I, E, 2, 4>(w, ws, x, cols, y, rows, i, r, k0, kc, add),
+        1 => tile::<I, E, 1, 4>(w, ws, x, cols, y, rows, i, r, k0, kc, add),
+        _ => {}
+    }
+}
+
+/// One P×R tile over columns k0..k0+kc: Y[i+p, r+q] (+)= Σ_c X[i+p, k0+c]·w[q·ws + c], where
+/// `w` points at the tile's first weight row, column k0 (or at a widened copy of the strip).
+/// Needs i + P <= n, r + R <= rows, k0 + kc <= cols and w[..(R−1)·ws + kc] in range (so every
+/// access is in the ranges of [`gemm`]).
 #[inline(always)]
 unsafe fn tile<I: Isa, E: LoadW<I>, const P: usize, const R: usize>(
     w: *const E,
-    cols: usize,
+    ws: usize,
     x: *const f32,
+    cols: usize,
     y: *mut f32,
     rows: usize,
     i: usize,
@@ -372,7 +431,7 @@ unsafe fn tile<I: Isa, E: LoadW<I>, const P: usize, const R: usize>(
     let main = kc - kc % l;
     let mut acc = [[I::zero(); R]; P];
     let xp: [*const f32; P] = core::array::from_fn(|p| x.add((i + p) * cols + k0));
-    let wq: [*const E; R] = core::array::from_fn(|q| w.add((r + q) * cols + k0));
+    let wq: [*const E; R] = core::array::from_fn(|q| w.add(q * ws));
     let mut c = 0;
     while c < main {
         let xv: [I::V; P] = core::array::from_fn(|p| I::load(xp[p].add(c)));
