@@ -153,8 +153,14 @@ fn matmul_bf16_matches_portable() {
 /// Q8_0 against dequantise-then-portable, for 0..=8 blocks per row (and n = 1..=5 positions).
 #[test]
 fn q8_0_matches_dequantised_portable() {
-    let max_blocks = if cfg!(miri) { 2 } else { 8 };
-    for nb in 0..=max_blocks {
+    // Up to 9 positions (the matrix-matrix path dequantises strips from 6 on) and 17 blocks
+    // (two column blocks of the matrix-matrix kernel).
+    let (blocks, max_n): (Vec<usize>, usize) = if cfg!(miri) {
+        ((0..=2).collect(), 6)
+    } else {
+        ((0..=8).chain([16, 17]).collect(), 9)
+    };
+    for nb in blocks {
         let cols = 32 * nb;
         for rows in 1..=MAX_ROWS {
             let wf = values((nb * 31 + rows) as u64, rows * cols);
@@ -166,7 +172,7 @@ fn q8_0_matches_dequantised_portable() {
             for (a, b) in wf.iter().zip(&deq) {
                 assert!((a - b).abs() <= 0.5 / 127.0 + 2e-3, "{a} vs {b}");
             }
-            for n in 1..=5 {
+            for n in 1..=max_n {
                 let off = n % 3;
                 let xa = values((n + cols) as u64, off + n * cols);
                 let x = &xa[off..];

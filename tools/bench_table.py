@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the medians of the last `cargo bench` run (target/criterion/**/new) as markdown tables.
 
-GFLOP/s for gemv/gemm groups, Melem/s (cached positions/s) for attention, tokens/s and GB/s for
+GFLOP/s for gemv/gemm groups, times and ratios for attention (single-head and grouped), tokens/s and GB/s for
 decode, with ratios against the named peers of the same run."""
 import json, os, sys
 
@@ -40,6 +40,15 @@ if att:
         us = lambda k: t[k] / 1e3
         print(f"| {g.split('/')[2]} | {us('picoformer/f32'):.2f} µs | {us('picoformer/f16'):.2f} µs | {us('portable/f32'):.2f} µs | {us('naive/f32'):.2f} µs"
               f" | {t['naive/f32'] / t['picoformer/f32']:.2f}x | {t['naive/f32'] / t['picoformer/f16']:.2f}x | {t['portable/f32'] / t['picoformer/f32']:.2f}x |")
+    print()
+gqa = sorted((g for g in rows if g.startswith("attention_gqa/")), key=lambda g: int(g.split("/")[2]))
+if gqa:
+    print("| grouped-query attention, cached positions | one grouped call | one call per head | grouped speed-up |")
+    print("|---|---|---|---|")
+    for g in gqa:
+        t = {k: v[0] for k, v in rows[g].items()}
+        print(f"| {g.split('/')[1]} {g.split('/')[2]} | {t['picoformer_group'] / 1e3:.2f} µs | {t['picoformer_per_head'] / 1e3:.2f} µs"
+              f" | {t['picoformer_per_head'] / t['picoformer_group']:.2f}x |")
     print()
 dec = [g for g in rows if g.startswith("decode")]
 for g in sorted(dec):

@@ -113,7 +113,7 @@ unsafe impl Isa for Neon {
         f16_to_f32x4(vdup_n_u16(h))
     }
     #[inline(always)]
-    unsafe fn q8_dot(q: *const i8, x: [float32x4_t; 8]) -> float32x4_t {
+    unsafe fn load_q8(q: *const i8) -> [float32x4_t; 8] {
         let lo = vld1q_s8(q);
         let hi = vld1q_s8(q.add(16));
         let h = [
@@ -122,14 +122,25 @@ unsafe impl Isa for Neon {
             vmovl_s8(vget_low_s8(hi)),
             vmovl_s8(vget_high_s8(hi)),
         ];
-        let f = |k: usize| {
+        core::array::from_fn(|k| {
             let w = if k % 2 == 0 {
                 vmovl_s16(vget_low_s16(h[k / 2]))
             } else {
                 vmovl_s16(vget_high_s16(h[k / 2]))
             };
             vcvtq_f32_s32(w)
-        };
+        })
+    }
+    #[inline(always)]
+    unsafe fn store_x32_scaled(p: *mut f32, x: [float32x4_t; 8], d: float32x4_t) {
+        for (k, v) in x.iter().enumerate() {
+            vst1q_f32(p.add(4 * k), vmulq_f32(*v, d));
+        }
+    }
+    #[inline(always)]
+    unsafe fn q8_dot(q: *const i8, x: [float32x4_t; 8]) -> float32x4_t {
+        let v = Self::load_q8(q);
+        let f = |k: usize| v[k];
         let mut s = vmulq_f32(f(0), x[0]);
         let mut t = vmulq_f32(f(1), x[1]);
         s = vfmaq_f32(s, f(2), x[2]);

@@ -209,8 +209,11 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) {
     if x.len() == cols {
         return matvec(w, x, y);
     }
-    if let Tensor::Q8_0(_) = w {
-        // One matrix-vector product per position (no Q8_0 matrix-matrix kernel yet).
+    if let Tensor::Q8_0(q) = w {
+        if let Some(t) = token() {
+            return arch::matmul_q8(t, q, cols, x, y);
+        }
+        // One matrix-vector product per position.
         assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
         let rows = w.len() / cols;
         assert_eq!(y.len(), (x.len() / cols) * rows);
@@ -438,6 +441,9 @@ mod none {
         match t {}
     }
     pub(crate) fn matmul<E: Element>(t: Token, _: &[E], _: usize, _: &[f32], _: &mut [f32]) {
+        match t {}
+    }
+    pub(crate) fn matmul_q8(t: Token, _: &[BlockQ8_0], _: usize, _: &[f32], _: &mut [f32]) {
         match t {}
     }
     pub(crate) fn attention<K: Element>(

@@ -60,6 +60,10 @@ pub(crate) unsafe trait Isa: Copy {
     /// All lanes the f16 with bits `h` (a hardware conversion where there is one: `half`'s
     /// portable one is slow unless the whole build enables F16C).
     unsafe fn splat_f16(h: u16) -> Self::V;
+    /// One block's 32 int8 quants at `q`, as f32.
+    unsafe fn load_q8(q: *const i8) -> Self::X32;
+    /// Stores the 32 values `x · d` to `p`.
+    unsafe fn store_x32_scaled(p: *mut f32, x: Self::X32, d: Self::V);
     /// Lane-wise partial sums of Σᵢ q[i]·x[i] over one block's 32 int8 quants at `q`.
     unsafe fn q8_dot(q: *const i8, x: Self::X32) -> Self::V;
     /// A hint to fetch the cache line holding `p` into L1. `p` may point anywhere (it is never
@@ -361,6 +365,59 @@ pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
 /// Positions from which [`gemm`] widens 16-bit weight strips once into a buffer.
 const STAGE_MIN: usize = 6;
 
+/// The Q8_0 matrix-matrix product Y = X·Wᵀ (shapes as [`gemm`], W in blocks, `cols` a
+/// multiple of 32). Below [`STAGE_MIN`] positions, one [`gemv_q8`] per position; from there,
+/// each strip of 4 rows is dequantised per [`KC`] block into an 8 KiB f32 buffer on the stack
+/// and multiplied by the f32 tiles of [`gemm`], and the rows left over take [`gemv_q8`].
+/// Ranges: w[..rows·cols/32] blocks, x[..n·cols], y[..n·rows].
+#[inline(always)]
+pub(crate) unsafe fn gemm_q8<I: Isa>(
+    w: *const BlockQ8_0,
+    cols: usize,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    rows: usize,
+) where
+    f32: LoadW<I>,
+{
+    let nb = cols / Q8_0_BLOCK;
+    if n < STAGE_MIN {
+        for i in 0..n {
+            gemv_q8::<I>(w, cols, x.add(i * cols), y.add(i * rows), rows);
+        }
+        return;
+    }
+    let full = rows - rows % 4;
+    let mut buf = [0.0f32; 4 * KC];
+    let mut k0 = 0;
+    while k0 < cols {
+        // KC and cols are multiples of 32, so the block holds whole Q8_0 blocks.
+        let kc = KC.min(cols - k0);
+        let mut r = 0;
+        while r < full {
+            for q in 0..4 {
+                let src = w.add((r + q) * nb + k0 / Q8_0_BLOCK);
+                for b in 0..kc / Q8_0_BLOCK {
+                    let blk = &*src.add(b);
+                    let d = I::splat_f16(q8_0_scale(blk).to_bits());
+                    let v = I::load_q8(q8_0_quants(blk).as_ptr());
+                    I::store_x32_scaled(buf.as_mut_ptr().add(q * kc + b * Q8_0_BLOCK), v, d);
+                }
+            }
+            strip_tiles::<I, f32>(buf.as_ptr(), kc, x, cols, y, rows, n, r, k0, kc, k0 > 0);
+            r += 4;
+        }
+        k0 += kc;
+    }
+    if full < rows {
+        for i in 0..n {
+            let (xi, yi) = (x.add(i * cols), y.add(i * rows + full));
+            gemv_q8::<I>(w.add(full * nb), cols, xi, yi, rows - full);
+        }
+    }
+}
+
 /// f32 copies of 4 rows × `kc` weights: from `w` (row stride `stride`) into `out` (row stride
 /// `kc`). Ranges: w[..3·stride + kc], out[..4·kc], `kc <= KC`.
 #[inline(always)]
@@ -619,6 +676,24 @@ macro_rules! target_kernels {
         }
 
         $(#[$attr])+
+        unsafe fn gemm_q8_target(
+            w: &[$crate::tensor::BlockQ8_0],
+            cols: usize,
+            x: &[f32],
+            y: &mut [f32],
+        ) {
+            let (n, rows) = (x.len() / cols, y.len() / (x.len() / cols));
+            $crate::kernels::simd::gemm_q8::<$isa>(
+                w.as_ptr(),
+                cols,
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                n,
+                rows,
+            )
+        }
+
+        $(#[$attr])+
         unsafe fn attention_target<K: $crate::kernels::simd::LoadW<$isa>>(
             q: &[f32],
             group: $crate::kernels::HeadGroup,
@@ -691,6 +766,26 @@ macro_rules! target_kernels {
             // SAFETY: the token proves the features; the asserts give exactly the shapes gemm
             // reads (w: rows·cols, x: n·cols) and writes (y: n·rows).
             unsafe { gemm_target(w, cols, x, y) }
+        }
+
+        /// `Y = X·Wᵀ` for Q8_0 weights: X `[n, cols]`, W `[rows, cols]` in blocks of 32,
+        /// Y `[n, rows]`; `cols` a multiple of 32.
+        pub(crate) fn matmul_q8(
+            _: $token,
+            w: &[$crate::tensor::BlockQ8_0],
+            cols: usize,
+            x: &[f32],
+            y: &mut [f32],
+        ) {
+            assert!(cols > 0 && cols % $crate::tensor::Q8_0_BLOCK == 0 && x.len() % cols == 0);
+            assert!(x.len() >= cols);
+            let rows = w.len() * $crate::tensor::Q8_0_BLOCK / cols;
+            assert_eq!(w.len() * $crate::tensor::Q8_0_BLOCK, rows * cols);
+            assert_eq!(y.len(), (x.len() / cols) * rows);
+            RAN.store(true, core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: the token proves the features; the asserts give exactly the shapes
+            // gemm_q8 reads (w: rows·cols/32 blocks, x: n·cols, n >= 1) and writes (y: n·rows).
+            unsafe { gemm_q8_target(w, cols, x, y) }
         }
 
         /// The query heads of `group` over `keys.len() / group.dim` cached rows.

@@ -136,7 +136,7 @@ unsafe impl Isa for Simd128 {
         <f16 as LoadW<Simd128>>::loadw(b.as_ptr() as *const f16)
     }
     #[inline(always)]
-    unsafe fn q8_dot(q: *const i8, x: [v128; 8]) -> v128 {
+    unsafe fn load_q8(q: *const i8) -> [v128; 8] {
         let lo = v128_load(q as *const v128);
         let hi = v128_load(q.add(16) as *const v128);
         let h = [
@@ -145,14 +145,25 @@ unsafe impl Isa for Simd128 {
             i16x8_extend_low_i8x16(hi),
             i16x8_extend_high_i8x16(hi),
         ];
-        let f = |k: usize| {
+        core::array::from_fn(|k| {
             let w = if k % 2 == 0 {
                 i32x4_extend_low_i16x8(h[k / 2])
             } else {
                 i32x4_extend_high_i16x8(h[k / 2])
             };
             f32x4_convert_i32x4(w)
-        };
+        })
+    }
+    #[inline(always)]
+    unsafe fn store_x32_scaled(p: *mut f32, x: [v128; 8], d: v128) {
+        for (k, v) in x.iter().enumerate() {
+            v128_store(p.add(4 * k) as *mut v128, f32x4_mul(*v, d));
+        }
+    }
+    #[inline(always)]
+    unsafe fn q8_dot(q: *const i8, x: [v128; 8]) -> v128 {
+        let v = Self::load_q8(q);
+        let f = |k: usize| v[k];
         let mut s = f32x4_mul(f(0), x[0]);
         let mut t = f32x4_mul(f(1), x[1]);
         s = Self::fma(f(2), x[2], s);

@@ -177,15 +177,25 @@ unsafe impl Isa for Avx2 {
         _mm256_cvtph_ps(_mm_set1_epi16(h as i16))
     }
     #[inline(always)]
-    unsafe fn q8_dot(q: *const i8, x: [__m256; 4]) -> __m256 {
-        let v = |k: usize| {
+    unsafe fn load_q8(q: *const i8) -> [__m256; 4] {
+        core::array::from_fn(|k| {
             let b = _mm_loadl_epi64(q.add(8 * k) as *const __m128i);
             _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))
-        };
-        let s = _mm256_mul_ps(v(0), x[0]);
-        let t = _mm256_mul_ps(v(1), x[1]);
-        let s = _mm256_fmadd_ps(v(2), x[2], s);
-        let t = _mm256_fmadd_ps(v(3), x[3], t);
+        })
+    }
+    #[inline(always)]
+    unsafe fn store_x32_scaled(p: *mut f32, x: [__m256; 4], d: __m256) {
+        for (k, v) in x.iter().enumerate() {
+            _mm256_storeu_ps(p.add(8 * k), _mm256_mul_ps(*v, d));
+        }
+    }
+    #[inline(always)]
+    unsafe fn q8_dot(q: *const i8, x: [__m256; 4]) -> __m256 {
+        let v = Self::load_q8(q);
+        let s = _mm256_mul_ps(v[0], x[0]);
+        let t = _mm256_mul_ps(v[1], x[1]);
+        let s = _mm256_fmadd_ps(v[2], x[2], s);
+        let t = _mm256_fmadd_ps(v[3], x[3], t);
         _mm256_add_ps(s, t)
     }
     #[inline(always)]
