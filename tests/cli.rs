@@ -195,6 +195,14 @@ fn quantize_then_run_stays_close_to_torch() {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(d > 1e-4 && d <= 0.1, "{name}: Q8_0 vs torch {d}");
+        // Full (the Q8_0 matrix-matrix kernel) and step-wise (matrix-vector) agree closely.
+        let step = f32s(&out_path, "stepwise");
+        let s = ours
+            .iter()
+            .zip(&step)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(s <= 1e-4, "{name}: Q8_0 full vs step-wise {s}");
         let (code, _, err) = run(&["quantize", &q, &tmp("twice.safetensors")]);
         assert_eq!(
             (code, err.contains("already quantised")),
