@@ -278,15 +278,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     fn forward_chunk<K: Element>(&self, cache: &mut KvCache<'_, K>, s: &mut Buffers<'_>, n: usize) {
         let cfg = &self.config;
         let (dim, qd, kvd, d) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.attn_dim_head);
-        let (heads, kv_heads, half) = (cfg.heads, cfg.kv_heads(), cfg.rotary_dim() / 2);
-        let scale = (1.0 / libm::sqrt(d as f64)) as f32; // d^-1/2 (xt:1957)
-                                                         // The query heads of one kv head, kv_heads·d apart in a position's q (validated config:
-                                                         // heads is a multiple of kv_heads, so the group ends inside the position).
-        let group = kernels::HeadGroup {
-            dim: d,
-            heads: heads / kv_heads,
-            stride: kv_heads * d,
-        };
+        let half = cfg.rotary_dim() / 2;
+        let heads = Heads::new(cfg);
         let pos0 = cache.len();
         self.fill_rotary(s, pos0, n);
         let x = &mut s.x[..n * dim];
@@ -328,22 +321,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 );
             }
             for i in 0..n {
-                // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180). Query head h reads
-                // kv head h mod kv_heads (at:529-532): kv head j serves heads j, j + kv_heads, …,
-                // which one call reads it once for.
-                for j in 0..kv_heads {
-                    let (keys, values) = cache.head(b, j, pos0 + i + 1);
-                    let at = i * qd + j * d;
-                    let heads = &mut att[at..at + group.span().unwrap_or(0)];
-                    kernels::attention_group(
-                        &q[at..at + heads.len()],
-                        group,
-                        keys,
-                        values,
-                        scale,
-                        heads,
-                    );
-                }
+                // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
+                let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
+                heads.attend(qi, oi, |j| cache.head(b, j, pos0 + i + 1));
             }
             self.project_out(a, att, xb2);
             kernels::add(x, xb2);
@@ -353,19 +333,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.norm(c.norm, x, xb);
                 kernels::matmul(c.to_q, dim, xb, q);
                 for i in 0..n {
-                    for j in 0..kv_heads {
-                        let (keys, values) = cache.context_head(b, j);
-                        let at = i * qd + j * d;
-                        let heads = &mut att[at..at + group.span().unwrap_or(0)];
-                        kernels::attention_group(
-                            &q[at..at + heads.len()],
-                            group,
-                            keys,
-                            values,
-                            scale,
-                            heads,
-                        );
-                    }
+                    let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
+                    heads.attend(qi, oi, |j| cache.context_head(b, j));
                 }
                 self.project_out(c, att, xb2);
                 kernels::add(x, xb2);
@@ -402,6 +371,51 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         // ---- final norm (xt:3750)
         self.norm(self.weights.final_norm, x, xb);
         cache.advance(n);
+    }
+}
+
+/// How a position's query heads read the cached kv heads: query head h reads kv head
+/// h mod kv_heads (at:529-532), so kv head j serves heads j, j + kv_heads, …, which lie
+/// kv_heads·d apart in the position's q; one grouped call reads that kv head once for all of them.
+struct Heads {
+    kv_heads: usize,
+    group: kernels::HeadGroup,
+    /// The length of one group's slice of a position's q, `group.span()` (the config is
+    /// validated: heads is a multiple of kv_heads, so the last group ends inside the position).
+    span: usize,
+    scale: f32,
+}
+
+impl Heads {
+    fn new(cfg: &DecoderConfig) -> Heads {
+        let (d, kv_heads) = (cfg.attn_dim_head, cfg.kv_heads());
+        let group = kernels::HeadGroup {
+            dim: d,
+            heads: cfg.heads / kv_heads,
+            stride: kv_heads * d,
+        };
+        Heads {
+            kv_heads,
+            group,
+            span: group.span().unwrap_or(0),
+            scale: (1.0 / libm::sqrt(d as f64)) as f32, // d^-1/2 (xt:1957)
+        }
+    }
+
+    /// Attention of one position's query heads `q` into `out` (both `heads·d` values), with
+    /// `kv(j)` the keys and values of kv head j.
+    fn attend<'c, K: Element + 'c>(
+        &self,
+        q: &[f32],
+        out: &mut [f32],
+        kv: impl Fn(usize) -> (&'c [K], &'c [K]),
+    ) {
+        for j in 0..self.kv_heads {
+            let (keys, values) = kv(j);
+            let at = j * self.group.dim;
+            let (qj, oj) = (&q[at..at + self.span], &mut out[at..at + self.span]);
+            kernels::attention_group(qj, self.group, keys, values, self.scale, oj);
+        }
     }
 }
 

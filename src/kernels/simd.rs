@@ -349,10 +349,10 @@ const KC: usize = 512;
 /// Register blocking: a tile of 3 positions × 4 weight rows keeps 12 vector accumulators
 /// (plus 3 activation vectors and 1 weight vector: the 16 registers of AVX2), 7 loads per
 /// 12 FMAs. Columns are cut into blocks of [`KC`]; the 4 rows of a tile (a strip) stay in L1
-/// across all positions, and later column blocks add to Y. 16-bit weights are widened once
-/// per strip into an 8 KiB f32 buffer on the stack when at least [`STAGE_MIN`] positions will
-/// reuse it, instead of once per tile (the widening otherwise takes a third of the FMA issue
-/// slots).
+/// across all positions, and later column blocks add to Y ([`blocked`]). 16-bit weights are
+/// widened once per strip into an 8 KiB f32 buffer on the stack when at least [`STAGE_MIN`]
+/// positions will reuse it, instead of once per tile (the widening otherwise takes a third of
+/// the FMA issue slots). The last `rows % 4` rows take 1-position tiles over all columns.
 #[inline(always)]
 pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
     w: *const E,
@@ -364,33 +364,21 @@ pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
 ) where
     f32: LoadW<I>,
 {
-    let stage = core::mem::size_of::<E>() != 4 && n >= STAGE_MIN;
-    let mut k0 = 0;
-    while k0 < cols {
-        let kc = KC.min(cols - k0);
-        let add = k0 > 0;
-        let mut r = 0;
-        while r + 4 <= rows {
-            let strip = w.add(r * cols + k0);
-            if stage {
-                let mut buf = [0.0f32; 4 * KC];
-                widen::<I, E>(strip, cols, buf.as_mut_ptr(), kc);
-                strip_tiles::<I, f32>(buf.as_ptr(), kc, x, cols, y, rows, n, r, k0, kc, add);
-            } else {
-                strip_tiles::<I, E>(strip, cols, x, cols, y, rows, n, r, k0, kc, add);
-            }
-            r += 4;
+    let strips = if core::mem::size_of::<E>() != 4 && n >= STAGE_MIN {
+        Strips::Widened(w)
+    } else {
+        Strips::InPlace(w)
+    };
+    let full = rows - rows % 4;
+    blocked::<I, E>(strips, cols, x, y, n, rows, full);
+    for i in 0..n {
+        let strip = w.add(full * cols);
+        match rows - full {
+            3 => tile::<I, E, 1, 3>(strip, cols, x, cols, y, rows, i, full, 0, cols, false),
+            2 => tile::<I, E, 1, 2>(strip, cols, x, cols, y, rows, i, full, 0, cols, false),
+            1 => tile::<I, E, 1, 1>(strip, cols, x, cols, y, rows, i, full, 0, cols, false),
+            _ => {}
         }
-        for i in 0..n {
-            let strip = w.add(r * cols + k0);
-            match rows - r {
-                3 => tile::<I, E, 1, 3>(strip, cols, x, cols, y, rows, i, r, k0, kc, add),
-                2 => tile::<I, E, 1, 2>(strip, cols, x, cols, y, rows, i, r, k0, kc, add),
-                1 => tile::<I, E, 1, 1>(strip, cols, x, cols, y, rows, i, r, k0, kc, add),
-                _ => {}
-            }
-        }
-        k0 += kc;
     }
 }
 
@@ -414,39 +402,70 @@ pub(crate) unsafe fn gemm_q8<I: Isa>(
     f32: LoadW<I>,
 {
     let nb = cols / Q8_0_BLOCK;
-    if n < STAGE_MIN {
-        for i in 0..n {
-            gemv_q8::<I>(w, cols, x.add(i * cols), y.add(i * rows), rows);
-        }
-        return;
-    }
-    let full = rows - rows % 4;
-    let mut buf = [0.0f32; 4 * KC];
-    let mut k0 = 0;
-    while k0 < cols {
-        // KC and cols are multiples of 32, so the block holds whole Q8_0 blocks.
-        let kc = KC.min(cols - k0);
-        let mut r = 0;
-        while r < full {
-            for q in 0..4 {
-                let src = w.add((r + q) * nb + k0 / Q8_0_BLOCK);
-                for b in 0..kc / Q8_0_BLOCK {
-                    let blk = &*src.add(b);
-                    let d = I::splat_f16(q8_0_scale(blk).to_bits());
-                    let v = I::load_q8(q8_0_quants(blk).as_ptr());
-                    I::store_x32_scaled(buf.as_mut_ptr().add(q * kc + b * Q8_0_BLOCK), v, d);
-                }
-            }
-            strip_tiles::<I, f32>(buf.as_ptr(), kc, x, cols, y, rows, n, r, k0, kc, k0 > 0);
-            r += 4;
-        }
-        k0 += kc;
-    }
+    let full = if n < STAGE_MIN { 0 } else { rows - rows % 4 };
+    blocked::<I, f32>(Strips::Q8(w), cols, x, y, n, rows, full);
     if full < rows {
         for i in 0..n {
             let (xi, yi) = (x.add(i * cols), y.add(i * rows + full));
             gemv_q8::<I>(w.add(full * nb), cols, xi, yi, rows - full);
         }
+    }
+}
+
+/// Where [`blocked`] takes each strip of 4 weight rows from (W[rows, cols], row-major).
+#[derive(Clone, Copy)]
+enum Strips<E> {
+    /// Read by the tiles where it is.
+    InPlace(*const E),
+    /// Widened to f32 into a buffer first ([`widen`]).
+    Widened(*const E),
+    /// Q8_0 blocks (`cols / 32` per row), dequantised into a buffer first.
+    Q8(*const BlockQ8_0),
+}
+
+/// The cache-blocked loop of [`gemm`] and [`gemm_q8`]: for each block of [`KC`] columns, rows
+/// `0..full` (a multiple of 4) in strips of 4, each against all `n` positions
+/// ([`strip_tiles`]); the first column block writes Y and later ones add to it. Ranges: those
+/// of the caller, with `full <= rows`.
+#[inline(always)]
+unsafe fn blocked<I: Isa, E: LoadW<I>>(
+    strips: Strips<E>,
+    cols: usize,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    rows: usize,
+    full: usize,
+) where
+    f32: LoadW<I>,
+{
+    let mut buf = [0.0f32; 4 * KC];
+    let out = buf.as_mut_ptr();
+    let mut k0 = 0;
+    while k0 < cols {
+        let kc = KC.min(cols - k0);
+        let add = k0 > 0;
+        let mut r = 0;
+        while r < full {
+            match strips {
+                Strips::InPlace(w) => {
+                    let strip = w.add(r * cols + k0);
+                    strip_tiles::<I, E>(strip, cols, x, cols, y, rows, n, r, k0, kc, add);
+                }
+                Strips::Widened(w) => {
+                    widen::<I, E>(w.add(r * cols + k0), cols, out, kc);
+                    strip_tiles::<I, f32>(out, kc, x, cols, y, rows, n, r, k0, kc, add);
+                }
+                Strips::Q8(w) => {
+                    // KC and cols are multiples of 32, so the block holds whole Q8_0 blocks.
+                    let nb = cols / Q8_0_BLOCK;
+                    dequantise::<I>(w.add(r * nb + k0 / Q8_0_BLOCK), nb, out, kc);
+                    strip_tiles::<I, f32>(out, kc, x, cols, y, rows, n, r, k0, kc, add);
+                }
+            }
+            r += 4;
+        }
+        k0 += kc;
     }
 }
 
@@ -465,6 +484,21 @@ unsafe fn widen<I: Isa, E: LoadW<I>>(w: *const E, stride: usize, out: *mut f32, 
         }
         for c in main..kc {
             *dst.add(c) = (*src.add(c)).to_f32();
+        }
+    }
+}
+
+/// f32 values of 4 rows × `kc` Q8_0 weights: from `w` (row stride `nb` blocks) into `out` (row
+/// stride `kc`). Ranges: w[..3·nb + kc/32] blocks, out[..4·kc]; `kc` a multiple of 32, `<= KC`.
+#[inline(always)]
+unsafe fn dequantise<I: Isa>(w: *const BlockQ8_0, nb: usize, out: *mut f32, kc: usize) {
+    for q in 0..4 {
+        let src = w.add(q * nb);
+        for b in 0..kc / Q8_0_BLOCK {
+            let blk = &*src.add(b);
+            let d = I::splat_f16(q8_0_scale(blk).to_bits());
+            let v = I::load_q8(q8_0_quants(blk).as_ptr());
+            I::store_x32_scaled(out.add(q * kc + b * Q8_0_BLOCK), v, d);
         }
     }
 }
