@@ -15,13 +15,16 @@ for dirpath, _, files in os.walk(root):
         thr = b.get("throughput") or {}
         rows.setdefault(b["group_id"], {})[b["full_id"][len(b["group_id"]) + 1:]] = (med, thr)
 
+def table(*header):
+    print("| " + " | ".join(header) + " |")
+    print("|---" * len(header) + "|")
+
 def rate(med, thr, key):
     return thr[key] / med if key in thr else float("nan")  # per ns = G/s
 
 def products(kind):
     cols = ["picoformer", "picoformer_f16", "picoformer_q8_0", "gemm", "matrixmultiply", "portable", "naive"]
-    print(f"| shape M,K,N | " + " | ".join(cols) + " | ours/gemm | ours/matrixmultiply | ours/portable |")
-    print("|---" * (len(cols) + 4) + "|")
+    table("shape M,K,N", *cols, "ours/gemm", "ours/matrixmultiply", "ours/portable")
     for g in sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")]):
         r = {k: rate(*v, "Elements") for k, v in rows[g].items()}
         f = lambda k: f"{r.get(k, float('nan')):.1f}"
@@ -31,29 +34,28 @@ def products(kind):
 
 print("GFLOP/s (median), single thread\n")
 products("gemv"); print(); products("gemm"); print()
-att = sorted((g for g in rows if g.startswith("attention/")), key=lambda g: int(g.split("/")[2]))
-if att:
-    print("| attention d=64, cached positions | picoformer f32 | picoformer f16 | portable | naive | f32/naive | f16/naive | f32/portable |")
-    print("|---|---|---|---|---|---|---|---|")
-    for g in att:
+def groups(prefix):
+    """The groups named `prefix/<label>/<cached positions>`, by position count."""
+    return sorted((g for g in rows if g.startswith(prefix + "/")), key=lambda g: int(g.split("/")[2]))
+
+if groups("attention"):
+    table("attention d=64, cached positions", "picoformer f32", "picoformer f16", "portable", "naive", "f32/naive", "f16/naive", "f32/portable")
+    for g in groups("attention"):
         t = {k: v[0] for k, v in rows[g].items()}
         us = lambda k: t[k] / 1e3
         print(f"| {g.split('/')[2]} | {us('picoformer/f32'):.2f} µs | {us('picoformer/f16'):.2f} µs | {us('portable/f32'):.2f} µs | {us('naive/f32'):.2f} µs"
               f" | {t['naive/f32'] / t['picoformer/f32']:.2f}x | {t['naive/f32'] / t['picoformer/f16']:.2f}x | {t['portable/f32'] / t['picoformer/f32']:.2f}x |")
     print()
-gqa = sorted((g for g in rows if g.startswith("attention_gqa/")), key=lambda g: int(g.split("/")[2]))
-if gqa:
-    print("| grouped-query attention, cached positions | one grouped call | one call per head | grouped speed-up |")
-    print("|---|---|---|---|")
-    for g in gqa:
+if groups("attention_gqa"):
+    table("grouped-query attention, cached positions", "one grouped call", "one call per head", "grouped speed-up")
+    for g in groups("attention_gqa"):
         t = {k: v[0] for k, v in rows[g].items()}
         print(f"| {g.split('/')[1]} {g.split('/')[2]} | {t['picoformer_group'] / 1e3:.2f} µs | {t['picoformer_per_head'] / 1e3:.2f} µs"
               f" | {t['picoformer_per_head'] / t['picoformer_group']:.2f}x |")
     print()
 dec = [g for g in rows if g.startswith("decode")]
 for g in sorted(dec):
-    print(f"| {g} | weights | tokens/s | weight GB/s | vs f32 |")
-    print("|---|---|---|---|---|")
+    table(g, "weights", "tokens/s", "weight GB/s", "vs f32")
     base = rows[g].get("f32", (float("nan"),))[0]
     for k, (med, thr) in sorted(rows[g].items(), key=lambda kv: -kv[1][0]):
         gbs = thr.get("Bytes", float("nan")) / med
