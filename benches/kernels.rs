@@ -10,6 +10,10 @@
 //! - `attention_gqa/d64x4/len/*`: four query heads sharing one kv head (grouped-query
 //!   attention), one grouped call against four single-head calls.
 //!
+//! - In each of those groups, `fma_peak` (register-only AVX2 FMAs: the FLOP/s peak) and
+//!   `f16_roof` (F16C conversions and FMAs from L1: what f16 weights can reach), measured
+//!   between the kernels so that shares of them hold on a busy shared machine.
+//!
 //! Run: `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 3`, then
 //! `python3 tools/bench_table.py` for the table of medians.
 
@@ -22,8 +26,13 @@ mod cpu_time;
 mod values;
 
 #[cfg(target_arch = "x86_64")]
+#[path = "common/roof.rs"]
+mod roof;
+
+#[cfg(target_arch = "x86_64")]
 mod imp {
     use crate::cpu_time::CpuTime;
+    use crate::roof;
     use crate::values::values;
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
     use picoformer::kernels::{self, portable};
@@ -139,6 +148,14 @@ mod imp {
             });
             g.bench_function("naive", |b| {
                 b.iter(|| naive(k, black_box(&w), black_box(&x), &mut y))
+            });
+            // The machine's limits for the same work, measured between the kernels.
+            g.bench_function("fma_peak", |b| {
+                b.iter(|| roof::fma_peak(black_box(2 * m * k * n)))
+            });
+            let f16_buf: [u16; 2048] = core::array::from_fn(|i| w16[i % w16.len()].to_bits());
+            g.bench_function("f16_roof", |b| {
+                b.iter(|| roof::f16_roof(black_box(&f16_buf), m * k * n))
             });
             g.finish();
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the medians of the last `cargo bench` run (target/criterion/**/new) as markdown tables.
 
-GFLOP/s for gemv/gemm groups, times and ratios for attention (single-head and grouped), tokens/s and GB/s for
+GFLOP/s for gemv/gemm groups (with the shares of the same run's FMA peak and f16 roof), times and ratios for attention (single-head and grouped), tokens/s and GB/s for
 decode, with ratios against the named peers of the same run."""
 import json, os, sys
 
@@ -23,14 +23,15 @@ def rate(med, thr, key):
     return thr[key] / med if key in thr else float("nan")  # per ns = G/s
 
 def products(kind):
-    cols = ["picoformer", "picoformer_f16", "picoformer_q8_0", "gemm", "matrixmultiply", "portable", "naive"]
-    table("shape M,K,N", *cols, "ours/gemm", "ours/matrixmultiply", "ours/portable")
+    cols = ["picoformer", "picoformer_f16", "picoformer_q8_0", "gemm", "matrixmultiply", "portable", "naive", "fma_peak", "f16_roof"]
+    table("shape M,K,N", *cols, "ours/gemm", "ours/matrixmultiply", "ours/portable", "ours/fma_peak", "f16/f16_roof")
     for g in sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")]):
         r = {k: rate(*v, "Elements") for k, v in rows[g].items()}
         f = lambda k: f"{r.get(k, float('nan')):.1f}"
-        o = r.get("picoformer", float("nan"))
-        print(f"| {g.split('/')[1]} | " + " | ".join(f(c) for c in cols)
-              + f" | {o / r['gemm']:.2f} | {o / r['matrixmultiply']:.2f} | {o / r['portable']:.2f} |")
+        ratio = lambda a, b: f"{r.get(a, float('nan')) / r.get(b, float('nan')):.2f}"
+        print(f"| {g.split('/')[1]} | " + " | ".join(f(c) for c in cols) + " | "
+              + " | ".join(ratio(a, b) for a, b in [("picoformer", "gemm"), ("picoformer", "matrixmultiply"), ("picoformer", "portable"),
+                                                   ("picoformer", "fma_peak"), ("picoformer_f16", "f16_roof")]) + " |")
 
 print("GFLOP/s (median), single thread\n")
 products("gemv"); print(); products("gemm"); print()
