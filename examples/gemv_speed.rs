@@ -47,9 +47,15 @@ fn main() {
         let x = values(2, k);
         let mut y = vec![0.0f32; n];
         let flops = 2.0 * (n * k) as f64;
-        let f32g = median_gflops(flops, || kernels::matvec(Tensor::F32(&w), &x, &mut y));
-        let f16g = median_gflops(flops, || kernels::matvec(Tensor::F16(&w16), &x, &mut y));
-        let q8g = median_gflops(flops, || kernels::matvec(Tensor::Q8_0(&wq), &x, &mut y));
+        let f32g = median_gflops(flops, || {
+            kernels::matvec(Tensor::F32(&w), &x, &mut y).unwrap()
+        });
+        let f16g = median_gflops(flops, || {
+            kernels::matvec(Tensor::F16(&w16), &x, &mut y).unwrap()
+        });
+        let q8g = median_gflops(flops, || {
+            kernels::matvec(Tensor::Q8_0(&wq), &x, &mut y).unwrap()
+        });
         println!("gemv 1,{k},{n}: f32 {f32g:.2} f16 {f16g:.2} q8_0 {q8g:.2} GFLOP/s");
     }
 }

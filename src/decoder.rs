@@ -99,8 +99,14 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             scratch,
             x.len() / dim,
             context,
-            |start, rows| rows.copy_from_slice(&x[start * dim..start * dim + rows.len()]),
-            |start, rows| out[start * dim..start * dim + rows.len()].copy_from_slice(rows),
+            |start, rows| {
+                rows.copy_from_slice(&x[start * dim..start * dim + rows.len()]);
+                Ok(())
+            },
+            |start, rows| {
+                out[start * dim..start * dim + rows.len()].copy_from_slice(rows);
+                Ok(())
+            },
         )
     }
 
@@ -178,25 +184,25 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         scratch: &mut Scratch<'_>,
         n: usize,
         context: Option<&[f32]>,
-        mut fill: impl FnMut(usize, &mut [f32]),
-        mut emit: impl FnMut(usize, &[f32]),
+        mut fill: impl FnMut(usize, &mut [f32]) -> Result<(), Error>,
+        mut emit: impl FnMut(usize, &[f32]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         self.validate(cache, scratch, n, context)?;
         let chunk = scratch.max_positions();
         let mut s = scratch.buffers();
         if self.config.cross_attend && cache.context_len().is_none() {
             if let Some(c) = context {
-                self.encode_context(cache, &mut s, c);
+                self.encode_context(cache, &mut s, c)?;
             }
         }
-        self.fill_inv_freq(s.inv_freq);
+        self.fill_inv_freq(s.inv_freq)?;
         let dim = self.config.dim;
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
-            fill(start, &mut s.x[..len * dim]);
-            self.forward_chunk(cache, &mut s, len);
-            emit(start, &s.xb[..len * dim]);
+            fill(start, &mut s.x[..len * dim])?;
+            self.forward_chunk(cache, &mut s, len)?;
+            emit(start, &s.xb[..len * dim])?;
             start += len;
         }
         Ok(())
@@ -209,26 +215,27 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         cache: &mut KvCache<'_, K>,
         s: &mut Buffers<'_>,
         context: &[f32],
-    ) {
+    ) -> Result<(), Error> {
         let (w, kv) = (self.config.dim_context(), self.config.kv_dim());
         let rows = context.len() / w;
         for (b, block) in self.weights.blocks.iter().enumerate() {
             let Some(cross) = &block.cross else { continue };
             for (r, c) in context.chunks_exact(w).enumerate() {
-                kernels::matvec(cross.to_k, c, &mut s.k[..kv]);
-                kernels::matvec(cross.to_v, c, &mut s.v[..kv]);
+                kernels::matvec(cross.to_k, c, &mut s.k[..kv])?;
+                kernels::matvec(cross.to_v, c, &mut s.v[..kv])?;
                 cache.store_context(b, r, &s.k[..kv], &s.v[..kv]);
             }
         }
         cache.set_context_len(rows);
+        Ok(())
     }
 
     /// inv_freq[m] = 1 / base^(2m/r), base = 10000 · rescale^(r/(r−2)), in f32 like torch
     /// (`xt:849-852`); the file's `rotary_pos_emb.inv_freq` buffer is used when present.
-    fn fill_inv_freq(&self, inv_freq: &mut [f32]) {
+    fn fill_inv_freq(&self, inv_freq: &mut [f32]) -> Result<(), Error> {
         let r = self.config.rotary_dim();
         match self.weights.inv_freq {
-            Some(t) => kernels::load(inv_freq, t),
+            Some(t) => kernels::load(inv_freq, t)?,
             None if r > 0 => {
                 let rescale = self.config.rotary_base_rescale_factor;
                 let base = (10000.0 * libm::pow(rescale, r as f64 / (r as f64 - 2.0))) as f32;
@@ -238,6 +245,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             }
             None => {}
         }
+        Ok(())
     }
 
     /// Rotary tables for positions pos0..pos0+n: φ = (p·inv_freq[m]) / interpolation_factor in f32
@@ -256,26 +264,38 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     }
 
     /// Pre-norm of `n` rows (`xt:3677-3678`); gains are stored as gain − 1 (`xt:2993-2995`).
-    fn norm(&self, gain: Option<Tensor<'_>>, x: &[f32], out: &mut [f32]) {
+    fn norm(&self, gain: Option<Tensor<'_>>, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let dim = self.config.dim;
         for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
             match self.config.norm() {
-                Norm::LayerNorm => kernels::layer_norm(xr, gain, 1.0, or),
-                Norm::RmsNorm | Norm::SimpleRmsNorm => kernels::rms_norm(xr, gain, 1.0, or),
+                Norm::LayerNorm => kernels::layer_norm(xr, gain, 1.0, or)?,
+                Norm::RmsNorm | Norm::SimpleRmsNorm => kernels::rms_norm(xr, gain, 1.0, or)?,
             }
         }
+        Ok(())
     }
 
     /// Merges heads and projects back to dim: out = o·W_oᵀ (`xt:2745`), or o itself with one head.
-    fn project_out(&self, w: &AttentionWeights<'_>, att: &[f32], out: &mut [f32]) {
+    fn project_out(
+        &self,
+        w: &AttentionWeights<'_>,
+        att: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), Error> {
         match w.to_out {
             Some(to_out) => kernels::matmul(to_out, self.config.q_dim(), att, out),
-            None => out.copy_from_slice(att),
+            None => kernels::load(out, Tensor::F32(att)),
         }
     }
 
-    /// All blocks over the `n` positions in `s.x`, then the final norm into `s.xb`.
-    fn forward_chunk<K: Element>(&self, cache: &mut KvCache<'_, K>, s: &mut Buffers<'_>, n: usize) {
+    /// All blocks over the `n` positions in `s.x`, then the final norm into `s.xb`. The shapes
+    /// were validated before, so the kernels' shape errors cannot occur here.
+    fn forward_chunk<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        s: &mut Buffers<'_>,
+        n: usize,
+    ) -> Result<(), Error> {
         let cfg = &self.config;
         let (dim, qd, kvd, d) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.attn_dim_head);
         let half = cfg.rotary_dim() / 2;
@@ -293,10 +313,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         for (b, block) in self.weights.blocks.iter().enumerate() {
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
-            self.norm(a.norm, x, xb);
-            kernels::matmul(a.to_q, dim, xb, q); // q = u·W_qᵀ, no bias (xt:2013)
-            kernels::matmul(a.to_k, dim, xb, k);
-            kernels::matmul(a.to_v, dim, xb, v);
+            self.norm(a.norm, x, xb)?;
+            kernels::matmul(a.to_q, dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
+            kernels::matmul(a.to_k, dim, xb, k)?;
+            kernels::matmul(a.to_v, dim, xb, v)?;
             if half > 0 {
                 // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
                 for i in 0..n {
@@ -306,10 +326,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     );
                     q[i * qd..(i + 1) * qd]
                         .chunks_exact_mut(d)
-                        .for_each(|h| kernels::rotary(h, c, sn));
+                        .try_for_each(|h| kernels::rotary(h, c, sn))?;
                     k[i * kvd..(i + 1) * kvd]
                         .chunks_exact_mut(d)
-                        .for_each(|h| kernels::rotary(h, c, sn));
+                        .try_for_each(|h| kernels::rotary(h, c, sn))?;
                 }
             }
             for i in 0..n {
@@ -323,31 +343,31 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             for i in 0..n {
                 // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
                 let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
-                heads.attend(qi, oi, |j| cache.head(b, j, pos0 + i + 1));
+                heads.attend(qi, oi, |j| cache.head(b, j, pos0 + i + 1))?;
             }
-            self.project_out(a, att, xb2);
-            kernels::add(x, xb2);
+            self.project_out(a, att, xb2)?;
+            kernels::add(x, xb2)?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
-                self.norm(c.norm, x, xb);
-                kernels::matmul(c.to_q, dim, xb, q);
+                self.norm(c.norm, x, xb)?;
+                kernels::matmul(c.to_q, dim, xb, q)?;
                 for i in 0..n {
                     let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
-                    heads.attend(qi, oi, |j| cache.context_head(b, j));
+                    heads.attend(qi, oi, |j| cache.context_head(b, j))?;
                 }
-                self.project_out(c, att, xb2);
-                kernels::add(x, xb2);
+                self.project_out(c, att, xb2)?;
+                kernels::add(x, xb2)?;
             }
 
             // ---- feed-forward 'f': x = x + W₂·act(W₁·u + b₁) + b₂, or GLU (xt:1763-1858)
             let f = &block.ff;
             let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
             let hb = &mut s.hb[..n * rows];
-            self.norm(f.norm, x, xb);
-            kernels::matmul(f.proj, dim, xb, hb);
+            self.norm(f.norm, x, xb)?;
+            kernels::matmul(f.proj, dim, xb, hb)?;
             if let Some(bias) = f.proj_bias {
-                kernels::add_bias(hb, bias);
+                kernels::add_bias(hb, bias)?;
             }
             let act = activation(cfg.activation());
             if cfg.ff_glu {
@@ -361,16 +381,17 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             } else {
                 hb.iter_mut().for_each(|h| *h = act(*h));
             }
-            kernels::matmul(f.out, inner, &hb[..n * inner], xb2);
+            kernels::matmul(f.out, inner, &hb[..n * inner], xb2)?;
             if let Some(bias) = f.out_bias {
-                kernels::add_bias(xb2, bias);
+                kernels::add_bias(xb2, bias)?;
             }
-            kernels::add(x, xb2);
+            kernels::add(x, xb2)?;
         }
 
         // ---- final norm (xt:3750)
-        self.norm(self.weights.final_norm, x, xb);
+        self.norm(self.weights.final_norm, x, xb)?;
         cache.advance(n);
+        Ok(())
     }
 }
 
@@ -409,13 +430,14 @@ impl Heads {
         q: &[f32],
         out: &mut [f32],
         kv: impl Fn(usize) -> (&'c [K], &'c [K]),
-    ) {
+    ) -> Result<(), Error> {
         for j in 0..self.kv_heads {
             let (keys, values) = kv(j);
             let at = j * self.group.dim;
             let (qj, oj) = (&q[at..at + self.span], &mut out[at..at + self.span]);
-            kernels::attention_group(qj, self.group, keys, values, self.scale, oj);
+            kernels::attention_group(qj, self.group, keys, values, self.scale, oj)?;
         }
+        Ok(())
     }
 }
 

@@ -140,6 +140,18 @@ pub enum Error {
         /// Elements provided.
         found: usize,
     },
+    /// The slices given to a kernel ([`crate::kernels`]) have lengths that do not fit together.
+    KernelShape {
+        /// The kernel, e.g. `"matmul"`.
+        kernel: &'static str,
+        /// The argument that does not fit the others, e.g. `"y"` (or a size such as `"cols"`).
+        arg: &'static str,
+        /// The length the other arguments call for: for one that must hold whole rows, the next
+        /// whole number of rows; for a size, its least allowed value.
+        expected: usize,
+        /// Its length (or value).
+        found: usize,
+    },
     /// A weight the configuration needs was not provided.
     MissingWeight(WeightName),
     /// A weight has the wrong shape for the configuration (or its data does not fill its shape).
@@ -246,6 +258,9 @@ impl fmt::Display for Error {
             }
             Error::BufferLength { buffer, expected, found } => {
                 write!(f, "{buffer:?} buffer has {found} elements, expected {expected} (or a multiple)")
+            }
+            Error::KernelShape { kernel, arg, expected, found } => {
+                write!(f, "{kernel}: `{arg}` is {found}, the other arguments call for {expected}")
             }
             Error::MissingWeight(name) => write!(f, "missing weight `{name}`"),
             Error::WeightShape { name, expected, found } => write!(

@@ -158,16 +158,23 @@ pub fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), Error> {
 
 /// Expands Q8_0 blocks into `dst` (`32 · src.len()` values), each `d · q` in f32.
 ///
-/// # Panics
-/// If `dst.len() != 32 · src.len()`.
-pub fn dequantize_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) {
-    assert_eq!(dst.len(), src.len() * Q8_0_BLOCK);
+/// # Errors
+/// [`Error::BufferLength`] (of the output) if `dst.len() != 32 · src.len()`.
+pub fn dequantize_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) -> Result<(), Error> {
+    if dst.len() / Q8_0_BLOCK != src.len() || dst.len() % Q8_0_BLOCK != 0 {
+        return Err(Error::BufferLength {
+            buffer: Buffer::Output,
+            expected: src.len().saturating_mul(Q8_0_BLOCK),
+            found: dst.len(),
+        });
+    }
     for (b, out) in src.iter().zip(dst.chunks_exact_mut(Q8_0_BLOCK)) {
         let d = q8_0_scale(b).to_f32();
         for (o, &q) in out.iter_mut().zip(q8_0_quants(b)) {
             *o = d * q as f32;
         }
     }
+    Ok(())
 }
 
 impl<'w> Tensor<'w> {

@@ -168,11 +168,12 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
                     let t = tokens[start + j] as usize;
-                    kernels::load(xr, w.token_emb.slice(t * dim, dim));
+                    kernels::load(xr, w.token_emb.slice(t * dim, dim))?;
                     if let Some(p) = w.pos_emb {
-                        kernels::add_scaled(xr, p.slice((pos0 + start + j) * dim, dim), dim_scale);
+                        kernels::add_scaled(xr, p.slice((pos0 + start + j) * dim, dim), dim_scale)?;
                     }
                 }
+                Ok(())
             },
             // logits = y·W_logitsᵀ, or y·Eᵀ · dim^-½ when tied (xt:4155-4162)
             |start, y| {
@@ -183,11 +184,12 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                         (true, true) => &mut logits[..],
                         (true, false) => continue,
                     };
-                    kernels::matvec(to_logits, yr, row);
+                    kernels::matvec(to_logits, yr, row)?;
                     if let Some(scale) = logit_scale {
                         row.iter_mut().for_each(|l| *l *= scale);
                     }
                 }
+                Ok(())
             },
         )
     }

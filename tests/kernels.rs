@@ -60,9 +60,9 @@ fn check_matvec<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
             let xa = values(7 + cols as u64, off + cols);
             let (w, x) = (&w[off..], &xa[off..]);
             let mut want = vec![f32::NAN; rows];
-            portable::matvec(w, cols, x, &mut want);
+            portable::matvec(w, cols, x, &mut want).unwrap();
             let mut got = vec![f32::NAN; rows + 3];
-            kernels::matvec(E::as_tensor(w), x, &mut got[off % 3..off % 3 + rows]);
+            kernels::matvec(E::as_tensor(w), x, &mut got[off % 3..off % 3 + rows]).unwrap();
             let mag: Vec<f32> = (0..rows)
                 .map(|r| {
                     (0..cols)
@@ -115,9 +115,9 @@ fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
                 let xa = values((n * 3 + cols) as u64, off + n * cols);
                 let (w, x) = (&w[off..], &xa[off..]);
                 let mut want = vec![f32::NAN; n * rows];
-                portable::matmul(w, cols, x, &mut want);
+                portable::matmul(w, cols, x, &mut want).unwrap();
                 let mut got = vec![f32::NAN; n * rows + 1];
-                kernels::matmul(E::as_tensor(w), cols, x, &mut got[1..]);
+                kernels::matmul(E::as_tensor(w), cols, x, &mut got[1..]).unwrap();
                 assert!(got[0].is_nan(), "matmul wrote before y");
                 let mag: Vec<f32> = (0..n * rows)
                     .map(|o| {
@@ -167,7 +167,7 @@ fn q8_0_matches_dequantised_portable() {
             let mut q: Vec<BlockQ8_0> = vec![[0; 34]; rows * nb];
             quantize_q8_0(&wf, &mut q).unwrap();
             let mut deq = vec![0.0f32; rows * cols];
-            picoformer::dequantize_q8_0(&q, &mut deq);
+            picoformer::dequantize_q8_0(&q, &mut deq).unwrap();
             // Quantisation error is small: at most half a step of the block's scale (plus f16).
             for (a, b) in wf.iter().zip(&deq) {
                 assert!((a - b).abs() <= 0.5 / 127.0 + 2e-3, "{a} vs {b}");
@@ -178,16 +178,17 @@ fn q8_0_matches_dequantised_portable() {
                 let x = &xa[off..];
                 let mut want = vec![f32::NAN; n * rows];
                 if cols > 0 {
-                    portable::matmul(&deq, cols, x, &mut want);
+                    portable::matmul(&deq, cols, x, &mut want).unwrap();
                 } else {
                     want.fill(0.0);
                 }
                 let mut got = vec![f32::NAN; n * rows];
                 if cols > 0 {
-                    kernels::matmul(Tensor::Q8_0(&q), cols, x, &mut got);
+                    kernels::matmul(Tensor::Q8_0(&q), cols, x, &mut got).unwrap();
                 } else {
                     for i in 0..n {
-                        kernels::matvec(Tensor::Q8_0(&q), &[], &mut got[i * rows..(i + 1) * rows]);
+                        kernels::matvec(Tensor::Q8_0(&q), &[], &mut got[i * rows..(i + 1) * rows])
+                            .unwrap();
                     }
                 }
                 let mag: Vec<f32> = (0..n * rows)
@@ -200,7 +201,7 @@ fn q8_0_matches_dequantised_portable() {
                     .collect();
                 assert_close(&got, &want, &mag, 1e-5, "q8_0");
                 let mut port = vec![f32::NAN; rows];
-                kernels::matvec_q8_portable(&q, &x[..cols], &mut port);
+                kernels::matvec_q8_portable(&q, &x[..cols], &mut port).unwrap();
                 assert_close(&port, &want[..rows], &mag[..rows], 1e-5, "q8_0 portable");
             }
         }
@@ -217,13 +218,13 @@ fn q8_0_embedding_rows_dequantise() {
     assert_eq!(t.len(), 256);
     let row = Tensor::Q8_0(&q[2..4]); // values 64..128
     let mut y = vec![f32::NAN; 64];
-    kernels::load(&mut y, row);
+    kernels::load(&mut y, row).unwrap();
     for (i, v) in y.iter().enumerate() {
         assert_eq!(Some(*v), t.get(64 + i));
         assert!((v - wf[64 + i]).abs() < 0.01);
     }
     let mut z = vec![1.0f32; 64];
-    kernels::add_scaled(&mut z, row, 2.0);
+    kernels::add_scaled(&mut z, row, 2.0).unwrap();
     for (zv, yv) in z.iter().zip(&y) {
         assert_eq!(*zv, 1.0 + 2.0 * yv);
     }
@@ -253,9 +254,9 @@ fn check_attention<K: Element>() {
             let v: Vec<K> = vf.iter().map(|&x| K::from_f32(x)).collect();
             let (q, k, v) = (&q[off..], &k[off..], &v[off..]);
             let mut want = vec![f32::NAN; d];
-            portable::attention(q, k, v, scale, &mut want);
+            portable::attention(q, k, v, scale, &mut want).unwrap();
             let mut got = vec![f32::NAN; d];
-            kernels::attention(q, k, v, scale, &mut got);
+            kernels::attention(q, k, v, scale, &mut got).unwrap();
             let mag = vec![1.0f32; d];
             assert_close(&got, &want, &mag, 2e-6 * (1.0 + scale), "attention");
         }
@@ -313,9 +314,9 @@ fn check_attention_group<K: Element>() {
                         .collect();
                     let scale = if len % 2 == 0 { 0.4 } else { 7.0 };
                     let mut want = vec![f32::NAN; span];
-                    portable::attention_group(&q, group, &k, &v, scale, &mut want);
+                    portable::attention_group(&q, group, &k, &v, scale, &mut want).unwrap();
                     let mut got = vec![f32::NAN; span];
-                    kernels::attention_group(&q, group, &k, &v, scale, &mut got);
+                    kernels::attention_group(&q, group, &k, &v, scale, &mut got).unwrap();
                     for i in 0..span {
                         let in_head = i % stride < d;
                         if in_head {
@@ -363,10 +364,10 @@ fn attention_group_of_heads_equals_each_head_alone() {
     let q = values(1, group.span().unwrap());
     let (k, v) = (values(2, len * d), values(3, len * d));
     let mut got = vec![0.0; q.len()];
-    portable::attention_group(&q, group, &k, &v, 0.5, &mut got);
+    portable::attention_group(&q, group, &k, &v, 0.5, &mut got).unwrap();
     for t in 0..heads {
         let mut one = vec![0.0; d];
-        portable::attention(&q[t * stride..t * stride + d], &k, &v, 0.5, &mut one);
+        portable::attention(&q[t * stride..t * stride + d], &k, &v, 0.5, &mut one).unwrap();
         assert_eq!(&got[t * stride..t * stride + d], &one[..]);
     }
     assert_eq!(
@@ -429,7 +430,7 @@ fn vector_exp_within_2_ulp_of_f64() {
     let mut worst = (0u32, 0.0f32);
     let mut check = |xs: &[f32]| {
         let mut got = vec![f32::NAN; xs.len()];
-        kernels::exp(xs, &mut got);
+        kernels::exp(xs, &mut got).unwrap();
         for (&x, &g) in xs.iter().zip(&got) {
             let want = (x as f64).exp();
             let w32 = want as f32;
@@ -468,7 +469,7 @@ fn vector_exp_within_2_ulp_of_f64() {
         worst.1
     );
     let mut nan = [0.0f32; 3];
-    kernels::exp(&[f32::NAN, 0.0, f32::NAN], &mut nan);
+    kernels::exp(&[f32::NAN, 0.0, f32::NAN], &mut nan).unwrap();
     assert!(nan[0].is_nan() && nan[2].is_nan() && nan[1] == 1.0);
     check_required_isa();
 }

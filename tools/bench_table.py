@@ -6,7 +6,8 @@ decode, with ratios against the named peers of the same run."""
 import json, os, sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
-rows = {}
+rows = {}     # group -> function -> (median ns per iteration, throughput)
+fastest = {}  # the same with the fastest sample's ns per iteration
 for dirpath, _, files in os.walk(root):
     if "benchmark.json" in files and dirpath.endswith("/new"):
         b = json.load(open(os.path.join(dirpath, "benchmark.json")))
@@ -14,6 +15,9 @@ for dirpath, _, files in os.walk(root):
         med = e["median"]["point_estimate"]  # ns per iteration
         thr = b.get("throughput") or {}
         rows.setdefault(b["group_id"], {})[b["full_id"][len(b["group_id"]) + 1:]] = (med, thr)
+        smp = json.load(open(os.path.join(dirpath, "sample.json")))
+        fastest.setdefault(b["group_id"], {})[b["full_id"][len(b["group_id"]) + 1:]] = (
+            min(t / i for t, i in zip(smp["times"], smp["iters"])), thr)
 
 def table(*header):
     print("| " + " | ".join(header) + " |")
@@ -35,6 +39,17 @@ def products(kind):
 
 print("GFLOP/s (median), single thread\n")
 products("gemv"); print(); products("gemm"); print()
+# The shared machine slows whole stretches of a run; the fastest of a function's samples shows
+# what it does undisturbed, so these shares of the peak vary far less between runs.
+gemm_groups = sorted(g for g in fastest if g.startswith("gemm/"))
+if gemm_groups:
+    table("fastest samples: shape M,K,N", "picoformer", "picoformer_f16", "picoformer_q8_0", "gemm", "fma_peak", "ours/gemm", "ours/fma_peak")
+    for g in gemm_groups:
+        r = {k: rate(*v, "Elements") for k, v in fastest[g].items()}
+        get = lambda k: r.get(k, float("nan"))
+        print(f"| {g.split('/')[1]} | {get('picoformer'):.1f} | {get('picoformer_f16'):.1f} | {get('picoformer_q8_0'):.1f} | {get('gemm'):.1f}"
+              f" | {get('fma_peak'):.1f} | {get('picoformer') / get('gemm'):.2f} | {get('picoformer') / get('fma_peak'):.2f} |")
+    print()
 def groups(prefix):
     """The groups named `prefix/<label>/<cached positions>`, by position count."""
     return sorted((g for g in rows if g.startswith(prefix + "/")), key=lambda g: int(g.split("/")[2]))

@@ -15,6 +15,7 @@
 //! architecture file inside its `#[target_feature]` functions.
 
 pub mod portable;
+mod shape;
 
 #[cfg(any(
     target_arch = "x86_64",
@@ -49,6 +50,7 @@ pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::error::Error;
 use crate::tensor::{dequantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK};
 
 /// The instruction sets a kernel can run on.
@@ -138,59 +140,64 @@ fn portable_ran() {
 /// `out[i] = e^x[i]`: the vector exp of the attention kernels where there is one, `libm::expf`
 /// otherwise.
 ///
-/// # Panics
-/// If the lengths differ.
+/// # Errors
+/// [`Error::KernelShape`] if the lengths differ.
 #[doc(hidden)]
-pub fn exp(x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len());
+pub fn exp(x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+    shape::same("exp", "out", x.len(), out.len())?;
     if let Some(t) = token() {
-        return arch::exp(t, x, out);
+        arch::exp(t, x, out);
+        return Ok(());
     }
     portable_ran();
     for (o, v) in out.iter_mut().zip(x) {
         *o = libm::expf(*v);
     }
+    Ok(())
 }
 
 /// The Q8_0 matrix-vector product of the portable path: each block is dequantised into a
 /// stack buffer and dotted with the same 8-accumulator sum as the float kernels.
 ///
-/// # Panics
-/// If `x.len()` is not a multiple of 32 or `w` is not `y.len()` rows of `x.len()` values.
-pub fn matvec_q8_portable(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+/// # Errors
+/// [`Error::KernelShape`] if `x.len()` is not a multiple of 32 or `w` is not `y.len()` rows of
+/// `x.len()` values.
+pub fn matvec_q8_portable(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Error> {
     let cols = x.len();
-    assert!(cols % Q8_0_BLOCK == 0);
-    assert_eq!(w.len() * Q8_0_BLOCK, cols * y.len());
+    shape::matvec(Tensor::Q8_0(w).len(), cols, y.len(), true)?;
     let nb = cols / Q8_0_BLOCK;
     if nb == 0 {
         y.fill(0.0);
-        return;
+        return Ok(());
     }
     let mut buf = [0.0f32; Q8_0_BLOCK];
     for (yr, wr) in y.iter_mut().zip(w.chunks_exact(nb)) {
         let mut s = 0.0;
         for (b, xb) in wr.iter().zip(x.chunks_exact(Q8_0_BLOCK)) {
-            dequantize_q8_0(core::slice::from_ref(b), &mut buf);
-            s += portable::dot(&buf, xb);
+            dequantize_q8_0(core::slice::from_ref(b), &mut buf)?;
+            s += portable::dot(&buf, xb)?;
         }
         *yr = s;
     }
+    Ok(())
 }
 
 /// `y = x·Wᵀ` for one position: `W` is `[y.len(), x.len()]` row-major.
 ///
-/// # Panics
-/// If `w.len() != y.len() * x.len()`.
-/// Q8_0 weights need `x.len()` to be a multiple of 32.
-pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) {
+/// # Errors
+/// [`Error::KernelShape`] if `w` does not hold `y.len()` rows of `x.len()` values (for Q8_0
+/// weights, `x.len()` must also be a multiple of 32).
+pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
     let cols = x.len();
+    shape::matvec(w.len(), cols, y.len(), matches!(w, Tensor::Q8_0(_)))?;
     if let Some(t) = token() {
-        return match w {
+        match w {
             Tensor::F32(w) => arch::matvec(t, w, x, y),
             Tensor::F16(w) => arch::matvec(t, w, x, y),
             Tensor::Bf16(w) => arch::matvec(t, w, x, y),
             Tensor::Q8_0(w) => arch::matvec_q8(t, w, x, y),
-        };
+        }
+        return Ok(());
     }
     portable_ran();
     match w {
@@ -203,49 +210,54 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) {
 
 /// `Y = X·Wᵀ` for `n` positions: `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`, all row-major.
 ///
-/// # Panics
-/// If the lengths do not describe those shapes.
-pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) {
-    if x.len() == cols {
-        return matvec(w, x, y);
-    }
-    if let Tensor::Q8_0(q) = w {
-        if let Some(t) = token() {
-            return arch::matmul_q8(t, q, cols, x, y);
-        }
-        // One matrix-vector product per position.
-        assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
-        let rows = w.len() / cols;
-        assert_eq!(y.len(), (x.len() / cols) * rows);
-        for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows.max(1))) {
-            matvec(w, xr, yr);
-        }
-        return;
-    }
-    if let Some(t) = token() {
-        return match w {
-            Tensor::F32(w) => arch::matmul(t, w, cols, x, y),
-            Tensor::F16(w) => arch::matmul(t, w, cols, x, y),
-            Tensor::Bf16(w) => arch::matmul(t, w, cols, x, y),
-            Tensor::Q8_0(_) => unreachable!("handled above"),
+/// # Errors
+/// [`Error::KernelShape`] if `cols` is 0 or the lengths do not describe those shapes (for
+/// Q8_0 weights, `cols` must also be a multiple of 32).
+pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    let (n, rows) = shape::matmul(
+        w.len(),
+        cols,
+        x.len(),
+        y.len(),
+        matches!(w, Tensor::Q8_0(_)),
+    )?;
+    if n <= 1 || rows == 0 {
+        // One position (or none: nothing to compute).
+        return match n {
+            1 => matvec(w, x, y),
+            _ => Ok(()),
         };
     }
-    portable_ran();
-    match w {
-        Tensor::F32(w) => portable::matmul(w, cols, x, y),
-        Tensor::F16(w) => portable::matmul(w, cols, x, y),
-        Tensor::Bf16(w) => portable::matmul(w, cols, x, y),
-        Tensor::Q8_0(_) => unreachable!("handled above"),
+    match (w, token()) {
+        (Tensor::F32(w), Some(t)) => arch::matmul(t, w, cols, x, y),
+        (Tensor::F16(w), Some(t)) => arch::matmul(t, w, cols, x, y),
+        (Tensor::Bf16(w), Some(t)) => arch::matmul(t, w, cols, x, y),
+        (Tensor::Q8_0(w), Some(t)) => arch::matmul_q8(t, w, cols, x, y),
+        (w, None) => {
+            portable_ran();
+            return match w {
+                Tensor::F32(w) => portable::matmul(w, cols, x, y),
+                Tensor::F16(w) => portable::matmul(w, cols, x, y),
+                Tensor::Bf16(w) => portable::matmul(w, cols, x, y),
+                // One matrix-vector product per position.
+                Tensor::Q8_0(q) => x
+                    .chunks_exact(cols)
+                    .zip(y.chunks_exact_mut(rows))
+                    .try_for_each(|(xr, yr)| matvec_q8_portable(q, xr, yr)),
+            };
+        }
     }
+    Ok(())
 }
 
 /// Adds a bias to every row of `y` (`[n, bias.len()]`).
 ///
-/// # Panics
-/// If `y.len()` is not a multiple of `bias.len()`.
-pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) {
+/// # Errors
+/// [`Error::KernelShape`] if `bias` is empty or `y.len()` is not a multiple of its length.
+pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) -> Result<(), Error> {
     let n = bias.len();
-    assert!(n > 0 && y.len() % n == 0);
+    shape::positive("add_bias", "bias", n)?;
+    shape::rows("add_bias", "y", y.len(), n)?;
     for row in y.chunks_exact_mut(n) {
         match bias {
             Tensor::F32(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b),
@@ -257,10 +269,19 @@ pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) {
                 .for_each(|(i, v)| *v += bias.get(i).unwrap_or(f32::NAN)),
         }
     }
+    Ok(())
 }
 
 /// LayerNorm of one row with gain `g + offset` (see [`portable::layer_norm`]).
-pub fn layer_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]) {
+///
+/// # Errors
+/// [`Error::KernelShape`] if `out` or the gain is not as long as `x`.
+pub fn layer_norm(
+    x: &[f32],
+    g: Option<Tensor<'_>>,
+    offset: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
     match g {
         None => portable::layer_norm::<f32>(x, None, offset, out),
         Some(Tensor::F32(g)) => portable::layer_norm(x, Some(g), offset, out),
@@ -268,16 +289,26 @@ pub fn layer_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]
         Some(Tensor::Bf16(g)) => portable::layer_norm(x, Some(g), offset, out),
         Some(g @ Tensor::Q8_0(_)) => {
             // Never produced by the loader (gains are not quantised); correct but slow.
-            portable::layer_norm::<f32>(x, None, offset, out);
+            shape::same("layer_norm", "g", x.len(), g.len())?;
+            portable::layer_norm::<f32>(x, None, offset, out)?;
             out.iter_mut()
                 .enumerate()
                 .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
+            Ok(())
         }
     }
 }
 
 /// RMSNorm of one row with gain `g + offset`, or no gain (see [`portable::rms_norm`]).
-pub fn rms_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]) {
+///
+/// # Errors
+/// [`Error::KernelShape`] if `out` or the gain is not as long as `x`.
+pub fn rms_norm(
+    x: &[f32],
+    g: Option<Tensor<'_>>,
+    offset: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
     match g {
         None => portable::rms_norm::<f32>(x, None, offset, out),
         Some(Tensor::F32(g)) => portable::rms_norm(x, Some(g), offset, out),
@@ -285,10 +316,12 @@ pub fn rms_norm(x: &[f32], g: Option<Tensor<'_>>, offset: f32, out: &mut [f32]) 
         Some(Tensor::Bf16(g)) => portable::rms_norm(x, Some(g), offset, out),
         Some(g @ Tensor::Q8_0(_)) => {
             // Never produced by the loader (gains are not quantised); correct but slow.
-            portable::rms_norm::<f32>(x, None, offset, out);
+            shape::same("rms_norm", "g", x.len(), g.len())?;
+            portable::rms_norm::<f32>(x, None, offset, out)?;
             out.iter_mut()
                 .enumerate()
                 .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
+            Ok(())
         }
     }
 }
@@ -330,18 +363,25 @@ impl HeadGroup {
 
 /// One query head over one cached kv head (see [`portable::attention`]).
 ///
-/// # Panics
-/// If the lengths disagree or `keys` is empty.
-pub fn attention<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
+/// # Errors
+/// As [`attention_group`] with one head of `q.len()` values.
+pub fn attention<K: Element>(
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
     attention_group(q, HeadGroup::one(q.len()), keys, values, scale, out)
 }
 
 /// The query heads of `group` over one cached kv head, which the SIMD kernels read once for
 /// all of them (see [`portable::attention_group`]).
 ///
-/// # Panics
-/// If `q` or `out` is not `group.span()` long, the keys are not whole rows of `group.dim`,
-/// the keys and values differ in length, or `keys` is empty.
+/// # Errors
+/// [`Error::KernelShape`] if `group` is not valid (`dim`, `heads` >= 1, `stride >= dim`), `q`
+/// or `out` is not `group.span()` long, `keys` is empty or not whole rows of `group.dim`, or the
+/// keys and values differ in length.
 pub fn attention_group<K: Element>(
     q: &[f32],
     group: HeadGroup,
@@ -349,19 +389,26 @@ pub fn attention_group<K: Element>(
     values: &[K],
     scale: f32,
     out: &mut [f32],
-) {
+) -> Result<(), Error> {
+    shape::attention(q.len(), group, keys.len(), values.len(), out.len())?;
     if let Some(t) = token() {
-        match (K::as_tensor(keys), K::as_tensor(values)) {
+        let ran = match (K::as_tensor(keys), K::as_tensor(values)) {
             (Tensor::F32(k), Tensor::F32(v)) => {
-                return arch::attention(t, q, group, k, v, scale, out)
+                arch::attention(t, q, group, k, v, scale, out);
+                true
             }
             (Tensor::F16(k), Tensor::F16(v)) => {
-                return arch::attention(t, q, group, k, v, scale, out)
+                arch::attention(t, q, group, k, v, scale, out);
+                true
             }
             (Tensor::Bf16(k), Tensor::Bf16(v)) => {
-                return arch::attention(t, q, group, k, v, scale, out)
+                arch::attention(t, q, group, k, v, scale, out);
+                true
             }
-            _ => {}
+            _ => false,
+        };
+        if ran {
+            return Ok(());
         }
     }
     portable_ran();
@@ -370,24 +417,25 @@ pub fn attention_group<K: Element>(
 
 /// `y = t` for a row of weights (an embedding row), converted to `f32`.
 ///
-/// # Panics
-/// If the lengths differ.
-pub fn load(y: &mut [f32], t: Tensor<'_>) {
-    assert_eq!(y.len(), t.len());
+/// # Errors
+/// [`Error::KernelShape`] if the lengths differ.
+pub fn load(y: &mut [f32], t: Tensor<'_>) -> Result<(), Error> {
+    shape::same("load", "y", t.len(), y.len())?;
     match t {
         Tensor::F32(s) => y.copy_from_slice(s),
         Tensor::F16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y = s.to_f32()),
         Tensor::Bf16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y = s.to_f32()),
-        Tensor::Q8_0(s) => dequantize_q8_0(s, y),
+        Tensor::Q8_0(s) => dequantize_q8_0(s, y)?,
     }
+    Ok(())
 }
 
 /// `y += a·t` for a row of weights.
 ///
-/// # Panics
-/// If the lengths differ.
-pub fn add_scaled(y: &mut [f32], t: Tensor<'_>, a: f32) {
-    assert_eq!(y.len(), t.len());
+/// # Errors
+/// [`Error::KernelShape`] if the lengths differ.
+pub fn add_scaled(y: &mut [f32], t: Tensor<'_>, a: f32) -> Result<(), Error> {
+    shape::same("add_scaled", "y", t.len(), y.len())?;
     match t {
         Tensor::F32(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s),
         Tensor::F16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s.to_f32()),
@@ -395,20 +443,22 @@ pub fn add_scaled(y: &mut [f32], t: Tensor<'_>, a: f32) {
         Tensor::Q8_0(s) => {
             let mut buf = [0.0f32; Q8_0_BLOCK];
             for (b, yb) in s.iter().zip(y.chunks_exact_mut(Q8_0_BLOCK)) {
-                dequantize_q8_0(core::slice::from_ref(b), &mut buf);
+                dequantize_q8_0(core::slice::from_ref(b), &mut buf)?;
                 yb.iter_mut().zip(&buf).for_each(|(y, s)| *y += a * s);
             }
         }
     }
+    Ok(())
 }
 
 /// `y += x`, element-wise (the residual add).
 ///
-/// # Panics
-/// If the lengths differ.
-pub fn add(y: &mut [f32], x: &[f32]) {
-    assert_eq!(y.len(), x.len());
+/// # Errors
+/// [`Error::KernelShape`] if the lengths differ.
+pub fn add(y: &mut [f32], x: &[f32]) -> Result<(), Error> {
+    shape::same("add", "y", x.len(), y.len())?;
     y.iter_mut().zip(x).for_each(|(y, x)| *y += x);
+    Ok(())
 }
 
 /// The stand-in for architectures without SIMD kernels: no token ever exists.

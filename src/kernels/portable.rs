@@ -4,14 +4,25 @@
 //! Sums use 8 independent accumulators, so the compiler can vectorise them and the rounding
 //! behaves like the 8-lane SIMD kernels'.
 
+use super::shape;
+use crate::error::Error;
 use crate::tensor::Element;
 
 const LANES: usize = 8;
 
 /// `Σ w[i]·x[i]` with 8 accumulators, reduced pairwise.
+///
+/// # Errors
+/// [`Error::KernelShape`] if the lengths differ.
 #[inline]
-pub fn dot<E: Element>(w: &[E], x: &[f32]) -> f32 {
-    assert_eq!(w.len(), x.len());
+pub fn dot<E: Element>(w: &[E], x: &[f32]) -> Result<f32, Error> {
+    shape::same("dot", "x", w.len(), x.len())?;
+    Ok(dot_of(w, x))
+}
+
+/// [`dot`] of two slices of one length (shorter one's length otherwise).
+#[inline]
+fn dot_of<E: Element>(w: &[E], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut wc = w.chunks_exact(LANES);
     let mut xc = x.chunks_exact(LANES);
@@ -34,32 +45,31 @@ fn reduce(a: [f32; LANES]) -> f32 {
 /// `y[r] = Σ_c w[r·cols + c]·x[c]` for every row r < y.len(): `y = x·Wᵀ` for an `nn.Linear`
 /// weight `W[out, in]` (decode, one position).
 ///
-/// # Panics
-/// If `x.len() != cols` or `w.len() != y.len() * cols`.
-pub fn matvec<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), cols);
-    assert_eq!(w.len(), y.len() * cols);
+/// # Errors
+/// [`Error::KernelShape`] if `x.len() != cols` or `w.len() != y.len() · cols`.
+pub fn matvec<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    shape::same("matvec", "x", cols, x.len())?;
+    shape::matvec(w.len(), cols, y.len(), false)?;
     if cols == 0 {
         y.fill(0.0);
-        return;
+        return Ok(());
     }
     for (yr, wr) in y.iter_mut().zip(w.chunks_exact(cols)) {
-        *yr = dot(wr, x);
+        *yr = dot_of(wr, x);
     }
+    Ok(())
 }
 
 /// Y[i, r] = Σ_c W[r, c]·X[i, c] for n = x.len() / cols positions: `Y = X·Wᵀ` (prefill).
 /// Y is row-major `[n, rows]` with rows = `w.len() / cols`.
 ///
-/// # Panics
-/// If the lengths do not describe `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`.
-pub fn matmul<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
-    let n = x.len() / cols;
-    let rows = w.len() / cols;
-    assert_eq!(y.len(), n * rows);
+/// # Errors
+/// [`Error::KernelShape`] if `cols` is 0 or the lengths do not describe `X[n, cols]`,
+/// `W[rows, cols]`, `Y[n, rows]`.
+pub fn matmul<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    let (n, rows) = shape::matmul(w.len(), cols, x.len(), y.len(), false)?;
     if rows == 0 {
-        return;
+        return Ok(());
     }
     // Four positions share each weight row while it is hot in cache.
     let mut i = 0;
@@ -72,7 +82,7 @@ pub fn matmul<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
         ];
         for (r, wr) in w.chunks_exact(cols).enumerate() {
             for (j, xr) in xs.iter().enumerate() {
-                y[(i + j) * rows + r] = dot(wr, xr);
+                y[(i + j) * rows + r] = dot_of(wr, xr);
             }
         }
         i += 4;
@@ -83,9 +93,10 @@ pub fn matmul<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
             cols,
             &x[i * cols..(i + 1) * cols],
             &mut y[i * rows..(i + 1) * rows],
-        );
+        )?;
         i += 1;
     }
+    Ok(())
 }
 
 /// The gain of a norm: (stored + offset), or 1 when there is no gain tensor.
@@ -100,12 +111,17 @@ fn gain<E: Element>(g: Option<&[E]>, i: usize, offset: f32) -> f32 {
 /// Bias-less LayerNorm (`xt:1017-1036`): (x − μ)/√(σ² + 1e-5) ⊙ (g + offset), σ² the biased variance.
 /// `offset` is 1 for the Decoder's norms (`norm_add_unit_offset`) and 0 for `post_emb_norm`.
 ///
-/// # Panics
-/// If `out` or a gain is not as long as `x`.
-pub fn layer_norm<E: Element>(x: &[f32], g: Option<&[E]>, offset: f32, out: &mut [f32]) {
-    assert_eq!(out.len(), x.len());
+/// # Errors
+/// [`Error::KernelShape`] if `out` or the gain is not as long as `x`.
+pub fn layer_norm<E: Element>(
+    x: &[f32],
+    g: Option<&[E]>,
+    offset: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    shape::same("layer_norm", "out", x.len(), out.len())?;
     if let Some(g) = g {
-        assert_eq!(g.len(), x.len());
+        shape::same("layer_norm", "g", x.len(), g.len())?;
     }
     let n = x.len() as f32;
     let mean = x.iter().sum::<f32>() / n;
@@ -114,39 +130,50 @@ pub fn layer_norm<E: Element>(x: &[f32], g: Option<&[E]>, offset: f32, out: &mut
     for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
         *o = (v - mean) * inv * gain(g, i, offset);
     }
+    Ok(())
 }
 
 /// RMSNorm as x-transformers computes it (`xt:1076-1124`): x / max(‖x‖₂, 1e-12) · √D · (g + offset);
 /// without a gain (`SimpleRMSNorm`) the gain is 1. The epsilon is on the norm, not the mean square.
 ///
-/// # Panics
-/// If `out` or a gain is not as long as `x`.
-pub fn rms_norm<E: Element>(x: &[f32], g: Option<&[E]>, offset: f32, out: &mut [f32]) {
-    assert_eq!(out.len(), x.len());
+/// # Errors
+/// [`Error::KernelShape`] if `out` or the gain is not as long as `x`.
+pub fn rms_norm<E: Element>(
+    x: &[f32],
+    g: Option<&[E]>,
+    offset: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    shape::same("rms_norm", "out", x.len(), out.len())?;
     if let Some(g) = g {
-        assert_eq!(g.len(), x.len());
+        shape::same("rms_norm", "g", x.len(), g.len())?;
     }
     let norm = libm::sqrtf(x.iter().map(|v| v * v).sum::<f32>());
     let scale = libm::sqrtf(x.len() as f32) / norm.max(1e-12);
     for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
         *o = v * scale * gain(g, i, offset);
     }
+    Ok(())
 }
 
 /// Rotary embedding of one head vector (`xt:893-915`): features (2m, 2m+1) for m < cos.len()
 /// rotate by the angle whose cosine and sine are `cos[m]`, `sin[m]`; the rest pass through.
 ///
-/// # Panics
-/// If `cos` and `sin` differ in length or `2·cos.len() > v.len()`.
-pub fn rotary(v: &mut [f32], cos: &[f32], sin: &[f32]) {
-    assert_eq!(cos.len(), sin.len());
-    assert!(2 * cos.len() <= v.len());
+/// # Errors
+/// [`Error::KernelShape`] if `cos` and `sin` differ in length or `v` is shorter than
+/// `2·cos.len()`.
+pub fn rotary(v: &mut [f32], cos: &[f32], sin: &[f32]) -> Result<(), Error> {
+    shape::same("rotary", "sin", cos.len(), sin.len())?;
+    if v.len() / 2 < cos.len() {
+        shape::same("rotary", "v", cos.len().saturating_mul(2), v.len())?;
+    }
     for (m, (c, s)) in cos.iter().zip(sin).enumerate() {
         let a = v[2 * m];
         let b = v[2 * m + 1];
         v[2 * m] = a * c - b * s;
         v[2 * m + 1] = b * c + a * s;
     }
+    Ok(())
 }
 
 /// Exact GELU, ½·z·(1 + erf(z/√2)) (`nn.GELU()`).
@@ -187,18 +214,29 @@ pub fn softmax(x: &mut [f32]) {
 /// out = Σ_j softmax_j(q·k_j·scale) v_j. `keys` and `values` hold `len` rows of `q.len()`
 /// elements each (one kv head of the cache); nothing of size `len` is allocated.
 ///
-/// # Panics
-/// If the lengths disagree or `len == 0`.
-pub fn attention<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
+/// # Errors
+/// As [`attention_group`] with one head of `q.len()` values.
+pub fn attention<K: Element>(
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let group = super::HeadGroup::one(q.len());
+    shape::attention(q.len(), group, keys.len(), values.len(), out.len())?;
+    head(q, keys, values, scale, out);
+    Ok(())
+}
+
+/// [`attention`] once its shapes are checked.
+fn head<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
     let d = q.len();
-    assert!(d > 0 && keys.len() % d == 0 && !keys.is_empty());
-    assert_eq!(keys.len(), values.len());
-    assert_eq!(out.len(), d);
     out.fill(0.0);
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
     for (k, v) in keys.chunks_exact(d).zip(values.chunks_exact(d)) {
-        let s = dot(k, q) * scale;
+        let s = dot_of(k, q) * scale;
         if s > max {
             let c = libm::expf(max - s);
             sum *= c;
@@ -222,8 +260,10 @@ pub fn attention<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, ou
 /// The query heads of `group` over one cached kv head: [`attention`] for each head t on
 /// `q[t·stride..][..dim]`, writing `out[t·stride..][..dim]` (nothing else of `out`).
 ///
-/// # Panics
-/// If `q` or `out` is not `group.span()` long, or as [`attention`].
+/// # Errors
+/// [`Error::KernelShape`] if `group` is not valid (`dim`, `heads` >= 1, `stride >= dim`), `q`
+/// or `out` is not `group.span()` long, `keys` is empty or not whole rows of `group.dim`, or the
+/// keys and values differ in length.
 pub fn attention_group<K: Element>(
     q: &[f32],
     group: super::HeadGroup,
@@ -231,14 +271,14 @@ pub fn attention_group<K: Element>(
     values: &[K],
     scale: f32,
     out: &mut [f32],
-) {
-    assert_eq!(group.span(), Some(q.len()));
-    assert_eq!(out.len(), q.len());
+) -> Result<(), Error> {
+    shape::attention(q.len(), group, keys.len(), values.len(), out.len())?;
     let d = group.dim;
     for t in 0..group.heads {
         let at = t * group.stride;
-        attention(&q[at..at + d], keys, values, scale, &mut out[at..at + d]);
+        head(&q[at..at + d], keys, values, scale, &mut out[at..at + d]);
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -265,7 +305,7 @@ mod tests {
     fn dot_matches_f64_on_every_length() {
         for n in 0..=40 {
             let (w, x) = (vals(n, 1), vals(n, 2));
-            let got = dot(&w[..n], &x[..n]) as f64;
+            let got = dot(&w[..n], &x[..n]).unwrap() as f64;
             assert!((got - naive_dot(&w[..n], &x[..n])).abs() < 1e-5, "n={n}");
         }
     }
@@ -277,7 +317,7 @@ mod tests {
         for n in 1..=6 {
             let x = vals(n * cols, 4);
             let mut y = [f32::NAN; 18];
-            matmul(&w[..rows * cols], cols, &x[..n * cols], &mut y[..n * rows]);
+            matmul(&w[..rows * cols], cols, &x[..n * cols], &mut y[..n * rows]).unwrap();
             for i in 0..n {
                 let mut r = [f32::NAN; 3];
                 matvec(
@@ -285,7 +325,8 @@ mod tests {
                     cols,
                     &x[i * cols..(i + 1) * cols],
                     &mut r,
-                );
+                )
+                .unwrap();
                 assert_eq!(r, y[i * rows..(i + 1) * rows], "n={n} i={i}");
             }
         }
@@ -296,14 +337,14 @@ mod tests {
         let x = [1.0f32, 2.0, 3.0, 4.0];
         let mut out = [0.0; 4];
         // mean 2.5, biased variance 1.25; gain (0.5 + 1).
-        layer_norm(&x, Some(&[0.5f32; 4][..]), 1.0, &mut out);
+        layer_norm(&x, Some(&[0.5f32; 4][..]), 1.0, &mut out).unwrap();
         let inv = 1.0 / (1.25f32 + 1e-5).sqrt();
         assert!((out[0] - (-1.5 * inv * 1.5)).abs() < 1e-6);
         // RMS: x / ||x|| * sqrt(4) * (g + 1); ||x|| = sqrt(30).
-        rms_norm::<f32>(&x, None, 1.0, &mut out);
+        rms_norm::<f32>(&x, None, 1.0, &mut out).unwrap();
         assert!((out[3] - 4.0 / 30f32.sqrt() * 2.0).abs() < 1e-6);
         // A zero row stays zero (eps on the norm, 1e-12).
-        rms_norm::<f32>(&[0.0; 4], None, 1.0, &mut out);
+        rms_norm::<f32>(&[0.0; 4], None, 1.0, &mut out).unwrap();
         assert_eq!(out, [0.0; 4]);
     }
 
@@ -311,7 +352,7 @@ mod tests {
     fn rotary_rotates_pairs_and_leaves_the_tail() {
         let mut v = [1.0f32, 0.0, 0.0, 1.0, 5.0, 6.0];
         let (c, s) = (0.0f32, 1.0f32); // 90 degrees
-        rotary(&mut v, &[c, c], &[s, s]);
+        rotary(&mut v, &[c, c], &[s, s]).unwrap();
         assert_eq!(v, [0.0, 1.0, -1.0, 0.0, 5.0, 6.0]);
     }
 
@@ -332,7 +373,7 @@ mod tests {
             let v = vals(len * d, 9);
             let mut scores = [0.0f32; 9];
             for j in 0..len {
-                scores[j] = dot(&k[j * d..(j + 1) * d], &q[..d]) * 0.7;
+                scores[j] = dot(&k[j * d..(j + 1) * d], &q[..d]).unwrap() * 0.7;
             }
             softmax(&mut scores[..len]);
             let mut want = [0.0f32; 5];
@@ -342,7 +383,7 @@ mod tests {
                 }
             }
             let mut out = [f32::NAN; 5];
-            attention(&q[..d], &k[..len * d], &v[..len * d], 0.7, &mut out);
+            attention(&q[..d], &k[..len * d], &v[..len * d], 0.7, &mut out).unwrap();
             for c in 0..d {
                 assert!((out[c] - want[c]).abs() < 1e-6, "len={len}");
             }

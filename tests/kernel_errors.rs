@@ -1,0 +1,275 @@
+//! The public kernels refuse slices whose lengths do not fit together with a typed
+//! `Error::KernelShape` (never a panic) and write nothing; on any lengths at all they either do
+//! their work or return that error.
+
+use picoformer::kernels::{self, portable, HeadGroup};
+use picoformer::{dequantize_q8_0, f16, BlockQ8_0, Error, Tensor};
+use proptest::prelude::*;
+
+fn shape(kernel: &'static str, arg: &'static str, expected: usize, found: usize) -> Error {
+    Error::KernelShape {
+        kernel,
+        arg,
+        expected,
+        found,
+    }
+}
+
+/// Every output stays as it was (NaN) after a refused call.
+#[track_caller]
+fn untouched(out: &[f32]) {
+    assert!(
+        out.iter().all(|v| v.is_nan()),
+        "a refused call wrote {out:?}"
+    );
+}
+
+#[test]
+fn products_refuse_bad_shapes() {
+    let w = vec![0.5f32; 12];
+    let x = vec![1.0f32; 4];
+    let mut y = vec![f32::NAN; 2];
+    // W is 3 rows of 4, so y must hold 3.
+    let want = shape("matvec", "w", 8, 12);
+    assert_eq!(kernels::matvec(Tensor::F32(&w), &x, &mut y), Err(want));
+    assert_eq!(portable::matvec(&w, 4, &x, &mut y), Err(want));
+    untouched(&y);
+    assert_eq!(
+        portable::matvec(&w, 3, &x, &mut y),
+        Err(shape("matvec", "x", 3, 4))
+    );
+    let mut y6 = vec![f32::NAN; 6];
+    assert_eq!(
+        kernels::matmul(Tensor::F32(&w), 0, &x, &mut y6),
+        Err(shape("matmul", "cols", 1, 0))
+    );
+    // x of 4 is not whole rows of 3: the next whole number of rows is 6.
+    assert_eq!(
+        kernels::matmul(Tensor::F32(&w), 3, &x, &mut y6),
+        Err(shape("matmul", "x", 6, 4))
+    );
+    assert_eq!(
+        kernels::matmul(Tensor::F32(&w[..10]), 2, &x, &mut y6),
+        Err(shape("matmul", "y", 10, 6))
+    );
+    assert_eq!(
+        portable::matmul(&w[..9], 2, &x, &mut y6),
+        Err(shape("matmul", "w", 10, 9))
+    );
+    untouched(&y6);
+    // Q8_0 rows are whole blocks of 32.
+    let q: Vec<BlockQ8_0> = vec![[0; 34]; 3];
+    let x48 = vec![1.0f32; 48];
+    let mut y2 = vec![f32::NAN; 2];
+    assert_eq!(
+        kernels::matvec(Tensor::Q8_0(&q), &x48, &mut y2),
+        Err(shape("matvec", "cols", 64, 48))
+    );
+    assert_eq!(
+        kernels::matvec_q8_portable(&q, &x48, &mut y2),
+        Err(shape("matvec", "cols", 64, 48))
+    );
+    let x64 = vec![1.0f32; 64];
+    assert_eq!(
+        kernels::matmul(Tensor::Q8_0(&q), 16, &x64, &mut y2),
+        Err(shape("matmul", "cols", 32, 16))
+    );
+    untouched(&y2);
+    // A size whose multiples overflow is refused, not wrapped.
+    assert_eq!(
+        kernels::matmul(Tensor::Q8_0(&q), usize::MAX, &[], &mut []),
+        Err(shape("matmul", "cols", usize::MAX, usize::MAX))
+    );
+    assert_eq!(
+        kernels::matmul(Tensor::F32(&[]), usize::MAX, &[], &mut []),
+        Ok(())
+    );
+}
+
+#[test]
+fn attention_refuses_bad_shapes() {
+    let (q, k, v) = (vec![1.0f32; 8], vec![0.5f32; 12], vec![0.25f32; 12]);
+    let mut out = vec![f32::NAN; 8];
+    let g = |dim, heads, stride| HeadGroup { dim, heads, stride };
+    // (group, q, keys, values, out length, the error)
+    type Case<'a> = (HeadGroup, &'a [f32], &'a [f32], &'a [f32], usize, Error);
+    let cases: [Case<'_>; 8] = [
+        (
+            g(0, 1, 0),
+            &q[..0],
+            &k,
+            &v,
+            0,
+            shape("attention", "group.dim", 1, 0),
+        ),
+        (
+            g(4, 0, 4),
+            &q,
+            &k,
+            &v,
+            8,
+            shape("attention", "group.heads", 1, 0),
+        ),
+        (
+            g(4, 2, 3),
+            &q,
+            &k,
+            &v,
+            8,
+            shape("attention", "group.stride", 4, 3),
+        ),
+        (
+            g(4, 2, 4),
+            &q[..7],
+            &k,
+            &v,
+            7,
+            shape("attention", "q", 8, 7),
+        ),
+        (g(4, 2, 4), &q, &k, &v, 7, shape("attention", "out", 8, 7)),
+        (
+            g(4, 2, 4),
+            &q,
+            &k[..0],
+            &v[..0],
+            8,
+            shape("attention", "keys", 4, 0),
+        ),
+        (
+            g(4, 2, 4),
+            &q,
+            &k[..10],
+            &v[..10],
+            8,
+            shape("attention", "keys", 12, 10),
+        ),
+        (
+            g(4, 2, 4),
+            &q,
+            &k,
+            &v[..8],
+            8,
+            shape("attention", "values", 12, 8),
+        ),
+    ];
+    for (group, q, k, v, n, want) in cases {
+        let o = &mut out[..n];
+        assert_eq!(kernels::attention_group(q, group, k, v, 0.5, o), Err(want));
+        assert_eq!(portable::attention_group(q, group, k, v, 0.5, o), Err(want));
+        untouched(o);
+    }
+    // The group's span overflows: no slice can be that long.
+    let huge = g(2, usize::MAX, 2);
+    assert_eq!(
+        kernels::attention_group(&q, huge, &k, &v, 0.5, &mut out),
+        Err(shape("attention", "q", usize::MAX, 8))
+    );
+    assert_eq!(
+        kernels::attention(&q[..4], &k, &v, 0.5, &mut out[..3]),
+        Err(shape("attention", "out", 4, 3))
+    );
+    untouched(&out);
+}
+
+#[test]
+fn row_kernels_refuse_bad_shapes() {
+    let x = vec![1.0f32; 4];
+    let mut y = vec![f32::NAN; 5];
+    let g = Some(Tensor::F32(&x[..3]));
+    assert_eq!(
+        kernels::add_bias(&mut y, Tensor::F32(&[])),
+        Err(shape("add_bias", "bias", 1, 0))
+    );
+    assert_eq!(
+        kernels::add_bias(&mut y, Tensor::F32(&x[..2])),
+        Err(shape("add_bias", "y", 6, 5))
+    );
+    assert_eq!(kernels::add(&mut y, &x), Err(shape("add", "y", 4, 5)));
+    assert_eq!(
+        kernels::load(&mut y, Tensor::F32(&x)),
+        Err(shape("load", "y", 4, 5))
+    );
+    assert_eq!(
+        kernels::add_scaled(&mut y, Tensor::F32(&x), 2.0),
+        Err(shape("add_scaled", "y", 4, 5))
+    );
+    assert_eq!(
+        kernels::layer_norm(&x, None, 1.0, &mut y),
+        Err(shape("layer_norm", "out", 4, 5))
+    );
+    assert_eq!(
+        kernels::rms_norm(&x, g, 1.0, &mut y[..4]),
+        Err(shape("rms_norm", "g", 4, 3))
+    );
+    assert_eq!(
+        kernels::layer_norm(&x, g, 1.0, &mut y[..4]),
+        Err(shape("layer_norm", "g", 4, 3))
+    );
+    assert_eq!(kernels::exp(&x, &mut y), Err(shape("exp", "out", 4, 5)));
+    assert_eq!(portable::dot(&x, &y), Err(shape("dot", "x", 4, 5)));
+    assert_eq!(
+        kernels::rotary(&mut y[..3], &x[..2], &x[..2]),
+        Err(shape("rotary", "v", 4, 3))
+    );
+    assert_eq!(
+        kernels::rotary(&mut y, &x[..2], &x[..1]),
+        Err(shape("rotary", "sin", 2, 1))
+    );
+    untouched(&y);
+    assert_eq!(
+        dequantize_q8_0(&[[0; 34]], &mut y),
+        Err(Error::BufferLength {
+            buffer: picoformer::error::Buffer::Output,
+            expected: 32,
+            found: 5
+        })
+    );
+    untouched(&y);
+    assert_eq!(
+        shape("matmul", "x", 6, 4).to_string(),
+        "matmul: `x` is 4, the other arguments call for 6"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Any lengths: a product either runs (and then the lengths describe its shapes) or is
+    /// refused, for every weight type, through dispatch and the portable twin.
+    #[test]
+    fn products_never_panic(wl in 0usize..80, cols in 0usize..40, xl in 0usize..80, yl in 0usize..12) {
+        let w = vec![0.25f32; wl];
+        let wh = vec![f16::from_f32(0.25); wl];
+        let q: Vec<BlockQ8_0> = vec![[0; 34]; wl / 8];
+        let x = vec![1.0f32; xl];
+        let mut y = vec![0.0f32; yl];
+        let ok = cols > 0 && xl % cols == 0 && wl % cols == 0 && yl == (xl / cols) * (wl / cols);
+        prop_assert_eq!(kernels::matmul(Tensor::F32(&w), cols, &x, &mut y).is_ok(), ok);
+        prop_assert_eq!(kernels::matmul(Tensor::F16(&wh), cols, &x, &mut y).is_ok(), ok);
+        prop_assert_eq!(portable::matmul(&w, cols, &x, &mut y).is_ok(), ok);
+        let _ = kernels::matmul(Tensor::Q8_0(&q), cols, &x, &mut y);
+        let ok = wl == xl * yl;
+        prop_assert_eq!(kernels::matvec(Tensor::F32(&w), &x, &mut y).is_ok(), ok);
+        prop_assert_eq!(portable::matvec(&w, xl, &x, &mut y).is_ok(), ok);
+        let ok = xl % 32 == 0 && q.len() * 32 == xl * yl;
+        prop_assert_eq!(kernels::matvec(Tensor::Q8_0(&q), &x, &mut y).is_ok(), ok);
+        prop_assert_eq!(kernels::matvec_q8_portable(&q, &x, &mut y).is_ok(), ok);
+    }
+
+    /// Any group and lengths: attention either runs or is refused.
+    #[test]
+    fn attention_never_panics(
+        dim in 0usize..6, heads in 0usize..4, stride in 0usize..8,
+        ql in 0usize..24, kl in 0usize..24, vl in 0usize..24, ol in 0usize..24,
+    ) {
+        let group = HeadGroup { dim, heads, stride };
+        let (q, k, v) = (vec![0.5f32; ql], vec![0.5f32; kl], vec![0.5f32; vl]);
+        let mut out = vec![0.0f32; ol];
+        let ok = group.span() == Some(ql) && ol == ql && kl > 0 && dim > 0 && kl % dim == 0 && vl == kl;
+        prop_assert_eq!(kernels::attention_group(&q, group, &k, &v, 0.5, &mut out).is_ok(), ok);
+        let kh: Vec<f16> = k.iter().map(|&a| f16::from_f32(a)).collect();
+        let vh: Vec<f16> = v.iter().map(|&a| f16::from_f32(a)).collect();
+        prop_assert_eq!(kernels::attention_group(&q, group, &kh, &vh, 0.5, &mut out).is_ok(), ok);
+        prop_assert_eq!(portable::attention_group(&q, group, &k, &v, 0.5, &mut out).is_ok(), ok);
+    }
+}
