@@ -240,7 +240,7 @@ fn check_attention<K: Element>() {
     let dims: &[usize] = if cfg!(miri) {
         &[3, 8]
     } else {
-        &[1, 3, 8, 13, 16, 48, 64, 67]
+        &[1, 3, 8, 13, 16, 48, 64, 67, 120]
     };
     for &d in dims {
         for &len in &lens {
@@ -285,7 +285,7 @@ fn check_attention_group<K: Element>() {
     let dims: &[usize] = if cfg!(miri) {
         &[3]
     } else {
-        &[1, 5, 8, 16, 64, 67]
+        &[1, 5, 8, 16, 56, 64, 67]
     };
     let lens: &[usize] = if cfg!(miri) {
         &[1, 17]

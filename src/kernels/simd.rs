@@ -670,13 +670,20 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
                 sum[t] = sum[t] * corr + I::hsum(psum);
                 let cv = I::splat(corr);
                 let mut c = 0;
-                while c < dm {
-                    let mut o = I::mul(I::load(ot.add(c)), cv);
-                    for (j, &p) in s.iter().enumerate().take(nb) {
-                        o = I::fma(I::splat(p), K::loadw(vb.add(j * d + c)), o);
+                while c + OUT_VECS * l <= dm {
+                    weigh_values::<I, K, OUT_VECS>(&s, nb, vb, d, ot, c, cv);
+                    c += OUT_VECS * l;
+                }
+                // The last vectors of the head (fewer than OUT_VECS) in chunks of 4, 2, 1.
+                for chunk in [4, 2, 1] {
+                    if c + chunk * l <= dm {
+                        match chunk {
+                            4 => weigh_values::<I, K, 4>(&s, nb, vb, d, ot, c, cv),
+                            2 => weigh_values::<I, K, 2>(&s, nb, vb, d, ot, c, cv),
+                            _ => weigh_values::<I, K, 1>(&s, nb, vb, d, ot, c, cv),
+                        }
+                        c += chunk * l;
                     }
-                    I::store(ot.add(c), o);
-                    c += l;
                 }
                 for c in dm..d {
                     let mut o = *ot.add(c) * corr;
@@ -695,6 +702,39 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
             }
         }
         t0 += heads;
+    }
+}
+
+/// Output vectors of one head accumulated together by [`weigh_values`]: each is its own
+/// chain of FMAs, so 8 of them keep both FMA pipes busy where one chain waits out the FMA
+/// latency at every key (that wait was two thirds of the attention time at head dim 64).
+const OUT_VECS: usize = 8;
+
+/// `out[c..c + N·LANES] = out·corr + Σ_j p[j]·values[j, c..]` over the block's `nb` keys: the
+/// `N` output vectors from column `c` stay in registers across the keys. The order of each
+/// output's sum is the keys' order, as one vector at a time would give. Ranges: values
+/// [..nb·d], out [..d], `c + N·LANES <= d`.
+#[inline(always)]
+unsafe fn weigh_values<I: Isa, K: LoadW<I>, const N: usize>(
+    p: &[f32; BLOCK],
+    nb: usize,
+    values: *const K,
+    d: usize,
+    out: *mut f32,
+    c: usize,
+    corr: I::V,
+) {
+    let l = I::LANES;
+    let mut o: [I::V; N] = core::array::from_fn(|k| I::mul(I::load(out.add(c + k * l)), corr));
+    for (j, &pj) in p.iter().enumerate().take(nb) {
+        let pv = I::splat(pj);
+        let row = values.add(j * d + c);
+        for (k, ok) in o.iter_mut().enumerate() {
+            *ok = I::fma(pv, K::loadw(row.add(k * l)), *ok);
+        }
+    }
+    for (k, ok) in o.iter().enumerate() {
+        I::store(out.add(c + k * l), *ok);
     }
 }
 
