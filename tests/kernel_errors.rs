@@ -205,6 +205,11 @@ fn row_kernels_refuse_bad_shapes() {
         kernels::layer_norm(&x, g, 1.0, &mut y[..4]),
         Err(shape("layer_norm", "g", 4, 3))
     );
+    let q8_gain = Some(Tensor::Q8_0(&[[0; 34]]));
+    assert_eq!(
+        kernels::rms_norm(&x, q8_gain, 1.0, &mut y[..4]),
+        Err(shape("rms_norm", "g", 4, 32))
+    );
     assert_eq!(kernels::exp(&x, &mut y), Err(shape("exp", "out", 4, 5)));
     assert_eq!(portable::dot(&x, &y), Err(shape("dot", "x", 4, 5)));
     assert_eq!(

@@ -282,21 +282,7 @@ pub fn layer_norm(
     offset: f32,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    match g {
-        None => portable::layer_norm::<f32>(x, None, offset, out),
-        Some(Tensor::F32(g)) => portable::layer_norm(x, Some(g), offset, out),
-        Some(Tensor::F16(g)) => portable::layer_norm(x, Some(g), offset, out),
-        Some(Tensor::Bf16(g)) => portable::layer_norm(x, Some(g), offset, out),
-        Some(g @ Tensor::Q8_0(_)) => {
-            // Never produced by the loader (gains are not quantised); correct but slow.
-            shape::same("layer_norm", "g", x.len(), g.len())?;
-            portable::layer_norm::<f32>(x, None, offset, out)?;
-            out.iter_mut()
-                .enumerate()
-                .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
-            Ok(())
-        }
-    }
+    norm(Norm::Layer, x, g, offset, out)
 }
 
 /// RMSNorm of one row with gain `g + offset`, or no gain (see [`portable::rms_norm`]).
@@ -309,15 +295,49 @@ pub fn rms_norm(
     offset: f32,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    norm(Norm::Rms, x, g, offset, out)
+}
+
+/// Which norm [`norm`] computes.
+#[derive(Clone, Copy)]
+enum Norm {
+    Layer,
+    Rms,
+}
+
+/// [`layer_norm`] or [`rms_norm`] for any gain type.
+fn norm(
+    kind: Norm,
+    x: &[f32],
+    g: Option<Tensor<'_>>,
+    offset: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    fn run<E: Element>(
+        kind: Norm,
+        x: &[f32],
+        g: Option<&[E]>,
+        offset: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        match kind {
+            Norm::Layer => portable::layer_norm(x, g, offset, out),
+            Norm::Rms => portable::rms_norm(x, g, offset, out),
+        }
+    }
     match g {
-        None => portable::rms_norm::<f32>(x, None, offset, out),
-        Some(Tensor::F32(g)) => portable::rms_norm(x, Some(g), offset, out),
-        Some(Tensor::F16(g)) => portable::rms_norm(x, Some(g), offset, out),
-        Some(Tensor::Bf16(g)) => portable::rms_norm(x, Some(g), offset, out),
+        None => run::<f32>(kind, x, None, offset, out),
+        Some(Tensor::F32(g)) => run(kind, x, Some(g), offset, out),
+        Some(Tensor::F16(g)) => run(kind, x, Some(g), offset, out),
+        Some(Tensor::Bf16(g)) => run(kind, x, Some(g), offset, out),
         Some(g @ Tensor::Q8_0(_)) => {
             // Never produced by the loader (gains are not quantised); correct but slow.
-            shape::same("rms_norm", "g", x.len(), g.len())?;
-            portable::rms_norm::<f32>(x, None, offset, out)?;
+            let name = match kind {
+                Norm::Layer => "layer_norm",
+                Norm::Rms => "rms_norm",
+            };
+            shape::same(name, "g", x.len(), g.len())?;
+            run::<f32>(kind, x, None, offset, out)?;
             out.iter_mut()
                 .enumerate()
                 .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
