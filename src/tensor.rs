@@ -169,12 +169,16 @@ pub fn dequantize_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) -> Result<(), Error> 
         });
     }
     for (b, out) in src.iter().zip(dst.chunks_exact_mut(Q8_0_BLOCK)) {
-        let d = q8_0_scale(b).to_f32();
-        for (o, &q) in out.iter_mut().zip(q8_0_quants(b)) {
-            *o = d * q as f32;
-        }
+        out.copy_from_slice(&dequantize_block(b));
     }
     Ok(())
+}
+
+/// The 32 values `d · q` of one Q8_0 block.
+pub(crate) fn dequantize_block(b: &BlockQ8_0) -> [f32; Q8_0_BLOCK] {
+    let d = q8_0_scale(b).to_f32();
+    let q = q8_0_quants(b);
+    core::array::from_fn(|i| d * q[i] as f32)
 }
 
 impl<'w> Tensor<'w> {

@@ -51,7 +51,7 @@ pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Error;
-use crate::tensor::{dequantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK};
+use crate::tensor::{dequantize_block, dequantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK};
 
 /// The instruction sets a kernel can run on.
 #[doc(hidden)]
@@ -170,12 +170,10 @@ pub fn matvec_q8_portable(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(
         y.fill(0.0);
         return Ok(());
     }
-    let mut buf = [0.0f32; Q8_0_BLOCK];
     for (yr, wr) in y.iter_mut().zip(w.chunks_exact(nb)) {
         let mut s = 0.0;
         for (b, xb) in wr.iter().zip(x.chunks_exact(Q8_0_BLOCK)) {
-            dequantize_q8_0(core::slice::from_ref(b), &mut buf)?;
-            s += portable::dot(&buf, xb)?;
+            s += portable::dot_of(&dequantize_block(b), xb);
         }
         *yr = s;
     }
@@ -221,12 +219,11 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()
         y.len(),
         matches!(w, Tensor::Q8_0(_)),
     )?;
-    if n <= 1 || rows == 0 {
-        // One position (or none: nothing to compute).
-        return match n {
-            1 => matvec(w, x, y),
-            _ => Ok(()),
-        };
+    if n == 0 || rows == 0 {
+        return Ok(()); // nothing to compute
+    }
+    if n == 1 {
+        return matvec(w, x, y);
     }
     match (w, token()) {
         (Tensor::F32(w), Some(t)) => arch::matmul(t, w, cols, x, y),
@@ -412,23 +409,20 @@ pub fn attention_group<K: Element>(
 ) -> Result<(), Error> {
     shape::attention(q.len(), group, keys.len(), values.len(), out.len())?;
     if let Some(t) = token() {
-        let ran = match (K::as_tensor(keys), K::as_tensor(values)) {
+        match (K::as_tensor(keys), K::as_tensor(values)) {
             (Tensor::F32(k), Tensor::F32(v)) => {
                 arch::attention(t, q, group, k, v, scale, out);
-                true
+                return Ok(());
             }
             (Tensor::F16(k), Tensor::F16(v)) => {
                 arch::attention(t, q, group, k, v, scale, out);
-                true
+                return Ok(());
             }
             (Tensor::Bf16(k), Tensor::Bf16(v)) => {
                 arch::attention(t, q, group, k, v, scale, out);
-                true
+                return Ok(());
             }
-            _ => false,
-        };
-        if ran {
-            return Ok(());
+            _ => {}
         }
     }
     portable_ran();
@@ -461,10 +455,9 @@ pub fn add_scaled(y: &mut [f32], t: Tensor<'_>, a: f32) -> Result<(), Error> {
         Tensor::F16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s.to_f32()),
         Tensor::Bf16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s.to_f32()),
         Tensor::Q8_0(s) => {
-            let mut buf = [0.0f32; Q8_0_BLOCK];
             for (b, yb) in s.iter().zip(y.chunks_exact_mut(Q8_0_BLOCK)) {
-                dequantize_q8_0(core::slice::from_ref(b), &mut buf)?;
-                yb.iter_mut().zip(&buf).for_each(|(y, s)| *y += a * s);
+                let v = dequantize_block(b);
+                yb.iter_mut().zip(&v).for_each(|(y, s)| *y += a * s);
             }
         }
     }

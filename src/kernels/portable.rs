@@ -22,7 +22,7 @@ pub fn dot<E: Element>(w: &[E], x: &[f32]) -> Result<f32, Error> {
 
 /// [`dot`] of two slices of one length (shorter one's length otherwise).
 #[inline]
-fn dot_of<E: Element>(w: &[E], x: &[f32]) -> f32 {
+pub(crate) fn dot_of<E: Element>(w: &[E], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut wc = w.chunks_exact(LANES);
     let mut xc = x.chunks_exact(LANES);
