@@ -116,6 +116,15 @@ pub fn max_diff_f64(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Max |a - b| between two f64 results.
+pub fn max_diff_f64_f64(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 /// Every supported decoder option, drawn: rotary dims >= 4, kv_heads < heads often, cross-attention
 /// on and off, all norms and activations, GLU, biases on and off.
 pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {

@@ -373,6 +373,7 @@ fn attention(
     kv_dim: usize,
     self_attn: bool,
     inv_freq: Option<&[f32]>,
+    store: fn(f64) -> f64,
 ) -> Vec<f64> {
     let d = cfg.dim;
     let dh = cfg.attn_dim_head;
@@ -386,7 +387,7 @@ fn attention(
     let wv = get(w, &format!("{key_base}.to_v.weight"), ikv * kv_dim);
     let mut q = linear(u, n, wq, iq, d, None);
     let mut k = linear(kv_src, m, wk, ikv, kv_dim, None);
-    let v = linear(kv_src, m, wv, ikv, kv_dim, None);
+    let mut v = linear(kv_src, m, wv, ikv, kv_dim, None);
     // §3.3 step 2: column c belongs to head c / dh.
     // §3.3 step 4 / §3.4: RoPE on q and k of self-attention at positions 0..n-1 (V never rotated);
     // §3.5: none on cross-attention.
@@ -405,6 +406,10 @@ fn attention(
                 }
             }
         }
+    }
+    // Keys (as rotated) and values as a KV cache of the caller's storage type would hold them.
+    for e in k.iter_mut().chain(v.iter_mut()) {
+        *e = store(*e);
     }
     let scale = (dh as f64).powf(-0.5); // §3.3 step 6
     let mut o = vec![0.0; n * iq];
@@ -493,6 +498,19 @@ pub fn decoder_forward(
     x: &[f64],
     context: Option<&[f64]>,
 ) -> Vec<f64> {
+    decoder_forward_stored(cfg, w, x, context, |e| e)
+}
+
+/// [`decoder_forward`] with every key (after rotary) and value of self- and cross-attention
+/// passed through `store` before use: what a KV cache that stores them in a narrower type
+/// (rounding to it) computes.
+pub fn decoder_forward_stored(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+    store: fn(f64) -> f64,
+) -> Vec<f64> {
     cfg.check();
     let d = cfg.dim;
     assert_eq!(x.len() % d, 0, "x must be n*dim");
@@ -522,12 +540,36 @@ pub fn decoder_forward(
             let o = if s == per - 1 {
                 feed_forward(cfg, w, &base, &u, n)
             } else if s == 0 {
-                attention(cfg, w, &base, &u, n, &u, n, d, true, inv_freq.as_deref())
+                attention(
+                    cfg,
+                    w,
+                    &base,
+                    &u,
+                    n,
+                    &u,
+                    n,
+                    d,
+                    true,
+                    inv_freq.as_deref(),
+                    store,
+                )
             } else {
                 // spec §3.5: K/V from the raw (un-normed) context.
                 let c = ctx.expect("checked above");
                 let m = c.len() / cfg.dim_context;
-                attention(cfg, w, &base, &u, n, c, m, cfg.dim_context, false, None)
+                attention(
+                    cfg,
+                    w,
+                    &base,
+                    &u,
+                    n,
+                    c,
+                    m,
+                    cfg.dim_context,
+                    false,
+                    None,
+                    store,
+                )
             };
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;
