@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Kernel tests on every instruction-set path, each run failing unless that path really ran
 # (PICOFORMER_REQUIRE_ISA):
-#   x86-64 host        AVX2+FMA+F16C (runtime detection; skipped if the CPU lacks AVX2)
+#   x86-64 host        AVX2+FMA+F16C, AVX-512F if the CPU has it, and portable (each forced in
+#                      turn, with the decoder properties and fixtures; a set the CPU lacks is
+#                      skipped: QEMU cannot run AVX-512)
 #   aarch64            NEON, under qemu-aarch64 (user mode)
 #   wasm32-wasip1      portable, +simd128 and +simd128,+relaxed-simd, under Node (tools/wasi-runner.mjs)
 # Installs what it needs on first use (Debian packages, rustup targets); idempotent. Each build
@@ -25,10 +27,23 @@ for t in aarch64-unknown-linux-gnu wasm32-wasip1; do
 done
 command -v node >/dev/null || { echo "node is required for the wasm32 runs" >&2; exit 1; }
 
+# On the host, the decoder's properties and the x-transformers fixtures run on each kernel set
+# too (the seed property must hold on every one).
+host() { # isa
+    PICOFORMER_REQUIRE_ISA="$1" cargo test --quiet --release --test kernels --test decoder --test fixtures
+}
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo; then
     step "x86-64 host: AVX2"
-    PICOFORMER_REQUIRE_ISA=avx2 cargo test --quiet --test kernels
+    host avx2
 fi
+if grep -qw avx512f /proc/cpuinfo; then
+    step "x86-64 host: AVX-512"
+    host avx512
+else
+    echo "x86-64 host: no AVX-512F on this CPU; its kernels were not run here"
+fi
+step "x86-64 host: portable"
+host portable
 
 step "aarch64: NEON under qemu-aarch64"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

@@ -1,8 +1,9 @@
 //! Kernel benchmarks with the peers side by side in the same run (single thread, weights W[N,K]
 //! row-major like `nn.Linear`, Y[M,N] = X[M,K]·Wᵀ):
 //!
-//! - `gemv/M,K,N/*` and `gemm/M,K,N/*`: picoformer (dispatched: AVX2 on x86-64 through runtime
-//!   detection, since benches see the library with the `std` feature), picoformer's portable
+//! - `gemv/M,K,N/*` and `gemm/M,K,N/*`: picoformer (dispatched: AVX-512 or AVX2 on x86-64
+//!   through runtime detection, since benches see the library with the `std` feature; on an
+//!   AVX-512 CPU also `picoformer_avx2`, forced), picoformer's portable
 //!   kernel, the `gemm` crate, `matrixmultiply`, and a naive dot loop. Throughput is in FLOP
 //!   (2·M·K·N per call), so criterion's "elem/s" read as FLOP/s.
 //! - `attention/d64/len/*`: one decode query head over `len` cached positions, f32 and f16
@@ -10,7 +11,8 @@
 //! - `attention_gqa/d64x4/len/*`: four query heads sharing one kv head (grouped-query
 //!   attention), one grouped call against four single-head calls.
 //!
-//! - In each of those groups, `fma_peak` (register-only AVX2 FMAs: the FLOP/s peak) and
+//! - In each of those groups, `fma_peak` (register-only AVX2 FMAs: the FLOP/s peak; with
+//!   AVX-512 also `fma_peak_avx512`) and
 //!   `f16_roof` (F16C conversions and FMAs from L1: what f16 weights can reach), measured
 //!   between the kernels so that shares of them hold on a busy shared machine.
 //!
@@ -35,7 +37,7 @@ mod imp {
     use crate::roof;
     use crate::values::values;
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
-    use picoformer::kernels::{self, portable};
+    use picoformer::kernels::{self, portable, Isa};
     use picoformer::{f16, quantize_q8_0, BlockQ8_0, Tensor};
 
     /// Y[m, n] = X[m, k]·W[n, k]ᵀ with the `gemm` crate, single thread.
@@ -119,6 +121,8 @@ mod imp {
             ("gemm", 64, 128, 384),
         ];
         eprintln!("picoformer kernels: {:?}", kernels::active_isa());
+        // Where AVX-512 is the dispatched path, AVX2 is measured beside it (forced).
+        let avx512 = kernels::active_isa() == Isa::Avx512;
         for &(kind, m, k, n) in shapes {
             let mut g = c.benchmark_group(format!("{kind}/{m},{k},{n}"));
             g.throughput(Throughput::Elements((2 * m * k * n) as u64));
@@ -131,6 +135,15 @@ mod imp {
             g.bench_function("picoformer", |b| {
                 b.iter(|| kernels::matmul(Tensor::F32(black_box(&w)), k, black_box(&x), &mut y))
             });
+            if avx512 {
+                g.bench_function("picoformer_avx2", |b| {
+                    kernels::force_isa(Some(Isa::Avx2));
+                    b.iter(|| {
+                        kernels::matmul(Tensor::F32(black_box(&w)), k, black_box(&x), &mut y)
+                    });
+                    kernels::force_isa(None);
+                });
+            }
             g.bench_function("picoformer_f16", |b| {
                 b.iter(|| kernels::matmul(Tensor::F16(black_box(&w16)), k, black_box(&x), &mut y))
             });
@@ -153,6 +166,11 @@ mod imp {
             g.bench_function("fma_peak", |b| {
                 b.iter(|| roof::fma_peak(black_box(2 * m * k * n)))
             });
+            if avx512 {
+                g.bench_function("fma_peak_avx512", |b| {
+                    b.iter(|| roof::fma_peak_avx512(black_box(2 * m * k * n)))
+                });
+            }
             let f16_buf: [u16; 2048] = core::array::from_fn(|i| w16[i % w16.len()].to_bits());
             g.bench_function("f16_roof", |b| {
                 b.iter(|| roof::f16_roof(black_box(&f16_buf), m * k * n))
@@ -204,6 +222,13 @@ mod imp {
             g.bench_with_input(BenchmarkId::new("picoformer", "f32"), &(), |b, _| {
                 b.iter(|| kernels::attention(black_box(&q), &k, &v, scale, &mut out))
             });
+            if kernels::active_isa() == Isa::Avx512 {
+                g.bench_with_input(BenchmarkId::new("picoformer_avx2", "f32"), &(), |b, _| {
+                    kernels::force_isa(Some(Isa::Avx2));
+                    b.iter(|| kernels::attention(black_box(&q), &k, &v, scale, &mut out));
+                    kernels::force_isa(None);
+                });
+            }
             g.bench_with_input(BenchmarkId::new("picoformer", "f16"), &(), |b, _| {
                 b.iter(|| kernels::attention(black_box(&q), &k16, &v16, scale, &mut out))
             });

@@ -306,7 +306,7 @@ impl DecoderConfig {
         if kv == 0 {
             return Err(ConfigError::Zero("attn_kv_heads"));
         }
-        if kv > self.heads || self.heads % kv != 0 {
+        if kv > self.heads || !self.heads.is_multiple_of(kv) {
             return Err(ConfigError::KvHeads {
                 heads: self.heads,
                 kv_heads: kv,
@@ -324,7 +324,7 @@ impl DecoderConfig {
         }
         if self.rotary_pos_emb {
             let r = self.rotary_dim();
-            if r < 2 || r % 2 != 0 || r > self.attn_dim_head {
+            if r < 2 || !r.is_multiple_of(2) || r > self.attn_dim_head {
                 return Err(ConfigError::RotaryDim {
                     rotary_emb_dim: r,
                     dim_head: self.attn_dim_head,

@@ -80,7 +80,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         out: &mut [f32],
     ) -> Result<(), Error> {
         let dim = self.config.dim;
-        if x.len() % dim != 0 {
+        if !x.len().is_multiple_of(dim) {
             return Err(Error::BufferLength {
                 buffer: Buffer::Input,
                 expected: dim,

@@ -496,7 +496,7 @@ pub fn bits<K: Element, const MAX_DEPTH: usize>(
     if tokens.len() < 2 {
         return Err(Error::EmptyInput);
     }
-    if logits.is_empty() || logits.len() % v != 0 {
+    if logits.is_empty() || !logits.len().is_multiple_of(v) {
         return Err(Error::BufferLength {
             buffer: crate::error::Buffer::Output,
             expected: v,

@@ -567,7 +567,7 @@ impl<'a> TensorInfo<'a> {
             offset: self.file_offset,
             align: core::mem::align_of::<T>(),
         };
-        if self.data.as_ptr() as usize % core::mem::align_of::<T>() != 0 {
+        if !(self.data.as_ptr() as usize).is_multiple_of(core::mem::align_of::<T>()) {
             return Err(misaligned);
         }
         // Length is a multiple of the element size (checked at parse time) and alignment was

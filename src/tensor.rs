@@ -161,7 +161,7 @@ pub fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), Error> {
 /// # Errors
 /// [`Error::BufferLength`] (of the output) if `dst.len() != 32 · src.len()`.
 pub fn dequantize_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) -> Result<(), Error> {
-    if dst.len() / Q8_0_BLOCK != src.len() || dst.len() % Q8_0_BLOCK != 0 {
+    if dst.len() / Q8_0_BLOCK != src.len() || !dst.len().is_multiple_of(Q8_0_BLOCK) {
         return Err(Error::BufferLength {
             buffer: Buffer::Output,
             expected: src.len().saturating_mul(Q8_0_BLOCK),
@@ -226,7 +226,7 @@ impl<'w> Tensor<'w> {
     /// Size of the whole tensor in bytes (Q8_0: 34 per 32 values).
     pub const fn bytes(&self) -> usize {
         match self {
-            Tensor::Q8_0(s) => s.len() * core::mem::size_of::<BlockQ8_0>(),
+            Tensor::Q8_0(s) => core::mem::size_of_val(*s),
             _ => self.len() * self.element_bytes(),
         }
     }
@@ -241,7 +241,7 @@ impl<'w> Tensor<'w> {
             Tensor::Bf16(s) => Tensor::Bf16(&s[start..start + len]),
             Tensor::Q8_0(s) => {
                 assert!(
-                    start % Q8_0_BLOCK == 0 && len % Q8_0_BLOCK == 0,
+                    start.is_multiple_of(Q8_0_BLOCK) && len.is_multiple_of(Q8_0_BLOCK),
                     "Q8_0 views are whole blocks"
                 );
                 Tensor::Q8_0(&s[start / Q8_0_BLOCK..(start + len) / Q8_0_BLOCK])

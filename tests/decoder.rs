@@ -1,5 +1,6 @@
 //! The seed property (step-wise == full) and agreement with the independent f64 reference, over
-//! random configurations that draw every supported option.
+//! random configurations that draw every supported option; on the kernel set that
+//! `PICOFORMER_REQUIRE_ISA` names, if it is set (`common/isa.rs`).
 
 mod common;
 mod reference;
@@ -109,6 +110,7 @@ proptest! {
     /// prefill(x[..split]) then steps == one full pass == the f64 reference, at every position.
     #[test]
     fn stepwise_equals_full_and_reference(cfg in decoder_config(), n in 1usize..10, split_frac in 0.0f64..1.0, chunk in 1usize..12, seed in any::<u64>()) {
+        use_required_isa();
         let m = model(cfg, seed);
         let x = values(seed ^ 1, n * cfg.dim);
         let rows = 1 + (seed % 5) as usize;
@@ -121,12 +123,14 @@ proptest! {
         let reference = reference::decoder_forward(&m.rcfg, &m.rweights, &to_f64(&x), cfg.cross_attend.then(|| to_f64(&ctx)).as_deref());
         let e = max_diff_f64(&full, &reference);
         prop_assert!(e <= VS_REFERENCE, "full vs f64 reference differ by {}", e);
+        check_required_isa();
     }
 
     /// The wrapper: logits of prefill + steps == full == reference, with absolute positions, tied
     /// embeddings and cross-attention drawn.
     #[test]
     fn wrapper_stepwise_equals_full_and_reference(wcfg in wrapper_config(9), n in 1usize..10, split_frac in 0.0f64..1.0, seed in any::<u64>()) {
+        use_required_isa();
         let cfg = wcfg.attn_layers;
         let n = if wcfg.has_abs_pos_emb() { n.min(wcfg.max_seq_len) } else { n };
         let rcfg = ref_config(&cfg, Some(&wcfg));
@@ -160,6 +164,7 @@ proptest! {
         let reference = reference::wrapper_forward(&rcfg, &rw, &toks, ctx.map(to_f64).as_deref());
         let e = max_diff_f64(&logits_full, &reference);
         prop_assert!(e <= LOGITS_VS_REFERENCE, "wrapper vs f64 reference differ by {}", e);
+        check_required_isa();
     }
 
     /// An f16 KV cache computes what the model computes with its keys and values rounded to f16:
@@ -168,6 +173,7 @@ proptest! {
     /// small deviation amplifies the f16 rounding, ~5e-4 relative, to a few 1e-2 in rare models.)
     #[test]
     fn f16_cache_equals_reference_with_f16_keys_values(cfg in decoder_config(), n in 1usize..8, seed in any::<u64>()) {
+        use_required_isa();
         let m = model(cfg, seed);
         let x = values(seed ^ 1, n * cfg.dim);
         let ctx = values(seed ^ 2, 2 * cfg.dim_context());
@@ -179,6 +185,7 @@ proptest! {
         let exact = reference::decoder_forward(&m.rcfg, &m.rweights, &to_f64(&x), ctx.as_deref());
         let effect = max_diff_f64_f64(&want, &exact);
         let bound = VS_REFERENCE + F16_FLIPS * effect;
+        check_required_isa();
         prop_assert!(e <= bound, "f16 cache vs the f64 reference with f16 keys and values differ by {} (bound {}, f16 rounding moves the reference by {})", e, bound, effect);
     }
 }

@@ -1,6 +1,10 @@
 //! Golden parity with the real x-transformers: every model in `tests/fixtures` (made by
 //! `tools/make_fixtures.py` with x-transformers 2.31.10 and torch) is loaded zero-copy from its
-//! safetensors file and run full and step-wise; both must match torch's outputs.
+//! safetensors file and run full and step-wise; both must match torch's outputs, on the kernel
+//! set that `PICOFORMER_REQUIRE_ISA` names if it is set (`common/isa.rs`).
+
+#[path = "common/isa.rs"]
+mod isa;
 
 use picoformer::safetensors::SafeTensors;
 use picoformer::{KvCache, Model, Scratch};
@@ -161,7 +165,9 @@ macro_rules! fixture {
     ($($name:ident),*) => {$(
         #[test]
         fn $name() {
+            isa::use_required_isa();
             let (f, s) = check(stringify!($name));
+            isa::check_required_isa();
             assert!(f <= TOLERANCE && s <= TOLERANCE, "{}: full {f:e}, step-wise {s:e}", stringify!($name));
         }
     )*};

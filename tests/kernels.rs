@@ -2,30 +2,21 @@
 //! unaligned sub-slices, outputs pre-filled with NaN; the vector exp against f64; Q8_0 against
 //! dequantise-then-portable.
 //!
-//! `PICOFORMER_REQUIRE_ISA=avx2` (or `neon`, `simd128`) makes these tests fail unless that
-//! instruction set's kernels really ran, so a CI job cannot pass on the portable fallback.
+//! `PICOFORMER_REQUIRE_ISA=avx2` (or `avx512`, `neon`, `simd128`) makes dispatch use that
+//! instruction set and these tests fail unless its kernels really ran (`common/isa.rs`).
 //! The tests see the library with the `std` feature (runtime detection on x86-64) through the
 //! self dev-dependency in Cargo.toml.
 
 #[path = "common/values.rs"]
 mod values;
 
-use picoformer::kernels::{self, portable, Isa};
+#[path = "common/isa.rs"]
+mod isa;
+
+use isa::{check_required_isa, use_required_isa};
+use picoformer::kernels::{self, portable};
 use picoformer::{bf16, f16, quantize_q8_0, BlockQ8_0, Element, Tensor};
 use values::values;
-
-/// Fails if `PICOFORMER_REQUIRE_ISA` names an instruction set whose kernels did not run.
-fn check_required_isa() {
-    if let Ok(name) = std::env::var("PICOFORMER_REQUIRE_ISA") {
-        let isa = Isa::from_name(&name)
-            .unwrap_or_else(|| panic!("PICOFORMER_REQUIRE_ISA={name}: unknown instruction set"));
-        assert!(
-            kernels::ran(isa),
-            "PICOFORMER_REQUIRE_ISA={name} but that path did not run (active: {:?})",
-            kernels::active_isa()
-        );
-    }
-}
 
 /// |a − b| <= tol · (1 + Σ|terms|) per element, where `mag` is the magnitude the sum was built from.
 #[track_caller]
@@ -51,6 +42,7 @@ const MAX_ROWS: usize = 13;
 
 /// Runs matvec for every cols in 0..=MAX_COLS, rows in 1..=MAX_ROWS, offsets 0..=3.
 fn check_matvec<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
+    use_required_isa();
     let tol = 1e-5;
     for cols in 0..=MAX_COLS {
         for rows in 1..=MAX_ROWS {
@@ -98,6 +90,7 @@ fn matvec_bf16_matches_portable() {
 
 /// matmul for n in 1..=9 positions (n = 1 goes to matvec).
 fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
+    use_required_isa();
     #[cfg(miri)]
     let (cols_set, max_n): (Vec<usize>, usize) = ((1..=10).collect(), 4);
     #[cfg(not(miri))]
@@ -153,6 +146,7 @@ fn matmul_bf16_matches_portable() {
 /// Q8_0 against dequantise-then-portable, for 0..=8 blocks per row (and n = 1..=5 positions).
 #[test]
 fn q8_0_matches_dequantised_portable() {
+    use_required_isa();
     // Up to 9 positions (the matrix-matrix path dequantises strips from 6 on) and 17 blocks
     // (two column blocks of the matrix-matrix kernel).
     let (blocks, max_n): (Vec<usize>, usize) = if cfg!(miri) {
@@ -232,6 +226,7 @@ fn q8_0_embedding_rows_dequantise() {
 }
 
 fn check_attention<K: Element>() {
+    use_required_isa();
     let lens: Vec<usize> = if cfg!(miri) {
         vec![1, 2, 17]
     } else {
@@ -240,7 +235,9 @@ fn check_attention<K: Element>() {
     let dims: &[usize] = if cfg!(miri) {
         &[3, 8]
     } else {
-        &[1, 3, 8, 13, 16, 48, 64, 67, 120]
+        // 120 = 8+4+2+1 vectors of 8 lanes (every chunk size of the value accumulation on
+        // AVX2), 248 = 8+4+2+1 vectors of 16 lanes and 8 left (AVX-512).
+        &[1, 3, 8, 13, 16, 48, 64, 67, 120, 248]
     };
     for &d in dims {
         for &len in &lens {
@@ -277,6 +274,7 @@ fn attention_f16_cache_matches_portable() {
 /// Grouped query heads (1..=11, across the kernel's passes of 8) with strides from `dim` up,
 /// against the portable kernel head by head; the gaps between heads must stay untouched.
 fn check_attention_group<K: Element>() {
+    use_required_isa();
     let heads_set: Vec<usize> = if cfg!(miri) {
         vec![1, 3]
     } else {
@@ -406,6 +404,7 @@ fn ulps(a: f32, b: f32) -> u32 {
 
 #[test]
 fn vector_exp_within_2_ulp_of_f64() {
+    use_required_isa();
     // Every 997th f32 between −104 and 89, plus the edges, in chunks (small memory under WASI).
     let step = if cfg!(miri) { 10_000_019 } else { 997 };
     let (lo, hi) = ((-104.0f32).to_bits(), 89.0f32.to_bits());

@@ -27,7 +27,7 @@ fn split(file: &[u8]) -> (String, &[u8]) {
 /// 8-byte-aligned memory. Returns the words and the byte length.
 fn join(header: &str, data: &[u8]) -> (Vec<u64>, usize) {
     let mut h = header.as_bytes().to_vec();
-    while (8 + h.len()) % 8 != 0 {
+    while !(8 + h.len()).is_multiple_of(8) {
         h.push(b' ');
     }
     let mut bytes = (h.len() as u64).to_le_bytes().to_vec();

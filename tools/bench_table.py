@@ -26,16 +26,22 @@ def table(*header):
 def rate(med, thr, key):
     return thr[key] / med if key in thr else float("nan")  # per ns = G/s
 
+def present(groups, cols):
+    """The columns measured in at least one of `groups` (AVX-512 ones only exist on such CPUs)."""
+    return [c for c in cols if any(c in rows[g] for g in groups)]
+
 def products(kind):
-    cols = ["picoformer", "picoformer_f16", "picoformer_q8_0", "gemm", "matrixmultiply", "portable", "naive", "fma_peak", "f16_roof"]
-    table("shape M,K,N", *cols, "ours/gemm", "ours/matrixmultiply", "ours/portable", "ours/fma_peak", "f16/f16_roof")
-    for g in sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")]):
+    groups = sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")])
+    cols = present(groups, ["picoformer", "picoformer_avx2", "picoformer_f16", "picoformer_q8_0", "gemm", "matrixmultiply", "portable", "naive",
+                            "fma_peak", "fma_peak_avx512", "f16_roof"])
+    ratios = [(a, b) for a, b in [("picoformer", "gemm"), ("picoformer", "matrixmultiply"), ("picoformer", "portable"), ("picoformer", "picoformer_avx2"),
+                                  ("picoformer", "fma_peak"), ("picoformer", "fma_peak_avx512"), ("picoformer_f16", "f16_roof")] if b in cols]
+    table("shape M,K,N", *cols, *(f"{a.replace('picoformer', 'ours')}/{b}" for a, b in ratios))
+    for g in groups:
         r = {k: rate(*v, "Elements") for k, v in rows[g].items()}
         f = lambda k: f"{r.get(k, float('nan')):.1f}"
         ratio = lambda a, b: f"{r.get(a, float('nan')) / r.get(b, float('nan')):.2f}"
-        print(f"| {g.split('/')[1]} | " + " | ".join(f(c) for c in cols) + " | "
-              + " | ".join(ratio(a, b) for a, b in [("picoformer", "gemm"), ("picoformer", "matrixmultiply"), ("picoformer", "portable"),
-                                                   ("picoformer", "fma_peak"), ("picoformer_f16", "f16_roof")]) + " |")
+        print(f"| {g.split('/')[1]} | " + " | ".join(f(c) for c in cols) + " | " + " | ".join(ratio(a, b) for a, b in ratios) + " |")
 
 print("GFLOP/s (median), single thread\n")
 products("gemv"); print(); products("gemm"); print()
@@ -43,24 +49,30 @@ products("gemv"); print(); products("gemm"); print()
 # what it does undisturbed, so these shares of the peak vary far less between runs.
 gemm_groups = sorted(g for g in fastest if g.startswith("gemm/"))
 if gemm_groups:
-    table("fastest samples: shape M,K,N", "picoformer", "picoformer_f16", "picoformer_q8_0", "gemm", "fma_peak", "ours/gemm", "ours/fma_peak")
+    cols = present(gemm_groups, ["picoformer", "picoformer_avx2", "picoformer_f16", "picoformer_q8_0", "gemm", "fma_peak", "fma_peak_avx512"])
+    peak = "fma_peak_avx512" if "fma_peak_avx512" in cols else "fma_peak"
+    table("fastest samples: shape M,K,N", *cols, "ours/gemm", f"ours/{peak}")
     for g in gemm_groups:
         r = {k: rate(*v, "Elements") for k, v in fastest[g].items()}
         get = lambda k: r.get(k, float("nan"))
-        print(f"| {g.split('/')[1]} | {get('picoformer'):.1f} | {get('picoformer_f16'):.1f} | {get('picoformer_q8_0'):.1f} | {get('gemm'):.1f}"
-              f" | {get('fma_peak'):.1f} | {get('picoformer') / get('gemm'):.2f} | {get('picoformer') / get('fma_peak'):.2f} |")
+        print(f"| {g.split('/')[1]} | " + " | ".join(f"{get(c):.1f}" for c in cols)
+              + f" | {get('picoformer') / get('gemm'):.2f} | {get('picoformer') / get(peak):.2f} |")
     print()
 def groups(prefix):
     """The groups named `prefix/<label>/<cached positions>`, by position count."""
     return sorted((g for g in rows if g.startswith(prefix + "/")), key=lambda g: int(g.split("/")[2]))
 
 if groups("attention"):
-    table("attention d=64, cached positions", "picoformer f32", "picoformer f16", "portable", "naive", "f32/naive", "f16/naive", "f32/portable")
+    avx2 = present(groups("attention"), ["picoformer_avx2/f32"])
+    table("attention d=64, cached positions", "picoformer f32", *(["AVX2 f32"] if avx2 else []), "picoformer f16", "portable", "naive", "f32/naive",
+          *(["AVX2/naive"] if avx2 else []), "f16/naive", "f32/portable")
     for g in groups("attention"):
         t = {k: v[0] for k, v in rows[g].items()}
         us = lambda k: t[k] / 1e3
-        print(f"| {g.split('/')[2]} | {us('picoformer/f32'):.2f} µs | {us('picoformer/f16'):.2f} µs | {us('portable/f32'):.2f} µs | {us('naive/f32'):.2f} µs"
-              f" | {t['naive/f32'] / t['picoformer/f32']:.2f}x | {t['naive/f32'] / t['picoformer/f16']:.2f}x | {t['portable/f32'] / t['picoformer/f32']:.2f}x |")
+        a = [f"{us('picoformer_avx2/f32'):.2f} µs"] if avx2 else []
+        b = [f"{t['naive/f32'] / t['picoformer_avx2/f32']:.2f}x"] if avx2 else []
+        print(f"| {g.split('/')[2]} | {us('picoformer/f32'):.2f} µs | " + " | ".join(a + [f"{us('picoformer/f16'):.2f} µs", f"{us('portable/f32'):.2f} µs", f"{us('naive/f32'):.2f} µs",
+              f"{t['naive/f32'] / t['picoformer/f32']:.2f}x"] + b + [f"{t['naive/f32'] / t['picoformer/f16']:.2f}x", f"{t['portable/f32'] / t['picoformer/f32']:.2f}x"]) + " |")
     print()
 if groups("attention_gqa"):
     table("grouped-query attention, cached positions", "one grouped call", "one call per head", "grouped speed-up")

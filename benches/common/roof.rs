@@ -15,6 +15,29 @@ pub fn fma_peak(flops: usize) -> f32 {
     unsafe { fma_peak_avx2(flops / (CHAINS * 16), 0.999_9) }
 }
 
+/// The same with AVX-512 (`zmm`) FMAs.
+pub fn fma_peak_avx512(flops: usize) -> f32 {
+    assert!(is_x86_feature_detected!("avx512f"));
+    // SAFETY: the feature the function is compiled for was detected above.
+    unsafe { fma_peak_zmm(flops / (CHAINS * 32), 0.999_9) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_peak_zmm(iters: usize, m: f32) -> f32 {
+    let (m, a) = (_mm512_set1_ps(m), _mm512_set1_ps(1e-4));
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, m, a);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for v in acc {
+        s = _mm512_add_ps(s, v);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_peak_avx2(iters: usize, m: f32) -> f32 {
     let (m, a) = (_mm256_set1_ps(m), _mm256_set1_ps(1e-4));

@@ -3,13 +3,12 @@
 //! The bodies are the generic ones of `simd.rs`, instantiated here inside
 //! `#[target_feature(enable = "neon")]` functions. NEON is part of every aarch64 target this
 //! module is compiled for (`cfg(target_feature = "neon")`), so the [`Token`] always exists.
-//! (`vcvt_f32_f16` needs the unstable `f16` type in Rust 1.83; the same instruction, `fcvtl`,
+//! (`vcvt_f32_f16` needs Rust's unstable `f16` type; the same instruction, `fcvtl`,
 //! is reached through `asm!`.)
 #![allow(unsafe_code)]
 
 use core::arch::aarch64::*;
 use core::arch::asm;
-use core::sync::atomic::AtomicBool;
 
 use half::{bf16, f16};
 
@@ -19,14 +18,17 @@ use super::simd::{self, Isa, LoadW};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Token(());
 
-/// Set when a kernel ran on this path (read by tests through `kernels::ran`).
-pub(crate) static RAN: AtomicBool = AtomicBool::new(false);
-
 impl Token {
-    /// The token: this module is only compiled with `target_feature = "neon"`.
+    /// The token (this module is only compiled with `target_feature = "neon"`), unless `want`
+    /// names another instruction set.
     #[inline]
-    pub(crate) fn get() -> Option<Token> {
-        Some(Token(()))
+    pub(crate) fn get(want: Option<super::Isa>) -> Option<Token> {
+        matches!(want, None | Some(super::Isa::Neon)).then_some(Token(()))
+    }
+
+    /// The instruction set of this token.
+    pub(crate) fn isa(self) -> super::Isa {
+        super::Isa::Neon
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! | target | instruction set | chosen when |
 //! |---|---|---|
-//! | x86-64 | AVX2 + FMA + F16C | the build enables them (`-C target-cpu=x86-64-v3` or `native`), or, with the `std` feature, the CPU has them (checked once, cached) |
+//! | x86-64 | AVX-512F (with AVX2, FMA, F16C) | the build enables them (`-C target-cpu=x86-64-v4` or `native`), or, with the `std` feature, the CPU has them (checked once, cached) |
+//! | x86-64 | AVX2 + FMA + F16C | as above, when AVX-512F is absent (`-C target-cpu=x86-64-v3`) |
 //! | aarch64 | NEON (fp16 conversion with `fcvtl`) | always (NEON is part of the aarch64 targets) |
 //! | wasm32 | simd128 (relaxed-simd FMA with `+relaxed-simd`) | the build enables `+simd128` |
 //! | others | portable | always |
@@ -48,7 +49,7 @@ use none as arch;
 
 pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::error::Error;
 use crate::tensor::{dequantize_block, dequantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK};
@@ -61,6 +62,8 @@ pub enum Isa {
     Portable,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX-512F (with AVX2, FMA and F16C).
+    Avx512,
     /// aarch64 NEON.
     Neon,
     /// wasm32 simd128.
@@ -68,73 +71,79 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The instruction set named as in `PICOFORMER_REQUIRE_ISA` (`avx2`, `neon`, `simd128`,
-    /// `portable`).
+    /// Every instruction set, in the order of [`Isa::index`].
+    const ALL: [Isa; 5] = [
+        Isa::Portable,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::Simd128,
+    ];
+
+    /// The instruction set named as in `PICOFORMER_REQUIRE_ISA` (`avx2`, `avx512`, `neon`,
+    /// `simd128`, `portable`).
     pub fn from_name(name: &str) -> Option<Isa> {
         match name {
             "portable" => Some(Isa::Portable),
             "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
             "neon" => Some(Isa::Neon),
             "simd128" => Some(Isa::Simd128),
             _ => None,
         }
     }
+
+    /// Position in [`Isa::ALL`].
+    const fn index(self) -> usize {
+        self as usize
+    }
 }
 
-/// The SIMD instruction set of this build's architecture, if it has one.
-const ARCH_ISA: Isa = if cfg!(target_arch = "x86_64") {
-    Isa::Avx2
-} else if cfg!(target_arch = "aarch64") {
-    Isa::Neon
-} else if cfg!(target_arch = "wasm32") {
-    Isa::Simd128
-} else {
-    Isa::Portable
-};
+/// Which instruction sets have run a kernel in this process, by [`Isa::index`].
+static RAN: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
 
-static FORCE_PORTABLE: AtomicBool = AtomicBool::new(false);
-static RAN_PORTABLE: AtomicBool = AtomicBool::new(false);
+/// The instruction set [`force_isa`] asked for: 0 = the best present, else 1 + its index.
+static FORCED: AtomicU8 = AtomicU8::new(0);
 
-/// The SIMD token for this call, unless forced off.
+/// The SIMD token for this call: the best instruction set present, or the forced one.
 #[inline]
 fn token() -> Option<arch::Token> {
-    if FORCE_PORTABLE.load(Ordering::Relaxed) {
-        return None;
+    match FORCED.load(Ordering::Relaxed) {
+        0 => arch::Token::get(None),
+        f => arch::Token::get(Some(Isa::ALL[usize::from(f - 1)])),
     }
-    arch::Token::get()
 }
 
 /// The instruction set the dispatched kernels run on now.
 #[doc(hidden)]
 pub fn active_isa() -> Isa {
-    if token().is_some() {
-        ARCH_ISA
-    } else {
-        Isa::Portable
-    }
+    token().map_or(Isa::Portable, arch::Token::isa)
 }
 
 /// Whether a kernel call has run on `isa` in this process (tests use it to prove that the
 /// path they mean to test really ran: see `PICOFORMER_REQUIRE_ISA` in `tests/kernels.rs`).
 #[doc(hidden)]
 pub fn ran(isa: Isa) -> bool {
-    match isa {
-        Isa::Portable => RAN_PORTABLE.load(Ordering::Relaxed),
-        i if i == ARCH_ISA => arch::RAN.load(Ordering::Relaxed),
-        _ => false,
-    }
+    RAN[isa.index()].load(Ordering::Relaxed)
 }
 
-/// Forces the portable kernels (`true`) or lets dispatch choose again (`false`); for tests and
-/// benchmarks that compare the two on the same build.
+/// Records that a kernel ran on `isa`.
+#[inline]
+pub(crate) fn mark_ran(isa: Isa) {
+    RAN[isa.index()].store(true, Ordering::Relaxed);
+}
+
+/// Makes dispatch use exactly `isa` (`Some`), or the best instruction set present again
+/// (`None`). Forcing one this CPU or build lacks runs the portable kernels. For tests and
+/// benchmarks that compare paths on one machine (AVX2 on an AVX-512 CPU, portable anywhere).
 #[doc(hidden)]
-pub fn force_portable(on: bool) {
-    FORCE_PORTABLE.store(on, Ordering::Relaxed);
+pub fn force_isa(isa: Option<Isa>) {
+    FORCED.store(isa.map_or(0, |i| 1 + i.index() as u8), Ordering::Relaxed);
 }
 
 #[inline]
 fn portable_ran() {
-    RAN_PORTABLE.store(true, Ordering::Relaxed);
+    mark_ran(Isa::Portable);
 }
 
 /// `out[i] = e^x[i]`: the vector exp of the attention kernels where there is one, `libm::expf`
@@ -481,19 +490,19 @@ pub fn add(y: &mut [f32], x: &[f32]) -> Result<(), Error> {
     all(target_arch = "wasm32", target_feature = "simd128")
 )))]
 mod none {
-    use super::{BlockQ8_0, Element};
-    use core::sync::atomic::AtomicBool;
+    use super::{BlockQ8_0, Element, Isa};
 
     /// Uninhabited: there is no SIMD path on this target.
     #[derive(Clone, Copy)]
     pub(crate) enum Token {}
 
-    pub(crate) static RAN: AtomicBool = AtomicBool::new(false);
-
     impl Token {
         #[inline(always)]
-        pub(crate) fn get() -> Option<Token> {
+        pub(crate) fn get(_: Option<Isa>) -> Option<Token> {
             None
+        }
+        pub(crate) fn isa(self) -> Isa {
+            match self {}
         }
     }
 

@@ -8,7 +8,6 @@
 #![allow(unsafe_code)]
 
 use core::arch::wasm32::*;
-use core::sync::atomic::AtomicBool;
 
 use half::{bf16, f16};
 
@@ -18,14 +17,17 @@ use super::simd::{self, Isa, LoadW};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Token(());
 
-/// Set when a kernel ran on this path (read by tests through `kernels::ran`).
-pub(crate) static RAN: AtomicBool = AtomicBool::new(false);
-
 impl Token {
-    /// The token: this module is only compiled with `target_feature = "simd128"`.
+    /// The token (this module is only compiled with `target_feature = "simd128"`), unless
+    /// `want` names another instruction set.
     #[inline]
-    pub(crate) fn get() -> Option<Token> {
-        Some(Token(()))
+    pub(crate) fn get(want: Option<super::Isa>) -> Option<Token> {
+        matches!(want, None | Some(super::Isa::Simd128)).then_some(Token(()))
+    }
+
+    /// The instruction set of this token.
+    pub(crate) fn isa(self) -> super::Isa {
+        super::Isa::Simd128
     }
 }
 

@@ -1,232 +1,154 @@
-//! x86-64 kernels: AVX2 + FMA, with F16C for f16 weights and caches.
+//! x86-64 kernels: AVX-512 where the CPU has it (`x86/avx512.rs`), AVX2 + FMA + F16C otherwise
+//! (`x86/avx2.rs`). Both are the generic bodies of `simd.rs`; this file decides which one a
+//! [`Token`] stands for and forwards each kernel to it.
 //!
-//! The bodies are the generic ones of `simd.rs`, instantiated here inside
-//! `#[target_feature(enable = "avx2,fma,f16c")]` functions. A [`Token`] proves the features are
-//! present: without `std` it exists only when the build enables them (`-C target-cpu=…` or
-//! `-C target-feature=+avx2,+fma,+f16c`); with `std` it comes from a runtime check, cached.
-//! (AVX-512 is not used: on Zen 4 it adds no FLOPs, and its intrinsics need a newer Rust than
-//! this crate's MSRV.)
+//! A token proves its instruction set is present: without `std` it exists only when the build
+//! enables the features (`-C target-cpu=…`, or `-C target-feature=+avx2,+fma,+f16c` and
+//! `+avx512f` for AVX-512); with `std` it comes from a runtime check, done once and cached.
 #![allow(unsafe_code)]
 
-use core::arch::x86_64::*;
-use core::sync::atomic::AtomicBool;
+mod avx2;
+mod avx512;
 
 use half::{bf16, f16};
 
-use super::simd::{self, Isa, LoadW};
+use super::simd::LoadW;
+use super::{HeadGroup, Isa};
+use crate::tensor::BlockQ8_0;
+use avx2::Avx2;
+use avx512::Avx512;
 
 /// Proof that AVX2, FMA and F16C are available (only [`Token::get`] makes one).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Token(());
+pub(crate) struct Avx2Token(());
 
-/// Set when a kernel ran on this path (read by tests through `kernels::ran`).
-pub(crate) static RAN: AtomicBool = AtomicBool::new(false);
+/// Proof that AVX-512F, AVX2, FMA and F16C are available (only [`Token::get`] makes one).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Token(());
+
+/// The instruction set a dispatched call runs on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Token {
+    Avx2(Avx2Token),
+    Avx512(Avx512Token),
+}
 
 impl Token {
-    /// The token, if the CPU (or, without `std`, the build) has AVX2, FMA and F16C.
+    /// The widest instruction set present (`want` = `None`), or exactly `want` if it is present.
     #[inline]
-    pub(crate) fn get() -> Option<Token> {
-        #[cfg(all(
-            target_feature = "avx2",
-            target_feature = "fma",
-            target_feature = "f16c"
-        ))]
-        {
-            Some(Token(()))
+    pub(crate) fn get(want: Option<Isa>) -> Option<Token> {
+        let (avx2, avx512) = present();
+        match want {
+            None if avx512 => Some(Token::Avx512(Avx512Token(()))),
+            None | Some(Isa::Avx2) if avx2 => Some(Token::Avx2(Avx2Token(()))),
+            Some(Isa::Avx512) if avx512 => Some(Token::Avx512(Avx512Token(()))),
+            _ => None,
         }
-        #[cfg(all(
-            feature = "std",
-            not(all(
-                target_feature = "avx2",
-                target_feature = "fma",
-                target_feature = "f16c"
-            ))
-        ))]
-        {
-            detected().then_some(Token(()))
-        }
-        #[cfg(all(
-            not(feature = "std"),
-            not(all(
-                target_feature = "avx2",
-                target_feature = "fma",
-                target_feature = "f16c"
-            ))
-        ))]
-        {
-            None
+    }
+
+    /// The instruction set of this token.
+    pub(crate) fn isa(self) -> Isa {
+        match self {
+            Token::Avx2(_) => Isa::Avx2,
+            Token::Avx512(_) => Isa::Avx512,
         }
     }
 }
 
-/// Runtime detection, done once: 0 = not yet, 1 = absent, 2 = present.
+/// Whether (AVX2 + FMA + F16C, and AVX-512F with them) are present: fixed by the build's target
+/// features, or detected at run time with `std`.
+#[inline]
+fn present() -> (bool, bool) {
+    let avx2 = cfg!(all(
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ));
+    let avx512 = avx2 && cfg!(target_feature = "avx512f");
+    if avx512 {
+        return (true, true);
+    }
+    #[cfg(feature = "std")]
+    {
+        detected()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        (avx2, false)
+    }
+}
+
+/// Runtime detection, done once: bit 0 = done, bit 1 = AVX2+FMA+F16C, bit 2 = AVX-512F too.
 #[cfg(feature = "std")]
-#[allow(dead_code)]
-fn detected() -> bool {
+fn detected() -> (bool, bool) {
     use core::sync::atomic::{AtomicU8, Ordering};
     static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        0 => {
-            let yes = std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("f16c");
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-        s => s == 2,
+    let mut s = STATE.load(Ordering::Relaxed);
+    if s == 0 {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        let avx512 = avx2 && std::is_x86_feature_detected!("avx512f");
+        s = 1 | (u8::from(avx2) << 1) | (u8::from(avx512) << 2);
+        STATE.store(s, Ordering::Relaxed);
+    }
+    (s & 2 != 0, s & 4 != 0)
+}
+
+/// An element type both x86 paths load.
+pub(crate) trait X86W: LoadW<Avx2> + LoadW<Avx512> {}
+impl X86W for f32 {}
+impl X86W for f16 {}
+impl X86W for bf16 {}
+
+// ---- forwarding: each kernel on the token's instruction set.
+
+pub(crate) fn matvec<E: X86W>(t: Token, w: &[E], x: &[f32], y: &mut [f32]) {
+    match t {
+        Token::Avx512(t) => avx512::matvec(t, w, x, y),
+        Token::Avx2(t) => avx2::matvec(t, w, x, y),
     }
 }
 
-#[derive(Clone, Copy)]
-pub(crate) struct Avx2;
-
-// SAFETY: the methods are only reached from functions compiled with avx2, fma and f16c, which
-// run only when a `Token` proved those features present; pointer contracts are the callers'.
-unsafe impl Isa for Avx2 {
-    type V = __m256;
-    type X32 = [__m256; 4];
-    const LANES: usize = 8;
-    #[inline(always)]
-    unsafe fn zero() -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> __m256 {
-        _mm256_set1_ps(x)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m256 {
-        _mm256_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: __m256) {
-        _mm256_storeu_ps(p, v)
-    }
-    #[inline(always)]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        _mm256_add_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-        _mm256_sub_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-        _mm256_mul_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fmadd_ps(a, b, c)
-    }
-    #[inline(always)]
-    unsafe fn max(c: __m256, x: __m256) -> __m256 {
-        // maxps returns its second operand when either is NaN.
-        _mm256_max_ps(c, x)
-    }
-    #[inline(always)]
-    unsafe fn min(c: __m256, x: __m256) -> __m256 {
-        _mm256_min_ps(c, x)
-    }
-    #[inline(always)]
-    unsafe fn round(x: __m256) -> __m256 {
-        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
-    }
-    #[inline(always)]
-    unsafe fn pow2i(n: __m256) -> __m256 {
-        let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
-    }
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-    #[inline(always)]
-    unsafe fn hmax(v: __m256) -> f32 {
-        let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_max_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-    #[inline(always)]
-    unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
-        let ab = _mm256_hadd_ps(a, b);
-        let cd = _mm256_hadd_ps(c, d);
-        let abcd = _mm256_hadd_ps(ab, cd);
-        let s = _mm_add_ps(
-            _mm256_castps256_ps128(abcd),
-            _mm256_extractf128_ps::<1>(abcd),
-        );
-        let mut out = [0.0f32; 4];
-        _mm_storeu_ps(out.as_mut_ptr(), s);
-        out
-    }
-    #[inline(always)]
-    unsafe fn load_x32(p: *const f32) -> [__m256; 4] {
-        [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(8)),
-            _mm256_loadu_ps(p.add(16)),
-            _mm256_loadu_ps(p.add(24)),
-        ]
-    }
-    #[inline(always)]
-    unsafe fn splat_f16(h: u16) -> __m256 {
-        _mm256_cvtph_ps(_mm_set1_epi16(h as i16))
-    }
-    #[inline(always)]
-    unsafe fn load_q8(q: *const i8) -> [__m256; 4] {
-        core::array::from_fn(|k| {
-            let b = _mm_loadl_epi64(q.add(8 * k) as *const __m128i);
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))
-        })
-    }
-    #[inline(always)]
-    unsafe fn store_x32_scaled(p: *mut f32, x: [__m256; 4], d: __m256) {
-        for (k, v) in x.iter().enumerate() {
-            _mm256_storeu_ps(p.add(8 * k), _mm256_mul_ps(*v, d));
-        }
-    }
-    #[inline(always)]
-    unsafe fn q8_dot(q: *const i8, x: [__m256; 4]) -> __m256 {
-        let v = Self::load_q8(q);
-        let s = _mm256_mul_ps(v[0], x[0]);
-        let t = _mm256_mul_ps(v[1], x[1]);
-        let s = _mm256_fmadd_ps(v[2], x[2], s);
-        let t = _mm256_fmadd_ps(v[3], x[3], t);
-        _mm256_add_ps(s, t)
-    }
-    #[inline(always)]
-    unsafe fn prefetch(p: *const u8) {
-        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+pub(crate) fn matvec_q8(t: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    match t {
+        Token::Avx512(t) => avx512::matvec_q8(t, w, x, y),
+        Token::Avx2(t) => avx2::matvec_q8(t, w, x, y),
     }
 }
 
-// SAFETY (all three): as for `Isa`; 8 elements are read from `p`.
-unsafe impl LoadW<Avx2> for f32 {
-    #[inline(always)]
-    unsafe fn loadw(p: *const f32) -> __m256 {
-        _mm256_loadu_ps(p)
-    }
-}
-unsafe impl LoadW<Avx2> for f16 {
-    #[inline(always)]
-    unsafe fn loadw(p: *const f16) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-    }
-}
-unsafe impl LoadW<Avx2> for bf16 {
-    #[inline(always)]
-    unsafe fn loadw(p: *const bf16) -> __m256 {
-        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+pub(crate) fn matmul<E: X86W>(t: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
+    match t {
+        Token::Avx512(t) => avx512::matmul(t, w, cols, x, y),
+        Token::Avx2(t) => avx2::matmul(t, w, cols, x, y),
     }
 }
 
-simd::target_kernels! {
-    isa: Avx2,
-    token: Token,
-    #[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn matmul_q8(t: Token, w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
+    match t {
+        Token::Avx512(t) => avx512::matmul_q8(t, w, cols, x, y),
+        Token::Avx2(t) => avx2::matmul_q8(t, w, cols, x, y),
+    }
+}
+
+pub(crate) fn attention<K: X86W>(
+    t: Token,
+    q: &[f32],
+    group: HeadGroup,
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) {
+    match t {
+        Token::Avx512(t) => avx512::attention(t, q, group, keys, values, scale, out),
+        Token::Avx2(t) => avx2::attention(t, q, group, keys, values, scale, out),
+    }
+}
+
+pub(crate) fn exp(t: Token, x: &[f32], out: &mut [f32]) {
+    match t {
+        Token::Avx512(t) => avx512::exp(t, x, out),
+        Token::Avx2(t) => avx2::exp(t, x, out),
+    }
 }

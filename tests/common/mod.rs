@@ -5,8 +5,12 @@
 
 use std::collections::HashMap;
 
+#[path = "isa.rs"]
+mod isa;
 #[path = "values.rs"]
 mod values;
+#[allow(unused_imports)]
+pub use isa::{check_required_isa, use_required_isa};
 // Not every test crate that includes `common` uses it.
 #[allow(unused_imports)]
 pub use values::values;

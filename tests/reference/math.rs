@@ -132,7 +132,7 @@ pub fn norm_row(kind: RefNorm, x: &[f64], gain: Option<&[f64]>) -> Vec<f64> {
 /// by an ulp, which is why the forward pass prefers a stored `inv_freq`), then 1/· in f32.
 pub fn rotary_inv_freq(r: usize, base_rescale_factor: f64) -> Vec<f32> {
     assert!(
-        r >= 4 && r % 2 == 0,
+        r >= 4 && r.is_multiple_of(2),
         "rotary dim must be even and >= 4 (r/(r-2) in the base)"
     );
     let base = 10000.0f64 * base_rescale_factor.powf(r as f64 / (r as f64 - 2.0));

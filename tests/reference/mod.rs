@@ -136,7 +136,7 @@ impl RefConfig {
         if self.rotary_pos_emb {
             assert!(
                 self.rotary_emb_dim >= 4
-                    && self.rotary_emb_dim % 2 == 0
+                    && self.rotary_emb_dim.is_multiple_of(2)
                     && self.rotary_emb_dim <= self.attn_dim_head,
                 "rotary_emb_dim must be even, >= 4 and <= attn_dim_head"
             );

@@ -1,0 +1,165 @@
+//! x86-64 AVX2 + FMA, with F16C for f16 weights and caches: the generic bodies of `simd.rs`
+//! instantiated inside `#[target_feature(enable = "avx2,fma,f16c")]` functions, reached with an
+//! [`Avx2Token`] (see `x86.rs` for when one exists).
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::super::simd::{self, Isa, LoadW};
+use super::Avx2Token;
+
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2;
+
+// SAFETY: the methods are only reached from functions compiled with avx2, fma and f16c, which
+// run only when an `Avx2Token` proved those features present; pointer contracts are the callers'.
+unsafe impl Isa for Avx2 {
+    type V = __m256;
+    type X32 = [__m256; 4];
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        _mm256_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        _mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn max(c: __m256, x: __m256) -> __m256 {
+        // maxps returns its second operand when either is NaN.
+        _mm256_max_ps(c, x)
+    }
+    #[inline(always)]
+    unsafe fn min(c: __m256, x: __m256) -> __m256 {
+        _mm256_min_ps(c, x)
+    }
+    #[inline(always)]
+    unsafe fn round(x: __m256) -> __m256 {
+        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: __m256) -> __m256 {
+        let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+    #[inline(always)]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
+        let ab = _mm256_hadd_ps(a, b);
+        let cd = _mm256_hadd_ps(c, d);
+        let abcd = _mm256_hadd_ps(ab, cd);
+        let s = _mm_add_ps(
+            _mm256_castps256_ps128(abcd),
+            _mm256_extractf128_ps::<1>(abcd),
+        );
+        let mut out = [0.0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), s);
+        out
+    }
+    #[inline(always)]
+    unsafe fn load_x32(p: *const f32) -> [__m256; 4] {
+        [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn splat_f16(h: u16) -> __m256 {
+        _mm256_cvtph_ps(_mm_set1_epi16(h as i16))
+    }
+    #[inline(always)]
+    unsafe fn load_q8(q: *const i8) -> [__m256; 4] {
+        core::array::from_fn(|k| {
+            let b = _mm_loadl_epi64(q.add(8 * k) as *const __m128i);
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))
+        })
+    }
+    #[inline(always)]
+    unsafe fn store_x32_scaled(p: *mut f32, x: [__m256; 4], d: __m256) {
+        for (k, v) in x.iter().enumerate() {
+            _mm256_storeu_ps(p.add(8 * k), _mm256_mul_ps(*v, d));
+        }
+    }
+    #[inline(always)]
+    unsafe fn q8_dot(q: *const i8, x: [__m256; 4]) -> __m256 {
+        let v = Self::load_q8(q);
+        let s = _mm256_mul_ps(v[0], x[0]);
+        let t = _mm256_mul_ps(v[1], x[1]);
+        let s = _mm256_fmadd_ps(v[2], x[2], s);
+        let t = _mm256_fmadd_ps(v[3], x[3], t);
+        _mm256_add_ps(s, t)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
+}
+
+// SAFETY (all three): as for `Isa`; 8 elements are read from `p`.
+unsafe impl LoadW<Avx2> for f32 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+}
+unsafe impl LoadW<Avx2> for f16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+unsafe impl LoadW<Avx2> for bf16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const bf16) -> __m256 {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+    }
+}
+
+simd::target_kernels! {
+    isa: Avx2,
+    token: Avx2Token,
+    #[target_feature(enable = "avx2,fma,f16c")]
+}

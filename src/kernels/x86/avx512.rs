@@ -1,0 +1,170 @@
+//! x86-64 AVX-512 (AVX-512F, with AVX2, FMA and F16C for the 128/256-bit steps): the generic
+//! bodies of `simd.rs` over 16-lane `zmm` vectors, instantiated inside
+//! `#[target_feature(enable = "avx512f,avx2,fma,f16c")]` functions, reached with an
+//! [`Avx512Token`] (see `x86.rs` for when one exists). Where the core has two 512-bit FMA pipes
+//! (Intel server cores) this doubles the FLOPs of AVX2; f16 widens with `vcvtph2ps zmm` and
+//! bf16 with a 16-bit shift, as on AVX2.
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::super::simd::{self, Isa, LoadW};
+use super::Avx512Token;
+
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512;
+
+/// The sum of the two 256-bit halves of `v`.
+#[inline(always)]
+unsafe fn fold(v: __m512) -> __m256 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    _mm256_add_ps(_mm512_castps512_ps256(v), hi)
+}
+
+// SAFETY: the methods are only reached from functions compiled with avx512f, avx2, fma and f16c,
+// which run only when an `Avx512Token` proved those features present; pointer contracts are the
+// callers'.
+unsafe impl Isa for Avx512 {
+    type V = __m512;
+    type X32 = [__m512; 2];
+    const LANES: usize = 16;
+    const TILE_POSITIONS: usize = 6;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        _mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        _mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn max(c: __m512, x: __m512) -> __m512 {
+        // vmaxps returns its second operand when either is NaN.
+        _mm512_max_ps(c, x)
+    }
+    #[inline(always)]
+    unsafe fn min(c: __m512, x: __m512) -> __m512 {
+        _mm512_min_ps(c, x)
+    }
+    #[inline(always)]
+    unsafe fn round(x: __m512) -> __m512 {
+        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: __m512) -> __m512 {
+        let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e))
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: __m512) -> f32 {
+        let s = fold(v);
+        let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+    #[inline(always)]
+    unsafe fn hmax(v: __m512) -> f32 {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let s = _mm256_max_ps(_mm512_castps512_ps256(v), hi);
+        let s = _mm_max_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
+        let ab = _mm256_hadd_ps(fold(a), fold(b));
+        let cd = _mm256_hadd_ps(fold(c), fold(d));
+        let abcd = _mm256_hadd_ps(ab, cd);
+        let s = _mm_add_ps(
+            _mm256_castps256_ps128(abcd),
+            _mm256_extractf128_ps::<1>(abcd),
+        );
+        let mut out = [0.0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), s);
+        out
+    }
+    #[inline(always)]
+    unsafe fn load_x32(p: *const f32) -> [__m512; 2] {
+        [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))]
+    }
+    #[inline(always)]
+    unsafe fn splat_f16(h: u16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_set1_epi16(h as i16))
+    }
+    #[inline(always)]
+    unsafe fn load_q8(q: *const i8) -> [__m512; 2] {
+        core::array::from_fn(|k| {
+            let b = _mm_loadu_si128(q.add(16 * k) as *const __m128i);
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))
+        })
+    }
+    #[inline(always)]
+    unsafe fn store_x32_scaled(p: *mut f32, x: [__m512; 2], d: __m512) {
+        _mm512_storeu_ps(p, _mm512_mul_ps(x[0], d));
+        _mm512_storeu_ps(p.add(16), _mm512_mul_ps(x[1], d));
+    }
+    #[inline(always)]
+    unsafe fn q8_dot(q: *const i8, x: [__m512; 2]) -> __m512 {
+        let v = Self::load_q8(q);
+        _mm512_fmadd_ps(v[1], x[1], _mm512_mul_ps(v[0], x[0]))
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
+}
+
+// SAFETY (all three): as for `Isa`; 16 elements are read from `p`.
+unsafe impl LoadW<Avx512> for f32 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+}
+unsafe impl LoadW<Avx512> for f16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+}
+unsafe impl LoadW<Avx512> for bf16 {
+    #[inline(always)]
+    unsafe fn loadw(p: *const bf16) -> __m512 {
+        let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h))
+    }
+}
+
+simd::target_kernels! {
+    isa: Avx512,
+    token: Avx512Token,
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+}
