@@ -88,7 +88,7 @@ fn matvec_bf16_matches_portable() {
     check_matvec::<bf16>(|v| v.iter().map(|&x| bf16::from_f32(x)).collect());
 }
 
-/// matmul for n in 1..=9 positions (n = 1 goes to matvec).
+/// matmul for n in 1..=9 positions (n = 1 goes to matvec), and up to 40 on wider rows.
 fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
     use_required_isa();
     #[cfg(miri)]
@@ -101,8 +101,15 @@ fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
         9,
     );
     for &cols in &cols_set {
+        // From 18 positions, the 6-position tiles go in blocks of 12 (AVX-512): those counts
+        // on the wider rows (narrow rows take the AVX2 product there).
+        let more: &[usize] = if cols >= 127 && !cfg!(miri) {
+            &[17, 18, 19, 25, 31, 40]
+        } else {
+            &[]
+        };
         for rows in 1..=MAX_ROWS {
-            for n in 1..=max_n {
+            for n in (1..=max_n).chain(more.iter().copied()) {
                 let off = (cols + rows + n) % 4;
                 let w = conv(&values((cols * 17 + rows) as u64, off + rows * cols));
                 let xa = values((n * 3 + cols) as u64, off + n * cols);
@@ -166,7 +173,13 @@ fn q8_0_matches_dequantised_portable() {
             for (a, b) in wf.iter().zip(&deq) {
                 assert!((a - b).abs() <= 0.5 / 127.0 + 2e-3, "{a} vs {b}");
             }
-            for n in 1..=max_n {
+            // Blocks of 12 positions from 18 (AVX-512, on rows of 256 values or more).
+            let more: &[usize] = if nb >= 8 && !cfg!(miri) {
+                &[18, 25]
+            } else {
+                &[]
+            };
+            for n in (1..=max_n).chain(more.iter().copied()) {
                 let off = n % 3;
                 let xa = values((n + cols) as u64, off + n * cols);
                 let x = &xa[off..];
