@@ -150,6 +150,60 @@ fn matmul_bf16_matches_portable() {
     check_matmul::<bf16>(|v| v.iter().map(|&x| bf16::from_f32(x)).collect());
 }
 
+/// The broadcast-form product (from one vector of positions: 4, 8 or 16): position blocks of
+/// one and two vectors with partial last blocks, every tile height (24/12 or 12/6 rows, 4, 1)
+/// with tails, one and several column blocks (256 columns with 16 lanes, 512 with 8 or 4), on
+/// rows short enough for every instruction set to take it (< 256 values) and longer; f32,
+/// f16 and Q8_0 weights (whose tiles are widened or dequantised into a buffer first).
+#[test]
+#[cfg_attr(miri, ignore = "slow under Miri; check_matmul covers small shapes")]
+fn matmul_broadcast_tiles_match_portable() {
+    use_required_isa();
+    for cols in [32, 96, 224, 256, 288, 544] {
+        for rows in [1, 3, 5, 12, 13, 18, 24, 25, 29, 41, 47, 53] {
+            for n in [4, 7, 8, 9, 16, 17, 31, 32, 33, 40, 50, 70] {
+                let wf = values((cols * 7 + rows) as u64, rows * cols);
+                let xa = values((n * 5 + cols) as u64, 1 + n * cols);
+                let x = &xa[1..]; // unaligned
+                let mut q: Vec<BlockQ8_0> = vec![[0; 34]; rows * cols / 32];
+                quantize_q8_0(&wf, &mut q).unwrap();
+                let mut deq = vec![0.0f32; rows * cols];
+                picoformer::dequantize_q8_0(&q, &mut deq).unwrap();
+                let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+                let whf: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+                for (t, wref) in [
+                    (Tensor::F32(&wf), &wf),
+                    (Tensor::F16(&wh), &whf),
+                    (Tensor::Q8_0(&q), &deq),
+                ] {
+                    let mut want = vec![f32::NAN; n * rows];
+                    portable::matmul(wref, cols, x, &mut want).unwrap();
+                    let mut got = vec![f32::NAN; n * rows + 2];
+                    kernels::matmul(t, cols, x, &mut got[1..=n * rows]).unwrap();
+                    assert!(
+                        got[0].is_nan() && got[n * rows + 1].is_nan(),
+                        "wrote outside y"
+                    );
+                    let mag: Vec<f32> = (0..n * rows)
+                        .map(|o| {
+                            let (i, r) = (o / rows, o % rows);
+                            (0..cols)
+                                .map(|c| (wref[r * cols + c] * x[i * cols + c]).abs())
+                                .sum()
+                        })
+                        .collect();
+                    let what = format!(
+                        "matmul {n},{cols},{rows}, {} bytes per value",
+                        t.element_bytes()
+                    );
+                    assert_close(&got[1..=n * rows], &want, &mag, 1e-5, &what);
+                }
+            }
+        }
+    }
+    check_required_isa();
+}
+
 /// Q8_0 against dequantise-then-portable, for 0..=8 blocks per row (and n = 1..=5 positions).
 #[test]
 fn q8_0_matches_dequantised_portable() {

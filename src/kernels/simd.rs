@@ -13,6 +13,8 @@
 
 use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Element, Q8_0_BLOCK};
 
+mod broadcast;
+
 /// A vector instruction set: `LANES` f32 lanes and the operations the kernels need.
 ///
 /// # Safety
@@ -349,6 +351,10 @@ const KC: usize = 512;
 /// Y = X·Wᵀ for `n` positions: X[n, cols], W[rows, cols], Y[n, rows], all row-major.
 /// Ranges: w[..rows·cols], x[..n·cols], y[..n·rows].
 ///
+/// Where [`broadcast::pays`] (from one vector of positions, with 32 vector registers or on
+/// rows shorter than 256 values), the broadcast-form product of `simd/broadcast.rs` runs
+/// instead; what follows is the dot-product form used otherwise.
+///
 /// Register blocking: a tile of 3 positions × 4 weight rows keeps 12 vector accumulators
 /// (plus 3 activation vectors and 1 weight vector: the 16 registers of AVX2), 7 loads per
 /// 12 FMAs; with 32 registers (AVX-512) tiles of 6 positions keep 24, 10 loads per 24 FMAs
@@ -370,6 +376,9 @@ pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
 ) where
     f32: LoadW<I>,
 {
+    if broadcast::pays::<I>(n, cols) {
+        return broadcast::gemm::<I, E>(Strips::InPlace(w), cols, x, y, n, rows);
+    }
     let strips = if core::mem::size_of::<E>() != 4 && n >= STAGE_MIN {
         Strips::Widened(w)
     } else {
@@ -399,7 +408,8 @@ const MC: usize = 12;
 const STAGE_MIN: usize = 6;
 
 /// The Q8_0 matrix-matrix product Y = X·Wᵀ (shapes as [`gemm`], W in blocks, `cols` a
-/// multiple of 32). Below [`STAGE_MIN`] positions, one [`gemv_q8`] per position; from there,
+/// multiple of 32). Where [`broadcast::pays`], the broadcast-form product with each tile's rows
+/// dequantised first; otherwise, below [`STAGE_MIN`] positions, one [`gemv_q8`] per position; from there,
 /// each strip of 4 rows is dequantised per [`KC`] block into an 8 KiB f32 buffer on the stack
 /// and multiplied by the f32 tiles of [`gemm`], and the rows left over take [`gemv_q8`].
 /// Ranges: w[..rows·cols/32] blocks, x[..n·cols], y[..n·rows].
@@ -414,6 +424,9 @@ pub(crate) unsafe fn gemm_q8<I: Isa>(
 ) where
     f32: LoadW<I>,
 {
+    if broadcast::pays::<I>(n, cols) {
+        return broadcast::gemm::<I, f32>(Strips::Q8(w), cols, x, y, n, rows);
+    }
     let nb = cols / Q8_0_BLOCK;
     let full = if n < STAGE_MIN { 0 } else { rows - rows % 4 };
     blocked::<I, f32>(Strips::Q8(w), cols, x, y, n, rows, full);
@@ -477,13 +490,13 @@ unsafe fn blocked<I: Isa, E: LoadW<I>>(
                         strip_tiles::<I, E>(strip, cols, xb, cols, yb, rows, mc, r, k0, kc, add);
                     }
                     Strips::Widened(w) => {
-                        widen::<I, E>(w.add(r * cols + k0), cols, out, kc);
+                        widen::<I, E>(w.add(r * cols + k0), cols, out, kc, 4);
                         strip_tiles::<I, f32>(out, kc, xb, cols, yb, rows, mc, r, k0, kc, add);
                     }
                     Strips::Q8(w) => {
                         // KC and cols are multiples of 32, so the block holds whole Q8_0 blocks.
                         let nb = cols / Q8_0_BLOCK;
-                        dequantise::<I>(w.add(r * nb + k0 / Q8_0_BLOCK), nb, out, kc);
+                        dequantise::<I>(w.add(r * nb + k0 / Q8_0_BLOCK), nb, out, kc, 4);
                         strip_tiles::<I, f32>(out, kc, xb, cols, yb, rows, mc, r, k0, kc, add);
                     }
                 }
@@ -495,13 +508,19 @@ unsafe fn blocked<I: Isa, E: LoadW<I>>(
     }
 }
 
-/// f32 copies of 4 rows × `kc` weights: from `w` (row stride `stride`) into `out` (row stride
-/// `kc`). Ranges: w[..3·stride + kc], out[..4·kc], `kc <= KC`.
+/// f32 copies of `h` rows × `kc` weights: from `w` (row stride `stride`) into `out` (row
+/// stride `kc`). Ranges: w[..(h−1)·stride + kc], out[..h·kc].
 #[inline(always)]
-unsafe fn widen<I: Isa, E: LoadW<I>>(w: *const E, stride: usize, out: *mut f32, kc: usize) {
+unsafe fn widen<I: Isa, E: LoadW<I>>(
+    w: *const E,
+    stride: usize,
+    out: *mut f32,
+    kc: usize,
+    h: usize,
+) {
     let l = I::LANES;
     let main = kc - kc % l;
-    for q in 0..4 {
+    for q in 0..h {
         let (src, dst) = (w.add(q * stride), out.add(q * kc));
         let mut c = 0;
         while c < main {
@@ -514,11 +533,11 @@ unsafe fn widen<I: Isa, E: LoadW<I>>(w: *const E, stride: usize, out: *mut f32, 
     }
 }
 
-/// f32 values of 4 rows × `kc` Q8_0 weights: from `w` (row stride `nb` blocks) into `out` (row
-/// stride `kc`). Ranges: w[..3·nb + kc/32] blocks, out[..4·kc]; `kc` a multiple of 32, `<= KC`.
+/// f32 values of `h` rows × `kc` Q8_0 weights: from `w` (row stride `nb` blocks) into `out`
+/// (row stride `kc`). Ranges: w[..(h−1)·nb + kc/32] blocks, out[..h·kc]; `kc` a multiple of 32.
 #[inline(always)]
-unsafe fn dequantise<I: Isa>(w: *const BlockQ8_0, nb: usize, out: *mut f32, kc: usize) {
-    for q in 0..4 {
+unsafe fn dequantise<I: Isa>(w: *const BlockQ8_0, nb: usize, out: *mut f32, kc: usize, h: usize) {
+    for q in 0..h {
         let src = w.add(q * nb);
         for b in 0..kc / Q8_0_BLOCK {
             let blk = &*src.add(b);

@@ -1,7 +1,7 @@
 //! x86-64 kernels: AVX-512 where the CPU has it (`x86/avx512.rs`), AVX2 + FMA + F16C otherwise
 //! (`x86/avx2.rs`). Both are the generic bodies of `simd.rs`; this file decides which one a
 //! [`Token`] stands for and forwards each kernel to it (an AVX-512 token also proves AVX2, which
-//! short-row matrix-matrix products use: [`AVX512_MATMUL_MIN_COLS`]).
+//! tests and benchmarks use through `force_isa`).
 //!
 //! A token proves its instruction set is present: without `std` it exists only when the build
 //! enables the features (`-C target-cpu=…`, or `-C target-feature=+avx2,+fma,+f16c` and
@@ -118,29 +118,15 @@ pub(crate) fn matvec_q8(t: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Rows shorter than this take the AVX2 matrix-matrix product even where AVX-512 is present:
-/// the dot-product tiles end every output with a horizontal sum, which with 16 lanes comes
-/// every `cols / 16` FMA steps and competes with the FMAs for the same port. Measured at
-/// 64,128,384: AVX2 94.8 GFLOP/s, AVX-512 79.9 (at 64,512,512: 98.3 and 132.0).
-const AVX512_MATMUL_MIN_COLS: usize = 256;
-
-/// The token a matrix-matrix product over rows of `cols` values runs on.
-fn matmul_token(t: Token, cols: usize) -> Token {
-    match t {
-        Token::Avx512(_) if cols < AVX512_MATMUL_MIN_COLS => Token::Avx2(Avx2Token(())),
-        t => t,
-    }
-}
-
 pub(crate) fn matmul<E: X86W>(t: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    match matmul_token(t, cols) {
+    match t {
         Token::Avx512(t) => avx512::matmul(t, w, cols, x, y),
         Token::Avx2(t) => avx2::matmul(t, w, cols, x, y),
     }
 }
 
 pub(crate) fn matmul_q8(t: Token, w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
-    match matmul_token(t, cols) {
+    match t {
         Token::Avx512(t) => avx512::matmul_q8(t, w, cols, x, y),
         Token::Avx2(t) => avx2::matmul_q8(t, w, cols, x, y),
     }
