@@ -101,8 +101,8 @@ fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
         9,
     );
     for &cols in &cols_set {
-        // From 18 positions, the 6-position tiles go in blocks of 12 (AVX-512): those counts
-        // on the wider rows (narrow rows take the AVX2 product there).
+        // Wider rows at more positions: the broadcast form from 8 or 16 positions (and on
+        // AVX2 the dot-product tiles over rows of 256 values or more).
         let more: &[usize] = if cols >= 127 && !cfg!(miri) {
             &[17, 18, 19, 25, 31, 40]
         } else {
@@ -227,7 +227,7 @@ fn q8_0_matches_dequantised_portable() {
             for (a, b) in wf.iter().zip(&deq) {
                 assert!((a - b).abs() <= 0.5 / 127.0 + 2e-3, "{a} vs {b}");
             }
-            // Blocks of 12 positions from 18 (AVX-512, on rows of 256 values or more).
+            // The broadcast form on rows of 256 values or more.
             let more: &[usize] = if nb >= 8 && !cfg!(miri) {
                 &[18, 25]
             } else {

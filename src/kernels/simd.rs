@@ -358,10 +358,10 @@ const KC: usize = 512;
 /// Register blocking: a tile of 3 positions × 4 weight rows keeps 12 vector accumulators
 /// (plus 3 activation vectors and 1 weight vector: the 16 registers of AVX2), 7 loads per
 /// 12 FMAs; with 32 registers (AVX-512) tiles of 6 positions keep 24, 10 loads per 24 FMAs
-/// ([`Isa::TILE_POSITIONS`]). Columns are cut into blocks of [`KC`]; the 4 rows of a tile (a
-/// strip) stay in L1 across the positions of a block ([`MC`]: all of them with 3-position
-/// tiles), and later column blocks add to Y ([`blocked`]). 16-bit weights are widened once per
-/// strip and block of positions into an 8 KiB f32 buffer on the stack when at least
+/// ([`Isa::TILE_POSITIONS`]; with AVX-512 only below 16 positions, where the broadcast form
+/// does not take over). Columns are cut into blocks of [`KC`]; the 4 rows of a tile (a strip)
+/// stay in L1 across all positions, and later column blocks add to Y ([`blocked`]). 16-bit
+/// weights are widened once per strip into an 8 KiB f32 buffer on the stack when at least
 /// [`STAGE_MIN`] positions will reuse it, instead of once per tile (the widening otherwise
 /// takes a third of the FMA issue slots). The last `rows % 4` rows take 1-position tiles over
 /// all columns.
@@ -396,13 +396,6 @@ pub(crate) unsafe fn gemm<I: Isa, E: LoadW<I>>(
         }
     }
 }
-
-/// Positions per block of [`blocked`] with 6-position tiles: their activations over [`KC`]
-/// columns (24 KiB) and a strip of weights (8 KiB) stay in L1 while every strip passes over
-/// them, instead of being read again from L2 for each strip (AVX-512 at 64,512,512: +13%).
-/// With 3-position tiles the blocking measured 2-5% slower (AVX2), so there all positions form
-/// one block.
-const MC: usize = 12;
 
 /// Positions from which [`gemm`] widens 16-bit weight strips once into a buffer.
 const STAGE_MIN: usize = 6;
@@ -449,12 +442,10 @@ enum Strips<E> {
     Q8(*const BlockQ8_0),
 }
 
-/// The cache-blocked loop of [`gemm`] and [`gemm_q8`]: for each block of [`KC`] columns and
-/// each block of positions ([`MC`]), rows `0..full` (a multiple of 4) in strips of 4, each
-/// against the block's positions ([`strip_tiles`]); the first column block writes Y and later
-/// ones add to it. Staged strips are widened or dequantised again for each block of positions
-/// (with blocks, f16 and Q8_0 at 64,512,512 still came out 3–5% faster on AVX-512). Ranges:
-/// those of the caller, with `full <= rows`.
+/// The cache-blocked loop of [`gemm`] and [`gemm_q8`]: for each block of [`KC`] columns, rows
+/// `0..full` (a multiple of 4) in strips of 4, each against all positions ([`strip_tiles`]);
+/// the first column block writes Y and later ones add to it. Ranges: those of the caller, with
+/// `full <= rows`.
 #[inline(always)]
 unsafe fn blocked<I: Isa, E: LoadW<I>>(
     strips: Strips<E>,
@@ -473,36 +464,25 @@ unsafe fn blocked<I: Isa, E: LoadW<I>>(
     while k0 < cols {
         let kc = KC.min(cols - k0);
         let add = k0 > 0;
-        let mut i0 = 0;
-        while i0 < n {
-            // A short last block joins the one before it.
-            let mc = if I::TILE_POSITIONS < 6 || n - i0 < MC + MC / 2 {
-                n - i0
-            } else {
-                MC
-            };
-            let (xb, yb) = (x.add(i0 * cols), y.add(i0 * rows));
-            let mut r = 0;
-            while r < full {
-                match strips {
-                    Strips::InPlace(w) => {
-                        let strip = w.add(r * cols + k0);
-                        strip_tiles::<I, E>(strip, cols, xb, cols, yb, rows, mc, r, k0, kc, add);
-                    }
-                    Strips::Widened(w) => {
-                        widen::<I, E>(w.add(r * cols + k0), cols, out, kc, 4);
-                        strip_tiles::<I, f32>(out, kc, xb, cols, yb, rows, mc, r, k0, kc, add);
-                    }
-                    Strips::Q8(w) => {
-                        // KC and cols are multiples of 32, so the block holds whole Q8_0 blocks.
-                        let nb = cols / Q8_0_BLOCK;
-                        dequantise::<I>(w.add(r * nb + k0 / Q8_0_BLOCK), nb, out, kc, 4);
-                        strip_tiles::<I, f32>(out, kc, xb, cols, yb, rows, mc, r, k0, kc, add);
-                    }
+        let mut r = 0;
+        while r < full {
+            match strips {
+                Strips::InPlace(w) => {
+                    let strip = w.add(r * cols + k0);
+                    strip_tiles::<I, E>(strip, cols, x, cols, y, rows, n, r, k0, kc, add);
                 }
-                r += 4;
+                Strips::Widened(w) => {
+                    widen::<I, E>(w.add(r * cols + k0), cols, out, kc, 4);
+                    strip_tiles::<I, f32>(out, kc, x, cols, y, rows, n, r, k0, kc, add);
+                }
+                Strips::Q8(w) => {
+                    // KC and cols are multiples of 32, so the block holds whole Q8_0 blocks.
+                    let nb = cols / Q8_0_BLOCK;
+                    dequantise::<I>(w.add(r * nb + k0 / Q8_0_BLOCK), nb, out, kc, 4);
+                    strip_tiles::<I, f32>(out, kc, x, cols, y, rows, n, r, k0, kc, add);
+                }
             }
-            i0 += mc;
+            r += 4;
         }
         k0 += kc;
     }
