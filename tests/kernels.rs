@@ -31,6 +31,19 @@ fn assert_close(got: &[f32], want: &[f32], mag: &[f32], tol: f32, what: &str) {
     }
 }
 
+/// Σ_c |w[r, c]·x[i, c]| for every output (i, r) of an n × rows matrix product: the magnitude
+/// each sum is built from, for [`assert_close`].
+fn product_magnitudes(w: &[f32], x: &[f32], n: usize, rows: usize, cols: usize) -> Vec<f32> {
+    (0..n * rows)
+        .map(|o| {
+            let (i, r) = (o / rows, o % rows);
+            (0..cols)
+                .map(|c| (w[r * cols + c] * x[i * cols + c]).abs())
+                .sum()
+        })
+        .collect()
+}
+
 #[cfg(miri)]
 const MAX_COLS: usize = 20;
 #[cfg(not(miri))]
@@ -119,14 +132,8 @@ fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
                 let mut got = vec![f32::NAN; n * rows + 1];
                 kernels::matmul(E::as_tensor(w), cols, x, &mut got[1..]).unwrap();
                 assert!(got[0].is_nan(), "matmul wrote before y");
-                let mag: Vec<f32> = (0..n * rows)
-                    .map(|o| {
-                        let (i, r) = (o / rows, o % rows);
-                        (0..cols)
-                            .map(|c| (w[r * cols + c].to_f32() * x[i * cols + c]).abs())
-                            .sum()
-                    })
-                    .collect();
+                let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+                let mag = product_magnitudes(&wf, x, n, rows, cols);
                 assert_close(&got[1..], &want, &mag, 1e-5, "matmul");
             }
         }
@@ -184,14 +191,7 @@ fn matmul_broadcast_tiles_match_portable() {
                         got[0].is_nan() && got[n * rows + 1].is_nan(),
                         "wrote outside y"
                     );
-                    let mag: Vec<f32> = (0..n * rows)
-                        .map(|o| {
-                            let (i, r) = (o / rows, o % rows);
-                            (0..cols)
-                                .map(|c| (wref[r * cols + c] * x[i * cols + c]).abs())
-                                .sum()
-                        })
-                        .collect();
+                    let mag = product_magnitudes(wref, x, n, rows, cols);
                     let what = format!(
                         "matmul {n},{cols},{rows}, {} bytes per value",
                         t.element_bytes()
@@ -252,14 +252,7 @@ fn q8_0_matches_dequantised_portable() {
                             .unwrap();
                     }
                 }
-                let mag: Vec<f32> = (0..n * rows)
-                    .map(|o| {
-                        let (i, r) = (o / rows, o % rows);
-                        (0..cols)
-                            .map(|c| (deq[r * cols + c] * x[i * cols + c]).abs())
-                            .sum()
-                    })
-                    .collect();
+                let mag = product_magnitudes(&deq, x, n, rows, cols);
                 assert_close(&got, &want, &mag, 1e-5, "q8_0");
                 let mut port = vec![f32::NAN; rows];
                 kernels::matvec_q8_portable(&q, &x[..cols], &mut port).unwrap();
