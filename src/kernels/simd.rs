@@ -28,7 +28,8 @@ pub(crate) unsafe trait Isa: Copy {
     /// Lanes per vector.
     const LANES: usize;
     /// Positions per matrix-matrix tile ([`strip_tiles`]): 3 (12 accumulators, 16 registers
-    /// in all) unless the instruction set has 32 vector registers to fill with 6.
+    /// in all) unless the instruction set has 32 vector registers to fill with 6. The
+    /// broadcast-form product (`simd/broadcast.rs`) reads 6 as "32 registers" too.
     const TILE_POSITIONS: usize = 3;
     /// All lanes 0.
     unsafe fn zero() -> Self::V;

@@ -157,7 +157,8 @@ unsafe fn blocks<I: Isa, E: LoadW<I>, const R: usize, const R2: usize>(
 }
 
 /// Xᵀ of `np` positions × `kc` columns: xt[c·pm + p] = x[p·stride + c], and 0 for positions
-/// np..pm (whose sums are never stored: written so that every lane a tile reads is initialised). Ranges: x[..(np−1)·stride + kc], xt[..kc·pm].
+/// np..pm (whose sums are never stored: written so that every lane a tile reads is
+/// initialised). Ranges: x[..(np−1)·stride + kc], xt[..kc·pm].
 #[inline(always)]
 unsafe fn pack<I: Isa>(
     x: *const f32,
@@ -182,11 +183,8 @@ unsafe fn pack<I: Isa>(
     }
 }
 
-/// f32 per cache line.
-const LINE: usize = 16;
-
-/// How far ahead of its broadcasts [`tile`] prefetches each weight row, in f32.
-const PREFETCH_AHEAD: usize = 32;
+/// f32 of a tile's accumulators: H·PV·LANES is at most 24 · 16 (12 · 2 · 16 with two vectors).
+const OUTS_LEN: usize = 384;
 
 /// One tile's operands.
 #[derive(Clone, Copy)]
@@ -220,26 +218,18 @@ unsafe fn tile<I: Isa, const PV: usize, const H: usize>(t: Tile) {
     let l = I::LANES;
     let mut acc = [[I::zero(); PV]; H];
     let wq: [*const f32; H] = core::array::from_fn(|q| t.w.add(q * t.ws));
-    let mut c0 = 0;
-    while c0 < t.kc {
-        // Each row's next cache lines, ahead of the broadcasts (addresses only, never read).
-        for w in wq {
-            I::prefetch(w.wrapping_add(c0 + PREFETCH_AHEAD).cast::<u8>());
-        }
-        for c in c0..t.kc.min(c0 + LINE) {
-            let xr = t.xt.add(c * t.pm);
-            let xv: [I::V; PV] = core::array::from_fn(|v| I::load(xr.add(v * l)));
-            for q in 0..H {
-                let b = I::splat(*wq[q].add(c));
-                for v in 0..PV {
-                    acc[q][v] = I::fma(b, xv[v], acc[q][v]);
-                }
+    for c in 0..t.kc {
+        let xr = t.xt.add(c * t.pm);
+        let xv: [I::V; PV] = core::array::from_fn(|v| I::load(xr.add(v * l)));
+        for q in 0..H {
+            let b = I::splat(*wq[q].add(c));
+            for v in 0..PV {
+                acc[q][v] = I::fma(b, xv[v], acc[q][v]);
             }
         }
-        c0 += LINE;
     }
     // The accumulators through a stack buffer, outs[q·PV·LANES + p], to Y's rows.
-    let mut outs = [0.0f32; 384];
+    let mut outs = [0.0f32; OUTS_LEN];
     let pw = PV * l;
     for (q, aq) in acc.iter().enumerate() {
         for (v, a) in aq.iter().enumerate() {
