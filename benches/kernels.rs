@@ -144,6 +144,21 @@ mod imp {
                     kernels::force_isa(None);
                 });
             }
+            if kind == "gemm" {
+                // The weights packed once into panels (as at load time), then the product.
+                let mut arena = vec![0.0f32; kernels::Panels::len(n, k).unwrap()];
+                let p = kernels::Panels::pack(Tensor::F32(&w), k, &mut arena).unwrap();
+                g.bench_function("picoformer_panels", |b| {
+                    b.iter(|| kernels::matmul_panels(black_box(p), black_box(&x), &mut y))
+                });
+                if avx512 {
+                    g.bench_function("picoformer_panels_avx2", |b| {
+                        kernels::force_isa(Some(Isa::Avx2));
+                        b.iter(|| kernels::matmul_panels(black_box(p), black_box(&x), &mut y));
+                        kernels::force_isa(None);
+                    });
+                }
+            }
             g.bench_function("picoformer_f16", |b| {
                 b.iter(|| kernels::matmul(Tensor::F16(black_box(&w16)), k, black_box(&x), &mut y))
             });

@@ -87,6 +87,53 @@ fn products_refuse_bad_shapes() {
 }
 
 #[test]
+fn panels_refuse_bad_shapes() {
+    use kernels::Panels;
+    let w = vec![0.5f32; 12];
+    let len = Panels::len(3, 4).unwrap();
+    assert_eq!(len, 32 * 4 + 15);
+    // An arena of another length is refused and left as it was.
+    let mut arena = vec![f32::NAN; len + 1];
+    assert_eq!(
+        Panels::pack(Tensor::F32(&w), 4, &mut arena).map(|_| ()),
+        Err(shape("pack", "arena", len, len + 1))
+    );
+    untouched(&arena);
+    assert_eq!(
+        Panels::pack(Tensor::F32(&w), 0, &mut arena).map(|_| ()),
+        Err(shape("pack", "cols", 1, 0))
+    );
+    assert_eq!(
+        Panels::pack(Tensor::F32(&w), 5, &mut arena).map(|_| ()),
+        Err(shape("pack", "w", 15, 12))
+    );
+    let q: Vec<BlockQ8_0> = vec![[0; 34]; 2];
+    assert_eq!(
+        Panels::pack(Tensor::Q8_0(&q), 16, &mut arena).map(|_| ()),
+        Err(shape("pack", "cols", 32, 16))
+    );
+    untouched(&arena);
+    assert_eq!(Panels::len(usize::MAX, 2), None);
+    assert_eq!(Panels::len(2, usize::MAX), None);
+    // The product: X whole rows of cols, Y n·rows.
+    let mut arena = vec![0.0f32; len];
+    let p = Panels::pack(Tensor::F32(&w), 4, &mut arena).unwrap();
+    let mut y = vec![f32::NAN; 7];
+    assert_eq!(
+        kernels::matmul_panels(p, &[1.0; 6], &mut y[..6]),
+        Err(shape("matmul_panels", "x", 8, 6))
+    );
+    assert_eq!(
+        kernels::matmul_panels(p, &[1.0; 8], &mut y),
+        Err(shape("matmul_panels", "y", 6, 7))
+    );
+    untouched(&y);
+    assert_eq!(kernels::matmul_panels(p, &[], &mut []), Ok(()));
+    kernels::matmul_panels(p, &[1.0; 8], &mut y[..6]).unwrap();
+    assert_eq!(&y[..6], &[2.0; 6]);
+}
+
+#[test]
 fn attention_refuses_bad_shapes() {
     let (q, k, v) = (vec![1.0f32; 8], vec![0.5f32; 12], vec![0.25f32; 12]);
     let mut out = vec![f32::NAN; 8];
@@ -253,6 +300,15 @@ proptest! {
         prop_assert_eq!(kernels::matmul(Tensor::F16(&wh), cols, &x, &mut y).is_ok(), ok);
         prop_assert_eq!(portable::matmul(&w, cols, &x, &mut y).is_ok(), ok);
         let _ = kernels::matmul(Tensor::Q8_0(&q), cols, &x, &mut y);
+        if let Some(len) = kernels::Panels::len(wl.checked_div(cols).unwrap_or(0), cols) {
+            let mut arena = vec![0.0f32; len];
+            let packed = kernels::Panels::pack(Tensor::F32(&w), cols, &mut arena);
+            prop_assert_eq!(packed.is_ok(), cols > 0 && wl % cols == 0);
+            if let Ok(p) = packed {
+                let ok = xl % cols == 0 && yl == (xl / cols) * (wl / cols);
+                prop_assert_eq!(kernels::matmul_panels(p, &x, &mut y).is_ok(), ok);
+            }
+        }
         let ok = wl == xl * yl;
         prop_assert_eq!(kernels::matvec(Tensor::F32(&w), &x, &mut y).is_ok(), ok);
         prop_assert_eq!(portable::matvec(&w, xl, &x, &mut y).is_ok(), ok);

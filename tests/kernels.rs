@@ -204,6 +204,97 @@ fn matmul_broadcast_tiles_match_portable() {
     check_required_isa();
 }
 
+/// Packing into panels: every value where the layout puts it (`panel[k][q] = W[32j + q][k]`),
+/// zeros past the last row, the panels on a cache line wherever the arena starts, and 16-bit and
+/// Q8_0 weights widened exactly.
+#[test]
+fn panels_hold_the_weights_in_their_layout() {
+    const P: usize = kernels::PANEL;
+    for (rows, cols) in [(1, 1), (3, 5), (32, 2), (33, 7), (70, 64)] {
+        let w = values((rows * 13 + cols) as u64, rows * cols);
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let whf: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+        let len = kernels::Panels::len(rows, cols).unwrap();
+        assert_eq!(len, rows.div_ceil(P) * P * cols + 15);
+        // Arenas starting at every f32 offset within a cache line.
+        let mut big = vec![f32::NAN; len + 16];
+        for off in 0..16 {
+            for (t, want) in [(Tensor::F32(&w), &w), (Tensor::F16(&wh), &whf)] {
+                let p = kernels::Panels::pack(t, cols, &mut big[off..off + len]).unwrap();
+                assert_eq!((p.rows(), p.cols()), (rows, cols));
+                let data = p.as_slice();
+                assert_eq!(data.as_ptr() as usize % 64, 0, "panels not on a cache line");
+                assert_eq!(data.len(), rows.div_ceil(P) * P * cols);
+                for (i, v) in data.iter().enumerate() {
+                    let (j, k, q) = (i / (P * cols), (i / P) % cols, i % P);
+                    let r = j * P + q;
+                    let expect = if r < rows { want[r * cols + k] } else { 0.0 };
+                    assert_eq!(
+                        v.to_bits(),
+                        expect.to_bits(),
+                        "{rows}x{cols}: row {r}, col {k}"
+                    );
+                }
+            }
+        }
+    }
+    // Q8_0: the dequantised values.
+    let (rows, cols) = (35, 64);
+    let w = values(9, rows * cols);
+    let mut q: Vec<BlockQ8_0> = vec![[0; 34]; rows * cols / 32];
+    quantize_q8_0(&w, &mut q).unwrap();
+    let mut deq = vec![0.0f32; rows * cols];
+    picoformer::dequantize_q8_0(&q, &mut deq).unwrap();
+    let mut a = vec![0.0f32; kernels::Panels::len(rows, cols).unwrap()];
+    let mut b = a.clone();
+    let pq = kernels::Panels::pack(Tensor::Q8_0(&q), cols, &mut a).unwrap();
+    let pf = kernels::Panels::pack(Tensor::F32(&deq), cols, &mut b).unwrap();
+    assert_eq!(pq.as_slice(), pf.as_slice());
+}
+
+/// The product over panels against the portable product over W in its own layout: one and
+/// several column blocks (256), rows that end inside a vector, a panel or on its edge, every
+/// tile height of positions (12, 8, 6, 4, 3, 2, 1 and their sums), unaligned X, NaN around Y.
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; the unit tests of kernels::panels cover it"
+)]
+fn matmul_panels_match_portable() {
+    use_required_isa();
+    for cols in [1, 7, 32, 100, 256, 257, 600] {
+        for rows in [1, 5, 8, 15, 16, 17, 31, 32, 33, 48, 70] {
+            let w = values((cols * 11 + rows) as u64, rows * cols);
+            let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let whf: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+            let len = kernels::Panels::len(rows, cols).unwrap();
+            let (mut a, mut b) = (vec![0.0f32; len], vec![0.0f32; len]);
+            let pf = kernels::Panels::pack(Tensor::F32(&w), cols, &mut a).unwrap();
+            let ph = kernels::Panels::pack(Tensor::F16(&wh), cols, &mut b).unwrap();
+            for n in [
+                1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 23, 24, 25, 31, 40,
+            ] {
+                let xa = values((n * 7 + cols) as u64, 1 + n * cols);
+                let x = &xa[1..];
+                for (p, wref) in [(pf, &w), (ph, &whf)] {
+                    let mut want = vec![f32::NAN; n * rows];
+                    portable::matmul(wref, cols, x, &mut want).unwrap();
+                    let mut got = vec![f32::NAN; n * rows + 2];
+                    kernels::matmul_panels(p, x, &mut got[1..=n * rows]).unwrap();
+                    assert!(
+                        got[0].is_nan() && got[n * rows + 1].is_nan(),
+                        "wrote outside y"
+                    );
+                    let mag = product_magnitudes(wref, x, n, rows, cols);
+                    let what = format!("matmul_panels {n},{cols},{rows}");
+                    assert_close(&got[1..=n * rows], &want, &mag, 1e-5, &what);
+                }
+            }
+        }
+    }
+    check_required_isa();
+}
+
 /// Q8_0 against dequantise-then-portable, for 0..=8 blocks per row (and n = 1..=5 positions).
 #[test]
 fn q8_0_matches_dequantised_portable() {

@@ -15,6 +15,7 @@
 //! The SIMD bodies are written once, generically, in `simd.rs`, and instantiated by each
 //! architecture file inside its `#[target_feature]` functions.
 
+mod panels;
 pub mod portable;
 mod shape;
 
@@ -47,6 +48,7 @@ use wasm32 as arch;
 )))]
 use none as arch;
 
+pub use panels::{Panels, PANEL};
 pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -253,6 +255,27 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()
             };
         }
     }
+    Ok(())
+}
+
+/// `Y = X·Wᵀ` for `n` positions over weights packed into panels ([`Panels`], prefill):
+/// `X[n, w.cols()]`, `Y[n, w.rows()]`, row-major.
+///
+/// # Errors
+/// [`Error::KernelShape`] if `x` is not whole rows of `w.cols()` values or `y` is not
+/// `n · w.rows()` long.
+pub fn matmul_panels(w: Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    let n = shape::rows("matmul_panels", "x", x.len(), w.cols())?;
+    shape::len("matmul_panels", "y", n.checked_mul(w.rows()), y.len())?;
+    if n == 0 || w.rows() == 0 {
+        return Ok(());
+    }
+    if let Some(t) = token() {
+        arch::matmul_panels(t, w, x, y);
+        return Ok(());
+    }
+    portable_ran();
+    panels::matmul(w, x, y);
     Ok(())
 }
 
@@ -516,6 +539,9 @@ mod none {
         match t {}
     }
     pub(crate) fn matmul_q8(t: Token, _: &[BlockQ8_0], _: usize, _: &[f32], _: &mut [f32]) {
+        match t {}
+    }
+    pub(crate) fn matmul_panels(t: Token, _: super::Panels<'_>, _: &[f32], _: &mut [f32]) {
         match t {}
     }
     pub(crate) fn attention<K: Element>(

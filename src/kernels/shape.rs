@@ -58,7 +58,7 @@ pub(crate) fn rows(
 }
 
 /// Q8_0 rows are whole blocks of 32.
-fn q8_cols(kernel: &'static str, cols: usize) -> Result<(), Error> {
+pub(crate) fn q8_cols(kernel: &'static str, cols: usize) -> Result<(), Error> {
     match cols % Q8_0_BLOCK {
         0 => Ok(()),
         _ => Err(wrong(

@@ -14,6 +14,7 @@
 use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Element, Q8_0_BLOCK};
 
 mod broadcast;
+pub(crate) mod panels;
 
 /// A vector instruction set: `LANES` f32 lanes and the operations the kernels need.
 ///
@@ -845,6 +846,18 @@ macro_rules! target_kernels {
         }
 
         $(#[$attr])+
+        unsafe fn gemm_panels_target(w: &[f32], cols: usize, x: &[f32], y: &mut [f32], rows: usize) {
+            $crate::kernels::simd::panels::gemm::<$isa>(
+                w.as_ptr(),
+                cols,
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                x.len() / cols,
+                rows,
+            )
+        }
+
+        $(#[$attr])+
         unsafe fn attention_target<K: $crate::kernels::simd::LoadW<$isa>>(
             q: &[f32],
             group: $crate::kernels::HeadGroup,
@@ -937,6 +950,23 @@ macro_rules! target_kernels {
             // SAFETY: the token proves the features; the asserts give exactly the shapes
             // gemm_q8 reads (w: rows·cols/32 blocks, x: n·cols, n >= 1) and writes (y: n·rows).
             unsafe { gemm_q8_target(w, cols, x, y) }
+        }
+
+        /// `Y = X·Wᵀ` over packed weights: X `[n, cols]`, Y `[n, rows]`.
+        pub(crate) fn matmul_panels(
+            _: $token,
+            w: $crate::kernels::Panels<'_>,
+            x: &[f32],
+            y: &mut [f32],
+        ) {
+            let (rows, cols, panel) = (w.rows(), w.cols(), $crate::kernels::PANEL);
+            assert!(cols > 0 && x.len() % cols == 0);
+            assert_eq!(y.len(), (x.len() / cols) * rows);
+            assert_eq!(w.as_slice().len(), rows.div_ceil(panel) * panel * cols);
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            // SAFETY: the token proves the features; the asserts give exactly the shapes the
+            // body reads (w: the panels of rows × cols, x: n·cols) and writes (y: n·rows).
+            unsafe { gemm_panels_target(w.as_slice(), cols, x, y, rows) }
         }
 
         /// The query heads of `group` over `keys.len() / group.dim` cached rows.

@@ -132,6 +132,13 @@ pub(crate) fn matmul_q8(t: Token, w: &[BlockQ8_0], cols: usize, x: &[f32], y: &m
     }
 }
 
+pub(crate) fn matmul_panels(t: Token, w: super::Panels<'_>, x: &[f32], y: &mut [f32]) {
+    match t {
+        Token::Avx512(t) => avx512::matmul_panels(t, w, x, y),
+        Token::Avx2(t) => avx2::matmul_panels(t, w, x, y),
+    }
+}
+
 pub(crate) fn attention<K: X86W>(
     t: Token,
     q: &[f32],
