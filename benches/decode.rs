@@ -10,6 +10,10 @@
 //! Weights live in transparent huge pages where the kernel allows (`MADV_HUGEPAGE`); times
 //! are on the thread CPU clock.
 //!
+//! `prefill/stories15M/*`: the same model reading a prompt of 64 tokens in one chunk
+//! (`forward_last`), with the weights as stored and with the matrices packed into prefill panels
+//! (`*_panels`, `Decoder::with_prefill_panels`); throughput in tokens.
+//!
 //! Run: `cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3`.
 
 #[cfg(target_arch = "x86_64")]
@@ -198,10 +202,48 @@ mod imp {
         g.finish();
     }
 
+    fn bench_prefill(c: &mut Criterion<CpuTime>) {
+        let shapes = shapes();
+        let mut g = c.benchmark_group("prefill/stories15M");
+        g.throughput(Throughput::Elements(PROMPT as u64));
+        for kind in ["f32", "f16", "q8_0"] {
+            let (t, _) = table(kind, &shapes);
+            let model =
+                TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
+            let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
+            let packed = model.with_prefill_panels(&mut arena).unwrap();
+            let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, PROMPT)];
+            let mut sb = vec![0.0f32; Scratch::elements(&CFG, PROMPT)];
+            let mut cache = KvCache::new(&CFG, PROMPT, &mut kv).unwrap();
+            let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
+            let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
+            let mut logits = vec![0.0f32; 32000];
+            for (name, m) in [
+                (kind.to_string(), &model),
+                (format!("{kind}_panels"), &packed),
+            ] {
+                g.bench_function(name, |b| {
+                    b.iter(|| {
+                        m.forward_last(
+                            &mut cache,
+                            &mut scratch,
+                            black_box(&prompt),
+                            None,
+                            &mut logits,
+                        )
+                        .unwrap();
+                        cache.reset();
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
-        targets = bench_decode
+        targets = bench_decode, bench_prefill
     }
 }
 

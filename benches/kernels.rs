@@ -119,6 +119,9 @@ mod imp {
             ("gemm", 16, 512, 512),
             ("gemm", 64, 512, 512),
             ("gemm", 64, 128, 384),
+            ("gemm", 64, 288, 288),
+            ("gemm", 64, 288, 1536),
+            ("gemm", 64, 768, 288),
         ];
         eprintln!("picoformer kernels: {:?}", kernels::active_isa());
         // Where AVX-512 is the dispatched path, AVX2 is measured beside it (forced).

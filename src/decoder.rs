@@ -6,7 +6,8 @@
 use crate::cache::KvCache;
 use crate::config::{Activation, DecoderConfig, Norm};
 use crate::error::{Buffer, Error};
-use crate::kernels;
+use crate::kernels::{self, Panels};
+use crate::prefill::{self, BlockPanels};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
 use crate::weights::{AttentionWeights, DecoderWeights};
@@ -19,6 +20,8 @@ use crate::weights::{AttentionWeights, DecoderWeights};
 pub struct Decoder<'w, const MAX_DEPTH: usize = 16> {
     config: DecoderConfig,
     weights: DecoderWeights<'w, MAX_DEPTH>,
+    /// The blocks' matrices packed for prefill ([`Self::with_prefill_panels`]), or empty.
+    panels: heapless::Vec<BlockPanels<'w>, MAX_DEPTH>,
 }
 
 impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
@@ -43,7 +46,47 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         prefix: &'static str,
     ) -> Result<Self, Error> {
         let weights = DecoderWeights::from_source(&config, source, prefix)?;
-        Ok(Self { config, weights })
+        Ok(Self {
+            config,
+            weights,
+            panels: heapless::Vec::new(),
+        })
+    }
+
+    /// f32 elements of the arena that [`Self::with_prefill_panels`] needs
+    /// ([`prefill::prefill_panels_len`] of the configuration).
+    pub const fn prefill_panels_len(&self) -> usize {
+        prefill::prefill_panels_len(&self.config)
+    }
+
+    /// This decoder with the matrices that a chunk of positions is multiplied by packed into
+    /// `arena` (f32 copies in panels, `crate::prefill`), so that prefill runs the matrix-matrix
+    /// product over panels (faster with every SIMD set; see the README's GEMM table). Decoding
+    /// one position keeps reading the weights as stored. The results agree with the unpacked
+    /// pass to f32 rounding (the sums run in another order). The decoder returned borrows the
+    /// arena; `self` is left as it is.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] if `arena` holds fewer than [`Self::prefill_panels_len`]
+    /// values.
+    pub fn with_prefill_panels<'a>(
+        &self,
+        arena: &'a mut [f32],
+    ) -> Result<Decoder<'a, MAX_DEPTH>, Error>
+    where
+        'w: 'a,
+    {
+        let panels = prefill::pack(&self.config, &self.weights.blocks, arena)?;
+        Ok(Decoder {
+            config: self.config,
+            weights: self.weights.clone(),
+            panels,
+        })
+    }
+
+    /// Whether the matrices are packed into prefill panels ([`Self::with_prefill_panels`]).
+    pub fn has_prefill_panels(&self) -> bool {
+        !self.panels.is_empty()
     }
 
     /// The configuration.
@@ -279,11 +322,12 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     fn project_out(
         &self,
         w: &AttentionWeights<'_>,
+        panels: Option<Panels<'_>>,
         att: &[f32],
         out: &mut [f32],
     ) -> Result<(), Error> {
         match w.to_out {
-            Some(to_out) => kernels::matmul(to_out, self.config.q_dim(), att, out),
+            Some(to_out) => linear(to_out, panels, self.config.q_dim(), att, out),
             None => kernels::load(out, Tensor::F32(att)),
         }
     }
@@ -311,12 +355,14 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let att = &mut s.att[..n * qd];
 
         for (b, block) in self.weights.blocks.iter().enumerate() {
+            // The block's panels, for a chunk of positions (one position reads W as stored).
+            let p = self.panels.get(b).filter(|_| n >= PANELS_MIN_POSITIONS);
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
             self.norm(a.norm, x, xb)?;
-            kernels::matmul(a.to_q, dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
-            kernels::matmul(a.to_k, dim, xb, k)?;
-            kernels::matmul(a.to_v, dim, xb, v)?;
+            linear(a.to_q, p.map(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
+            linear(a.to_k, p.map(|p| p.k), dim, xb, k)?;
+            linear(a.to_v, p.map(|p| p.v), dim, xb, v)?;
             if half > 0 {
                 // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
                 for i in 0..n {
@@ -345,18 +391,18 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
                 heads.attend(qi, oi, |j| cache.head(b, j, pos0 + i + 1))?;
             }
-            self.project_out(a, att, xb2)?;
+            self.project_out(a, p.and_then(|p| p.out), att, xb2)?;
             kernels::add(x, xb2)?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
                 self.norm(c.norm, x, xb)?;
-                kernels::matmul(c.to_q, dim, xb, q)?;
+                linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
                 for i in 0..n {
                     let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
                     heads.attend(qi, oi, |j| cache.context_head(b, j))?;
                 }
-                self.project_out(c, att, xb2)?;
+                self.project_out(c, p.and_then(|p| p.cross_out), att, xb2)?;
                 kernels::add(x, xb2)?;
             }
 
@@ -365,7 +411,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
             let hb = &mut s.hb[..n * rows];
             self.norm(f.norm, x, xb)?;
-            kernels::matmul(f.proj, dim, xb, hb)?;
+            linear(f.proj, p.map(|p| p.ff_proj), dim, xb, hb)?;
             if let Some(bias) = f.proj_bias {
                 kernels::add_bias(hb, bias)?;
             }
@@ -381,7 +427,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             } else {
                 hb.iter_mut().for_each(|h| *h = act(*h));
             }
-            kernels::matmul(f.out, inner, &hb[..n * inner], xb2)?;
+            linear(f.out, p.map(|p| p.ff_out), inner, &hb[..n * inner], xb2)?;
             if let Some(bias) = f.out_bias {
                 kernels::add_bias(xb2, bias)?;
             }
@@ -438,6 +484,25 @@ impl Heads {
             kernels::attention_group(qj, self.group, keys, values, self.scale, oj)?;
         }
         Ok(())
+    }
+}
+
+/// Positions from which a chunk multiplies by the panels (when packed) rather than by W as
+/// stored: a single position is a matrix-vector product, which reads 16-bit and Q8_0 weights in
+/// fewer bytes than their f32 panels.
+const PANELS_MIN_POSITIONS: usize = 2;
+
+/// `y = x·Wᵀ` for a chunk's rows of `x`: over W's panels when given, else over W as stored.
+fn linear(
+    w: Tensor<'_>,
+    panels: Option<Panels<'_>>,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), Error> {
+    match panels {
+        Some(p) => kernels::matmul_panels(p, x, y),
+        None => kernels::matmul(w, cols, x, y),
     }
 }
 

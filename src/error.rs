@@ -52,6 +52,8 @@ pub enum Buffer {
     Context,
     /// The output buffer (hidden states or logits).
     Output,
+    /// The arena of the prefill panels ([`crate::Decoder::with_prefill_panels`]).
+    PrefillPanels,
 }
 
 /// A weight tensor, named the way x-transformers' `state_dict` names it.

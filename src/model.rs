@@ -466,6 +466,32 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
         }
     }
 
+    /// f32 elements of the arena that [`Self::with_prefill_panels`] needs.
+    pub const fn prefill_panels_len(&self) -> usize {
+        match self {
+            Model::Decoder(d) => d.prefill_panels_len(),
+            Model::Wrapper(w) => w.prefill_panels_len(),
+        }
+    }
+
+    /// This model with the decoder's matrices packed for prefill
+    /// ([`Decoder::with_prefill_panels`]).
+    ///
+    /// # Errors
+    /// As [`Decoder::with_prefill_panels`].
+    pub fn with_prefill_panels<'a>(
+        &self,
+        arena: &'a mut [f32],
+    ) -> Result<Model<'a, MAX_DEPTH>, Error>
+    where
+        'w: 'a,
+    {
+        Ok(match self {
+            Model::Decoder(d) => Model::Decoder(d.with_prefill_panels(arena)?),
+            Model::Wrapper(w) => Model::Wrapper(w.with_prefill_panels(arena)?),
+        })
+    }
+
     /// The configuration.
     pub fn config(&self) -> ModelConfig {
         match self {

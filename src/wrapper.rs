@@ -48,6 +48,30 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         &self.decoder
     }
 
+    /// f32 elements of the arena that [`Self::with_prefill_panels`] needs.
+    pub const fn prefill_panels_len(&self) -> usize {
+        self.decoder.prefill_panels_len()
+    }
+
+    /// This wrapper with the decoder's matrices packed for prefill
+    /// ([`Decoder::with_prefill_panels`]).
+    ///
+    /// # Errors
+    /// As [`Decoder::with_prefill_panels`].
+    pub fn with_prefill_panels<'a>(
+        &self,
+        arena: &'a mut [f32],
+    ) -> Result<TransformerWrapper<'a, MAX_DEPTH>, Error>
+    where
+        'w: 'a,
+    {
+        Ok(TransformerWrapper {
+            config: self.config,
+            decoder: self.decoder.with_prefill_panels(arena)?,
+            weights: self.weights,
+        })
+    }
+
     /// The wrapper's own weights.
     pub fn weights(&self) -> &WrapperWeights<'w> {
         &self.weights

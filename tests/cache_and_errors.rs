@@ -374,6 +374,36 @@ fn buffers_too_small_report_needed_and_available() {
         }
     );
     assert_eq!(Scratch::new(&c, 0, &mut sb).unwrap_err(), Error::EmptyInput);
+    // Prefill panels: per block to_q [32, 16], to_k/to_v [16, 16], to_out [16, 32], the cross
+    // to_q and to_out, ff proj [128, 16] (GLU) and out [16, 64]; rows rounded up to 32, plus 15.
+    let panel = |rows: usize, cols: usize| rows.div_ceil(32) * 32 * cols + 15;
+    let p = 2
+        * (3 * panel(32, 16)
+            + panel(16, 32)
+            + panel(32, 16)
+            + panel(16, 32)
+            + panel(128, 16)
+            + panel(16, 64));
+    assert_eq!(picoformer::prefill::prefill_panels_len(&c), p);
+    let t = table(&c, None);
+    let dec: Decoder = Decoder::from_source(c, &&t).unwrap();
+    assert_eq!(dec.prefill_panels_len(), p);
+    let mut arena = vec![0.0f32; p - 1];
+    assert_eq!(
+        dec.with_prefill_panels(&mut arena).unwrap_err(),
+        Error::BufferTooSmall {
+            buffer: Buffer::PrefillPanels,
+            needed: p,
+            available: p - 1
+        }
+    );
+    assert!(!dec.has_prefill_panels());
+    // A larger arena is fine (its first `p` values are used).
+    let mut arena = vec![0.0f32; p + 7];
+    assert!(dec
+        .with_prefill_panels(&mut arena)
+        .unwrap()
+        .has_prefill_panels());
     // The f16 cache needs the same number of elements, half the bytes.
     assert_eq!(KvCache::<picoformer::f16>::elements(&c, 5), need);
     assert_eq!(

@@ -50,17 +50,22 @@ fn model(cfg: DecoderConfig, seed: u64) -> Model {
 }
 
 /// Runs `x` through the decoder as: one forward over `x[..split]` then one step per remaining
-/// position (split = n means one full pass), with scratch chunks of `chunk` positions.
+/// position (split = n means one full pass), with scratch chunks of `chunk` positions; with
+/// the matrices packed into prefill panels if `packed`.
 fn run<K: Element>(
     m: &Model,
     x: &[f32],
     ctx: Option<&[f32]>,
-    split: usize,
-    chunk: usize,
+    (split, chunk): (usize, usize),
     poison: bool,
+    packed: bool,
 ) -> Vec<f32> {
     let cfg = &m.cfg;
-    let dec: Decoder = Decoder::from_source(*cfg, &&m.table).unwrap();
+    let mut arena = vec![f32::NAN; picoformer::prefill::prefill_panels_len(cfg)];
+    let mut dec: Decoder = Decoder::from_source(*cfg, &&m.table).unwrap();
+    if packed {
+        dec = dec.with_prefill_panels(&mut arena).unwrap();
+    }
     let n = x.len() / cfg.dim;
     let rows = ctx.map_or(1, |c| c.len() / cfg.dim_context());
     let mut kv = vec![K::NAN; KvCache::<K>::elements(cfg, n)];
@@ -107,17 +112,18 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
-    /// prefill(x[..split]) then steps == one full pass == the f64 reference, at every position.
+    /// prefill(x[..split]) then steps == one full pass == the f64 reference, at every position;
+    /// with the matrices packed into prefill panels or not.
     #[test]
-    fn stepwise_equals_full_and_reference(cfg in decoder_config(), n in 1usize..10, split_frac in 0.0f64..1.0, chunk in 1usize..12, seed in any::<u64>()) {
+    fn stepwise_equals_full_and_reference(cfg in decoder_config(), n in 1usize..10, split_frac in 0.0f64..1.0, chunk in 1usize..12, seed in any::<u64>(), packed in any::<bool>()) {
         use_required_isa();
         let m = model(cfg, seed);
         let x = values(seed ^ 1, n * cfg.dim);
         let rows = 1 + (seed % 5) as usize;
         let ctx = values(seed ^ 2, rows * cfg.dim_context());
         let split = ((n as f64) * split_frac) as usize;
-        let full = run::<f32>(&m, &x, Some(&ctx), n, chunk, false);
-        let stepped = run::<f32>(&m, &x, Some(&ctx), split, chunk, true);
+        let full = run::<f32>(&m, &x, Some(&ctx), (n, chunk), false, packed);
+        let stepped = run::<f32>(&m, &x, Some(&ctx), (split, chunk), true, packed);
         let d = max_diff(&full, &stepped);
         prop_assert!(d <= FULL_VS_STEP, "full vs step-wise (split {}) differ by {}", split, d);
         let reference = reference::decoder_forward(&m.rcfg, &m.rweights, &to_f64(&x), cfg.cross_attend.then(|| to_f64(&ctx)).as_deref());
@@ -129,14 +135,19 @@ proptest! {
     /// The wrapper: logits of prefill + steps == full == reference, with absolute positions, tied
     /// embeddings and cross-attention drawn.
     #[test]
-    fn wrapper_stepwise_equals_full_and_reference(wcfg in wrapper_config(9), n in 1usize..10, split_frac in 0.0f64..1.0, seed in any::<u64>()) {
+    fn wrapper_stepwise_equals_full_and_reference(wcfg in wrapper_config(9), n in 1usize..10, split_frac in 0.0f64..1.0, seed in any::<u64>(), packed in any::<bool>()) {
         use_required_isa();
         let cfg = wcfg.attn_layers;
         let n = if wcfg.has_abs_pos_emb() { n.min(wcfg.max_seq_len) } else { n };
         let rcfg = ref_config(&cfg, Some(&wcfg));
         let mut rw = reference::random_weights(&rcfg, seed);
         let table = Table::from_ref(&rcfg, &mut rw);
-        let model: TransformerWrapper = TransformerWrapper::from_source(wcfg, &&table).unwrap();
+        let mut arena = vec![f32::NAN; picoformer::prefill::prefill_panels_len(&cfg)];
+        let mut model: TransformerWrapper = TransformerWrapper::from_source(wcfg, &&table).unwrap();
+        if packed {
+            model = model.with_prefill_panels(&mut arena).unwrap();
+            prop_assert!(model.decoder().has_prefill_panels());
+        }
         let v = wcfg.num_tokens;
         let tokens: Vec<u32> = values(seed ^ 3, n).iter().map(|x| ((x + 1.0) * 0.5 * v as f32) as u32 % v as u32).collect();
         let ctx = values(seed ^ 4, 3 * cfg.dim_context());
@@ -177,7 +188,7 @@ proptest! {
         let m = model(cfg, seed);
         let x = values(seed ^ 1, n * cfg.dim);
         let ctx = values(seed ^ 2, 2 * cfg.dim_context());
-        let got = run::<picoformer::f16>(&m, &x, Some(&ctx), 0, 1, true);
+        let got = run::<picoformer::f16>(&m, &x, Some(&ctx), (0, 1), true, false);
         let ctx = cfg.cross_attend.then(|| to_f64(&ctx));
         let f16_store = |e: f64| picoformer::f16::from_f64(e).to_f64();
         let want = reference::decoder_forward_stored(&m.rcfg, &m.rweights, &to_f64(&x), ctx.as_deref(), f16_store);

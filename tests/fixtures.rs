@@ -69,7 +69,8 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Runs one fixture: returns (max |ours - torch full|, max |ours step-wise - torch step-wise|).
+/// Runs one fixture: returns (max |ours - torch full|, max |ours step-wise - torch step-wise|);
+/// the full pass runs with the weights as stored and with prefill panels.
 fn check(name: &str) -> (f32, f32) {
     let path = format!(
         "{}/tests/fixtures/{name}.model.safetensors",
@@ -79,6 +80,9 @@ fn check(name: &str) -> (f32, f32) {
     let words = aligned(&path);
     let model: Model =
         Model::from_safetensors(bytes(&words, len)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // The same model with its matrices packed into prefill panels, run full.
+    let mut arena = vec![f32::NAN; model.prefill_panels_len()];
+    let packed = model.with_prefill_panels(&mut arena).unwrap();
     let io = read_io(name);
     let cfg = model.config().decoder;
     let out_w = io.full.len() / io.b; // per batch element
@@ -90,7 +94,7 @@ fn check(name: &str) -> (f32, f32) {
             .context
             .as_ref()
             .map(|c| &c[bi * ctx_w.unwrap()..(bi + 1) * ctx_w.unwrap()]);
-        for stepwise in [false, true] {
+        for (stepwise, model) in [(false, &model), (true, &model), (false, &packed)] {
             let n = match (&io.x, &io.tokens) {
                 (Some(x), _) => x.len() / io.b / cfg.dim,
                 (_, Some(t)) => t.len() / io.b,
@@ -105,7 +109,7 @@ fn check(name: &str) -> (f32, f32) {
             let w = out_w / n;
             // Step-wise as in the fixture: the first token alone, then one step per token.
             let first = if stepwise { 1 } else { n };
-            match &model {
+            match model {
                 Model::Decoder(dec) => {
                     let x = &io.x.as_ref().unwrap()[bi * n * cfg.dim..(bi + 1) * n * cfg.dim];
                     dec.forward(
