@@ -64,6 +64,33 @@ fn generate_with_no_arguments_uses_the_bundled_model() {
     assert!(letters * 10 > text.chars().count() * 8, "{text}");
 }
 
+/// Prefill over panels: the run reports the panels' memory, and greedy text from the same
+/// prompt is the text of the stored weights (their logits differ by f32 rounding only).
+#[test]
+fn prefill_panels_give_the_same_greedy_text() {
+    let args = |prefill| {
+        run(&[
+            "generate",
+            "--prompt",
+            "It is a truth universally acknowledged, that a single man",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "40",
+            "--prefill",
+            prefill,
+        ])
+    };
+    let ((c1, a, e1), (c2, b, e2)) = (args("stored"), args("panels"));
+    assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
+    assert_eq!(split(&a).0, split(&b).0);
+    assert!(split(&b).1.contains("prefill panels"), "{b}");
+    assert!(!split(&a).1.contains("prefill panels"), "{a}");
+    let (code, out, err) = run(&["bench", "--repeat", "1", "--prefill", "panels"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("over prefill panels"), "{out}");
+}
+
 #[test]
 fn the_same_seed_gives_the_same_text() {
     let args = [
@@ -203,6 +230,8 @@ fn usage_errors_exit_2_and_failures_exit_1() {
         &["generate", "--temperature", "-1"],
         &["generate", "--top-k", "0"],
         &["generate", "--kv", "f8"],
+        &["generate", "--prefill", "packed"],
+        &["bench", "--prefill", "yes"],
         &["generate", "--max-tokens", "many"],
         &["generate", "--frobnicate", "1"],
         &["generate", "--prompt", ""],

@@ -32,10 +32,13 @@ def present(groups, cols):
 
 def products(kind):
     groups = sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")])
-    cols = present(groups, ["picoformer", "picoformer_avx2", "picoformer_f16", "picoformer_q8_0", "gemm", "matrixmultiply", "portable", "naive",
-                            "fma_peak", "fma_peak_avx512", "f16_roof"])
+    cols = present(groups, ["picoformer", "picoformer_avx2", "picoformer_panels", "picoformer_panels_avx2", "picoformer_f16", "picoformer_q8_0", "gemm",
+                            "matrixmultiply", "portable", "naive", "fma_peak", "fma_peak_avx512", "f16_roof"])
     ratios = [(a, b) for a, b in [("picoformer", "gemm"), ("picoformer", "matrixmultiply"), ("picoformer", "portable"), ("picoformer", "picoformer_avx2"),
-                                  ("picoformer", "fma_peak"), ("picoformer", "fma_peak_avx512"), ("picoformer_f16", "f16_roof")] if b in cols]
+                                  ("picoformer", "fma_peak"), ("picoformer", "fma_peak_avx512"), ("picoformer_f16", "f16_roof"),
+                                  ("picoformer_panels", "gemm"), ("picoformer_panels", "matrixmultiply"), ("picoformer_panels", "picoformer"),
+                                  ("picoformer_panels", "fma_peak_avx512"), ("picoformer_panels_avx2", "matrixmultiply"),
+                                  ("picoformer_panels_avx2", "fma_peak")] if a in cols and b in cols]
     table("shape M,K,N", *cols, *(f"{a.replace('picoformer', 'ours')}/{b}" for a, b in ratios))
     for g in groups:
         r = {k: rate(*v, "Elements") for k, v in rows[g].items()}
@@ -49,14 +52,16 @@ products("gemv"); print(); products("gemm"); print()
 # what it does undisturbed, so these shares of the peak vary far less between runs.
 gemm_groups = sorted(g for g in fastest if g.startswith("gemm/"))
 if gemm_groups:
-    cols = present(gemm_groups, ["picoformer", "picoformer_avx2", "picoformer_f16", "picoformer_q8_0", "gemm", "fma_peak", "fma_peak_avx512"])
+    cols = present(gemm_groups, ["picoformer", "picoformer_avx2", "picoformer_panels", "picoformer_panels_avx2", "picoformer_f16", "picoformer_q8_0",
+                                 "gemm", "fma_peak", "fma_peak_avx512"])
     peak = "fma_peak_avx512" if "fma_peak_avx512" in cols else "fma_peak"
-    table("fastest samples: shape M,K,N", *cols, "ours/gemm", f"ours/{peak}")
+    table("fastest samples: shape M,K,N", *cols, "ours/gemm", f"ours/{peak}", f"panels/{peak}", "panels_avx2/fma_peak")
     for g in gemm_groups:
         r = {k: rate(*v, "Elements") for k, v in fastest[g].items()}
         get = lambda k: r.get(k, float("nan"))
         print(f"| {g.split('/')[1]} | " + " | ".join(f"{get(c):.1f}" for c in cols)
-              + f" | {get('picoformer') / get('gemm'):.2f} | {get('picoformer') / get(peak):.2f} |")
+              + f" | {get('picoformer') / get('gemm'):.2f} | {get('picoformer') / get(peak):.2f}"
+              + f" | {get('picoformer_panels') / get(peak):.2f} | {get('picoformer_panels_avx2') / get('fma_peak'):.2f} |")
     print()
 def groups(prefix):
     """The groups named `prefix/<label>/<cached positions>`, by position count."""
@@ -88,3 +93,9 @@ for g in sorted(dec):
     for k, (med, thr) in sorted(rows[g].items(), key=lambda kv: -kv[1][0]):
         gbs = thr.get("Bytes", float("nan")) / med
         print(f"| | {k} | {1e9 / med:.0f} | {gbs:.1f} | {base / med:.2f}x |")
+for g in sorted(g for g in rows if g.startswith("prefill")):
+    table(g, "weights", "tokens/s", "panels tokens/s", "panels/stored")
+    for k in sorted(k for k in rows[g] if not k.endswith("_panels")):
+        a, b = rows[g][k], rows[g].get(k + "_panels")
+        tok = lambda v: v[1].get("Elements", float("nan")) * 1e9 / v[0]
+        print(f"| | {k} | {tok(a):.0f} | {tok(b) if b else float('nan'):.0f} | {tok(b) / tok(a) if b else float('nan'):.2f}x |")

@@ -46,6 +46,7 @@ const GENERATE_OPTIONS: &[&str] = &[
     "kv",
     "capacity",
     "slide",
+    "prefill",
 ];
 
 /// The model's bytes: `--model PATH`, or the bundled model.
@@ -103,6 +104,31 @@ fn kv_type(args: &Args) -> Result<KvType, CliError> {
             "bad value `{other}` for `--kv` (f32 or f16)"
         ))),
     }
+}
+
+/// `--prefill stored|panels`: whether the model's matrices are packed into prefill panels
+/// (`TransformerWrapper::with_prefill_panels`: faster prompts for an f32 copy of the matrices).
+fn prefill_panels(args: &Args) -> Result<bool, CliError> {
+    match args.text("prefill").unwrap_or("stored") {
+        "stored" => Ok(false),
+        "panels" => Ok(true),
+        other => Err(CliError::Usage(format!(
+            "bad value `{other}` for `--prefill` (stored or panels)"
+        ))),
+    }
+}
+
+/// The model with its matrices packed into `arena` if `panels` (the arena is sized here).
+fn with_panels<'a>(
+    model: TransformerWrapper<'a>,
+    panels: bool,
+    arena: &'a mut Vec<f32>,
+) -> Result<TransformerWrapper<'a>, CliError> {
+    if !panels {
+        return Ok(model);
+    }
+    arena.resize(model.prefill_panels_len(), 0.0);
+    Ok(model.with_prefill_panels(arena)?)
 }
 
 /// Cache capacity: `--capacity`, default `max_seq_len` (256 if 0).
@@ -227,8 +253,10 @@ pub fn main(argv: &[String]) -> Result<(), CliError> {
     let args = Args::parse(&rest, GENERATE_OPTIONS)?;
     args.positional(&[])?;
     let kv = kv_type(&args)?;
+    let panels = prefill_panels(&args)?;
     let source = Source::new(&args)?;
-    let model = source.wrapper()?;
+    let mut arena = Vec::new();
+    let model = with_panels(source.wrapper()?, panels, &mut arena)?;
     match kv {
         KvType::F32 => run_generate::<f32>(&args, &source, &model),
         KvType::F16 => run_generate::<f16>(&args, &source, &model),
@@ -333,9 +361,14 @@ fn run_generate<K: Element>(
         + 4 * v
         + std::mem::size_of::<Candidate>() * Sampler::work_len(v)
         + 4 * history_len(&gcfg, &scfg);
+    let panels = if model.decoder().has_prefill_panels() {
+        format!(", prefill panels {}", human(4 * model.prefill_panels_len()))
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         stdout,
-        "-- {} tokens ({why}{slid}) in {:.2} s: {:.1} tokens/s (prompt {} tokens + first token {:.1} ms, then {:.1} tokens/s); memory: weights {} ({}), KV cache {} ({} x {} positions), arena {} (scratch {CHUNK}-position chunks + logits + sampler + history); seed {seed}",
+        "-- {} tokens ({why}{slid}) in {:.2} s: {:.1} tokens/s (prompt {} tokens + first token {:.1} ms, then {:.1} tokens/s); memory: weights {} ({}), KV cache {} ({} x {} positions), arena {} (scratch {CHUNK}-position chunks + logits + sampler + history){panels}; seed {seed}",
         out.new_tokens,
         total.as_secs_f64(),
         out.new_tokens as f64 / total.as_secs_f64(),
@@ -365,7 +398,8 @@ fn history_len(g: &GenerateConfig, s: &SamplerConfig) -> usize {
     2 * g.history_len(s.repetition_window).max(1)
 }
 
-/// `picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]`.
+/// `picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
+/// [--prefill stored|panels]`.
 pub fn bench(argv: &[String]) -> Result<(), CliError> {
     let args = Args::parse(
         argv,
@@ -376,12 +410,15 @@ pub fn bench(argv: &[String]) -> Result<(), CliError> {
             "tokens",
             "repeat",
             "capacity",
+            "prefill",
         ],
     )?;
     args.positional(&[])?;
     let kv = kv_type(&args)?;
+    let panels = prefill_panels(&args)?;
     let source = Source::new(&args)?;
-    let model = source.wrapper()?;
+    let mut arena = Vec::new();
+    let model = with_panels(source.wrapper()?, panels, &mut arena)?;
     match kv {
         KvType::F32 => run_bench::<f32>(&args, &source, &model),
         KvType::F16 => run_bench::<f16>(&args, &source, &model),
@@ -433,14 +470,19 @@ fn run_bench<K: Element>(
         best_decode = best_decode.min(t1.elapsed().as_secs_f64());
     }
     println!(
-        "model   {} (dim {}, depth {}, heads {}/{} kv, {} tokens), KV cache {} x {cap}, prefill chunks of {CHUNK}",
+        "model   {} (dim {}, depth {}, heads {}/{} kv, {} tokens), KV cache {} x {cap}, prefill chunks of {CHUNK}{}",
         source.name(),
         d.dim,
         d.depth,
         d.heads,
         d.kv_heads(),
         v,
-        kv_name::<K>()
+        kv_name::<K>(),
+        if model.decoder().has_prefill_panels() {
+            " over prefill panels"
+        } else {
+            ""
+        }
     );
     println!(
         "prefill {n_prompt} tokens: {:.0} tokens/s ({:.2} ms, best of {repeat})",

@@ -16,11 +16,13 @@ const USAGE: &str = "usage:
   picoformer generate [--model PATH] [--prompt TEXT] [--max-tokens N] [--temperature T]
                       [--top-k K|default] [--top-p P] [--min-p P] [--repetition-penalty R]
                       [--repetition-window N] [--seed S] [--kv f32|f16] [--capacity N]
-                      [--slide KEEP] [--bench]
+                      [--slide KEEP] [--prefill stored|panels] [--bench]
       stream text from a byte-level model (default: the bundled demo model, trained on Jane
       Austen); temperature 0 is greedy; --slide KEEP re-encodes the last KEEP tokens when the
-      KV cache is full instead of stopping; --bench runs `bench` instead
+      KV cache is full instead of stopping; --prefill panels packs the matrices into an f32
+      copy for faster prompts; --bench runs `bench` instead
   picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
+                   [--prefill stored|panels]
       prefill and decode tokens/s
   picoformer bpc [--model PATH] [--text PATH] [--window N] [--kv f32|f16]
       bits per character of a text (default: the demo model's held-out sample)
