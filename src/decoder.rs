@@ -4,7 +4,7 @@
 //! `at:N` = `attend.py`, version 2.31.10; see `../shared/x-transformers.md`).
 
 use crate::cache::KvCache;
-use crate::config::{Activation, DecoderConfig, Norm};
+use crate::config::{DecoderConfig, Norm};
 use crate::error::{Buffer, Error};
 use crate::kernels::{self, Panels};
 use crate::prefill::{self, BlockPanels};
@@ -415,17 +415,20 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             if let Some(bias) = f.proj_bias {
                 kernels::add_bias(hb, bias)?;
             }
-            let act = activation(cfg.activation());
+            let act = cfg.activation();
             if cfg.ff_glu {
-                // up = first half, gate = second half; h = up ⊙ act(gate) (xt:1729-1761), packed
-                // in place to [n, F]: each write lands at or before the data it reads.
-                for i in 0..n {
-                    for j in 0..inner {
-                        hb[i * inner + j] = hb[i * rows + j] * act(hb[i * rows + inner + j]);
-                    }
+                // up = first half, gate = second half; h = up ⊙ act(gate) (xt:1729-1761), then
+                // packed in place to [n, F]: each row moves to at or before where it was.
+                for row in hb.chunks_exact_mut(rows) {
+                    let (up, gate) = row.split_at_mut(inner);
+                    kernels::activate(act, gate);
+                    up.iter_mut().zip(gate.iter()).for_each(|(u, g)| *u *= g);
+                }
+                for i in 1..n {
+                    hb.copy_within(i * rows..i * rows + inner, i * inner);
                 }
             } else {
-                hb.iter_mut().for_each(|h| *h = act(*h));
+                kernels::activate(act, hb);
             }
             linear(f.out, p.map(|p| p.ff_out), inner, &hb[..n * inner], xb2)?;
             if let Some(bias) = f.out_bias {
@@ -503,14 +506,5 @@ fn linear(
     match panels {
         Some(p) => kernels::matmul_panels(p, x, y),
         None => kernels::matmul(w, cols, x, y),
-    }
-}
-
-/// The feed-forward activation as a function.
-fn activation(a: Activation) -> fn(f32) -> f32 {
-    match a {
-        Activation::Gelu => kernels::gelu,
-        Activation::Silu => kernels::silu,
-        Activation::ReluSquared => kernels::relu_squared,
     }
 }

@@ -623,3 +623,66 @@ fn vector_exp_within_2_ulp_of_f64() {
     assert!(nan[0].is_nan() && nan[2].is_nan() && nan[1] == 1.0);
     check_required_isa();
 }
+
+/// The vector SiLU (`kernels::activate`) against x/(1 + e⁻ˣ) in f64: within 4 ulp where the
+/// result is a normal f32 above 1e-35 in magnitude (below, where e⁻ˣ overflows f32, it may
+/// flush to ±0 like the scalar libm version); on every slice length 0..=40 and NaN passed on.
+#[test]
+fn vector_silu_within_4_ulp_of_f64() {
+    use picoformer::Activation;
+    use_required_isa();
+    let step = if cfg!(miri) { 10_000_019 } else { 7919 };
+    let (lo, hi) = ((-110.0f32).to_bits(), 110.0f32.to_bits());
+    let xs: Vec<f32> = (0x8000_0000u32..=lo)
+        .step_by(step)
+        .chain((0u32..=hi).step_by(step))
+        .map(f32::from_bits)
+        .chain([
+            0.0,
+            -0.0,
+            88.7,
+            -88.7,
+            -88.8,
+            f32::INFINITY,
+            f32::MIN_POSITIVE,
+        ])
+        .collect();
+    let mut worst = (0u32, 0.0f32);
+    for chunk in xs.chunks(4096) {
+        let mut got = chunk.to_vec();
+        kernels::activate(Activation::Silu, &mut got);
+        for (&x, &g) in chunk.iter().zip(&got) {
+            let want = x as f64 / (1.0 + (-(x as f64)).exp());
+            if want.abs() < 1e-35 {
+                assert!(
+                    (g as f64 - want).abs() <= 1e-35,
+                    "silu({x}) = {g}, want {want}"
+                );
+                continue;
+            }
+            let u = ulps(g, want as f32);
+            if u > worst.0 {
+                worst = (u, x);
+            }
+        }
+    }
+    assert!(
+        worst.0 <= 4,
+        "worst error {} ulp at x = {}",
+        worst.0,
+        worst.1
+    );
+    // Every length (the tail in a buffer), unaligned, against the scalar version.
+    let v = values(77, 41);
+    for n in 0..=40 {
+        let mut got = v[1..=n].to_vec();
+        kernels::activate(Activation::Silu, &mut got);
+        for (g, x) in got.iter().zip(&v[1..=n]) {
+            assert!(ulps(*g, kernels::silu(*x)) <= 4, "n = {n}: silu({x}) = {g}");
+        }
+    }
+    let mut nan = [f32::NAN, 1.0, f32::NAN];
+    kernels::activate(Activation::Silu, &mut nan);
+    assert!(nan[0].is_nan() && nan[2].is_nan() && ulps(nan[1], 0.731_058_6) <= 2);
+    check_required_isa();
+}

@@ -46,6 +46,8 @@ pub(crate) unsafe trait Isa: Copy {
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     /// a · b.
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// a / b (correctly rounded).
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
     /// a · b + c (fused where the instruction set has it).
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// max(c, x) lane-wise; a NaN in `x` is returned as NaN.
@@ -136,6 +138,30 @@ pub(crate) unsafe fn exp_slice<I: Isa>(x: *const f32, out: *mut f32, n: usize) {
         I::store(buf.as_mut_ptr(), exp::<I>(I::load(buf.as_ptr())));
         for j in i..n {
             *out.add(j) = buf[j - i];
+        }
+    }
+}
+
+/// `x[i] = x[i] / (1 + e^−x[i])` (SiLU) for `n` values in place, with the vector [`exp`]
+/// (so within about 3 ulp of the correctly rounded result). Ranges: x[..n].
+#[inline(always)]
+pub(crate) unsafe fn silu_slice<I: Isa>(x: *mut f32, n: usize) {
+    let l = I::LANES;
+    let silu = |v: I::V| I::div(v, I::add(I::splat(1.0), exp::<I>(I::sub(I::zero(), v))));
+    let mut i = 0;
+    while i + l <= n {
+        // In bounds: i + l <= n.
+        I::store(x.add(i), silu(I::load(x.add(i))));
+        i += l;
+    }
+    if i < n {
+        let mut buf = [0.0f32; 16];
+        for j in i..n {
+            buf[j - i] = *x.add(j);
+        }
+        I::store(buf.as_mut_ptr(), silu(I::load(buf.as_ptr())));
+        for j in i..n {
+            *x.add(j) = buf[j - i];
         }
     }
 }
@@ -881,6 +907,11 @@ macro_rules! target_kernels {
         }
 
         $(#[$attr])+
+        unsafe fn silu_target(x: &mut [f32]) {
+            $crate::kernels::simd::silu_slice::<$isa>(x.as_mut_ptr(), x.len())
+        }
+
+        $(#[$attr])+
         unsafe fn exp_target(x: &[f32], out: &mut [f32]) {
             $crate::kernels::simd::exp_slice::<$isa>(x.as_ptr(), out.as_mut_ptr(), x.len())
         }
@@ -988,6 +1019,13 @@ macro_rules! target_kernels {
             // stride >= dim and q, out hold (heads − 1)·stride + dim values; keys and values
             // hold len·dim elements (len >= 1), as the body requires.
             unsafe { attention_target(q, group, keys, values, scale, out) }
+        }
+
+        /// SiLU in place with the vector exp.
+        pub(crate) fn silu(_: $token, x: &mut [f32]) {
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            // SAFETY: the token proves the features; the body reads and writes x[..x.len()].
+            unsafe { silu_target(x) }
         }
 
         /// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.

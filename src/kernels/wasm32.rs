@@ -69,6 +69,10 @@ unsafe impl Isa for Simd128 {
         f32x4_mul(a, b)
     }
     #[inline(always)]
+    unsafe fn div(a: v128, b: v128) -> v128 {
+        f32x4_div(a, b)
+    }
+    #[inline(always)]
     unsafe fn fma(a: v128, b: v128, c: v128) -> v128 {
         #[cfg(target_feature = "relaxed-simd")]
         {

@@ -154,6 +154,13 @@ pub(crate) fn attention<K: X86W>(
     }
 }
 
+pub(crate) fn silu(t: Token, x: &mut [f32]) {
+    match t {
+        Token::Avx512(t) => avx512::silu(t, x),
+        Token::Avx2(t) => avx2::silu(t, x),
+    }
+}
+
 pub(crate) fn exp(t: Token, x: &[f32], out: &mut [f32]) {
     match t {
         Token::Avx512(t) => avx512::exp(t, x, out),
