@@ -144,19 +144,7 @@ pub(crate) fn matmul(w: Panels<'_>, x: &[f32], y: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Values in [−1, 1) from a seed (xorshift).
-    fn vals(n: usize, seed: u32) -> [f32; 256] {
-        let mut out = [0.0; 256];
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
-        for o in out.iter_mut().take(n) {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            *o = (s % 2001) as f32 / 1000.0 - 1.0;
-        }
-        out
-    }
+    use crate::kernels::portable::tests::vals;
 
     /// Packed at any arena offset, the portable product over panels equals the f64 sums, and
     /// rows past the last one are zero.

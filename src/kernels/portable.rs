@@ -282,15 +282,16 @@ pub fn attention_group<K: Element>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn naive_dot(w: &[f32], x: &[f32]) -> f64 {
         w.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum()
     }
 
-    fn vals(n: usize, seed: u32) -> [f32; 64] {
-        let mut out = [0.0; 64];
+    /// `n <= 256` values in [−1, 1) from a seed (xorshift), the rest 0.
+    pub(crate) fn vals(n: usize, seed: u32) -> [f32; 256] {
+        let mut out = [0.0; 256];
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
         for o in out.iter_mut().take(n) {
             s ^= s << 13;
