@@ -142,16 +142,22 @@ pub(crate) unsafe fn exp_slice<I: Isa>(x: *const f32, out: *mut f32, n: usize) {
     }
 }
 
+/// v / (1 + e^−v) lane-wise. (A function, not a closure: a closure does not inherit the
+/// caller's target features, so its intrinsics would not inline.)
+#[inline(always)]
+unsafe fn silu<I: Isa>(v: I::V) -> I::V {
+    I::div(v, I::add(I::splat(1.0), exp::<I>(I::sub(I::zero(), v))))
+}
+
 /// `x[i] = x[i] / (1 + e^−x[i])` (SiLU) for `n` values in place, with the vector [`exp`]
 /// (so within about 3 ulp of the correctly rounded result). Ranges: x[..n].
 #[inline(always)]
 pub(crate) unsafe fn silu_slice<I: Isa>(x: *mut f32, n: usize) {
     let l = I::LANES;
-    let silu = |v: I::V| I::div(v, I::add(I::splat(1.0), exp::<I>(I::sub(I::zero(), v))));
     let mut i = 0;
     while i + l <= n {
         // In bounds: i + l <= n.
-        I::store(x.add(i), silu(I::load(x.add(i))));
+        I::store(x.add(i), silu::<I>(I::load(x.add(i))));
         i += l;
     }
     if i < n {
@@ -159,7 +165,7 @@ pub(crate) unsafe fn silu_slice<I: Isa>(x: *mut f32, n: usize) {
         for j in i..n {
             buf[j - i] = *x.add(j);
         }
-        I::store(buf.as_mut_ptr(), silu(I::load(buf.as_ptr())));
+        I::store(buf.as_mut_ptr(), silu::<I>(I::load(buf.as_ptr())));
         for j in i..n {
             *x.add(j) = buf[j - i];
         }
