@@ -120,14 +120,42 @@ pub(crate) unsafe fn exp<I: Isa>(x: I::V) -> I::V {
     I::mul(I::mul(p, I::pow2i(n1)), I::pow2i(n2))
 }
 
-/// `out[i] = exp(x[i])` for `n` values.
+/// A function applied lane by lane ([`map_slice`]). (A type, not a closure: a closure does not
+/// inherit the caller's target features, so its intrinsics would not inline.)
+pub(crate) trait Lanewise {
+    /// The function on one vector.
+    unsafe fn apply<I: Isa>(v: I::V) -> I::V;
+}
+
+/// eˣ ([`exp`]).
+pub(crate) struct Exp;
+
+impl Lanewise for Exp {
+    #[inline(always)]
+    unsafe fn apply<I: Isa>(v: I::V) -> I::V {
+        exp::<I>(v)
+    }
+}
+
+/// SiLU, v / (1 + e⁻ᵛ), with the vector [`exp`] (within about 3 ulp).
+pub(crate) struct Silu;
+
+impl Lanewise for Silu {
+    #[inline(always)]
+    unsafe fn apply<I: Isa>(v: I::V) -> I::V {
+        I::div(v, I::add(I::splat(1.0), exp::<I>(I::sub(I::zero(), v))))
+    }
+}
+
+/// `out[i] = F(x[i])` for `n` values; `x` and `out` may be the same pointer (each vector is
+/// loaded before it is stored). Ranges: x[..n], out[..n].
 #[inline(always)]
-pub(crate) unsafe fn exp_slice<I: Isa>(x: *const f32, out: *mut f32, n: usize) {
+pub(crate) unsafe fn map_slice<I: Isa, F: Lanewise>(x: *const f32, out: *mut f32, n: usize) {
     let l = I::LANES;
     let mut i = 0;
     while i + l <= n {
         // In bounds: i + l <= n.
-        I::store(out.add(i), exp::<I>(I::load(x.add(i))));
+        I::store(out.add(i), F::apply::<I>(I::load(x.add(i))));
         i += l;
     }
     if i < n {
@@ -135,39 +163,9 @@ pub(crate) unsafe fn exp_slice<I: Isa>(x: *const f32, out: *mut f32, n: usize) {
         for j in i..n {
             buf[j - i] = *x.add(j);
         }
-        I::store(buf.as_mut_ptr(), exp::<I>(I::load(buf.as_ptr())));
+        I::store(buf.as_mut_ptr(), F::apply::<I>(I::load(buf.as_ptr())));
         for j in i..n {
             *out.add(j) = buf[j - i];
-        }
-    }
-}
-
-/// v / (1 + e^−v) lane-wise. (A function, not a closure: a closure does not inherit the
-/// caller's target features, so its intrinsics would not inline.)
-#[inline(always)]
-unsafe fn silu<I: Isa>(v: I::V) -> I::V {
-    I::div(v, I::add(I::splat(1.0), exp::<I>(I::sub(I::zero(), v))))
-}
-
-/// `x[i] = x[i] / (1 + e^−x[i])` (SiLU) for `n` values in place, with the vector [`exp`]
-/// (so within about 3 ulp of the correctly rounded result). Ranges: x[..n].
-#[inline(always)]
-pub(crate) unsafe fn silu_slice<I: Isa>(x: *mut f32, n: usize) {
-    let l = I::LANES;
-    let mut i = 0;
-    while i + l <= n {
-        // In bounds: i + l <= n.
-        I::store(x.add(i), silu::<I>(I::load(x.add(i))));
-        i += l;
-    }
-    if i < n {
-        let mut buf = [0.0f32; 16];
-        for j in i..n {
-            buf[j - i] = *x.add(j);
-        }
-        I::store(buf.as_mut_ptr(), silu::<I>(I::load(buf.as_ptr())));
-        for j in i..n {
-            *x.add(j) = buf[j - i];
         }
     }
 }
@@ -914,12 +912,21 @@ macro_rules! target_kernels {
 
         $(#[$attr])+
         unsafe fn silu_target(x: &mut [f32]) {
-            $crate::kernels::simd::silu_slice::<$isa>(x.as_mut_ptr(), x.len())
+            let p = x.as_mut_ptr();
+            $crate::kernels::simd::map_slice::<$isa, $crate::kernels::simd::Silu>(
+                p.cast_const(),
+                p,
+                x.len(),
+            )
         }
 
         $(#[$attr])+
         unsafe fn exp_target(x: &[f32], out: &mut [f32]) {
-            $crate::kernels::simd::exp_slice::<$isa>(x.as_ptr(), out.as_mut_ptr(), x.len())
+            $crate::kernels::simd::map_slice::<$isa, $crate::kernels::simd::Exp>(
+                x.as_ptr(),
+                out.as_mut_ptr(),
+                x.len(),
+            )
         }
 
         // ---- the safe entry points (lengths checked here, once).
