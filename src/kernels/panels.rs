@@ -15,7 +15,7 @@
 
 use super::shape;
 use crate::error::Error;
-use crate::tensor::{dequantize_block, Tensor, Q8_0_BLOCK};
+use crate::tensor::{Tensor, Q8_0_BLOCK};
 
 /// Weight rows per panel: two vectors of 16 lanes (AVX-512), four of 8 (AVX2), eight of 4.
 pub const PANEL: usize = 32;
@@ -77,8 +77,9 @@ impl<'a> Panels<'a> {
             let panel = &mut data[(r / PANEL) * PANEL * cols..][..PANEL * cols];
             let q = r % PANEL;
             for c0 in (0..cols).step_by(Q8_0_BLOCK) {
+                // Q8_0 rows are whole blocks, so the chunk is one whole block there.
                 let len = Q8_0_BLOCK.min(cols - c0);
-                row_chunk(w, r * cols + c0, &mut chunk[..len]);
+                super::load(&mut chunk[..len], w.slice(r * cols + c0, len))?;
                 for (k, v) in chunk[..len].iter().enumerate() {
                     panel[(c0 + k) * PANEL + q] = *v;
                 }
@@ -100,24 +101,6 @@ impl<'a> Panels<'a> {
     /// The panels: `rows.div_ceil(PANEL)` of `cols × PANEL` values each.
     pub const fn as_slice(&self) -> &'a [f32] {
         self.data
-    }
-}
-
-/// `out.len()` values of `w` from flat index `start` as f32; for Q8_0, `start` is at a block
-/// boundary and `out` holds at most one block.
-fn row_chunk(w: Tensor<'_>, start: usize, out: &mut [f32]) {
-    let n = out.len();
-    match w {
-        Tensor::F32(s) => out.copy_from_slice(&s[start..start + n]),
-        Tensor::F16(s) => out
-            .iter_mut()
-            .zip(&s[start..start + n])
-            .for_each(|(o, v)| *o = v.to_f32()),
-        Tensor::Bf16(s) => out
-            .iter_mut()
-            .zip(&s[start..start + n])
-            .for_each(|(o, v)| *o = v.to_f32()),
-        Tensor::Q8_0(s) => out.copy_from_slice(&dequantize_block(&s[start / Q8_0_BLOCK])[..n]),
     }
 }
 
