@@ -168,6 +168,23 @@ mod imp {
             g.bench_function("picoformer_q8_0", |b| {
                 b.iter(|| kernels::matmul(Tensor::Q8_0(black_box(&wq)), k, black_box(&x), &mut y))
             });
+            if kind == "gemv" {
+                // The int8 path: x quantised to Q8_0 (on every call, as the decoder does), then
+                // integer products with the Q8_0 weights.
+                let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; k / 32];
+                let mut int8 = |b: &mut criterion::Bencher<'_, CpuTime>| {
+                    b.iter(|| {
+                        quantize_q8_0(black_box(&x), &mut xq).unwrap();
+                        kernels::matvec_int8(black_box(&wq), &xq, &mut y)
+                    })
+                };
+                g.bench_function("picoformer_int8", &mut int8);
+                if avx512 {
+                    kernels::force_isa(Some(Isa::Avx2));
+                    g.bench_function("picoformer_int8_avx2", &mut int8);
+                    kernels::force_isa(None);
+                }
+            }
             g.bench_function("portable", |b| {
                 b.iter(|| portable::matmul(black_box(&w), k, black_box(&x), &mut y))
             });

@@ -128,7 +128,8 @@ pub fn q8_0_block(d: f16, qs: &[i8; 32]) -> BlockQ8_0 {
 /// Quantises `src` into Q8_0 blocks the way ggml does: per block of 32, `d = max|x| / 127`
 /// (stored as f16) and `q = round(x / d)`, so the largest magnitude maps to ±127.
 /// The error of a value is at most about `d / 2` plus the f16 rounding of `d` (≈ 0.4% of the
-/// block's largest magnitude). Non-finite inputs give unspecified (but memory-safe) blocks.
+/// block's largest magnitude). A block holding a NaN or an infinity gets the scale NaN and
+/// quants 0, so that products with it are NaN, as they would be in f32.
 ///
 /// # Errors
 /// [`Error::BufferLength`] (buffer [`Buffer::Output`]) unless `src.len() == 32 · dst.len()`;
@@ -143,8 +144,9 @@ pub fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), Error> {
     }
     for (x, b) in src.chunks_exact(Q8_0_BLOCK).zip(dst.iter_mut()) {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let finite = x.iter().all(|v| v.is_finite());
+        let d = if finite { amax / 127.0 } else { f32::NAN };
+        let id = if finite && d != 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; 32];
         for (q, v) in qs.iter_mut().zip(x) {
             // Round half away from zero (C's roundf); |v·id| <= 127 so the cast cannot saturate.

@@ -354,6 +354,100 @@ fn q8_0_matches_dequantised_portable() {
     check_required_isa();
 }
 
+/// Random Q8_0 blocks: quants over all of −128..=127 (so −128 too), scales in ±[2⁻⁸, 2).
+fn random_blocks(seed: u64, n: usize) -> Vec<BlockQ8_0> {
+    let v = values(seed, n * 33);
+    v.chunks_exact(33)
+        .map(|c| {
+            let q: [i8; 32] =
+                core::array::from_fn(|i| (c[i] * 128.0).floor().clamp(-128.0, 127.0) as i8);
+            let d = c[32].signum() * (c[32].abs() * 2.0).max(1.0 / 256.0);
+            picoformer::q8_0_block(f16::from_f32(d), &q)
+        })
+        .collect()
+}
+
+/// The int8 path (Q8_0 weights × Q8_0 activations) against an f64 evaluation of its definition
+/// and against its portable twin: 0..=8, 16, 17 and 121 blocks per row (121 rows are long
+/// enough not to be prefetched), 1..=13 rows, unaligned activation slices, NaN-filled outputs;
+/// quants of −128 on both sides (activations read them as −127).
+#[test]
+fn int8_matvec_matches_its_definition() {
+    use_required_isa();
+    let blocks: Vec<usize> = if cfg!(miri) {
+        (0..=2).collect()
+    } else {
+        (0..=8).chain([16, 17, 121]).collect()
+    };
+    for nb in blocks {
+        for rows in 1..=MAX_ROWS {
+            let w = random_blocks((nb * 131 + rows) as u64, rows * nb);
+            let off = rows % 3;
+            let xa = random_blocks((nb * 7 + rows) as u64 + 1_000, off + nb);
+            let x = &xa[off..];
+            let (mut want, mut mag) = (vec![0.0f64; rows], vec![0.0f64; rows]);
+            for r in 0..rows {
+                for (wb, xb) in w[r * nb..(r + 1) * nb].iter().zip(x) {
+                    let d =
+                        picoformer::q8_0_scale(wb).to_f64() * picoformer::q8_0_scale(xb).to_f64();
+                    let (qw, qx) = (picoformer::q8_0_quants(wb), picoformer::q8_0_quants(xb));
+                    let pairs = qw
+                        .iter()
+                        .zip(qx)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b.max(-127)));
+                    want[r] += d * pairs.clone().sum::<f64>();
+                    mag[r] += d.abs() * pairs.map(f64::abs).sum::<f64>();
+                }
+            }
+            let mut got = vec![f32::NAN; rows];
+            kernels::matvec_int8(&w, x, &mut got).unwrap();
+            let mut port = vec![f32::NAN; rows];
+            portable::matvec_int8(&w, x, &mut port).unwrap();
+            for r in 0..rows {
+                let bound = 1e-6 * (1.0 + mag[r]);
+                for (what, v) in [("dispatched", got[r]), ("portable", port[r])] {
+                    assert!(
+                        (f64::from(v) - want[r]).abs() <= bound,
+                        "{what}: nb {nb} rows {rows} row {r}: got {v}, want {} (bound {bound})",
+                        want[r]
+                    );
+                }
+            }
+        }
+    }
+    check_required_isa();
+}
+
+/// The int8 path over quantised activations is the f32 Q8_0 product to within the activations'
+/// quantisation error; a NaN among the activations makes the outputs NaN.
+#[test]
+fn int8_matvec_tracks_the_f32_product() {
+    use_required_isa();
+    let (rows, cols) = (37, 288);
+    let wf = values(41, rows * cols);
+    let mut w: Vec<BlockQ8_0> = vec![[0; 34]; rows * cols / 32];
+    quantize_q8_0(&wf, &mut w).unwrap();
+    let mut x = values(42, cols);
+    let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; cols / 32];
+    quantize_q8_0(&x, &mut xq).unwrap();
+    let (mut exact, mut int8) = (vec![0.0f32; rows], vec![f32::NAN; rows]);
+    kernels::matvec(Tensor::Q8_0(&w), &x, &mut exact).unwrap();
+    kernels::matvec_int8(&w, &xq, &mut int8).unwrap();
+    for (e, i) in exact.iter().zip(&int8) {
+        // Each activation is off by at most half a step (1/254 of its block's largest value,
+        // plus the f16 rounding of the scale); |w| <= 1 and |x| <= 1 over 288 values.
+        assert!(
+            (e - i).abs() <= 288.0 * (0.5 / 127.0 + 1e-3) / 8.0,
+            "{e} vs {i}"
+        );
+    }
+    x[100] = f32::NAN;
+    quantize_q8_0(&x, &mut xq).unwrap();
+    kernels::matvec_int8(&w, &xq, &mut int8).unwrap();
+    assert!(int8.iter().all(|v| v.is_nan()), "{int8:?}");
+    check_required_isa();
+}
+
 #[test]
 fn q8_0_embedding_rows_dequantise() {
     let wf = values(5, 4 * 64);

@@ -188,8 +188,44 @@ unsafe impl LoadW<Neon> for bf16 {
     }
 }
 
+/// The int8 dot product of base NEON: `smull`/`smull2` multiply bytes into 16 bits (|w·x| <=
+/// 128·127, so two products still fit), `saddlp`/`sadalp` sum pairs into 32 bits. (`sdot`
+/// would need FEAT_DotProd, which the aarch64 targets do not guarantee.)
+#[derive(Clone, Copy)]
+pub(crate) struct Smull;
+
+// SAFETY: as for `Isa`; 32 bytes are read from each pointer.
+unsafe impl simd::Int8Dot for Smull {
+    type I = Neon;
+    type Q = [int8x16_t; 2];
+    #[inline(always)]
+    unsafe fn load(q: *const i8) -> [int8x16_t; 2] {
+        let floor = vdupq_n_s8(-127);
+        [
+            vmaxq_s8(vld1q_s8(q), floor),
+            vmaxq_s8(vld1q_s8(q.add(16)), floor),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn dot(w: *const i8, x: [int8x16_t; 2]) -> float32x4_t {
+        let (w0, w1) = (vld1q_s8(w), vld1q_s8(w.add(16)));
+        let lo = vaddq_s16(
+            vmull_s8(vget_low_s8(w0), vget_low_s8(x[0])),
+            vmull_high_s8(w0, x[0]),
+        );
+        let hi = vaddq_s16(
+            vmull_s8(vget_low_s8(w1), vget_low_s8(x[1])),
+            vmull_high_s8(w1, x[1]),
+        );
+        vcvtq_f32_s32(vpadalq_s16(vpaddlq_s16(lo), hi))
+    }
+}
+
 simd::target_kernels! {
     isa: Neon,
     token: Token,
+    #[target_feature(enable = "neon")]
+    int8: Smull,
+    int8_token: Token,
     #[target_feature(enable = "neon")]
 }

@@ -6,7 +6,7 @@
 
 use super::shape;
 use crate::error::Error;
-use crate::tensor::Element;
+use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Element};
 
 const LANES: usize = 8;
 
@@ -58,6 +58,39 @@ pub fn matvec<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) -> Res
         *yr = dot_of(wr, x);
     }
     Ok(())
+}
+
+/// The Q8_0 × Q8_0 matrix-vector product (the int8 path, see [`crate::kernels::matvec_int8`]):
+/// `y[r] = Σ_b (d_w[r,b]·d_x[b]) · Σ_i q_w[r,b,i]·q_x[b,i]`, with `W` `[y.len(), 32·x.len()]` in
+/// Q8_0 blocks, the activations `x` quantised to Q8_0 (`crate::tensor::quantize_q8_0`), each
+/// block's inner sum exact in `i32` and activation quants of −128 read as −127.
+///
+/// # Errors
+/// [`Error::KernelShape`] if `w.len() != y.len() · x.len()` (in blocks).
+pub fn matvec_int8(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) -> Result<(), Error> {
+    shape::len("matvec_int8", "w", x.len().checked_mul(y.len()), w.len())?;
+    if x.is_empty() {
+        y.fill(0.0);
+        return Ok(());
+    }
+    for (yr, wr) in y.iter_mut().zip(w.chunks_exact(x.len())) {
+        let mut s = 0.0f32;
+        for (wb, xb) in wr.iter().zip(x) {
+            let d = q8_0_scale(wb).to_f32() * q8_0_scale(xb).to_f32();
+            s += d * block_dot(q8_0_quants(wb), q8_0_quants(xb)) as f32;
+        }
+        *yr = s;
+    }
+    Ok(())
+}
+
+/// `Σ_i w[i]·max(x[i], −127)` in integers (at most 32·128·127 in magnitude).
+#[inline]
+fn block_dot(w: &[i8; 32], x: &[i8; 32]) -> i32 {
+    w.iter()
+        .zip(x)
+        .map(|(&w, &x)| i32::from(w) * i32::from(x.max(-127)))
+        .sum()
 }
 
 /// Y[i, r] = Σ_c W[r, c]·X[i, c] for n = x.len() / cols positions: `Y = X·Wᵀ` (prefill).

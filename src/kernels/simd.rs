@@ -69,6 +69,12 @@ pub(crate) unsafe trait Isa: Copy {
     /// All lanes the f16 with bits `h` (a hardware conversion where there is one: `half`'s
     /// portable one is slow unless the whole build enables F16C).
     unsafe fn splat_f16(h: u16) -> Self::V;
+    /// `d[r]·dx` in every lane, for the four f16 with bits `h[r]` (one conversion where the
+    /// instruction set has it, for the int8 product's four rows).
+    #[inline(always)]
+    unsafe fn scales4(h: [u16; 4], dx: Self::V) -> [Self::V; 4] {
+        h.map(|h| Self::mul(Self::splat_f16(h), dx))
+    }
     /// One block's 32 int8 quants at `q`, as f32.
     unsafe fn load_q8(q: *const i8) -> Self::X32;
     /// Stores the 32 values `x · d` to `p`.
@@ -303,6 +309,102 @@ unsafe fn dot<I: Isa, E: LoadW<I>>(w: *const E, x: *const f32, cols: usize) -> f
 /// Bytes of one Q8_0 block.
 const BLOCK_BYTES: usize = core::mem::size_of::<BlockQ8_0>();
 
+/// The integer dot product of one Q8_0 block of weights with one block of activations
+/// quantised to Q8_0, on the instruction set [`Int8Dot::I`] (the `Int8` types of the
+/// architecture files).
+///
+/// # Safety
+/// As [`Isa`]; an implementation may need features beyond `I`'s (VNNI), which its callers prove.
+pub(crate) unsafe trait Int8Dot: Copy {
+    /// The vector set whose lanes hold the sums.
+    type I: Isa;
+    /// One block's 32 activation quants, loaded (with whatever the dot product precomputes
+    /// from them once for all rows).
+    type Q: Copy;
+    /// Loads the 32 activation quants at `q`, with −128 read as −127 (so that every product
+    /// and pair sum fits the 16-bit steps some sets take).
+    unsafe fn load(q: *const i8) -> Self::Q;
+    /// Lane-wise partial sums of Σᵢ w[i]·x[i] over the 32 weight quants at `w` (any i8) and
+    /// the loaded activations: integers, exact in f32 (|sum| <= 32·128·127 < 2²⁴).
+    unsafe fn dot(w: *const i8, x: Self::Q) -> <Self::I as Isa>::V;
+}
+
+/// What a Q8_0 matrix-vector product multiplies each block of weights by: f32 activations
+/// ([`gemv_q8`]) or activations quantised to Q8_0 blocks ([`gemv_int8`]).
+trait BlockActs<I: Isa>: Copy {
+    /// Block `b` of the activations, loaded once for the four rows that share it.
+    type Block: Copy;
+    /// Loads block `b` (its 32 values).
+    unsafe fn block(self, b: usize) -> Self::Block;
+    /// acc + (lane-wise) d·(w ⊙ x) for the weight block `w`.
+    unsafe fn step(w: &BlockQ8_0, x: Self::Block, acc: I::V) -> I::V;
+    /// [`Self::step`] for four rows' blocks against the same activations.
+    #[inline(always)]
+    unsafe fn step4(w: [&BlockQ8_0; 4], x: Self::Block, acc: [I::V; 4]) -> [I::V; 4] {
+        [
+            Self::step(w[0], x, acc[0]),
+            Self::step(w[1], x, acc[1]),
+            Self::step(w[2], x, acc[2]),
+            Self::step(w[3], x, acc[3]),
+        ]
+    }
+}
+
+/// f32 activations: the block's weights are widened and multiplied in f32.
+#[derive(Clone, Copy)]
+struct F32Acts(*const f32);
+
+impl<I: Isa> BlockActs<I> for F32Acts {
+    type Block = I::X32;
+    #[inline(always)]
+    unsafe fn block(self, b: usize) -> I::X32 {
+        I::load_x32(self.0.add(b * Q8_0_BLOCK))
+    }
+    #[inline(always)]
+    unsafe fn step(w: &BlockQ8_0, x: I::X32, acc: I::V) -> I::V {
+        let d = I::splat_f16(q8_0_scale(w).to_bits());
+        I::fma(I::q8_dot(q8_0_quants(w).as_ptr(), x), d, acc)
+    }
+}
+
+/// Activations in Q8_0 blocks: integer products ([`Int8Dot`] `D`), scaled by `d_w·d_x`.
+struct Int8Acts<D>(*const BlockQ8_0, core::marker::PhantomData<D>);
+
+impl<D> Clone for Int8Acts<D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<D> Copy for Int8Acts<D> {}
+
+impl<D: Int8Dot> BlockActs<D::I> for Int8Acts<D> {
+    /// The loaded quants and `d_x` in every lane.
+    type Block = (D::Q, <D::I as Isa>::V);
+    #[inline(always)]
+    unsafe fn block(self, b: usize) -> Self::Block {
+        let x = &*self.0.add(b);
+        (
+            D::load(q8_0_quants(x).as_ptr()),
+            D::I::splat_f16(q8_0_scale(x).to_bits()),
+        )
+    }
+    #[inline(always)]
+    unsafe fn step(w: &BlockQ8_0, (x, dx): Self::Block, acc: <D::I as Isa>::V) -> <D::I as Isa>::V {
+        let d = D::I::mul(D::I::splat_f16(q8_0_scale(w).to_bits()), dx);
+        D::I::fma(D::dot(q8_0_quants(w).as_ptr(), x), d, acc)
+    }
+    #[inline(always)]
+    unsafe fn step4(
+        w: [&BlockQ8_0; 4],
+        (x, dx): Self::Block,
+        acc: [<D::I as Isa>::V; 4],
+    ) -> [<D::I as Isa>::V; 4] {
+        // The four scales converted together.
+        let d = D::I::scales4(w.map(|b| q8_0_scale(b).to_bits()), dx);
+        core::array::from_fn(|r| D::I::fma(D::dot(q8_0_quants(w[r]).as_ptr(), x), d[r], acc[r]))
+    }
+}
+
 /// Q8_0 matrix-vector product: y[r] = Σ_b d[r,b] · Σ_i q[r,b,i]·x[32b + i], four rows at a
 /// time sharing each block of x. Ranges: w[..rows·cols/32] blocks, x[..cols], y[..rows];
 /// `cols` is a multiple of 32.
@@ -314,29 +416,55 @@ pub(crate) unsafe fn gemv_q8<I: Isa>(
     y: *mut f32,
     rows: usize,
 ) {
-    // As in `gemv`: two instantiations, no test inside the loop.
-    if cols / Q8_0_BLOCK * BLOCK_BYTES < PREFETCH_BYTES {
-        gemv_q8_body::<I, true>(w, cols, x, y, rows)
-    } else {
-        gemv_q8_body::<I, false>(w, cols, x, y, rows)
-    }
+    gemv_blocks::<I, F32Acts>(w, cols / Q8_0_BLOCK, F32Acts(x), y, rows)
 }
 
-/// [`gemv_q8`], prefetching if `PREFETCH`.
+/// The Q8_0 × Q8_0 matrix-vector product: y[r] = Σ_b d_w[r,b]·d_x[b] · Σ_i q_w[r,b,i]·q_x[b,i]
+/// with the inner sums in integers ([`Int8Dot`] `D`, activation quants −128 read as −127), four
+/// rows at a time sharing each block of x. Ranges: w[..rows·nb], x[..nb] blocks, y[..rows].
 #[inline(always)]
-unsafe fn gemv_q8_body<I: Isa, const PREFETCH: bool>(
+pub(crate) unsafe fn gemv_int8<D: Int8Dot>(
     w: *const BlockQ8_0,
-    cols: usize,
-    x: *const f32,
+    x: *const BlockQ8_0,
+    nb: usize,
     y: *mut f32,
     rows: usize,
 ) {
-    let nb = cols / Q8_0_BLOCK;
+    let acts = Int8Acts::<D>(x, core::marker::PhantomData);
+    gemv_blocks::<D::I, Int8Acts<D>>(w, nb, acts, y, rows)
+}
+
+/// The body of [`gemv_q8`] and [`gemv_int8`] over `nb` blocks per row.
+#[inline(always)]
+unsafe fn gemv_blocks<I: Isa, A: BlockActs<I>>(
+    w: *const BlockQ8_0,
+    nb: usize,
+    x: A,
+    y: *mut f32,
+    rows: usize,
+) {
+    // As in `gemv`: two instantiations, no test inside the loop.
+    if nb * BLOCK_BYTES < PREFETCH_BYTES {
+        gemv_blocks_body::<I, A, true>(w, nb, x, y, rows)
+    } else {
+        gemv_blocks_body::<I, A, false>(w, nb, x, y, rows)
+    }
+}
+
+/// [`gemv_blocks`], prefetching if `PREFETCH`.
+#[inline(always)]
+unsafe fn gemv_blocks_body<I: Isa, A: BlockActs<I>, const PREFETCH: bool>(
+    w: *const BlockQ8_0,
+    nb: usize,
+    x: A,
+    y: *mut f32,
+    rows: usize,
+) {
     let mut r = 0;
     while r + 4 <= rows {
         let w0 = w.add(r * nb);
         let (w1, w2, w3) = (w0.add(nb), w0.add(2 * nb), w0.add(3 * nb));
-        let (mut a0, mut a1, mut a2, mut a3) = (I::zero(), I::zero(), I::zero(), I::zero());
+        let mut acc = [I::zero(); 4];
         // As in `gemv`: addresses only, wrapping past the end.
         let ahead = (w0 as *const u8).wrapping_add(PREFETCH_AHEAD);
         for b in 0..nb {
@@ -346,13 +474,10 @@ unsafe fn gemv_q8_body<I: Isa, const PREFETCH: bool>(
                     I::prefetch(pf.wrapping_add(64 * j));
                 }
             }
-            let xb = I::load_x32(x.add(b * Q8_0_BLOCK));
-            a0 = q8_step::<I>(&*w0.add(b), xb, a0);
-            a1 = q8_step::<I>(&*w1.add(b), xb, a1);
-            a2 = q8_step::<I>(&*w2.add(b), xb, a2);
-            a3 = q8_step::<I>(&*w3.add(b), xb, a3);
+            let ws = [&*w0.add(b), &*w1.add(b), &*w2.add(b), &*w3.add(b)];
+            acc = A::step4(ws, x.block(b), acc);
         }
-        let s = I::hsum4(a0, a1, a2, a3);
+        let s = I::hsum4(acc[0], acc[1], acc[2], acc[3]);
         for (j, v) in s.iter().enumerate() {
             *y.add(r + j) = *v;
         }
@@ -362,18 +487,11 @@ unsafe fn gemv_q8_body<I: Isa, const PREFETCH: bool>(
         let wr = w.add(r * nb);
         let mut a = I::zero();
         for b in 0..nb {
-            a = q8_step::<I>(&*wr.add(b), I::load_x32(x.add(b * Q8_0_BLOCK)), a);
+            a = A::step(&*wr.add(b), x.block(b), a);
         }
         *y.add(r) = I::hsum(a);
         r += 1;
     }
-}
-
-/// acc + d · (q ⊙ x) for one block.
-#[inline(always)]
-unsafe fn q8_step<I: Isa>(b: &BlockQ8_0, x: I::X32, acc: I::V) -> I::V {
-    let d = I::splat_f16(q8_0_scale(b).to_bits());
-    I::fma(I::q8_dot(q8_0_quants(b).as_ptr(), x), d, acc)
 }
 
 /// Columns per cache block of the matrix-matrix product: 4 weight rows of this many f32
@@ -808,10 +926,34 @@ unsafe fn weigh_values<I: Isa, K: LoadW<I>, const N: usize>(
 /// each instantiating a generic body above) and the safe `pub(crate)` entry points (lengths
 /// checked here, once). Invoked by each architecture file with its [`Isa`] type (named like
 /// its `kernels::Isa` variant, which each entry point marks as run), its token type and the
-/// target-feature attribute(s) of the wrappers.
+/// target-feature attribute(s) of the wrappers; then the [`Int8Dot`] type of the Q8_0 × Q8_0
+/// product, with the token and attribute(s) that its own wrapper needs (VNNI is a feature of
+/// its own).
 macro_rules! target_kernels {
-    (isa: $isa:ident, token: $token:ty, $(#[$attr:meta])+) => {
+    (
+        isa: $isa:ident,
+        token: $token:ty,
+        $(#[$attr:meta])+
+        int8: $dot:ty,
+        int8_token: $itoken:ty,
+        $(#[$iattr:meta])+
+    ) => {
         // ---- target-feature wrappers: one per kernel, each instantiating the generic body.
+
+        $(#[$iattr])+
+        unsafe fn gemv_int8_target(
+            w: &[$crate::tensor::BlockQ8_0],
+            x: &[$crate::tensor::BlockQ8_0],
+            y: &mut [f32],
+        ) {
+            $crate::kernels::simd::gemv_int8::<$dot>(
+                w.as_ptr(),
+                x.as_ptr(),
+                x.len(),
+                y.as_mut_ptr(),
+                y.len(),
+            )
+        }
 
         $(#[$attr])+
         unsafe fn gemv_target<E: $crate::kernels::simd::LoadW<$isa>>(
@@ -958,6 +1100,20 @@ macro_rules! target_kernels {
             $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; w holds rows·cols/32 blocks, x cols, y rows.
             unsafe { gemv_q8_target(w, x, y) }
+        }
+
+        /// `y = x·Wᵀ` for Q8_0 weights and Q8_0 activations: W `[y.len(), 32·x.len()]`.
+        pub(crate) fn matvec_int8(
+            _: $itoken,
+            w: &[$crate::tensor::BlockQ8_0],
+            x: &[$crate::tensor::BlockQ8_0],
+            y: &mut [f32],
+        ) {
+            assert_eq!(w.len(), x.len() * y.len());
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            // SAFETY: the token proves the int8 wrapper's features; w holds rows·nb blocks,
+            // x nb, y rows, as gemv_int8 reads and writes.
+            unsafe { gemv_int8_target(w, x, y) }
         }
 
         /// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.

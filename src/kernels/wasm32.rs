@@ -213,8 +213,49 @@ unsafe impl LoadW<Simd128> for bf16 {
     }
 }
 
+/// The int8 dot product of simd128: `i16x8.extmul` multiplies bytes into 16 bits (|w·x| <=
+/// 128·127, so two products still fit), `i32x4.extadd_pairwise` sums pairs into 32 bits.
+#[derive(Clone, Copy)]
+pub(crate) struct Extmul;
+
+// SAFETY: as for `Isa`; 32 bytes are read from each pointer.
+unsafe impl simd::Int8Dot for Extmul {
+    type I = Simd128;
+    type Q = [v128; 2];
+    #[inline(always)]
+    unsafe fn load(q: *const i8) -> [v128; 2] {
+        let floor = i8x16_splat(-127);
+        [
+            i8x16_max(v128_load(q as *const v128), floor),
+            i8x16_max(v128_load(q.add(16) as *const v128), floor),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn dot(w: *const i8, x: [v128; 2]) -> v128 {
+        let (w0, w1) = (
+            v128_load(w as *const v128),
+            v128_load(w.add(16) as *const v128),
+        );
+        let lo = i16x8_add(
+            i16x8_extmul_low_i8x16(w0, x[0]),
+            i16x8_extmul_high_i8x16(w0, x[0]),
+        );
+        let hi = i16x8_add(
+            i16x8_extmul_low_i8x16(w1, x[1]),
+            i16x8_extmul_high_i8x16(w1, x[1]),
+        );
+        f32x4_convert_i32x4(i32x4_add(
+            i32x4_extadd_pairwise_i16x8(lo),
+            i32x4_extadd_pairwise_i16x8(hi),
+        ))
+    }
+}
+
 simd::target_kernels! {
     isa: Simd128,
     token: Token,
+    #[target_feature(enable = "simd128")]
+    int8: Extmul,
+    int8_token: Token,
     #[target_feature(enable = "simd128")]
 }

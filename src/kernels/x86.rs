@@ -27,6 +27,11 @@ pub(crate) struct Avx2Token(());
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512Token(());
 
+/// Proof that AVX-512 VNNI and VL are available besides what an [`Avx512Token`] proves (made
+/// only by [`matvec_int8`] after [`vnni`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VnniToken(());
+
 /// The instruction set a dispatched call runs on.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Token {
@@ -79,9 +84,38 @@ fn present() -> (bool, bool) {
     }
 }
 
+/// Whether AVX-512 VNNI and VL are present with AVX-512F (the int8 dot product's `vpdpbusd`):
+/// fixed by the build, or detected at run time with `std`.
+#[inline]
+fn vnni() -> bool {
+    let built = cfg!(all(
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c",
+        target_feature = "avx512f",
+        target_feature = "avx512vl",
+        target_feature = "avx512vnni"
+    ));
+    #[cfg(feature = "std")]
+    {
+        built || detected_state() & 8 != 0
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        built
+    }
+}
+
 /// Runtime detection, done once: bit 0 = done, bit 1 = AVX2+FMA+F16C, bit 2 = AVX-512F too.
 #[cfg(feature = "std")]
 fn detected() -> (bool, bool) {
+    let s = detected_state();
+    (s & 2 != 0, s & 4 != 0)
+}
+
+/// The state of [`detected`]; bit 3 = AVX-512 VNNI and VL too.
+#[cfg(feature = "std")]
+fn detected_state() -> u8 {
     use core::sync::atomic::{AtomicU8, Ordering};
     static STATE: AtomicU8 = AtomicU8::new(0);
     let mut s = STATE.load(Ordering::Relaxed);
@@ -90,10 +124,13 @@ fn detected() -> (bool, bool) {
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c");
         let avx512 = avx2 && std::is_x86_feature_detected!("avx512f");
-        s = 1 | (u8::from(avx2) << 1) | (u8::from(avx512) << 2);
+        let vnni = avx512
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni");
+        s = 1 | (u8::from(avx2) << 1) | (u8::from(avx512) << 2) | (u8::from(vnni) << 3);
         STATE.store(s, Ordering::Relaxed);
     }
-    (s & 2 != 0, s & 4 != 0)
+    s
 }
 
 /// An element type both x86 paths load.
@@ -115,6 +152,15 @@ pub(crate) fn matvec_q8(t: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
     match t {
         Token::Avx512(t) => avx512::matvec_q8(t, w, x, y),
         Token::Avx2(t) => avx2::matvec_q8(t, w, x, y),
+    }
+}
+
+/// The Q8_0 × Q8_0 product: with VNNI on an AVX-512 token, else AVX2's `vpmaddubsw` form (an
+/// AVX-512 token also proves AVX2; AVX-512F alone adds nothing to byte products).
+pub(crate) fn matvec_int8(t: Token, w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    match t {
+        Token::Avx512(_) if vnni() => avx512::matvec_int8(VnniToken(()), w, x, y),
+        Token::Avx512(_) | Token::Avx2(_) => avx2::matvec_int8(Avx2Token(()), w, x, y),
     }
 }
 

@@ -114,6 +114,20 @@ unsafe impl Isa for Avx2 {
         _mm256_cvtph_ps(_mm_set1_epi16(h as i16))
     }
     #[inline(always)]
+    unsafe fn scales4(h: [u16; 4], dx: __m256) -> [__m256; 4] {
+        // The four halves as one 64-bit integer (scalar ALU work, off the vector shuffle port),
+        // one conversion, and broadcasts from memory (load ports only).
+        let bits =
+            u64::from(h[0]) | u64::from(h[1]) << 16 | u64::from(h[2]) << 32 | u64::from(h[3]) << 48;
+        let d = _mm_mul_ps(
+            _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)),
+            _mm256_castps256_ps128(dx),
+        );
+        let mut m = [0.0f32; 4];
+        _mm_storeu_ps(m.as_mut_ptr(), d);
+        core::array::from_fn(|r| _mm256_broadcast_ss(&m[r]))
+    }
+    #[inline(always)]
     unsafe fn load_q8(q: *const i8) -> [__m256; 4] {
         core::array::from_fn(|k| {
             let b = _mm_loadl_epi64(q.add(8 * k) as *const __m128i);
@@ -162,8 +176,42 @@ unsafe impl LoadW<Avx2> for bf16 {
     }
 }
 
+/// The int8 dot product of AVX2: `vpmaddubsw` multiplies unsigned by signed bytes, so the
+/// weights' signs move onto the activations (`|w| · sign(w)·x`; −128 as unsigned is 128 and
+/// |x| <= 127, so each pair sum fits 16 bits), then `vpmaddwd` sums pairs into 32 bits.
+#[derive(Clone, Copy)]
+pub(crate) struct Maddubs;
+
+// SAFETY: as for `Isa` (AVX2 only); 32 bytes are read from each pointer.
+unsafe impl simd::Int8Dot for Maddubs {
+    type I = Avx2;
+    type Q = __m256i;
+    #[inline(always)]
+    unsafe fn load(q: *const i8) -> __m256i {
+        load_int8(q)
+    }
+    #[inline(always)]
+    unsafe fn dot(w: *const i8, x: __m256i) -> __m256 {
+        let w = _mm256_loadu_si256(w as *const __m256i);
+        let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+}
+
+/// 32 activation quants with −128 read as −127 (both x86 int8 dot products).
+#[inline(always)]
+pub(super) unsafe fn load_int8(q: *const i8) -> __m256i {
+    _mm256_max_epi8(
+        _mm256_loadu_si256(q as *const __m256i),
+        _mm256_set1_epi8(-127),
+    )
+}
+
 simd::target_kernels! {
     isa: Avx2,
     token: Avx2Token,
+    #[target_feature(enable = "avx2,fma,f16c")]
+    int8: Maddubs,
+    int8_token: Avx2Token,
     #[target_feature(enable = "avx2,fma,f16c")]
 }
