@@ -14,6 +14,9 @@
 //! (`forward_last`), with the weights as stored and with the matrices packed into prefill panels
 //! (`*_panels`, `Decoder::with_prefill_panels`); throughput in tokens.
 //!
+//! `*/q8_0_int8`: the Q8_0 model on the int8 path (`with_int8_activations`: activations
+//! quantised to Q8_0, integer dot products).
+//!
 //! Run: `cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3`.
 
 #[cfg(target_arch = "x86_64")]
@@ -175,10 +178,12 @@ mod imp {
             picoformer::kernels::active_isa()
         );
         let mut g = c.benchmark_group("decode/stories15M");
-        for kind in ["f32", "f16", "q8_0"] {
-            let (t, bytes) = table(kind, &shapes);
-            let model =
-                TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
+        for kind in ["f32", "f16", "q8_0", "q8_0_int8"] {
+            // `q8_0_int8`: the Q8_0 weights on the int8 path (`with_int8_activations`).
+            let (t, bytes) = table(kind.trim_end_matches("_int8"), &shapes);
+            let model = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name))
+                .unwrap()
+                .with_int8_activations(kind.ends_with("_int8"));
             let cap = PROMPT + 1;
             let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, cap)];
             let mut sb = vec![0.0f32; Scratch::elements(&CFG, 16)];
@@ -218,10 +223,16 @@ mod imp {
             let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
             let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
             let mut logits = vec![0.0f32; 32000];
-            for (name, m) in [
+            let int8 = model.clone().with_int8_activations(true);
+            let mut runs = vec![
                 (kind.to_string(), &model),
                 (format!("{kind}_panels"), &packed),
-            ] {
+            ];
+            if kind == "q8_0" {
+                // The int8 path: one matrix-vector product per position.
+                runs.push((format!("{kind}_int8"), &int8));
+            }
+            for (name, m) in runs {
                 g.bench_function(name, |b| {
                     b.iter(|| {
                         m.forward_last(

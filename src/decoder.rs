@@ -22,6 +22,8 @@ pub struct Decoder<'w, const MAX_DEPTH: usize = 16> {
     weights: DecoderWeights<'w, MAX_DEPTH>,
     /// The blocks' matrices packed for prefill ([`Self::with_prefill_panels`]), or empty.
     panels: heapless::Vec<BlockPanels<'w>, MAX_DEPTH>,
+    /// Whether products with Q8_0 weights take the int8 path ([`Self::with_int8_activations`]).
+    int8: bool,
 }
 
 impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
@@ -50,6 +52,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             config,
             weights,
             panels: heapless::Vec::new(),
+            int8: false,
         })
     }
 
@@ -81,7 +84,26 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             config: self.config,
             weights: self.weights.clone(),
             panels,
+            int8: self.int8,
         })
+    }
+
+    /// This decoder with every product by Q8_0 weights on the int8 path (`on`), or in f32 (the
+    /// default): each input row is quantised to Q8_0 blocks of 32 (`d = max|x| / 127`, as
+    /// ggml's `q8_0`) and multiplied with integer dot products ([`kernels::matvec_int8`]: AVX-512
+    /// VNNI, AVX2, NEON, simd128 or portable). Decoding Q8_0 weights gets faster (the README's
+    /// performance section), at the price of the activations' quantisation error (its accuracy
+    /// section). It applies to prefill too, one position at a time (so step-wise still equals
+    /// full), and takes precedence over prefill panels for Q8_0 matrices. Other weight types
+    /// are not affected.
+    pub fn with_int8_activations(mut self, on: bool) -> Self {
+        self.int8 = on;
+        self
+    }
+
+    /// Whether products by Q8_0 weights take the int8 path ([`Self::with_int8_activations`]).
+    pub fn int8_activations(&self) -> bool {
+        self.int8
     }
 
     /// Whether the matrices are packed into prefill panels ([`Self::with_prefill_panels`]).
@@ -264,8 +286,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         for (b, block) in self.weights.blocks.iter().enumerate() {
             let Some(cross) = &block.cross else { continue };
             for (r, c) in context.chunks_exact(w).enumerate() {
-                kernels::matvec(cross.to_k, c, &mut s.k[..kv])?;
-                kernels::matvec(cross.to_v, c, &mut s.v[..kv])?;
+                self.linear(cross.to_k, None, w, c, &mut s.k[..kv])?;
+                self.linear(cross.to_v, None, w, c, &mut s.v[..kv])?;
                 cache.store_context(b, r, &s.k[..kv], &s.v[..kv]);
             }
         }
@@ -327,7 +349,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         out: &mut [f32],
     ) -> Result<(), Error> {
         match w.to_out {
-            Some(to_out) => linear(to_out, panels, self.config.q_dim(), att, out),
+            Some(to_out) => self.linear(to_out, panels, self.config.q_dim(), att, out),
             None => kernels::load(out, Tensor::F32(att)),
         }
     }
@@ -360,9 +382,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
             self.norm(a.norm, x, xb)?;
-            linear(a.to_q, p.map(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
-            linear(a.to_k, p.map(|p| p.k), dim, xb, k)?;
-            linear(a.to_v, p.map(|p| p.v), dim, xb, v)?;
+            self.linear(a.to_q, p.map(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
+            self.linear(a.to_k, p.map(|p| p.k), dim, xb, k)?;
+            self.linear(a.to_v, p.map(|p| p.v), dim, xb, v)?;
             if half > 0 {
                 // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
                 for i in 0..n {
@@ -397,7 +419,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
                 self.norm(c.norm, x, xb)?;
-                linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
+                self.linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
                 for i in 0..n {
                     let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
                     heads.attend(qi, oi, |j| cache.context_head(b, j))?;
@@ -411,7 +433,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
             let hb = &mut s.hb[..n * rows];
             self.norm(f.norm, x, xb)?;
-            linear(f.proj, p.map(|p| p.ff_proj), dim, xb, hb)?;
+            self.linear(f.proj, p.map(|p| p.ff_proj), dim, xb, hb)?;
             if let Some(bias) = f.proj_bias {
                 kernels::add_bias(hb, bias)?;
             }
@@ -430,7 +452,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             } else {
                 kernels::activate(act, hb);
             }
-            linear(f.out, p.map(|p| p.ff_out), inner, &hb[..n * inner], xb2)?;
+            self.linear(f.out, p.map(|p| p.ff_out), inner, &hb[..n * inner], xb2)?;
             if let Some(bias) = f.out_bias {
                 kernels::add_bias(xb2, bias)?;
             }
@@ -495,16 +517,28 @@ impl Heads {
 /// fewer bytes than their f32 panels.
 const PANELS_MIN_POSITIONS: usize = 2;
 
-/// `y = x·Wᵀ` for a chunk's rows of `x`: over W's panels when given, else over W as stored.
-fn linear(
-    w: Tensor<'_>,
-    panels: Option<Panels<'_>>,
-    cols: usize,
-    x: &[f32],
-    y: &mut [f32],
-) -> Result<(), Error> {
-    match panels {
-        Some(p) => kernels::matmul_panels(p, x, y),
-        None => kernels::matmul(w, cols, x, y),
+/// The decoder's matrix products.
+impl<const MAX_DEPTH: usize> Decoder<'_, MAX_DEPTH> {
+    /// `y = x·Wᵀ` for a chunk's rows of `x` (`cols` values each): Q8_0 weights on the int8 path
+    /// when it is on (one position at a time), else over W's panels when given, else over W as
+    /// stored.
+    pub(crate) fn linear(
+        &self,
+        w: Tensor<'_>,
+        panels: Option<Panels<'_>>,
+        cols: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), Error> {
+        match (w, panels) {
+            (Tensor::Q8_0(q), _) if self.int8 => {
+                let rows = w.len() / cols.max(1);
+                x.chunks_exact(cols.max(1))
+                    .zip(y.chunks_exact_mut(rows.max(1)))
+                    .try_for_each(|(xr, yr)| kernels::matvec_int8(q, xr, yr))
+            }
+            (_, Some(p)) => kernels::matmul_panels(p, x, y),
+            (_, None) => kernels::matmul(w, cols, x, y),
+        }
     }
 }

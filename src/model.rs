@@ -492,6 +492,15 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
         })
     }
 
+    /// This model with every product by Q8_0 weights on the int8 path
+    /// ([`Decoder::with_int8_activations`]).
+    pub fn with_int8_activations(self, on: bool) -> Self {
+        match self {
+            Model::Decoder(d) => Model::Decoder(d.with_int8_activations(on)),
+            Model::Wrapper(w) => Model::Wrapper(w.with_int8_activations(on)),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> ModelConfig {
         match self {

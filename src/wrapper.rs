@@ -72,6 +72,13 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         })
     }
 
+    /// This wrapper with every product by Q8_0 weights on the int8 path, the logits included
+    /// ([`Decoder::with_int8_activations`]).
+    pub fn with_int8_activations(mut self, on: bool) -> Self {
+        self.decoder = self.decoder.with_int8_activations(on);
+        self
+    }
+
     /// The wrapper's own weights.
     pub fn weights(&self) -> &WrapperWeights<'w> {
         &self.weights
@@ -208,7 +215,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                         (true, true) => &mut logits[..],
                         (true, false) => continue,
                     };
-                    kernels::matvec(to_logits, yr, row)?;
+                    self.decoder.linear(to_logits, None, dim, yr, row)?;
                     if let Some(scale) = logit_scale {
                         row.iter_mut().for_each(|l| *l *= scale);
                     }

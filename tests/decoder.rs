@@ -60,9 +60,22 @@ fn run<K: Element>(
     poison: bool,
     packed: bool,
 ) -> Vec<f32> {
-    let cfg = &m.cfg;
+    let dec: Decoder = Decoder::from_source(m.cfg, &&m.table).unwrap();
+    run_decoder::<K>(&dec, x, ctx, (split, chunk), poison, packed)
+}
+
+/// [`run`] with a given decoder.
+fn run_decoder<K: Element>(
+    dec: &Decoder,
+    x: &[f32],
+    ctx: Option<&[f32]>,
+    (split, chunk): (usize, usize),
+    poison: bool,
+    packed: bool,
+) -> Vec<f32> {
+    let cfg = dec.config();
     let mut arena = vec![f32::NAN; picoformer::prefill::prefill_panels_len(cfg)];
-    let mut dec: Decoder = Decoder::from_source(*cfg, &&m.table).unwrap();
+    let mut dec = dec.clone();
     if packed {
         dec = dec.with_prefill_panels(&mut arena).unwrap();
     }
@@ -175,6 +188,39 @@ proptest! {
         let reference = reference::wrapper_forward(&rcfg, &rw, &toks, ctx.map(to_f64).as_deref());
         let e = max_diff_f64(&logits_full, &reference);
         prop_assert!(e <= LOGITS_VS_REFERENCE, "wrapper vs f64 reference differ by {}", e);
+        check_required_isa();
+    }
+
+    /// The int8 path (Q8_0 weights × Q8_0-quantised activations, `with_int8_activations`) on
+    /// models whose matrices are all Q8_0 (dims multiple of 32): prefill then steps == one full
+    /// pass, with or without prefill panels (which it takes precedence over: bit-identical);
+    /// and the activations' quantisation moves the outputs (RMS ~1) by more than rounding but
+    /// less than 0.1 from the same Q8_0 weights multiplied in f32.
+    #[test]
+    fn int8_stepwise_equals_full(depth in 1usize..=2, glu in any::<bool>(), cross in any::<bool>(), gqa in any::<bool>(), n in 1usize..8, split_frac in 0.0f64..1.0, chunk in 1usize..6, seed in any::<u64>()) {
+        use_required_isa();
+        let mut cfg = DecoderConfig::new(64, depth).heads(2).attn_dim_head(32).attn_kv_heads(if gqa { 1 } else { 2 });
+        cfg.ff_glu = glu;
+        cfg.cross_attend = cross;
+        cfg.cross_attn_dim_context = cross.then_some(32);
+        cfg.rotary_pos_emb = true;
+        let m = model(cfg, seed);
+        let qt = m.table.quantized();
+        let dec: Decoder = Decoder::from_source(cfg, &&qt).unwrap();
+        let int8 = dec.clone().with_int8_activations(true);
+        prop_assert!(int8.int8_activations() && !dec.int8_activations());
+        let x = values(seed ^ 1, n * cfg.dim);
+        let ctx = values(seed ^ 2, 2 * cfg.dim_context());
+        let split = ((n as f64) * split_frac) as usize;
+        let full = run_decoder::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, false);
+        let stepped = run_decoder::<f32>(&int8, &x, Some(&ctx), (split, chunk), true, false);
+        let d = max_diff(&full, &stepped);
+        prop_assert!(d <= FULL_VS_STEP, "int8 full vs step-wise (split {}) differ by {}", split, d);
+        let packed = run_decoder::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, true);
+        prop_assert_eq!(&packed, &full);
+        let f32_path = run_decoder::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, false);
+        let e = max_diff(&full, &f32_path);
+        prop_assert!(e > 1e-4 && e < 0.1, "int8 vs f32 products of the same Q8_0 weights differ by {}", e);
         check_required_isa();
     }
 

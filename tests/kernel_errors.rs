@@ -69,6 +69,20 @@ fn products_refuse_bad_shapes() {
         kernels::matvec_q8_portable(&q, &x48, &mut y2),
         Err(shape("matvec", "cols", 64, 48))
     );
+    assert_eq!(
+        kernels::matvec_int8(&q, &x48, &mut y2),
+        Err(shape("matvec", "cols", 64, 48))
+    );
+    // The int8 path: 3 blocks are not 2 rows of 1 block, nor 2 rows of 2.
+    assert_eq!(
+        kernels::matvec_int8(&q, &x48[..32], &mut y2),
+        Err(shape("matvec", "w", 64, 96))
+    );
+    let xq: Vec<BlockQ8_0> = vec![[0; 34]; 2];
+    assert_eq!(
+        portable::matvec_int8(&q, &xq, &mut y2),
+        Err(shape("matvec_int8", "w", 4, 3))
+    );
     let x64 = vec![1.0f32; 64];
     assert_eq!(
         kernels::matmul(Tensor::Q8_0(&q), 16, &x64, &mut y2),
@@ -315,6 +329,10 @@ proptest! {
         let ok = xl % 32 == 0 && q.len() * 32 == xl * yl;
         prop_assert_eq!(kernels::matvec(Tensor::Q8_0(&q), &x, &mut y).is_ok(), ok);
         prop_assert_eq!(kernels::matvec_q8_portable(&q, &x, &mut y).is_ok(), ok);
+        prop_assert_eq!(kernels::matvec_int8(&q, &x, &mut y).is_ok(), ok);
+        let xq: Vec<BlockQ8_0> = vec![[0; 34]; xl / 8];
+        let ok = q.len() == xq.len() * yl;
+        prop_assert_eq!(portable::matvec_int8(&q, &xq, &mut y).is_ok(), ok);
     }
 
     /// Any group and lengths: attention either runs or is refused.

@@ -367,52 +367,79 @@ fn random_blocks(seed: u64, n: usize) -> Vec<BlockQ8_0> {
         .collect()
 }
 
-/// The int8 path (Q8_0 weights × Q8_0 activations) against an f64 evaluation of its definition
-/// and against its portable twin: 0..=8, 16, 17 and 121 blocks per row (121 rows are long
-/// enough not to be prefetched), 1..=13 rows, unaligned activation slices, NaN-filled outputs;
-/// quants of −128 on both sides (activations read them as −127).
+/// `Σ_b d_w·d_x·Σ_i q_w·max(q_x, −127)` in f64 for each row, and the magnitude it is built from.
+fn int8_definition(w: &[BlockQ8_0], x: &[BlockQ8_0], rows: usize) -> Vec<(f64, f64)> {
+    let nb = x.len();
+    (0..rows)
+        .map(|r| {
+            let (mut sum, mut mag) = (0.0f64, 0.0f64);
+            for (wb, xb) in w[r * nb..(r + 1) * nb].iter().zip(x) {
+                let d = picoformer::q8_0_scale(wb).to_f64() * picoformer::q8_0_scale(xb).to_f64();
+                let (qw, qx) = (picoformer::q8_0_quants(wb), picoformer::q8_0_quants(xb));
+                for (&a, &b) in qw.iter().zip(qx) {
+                    let p = d * f64::from(a) * f64::from(b.max(-127));
+                    sum += p;
+                    mag += p.abs();
+                }
+            }
+            (sum, mag)
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_int8(got: &[f32], want: &[(f64, f64)], what: &str) {
+    for (r, (g, (w, m))) in got.iter().zip(want).enumerate() {
+        let bound = 1e-6 * (1.0 + m);
+        assert!(
+            (f64::from(*g) - w).abs() <= bound,
+            "{what}: row {r}: got {g}, want {w} (bound {bound})"
+        );
+    }
+}
+
+/// The int8 path's definition (`portable::matvec_int8`, Q8_0 weights × Q8_0 activations)
+/// against f64, with quants of −128 on both sides (activations read them as −127).
+#[test]
+fn int8_portable_matches_its_definition() {
+    for nb in [0, 1, 2, 5, 9] {
+        for rows in 1..=6 {
+            let w = random_blocks((nb * 131 + rows) as u64, rows * nb);
+            let x = random_blocks((nb * 7 + rows) as u64 + 1_000, nb);
+            let mut got = vec![f32::NAN; rows];
+            portable::matvec_int8(&w, &x, &mut got).unwrap();
+            assert_int8(&got, &int8_definition(&w, &x, rows), "portable");
+        }
+    }
+}
+
+/// The dispatched int8 path (f32 activations quantised, then integer products) against the
+/// f64 definition over the same quantised activations: 0..=8, 16, 17, 32, 33, 65 (column
+/// chunks of 32 blocks) and 121 blocks per row (too long to be prefetched), 1..=13 rows,
+/// unaligned activations, NaN-filled outputs, weight quants over all of −128..=127.
 #[test]
 fn int8_matvec_matches_its_definition() {
     use_required_isa();
     let blocks: Vec<usize> = if cfg!(miri) {
         (0..=2).collect()
     } else {
-        (0..=8).chain([16, 17, 121]).collect()
+        (0..=8).chain([16, 17, 32, 33, 65, 121]).collect()
     };
     for nb in blocks {
         for rows in 1..=MAX_ROWS {
             let w = random_blocks((nb * 131 + rows) as u64, rows * nb);
             let off = rows % 3;
-            let xa = random_blocks((nb * 7 + rows) as u64 + 1_000, off + nb);
+            let xa = values((nb * 7 + rows) as u64, off + 32 * nb);
             let x = &xa[off..];
-            let (mut want, mut mag) = (vec![0.0f64; rows], vec![0.0f64; rows]);
-            for r in 0..rows {
-                for (wb, xb) in w[r * nb..(r + 1) * nb].iter().zip(x) {
-                    let d =
-                        picoformer::q8_0_scale(wb).to_f64() * picoformer::q8_0_scale(xb).to_f64();
-                    let (qw, qx) = (picoformer::q8_0_quants(wb), picoformer::q8_0_quants(xb));
-                    let pairs = qw
-                        .iter()
-                        .zip(qx)
-                        .map(|(&a, &b)| f64::from(a) * f64::from(b.max(-127)));
-                    want[r] += d * pairs.clone().sum::<f64>();
-                    mag[r] += d.abs() * pairs.map(f64::abs).sum::<f64>();
-                }
-            }
+            let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; nb];
+            quantize_q8_0(x, &mut xq).unwrap();
             let mut got = vec![f32::NAN; rows];
             kernels::matvec_int8(&w, x, &mut got).unwrap();
-            let mut port = vec![f32::NAN; rows];
-            portable::matvec_int8(&w, x, &mut port).unwrap();
-            for r in 0..rows {
-                let bound = 1e-6 * (1.0 + mag[r]);
-                for (what, v) in [("dispatched", got[r]), ("portable", port[r])] {
-                    assert!(
-                        (f64::from(v) - want[r]).abs() <= bound,
-                        "{what}: nb {nb} rows {rows} row {r}: got {v}, want {} (bound {bound})",
-                        want[r]
-                    );
-                }
-            }
+            assert_int8(
+                &got,
+                &int8_definition(&w, &xq, rows),
+                &format!("nb {nb} rows {rows}"),
+            );
         }
     }
     check_required_isa();
@@ -428,11 +455,9 @@ fn int8_matvec_tracks_the_f32_product() {
     let mut w: Vec<BlockQ8_0> = vec![[0; 34]; rows * cols / 32];
     quantize_q8_0(&wf, &mut w).unwrap();
     let mut x = values(42, cols);
-    let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; cols / 32];
-    quantize_q8_0(&x, &mut xq).unwrap();
     let (mut exact, mut int8) = (vec![0.0f32; rows], vec![f32::NAN; rows]);
     kernels::matvec(Tensor::Q8_0(&w), &x, &mut exact).unwrap();
-    kernels::matvec_int8(&w, &xq, &mut int8).unwrap();
+    kernels::matvec_int8(&w, &x, &mut int8).unwrap();
     for (e, i) in exact.iter().zip(&int8) {
         // Each activation is off by at most half a step (1/254 of its block's largest value,
         // plus the f16 rounding of the scale); |w| <= 1 and |x| <= 1 over 288 values.
@@ -442,8 +467,7 @@ fn int8_matvec_tracks_the_f32_product() {
         );
     }
     x[100] = f32::NAN;
-    quantize_q8_0(&x, &mut xq).unwrap();
-    kernels::matvec_int8(&w, &xq, &mut int8).unwrap();
+    kernels::matvec_int8(&w, &x, &mut int8).unwrap();
     assert!(int8.iter().all(|v| v.is_nan()), "{int8:?}");
     check_required_isa();
 }

@@ -54,7 +54,9 @@ pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::error::Error;
-use crate::tensor::{dequantize_block, dequantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK};
+use crate::tensor::{
+    dequantize_block, dequantize_q8_0, quantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK,
+};
 
 /// The instruction sets a kernel can run on.
 #[doc(hidden)]
@@ -235,25 +237,45 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
     }
 }
 
-/// `y = x·Wᵀ` for Q8_0 weights `W` `[y.len(), 32·x.len()]` and activations `x` quantised to
-/// Q8_0 blocks (with [`crate::tensor::quantize_q8_0`]): the int8 path. Each block's 32 products
-/// are summed exactly in integers (AVX-512 VNNI `vpdpbusd`, AVX2 `vpmaddubsw`, NEON `smull`,
-/// simd128 `extmul`, or portable `i32`) and scaled by `d_w·d_x` in f32
-/// ([`portable::matvec_int8`] is the reference). Faster than [`matvec`] over the same weights,
-/// but the activations carry the quantisation error too (about 0.4% of each block's largest
-/// magnitude; the README's accuracy section has the measured cost). Activation quants of −128
-/// (which `quantize_q8_0` never writes) are read as −127.
+/// Blocks of activations [`matvec_int8`] quantises at a time, into a stack buffer (1,088
+/// bytes): rows longer than this many blocks (1,024 values) are multiplied in column chunks.
+const INT8_CHUNK: usize = 32;
+
+/// `y = x·Wᵀ` for Q8_0 weights `W` `[y.len(), x.len()]` on the int8 path: `x` is quantised to
+/// Q8_0 blocks ([`crate::tensor::quantize_q8_0`], into a 1 KiB stack buffer, 1,024 values at a
+/// time) and each block's 32 products are summed exactly in integers (AVX-512 VNNI
+/// `vpdpbusd`, AVX2 `vpmaddubsw`, NEON `smull`, simd128 `extmul`, or portable `i32`), then
+/// scaled by `d_w·d_x` in f32 ([`portable::matvec_int8`] is the definition). Faster than
+/// [`matvec`] over the same weights, but the activations carry a quantisation error too (at
+/// most half a step, 1/254 of each block's largest magnitude; the README's accuracy section
+/// has the measured cost). NaN or infinite activations make the outputs NaN.
 ///
 /// # Errors
-/// [`Error::KernelShape`] if `w.len() != y.len() · x.len()` (in blocks).
-pub fn matvec_int8(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) -> Result<(), Error> {
-    shape::len("matvec_int8", "w", x.len().checked_mul(y.len()), w.len())?;
-    if let Some(t) = token() {
-        arch::matvec_int8(t, w, x, y);
+/// [`Error::KernelShape`] if `x.len()` is not a multiple of 32 or `w` is not `y.len()` rows of
+/// `x.len()` values.
+pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    shape::matvec(Tensor::Q8_0(w).len(), x.len(), y.len(), true)?;
+    let nb = x.len() / Q8_0_BLOCK;
+    if nb == 0 || y.is_empty() {
+        y.fill(0.0);
         return Ok(());
     }
-    portable_ran();
-    portable::matvec_int8(w, x, y)
+    let t = token();
+    if t.is_none() {
+        portable_ran();
+    }
+    let mut buf = [[0u8; 34]; INT8_CHUNK];
+    for (c, xs) in x.chunks(INT8_CHUNK * Q8_0_BLOCK).enumerate() {
+        let xq = &mut buf[..xs.len() / Q8_0_BLOCK];
+        quantize_q8_0(xs, xq)?;
+        // Row r's chunk c starts at block r·nb + c·INT8_CHUNK.
+        let w = &w[c * INT8_CHUNK..];
+        match t {
+            Some(t) => arch::matvec_int8(t, w, nb, xq, y, c > 0),
+            None => portable::int8_rows(w, nb, xq, y, c > 0),
+        }
+    }
+    Ok(())
 }
 
 /// `Y = X·Wᵀ` for `n` positions: `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`, all row-major.
@@ -574,7 +596,14 @@ mod none {
     pub(crate) fn matvec_q8(t: Token, _: &[BlockQ8_0], _: &[f32], _: &mut [f32]) {
         match t {}
     }
-    pub(crate) fn matvec_int8(t: Token, _: &[BlockQ8_0], _: &[BlockQ8_0], _: &mut [f32]) {
+    pub(crate) fn matvec_int8(
+        t: Token,
+        _: &[BlockQ8_0],
+        _: usize,
+        _: &[BlockQ8_0],
+        _: &mut [f32],
+        _: bool,
+    ) {
         match t {}
     }
     pub(crate) fn matmul<E: Element>(t: Token, _: &[E], _: usize, _: &[f32], _: &mut [f32]) {

@@ -60,28 +60,32 @@ pub fn matvec<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) -> Res
     Ok(())
 }
 
-/// The Q8_0 × Q8_0 matrix-vector product (the int8 path, see [`crate::kernels::matvec_int8`]):
+/// The Q8_0 × Q8_0 matrix-vector product (the int8 path, see [`crate::kernels::matvec_int8`],
+/// which quantises f32 activations and then computes this):
 /// `y[r] = Σ_b (d_w[r,b]·d_x[b]) · Σ_i q_w[r,b,i]·q_x[b,i]`, with `W` `[y.len(), 32·x.len()]` in
-/// Q8_0 blocks, the activations `x` quantised to Q8_0 (`crate::tensor::quantize_q8_0`), each
-/// block's inner sum exact in `i32` and activation quants of −128 read as −127.
+/// Q8_0 blocks and the activations `x` in Q8_0 blocks, each block's inner sum exact in `i32`,
+/// activation quants of −128 read as −127.
 ///
 /// # Errors
 /// [`Error::KernelShape`] if `w.len() != y.len() · x.len()` (in blocks).
 pub fn matvec_int8(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) -> Result<(), Error> {
     shape::len("matvec_int8", "w", x.len().checked_mul(y.len()), w.len())?;
-    if x.is_empty() {
-        y.fill(0.0);
-        return Ok(());
-    }
-    for (yr, wr) in y.iter_mut().zip(w.chunks_exact(x.len())) {
+    int8_rows(w, x.len(), x, y, false);
+    Ok(())
+}
+
+/// [`matvec_int8`] over the first `x.len()` blocks of rows `stride` blocks apart, adding to `y`
+/// if `add` (the dispatcher's chunks). Rows past the end of `w` are left alone.
+pub(crate) fn int8_rows(w: &[BlockQ8_0], stride: usize, x: &[BlockQ8_0], y: &mut [f32], add: bool) {
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = w.get(r * stride..).unwrap_or(&[]);
         let mut s = 0.0f32;
-        for (wb, xb) in wr.iter().zip(x) {
+        for (wb, xb) in row.iter().zip(x) {
             let d = q8_0_scale(wb).to_f32() * q8_0_scale(xb).to_f32();
             s += d * block_dot(q8_0_quants(wb), q8_0_quants(xb)) as f32;
         }
-        *yr = s;
+        *yr = if add { *yr + s } else { s };
     }
-    Ok(())
 }
 
 /// `Σ_i w[i]·max(x[i], −127)` in integers (at most 32·128·127 in magnitude).

@@ -416,38 +416,47 @@ pub(crate) unsafe fn gemv_q8<I: Isa>(
     y: *mut f32,
     rows: usize,
 ) {
-    gemv_blocks::<I, F32Acts>(w, cols / Q8_0_BLOCK, F32Acts(x), y, rows)
+    let nb = cols / Q8_0_BLOCK;
+    gemv_blocks::<I, F32Acts>(w, nb, nb, F32Acts(x), y, rows, false)
 }
 
-/// The Q8_0 × Q8_0 matrix-vector product: y[r] = Σ_b d_w[r,b]·d_x[b] · Σ_i q_w[r,b,i]·q_x[b,i]
-/// with the inner sums in integers ([`Int8Dot`] `D`, activation quants −128 read as −127), four
-/// rows at a time sharing each block of x. Ranges: w[..rows·nb], x[..nb] blocks, y[..rows].
+/// The Q8_0 × Q8_0 matrix-vector product over `nb` blocks of each row: y[r] (+)= Σ_b
+/// d_w[r,b]·d_x[b] · Σ_i q_w[r,b,i]·q_x[b,i], the inner sums in integers ([`Int8Dot`] `D`,
+/// activation quants −128 read as −127), four rows at a time sharing each block of x; rows
+/// start `stride` blocks apart, and `add` adds to y instead of writing it.
+/// Ranges: w[..(rows − 1)·stride + nb], x[..nb] blocks, y[..rows].
 #[inline(always)]
 pub(crate) unsafe fn gemv_int8<D: Int8Dot>(
     w: *const BlockQ8_0,
+    stride: usize,
     x: *const BlockQ8_0,
     nb: usize,
     y: *mut f32,
     rows: usize,
+    add: bool,
 ) {
     let acts = Int8Acts::<D>(x, core::marker::PhantomData);
-    gemv_blocks::<D::I, Int8Acts<D>>(w, nb, acts, y, rows)
+    gemv_blocks::<D::I, Int8Acts<D>>(w, stride, nb, acts, y, rows, add)
 }
 
-/// The body of [`gemv_q8`] and [`gemv_int8`] over `nb` blocks per row.
+/// The body of [`gemv_q8`] and [`gemv_int8`] over `nb` blocks of each row, rows `stride`
+/// blocks apart, writing y (or adding to it if `add`).
 #[inline(always)]
 unsafe fn gemv_blocks<I: Isa, A: BlockActs<I>>(
     w: *const BlockQ8_0,
+    stride: usize,
     nb: usize,
     x: A,
     y: *mut f32,
     rows: usize,
+    add: bool,
 ) {
-    // As in `gemv`: two instantiations, no test inside the loop.
-    if nb * BLOCK_BYTES < PREFETCH_BYTES {
-        gemv_blocks_body::<I, A, true>(w, nb, x, y, rows)
+    // As in `gemv`: two instantiations, no test inside the loop. The prefetches walk groups of
+    // four whole rows, so only where the rows are whole (`stride == nb`).
+    if stride * BLOCK_BYTES < PREFETCH_BYTES && stride == nb {
+        gemv_blocks_body::<I, A, true>(w, stride, nb, x, y, rows, add)
     } else {
-        gemv_blocks_body::<I, A, false>(w, nb, x, y, rows)
+        gemv_blocks_body::<I, A, false>(w, stride, nb, x, y, rows, add)
     }
 }
 
@@ -455,15 +464,21 @@ unsafe fn gemv_blocks<I: Isa, A: BlockActs<I>>(
 #[inline(always)]
 unsafe fn gemv_blocks_body<I: Isa, A: BlockActs<I>, const PREFETCH: bool>(
     w: *const BlockQ8_0,
+    stride: usize,
     nb: usize,
     x: A,
     y: *mut f32,
     rows: usize,
+    add: bool,
 ) {
+    let out = |r: usize, v: f32| {
+        let o = y.add(r);
+        *o = if add { *o + v } else { v };
+    };
     let mut r = 0;
     while r + 4 <= rows {
-        let w0 = w.add(r * nb);
-        let (w1, w2, w3) = (w0.add(nb), w0.add(2 * nb), w0.add(3 * nb));
+        let w0 = w.add(r * stride);
+        let (w1, w2, w3) = (w0.add(stride), w0.add(2 * stride), w0.add(3 * stride));
         let mut acc = [I::zero(); 4];
         // As in `gemv`: addresses only, wrapping past the end.
         let ahead = (w0 as *const u8).wrapping_add(PREFETCH_AHEAD);
@@ -479,17 +494,17 @@ unsafe fn gemv_blocks_body<I: Isa, A: BlockActs<I>, const PREFETCH: bool>(
         }
         let s = I::hsum4(acc[0], acc[1], acc[2], acc[3]);
         for (j, v) in s.iter().enumerate() {
-            *y.add(r + j) = *v;
+            out(r + j, *v);
         }
         r += 4;
     }
     while r < rows {
-        let wr = w.add(r * nb);
+        let wr = w.add(r * stride);
         let mut a = I::zero();
         for b in 0..nb {
             a = A::step(&*wr.add(b), x.block(b), a);
         }
-        *y.add(r) = I::hsum(a);
+        out(r, I::hsum(a));
         r += 1;
     }
 }
@@ -943,15 +958,19 @@ macro_rules! target_kernels {
         $(#[$iattr])+
         unsafe fn gemv_int8_target(
             w: &[$crate::tensor::BlockQ8_0],
+            stride: usize,
             x: &[$crate::tensor::BlockQ8_0],
             y: &mut [f32],
+            add: bool,
         ) {
             $crate::kernels::simd::gemv_int8::<$dot>(
                 w.as_ptr(),
+                stride,
                 x.as_ptr(),
                 x.len(),
                 y.as_mut_ptr(),
                 y.len(),
+                add,
             )
         }
 
@@ -1102,18 +1121,22 @@ macro_rules! target_kernels {
             unsafe { gemv_q8_target(w, x, y) }
         }
 
-        /// `y = x·Wᵀ` for Q8_0 weights and Q8_0 activations: W `[y.len(), 32·x.len()]`.
+        /// `y (+)= x·Wᵀ` for Q8_0 activations `x` and the first `x.len()` blocks of each row
+        /// of W, rows `stride` blocks apart (`add`: add to y).
         pub(crate) fn matvec_int8(
             _: $itoken,
             w: &[$crate::tensor::BlockQ8_0],
+            stride: usize,
             x: &[$crate::tensor::BlockQ8_0],
             y: &mut [f32],
+            add: bool,
         ) {
-            assert_eq!(w.len(), x.len() * y.len());
+            assert!(x.len() <= stride && !y.is_empty());
+            assert!(w.len() >= (y.len() - 1) * stride + x.len());
             $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
-            // SAFETY: the token proves the int8 wrapper's features; w holds rows·nb blocks,
-            // x nb, y rows, as gemv_int8 reads and writes.
-            unsafe { gemv_int8_target(w, x, y) }
+            // SAFETY: the token proves the int8 wrapper's features; w holds
+            // (rows − 1)·stride + nb blocks, x nb, y rows, as gemv_int8 reads and writes.
+            unsafe { gemv_int8_target(w, stride, x, y, add) }
         }
 
         /// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.

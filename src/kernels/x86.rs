@@ -157,10 +157,17 @@ pub(crate) fn matvec_q8(t: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
 
 /// The Q8_0 × Q8_0 product: with VNNI on an AVX-512 token, else AVX2's `vpmaddubsw` form (an
 /// AVX-512 token also proves AVX2; AVX-512F alone adds nothing to byte products).
-pub(crate) fn matvec_int8(t: Token, w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+pub(crate) fn matvec_int8(
+    t: Token,
+    w: &[BlockQ8_0],
+    stride: usize,
+    x: &[BlockQ8_0],
+    y: &mut [f32],
+    add: bool,
+) {
     match t {
-        Token::Avx512(_) if vnni() => avx512::matvec_int8(VnniToken(()), w, x, y),
-        Token::Avx512(_) | Token::Avx2(_) => avx2::matvec_int8(Avx2Token(()), w, x, y),
+        Token::Avx512(_) if vnni() => avx512::matvec_int8(VnniToken(()), w, stride, x, y, add),
+        Token::Avx512(_) | Token::Avx2(_) => avx2::matvec_int8(Avx2Token(()), w, stride, x, y, add),
     }
 }
 

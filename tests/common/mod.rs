@@ -82,6 +82,42 @@ impl Table {
     }
 }
 
+/// A [`Table`] with its matrices (2-D, rows of a multiple of 32 values) quantised to Q8_0, as
+/// `picoformer quantize` does; everything else stays f32.
+pub struct QuantTable {
+    pub f32s: HashMap<String, (Vec<f32>, Vec<usize>)>,
+    pub q8: HashMap<String, (Vec<picoformer::BlockQ8_0>, Vec<usize>)>,
+}
+
+impl Table {
+    /// This table with its matrices quantised ([`QuantTable`]).
+    pub fn quantized(&self) -> QuantTable {
+        let (mut f32s, mut q8) = (HashMap::new(), HashMap::new());
+        for (name, (v, shape)) in &self.tensors {
+            if shape.len() == 2 && shape[1] % 32 == 0 {
+                let mut b = vec![[0u8; 34]; v.len() / 32];
+                picoformer::quantize_q8_0(v, &mut b).unwrap();
+                q8.insert(name.clone(), (b, shape.clone()));
+            } else {
+                f32s.insert(name.clone(), (v.clone(), shape.clone()));
+            }
+        }
+        QuantTable { f32s, q8 }
+    }
+}
+
+impl<'w> TensorSource<'w> for &'w QuantTable {
+    fn tensor(&self, name: &str) -> Option<TensorView<'w>> {
+        match self.q8.get(name) {
+            Some((b, s)) => Some(TensorView::new(Tensor::Q8_0(b), s)),
+            None => self
+                .f32s
+                .get(name)
+                .map(|(v, s)| TensorView::new(Tensor::F32(v), s)),
+        }
+    }
+}
+
 impl<'w> TensorSource<'w> for &'w Table {
     fn tensor(&self, name: &str) -> Option<TensorView<'w>> {
         self.tensors

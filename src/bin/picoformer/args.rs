@@ -84,3 +84,15 @@ impl Args {
         self.options.get(name).map(String::as_str)
     }
 }
+
+/// `--dot f32|int8`: whether products by Q8_0 weights take the int8 path
+/// (`with_int8_activations`: activations quantised to Q8_0, integer dot products).
+pub fn int8_dot(args: &Args) -> Result<bool, CliError> {
+    match args.text("dot").unwrap_or("f32") {
+        "f32" => Ok(false),
+        "int8" => Ok(true),
+        other => Err(CliError::Usage(format!(
+            "bad value `{other}` for `--dot` (f32 or int8)"
+        ))),
+    }
+}

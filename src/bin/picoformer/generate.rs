@@ -47,6 +47,7 @@ const GENERATE_OPTIONS: &[&str] = &[
     "capacity",
     "slide",
     "prefill",
+    "dot",
 ];
 
 /// The model's bytes: `--model PATH`, or the bundled model.
@@ -118,13 +119,15 @@ fn prefill_panels(args: &Args) -> Result<bool, CliError> {
     }
 }
 
-/// The model with its matrices packed into `arena` if `panels` (the arena is sized here).
-fn with_panels<'a>(
+/// The model as `--prefill` and `--dot` ask: with its matrices packed into `arena` if
+/// `--prefill panels` (the arena is sized here), on the int8 path if `--dot int8`.
+fn prepare<'a>(
+    args: &Args,
     model: TransformerWrapper<'a>,
-    panels: bool,
     arena: &'a mut Vec<f32>,
 ) -> Result<TransformerWrapper<'a>, CliError> {
-    if !panels {
+    let model = model.with_int8_activations(crate::args::int8_dot(args)?);
+    if !prefill_panels(args)? {
         return Ok(model);
     }
     arena.resize(model.prefill_panels_len(), 0.0);
@@ -253,10 +256,9 @@ pub fn main(argv: &[String]) -> Result<(), CliError> {
     let args = Args::parse(&rest, GENERATE_OPTIONS)?;
     args.positional(&[])?;
     let kv = kv_type(&args)?;
-    let panels = prefill_panels(&args)?;
     let source = Source::new(&args)?;
     let mut arena = Vec::new();
-    let model = with_panels(source.wrapper()?, panels, &mut arena)?;
+    let model = prepare(&args, source.wrapper()?, &mut arena)?;
     match kv {
         KvType::F32 => run_generate::<f32>(&args, &source, &model),
         KvType::F16 => run_generate::<f16>(&args, &source, &model),
@@ -361,11 +363,14 @@ fn run_generate<K: Element>(
         + 4 * v
         + std::mem::size_of::<Candidate>() * Sampler::work_len(v)
         + 4 * history_len(&gcfg, &scfg);
-    let panels = if model.decoder().has_prefill_panels() {
+    let mut panels = if model.decoder().has_prefill_panels() {
         format!(", prefill panels {}", human(4 * model.prefill_panels_len()))
     } else {
         String::new()
     };
+    if model.decoder().int8_activations() {
+        panels.push_str("; int8 dot products");
+    }
     let _ = writeln!(
         stdout,
         "-- {} tokens ({why}{slid}) in {:.2} s: {:.1} tokens/s (prompt {} tokens + first token {:.1} ms, then {:.1} tokens/s); memory: weights {} ({}), KV cache {} ({} x {} positions), arena {} (scratch {CHUNK}-position chunks + logits + sampler + history){panels}; seed {seed}",
@@ -399,7 +404,7 @@ fn history_len(g: &GenerateConfig, s: &SamplerConfig) -> usize {
 }
 
 /// `picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
-/// [--prefill stored|panels]`.
+/// [--prefill stored|panels] [--dot f32|int8]`.
 pub fn bench(argv: &[String]) -> Result<(), CliError> {
     let args = Args::parse(
         argv,
@@ -411,14 +416,14 @@ pub fn bench(argv: &[String]) -> Result<(), CliError> {
             "repeat",
             "capacity",
             "prefill",
+            "dot",
         ],
     )?;
     args.positional(&[])?;
     let kv = kv_type(&args)?;
-    let panels = prefill_panels(&args)?;
     let source = Source::new(&args)?;
     let mut arena = Vec::new();
-    let model = with_panels(source.wrapper()?, panels, &mut arena)?;
+    let model = prepare(&args, source.wrapper()?, &mut arena)?;
     match kv {
         KvType::F32 => run_bench::<f32>(&args, &source, &model),
         KvType::F16 => run_bench::<f16>(&args, &source, &model),
@@ -478,10 +483,14 @@ fn run_bench<K: Element>(
         d.kv_heads(),
         v,
         kv_name::<K>(),
-        if model.decoder().has_prefill_panels() {
-            " over prefill panels"
-        } else {
-            ""
+        match (
+            model.decoder().has_prefill_panels(),
+            model.decoder().int8_activations(),
+        ) {
+            (false, false) => "",
+            (true, false) => " over prefill panels",
+            (false, true) => ", int8 dot products",
+            (true, true) => " over prefill panels, int8 dot products",
         }
     );
     println!(
@@ -501,11 +510,13 @@ fn run_bench<K: Element>(
 /// byte over non-overlapping windows of N+1 bytes (the model reads N, predicts bytes 1..=N of
 /// each window; `tools/train_demo.py` computes the same in PyTorch).
 pub fn bpc(argv: &[String]) -> Result<(), CliError> {
-    let args = Args::parse(argv, &["model", "text", "window", "kv"])?;
+    let args = Args::parse(argv, &["model", "text", "window", "kv", "dot"])?;
     args.positional(&[])?;
     let kv = kv_type(&args)?;
     let source = Source::new(&args)?;
-    let model = source.wrapper()?;
+    let model = source
+        .wrapper()?
+        .with_int8_activations(crate::args::int8_dot(&args)?);
     let text = match args.text("text") {
         Some(p) => {
             std::fs::read(p).map_err(|e| CliError::Failed(format!("cannot read {p}: {e}")))?

@@ -16,21 +16,22 @@ const USAGE: &str = "usage:
   picoformer generate [--model PATH] [--prompt TEXT] [--max-tokens N] [--temperature T]
                       [--top-k K|default] [--top-p P] [--min-p P] [--repetition-penalty R]
                       [--repetition-window N] [--seed S] [--kv f32|f16] [--capacity N]
-                      [--slide KEEP] [--prefill stored|panels] [--bench]
+                      [--slide KEEP] [--prefill stored|panels] [--dot f32|int8] [--bench]
       stream text from a byte-level model (default: the bundled demo model, trained on Jane
       Austen); temperature 0 is greedy; --slide KEEP re-encodes the last KEEP tokens when the
       KV cache is full instead of stopping; --prefill panels packs the matrices into an f32
-      copy for faster prompts; --bench runs `bench` instead
+      copy for faster prompts; --dot int8 quantises the activations of products by Q8_0
+      weights (faster, less exact); --bench runs `bench` instead
   picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
-                   [--prefill stored|panels]
+                   [--prefill stored|panels] [--dot f32|int8]
       prefill and decode tokens/s
-  picoformer bpc [--model PATH] [--text PATH] [--window N] [--kv f32|f16]
+  picoformer bpc [--model PATH] [--text PATH] [--window N] [--kv f32|f16] [--dot f32|int8]
       bits per character of a text (default: the demo model's held-out sample)
   picoformer demo [--tokens N] [--prompt TEXT]
       decode with a small built-in random-weight model and report speed and memory
   picoformer inspect MODEL [--capacity N] [--context M] [--chunk P]
       configuration, parameter count, weight bytes and the exact RAM plan
-  picoformer run MODEL INPUTS OUT
+  picoformer run MODEL INPUTS OUT [--dot f32|int8]
       INPUTS: safetensors with `x` (b,n,dim) f32 or `tokens` (b,n) i64, optional `context`
       (b,m,dim_context) f32. OUT gets `full` and `stepwise` (prefill of the first position,
       then one step per position), shaped like x-transformers' outputs
@@ -46,7 +47,7 @@ fn main() {
         Some("demo") => Args::parse(&argv[1..], &["tokens", "prompt"]).and_then(|a| demo::main(&a)),
         Some("inspect") => Args::parse(&argv[1..], &["capacity", "context", "chunk"])
             .and_then(|a| inspect::main(&a)),
-        Some("run") => Args::parse(&argv[1..], &[]).and_then(|a| run::main(&a)),
+        Some("run") => Args::parse(&argv[1..], &["dot"]).and_then(|a| run::main(&a)),
         Some("quantize") => Args::parse(&argv[1..], &[]).and_then(|a| quantize::main(&a)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
