@@ -216,8 +216,13 @@ fn quantize_then_run_stays_close_to_torch() {
                 .fold(0.0f32, f32::max)
         };
         let (vs_torch, vs_f32) = (max_diff(&int8, &torch), max_diff(&int8, &ours));
-        eprintln!("{name}: int8 vs torch {vs_torch}, vs f32 activations {vs_f32}, Q8_0 vs torch {d}");
-        assert!(vs_f32 > 1e-4 && vs_torch <= 0.2, "{name}: int8 vs torch {vs_torch}");
+        eprintln!(
+            "{name}: int8 vs torch {vs_torch}, vs f32 activations {vs_f32}, Q8_0 vs torch {d}"
+        );
+        assert!(
+            vs_f32 > 1e-4 && vs_torch <= 0.2,
+            "{name}: int8 vs torch {vs_torch}"
+        );
         let s = max_diff(&int8, &f32s(&int8_path, "stepwise"));
         assert!(s <= 1e-4, "{name}: int8 full vs step-wise {s}");
         let (code, _, err) = run(&["quantize", &q, &tmp("twice.safetensors")]);
