@@ -49,23 +49,17 @@ fn model(cfg: DecoderConfig, seed: u64) -> Model {
     }
 }
 
-/// Runs `x` through the decoder as: one forward over `x[..split]` then one step per remaining
+impl Model {
+    /// The decoder over the model's f32 weights.
+    fn decoder(&self) -> Decoder<'_> {
+        Decoder::from_source(self.cfg, &&self.table).unwrap()
+    }
+}
+
+/// Runs `x` through `dec` as: one forward over `x[..split]` then one step per remaining
 /// position (split = n means one full pass), with scratch chunks of `chunk` positions; with
 /// the matrices packed into prefill panels if `packed`.
 fn run<K: Element>(
-    m: &Model,
-    x: &[f32],
-    ctx: Option<&[f32]>,
-    (split, chunk): (usize, usize),
-    poison: bool,
-    packed: bool,
-) -> Vec<f32> {
-    let dec: Decoder = Decoder::from_source(m.cfg, &&m.table).unwrap();
-    run_decoder::<K>(&dec, x, ctx, (split, chunk), poison, packed)
-}
-
-/// [`run`] with a given decoder.
-fn run_decoder<K: Element>(
     dec: &Decoder,
     x: &[f32],
     ctx: Option<&[f32]>,
@@ -135,8 +129,8 @@ proptest! {
         let rows = 1 + (seed % 5) as usize;
         let ctx = values(seed ^ 2, rows * cfg.dim_context());
         let split = ((n as f64) * split_frac) as usize;
-        let full = run::<f32>(&m, &x, Some(&ctx), (n, chunk), false, packed);
-        let stepped = run::<f32>(&m, &x, Some(&ctx), (split, chunk), true, packed);
+        let full = run::<f32>(&m.decoder(), &x, Some(&ctx), (n, chunk), false, packed);
+        let stepped = run::<f32>(&m.decoder(), &x, Some(&ctx), (split, chunk), true, packed);
         let d = max_diff(&full, &stepped);
         prop_assert!(d <= FULL_VS_STEP, "full vs step-wise (split {}) differ by {}", split, d);
         let reference = reference::decoder_forward(&m.rcfg, &m.rweights, &to_f64(&x), cfg.cross_attend.then(|| to_f64(&ctx)).as_deref());
@@ -212,13 +206,13 @@ proptest! {
         let x = values(seed ^ 1, n * cfg.dim);
         let ctx = values(seed ^ 2, 2 * cfg.dim_context());
         let split = ((n as f64) * split_frac) as usize;
-        let full = run_decoder::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, false);
-        let stepped = run_decoder::<f32>(&int8, &x, Some(&ctx), (split, chunk), true, false);
+        let full = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, false);
+        let stepped = run::<f32>(&int8, &x, Some(&ctx), (split, chunk), true, false);
         let d = max_diff(&full, &stepped);
         prop_assert!(d <= FULL_VS_STEP, "int8 full vs step-wise (split {}) differ by {}", split, d);
-        let packed = run_decoder::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, true);
+        let packed = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, true);
         prop_assert_eq!(&packed, &full);
-        let f32_path = run_decoder::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, false);
+        let f32_path = run::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, false);
         let e = max_diff(&full, &f32_path);
         prop_assert!(e > 1e-4 && e < 0.1, "int8 vs f32 products of the same Q8_0 weights differ by {}", e);
         check_required_isa();
@@ -234,7 +228,7 @@ proptest! {
         let m = model(cfg, seed);
         let x = values(seed ^ 1, n * cfg.dim);
         let ctx = values(seed ^ 2, 2 * cfg.dim_context());
-        let got = run::<picoformer::f16>(&m, &x, Some(&ctx), (0, 1), true, false);
+        let got = run::<picoformer::f16>(&m.decoder(), &x, Some(&ctx), (0, 1), true, false);
         let ctx = cfg.cross_attend.then(|| to_f64(&ctx));
         let f16_store = |e: f64| picoformer::f16::from_f64(e).to_f64();
         let want = reference::decoder_forward_stored(&m.rcfg, &m.rweights, &to_f64(&x), ctx.as_deref(), f16_store);
