@@ -75,7 +75,7 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) -> Result<()
 }
 
 /// [`matvec_int8`] over the first `x.len()` blocks of rows `stride` blocks apart, adding to `y`
-/// if `add` (the dispatcher's chunks). Rows past the end of `w` are left alone.
+/// if `add` (the dispatcher's chunks). A row past the end of `w` sums no blocks (0).
 pub(crate) fn int8_rows(w: &[BlockQ8_0], stride: usize, x: &[BlockQ8_0], y: &mut [f32], add: bool) {
     for (r, yr) in y.iter_mut().enumerate() {
         let row = w.get(r * stride..).unwrap_or(&[]);

@@ -119,15 +119,16 @@ fn prefill_panels(args: &Args) -> Result<bool, CliError> {
     }
 }
 
-/// The model as `--prefill` and `--dot` ask: with its matrices packed into `arena` if
-/// `--prefill panels` (the arena is sized here), on the int8 path if `--dot int8`.
+/// The model on the int8 path if `int8` (`--dot int8`), with its matrices packed into `arena`
+/// if `panels` (`--prefill panels`; the arena is sized here).
 fn prepare<'a>(
-    args: &Args,
     model: TransformerWrapper<'a>,
+    panels: bool,
+    int8: bool,
     arena: &'a mut Vec<f32>,
 ) -> Result<TransformerWrapper<'a>, CliError> {
-    let model = model.with_int8_activations(crate::args::int8_dot(args)?);
-    if !prefill_panels(args)? {
+    let model = model.with_int8_activations(int8);
+    if !panels {
         return Ok(model);
     }
     arena.resize(model.prefill_panels_len(), 0.0);
@@ -256,9 +257,10 @@ pub fn main(argv: &[String]) -> Result<(), CliError> {
     let args = Args::parse(&rest, GENERATE_OPTIONS)?;
     args.positional(&[])?;
     let kv = kv_type(&args)?;
+    let (panels, int8) = (prefill_panels(&args)?, crate::args::int8_dot(&args)?);
     let source = Source::new(&args)?;
     let mut arena = Vec::new();
-    let model = prepare(&args, source.wrapper()?, &mut arena)?;
+    let model = prepare(source.wrapper()?, panels, int8, &mut arena)?;
     match kv {
         KvType::F32 => run_generate::<f32>(&args, &source, &model),
         KvType::F16 => run_generate::<f16>(&args, &source, &model),
@@ -363,17 +365,18 @@ fn run_generate<K: Element>(
         + 4 * v
         + std::mem::size_of::<Candidate>() * Sampler::work_len(v)
         + 4 * history_len(&gcfg, &scfg);
-    let mut panels = if model.decoder().has_prefill_panels() {
+    // What the run adds to the defaults: prefill panels (memory), int8 dot products.
+    let mut extras = if model.decoder().has_prefill_panels() {
         format!(", prefill panels {}", human(4 * model.prefill_panels_len()))
     } else {
         String::new()
     };
     if model.decoder().int8_activations() {
-        panels.push_str("; int8 dot products");
+        extras.push_str("; int8 dot products");
     }
     let _ = writeln!(
         stdout,
-        "-- {} tokens ({why}{slid}) in {:.2} s: {:.1} tokens/s (prompt {} tokens + first token {:.1} ms, then {:.1} tokens/s); memory: weights {} ({}), KV cache {} ({} x {} positions), arena {} (scratch {CHUNK}-position chunks + logits + sampler + history){panels}; seed {seed}",
+        "-- {} tokens ({why}{slid}) in {:.2} s: {:.1} tokens/s (prompt {} tokens + first token {:.1} ms, then {:.1} tokens/s); memory: weights {} ({}), KV cache {} ({} x {} positions), arena {} (scratch {CHUNK}-position chunks + logits + sampler + history){extras}; seed {seed}",
         out.new_tokens,
         total.as_secs_f64(),
         out.new_tokens as f64 / total.as_secs_f64(),
@@ -421,9 +424,10 @@ pub fn bench(argv: &[String]) -> Result<(), CliError> {
     )?;
     args.positional(&[])?;
     let kv = kv_type(&args)?;
+    let (panels, int8) = (prefill_panels(&args)?, crate::args::int8_dot(&args)?);
     let source = Source::new(&args)?;
     let mut arena = Vec::new();
-    let model = prepare(&args, source.wrapper()?, &mut arena)?;
+    let model = prepare(source.wrapper()?, panels, int8, &mut arena)?;
     match kv {
         KvType::F32 => run_bench::<f32>(&args, &source, &model),
         KvType::F16 => run_bench::<f16>(&args, &source, &model),
@@ -513,10 +517,9 @@ pub fn bpc(argv: &[String]) -> Result<(), CliError> {
     let args = Args::parse(argv, &["model", "text", "window", "kv", "dot"])?;
     args.positional(&[])?;
     let kv = kv_type(&args)?;
+    let int8 = crate::args::int8_dot(&args)?;
     let source = Source::new(&args)?;
-    let model = source
-        .wrapper()?
-        .with_int8_activations(crate::args::int8_dot(&args)?);
+    let model = source.wrapper()?.with_int8_activations(int8);
     let text = match args.text("text") {
         Some(p) => {
             std::fs::read(p).map_err(|e| CliError::Failed(format!("cannot read {p}: {e}")))?

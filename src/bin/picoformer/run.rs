@@ -16,10 +16,11 @@ fn fail(m: impl Into<String>) -> CliError {
 pub fn main(args: &Args) -> Result<(), CliError> {
     let p = args.positional(&["MODEL", "INPUTS", "OUT"])?;
     let (model_path, inputs_path, out_path) = (&p[0], &p[1], &p[2]);
+    let int8 = crate::args::int8_dot(args)?;
     let file = Aligned::read(model_path)?;
     let model: Model = Model::from_safetensors(file.bytes())
         .map_err(|e| fail(format!("{model_path}: {e}")))?
-        .with_int8_activations(crate::args::int8_dot(args)?);
+        .with_int8_activations(int8);
     let inputs = Aligned::read(inputs_path)?;
     let st = SafeTensors::parse(inputs.bytes()).map_err(|e| fail(format!("{inputs_path}: {e}")))?;
     let cfg = model.config().decoder;

@@ -115,8 +115,9 @@ unsafe impl Isa for Avx2 {
     }
     #[inline(always)]
     unsafe fn scales4(h: [u16; 4], dx: __m256) -> [__m256; 4] {
-        // The four halves as one 64-bit integer (scalar ALU work, off the vector shuffle port),
-        // one conversion, and broadcasts from memory (load ports only).
+        // The four halves as one 64-bit integer (scalar ALU work, off the vector shuffle port)
+        // and one conversion. (LLVM turns the store and broadcast loads below into register
+        // shuffles: per perf, those and the f32 tail per block bound the int8 loop.)
         let bits =
             u64::from(h[0]) | u64::from(h[1]) << 16 | u64::from(h[2]) << 32 | u64::from(h[3]) << 48;
         let d = _mm_mul_ps(
