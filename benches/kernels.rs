@@ -181,6 +181,18 @@ mod imp {
                     kernels::force_isa(None);
                 }
             }
+            // The int8 path over the Q8_0 weights packed once into int8 panels (as at load).
+            let mut arena8 = vec![0u8; kernels::Int8Panels::len(n, k).unwrap()];
+            let p8 = kernels::Int8Panels::pack(&wq, k, &mut arena8).unwrap();
+            let mut int8p = |b: &mut criterion::Bencher<'_, CpuTime>| {
+                b.iter(|| kernels::matmul_int8(black_box(p8), black_box(&x), &mut y))
+            };
+            g.bench_function("picoformer_int8_panels", &mut int8p);
+            if avx512 {
+                kernels::force_isa(Some(Isa::Avx2));
+                g.bench_function("picoformer_int8_panels_avx2", &mut int8p);
+                kernels::force_isa(None);
+            }
             g.bench_function("portable", |b| {
                 b.iter(|| portable::matmul(black_box(&w), k, black_box(&x), &mut y))
             });

@@ -445,6 +445,59 @@ fn int8_matvec_matches_its_definition() {
     check_required_isa();
 }
 
+/// The int8 product over int8 panels (`kernels::matmul_int8`) against the f64 definition on
+/// each position's quantised activations: every row count around the 16-row panels (the last
+/// panel's partial vector), 1–8, 16, 17, 33, 129 and 257 blocks (257: two column chunks), 1–19
+/// positions (every tile size and remainder, several passes of the activations' buffer),
+/// panels packed at every arena offset, unaligned X, NaN-filled Y, the padding rows of the
+/// last panel zero.
+#[test]
+fn int8_panels_match_their_definition() {
+    use_required_isa();
+    let blocks: Vec<usize> = if cfg!(miri) {
+        (1..=2).collect()
+    } else {
+        (1..=8).chain([16, 17, 33, 129, 257]).collect()
+    };
+    for nb in blocks {
+        let row_counts: Vec<usize> = if nb > 33 {
+            vec![1, 17, 35]
+        } else {
+            (1..=35).collect()
+        };
+        for rows in row_counts {
+            let cols = 32 * nb;
+            let w = random_blocks((nb * 131 + rows) as u64, rows * cols / 32);
+            let len = kernels::Int8Panels::len(rows, cols).unwrap();
+            let mut arena = vec![0xA5u8; len + 64];
+            let off = rows % 64;
+            let p = kernels::Int8Panels::pack(&w, cols, &mut arena[off..off + len]).unwrap();
+            let positions: &[usize] = if nb > 33 || rows % 4 != 1 {
+                &[1, 3]
+            } else {
+                &[1, 2, 5, 8, 13, 19]
+            };
+            for &n in positions {
+                let xoff = (rows + n) % 3;
+                let xa = values((nb * 7 + rows + n) as u64, xoff + n * cols);
+                let x = &xa[xoff..];
+                let mut got = vec![f32::NAN; n * rows];
+                kernels::matmul_int8(p, x, &mut got).unwrap();
+                for i in 0..n {
+                    let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; cols / 32];
+                    quantize_q8_0(&x[i * cols..(i + 1) * cols], &mut xq).unwrap();
+                    assert_int8(
+                        &got[i * rows..(i + 1) * rows],
+                        &int8_definition(&w, &xq, rows),
+                        &format!("nb {nb} rows {rows} n {n} position {i}"),
+                    );
+                }
+            }
+        }
+    }
+    check_required_isa();
+}
+
 /// The int8 path over quantised activations is the f32 Q8_0 product to within the activations'
 /// quantisation error; a NaN among the activations makes the outputs NaN.
 #[test]

@@ -46,8 +46,25 @@ def products(kind):
         ratio = lambda a, b: f"{r.get(a, float('nan')) / r.get(b, float('nan')):.2f}"
         print(f"| {g.split('/')[1]} | " + " | ".join(f(c) for c in cols) + " | " + " | ".join(ratio(a, b) for a, b in ratios) + " |")
 
+def int8(kind):
+    """The int8 path beside f32 and Q8_0 with f32 products; `bytes/f32` is the weight bytes per
+    second over f32's (34 bytes per 32 weights against 128)."""
+    groups = sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")])
+    cols = present(groups, ["picoformer", "picoformer_panels", "picoformer_q8_0", "picoformer_int8", "picoformer_int8_avx2",
+                            "picoformer_int8_panels", "picoformer_int8_panels_avx2", "gemm"])
+    if not any(c.startswith("picoformer_int8") for c in cols):
+        return
+    base = "picoformer_panels" if "picoformer_panels" in cols else "picoformer"
+    table("int8: shape M,K,N", *cols, "int8_panels/q8_0", "int8_panels/int8", "int8_panels/gemm", f"int8_panels bytes/{base} bytes")
+    for g in groups:
+        r = {k: rate(*v, "Elements") for k, v in rows[g].items()}
+        get = lambda k: r.get(k, float("nan"))
+        print(f"| {g.split('/')[1]} | " + " | ".join(f"{get(c):.1f}" for c in cols)
+              + f" | {get('picoformer_int8_panels') / get('picoformer_q8_0'):.2f} | {get('picoformer_int8_panels') / get('picoformer_int8'):.2f}"
+              + f" | {get('picoformer_int8_panels') / get('gemm'):.2f} | {get('picoformer_int8_panels') * 34 / 128 / get(base):.2f} |")
+
 print("GFLOP/s (median), single thread\n")
-products("gemv"); print(); products("gemm"); print()
+products("gemv"); print(); int8("gemv"); print(); products("gemm"); print(); int8("gemm"); print()
 # The shared machine slows whole stretches of a run; the fastest of a function's samples shows
 # what it does undisturbed, so these shares of the peak vary far less between runs.
 gemm_groups = sorted(g for g in fastest if g.startswith("gemm/"))

@@ -221,6 +221,41 @@ unsafe impl simd::Int8Dot for Smull {
     }
 }
 
+// SAFETY: as for `Isa`; 16 bytes are read from each weight pointer and 4 from each
+// activation pointer.
+unsafe impl simd::Int8Lanes for Smull {
+    type I = Neon;
+    type W = int8x16_t;
+    type X = int8x16_t;
+    type A = int32x4_t;
+    /// 8 integer and 8 f32 accumulators (16 rows × 2 positions), of 32 registers.
+    const POSITIONS: usize = 2;
+    #[inline(always)]
+    unsafe fn load_w(p: *const i8) -> int8x16_t {
+        vld1q_s8(p)
+    }
+    #[inline(always)]
+    unsafe fn splat_x(p: *const i8) -> int8x16_t {
+        vreinterpretq_s8_s32(vdupq_n_s32(core::ptr::read_unaligned(p as *const i32)))
+    }
+    #[inline(always)]
+    unsafe fn start(_: i32) -> int32x4_t {
+        vdupq_n_s32(0)
+    }
+    #[inline(always)]
+    unsafe fn dot(a: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        // Products of bytes 0..8 and 8..16; `addp` sums adjacent pairs of both (in 16 bits:
+        // at most 2·128·127), `sadalp` adjacent pairs of those into the lanes.
+        let lo = vmull_s8(vget_low_s8(w), vget_low_s8(x));
+        let hi = vmull_high_s8(w, x);
+        vpadalq_s16(a, vpaddq_s16(lo, hi))
+    }
+    #[inline(always)]
+    unsafe fn to_f32(a: int32x4_t) -> float32x4_t {
+        vcvtq_f32_s32(a)
+    }
+}
+
 simd::target_kernels! {
     isa: Neon,
     token: Token,

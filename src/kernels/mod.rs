@@ -18,6 +18,7 @@
 //! VL (with the build's features, or detected with `std`) `vpdpbusd`, else AVX2's
 //! `vpmaddubsw` (AVX-512F alone adds nothing to byte products).
 
+mod int8_panels;
 mod panels;
 pub mod portable;
 mod shape;
@@ -51,6 +52,7 @@ use wasm32 as arch;
 )))]
 use none as arch;
 
+pub use int8_panels::{Int8Panels, INT8_PANEL};
 pub use panels::{Panels, PANEL};
 pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 
@@ -287,6 +289,64 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Erro
         match t {
             Some(t) => arch::matvec_int8(t, w, nb, xq, y, c > 0),
             None => portable::int8_rows(w, nb, xq, y, c > 0),
+        }
+    }
+    Ok(())
+}
+
+/// `Y = X·Wᵀ` on the int8 path for `n` positions over Q8_0 weights packed into int8 panels
+/// ([`Int8Panels`]): `X[n, w.cols()]`, `Y[n, w.rows()]`, row-major; one position is the
+/// matrix-vector product of decoding. The numbers are [`matvec_int8`]'s over the same weights
+/// (each position's activations quantised to Q8_0, each block summed exactly in integers, the
+/// blocks of a row accumulated in order), up to the rounding of `d_w·d_x·sum` (fused where
+/// there is FMA); the panels put 16 rows in the lanes of one vector (AVX-512 VNNI), so a block
+/// is scaled once for 16 rows and each weight load serves several positions. Activations are
+/// quantised into the same stack buffer as [`matvec_int8`]'s (at most 4,352 bytes, plus 512 of
+/// sums), several positions at a time.
+///
+/// # Errors
+/// [`Error::KernelShape`] if `x` is not whole rows of `w.cols()` values or `y` is not
+/// `n · w.rows()` long.
+pub fn matmul_int8(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    const K: &str = "matmul_int8";
+    let (rows, cols) = (w.rows(), w.cols());
+    let n = shape::rows(K, "x", x.len(), cols)?;
+    shape::len(K, "y", n.checked_mul(rows), y.len())?;
+    let nb = cols / Q8_0_BLOCK;
+    if n == 0 || rows == 0 || nb == 0 {
+        return Ok(());
+    }
+    let t = token();
+    if t.is_none() {
+        portable_ran();
+    }
+    // Each pass quantises up to INT8_CHUNK blocks: `per` positions of a column chunk.
+    let cb = nb.min(INT8_CHUNK);
+    let per = INT8_CHUNK / cb;
+    let mut buf = [[0u8; 34]; INT8_CHUNK];
+    let mut sums = [0i32; INT8_CHUNK];
+    for b0 in (0..nb).step_by(cb) {
+        let nbc = cb.min(nb - b0);
+        let mut i = 0;
+        while i < n {
+            let m = per.min(n - i);
+            let (xq, xs) = (&mut buf[..m * nbc], &mut sums[..m * nbc]);
+            for (p, xp) in xq.chunks_exact_mut(nbc).enumerate() {
+                let at = (i + p) * cols + b0 * Q8_0_BLOCK;
+                quantize_q8_0(&x[at..at + nbc * Q8_0_BLOCK], xp)?;
+            }
+            for (s, b) in xs.iter_mut().zip(xq.iter()) {
+                *s = crate::tensor::q8_0_quants(b)
+                    .iter()
+                    .map(|q| i32::from(*q))
+                    .sum();
+            }
+            let ys = &mut y[i * rows..(i + m) * rows];
+            match t {
+                Some(t) => arch::matmul_int8_panels(t, w, b0, xq, xs, ys, b0 > 0),
+                None => int8_panels::product(w, b0, xq, ys, b0 > 0),
+            }
+            i += m;
         }
     }
     Ok(())
@@ -615,6 +675,17 @@ mod none {
         _: &[BlockQ8_0],
         _: usize,
         _: &[BlockQ8_0],
+        _: &mut [f32],
+        _: bool,
+    ) {
+        match t {}
+    }
+    pub(crate) fn matmul_int8_panels(
+        t: Token,
+        _: super::Int8Panels<'_>,
+        _: usize,
+        _: &[BlockQ8_0],
+        _: &[i32],
         _: &mut [f32],
         _: bool,
     ) {

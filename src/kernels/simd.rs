@@ -14,7 +14,10 @@
 use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Element, Q8_0_BLOCK};
 
 mod broadcast;
+pub(crate) mod int8_panels;
 pub(crate) mod panels;
+
+pub(crate) use int8_panels::Int8Lanes;
 
 /// A vector instruction set: `LANES` f32 lanes and the operations the kernels need.
 ///
@@ -974,6 +977,11 @@ macro_rules! target_kernels {
             )
         }
 
+        $(#[$iattr])+
+        unsafe fn gemm_int8_panels_target(o: $crate::kernels::simd::int8_panels::Operands) {
+            $crate::kernels::simd::int8_panels::gemm::<$dot>(o)
+        }
+
         $(#[$attr])+
         unsafe fn gemv_target<E: $crate::kernels::simd::LoadW<$isa>>(
             w: &[E],
@@ -1137,6 +1145,48 @@ macro_rules! target_kernels {
             // SAFETY: the token proves the int8 wrapper's features; w holds
             // (rows − 1)·stride + nb blocks, x nb, y rows, as gemv_int8 reads and writes.
             unsafe { gemv_int8_target(w, stride, x, y, add) }
+        }
+
+        /// `Y (+)= X·Wᵀ` over int8 panels for blocks `b0..b0 + nbc` of each row: X is `n`
+        /// positions of `nbc` Q8_0 blocks (quants in −127..=127) with `xsum` the sums of
+        /// their quants, Y `[n, w.rows()]` (`add`: add to it).
+        pub(crate) fn matmul_int8_panels(
+            _: $itoken,
+            w: $crate::kernels::Int8Panels<'_>,
+            b0: usize,
+            x: &[$crate::tensor::BlockQ8_0],
+            xsum: &[i32],
+            y: &mut [f32],
+            add: bool,
+        ) {
+            let rows = w.rows();
+            let nb = w.cols() / $crate::tensor::Q8_0_BLOCK;
+            assert!(rows > 0 && !y.is_empty() && y.len() % rows == 0);
+            let n = y.len() / rows;
+            assert!(x.len() % n == 0 && xsum.len() == x.len());
+            let nbc = x.len() / n;
+            assert!(nbc > 0 && b0 + nbc <= nb);
+            let groups = rows.div_ceil($crate::kernels::INT8_PANEL) * nb;
+            assert!(w.quants().len() >= groups * $crate::tensor::Q8_0_BLOCK * $crate::kernels::INT8_PANEL);
+            assert!(w.scales().len() >= groups * $crate::kernels::INT8_PANEL * 2);
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            let o = $crate::kernels::simd::int8_panels::Operands {
+                q: w.quants().as_ptr().cast(),
+                s: w.scales().as_ptr().cast(),
+                nb,
+                b0,
+                nbc,
+                x: x.as_ptr(),
+                xsum: xsum.as_ptr(),
+                n,
+                y: y.as_mut_ptr(),
+                rows,
+                add,
+            };
+            // SAFETY: the token proves the int8 wrapper's features; the asserts give the
+            // ranges the body reads (the panels' groups and scales, n·nbc blocks and sums) and
+            // writes (y: n·rows).
+            unsafe { gemm_int8_panels_target(o) }
         }
 
         /// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.

@@ -251,6 +251,45 @@ unsafe impl simd::Int8Dot for Extmul {
     }
 }
 
+// SAFETY: as for `Isa`; 16 bytes are read from each weight pointer and 4 from each
+// activation pointer.
+unsafe impl simd::Int8Lanes for Extmul {
+    type I = Simd128;
+    type W = v128;
+    type X = v128;
+    type A = v128;
+    /// 8 integer and 8 f32 accumulators (16 rows × 2 positions).
+    const POSITIONS: usize = 2;
+    #[inline(always)]
+    unsafe fn load_w(p: *const i8) -> v128 {
+        v128_load(p as *const v128)
+    }
+    #[inline(always)]
+    unsafe fn splat_x(p: *const i8) -> v128 {
+        i32x4_splat(core::ptr::read_unaligned(p as *const i32))
+    }
+    #[inline(always)]
+    unsafe fn start(_: i32) -> v128 {
+        i32x4_splat(0)
+    }
+    #[inline(always)]
+    unsafe fn dot(a: v128, w: v128, x: v128) -> v128 {
+        // Products of bytes 0..8 and 8..16; adjacent pairs summed in 16 bits (at most
+        // 2·128·127), then adjacent pairs of those into the lanes.
+        let lo = i16x8_extmul_low_i8x16(w, x);
+        let hi = i16x8_extmul_high_i8x16(w, x);
+        let pairs = i16x8_add(
+            i16x8_shuffle::<0, 2, 4, 6, 8, 10, 12, 14>(lo, hi),
+            i16x8_shuffle::<1, 3, 5, 7, 9, 11, 13, 15>(lo, hi),
+        );
+        i32x4_add(a, i32x4_extadd_pairwise_i16x8(pairs))
+    }
+    #[inline(always)]
+    unsafe fn to_f32(a: v128) -> v128 {
+        f32x4_convert_i32x4(a)
+    }
+}
+
 simd::target_kernels! {
     isa: Simd128,
     token: Token,

@@ -171,6 +171,26 @@ pub(crate) fn matvec_int8(
     }
 }
 
+/// The product over int8 panels, on the same choice of set as [`matvec_int8`].
+pub(crate) fn matmul_int8_panels(
+    t: Token,
+    w: super::Int8Panels<'_>,
+    b0: usize,
+    x: &[BlockQ8_0],
+    xsum: &[i32],
+    y: &mut [f32],
+    add: bool,
+) {
+    match t {
+        Token::Avx512(_) if vnni() => {
+            avx512::matmul_int8_panels(VnniToken(()), w, b0, x, xsum, y, add)
+        }
+        Token::Avx512(_) | Token::Avx2(_) => {
+            avx2::matmul_int8_panels(Avx2Token(()), w, b0, x, xsum, y, add)
+        }
+    }
+}
+
 pub(crate) fn matmul<E: X86W>(t: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
     match t {
         Token::Avx512(t) => avx512::matmul(t, w, cols, x, y),

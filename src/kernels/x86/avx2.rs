@@ -199,6 +199,40 @@ unsafe impl simd::Int8Dot for Maddubs {
     }
 }
 
+// SAFETY: as for `Isa` (AVX2 only); 32 bytes are read from each weight pointer and 4 from
+// each activation pointer.
+unsafe impl simd::Int8Lanes for Maddubs {
+    type I = Avx2;
+    /// |w| and w (whose sign goes onto x: |w|·sign(w)·x cannot saturate, −128 included).
+    type W = (__m256i, __m256i);
+    type X = __m256i;
+    type A = __m256i;
+    /// 4 integer and 4 f32 accumulators, 4 weight vectors and x, of 16 registers.
+    const POSITIONS: usize = 2;
+    #[inline(always)]
+    unsafe fn load_w(p: *const i8) -> (__m256i, __m256i) {
+        let w = _mm256_loadu_si256(p as *const __m256i);
+        (_mm256_abs_epi8(w), w)
+    }
+    #[inline(always)]
+    unsafe fn splat_x(p: *const i8) -> __m256i {
+        _mm256_set1_epi32(core::ptr::read_unaligned(p as *const i32))
+    }
+    #[inline(always)]
+    unsafe fn start(_: i32) -> __m256i {
+        _mm256_setzero_si256()
+    }
+    #[inline(always)]
+    unsafe fn dot(a: __m256i, (abs, w): (__m256i, __m256i), x: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x, w));
+        _mm256_add_epi32(a, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+    #[inline(always)]
+    unsafe fn to_f32(a: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(a)
+    }
+}
+
 /// 32 activation quants with −128 read as −127 (both x86 int8 dot products).
 #[inline(always)]
 pub(super) unsafe fn load_int8(q: *const i8) -> __m256i {

@@ -198,6 +198,42 @@ unsafe impl simd::Int8Dot for Vnni {
     }
 }
 
+// SAFETY: as for `Int8Dot`; 64 bytes are read from each weight pointer and 4 from each
+// activation pointer.
+unsafe impl simd::Int8Lanes for Vnni {
+    type I = Avx512;
+    /// The quants made unsigned (w + 128, top bit flipped).
+    type W = __m512i;
+    type X = __m512i;
+    type A = __m512i;
+    /// 8 integer and 8 f32 accumulators, of 32 registers.
+    const POSITIONS: usize = 8;
+    #[inline(always)]
+    unsafe fn load_w(p: *const i8) -> __m512i {
+        _mm512_xor_si512(
+            _mm512_loadu_si512(p as *const __m512i),
+            _mm512_set1_epi8(-128),
+        )
+    }
+    #[inline(always)]
+    unsafe fn splat_x(p: *const i8) -> __m512i {
+        _mm512_set1_epi32(core::ptr::read_unaligned(p as *const i32))
+    }
+    #[inline(always)]
+    unsafe fn start(sum: i32) -> __m512i {
+        // Σ (w + 128)·x = Σ w·x + 128·Σ x.
+        _mm512_set1_epi32(-128 * sum)
+    }
+    #[inline(always)]
+    unsafe fn dot(a: __m512i, w: __m512i, x: __m512i) -> __m512i {
+        _mm512_dpbusd_epi32(a, w, x)
+    }
+    #[inline(always)]
+    unsafe fn to_f32(a: __m512i) -> __m512 {
+        _mm512_cvtepi32_ps(a)
+    }
+}
+
 simd::target_kernels! {
     isa: Avx512,
     token: Avx512Token,

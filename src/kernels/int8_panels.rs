@@ -1,0 +1,161 @@
+//! Q8_0 weights packed once for the int8 path ([`Int8Panels`]): 16 rows interleaved, so that
+//! each lane of an integer vector sums one row.
+//!
+//! Over Q8_0 blocks in their row layout, the int8 product ([`super::matvec_int8`]) ends every
+//! block of every row in f32: a vector of partial sums is converted, scaled by that row's own
+//! f16 scale (converted and broadcast) and accumulated, about three cycles per block and row on
+//! the CPU of the README, so from L1/L2 it moves a third of f32's weight bytes per second.
+//! Packed into panels of [`INT8_PANEL`] rows, one block of a panel is eight steps of four
+//! columns; step `k` holds, for each row `q` of the panel, its quants `4k..4k+4` of the block:
+//!
+//! `quants[((j·nb + b)·8 + k)·64 + 4q + i] = W[16j + q][32b + 4k + i]` (i8), and
+//! `scales[(j·nb + b)·16 + q] = d(W[16j + q], block b)` (f16, little-endian),
+//!
+//! for panel `j`, block `b` of `nb` per row. A 64-byte load of one step times the activations'
+//! four quants broadcast to every lane gives, per 32-bit lane, one row's four products summed
+//! (`vpdpbusd` does it in one instruction): after the eight steps each lane holds a whole block
+//! of its row, and the block is scaled once for all 16 rows by a vector of their scales. The
+//! same load serves every position of a prefill chunk.
+//!
+//! The copy takes exactly as many bytes as the Q8_0 weights (34 per 32 values) plus 63 bytes of
+//! alignment slack, in an arena the caller provides ([`Int8Panels::len`], a `const fn`); rows
+//! past the last one in the last panel are zero. With it, the weights in their own layout are
+//! no longer read by the int8 path: a model can be packed once at load.
+
+use super::shape;
+use crate::error::Error;
+use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
+
+/// Weight rows per int8 panel: one 512-bit vector of 32-bit lanes (two of 256, four of 128).
+pub const INT8_PANEL: usize = 16;
+
+/// Bytes of quants per panel and block: 8 steps of 4 columns × 16 rows.
+pub(crate) const GROUP_BYTES: usize = INT8_PANEL * Q8_0_BLOCK;
+
+/// Bytes of scales per panel and block: 16 f16.
+const SCALE_BYTES: usize = INT8_PANEL * 2;
+
+/// Bytes of slack, so that the quants can start on a 64-byte cache line wherever the arena does.
+const ALIGN_SLACK: usize = 63;
+
+/// Q8_0 `W[rows, cols]` packed into int8 panels of [`INT8_PANEL`] rows (see the module
+/// documentation), borrowed from the arena it was packed into.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Panels<'a> {
+    /// `panels · nb` groups of [`GROUP_BYTES`] quants (i8 as bytes), from a cache line.
+    quants: &'a [u8],
+    /// `panels · nb · 16` f16 scales, little-endian.
+    scales: &'a [u8],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> Int8Panels<'a> {
+    /// The bytes an arena needs for Q8_0 `W[rows, cols]`: 34 per 32 weights with the rows
+    /// rounded up to a multiple of [`INT8_PANEL`], and 63 of slack for their alignment. `None`
+    /// if that overflows.
+    pub const fn len(rows: usize, cols: usize) -> Option<usize> {
+        let groups = match rows.div_ceil(INT8_PANEL).checked_mul(cols / Q8_0_BLOCK) {
+            Some(g) => g,
+            None => return None,
+        };
+        match groups.checked_mul(GROUP_BYTES + SCALE_BYTES) {
+            Some(b) => b.checked_add(ALIGN_SLACK),
+            None => None,
+        }
+    }
+
+    /// Packs the Q8_0 blocks `w` (`[rows, cols]`, rows = `32·w.len() / cols`) into `arena`,
+    /// which must be exactly [`Int8Panels::len`] long.
+    ///
+    /// # Errors
+    /// [`Error::KernelShape`] (kernel `"pack_int8"`) if `cols` is 0 or not a multiple of 32, `w`
+    /// is not whole rows, or `arena` has another length. Nothing is written then.
+    pub fn pack(w: &[BlockQ8_0], cols: usize, arena: &'a mut [u8]) -> Result<Self, Error> {
+        const K: &str = "pack_int8";
+        shape::q8_cols(K, cols)?;
+        let nb = cols / Q8_0_BLOCK;
+        let rows = shape::rows(K, "w", w.len(), nb)?;
+        shape::len(K, "arena", Self::len(rows, cols), arena.len())?;
+        let skip = match arena.as_ptr().align_offset(64) {
+            s if s <= ALIGN_SLACK => s,
+            _ => 0,
+        };
+        let groups = rows.div_ceil(INT8_PANEL) * nb;
+        arena.fill(0);
+        let (quants, scales) = arena[skip..].split_at_mut(groups * GROUP_BYTES);
+        let scales = &mut scales[..groups * SCALE_BYTES];
+        // Rows of the last panel past `rows` keep quants and scales 0.
+        for (r, row) in w.chunks_exact(nb).enumerate() {
+            let (j, q) = (r / INT8_PANEL, r % INT8_PANEL);
+            for (b, block) in row.iter().enumerate() {
+                let g = j * nb + b;
+                let group = &mut quants[g * GROUP_BYTES..][..GROUP_BYTES];
+                for (k, four) in q8_0_quants(block).chunks_exact(4).enumerate() {
+                    for (i, v) in four.iter().enumerate() {
+                        group[k * 4 * INT8_PANEL + 4 * q + i] = v.to_le_bytes()[0];
+                    }
+                }
+                let at = (g * INT8_PANEL + q) * 2;
+                scales[at..at + 2].copy_from_slice(&q8_0_scale(block).to_bits().to_le_bytes());
+            }
+        }
+        Ok(Int8Panels {
+            quants,
+            scales,
+            rows,
+            cols,
+        })
+    }
+
+    /// Rows of W (columns of Y).
+    pub const fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of W (values per position of X).
+    pub const fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The quants: `rows.div_ceil(16) · cols/32` groups of 512 (i8 as bytes).
+    pub const fn quants(&self) -> &'a [u8] {
+        self.quants
+    }
+
+    /// The scales: `rows.div_ceil(16) · cols/32 · 16` f16, little-endian.
+    pub const fn scales(&self) -> &'a [u8] {
+        self.scales
+    }
+}
+
+/// The int8 product over panels, portably, for blocks `b0..b0 + nbc` of each row:
+/// `y[p·rows + r] (+)= Σ_b d_w·d_x · Σ_i w·x` for the `n = y.len() / rows` positions whose
+/// quantised activations are `x[p·nbc..(p + 1)·nbc]` (`add`: add to y). Each row's blocks are
+/// summed in order, as [`super::portable::matvec_int8`] does. Shapes are checked by the caller.
+pub(crate) fn product(w: Int8Panels<'_>, b0: usize, x: &[BlockQ8_0], y: &mut [f32], add: bool) {
+    let (rows, nb) = (w.rows, w.cols / Q8_0_BLOCK);
+    let nbc = x.len() / (y.len() / rows);
+    for (xp, yp) in x.chunks_exact(nbc).zip(y.chunks_exact_mut(rows)) {
+        for (r, yr) in yp.iter_mut().enumerate() {
+            let (j, q) = (r / INT8_PANEL, r % INT8_PANEL);
+            let mut s = 0.0f32;
+            for (b, xb) in xp.iter().enumerate() {
+                let g = j * nb + b0 + b;
+                let group = &w.quants[g * GROUP_BYTES..][..GROUP_BYTES];
+                let xq = q8_0_quants(xb);
+                let mut dot = 0i32;
+                for (k, x4) in xq.chunks_exact(4).enumerate() {
+                    for (i, xv) in x4.iter().enumerate() {
+                        let wv = group[k * 4 * INT8_PANEL + 4 * q + i] as i8;
+                        dot += i32::from(wv) * i32::from(*xv);
+                    }
+                }
+                let at = (g * INT8_PANEL + q) * 2;
+                let dw = half::f16::from_bits(u16::from_le_bytes([w.scales[at], w.scales[at + 1]]));
+                s += dw.to_f32() * q8_0_scale(xb).to_f32() * dot as f32;
+            }
+            *yr = if add { *yr + s } else { s };
+        }
+    }
+}
