@@ -129,7 +129,8 @@ pub fn q8_0_block(d: f16, qs: &[i8; 32]) -> BlockQ8_0 {
 /// (stored as f16) and `q = round(x / d)`, so the largest magnitude maps to ±127.
 /// The error of a value is at most about `d / 2` plus the f16 rounding of `d` (≈ 0.4% of the
 /// block's largest magnitude). A block holding a NaN or an infinity gets the scale NaN and
-/// quants 0, so that products with it are NaN, as they would be in f32.
+/// quants 0, so that products with it are NaN, as they would be in f32; a block whose largest
+/// magnitude is below 127·2⁻¹²⁸ (its f16 scale is 0) gets quants 0.
 ///
 /// # Errors
 /// [`Error::BufferLength`] (buffer [`Buffer::Output`]) unless `src.len() == 32 · dst.len()`;
@@ -143,19 +144,42 @@ pub fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), Error> {
         });
     }
     for (x, b) in src.chunks_exact(Q8_0_BLOCK).zip(dst.iter_mut()) {
-        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let finite = x.iter().all(|v| v.is_finite());
-        let d = if finite { amax / 127.0 } else { f32::NAN };
-        let id = if finite && d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut qs = [0i8; 32];
-        for (q, v) in qs.iter_mut().zip(x) {
-            // Round half away from zero (C's roundf); |v·id| <= 127 so the cast cannot saturate.
-            let t = v * id;
-            *q = (if t >= 0.0 { t + 0.5 } else { t - 0.5 }) as i8;
-        }
-        *b = q8_0_block(f16::from_f32(d), &qs);
+        *b = quantize_block(x).0;
     }
     Ok(())
+}
+
+/// One block of [`quantize_q8_0`] (`x`: 32 values) and the sum of its quants. Written without
+/// branches, and inlined, so that the compiler vectorises it where the caller enables vector
+/// features (the int8 path quantises its activations with it on every product).
+#[inline(always)]
+pub(crate) fn quantize_block(x: &[f32]) -> (BlockQ8_0, i32) {
+    // The largest |x| as bits: for finite values their order is the values' order, and any
+    // infinity or NaN is at least 0x7f80_0000.
+    let amax_bits = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+    if amax_bits >= 0x7f80_0000 {
+        return (q8_0_block(f16::from_f32(f32::NAN), &[0; 32]), 0);
+    }
+    let d = f32::from_bits(amax_bits) / 127.0;
+    // Quants 0 where 1/d overflows (d = 0, or max|x| below 127·2⁻¹²⁸, whose f16 scale is 0 so
+    // that the block is 0 whatever the quants): x·(1/d) would be ±∞ or NaN.
+    let id = match 1.0 / d {
+        inv if inv.is_finite() => inv,
+        _ => 0.0,
+    };
+    let mut qs = [0i8; 32];
+    for (q, v) in qs.iter_mut().zip(x) {
+        // Round half away from zero (C's roundf): trunc(|t| + 0.5) with the sign of t. The
+        // truncation reads the bits of y = |t| + 0.5, in 0.5..128 (|t| <= 127): its mantissa
+        // with the implicit bit, shifted right by 150 − the biased exponent (17..=24), as
+        // integers (a float-to-int cast would not vectorise: it must saturate).
+        let t = v * id;
+        let y = (t.abs() + 0.5).to_bits();
+        let mag = ((y & 0x7f_ffff) | 0x80_0000).wrapping_shr(150 - (y >> 23)) as i32;
+        *q = (if t < 0.0 { -mag } else { mag }) as i8;
+    }
+    let sum = qs.iter().map(|q| i32::from(*q)).sum();
+    (q8_0_block(f16::from_f32(d), &qs), sum)
 }
 
 /// Expands Q8_0 blocks into `dst` (`32 · src.len()` values), each `d · q` in f32.

@@ -445,6 +445,72 @@ fn int8_matvec_matches_its_definition() {
     check_required_isa();
 }
 
+/// `quantize_q8_0` (written to vectorise: the bits of the largest |x|, truncation through the
+/// mantissa) against its definition with the standard library's rounding: d = max|x|/127 and
+/// q = round(x/d) half away from zero, on random blocks, exact ties (±(k + 0.5) steps), zeros,
+/// −0, subnormals (whose 1/d overflows: quants 0), huge values, and blocks with an infinity or a NaN (scale NaN, quants 0).
+#[test]
+fn quantize_q8_0_matches_its_definition() {
+    let definition = |x: &[f32]| -> BlockQ8_0 {
+        if x.iter().any(|v| !v.is_finite()) {
+            return picoformer::q8_0_block(f16::from_f32(f32::NAN), &[0; 32]);
+        }
+        let d = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+        // Below 127·2⁻¹²⁸ (f16 scale 0), 1/d overflows: quants 0.
+        let id = if (1.0 / d).is_finite() { 1.0 / d } else { 0.0 };
+        let q: [i8; 32] = core::array::from_fn(|i| (x[i] * id).round() as i8);
+        picoformer::q8_0_block(f16::from_f32(d), &q)
+    };
+    let mut blocks: Vec<Vec<f32>> = (0..200u64)
+        .map(|s| {
+            let scale = 10f32.powi((s % 13) as i32 - 6);
+            values(s + 500, 32).iter().map(|v| v * scale).collect()
+        })
+        .collect();
+    // Exact ties: with max|x| = 127 the step is 1, so x = ±(k + 0.5) lands on k + 0.5.
+    blocks.push(
+        (0..32)
+            .map(|i| {
+                if i == 0 {
+                    127.0
+                } else {
+                    (i as f32 - 16.0) + 0.5
+                }
+            })
+            .collect(),
+    );
+    blocks.push(
+        (0..32)
+            .map(|i| if i == 0 { -127.0 } else { -(i as f32) - 0.5 })
+            .collect(),
+    );
+    blocks.push(vec![0.0; 32]);
+    // A subnormal d whose inverse is finite.
+    blocks.push((0..32).map(|i| 1e-36 * (i as f32 - 16.0)).collect());
+    blocks.push(
+        (0..32)
+            .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
+            .collect(),
+    );
+    blocks.push(
+        (0..32)
+            .map(|i| f32::from_bits(1 + i as u32 * 1000) * if i % 3 == 0 { -1.0 } else { 1.0 })
+            .collect(),
+    );
+    blocks.push((0..32).map(|i| f32::MAX / (1.0 + i as f32)).collect());
+    for special in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+        let mut b: Vec<f32> = values(9, 32);
+        b[7] = special;
+        blocks.push(b);
+    }
+    let src: Vec<f32> = blocks.concat();
+    let mut got: Vec<BlockQ8_0> = vec![[0; 34]; blocks.len()];
+    quantize_q8_0(&src, &mut got).unwrap();
+    for (i, (b, g)) in blocks.iter().zip(&got).enumerate() {
+        assert_eq!(*g, definition(b), "block {i}: {b:?}");
+    }
+}
+
 /// The int8 product over int8 panels (`kernels::matmul_int8`) against the f64 definition on
 /// each position's quantised activations: every row count around the 16-row panels (the last
 /// panel's partial vector), 1–8, 16, 17, 33, 129 and 257 blocks (257: two column chunks), 1–19

@@ -232,7 +232,8 @@ unsafe impl simd::Int8Lanes for Smull {
     const POSITIONS: usize = 2;
     #[inline(always)]
     unsafe fn load_w(p: *const i8) -> int8x16_t {
-        vld1q_s8(p)
+        // Stored + 128: the top bit flipped back.
+        veorq_s8(vld1q_s8(p), vdupq_n_s8(-128))
     }
     #[inline(always)]
     unsafe fn splat_x(p: *const i8) -> int8x16_t {

@@ -8,10 +8,12 @@
 //! Packed into panels of [`INT8_PANEL`] rows, one block of a panel is eight steps of four
 //! columns; step `k` holds, for each row `q` of the panel, its quants `4k..4k+4` of the block:
 //!
-//! `quants[((j·nb + b)·8 + k)·64 + 4q + i] = W[16j + q][32b + 4k + i]` (i8), and
+//! `quants[((j·nb + b)·8 + k)·64 + 4q + i] = W[16j + q][32b + 4k + i] + 128` (u8), and
 //! `scales[(j·nb + b)·16 + q] = d(W[16j + q], block b)` (f16, little-endian),
 //!
-//! for panel `j`, block `b` of `nb` per row. A 64-byte load of one step times the activations'
+//! for panel `j`, block `b` of `nb` per row. The quants are stored biased, as unsigned bytes
+//! (the top bit flipped), because that is what `vpdpbusd` multiplies: the sets that multiply
+//! signed bytes flip it back when they load, one instruction per vector. A 64-byte load of one step times the activations'
 //! four quants broadcast to every lane gives, per 32-bit lane, one row's four products summed
 //! (`vpdpbusd` does it in one instruction): after the eight steps each lane holds a whole block
 //! of its row, and the block is scaled once for all 16 rows by a vector of their scales. The
@@ -42,7 +44,7 @@ const ALIGN_SLACK: usize = 63;
 /// documentation), borrowed from the arena it was packed into.
 #[derive(Clone, Copy, Debug)]
 pub struct Int8Panels<'a> {
-    /// `panels · nb` groups of [`GROUP_BYTES`] quants (i8 as bytes), from a cache line.
+    /// `panels · nb` groups of [`GROUP_BYTES`] quants (+128, as u8), from a cache line.
     quants: &'a [u8],
     /// `panels · nb · 16` f16 scales, little-endian.
     scales: &'a [u8],
@@ -85,7 +87,7 @@ impl<'a> Int8Panels<'a> {
         arena.fill(0);
         let (quants, scales) = arena[skip..].split_at_mut(groups * GROUP_BYTES);
         let scales = &mut scales[..groups * SCALE_BYTES];
-        // Rows of the last panel past `rows` keep quants and scales 0.
+        // Rows of the last panel past `rows` keep scales 0 (and quants −128: they are never stored).
         for (r, row) in w.chunks_exact(nb).enumerate() {
             let (j, q) = (r / INT8_PANEL, r % INT8_PANEL);
             for (b, block) in row.iter().enumerate() {
@@ -93,7 +95,7 @@ impl<'a> Int8Panels<'a> {
                 let group = &mut quants[g * GROUP_BYTES..][..GROUP_BYTES];
                 for (k, four) in q8_0_quants(block).chunks_exact(4).enumerate() {
                     for (i, v) in four.iter().enumerate() {
-                        group[k * 4 * INT8_PANEL + 4 * q + i] = v.to_le_bytes()[0];
+                        group[k * 4 * INT8_PANEL + 4 * q + i] = v.to_le_bytes()[0] ^ 0x80;
                     }
                 }
                 let at = (g * INT8_PANEL + q) * 2;
@@ -118,7 +120,7 @@ impl<'a> Int8Panels<'a> {
         self.cols
     }
 
-    /// The quants: `rows.div_ceil(16) · cols/32` groups of 512 (i8 as bytes).
+    /// The quants: `rows.div_ceil(16) · cols/32` groups of 512 (each + 128, as u8).
     pub const fn quants(&self) -> &'a [u8] {
         self.quants
     }
@@ -147,7 +149,7 @@ pub(crate) fn product(w: Int8Panels<'_>, b0: usize, x: &[BlockQ8_0], y: &mut [f3
                 let mut dot = 0i32;
                 for (k, x4) in xq.chunks_exact(4).enumerate() {
                     for (i, xv) in x4.iter().enumerate() {
-                        let wv = group[k * 4 * INT8_PANEL + 4 * q + i] as i8;
+                        let wv = (group[k * 4 * INT8_PANEL + 4 * q + i] ^ 0x80) as i8;
                         dot += i32::from(wv) * i32::from(*xv);
                     }
                 }

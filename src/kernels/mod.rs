@@ -59,9 +59,7 @@ pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::error::Error;
-use crate::tensor::{
-    dequantize_block, dequantize_q8_0, quantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK,
-};
+use crate::tensor::{dequantize_block, dequantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK};
 
 /// The instruction sets a kernel can run on.
 #[doc(hidden)]
@@ -281,9 +279,10 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Erro
         portable_ran();
     }
     let mut buf = [[0u8; 34]; INT8_CHUNK];
+    let mut sums = [0i32; INT8_CHUNK];
     for (c, xs) in x.chunks(INT8_CHUNK * Q8_0_BLOCK).enumerate() {
         let xq = &mut buf[..xs.len() / Q8_0_BLOCK];
-        quantize_q8_0(xs, xq)?;
+        quantize(t, xs, xq, &mut sums);
         // Row r's chunk c starts at block r·nb + c·INT8_CHUNK.
         let w = &w[c * INT8_CHUNK..];
         match t {
@@ -292,6 +291,20 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Erro
         }
     }
     Ok(())
+}
+
+/// [`crate::tensor::quantize_q8_0`] of `x` (whole blocks) into `out`, and the sums of each block's quants, in
+/// the SIMD set's features where there is one (the same code, which the compiler vectorises).
+fn quantize(t: Option<arch::Token>, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
+    match t {
+        Some(t) => arch::quantize(t, x, out, sums),
+        None => {
+            let blocks = x.chunks_exact(Q8_0_BLOCK).zip(out.iter_mut());
+            for ((xb, o), s) in blocks.zip(sums.iter_mut()) {
+                (*o, *s) = crate::tensor::quantize_block(xb);
+            }
+        }
+    }
 }
 
 /// `Y = X·Wᵀ` on the int8 path for `n` positions over Q8_0 weights packed into int8 panels
@@ -331,15 +344,13 @@ pub fn matmul_int8(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Er
         while i < n {
             let m = per.min(n - i);
             let (xq, xs) = (&mut buf[..m * nbc], &mut sums[..m * nbc]);
-            for (p, xp) in xq.chunks_exact_mut(nbc).enumerate() {
+            for (p, (xp, sp)) in xq
+                .chunks_exact_mut(nbc)
+                .zip(xs.chunks_exact_mut(nbc))
+                .enumerate()
+            {
                 let at = (i + p) * cols + b0 * Q8_0_BLOCK;
-                quantize_q8_0(&x[at..at + nbc * Q8_0_BLOCK], xp)?;
-            }
-            for (s, b) in xs.iter_mut().zip(xq.iter()) {
-                *s = crate::tensor::q8_0_quants(b)
-                    .iter()
-                    .map(|q| i32::from(*q))
-                    .sum();
+                quantize(t, &x[at..at + nbc * Q8_0_BLOCK], xp, sp);
             }
             let ys = &mut y[i * rows..(i + m) * rows];
             match t {
@@ -678,6 +689,9 @@ mod none {
         _: &mut [f32],
         _: bool,
     ) {
+        match t {}
+    }
+    pub(crate) fn quantize(t: Token, _: &[f32], _: &mut [BlockQ8_0], _: &mut [i32]) {
         match t {}
     }
     pub(crate) fn matmul_int8_panels(

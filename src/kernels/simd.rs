@@ -978,6 +978,18 @@ macro_rules! target_kernels {
         }
 
         $(#[$iattr])+
+        unsafe fn quantize_target(
+            x: &[f32],
+            out: &mut [$crate::tensor::BlockQ8_0],
+            sums: &mut [i32],
+        ) {
+            let blocks = x.chunks_exact($crate::tensor::Q8_0_BLOCK).zip(out.iter_mut());
+            for ((xb, o), s) in blocks.zip(sums.iter_mut()) {
+                (*o, *s) = $crate::tensor::quantize_block(xb);
+            }
+        }
+
+        $(#[$iattr])+
         unsafe fn gemm_int8_panels_target(o: $crate::kernels::simd::int8_panels::Operands) {
             $crate::kernels::simd::int8_panels::gemm::<$dot>(o)
         }
@@ -1145,6 +1157,14 @@ macro_rules! target_kernels {
             // SAFETY: the token proves the int8 wrapper's features; w holds
             // (rows − 1)·stride + nb blocks, x nb, y rows, as gemv_int8 reads and writes.
             unsafe { gemv_int8_target(w, stride, x, y, add) }
+        }
+
+        /// `tensor::quantize_q8_0` of `x` into `out`, and the sums of each block's quants, with
+        /// the int8 wrapper's features (the same code, vectorised by the compiler).
+        pub(crate) fn quantize(_: $itoken, x: &[f32], out: &mut [$crate::tensor::BlockQ8_0], sums: &mut [i32]) {
+            // SAFETY: the token proves the int8 wrapper's features; the body reads and writes
+            // only through the slices.
+            unsafe { quantize_target(x, out, sums) }
         }
 
         /// `Y (+)= X·Wᵀ` over int8 panels for blocks `b0..b0 + nbc` of each row: X is `n`

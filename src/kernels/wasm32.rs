@@ -262,7 +262,8 @@ unsafe impl simd::Int8Lanes for Extmul {
     const POSITIONS: usize = 2;
     #[inline(always)]
     unsafe fn load_w(p: *const i8) -> v128 {
-        v128_load(p as *const v128)
+        // Stored + 128: the top bit flipped back.
+        v128_xor(v128_load(p as *const v128), i8x16_splat(-128))
     }
     #[inline(always)]
     unsafe fn splat_x(p: *const i8) -> v128 {

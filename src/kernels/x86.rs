@@ -171,6 +171,15 @@ pub(crate) fn matvec_int8(
     }
 }
 
+/// The int8 path's quantisation of the activations, with the features of [`matvec_int8`]'s
+/// choice.
+pub(crate) fn quantize(t: Token, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
+    match t {
+        Token::Avx512(_) if vnni() => avx512::quantize(VnniToken(()), x, out, sums),
+        Token::Avx512(_) | Token::Avx2(_) => avx2::quantize(Avx2Token(()), x, out, sums),
+    }
+}
+
 /// The product over int8 panels, on the same choice of set as [`matvec_int8`].
 pub(crate) fn matmul_int8_panels(
     t: Token,

@@ -30,7 +30,7 @@ pub(crate) unsafe trait Int8Lanes: Copy {
     type A: Copy;
     /// Positions per tile: as many as the registers hold with 16 rows' accumulators.
     const POSITIONS: usize;
-    /// Loads `4·LANES` quants (i8) at `p`.
+    /// Loads `4·LANES` quants at `p`, stored + 128 (as u8).
     unsafe fn load_w(p: *const i8) -> Self::W;
     /// The four activation quants at `p` (each in −127..=127) in every lane.
     unsafe fn splat_x(p: *const i8) -> Self::X;

@@ -211,7 +211,11 @@ unsafe impl simd::Int8Lanes for Maddubs {
     const POSITIONS: usize = 2;
     #[inline(always)]
     unsafe fn load_w(p: *const i8) -> (__m256i, __m256i) {
-        let w = _mm256_loadu_si256(p as *const __m256i);
+        // Stored + 128: the top bit flipped back.
+        let w = _mm256_xor_si256(
+            _mm256_loadu_si256(p as *const __m256i),
+            _mm256_set1_epi8(-128),
+        );
         (_mm256_abs_epi8(w), w)
     }
     #[inline(always)]

@@ -202,7 +202,7 @@ unsafe impl simd::Int8Dot for Vnni {
 // activation pointer.
 unsafe impl simd::Int8Lanes for Vnni {
     type I = Avx512;
-    /// The quants made unsigned (w + 128, top bit flipped).
+    /// The quants + 128 as stored (unsigned, as `vpdpbusd` multiplies them).
     type W = __m512i;
     type X = __m512i;
     type A = __m512i;
@@ -210,10 +210,7 @@ unsafe impl simd::Int8Lanes for Vnni {
     const POSITIONS: usize = 8;
     #[inline(always)]
     unsafe fn load_w(p: *const i8) -> __m512i {
-        _mm512_xor_si512(
-            _mm512_loadu_si512(p as *const __m512i),
-            _mm512_set1_epi8(-128),
-        )
+        _mm512_loadu_si512(p as *const __m512i)
     }
     #[inline(always)]
     unsafe fn splat_x(p: *const i8) -> __m512i {
