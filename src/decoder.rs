@@ -6,8 +6,8 @@
 use crate::cache::KvCache;
 use crate::config::{DecoderConfig, Norm};
 use crate::error::{Buffer, Error};
-use crate::kernels::{self, Panels};
-use crate::prefill::{self, BlockPanels};
+use crate::kernels;
+use crate::prefill::{self, BlockPanels, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
 use crate::weights::{AttentionWeights, DecoderWeights};
@@ -20,7 +20,8 @@ use crate::weights::{AttentionWeights, DecoderWeights};
 pub struct Decoder<'w, const MAX_DEPTH: usize = 16> {
     config: DecoderConfig,
     weights: DecoderWeights<'w, MAX_DEPTH>,
-    /// The blocks' matrices packed for prefill ([`Self::with_prefill_panels`]), or empty.
+    /// The blocks' matrices packed ([`Self::with_prefill_panels`], [`Self::with_int8_panels`]),
+    /// or empty.
     panels: heapless::Vec<BlockPanels<'w>, MAX_DEPTH>,
     /// Whether products with Q8_0 weights take the int8 path ([`Self::with_int8_activations`]).
     int8: bool,
@@ -88,6 +89,36 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         })
     }
 
+    /// Bytes of the arena that [`Self::with_int8_panels`] needs ([`prefill::int8_panels_len`] of
+    /// the configuration: as if every matrix were Q8_0).
+    pub const fn int8_panels_len(&self) -> usize {
+        prefill::int8_panels_len(&self.config)
+    }
+
+    /// This decoder on the int8 path ([`Self::with_int8_activations`]) with its Q8_0 matrices
+    /// packed into int8 panels in `arena` ([`kernels::Int8Panels`]: 16 rows to the lanes of a
+    /// vector, as many bytes as the weights), so that every product by them, decoding one
+    /// position included, runs [`kernels::matmul_int8`]: a block is scaled once for 16 rows,
+    /// and in a chunk each weight load serves several positions. The numbers are the int8
+    /// path's (up to the rounding of each block's `d_w·d_x·sum`). Matrices of other types keep
+    /// any f32 prefill panels packed before. The decoder returned borrows the arena; `self` is
+    /// left as it is.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] if `arena` holds fewer than [`Self::int8_panels_len`] bytes.
+    pub fn with_int8_panels<'a>(&self, arena: &'a mut [u8]) -> Result<Decoder<'a, MAX_DEPTH>, Error>
+    where
+        'w: 'a,
+    {
+        let panels = prefill::pack_int8(&self.config, &self.weights.blocks, &self.panels, arena)?;
+        Ok(Decoder {
+            config: self.config,
+            weights: self.weights.clone(),
+            panels,
+            int8: true,
+        })
+    }
+
     /// This decoder with every product by Q8_0 weights on the int8 path (`on`), or in f32 (the
     /// default): each input row is quantised to Q8_0 blocks of 32 (`d = max|x| / 127`, as
     /// ggml's `q8_0`) and multiplied with integer dot products ([`kernels::matvec_int8`]: AVX-512
@@ -106,9 +137,33 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         self.int8
     }
 
-    /// Whether the matrices are packed into prefill panels ([`Self::with_prefill_panels`]).
+    /// Whether any matrix is packed into f32 prefill panels ([`Self::with_prefill_panels`]).
     pub fn has_prefill_panels(&self) -> bool {
-        !self.panels.is_empty()
+        self.has_packed(|p| matches!(p, Packed::F32(_)))
+    }
+
+    /// Whether any matrix is packed into int8 panels ([`Self::with_int8_panels`]).
+    pub fn has_int8_panels(&self) -> bool {
+        self.has_packed(|p| matches!(p, Packed::Int8(_)))
+    }
+
+    /// Whether a packed matrix satisfies `f`.
+    fn has_packed(&self, f: impl Fn(&Packed<'_>) -> bool) -> bool {
+        self.panels.iter().any(|b| {
+            [
+                b.q,
+                b.k,
+                b.v,
+                b.out,
+                b.cross_q,
+                b.cross_out,
+                b.ff_proj,
+                b.ff_out,
+            ]
+            .iter()
+            .flatten()
+            .any(&f)
+        })
     }
 
     /// The configuration.
@@ -344,7 +399,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     fn project_out(
         &self,
         w: &AttentionWeights<'_>,
-        panels: Option<Panels<'_>>,
+        panels: Option<Packed<'_>>,
         att: &[f32],
         out: &mut [f32],
     ) -> Result<(), Error> {
@@ -377,14 +432,14 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let att = &mut s.att[..n * qd];
 
         for (b, block) in self.weights.blocks.iter().enumerate() {
-            // The block's panels, for a chunk of positions (one position reads W as stored).
-            let p = self.panels.get(b).filter(|_| n >= PANELS_MIN_POSITIONS);
+            // The block's packed matrices, if any (`linear` chooses which it reads).
+            let p = self.panels.get(b);
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
             self.norm(a.norm, x, xb)?;
-            self.linear(a.to_q, p.map(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
-            self.linear(a.to_k, p.map(|p| p.k), dim, xb, k)?;
-            self.linear(a.to_v, p.map(|p| p.v), dim, xb, v)?;
+            self.linear(a.to_q, p.and_then(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
+            self.linear(a.to_k, p.and_then(|p| p.k), dim, xb, k)?;
+            self.linear(a.to_v, p.and_then(|p| p.v), dim, xb, v)?;
             if half > 0 {
                 // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
                 for i in 0..n {
@@ -433,7 +488,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
             let hb = &mut s.hb[..n * rows];
             self.norm(f.norm, x, xb)?;
-            self.linear(f.proj, p.map(|p| p.ff_proj), dim, xb, hb)?;
+            self.linear(f.proj, p.and_then(|p| p.ff_proj), dim, xb, hb)?;
             if let Some(bias) = f.proj_bias {
                 kernels::add_bias(hb, bias)?;
             }
@@ -452,7 +507,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             } else {
                 kernels::activate(act, hb);
             }
-            self.linear(f.out, p.map(|p| p.ff_out), inner, &hb[..n * inner], xb2)?;
+            self.linear(
+                f.out,
+                p.and_then(|p| p.ff_out),
+                inner,
+                &hb[..n * inner],
+                xb2,
+            )?;
             if let Some(bias) = f.out_bias {
                 kernels::add_bias(xb2, bias)?;
             }
@@ -512,7 +573,7 @@ impl Heads {
     }
 }
 
-/// Positions from which a chunk multiplies by the panels (when packed) rather than by W as
+/// Positions from which a chunk multiplies by the f32 panels (when packed) rather than by W as
 /// stored: a single position is a matrix-vector product, which reads 16-bit and Q8_0 weights in
 /// fewer bytes than their f32 panels.
 const PANELS_MIN_POSITIONS: usize = 2;
@@ -520,25 +581,29 @@ const PANELS_MIN_POSITIONS: usize = 2;
 /// The decoder's matrix products.
 impl<const MAX_DEPTH: usize> Decoder<'_, MAX_DEPTH> {
     /// `y = x·Wᵀ` for a chunk's rows of `x` (`cols` values each): Q8_0 weights on the int8 path
-    /// when it is on (one position at a time), else over W's panels when given, else over W as
-    /// stored.
+    /// when it is on (over W's int8 panels when packed, else one position at a time), else over
+    /// W's f32 panels for 2 or more positions when packed, else over W as stored.
     pub(crate) fn linear(
         &self,
         w: Tensor<'_>,
-        panels: Option<Panels<'_>>,
+        packed: Option<Packed<'_>>,
         cols: usize,
         x: &[f32],
         y: &mut [f32],
     ) -> Result<(), Error> {
-        match (w, panels) {
+        let n = x.len() / cols.max(1);
+        match (w, packed) {
+            (Tensor::Q8_0(_), Some(Packed::Int8(p))) if self.int8 => kernels::matmul_int8(p, x, y),
             (Tensor::Q8_0(q), _) if self.int8 => {
                 let rows = w.len() / cols.max(1);
                 x.chunks_exact(cols.max(1))
                     .zip(y.chunks_exact_mut(rows.max(1)))
                     .try_for_each(|(xr, yr)| kernels::matvec_int8(q, xr, yr))
             }
-            (_, Some(p)) => kernels::matmul_panels(p, x, y),
-            (_, None) => kernels::matmul(w, cols, x, y),
+            (_, Some(Packed::F32(p))) if n >= PANELS_MIN_POSITIONS => {
+                kernels::matmul_panels(p, x, y)
+            }
+            _ => kernels::matmul(w, cols, x, y),
         }
     }
 }

@@ -54,6 +54,8 @@ pub enum Buffer {
     Output,
     /// The arena of the prefill panels ([`crate::Decoder::with_prefill_panels`]).
     PrefillPanels,
+    /// The arena of the int8 panels ([`crate::Decoder::with_int8_panels`]).
+    Int8Panels,
 }
 
 /// A weight tensor, named the way x-transformers' `state_dict` names it.

@@ -492,6 +492,29 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
         })
     }
 
+    /// Bytes of the arena that [`Self::with_int8_panels`] needs.
+    pub const fn int8_panels_len(&self) -> usize {
+        match self {
+            Model::Decoder(d) => d.int8_panels_len(),
+            Model::Wrapper(w) => w.int8_panels_len(),
+        }
+    }
+
+    /// This model on the int8 path with the decoder's Q8_0 matrices packed into int8 panels
+    /// ([`Decoder::with_int8_panels`]).
+    ///
+    /// # Errors
+    /// As [`Decoder::with_int8_panels`].
+    pub fn with_int8_panels<'a>(&self, arena: &'a mut [u8]) -> Result<Model<'a, MAX_DEPTH>, Error>
+    where
+        'w: 'a,
+    {
+        Ok(match self {
+            Model::Decoder(d) => Model::Decoder(d.with_int8_panels(arena)?),
+            Model::Wrapper(w) => Model::Wrapper(w.with_int8_panels(arena)?),
+        })
+    }
+
     /// This model with every product by Q8_0 weights on the int8 path
     /// ([`Decoder::with_int8_activations`]).
     pub fn with_int8_activations(self, on: bool) -> Self {

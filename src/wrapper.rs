@@ -72,6 +72,30 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         })
     }
 
+    /// Bytes of the arena that [`Self::with_int8_panels`] needs.
+    pub const fn int8_panels_len(&self) -> usize {
+        self.decoder.int8_panels_len()
+    }
+
+    /// This wrapper on the int8 path with the decoder's Q8_0 matrices packed into int8 panels
+    /// ([`Decoder::with_int8_panels`]; the logits keep their own layout).
+    ///
+    /// # Errors
+    /// As [`Decoder::with_int8_panels`].
+    pub fn with_int8_panels<'a>(
+        &self,
+        arena: &'a mut [u8],
+    ) -> Result<TransformerWrapper<'a, MAX_DEPTH>, Error>
+    where
+        'w: 'a,
+    {
+        Ok(TransformerWrapper {
+            config: self.config,
+            decoder: self.decoder.with_int8_panels(arena)?,
+            weights: self.weights,
+        })
+    }
+
     /// This wrapper with every product by Q8_0 weights on the int8 path, the logits included
     /// ([`Decoder::with_int8_activations`]).
     pub fn with_int8_activations(mut self, on: bool) -> Self {

@@ -56,22 +56,39 @@ impl Model {
     }
 }
 
+/// How [`run`] packs the matrices first.
+#[derive(Clone, Copy, Debug)]
+enum Pack {
+    /// Not at all.
+    Stored,
+    /// Into f32 prefill panels (`with_prefill_panels`).
+    F32,
+    /// The Q8_0 ones into int8 panels (`with_int8_panels`).
+    Int8,
+}
+
 /// Runs `x` through `dec` as: one forward over `x[..split]` then one step per remaining
 /// position (split = n means one full pass), with scratch chunks of `chunk` positions; with
-/// the matrices packed into prefill panels if `packed`.
+/// the matrices packed as `pack` says.
 fn run<K: Element>(
     dec: &Decoder,
     x: &[f32],
     ctx: Option<&[f32]>,
     (split, chunk): (usize, usize),
     poison: bool,
-    packed: bool,
+    pack: Pack,
 ) -> Vec<f32> {
     let cfg = dec.config();
     let mut arena = vec![f32::NAN; picoformer::prefill::prefill_panels_len(cfg)];
+    let mut arena8 = vec![0xA5u8; dec.int8_panels_len()];
     let mut dec = dec.clone();
-    if packed {
-        dec = dec.with_prefill_panels(&mut arena).unwrap();
+    match pack {
+        Pack::Stored => {}
+        Pack::F32 => dec = dec.with_prefill_panels(&mut arena).unwrap(),
+        Pack::Int8 => {
+            dec = dec.with_int8_panels(&mut arena8).unwrap();
+            assert!(dec.has_int8_panels() && dec.int8_activations());
+        }
     }
     let n = x.len() / cfg.dim;
     let rows = ctx.map_or(1, |c| c.len() / cfg.dim_context());
@@ -129,8 +146,9 @@ proptest! {
         let rows = 1 + (seed % 5) as usize;
         let ctx = values(seed ^ 2, rows * cfg.dim_context());
         let split = ((n as f64) * split_frac) as usize;
-        let full = run::<f32>(&m.decoder(), &x, Some(&ctx), (n, chunk), false, packed);
-        let stepped = run::<f32>(&m.decoder(), &x, Some(&ctx), (split, chunk), true, packed);
+        let pack = if packed { Pack::F32 } else { Pack::Stored };
+        let full = run::<f32>(&m.decoder(), &x, Some(&ctx), (n, chunk), false, pack);
+        let stepped = run::<f32>(&m.decoder(), &x, Some(&ctx), (split, chunk), true, pack);
         let d = max_diff(&full, &stepped);
         prop_assert!(d <= FULL_VS_STEP, "full vs step-wise (split {}) differ by {}", split, d);
         let reference = reference::decoder_forward(&m.rcfg, &m.rweights, &to_f64(&x), cfg.cross_attend.then(|| to_f64(&ctx)).as_deref());
@@ -187,8 +205,9 @@ proptest! {
 
     /// The int8 path (Q8_0 weights × Q8_0-quantised activations, `with_int8_activations`) on
     /// models whose matrices are all Q8_0 (dims multiple of 32): prefill then steps == one full
-    /// pass, with or without prefill panels (which it takes precedence over: bit-identical);
-    /// and the path really runs (the outputs differ from those of the same Q8_0
+    /// pass, with or without prefill panels (which it takes precedence over: bit-identical),
+    /// and over int8 panels (`with_int8_panels`, every product, one position included); and
+    /// the path really runs (the outputs differ from those of the same Q8_0
     /// weights multiplied in f32). How far they move has no fixed bound on random models (a
     /// norm over a small deviation amplifies the quantisation, up to 0.125 seen on outputs of
     /// RMS ~1): the kernels are checked exactly against their definition in `kernels.rs`, and
@@ -209,13 +228,18 @@ proptest! {
         let x = values(seed ^ 1, n * cfg.dim);
         let ctx = values(seed ^ 2, 2 * cfg.dim_context());
         let split = ((n as f64) * split_frac) as usize;
-        let full = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, false);
-        let stepped = run::<f32>(&int8, &x, Some(&ctx), (split, chunk), true, false);
+        let full = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, Pack::Stored);
+        let stepped = run::<f32>(&int8, &x, Some(&ctx), (split, chunk), true, Pack::Stored);
         let d = max_diff(&full, &stepped);
         prop_assert!(d <= FULL_VS_STEP, "int8 full vs step-wise (split {}) differ by {}", split, d);
-        let packed = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, true);
+        let packed = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, Pack::F32);
         prop_assert_eq!(&packed, &full);
-        let f32_path = run::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, false);
+        // Over int8 panels (every product, one position included): step-wise == full too.
+        let full8 = run::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, Pack::Int8);
+        let stepped8 = run::<f32>(&dec, &x, Some(&ctx), (split, chunk), true, Pack::Int8);
+        let d8 = max_diff(&full8, &stepped8);
+        prop_assert!(d8 <= FULL_VS_STEP, "int8 panels full vs step-wise (split {}) differ by {}", split, d8);
+        let f32_path = run::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, Pack::Stored);
         let e = max_diff(&full, &f32_path);
         prop_assert!(e > 0.0, "int8 and f32 products of the same Q8_0 weights gave the same outputs");
         check_required_isa();
@@ -231,7 +255,7 @@ proptest! {
         let m = model(cfg, seed);
         let x = values(seed ^ 1, n * cfg.dim);
         let ctx = values(seed ^ 2, 2 * cfg.dim_context());
-        let got = run::<picoformer::f16>(&m.decoder(), &x, Some(&ctx), (0, 1), true, false);
+        let got = run::<picoformer::f16>(&m.decoder(), &x, Some(&ctx), (0, 1), true, Pack::Stored);
         let ctx = cfg.cross_attend.then(|| to_f64(&ctx));
         let f16_store = |e: f64| picoformer::f16::from_f64(e).to_f64();
         let want = reference::decoder_forward_stored(&m.rcfg, &m.rweights, &to_f64(&x), ctx.as_deref(), f16_store);

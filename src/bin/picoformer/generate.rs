@@ -119,20 +119,34 @@ fn prefill_panels(args: &Args) -> Result<bool, CliError> {
     }
 }
 
-/// The model on the int8 path if `int8` (`--dot int8`), with its matrices packed into `arena`
-/// if `panels` (`--prefill panels`; the arena is sized here).
+/// The arenas [`prepare`] packs the matrices into.
+#[derive(Default)]
+struct Arenas {
+    /// f32 prefill panels.
+    panels: Vec<f32>,
+    /// int8 panels.
+    int8: Vec<u8>,
+}
+
+/// The model with its matrices packed into f32 prefill panels if `panels` (`--prefill
+/// panels`), and on the int8 path over int8 panels if `int8` (`--dot int8`: the Q8_0 matrices
+/// packed, as many bytes as the weights); the arenas are sized here.
 fn prepare<'a>(
     model: TransformerWrapper<'a>,
     panels: bool,
     int8: bool,
-    arena: &'a mut Vec<f32>,
+    arenas: &'a mut Arenas,
 ) -> Result<TransformerWrapper<'a>, CliError> {
-    let model = model.with_int8_activations(int8);
-    if !panels {
-        return Ok(model);
+    let mut model = model;
+    if panels {
+        arenas.panels.resize(model.prefill_panels_len(), 0.0);
+        model = model.with_prefill_panels(&mut arenas.panels)?;
     }
-    arena.resize(model.prefill_panels_len(), 0.0);
-    Ok(model.with_prefill_panels(arena)?)
+    if int8 {
+        arenas.int8.resize(model.int8_panels_len(), 0);
+        model = model.with_int8_panels(&mut arenas.int8)?;
+    }
+    Ok(model)
 }
 
 /// Cache capacity: `--capacity`, default `max_seq_len` (256 if 0).
@@ -259,8 +273,8 @@ pub fn main(argv: &[String]) -> Result<(), CliError> {
     let kv = kv_type(&args)?;
     let (panels, int8) = (prefill_panels(&args)?, crate::args::int8_dot(&args)?);
     let source = Source::new(&args)?;
-    let mut arena = Vec::new();
-    let model = prepare(source.wrapper()?, panels, int8, &mut arena)?;
+    let mut arenas = Arenas::default();
+    let model = prepare(source.wrapper()?, panels, int8, &mut arenas)?;
     match kv {
         KvType::F32 => run_generate::<f32>(&args, &source, &model),
         KvType::F16 => run_generate::<f16>(&args, &source, &model),
@@ -371,8 +385,11 @@ fn run_generate<K: Element>(
     } else {
         String::new()
     };
-    if model.decoder().int8_activations() {
-        extras.push_str("; int8 dot products");
+    if model.decoder().has_int8_panels() {
+        extras.push_str(&format!(
+            ", int8 panels {}; int8 dot products",
+            human(model.int8_panels_len())
+        ));
     }
     let _ = writeln!(
         stdout,
@@ -426,8 +443,8 @@ pub fn bench(argv: &[String]) -> Result<(), CliError> {
     let kv = kv_type(&args)?;
     let (panels, int8) = (prefill_panels(&args)?, crate::args::int8_dot(&args)?);
     let source = Source::new(&args)?;
-    let mut arena = Vec::new();
-    let model = prepare(source.wrapper()?, panels, int8, &mut arena)?;
+    let mut arenas = Arenas::default();
+    let model = prepare(source.wrapper()?, panels, int8, &mut arenas)?;
     match kv {
         KvType::F32 => run_bench::<f32>(&args, &source, &model),
         KvType::F16 => run_bench::<f16>(&args, &source, &model),
@@ -519,7 +536,8 @@ pub fn bpc(argv: &[String]) -> Result<(), CliError> {
     let kv = kv_type(&args)?;
     let int8 = crate::args::int8_dot(&args)?;
     let source = Source::new(&args)?;
-    let model = source.wrapper()?.with_int8_activations(int8);
+    let mut arenas = Arenas::default();
+    let model = prepare(source.wrapper()?, false, int8, &mut arenas)?;
     let text = match args.text("text") {
         Some(p) => {
             std::fs::read(p).map_err(|e| CliError::Failed(format!("cannot read {p}: {e}")))?

@@ -18,9 +18,15 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let (model_path, inputs_path, out_path) = (&p[0], &p[1], &p[2]);
     let int8 = crate::args::int8_dot(args)?;
     let file = Aligned::read(model_path)?;
-    let model: Model = Model::from_safetensors(file.bytes())
-        .map_err(|e| fail(format!("{model_path}: {e}")))?
-        .with_int8_activations(int8);
+    let model: Model =
+        Model::from_safetensors(file.bytes()).map_err(|e| fail(format!("{model_path}: {e}")))?;
+    // --dot int8: the Q8_0 matrices packed into int8 panels (every product on the int8 path).
+    let mut arena = vec![0u8; if int8 { model.int8_panels_len() } else { 0 }];
+    let model = if int8 {
+        model.with_int8_panels(&mut arena)?
+    } else {
+        model
+    };
     let inputs = Aligned::read(inputs_path)?;
     let st = SafeTensors::parse(inputs.bytes()).map_err(|e| fail(format!("{inputs_path}: {e}")))?;
     let cfg = model.config().decoder;
