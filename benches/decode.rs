@@ -15,7 +15,8 @@
 //! (`*_panels`, `Decoder::with_prefill_panels`); throughput in tokens.
 //!
 //! `*/q8_0_int8`: the Q8_0 model on the int8 path (`with_int8_activations`: activations
-//! quantised to Q8_0, integer dot products).
+//! quantised to Q8_0, integer dot products); `*/q8_0_int8_panels`: the same over int8 panels
+//! (`with_int8_panels`: the blocks' Q8_0 matrices packed 16 rows to a vector's lanes).
 //!
 //! Run: `cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3`.
 
@@ -178,12 +179,20 @@ mod imp {
             picoformer::kernels::active_isa()
         );
         let mut g = c.benchmark_group("decode/stories15M");
-        for kind in ["f32", "f16", "q8_0", "q8_0_int8"] {
-            // `q8_0_int8`: the Q8_0 weights on the int8 path (`with_int8_activations`).
-            let (t, bytes) = table(kind.trim_end_matches("_int8"), &shapes);
-            let model = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name))
+        for kind in ["f32", "f16", "q8_0", "q8_0_int8", "q8_0_int8_panels"] {
+            // `q8_0_int8`: the Q8_0 weights on the int8 path (`with_int8_activations`);
+            // `q8_0_int8_panels`: over int8 panels (`with_int8_panels`).
+            let base = kind.split("_int8").next().unwrap_or(kind);
+            let (t, bytes) = table(base, &shapes);
+            let stored = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name))
                 .unwrap()
                 .with_int8_activations(kind.ends_with("_int8"));
+            let mut arena8 = huge(&vec![0u8; stored.int8_panels_len()]);
+            let model = if kind.ends_with("_panels") {
+                stored.with_int8_panels(&mut arena8).unwrap()
+            } else {
+                stored
+            };
             let cap = PROMPT + 1;
             let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, cap)];
             let mut sb = vec![0.0f32; Scratch::elements(&CFG, 16)];
@@ -224,6 +233,8 @@ mod imp {
             let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
             let mut logits = vec![0.0f32; 32000];
             let int8 = model.clone().with_int8_activations(true);
+            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
+            let int8_panels = model.with_int8_panels(&mut arena8).unwrap();
             let mut runs = vec![
                 (kind.to_string(), &model),
                 (format!("{kind}_panels"), &packed),
@@ -231,6 +242,8 @@ mod imp {
             if kind == "q8_0" {
                 // The int8 path: one matrix-vector product per position.
                 runs.push((format!("{kind}_int8"), &int8));
+                // Over int8 panels: each weight load serves several positions.
+                runs.push((format!("{kind}_int8_panels"), &int8_panels));
             }
             for (name, m) in runs {
                 g.bench_function(name, |b| {
