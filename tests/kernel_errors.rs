@@ -297,6 +297,51 @@ fn row_kernels_refuse_bad_shapes() {
     );
 }
 
+#[test]
+fn int8_panels_refuse_bad_shapes() {
+    use kernels::Int8Panels;
+    let q: Vec<BlockQ8_0> = vec![[0; 34]; 6]; // 3 rows of 64
+    let len = Int8Panels::len(3, 64).unwrap();
+    assert_eq!(len, 2 * (16 * 34) + 63);
+    // An arena of another length is refused and left as it was.
+    let mut arena = vec![0xA5u8; len + 1];
+    assert_eq!(
+        Int8Panels::pack(&q, 64, &mut arena).map(|_| ()),
+        Err(shape("pack_int8", "arena", len, len + 1))
+    );
+    assert_eq!(
+        Int8Panels::pack(&q, 0, &mut arena).map(|_| ()),
+        Err(shape("pack_int8", "cols", 1, 0))
+    );
+    assert_eq!(
+        Int8Panels::pack(&q, 48, &mut arena).map(|_| ()),
+        Err(shape("pack_int8", "cols", 64, 48))
+    );
+    assert_eq!(
+        Int8Panels::pack(&q, 128, &mut arena).map(|_| ()),
+        Err(shape("pack_int8", "w", 8, 6))
+    );
+    assert!(arena.iter().all(|b| *b == 0xA5));
+    assert_eq!(Int8Panels::len(usize::MAX, 64), None);
+    assert_eq!(Int8Panels::len(64, usize::MAX), None);
+    // The product: X whole rows of cols, Y n·rows.
+    let mut arena = vec![0u8; len];
+    let p = Int8Panels::pack(&q, 64, &mut arena).unwrap();
+    let mut y = vec![f32::NAN; 7];
+    assert_eq!(
+        kernels::matmul_int8(p, &[1.0; 96], &mut y[..6]),
+        Err(shape("matmul_int8", "x", 128, 96))
+    );
+    assert_eq!(
+        kernels::matmul_int8(p, &[1.0; 128], &mut y),
+        Err(shape("matmul_int8", "y", 6, 7))
+    );
+    untouched(&y);
+    assert_eq!(kernels::matmul_int8(p, &[], &mut []), Ok(()));
+    kernels::matmul_int8(p, &[1.0; 128], &mut y[..6]).unwrap();
+    assert_eq!(&y[..6], &[0.0; 6]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -330,6 +375,15 @@ proptest! {
         prop_assert_eq!(kernels::matvec(Tensor::Q8_0(&q), &x, &mut y).is_ok(), ok);
         prop_assert_eq!(kernels::matvec_q8_portable(&q, &x, &mut y).is_ok(), ok);
         prop_assert_eq!(kernels::matvec_int8(&q, &x, &mut y).is_ok(), ok);
+        if let Some(len) = kernels::Int8Panels::len(q.len().checked_mul(32).and_then(|v| v.checked_div(cols)).unwrap_or(0), cols) {
+            let mut arena = vec![0u8; len];
+            let packed = kernels::Int8Panels::pack(&q, cols, &mut arena);
+            prop_assert_eq!(packed.is_ok(), cols > 0 && cols % 32 == 0 && (q.len() * 32) % cols == 0);
+            if let Ok(p) = packed {
+                let ok = xl % cols == 0 && yl == (xl / cols) * p.rows();
+                prop_assert_eq!(kernels::matmul_int8(p, &x, &mut y).is_ok(), ok);
+            }
+        }
         let xq: Vec<BlockQ8_0> = vec![[0; 34]; xl / 8];
         let ok = q.len() == xq.len() * yl;
         prop_assert_eq!(portable::matvec_int8(&q, &xq, &mut y).is_ok(), ok);
