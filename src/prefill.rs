@@ -97,9 +97,10 @@ pub const fn prefill_panels_len(cfg: &DecoderConfig) -> usize {
     arena_len(cfg, false)
 }
 
-/// Bytes of the arena that [`crate::Decoder::with_int8_panels`] needs for `cfg`: the int8 panels
-/// of the matrices of [`prefill_panels_len`] as if every one were Q8_0, 34 bytes per 32 weights with rows
-/// rounded up to 16, and 63 bytes of alignment slack each. Saturates at `usize::MAX`.
+/// Bytes of the arena that [`crate::Decoder::with_int8_panels`] needs for `cfg`: the int8
+/// panels of the matrices of [`prefill_panels_len`] as if every one were Q8_0, 34 bytes per 32
+/// weights with rows rounded up to 16, and 63 bytes of alignment slack each. Saturates at
+/// `usize::MAX`.
 pub const fn int8_panels_len(cfg: &DecoderConfig) -> usize {
     arena_len(cfg, true)
 }
@@ -114,14 +115,7 @@ pub(crate) fn pack<'p, const MAX_DEPTH: usize>(
     blocks: &[BlockWeights<'_>],
     arena: &'p mut [f32],
 ) -> Result<heapless::Vec<BlockPanels<'p>, MAX_DEPTH>, Error> {
-    let needed = prefill_panels_len(cfg);
-    if arena.len() < needed || needed == usize::MAX {
-        return Err(Error::BufferTooSmall {
-            buffer: Buffer::PrefillPanels,
-            needed,
-            available: arena.len(),
-        });
-    }
+    room(Buffer::PrefillPanels, prefill_panels_len(cfg), arena.len())?;
     let mut rest = arena;
     walk(cfg, blocks, &[], |w, cols, _| {
         // The next matrix's share of the arena, in the order of `arena_len`.
@@ -143,14 +137,7 @@ pub(crate) fn pack_int8<'p, const MAX_DEPTH: usize>(
     old: &[BlockPanels<'p>],
     arena: &'p mut [u8],
 ) -> Result<heapless::Vec<BlockPanels<'p>, MAX_DEPTH>, Error> {
-    let needed = int8_panels_len(cfg);
-    if arena.len() < needed || needed == usize::MAX {
-        return Err(Error::BufferTooSmall {
-            buffer: Buffer::Int8Panels,
-            needed,
-            available: arena.len(),
-        });
-    }
+    room(Buffer::Int8Panels, int8_panels_len(cfg), arena.len())?;
     let mut rest = arena;
     walk(cfg, blocks, old, |w, cols, prev| {
         let (here, after) = core::mem::take(&mut rest).split_at_mut(len_int8(w.len() / cols, cols));
@@ -160,6 +147,19 @@ pub(crate) fn pack_int8<'p, const MAX_DEPTH: usize>(
             _ => prev,
         })
     })
+}
+
+/// Whether an arena of `available` elements holds the `needed` of `buffer` (`usize::MAX`: a
+/// size that does not exist).
+fn room(buffer: Buffer, needed: usize, available: usize) -> Result<(), Error> {
+    if available < needed || needed == usize::MAX {
+        return Err(Error::BufferTooSmall {
+            buffer,
+            needed,
+            available,
+        });
+    }
+    Ok(())
 }
 
 /// Each block's matrices in the order of [`arena_len`], packed by `next(w, cols, prev)` (`prev`:

@@ -378,7 +378,7 @@ proptest! {
         if let Some(len) = kernels::Int8Panels::len(q.len().checked_mul(32).and_then(|v| v.checked_div(cols)).unwrap_or(0), cols) {
             let mut arena = vec![0u8; len];
             let packed = kernels::Int8Panels::pack(&q, cols, &mut arena);
-            prop_assert_eq!(packed.is_ok(), cols > 0 && cols % 32 == 0 && (q.len() * 32) % cols == 0);
+            prop_assert_eq!(packed.is_ok(), cols > 0 && cols.is_multiple_of(32) && (q.len() * 32).is_multiple_of(cols));
             if let Ok(p) = packed {
                 let ok = xl % cols == 0 && yl == (xl / cols) * p.rows();
                 prop_assert_eq!(kernels::matmul_int8(p, &x, &mut y).is_ok(), ok);
