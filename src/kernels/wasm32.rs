@@ -275,15 +275,17 @@ unsafe impl simd::Int8Lanes for Extmul {
     }
     #[inline(always)]
     unsafe fn dot(a: v128, w: v128, x: v128) -> v128 {
-        // Products of bytes 0..8 and 8..16; adjacent pairs summed in 16 bits (at most
-        // 2·128·127), then adjacent pairs of those into the lanes.
-        let lo = i16x8_extmul_low_i8x16(w, x);
-        let hi = i16x8_extmul_high_i8x16(w, x);
-        let pairs = i16x8_add(
-            i16x8_shuffle::<0, 2, 4, 6, 8, 10, 12, 14>(lo, hi),
-            i16x8_shuffle::<1, 3, 5, 7, 9, 11, 13, 15>(lo, hi),
+        // Products of bytes 0..8 and 8..16, adjacent pairs summed into 32 bits, then adjacent
+        // pairs of those. (Summing the pairs in 16 bits through even/odd shuffles is the
+        // pattern LLVM turns into relaxed-simd's `i16x8.relaxed_dot_i8x16_i7x16_s` even where
+        // relaxed-simd is off, which Node 20 then refuses to compile.)
+        let lo = i32x4_extadd_pairwise_i16x8(i16x8_extmul_low_i8x16(w, x));
+        let hi = i32x4_extadd_pairwise_i16x8(i16x8_extmul_high_i8x16(w, x));
+        let quads = i32x4_add(
+            i32x4_shuffle::<0, 2, 4, 6>(lo, hi),
+            i32x4_shuffle::<1, 3, 5, 7>(lo, hi),
         );
-        i32x4_add(a, i32x4_extadd_pairwise_i16x8(pairs))
+        i32x4_add(a, quads)
     }
     #[inline(always)]
     unsafe fn to_f32(a: v128) -> v128 {
