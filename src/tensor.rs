@@ -182,6 +182,17 @@ pub(crate) fn quantize_block(x: &[f32]) -> (BlockQ8_0, i32) {
     (q8_0_block(f16::from_f32(d), &qs), sum)
 }
 
+/// [`quantize_block`] over whole blocks: `x` (32·`out.len()` values) into `out`, the sums of
+/// each block's quants into `sums` (extra entries of either are left alone). Inlined, so that
+/// it vectorises within the caller's target features.
+#[inline(always)]
+pub(crate) fn quantize_blocks(x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
+    let blocks = x.chunks_exact(Q8_0_BLOCK).zip(out.iter_mut());
+    for ((xb, o), s) in blocks.zip(sums.iter_mut()) {
+        (*o, *s) = quantize_block(xb);
+    }
+}
+
 /// Expands Q8_0 blocks into `dst` (`32 · src.len()` values), each `d · q` in f32.
 ///
 /// # Errors

@@ -298,12 +298,7 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Erro
 fn quantize(t: Option<arch::Token>, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
     match t {
         Some(t) => arch::quantize(t, x, out, sums),
-        None => {
-            let blocks = x.chunks_exact(Q8_0_BLOCK).zip(out.iter_mut());
-            for ((xb, o), s) in blocks.zip(sums.iter_mut()) {
-                (*o, *s) = crate::tensor::quantize_block(xb);
-            }
-        }
+        None => crate::tensor::quantize_blocks(x, out, sums),
     }
 }
 

@@ -309,6 +309,28 @@ unsafe fn dot<I: Isa, E: LoadW<I>>(w: *const E, x: *const f32, cols: usize) -> f
     s
 }
 
+/// Stores the vectors `acc` (a row of `acc.len()·LANES` values) to `y`, only its first `valid`
+/// values, adding to what `y` holds if `add`: whole vectors directly, the partial one through
+/// the stack (the product over panels and over int8 panels, whose last panel may end inside a
+/// vector). Range: y[..valid].
+#[inline(always)]
+pub(crate) unsafe fn store_row<I: Isa>(y: *mut f32, acc: &[I::V], valid: usize, add: bool) {
+    let l = I::LANES;
+    for (v, a) in acc.iter().enumerate() {
+        let at = y.add(v * l);
+        if (v + 1) * l <= valid {
+            I::store(at, if add { I::add(I::load(at), *a) } else { *a });
+        } else if v * l < valid {
+            let mut buf = [0.0f32; 16];
+            I::store(buf.as_mut_ptr(), *a);
+            for (q, s) in buf.iter().enumerate().take(valid - v * l) {
+                let at = at.add(q);
+                *at = if add { *at + s } else { *s };
+            }
+        }
+    }
+}
+
 /// Bytes of one Q8_0 block.
 const BLOCK_BYTES: usize = core::mem::size_of::<BlockQ8_0>();
 
@@ -983,10 +1005,7 @@ macro_rules! target_kernels {
             out: &mut [$crate::tensor::BlockQ8_0],
             sums: &mut [i32],
         ) {
-            let blocks = x.chunks_exact($crate::tensor::Q8_0_BLOCK).zip(out.iter_mut());
-            for ((xb, o), s) in blocks.zip(sums.iter_mut()) {
-                (*o, *s) = $crate::tensor::quantize_block(xb);
-            }
+            $crate::tensor::quantize_blocks(x, out, sums)
         }
 
         $(#[$iattr])+

@@ -131,26 +131,6 @@ where
     let valid = INT8_PANEL.min(o.rows - r0);
     for (p, ap) in acc.iter().enumerate() {
         let yp = o.y.add((i0 + p) * o.rows + r0);
-        for (v, a) in ap.iter().enumerate().take(nv) {
-            let at = yp.add(v * l);
-            if (v + 1) * l <= valid {
-                D::I::store(
-                    at,
-                    if o.add {
-                        D::I::add(D::I::load(at), *a)
-                    } else {
-                        *a
-                    },
-                );
-            } else if v * l < valid {
-                // The last rows of W: one partial vector, through the stack.
-                let mut buf = [0.0f32; 16];
-                D::I::store(buf.as_mut_ptr(), *a);
-                for (q, s) in buf.iter().enumerate().take(valid - v * l) {
-                    let at = at.add(q);
-                    *at = if o.add { *at + s } else { *s };
-                }
-            }
-        }
+        super::store_row::<D::I>(yp, &ap[..nv], valid, o.add);
     }
 }

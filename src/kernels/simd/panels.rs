@@ -133,21 +133,7 @@ unsafe fn tile<I: Isa, const M: usize, const NV: usize>(t: Tile) {
             }
         }
     }
-    let whole = t.valid / l;
     for (p, ap) in acc.iter().enumerate() {
-        let yp = t.y.add(p * t.rows);
-        for (v, a) in ap.iter().enumerate().take(whole) {
-            let at = yp.add(v * l);
-            I::store(at, if t.add { I::add(I::load(at), *a) } else { *a });
-        }
-        if whole < NV && !t.valid.is_multiple_of(l) {
-            // The last rows of W: one partial vector, through the stack.
-            let mut buf = [0.0f32; 16];
-            I::store(buf.as_mut_ptr(), ap[whole]);
-            for (q, s) in buf.iter().enumerate().take(t.valid % l) {
-                let at = yp.add(whole * l + q);
-                *at = if t.add { *at + s } else { *s };
-            }
-        }
+        super::store_row::<I>(t.y.add(p * t.rows), ap, t.valid, t.add);
     }
 }
