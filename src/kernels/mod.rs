@@ -242,9 +242,10 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
 
 /// Blocks of activations [`matvec_int8`] quantises at a time, into a stack buffer: rows longer
 /// than this are multiplied in column chunks, each pass reading a slice of every row. Where
-/// there is a SIMD path, 128 blocks (4,096 values, 4,352 bytes of stack): passes over slices of
-/// long rows run from DRAM at two thirds of the speed of one pass (1,4096,4096: 22.7 vs 35
-/// GFLOP/s with chunks of 32). Elsewhere (microcontrollers, small stacks) 32 blocks (1,088 bytes).
+/// there is a SIMD path, 128 blocks (4,096 values, 4,352 bytes of stack and 512 for their
+/// sums): passes over slices of long rows run from DRAM at two thirds of the speed of one pass
+/// (1,4096,4096: 22.7 vs 35 GFLOP/s with chunks of 32). Elsewhere (microcontrollers, small
+/// stacks) 32 blocks (1,088 bytes and 128 for their sums).
 const INT8_CHUNK: usize = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "aarch64",
@@ -256,8 +257,9 @@ const INT8_CHUNK: usize = if cfg!(any(
 };
 
 /// `y = x·Wᵀ` for Q8_0 weights `W` `[y.len(), x.len()]` on the int8 path: `x` is quantised to
-/// Q8_0 blocks ([`crate::tensor::quantize_q8_0`], into a stack buffer of at most 4,352 bytes,
-/// up to 4,096 values at a time) and each block's 32 products are summed exactly in integers (AVX-512 VNNI
+/// Q8_0 blocks ([`crate::tensor::quantize_q8_0`], into a stack buffer of at most 4,352 bytes
+/// and 512 of block sums, which only the int8 panels use, up to 4,096 values at a time) and
+/// each block's 32 products are summed exactly in integers (AVX-512 VNNI
 /// `vpdpbusd`, AVX2 `vpmaddubsw`, NEON `smull`, simd128 `extmul`, or portable `i32`), then
 /// scaled by `d_w·d_x` in f32 ([`portable::matvec_int8`] is the definition). Faster than
 /// [`matvec`] over the same weights, but the activations carry a quantisation error too (at
