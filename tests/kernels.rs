@@ -2,7 +2,7 @@
 //! unaligned sub-slices, outputs pre-filled with NaN; the vector exp against f64; Q8_0 against
 //! dequantise-then-portable.
 //!
-//! `PICOFORMER_REQUIRE_ISA=avx2` (or `avx512`, `neon`, `simd128`) makes dispatch use that
+//! `PICOFORMER_REQUIRE_ISA=avx2` (or `avx512`, `avxvnni`, `neon`, `simd128`) makes dispatch use that
 //! instruction set and these tests fail unless its kernels really ran (`common/isa.rs`).
 //! The tests see the library with the `std` feature (runtime detection on x86-64) through the
 //! self dev-dependency in Cargo.toml.
@@ -13,7 +13,7 @@ mod values;
 #[path = "common/isa.rs"]
 mod isa;
 
-use isa::{check_required_isa, use_required_isa};
+use isa::{check_required_int8_isa, check_required_isa, use_required_isa};
 use picoformer::kernels::{self, portable};
 use picoformer::{bf16, f16, quantize_q8_0, BlockQ8_0, Element, Tensor};
 use values::values;
@@ -442,7 +442,7 @@ fn int8_matvec_matches_its_definition() {
             );
         }
     }
-    check_required_isa();
+    check_required_int8_isa();
 }
 
 /// `quantize_q8_0` (written to vectorise: the bits of the largest |x|, truncation through the
@@ -561,7 +561,7 @@ fn int8_panels_match_their_definition() {
             }
         }
     }
-    check_required_isa();
+    check_required_int8_isa();
 }
 
 /// The int8 path over quantised activations is the f32 Q8_0 product to within the activations'
@@ -588,7 +588,7 @@ fn int8_matvec_tracks_the_f32_product() {
     x[100] = f32::NAN;
     kernels::matvec_int8(&w, &x, &mut int8).unwrap();
     assert!(int8.iter().all(|v| v.is_nan()), "{int8:?}");
-    check_required_isa();
+    check_required_int8_isa();
 }
 
 #[test]

@@ -261,7 +261,11 @@ simd::target_kernels! {
     isa: Neon,
     token: Token,
     #[target_feature(enable = "neon")]
+}
+
+simd::int8_kernels! {
+    isa: Neon,
     int8: Smull,
-    int8_token: Token,
+    token: Token,
     #[target_feature(enable = "neon")]
 }

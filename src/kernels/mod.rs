@@ -71,6 +71,8 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512F (with AVX2, FMA and F16C).
     Avx512,
+    /// x86-64 AVX2 + FMA + F16C with AVX-VNNI for the int8 products.
+    AvxVnni,
     /// aarch64 NEON.
     Neon,
     /// wasm32 simd128.
@@ -79,21 +81,23 @@ pub enum Isa {
 
 impl Isa {
     /// Every instruction set, in the order of [`Isa::index`].
-    const ALL: [Isa; 5] = [
+    const ALL: [Isa; 6] = [
         Isa::Portable,
         Isa::Avx2,
         Isa::Avx512,
+        Isa::AvxVnni,
         Isa::Neon,
         Isa::Simd128,
     ];
 
-    /// The instruction set named as in `PICOFORMER_REQUIRE_ISA` (`avx2`, `avx512`, `neon`,
-    /// `simd128`, `portable`).
+    /// The instruction set named as in `PICOFORMER_REQUIRE_ISA` (`avx2`, `avx512`, `avxvnni`,
+    /// `neon`, `simd128`, `portable`).
     pub fn from_name(name: &str) -> Option<Isa> {
         match name {
             "portable" => Some(Isa::Portable),
             "avx2" => Some(Isa::Avx2),
             "avx512" => Some(Isa::Avx512),
+            "avxvnni" => Some(Isa::AvxVnni),
             "neon" => Some(Isa::Neon),
             "simd128" => Some(Isa::Simd128),
             _ => None,
@@ -107,7 +111,7 @@ impl Isa {
 }
 
 /// Which instruction sets have run a kernel in this process, by [`Isa::index`].
-static RAN: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
+static RAN: [AtomicBool; Isa::ALL.len()] = [const { AtomicBool::new(false) }; Isa::ALL.len()];
 
 /// The instruction set [`force_isa`] asked for: 0 = the best present, else 1 + its index.
 static FORCED: AtomicU8 = AtomicU8::new(0);

@@ -966,52 +966,15 @@ unsafe fn weigh_values<I: Isa, K: LoadW<I>, const N: usize>(
 /// each instantiating a generic body above) and the safe `pub(crate)` entry points (lengths
 /// checked here, once). Invoked by each architecture file with its [`Isa`] type (named like
 /// its `kernels::Isa` variant, which each entry point marks as run), its token type and the
-/// target-feature attribute(s) of the wrappers; then the [`Int8Dot`] type of the Q8_0 × Q8_0
-/// product, with the token and attribute(s) that its own wrapper needs (VNNI is a feature of
-/// its own).
+/// target-feature attribute(s) of the wrappers. The int8 products have their own macro,
+/// [`int8_kernels`].
 macro_rules! target_kernels {
     (
         isa: $isa:ident,
         token: $token:ty,
         $(#[$attr:meta])+
-        int8: $dot:ty,
-        int8_token: $itoken:ty,
-        $(#[$iattr:meta])+
     ) => {
         // ---- target-feature wrappers: one per kernel, each instantiating the generic body.
-
-        $(#[$iattr])+
-        unsafe fn gemv_int8_target(
-            w: &[$crate::tensor::BlockQ8_0],
-            stride: usize,
-            x: &[$crate::tensor::BlockQ8_0],
-            y: &mut [f32],
-            add: bool,
-        ) {
-            $crate::kernels::simd::gemv_int8::<$dot>(
-                w.as_ptr(),
-                stride,
-                x.as_ptr(),
-                x.len(),
-                y.as_mut_ptr(),
-                y.len(),
-                add,
-            )
-        }
-
-        $(#[$iattr])+
-        unsafe fn quantize_target(
-            x: &[f32],
-            out: &mut [$crate::tensor::BlockQ8_0],
-            sums: &mut [i32],
-        ) {
-            $crate::tensor::quantize_blocks(x, out, sums)
-        }
-
-        $(#[$iattr])+
-        unsafe fn gemm_int8_panels_target(o: $crate::kernels::simd::int8_panels::Operands) {
-            $crate::kernels::simd::int8_panels::gemm::<$dot>(o)
-        }
 
         $(#[$attr])+
         unsafe fn gemv_target<E: $crate::kernels::simd::LoadW<$isa>>(
@@ -1160,74 +1123,6 @@ macro_rules! target_kernels {
             unsafe { gemv_q8_target(w, x, y) }
         }
 
-        /// `y (+)= x·Wᵀ` for Q8_0 activations `x` and the first `x.len()` blocks of each row
-        /// of W, rows `stride` blocks apart (`add`: add to y).
-        pub(crate) fn matvec_int8(
-            _: $itoken,
-            w: &[$crate::tensor::BlockQ8_0],
-            stride: usize,
-            x: &[$crate::tensor::BlockQ8_0],
-            y: &mut [f32],
-            add: bool,
-        ) {
-            assert!(x.len() <= stride && !y.is_empty());
-            assert!(w.len() >= (y.len() - 1) * stride + x.len());
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
-            // SAFETY: the token proves the int8 wrapper's features; w holds
-            // (rows − 1)·stride + nb blocks, x nb, y rows, as gemv_int8 reads and writes.
-            unsafe { gemv_int8_target(w, stride, x, y, add) }
-        }
-
-        /// `tensor::quantize_q8_0` of `x` into `out`, and the sums of each block's quants, with
-        /// the int8 wrapper's features (the same code, vectorised by the compiler).
-        pub(crate) fn quantize(_: $itoken, x: &[f32], out: &mut [$crate::tensor::BlockQ8_0], sums: &mut [i32]) {
-            // SAFETY: the token proves the int8 wrapper's features; the body reads and writes
-            // only through the slices.
-            unsafe { quantize_target(x, out, sums) }
-        }
-
-        /// `Y (+)= X·Wᵀ` over int8 panels for blocks `b0..b0 + nbc` of each row: X is `n`
-        /// positions of `nbc` Q8_0 blocks (quants in −127..=127) with `xsum` the sums of
-        /// their quants, Y `[n, w.rows()]` (`add`: add to it).
-        pub(crate) fn matmul_int8_panels(
-            _: $itoken,
-            w: $crate::kernels::Int8Panels<'_>,
-            b0: usize,
-            x: &[$crate::tensor::BlockQ8_0],
-            xsum: &[i32],
-            y: &mut [f32],
-            add: bool,
-        ) {
-            let rows = w.rows();
-            let nb = w.cols() / $crate::tensor::Q8_0_BLOCK;
-            assert!(rows > 0 && !y.is_empty() && y.len() % rows == 0);
-            let n = y.len() / rows;
-            assert!(x.len() % n == 0 && xsum.len() == x.len());
-            let nbc = x.len() / n;
-            assert!(nbc > 0 && b0 + nbc <= nb);
-            let groups = rows.div_ceil($crate::kernels::INT8_PANEL) * nb;
-            assert!(w.quants().len() >= groups * $crate::tensor::Q8_0_BLOCK * $crate::kernels::INT8_PANEL);
-            assert!(w.scales().len() >= groups * $crate::kernels::INT8_PANEL * 2);
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
-            let o = $crate::kernels::simd::int8_panels::Operands {
-                q: w.quants().as_ptr().cast(),
-                s: w.scales().as_ptr().cast(),
-                nb,
-                b0,
-                nbc,
-                x: x.as_ptr(),
-                xsum: xsum.as_ptr(),
-                n,
-                y: y.as_mut_ptr(),
-                rows,
-                add,
-            };
-            // SAFETY: the token proves the int8 wrapper's features; the asserts give the
-            // ranges the body reads (the panels' groups and scales, n·nbc blocks and sums) and
-            // writes (y: n·rows).
-            unsafe { gemm_int8_panels_target(o) }
-        }
-
         /// `Y = X·Wᵀ`: X `[n, cols]`, W `[rows, cols]`, Y `[n, rows]`.
         pub(crate) fn matmul<E: $crate::kernels::simd::LoadW<$isa>>(
             _: $token,
@@ -1319,3 +1214,118 @@ macro_rules! target_kernels {
     };
 }
 pub(crate) use target_kernels;
+
+/// The int8 glue, as [`target_kernels`]: the wrappers and entry points of the Q8_0 × Q8_0
+/// products for one [`Int8Dot`] + [`Int8Lanes`] type, with the token and target-feature
+/// attribute(s) it needs (VNNI is a feature of its own), marking `isa` as run. Invoked once per
+/// int8 dot product (x86 has three: AVX2's `vpmaddubsw`, AVX-VNNI and AVX-512 VNNI).
+macro_rules! int8_kernels {
+    (
+        isa: $isa:ident,
+        int8: $dot:ty,
+        token: $itoken:ty,
+        $(#[$iattr:meta])+
+    ) => {
+        $(#[$iattr])+
+        unsafe fn gemv_int8_target(
+            w: &[$crate::tensor::BlockQ8_0],
+            stride: usize,
+            x: &[$crate::tensor::BlockQ8_0],
+            y: &mut [f32],
+            add: bool,
+        ) {
+            $crate::kernels::simd::gemv_int8::<$dot>(
+                w.as_ptr(),
+                stride,
+                x.as_ptr(),
+                x.len(),
+                y.as_mut_ptr(),
+                y.len(),
+                add,
+            )
+        }
+
+        $(#[$iattr])+
+        unsafe fn quantize_target(
+            x: &[f32],
+            out: &mut [$crate::tensor::BlockQ8_0],
+            sums: &mut [i32],
+        ) {
+            $crate::tensor::quantize_blocks(x, out, sums)
+        }
+
+        $(#[$iattr])+
+        unsafe fn gemm_int8_panels_target(o: $crate::kernels::simd::int8_panels::Operands) {
+            $crate::kernels::simd::int8_panels::gemm::<$dot>(o)
+        }
+
+        /// `y (+)= x·Wᵀ` for Q8_0 activations `x` and the first `x.len()` blocks of each row
+        /// of W, rows `stride` blocks apart (`add`: add to y).
+        pub(crate) fn matvec_int8(
+            _: $itoken,
+            w: &[$crate::tensor::BlockQ8_0],
+            stride: usize,
+            x: &[$crate::tensor::BlockQ8_0],
+            y: &mut [f32],
+            add: bool,
+        ) {
+            assert!(x.len() <= stride && !y.is_empty());
+            assert!(w.len() >= (y.len() - 1) * stride + x.len());
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            // SAFETY: the token proves the int8 wrapper's features; w holds
+            // (rows − 1)·stride + nb blocks, x nb, y rows, as gemv_int8 reads and writes.
+            unsafe { gemv_int8_target(w, stride, x, y, add) }
+        }
+
+        /// `tensor::quantize_q8_0` of `x` into `out`, and the sums of each block's quants, with
+        /// the int8 wrapper's features (the same code, vectorised by the compiler).
+        pub(crate) fn quantize(_: $itoken, x: &[f32], out: &mut [$crate::tensor::BlockQ8_0], sums: &mut [i32]) {
+            // SAFETY: the token proves the int8 wrapper's features; the body reads and writes
+            // only through the slices.
+            unsafe { quantize_target(x, out, sums) }
+        }
+
+        /// `Y (+)= X·Wᵀ` over int8 panels for blocks `b0..b0 + nbc` of each row: X is `n`
+        /// positions of `nbc` Q8_0 blocks (quants in −127..=127) with `xsum` the sums of
+        /// their quants, Y `[n, w.rows()]` (`add`: add to it).
+        pub(crate) fn matmul_int8_panels(
+            _: $itoken,
+            w: $crate::kernels::Int8Panels<'_>,
+            b0: usize,
+            x: &[$crate::tensor::BlockQ8_0],
+            xsum: &[i32],
+            y: &mut [f32],
+            add: bool,
+        ) {
+            let rows = w.rows();
+            let nb = w.cols() / $crate::tensor::Q8_0_BLOCK;
+            assert!(rows > 0 && !y.is_empty() && y.len() % rows == 0);
+            let n = y.len() / rows;
+            assert!(x.len() % n == 0 && xsum.len() == x.len());
+            let nbc = x.len() / n;
+            assert!(nbc > 0 && b0 + nbc <= nb);
+            let groups = rows.div_ceil($crate::kernels::INT8_PANEL) * nb;
+            assert!(w.quants().len() >= groups * $crate::tensor::Q8_0_BLOCK * $crate::kernels::INT8_PANEL);
+            assert!(w.scales().len() >= groups * $crate::kernels::INT8_PANEL * 2);
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            let o = $crate::kernels::simd::int8_panels::Operands {
+                q: w.quants().as_ptr().cast(),
+                s: w.scales().as_ptr().cast(),
+                nb,
+                b0,
+                nbc,
+                x: x.as_ptr(),
+                xsum: xsum.as_ptr(),
+                n,
+                y: y.as_mut_ptr(),
+                rows,
+                add,
+            };
+            // SAFETY: the token proves the int8 wrapper's features; the asserts give the
+            // ranges the body reads (the panels' groups and scales, n·nbc blocks and sums) and
+            // writes (y: n·rows).
+            unsafe { gemm_int8_panels_target(o) }
+        }
+    };
+}
+pub(crate) use int8_kernels;

@@ -297,7 +297,11 @@ simd::target_kernels! {
     isa: Simd128,
     token: Token,
     #[target_feature(enable = "simd128")]
+}
+
+simd::int8_kernels! {
+    isa: Simd128,
     int8: Extmul,
-    int8_token: Token,
+    token: Token,
     #[target_feature(enable = "simd128")]
 }

@@ -10,6 +10,7 @@
 
 mod avx2;
 mod avx512;
+mod avx_vnni;
 
 use half::{bf16, f16};
 
@@ -27,78 +28,104 @@ pub(crate) struct Avx2Token(());
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512Token(());
 
-/// Proof that AVX-512 VNNI and VL are available besides what an [`Avx512Token`] proves (made
-/// only by [`matvec_int8`] after [`vnni`]).
+/// Proof that AVX-512 VNNI and VL are available besides what an [`Avx512Token`] proves (only
+/// [`Token::get`] makes one).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct VnniToken(());
 
-/// The instruction set a dispatched call runs on.
+/// Proof that AVX-VNNI (the VEX-encoded 256-bit `vpdpbusd`) is available besides what an
+/// [`Avx2Token`] proves (only [`Token::get`] makes one).
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Token {
+pub(crate) struct AvxVnniToken(());
+
+/// The instruction set a dispatched call runs on: one for the f32 kernels, one for the int8
+/// products (their byte dot product is a feature of its own), both chosen by [`Token::get`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Token {
+    vectors: Vectors,
+    int8: Int8,
+}
+
+/// The f32 kernels' set.
+#[derive(Clone, Copy, Debug)]
+enum Vectors {
     Avx2(Avx2Token),
     Avx512(Avx512Token),
 }
 
+/// The int8 products' set: AVX-512 VNNI on 512-bit vectors, AVX-VNNI on 256-bit ones, or
+/// AVX2's `vpmaddubsw` form.
+#[derive(Clone, Copy, Debug)]
+enum Int8 {
+    Maddubs(Avx2Token),
+    AvxVnni(AvxVnniToken),
+    Vnni(VnniToken),
+}
+
 impl Token {
-    /// The widest instruction set present (`want` = `None`), or exactly `want` if it is present.
+    /// The widest instruction set present (`want` = `None`), or exactly `want` if it is present
+    /// (`Avx2` = AVX2 without any VNNI; `AvxVnni` = AVX2 with AVX-VNNI's int8 products;
+    /// `Avx512` = AVX-512 with the best int8 product present).
     #[inline]
     pub(crate) fn get(want: Option<Isa>) -> Option<Token> {
-        let (avx2, avx512) = present();
-        match want {
-            None if avx512 => Some(Token::Avx512(Avx512Token(()))),
-            None | Some(Isa::Avx2) if avx2 => Some(Token::Avx2(Avx2Token(()))),
-            Some(Isa::Avx512) if avx512 => Some(Token::Avx512(Avx512Token(()))),
-            _ => None,
-        }
+        let f = features();
+        let (avx2, avx512) = (f & AVX2 != 0, f & AVX512 != 0);
+        let best_int8 = if f & VNNI != 0 {
+            Int8::Vnni(VnniToken(()))
+        } else if f & AVX_VNNI != 0 {
+            Int8::AvxVnni(AvxVnniToken(()))
+        } else {
+            Int8::Maddubs(Avx2Token(()))
+        };
+        let (vectors, int8) = match want {
+            None | Some(Isa::Avx512) if avx512 => (Vectors::Avx512(Avx512Token(())), best_int8),
+            None if avx2 => (Vectors::Avx2(Avx2Token(())), best_int8),
+            Some(Isa::AvxVnni) if avx2 && f & AVX_VNNI != 0 => (
+                Vectors::Avx2(Avx2Token(())),
+                Int8::AvxVnni(AvxVnniToken(())),
+            ),
+            Some(Isa::Avx2) if avx2 => (Vectors::Avx2(Avx2Token(())), Int8::Maddubs(Avx2Token(()))),
+            _ => return None,
+        };
+        Some(Token { vectors, int8 })
     }
 
-    /// The instruction set of this token.
+    /// The instruction set of this token (AVX2 with AVX-VNNI's int8 products is `AvxVnni`).
     pub(crate) fn isa(self) -> Isa {
-        match self {
-            Token::Avx2(_) => Isa::Avx2,
-            Token::Avx512(_) => Isa::Avx512,
+        match (self.vectors, self.int8) {
+            (Vectors::Avx512(_), _) => Isa::Avx512,
+            (Vectors::Avx2(_), Int8::AvxVnni(_)) => Isa::AvxVnni,
+            (Vectors::Avx2(_), _) => Isa::Avx2,
         }
     }
 }
 
-/// Whether (AVX2 + FMA + F16C, and AVX-512F with them) are present: fixed by the build's target
-/// features, or detected at run time with `std`.
+/// [`features`] bits: AVX2 + FMA + F16C; AVX-512F with them; AVX-512 VNNI + VL with those;
+/// AVX-VNNI with AVX2.
+const AVX2: u8 = 1 << 1;
+const AVX512: u8 = 1 << 2;
+const VNNI: u8 = 1 << 3;
+const AVX_VNNI: u8 = 1 << 4;
+
+/// The features present, as [`AVX2`] | [`AVX512`] | [`VNNI`] | [`AVX_VNNI`] bits: fixed by
+/// the build's target features, or detected at run time with `std` (once, then cached).
 #[inline]
-fn present() -> (bool, bool) {
+fn features() -> u8 {
     let avx2 = cfg!(all(
         target_feature = "avx2",
         target_feature = "fma",
         target_feature = "f16c"
     ));
     let avx512 = avx2 && cfg!(target_feature = "avx512f");
-    if avx512 {
-        return (true, true);
-    }
+    let vnni = avx512 && cfg!(all(target_feature = "avx512vl", target_feature = "avx512vnni"));
+    let avx_vnni = avx2 && cfg!(target_feature = "avxvnni");
+    let built = u8::from(avx2) << 1
+        | u8::from(avx512) << 2
+        | u8::from(vnni) << 3
+        | u8::from(avx_vnni) << 4;
     #[cfg(feature = "std")]
     {
-        detected()
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        (avx2, false)
-    }
-}
-
-/// Whether AVX-512 VNNI and VL are present with AVX-512F (the int8 dot product's `vpdpbusd`):
-/// fixed by the build, or detected at run time with `std`.
-#[inline]
-fn vnni() -> bool {
-    let built = cfg!(all(
-        target_feature = "avx2",
-        target_feature = "fma",
-        target_feature = "f16c",
-        target_feature = "avx512f",
-        target_feature = "avx512vl",
-        target_feature = "avx512vnni"
-    ));
-    #[cfg(feature = "std")]
-    {
-        built || detected_state() & 8 != 0
+        built | detected()
     }
     #[cfg(not(feature = "std"))]
     {
@@ -106,16 +133,9 @@ fn vnni() -> bool {
     }
 }
 
-/// Runtime detection, done once: bit 0 = done, bit 1 = AVX2+FMA+F16C, bit 2 = AVX-512F too.
+/// Runtime detection, done once: the [`features`] bits, and bit 0 once done.
 #[cfg(feature = "std")]
-fn detected() -> (bool, bool) {
-    let s = detected_state();
-    (s & 2 != 0, s & 4 != 0)
-}
-
-/// The state of [`detected`]; bit 3 = AVX-512 VNNI and VL too.
-#[cfg(feature = "std")]
-fn detected_state() -> u8 {
+fn detected() -> u8 {
     use core::sync::atomic::{AtomicU8, Ordering};
     static STATE: AtomicU8 = AtomicU8::new(0);
     let mut s = STATE.load(Ordering::Relaxed);
@@ -127,10 +147,15 @@ fn detected_state() -> u8 {
         let vnni = avx512
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512vnni");
-        s = 1 | (u8::from(avx2) << 1) | (u8::from(avx512) << 2) | (u8::from(vnni) << 3);
+        let avx_vnni = avx2 && std::is_x86_feature_detected!("avxvnni");
+        s = 1
+            | u8::from(avx2) << 1
+            | u8::from(avx512) << 2
+            | u8::from(vnni) << 3
+            | u8::from(avx_vnni) << 4;
         STATE.store(s, Ordering::Relaxed);
     }
-    s
+    s & !1
 }
 
 /// An element type both x86 paths load.
@@ -142,21 +167,20 @@ impl X86W for bf16 {}
 // ---- forwarding: each kernel on the token's instruction set.
 
 pub(crate) fn matvec<E: X86W>(t: Token, w: &[E], x: &[f32], y: &mut [f32]) {
-    match t {
-        Token::Avx512(t) => avx512::matvec(t, w, x, y),
-        Token::Avx2(t) => avx2::matvec(t, w, x, y),
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::matvec(t, w, x, y),
+        Vectors::Avx2(t) => avx2::matvec(t, w, x, y),
     }
 }
 
 pub(crate) fn matvec_q8(t: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
-    match t {
-        Token::Avx512(t) => avx512::matvec_q8(t, w, x, y),
-        Token::Avx2(t) => avx2::matvec_q8(t, w, x, y),
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::matvec_q8(t, w, x, y),
+        Vectors::Avx2(t) => avx2::matvec_q8(t, w, x, y),
     }
 }
 
-/// The Q8_0 × Q8_0 product: with VNNI on an AVX-512 token, else AVX2's `vpmaddubsw` form (an
-/// AVX-512 token also proves AVX2; AVX-512F alone adds nothing to byte products).
+/// The Q8_0 × Q8_0 product on the token's int8 set.
 pub(crate) fn matvec_int8(
     t: Token,
     w: &[BlockQ8_0],
@@ -165,22 +189,23 @@ pub(crate) fn matvec_int8(
     y: &mut [f32],
     add: bool,
 ) {
-    match t {
-        Token::Avx512(_) if vnni() => avx512::matvec_int8(VnniToken(()), w, stride, x, y, add),
-        Token::Avx512(_) | Token::Avx2(_) => avx2::matvec_int8(Avx2Token(()), w, stride, x, y, add),
+    match t.int8 {
+        Int8::Vnni(t) => avx512::matvec_int8(t, w, stride, x, y, add),
+        Int8::AvxVnni(t) => avx_vnni::matvec_int8(t, w, stride, x, y, add),
+        Int8::Maddubs(t) => avx2::matvec_int8(t, w, stride, x, y, add),
     }
 }
 
-/// The int8 path's quantisation of the activations, with the features of [`matvec_int8`]'s
-/// choice.
+/// The int8 path's quantisation of the activations, with the features of the token's int8 set.
 pub(crate) fn quantize(t: Token, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
-    match t {
-        Token::Avx512(_) if vnni() => avx512::quantize(VnniToken(()), x, out, sums),
-        Token::Avx512(_) | Token::Avx2(_) => avx2::quantize(Avx2Token(()), x, out, sums),
+    match t.int8 {
+        Int8::Vnni(t) => avx512::quantize(t, x, out, sums),
+        Int8::AvxVnni(t) => avx_vnni::quantize(t, x, out, sums),
+        Int8::Maddubs(t) => avx2::quantize(t, x, out, sums),
     }
 }
 
-/// The product over int8 panels, on the same choice of set as [`matvec_int8`].
+/// The product over int8 panels on the token's int8 set.
 pub(crate) fn matmul_int8_panels(
     t: Token,
     w: super::Int8Panels<'_>,
@@ -190,34 +215,31 @@ pub(crate) fn matmul_int8_panels(
     y: &mut [f32],
     add: bool,
 ) {
-    match t {
-        Token::Avx512(_) if vnni() => {
-            avx512::matmul_int8_panels(VnniToken(()), w, b0, x, xsum, y, add)
-        }
-        Token::Avx512(_) | Token::Avx2(_) => {
-            avx2::matmul_int8_panels(Avx2Token(()), w, b0, x, xsum, y, add)
-        }
+    match t.int8 {
+        Int8::Vnni(t) => avx512::matmul_int8_panels(t, w, b0, x, xsum, y, add),
+        Int8::AvxVnni(t) => avx_vnni::matmul_int8_panels(t, w, b0, x, xsum, y, add),
+        Int8::Maddubs(t) => avx2::matmul_int8_panels(t, w, b0, x, xsum, y, add),
     }
 }
 
 pub(crate) fn matmul<E: X86W>(t: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    match t {
-        Token::Avx512(t) => avx512::matmul(t, w, cols, x, y),
-        Token::Avx2(t) => avx2::matmul(t, w, cols, x, y),
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::matmul(t, w, cols, x, y),
+        Vectors::Avx2(t) => avx2::matmul(t, w, cols, x, y),
     }
 }
 
 pub(crate) fn matmul_q8(t: Token, w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
-    match t {
-        Token::Avx512(t) => avx512::matmul_q8(t, w, cols, x, y),
-        Token::Avx2(t) => avx2::matmul_q8(t, w, cols, x, y),
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::matmul_q8(t, w, cols, x, y),
+        Vectors::Avx2(t) => avx2::matmul_q8(t, w, cols, x, y),
     }
 }
 
 pub(crate) fn matmul_panels(t: Token, w: super::Panels<'_>, x: &[f32], y: &mut [f32]) {
-    match t {
-        Token::Avx512(t) => avx512::matmul_panels(t, w, x, y),
-        Token::Avx2(t) => avx2::matmul_panels(t, w, x, y),
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::matmul_panels(t, w, x, y),
+        Vectors::Avx2(t) => avx2::matmul_panels(t, w, x, y),
     }
 }
 
@@ -230,22 +252,22 @@ pub(crate) fn attention<K: X86W>(
     scale: f32,
     out: &mut [f32],
 ) {
-    match t {
-        Token::Avx512(t) => avx512::attention(t, q, group, keys, values, scale, out),
-        Token::Avx2(t) => avx2::attention(t, q, group, keys, values, scale, out),
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::attention(t, q, group, keys, values, scale, out),
+        Vectors::Avx2(t) => avx2::attention(t, q, group, keys, values, scale, out),
     }
 }
 
 pub(crate) fn silu(t: Token, x: &mut [f32]) {
-    match t {
-        Token::Avx512(t) => avx512::silu(t, x),
-        Token::Avx2(t) => avx2::silu(t, x),
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::silu(t, x),
+        Vectors::Avx2(t) => avx2::silu(t, x),
     }
 }
 
 pub(crate) fn exp(t: Token, x: &[f32], out: &mut [f32]) {
-    match t {
-        Token::Avx512(t) => avx512::exp(t, x, out),
-        Token::Avx2(t) => avx2::exp(t, x, out),
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::exp(t, x, out),
+        Vectors::Avx2(t) => avx2::exp(t, x, out),
     }
 }

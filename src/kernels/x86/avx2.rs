@@ -250,7 +250,11 @@ simd::target_kernels! {
     isa: Avx2,
     token: Avx2Token,
     #[target_feature(enable = "avx2,fma,f16c")]
+}
+
+simd::int8_kernels! {
+    isa: Avx2,
     int8: Maddubs,
-    int8_token: Avx2Token,
+    token: Avx2Token,
     #[target_feature(enable = "avx2,fma,f16c")]
 }

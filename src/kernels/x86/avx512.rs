@@ -167,38 +167,22 @@ unsafe impl LoadW<Avx512> for bf16 {
     }
 }
 
-/// The int8 dot product with AVX-512 VNNI on 256-bit vectors (the `Avx2` vector set, inside
-/// functions that also enable `avx512vnni` and `avx512vl`): `vpdpbusd` sums each group of four
-/// unsigned × signed byte products into 32 bits in one instruction. The weights are made
-/// unsigned by flipping their top bit (w + 128), and the accumulator starts at −128·Σx for
-/// each group of four activations (computed once per block for all rows), so each lane ends
-/// exactly at Σ w·x: two instructions per block and row instead of AVX2's four.
+/// AVX-512 VNNI (`vpdpbusd`, EVEX-encoded): on 256-bit vectors (the `Avx2` vector set,
+/// inside functions that also enable `avx512vnni` and `avx512vl`) for the row-layout dot
+/// product, written once for both encodings in `avx_vnni.rs`; on 512-bit ones for the panels.
 #[derive(Clone, Copy)]
 pub(crate) struct Vnni;
 
 // SAFETY: reached only from functions compiled with avx512vnni and avx512vl besides the
-// `Avx2` features, which run only when a `VnniToken` proved them; 32 bytes are read from each
-// pointer.
-unsafe impl simd::Int8Dot for Vnni {
-    type I = super::avx2::Avx2;
-    /// The activations and the accumulator's start, −128·Σ of each group of four.
-    type Q = (__m256i, __m256i);
+// `Avx2` features, which run only when a `VnniToken` proved them.
+unsafe impl super::avx_vnni::Dpbusd256 for Vnni {
     #[inline(always)]
-    unsafe fn load(q: *const i8) -> (__m256i, __m256i) {
-        let x = super::avx2::load_int8(q);
-        let neg = _mm256_sub_epi8(_mm256_setzero_si256(), x);
-        let bias = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(-128), neg);
-        (x, bias)
-    }
-    #[inline(always)]
-    unsafe fn dot(w: *const i8, (x, bias): (__m256i, __m256i)) -> __m256 {
-        let w = _mm256_loadu_si256(w as *const __m256i);
-        let biased = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
-        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(bias, biased, x))
+    unsafe fn dpbusd(a: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(a, u, s)
     }
 }
 
-// SAFETY: as for `Int8Dot`; 64 bytes are read from each weight pointer and 4 from each
+// SAFETY: as for `Dpbusd256`; 64 bytes are read from each weight pointer and 4 from each
 // activation pointer.
 unsafe impl simd::Int8Lanes for Vnni {
     type I = Avx512;
@@ -235,7 +219,11 @@ simd::target_kernels! {
     isa: Avx512,
     token: Avx512Token,
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+}
+
+simd::int8_kernels! {
+    isa: Avx512,
     int8: Vnni,
-    int8_token: super::VnniToken,
+    token: super::VnniToken,
     #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
 }
