@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kernel tests on every instruction-set path, each run failing unless that path really ran
 # (PICOFORMER_REQUIRE_ISA):
-#   x86-64 host        AVX2+FMA+F16C, AVX-512F if the CPU has it, and portable (each forced in
+#   x86-64 host        AVX2+FMA+F16C, AVX-VNNI and AVX-512F if the CPU has them, and portable (each forced in
 #                      turn, with the decoder properties and fixtures; a set the CPU lacks is
 #                      skipped: QEMU cannot run AVX-512)
 #   aarch64            NEON, under qemu-aarch64 (user mode)
@@ -35,6 +35,12 @@ host() { # isa
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo; then
     step "x86-64 host: AVX2"
     host avx2
+fi
+if grep -qw avx_vnni /proc/cpuinfo; then
+    step "x86-64 host: AVX2 with AVX-VNNI (int8 products)"
+    host avxvnni
+else
+    echo "x86-64 host: no AVX-VNNI on this CPU; its int8 kernels were not run here"
 fi
 if grep -qw avx512f /proc/cpuinfo; then
     step "x86-64 host: AVX-512"

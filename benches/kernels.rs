@@ -108,6 +108,22 @@ mod imp {
         }
     }
 
+    /// The x86 int8 sets present besides the dispatched one, to force beside it, by name:
+    /// AVX-VNNI (256-bit `vpdpbusd`) and AVX2 (`vpmaddubsw`).
+    fn other_int8_sets() -> Vec<(&'static str, Isa)> {
+        let active = kernels::active_isa();
+        let present = |isa| {
+            kernels::force_isa(Some(isa));
+            let ok = kernels::active_isa() == isa;
+            kernels::force_isa(None);
+            ok
+        };
+        [("avxvnni", Isa::AvxVnni), ("avx2", Isa::Avx2)]
+            .into_iter()
+            .filter(|&(_, isa)| isa != active && present(isa))
+            .collect()
+    }
+
     fn bench_products(c: &mut Criterion<CpuTime>) {
         let shapes: &[(&str, usize, usize, usize)] = &[
             ("gemv", 1, 128, 128),
@@ -124,8 +140,10 @@ mod imp {
             ("gemm", 64, 768, 288),
         ];
         eprintln!("picoformer kernels: {:?}", kernels::active_isa());
-        // Where AVX-512 is the dispatched path, AVX2 is measured beside it (forced).
+        // Where AVX-512 is the dispatched path, AVX2 is measured beside it (forced); the int8
+        // products also on every other x86 int8 set present.
         let avx512 = kernels::active_isa() == Isa::Avx512;
+        let int8_sets = other_int8_sets();
         for &(kind, m, k, n) in shapes {
             let mut g = c.benchmark_group(format!("{kind}/{m},{k},{n}"));
             g.throughput(Throughput::Elements((2 * m * k * n) as u64));
@@ -175,9 +193,9 @@ mod imp {
                     b.iter(|| kernels::matvec_int8(black_box(&wq), black_box(&x), &mut y))
                 };
                 g.bench_function("picoformer_int8", &mut int8);
-                if avx512 {
-                    kernels::force_isa(Some(Isa::Avx2));
-                    g.bench_function("picoformer_int8_avx2", &mut int8);
+                for &(name, isa) in &int8_sets {
+                    kernels::force_isa(Some(isa));
+                    g.bench_function(format!("picoformer_int8_{name}"), &mut int8);
                     kernels::force_isa(None);
                 }
             }
@@ -188,9 +206,9 @@ mod imp {
                 b.iter(|| kernels::matmul_int8(black_box(p8), black_box(&x), &mut y))
             };
             g.bench_function("picoformer_int8_panels", &mut int8p);
-            if avx512 {
-                kernels::force_isa(Some(Isa::Avx2));
-                g.bench_function("picoformer_int8_panels_avx2", &mut int8p);
+            for &(name, isa) in &int8_sets {
+                kernels::force_isa(Some(isa));
+                g.bench_function(format!("picoformer_int8_panels_{name}"), &mut int8p);
                 kernels::force_isa(None);
             }
             g.bench_function("portable", |b| {

@@ -50,8 +50,8 @@ def int8(kind):
     """The int8 path beside f32 and Q8_0 with f32 products; `bytes/f32` is the weight bytes per
     second over f32's (34 bytes per 32 weights against 128)."""
     groups = sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")])
-    cols = present(groups, ["picoformer", "picoformer_panels", "picoformer_q8_0", "picoformer_int8", "picoformer_int8_avx2",
-                            "picoformer_int8_panels", "picoformer_int8_panels_avx2", "gemm"])
+    cols = present(groups, ["picoformer", "picoformer_panels", "picoformer_q8_0", "picoformer_int8", "picoformer_int8_avxvnni", "picoformer_int8_avx2",
+                            "picoformer_int8_panels", "picoformer_int8_panels_avxvnni", "picoformer_int8_panels_avx2", "gemm"])
     if not any(c.startswith("picoformer_int8") for c in cols):
         return
     base = "picoformer_panels" if "picoformer_panels" in cols else "picoformer"

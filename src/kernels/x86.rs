@@ -1,11 +1,13 @@
 //! x86-64 kernels: AVX-512 where the CPU has it (`x86/avx512.rs`), AVX2 + FMA + F16C otherwise
 //! (`x86/avx2.rs`). Both are the generic bodies of `simd.rs`; this file decides which one a
 //! [`Token`] stands for and forwards each kernel to it (an AVX-512 token also proves AVX2, which
-//! tests and benchmarks use through `force_isa`).
+//! tests and benchmarks use through `force_isa`). The int8 products have a choice of their
+//! own: AVX-512 VNNI, else AVX-VNNI (`x86/avx_vnni.rs`), else AVX2's `vpmaddubsw` form.
 //!
 //! A token proves its instruction set is present: without `std` it exists only when the build
-//! enables the features (`-C target-cpu=…`, or `-C target-feature=+avx2,+fma,+f16c` and
-//! `+avx512f` for AVX-512); with `std` it comes from a runtime check, done once and cached.
+//! enables the features (`-C target-cpu=…`, or `-C target-feature=+avx2,+fma,+f16c`, with
+//! `+avx512f` for AVX-512, `+avx512vl,+avx512vnni` or `+avxvnni` for the VNNI products); with
+//! `std` it comes from a runtime check, done once and cached.
 #![allow(unsafe_code)]
 
 mod avx2;
@@ -117,12 +119,14 @@ fn features() -> u8 {
         target_feature = "f16c"
     ));
     let avx512 = avx2 && cfg!(target_feature = "avx512f");
-    let vnni = avx512 && cfg!(all(target_feature = "avx512vl", target_feature = "avx512vnni"));
+    let vnni = avx512
+        && cfg!(all(
+            target_feature = "avx512vl",
+            target_feature = "avx512vnni"
+        ));
     let avx_vnni = avx2 && cfg!(target_feature = "avxvnni");
-    let built = u8::from(avx2) << 1
-        | u8::from(avx512) << 2
-        | u8::from(vnni) << 3
-        | u8::from(avx_vnni) << 4;
+    let built =
+        u8::from(avx2) << 1 | u8::from(avx512) << 2 | u8::from(vnni) << 3 | u8::from(avx_vnni) << 4;
     #[cfg(feature = "std")]
     {
         built | detected()

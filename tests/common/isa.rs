@@ -29,9 +29,8 @@ pub fn use_required_isa() {
 /// [`check_required_int8_isa`].
 pub fn check_required_isa() {
     if let Some(isa) = required_isa() {
-        let f32_kernels = isa == Isa::AvxVnni
-            && kernels::active_isa() == Isa::AvxVnni
-            && kernels::ran(Isa::Avx2);
+        let f32_kernels =
+            isa == Isa::AvxVnni && kernels::active_isa() == Isa::AvxVnni && kernels::ran(Isa::Avx2);
         assert!(
             kernels::ran(isa) || f32_kernels,
             "PICOFORMER_REQUIRE_ISA={isa:?} but that path did not run (active: {:?})",
