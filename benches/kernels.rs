@@ -232,6 +232,11 @@ mod imp {
                     b.iter(|| roof::fma_peak_avx512(black_box(2 * m * k * n)))
                 });
             }
+            if kind == "gemm" && is_x86_feature_detected!("avx512bf16") {
+                g.bench_function("bf16_dot_peak", |b| {
+                    b.iter(|| roof::bf16_dot_peak(black_box(2 * m * k * n)))
+                });
+            }
             let f16_buf: [u16; 2048] = core::array::from_fn(|i| w16[i % w16.len()].to_bits());
             g.bench_function("f16_roof", |b| {
                 b.iter(|| roof::f16_roof(black_box(&f16_buf), m * k * n))

@@ -33,12 +33,12 @@ def present(groups, cols):
 def products(kind):
     groups = sorted((g for g in rows if g.startswith(kind + "/")), key=lambda g: [int(v) for v in g.split("/")[1].split(",")])
     cols = present(groups, ["picoformer", "picoformer_avx2", "picoformer_panels", "picoformer_panels_avx2", "picoformer_f16", "picoformer_q8_0", "gemm",
-                            "matrixmultiply", "portable", "naive", "fma_peak", "fma_peak_avx512", "f16_roof"])
+                            "matrixmultiply", "portable", "naive", "fma_peak", "fma_peak_avx512", "bf16_dot_peak", "f16_roof"])
     ratios = [(a, b) for a, b in [("picoformer", "gemm"), ("picoformer", "matrixmultiply"), ("picoformer", "portable"), ("picoformer", "picoformer_avx2"),
                                   ("picoformer", "fma_peak"), ("picoformer", "fma_peak_avx512"), ("picoformer_f16", "f16_roof"),
                                   ("picoformer_panels", "gemm"), ("picoformer_panels", "matrixmultiply"), ("picoformer_panels", "picoformer"),
                                   ("picoformer_panels", "fma_peak_avx512"), ("picoformer_panels_avx2", "matrixmultiply"),
-                                  ("picoformer_panels_avx2", "fma_peak")] if a in cols and b in cols]
+                                  ("picoformer_panels_avx2", "fma_peak"), ("bf16_dot_peak", "fma_peak_avx512")] if a in cols and b in cols]
     table("shape M,K,N", *cols, *(f"{a.replace('picoformer', 'ours')}/{b}" for a, b in ratios))
     for g in groups:
         r = {k: rate(*v, "Elements") for k, v in rows[g].items()}

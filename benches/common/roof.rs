@@ -38,6 +38,33 @@ unsafe fn fma_peak_zmm(iters: usize, m: f32) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
+/// The same work in AVX-512 BF16 dot products (`vdpbf16ps zmm`: 32 bf16 pairs multiplied and
+/// summed into 16 f32, i.e. 64 FLOPs an instruction): what a bf16 dot product could reach at
+/// best (where it is slower than [`fma_peak_avx512`], there is no BF16 kernel to write).
+pub fn bf16_dot_peak(flops: usize) -> f32 {
+    assert!(is_x86_feature_detected!("avx512bf16"));
+    // SAFETY: the feature the function is compiled for was detected above.
+    unsafe { bf16_dot_zmm(flops / (CHAINS * 64)) }
+}
+
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn bf16_dot_zmm(iters: usize) -> f32 {
+    // 1e-4 · 0.5 in every pair: the sums grow slowly and stay finite.
+    let a: __m512bh = core::mem::transmute(_mm512_set1_epi16(0x38d2)); // bf16 ≈ 1e-4
+    let b: __m512bh = core::mem::transmute(_mm512_set1_epi16(0x3f00)); // bf16 0.5
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_dpbf16_ps(*v, a, b);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for v in acc {
+        s = _mm512_add_ps(s, v);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_peak_avx2(iters: usize, m: f32) -> f32 {
     let (m, a) = (_mm256_set1_ps(m), _mm256_set1_ps(1e-4));
