@@ -88,6 +88,26 @@ pub(crate) unsafe trait Isa: Copy {
     /// dereferenced); the default does nothing.
     #[inline(always)]
     unsafe fn prefetch(_p: *const u8) {}
+    /// Whether [`Self::load_partial`] and [`Self::store_partial`] are masked instructions
+    /// (AVX-512): the kernels then finish a row that ends inside a vector with one more vector
+    /// step rather than a scalar loop.
+    const MASKED: bool = false;
+    /// The `n` (< `LANES`) f32 at `p` in the first lanes, 0 in the others; reads only p[..n].
+    /// The default goes through the stack.
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self::V {
+        let mut buf = [0.0f32; 16];
+        core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+        Self::load(buf.as_ptr())
+    }
+    /// Stores the first `n` (< `LANES`) lanes of `v` to p[..n]; writes nothing else. The
+    /// default goes through the stack.
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut f32, v: Self::V, n: usize) {
+        let mut buf = [0.0f32; 16];
+        Self::store(buf.as_mut_ptr(), v);
+        core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+    }
 }
 
 /// An element type that the instruction set `I` loads (and widens to f32) `LANES` at a time.
@@ -97,6 +117,16 @@ pub(crate) unsafe trait Isa: Copy {
 pub(crate) unsafe trait LoadW<I: Isa>: Element {
     /// Loads `LANES` elements from `p` as f32 (any alignment).
     unsafe fn loadw(p: *const Self) -> I::V;
+    /// The `n` (< `LANES`) elements at `p` as f32 in the first lanes, 0 in the others; reads
+    /// only p[..n] ([`Isa::MASKED`] sets mask the load; the default goes through the stack).
+    #[inline(always)]
+    unsafe fn loadw_partial(p: *const Self, n: usize) -> I::V {
+        let mut buf = [0.0f32; 16];
+        for (i, b) in buf.iter_mut().enumerate().take(n) {
+            *b = (*p.add(i)).to_f32();
+        }
+        I::load(buf.as_ptr())
+    }
 }
 
 /// ln 2 split for Cody–Waite range reduction: `LN2_HI` has few enough bits that n·LN2_HI is
@@ -168,14 +198,8 @@ pub(crate) unsafe fn map_slice<I: Isa, F: Lanewise>(x: *const f32, out: *mut f32
         i += l;
     }
     if i < n {
-        let mut buf = [0.0f32; 16];
-        for j in i..n {
-            buf[j - i] = *x.add(j);
-        }
-        I::store(buf.as_mut_ptr(), F::apply::<I>(I::load(buf.as_ptr())));
-        for j in i..n {
-            *out.add(j) = buf[j - i];
-        }
+        let v = F::apply::<I>(I::load_partial(x.add(i), n - i));
+        I::store_partial(out.add(i), v, n - i);
     }
 }
 
@@ -263,18 +287,28 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
             b2 = I::fma(E::loadw(w2.add(c)), x0, b2);
             b3 = I::fma(E::loadw(w3.add(c)), x0, b3);
         }
+        let t = cols - main;
+        if I::MASKED && t > 0 {
+            let xt = I::load_partial(x.add(main), t);
+            a0 = I::fma(E::loadw_partial(w0.add(main), t), xt, a0);
+            a1 = I::fma(E::loadw_partial(w1.add(main), t), xt, a1);
+            a2 = I::fma(E::loadw_partial(w2.add(main), t), xt, a2);
+            a3 = I::fma(E::loadw_partial(w3.add(main), t), xt, a3);
+        }
         let mut s = I::hsum4(
             I::add(a0, b0),
             I::add(a1, b1),
             I::add(a2, b2),
             I::add(a3, b3),
         );
-        for c in main..cols {
-            let xv = *x.add(c);
-            s[0] += (*w0.add(c)).to_f32() * xv;
-            s[1] += (*w1.add(c)).to_f32() * xv;
-            s[2] += (*w2.add(c)).to_f32() * xv;
-            s[3] += (*w3.add(c)).to_f32() * xv;
+        if !I::MASKED {
+            for c in main..cols {
+                let xv = *x.add(c);
+                s[0] += (*w0.add(c)).to_f32() * xv;
+                s[1] += (*w1.add(c)).to_f32() * xv;
+                s[2] += (*w2.add(c)).to_f32() * xv;
+                s[3] += (*w3.add(c)).to_f32() * xv;
+            }
         }
         for (j, v) in s.iter().enumerate() {
             *y.add(r + j) = *v;
@@ -302,9 +336,16 @@ unsafe fn dot<I: Isa, E: LoadW<I>>(w: *const E, x: *const f32, cols: usize) -> f
     if c < main {
         a = I::fma(E::loadw(w.add(c)), I::load(x.add(c)), a);
     }
+    let t = cols - main;
+    if I::MASKED && t > 0 {
+        let xt = I::load_partial(x.add(main), t);
+        b = I::fma(E::loadw_partial(w.add(main), t), xt, b);
+    }
     let mut s = I::hsum(I::add(a, b));
-    for c in main..cols {
-        s += (*w.add(c)).to_f32() * *x.add(c);
+    if !I::MASKED {
+        for c in main..cols {
+            s += (*w.add(c)).to_f32() * *x.add(c);
+        }
     }
     s
 }
@@ -321,12 +362,13 @@ pub(crate) unsafe fn store_row<I: Isa>(y: *mut f32, acc: &[I::V], valid: usize, 
         if (v + 1) * l <= valid {
             I::store(at, if add { I::add(I::load(at), *a) } else { *a });
         } else if v * l < valid {
-            let mut buf = [0.0f32; 16];
-            I::store(buf.as_mut_ptr(), *a);
-            for (q, s) in buf.iter().enumerate().take(valid - v * l) {
-                let at = at.add(q);
-                *at = if add { *at + s } else { *s };
-            }
+            let n = valid - v * l;
+            let a = if add {
+                I::add(I::load_partial(at, n), *a)
+            } else {
+                *a
+            };
+            I::store_partial(at, a, n);
         }
     }
 }
@@ -697,8 +739,16 @@ unsafe fn widen<I: Isa, E: LoadW<I>>(
             I::store(dst.add(c), E::loadw(src.add(c)));
             c += l;
         }
-        for c in main..kc {
-            *dst.add(c) = (*src.add(c)).to_f32();
+        if I::MASKED && main < kc {
+            I::store_partial(
+                dst.add(main),
+                E::loadw_partial(src.add(main), kc - main),
+                kc - main,
+            );
+        } else {
+            for c in main..kc {
+                *dst.add(c) = (*src.add(c)).to_f32();
+            }
         }
     }
 }
@@ -799,11 +849,21 @@ unsafe fn tile<I: Isa, E: LoadW<I>, const P: usize, const R: usize>(
         }
         c += l;
     }
+    if I::MASKED && main < kc {
+        let t = kc - main;
+        let xv: [I::V; P] = core::array::from_fn(|p| I::load_partial(xp[p].add(main), t));
+        for q in 0..R {
+            let wv = E::loadw_partial(wq[q].add(main), t);
+            for p in 0..P {
+                acc[p][q] = I::fma(xv[p], wv, acc[p][q]);
+            }
+        }
+    }
     for p in 0..P {
         let z = I::zero();
         let a = |q: usize| if q < R { acc[p][q] } else { z };
         let mut s = I::hsum4(a(0), a(1), a(2), a(3));
-        for c in main..kc {
+        for c in (main..kc).filter(|_| !I::MASKED) {
             let xv = *xp[p].add(c);
             for q in 0..R {
                 s[q] += (*wq[q].add(c)).to_f32() * xv;
@@ -909,12 +969,21 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
                         c += chunk * l;
                     }
                 }
-                for c in dm..d {
-                    let mut o = *ot.add(c) * corr;
+                if I::MASKED && dm < d {
+                    let t = d - dm;
+                    let mut o = I::mul(I::load_partial(ot.add(dm), t), cv);
                     for (j, &p) in s.iter().enumerate().take(nb) {
-                        o += p * (*vb.add(j * d + c)).to_f32();
+                        o = I::fma(I::splat(p), K::loadw_partial(vb.add(j * d + dm), t), o);
                     }
-                    *ot.add(c) = o;
+                    I::store_partial(ot.add(dm), o, t);
+                } else {
+                    for c in dm..d {
+                        let mut o = *ot.add(c) * corr;
+                        for (j, &p) in s.iter().enumerate().take(nb) {
+                            o += p * (*vb.add(j * d + c)).to_f32();
+                        }
+                        *ot.add(c) = o;
+                    }
                 }
             }
             j0 += nb;

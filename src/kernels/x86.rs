@@ -6,7 +6,7 @@
 //!
 //! A token proves its instruction set is present: without `std` it exists only when the build
 //! enables the features (`-C target-cpu=…`, or `-C target-feature=+avx2,+fma,+f16c`, with
-//! `+avx512f` for AVX-512, `+avx512vl,+avx512vnni` or `+avxvnni` for the VNNI products); with
+//! `+avx512f,+avx512bw,+avx512vl` for AVX-512, `+avx512vnni` or `+avxvnni` for the VNNI products); with
 //! `std` it comes from a runtime check, done once and cached.
 #![allow(unsafe_code)]
 
@@ -26,11 +26,11 @@ use avx512::Avx512;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2Token(());
 
-/// Proof that AVX-512F, AVX2, FMA and F16C are available (only [`Token::get`] makes one).
+/// Proof that AVX-512F, BW and VL, AVX2, FMA and F16C are available (only [`Token::get`] makes one).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512Token(());
 
-/// Proof that AVX-512 VNNI and VL are available besides what an [`Avx512Token`] proves (only
+/// Proof that AVX-512 VNNI is available besides what an [`Avx512Token`] proves (only
 /// [`Token::get`] makes one).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct VnniToken(());
@@ -102,7 +102,7 @@ impl Token {
     }
 }
 
-/// [`features`] bits: AVX2 + FMA + F16C; AVX-512F with them; AVX-512 VNNI + VL with those;
+/// [`features`] bits: AVX2 + FMA + F16C; AVX-512F, BW and VL with them; AVX-512 VNNI with those;
 /// AVX-VNNI with AVX2.
 const AVX2: u8 = 1 << 1;
 const AVX512: u8 = 1 << 2;
@@ -118,7 +118,12 @@ fn features() -> u8 {
         target_feature = "fma",
         target_feature = "f16c"
     ));
-    let avx512 = avx2 && cfg!(target_feature = "avx512f");
+    let avx512 = avx2
+        && cfg!(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512vl"
+        ));
     let vnni = avx512
         && cfg!(all(
             target_feature = "avx512vl",
@@ -147,10 +152,11 @@ fn detected() -> u8 {
         let avx2 = std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c");
-        let avx512 = avx2 && std::is_x86_feature_detected!("avx512f");
-        let vnni = avx512
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512vnni");
+        let avx512 = avx2
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl");
+        let vnni = avx512 && std::is_x86_feature_detected!("avx512vnni");
         let avx_vnni = avx2 && std::is_x86_feature_detected!("avxvnni");
         s = 1
             | u8::from(avx2) << 1

@@ -1,9 +1,11 @@
-//! x86-64 AVX-512 (AVX-512F, with AVX2, FMA and F16C for the 128/256-bit steps): the generic
-//! bodies of `simd.rs` over 16-lane `zmm` vectors, instantiated inside
-//! `#[target_feature(enable = "avx512f,avx2,fma,f16c")]` functions, reached with an
-//! [`Avx512Token`] (see `x86.rs` for when one exists). Where the core has two 512-bit FMA pipes
-//! (Intel server cores) this doubles the FLOPs of AVX2; f16 widens with `vcvtph2ps zmm` and
-//! bf16 with a 16-bit shift, as on AVX2.
+//! x86-64 AVX-512 (AVX-512F, BW and VL, as every AVX-512 core but Xeon Phi has them, with AVX2,
+//! FMA and F16C for the 128/256-bit steps): the generic bodies of `simd.rs` over 16-lane `zmm`
+//! vectors, instantiated inside `#[target_feature(enable =
+//! "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]` functions, reached with an [`Avx512Token`] (see
+//! `x86.rs` for when one exists). Where the core has two 512-bit FMA pipes (Intel server cores)
+//! this doubles the FLOPs of AVX2; f16 widens with `vcvtph2ps zmm` and bf16 with a 16-bit
+//! shift, as on AVX2. Rows that end inside a vector end with masked loads and stores
+//! ([`Isa::MASKED`]) instead of scalar code.
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::*;
@@ -23,9 +25,9 @@ unsafe fn fold(v: __m512) -> __m256 {
     _mm256_add_ps(_mm512_castps512_ps256(v), hi)
 }
 
-// SAFETY: the methods are only reached from functions compiled with avx512f, avx2, fma and f16c,
-// which run only when an `Avx512Token` proved those features present; pointer contracts are the
-// callers'.
+// SAFETY: the methods are only reached from functions compiled with avx512f/bw/vl, avx2, fma
+// and f16c, which run only when an `Avx512Token` proved those features present; pointer
+// contracts are the callers' (the partial loads and stores touch only their first n lanes).
 unsafe impl Isa for Avx512 {
     type V = __m512;
     type X32 = [__m512; 2];
@@ -144,6 +146,22 @@ unsafe impl Isa for Avx512 {
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
     }
+    const MASKED: bool = true;
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(lanes(n), p)
+    }
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut f32, v: __m512, n: usize) {
+        _mm512_mask_storeu_ps(p, lanes(n), v)
+    }
+}
+
+/// The mask of the first `n` (< 16) lanes: masked-off lanes are neither read nor written (nor
+/// can they fault).
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
 }
 
 // SAFETY (all three): as for `Isa`; 16 elements are read from `p`.
@@ -152,19 +170,37 @@ unsafe impl LoadW<Avx512> for f32 {
     unsafe fn loadw(p: *const f32) -> __m512 {
         _mm512_loadu_ps(p)
     }
+    #[inline(always)]
+    unsafe fn loadw_partial(p: *const f32, n: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(lanes(n), p)
+    }
 }
 unsafe impl LoadW<Avx512> for f16 {
     #[inline(always)]
     unsafe fn loadw(p: *const f16) -> __m512 {
         _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
     }
+    #[inline(always)]
+    unsafe fn loadw_partial(p: *const f16, n: usize) -> __m512 {
+        // 16-bit lanes masked: AVX-512BW + VL.
+        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes(n), p as *const i16))
+    }
 }
 unsafe impl LoadW<Avx512> for bf16 {
     #[inline(always)]
     unsafe fn loadw(p: *const bf16) -> __m512 {
-        let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h))
+        widen_bf16(_mm256_loadu_si256(p as *const __m256i))
     }
+    #[inline(always)]
+    unsafe fn loadw_partial(p: *const bf16, n: usize) -> __m512 {
+        widen_bf16(_mm256_maskz_loadu_epi16(lanes(n), p as *const i16))
+    }
+}
+
+/// 16 bf16 as f32: each moved to the top half of a 32-bit lane.
+#[inline(always)]
+unsafe fn widen_bf16(h: __m256i) -> __m512 {
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
 }
 
 /// AVX-512 VNNI (`vpdpbusd`, EVEX-encoded): on 256-bit vectors (the `Avx2` vector set,
@@ -218,12 +254,12 @@ unsafe impl simd::Int8Lanes for Vnni {
 simd::target_kernels! {
     isa: Avx512,
     token: Avx512Token,
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 }
 
 simd::int8_kernels! {
     isa: Avx512,
     int8: Vnni,
     token: super::VnniToken,
-    #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 }
