@@ -118,9 +118,7 @@ pub(crate) fn pack<'p, const MAX_DEPTH: usize>(
     room(Buffer::PrefillPanels, prefill_panels_len(cfg), arena.len())?;
     let mut rest = arena;
     walk(cfg, blocks, &[], |w, cols, _| {
-        // The next matrix's share of the arena, in the order of `arena_len`.
-        let (here, after) = core::mem::take(&mut rest).split_at_mut(len(w.len() / cols, cols));
-        rest = after;
+        let here = take_front(&mut rest, len(w.len() / cols, cols));
         Ok(Some(Packed::F32(Panels::pack(w, cols, here)?)))
     })
 }
@@ -140,13 +138,20 @@ pub(crate) fn pack_int8<'p, const MAX_DEPTH: usize>(
     room(Buffer::Int8Panels, int8_panels_len(cfg), arena.len())?;
     let mut rest = arena;
     walk(cfg, blocks, old, |w, cols, prev| {
-        let (here, after) = core::mem::take(&mut rest).split_at_mut(len_int8(w.len() / cols, cols));
-        rest = after;
+        let here = take_front(&mut rest, len_int8(w.len() / cols, cols));
         Ok(match w {
             Tensor::Q8_0(q) => Some(Packed::Int8(Int8Panels::pack(q, cols, here)?)),
             _ => prev,
         })
     })
+}
+
+/// The first `n` elements of `rest`, which keeps the others: the next matrix's share of the
+/// arena, in the order of [`arena_len`] (whose total [`room`] checked first).
+fn take_front<'p, T>(rest: &mut &'p mut [T], n: usize) -> &'p mut [T] {
+    let (here, after) = core::mem::take(rest).split_at_mut(n);
+    *rest = after;
+    here
 }
 
 /// Whether an arena of `available` elements holds the `needed` of `buffer` (`usize::MAX`: a

@@ -13,8 +13,8 @@
 //!
 //! for panel `j`, block `b` of `nb` per row. The quants are stored biased, as unsigned bytes
 //! (the top bit flipped), because that is what `vpdpbusd` multiplies: the sets that multiply
-//! signed bytes flip it back when they load, one instruction per vector. A 64-byte load of one step times the activations'
-//! four quants broadcast to every lane gives, per 32-bit lane, one row's four products summed
+//! signed bytes flip it back when they load, one instruction per vector. A 64-byte load of one
+//! step times the activations' four quants broadcast to every lane gives, per 32-bit lane, one row's four products summed
 //! (`vpdpbusd` does it in one instruction): after the eight steps each lane holds a whole block
 //! of its row, and the block is scaled once for all 16 rows by a vector of their scales. The
 //! same load serves every position of a prefill chunk.
@@ -93,12 +93,10 @@ impl<'a> Int8Panels<'a> {
             for (b, block) in row.iter().enumerate() {
                 let g = j * nb + b;
                 let group = &mut quants[g * GROUP_BYTES..][..GROUP_BYTES];
-                for (k, four) in q8_0_quants(block).chunks_exact(4).enumerate() {
-                    for (i, v) in four.iter().enumerate() {
-                        group[k * 4 * INT8_PANEL + 4 * q + i] = v.to_le_bytes()[0] ^ 0x80;
-                    }
+                for (c, v) in q8_0_quants(block).iter().enumerate() {
+                    group[quant_at(q, c)] = v.to_le_bytes()[0] ^ 0x80;
                 }
-                let at = (g * INT8_PANEL + q) * 2;
+                let at = scale_at(g, q);
                 scales[at..at + 2].copy_from_slice(&q8_0_scale(block).to_bits().to_le_bytes());
             }
         }
@@ -131,6 +129,17 @@ impl<'a> Int8Panels<'a> {
     }
 }
 
+/// Where a group (one panel's block) holds the quant of its row `q` and column `c` (0..32):
+/// step `c / 4`, row `q`, byte `c % 4` of the row's four (the module documentation's layout).
+const fn quant_at(q: usize, c: usize) -> usize {
+    (c / 4) * 4 * INT8_PANEL + 4 * q + c % 4
+}
+
+/// Where the scales hold the f16 of group `g`'s row `q` (its first byte).
+const fn scale_at(g: usize, q: usize) -> usize {
+    (g * INT8_PANEL + q) * 2
+}
+
 /// The int8 product over panels, portably, for blocks `b0..b0 + nbc` of each row:
 /// `y[p·rows + r] (+)= Σ_b d_w·d_x · Σ_i w·x` for the `n = y.len() / rows` positions whose
 /// quantised activations are `x[p·nbc..(p + 1)·nbc]` (`add`: add to y). Each row's blocks are
@@ -147,13 +156,11 @@ pub(crate) fn product(w: Int8Panels<'_>, b0: usize, x: &[BlockQ8_0], y: &mut [f3
                 let group = &w.quants[g * GROUP_BYTES..][..GROUP_BYTES];
                 let xq = q8_0_quants(xb);
                 let mut dot = 0i32;
-                for (k, x4) in xq.chunks_exact(4).enumerate() {
-                    for (i, xv) in x4.iter().enumerate() {
-                        let wv = (group[k * 4 * INT8_PANEL + 4 * q + i] ^ 0x80) as i8;
-                        dot += i32::from(wv) * i32::from(*xv);
-                    }
+                for (c, xv) in xq.iter().enumerate() {
+                    let wv = (group[quant_at(q, c)] ^ 0x80) as i8;
+                    dot += i32::from(wv) * i32::from(*xv);
                 }
-                let at = (g * INT8_PANEL + q) * 2;
+                let at = scale_at(g, q);
                 let dw = half::f16::from_bits(u16::from_le_bytes([w.scales[at], w.scales[at + 1]]));
                 s += dw.to_f32() * q8_0_scale(xb).to_f32() * dot as f32;
             }

@@ -14,9 +14,10 @@
 //!
 //! The SIMD bodies are written once, generically, in `simd.rs`, and instantiated by each
 //! architecture file inside its `#[target_feature]` functions. The int8 path
-//! ([`matvec_int8`]) has one dot product per set (`Int8Dot`): on x86-64 with AVX-512 VNNI and
-//! VL (with the build's features, or detected with `std`) `vpdpbusd`, else AVX2's
-//! `vpmaddubsw` (AVX-512F alone adds nothing to byte products).
+//! ([`matvec_int8`], [`matmul_int8`]) has its own dot product per set (`Int8Dot`,
+//! `Int8Lanes`): on x86-64 AVX-512 VNNI's `vpdpbusd`, else AVX-VNNI's (the same on 256 bits),
+//! else AVX2's `vpmaddubsw` (with the build's features, or detected with `std`; AVX-512F alone
+//! adds nothing to byte products).
 
 mod int8_panels;
 mod panels;
@@ -263,7 +264,7 @@ const INT8_CHUNK: usize = if cfg!(any(
 /// `y = x·Wᵀ` for Q8_0 weights `W` `[y.len(), x.len()]` on the int8 path: `x` is quantised to
 /// Q8_0 blocks ([`crate::tensor::quantize_q8_0`], into a stack buffer of at most 4,352 bytes
 /// and 512 of block sums, which only the int8 panels use, up to 4,096 values at a time) and
-/// each block's 32 products are summed exactly in integers (AVX-512 VNNI
+/// each block's 32 products are summed exactly in integers (AVX-512 VNNI or AVX-VNNI
 /// `vpdpbusd`, AVX2 `vpmaddubsw`, NEON `smull`, simd128 `extmul`, or portable `i32`), then
 /// scaled by `d_w·d_x` in f32 ([`portable::matvec_int8`] is the definition). Faster than
 /// [`matvec`] over the same weights, but the activations carry a quantisation error too (at

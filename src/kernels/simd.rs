@@ -863,10 +863,12 @@ unsafe fn tile<I: Isa, E: LoadW<I>, const P: usize, const R: usize>(
         let z = I::zero();
         let a = |q: usize| if q < R { acc[p][q] } else { z };
         let mut s = I::hsum4(a(0), a(1), a(2), a(3));
-        for c in (main..kc).filter(|_| !I::MASKED) {
-            let xv = *xp[p].add(c);
-            for q in 0..R {
-                s[q] += (*wq[q].add(c)).to_f32() * xv;
+        if !I::MASKED {
+            for c in main..kc {
+                let xv = *xp[p].add(c);
+                for q in 0..R {
+                    s[q] += (*wq[q].add(c)).to_f32() * xv;
+                }
             }
         }
         let yp = y.add((i + p) * rows + r);

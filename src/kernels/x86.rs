@@ -6,8 +6,8 @@
 //!
 //! A token proves its instruction set is present: without `std` it exists only when the build
 //! enables the features (`-C target-cpu=…`, or `-C target-feature=+avx2,+fma,+f16c`, with
-//! `+avx512f,+avx512bw,+avx512vl` for AVX-512, `+avx512vnni` or `+avxvnni` for the VNNI products); with
-//! `std` it comes from a runtime check, done once and cached.
+//! `+avx512f,+avx512bw,+avx512vl` for AVX-512, `+avx512vnni` or `+avxvnni` for the VNNI
+//! products); with `std` it comes from a runtime check, done once and cached.
 #![allow(unsafe_code)]
 
 mod avx2;
@@ -26,7 +26,8 @@ use avx512::Avx512;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2Token(());
 
-/// Proof that AVX-512F, BW and VL, AVX2, FMA and F16C are available (only [`Token::get`] makes one).
+/// Proof that AVX-512F, BW and VL, AVX2, FMA and F16C are available (only [`Token::get`] makes
+/// one).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512Token(());
 
@@ -124,14 +125,9 @@ fn features() -> u8 {
             target_feature = "avx512bw",
             target_feature = "avx512vl"
         ));
-    let vnni = avx512
-        && cfg!(all(
-            target_feature = "avx512vl",
-            target_feature = "avx512vnni"
-        ));
+    let vnni = avx512 && cfg!(target_feature = "avx512vnni");
     let avx_vnni = avx2 && cfg!(target_feature = "avxvnni");
-    let built =
-        u8::from(avx2) << 1 | u8::from(avx512) << 2 | u8::from(vnni) << 3 | u8::from(avx_vnni) << 4;
+    let built = bits(avx2, avx512, vnni, avx_vnni);
     #[cfg(feature = "std")]
     {
         built | detected()
@@ -140,6 +136,12 @@ fn features() -> u8 {
     {
         built
     }
+}
+
+/// The [`features`] bits of the four answers.
+fn bits(avx2: bool, avx512: bool, vnni: bool, avx_vnni: bool) -> u8 {
+    let bit = |on: bool, b: u8| if on { b } else { 0 };
+    bit(avx2, AVX2) | bit(avx512, AVX512) | bit(vnni, VNNI) | bit(avx_vnni, AVX_VNNI)
 }
 
 /// Runtime detection, done once: the [`features`] bits, and bit 0 once done.
@@ -158,11 +160,7 @@ fn detected() -> u8 {
             && std::is_x86_feature_detected!("avx512vl");
         let vnni = avx512 && std::is_x86_feature_detected!("avx512vnni");
         let avx_vnni = avx2 && std::is_x86_feature_detected!("avxvnni");
-        s = 1
-            | u8::from(avx2) << 1
-            | u8::from(avx512) << 2
-            | u8::from(vnni) << 3
-            | u8::from(avx_vnni) << 4;
+        s = 1 | bits(avx2, avx512, vnni, avx_vnni);
         STATE.store(s, Ordering::Relaxed);
     }
     s & !1

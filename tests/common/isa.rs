@@ -1,6 +1,6 @@
 //! `PICOFORMER_REQUIRE_ISA`: the instruction set a test run must use (`avx2`, `avx512`,
-//! `avxvnni`, `neon`, `simd128`, `portable`). Tests that call [`use_required_isa`] first make kernel dispatch use
-//! it (so `avx2` tests AVX2 on a CPU that also has AVX-512, and `portable` the portable kernels
+//! `avxvnni`, `neon`, `simd128`, `portable`). Tests that call [`use_required_isa`] first make
+//! kernel dispatch use it (so `avx2` tests AVX2 on a CPU that also has AVX-512, and `portable` the portable kernels
 //! anywhere), and [`check_required_isa`] at the end fails unless its kernels really ran, so a CI
 //! job cannot pass on another path.
 #![allow(dead_code)]
