@@ -149,30 +149,24 @@ pub fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), Error> {
     Ok(())
 }
 
-/// One block of [`quantize_q8_0`] (`x`: 32 values) and the sum of its quants. Written without
-/// branches, and inlined, so that the compiler vectorises it where the caller enables vector
-/// features (the int8 path quantises its activations with it on every product).
+/// One block of [`quantize_q8_0`] (`x`: 32 values) and the sum of its quants: the definition
+/// of the int8 path's activation quantisation, which the portable path runs and the SIMD sets
+/// reproduce bit for bit with their own instructions (`kernels::simd::quantize`).
 #[inline(always)]
 pub(crate) fn quantize_block(x: &[f32]) -> (BlockQ8_0, i32) {
     // The largest |x| as bits: for finite values their order is the values' order, and any
     // infinity or NaN is at least 0x7f80_0000.
     let amax_bits = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
-    if amax_bits >= 0x7f80_0000 {
-        return (q8_0_block(f16::from_f32(f32::NAN), &[0; 32]), 0);
-    }
-    let d = f32::from_bits(amax_bits) / 127.0;
-    // Quants 0 where 1/d overflows (d = 0, or max|x| below 127·2⁻¹²⁸, whose f16 scale is 0 so
-    // that the block is 0 whatever the quants): x·(1/d) would be ±∞ or NaN.
-    let id = match 1.0 / d {
-        inv if inv.is_finite() => inv,
-        _ => 0.0,
+    let Some((d, id)) = q8_0_step(amax_bits) else {
+        return (q8_0_nan_block(), 0);
     };
     let mut qs = [0i8; 32];
     for (q, v) in qs.iter_mut().zip(x) {
         // Round half away from zero (C's roundf): trunc(|t| + 0.5) with the sign of t. The
         // truncation reads the bits of y = |t| + 0.5, in 0.5..128 (|t| <= 127): its mantissa
         // with the implicit bit, shifted right by 150 − the biased exponent (17..=24), as
-        // integers (a float-to-int cast would not vectorise: it must saturate).
+        // integers (a float-to-int cast would not vectorise: it must saturate). The SIMD sets
+        // round the same way (`Isa::quantize_x32`), so both give the same quants.
         let t = v * id;
         let y = (t.abs() + 0.5).to_bits();
         let mag = ((y & 0x7f_ffff) | 0x80_0000).wrapping_shr(150 - (y >> 23)) as i32;
@@ -182,10 +176,33 @@ pub(crate) fn quantize_block(x: &[f32]) -> (BlockQ8_0, i32) {
     (q8_0_block(f16::from_f32(d), &qs), sum)
 }
 
-/// [`quantize_block`] over whole blocks: `x` (32·`out.len()` values) into `out`, the sums of
-/// each block's quants into `sums` (extra entries of either are left alone). Inlined, so that
-/// it vectorises within the caller's target features.
+/// The step `d = max|x| / 127` of a Q8_0 block whose largest magnitude has the bits
+/// `amax_bits`, and the multiplier `1/d` of its values: 0 where it overflows (d = 0, or
+/// max|x| below 127·2⁻¹²⁸, whose f16 scale is 0 so that the block is 0 whatever the quants:
+/// x·(1/d) would be ±∞ or NaN). `None` for a block with an infinity or a NaN
+/// ([`q8_0_nan_block`]).
 #[inline(always)]
+pub(crate) fn q8_0_step(amax_bits: u32) -> Option<(f32, f32)> {
+    if amax_bits >= 0x7f80_0000 {
+        return None;
+    }
+    let d = f32::from_bits(amax_bits) / 127.0;
+    let id = match 1.0 / d {
+        inv if inv.is_finite() => inv,
+        _ => 0.0,
+    };
+    Some((d, id))
+}
+
+/// The Q8_0 block of values with an infinity or a NaN: scale NaN, quants 0 (so that products
+/// with it are NaN, as they would be in f32).
+#[inline(always)]
+pub(crate) fn q8_0_nan_block() -> BlockQ8_0 {
+    q8_0_block(f16::from_f32(f32::NAN), &[0; 32])
+}
+
+/// [`quantize_block`] over whole blocks: `x` (32·`out.len()` values) into `out`, the sums of
+/// each block's quants into `sums` (extra entries of either are left alone).
 pub(crate) fn quantize_blocks(x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
     let blocks = x.chunks_exact(Q8_0_BLOCK).zip(out.iter_mut());
     for ((xb, o), s) in blocks.zip(sums.iter_mut()) {

@@ -461,6 +461,19 @@ fn quantize_q8_0_matches_its_definition() {
         let q: [i8; 32] = core::array::from_fn(|i| (x[i] * id).round() as i8);
         picoformer::q8_0_block(f16::from_f32(d), &q)
     };
+    let blocks = quantize_cases();
+    let src: Vec<f32> = blocks.concat();
+    let mut got: Vec<BlockQ8_0> = vec![[0; 34]; blocks.len()];
+    quantize_q8_0(&src, &mut got).unwrap();
+    for (i, (b, g)) in blocks.iter().zip(&got).enumerate() {
+        assert_eq!(*g, definition(b), "block {i}: {b:?}");
+    }
+}
+
+/// Blocks of 32 values for the quantisation tests: random ones over 13 orders of magnitude,
+/// exact ties (±(k + 0.5) steps), zeros, −0, subnormals, huge values, and blocks with an
+/// infinity or a NaN.
+fn quantize_cases() -> Vec<Vec<f32>> {
     let mut blocks: Vec<Vec<f32>> = (0..200u64)
         .map(|s| {
             let scale = 10f32.powi((s % 13) as i32 - 6);
@@ -503,12 +516,51 @@ fn quantize_q8_0_matches_its_definition() {
         b[7] = special;
         blocks.push(b);
     }
-    let src: Vec<f32> = blocks.concat();
-    let mut got: Vec<BlockQ8_0> = vec![[0; 34]; blocks.len()];
-    quantize_q8_0(&src, &mut got).unwrap();
-    for (i, (b, g)) in blocks.iter().zip(&got).enumerate() {
-        assert_eq!(*g, definition(b), "block {i}: {b:?}");
+    blocks
+}
+
+/// The dispatched int8 products quantise their activations exactly as `quantize_q8_0` (each
+/// SIMD set has its own instructions for it): over weights that pick out one activation per
+/// row (quant 1, scale 1), row r is d_x·q_x[r] (±0 alike), both in the row layout (`matvec_int8`) and
+/// over int8 panels (`matmul_int8`, which also reads the block's quant sum), on every block of
+/// `quantize_cases`.
+#[test]
+fn int8_products_quantise_as_quantize_q8_0() {
+    use_required_isa();
+    let pick: Vec<BlockQ8_0> = (0..32)
+        .map(|r| {
+            let q: [i8; 32] = core::array::from_fn(|i| i8::from(i == r));
+            picoformer::q8_0_block(f16::ONE, &q)
+        })
+        .collect();
+    let len = kernels::Int8Panels::len(32, 32).unwrap();
+    let mut arena = vec![0u8; len];
+    let panels = kernels::Int8Panels::pack(&pick, 32, &mut arena).unwrap();
+    for (i, x) in quantize_cases().iter().enumerate() {
+        let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; 1];
+        quantize_q8_0(x, &mut xq).unwrap();
+        let d = picoformer::q8_0_scale(&xq[0]).to_f32();
+        let want: Vec<f32> = picoformer::q8_0_quants(&xq[0])
+            .iter()
+            .map(|&q| d * f32::from(q))
+            .collect();
+        let (mut rows, mut over_panels) = (vec![f32::NAN; 32], vec![f32::NAN; 32]);
+        kernels::matvec_int8(&pick, x, &mut rows).unwrap();
+        kernels::matmul_int8(panels, x, &mut over_panels).unwrap();
+        for (what, got) in [("rows", &rows), ("panels", &over_panels)] {
+            for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                // A scale beyond f16's range (max|x| > 127·65504) is infinite: the sets sum
+                // the lanes after scaling, so 0·∞ may make NaN where the definition has ±∞.
+                let overflow = d.is_infinite() && !g.is_finite() && !w.is_finite();
+                assert!(
+                    g == w || (g.is_nan() && w.is_nan()) || overflow,
+                    "{what}: block {i} value {r}: got {g}, want {w} (x = {})",
+                    x[r]
+                );
+            }
+        }
     }
+    check_required_int8_isa();
 }
 
 /// The int8 product over int8 panels (`kernels::matmul_int8`) against the f64 definition on

@@ -157,6 +157,50 @@ unsafe impl Isa for Neon {
         t = vfmaq_f32(t, f(7), x[7]);
         vaddq_f32(s, t)
     }
+    #[inline(always)]
+    unsafe fn amax_bits(x: [float32x4_t; 8]) -> u32 {
+        let m = vdupq_n_u32(0x7fff_ffff);
+        let mut a = vdupq_n_u32(0);
+        for v in x {
+            a = vmaxq_u32(a, vandq_u32(vreinterpretq_u32_f32(v), m));
+        }
+        vmaxvq_u32(a)
+    }
+    #[inline(always)]
+    unsafe fn quantize_x32(x: [float32x4_t; 8], id: f32, q: *mut i8) -> i32 {
+        let (half, mut sum) = (vdupq_n_f32(0.5), vdupq_n_s32(0));
+        let mut qv = [vdupq_n_s32(0); 8];
+        for (o, v) in qv.iter_mut().zip(x) {
+            let t = vmulq_n_f32(v, id);
+            // |t| + 0.5 is in 0.5..128: the truncating conversion is exact (`fcvtas` would
+            // round ties away too, but not the values just below a tie the way the definition
+            // does, through |t| + 0.5).
+            let mag = vcvtq_s32_f32(vaddq_f32(vabsq_f32(t), half));
+            *o = vbslq_s32(vcltzq_f32(t), vnegq_s32(mag), mag);
+            sum = vaddq_s32(sum, *o);
+        }
+        for h in 0..2 {
+            let a = vcombine_s16(vmovn_s32(qv[4 * h]), vmovn_s32(qv[4 * h + 1]));
+            let b = vcombine_s16(vmovn_s32(qv[4 * h + 2]), vmovn_s32(qv[4 * h + 3]));
+            vst1q_s8(q.add(16 * h), vcombine_s8(vmovn_s16(a), vmovn_s16(b)));
+        }
+        vaddvq_s32(sum)
+    }
+    #[inline(always)]
+    unsafe fn f16_bits(x: f32) -> u16 {
+        let h: u32;
+        // SAFETY: fcvt (single to half, ARMv8.0, rounding by FPCR: to nearest by default) and
+        // fmov read and write registers only.
+        asm!(
+            "fcvt {t:h}, {x:s}",
+            "fmov {h:w}, {t:s}",
+            x = in(vreg) x,
+            t = out(vreg) _,
+            h = out(reg) h,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        h as u16
+    }
 }
 
 // SAFETY (all three): as for `Isa`; 4 elements are read from `p`.

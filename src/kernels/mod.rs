@@ -261,6 +261,19 @@ const INT8_CHUNK: usize = if cfg!(any(
     32
 };
 
+/// The buffer of a product that quantises at most `blocks` blocks per pass: 32 blocks when
+/// that is enough (rows of up to 1,024 values on one position), else [`INT8_CHUNK`] (zeroing
+/// 4.8 KiB of stack was 7% of a 128×128 product). `f` gets the blocks and their sums.
+#[inline(always)]
+fn with_int8_buffer<R>(blocks: usize, f: impl FnOnce(&mut [BlockQ8_0], &mut [i32]) -> R) -> R {
+    const SMALL: usize = 32;
+    if blocks <= SMALL {
+        f(&mut [[0u8; 34]; SMALL], &mut [0i32; SMALL])
+    } else {
+        f(&mut [[0u8; 34]; INT8_CHUNK], &mut [0i32; INT8_CHUNK])
+    }
+}
+
 /// `y = x·Wᵀ` for Q8_0 weights `W` `[y.len(), x.len()]` on the int8 path: `x` is quantised to
 /// Q8_0 blocks ([`crate::tensor::quantize_q8_0`], into a stack buffer of at most 4,352 bytes
 /// and 512 of block sums, which only the int8 panels use, up to 4,096 values at a time) and
@@ -269,7 +282,9 @@ const INT8_CHUNK: usize = if cfg!(any(
 /// scaled by `d_w·d_x` in f32 ([`portable::matvec_int8`] is the definition). Faster than
 /// [`matvec`] over the same weights, but the activations carry a quantisation error too (at
 /// most half a step, 1/254 of each block's largest magnitude; the README's accuracy section
-/// has the measured cost). NaN or infinite activations make the outputs NaN.
+/// has the measured cost). NaN or infinite activations make the outputs NaN; a block of
+/// activations whose largest magnitude is above 127·65504 (≈ 8.3·10⁶: its f16 scale
+/// overflows) makes them ±∞ or NaN.
 ///
 /// # Errors
 /// [`Error::KernelShape`] if `x.len()` is not a multiple of 32 or `w` is not `y.len()` rows of
@@ -285,18 +300,19 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Erro
     if t.is_none() {
         portable_ran();
     }
-    let mut buf = [[0u8; 34]; INT8_CHUNK];
-    let mut sums = [0i32; INT8_CHUNK];
-    for (c, xs) in x.chunks(INT8_CHUNK * Q8_0_BLOCK).enumerate() {
-        let xq = &mut buf[..xs.len() / Q8_0_BLOCK];
-        quantize(t, xs, xq, &mut sums);
-        // Row r's chunk c starts at block r·nb + c·INT8_CHUNK.
-        let w = &w[c * INT8_CHUNK..];
-        match t {
-            Some(t) => arch::matvec_int8(t, w, nb, xq, y, c > 0),
-            None => portable::int8_rows(w, nb, xq, y, c > 0),
+    with_int8_buffer(nb, |buf, sums| {
+        let chunk = buf.len();
+        for (c, xs) in x.chunks(chunk * Q8_0_BLOCK).enumerate() {
+            let xq = &mut buf[..xs.len() / Q8_0_BLOCK];
+            quantize(t, xs, xq, sums);
+            // Row r's chunk c starts at block r·nb + c·chunk.
+            let w = &w[c * chunk..];
+            match t {
+                Some(t) => arch::matvec_int8(t, w, nb, xq, y, c > 0),
+                None => portable::int8_rows(w, nb, xq, y, c > 0),
+            }
         }
-    }
+    });
     Ok(())
 }
 
@@ -335,33 +351,33 @@ pub fn matmul_int8(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Er
     if t.is_none() {
         portable_ran();
     }
-    // Each pass quantises up to INT8_CHUNK blocks: `per` positions of a column chunk.
-    let cb = nb.min(INT8_CHUNK);
-    let per = INT8_CHUNK / cb;
-    let mut buf = [[0u8; 34]; INT8_CHUNK];
-    let mut sums = [0i32; INT8_CHUNK];
-    for b0 in (0..nb).step_by(cb) {
-        let nbc = cb.min(nb - b0);
-        let mut i = 0;
-        while i < n {
-            let m = per.min(n - i);
-            let (xq, xs) = (&mut buf[..m * nbc], &mut sums[..m * nbc]);
-            for (p, (xp, sp)) in xq
-                .chunks_exact_mut(nbc)
-                .zip(xs.chunks_exact_mut(nbc))
-                .enumerate()
-            {
-                let at = (i + p) * cols + b0 * Q8_0_BLOCK;
-                quantize(t, &x[at..at + nbc * Q8_0_BLOCK], xp, sp);
+    with_int8_buffer(n.saturating_mul(nb), |buf, sums| {
+        // Each pass quantises up to buf.len() blocks: `per` positions of a column chunk.
+        let cb = nb.min(buf.len());
+        let per = buf.len() / cb;
+        for b0 in (0..nb).step_by(cb) {
+            let nbc = cb.min(nb - b0);
+            let mut i = 0;
+            while i < n {
+                let m = per.min(n - i);
+                let (xq, xs) = (&mut buf[..m * nbc], &mut sums[..m * nbc]);
+                for (p, (xp, sp)) in xq
+                    .chunks_exact_mut(nbc)
+                    .zip(xs.chunks_exact_mut(nbc))
+                    .enumerate()
+                {
+                    let at = (i + p) * cols + b0 * Q8_0_BLOCK;
+                    quantize(t, &x[at..at + nbc * Q8_0_BLOCK], xp, sp);
+                }
+                let ys = &mut y[i * rows..(i + m) * rows];
+                match t {
+                    Some(t) => arch::matmul_int8_panels(t, w, b0, xq, xs, ys, b0 > 0),
+                    None => int8_panels::product(w, b0, xq, ys, b0 > 0),
+                }
+                i += m;
             }
-            let ys = &mut y[i * rows..(i + m) * rows];
-            match t {
-                Some(t) => arch::matmul_int8_panels(t, w, b0, xq, xs, ys, b0 > 0),
-                None => int8_panels::product(w, b0, xq, ys, b0 > 0),
-            }
-            i += m;
         }
-    }
+    });
     Ok(())
 }
 

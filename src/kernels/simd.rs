@@ -11,7 +11,9 @@
 // The bodies are `unsafe fn`s whose whole contract is the one stated above.
 #![allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
 
-use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Element, Q8_0_BLOCK};
+use crate::tensor::{
+    q8_0_nan_block, q8_0_quants, q8_0_scale, q8_0_step, BlockQ8_0, Element, Q8_0_BLOCK,
+};
 
 mod broadcast;
 pub(crate) mod int8_panels;
@@ -84,6 +86,19 @@ pub(crate) unsafe trait Isa: Copy {
     unsafe fn store_x32_scaled(p: *mut f32, x: Self::X32, d: Self::V);
     /// Lane-wise partial sums of Σᵢ q[i]·x[i] over one block's 32 int8 quants at `q`.
     unsafe fn q8_dot(q: *const i8, x: Self::X32) -> Self::V;
+    /// The largest of the 32 values' |x| as bits (`to_bits() & 0x7fff_ffff`, whose order is
+    /// the values' order; an infinity or a NaN is 0x7f80_0000 or above).
+    unsafe fn amax_bits(x: Self::X32) -> u32;
+    /// The 32 quants of [`crate::tensor::quantize_block`] for multiplier `id` (`t = x·id`,
+    /// |t| < 127.5, rounded half away from zero as trunc(|t| + 0.5) with the sign of t) to
+    /// q[..32], and their sum.
+    unsafe fn quantize_x32(x: Self::X32, id: f32, q: *mut i8) -> i32;
+    /// The bits of `x` rounded to f16 (to nearest, ties to even), as `half::f16::from_f32`
+    /// (whose conversion is a slow portable one unless the whole build enables F16C).
+    #[inline(always)]
+    unsafe fn f16_bits(x: f32) -> u16 {
+        half::f16::from_f32(x).to_bits()
+    }
     /// A hint to fetch the cache line holding `p` into L1. `p` may point anywhere (it is never
     /// dereferenced); the default does nothing.
     #[inline(always)]
@@ -469,6 +484,32 @@ impl<D: Int8Dot> BlockActs<D::I> for Int8Acts<D> {
         // The four scales converted together.
         let d = D::I::scales4(w.map(|b| q8_0_scale(b).to_bits()), dx);
         core::array::from_fn(|r| D::I::fma(D::dot(q8_0_quants(w[r]).as_ptr(), x), d[r], acc[r]))
+    }
+}
+
+/// [`crate::tensor::quantize_blocks`] on the vector set `I`, the same blocks bit for bit: `nb`
+/// blocks of 32 values at `x` into Q8_0 blocks at `out`, the sums of their quants into `sums`.
+/// Ranges: x[..32·nb], out[..nb], sums[..nb].
+#[inline(always)]
+pub(crate) unsafe fn quantize<I: Isa>(
+    x: *const f32,
+    out: *mut BlockQ8_0,
+    sums: *mut i32,
+    nb: usize,
+) {
+    for b in 0..nb {
+        let v = I::load_x32(x.add(b * Q8_0_BLOCK));
+        let o = &mut *out.add(b);
+        *sums.add(b) = match q8_0_step(I::amax_bits(v)) {
+            None => {
+                *o = q8_0_nan_block();
+                0
+            }
+            Some((d, id)) => {
+                o[..2].copy_from_slice(&I::f16_bits(d).to_le_bytes());
+                I::quantize_x32(v, id, o.as_mut_ptr().add(2).cast())
+            }
+        };
     }
 }
 
@@ -1322,7 +1363,12 @@ macro_rules! int8_kernels {
             out: &mut [$crate::tensor::BlockQ8_0],
             sums: &mut [i32],
         ) {
-            $crate::tensor::quantize_blocks(x, out, sums)
+            $crate::kernels::simd::quantize::<<$dot as $crate::kernels::simd::Int8Lanes>::I>(
+                x.as_ptr(),
+                out.as_mut_ptr(),
+                sums.as_mut_ptr(),
+                x.len() / $crate::tensor::Q8_0_BLOCK,
+            )
         }
 
         $(#[$iattr])+
@@ -1348,11 +1394,13 @@ macro_rules! int8_kernels {
             unsafe { gemv_int8_target(w, stride, x, y, add) }
         }
 
-        /// `tensor::quantize_q8_0` of `x` into `out`, and the sums of each block's quants, with
-        /// the int8 wrapper's features (the same code, vectorised by the compiler).
+        /// `tensor::quantize_q8_0` of `x` (whole blocks) into `out`, and the sums of each
+        /// block's quants, on the int8 wrapper's vector set (extra entries are left alone).
         pub(crate) fn quantize(_: $itoken, x: &[f32], out: &mut [$crate::tensor::BlockQ8_0], sums: &mut [i32]) {
-            // SAFETY: the token proves the int8 wrapper's features; the body reads and writes
-            // only through the slices.
+            let nb = x.len() / $crate::tensor::Q8_0_BLOCK;
+            assert!(x.len() % $crate::tensor::Q8_0_BLOCK == 0 && out.len() >= nb && sums.len() >= nb);
+            // SAFETY: the token proves the int8 wrapper's features; the body reads x[..32·nb]
+            // and writes out[..nb] and sums[..nb], inside the slices as asserted.
             unsafe { quantize_target(x, out, sums) }
         }
 

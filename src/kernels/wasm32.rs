@@ -180,6 +180,38 @@ unsafe impl Isa for Simd128 {
         t = Self::fma(f(7), x[7], t);
         f32x4_add(s, t)
     }
+    #[inline(always)]
+    unsafe fn amax_bits(x: [v128; 8]) -> u32 {
+        let m = u32x4_splat(0x7fff_ffff);
+        let mut a = u32x4_splat(0);
+        for v in x {
+            a = u32x4_max(a, v128_and(v, m));
+        }
+        let a = u32x4_max(a, i32x4_shuffle::<2, 3, 0, 1>(a, a));
+        let a = u32x4_max(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
+        u32x4_extract_lane::<0>(a)
+    }
+    #[inline(always)]
+    unsafe fn quantize_x32(x: [v128; 8], id: f32, q: *mut i8) -> i32 {
+        let (id, half, zero) = (f32x4_splat(id), f32x4_splat(0.5), f32x4_splat(0.0));
+        let mut sum = i32x4_splat(0);
+        let mut qv = [sum; 8];
+        for (o, v) in qv.iter_mut().zip(x) {
+            let t = f32x4_mul(v, id);
+            // |t| + 0.5 is in 0.5..128: the truncating conversion is exact.
+            let mag = i32x4_trunc_sat_f32x4(f32x4_add(f32x4_abs(t), half));
+            *o = v128_bitselect(i32x4_neg(mag), mag, f32x4_lt(t, zero));
+            sum = i32x4_add(sum, *o);
+        }
+        for h in 0..2 {
+            let a = i16x8_narrow_i32x4(qv[4 * h], qv[4 * h + 1]);
+            let b = i16x8_narrow_i32x4(qv[4 * h + 2], qv[4 * h + 3]);
+            v128_store(q.add(16 * h) as *mut v128, i8x16_narrow_i16x8(a, b));
+        }
+        let sum = i32x4_add(sum, i32x4_shuffle::<2, 3, 0, 1>(sum, sum));
+        let sum = i32x4_add(sum, i32x4_shuffle::<1, 0, 3, 2>(sum, sum));
+        i32x4_extract_lane::<0>(sum)
+    }
 }
 
 // SAFETY (all three): as for `Isa`; 4 elements are read from `p`.

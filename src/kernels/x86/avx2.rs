@@ -151,9 +151,62 @@ unsafe impl Isa for Avx2 {
         _mm256_add_ps(s, t)
     }
     #[inline(always)]
+    unsafe fn amax_bits(x: [__m256; 4]) -> u32 {
+        // (Plain loops: `array::map`'s closure was not inlined into the target-feature
+        // function, and each intrinsic became a call.)
+        let m = _mm256_set1_epi32(0x7fff_ffff);
+        let mut a = _mm256_setzero_si256();
+        for v in x {
+            a = _mm256_max_epu32(a, _mm256_and_si256(_mm256_castps_si256(v), m));
+        }
+        let s = _mm_max_epu32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+        let s = _mm_max_epu32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_max_epu32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s) as u32
+    }
+    #[inline(always)]
+    unsafe fn quantize_x32(x: [__m256; 4], id: f32, q: *mut i8) -> i32 {
+        let (id, half) = (_mm256_set1_ps(id), _mm256_set1_ps(0.5));
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let mut qv = [_mm256_setzero_si256(); 4];
+        for (o, v) in qv.iter_mut().zip(x) {
+            let t = _mm256_mul_ps(v, id);
+            // |t| + 0.5 is in 0.5..128: the truncating conversion is exact. `vpsignd` by the
+            // bits of t negates where t < 0 (−0 and +0 give 0, as the magnitude is then 0).
+            let mag = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_and_ps(t, abs), half));
+            *o = _mm256_sign_epi32(mag, _mm256_castps_si256(t));
+        }
+        // Packing interleaves the 128-bit halves: dwords (4 quants) come out as
+        // v0[0..4] v1[0..4] v2[0..4] v3[0..4] | v0[4..8] v1[4..8] v2[4..8] v3[4..8].
+        let b = _mm256_packs_epi16(
+            _mm256_packs_epi32(qv[0], qv[1]),
+            _mm256_packs_epi32(qv[2], qv[3]),
+        );
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q as *mut __m256i, b);
+        let s = _mm256_add_epi32(
+            _mm256_add_epi32(qv[0], qv[1]),
+            _mm256_add_epi32(qv[2], qv[3]),
+        );
+        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+    #[inline(always)]
+    unsafe fn f16_bits(x: f32) -> u16 {
+        f16_bits(x)
+    }
+    #[inline(always)]
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
     }
+}
+
+/// `x` rounded to f16 (to nearest, ties to even) by F16C, as bits.
+#[inline(always)]
+pub(super) unsafe fn f16_bits(x: f32) -> u16 {
+    _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16
 }
 
 // SAFETY (all three): as for `Isa`; 8 elements are read from `p`.

@@ -143,6 +143,36 @@ unsafe impl Isa for Avx512 {
         _mm512_fmadd_ps(v[1], x[1], _mm512_mul_ps(v[0], x[0]))
     }
     #[inline(always)]
+    unsafe fn amax_bits(x: [__m512; 2]) -> u32 {
+        let m = _mm512_set1_epi32(0x7fff_ffff);
+        let a = _mm512_and_si512(_mm512_castps_si512(x[0]), m);
+        let b = _mm512_and_si512(_mm512_castps_si512(x[1]), m);
+        _mm512_reduce_max_epu32(_mm512_max_epu32(a, b))
+    }
+    #[inline(always)]
+    unsafe fn quantize_x32(x: [__m512; 2], id: f32, q: *mut i8) -> i32 {
+        let (id, half, zero) = (
+            _mm512_set1_ps(id),
+            _mm512_set1_ps(0.5),
+            _mm512_setzero_si512(),
+        );
+        let mut sum = zero;
+        for (k, v) in x.into_iter().enumerate() {
+            let t = _mm512_mul_ps(v, id);
+            // |t| + 0.5 is in 0.5..128: the truncating conversion is exact.
+            let mag = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_abs_ps(t), half));
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(t, _mm512_setzero_ps());
+            let qv = _mm512_mask_sub_epi32(mag, neg, zero, mag);
+            _mm_storeu_si128(q.add(16 * k) as *mut __m128i, _mm512_cvtepi32_epi8(qv));
+            sum = _mm512_add_epi32(sum, qv);
+        }
+        _mm512_reduce_add_epi32(sum)
+    }
+    #[inline(always)]
+    unsafe fn f16_bits(x: f32) -> u16 {
+        super::avx2::f16_bits(x)
+    }
+    #[inline(always)]
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
     }
