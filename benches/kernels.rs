@@ -3,7 +3,7 @@
 //!
 //! - `gemv/M,K,N/*` and `gemm/M,K,N/*`: picoformer (dispatched: AVX-512 or AVX2 on x86-64
 //!   through runtime detection, since benches see the library with the `std` feature; on an
-//!   AVX-512 CPU also `picoformer_avx2`, forced), picoformer's portable
+//!   AVX-512 CPU also `picoformer_avx2` and `picoformer_f16_avx2`, forced), picoformer's portable
 //!   kernel, the `gemm` crate, `matrixmultiply`, and a naive dot loop. Throughput is in FLOP
 //!   (2·M·K·N per call), so criterion's "elem/s" read as FLOP/s.
 //! - `attention/d64/len/*`: one decode query head over `len` cached positions, f32 and f16
@@ -189,6 +189,15 @@ mod imp {
             g.bench_function("picoformer_f16", |b| {
                 b.iter(|| kernels::matmul(Tensor::F16(black_box(&w16)), k, black_box(&x), &mut y))
             });
+            if avx512 {
+                g.bench_function("picoformer_f16_avx2", |b| {
+                    kernels::force_isa(Some(Isa::Avx2));
+                    b.iter(|| {
+                        kernels::matmul(Tensor::F16(black_box(&w16)), k, black_box(&x), &mut y)
+                    });
+                    kernels::force_isa(None);
+                });
+            }
             if q8 {
                 g.bench_function("picoformer_q8_0", |b| {
                     b.iter(|| {

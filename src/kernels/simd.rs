@@ -104,8 +104,8 @@ pub(crate) unsafe trait Isa: Copy {
     #[inline(always)]
     unsafe fn prefetch(_p: *const u8) {}
     /// Whether [`Self::load_partial`] and [`Self::store_partial`] are masked instructions
-    /// (AVX-512): the kernels then finish a row that ends inside a vector with one more vector
-    /// step rather than a scalar loop.
+    /// (AVX-512; AVX's `vmaskmovps` on AVX2): the kernels then finish a row that ends inside a
+    /// vector with one more vector step rather than a scalar loop.
     const MASKED: bool = false;
     /// The `n` (< `LANES`) f32 at `p` in the first lanes, 0 in the others; reads only p[..n].
     /// The default goes through the stack.

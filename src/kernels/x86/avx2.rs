@@ -201,6 +201,43 @@ unsafe impl Isa for Avx2 {
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
     }
+    /// f32 through AVX's `vmaskmovps`; 16-bit weights through the stack (there is no 16-bit
+    /// masked load before AVX-512).
+    const MASKED: bool = true;
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> __m256 {
+        _mm256_maskload_ps(p, lanes(n))
+    }
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut f32, v: __m256, n: usize) {
+        _mm256_maskstore_ps(p, lanes(n), v)
+    }
+}
+
+/// The mask of the first `n` (< 8) lanes (all bits set): masked-off lanes are neither read
+/// nor written (nor can they fault).
+#[inline(always)]
+unsafe fn lanes(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// The `n` (< 8) 16-bit values at `p`, then zeros: the pairs by a masked 32-bit load, an odd
+/// last one inserted (a copy through the stack stalled store forwarding: 1.4× slower).
+#[inline(always)]
+unsafe fn load_partial_u16(p: *const u16, n: usize) -> __m128i {
+    let pairs = _mm_cmpgt_epi32(_mm_set1_epi32((n / 2) as i32), _mm_setr_epi32(0, 1, 2, 3));
+    let v = _mm_maskload_epi32(p as *const i32, pairs);
+    let last = || i32::from(*p.add(n - 1));
+    match n {
+        1 => _mm_insert_epi16::<0>(v, last()),
+        3 => _mm_insert_epi16::<2>(v, last()),
+        5 => _mm_insert_epi16::<4>(v, last()),
+        7 => _mm_insert_epi16::<6>(v, last()),
+        _ => v,
+    }
 }
 
 /// `x` rounded to f16 (to nearest, ties to even) by F16C, as bits.
@@ -215,19 +252,36 @@ unsafe impl LoadW<Avx2> for f32 {
     unsafe fn loadw(p: *const f32) -> __m256 {
         _mm256_loadu_ps(p)
     }
+    #[inline(always)]
+    unsafe fn loadw_partial(p: *const f32, n: usize) -> __m256 {
+        _mm256_maskload_ps(p, lanes(n))
+    }
 }
 unsafe impl LoadW<Avx2> for f16 {
     #[inline(always)]
     unsafe fn loadw(p: *const f16) -> __m256 {
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
     }
+    #[inline(always)]
+    unsafe fn loadw_partial(p: *const f16, n: usize) -> __m256 {
+        _mm256_cvtph_ps(load_partial_u16(p as *const u16, n))
+    }
 }
 unsafe impl LoadW<Avx2> for bf16 {
     #[inline(always)]
     unsafe fn loadw(p: *const bf16) -> __m256 {
-        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+        widen_bf16(_mm_loadu_si128(p as *const __m128i))
     }
+    #[inline(always)]
+    unsafe fn loadw_partial(p: *const bf16, n: usize) -> __m256 {
+        widen_bf16(load_partial_u16(p as *const u16, n))
+    }
+}
+
+/// 8 bf16 as f32: each moved to the top half of a 32-bit lane.
+#[inline(always)]
+unsafe fn widen_bf16(h: __m128i) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
 }
 
 /// The int8 dot product of AVX2: `vpmaddubsw` multiplies unsigned by signed bytes, so the
