@@ -500,11 +500,12 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
         }
     }
 
-    /// This model on the int8 path with the decoder's Q8_0 matrices packed into int8 panels
-    /// ([`Decoder::with_int8_panels`]).
+    /// This model on the int8 path with the decoder's Q8_0 matrices (and a wrapper's logits)
+    /// packed into int8 panels ([`Decoder::with_int8_panels`],
+    /// [`TransformerWrapper::with_int8_panels`]).
     ///
     /// # Errors
-    /// As [`Decoder::with_int8_panels`].
+    /// As [`Decoder::with_int8_panels`] and [`TransformerWrapper::with_int8_panels`].
     pub fn with_int8_panels<'a>(&self, arena: &'a mut [u8]) -> Result<Model<'a, MAX_DEPTH>, Error>
     where
         'w: 'a,

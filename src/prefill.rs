@@ -51,7 +51,7 @@ const fn len(rows: usize, cols: usize) -> usize {
 }
 
 /// `Int8Panels::len` as a saturating `const fn`.
-const fn len_int8(rows: usize, cols: usize) -> usize {
+pub(crate) const fn len_int8(rows: usize, cols: usize) -> usize {
     match Int8Panels::len(rows, cols) {
         Some(n) => n,
         None => usize::MAX,

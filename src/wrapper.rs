@@ -5,9 +5,10 @@ use crate::cache::KvCache;
 use crate::config::WrapperConfig;
 use crate::decoder::Decoder;
 use crate::error::{Buffer, Error};
-use crate::kernels;
+use crate::kernels::{self, Int8Panels};
+use crate::prefill::{self, Packed};
 use crate::scratch::Scratch;
-use crate::tensor::{Element, TensorSource};
+use crate::tensor::{Element, Tensor, TensorSource};
 use crate::weights::WrapperWeights;
 
 /// A decoder with token embeddings and logits: token ids in, logits out.
@@ -16,6 +17,8 @@ pub struct TransformerWrapper<'w, const MAX_DEPTH: usize = 16> {
     config: WrapperConfig,
     decoder: Decoder<'w, MAX_DEPTH>,
     weights: WrapperWeights<'w>,
+    /// The logits' Q8_0 matrix packed into int8 panels ([`Self::with_int8_panels`]).
+    logits_panels: Option<Int8Panels<'w>>,
 }
 
 impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
@@ -35,6 +38,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             config,
             decoder,
             weights,
+            logits_panels: None,
         })
     }
 
@@ -69,19 +73,26 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             config: self.config,
             decoder: self.decoder.with_prefill_panels(arena)?,
             weights: self.weights,
+            logits_panels: self.logits_panels,
         })
     }
 
-    /// Bytes of the arena that [`Self::with_int8_panels`] needs.
+    /// Bytes of the arena that [`Self::with_int8_panels`] needs: the decoder's
+    /// ([`Decoder::int8_panels_len`]) and the logits' matrix `[num_tokens, dim]` as if it were
+    /// Q8_0 (34 bytes per 32 weights, rows rounded up to 16, 63 bytes of alignment slack).
+    /// Saturates at `usize::MAX`.
     pub const fn int8_panels_len(&self) -> usize {
-        self.decoder.int8_panels_len()
+        let logits = prefill::len_int8(self.config.num_tokens, self.config.attn_layers.dim);
+        self.decoder.int8_panels_len().saturating_add(logits)
     }
 
-    /// This wrapper on the int8 path with the decoder's Q8_0 matrices packed into int8 panels
-    /// ([`Decoder::with_int8_panels`]; the logits keep their own layout).
+    /// This wrapper on the int8 path with the decoder's Q8_0 matrices
+    /// ([`Decoder::with_int8_panels`]) and the logits' (`to_logits`, or the token embedding
+    /// when tied), if Q8_0, packed into int8 panels in `arena`.
     ///
     /// # Errors
-    /// As [`Decoder::with_int8_panels`].
+    /// [`Error::BufferTooSmall`] if `arena` holds fewer than [`Self::int8_panels_len`] bytes;
+    /// the errors of [`Decoder::with_int8_panels`].
     pub fn with_int8_panels<'a>(
         &self,
         arena: &'a mut [u8],
@@ -89,10 +100,24 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     where
         'w: 'a,
     {
+        let needed = self.int8_panels_len();
+        if arena.len() < needed || needed == usize::MAX {
+            return Err(Error::BufferTooSmall {
+                buffer: Buffer::Int8Panels,
+                needed,
+                available: arena.len(),
+            });
+        }
+        let (blocks, logits) = arena.split_at_mut(self.decoder.int8_panels_len());
+        let logits_panels = match self.logits_weights().0 {
+            Tensor::Q8_0(q) => Some(Int8Panels::pack(q, self.config.attn_layers.dim, logits)?),
+            _ => self.logits_panels,
+        };
         Ok(TransformerWrapper {
             config: self.config,
-            decoder: self.decoder.with_int8_panels(arena)?,
+            decoder: self.decoder.with_int8_panels(blocks)?,
             weights: self.weights,
+            logits_panels,
         })
     }
 
@@ -177,6 +202,15 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         self.forward_last(cache, scratch, &[token], None, logits)
     }
 
+    /// The logits' matrix `[num_tokens, dim]`, and the scale of the logits: `to_logits`, or the
+    /// token embedding with dim^-½ when tied (xt:4155-4162).
+    fn logits_weights(&self) -> (Tensor<'w>, Option<f32>) {
+        match self.weights.to_logits {
+            Some(t) => (t, None),
+            None => (self.weights.token_emb, Some(dim_scale(&self.config))),
+        }
+    }
+
     /// Validates tokens and positions, then runs the decoder. Logits of position `i` go to row
     /// `i` of `logits`, or, with `last_only`, only the last position's to `logits` itself.
     fn run<K: Element>(
@@ -207,12 +241,9 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             });
         }
         let w = &self.weights;
-        // Scales are Python floats cast to f32: dim ** -0.5 (xt:419, 4155-4158).
-        let dim_scale = libm::pow(dim as f64, -0.5) as f32;
-        let (to_logits, logit_scale) = match w.to_logits {
-            Some(t) => (t, None),
-            None => (w.token_emb, Some(dim_scale)),
-        };
+        let dim_scale = dim_scale(cfg);
+        let (to_logits, logit_scale) = self.logits_weights();
+        let packed = self.logits_panels.map(Packed::Int8);
         let last = tokens.len().wrapping_sub(1);
         self.decoder.run(
             cache,
@@ -239,7 +270,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                         (true, true) => &mut logits[..],
                         (true, false) => continue,
                     };
-                    self.decoder.linear(to_logits, None, dim, yr, row)?;
+                    self.decoder.linear(to_logits, packed, dim, yr, row)?;
                     if let Some(scale) = logit_scale {
                         row.iter_mut().for_each(|l| *l *= scale);
                     }
@@ -248,4 +279,10 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             },
         )
     }
+}
+
+/// dim^-½, as x-transformers scales the absolute position embedding and tied logits: a Python
+/// float cast to f32 (xt:419, 4155-4158).
+fn dim_scale(cfg: &WrapperConfig) -> f32 {
+    libm::pow(cfg.attn_layers.dim as f64, -0.5) as f32
 }

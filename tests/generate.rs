@@ -144,6 +144,48 @@ fn generate_with<K: Element>(
     (seen, r, len)
 }
 
+/// Over int8 panels the logits (`to_logits`, or the tied embedding) are packed too: the same
+/// logits as the int8 path over the stored Q8_0 rows (up to the rounding of the per-block
+/// scaling), for every position; and an arena one byte short is a typed error.
+#[test]
+fn int8_panels_pack_the_logits_too() {
+    for tie in [false, true] {
+        let d = DecoderConfig::new(64, 1).heads(2).attn_dim_head(32);
+        // 37 tokens: the last panel of 16 rows is partial.
+        let w = WrapperConfig::new(37, 16, d).tie_embedding(tie);
+        let t = table(&w, 11).quantized();
+        let model: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
+        let rows = model.clone().with_int8_activations(true);
+        let mut arena = vec![0xA5u8; model.int8_panels_len()];
+        let short = arena.len() - 1;
+        assert!(matches!(
+            model.with_int8_panels(&mut arena[..short]),
+            Err(Error::BufferTooSmall { .. })
+        ));
+        let panels = model.with_int8_panels(&mut arena).unwrap();
+        let tokens = [3u32, 36, 0, 17, 29];
+        let logits = |m: &TransformerWrapper| {
+            let (mut kv, mut sb) = (
+                vec![f32::NAN; KvCache::<f32>::elements(&d, tokens.len())],
+                vec![f32::NAN; Scratch::elements(&d, tokens.len())],
+            );
+            let mut cache = KvCache::new(&d, tokens.len(), &mut kv).unwrap();
+            let mut scratch = Scratch::new(&d, tokens.len(), &mut sb).unwrap();
+            let mut out = vec![f32::NAN; tokens.len() * w.num_tokens];
+            m.forward(&mut cache, &mut scratch, &tokens, None, &mut out)
+                .unwrap();
+            out
+        };
+        let (want, got) = (logits(&rows), logits(&panels));
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = max_diff(&got, &want);
+        assert!(
+            scale > 0.0 && diff <= 1e-5 * scale,
+            "tie {tie}: {diff} (scale {scale})"
+        );
+    }
+}
+
 #[test]
 fn greedy_with_the_cache_equals_greedy_by_full_recomputation() {
     for (i, w) in configs().into_iter().enumerate() {

@@ -60,14 +60,7 @@ unsafe fn blocks<I: Isa, const M: usize, const NV: usize>(
             let wt = w.add((r0 / PANEL) * PANEL * cols + k0 * PANEL + r0 % PANEL);
             let mut i = 0;
             while i < n {
-                // The largest tile that fits the positions left.
-                let m = match n - i {
-                    left if left >= M => M,
-                    8.. => 8,
-                    6 | 7 => 6,
-                    4 | 5 => 4,
-                    left => left,
-                };
+                let m = tile_positions::<M>(n - i);
                 let t = Tile {
                     w: wt,
                     x: x.add(i * cols + k0),
@@ -92,6 +85,29 @@ unsafe fn blocks<I: Isa, const M: usize, const NV: usize>(
             r0 += nr;
         }
         k0 += kc;
+    }
+}
+
+/// The positions of the next tile when `left` are left, for tiles of at most `M`: the
+/// positions split evenly over as few tiles as `M` allows, rounded up to a tile size there is
+/// (16 as 8 + 8 rather than 12 + 4), else the largest tile that fits.
+#[inline(always)]
+fn tile_positions<const M: usize>(left: usize) -> usize {
+    let up = match left.div_ceil(left.div_ceil(M)) {
+        9.. => M,
+        7 | 8 => 8,
+        5 | 6 => 6,
+        even => even,
+    };
+    if up <= left {
+        return up;
+    }
+    match left {
+        left if left >= M => M,
+        8.. => 8,
+        6 | 7 => 6,
+        4 | 5 => 4,
+        left => left,
     }
 }
 
@@ -135,5 +151,34 @@ unsafe fn tile<I: Isa, const M: usize, const NV: usize>(t: Tile) {
     }
     for (p, ap) in acc.iter().enumerate() {
         super::store_row::<I>(t.y.add(p * t.rows), ap, t.valid, t.add);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_positions;
+    use std::{vec, vec::Vec};
+
+    /// Every count of positions is covered exactly by tiles of sizes `blocks` has a kernel for
+    /// (and no larger than `M`), 16 as 8 + 8.
+    #[test]
+    fn tiles_cover_the_positions() {
+        fn tiles<const M: usize>(n: usize) -> Vec<usize> {
+            let (mut i, mut t) = (0, vec![]);
+            while i < n {
+                let m = tile_positions::<M>(n - i);
+                assert!([12, 8, 6, 4, 3, 2, 1].contains(&m) && m <= M && m <= n - i);
+                t.push(m);
+                i += m;
+            }
+            t
+        }
+        for n in 1..200 {
+            tiles::<12>(n);
+            tiles::<6>(n);
+        }
+        assert_eq!(tiles::<12>(16), [8, 8]);
+        assert_eq!(tiles::<12>(64), [12, 12, 12, 12, 8, 8]);
+        assert_eq!(tiles::<6>(12), [6, 6]);
     }
 }
