@@ -1,6 +1,7 @@
 //! x86-64 AVX2 + FMA, with F16C for f16 weights and caches: the generic bodies of `simd.rs`
 //! instantiated inside `#[target_feature(enable = "avx2,fma,f16c")]` functions, reached with an
-//! [`Avx2Token`] (see `x86.rs` for when one exists).
+//! [`Avx2Token`] (see `x86.rs` for when one exists). Rows that end inside a vector end with
+//! AVX's `vmaskmovps` (f32) or a masked 32-bit load of 16-bit pairs ([`Isa::MASKED`]).
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::*;
