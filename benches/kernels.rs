@@ -124,6 +124,19 @@ mod imp {
             .collect()
     }
 
+    /// Benchmarks `f` as `name` in `g` with the kernels forced to `isa` (the other x86 sets
+    /// beside the dispatched one).
+    fn forced(
+        g: &mut criterion::BenchmarkGroup<'_, CpuTime>,
+        name: String,
+        isa: Isa,
+        f: impl FnMut(&mut criterion::Bencher<'_, CpuTime>),
+    ) {
+        kernels::force_isa(Some(isa));
+        g.bench_function(name, f);
+        kernels::force_isa(None);
+    }
+
     fn bench_products(c: &mut Criterion<CpuTime>) {
         let shapes: &[(&str, usize, usize, usize)] = &[
             ("gemv", 1, 128, 128),
@@ -163,12 +176,8 @@ mod imp {
                 b.iter(|| kernels::matmul(Tensor::F32(black_box(&w)), k, black_box(&x), &mut y))
             });
             if avx512 {
-                g.bench_function("picoformer_avx2", |b| {
-                    kernels::force_isa(Some(Isa::Avx2));
-                    b.iter(|| {
-                        kernels::matmul(Tensor::F32(black_box(&w)), k, black_box(&x), &mut y)
-                    });
-                    kernels::force_isa(None);
+                forced(&mut g, "picoformer_avx2".into(), Isa::Avx2, |b| {
+                    b.iter(|| kernels::matmul(Tensor::F32(black_box(&w)), k, black_box(&x), &mut y))
                 });
             }
             if kind == "gemm" {
@@ -179,10 +188,8 @@ mod imp {
                     b.iter(|| kernels::matmul_panels(black_box(p), black_box(&x), &mut y))
                 });
                 if avx512 {
-                    g.bench_function("picoformer_panels_avx2", |b| {
-                        kernels::force_isa(Some(Isa::Avx2));
-                        b.iter(|| kernels::matmul_panels(black_box(p), black_box(&x), &mut y));
-                        kernels::force_isa(None);
+                    forced(&mut g, "picoformer_panels_avx2".into(), Isa::Avx2, |b| {
+                        b.iter(|| kernels::matmul_panels(black_box(p), black_box(&x), &mut y))
                     });
                 }
             }
@@ -190,12 +197,10 @@ mod imp {
                 b.iter(|| kernels::matmul(Tensor::F16(black_box(&w16)), k, black_box(&x), &mut y))
             });
             if avx512 {
-                g.bench_function("picoformer_f16_avx2", |b| {
-                    kernels::force_isa(Some(Isa::Avx2));
+                forced(&mut g, "picoformer_f16_avx2".into(), Isa::Avx2, |b| {
                     b.iter(|| {
                         kernels::matmul(Tensor::F16(black_box(&w16)), k, black_box(&x), &mut y)
-                    });
-                    kernels::force_isa(None);
+                    })
                 });
             }
             if q8 {
@@ -213,9 +218,7 @@ mod imp {
                 };
                 g.bench_function("picoformer_int8", &mut int8);
                 for &(name, isa) in &int8_sets {
-                    kernels::force_isa(Some(isa));
-                    g.bench_function(format!("picoformer_int8_{name}"), &mut int8);
-                    kernels::force_isa(None);
+                    forced(&mut g, format!("picoformer_int8_{name}"), isa, &mut int8);
                 }
             }
             // The int8 path over the Q8_0 weights packed once into int8 panels (as at load).
@@ -227,9 +230,12 @@ mod imp {
                 };
                 g.bench_function("picoformer_int8_panels", &mut int8p);
                 for &(name, isa) in &int8_sets {
-                    kernels::force_isa(Some(isa));
-                    g.bench_function(format!("picoformer_int8_panels_{name}"), &mut int8p);
-                    kernels::force_isa(None);
+                    forced(
+                        &mut g,
+                        format!("picoformer_int8_panels_{name}"),
+                        isa,
+                        &mut int8p,
+                    );
                 }
             }
             g.bench_function("portable", |b| {
