@@ -316,8 +316,9 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Erro
     Ok(())
 }
 
-/// [`crate::tensor::quantize_q8_0`] of `x` (whole blocks) into `out`, and the sums of each block's quants, in
-/// the SIMD set's features where there is one (the same code, which the compiler vectorises).
+/// [`crate::tensor::quantize_q8_0`] of `x` (whole blocks) into `out`, and the sums of each
+/// block's quants: with the SIMD set's own instructions where there is one (the same blocks
+/// bit for bit).
 fn quantize(t: Option<arch::Token>, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
     match t {
         Some(t) => arch::quantize(t, x, out, sums),
