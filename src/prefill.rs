@@ -156,7 +156,7 @@ fn take_front<'p, T>(rest: &mut &'p mut [T], n: usize) -> &'p mut [T] {
 
 /// Whether an arena of `available` elements holds the `needed` of `buffer` (`usize::MAX`: a
 /// size that does not exist).
-fn room(buffer: Buffer, needed: usize, available: usize) -> Result<(), Error> {
+pub(crate) fn room(buffer: Buffer, needed: usize, available: usize) -> Result<(), Error> {
     if available < needed || needed == usize::MAX {
         return Err(Error::BufferTooSmall {
             buffer,

@@ -100,18 +100,11 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     where
         'w: 'a,
     {
-        let needed = self.int8_panels_len();
-        if arena.len() < needed || needed == usize::MAX {
-            return Err(Error::BufferTooSmall {
-                buffer: Buffer::Int8Panels,
-                needed,
-                available: arena.len(),
-            });
-        }
+        prefill::room(Buffer::Int8Panels, self.int8_panels_len(), arena.len())?;
         let (blocks, logits) = arena.split_at_mut(self.decoder.int8_panels_len());
         let logits_panels = match self.logits_weights().0 {
             Tensor::Q8_0(q) => Some(Int8Panels::pack(q, self.config.attn_layers.dim, logits)?),
-            _ => self.logits_panels,
+            _ => None,
         };
         Ok(TransformerWrapper {
             config: self.config,

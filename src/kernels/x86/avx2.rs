@@ -202,8 +202,8 @@ unsafe impl Isa for Avx2 {
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
     }
-    /// f32 through AVX's `vmaskmovps`; 16-bit weights through the stack (there is no 16-bit
-    /// masked load before AVX-512).
+    /// f32 through AVX's `vmaskmovps`; 16-bit weights by a masked 32-bit load of their pairs
+    /// (there is no 16-bit masked load before AVX-512, [`load_partial_u16`]).
     const MASKED: bool = true;
     #[inline(always)]
     unsafe fn load_partial(p: *const f32, n: usize) -> __m256 {
