@@ -4,7 +4,7 @@
 #   x86-64 host        AVX2+FMA+F16C, AVX-VNNI and AVX-512F if the CPU has them, and portable (each forced in
 #                      turn, with the decoder properties and fixtures; a set the CPU lacks is
 #                      skipped: QEMU cannot run AVX-512)
-#   aarch64            NEON, under qemu-aarch64 (user mode)
+#   aarch64            NEON, and NEON with sdot (FEAT_DotProd), under qemu-aarch64 (user mode)
 #   wasm32-wasip1      portable, +simd128 and +simd128,+relaxed-simd, under Node (tools/wasi-runner.mjs)
 # Installs what it needs on first use (Debian packages, rustup targets); idempotent. Each build
 # has its own target dir under target/, so reruns are incremental.
@@ -51,10 +51,16 @@ fi
 step "x86-64 host: portable"
 host portable
 
-step "aarch64: NEON under qemu-aarch64"
+# Base NEON on a Cortex-A53 (no FEAT_DotProd: any sdot would be an illegal instruction there),
+# then NEON with sdot's int8 products on QEMU's default CPU (`max`, which has it).
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
-PICOFORMER_REQUIRE_ISA=neon cargo test --quiet --target aarch64-unknown-linux-gnu --test kernels
+aarch64() { # qemu cpu, isa
+    step "aarch64: $2 under qemu-aarch64 -cpu $1"
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu $1 -L /usr/aarch64-linux-gnu" \
+    PICOFORMER_REQUIRE_ISA="$2" cargo test --quiet --target aarch64-unknown-linux-gnu --test kernels
+}
+aarch64 cortex-a53 neon
+aarch64 max neondot
 
 wasi() { # name, require, rustflags, node flags
     step "wasm32-wasip1 ($1) under Node"

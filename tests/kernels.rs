@@ -2,8 +2,9 @@
 //! unaligned sub-slices, outputs pre-filled with NaN; the vector exp against f64; Q8_0 against
 //! dequantise-then-portable.
 //!
-//! `PICOFORMER_REQUIRE_ISA=avx2` (or `avx512`, `avxvnni`, `neon`, `simd128`) makes dispatch use that
-//! instruction set and these tests fail unless its kernels really ran (`common/isa.rs`).
+//! `PICOFORMER_REQUIRE_ISA=avx2` (or `avx512`, `avxvnni`, `neon`, `neondot`, `simd128`) makes
+//! dispatch use that instruction set and these tests fail unless its kernels really ran
+//! (`common/isa.rs`).
 //! The tests see the library with the `std` feature (runtime detection on x86-64) through the
 //! self dev-dependency in Cargo.toml.
 

@@ -9,6 +9,7 @@
 //! | x86-64 | AVX-512F (with AVX2, FMA, F16C) | the build enables them (`-C target-cpu=x86-64-v4` or `native`), or, with the `std` feature, the CPU has them (checked once, cached) |
 //! | x86-64 | AVX2 + FMA + F16C | as above, when AVX-512F is absent (`-C target-cpu=x86-64-v3`) |
 //! | aarch64 | NEON (fp16 conversion with `fcvtl`) | always (NEON is part of the aarch64 targets) |
+//! | aarch64 | NEON with `sdot` (FEAT_DotProd) for the int8 products | the build enables `+dotprod`, or, with `std`, the CPU has it (checked once, cached) |
 //! | wasm32 | simd128 (relaxed-simd FMA with `+relaxed-simd`) | the build enables `+simd128` |
 //! | others | portable | always |
 //!
@@ -17,7 +18,7 @@
 //! ([`matvec_int8`], [`matmul_int8`]) has its own dot product per set (`Int8Dot`,
 //! `Int8Lanes`): on x86-64 AVX-512 VNNI's `vpdpbusd`, else AVX-VNNI's (the same on 256 bits),
 //! else AVX2's `vpmaddubsw` (with the build's features, or detected with `std`; AVX-512F alone
-//! adds nothing to byte products).
+//! adds nothing to byte products); on aarch64 `sdot`, else base NEON's `smull`/`sadalp`.
 
 mod int8_panels;
 mod panels;
@@ -76,23 +77,26 @@ pub enum Isa {
     AvxVnni,
     /// aarch64 NEON.
     Neon,
+    /// aarch64 NEON with FEAT_DotProd's `sdot` for the int8 products.
+    NeonDot,
     /// wasm32 simd128.
     Simd128,
 }
 
 impl Isa {
     /// Every instruction set, in the order of [`Isa::index`].
-    const ALL: [Isa; 6] = [
+    const ALL: [Isa; 7] = [
         Isa::Portable,
         Isa::Avx2,
         Isa::Avx512,
         Isa::AvxVnni,
         Isa::Neon,
+        Isa::NeonDot,
         Isa::Simd128,
     ];
 
     /// The instruction set named as in `PICOFORMER_REQUIRE_ISA` (`avx2`, `avx512`, `avxvnni`,
-    /// `neon`, `simd128`, `portable`).
+    /// `neon`, `neondot`, `simd128`, `portable`).
     pub fn from_name(name: &str) -> Option<Isa> {
         match name {
             "portable" => Some(Isa::Portable),
@@ -100,6 +104,7 @@ impl Isa {
             "avx512" => Some(Isa::Avx512),
             "avxvnni" => Some(Isa::AvxVnni),
             "neon" => Some(Isa::Neon),
+            "neondot" => Some(Isa::NeonDot),
             "simd128" => Some(Isa::Simd128),
             _ => None,
         }

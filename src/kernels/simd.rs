@@ -1,6 +1,6 @@
 //! The SIMD kernel bodies, written once over a small vector interface ([`Isa`]) that each
-//! architecture file implements (AVX2+FMA+F16C in `x86.rs`, NEON in `aarch64.rs`, simd128 in
-//! `wasm32.rs`). Each architecture instantiates these bodies inside its own
+//! architecture file implements (AVX2+FMA+F16C and AVX-512 in `x86/`, NEON in `aarch64/`,
+//! simd128 in `wasm32.rs`). Each architecture instantiates these bodies inside its own
 //! `#[target_feature]` wrappers, so every intrinsic is inlined with the features enabled.
 //!
 //! Everything here is `unsafe fn` over raw pointers: the callers (the architecture files'
@@ -483,7 +483,15 @@ impl<D: Int8Dot> BlockActs<D::I> for Int8Acts<D> {
     ) -> [<D::I as Isa>::V; 4] {
         // The four scales converted together.
         let d = D::I::scales4(w.map(|b| q8_0_scale(b).to_bits()), dx);
-        core::array::from_fn(|r| D::I::fma(D::dot(q8_0_quants(w[r]).as_ptr(), x), d[r], acc[r]))
+        // Spelled out: a closure is not always inlined into the target-feature function, and
+        // then runs without its features (NEON's `sdot` would not even assemble).
+        let q = [0, 1, 2, 3].map(|r| q8_0_quants(w[r]).as_ptr());
+        [
+            D::I::fma(D::dot(q[0], x), d[0], acc[0]),
+            D::I::fma(D::dot(q[1], x), d[1], acc[1]),
+            D::I::fma(D::dot(q[2], x), d[2], acc[2]),
+            D::I::fma(D::dot(q[3], x), d[3], acc[3]),
+        ]
     }
 }
 

@@ -1,5 +1,5 @@
 //! `PICOFORMER_REQUIRE_ISA`: the instruction set a test run must use (`avx2`, `avx512`,
-//! `avxvnni`, `neon`, `simd128`, `portable`). Tests that call [`use_required_isa`] first make
+//! `avxvnni`, `neon`, `neondot`, `simd128`, `portable`). Tests that call [`use_required_isa`] first make
 //! kernel dispatch use it (so `avx2` tests AVX2 on a CPU that also has AVX-512, and `portable` the portable kernels
 //! anywhere), and [`check_required_isa`] at the end fails unless its kernels really ran, so a CI
 //! job cannot pass on another path.
@@ -24,13 +24,17 @@ pub fn use_required_isa() {
 }
 
 /// Fails if `PICOFORMER_REQUIRE_ISA` names an instruction set whose kernels did not run.
-/// AVX-VNNI changes only the int8 products (the f32 kernels under it are AVX2's): a test of
-/// other kernels passes on AVX2 while AVX-VNNI is the active set; int8 tests check with
-/// [`check_required_int8_isa`].
+/// AVX-VNNI and NEON's `sdot` change only the int8 products (the f32 kernels under them are
+/// AVX2's and NEON's): a test of other kernels passes on those while the int8 set is the
+/// active one; int8 tests check with [`check_required_int8_isa`].
 pub fn check_required_isa() {
     if let Some(isa) = required_isa() {
-        let f32_kernels =
-            isa == Isa::AvxVnni && kernels::active_isa() == Isa::AvxVnni && kernels::ran(Isa::Avx2);
+        let vectors = match isa {
+            Isa::AvxVnni => Some(Isa::Avx2),
+            Isa::NeonDot => Some(Isa::Neon),
+            _ => None,
+        };
+        let f32_kernels = vectors.is_some_and(|v| kernels::active_isa() == isa && kernels::ran(v));
         assert!(
             kernels::ran(isa) || f32_kernels,
             "PICOFORMER_REQUIRE_ISA={isa:?} but that path did not run (active: {:?})",

@@ -101,12 +101,20 @@ where
     for b in 0..o.nbc {
         let g = j * o.nb + o.b0 + b;
         let wq = o.q.add(g * GROUP_BYTES);
-        let xb: [&BlockQ8_0; M] = core::array::from_fn(|p| &*o.x.add((i0 + p) * o.nbc + b));
-        let mut ia: [[D::A; 4]; M] =
-            core::array::from_fn(|p| [D::start(*o.xsum.add((i0 + p) * o.nbc + b)); 4]);
+        // Plain loops, not `array::from_fn`: its closures are not always inlined into the
+        // target-feature function.
+        let xp = |p: usize| (i0 + p) * o.nbc + b;
+        let mut xb = [&*o.x.add(xp(0)); M];
+        let mut ia = [[D::start(*o.xsum.add(xp(0))); 4]; M];
+        for p in 1..M {
+            xb[p] = &*o.x.add(xp(p));
+            ia[p] = [D::start(*o.xsum.add(xp(p))); 4];
+        }
         for k in 0..8 {
-            let xs: [D::X; M] =
-                core::array::from_fn(|p| D::splat_x(q8_0_quants(xb[p]).as_ptr().add(4 * k)));
+            let mut xs = [D::splat_x(q8_0_quants(xb[0]).as_ptr().add(4 * k)); M];
+            for p in 1..M {
+                xs[p] = D::splat_x(q8_0_quants(xb[p]).as_ptr().add(4 * k));
+            }
             for v in 0..nv {
                 let w = D::load_w(wq.add(k * 4 * INT8_PANEL + v * 4 * l));
                 for (a, x) in ia.iter_mut().zip(&xs) {

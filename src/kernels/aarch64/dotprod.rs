@@ -1,0 +1,99 @@
+//! aarch64 FEAT_DotProd: the int8 products with `sdot`, which sums four signed byte products
+//! into each 32-bit lane in one instruction (ARMv8.2 and later: Cortex-A55, A76 and newer,
+//! Neoverse, Apple M), instantiated inside `#[target_feature(enable = "neon,dotprod")]`
+//! functions, reached with a [`DotprodToken`] (see `aarch64.rs`). The f32 kernels stay NEON's.
+//!
+//! `vdotq_s32` is still unstable in Rust, so `sdot` itself is reached through `asm!`.
+#![allow(unsafe_code)]
+
+use core::arch::aarch64::*;
+use core::arch::asm;
+
+use super::super::simd;
+use super::neon::Neon;
+use super::DotprodToken;
+
+/// The int8 products with `sdot`: both operands signed, so the weights need no bias, and
+/// 32-bit sums need no 16-bit steps (−128 in the weights is exact).
+#[derive(Clone, Copy)]
+pub(crate) struct Sdot;
+
+/// a + Σ_{i<4} w[4l + i]·x[4l + i] in each 32-bit lane l.
+///
+/// # Safety
+/// Only inside functions compiled with `dotprod`.
+#[inline(always)]
+unsafe fn sdot(a: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+    let mut a = a;
+    // SAFETY: sdot (FEAT_DotProd, which the caller's features prove) reads and writes
+    // registers only.
+    asm!(
+        "sdot {a:v}.4s, {w:v}.16b, {x:v}.16b",
+        a = inout(vreg) a,
+        w = in(vreg) w,
+        x = in(vreg) x,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    a
+}
+
+// SAFETY: reached only from functions compiled with neon and dotprod, which run only when a
+// `DotprodToken` proved them; 32 bytes are read from each pointer.
+unsafe impl simd::Int8Dot for Sdot {
+    type I = Neon;
+    type Q = [int8x16_t; 2];
+    #[inline(always)]
+    unsafe fn load(q: *const i8) -> [int8x16_t; 2] {
+        // −128 reads as −127, as the definition (`portable::matvec_int8`) says for every set.
+        let floor = vdupq_n_s8(-127);
+        [
+            vmaxq_s8(vld1q_s8(q), floor),
+            vmaxq_s8(vld1q_s8(q.add(16)), floor),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn dot(w: *const i8, x: [int8x16_t; 2]) -> float32x4_t {
+        let s = sdot(vdupq_n_s32(0), vld1q_s8(w), x[0]);
+        vcvtq_f32_s32(sdot(s, vld1q_s8(w.add(16)), x[1]))
+    }
+}
+
+// SAFETY: as above; 16 bytes are read from each weight pointer and 4 from each activation
+// pointer.
+unsafe impl simd::Int8Lanes for Sdot {
+    type I = Neon;
+    type W = int8x16_t;
+    type X = int8x16_t;
+    type A = int32x4_t;
+    /// 8 integer and 8 f32 accumulators (16 rows × 2 positions), of 32 registers (tiles have
+    /// 1, 2, 4 or 8 positions, and 4 would need all 32 for accumulators).
+    const POSITIONS: usize = 2;
+    #[inline(always)]
+    unsafe fn load_w(p: *const i8) -> int8x16_t {
+        // Stored + 128: the top bit flipped back.
+        veorq_s8(vld1q_s8(p), vdupq_n_s8(-128))
+    }
+    #[inline(always)]
+    unsafe fn splat_x(p: *const i8) -> int8x16_t {
+        vreinterpretq_s8_s32(vdupq_n_s32(core::ptr::read_unaligned(p as *const i32)))
+    }
+    #[inline(always)]
+    unsafe fn start(_: i32) -> int32x4_t {
+        vdupq_n_s32(0)
+    }
+    #[inline(always)]
+    unsafe fn dot(a: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        sdot(a, w, x)
+    }
+    #[inline(always)]
+    unsafe fn to_f32(a: int32x4_t) -> float32x4_t {
+        vcvtq_f32_s32(a)
+    }
+}
+
+simd::int8_kernels! {
+    isa: NeonDot,
+    int8: Sdot,
+    token: DotprodToken,
+    #[target_feature(enable = "neon,dotprod")]
+}
