@@ -9,8 +9,8 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use super::super::simd;
-use super::neon::Neon;
+use super::super::simd::{self, Int8Dot, Int8Lanes};
+use super::neon::{Neon, Smull};
 use super::DotprodToken;
 
 /// The int8 products with `sdot`: both operands signed, so the weights need no bias, and
@@ -39,17 +39,14 @@ unsafe fn sdot(a: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
 
 // SAFETY: reached only from functions compiled with neon and dotprod, which run only when a
 // `DotprodToken` proved them; 32 bytes are read from each pointer.
-unsafe impl simd::Int8Dot for Sdot {
+unsafe impl Int8Dot for Sdot {
     type I = Neon;
     type Q = [int8x16_t; 2];
     #[inline(always)]
     unsafe fn load(q: *const i8) -> [int8x16_t; 2] {
-        // −128 reads as −127, as the definition (`portable::matvec_int8`) says for every set.
-        let floor = vdupq_n_s8(-127);
-        [
-            vmaxq_s8(vld1q_s8(q), floor),
-            vmaxq_s8(vld1q_s8(q.add(16)), floor),
-        ]
+        // As base NEON's: −128 reads as −127, as the definition (`portable::matvec_int8`)
+        // says for every set.
+        <Smull as Int8Dot>::load(q)
     }
     #[inline(always)]
     unsafe fn dot(w: *const i8, x: [int8x16_t; 2]) -> float32x4_t {
@@ -60,7 +57,7 @@ unsafe impl simd::Int8Dot for Sdot {
 
 // SAFETY: as above; 16 bytes are read from each weight pointer and 4 from each activation
 // pointer.
-unsafe impl simd::Int8Lanes for Sdot {
+unsafe impl Int8Lanes for Sdot {
     type I = Neon;
     type W = int8x16_t;
     type X = int8x16_t;
@@ -68,18 +65,19 @@ unsafe impl simd::Int8Lanes for Sdot {
     /// 8 integer and 8 f32 accumulators (16 rows × 2 positions), of 32 registers (tiles have
     /// 1, 2, 4 or 8 positions, and 4 would need all 32 for accumulators).
     const POSITIONS: usize = 2;
+    // Loads and start as base NEON's (the weights' top bit flipped back); only the step
+    // differs.
     #[inline(always)]
     unsafe fn load_w(p: *const i8) -> int8x16_t {
-        // Stored + 128: the top bit flipped back.
-        veorq_s8(vld1q_s8(p), vdupq_n_s8(-128))
+        <Smull as Int8Lanes>::load_w(p)
     }
     #[inline(always)]
     unsafe fn splat_x(p: *const i8) -> int8x16_t {
-        vreinterpretq_s8_s32(vdupq_n_s32(core::ptr::read_unaligned(p as *const i32)))
+        <Smull as Int8Lanes>::splat_x(p)
     }
     #[inline(always)]
-    unsafe fn start(_: i32) -> int32x4_t {
-        vdupq_n_s32(0)
+    unsafe fn start(sum: i32) -> int32x4_t {
+        <Smull as Int8Lanes>::start(sum)
     }
     #[inline(always)]
     unsafe fn dot(a: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
