@@ -45,8 +45,7 @@ impl Token {
     #[inline]
     pub(crate) fn get(want: Option<Isa>) -> Option<Token> {
         let int8 = match want {
-            None if dotprod() => Int8::Sdot(DotprodToken(())),
-            Some(Isa::NeonDot) if dotprod() => Int8::Sdot(DotprodToken(())),
+            None | Some(Isa::NeonDot) if dotprod() => Int8::Sdot(DotprodToken(())),
             None | Some(Isa::Neon) => Int8::Smull(NeonToken(())),
             _ => return None,
         };
@@ -71,15 +70,15 @@ fn dotprod() -> bool {
     }
     #[cfg(feature = "std")]
     {
-        use core::sync::atomic::{AtomicU8, Ordering};
-        // 0: not checked yet; 1: absent; 2: present.
-        static STATE: AtomicU8 = AtomicU8::new(0);
-        let mut s = STATE.load(Ordering::Relaxed);
-        if s == 0 {
-            s = 1 + u8::from(std::arch::is_aarch64_feature_detected!("dotprod"));
-            STATE.store(s, Ordering::Relaxed);
-        }
-        s == 2
+        static STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+        const DOTPROD: u8 = 1 << 1;
+        super::detect_once(&STATE, || {
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                DOTPROD
+            } else {
+                0
+            }
+        }) != 0
     }
     #[cfg(not(feature = "std"))]
     {

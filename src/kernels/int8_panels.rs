@@ -131,7 +131,7 @@ impl<'a> Int8Panels<'a> {
 
 /// Where a group (one panel's block) holds the quant of its row `q` and column `c` (0..32):
 /// step `c / 4`, row `q`, byte `c % 4` of the row's four (the module documentation's layout).
-const fn quant_at(q: usize, c: usize) -> usize {
+pub(crate) const fn quant_at(q: usize, c: usize) -> usize {
     (c / 4) * 4 * INT8_PANEL + 4 * q + c % 4
 }
 

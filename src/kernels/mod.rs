@@ -158,6 +158,18 @@ pub fn force_isa(isa: Option<Isa>) {
     FORCED.store(isa.map_or(0, |i| 1 + i.index() as u8), Ordering::Relaxed);
 }
 
+/// The feature bits `detect` answers (bit 0 clear), from the first call for `state` on: a
+/// runtime CPU check done once per process and cached in `state` (bit 0 marks it done).
+#[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn detect_once(state: &AtomicU8, detect: impl FnOnce() -> u8) -> u8 {
+    let mut s = state.load(Ordering::Relaxed);
+    if s == 0 {
+        s = 1 | detect();
+        state.store(s, Ordering::Relaxed);
+    }
+    s & !1
+}
+
 #[inline]
 fn portable_ran() {
     mark_ran(Isa::Portable);

@@ -144,13 +144,11 @@ fn bits(avx2: bool, avx512: bool, vnni: bool, avx_vnni: bool) -> u8 {
     bit(avx2, AVX2) | bit(avx512, AVX512) | bit(vnni, VNNI) | bit(avx_vnni, AVX_VNNI)
 }
 
-/// Runtime detection, done once: the [`features`] bits, and bit 0 once done.
+/// Runtime detection, done once: the [`features`] bits.
 #[cfg(feature = "std")]
 fn detected() -> u8 {
-    use core::sync::atomic::{AtomicU8, Ordering};
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    let mut s = STATE.load(Ordering::Relaxed);
-    if s == 0 {
+    static STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+    super::detect_once(&STATE, || {
         let avx2 = std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c");
@@ -160,10 +158,8 @@ fn detected() -> u8 {
             && std::is_x86_feature_detected!("avx512vl");
         let vnni = avx512 && std::is_x86_feature_detected!("avx512vnni");
         let avx_vnni = avx2 && std::is_x86_feature_detected!("avxvnni");
-        s = 1 | bits(avx2, avx512, vnni, avx_vnni);
-        STATE.store(s, Ordering::Relaxed);
-    }
-    s & !1
+        bits(avx2, avx512, vnni, avx_vnni)
+    })
 }
 
 /// An element type both x86 paths load.

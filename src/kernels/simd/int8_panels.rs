@@ -10,7 +10,7 @@
 //! but the last panel's partial vector.
 
 use super::{Isa, LoadW};
-use crate::kernels::int8_panels::{GROUP_BYTES, INT8_PANEL};
+use crate::kernels::int8_panels::{quant_at, GROUP_BYTES, INT8_PANEL};
 use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0};
 use half::f16;
 
@@ -116,7 +116,8 @@ where
                 xs[p] = D::splat_x(q8_0_quants(xb[p]).as_ptr().add(4 * k));
             }
             for v in 0..nv {
-                let w = D::load_w(wq.add(k * 4 * INT8_PANEL + v * 4 * l));
+                // Rows v·l.. of the panel, their quants 4k..4k + 4.
+                let w = D::load_w(wq.add(quant_at(v * l, 4 * k)));
                 for (a, x) in ia.iter_mut().zip(&xs) {
                     a[v] = D::dot(a[v], w, *x);
                 }
