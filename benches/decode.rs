@@ -18,6 +18,11 @@
 //! quantised to Q8_0, integer dot products); `*/q8_0_int8_panels`: the same over int8 panels
 //! (`with_int8_panels`: the blocks' Q8_0 matrices packed 16 rows to a vector's lanes).
 //!
+//! `context/stories15M/*`: the same blocks with cross-attention (`Decoder`, context width 288,
+//! scratch of 64 positions) reading a context of 64 rows, whose keys and values each block
+//! projects once, and decoding one position over it; throughput in context rows. `*_panels`
+//! packs the matrices first (the cross-attention `to_k`/`to_v` included).
+//!
 //! Run: `cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3`.
 
 #[cfg(target_arch = "x86_64")]
@@ -31,8 +36,8 @@ mod imp {
     use crate::cpu_time::CpuTime;
     use criterion::{black_box, criterion_group, Criterion, Throughput};
     use picoformer::{
-        f16, quantize_q8_0, BlockQ8_0, DecoderConfig, Error, KvCache, Scratch, Tensor, TensorView,
-        TransformerWrapper, WrapperConfig,
+        f16, quantize_q8_0, BlockQ8_0, Decoder, DecoderConfig, Error, KvCache, Scratch, Tensor,
+        TensorView, TransformerWrapper, WrapperConfig,
     };
 
     const CFG: DecoderConfig = DecoderConfig::new(288, 6)
@@ -102,11 +107,11 @@ mod imp {
 
     /// Every weight name and shape the wrapper asks for, found by offering a wrong shape and
     /// reading the expected one from the error.
-    fn shapes() -> Vec<(String, Vec<usize>)> {
+    fn shapes(wcfg: WrapperConfig) -> Vec<(String, Vec<usize>)> {
         static DUMMY: [f32; 1] = [0.0];
         let mut found: Table = HashMap::new();
         loop {
-            let r = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| {
+            let r = TransformerWrapper::<16>::from_source(wcfg, &|name: &str| {
                 if name == "rotary_pos_emb.inv_freq" {
                     return None;
                 }
@@ -172,7 +177,7 @@ mod imp {
     }
 
     fn bench_decode(c: &mut Criterion<CpuTime>) {
-        let shapes = shapes();
+        let shapes = shapes(WCFG);
         eprintln!(
             "stories15M shape: {} tensors, kernels {:?}",
             shapes.len(),
@@ -217,7 +222,7 @@ mod imp {
     }
 
     fn bench_prefill(c: &mut Criterion<CpuTime>) {
-        let shapes = shapes();
+        let shapes = shapes(WCFG);
         let mut g = c.benchmark_group("prefill/stories15M");
         g.throughput(Throughput::Elements(PROMPT as u64));
         for kind in ["f32", "f16", "q8_0"] {
@@ -264,10 +269,62 @@ mod imp {
         g.finish();
     }
 
+    fn bench_context(c: &mut Criterion<CpuTime>) {
+        const CROSS: DecoderConfig = CFG.cross_attend(true);
+        const ROWS: usize = 64;
+        // Only the decoder's weights are read: a small vocabulary keeps the table small.
+        let shapes = shapes(WrapperConfig::new(256, 1024, CROSS).use_abs_pos_emb(false));
+        let mut g = c.benchmark_group("context/stories15M");
+        g.throughput(Throughput::Elements(ROWS as u64));
+        let context = values(7, ROWS * CROSS.dim_context(), 1.0);
+        let x = values(8, CROSS.dim, 1.0);
+        for kind in ["f32", "q8_0"] {
+            let (t, _) = table(kind, &shapes);
+            let source = |name: &str| view(&t, name);
+            let stored: Decoder =
+                Decoder::from_source_prefixed(CROSS, &source, "attn_layers.").unwrap();
+            let mut arena = huge(&vec![0.0f32; stored.prefill_panels_len()]);
+            let packed = stored.with_prefill_panels(&mut arena).unwrap();
+            let int8 = stored.clone().with_int8_activations(true);
+            let mut arena8 = huge(&vec![0u8; stored.int8_panels_len()]);
+            let int8_panels = stored.with_int8_panels(&mut arena8).unwrap();
+            let mut runs = vec![
+                (kind.to_string(), &stored),
+                (format!("{kind}_panels"), &packed),
+            ];
+            if kind == "q8_0" {
+                runs.push((format!("{kind}_int8"), &int8));
+                runs.push((format!("{kind}_int8_panels"), &int8_panels));
+            }
+            let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CROSS, 1)];
+            let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(&CROSS, ROWS)];
+            let mut sb = vec![0.0f32; Scratch::elements(&CROSS, ROWS)];
+            let mut cache = KvCache::with_context(&CROSS, 1, &mut kv, ROWS, &mut kc).unwrap();
+            let mut scratch = Scratch::new(&CROSS, ROWS, &mut sb).unwrap();
+            let mut out = vec![0.0f32; CROSS.dim];
+            for (name, m) in runs {
+                g.bench_function(name, |b| {
+                    b.iter(|| {
+                        m.step(
+                            &mut cache,
+                            &mut scratch,
+                            &x,
+                            Some(black_box(&context)),
+                            &mut out,
+                        )
+                        .unwrap();
+                        cache.reset();
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
-        targets = bench_decode, bench_prefill
+        targets = bench_decode, bench_prefill, bench_context
     }
 }
 

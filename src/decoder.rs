@@ -156,6 +156,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 b.v,
                 b.out,
                 b.cross_q,
+                b.cross_k,
+                b.cross_v,
                 b.cross_out,
                 b.ff_proj,
                 b.ff_out,
@@ -312,7 +314,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let mut s = scratch.buffers();
         if self.config.cross_attend && cache.context_len().is_none() {
             if let Some(c) = context {
-                self.encode_context(cache, &mut s, c)?;
+                self.encode_context(cache, &mut s, chunk, c)?;
             }
         }
         self.fill_inv_freq(s.inv_freq)?;
@@ -329,24 +331,30 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     }
 
     /// Cross-attention keys and values of the context, once (`xt:2341, 2448-2457`): K = c·W_kᵀ,
-    /// V = c·W_vᵀ from the raw (un-normed) context rows.
+    /// V = c·W_vᵀ from the raw (un-normed) context rows, `chunk` rows (the scratch's positions)
+    /// at a time, so that a packed `to_k`/`to_v` runs the matrix-matrix product.
     fn encode_context<K: Element>(
         &self,
         cache: &mut KvCache<'_, K>,
         s: &mut Buffers<'_>,
+        chunk: usize,
         context: &[f32],
     ) -> Result<(), Error> {
         let (w, kv) = (self.config.dim_context(), self.config.kv_dim());
-        let rows = context.len() / w;
         for (b, block) in self.weights.blocks.iter().enumerate() {
             let Some(cross) = &block.cross else { continue };
-            for (r, c) in context.chunks_exact(w).enumerate() {
-                self.linear(cross.to_k, None, w, c, &mut s.k[..kv])?;
-                self.linear(cross.to_v, None, w, c, &mut s.v[..kv])?;
-                cache.store_context(b, r, &s.k[..kv], &s.v[..kv]);
+            let p = self.panels.get(b);
+            for (i, c) in context.chunks(chunk.saturating_mul(w).max(1)).enumerate() {
+                let n = c.len() / w;
+                let (k, v) = (&mut s.k[..n * kv], &mut s.v[..n * kv]);
+                self.linear(cross.to_k, p.and_then(|p| p.cross_k), w, c, k)?;
+                self.linear(cross.to_v, p.and_then(|p| p.cross_v), w, c, v)?;
+                for (r, (kr, vr)) in k.chunks_exact(kv).zip(v.chunks_exact(kv)).enumerate() {
+                    cache.store_context(b, i * chunk + r, kr, vr);
+                }
             }
         }
-        cache.set_context_len(rows);
+        cache.set_context_len(context.len() / w);
         Ok(())
     }
 

@@ -9,10 +9,10 @@
 //! position does not read them. The int8 panels hold the Q8_0 matrices in as many bytes as the
 //! weights ([`int8_panels_len`]) and serve every product on the int8 path, decoding included.
 //!
-//! Packed: self- and cross-attention `to_q` and `to_out`, self-attention `to_k` and `to_v`,
-//! the feed-forward `proj` and `out`. Not packed: the cross-attention `to_k`/`to_v` (each
-//! context row is projected once, by a matrix-vector product) and the wrapper's embeddings and
-//! logits.
+//! Packed: self- and cross-attention `to_q`, `to_k`, `to_v` and `to_out`, the feed-forward
+//! `proj` and `out` (the cross-attention `to_k`/`to_v` project the context's rows, once per
+//! context, in chunks of the scratch's positions). Not packed: the wrapper's embeddings and
+//! logits (the wrapper packs its logits into int8 panels of its own).
 
 use crate::config::DecoderConfig;
 use crate::error::{Buffer, Error};
@@ -37,6 +37,8 @@ pub(crate) struct BlockPanels<'p> {
     pub v: Option<Packed<'p>>,
     pub out: Option<Packed<'p>>,
     pub cross_q: Option<Packed<'p>>,
+    pub cross_k: Option<Packed<'p>>,
+    pub cross_v: Option<Packed<'p>>,
     pub cross_out: Option<Packed<'p>>,
     pub ff_proj: Option<Packed<'p>>,
     pub ff_out: Option<Packed<'p>>,
@@ -60,8 +62,9 @@ pub(crate) const fn len_int8(rows: usize, cols: usize) -> usize {
 
 /// The arena for the packed matrices of `cfg`, each `[rows, cols]` matrix taking [`len`] (or
 /// [`len_int8`] if `int8`): per block `to_q [H·d, D]`, `to_k`, `to_v [H_kv·d, D]`, `to_out [D, H·d]`
-/// (with more than one head), with cross-attention its `to_q` and `to_out`, and the
-/// feed-forward `proj [F or 2F, D]` and `out [D, F]`. Saturates at `usize::MAX`.
+/// (with more than one head), with cross-attention its `to_q`, `to_k`, `to_v [H_kv·d, C]` (C the
+/// context's width) and `to_out`, and the feed-forward `proj [F or 2F, D]` and `out [D, F]`.
+/// Saturates at `usize::MAX`.
 const fn arena_len(cfg: &DecoderConfig, int8: bool) -> usize {
     // (A function pointer cannot be called in a `const fn`.)
     const fn size(int8: bool, rows: usize, cols: usize) -> usize {
@@ -83,15 +86,16 @@ const fn arena_len(cfg: &DecoderConfig, int8: bool) -> usize {
         .saturating_add(size(int8, cfg.ff_proj_rows(), dim))
         .saturating_add(size(int8, dim, cfg.ff_inner()));
     if cfg.cross_attend {
-        block = block.saturating_add(attention);
+        let context_kv = size(int8, kvd, cfg.dim_context()).saturating_mul(2);
+        block = block.saturating_add(attention).saturating_add(context_kv);
     }
     block.saturating_mul(cfg.depth)
 }
 
 /// f32 elements of the arena that [`crate::Decoder::with_prefill_panels`] needs for `cfg`: per
 /// block the panels of `to_q [H·d, D]`, `to_k`, `to_v [H_kv·d, D]`, `to_out [D, H·d]` (with
-/// more than one head), with cross-attention its `to_q` and `to_out`, and the feed-forward
-/// `proj [F or 2F, D]` and `out [D, F]`, each with rows rounded up to 32 and 15 values of
+/// more than one head), with cross-attention its `to_q`, `to_k`, `to_v [H_kv·d, C]` (C the
+/// context's width) and `to_out`, and the feed-forward `proj [F or 2F, D]` and `out [D, F]`, each with rows rounded up to 32 and 15 values of
 /// alignment slack. Saturates at `usize::MAX` for sizes that do not exist.
 pub const fn prefill_panels_len(cfg: &DecoderConfig) -> usize {
     arena_len(cfg, false)
@@ -175,7 +179,7 @@ fn walk<'p, const MAX_DEPTH: usize>(
     old: &[BlockPanels<'p>],
     mut next: impl FnMut(Tensor<'_>, usize, Option<Packed<'p>>) -> Result<Option<Packed<'p>>, Error>,
 ) -> Result<heapless::Vec<BlockPanels<'p>, MAX_DEPTH>, Error> {
-    let (dim, qd, inner) = (cfg.dim, cfg.q_dim(), cfg.ff_inner());
+    let (dim, qd, inner, context) = (cfg.dim, cfg.q_dim(), cfg.ff_inner(), cfg.dim_context());
     let mut out = heapless::Vec::new();
     for (i, b) in blocks.iter().enumerate() {
         let o = old.get(i);
@@ -187,15 +191,17 @@ fn walk<'p, const MAX_DEPTH: usize>(
             Some(w) => next(w, qd, o.and_then(|o| o.out))?,
             None => None,
         };
-        let (cross_q, cross_out) = match &b.cross {
+        let (cross_q, cross_k, cross_v, cross_out) = match &b.cross {
             Some(c) => (
                 next(c.to_q, dim, o.and_then(|o| o.cross_q))?,
+                next(c.to_k, context, o.and_then(|o| o.cross_k))?,
+                next(c.to_v, context, o.and_then(|o| o.cross_v))?,
                 match c.to_out {
                     Some(w) => next(w, qd, o.and_then(|o| o.cross_out))?,
                     None => None,
                 },
             ),
-            None => (None, None),
+            None => (None, None, None, None),
         };
         let panels = BlockPanels {
             q,
@@ -203,6 +209,8 @@ fn walk<'p, const MAX_DEPTH: usize>(
             v,
             out: attn_out,
             cross_q,
+            cross_k,
+            cross_v,
             cross_out,
             ff_proj: next(f.proj, dim, o.and_then(|o| o.ff_proj))?,
             ff_out: next(f.out, inner, o.and_then(|o| o.ff_out))?,

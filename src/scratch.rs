@@ -27,7 +27,7 @@ pub(crate) struct Buffers<'a> {
     pub xb2: &'a mut [f32],
     /// Queries `[P, heads·d]`.
     pub q: &'a mut [f32],
-    /// New keys `[P, kv_heads·d]` (also one context row's keys).
+    /// New keys `[P, kv_heads·d]` (also a chunk of context rows' keys).
     pub k: &'a mut [f32],
     /// New values `[P, kv_heads·d]`.
     pub v: &'a mut [f32],

@@ -375,12 +375,14 @@ fn buffers_too_small_report_needed_and_available() {
     );
     assert_eq!(Scratch::new(&c, 0, &mut sb).unwrap_err(), Error::EmptyInput);
     // Prefill panels: per block to_q [32, 16], to_k/to_v [16, 16], to_out [16, 32], the cross
-    // to_q and to_out, ff proj [128, 16] (GLU) and out [16, 64]; rows rounded up to 32, plus 15.
+    // to_q, to_k/to_v [16, 6] (the context's width) and to_out, ff proj [128, 16] (GLU) and
+    // out [16, 64]; rows rounded up to 32, plus 15.
     let panel = |rows: usize, cols: usize| rows.div_ceil(32) * 32 * cols + 15;
     let p = 2
         * (3 * panel(32, 16)
             + panel(16, 32)
             + panel(32, 16)
+            + 2 * panel(16, 6)
             + panel(16, 32)
             + panel(128, 16)
             + panel(16, 64));
