@@ -18,7 +18,7 @@
 //! quantised to Q8_0, integer dot products); `*/q8_0_int8_panels`: the same over int8 panels
 //! (`with_int8_panels`: the blocks' Q8_0 matrices packed 16 rows to a vector's lanes).
 //!
-//! `context/stories15M/*`: the same blocks with cross-attention (`Decoder`, context width 288,
+//! `context/stories15M/*`: the same blocks with cross-attention (context width 288, vocab 256,
 //! scratch of 64 positions) reading a context of 64 rows, whose keys and values each block
 //! projects once, and decoding one position over it; throughput in context rows. `*_panels`
 //! packs the matrices first (the cross-attention `to_k`/`to_v` included).
@@ -36,8 +36,8 @@ mod imp {
     use crate::cpu_time::CpuTime;
     use criterion::{black_box, criterion_group, Criterion, Throughput};
     use picoformer::{
-        f16, quantize_q8_0, BlockQ8_0, Decoder, DecoderConfig, Error, KvCache, Scratch, Tensor,
-        TensorView, TransformerWrapper, WrapperConfig,
+        f16, quantize_q8_0, BlockQ8_0, DecoderConfig, Error, KvCache, Scratch, Tensor, TensorView,
+        TransformerWrapper, WrapperConfig,
     };
 
     const CFG: DecoderConfig = DecoderConfig::new(288, 6)
@@ -230,27 +230,15 @@ mod imp {
             let model =
                 TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
             let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
-            let packed = model.with_prefill_panels(&mut arena).unwrap();
+            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
+            let runs = variants(kind, &model, &mut arena, &mut arena8);
             let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, PROMPT)];
             let mut sb = vec![0.0f32; Scratch::elements(&CFG, PROMPT)];
             let mut cache = KvCache::new(&CFG, PROMPT, &mut kv).unwrap();
             let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
             let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
             let mut logits = vec![0.0f32; 32000];
-            let int8 = model.clone().with_int8_activations(true);
-            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
-            let int8_panels = model.with_int8_panels(&mut arena8).unwrap();
-            let mut runs = vec![
-                (kind.to_string(), &model),
-                (format!("{kind}_panels"), &packed),
-            ];
-            if kind == "q8_0" {
-                // The int8 path: one matrix-vector product per position.
-                runs.push((format!("{kind}_int8"), &int8));
-                // Over int8 panels: each weight load serves several positions.
-                runs.push((format!("{kind}_int8_panels"), &int8_panels));
-            }
-            for (name, m) in runs {
+            for (name, m) in &runs {
                 g.bench_function(name, |b| {
                     b.iter(|| {
                         m.forward_last(
@@ -269,48 +257,66 @@ mod imp {
         g.finish();
     }
 
+    /// `model` as stored and over f32 prefill panels, and for Q8_0 on the int8 path (one
+    /// matrix-vector product per position) and over int8 panels (each weight load serves
+    /// several positions), each with its bench name.
+    fn variants<'a>(
+        kind: &str,
+        model: &TransformerWrapper<'a, 16>,
+        arena: &'a mut [f32],
+        arena8: &'a mut [u8],
+    ) -> Vec<(String, TransformerWrapper<'a, 16>)> {
+        let mut runs = vec![
+            (kind.to_string(), model.clone()),
+            (
+                format!("{kind}_panels"),
+                model.with_prefill_panels(arena).unwrap(),
+            ),
+        ];
+        if kind == "q8_0" {
+            runs.push((
+                format!("{kind}_int8"),
+                model.clone().with_int8_activations(true),
+            ));
+            runs.push((
+                format!("{kind}_int8_panels"),
+                model.with_int8_panels(arena8).unwrap(),
+            ));
+        }
+        runs
+    }
+
     fn bench_context(c: &mut Criterion<CpuTime>) {
         const CROSS: DecoderConfig = CFG.cross_attend(true);
+        // A small vocabulary: the logits are not what this measures.
+        const XCFG: WrapperConfig = WrapperConfig::new(256, 1024, CROSS).use_abs_pos_emb(false);
         const ROWS: usize = 64;
-        // Only the decoder's weights are read: a small vocabulary keeps the table small.
-        let shapes = shapes(WrapperConfig::new(256, 1024, CROSS).use_abs_pos_emb(false));
+        let shapes = shapes(XCFG);
         let mut g = c.benchmark_group("context/stories15M");
         g.throughput(Throughput::Elements(ROWS as u64));
         let context = values(7, ROWS * CROSS.dim_context(), 1.0);
-        let x = values(8, CROSS.dim, 1.0);
         for kind in ["f32", "q8_0"] {
             let (t, _) = table(kind, &shapes);
-            let source = |name: &str| view(&t, name);
-            let stored: Decoder =
-                Decoder::from_source_prefixed(CROSS, &source, "attn_layers.").unwrap();
-            let mut arena = huge(&vec![0.0f32; stored.prefill_panels_len()]);
-            let packed = stored.with_prefill_panels(&mut arena).unwrap();
-            let int8 = stored.clone().with_int8_activations(true);
-            let mut arena8 = huge(&vec![0u8; stored.int8_panels_len()]);
-            let int8_panels = stored.with_int8_panels(&mut arena8).unwrap();
-            let mut runs = vec![
-                (kind.to_string(), &stored),
-                (format!("{kind}_panels"), &packed),
-            ];
-            if kind == "q8_0" {
-                runs.push((format!("{kind}_int8"), &int8));
-                runs.push((format!("{kind}_int8_panels"), &int8_panels));
-            }
+            let model =
+                TransformerWrapper::<16>::from_source(XCFG, &|name: &str| view(&t, name)).unwrap();
+            let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
+            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
+            let runs = variants(kind, &model, &mut arena, &mut arena8);
             let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CROSS, 1)];
             let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(&CROSS, ROWS)];
             let mut sb = vec![0.0f32; Scratch::elements(&CROSS, ROWS)];
             let mut cache = KvCache::with_context(&CROSS, 1, &mut kv, ROWS, &mut kc).unwrap();
             let mut scratch = Scratch::new(&CROSS, ROWS, &mut sb).unwrap();
-            let mut out = vec![0.0f32; CROSS.dim];
+            let mut logits = vec![0.0f32; XCFG.num_tokens];
             for (name, m) in runs {
                 g.bench_function(name, |b| {
                     b.iter(|| {
-                        m.step(
+                        m.forward_last(
                             &mut cache,
                             &mut scratch,
-                            &x,
+                            &[42],
                             Some(black_box(&context)),
-                            &mut out,
+                            &mut logits,
                         )
                         .unwrap();
                         cache.reset();
