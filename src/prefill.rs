@@ -95,8 +95,9 @@ const fn arena_len(cfg: &DecoderConfig, int8: bool) -> usize {
 /// f32 elements of the arena that [`crate::Decoder::with_prefill_panels`] needs for `cfg`: per
 /// block the panels of `to_q [H·d, D]`, `to_k`, `to_v [H_kv·d, D]`, `to_out [D, H·d]` (with
 /// more than one head), with cross-attention its `to_q`, `to_k`, `to_v [H_kv·d, C]` (C the
-/// context's width) and `to_out`, and the feed-forward `proj [F or 2F, D]` and `out [D, F]`, each with rows rounded up to 32 and 15 values of
-/// alignment slack. Saturates at `usize::MAX` for sizes that do not exist.
+/// context's width) and `to_out`, and the feed-forward `proj [F or 2F, D]` and `out [D, F]`,
+/// each with rows rounded up to 32 and 15 values of alignment slack. Saturates at `usize::MAX`
+/// for sizes that do not exist.
 pub const fn prefill_panels_len(cfg: &DecoderConfig) -> usize {
     arena_len(cfg, false)
 }
