@@ -43,34 +43,44 @@ fn run<K: Element>(model: &Model<'_, 4>, draw: &mut Draw) {
     let capacity = 1 + draw.below(6);
     let chunk = 1 + draw.below(4);
     let rows = 1 + draw.below(3);
-    let sizes = [
+    // One more position than the cache holds, so that the call reaching past it is refused
+    // (CacheFull) rather than run.
+    let n = capacity + 1;
+    let (kv_len, context_len, scratch_len) = (
         KvCache::<K>::elements(&d, capacity),
         KvCache::<K>::context_elements(&d, rows),
         Scratch::elements(&d, chunk),
+    );
+    let (context_values, input_values) = (
         rows.saturating_mul(d.dim_context()),
-        capacity.saturating_mul(d.dim),
+        n.saturating_mul(d.dim),
+    );
+    let sizes = [
+        kv_len,
+        context_len,
+        scratch_len,
+        context_values,
+        input_values,
     ];
-    if sizes.iter().any(|&n| n > LIMIT) {
+    if sizes.iter().any(|&len| len > LIMIT) {
         return;
     }
-    let mut kv = vec![K::NAN; sizes[0]];
-    let mut kc = vec![K::NAN; sizes[1]];
-    let mut sb = vec![f32::NAN; sizes[2]];
+    let mut kv = vec![K::NAN; kv_len];
+    let mut kc = vec![K::NAN; context_len];
+    let mut sb = vec![f32::NAN; scratch_len];
     let (Ok(mut cache), Ok(mut scratch)) = (
         KvCache::with_context(&d, capacity, &mut kv, rows, &mut kc),
         Scratch::new(&d, chunk, &mut sb),
     ) else {
         return;
     };
-    let context = draw.values(sizes[3]);
+    let context = draw.values(context_values);
     let context = d.cross_attend.then_some(&context[..]);
-    // One more position than the cache holds: the last call must fail with CacheFull.
-    let n = capacity + 1;
     let prompt = 1 + draw.below(n);
     match model {
         Model::Decoder(dec) => {
-            let x = draw.values(n * d.dim);
-            let mut out = vec![f32::NAN; n * d.dim];
+            let x = draw.values(input_values);
+            let mut out = vec![f32::NAN; input_values];
             let mut at = 0;
             for (i, len) in [prompt, n - prompt].into_iter().enumerate() {
                 if len == 0 {
