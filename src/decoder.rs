@@ -124,8 +124,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// ggml's `q8_0`) and multiplied with integer dot products ([`kernels::matvec_int8`]: AVX-512
     /// VNNI, AVX-VNNI, AVX2, NEON, simd128 or portable). Decoding Q8_0 weights gets faster (the README's
     /// performance section), at the price of the activations' quantisation error (its accuracy
-    /// section). It applies to prefill too, one position at a time (so step-wise still equals
-    /// full), and takes precedence over prefill panels for Q8_0 matrices. Other weight types
+    /// section). It applies to prefill too: several positions at a time over the weights as stored
+    /// ([`kernels::matmul_int8_rows`], each position's numbers those of one position, so
+    /// step-wise still equals full), and it takes precedence over prefill panels for Q8_0
+    /// matrices. Other weight types
     /// are not affected.
     pub fn with_int8_activations(mut self, on: bool) -> Self {
         self.int8 = on;
@@ -589,7 +591,7 @@ const PANELS_MIN_POSITIONS: usize = 2;
 /// The decoder's matrix products.
 impl<const MAX_DEPTH: usize> Decoder<'_, MAX_DEPTH> {
     /// `y = x·Wᵀ` for a chunk's rows of `x` (`cols` values each): Q8_0 weights on the int8 path
-    /// when it is on (over W's int8 panels when packed, else one position at a time), else over
+    /// when it is on (over W's int8 panels when packed, else over W as stored), else over
     /// W's f32 panels for 2 or more positions when packed, else over W as stored.
     pub(crate) fn linear(
         &self,
@@ -602,12 +604,7 @@ impl<const MAX_DEPTH: usize> Decoder<'_, MAX_DEPTH> {
         let n = x.len() / cols.max(1);
         match (w, packed) {
             (Tensor::Q8_0(_), Some(Packed::Int8(p))) if self.int8 => kernels::matmul_int8(p, x, y),
-            (Tensor::Q8_0(q), _) if self.int8 => {
-                let rows = w.len() / cols.max(1);
-                x.chunks_exact(cols.max(1))
-                    .zip(y.chunks_exact_mut(rows.max(1)))
-                    .try_for_each(|(xr, yr)| kernels::matvec_int8(q, xr, yr))
-            }
+            (Tensor::Q8_0(q), _) if self.int8 => kernels::matmul_int8_rows(q, cols, x, y),
             (_, Some(Packed::F32(p))) if n >= PANELS_MIN_POSITIONS => {
                 kernels::matmul_panels(p, x, y)
             }

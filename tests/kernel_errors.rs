@@ -342,6 +342,38 @@ fn int8_panels_refuse_bad_shapes() {
     assert_eq!(&y[..6], &[0.0; 6]);
 }
 
+#[test]
+fn int8_rows_product_refuses_bad_shapes() {
+    const K: &str = "matmul_int8_rows";
+    let q: Vec<BlockQ8_0> = vec![[0; 34]; 6]; // 3 rows of 64
+    let mut y = vec![f32::NAN; 7];
+    let x = [1.0f32; 128];
+    assert_eq!(
+        kernels::matmul_int8_rows(&q, 0, &x, &mut y[..6]),
+        Err(shape(K, "cols", 1, 0))
+    );
+    assert_eq!(
+        kernels::matmul_int8_rows(&q, 48, &x[..96], &mut y[..6]),
+        Err(shape(K, "cols", 64, 48))
+    );
+    assert_eq!(
+        kernels::matmul_int8_rows(&q, 64, &x[..96], &mut y[..6]),
+        Err(shape(K, "x", 128, 96))
+    );
+    assert_eq!(
+        kernels::matmul_int8_rows(&q[..5], 64, &x, &mut y[..6]),
+        Err(shape(K, "w", 192, 160))
+    );
+    assert_eq!(
+        kernels::matmul_int8_rows(&q, 64, &x, &mut y),
+        Err(shape(K, "y", 6, 7))
+    );
+    untouched(&y);
+    assert_eq!(kernels::matmul_int8_rows(&q, 64, &[], &mut []), Ok(()));
+    kernels::matmul_int8_rows(&q, 64, &x, &mut y[..6]).unwrap();
+    assert_eq!(&y[..6], &[0.0; 6]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -384,6 +416,9 @@ proptest! {
                 prop_assert_eq!(kernels::matmul_int8(p, &x, &mut y).is_ok(), ok);
             }
         }
+        let ok = cols > 0 && cols.is_multiple_of(32) && xl % cols == 0 && (q.len() * 32).is_multiple_of(cols)
+            && yl == (xl / cols) * (q.len() * 32 / cols);
+        prop_assert_eq!(kernels::matmul_int8_rows(&q, cols, &x, &mut y).is_ok(), ok);
         let xq: Vec<BlockQ8_0> = vec![[0; 34]; xl / 8];
         let ok = q.len() == xq.len() * yl;
         prop_assert_eq!(portable::matvec_int8(&q, &xq, &mut y).is_ok(), ok);

@@ -446,6 +446,52 @@ fn int8_matvec_matches_its_definition() {
     check_required_int8_isa();
 }
 
+/// The int8 product of several positions over the rows as stored (`matmul_int8_rows`) is
+/// `matvec_int8` on each position, bit for bit, and its f64 definition: 1–9 rows (strips of
+/// four and rows left over), 1–8, 33, 129 and 257 blocks (257: three column chunks), 1–11
+/// positions (every tile of 4, 2 and 1, several passes of the activations' buffer), unaligned
+/// X, NaN-filled Y.
+#[test]
+fn int8_rows_product_is_matvec_int8_per_position() {
+    use_required_isa();
+    let blocks: Vec<usize> = if cfg!(miri) {
+        (1..=2).collect()
+    } else {
+        (1..=8).chain([33, 129, 257]).collect()
+    };
+    for nb in blocks {
+        let cols = 32 * nb;
+        let (row_counts, positions): (Vec<usize>, Vec<usize>) = if nb > 8 {
+            (vec![1, 5, 7], vec![1, 3, 6])
+        } else {
+            ((1..=9).collect(), (1..=11).collect())
+        };
+        for &rows in &row_counts {
+            let w = random_blocks((nb * 37 + rows) as u64, rows * nb);
+            for &n in &positions {
+                let xoff = (rows + n) % 3;
+                let xa = values((nb * 11 + rows * 3 + n) as u64, xoff + n * cols);
+                let x = &xa[xoff..];
+                let mut got = vec![f32::NAN; n * rows];
+                kernels::matmul_int8_rows(&w, cols, x, &mut got).unwrap();
+                for i in 0..n {
+                    let what = format!("nb {nb} rows {rows} n {n} position {i}");
+                    let xi = &x[i * cols..(i + 1) * cols];
+                    let mut one = vec![f32::NAN; rows];
+                    kernels::matvec_int8(&w, xi, &mut one).unwrap();
+                    let got = &got[i * rows..(i + 1) * rows];
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(got), bits(&one), "{what}");
+                    let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; nb];
+                    quantize_q8_0(xi, &mut xq).unwrap();
+                    assert_int8(got, &int8_definition(&w, &xq, rows), &what);
+                }
+            }
+        }
+    }
+    check_required_int8_isa();
+}
+
 /// `quantize_q8_0` (written to vectorise: the bits of the largest |x|, truncation through the
 /// mantissa) against its definition with the standard library's rounding: d = max|x|/127 and
 /// q = round(x/d) half away from zero, on random blocks, exact ties (±(k + 0.5) steps), zeros,
@@ -522,8 +568,8 @@ fn quantize_cases() -> Vec<Vec<f32>> {
 
 /// The dispatched int8 products quantise their activations exactly as `quantize_q8_0` (each
 /// SIMD set has its own instructions for it): over weights that pick out one activation per
-/// row (quant 1, scale 1), row r is d_x·q_x[r] (±0 alike), both in the row layout (`matvec_int8`) and
-/// over int8 panels (`matmul_int8`, which also reads the block's quant sum), on every block of
+/// row (quant 1, scale 1), row r is d_x·q_x[r] (±0 alike), in the row layout (`matvec_int8`,
+/// and `matmul_int8_rows` over two positions) and over int8 panels (`matmul_int8`, which also reads the block's quant sum), on every block of
 /// `quantize_cases`.
 #[test]
 fn int8_products_quantise_as_quantize_q8_0() {
@@ -548,7 +594,16 @@ fn int8_products_quantise_as_quantize_q8_0() {
         let (mut rows, mut over_panels) = (vec![f32::NAN; 32], vec![f32::NAN; 32]);
         kernels::matvec_int8(&pick, x, &mut rows).unwrap();
         kernels::matmul_int8(panels, x, &mut over_panels).unwrap();
-        for (what, got) in [("rows", &rows), ("panels", &over_panels)] {
+        // Two positions (a tile of two) over the rows: the block twice.
+        let mut two = vec![f32::NAN; 64];
+        kernels::matmul_int8_rows(&pick, 32, &[&x[..], &x[..]].concat(), &mut two).unwrap();
+        let checks = [
+            ("rows", &rows[..]),
+            ("panels", &over_panels[..]),
+            ("rows, first of two", &two[..32]),
+            ("rows, second of two", &two[32..]),
+        ];
+        for (what, got) in checks {
             for (r, (g, w)) in got.iter().zip(&want).enumerate() {
                 // A scale beyond f16's range (max|x| > 127·65504) is infinite: the sets sum
                 // the lanes after scaling, so 0·∞ may make NaN where the definition has ±∞.

@@ -103,6 +103,22 @@ pub(crate) fn matvec_int8(
     }
 }
 
+/// The Q8_0 × Q8_0 product of several positions on the token's int8 set.
+pub(crate) fn matmul_int8_rows(
+    t: Token,
+    w: &[BlockQ8_0],
+    stride: usize,
+    x: &[BlockQ8_0],
+    y: &mut [f32],
+    rows: usize,
+    add: bool,
+) {
+    match t.int8 {
+        Int8::Sdot(t) => dotprod::matmul_int8_rows(t, w, stride, x, y, rows, add),
+        Int8::Smull(t) => neon::matmul_int8_rows(t, w, stride, x, y, rows, add),
+    }
+}
+
 /// The int8 path's quantisation of the activations (NEON's, with the token's int8 set's
 /// features).
 pub(crate) fn quantize(t: Token, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {

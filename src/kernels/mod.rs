@@ -308,27 +308,16 @@ fn with_int8_buffer<R>(blocks: usize, f: impl FnOnce(&mut [BlockQ8_0], &mut [i32
 /// `x.len()` values.
 pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Error> {
     shape::matvec(Tensor::Q8_0(w).len(), x.len(), y.len(), true)?;
-    let nb = x.len() / Q8_0_BLOCK;
-    if nb == 0 || y.is_empty() {
+    if x.is_empty() || y.is_empty() {
         y.fill(0.0);
         return Ok(());
     }
     let t = token();
-    if t.is_none() {
-        portable_ran();
-    }
-    with_int8_buffer(nb, |buf, sums| {
-        let chunk = buf.len();
-        for (c, xs) in x.chunks(chunk * Q8_0_BLOCK).enumerate() {
-            let xq = &mut buf[..xs.len() / Q8_0_BLOCK];
-            quantize(t, xs, xq, sums);
-            // Row r's chunk c starts at block r·nb + c·chunk.
-            let w = &w[c * chunk..];
-            match t {
-                Some(t) => arch::matvec_int8(t, w, nb, xq, y, c > 0),
-                None => portable::int8_rows(w, nb, xq, y, c > 0),
-            }
-        }
+    let (nb, rows) = (x.len() / Q8_0_BLOCK, y.len());
+    // Row r's chunk from block b0 starts at block r·nb + b0.
+    int8_passes(t, x.len(), x, y, |b0, xq, _, y, add| match t {
+        Some(t) => arch::matvec_int8(t, &w[b0..], nb, xq, y, add),
+        None => portable::int8_rows(&w[b0..], nb, xq, y, rows, add),
     });
     Ok(())
 }
@@ -361,14 +350,69 @@ pub fn matmul_int8(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Er
     let (rows, cols) = (w.rows(), w.cols());
     let n = shape::rows(K, "x", x.len(), cols)?;
     shape::len(K, "y", n.checked_mul(rows), y.len())?;
-    let nb = cols / Q8_0_BLOCK;
-    if n == 0 || rows == 0 || nb == 0 {
+    if n == 0 || rows == 0 || cols == 0 {
         return Ok(());
     }
     let t = token();
+    int8_passes(t, cols, x, y, |b0, xq, xs, ys, add| match t {
+        Some(t) => arch::matmul_int8_panels(t, w, b0, xq, xs, ys, add),
+        None => int8_panels::product(w, b0, xq, ys, add),
+    });
+    Ok(())
+}
+
+/// `Y = X·Wᵀ` on the int8 path for `n` positions over Q8_0 weights as stored, `W[rows, cols]`
+/// (no packing, so the weights can stay where they are, in a microcontroller's flash):
+/// `X[n, cols]`, `Y[n, rows]`, row-major. The numbers are [`matvec_int8`]'s for each position,
+/// bit for bit, but each weight block is read once for several positions (tiles of four rows
+/// and up to four positions), not once per position. Activations are quantised into the same
+/// stack buffer as [`matvec_int8`]'s, several positions at a time.
+///
+/// # Errors
+/// [`Error::KernelShape`] if `cols` is 0 or not a multiple of 32, or the lengths do not
+/// describe `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`.
+pub fn matmul_int8_rows(
+    w: &[BlockQ8_0],
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), Error> {
+    const K: &str = "matmul_int8_rows";
+    let n = shape::rows(K, "x", x.len(), cols)?;
+    shape::q8_cols(K, cols)?;
+    let rows = shape::rows(K, "w", Tensor::Q8_0(w).len(), cols)?;
+    shape::len(K, "y", n.checked_mul(rows), y.len())?;
+    if n == 0 || rows == 0 {
+        return Ok(());
+    }
+    let t = token();
+    let nb = cols / Q8_0_BLOCK;
+    int8_passes(t, cols, x, y, |b0, xq, _, ys, add| match t {
+        Some(t) => arch::matmul_int8_rows(t, &w[b0..], nb, xq, ys, rows, add),
+        None => portable::int8_rows(&w[b0..], nb, xq, ys, rows, add),
+    });
+    Ok(())
+}
+
+/// The passes of an int8 product over `n = x.len() / cols` positions (`cols` > 0, a multiple
+/// of 32; `y` `n` rows): the activations are quantised into the stack buffer of
+/// [`with_int8_buffer`], a column chunk of several positions at a time (the chunks of
+/// [`matvec_int8`]), and `pass(b0, xq, xsum, ys, add)` multiplies each: `xq` holds `m`
+/// positions of the chunk's `nbc` blocks from block `b0` (`xsum` the sums of their quants),
+/// `ys` the `m` positions' rows of y, to add to after the first chunk. Marks the portable path
+/// as run if there is no token.
+fn int8_passes(
+    t: Option<arch::Token>,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    mut pass: impl FnMut(usize, &[BlockQ8_0], &[i32], &mut [f32], bool),
+) {
     if t.is_none() {
         portable_ran();
     }
+    let n = x.len() / cols;
+    let (nb, rows) = (cols / Q8_0_BLOCK, y.len() / n);
     with_int8_buffer(n.saturating_mul(nb), |buf, sums| {
         // Each pass quantises up to buf.len() blocks: `per` positions of a column chunk.
         let cb = nb.min(buf.len());
@@ -387,16 +431,11 @@ pub fn matmul_int8(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Er
                     let at = (i + p) * cols + b0 * Q8_0_BLOCK;
                     quantize(t, &x[at..at + nbc * Q8_0_BLOCK], xp, sp);
                 }
-                let ys = &mut y[i * rows..(i + m) * rows];
-                match t {
-                    Some(t) => arch::matmul_int8_panels(t, w, b0, xq, xs, ys, b0 > 0),
-                    None => int8_panels::product(w, b0, xq, ys, b0 > 0),
-                }
+                pass(b0, xq, xs, &mut y[i * rows..(i + m) * rows], b0 > 0);
                 i += m;
             }
         }
     });
-    Ok(())
 }
 
 /// `Y = X·Wᵀ` for `n` positions: `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`, all row-major.
@@ -723,6 +762,17 @@ mod none {
         _: usize,
         _: &[BlockQ8_0],
         _: &mut [f32],
+        _: bool,
+    ) {
+        match t {}
+    }
+    pub(crate) fn matmul_int8_rows(
+        t: Token,
+        _: &[BlockQ8_0],
+        _: usize,
+        _: &[BlockQ8_0],
+        _: &mut [f32],
+        _: usize,
         _: bool,
     ) {
         match t {}

@@ -70,21 +70,45 @@ pub fn matvec<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) -> Res
 /// [`Error::KernelShape`] if `w.len() != y.len() · x.len()` (in blocks).
 pub fn matvec_int8(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) -> Result<(), Error> {
     shape::len("matvec_int8", "w", x.len().checked_mul(y.len()), w.len())?;
-    int8_rows(w, x.len(), x, y, false);
+    int8_rows(w, x.len(), x, y, y.len(), false);
     Ok(())
 }
 
-/// [`matvec_int8`] over the first `x.len()` blocks of rows `stride` blocks apart, adding to `y`
-/// if `add` (the dispatcher's chunks). A row past the end of `w` sums no blocks (0).
-pub(crate) fn int8_rows(w: &[BlockQ8_0], stride: usize, x: &[BlockQ8_0], y: &mut [f32], add: bool) {
-    for (r, yr) in y.iter_mut().enumerate() {
+/// [`matvec_int8`] for the `n = y.len() / rows` positions of `x` (`nb = x.len() / n` blocks
+/// each) over the first `nb` blocks of `rows` rows `stride` blocks apart; Y is `[n, rows]`,
+/// added to if `add` (the dispatcher's chunks). Each weight block is read once for up to four
+/// positions (weights in flash are read a quarter as often), each position's sum taking the
+/// same steps as for one. A row past the end of `w` sums no blocks (0).
+pub(crate) fn int8_rows(
+    w: &[BlockQ8_0],
+    stride: usize,
+    x: &[BlockQ8_0],
+    y: &mut [f32],
+    rows: usize,
+    add: bool,
+) {
+    const TILE: usize = 4;
+    let n = y.len() / rows.max(1);
+    let nb = x.len() / n.max(1);
+    for r in 0..rows {
         let row = w.get(r * stride..).unwrap_or(&[]);
-        let mut s = 0.0f32;
-        for (wb, xb) in row.iter().zip(x) {
-            let d = q8_0_scale(wb).to_f32() * q8_0_scale(xb).to_f32();
-            s += d * block_dot(q8_0_quants(wb), q8_0_quants(xb)) as f32;
+        for i in (0..n).step_by(TILE) {
+            let xs = x.get(i * nb..).unwrap_or(&[]);
+            let m = (n - i).min(TILE);
+            let mut s = [0.0f32; TILE];
+            for (b, wb) in row.iter().take(nb).enumerate() {
+                let dw = q8_0_scale(wb).to_f32();
+                let xb = xs.iter().skip(b).step_by(nb.max(1)).take(m);
+                for (sp, xb) in s.iter_mut().zip(xb) {
+                    let d = dw * q8_0_scale(xb).to_f32();
+                    *sp += d * block_dot(q8_0_quants(wb), q8_0_quants(xb)) as f32;
+                }
+            }
+            let ys = y.iter_mut().skip(i * rows + r).step_by(rows.max(1));
+            for (yp, sp) in ys.zip(&s[..m]) {
+                *yp = if add { *yp + sp } else { *sp };
+            }
         }
-        *yr = if add { *yr + s } else { s };
     }
 }
 

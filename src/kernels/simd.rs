@@ -409,6 +409,9 @@ pub(crate) unsafe trait Int8Dot: Copy {
     /// Lane-wise partial sums of Σᵢ w[i]·x[i] over the 32 weight quants at `w` (any i8) and
     /// the loaded activations: integers, exact in f32 (|sum| <= 32·128·127 < 2²⁴).
     unsafe fn dot(w: *const i8, x: Self::Q) -> <Self::I as Isa>::V;
+    /// Positions per tile of [`gemm_int8`] (1, 2 or 4): as many as the registers hold with
+    /// four rows' accumulators each and the positions' loaded activations.
+    const POSITIONS: usize;
 }
 
 /// What a Q8_0 matrix-vector product multiplies each block of weights by: f32 activations
@@ -553,6 +556,130 @@ pub(crate) unsafe fn gemv_int8<D: Int8Dot>(
 ) {
     let acts = Int8Acts::<D>(x, core::marker::PhantomData);
     gemv_blocks::<D::I, Int8Acts<D>>(w, stride, nb, acts, y, rows, add)
+}
+
+/// [`gemv_int8`] for `n` positions at once: Y[p, r] (+)= Σ_b d_w[r,b]·d_x[p,b] · Σ_i
+/// q_w[r,b,i]·q_x[p,b,i] over the rows as stored (no packing). Each strip of four rows (then
+/// each row left over) meets every position while it is in L1, in tiles of up to
+/// [`Int8Dot::POSITIONS`] positions that share each weight block loaded, so the weights are
+/// read from memory once for all `n` positions, not once per position. Each (position, row)
+/// is summed with the same operations in the same order as [`gemv_int8`]'s: the numbers are
+/// its numbers, bit for bit. Position p's activations are `x[p·nb..][..nb]`, its outputs
+/// `y[p·ystride..][..rows]`; rows start `stride` blocks apart.
+/// Ranges: w[..(rows − 1)·stride + nb], x[..n·nb] blocks, y[..(n − 1)·ystride + rows].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_int8<D: Int8Dot>(
+    w: *const BlockQ8_0,
+    stride: usize,
+    x: *const BlockQ8_0,
+    nb: usize,
+    n: usize,
+    y: *mut f32,
+    ystride: usize,
+    rows: usize,
+    add: bool,
+) {
+    let mut r = 0;
+    while r < rows {
+        let four = rows - r >= 4;
+        let wr = w.add(r * stride);
+        let mut i = 0;
+        while i < n {
+            let t = Int8Tile {
+                w: wr,
+                stride,
+                x: x.add(i * nb),
+                nb,
+                y: y.add(i * ystride + r),
+                ystride,
+                add,
+            };
+            let m = match n - i {
+                left if left >= 4 && D::POSITIONS >= 4 => 4,
+                left if left >= 2 && D::POSITIONS >= 2 => 2,
+                _ => 1,
+            };
+            match (four, m) {
+                (true, 4) => t.rows4::<D, 4>(),
+                (true, 2) => t.rows4::<D, 2>(),
+                (true, _) => t.rows4::<D, 1>(),
+                (false, 4) => t.row::<D, 4>(),
+                (false, 2) => t.row::<D, 2>(),
+                (false, _) => t.row::<D, 1>(),
+            }
+            i += m;
+        }
+        r += if four { 4 } else { 1 };
+    }
+}
+
+/// One tile of [`gemm_int8`]: rows from `w` (`stride` blocks apart) × positions from `x` (`nb`
+/// blocks apart), outputs from `y` (positions `ystride` apart).
+#[derive(Clone, Copy)]
+struct Int8Tile {
+    w: *const BlockQ8_0,
+    stride: usize,
+    x: *const BlockQ8_0,
+    nb: usize,
+    y: *mut f32,
+    ystride: usize,
+    add: bool,
+}
+
+impl Int8Tile {
+    /// Position p's output for row j of the tile.
+    #[inline(always)]
+    unsafe fn out(self, p: usize, j: usize, v: f32) {
+        let o = self.y.add(p * self.ystride + j);
+        *o = if self.add { *o + v } else { v };
+    }
+
+    /// Position p's activations.
+    #[inline(always)]
+    unsafe fn acts<D: Int8Dot>(self, p: usize) -> Int8Acts<D> {
+        Int8Acts(self.x.add(p * self.nb), core::marker::PhantomData)
+    }
+
+    /// Four rows × `P` positions: [`gemv_blocks_body`]'s four-row step per position.
+    #[inline(always)]
+    unsafe fn rows4<D: Int8Dot, const P: usize>(self) {
+        let w0 = self.w;
+        let s = self.stride;
+        let mut acc = [[D::I::zero(); 4]; P];
+        for b in 0..self.nb {
+            let ws = [
+                &*w0.add(b),
+                &*w0.add(s + b),
+                &*w0.add(2 * s + b),
+                &*w0.add(3 * s + b),
+            ];
+            for (p, a) in acc.iter_mut().enumerate() {
+                *a = Int8Acts::<D>::step4(ws, self.acts::<D>(p).block(b), *a);
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            let sums = D::I::hsum4(a[0], a[1], a[2], a[3]);
+            for (j, v) in sums.into_iter().enumerate() {
+                self.out(p, j, v);
+            }
+        }
+    }
+
+    /// One row × `P` positions: [`gemv_blocks_body`]'s one-row step per position.
+    #[inline(always)]
+    unsafe fn row<D: Int8Dot, const P: usize>(self) {
+        let mut acc = [D::I::zero(); P];
+        for b in 0..self.nb {
+            let wb = &*self.w.add(b);
+            for (p, a) in acc.iter_mut().enumerate() {
+                *a = Int8Acts::<D>::step(wb, self.acts::<D>(p).block(b), *a);
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            self.out(p, 0, D::I::hsum(*a));
+        }
+    }
 }
 
 /// The body of [`gemv_q8`] and [`gemv_int8`] over `nb` blocks of each row, rows `stride`
@@ -1366,6 +1493,29 @@ macro_rules! int8_kernels {
         }
 
         $(#[$iattr])+
+        unsafe fn gemm_int8_target(
+            w: &[$crate::tensor::BlockQ8_0],
+            stride: usize,
+            x: &[$crate::tensor::BlockQ8_0],
+            n: usize,
+            y: &mut [f32],
+            rows: usize,
+            add: bool,
+        ) {
+            $crate::kernels::simd::gemm_int8::<$dot>(
+                w.as_ptr(),
+                stride,
+                x.as_ptr(),
+                x.len() / n,
+                n,
+                y.as_mut_ptr(),
+                rows,
+                rows,
+                add,
+            )
+        }
+
+        $(#[$iattr])+
         unsafe fn quantize_target(
             x: &[f32],
             out: &mut [$crate::tensor::BlockQ8_0],
@@ -1400,6 +1550,28 @@ macro_rules! int8_kernels {
             // SAFETY: the token proves the int8 wrapper's features; w holds
             // (rows − 1)·stride + nb blocks, x nb, y rows, as gemv_int8 reads and writes.
             unsafe { gemv_int8_target(w, stride, x, y, add) }
+        }
+
+        /// `Y (+)= X·Wᵀ` for the `n` positions of Q8_0 activations `x` (`x.len() / n` blocks
+        /// each) and that many first blocks of each row of W, rows `stride` blocks apart; Y is
+        /// `[n, rows]` (`add`: add to it).
+        pub(crate) fn matmul_int8_rows(
+            _: $itoken,
+            w: &[$crate::tensor::BlockQ8_0],
+            stride: usize,
+            x: &[$crate::tensor::BlockQ8_0],
+            y: &mut [f32],
+            rows: usize,
+            add: bool,
+        ) {
+            assert!(rows > 0 && !y.is_empty() && y.len() % rows == 0);
+            let n = y.len() / rows;
+            assert!(x.len() % n == 0 && x.len() / n <= stride);
+            assert!(w.len() >= (rows - 1) * stride + x.len() / n);
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            // SAFETY: the token proves the int8 wrapper's features; w holds
+            // (rows − 1)·stride + nb blocks, x n·nb, y n·rows, as gemm_int8 reads and writes.
+            unsafe { gemm_int8_target(w, stride, x, n, y, rows, add) }
         }
 
         /// `tensor::quantize_q8_0` of `x` (whole blocks) into `out`, and the sums of each

@@ -254,6 +254,8 @@ pub(crate) struct Extmul;
 unsafe impl simd::Int8Dot for Extmul {
     type I = Simd128;
     type Q = [v128; 2];
+    /// 8 accumulators and 2 × 2 activation vectors: x86 hosts run simd128 in 16 registers.
+    const POSITIONS: usize = 2;
     #[inline(always)]
     unsafe fn load(q: *const i8) -> [v128; 2] {
         let floor = i8x16_splat(-127);

@@ -200,6 +200,23 @@ pub(crate) fn matvec_int8(
     }
 }
 
+/// The Q8_0 × Q8_0 product of several positions on the token's int8 set.
+pub(crate) fn matmul_int8_rows(
+    t: Token,
+    w: &[BlockQ8_0],
+    stride: usize,
+    x: &[BlockQ8_0],
+    y: &mut [f32],
+    rows: usize,
+    add: bool,
+) {
+    match t.int8 {
+        Int8::Vnni(t) => avx512::matmul_int8_rows(t, w, stride, x, y, rows, add),
+        Int8::AvxVnni(t) => avx_vnni::matmul_int8_rows(t, w, stride, x, y, rows, add),
+        Int8::Maddubs(t) => avx2::matmul_int8_rows(t, w, stride, x, y, rows, add),
+    }
+}
+
 /// The int8 path's quantisation of the activations, with the features of the token's int8 set.
 pub(crate) fn quantize(t: Token, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
     match t.int8 {

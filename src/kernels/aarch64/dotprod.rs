@@ -42,6 +42,8 @@ unsafe fn sdot(a: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
 unsafe impl Int8Dot for Sdot {
     type I = Neon;
     type Q = [int8x16_t; 2];
+    /// 16 accumulators and 4 × 2 activation vectors, of 32 registers.
+    const POSITIONS: usize = 4;
     #[inline(always)]
     unsafe fn load(q: *const i8) -> [int8x16_t; 2] {
         // As base NEON's: −128 reads as −127, as the definition (`portable::matvec_int8`)

@@ -226,6 +226,8 @@ pub(crate) struct Smull;
 unsafe impl simd::Int8Dot for Smull {
     type I = Neon;
     type Q = [int8x16_t; 2];
+    /// 16 accumulators and 4 × 2 activation vectors, of 32 registers.
+    const POSITIONS: usize = 4;
     #[inline(always)]
     unsafe fn load(q: *const i8) -> [int8x16_t; 2] {
         let floor = vdupq_n_s8(-127);

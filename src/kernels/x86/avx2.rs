@@ -295,6 +295,8 @@ pub(crate) struct Maddubs;
 unsafe impl simd::Int8Dot for Maddubs {
     type I = Avx2;
     type Q = __m256i;
+    /// 8 accumulators, 2 activation vectors and the dot product's temporaries, of 16 registers.
+    const POSITIONS: usize = 2;
     #[inline(always)]
     unsafe fn load(q: *const i8) -> __m256i {
         load_int8(q)

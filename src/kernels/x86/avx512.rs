@@ -242,6 +242,8 @@ pub(crate) struct Vnni;
 // SAFETY: reached only from functions compiled with avx512vnni and avx512vl besides the
 // `Avx2` features, which run only when a `VnniToken` proved them.
 unsafe impl super::avx_vnni::Dpbusd256 for Vnni {
+    /// 16 accumulators and 4 × 2 activation vectors, of AVX-512VL's 32 registers.
+    const POSITIONS: usize = 4;
     #[inline(always)]
     unsafe fn dpbusd(a: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(a, u, s)

@@ -19,6 +19,8 @@ use super::AvxVnniToken;
 /// # Safety
 /// Only where the implementation's encoding is available (its callers prove it).
 pub(crate) unsafe trait Dpbusd256: Copy {
+    /// [`simd::Int8Dot::POSITIONS`] with this encoding's registers.
+    const POSITIONS: usize;
     unsafe fn dpbusd(a: __m256i, u: __m256i, s: __m256i) -> __m256i;
 }
 
@@ -29,6 +31,8 @@ pub(crate) struct AvxVnni;
 // SAFETY: reached only from functions compiled with avxvnni (and the `Avx2` features), which
 // run only when an `AvxVnniToken` proved them.
 unsafe impl Dpbusd256 for AvxVnni {
+    /// 8 accumulators and 2 × 2 activation vectors, of 16 registers.
+    const POSITIONS: usize = 2;
     #[inline(always)]
     unsafe fn dpbusd(a: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_avx_epi32(a, u, s)
@@ -45,6 +49,7 @@ unsafe impl<D: Dpbusd256> simd::Int8Dot for D {
     type I = Avx2;
     /// The activations and the accumulator's start, −128·Σ of each group of four.
     type Q = (__m256i, __m256i);
+    const POSITIONS: usize = D::POSITIONS;
     #[inline(always)]
     unsafe fn load(q: *const i8) -> (__m256i, __m256i) {
         let x = load_int8(q);
