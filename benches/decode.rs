@@ -257,9 +257,8 @@ mod imp {
         g.finish();
     }
 
-    /// `model` as stored and over f32 prefill panels, and for Q8_0 on the int8 path (one
-    /// matrix-vector product per position) and over int8 panels (each weight load serves
-    /// several positions), each with its bench name.
+    /// `model` as stored and over f32 prefill panels, and for Q8_0 on the int8 path over the
+    /// weights as stored and over int8 panels, each with its bench name.
     fn variants<'a>(
         kind: &str,
         model: &TransformerWrapper<'a, 16>,

@@ -124,6 +124,15 @@ mod imp {
             .collect()
     }
 
+    /// The int8 path one position at a time (`matvec_int8` on each row of x): what
+    /// `matmul_int8_rows` replaced.
+    fn int8_per_position(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
+        let rows = w.len() * 32 / cols;
+        for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+            kernels::matvec_int8(w, xr, yr).unwrap();
+        }
+    }
+
     /// Benchmarks `f` as `name` in `g` with the kernels forced to `isa` (the other x86 sets
     /// beside the dispatched one).
     fn forced(
@@ -210,15 +219,39 @@ mod imp {
                     })
                 });
             }
-            if kind == "gemv" && q8 {
+            if q8 {
                 // The int8 path: x quantised to Q8_0 (inside the call), then integer products
-                // with the Q8_0 weights.
+                // with the Q8_0 weights as stored (one position, or several at a time).
+                let gemv = kind == "gemv";
                 let mut int8 = |b: &mut criterion::Bencher<'_, CpuTime>| {
-                    b.iter(|| kernels::matvec_int8(black_box(&wq), black_box(&x), &mut y))
+                    b.iter(|| match gemv {
+                        true => kernels::matvec_int8(black_box(&wq), black_box(&x), &mut y),
+                        false => {
+                            kernels::matmul_int8_rows(black_box(&wq), k, black_box(&x), &mut y)
+                        }
+                    })
                 };
                 g.bench_function("picoformer_int8", &mut int8);
                 for &(name, isa) in &int8_sets {
                     forced(&mut g, format!("picoformer_int8_{name}"), isa, &mut int8);
+                }
+                if !gemv {
+                    // Beside it, what it replaces: one matrix-vector product per position;
+                    // both also on the portable kernels (what a microcontroller runs).
+                    g.bench_function("picoformer_int8_per_position", |b| {
+                        b.iter(|| int8_per_position(black_box(&wq), k, black_box(&x), &mut y))
+                    });
+                    forced(&mut g, "portable_int8".into(), Isa::Portable, |b| {
+                        b.iter(|| {
+                            kernels::matmul_int8_rows(black_box(&wq), k, black_box(&x), &mut y)
+                        })
+                    });
+                    forced(
+                        &mut g,
+                        "portable_int8_per_position".into(),
+                        Isa::Portable,
+                        |b| b.iter(|| int8_per_position(black_box(&wq), k, black_box(&x), &mut y)),
+                    );
                 }
             }
             // The int8 path over the Q8_0 weights packed once into int8 panels (as at load).

@@ -580,6 +580,10 @@ pub(crate) unsafe fn gemm_int8<D: Int8Dot>(
     rows: usize,
     add: bool,
 ) {
+    if n == 1 {
+        // Decoding: the matrix-vector product, which prefetches the rows.
+        return gemv_int8::<D>(w, stride, x, nb, y, rows, add);
+    }
     let mut r = 0;
     while r < rows {
         let four = rows - r >= 4;
