@@ -29,6 +29,7 @@ const KV_KINDS = { f32: 0, f16: 1, bf16: 2 };
 const PLAN_FIELDS = [
   'weights', 'kvCache', 'scratch', 'logits', 'fullLogits', 'sampler', 'tokens', 'arena',
   'capacity', 'chunk', 'numTokens', 'dim', 'depth', 'memory',
+  'contextCache', 'context', 'maxContext', 'dimContext',
 ];
 
 /** A refused call: `code` is one of {@link ErrorCode}, `message` the module's own text. */
@@ -72,9 +73,10 @@ export class Picoformer {
    * Instantiates the module and loads a model.
    * @param {BufferSource|WebAssembly.Module} wasm the picoformer .wasm (plain or simd128)
    * @param {BufferSource} model a safetensors model file
-   * @param {{capacity?: number, kv?: 'f32'|'f16'|'bf16', chunk?: number, fullRows?: number}} [options]
+   * @param {{capacity?: number, kv?: 'f32'|'f16'|'bf16', chunk?: number, fullRows?: number, maxContext?: number}} [options]
    *   capacity: KV cache positions (default 256); kv: cache element type (default 'f32');
-   *   chunk: prefill positions per pass (default 16); fullRows: rows for {@link forward} (default 0).
+   *   chunk: prefill positions per pass (default 16); fullRows: rows for {@link forward} (default 0);
+   *   maxContext: context rows a cross-attending model can be given (needed for one, ignored otherwise).
    */
   static async load(wasm, model, options = {}) {
     const instance = wasm instanceof WebAssembly.Module
@@ -85,13 +87,13 @@ export class Picoformer {
     return m;
   }
 
-  #loadModel(bytes, { capacity = 256, kv = 'f32', chunk = 16, fullRows = 0 } = {}) {
+  #loadModel(bytes, { capacity = 256, kv = 'f32', chunk = 16, fullRows = 0, maxContext = 0 } = {}) {
     const kind = KV_KINDS[kv];
     if (kind === undefined) throw new RangeError(`kv must be one of ${Object.keys(KV_KINDS)}`);
     const ptr = this.#x.pf_alloc_model(bytes.length) >>> 0;
     if (ptr === 0) this.#throw(-ErrorCode.OUT_OF_MEMORY);
     new Uint8Array(this.#memory.buffer, ptr, bytes.length).set(bytes);
-    this.#check(this.#x.pf_load(capacity >>> 0, kind, chunk >>> 0, fullRows >>> 0));
+    this.#check(this.#x.pf_load(capacity >>> 0, kind, chunk >>> 0, fullRows >>> 0, maxContext >>> 0));
     const table = new Uint32Array(this.#memory.buffer, this.#x.pf_plan_ptr() >>> 0, PLAN_FIELDS.length);
     this.#plan = Object.freeze(Object.fromEntries(PLAN_FIELDS.map((k, i) => [k, table[i]])));
   }
@@ -114,6 +116,30 @@ export class Picoformer {
       this.#logits = new Float32Array(this.#memory.buffer, this.#x.pf_logits_ptr() >>> 0, this.numTokens);
     }
     return this.#logits;
+  }
+
+  /**
+   * Sets the cross-attention context of a cross-attending model (what its encoder produced):
+   * `context` holds rows × `plan.dimContext` values, row-major (a Float32Array or an array of
+   * numbers), at most `plan.maxContext` rows. Starts a new sequence: the cache is reset, and the
+   * next prefill or step computes the context's keys and values (later calls reuse them, as in
+   * x-transformers). A cross-attending model refuses prefill and step until it has a context.
+   */
+  setContext(context) {
+    const { dimContext: w, maxContext: max } = this.#plan;
+    // No room for a context: the module says why (no cross-attention) and writes nothing.
+    if (max === 0) this.#check(this.#x.pf_set_context(0));
+    const n = context.length;
+    if (n === 0 || n % w !== 0) {
+      throw new PicoformerError(ErrorCode.BAD_ARGUMENT,
+        `a context is whole rows of ${w} values (dimContext); got ${n} values`);
+    }
+    if (n / w > max) {
+      throw new PicoformerError(ErrorCode.BAD_ARGUMENT,
+        `${n / w} context rows do not fit the ${max} of the load option maxContext`);
+    }
+    new Float32Array(this.#memory.buffer, this.#x.pf_context_ptr() >>> 0, n).set(context);
+    this.#check(this.#x.pf_set_context(n / w));
   }
 
   /** Runs `tokens` after what is cached; returns the last position's logits (see {@link logits}). */
@@ -196,7 +222,7 @@ export class Picoformer {
     return Array.from(new Uint32Array(this.#memory.buffer, this.#x.pf_out_ptr() >>> 0, count));
   }
 
-  /** Forgets everything cached. */
+  /** Forgets everything cached (a context set stays set: the next call projects it again). */
   reset() { this.#x.pf_reset(); }
 
   /** Rewinds the cache to `length` positions. */

@@ -91,6 +91,9 @@ pub struct Options {
     pub kv: KvKind,
     /// Rows of the all-positions logits buffer used by [`Session::forward_all`]; 0 for none.
     pub full_rows: usize,
+    /// Cross-attention context rows the session holds (at least 1 for a cross-attending
+    /// model; ignored otherwise).
+    pub max_context: usize,
 }
 
 /// Bytes of every buffer of a session, as the arena lays them out.
@@ -100,6 +103,10 @@ pub struct Plan {
     pub weights: usize,
     /// The self-attention KV cache.
     pub kv_cache: usize,
+    /// The cross-attention keys and values of the context (after the KV cache, same type).
+    pub context_cache: usize,
+    /// The context itself (`max_context · dim_context` f32), as the caller sets it.
+    pub context: usize,
     /// The scratch arena for `chunk` positions.
     pub scratch: usize,
     /// Last-position logits (`num_tokens` f32).
@@ -117,9 +124,12 @@ impl Plan {
     pub fn new(cfg: &WrapperConfig, weights: usize, o: &Options) -> Self {
         let d = &cfg.attn_layers;
         let v = cfg.num_tokens;
+        let rows = if d.cross_attend { o.max_context } else { 0 };
         Self {
             weights,
             kv_cache: KvCache::<f32>::elements(d, o.capacity).saturating_mul(o.kv.size()),
+            context_cache: KvCache::<f32>::context_elements(d, rows).saturating_mul(o.kv.size()),
+            context: rows.saturating_mul(d.dim_context()).saturating_mul(4),
             scratch: Scratch::bytes(d, o.chunk),
             logits: v.saturating_mul(4),
             full_logits: v.saturating_mul(o.full_rows).saturating_mul(4),
@@ -133,6 +143,8 @@ impl Plan {
         [
             self.weights,
             self.kv_cache,
+            self.context_cache,
+            self.context,
             self.scratch,
             self.logits,
             self.full_logits,
@@ -151,8 +163,10 @@ pub enum EngineError<'w> {
     Load(LoadError<'w>),
     /// The file holds a raw `Decoder` (embeddings in); this package runs token models.
     NotAWrapper,
-    /// Cross-attending models need a context, which this package does not pass yet.
-    CrossAttention,
+    /// A cross-attending model needs room for at least one context row (`max_context`).
+    NoContextRoom,
+    /// A context was set for a model without cross-attention.
+    NotCrossAttending,
     /// An option is out of range (its name).
     BadOption(&'static str),
     /// More rows than the all-positions logits buffer holds.
@@ -178,8 +192,12 @@ impl fmt::Display for EngineError<'_> {
                 f,
                 "the model is a raw Decoder; this package runs TransformerWrapper models (token ids in, logits out)"
             ),
-            Self::CrossAttention => {
-                write!(f, "cross-attending models are not supported by the wasm package yet")
+            Self::NoContextRoom => write!(
+                f,
+                "the model cross-attends: give the option maxContext (context rows, at least 1)"
+            ),
+            Self::NotCrossAttending => {
+                write!(f, "the model has no cross-attention: it takes no context")
             }
             Self::BadOption(o) => write!(f, "option `{o}` is out of range"),
             Self::TooManyRows { rows, capacity } => write!(
@@ -202,13 +220,10 @@ impl From<Error> for EngineError<'_> {
 /// Parses a model file and checks that this package can run it.
 ///
 /// # Errors
-/// [`EngineError::Load`], [`EngineError::NotAWrapper`], [`EngineError::CrossAttention`].
+/// [`EngineError::Load`], [`EngineError::NotAWrapper`].
 pub fn load(bytes: &[u8]) -> Result<TransformerWrapper<'_>, EngineError<'_>> {
     match Model::from_safetensors(bytes).map_err(EngineError::Load)? {
         Model::Decoder(_) => Err(EngineError::NotAWrapper),
-        Model::Wrapper(w) if w.config().attn_layers.cross_attend => {
-            Err(EngineError::CrossAttention)
-        }
         Model::Wrapper(w) => Ok(w),
     }
 }
@@ -227,8 +242,10 @@ pub enum KvBuf<'b> {
 /// The buffers a session runs in, sized by [`Plan`].
 #[derive(Debug)]
 pub struct Buffers<'b> {
-    /// KV cache.
+    /// KV cache, then the context cache ([`Plan::kv_cache`] + [`Plan::context_cache`] bytes).
     pub kv: KvBuf<'b>,
+    /// The context ([`Plan::context`] bytes).
+    pub context: &'b mut [f32],
     /// Scratch arena.
     pub scratch: &'b mut [f32],
     /// Last-position logits.
@@ -257,6 +274,27 @@ macro_rules! with_cache {
     };
 }
 
+/// The cache for `capacity` positions and `rows` context rows in `b`: its first `kv_len`
+/// elements for the positions, the rest for the context's keys and values.
+fn cache<'b, T: picoformer::tensor::Element>(
+    d: &picoformer::DecoderConfig,
+    capacity: usize,
+    rows: usize,
+    kv_len: usize,
+    b: &'b mut [T],
+) -> Result<KvCache<'b, T>, Error> {
+    let (kv, ctx) = b.split_at_mut(kv_len.min(b.len()));
+    KvCache::with_context(d, capacity, kv, rows, ctx)
+}
+
+/// The context set (`rows` rows of `buf`), for the model's calls: the library projects it on
+/// the first call after a reset and ignores it later. `None` before [`Session::set_context`],
+/// which a cross-attending model refuses with [`Error::ContextRequired`].
+fn context<'c>(cfg: &WrapperConfig, buf: &'c [f32], rows: usize) -> Option<&'c [f32]> {
+    let n = rows.saturating_mul(cfg.attn_layers.dim_context());
+    (rows > 0).then(|| buf.get(..n)).flatten()
+}
+
 /// A model with its cache and buffers: prefill, step, sample, generate.
 #[derive(Debug)]
 pub struct Session<'w, 'b> {
@@ -266,6 +304,9 @@ pub struct Session<'w, 'b> {
     logits: &'b mut [f32],
     full_logits: &'b mut [f32],
     work: &'b mut [Candidate],
+    /// The context (`max_context` rows) and how many of its rows are set.
+    context: &'b mut [f32],
+    context_rows: usize,
     rng: Rng,
     has_logits: bool,
 }
@@ -274,8 +315,9 @@ impl<'w, 'b> Session<'w, 'b> {
     /// A session for `model` in `buf` (sized by [`Plan::new`] with the same options).
     ///
     /// # Errors
-    /// [`EngineError::BadOption`] for a zero capacity or chunk, or [`EngineError::Model`] with
-    /// the buffer that is too small.
+    /// [`EngineError::BadOption`] for a zero capacity or chunk, [`EngineError::NoContextRoom`]
+    /// for a cross-attending model without `max_context`, or [`EngineError::Model`] with the
+    /// buffer that is too small.
     pub fn new(
         model: TransformerWrapper<'w>,
         o: &Options,
@@ -290,11 +332,25 @@ impl<'w, 'b> Session<'w, 'b> {
         let cfg = *model.config();
         let d = &cfg.attn_layers;
         let v = cfg.num_tokens;
+        let rows = if d.cross_attend { o.max_context } else { 0 };
+        if d.cross_attend && rows == 0 {
+            return Err(EngineError::NoContextRoom);
+        }
+        // The self-attention cache, then the context's keys and values, from one buffer.
+        let kv_len = KvCache::<f32>::elements(d, o.capacity);
         let cache = match buf.kv {
-            KvBuf::F32(b) => Cache::F32(KvCache::new(d, o.capacity, b)?),
-            KvBuf::F16(b) => Cache::F16(KvCache::new(d, o.capacity, b)?),
-            KvBuf::Bf16(b) => Cache::Bf16(KvCache::new(d, o.capacity, b)?),
+            KvBuf::F32(b) => Cache::F32(cache(d, o.capacity, rows, kv_len, b)?),
+            KvBuf::F16(b) => Cache::F16(cache(d, o.capacity, rows, kv_len, b)?),
+            KvBuf::Bf16(b) => Cache::Bf16(cache(d, o.capacity, rows, kv_len, b)?),
         };
+        let context_len = rows.saturating_mul(d.dim_context());
+        if buf.context.len() < context_len {
+            return Err(EngineError::Model(Error::BufferTooSmall {
+                buffer: picoformer::Buffer::Context,
+                needed: context_len,
+                available: buf.context.len(),
+            }));
+        }
         let scratch = Scratch::new(d, o.chunk, buf.scratch)?;
         let too_small = |buffer, needed, available| {
             EngineError::Model(Error::BufferTooSmall {
@@ -318,6 +374,8 @@ impl<'w, 'b> Session<'w, 'b> {
             logits: &mut buf.logits[..v],
             full_logits: &mut buf.full_logits[..full],
             work: &mut buf.work[..Sampler::work_len(v)],
+            context: &mut buf.context[..context_len],
+            context_rows: 0,
             rng: Rng::new(0),
             has_logits: false,
         })
@@ -348,6 +406,41 @@ impl<'w, 'b> Session<'w, 'b> {
         self.logits
     }
 
+    /// The context buffer (`max_context · dim_context` f32; empty without cross-attention):
+    /// the caller writes a context's rows here, then calls [`Self::set_context`].
+    pub fn context_buffer(&mut self) -> &mut [f32] {
+        self.context
+    }
+
+    /// Context rows set ([`Self::set_context`]), 0 for none.
+    pub fn context_rows(&self) -> usize {
+        self.context_rows
+    }
+
+    /// Makes the first `rows` rows of the context buffer the context and starts a new sequence
+    /// (the cache is reset: its context's keys and values are computed again, from these rows,
+    /// by the next prefill or step).
+    ///
+    /// # Errors
+    /// [`EngineError::NotCrossAttending`], or [`Error::ContextTooLong`] for `rows` beyond
+    /// `max_context` and [`Error::EmptyInput`] for 0; nothing changes then.
+    pub fn set_context(&mut self, rows: usize) -> Result<(), EngineError<'w>> {
+        let d = &self.model.config().attn_layers;
+        if !d.cross_attend {
+            return Err(EngineError::NotCrossAttending);
+        }
+        let capacity = self.context.len() / d.dim_context().max(1);
+        if rows > capacity {
+            return Err(Error::ContextTooLong { rows, capacity }.into());
+        }
+        if rows == 0 {
+            return Err(Error::EmptyInput.into());
+        }
+        self.context_rows = rows;
+        self.reset();
+        Ok(())
+    }
+
     /// Runs `tokens` after what is cached and keeps the last position's logits.
     ///
     /// # Errors
@@ -357,8 +450,9 @@ impl<'w, 'b> Session<'w, 'b> {
         if tokens.is_empty() {
             return Err(Error::EmptyInput);
         }
+        let ctx = context(self.model.config(), self.context, self.context_rows);
         let (m, s, l) = (&self.model, &mut self.scratch, &mut *self.logits);
-        with_cache!(&mut self.cache, c => m.forward_last(c, s, tokens, None, l))?;
+        with_cache!(&mut self.cache, c => m.forward_last(c, s, tokens, ctx, l))?;
         self.has_logits = true;
         Ok(())
     }
@@ -384,9 +478,10 @@ impl<'w, 'b> Session<'w, 'b> {
                 capacity: rows,
             });
         }
+        let ctx = context(self.model.config(), self.context, self.context_rows);
         let out = &mut self.full_logits[..tokens.len() * v];
         let (m, s) = (&self.model, &mut self.scratch);
-        with_cache!(&mut self.cache, c => m.forward(c, s, tokens, None, out))?;
+        with_cache!(&mut self.cache, c => m.forward(c, s, tokens, ctx, out))?;
         // The last row is the newest logits, as after a prefill.
         self.logits.copy_from_slice(&out[out.len() - v..]);
         self.has_logits = true;
@@ -541,6 +636,7 @@ mod tests {
             chunk: 2,
             kv: KvKind::F16,
             full_rows: 0,
+            max_context: 0,
         };
         let plan = Plan::new(model.config(), len, &o);
         assert_eq!(plan.kv_cache, 2 * 2 * 16 * 6 * 2);
@@ -550,6 +646,7 @@ mod tests {
         let (mut logits, mut work) = (vec![0f32; 40], vec![Candidate::EMPTY; 40]);
         let buf = Buffers {
             kv: KvBuf::F16(&mut kv),
+            context: &mut [],
             scratch: &mut scratch,
             logits: &mut logits,
             full_logits: &mut [],

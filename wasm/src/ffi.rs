@@ -36,7 +36,7 @@ mod code {
 }
 
 /// Fields of the plan table at [`pf_plan_ptr`] (u32 each), in this order.
-const PLAN_FIELDS: usize = 14;
+const PLAN_FIELDS: usize = 18;
 
 struct ErrorText {
     buf: [u8; 512],
@@ -104,8 +104,10 @@ impl State {
     fn engine_error(&mut self, e: EngineError<'_>) -> i32 {
         let code = match e {
             EngineError::Load(_) => code::LOAD,
-            EngineError::NotAWrapper | EngineError::CrossAttention => code::UNSUPPORTED_MODEL,
+            EngineError::NotAWrapper => code::UNSUPPORTED_MODEL,
             EngineError::BadOption(_)
+            | EngineError::NoContextRoom
+            | EngineError::NotCrossAttending
             | EngineError::TooManyRows { .. }
             | EngineError::NoLogits
             | EngineError::Sample(_) => code::BAD_ARGUMENT,
@@ -140,7 +142,10 @@ fn model_code(e: Error) -> i32 {
         Error::TokenOutOfRange { .. } => code::TOKEN_OUT_OF_RANGE,
         Error::CacheFull { .. } => code::CACHE_FULL,
         Error::PositionOutOfRange { .. } => code::POSITION_OUT_OF_RANGE,
-        Error::EmptyInput | Error::TruncateBeyondLength { .. } => code::BAD_ARGUMENT,
+        Error::EmptyInput
+        | Error::TruncateBeyondLength { .. }
+        | Error::ContextRequired
+        | Error::ContextTooLong { .. } => code::BAD_ARGUMENT,
         _ => code::OTHER,
     }
 }
@@ -186,9 +191,16 @@ pub extern "C" fn pf_alloc_model(len: u32) -> u32 {
 
 /// Parses the model written at [`pf_alloc_model`]'s address and makes a session with a KV cache
 /// of `capacity` positions (`kv`: 0 f32, 1 f16, 2 bf16), a scratch arena for `chunk` positions
-/// per prefill chunk, and `full_rows` rows of all-positions logits. Returns 0 or `-code`.
+/// per prefill chunk, `full_rows` rows of all-positions logits, and for a cross-attending
+/// model room for a context of `max_context` rows. Returns 0 or `-code`.
 #[no_mangle]
-pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) -> i32 {
+pub extern "C" fn pf_load(
+    capacity: u32,
+    kv: u32,
+    chunk: u32,
+    full_rows: u32,
+    max_context: u32,
+) -> i32 {
     let st = state();
     st.session = None;
     let Some(kv) = KvKind::from_code(kv) else {
@@ -202,6 +214,7 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
         chunk: chunk as usize,
         kv,
         full_rows: full_rows as usize,
+        max_context: max_context as usize,
     };
     if st.base == 0 || st.model_len == 0 {
         return st.fail(
@@ -229,7 +242,8 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
     };
     let layout = (|| {
         Some([
-            carve(plan.kv_cache)?,
+            carve(plan.kv_cache.checked_add(plan.context_cache)?)?,
+            carve(plan.context)?,
             carve(plan.scratch)?,
             carve(plan.logits)?,
             carve(plan.full_logits)?,
@@ -239,7 +253,7 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
         ])
     })();
     let end = top;
-    let Some([kv_at, scratch_at, logits_at, full_at, work_at, tokens_at, out_at]) =
+    let Some([kv_at, context_at, scratch_at, logits_at, full_at, work_at, tokens_at, out_at]) =
         layout.filter(|_| end <= u32::MAX as usize && ensure_memory(end))
     else {
         return st.fail(
@@ -251,7 +265,7 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
         );
     };
     let v = cfg.num_tokens;
-    let kv_elems = plan.kv_cache / kv.size();
+    let kv_elems = (plan.kv_cache + plan.context_cache) / kv.size();
     // SAFETY: each region was carved above, disjoint from the others and from the model bytes,
     // aligned to 16 (enough for f32/u32/f16/bf16 and `Candidate`, a u32 and an f32), inside
     // memory that `ensure_memory` grew and that is initialised (fresh pages are zero). Every bit
@@ -270,6 +284,7 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
                     KvBuf::Bf16(core::slice::from_raw_parts_mut(kv_at as *mut _, kv_elems))
                 }
             },
+            context: core::slice::from_raw_parts_mut(context_at as *mut f32, plan.context / 4),
             scratch: core::slice::from_raw_parts_mut(scratch_at as *mut f32, plan.scratch / 4),
             logits: core::slice::from_raw_parts_mut(logits_at as *mut f32, v),
             full_logits: core::slice::from_raw_parts_mut(full_at as *mut f32, plan.full_logits / 4),
@@ -300,6 +315,10 @@ pub extern "C" fn pf_load(capacity: u32, kv: u32, chunk: u32, full_rows: u32) ->
         d.dim,
         d.depth,
         wasm32::memory_size(0) * PAGE,
+        plan.context_cache,
+        plan.context,
+        if d.cross_attend { opts.max_context } else { 0 },
+        d.dim_context(),
     ];
     for (p, f) in st.plan.iter_mut().zip(fields) {
         *p = f as u32;
@@ -319,9 +338,10 @@ pub extern "C" fn pf_error_len() -> u32 {
     state().error.len as u32
 }
 
-/// Address of the plan table: 14 u32s (bytes of weights, kv_cache, scratch, logits,
+/// Address of the plan table: 18 u32s (bytes of weights, kv_cache, scratch, logits,
 /// full_logits, sampler, tokens, arena total; then capacity, chunk, num_tokens, dim, depth,
-/// memory bytes).
+/// memory bytes; then bytes of the context cache and the context, max_context rows and
+/// dim_context, the values per context row).
 #[no_mangle]
 pub extern "C" fn pf_plan_ptr() -> u32 {
     state().plan.as_ptr() as u32
@@ -345,6 +365,31 @@ pub extern "C" fn pf_logits_ptr() -> u32 {
     match state().session {
         Some(ref s) => s.logits().as_ptr() as u32,
         None => 0,
+    }
+}
+
+/// Address of the context buffer (`max_context × dim_context` f32s; 0 without a session).
+/// Write a context's rows there, then call [`pf_set_context`].
+#[no_mangle]
+pub extern "C" fn pf_context_ptr() -> u32 {
+    match state().session {
+        Some(ref mut s) => s.context_buffer().as_ptr() as u32,
+        None => 0,
+    }
+}
+
+/// Makes the first `rows` rows of the context buffer the cross-attention context and starts a
+/// new sequence (the cache is reset). Returns 0 or `-code`; on error nothing changes.
+#[no_mangle]
+pub extern "C" fn pf_set_context(rows: u32) -> i32 {
+    let st = state();
+    let r = match st.session() {
+        Ok(s) => s.set_context(rows as usize),
+        Err(c) => return c,
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => st.engine_error(e),
     }
 }
 

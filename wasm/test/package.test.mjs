@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import { Picoformer, PicoformerError, ErrorCode, readSafetensors } from '../js/picoformer.mjs';
 import { BUILDS, FIXTURES, fixture, model, hostTokens, maxAbsDiff } from './helpers.mjs';
 
-// Token models the package runs (cross_wrap needs a context; raw decoders take embeddings).
+// Token models the package runs (raw decoders take embeddings; cross_wrap, which needs a
+// context, has tests of its own).
 const WRAPPERS = ['wrap_tied', 'wrap_abs', 'wrap_f16', 'wrap_bf16'];
 
 for (const build of BUILDS) {
@@ -34,6 +35,35 @@ for (const build of BUILDS) {
         }
       });
     }
+
+    test('cross_wrap: with its contexts, full and step-wise logits equal torch\'s within 1e-4', async () => {
+      const io = readSafetensors(fixture('cross_wrap.io.safetensors')).tensors;
+      const [b, n] = io.tokens.shape;
+      const [, rows, w] = io.context.shape;
+      const v = io.full.shape[2];
+      const m = await load('cross_wrap', { capacity: n, fullRows: n, maxContext: rows, chunk: 3 });
+      assert.equal(m.plan.dimContext, w);
+      assert.equal(m.plan.maxContext, rows);
+      for (let r = 0; r < b; r++) {
+        const tokens = Array.from(io.tokens.data.subarray(r * n, (r + 1) * n), Number);
+        const full = io.full.data.subarray(r * n * v, (r + 1) * n * v);
+        const stepwise = io.stepwise.data.subarray(r * n * v, (r + 1) * n * v);
+        m.setContext(io.context.data.subarray(r * rows * w, (r + 1) * rows * w));
+        assert.ok(maxAbsDiff(m.forward(tokens), full) < 1e-4, 'full');
+        // reset keeps the context: the next call projects it again.
+        m.reset();
+        const out = new Float32Array(n * v);
+        tokens.forEach((t, i) => out.set(i === 0 ? m.prefill([t]) : m.step(t), i * v));
+        assert.ok(maxAbsDiff(out, stepwise) < 1e-4, 'stepwise');
+        assert.ok(m.fullVsStepwise(tokens) < 1e-5);
+      }
+      // A shorter context (fewer rows than maxContext) is a context of its own.
+      m.setContext(io.context.data.subarray(0, 2 * w));
+      assert.equal(m.length, 0);
+      const short = m.prefill([1, 2]).slice();
+      m.setContext(io.context.data.subarray(0, rows * w));
+      assert.ok(maxAbsDiff(m.prefill([1, 2]), short) > 1e-6, 'the context matters');
+    });
 
     test('step-wise equals full (f32 cache), and stays close with f16/bf16 caches', async () => {
       const tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3];
@@ -110,12 +140,22 @@ for (const build of BUILDS) {
       // 2 · depth · kv_heads · dim_head · capacity · 4 bytes
       assert.equal(p.kvCache, 2 * 2 * 1 * 16 * 64 * 4);
       assert.equal(p.logits, 40 * 4);
+      assert.equal(p.contextCache + p.context + p.maxContext, 0);
       const parts = p.weights + p.kvCache + p.scratch + p.logits + p.fullLogits + p.sampler + p.tokens;
       assert.ok(p.arena >= parts && p.arena < parts + 16 * 8, `${p.arena} vs ${parts}`);
       const before = m.memoryBytes;
       m.generate([1], { maxTokens: 60, temperature: 1, seed: 1, onToken() {} });
       assert.equal(m.memoryBytes, before);
       assert.equal(p.memory, before);
+      // A cross-attending model: the context's keys and values (2 · depth · kv_heads ·
+      // dim_head · maxContext elements of the cache type) and the context itself (f32).
+      const c = (await load('cross_wrap', { capacity: 8, maxContext: 5, kv: 'f16' })).plan;
+      const kvRow = c.kvCache / (2 * 8);
+      assert.equal(c.contextCache, kvRow * 2 * 5);
+      assert.equal(c.context, 5 * c.dimContext * 4);
+      const all = c.weights + c.kvCache + c.contextCache + c.context + c.scratch + c.logits
+        + c.fullLogits + c.sampler + c.tokens;
+      assert.ok(c.arena >= all && c.arena < all + 16 * 10, `${c.arena} vs ${all}`);
     });
 
     describe('errors are thrown as PicoformerError and never trap', () => {
@@ -130,7 +170,7 @@ for (const build of BUILDS) {
         await rejects(Picoformer.load(build.bytes, good.subarray(0, good.length - 10)), ErrorCode.LOAD, /malformed safetensors/);
         await rejects(Picoformer.load(build.bytes, new Uint8Array(0)), ErrorCode.LOAD, /./);
         await rejects(Picoformer.load(build.bytes, model('seed')), ErrorCode.UNSUPPORTED_MODEL, /raw Decoder/);
-        await rejects(Picoformer.load(build.bytes, model('cross_wrap')), ErrorCode.UNSUPPORTED_MODEL, /cross-attending/);
+        await rejects(Picoformer.load(build.bytes, model('cross_wrap')), ErrorCode.BAD_ARGUMENT, /maxContext/);
         await rejects(load('wrap_tied', { capacity: 0 }), ErrorCode.BAD_ARGUMENT, /capacity/);
         await rejects(load('wrap_tied', { capacity: 2 ** 30 }), ErrorCode.OUT_OF_MEMORY, /cannot grow memory/);
       });
@@ -151,6 +191,28 @@ for (const build of BUILDS) {
           }
         }
         assert.equal(m.generate([1], { maxTokens: 3 }).length, 3);
+      });
+
+      test('contexts: missing, malformed, too long, or for a model without cross-attention', async () => {
+        const io = readSafetensors(fixture('cross_wrap.io.safetensors')).tensors;
+        const w = io.context.shape[2];
+        const m = await load('cross_wrap', { capacity: 8, maxContext: 3 });
+        throws(() => m.prefill([1]), ErrorCode.BAD_ARGUMENT, /context/);
+        throws(() => m.setContext(new Float32Array(w + 1)), ErrorCode.BAD_ARGUMENT, /whole rows/);
+        throws(() => m.setContext([]), ErrorCode.BAD_ARGUMENT, /whole rows/);
+        throws(() => m.setContext(new Float32Array(4 * w)), ErrorCode.BAD_ARGUMENT, /maxContext/);
+        assert.equal(m.length, 0);
+        m.setContext(io.context.data.subarray(0, 3 * w));
+        const l = m.prefill([1, 2]).slice();
+        // A refused context changes nothing: not the cache, not the context set.
+        throws(() => m.setContext(new Float32Array(4 * w)), ErrorCode.BAD_ARGUMENT, /maxContext/);
+        assert.equal(m.length, 2);
+        m.reset();
+        assert.ok(maxAbsDiff(m.prefill([1, 2]), l) === 0);
+        const t = await load('wrap_tied', { capacity: 8, maxContext: 4 });
+        assert.equal(t.plan.maxContext, 0);
+        throws(() => t.setContext(new Float32Array(32)), ErrorCode.BAD_ARGUMENT, /no cross-attention/);
+        assert.equal(t.generate([1], { maxTokens: 2 }).length, 2);
       });
 
       test('token out of range, cache full, misuse: nothing changes', async () => {

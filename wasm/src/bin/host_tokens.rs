@@ -39,6 +39,7 @@ fn main() {
         chunk: 8,
         kv: KvKind::F32,
         full_rows: 0,
+        max_context: 0,
     };
     let v = cfg.num_tokens;
     let mut kv = vec![0f32; KvCache::<f32>::elements(&cfg.attn_layers, o.capacity)];
@@ -47,6 +48,7 @@ fn main() {
     let mut work = vec![Candidate::EMPTY; Sampler::work_len(v)];
     let buffers = Buffers {
         kv: KvBuf::F32(&mut kv),
+        context: &mut [],
         scratch: &mut scratch,
         logits: &mut logits,
         full_logits: &mut [],
