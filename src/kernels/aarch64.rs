@@ -88,21 +88,6 @@ fn dotprod() -> bool {
 
 // ---- forwarding: each int8 product on the token's int8 set.
 
-/// The Q8_0 × Q8_0 product on the token's int8 set.
-pub(crate) fn matvec_int8(
-    t: Token,
-    w: &[BlockQ8_0],
-    stride: usize,
-    x: &[BlockQ8_0],
-    y: &mut [f32],
-    add: bool,
-) {
-    match t.int8 {
-        Int8::Sdot(t) => dotprod::matvec_int8(t, w, stride, x, y, add),
-        Int8::Smull(t) => neon::matvec_int8(t, w, stride, x, y, add),
-    }
-}
-
 /// The Q8_0 × Q8_0 product of several positions on the token's int8 set.
 pub(crate) fn matmul_int8_rows(
     t: Token,

@@ -312,13 +312,7 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Erro
         y.fill(0.0);
         return Ok(());
     }
-    let t = token();
-    let (nb, rows) = (x.len() / Q8_0_BLOCK, y.len());
-    // Row r's chunk from block b0 starts at block r·nb + b0.
-    int8_passes(t, x.len(), x, y, |b0, xq, _, y, add| match t {
-        Some(t) => arch::matvec_int8(t, &w[b0..], nb, xq, y, add),
-        None => portable::int8_rows(&w[b0..], nb, xq, y, rows, add),
-    });
+    int8_rows_product(w, x.len(), x, y);
     Ok(())
 }
 
@@ -382,16 +376,23 @@ pub fn matmul_int8_rows(
     shape::q8_cols(K, cols)?;
     let rows = shape::rows(K, "w", Tensor::Q8_0(w).len(), cols)?;
     shape::len(K, "y", n.checked_mul(rows), y.len())?;
-    if n == 0 || rows == 0 {
-        return Ok(());
+    if n > 0 && rows > 0 {
+        int8_rows_product(w, cols, x, y);
     }
+    Ok(())
+}
+
+/// The body of [`matvec_int8`] (one position) and [`matmul_int8_rows`]: `Y = X·Wᵀ` over the
+/// Q8_0 rows of `w` as stored, for shapes already checked (`cols` > 0 a multiple of 32, X and Y
+/// whole positions, at least one of each and one row).
+fn int8_rows_product(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
     let t = token();
-    let nb = cols / Q8_0_BLOCK;
+    let (nb, rows) = (cols / Q8_0_BLOCK, y.len() / (x.len() / cols));
+    // Row r's chunk from block b0 starts at block r·nb + b0.
     int8_passes(t, cols, x, y, |b0, xq, _, ys, add| match t {
         Some(t) => arch::matmul_int8_rows(t, &w[b0..], nb, xq, ys, rows, add),
         None => portable::int8_rows(&w[b0..], nb, xq, ys, rows, add),
     });
-    Ok(())
 }
 
 /// The passes of an int8 product over `n = x.len() / cols` positions (`cols` > 0, a multiple
@@ -754,16 +755,6 @@ mod none {
         match t {}
     }
     pub(crate) fn matvec_q8(t: Token, _: &[BlockQ8_0], _: &[f32], _: &mut [f32]) {
-        match t {}
-    }
-    pub(crate) fn matvec_int8(
-        t: Token,
-        _: &[BlockQ8_0],
-        _: usize,
-        _: &[BlockQ8_0],
-        _: &mut [f32],
-        _: bool,
-    ) {
         match t {}
     }
     pub(crate) fn matmul_int8_rows(

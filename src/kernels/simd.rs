@@ -565,8 +565,8 @@ pub(crate) unsafe fn gemv_int8<D: Int8Dot>(
 /// read from memory once for all `n` positions, not once per position. Each (position, row)
 /// is summed with the same operations in the same order as [`gemv_int8`]'s: the numbers are
 /// its numbers, bit for bit. Position p's activations are `x[p·nb..][..nb]`, its outputs
-/// `y[p·ystride..][..rows]`; rows start `stride` blocks apart.
-/// Ranges: w[..(rows − 1)·stride + nb], x[..n·nb] blocks, y[..(n − 1)·ystride + rows].
+/// `y[p·rows..][..rows]`; rows start `stride` blocks apart.
+/// Ranges: w[..(rows − 1)·stride + nb], x[..n·nb] blocks, y[..n·rows].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_int8<D: Int8Dot>(
@@ -576,7 +576,6 @@ pub(crate) unsafe fn gemm_int8<D: Int8Dot>(
     nb: usize,
     n: usize,
     y: *mut f32,
-    ystride: usize,
     rows: usize,
     add: bool,
 ) {
@@ -595,8 +594,8 @@ pub(crate) unsafe fn gemm_int8<D: Int8Dot>(
                 stride,
                 x: x.add(i * nb),
                 nb,
-                y: y.add(i * ystride + r),
-                ystride,
+                y: y.add(i * rows + r),
+                ystride: rows,
                 add,
             };
             let m = match n - i {
@@ -1478,25 +1477,6 @@ macro_rules! int8_kernels {
         $(#[$iattr:meta])+
     ) => {
         $(#[$iattr])+
-        unsafe fn gemv_int8_target(
-            w: &[$crate::tensor::BlockQ8_0],
-            stride: usize,
-            x: &[$crate::tensor::BlockQ8_0],
-            y: &mut [f32],
-            add: bool,
-        ) {
-            $crate::kernels::simd::gemv_int8::<$dot>(
-                w.as_ptr(),
-                stride,
-                x.as_ptr(),
-                x.len(),
-                y.as_mut_ptr(),
-                y.len(),
-                add,
-            )
-        }
-
-        $(#[$iattr])+
         unsafe fn gemm_int8_target(
             w: &[$crate::tensor::BlockQ8_0],
             stride: usize,
@@ -1513,7 +1493,6 @@ macro_rules! int8_kernels {
                 x.len() / n,
                 n,
                 y.as_mut_ptr(),
-                rows,
                 rows,
                 add,
             )
@@ -1536,24 +1515,6 @@ macro_rules! int8_kernels {
         $(#[$iattr])+
         unsafe fn gemm_int8_panels_target(o: $crate::kernels::simd::int8_panels::Operands) {
             $crate::kernels::simd::int8_panels::gemm::<$dot>(o)
-        }
-
-        /// `y (+)= x·Wᵀ` for Q8_0 activations `x` and the first `x.len()` blocks of each row
-        /// of W, rows `stride` blocks apart (`add`: add to y).
-        pub(crate) fn matvec_int8(
-            _: $itoken,
-            w: &[$crate::tensor::BlockQ8_0],
-            stride: usize,
-            x: &[$crate::tensor::BlockQ8_0],
-            y: &mut [f32],
-            add: bool,
-        ) {
-            assert!(x.len() <= stride && !y.is_empty());
-            assert!(w.len() >= (y.len() - 1) * stride + x.len());
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
-            // SAFETY: the token proves the int8 wrapper's features; w holds
-            // (rows − 1)·stride + nb blocks, x nb, y rows, as gemv_int8 reads and writes.
-            unsafe { gemv_int8_target(w, stride, x, y, add) }
         }
 
         /// `Y (+)= X·Wᵀ` for the `n` positions of Q8_0 activations `x` (`x.len() / n` blocks

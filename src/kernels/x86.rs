@@ -184,22 +184,6 @@ pub(crate) fn matvec_q8(t: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// The Q8_0 × Q8_0 product on the token's int8 set.
-pub(crate) fn matvec_int8(
-    t: Token,
-    w: &[BlockQ8_0],
-    stride: usize,
-    x: &[BlockQ8_0],
-    y: &mut [f32],
-    add: bool,
-) {
-    match t.int8 {
-        Int8::Vnni(t) => avx512::matvec_int8(t, w, stride, x, y, add),
-        Int8::AvxVnni(t) => avx_vnni::matvec_int8(t, w, stride, x, y, add),
-        Int8::Maddubs(t) => avx2::matvec_int8(t, w, stride, x, y, add),
-    }
-}
-
 /// The Q8_0 × Q8_0 product of several positions on the token's int8 set.
 pub(crate) fn matmul_int8_rows(
     t: Token,
