@@ -96,6 +96,17 @@ pub struct Options {
     pub max_context: usize,
 }
 
+impl Options {
+    /// Context rows to make room for with `d`: `max_context` if it cross-attends, else none.
+    pub fn context_rows(&self, d: &picoformer::DecoderConfig) -> usize {
+        if d.cross_attend {
+            self.max_context
+        } else {
+            0
+        }
+    }
+}
+
 /// Bytes of every buffer of a session, as the arena lays them out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -124,7 +135,7 @@ impl Plan {
     pub fn new(cfg: &WrapperConfig, weights: usize, o: &Options) -> Self {
         let d = &cfg.attn_layers;
         let v = cfg.num_tokens;
-        let rows = if d.cross_attend { o.max_context } else { 0 };
+        let rows = o.context_rows(d);
         Self {
             weights,
             kv_cache: KvCache::<f32>::elements(d, o.capacity).saturating_mul(o.kv.size()),
@@ -332,7 +343,7 @@ impl<'w, 'b> Session<'w, 'b> {
         let cfg = *model.config();
         let d = &cfg.attn_layers;
         let v = cfg.num_tokens;
-        let rows = if d.cross_attend { o.max_context } else { 0 };
+        let rows = o.context_rows(d);
         if d.cross_attend && rows == 0 {
             return Err(EngineError::NoContextRoom);
         }
@@ -343,15 +354,6 @@ impl<'w, 'b> Session<'w, 'b> {
             KvBuf::F16(b) => Cache::F16(cache(d, o.capacity, rows, kv_len, b)?),
             KvBuf::Bf16(b) => Cache::Bf16(cache(d, o.capacity, rows, kv_len, b)?),
         };
-        let context_len = rows.saturating_mul(d.dim_context());
-        if buf.context.len() < context_len {
-            return Err(EngineError::Model(Error::BufferTooSmall {
-                buffer: picoformer::Buffer::Context,
-                needed: context_len,
-                available: buf.context.len(),
-            }));
-        }
-        let scratch = Scratch::new(d, o.chunk, buf.scratch)?;
         let too_small = |buffer, needed, available| {
             EngineError::Model(Error::BufferTooSmall {
                 buffer,
@@ -359,7 +361,12 @@ impl<'w, 'b> Session<'w, 'b> {
                 available,
             })
         };
-        use picoformer::Buffer::Output;
+        use picoformer::Buffer::{Context, Output};
+        let context_len = rows.saturating_mul(d.dim_context());
+        if buf.context.len() < context_len {
+            return Err(too_small(Context, context_len, buf.context.len()));
+        }
+        let scratch = Scratch::new(d, o.chunk, buf.scratch)?;
         if buf.logits.len() < v || buf.work.len() < Sampler::work_len(v) {
             return Err(too_small(Output, v, buf.logits.len().min(buf.work.len())));
         }
@@ -410,11 +417,6 @@ impl<'w, 'b> Session<'w, 'b> {
     /// the caller writes a context's rows here, then calls [`Self::set_context`].
     pub fn context_buffer(&mut self) -> &mut [f32] {
         self.context
-    }
-
-    /// Context rows set ([`Self::set_context`]), 0 for none.
-    pub fn context_rows(&self) -> usize {
-        self.context_rows
     }
 
     /// Makes the first `rows` rows of the context buffer the context and starts a new sequence

@@ -317,7 +317,7 @@ pub extern "C" fn pf_load(
         wasm32::memory_size(0) * PAGE,
         plan.context_cache,
         plan.context,
-        if d.cross_attend { opts.max_context } else { 0 },
+        opts.context_rows(d),
         d.dim_context(),
     ];
     for (p, f) in st.plan.iter_mut().zip(fields) {
