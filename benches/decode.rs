@@ -257,6 +257,44 @@ mod imp {
         g.finish();
     }
 
+    /// The logits of every position (what scoring a text, `generate::bits`, runs): 64 tokens in
+    /// one chunk, each position's 32000 logits.
+    fn bench_score(c: &mut Criterion<CpuTime>) {
+        let shapes = shapes(WCFG);
+        let mut g = c.benchmark_group("score/stories15M");
+        g.throughput(Throughput::Elements(PROMPT as u64));
+        for kind in ["f32", "q8_0"] {
+            let (t, _) = table(kind, &shapes);
+            let model =
+                TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
+            let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
+            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
+            let runs = variants(kind, &model, &mut arena, &mut arena8);
+            let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, PROMPT)];
+            let mut sb = vec![0.0f32; Scratch::elements(&CFG, PROMPT)];
+            let mut cache = KvCache::new(&CFG, PROMPT, &mut kv).unwrap();
+            let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
+            let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
+            let mut logits = vec![0.0f32; PROMPT * 32000];
+            for (name, m) in &runs {
+                g.bench_function(name, |b| {
+                    b.iter(|| {
+                        m.forward(
+                            &mut cache,
+                            &mut scratch,
+                            black_box(&prompt),
+                            None,
+                            &mut logits,
+                        )
+                        .unwrap();
+                        cache.reset();
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+
     /// `model` as stored and over f32 prefill panels, and for Q8_0 on the int8 path over the
     /// weights as stored and over int8 panels, each with its bench name.
     fn variants<'a>(
@@ -329,7 +367,7 @@ mod imp {
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
-        targets = bench_decode, bench_prefill, bench_context
+        targets = bench_decode, bench_prefill, bench_score, bench_context
     }
 }
 

@@ -255,18 +255,20 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 Ok(())
             },
             // logits = y·W_logitsᵀ, or y·Eᵀ · dim^-½ when tied (xt:4155-4162)
+            // Every position's logits: the chunk's positions in one matrix product, which reads
+            // the [num_tokens, dim] matrix once for all of them instead of once per position.
             |start, y| {
-                for (j, yr) in y.chunks_exact(dim).enumerate() {
-                    let i = start + j;
-                    let row = match (last_only, i == last) {
-                        (false, _) => &mut logits[i * v..(i + 1) * v],
-                        (true, true) => &mut logits[..],
-                        (true, false) => continue,
-                    };
-                    self.decoder.linear(to_logits, packed, dim, yr, row)?;
-                    if let Some(scale) = logit_scale {
-                        row.iter_mut().for_each(|l| *l *= scale);
+                let n = y.len() / dim;
+                let (y, out) = match last_only {
+                    false => (y, &mut logits[start * v..(start + n) * v]),
+                    true if (start..start + n).contains(&last) => {
+                        (&y[(last - start) * dim..][..dim], &mut logits[..])
                     }
+                    true => return Ok(()),
+                };
+                self.decoder.linear(to_logits, packed, dim, y, out)?;
+                if let Some(scale) = logit_scale {
+                    out.iter_mut().for_each(|l| *l *= scale);
                 }
                 Ok(())
             },
