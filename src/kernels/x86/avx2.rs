@@ -116,17 +116,10 @@ unsafe impl Isa for Avx2 {
     }
     #[inline(always)]
     unsafe fn scales4(h: [u16; 4], dx: __m256) -> [__m256; 4] {
-        // The four halves as one 64-bit integer (scalar ALU work, off the vector shuffle port)
-        // and one conversion. (LLVM turns the store and broadcast loads below into register
-        // shuffles: per perf, those and the f32 tail per block bound the int8 loop.)
-        let bits =
-            u64::from(h[0]) | u64::from(h[1]) << 16 | u64::from(h[2]) << 32 | u64::from(h[3]) << 48;
-        let d = _mm_mul_ps(
-            _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)),
-            _mm256_castps256_ps128(dx),
-        );
+        // (LLVM turns the store and broadcast loads below into register shuffles: per perf,
+        // those and the f32 tail per block bound the int8 loop; see `scales4_from_memory`.)
         let mut m = [0.0f32; 4];
-        _mm_storeu_ps(m.as_mut_ptr(), d);
+        _mm_storeu_ps(m.as_mut_ptr(), scales4_x4(h, dx));
         core::array::from_fn(|r| _mm256_broadcast_ss(&m[r]))
     }
     #[inline(always)]
@@ -345,6 +338,32 @@ unsafe impl simd::Int8Lanes for Maddubs {
     unsafe fn to_f32(a: __m256i) -> __m256 {
         _mm256_cvtepi32_ps(a)
     }
+}
+
+/// The four products h[r]·dx (f16 `h` converted) in one 128-bit vector: the halves as one 64-bit
+/// integer (scalar ALU work, off the vector shuffle port) and one conversion.
+#[inline(always)]
+unsafe fn scales4_x4(h: [u16; 4], dx: __m256) -> __m128 {
+    let bits =
+        u64::from(h[0]) | u64::from(h[1]) << 16 | u64::from(h[2]) << 32 | u64::from(h[3]) << 48;
+    _mm_mul_ps(
+        _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)),
+        _mm256_castps256_ps128(dx),
+    )
+}
+
+/// [`Isa::scales4`] with the four products broadcast by loads from memory, which take a load
+/// port only and, in EVEX-encoded code, fold into the FMA that uses them as `{1to8}` operands:
+/// `black_box` makes the stored values opaque, so LLVM keeps the loads instead of turning them
+/// into shuffles. With AVX-512 VNNI's 4-position tiles the shuffle port bounds the int8 loop
+/// otherwise (1.11–1.14× on the row-layout GEMM); with VEX encoding (AVX-VNNI, AVX2) the
+/// separate loads and their addresses cost as much as they save, or more (AVX2 0.89×).
+#[inline(always)]
+pub(super) unsafe fn scales4_from_memory(h: [u16; 4], dx: __m256) -> [__m256; 4] {
+    let mut m = [0.0f32; 4];
+    _mm_storeu_ps(m.as_mut_ptr(), scales4_x4(h, dx));
+    let m = core::hint::black_box(&mut m);
+    core::array::from_fn(|r| _mm256_broadcast_ss(&m[r]))
 }
 
 /// 32 activation quants with −128 read as −127 (both x86 int8 dot products).

@@ -244,6 +244,7 @@ pub(crate) struct Vnni;
 unsafe impl super::avx_vnni::Dpbusd256 for Vnni {
     /// 16 accumulators and 4 × 2 activation vectors, of AVX-512VL's 32 registers.
     const POSITIONS: usize = 4;
+    const SCALES_FROM_MEMORY: bool = true;
     #[inline(always)]
     unsafe fn dpbusd(a: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(a, u, s)

@@ -10,7 +10,8 @@
 use core::arch::x86_64::*;
 
 use super::super::simd;
-use super::avx2::{load_int8, Avx2};
+use super::super::simd::Isa;
+use super::avx2::{self, load_int8, Avx2};
 use super::AvxVnniToken;
 
 /// `vpdpbusd` on 256-bit vectors: a + Σ_{i<4} u[4l + i]·s[4l + i] in each 32-bit lane l, for
@@ -21,6 +22,9 @@ use super::AvxVnniToken;
 pub(crate) unsafe trait Dpbusd256: Copy {
     /// [`simd::Int8Dot::POSITIONS`] with this encoding's registers.
     const POSITIONS: usize;
+    /// Whether the scales are broadcast from memory ([`avx2::scales4_from_memory`]: where the
+    /// FMAs take `{1to8}` operands) rather than by shuffles.
+    const SCALES_FROM_MEMORY: bool;
     unsafe fn dpbusd(a: __m256i, u: __m256i, s: __m256i) -> __m256i;
 }
 
@@ -33,6 +37,7 @@ pub(crate) struct AvxVnni;
 unsafe impl Dpbusd256 for AvxVnni {
     /// 8 accumulators and 2 × 2 activation vectors, of 16 registers.
     const POSITIONS: usize = 2;
+    const SCALES_FROM_MEMORY: bool = false;
     #[inline(always)]
     unsafe fn dpbusd(a: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_avx_epi32(a, u, s)
@@ -62,6 +67,13 @@ unsafe impl<D: Dpbusd256> simd::Int8Dot for D {
         let w = _mm256_loadu_si256(w as *const __m256i);
         let biased = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
         _mm256_cvtepi32_ps(D::dpbusd(bias, biased, x))
+    }
+    #[inline(always)]
+    unsafe fn scales4(h: [u16; 4], dx: __m256) -> [__m256; 4] {
+        match D::SCALES_FROM_MEMORY {
+            true => avx2::scales4_from_memory(h, dx),
+            false => Avx2::scales4(h, dx),
+        }
     }
 }
 
