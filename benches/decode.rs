@@ -222,48 +222,22 @@ mod imp {
     }
 
     fn bench_prefill(c: &mut Criterion<CpuTime>) {
-        let shapes = shapes(WCFG);
-        let mut g = c.benchmark_group("prefill/stories15M");
-        g.throughput(Throughput::Elements(PROMPT as u64));
-        for kind in ["f32", "f16", "q8_0"] {
-            let (t, _) = table(kind, &shapes);
-            let model =
-                TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
-            let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
-            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
-            let runs = variants(kind, &model, &mut arena, &mut arena8);
-            let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, PROMPT)];
-            let mut sb = vec![0.0f32; Scratch::elements(&CFG, PROMPT)];
-            let mut cache = KvCache::new(&CFG, PROMPT, &mut kv).unwrap();
-            let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
-            let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
-            let mut logits = vec![0.0f32; 32000];
-            for (name, m) in &runs {
-                g.bench_function(name, |b| {
-                    b.iter(|| {
-                        m.forward_last(
-                            &mut cache,
-                            &mut scratch,
-                            black_box(&prompt),
-                            None,
-                            &mut logits,
-                        )
-                        .unwrap();
-                        cache.reset();
-                    })
-                });
-            }
-        }
-        g.finish();
+        prompt_group(c, "prefill", &["f32", "f16", "q8_0"], true);
     }
 
     /// The logits of every position (what scoring a text, `generate::bits`, runs): 64 tokens in
     /// one chunk, each position's 32000 logits.
     fn bench_score(c: &mut Criterion<CpuTime>) {
+        prompt_group(c, "score", &["f32", "q8_0"], false);
+    }
+
+    /// `group`/stories15M: a 64-token prompt in one chunk through each variant of each weight
+    /// type, with the logits of the last position only (`forward_last`) or of every position.
+    fn prompt_group(c: &mut Criterion<CpuTime>, group: &str, kinds: &[&str], last_only: bool) {
         let shapes = shapes(WCFG);
-        let mut g = c.benchmark_group("score/stories15M");
+        let mut g = c.benchmark_group(format!("{group}/stories15M"));
         g.throughput(Throughput::Elements(PROMPT as u64));
-        for kind in ["f32", "q8_0"] {
+        for &kind in kinds {
             let (t, _) = table(kind, &shapes);
             let model =
                 TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
@@ -275,17 +249,16 @@ mod imp {
             let mut cache = KvCache::new(&CFG, PROMPT, &mut kv).unwrap();
             let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
             let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
-            let mut logits = vec![0.0f32; PROMPT * 32000];
+            let rows = if last_only { 1 } else { PROMPT };
+            let mut logits = vec![0.0f32; rows * 32000];
             for (name, m) in &runs {
                 g.bench_function(name, |b| {
                     b.iter(|| {
-                        m.forward(
-                            &mut cache,
-                            &mut scratch,
-                            black_box(&prompt),
-                            None,
-                            &mut logits,
-                        )
+                        let (s, p) = (&mut scratch, black_box(&prompt[..]));
+                        match last_only {
+                            true => m.forward_last(&mut cache, s, p, None, &mut logits),
+                            false => m.forward(&mut cache, s, p, None, &mut logits),
+                        }
                         .unwrap();
                         cache.reset();
                     })
