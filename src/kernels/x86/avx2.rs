@@ -116,11 +116,7 @@ unsafe impl Isa for Avx2 {
     }
     #[inline(always)]
     unsafe fn scales4(h: [u16; 4], dx: __m256) -> [__m256; 4] {
-        // (LLVM turns the store and broadcast loads below into register shuffles: per perf,
-        // those and the f32 tail per block bound the int8 loop; see `scales4_from_memory`.)
-        let mut m = [0.0f32; 4];
-        _mm_storeu_ps(m.as_mut_ptr(), scales4_x4(h, dx));
-        core::array::from_fn(|r| _mm256_broadcast_ss(&m[r]))
+        scales4_stored(h, dx, false)
     }
     #[inline(always)]
     unsafe fn load_q8(q: *const i8) -> [__m256; 4] {
@@ -340,29 +336,30 @@ unsafe impl simd::Int8Lanes for Maddubs {
     }
 }
 
-/// The four products h[r]·dx (f16 `h` converted) in one 128-bit vector: the halves as one 64-bit
-/// integer (scalar ALU work, off the vector shuffle port) and one conversion.
+/// [`Isa::scales4`]: the four products h[r]·dx (f16 `h` converted), stored and broadcast back.
+/// The halves go in as one 64-bit integer (scalar ALU work, off the vector shuffle port) and
+/// one conversion. Left to itself (`opaque` false), LLVM turns the store and the broadcast
+/// loads into four register shuffles; per perf, those and the f32 tail per block bound the
+/// int8 loop. With `opaque`, `black_box` makes the stored values opaque, so the loads stay
+/// loads: they take a load port only and, in EVEX-encoded code, fold into the FMA that uses
+/// them as `{1to8}` operands. With AVX-512 VNNI's 4-position tiles that frees the shuffle port
+/// (1.06–1.20× on the row-layout GEMM); with VEX encoding (AVX-VNNI, AVX2) the separate loads
+/// and their addresses cost as much as they save, or more (AVX2 0.89×).
 #[inline(always)]
-unsafe fn scales4_x4(h: [u16; 4], dx: __m256) -> __m128 {
+pub(super) unsafe fn scales4_stored(h: [u16; 4], dx: __m256, opaque: bool) -> [__m256; 4] {
     let bits =
         u64::from(h[0]) | u64::from(h[1]) << 16 | u64::from(h[2]) << 32 | u64::from(h[3]) << 48;
-    _mm_mul_ps(
+    let d = _mm_mul_ps(
         _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)),
         _mm256_castps256_ps128(dx),
-    )
-}
-
-/// [`Isa::scales4`] with the four products broadcast by loads from memory, which take a load
-/// port only and, in EVEX-encoded code, fold into the FMA that uses them as `{1to8}` operands:
-/// `black_box` makes the stored values opaque, so LLVM keeps the loads instead of turning them
-/// into shuffles. With AVX-512 VNNI's 4-position tiles the shuffle port bounds the int8 loop
-/// otherwise (1.11–1.14× on the row-layout GEMM); with VEX encoding (AVX-VNNI, AVX2) the
-/// separate loads and their addresses cost as much as they save, or more (AVX2 0.89×).
-#[inline(always)]
-pub(super) unsafe fn scales4_from_memory(h: [u16; 4], dx: __m256) -> [__m256; 4] {
+    );
     let mut m = [0.0f32; 4];
-    _mm_storeu_ps(m.as_mut_ptr(), scales4_x4(h, dx));
-    let m = core::hint::black_box(&mut m);
+    _mm_storeu_ps(m.as_mut_ptr(), d);
+    let m = if opaque {
+        core::hint::black_box(&mut m)
+    } else {
+        &mut m
+    };
     core::array::from_fn(|r| _mm256_broadcast_ss(&m[r]))
 }
 

@@ -10,7 +10,6 @@
 use core::arch::x86_64::*;
 
 use super::super::simd;
-use super::super::simd::Isa;
 use super::avx2::{self, load_int8, Avx2};
 use super::AvxVnniToken;
 
@@ -22,7 +21,7 @@ use super::AvxVnniToken;
 pub(crate) unsafe trait Dpbusd256: Copy {
     /// [`simd::Int8Dot::POSITIONS`] with this encoding's registers.
     const POSITIONS: usize;
-    /// Whether the scales are broadcast from memory ([`avx2::scales4_from_memory`]: where the
+    /// Whether the scales are broadcast from memory ([`avx2::scales4_stored`]: where the
     /// FMAs take `{1to8}` operands) rather than by shuffles.
     const SCALES_FROM_MEMORY: bool;
     unsafe fn dpbusd(a: __m256i, u: __m256i, s: __m256i) -> __m256i;
@@ -70,10 +69,7 @@ unsafe impl<D: Dpbusd256> simd::Int8Dot for D {
     }
     #[inline(always)]
     unsafe fn scales4(h: [u16; 4], dx: __m256) -> [__m256; 4] {
-        match D::SCALES_FROM_MEMORY {
-            true => avx2::scales4_from_memory(h, dx),
-            false => Avx2::scales4(h, dx),
-        }
+        avx2::scales4_stored(h, dx, D::SCALES_FROM_MEMORY)
     }
 }
 
