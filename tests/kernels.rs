@@ -721,6 +721,93 @@ fn q8_0_embedding_rows_dequantise() {
     assert!(quantize_q8_0(&wf[..33], &mut q[..1]).is_err());
 }
 
+/// The norms (LayerNorm and RMSNorm, with a gain of `E` or none, offsets 0 and 1) against
+/// their portable twins on every length, from unaligned sub-slices into NaN-filled outputs:
+/// the same formulas, only the row's sums are added in another order.
+fn check_norms<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
+    use_required_isa();
+    for n in 0..=MAX_COLS {
+        let off = n % 4;
+        // Values away from 0 on average, so that LayerNorm's mean matters.
+        let xa: Vec<f32> = values(n as u64 + 3, off + n)
+            .iter()
+            .map(|v| 3.0 * v + 0.5)
+            .collect();
+        let ga = conv(&values(n as u64 + 11, off + n));
+        let (x, g) = (&xa[off..], &ga[off..]);
+        for offset in [0.0, 1.0] {
+            for gain in [None, Some(E::as_tensor(g))] {
+                for rms in [false, true] {
+                    let mut want = vec![f32::NAN; n];
+                    let mut got = vec![f32::NAN; n + 3];
+                    let o = &mut got[off % 3..off % 3 + n];
+                    let eg = gain.map(|_| g);
+                    if rms {
+                        portable::rms_norm(x, eg, offset, &mut want).unwrap();
+                        kernels::rms_norm(x, gain, offset, o).unwrap();
+                    } else {
+                        portable::layer_norm(x, eg, offset, &mut want).unwrap();
+                        kernels::layer_norm(x, gain, offset, o).unwrap();
+                    }
+                    let mag: Vec<f32> = want.iter().map(|w| w.abs()).collect();
+                    let what =
+                        format!("norm n {n} rms {rms} offset {offset} gain {}", eg.is_some());
+                    assert_close(&got[off % 3..off % 3 + n], &want, &mag, 1e-5, &what);
+                    for (i, v) in got.iter().enumerate() {
+                        if i < off % 3 || i >= off % 3 + n {
+                            assert!(v.is_nan(), "{what}: wrote outside out");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn norms_with_f32_gains_match_portable() {
+    check_norms::<f32>(|v| v.to_vec());
+}
+
+#[test]
+fn norms_with_16_bit_gains_match_portable() {
+    check_norms::<f16>(|v| v.iter().map(|x| f16::from_f32(*x)).collect());
+    check_norms::<bf16>(|v| v.iter().map(|x| bf16::from_f32(*x)).collect());
+}
+
+/// The bias on every row: `y + b` exactly (the widening of a 16-bit bias is exact), every
+/// length and 1 to 3 rows, unaligned.
+fn check_add_bias<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
+    use_required_isa();
+    for n in 1..=MAX_COLS {
+        for rows in 1..=3 {
+            let off = (n + rows) % 4;
+            let ba = conv(&values(n as u64 + 5, off + n));
+            let b = &ba[off..];
+            let ya = values((n * 7 + rows) as u64, off + rows * n);
+            let mut y = ya[off..].to_vec();
+            kernels::add_bias(&mut y[..], E::as_tensor(b)).unwrap();
+            for (i, (got, before)) in y.iter().zip(&ya[off..]).enumerate() {
+                let want = before + b[i % n].to_f32();
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "add_bias n {n} rows {rows} at {i}"
+                );
+            }
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn add_bias_adds_every_row_exactly() {
+    check_add_bias::<f32>(|v| v.to_vec());
+    check_add_bias::<f16>(|v| v.iter().map(|x| f16::from_f32(*x)).collect());
+    check_add_bias::<bf16>(|v| v.iter().map(|x| bf16::from_f32(*x)).collect());
+}
+
 fn check_attention<K: Element>() {
     use_required_isa();
     let lens: Vec<usize> = if cfg!(miri) {

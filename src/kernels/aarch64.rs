@@ -14,7 +14,9 @@ mod neon;
 use super::Isa;
 use crate::tensor::BlockQ8_0;
 
-pub(crate) use neon::{attention, exp, matmul, matmul_panels, matmul_q8, matvec, matvec_q8, silu};
+pub(crate) use neon::{
+    add_bias, attention, exp, matmul, matmul_panels, matmul_q8, matvec, matvec_q8, norm, silu,
+};
 
 /// Proof that NEON is available (always, on the targets this module is built for; only
 /// [`Token::get`] makes one).

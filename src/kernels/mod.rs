@@ -509,15 +509,25 @@ pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) -> Result<(), Error> {
     let n = bias.len();
     shape::positive("add_bias", "bias", n)?;
     shape::rows("add_bias", "y", y.len(), n)?;
-    for row in y.chunks_exact_mut(n) {
-        match bias {
-            Tensor::F32(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b),
-            Tensor::F16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b.to_f32()),
-            Tensor::Bf16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b.to_f32()),
-            Tensor::Q8_0(_) => row
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, v)| *v += bias.get(i).unwrap_or(f32::NAN)),
+    match (token(), bias) {
+        (Some(t), Tensor::F32(b)) => arch::add_bias(t, y, b),
+        (Some(t), Tensor::F16(b)) => arch::add_bias(t, y, b),
+        (Some(t), Tensor::Bf16(b)) => arch::add_bias(t, y, b),
+        (t, _) => {
+            if t.is_none() {
+                portable_ran();
+            }
+            for row in y.chunks_exact_mut(n) {
+                match bias {
+                    Tensor::F32(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b),
+                    Tensor::F16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b.to_f32()),
+                    Tensor::Bf16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b.to_f32()),
+                    Tensor::Q8_0(_) => row
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(i, v)| *v += bias.get(i).unwrap_or(f32::NAN)),
+                }
+            }
         }
     }
     Ok(())
@@ -551,13 +561,45 @@ pub fn rms_norm(
 
 /// Which norm [`norm`] computes.
 #[derive(Clone, Copy)]
-enum Norm {
+pub(crate) enum Norm {
     Layer,
     Rms,
 }
 
-/// [`layer_norm`] or [`rms_norm`] for any gain type.
+/// [`layer_norm`] or [`rms_norm`] for any gain type: the SIMD body where there is one (the
+/// same formulas; the row's sums are added lanes first), else the portable one.
 fn norm(
+    kind: Norm,
+    x: &[f32],
+    g: Option<Tensor<'_>>,
+    offset: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let name = match kind {
+        Norm::Layer => "layer_norm",
+        Norm::Rms => "rms_norm",
+    };
+    shape::same(name, "out", x.len(), out.len())?;
+    if let Some(g) = g {
+        shape::same(name, "g", x.len(), g.len())?;
+    }
+    match (token(), g) {
+        (Some(t), None) => arch::norm::<f32>(t, kind, x, None, offset, out),
+        (Some(t), Some(Tensor::F32(g))) => arch::norm(t, kind, x, Some(g), offset, out),
+        (Some(t), Some(Tensor::F16(g))) => arch::norm(t, kind, x, Some(g), offset, out),
+        (Some(t), Some(Tensor::Bf16(g))) => arch::norm(t, kind, x, Some(g), offset, out),
+        (t, _) => {
+            if t.is_none() {
+                portable_ran();
+            }
+            return portable_norm(kind, x, g, offset, out);
+        }
+    }
+    Ok(())
+}
+
+/// [`norm`] on the portable path.
+fn portable_norm(
     kind: Norm,
     x: &[f32],
     g: Option<Tensor<'_>>,
@@ -583,11 +625,6 @@ fn norm(
         Some(Tensor::Bf16(g)) => run(kind, x, Some(g), offset, out),
         Some(g @ Tensor::Q8_0(_)) => {
             // Never produced by the loader (gains are not quantised); correct but slow.
-            let name = match kind {
-                Norm::Layer => "layer_norm",
-                Norm::Rms => "rms_norm",
-            };
-            shape::same(name, "g", x.len(), g.len())?;
             run::<f32>(kind, x, None, offset, out)?;
             out.iter_mut()
                 .enumerate()
@@ -803,6 +840,19 @@ mod none {
         match t {}
     }
     pub(crate) fn exp(t: Token, _: &[f32], _: &mut [f32]) {
+        match t {}
+    }
+    pub(crate) fn add_bias<E: Element>(t: Token, _: &mut [f32], _: &[E]) {
+        match t {}
+    }
+    pub(crate) fn norm<E: Element>(
+        t: Token,
+        _: super::Norm,
+        _: &[f32],
+        _: Option<&[E]>,
+        _: f32,
+        _: &mut [f32],
+    ) {
         match t {}
     }
     pub(crate) fn silu(t: Token, _: &mut [f32]) {

@@ -18,6 +18,7 @@ use crate::tensor::{
 mod broadcast;
 pub(crate) mod int8_panels;
 pub(crate) mod panels;
+pub(crate) mod rows;
 
 pub(crate) use int8_panels::Int8Lanes;
 
@@ -1329,6 +1330,34 @@ macro_rules! target_kernels {
         }
 
         $(#[$attr])+
+        unsafe fn add_bias_target<E: $crate::kernels::simd::LoadW<$isa>>(y: &mut [f32], b: &[E]) {
+            $crate::kernels::simd::rows::add_bias::<$isa, E>(
+                y.as_mut_ptr(),
+                b.as_ptr(),
+                b.len(),
+                y.len() / b.len(),
+            )
+        }
+
+        $(#[$attr])+
+        unsafe fn norm_target<E: $crate::kernels::simd::LoadW<$isa>>(
+            kind: $crate::kernels::Norm,
+            x: &[f32],
+            g: Option<&[E]>,
+            offset: f32,
+            out: &mut [f32],
+        ) {
+            $crate::kernels::simd::rows::norm::<$isa, E>(
+                kind,
+                x.as_ptr(),
+                g.map(<[E]>::as_ptr),
+                offset,
+                out.as_mut_ptr(),
+                x.len(),
+            )
+        }
+
+        $(#[$attr])+
         unsafe fn silu_target(x: &mut [f32]) {
             let p = x.as_mut_ptr();
             $crate::kernels::simd::map_slice::<$isa, $crate::kernels::simd::Silu>(
@@ -1450,6 +1479,37 @@ macro_rules! target_kernels {
             // stride >= dim and q, out hold (heads − 1)·stride + dim values; keys and values
             // hold len·dim elements (len >= 1), as the body requires.
             unsafe { attention_target(q, group, keys, values, scale, out) }
+        }
+
+        /// `y[r, i] += b[i]` for every row of `y` (`y.len()` a multiple of `b.len()` > 0).
+        pub(crate) fn add_bias<E: $crate::kernels::simd::LoadW<$isa>>(
+            _: $token,
+            y: &mut [f32],
+            b: &[E],
+        ) {
+            assert!(!b.is_empty() && y.len() % b.len() == 0);
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            // SAFETY: the token proves the features; y holds y.len() / b.len() whole rows of
+            // b.len() values, as the body reads and writes, and b is read in full.
+            unsafe { add_bias_target(y, b) }
+        }
+
+        /// LayerNorm or RMSNorm of `x` into `out` (the same length), with the gain `g + offset`
+        /// if `g` (as long as `x`).
+        pub(crate) fn norm<E: $crate::kernels::simd::LoadW<$isa>>(
+            _: $token,
+            kind: $crate::kernels::Norm,
+            x: &[f32],
+            g: Option<&[E]>,
+            offset: f32,
+            out: &mut [f32],
+        ) {
+            assert_eq!(x.len(), out.len());
+            assert!(g.is_none_or(|g| g.len() == x.len()));
+            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            // SAFETY: the token proves the features; x, out and g (if any) hold the x.len()
+            // values the body reads and writes.
+            unsafe { norm_target(kind, x, g, offset, out) }
         }
 
         /// SiLU in place with the vector exp.

@@ -263,6 +263,27 @@ pub(crate) fn attention<K: X86W>(
     }
 }
 
+pub(crate) fn add_bias<E: X86W>(t: Token, y: &mut [f32], b: &[E]) {
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::add_bias(t, y, b),
+        Vectors::Avx2(t) => avx2::add_bias(t, y, b),
+    }
+}
+
+pub(crate) fn norm<E: X86W>(
+    t: Token,
+    kind: super::Norm,
+    x: &[f32],
+    g: Option<&[E]>,
+    offset: f32,
+    out: &mut [f32],
+) {
+    match t.vectors {
+        Vectors::Avx512(t) => avx512::norm(t, kind, x, g, offset, out),
+        Vectors::Avx2(t) => avx2::norm(t, kind, x, g, offset, out),
+    }
+}
+
 pub(crate) fn silu(t: Token, x: &mut [f32]) {
     match t.vectors {
         Vectors::Avx512(t) => avx512::silu(t, x),
