@@ -400,10 +400,45 @@ mod imp {
         }
     }
 
+    /// The row operations around the products, at the widths of the demo model (128) and the
+    /// stories15M shape (288): RMSNorm and LayerNorm with an f16 gain, and an f16 bias over 64
+    /// positions, against the portable code (the same functions forced to it).
+    fn bench_rows(c: &mut Criterion<CpuTime>) {
+        for n in [128usize, 288] {
+            let mut g = c.benchmark_group(format!("rows/{n}"));
+            let x = values(3, n);
+            let g16: Vec<f16> = values(4, n).iter().map(|&v| f16::from_f32(v)).collect();
+            let mut out = vec![0.0f32; n];
+            let mut y = values(5, 64 * n);
+            for (name, isa) in [("picoformer", None), ("portable", Some(Isa::Portable))] {
+                g.bench_function(format!("rms_norm/{name}"), |b| {
+                    kernels::force_isa(isa);
+                    b.iter(|| {
+                        kernels::rms_norm(black_box(&x), Some(Tensor::F16(&g16)), 1.0, &mut out)
+                    });
+                    kernels::force_isa(None);
+                });
+                g.bench_function(format!("layer_norm/{name}"), |b| {
+                    kernels::force_isa(isa);
+                    b.iter(|| {
+                        kernels::layer_norm(black_box(&x), Some(Tensor::F16(&g16)), 1.0, &mut out)
+                    });
+                    kernels::force_isa(None);
+                });
+                g.bench_function(format!("add_bias_64/{name}"), |b| {
+                    kernels::force_isa(isa);
+                    b.iter(|| kernels::add_bias(black_box(&mut y), Tensor::F16(&g16)));
+                    kernels::force_isa(None);
+                });
+            }
+            g.finish();
+        }
+    }
+
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
-        targets = bench_products, bench_attention, bench_attention_group
+        targets = bench_products, bench_attention, bench_attention_group, bench_rows
     }
 }
 

@@ -94,6 +94,15 @@ pub(crate) unsafe trait Isa: Copy {
     /// |t| < 127.5, rounded half away from zero as trunc(|t| + 0.5) with the sign of t) to
     /// q[..32], and their sum.
     unsafe fn quantize_x32(x: Self::X32, id: f32, q: *mut i8) -> i32;
+    /// √x, correctly rounded (as `libm::sqrtf`, the default). The x86 sets override it with
+    /// the VEX `vsqrtss`: libm's is inline assembly of the legacy SSE `sqrtss`, and inlined into
+    /// AVX code (the upper halves of the registers in use) it cost about 140 ns per call on
+    /// this machine: RMSNorm of 128 values took 298 ns, 19 ns without it. `.ci/vex-check.sh`
+    /// fails on any legacy SSE instruction in the AVX kernels.
+    #[inline(always)]
+    unsafe fn sqrt(x: f32) -> f32 {
+        libm::sqrtf(x)
+    }
     /// The bits of `x` rounded to f16 (to nearest, ties to even), as `half::f16::from_f32`
     /// (whose conversion is a slow portable one unless the whole build enables F16C).
     #[inline(always)]

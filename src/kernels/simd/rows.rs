@@ -55,11 +55,11 @@ pub(crate) unsafe fn norm<I: Isa, E: LoadW<I>>(
         Norm::Layer => {
             let mean = sum::<I, false>(x, n, 0.0) / n as f32;
             let var = sum::<I, true>(x, n, mean) / n as f32;
-            (mean, 1.0 / libm::sqrtf(var + 1e-5))
+            (mean, 1.0 / I::sqrt(var + 1e-5))
         }
         Norm::Rms => {
-            let norm = libm::sqrtf(sum::<I, true>(x, n, 0.0));
-            (0.0, libm::sqrtf(n as f32) / norm.max(1e-12))
+            let norm = I::sqrt(sum::<I, true>(x, n, 0.0));
+            (0.0, I::sqrt(n as f32) / norm.max(1e-12))
         }
     };
     // x − 0 is x (−0 and NaN included), so RMSNorm's values are the portable ones'.

@@ -82,6 +82,10 @@ unsafe impl Isa for Avx2 {
         _mm_cvtss_f32(s)
     }
     #[inline(always)]
+    unsafe fn sqrt(x: f32) -> f32 {
+        sqrt_ss(x)
+    }
+    #[inline(always)]
     unsafe fn hmax(v: __m256) -> f32 {
         let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
@@ -334,6 +338,13 @@ unsafe impl simd::Int8Lanes for Maddubs {
     unsafe fn to_f32(a: __m256i) -> __m256 {
         _mm256_cvtepi32_ps(a)
     }
+}
+
+/// [`Isa::sqrt`] with the VEX `vsqrtss` of the enclosing AVX function (not libm's legacy
+/// `sqrtss`).
+#[inline(always)]
+pub(super) unsafe fn sqrt_ss(x: f32) -> f32 {
+    _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(x)))
 }
 
 /// [`Isa::scales4`]: the four products h[r]·dx (f16 `h` converted), stored and broadcast back.

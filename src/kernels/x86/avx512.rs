@@ -96,6 +96,10 @@ unsafe impl Isa for Avx512 {
         _mm_cvtss_f32(s)
     }
     #[inline(always)]
+    unsafe fn sqrt(x: f32) -> f32 {
+        super::avx2::sqrt_ss(x)
+    }
+    #[inline(always)]
     unsafe fn hmax(v: __m512) -> f32 {
         let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
         let s = _mm256_max_ps(_mm512_castps512_ps256(v), hi);
