@@ -1124,14 +1124,7 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
             for t in 0..heads {
                 let (qt, ot) = (q.add((t0 + t) * stride), out.add((t0 + t) * stride));
                 gemv::<I, K>(kb, d, qt, s.as_mut_ptr(), nb);
-                let mut bmax = f32::NEG_INFINITY;
-                for v in s.iter_mut().take(nb) {
-                    *v *= scale;
-                    bmax = bmax.max(*v);
-                }
-                for v in s.iter_mut().skip(nb) {
-                    *v = f32::NEG_INFINITY;
-                }
+                let bmax = scale_scores::<I>(&mut s, nb, scale);
                 // Rescale what was accumulated so far when the running maximum grows.
                 let mut corr = 1.0f32;
                 if bmax > max[t] {
@@ -1194,14 +1187,46 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
     }
 }
 
+/// Scales the block's `nb` scores in `s` and returns their maximum; the lanes from `nb` on
+/// become −∞ (they weigh 0). A whole block a vector at a time: a scalar maximum is a chain of
+/// dependent comparisons, which took a third of the attention time at head dim 64. (A NaN
+/// score may or may not be the maximum; either way the head's outputs are NaN, as its weight
+/// enters their sum.)
+#[inline(always)]
+unsafe fn scale_scores<I: Isa>(s: &mut [f32; BLOCK], nb: usize, scale: f32) -> f32 {
+    let l = I::LANES;
+    let sv = I::splat(scale);
+    let mut m = I::splat(f32::NEG_INFINITY);
+    let mut k = 0;
+    while k < BLOCK {
+        // In bounds: BLOCK is a multiple of every set's LANES.
+        let v = I::mul(I::load(s.as_ptr().add(k)), sv);
+        I::store(s.as_mut_ptr().add(k), v);
+        m = I::max(m, v);
+        k += l;
+    }
+    if nb == BLOCK {
+        return I::hmax(m);
+    }
+    // The last block of the cache: lanes past nb hold stale scores.
+    let mut bmax = f32::NEG_INFINITY;
+    for v in s.iter().take(nb) {
+        bmax = bmax.max(*v);
+    }
+    for v in s.iter_mut().skip(nb) {
+        *v = f32::NEG_INFINITY;
+    }
+    bmax
+}
+
 /// Output vectors of one head accumulated together by [`weigh_values`]: each is its own
 /// chain of FMAs, so 8 of them keep both FMA pipes busy where one chain waits out the FMA
 /// latency at every key (that wait was two thirds of the attention time at head dim 64).
 const OUT_VECS: usize = 8;
 
 /// `out[c..c + N·LANES] = out·corr + Σ_j p[j]·values[j, c..]` over the block's `nb` keys: the
-/// `N` output vectors from column `c` stay in registers across the keys. The order of each
-/// output's sum is the keys' order, as one vector at a time would give. Ranges: values
+/// `N` output vectors from column `c` stay in registers across the keys. Each output sums the
+/// keys in order (for N <= 4 the even and the odd keys apart, then the two sums). Ranges: values
 /// [..nb·d], out [..d], `c + N·LANES <= d`.
 #[inline(always)]
 unsafe fn weigh_values<I: Isa, K: LoadW<I>, const N: usize>(
@@ -1215,15 +1240,32 @@ unsafe fn weigh_values<I: Isa, K: LoadW<I>, const N: usize>(
 ) {
     let l = I::LANES;
     let mut o: [I::V; N] = core::array::from_fn(|k| I::mul(I::load(out.add(c + k * l)), corr));
-    for (j, &pj) in p.iter().enumerate().take(nb) {
-        let pv = I::splat(pj);
+    // With fewer than 8 output vectors, the odd keys go to a second set of accumulators, so
+    // that 2N chains of FMAs run side by side (N alone left the FMA latency exposed: 16 keys
+    // of a block are 16 dependent FMAs per vector).
+    let split = N <= 4;
+    let mut e = [I::zero(); N];
+    let mut j = 0;
+    while j < nb {
         let row = values.add(j * d + c);
-        for (k, ok) in o.iter_mut().enumerate() {
-            *ok = I::fma(pv, K::loadw(row.add(k * l)), *ok);
+        let pv = I::splat(p[j]);
+        if split && j + 1 < nb {
+            let (row1, pv1) = (row.add(d), I::splat(p[j + 1]));
+            for k in 0..N {
+                o[k] = I::fma(pv, K::loadw(row.add(k * l)), o[k]);
+                e[k] = I::fma(pv1, K::loadw(row1.add(k * l)), e[k]);
+            }
+            j += 2;
+        } else {
+            for (k, ok) in o.iter_mut().enumerate() {
+                *ok = I::fma(pv, K::loadw(row.add(k * l)), *ok);
+            }
+            j += 1;
         }
     }
-    for (k, ok) in o.iter().enumerate() {
-        I::store(out.add(c + k * l), *ok);
+    for k in 0..N {
+        let v = if split { I::add(o[k], e[k]) } else { o[k] };
+        I::store(out.add(c + k * l), v);
     }
 }
 
