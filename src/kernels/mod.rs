@@ -575,6 +575,19 @@ fn norm(
     offset: f32,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    /// The portable twin for the gain type `E`.
+    fn run<E: Element>(
+        kind: Norm,
+        x: &[f32],
+        g: Option<&[E]>,
+        offset: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        match kind {
+            Norm::Layer => portable::layer_norm(x, g, offset, out),
+            Norm::Rms => portable::rms_norm(x, g, offset, out),
+        }
+    }
     let name = match kind {
         Norm::Layer => "layer_norm",
         Norm::Rms => "rms_norm",
@@ -592,46 +605,23 @@ fn norm(
             if t.is_none() {
                 portable_ran();
             }
-            return portable_norm(kind, x, g, offset, out);
+            return match g {
+                None => run::<f32>(kind, x, None, offset, out),
+                Some(Tensor::F32(g)) => run(kind, x, Some(g), offset, out),
+                Some(Tensor::F16(g)) => run(kind, x, Some(g), offset, out),
+                Some(Tensor::Bf16(g)) => run(kind, x, Some(g), offset, out),
+                Some(g @ Tensor::Q8_0(_)) => {
+                    // Never produced by the loader (gains are not quantised); correct but slow.
+                    run::<f32>(kind, x, None, offset, out)?;
+                    out.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
+                    Ok(())
+                }
+            };
         }
     }
     Ok(())
-}
-
-/// [`norm`] on the portable path.
-fn portable_norm(
-    kind: Norm,
-    x: &[f32],
-    g: Option<Tensor<'_>>,
-    offset: f32,
-    out: &mut [f32],
-) -> Result<(), Error> {
-    fn run<E: Element>(
-        kind: Norm,
-        x: &[f32],
-        g: Option<&[E]>,
-        offset: f32,
-        out: &mut [f32],
-    ) -> Result<(), Error> {
-        match kind {
-            Norm::Layer => portable::layer_norm(x, g, offset, out),
-            Norm::Rms => portable::rms_norm(x, g, offset, out),
-        }
-    }
-    match g {
-        None => run::<f32>(kind, x, None, offset, out),
-        Some(Tensor::F32(g)) => run(kind, x, Some(g), offset, out),
-        Some(Tensor::F16(g)) => run(kind, x, Some(g), offset, out),
-        Some(Tensor::Bf16(g)) => run(kind, x, Some(g), offset, out),
-        Some(g @ Tensor::Q8_0(_)) => {
-            // Never produced by the loader (gains are not quantised); correct but slow.
-            run::<f32>(kind, x, None, offset, out)?;
-            out.iter_mut()
-                .enumerate()
-                .for_each(|(i, o)| *o *= g.get(i).unwrap_or(f32::NAN) + offset);
-            Ok(())
-        }
-    }
 }
 
 /// Query heads that share one cached kv head (grouped-query attention): `heads` heads of `dim`
