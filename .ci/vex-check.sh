@@ -15,7 +15,7 @@ cargo build --quiet --release --features cli
 tests=$(cargo test --quiet --release --no-run --test kernels --message-format=json 2>/dev/null \
     | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)
 status=0
-for bin in target/release/picoformer "$tests"; do
+for bin in "${CARGO_TARGET_DIR:-target}/release/picoformer" "$tests"; do
     # The target-feature functions (`*_target`) of the x86 kernel files avx2, avx512, avx_vnni
     # (mangled: ...7kernels3x864avx2..., 6avx512, 8avx_vnni).
     bad=$(objdump -d --no-show-raw-insn "$bin" | awk '
