@@ -523,10 +523,36 @@ pub(crate) unsafe fn quantize<I: Isa>(
     sums: *mut i32,
     nb: usize,
 ) {
-    for b in 0..nb {
+    // Each group's largest magnitudes first, then its blocks' scales and quants: block by block,
+    // the horizontal maximum, two divisions, the rounding and the quants' sum made one chain of
+    // ~100 cycles that the next block's work could not overlap (the scheduler fills with the
+    // waiting instructions); at 128 values this was 30% of an int8-panel product.
+    const GROUP: usize = 16;
+    let mut amax = [0u32; GROUP];
+    for g in (0..nb).step_by(GROUP) {
+        let m = GROUP.min(nb - g);
+        for (b, a) in amax.iter_mut().enumerate().take(m) {
+            *a = I::amax_bits(I::load_x32(x.add((g + b) * Q8_0_BLOCK)));
+        }
+        for (b, &a) in amax.iter().enumerate().take(m) {
+            quantize_one::<I>(x, out, sums, g + b, a);
+        }
+    }
+}
+
+/// Block `b` of [`quantize`], whose largest magnitude has the bits `amax`.
+#[inline(always)]
+unsafe fn quantize_one<I: Isa>(
+    x: *const f32,
+    out: *mut BlockQ8_0,
+    sums: *mut i32,
+    b: usize,
+    amax: u32,
+) {
+    {
         let v = I::load_x32(x.add(b * Q8_0_BLOCK));
         let o = &mut *out.add(b);
-        *sums.add(b) = match q8_0_step(I::amax_bits(v)) {
+        *sums.add(b) = match q8_0_step(amax) {
             None => {
                 *o = q8_0_nan_block();
                 0

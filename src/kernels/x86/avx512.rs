@@ -155,22 +155,33 @@ unsafe impl Isa for Avx512 {
     }
     #[inline(always)]
     unsafe fn quantize_x32(x: [__m512; 2], id: f32, q: *mut i8) -> i32 {
-        let (id, half, zero) = (
+        let (id, sign, half) = (
             _mm512_set1_ps(id),
-            _mm512_set1_ps(0.5),
-            _mm512_setzero_si512(),
+            _mm512_set1_epi32(i32::MIN),
+            _mm512_castps_si512(_mm512_set1_ps(0.5)),
         );
-        let mut sum = zero;
-        for (k, v) in x.into_iter().enumerate() {
-            let t = _mm512_mul_ps(v, id);
-            // |t| + 0.5 is in 0.5..128: the truncating conversion is exact.
-            let mag = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_abs_ps(t), half));
-            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(t, _mm512_setzero_ps());
-            let qv = _mm512_mask_sub_epi32(mag, neg, zero, mag);
-            _mm_storeu_si128(q.add(16 * k) as *mut __m128i, _mm512_cvtepi32_epi8(qv));
-            sum = _mm512_add_epi32(sum, qv);
+        let mut qv = [_mm512_setzero_si512(); 2];
+        for (o, v) in qv.iter_mut().zip(x) {
+            let t = _mm512_castps_si512(_mm512_mul_ps(v, id));
+            // t + 0.5 with the sign of t (one `vpternlogd`: (t & sign) | 0.5), truncated: the
+            // definition's sign(t)·trunc(|t| + 0.5), as rounding is symmetric in the sign;
+            // exact, as |t| + 0.5 is in 0.5..128.
+            let h = _mm512_ternarylogic_epi32::<0xea>(t, sign, half);
+            *o = _mm512_cvttps_epi32(_mm512_add_ps(
+                _mm512_castsi512_ps(t),
+                _mm512_castsi512_ps(h),
+            ));
         }
-        _mm512_reduce_add_epi32(sum)
+        // Words per 128-bit lane: q0[4l..4l + 4], q1[4l..4l + 4]; bytes likewise, twice; the
+        // permutation takes each lane's first four dwords in order.
+        let w = _mm512_packs_epi32(qv[0], qv[1]);
+        let b = _mm512_packs_epi16(w, w);
+        let b = _mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0),
+            b,
+        );
+        _mm256_storeu_si256(q as *mut __m256i, _mm512_castsi512_si256(b));
+        _mm512_reduce_add_epi32(_mm512_add_epi32(qv[0], qv[1]))
     }
     #[inline(always)]
     unsafe fn f16_bits(x: f32) -> u16 {
