@@ -33,7 +33,9 @@
 //! Typed views ([`TensorInfo::as_f32`], ...) borrow the bytes in place, so the tensor's data must
 //! be aligned in memory for its element type. The reference writer pads the header so the data
 //! section starts at a multiple of 8 in the file; place the file at an 8-aligned address (e.g. a
-//! `#[repr(align(8))]` wrapper around `include_bytes!`) and the views succeed.
+//! `#[repr(align(8))]` wrapper around `include_bytes!`) and the views succeed. picoformer's
+//! exporter (`tools/export.py`) starts it at a multiple of 64 and puts the matrices on 64-byte
+//! cache lines: a file at a 64-aligned address then gives the kernels aligned rows.
 //!
 //! ```
 //! use picoformer::safetensors::{Dtype, SafeTensors};

@@ -102,6 +102,54 @@ fn matvec_bf16_matches_portable() {
     check_matvec::<bf16>(|v| v.iter().map(|&x| bf16::from_f32(x)).collect());
 }
 
+/// matvec with the weights at every 4-byte offset within a cache line (the kernels align their
+/// loads by taking the first columns apart: `aligning_peel` in `src/kernels/simd.rs`) and the
+/// activations at their own offsets, on rows of whole vectors of every set (multiples of 16)
+/// and others, 1..=9 rows (groups of four and the rest).
+fn check_matvec_alignments<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
+    use_required_isa();
+    for cols in [16, 32, 48, 64, 80, 128, 136, 256] {
+        for rows in [1, 4, 5, 8, 9] {
+            let wf = values((cols * 7 + rows) as u64, rows * cols + 64);
+            let wall = conv(&wf);
+            let xa = values(cols as u64 + 3, cols + 32);
+            // The first element of each buffer on a 64-byte boundary.
+            let wa = wall.as_ptr().align_offset(64);
+            let xs = xa.as_ptr().align_offset(64);
+            assert!(wa < 32 && xs < 16, "allocations are at least 4-aligned");
+            for wo in 0..64 / core::mem::size_of::<E>() {
+                let xo = (wo * 5) % 16;
+                let w = &wall[wa + wo..wa + wo + rows * cols];
+                let x = &xa[xs + xo..xs + xo + cols];
+                let mut want = vec![f32::NAN; rows];
+                portable::matvec(w, cols, x, &mut want).unwrap();
+                let mut got = vec![f32::NAN; rows];
+                kernels::matvec(E::as_tensor(w), x, &mut got).unwrap();
+                let mag = product_magnitudes(
+                    &w.iter().map(|v| v.to_f32()).collect::<Vec<_>>(),
+                    x,
+                    1,
+                    rows,
+                    cols,
+                );
+                let what = format!("matvec cols {cols} rows {rows} w offset {wo} x offset {xo}");
+                assert_close(&got, &want, &mag, 1e-5, &what);
+            }
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn matvec_f32_at_every_alignment_matches_portable() {
+    check_matvec_alignments::<f32>(|v| v.to_vec());
+}
+
+#[test]
+fn matvec_f16_at_every_alignment_matches_portable() {
+    check_matvec_alignments::<f16>(|v| v.iter().map(|&x| f16::from_f32(x)).collect());
+}
+
 /// matmul for n in 1..=9 positions (n = 1 goes to matvec), and up to 40 on wider rows.
 fn check_matmul<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
     use_required_isa();

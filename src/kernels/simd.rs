@@ -272,7 +272,9 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
     rows: usize,
 ) {
     let l = I::LANES;
-    let main = cols - cols % l;
+    // Columns before the first vector whose weight loads are aligned (see `aligning_peel`).
+    let peel = aligning_peel::<I, E>(w, cols);
+    let main = peel + (cols - peel) / l * l;
     let mut r = 0;
     while r + 4 <= rows {
         let w0 = w.add(r * cols);
@@ -285,7 +287,14 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
         let ahead = (w0 as *const u8).wrapping_add(PREFETCH_AHEAD);
         // Bytes of the four rows consumed per iteration, as whole cache lines.
         let lines = (8 * l * core::mem::size_of::<E>()).div_ceil(64);
-        let mut c = 0;
+        if peel > 0 {
+            let xp = I::load_partial(x, peel);
+            a0 = I::fma(E::loadw_partial(w0, peel), xp, a0);
+            a1 = I::fma(E::loadw_partial(w1, peel), xp, a1);
+            a2 = I::fma(E::loadw_partial(w2, peel), xp, a2);
+            a3 = I::fma(E::loadw_partial(w3, peel), xp, a3);
+        }
+        let mut c = peel;
         while c + 2 * l <= main {
             if PREFETCH {
                 let pf = ahead.wrapping_add(4 * c * core::mem::size_of::<E>());
@@ -344,6 +353,27 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
         *y.add(r) = dot::<I, E>(w.add(r * cols), x, cols);
         r += 1;
     }
+}
+
+/// How many first columns [`gemv`] takes in one masked step so that each further vector of
+/// weights it loads is aligned to its own size: where W is not (a file's tensors start
+/// wherever its header ends, an allocation at 16 bytes), every other 32-byte load or every
+/// 64-byte load of f32 weights spans two cache lines, which cost 1.36–1.42× at 128×128 and
+/// 512×512 with AVX-512 here (`examples/align_probe.rs`). Only where the sets mask partial
+/// loads and the rows are whole vectors (`cols` a multiple of `LANES`: every row then starts
+/// at the same offset); 0 otherwise, and when W is aligned already.
+#[inline(always)]
+fn aligning_peel<I: Isa, E>(w: *const E, cols: usize) -> usize {
+    let (l, size) = (I::LANES, core::mem::size_of::<E>());
+    let width = l * size;
+    if !I::MASKED || cols == 0 || !cols.is_multiple_of(l) || !width.is_power_of_two() {
+        return 0;
+    }
+    let off = (w as usize) % width;
+    if !off.is_multiple_of(size) {
+        return 0;
+    }
+    (width - off) % width / size
 }
 
 /// Σ_c w[c]·x[c] over `cols` values (ranges w[..cols], x[..cols]).

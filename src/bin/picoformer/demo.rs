@@ -9,7 +9,7 @@ use picoformer::{
 };
 
 use crate::args::{Args, CliError};
-use crate::files::human;
+use crate::files::{human, AlignedVec};
 
 /// A byte-level model: 256 tokens, rotary, grouped-query attention, a SiLU GLU feed-forward.
 const DECODER: DecoderConfig = DecoderConfig::new(128, 4)
@@ -103,8 +103,8 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             .map(|(v, s)| TensorView::new(Tensor::F32(v), s))
     };
     let model: TransformerWrapper = TransformerWrapper::from_source(MODEL, &source)?;
-    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&DECODER, CAPACITY)];
-    let mut sb = vec![0.0f32; Scratch::elements(&DECODER, CHUNK)];
+    let mut kv = AlignedVec::<f32>::zeroed(KvCache::<f32>::elements(&DECODER, CAPACITY));
+    let mut sb = AlignedVec::<f32>::zeroed(Scratch::elements(&DECODER, CHUNK));
     let mut cache = KvCache::new(&DECODER, CAPACITY, &mut kv)?;
     let mut scratch = Scratch::new(&DECODER, CHUNK, &mut sb)?;
     let mut logits = vec![0.0f32; MODEL.num_tokens];

@@ -11,14 +11,15 @@ use picoformer::sampling::{default_top_k, Candidate, Sampler, SamplerConfig};
 use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper};
 
 use crate::args::{Args, CliError};
-use crate::files::{human, Aligned};
+use crate::files::{human, Aligned, AlignedVec};
 
-/// 8-byte-aligned bytes, so the bundled model's tensors can be viewed in place.
-#[repr(C, align(8))]
-struct Align8<T: ?Sized>(T);
+/// Bytes on a 64-byte boundary, so the bundled model's tensors can be viewed in place (and its
+/// matrices, at multiples of 64 bytes in the file, start on cache lines).
+#[repr(C, align(64))]
+struct Align64<T: ?Sized>(T);
 
 /// The bundled demo model (see `models/README.md` and `tools/train_demo.py`).
-static BUNDLED_MODEL: &Align8<[u8]> = &Align8(*include_bytes!(concat!(
+static BUNDLED_MODEL: &Align64<[u8]> = &Align64(*include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/models/demo.safetensors"
 )));
@@ -310,8 +311,8 @@ fn run_generate<K: Element>(
         Overflow::Slide { keep: slide }
     });
 
-    let mut kv_buf = vec![K::default(); KvCache::<K>::elements(&d, cap)];
-    let mut scratch_buf = vec![0.0f32; Scratch::elements(&d, CHUNK)];
+    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap));
+    let mut scratch_buf = AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK));
     let mut logits = vec![0.0f32; v];
     let mut work = vec![Candidate::EMPTY; Sampler::work_len(v)];
     // Twice what it must keep, so dropping old tokens is one copy per `need` tokens.
@@ -475,8 +476,8 @@ fn run_bench<K: Element>(
         .take(n_prompt)
         .map(|&b| u32::from(b) % v as u32)
         .collect();
-    let mut kv_buf = vec![K::default(); KvCache::<K>::elements(&d, cap)];
-    let mut scratch_buf = vec![0.0f32; Scratch::elements(&d, CHUNK)];
+    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap));
+    let mut scratch_buf = AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK));
     let mut logits = vec![0.0f32; v];
     let mut work = vec![Candidate::EMPTY; v];
     let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
@@ -573,8 +574,8 @@ fn run_bpc<K: Element>(
     if tokens.len() < 2 {
         return Err(CliError::Failed("the text needs at least 2 bytes".into()));
     }
-    let mut kv_buf = vec![K::default(); KvCache::<K>::elements(&d, window)];
-    let mut scratch_buf = vec![0.0f32; Scratch::elements(&d, CHUNK)];
+    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, window));
+    let mut scratch_buf = AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK));
     let mut logits = vec![0.0f32; CHUNK * v];
     let mut cache = KvCache::new(&d, window, &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;

@@ -64,8 +64,12 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             }),
         }
     }
-    // Largest elements first keeps every tensor aligned to its element size.
-    entries.sort_by_key(|e| std::cmp::Reverse(Dtype::from_name(e.dtype).map_or(1, Dtype::size)));
+    // Largest elements first keeps every tensor aligned to its element size; within one size,
+    // those of whole cache lines first start on one (the sort is stable).
+    entries.sort_by_key(|e| {
+        let size = Dtype::from_name(e.dtype).map_or(1, Dtype::size);
+        (std::cmp::Reverse(size), e.bytes.len() % 64 != 0)
+    });
     write_tensors(out_path, &metadata, &entries)?;
     // The result must load.
     let check = Aligned::read(out_path)?;
