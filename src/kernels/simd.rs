@@ -243,7 +243,11 @@ const PREFETCH_AHEAD: usize = 4096;
 /// y[r] = Σ_c w[r·cols + c]·x[c] for r < rows: four rows at a time sharing each load of x,
 /// two accumulators per row; the last `cols % LANES` columns in scalar code. The weights ahead
 /// are prefetched alongside when rows are short ([`PREFETCH_BYTES`], [`PREFETCH_AHEAD`];
-/// addresses only, never read).
+/// addresses only, never read). With `align`, a row's first columns may be taken in one masked
+/// step so that its further weight loads are aligned ([`aligning_peel`]); the sums are then
+/// grouped by the weights' address, so the last bits of y depend on where W is (fixed for a
+/// loaded model). Attention's scores pass `false`: the KV cache is the caller's buffer, and two
+/// caches for the same tokens give the same bits.
 /// Ranges: w[..rows·cols], x[..cols], y[..rows].
 #[inline(always)]
 pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
@@ -252,17 +256,23 @@ pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
     x: *const f32,
     y: *mut f32,
     rows: usize,
+    align: bool,
 ) {
+    let peel = if align {
+        aligning_peel::<I, E>(w, cols)
+    } else {
+        0
+    };
     // Two instantiations rather than a test inside the loop: with the test there, the 16-bit
     // loop compiles to code that runs at two thirds of the speed even when it prefetches.
     if cols * core::mem::size_of::<E>() < PREFETCH_BYTES {
-        gemv_body::<I, E, true>(w, cols, x, y, rows)
+        gemv_body::<I, E, true>(w, cols, x, y, rows, peel)
     } else {
-        gemv_body::<I, E, false>(w, cols, x, y, rows)
+        gemv_body::<I, E, false>(w, cols, x, y, rows, peel)
     }
 }
 
-/// [`gemv`], prefetching if `PREFETCH`.
+/// [`gemv`], prefetching if `PREFETCH`, the first `peel` columns of each row in one masked step.
 #[inline(always)]
 unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
     w: *const E,
@@ -270,10 +280,9 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
     x: *const f32,
     y: *mut f32,
     rows: usize,
+    peel: usize,
 ) {
     let l = I::LANES;
-    // Columns before the first vector whose weight loads are aligned (see `aligning_peel`).
-    let peel = aligning_peel::<I, E>(w, cols);
     let main = peel + (cols - peel) / l * l;
     let mut r = 0;
     while r + 4 <= rows {
@@ -355,7 +364,7 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
     }
 }
 
-/// How many first columns [`gemv`] takes in one masked step so that each further vector of
+/// How many first columns [`gemv`] (with `align`) takes in one masked step so that each further vector of
 /// weights it loads is aligned to its own size: where W is not (a file's tensors start
 /// wherever its header ends, an allocation at 16 bytes), every other 32-byte load or every
 /// 64-byte load of f32 weights spans two cache lines, which cost 1.36–1.42× at 128×128 and
@@ -1179,7 +1188,7 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
             let vb = values.add(j0 * d);
             for t in 0..heads {
                 let (qt, ot) = (q.add((t0 + t) * stride), out.add((t0 + t) * stride));
-                gemv::<I, K>(kb, d, qt, s.as_mut_ptr(), nb);
+                gemv::<I, K>(kb, d, qt, s.as_mut_ptr(), nb, false);
                 let bmax = scale_scores::<I>(&mut s, nb, scale);
                 // Rescale what was accumulated so far when the running maximum grows.
                 let mut corr = 1.0f32;
@@ -1351,6 +1360,7 @@ macro_rules! target_kernels {
                 x.as_ptr(),
                 y.as_mut_ptr(),
                 y.len(),
+                true,
             )
         }
 
