@@ -364,10 +364,11 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
     }
 }
 
-/// How many first columns [`gemv`] (with `align`) takes in one masked step so that each further vector of
-/// weights it loads is aligned to its own size: where W is not (a file's tensors start
-/// wherever its header ends, an allocation at 16 bytes), every other 32-byte load or every
-/// 64-byte load of f32 weights spans two cache lines, which cost 1.36–1.42× at 128×128 and
+/// How many first columns [`gemv`] (with `align`) takes in one masked step so that each
+/// further vector of weights it loads is aligned to its own size: where W is not (a file's
+/// tensors start wherever its header ends, an allocation at 16 bytes), every other 32-byte
+/// load or every 64-byte load of f32 weights spans two cache lines, which cost 1.36–1.42× at
+/// 128×128 and
 /// 512×512 with AVX-512 here (`examples/align_probe.rs`). Only where the sets mask partial
 /// loads and the rows are whole vectors (`cols` a multiple of `LANES`: every row then starts
 /// at the same offset); 0 otherwise, and when W is aligned already.
@@ -588,20 +589,18 @@ unsafe fn quantize_one<I: Isa>(
     b: usize,
     amax: u32,
 ) {
-    {
-        let v = I::load_x32(x.add(b * Q8_0_BLOCK));
-        let o = &mut *out.add(b);
-        *sums.add(b) = match q8_0_step(amax) {
-            None => {
-                *o = q8_0_nan_block();
-                0
-            }
-            Some((d, id)) => {
-                o[..2].copy_from_slice(&I::f16_bits(d).to_le_bytes());
-                I::quantize_x32(v, id, o.as_mut_ptr().add(2).cast())
-            }
-        };
-    }
+    let v = I::load_x32(x.add(b * Q8_0_BLOCK));
+    let o = &mut *out.add(b);
+    *sums.add(b) = match q8_0_step(amax) {
+        None => {
+            *o = q8_0_nan_block();
+            0
+        }
+        Some((d, id)) => {
+            o[..2].copy_from_slice(&I::f16_bits(d).to_le_bytes());
+            I::quantize_x32(v, id, o.as_mut_ptr().add(2).cast())
+        }
+    };
 }
 
 /// Q8_0 matrix-vector product: y[r] = Σ_b d[r,b] · Σ_i q[r,b,i]·x[32b + i], four rows at a
