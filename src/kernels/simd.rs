@@ -241,7 +241,8 @@ const PREFETCH_BYTES: usize = 4096;
 const PREFETCH_AHEAD: usize = 4096;
 
 /// y[r] = Σ_c w[r·cols + c]·x[c] for r < rows: four rows at a time sharing each load of x,
-/// two accumulators per row; the last `cols % LANES` columns in scalar code. The weights ahead
+/// two accumulators per row; the columns after the last whole vector in one masked step, or in
+/// scalar code on sets without masked loads. The weights ahead
 /// are prefetched alongside when rows are short ([`PREFETCH_BYTES`], [`PREFETCH_AHEAD`];
 /// addresses only, never read). With `align`, a row's first columns may be taken in one masked
 /// step so that its further weight loads are aligned ([`aligning_peel`]); the sums are then
@@ -368,10 +369,9 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
 /// further vector of weights it loads is aligned to its own size: where W is not (a file's
 /// tensors start wherever its header ends, an allocation at 16 bytes), every other 32-byte
 /// load or every 64-byte load of f32 weights spans two cache lines, which cost 1.36–1.42× at
-/// 128×128 and
-/// 512×512 with AVX-512 here (`examples/align_probe.rs`). Only where the sets mask partial
-/// loads and the rows are whole vectors (`cols` a multiple of `LANES`: every row then starts
-/// at the same offset); 0 otherwise, and when W is aligned already.
+/// 128×128 and 512×512 with AVX-512 here (`examples/align_probe.rs`). Only where the sets mask
+/// partial loads and the rows are whole vectors (`cols` a multiple of `LANES`: every row then
+/// starts at the same offset); 0 otherwise, and when W is aligned already.
 #[inline(always)]
 fn aligning_peel<I: Isa, E>(w: *const E, cols: usize) -> usize {
     let (l, size) = (I::LANES, core::mem::size_of::<E>());

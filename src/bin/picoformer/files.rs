@@ -10,7 +10,7 @@ use crate::args::CliError;
 /// kernels run faster still when a row's vector loads do not span two cache lines (f32
 /// matrix-vector products 1.3–1.4× on AVX-512, `examples/align_probe.rs`), and the exporter
 /// writes every matrix at a multiple of 64 bytes into the file.
-const ALIGN: usize = 64;
+pub const ALIGN: usize = 64;
 
 /// `len` values of `T` starting on a 64-byte boundary, in a vector a line longer.
 pub struct AlignedVec<T> {

@@ -7,7 +7,7 @@ use picoformer::tensor::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
 use picoformer::Model;
 
 use crate::args::{Args, CliError};
-use crate::files::{human, write_tensors, Aligned, Entry};
+use crate::files::{human, write_tensors, Aligned, Entry, ALIGN};
 
 /// The metadata entry that marks a quantised file.
 const QUANTIZATION_KEY: &str = "picoformer_quantization";
@@ -68,7 +68,10 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     // those of whole cache lines first start on one (the sort is stable).
     entries.sort_by_key(|e| {
         let size = Dtype::from_name(e.dtype).map_or(1, Dtype::size);
-        (std::cmp::Reverse(size), e.bytes.len() % 64 != 0)
+        (
+            std::cmp::Reverse(size),
+            !e.bytes.len().is_multiple_of(ALIGN),
+        )
     });
     write_tensors(out_path, &metadata, &entries)?;
     // The result must load.
