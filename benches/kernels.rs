@@ -400,6 +400,53 @@ mod imp {
         }
     }
 
+    /// Prefill attention: a chunk of `n` positions, each seeing the cache up to itself (one
+    /// head of 64), by one `attention_positions` call (each block of keys read once for 8
+    /// positions) against one call per position (the cache read again for each).
+    fn bench_attention_prefill(c: &mut Criterion<CpuTime>) {
+        let d = 64;
+        for (n, rows) in [(128usize, 128usize), (64, 1024), (64, 4096)] {
+            let mut g = c.benchmark_group(format!("attention_prefill/d{d}/{n}of{rows}"));
+            // Elements = (position, cached position it sees) pairs per call.
+            let seen: usize = (0..n).map(|p| rows - (n - 1 - p)).sum();
+            g.throughput(Throughput::Elements(seen as u64));
+            let q = values(3, n * d);
+            let k = values(4, rows * d);
+            let v = values(5, rows * d);
+            let scale = 0.125;
+            let mut out = vec![0.0f32; n * d];
+            let positions = kernels::Positions {
+                count: n,
+                stride: d,
+                causal: true,
+            };
+            let one = kernels::HeadGroup::one(d);
+            g.bench_function("picoformer_positions", |b| {
+                b.iter(|| {
+                    kernels::attention_positions(
+                        black_box(&q),
+                        one,
+                        positions,
+                        &k,
+                        &v,
+                        scale,
+                        &mut out,
+                    )
+                })
+            });
+            g.bench_function("picoformer_per_position", |b| {
+                b.iter(|| {
+                    for (p, (qp, op)) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate()
+                    {
+                        let s = (rows - (n - 1 - p)) * d;
+                        kernels::attention(black_box(qp), &k[..s], &v[..s], scale, op).unwrap()
+                    }
+                })
+            });
+            g.finish();
+        }
+    }
+
     /// The row operations around the products, at the widths of the demo model (128) and the
     /// stories15M shape (288): RMSNorm and LayerNorm with an f16 gain, and an f16 bias over 64
     /// positions, against the portable code (the same functions forced to it).
@@ -438,7 +485,7 @@ mod imp {
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
-        targets = bench_products, bench_attention, bench_attention_group, bench_rows
+        targets = bench_products, bench_attention, bench_attention_group, bench_attention_prefill, bench_rows
     }
 }
 

@@ -473,11 +473,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     &v[i * kvd..(i + 1) * kvd],
                 );
             }
-            for i in 0..n {
-                // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
-                let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
-                heads.attend(qi, oi, |j| cache.head(b, j, pos0 + i + 1))?;
-            }
+            // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
+            heads.attend(q, att, n, true, |j| cache.head(b, j, pos0 + n))?;
             self.project_out(a, p.and_then(|p| p.out), att, xb2)?;
             kernels::add(x, xb2)?;
 
@@ -485,10 +482,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             if let Some(c) = &block.cross {
                 self.norm(c.norm, x, xb)?;
                 self.linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
-                for i in 0..n {
-                    let (qi, oi) = (&q[i * qd..(i + 1) * qd], &mut att[i * qd..(i + 1) * qd]);
-                    heads.attend(qi, oi, |j| cache.context_head(b, j))?;
-                }
+                heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
                 self.project_out(c, p.and_then(|p| p.cross_out), att, xb2)?;
                 kernels::add(x, xb2)?;
             }
@@ -537,47 +531,57 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     }
 }
 
-/// How a position's query heads read the cached kv heads: query head h reads kv head
+/// How a chunk's query heads read the cached kv heads: query head h reads kv head
 /// h mod kv_heads (at:529-532), so kv head j serves heads j, j + kv_heads, …, which lie
-/// kv_heads·d apart in the position's q; one grouped call reads that kv head once for all of them.
+/// kv_heads·d apart in a position's q; one call reads that kv head once for all of them at
+/// every position of the chunk.
 struct Heads {
     kv_heads: usize,
     group: kernels::HeadGroup,
-    /// The length of one group's slice of a position's q, `group.span()` (the config is
-    /// validated: heads is a multiple of kv_heads, so the last group ends inside the position).
-    span: usize,
+    /// A position's length in q, `heads·d`.
+    q_dim: usize,
     scale: f32,
 }
 
 impl Heads {
     fn new(cfg: &DecoderConfig) -> Heads {
         let (d, kv_heads) = (cfg.attn_dim_head, cfg.kv_heads());
-        let group = kernels::HeadGroup {
-            dim: d,
-            heads: cfg.heads / kv_heads,
-            stride: kv_heads * d,
-        };
         Heads {
             kv_heads,
-            group,
-            span: group.span().unwrap_or(0),
+            group: kernels::HeadGroup {
+                dim: d,
+                heads: cfg.heads / kv_heads,
+                stride: kv_heads * d,
+            },
+            q_dim: cfg.q_dim(),
             scale: (1.0 / libm::sqrt(d as f64)) as f32, // d^-1/2 (xt:1957)
         }
     }
 
-    /// Attention of one position's query heads `q` into `out` (both `heads·d` values), with
-    /// `kv(j)` the keys and values of kv head j.
+    /// Attention of `n` positions' query heads `q` into `out` (both `n·heads·d` values), with
+    /// `kv(j)` the keys and values of kv head j; with `causal`, position i of n sees all but
+    /// the last n − 1 − i of them.
     fn attend<'c, K: Element + 'c>(
         &self,
         q: &[f32],
         out: &mut [f32],
+        n: usize,
+        causal: bool,
         kv: impl Fn(usize) -> (&'c [K], &'c [K]),
     ) -> Result<(), Error> {
+        let positions = kernels::Positions {
+            count: n,
+            stride: self.q_dim,
+            causal,
+        };
+        // The config is validated: heads is a multiple of kv_heads, so the last group ends
+        // inside each position.
+        let span = positions.span(self.group).unwrap_or(0);
         for j in 0..self.kv_heads {
             let (keys, values) = kv(j);
             let at = j * self.group.dim;
-            let (qj, oj) = (&q[at..at + self.span], &mut out[at..at + self.span]);
-            kernels::attention_group(qj, self.group, keys, values, self.scale, oj)?;
+            let (qj, oj) = (&q[at..at + span], &mut out[at..at + span]);
+            kernels::attention_positions(qj, self.group, positions, keys, values, self.scale, oj)?;
         }
         Ok(())
     }

@@ -219,6 +219,46 @@ fn attention_refuses_bad_shapes() {
         assert_eq!(portable::attention_group(q, group, k, v, 0.5, o), Err(want));
         untouched(o);
     }
+    // A chunk's positions: none, overlapping, more than the cached rows (6) when causal.
+    let pos = |count, stride, causal| kernels::Positions {
+        count,
+        stride,
+        causal,
+    };
+    let (g1, q14) = (g(2, 1, 2), [1.0f32; 14]);
+    let mut out14 = [f32::NAN; 14];
+    let cases = [
+        (
+            pos(0, 2, false),
+            2,
+            shape("attention", "positions.count", 1, 0),
+        ),
+        (
+            pos(2, 1, false),
+            3,
+            shape("attention", "positions.stride", 2, 1),
+        ),
+        (pos(3, 2, false), 5, shape("attention", "q", 6, 5)),
+        (pos(7, 2, true), 14, shape("attention", "keys", 14, 12)),
+    ];
+    for (positions, n, want) in cases {
+        let (qn, o) = (&q14[..n], &mut out14[..n]);
+        assert_eq!(
+            kernels::attention_positions(qn, g1, positions, &k, &v, 0.5, o),
+            Err(want)
+        );
+        assert_eq!(
+            portable::attention_positions(qn, g1, positions, &k, &v, 0.5, o),
+            Err(want)
+        );
+        untouched(o);
+    }
+    // Not causal, 6 rows serve any number of positions.
+    let o = &mut out14[..14];
+    assert_eq!(
+        kernels::attention_positions(&q14, g1, pos(7, 2, false), &k, &v, 0.5, o),
+        Ok(())
+    );
     // The group's span overflows: no slice can be that long.
     let huge = g(2, usize::MAX, 2);
     assert_eq!(
@@ -422,6 +462,26 @@ proptest! {
         let xq: Vec<BlockQ8_0> = vec![[0; 34]; xl / 8];
         let ok = q.len() == xq.len() * yl;
         prop_assert_eq!(portable::matvec_int8(&q, &xq, &mut y).is_ok(), ok);
+    }
+
+    /// Any group, positions and lengths: attention over a chunk's positions either runs or is
+    /// refused.
+    #[test]
+    fn attention_positions_never_panic(
+        dim in 0usize..4, heads in 0usize..3, stride in 0usize..6,
+        count in 0usize..4, pstride in 0usize..12, causal in proptest::bool::ANY,
+        ql in 0usize..30, kl in 0usize..16, vl in 0usize..16, ol in 0usize..30,
+    ) {
+        let group = HeadGroup { dim, heads, stride };
+        let positions = kernels::Positions { count, stride: pstride, causal };
+        let (q, k, v) = (vec![0.5f32; ql], vec![0.5f32; kl], vec![0.5f32; vl]);
+        let mut out = vec![0.0f32; ol];
+        let rows_ok = dim > 0 && kl % dim == 0 && kl / dim >= if causal { count } else { 1 };
+        let ok = positions.span(group) == Some(ql) && ol == ql && kl > 0 && rows_ok && vl == kl;
+        let run = kernels::attention_positions(&q, group, positions, &k, &v, 0.5, &mut out);
+        prop_assert_eq!(run.is_ok(), ok);
+        let run = portable::attention_positions(&q, group, positions, &k, &v, 0.5, &mut out);
+        prop_assert_eq!(run.is_ok(), ok);
     }
 
     /// Any group and lengths: attention either runs or is refused.

@@ -981,6 +981,110 @@ fn attention_group_f16_cache_matches_portable() {
     check_attention_group::<f16>();
 }
 
+/// A chunk's positions (1..=5) × grouped heads (1..=3), causal and not, with strides that
+/// leave gaps: against the portable kernel, and every query bit for bit against the same
+/// kernel set's single-position call over the rows it sees (what makes a prefill chunk equal
+/// to decoding step by step). The gaps must stay untouched.
+fn check_attention_positions<K: Element>() {
+    use_required_isa();
+    let dims: &[usize] = if cfg!(miri) {
+        &[3]
+    } else {
+        &[1, 7, 16, 48, 64, 67]
+    };
+    let counts: &[usize] = if cfg!(miri) { &[3] } else { &[1, 2, 3, 5] };
+    for &d in dims {
+        for heads in 1..=3 {
+            for &count in counts {
+                for causal in [true, false] {
+                    let group = kernels::HeadGroup {
+                        dim: d,
+                        heads,
+                        stride: d + 1,
+                    };
+                    let pstride = group.span().unwrap() + 2;
+                    let positions = kernels::Positions {
+                        count,
+                        stride: pstride,
+                        causal,
+                    };
+                    let span = positions.span(group).unwrap();
+                    // Lengths that end a pass inside, at and past a block of 16 keys.
+                    for rows in [count, count + 14, 16, 17, 33]
+                        .into_iter()
+                        .filter(|&r| r >= count)
+                    {
+                        let seed = (d * 1000 + heads * 100 + count * 10 + rows) as u64;
+                        let q = values(seed, span);
+                        let f = |s| -> Vec<K> {
+                            values(s, rows * d)
+                                .iter()
+                                .map(|&x| K::from_f32(x))
+                                .collect()
+                        };
+                        let (k, v) = (f(seed + 1), f(seed + 2));
+                        let scale = if causal { 0.4 } else { 3.0 };
+                        let what = format!("positions d {d} heads {heads} count {count} causal {causal} rows {rows}");
+                        let mut want = vec![f32::NAN; span];
+                        portable::attention_positions(
+                            &q, group, positions, &k, &v, scale, &mut want,
+                        )
+                        .unwrap();
+                        let mut got = vec![f32::NAN; span];
+                        kernels::attention_positions(&q, group, positions, &k, &v, scale, &mut got)
+                            .unwrap();
+                        for i in 0..span {
+                            let in_query = i % pstride < group.span().unwrap()
+                                && i % pstride % group.stride < d;
+                            if in_query {
+                                assert_close(
+                                    &got[i..=i],
+                                    &want[i..=i],
+                                    &[1.0],
+                                    2e-6 * (1.0 + scale),
+                                    &what,
+                                );
+                            } else {
+                                assert!(
+                                    got[i].is_nan() && want[i].is_nan(),
+                                    "{what}: wrote into a gap at {i}"
+                                );
+                            }
+                        }
+                        for p in 0..count {
+                            let seen = if causal { rows - (count - 1 - p) } else { rows };
+                            let at = p * pstride;
+                            let qp = &q[at..at + group.span().unwrap()];
+                            let mut alone = vec![f32::NAN; qp.len()];
+                            let (ks, vs) = (&k[..seen * d], &v[..seen * d]);
+                            kernels::attention_group(qp, group, ks, vs, scale, &mut alone).unwrap();
+                            for t in 0..heads {
+                                let o = t * group.stride;
+                                assert_eq!(
+                                    &got[at + o..at + o + d],
+                                    &alone[o..o + d],
+                                    "{what}: position {p} head {t} differs from its own call"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    check_required_isa();
+}
+
+#[test]
+fn attention_positions_f32_cache_matches_portable_and_each_position_alone() {
+    check_attention_positions::<f32>();
+}
+
+#[test]
+fn attention_positions_f16_cache_matches_portable_and_each_position_alone() {
+    check_attention_positions::<f16>();
+}
+
 #[test]
 fn attention_group_of_heads_equals_each_head_alone() {
     // The portable group is the reference above: pin it to single-head calls.

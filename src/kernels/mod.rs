@@ -688,26 +688,96 @@ pub fn attention_group<K: Element>(
     scale: f32,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    shape::attention(q.len(), group, keys.len(), values.len(), out.len())?;
+    attention_positions(q, group, Positions::one(), keys, values, scale, out)
+}
+
+/// Positions of a chunk whose queries attend to one cached kv head together
+/// ([`attention_positions`]): `count` positions, position p's query heads from offset
+/// `p·stride` of the query and output slices. With `causal`, position p sees the first
+/// `rows − (count − 1 − p)` cached rows (the chunk's last position all of them: the chunk's
+/// own keys are cached before it attends), else every position sees all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Positions {
+    /// Positions in the chunk.
+    pub count: usize,
+    /// Distance between the starts of consecutive positions' queries, at least the group's
+    /// span when `count > 1`.
+    pub stride: usize,
+    /// Whether position p sees only the rows up to its own (self-attention's causal mask).
+    pub causal: bool,
+}
+
+impl Positions {
+    /// A single position.
+    pub const fn one() -> Positions {
+        Positions {
+            count: 1,
+            stride: 0,
+            causal: false,
+        }
+    }
+
+    /// The length of the query and output slices for `group`,
+    /// `(count − 1)·stride + group.span()`, or `None` if the group is not valid, `count` is 0,
+    /// the positions overlap (`count > 1` and `stride < group.span()`) or the length overflows.
+    pub const fn span(self, group: HeadGroup) -> Option<usize> {
+        let span = match group.span() {
+            Some(s) if self.count > 0 && (self.count == 1 || self.stride >= s) => s,
+            _ => return None,
+        };
+        match (self.count - 1).checked_mul(self.stride) {
+            Some(v) => v.checked_add(span),
+            None => None,
+        }
+    }
+}
+
+/// The query heads of `group` at each of `positions` over one cached kv head: each block of
+/// cached keys and values is read from memory once for up to 8 queries (heads × positions),
+/// where one call per position reads the whole cache again for each (see
+/// [`portable::attention_positions`]). Every query's output is bit for bit what
+/// [`attention_group`] gives it alone over the rows it sees.
+///
+/// # Errors
+/// [`Error::KernelShape`] as [`attention_group`], and if `positions.count` is 0, the positions
+/// overlap, `q` or `out` is not `positions.span(group)` long, or, with `causal`, there are
+/// fewer cached rows than positions.
+pub fn attention_positions<K: Element>(
+    q: &[f32],
+    group: HeadGroup,
+    positions: Positions,
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    shape::attention(
+        q.len(),
+        group,
+        positions,
+        keys.len(),
+        values.len(),
+        out.len(),
+    )?;
     if let Some(t) = token() {
         match (K::as_tensor(keys), K::as_tensor(values)) {
             (Tensor::F32(k), Tensor::F32(v)) => {
-                arch::attention(t, q, group, k, v, scale, out);
+                arch::attention(t, q, group, positions, k, v, scale, out);
                 return Ok(());
             }
             (Tensor::F16(k), Tensor::F16(v)) => {
-                arch::attention(t, q, group, k, v, scale, out);
+                arch::attention(t, q, group, positions, k, v, scale, out);
                 return Ok(());
             }
             (Tensor::Bf16(k), Tensor::Bf16(v)) => {
-                arch::attention(t, q, group, k, v, scale, out);
+                arch::attention(t, q, group, positions, k, v, scale, out);
                 return Ok(());
             }
             _ => {}
         }
     }
     portable_ran();
-    portable::attention_group(q, group, keys, values, scale, out)
+    portable::attention_positions(q, group, positions, keys, values, scale, out)
 }
 
 /// `y = t` for a row of weights (an embedding row), converted to `f32`.
@@ -818,10 +888,12 @@ mod none {
     pub(crate) fn matmul_panels(t: Token, _: super::Panels<'_>, _: &[f32], _: &mut [f32]) {
         match t {}
     }
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn attention<K: Element>(
         t: Token,
         _: &[f32],
         _: super::HeadGroup,
+        _: super::Positions,
         _: &[K],
         _: &[K],
         _: f32,

@@ -284,10 +284,7 @@ pub fn attention<K: Element>(
     scale: f32,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let group = super::HeadGroup::one(q.len());
-    shape::attention(q.len(), group, keys.len(), values.len(), out.len())?;
-    head(q, keys, values, scale, out);
-    Ok(())
+    attention_group(q, super::HeadGroup::one(q.len()), keys, values, scale, out)
 }
 
 /// [`attention`] once its shapes are checked.
@@ -333,11 +330,42 @@ pub fn attention_group<K: Element>(
     scale: f32,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    shape::attention(q.len(), group, keys.len(), values.len(), out.len())?;
+    attention_positions(q, group, super::Positions::one(), keys, values, scale, out)
+}
+
+/// [`attention_group`] at each of `positions`: position p's heads on `q[p·pstride..]`, over
+/// the first `rows − (count − 1 − p)` cached rows when causal, else all of them.
+///
+/// # Errors
+/// As [`super::attention_positions`].
+pub fn attention_positions<K: Element>(
+    q: &[f32],
+    group: super::HeadGroup,
+    positions: super::Positions,
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let rows = shape::attention(
+        q.len(),
+        group,
+        positions,
+        keys.len(),
+        values.len(),
+        out.len(),
+    )?;
     let d = group.dim;
-    for t in 0..group.heads {
-        let at = t * group.stride;
-        head(&q[at..at + d], keys, values, scale, &mut out[at..at + d]);
+    for p in 0..positions.count {
+        let seen = match positions.causal {
+            true => rows - (positions.count - 1 - p),
+            false => rows,
+        };
+        for t in 0..group.heads {
+            let at = p * positions.stride + t * group.stride;
+            let (k, v) = (&keys[..seen * d], &values[..seen * d]);
+            head(&q[at..at + d], k, v, scale, &mut out[at..at + d]);
+        }
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! on, checked once at its entry and reported as [`Error::KernelShape`], never a panic. After
 //! these checks the kernel bodies' own assertions cannot fail.
 
-use super::HeadGroup;
+use super::{HeadGroup, Positions};
 use crate::error::Error;
 use crate::tensor::Q8_0_BLOCK;
 
@@ -97,11 +97,13 @@ pub(crate) fn matmul(
     Ok((n, r))
 }
 
-/// The heads of `group` over `keys_len / group.dim >= 1` cached rows: q and out
-/// `group.span()` long, keys and values whole rows of the same length. Returns the row count.
+/// The heads of `group` at each of `positions` over `keys_len / group.dim >= 1` cached rows
+/// (at least `positions.count` when causal): q and out `positions.span(group)` long, keys and
+/// values whole rows of the same length. Returns the row count.
 pub(crate) fn attention(
     q_len: usize,
     group: HeadGroup,
+    positions: Positions,
     keys_len: usize,
     values_len: usize,
     out_len: usize,
@@ -112,12 +114,21 @@ pub(crate) fn attention(
     if group.stride < group.dim {
         return Err(wrong(K, "group.stride", group.dim, group.stride));
     }
-    len(K, "q", group.span(), q_len)?;
+    positive(K, "positions.count", positions.count)?;
+    if positions.count > 1 {
+        // A valid group has a span (None only on overflow, which no slice reaches).
+        let span = group.span().unwrap_or(usize::MAX);
+        if positions.stride < span {
+            return Err(wrong(K, "positions.stride", span, positions.stride));
+        }
+    }
+    len(K, "q", positions.span(group), q_len)?;
     len(K, "out", Some(q_len), out_len)?;
-    let rows = match rows(K, "keys", keys_len, group.dim)? {
-        0 => return Err(wrong(K, "keys", group.dim, 0)),
-        r => r,
-    };
+    let least = if positions.causal { positions.count } else { 1 };
+    let rows = rows(K, "keys", keys_len, group.dim)?;
+    if rows < least {
+        return Err(wrong(K, "keys", least.saturating_mul(group.dim), keys_len));
+    }
     len(K, "values", Some(keys_len), values_len)?;
     Ok(rows)
 }

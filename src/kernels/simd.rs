@@ -1143,111 +1143,191 @@ unsafe fn tile<I: Isa, E: LoadW<I>, const P: usize, const R: usize>(
 /// Keys per block of the online softmax.
 const BLOCK: usize = 16;
 
-/// Query heads handled per pass over the cache by [`attention`] (the size of its per-head state).
-const HEADS_PER_PASS: usize = 8;
+/// Queries (query heads × positions) handled per pass over the cache by [`attention`] (the
+/// size of its per-query state).
+const QUERIES_PER_PASS: usize = 8;
 
-/// `g` query heads that share one cached kv head (grouped-query attention) over `len` cached
-/// rows of `d` values (see `portable::attention`): head t reads q[t·stride..][..d] and writes
-/// out[t·stride..][..d]. The keys and values are read from memory once per pass of up to
-/// [`HEADS_PER_PASS`] heads: each block of [`BLOCK`] keys is scored for every head of the pass
-/// while it is in L1 ([`gemv`] into a stack array), then each head rescales its running output
-/// once, takes its probabilities with the vector [`exp`] and accumulates the block's weighted
-/// values over the head dimension. Ranges: q and out [..(g−1)·stride + d], keys and values
-/// [..len·d]; `len >= 1`, `d >= 1`, `g >= 1`, `stride >= d`.
+/// Where [`attention`]'s queries are: `g` query heads that share one cached kv head
+/// (grouped-query attention), head t at `t·stride`, for `np` positions, position p at
+/// `p·pstride` of q and out; with `causal`, position p sees the first `len − (np − 1 − p)` of
+/// the `len` cached rows, else all of them.
+#[derive(Clone, Copy)]
+pub(crate) struct Queries {
+    pub d: usize,
+    pub g: usize,
+    pub stride: usize,
+    pub np: usize,
+    pub pstride: usize,
+    pub causal: bool,
+}
+
+impl Queries {
+    /// Query `u` (positions outer, heads inner): its offset in q and out, and the rows it sees.
+    #[inline(always)]
+    fn at(self, u: usize, len: usize) -> (usize, usize) {
+        let (p, t) = (u / self.g, u % self.g);
+        let seen = if self.causal {
+            len - (self.np - 1 - p)
+        } else {
+            len
+        };
+        (p * self.pstride + t * self.stride, seen)
+    }
+}
+
+/// The queries of `qs` over `len` cached rows of `d` values (see `portable::attention_positions`):
+/// query u reads q[at(u)..][..d] and writes out[at(u)..][..d]. The keys and values are read
+/// from memory once per pass of up to [`QUERIES_PER_PASS`] queries (the heads of a kv head
+/// group, and the positions of a prefill chunk): each block of [`BLOCK`] keys is scored for every
+/// query of the pass that sees it while it is in L1 ([`gemv`] into a stack array), then each
+/// query rescales its running output once, takes its probabilities with the vector [`exp`] and
+/// accumulates the block's weighted values over the head dimension. Every query's arithmetic
+/// is that of its own pass alone (blocks from row 0, the same order), so a position's output
+/// does not depend on the other positions of its chunk. Ranges: q and out
+/// [..(np−1)·pstride + (g−1)·stride + d], keys and values [..len·d]; `d, g, np >= 1`,
+/// `stride >= d`, and `len >= np` with `causal`, else `len >= 1`.
 #[inline(always)]
 pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
     q: *const f32,
-    d: usize,
-    g: usize,
-    stride: usize,
+    qs: Queries,
     keys: *const K,
     values: *const K,
     len: usize,
     scale: f32,
     out: *mut f32,
 ) {
-    let l = I::LANES;
-    let dm = d - d % l;
-    let mut t0 = 0;
-    while t0 < g {
-        let heads = HEADS_PER_PASS.min(g - t0);
-        let mut max = [f32::NEG_INFINITY; HEADS_PER_PASS];
-        let mut sum = [0.0f32; HEADS_PER_PASS];
-        for t in 0..heads {
-            let o = out.add((t0 + t) * stride);
+    let d = qs.d;
+    let total = qs.g * qs.np;
+    let mut u0 = 0;
+    while u0 < total {
+        let n = QUERIES_PER_PASS.min(total - u0);
+        let mut max = [f32::NEG_INFINITY; QUERIES_PER_PASS];
+        let mut sum = [0.0f32; QUERIES_PER_PASS];
+        let mut seen_max = 0;
+        for u in 0..n {
+            let (at, seen) = qs.at(u0 + u, len);
+            seen_max = seen_max.max(seen);
             for c in 0..d {
-                *o.add(c) = 0.0;
+                *out.add(at + c) = 0.0;
             }
         }
-        let mut s = [0.0f32; BLOCK];
+        let mut s = [[0.0f32; BLOCK]; QUERIES_PER_PASS];
         let mut j0 = 0;
-        while j0 < len {
-            let nb = BLOCK.min(len - j0);
-            let kb = keys.add(j0 * d);
-            let vb = values.add(j0 * d);
-            for t in 0..heads {
-                let (qt, ot) = (q.add((t0 + t) * stride), out.add((t0 + t) * stride));
-                gemv::<I, K>(kb, d, qt, s.as_mut_ptr(), nb, false);
-                let bmax = scale_scores::<I>(&mut s, nb, scale);
-                // Rescale what was accumulated so far when the running maximum grows.
-                let mut corr = 1.0f32;
-                if bmax > max[t] {
-                    corr = I::hmax(exp::<I>(I::splat(max[t] - bmax)));
-                    max[t] = bmax;
-                }
-                let m = I::splat(max[t]);
-                let mut k = 0;
-                let mut psum = I::zero();
-                while k < BLOCK {
-                    let p = exp::<I>(I::sub(I::load(s.as_ptr().add(k)), m));
-                    I::store(s.as_mut_ptr().add(k), p);
-                    psum = I::add(psum, p);
-                    k += l;
-                }
-                sum[t] = sum[t] * corr + I::hsum(psum);
-                let cv = I::splat(corr);
-                let mut c = 0;
-                while c + OUT_VECS * l <= dm {
-                    weigh_values::<I, K, OUT_VECS>(&s, nb, vb, d, ot, c, cv);
-                    c += OUT_VECS * l;
-                }
-                // The last vectors of the head (fewer than OUT_VECS) in chunks of 4, 2, 1.
-                for chunk in [4, 2, 1] {
-                    if c + chunk * l <= dm {
-                        match chunk {
-                            4 => weigh_values::<I, K, 4>(&s, nb, vb, d, ot, c, cv),
-                            2 => weigh_values::<I, K, 2>(&s, nb, vb, d, ot, c, cv),
-                            _ => weigh_values::<I, K, 1>(&s, nb, vb, d, ot, c, cv),
-                        }
-                        c += chunk * l;
-                    }
-                }
-                if I::MASKED && dm < d {
-                    let t = d - dm;
-                    let mut o = I::mul(I::load_partial(ot.add(dm), t), cv);
-                    for (j, &p) in s.iter().enumerate().take(nb) {
-                        o = I::fma(I::splat(p), K::loadw_partial(vb.add(j * d + dm), t), o);
-                    }
-                    I::store_partial(ot.add(dm), o, t);
-                } else {
-                    for c in dm..d {
-                        let mut o = *ot.add(c) * corr;
-                        for (j, &p) in s.iter().enumerate().take(nb) {
-                            o += p * (*vb.add(j * d + c)).to_f32();
-                        }
-                        *ot.add(c) = o;
-                    }
+        while j0 < seen_max {
+            let (kb, vb) = (keys.add(j0 * d), values.add(j0 * d));
+            // The scores of every query that sees this block, then their softmax steps, then
+            // their weighted values: each query's own steps are a chain (a score waits on its
+            // dot product, through the stack, the probabilities on the maximum), so the
+            // queries' steps are issued side by side.
+            let mut nb = [0usize; QUERIES_PER_PASS];
+            let mut at = [0usize; QUERIES_PER_PASS];
+            for u in 0..n {
+                let seen;
+                (at[u], seen) = qs.at(u0 + u, len);
+                if j0 < seen {
+                    nb[u] = BLOCK.min(seen - j0);
+                    gemv::<I, K>(kb, d, q.add(at[u]), s[u].as_mut_ptr(), nb[u], false);
                 }
             }
-            j0 += nb;
+            let mut corr = [1.0f32; QUERIES_PER_PASS];
+            for u in 0..n {
+                if nb[u] > 0 {
+                    corr[u] = softmax_step::<I>(&mut s[u], nb[u], scale, &mut max[u], &mut sum[u]);
+                }
+            }
+            for u in 0..n {
+                if nb[u] > 0 {
+                    weigh_block::<I, K>(&s[u], nb[u], vb, d, out.add(at[u]), corr[u]);
+                }
+            }
+            j0 += BLOCK;
         }
-        for (t, &total) in sum.iter().enumerate().take(heads) {
-            let (o, inv) = (out.add((t0 + t) * stride), 1.0 / total);
+        for (u, &total) in sum.iter().enumerate().take(n) {
+            let (o, inv) = (out.add(qs.at(u0 + u, len).0), 1.0 / total);
             for c in 0..d {
                 *o.add(c) *= inv;
             }
         }
-        t0 += heads;
+        u0 += n;
+    }
+}
+
+/// One query's step of the online softmax over a block of `nb` scores in `s` (`1 <= nb <=
+/// BLOCK`): the scores scaled and turned into probabilities (relative to the running maximum
+/// `max`, which grows to the block's), `sum` updated; returns the factor that rescales what was
+/// accumulated before the block.
+#[inline(always)]
+unsafe fn softmax_step<I: Isa>(
+    s: &mut [f32; BLOCK],
+    nb: usize,
+    scale: f32,
+    max: &mut f32,
+    sum: &mut f32,
+) -> f32 {
+    let bmax = scale_scores::<I>(s, nb, scale);
+    let mut corr = 1.0f32;
+    if bmax > *max {
+        corr = I::hmax(exp::<I>(I::splat(*max - bmax)));
+        *max = bmax;
+    }
+    let m = I::splat(*max);
+    let mut k = 0;
+    let mut psum = I::zero();
+    while k < BLOCK {
+        let p = exp::<I>(I::sub(I::load(s.as_ptr().add(k)), m));
+        I::store(s.as_mut_ptr().add(k), p);
+        psum = I::add(psum, p);
+        k += I::LANES;
+    }
+    *sum = *sum * corr + I::hsum(psum);
+    corr
+}
+
+/// `out = out·corr + Σ_j p[j]·values[j]` over a block's `nb` values `vb` (`d` each) and
+/// probabilities `p`. Ranges: out [..d], vb [..nb·d].
+#[inline(always)]
+unsafe fn weigh_block<I: Isa, K: LoadW<I>>(
+    p: &[f32; BLOCK],
+    nb: usize,
+    vb: *const K,
+    d: usize,
+    ot: *mut f32,
+    corr: f32,
+) {
+    let l = I::LANES;
+    let dm = d - d % l;
+    let cv = I::splat(corr);
+    let mut c = 0;
+    while c + OUT_VECS * l <= dm {
+        weigh_values::<I, K, OUT_VECS>(p, nb, vb, d, ot, c, cv);
+        c += OUT_VECS * l;
+    }
+    // The last vectors of the head (fewer than OUT_VECS) in chunks of 4, 2, 1.
+    for chunk in [4, 2, 1] {
+        if c + chunk * l <= dm {
+            match chunk {
+                4 => weigh_values::<I, K, 4>(p, nb, vb, d, ot, c, cv),
+                2 => weigh_values::<I, K, 2>(p, nb, vb, d, ot, c, cv),
+                _ => weigh_values::<I, K, 1>(p, nb, vb, d, ot, c, cv),
+            }
+            c += chunk * l;
+        }
+    }
+    if I::MASKED && dm < d {
+        let t = d - dm;
+        let mut o = I::mul(I::load_partial(ot.add(dm), t), cv);
+        for (j, &pj) in p.iter().enumerate().take(nb) {
+            o = I::fma(I::splat(pj), K::loadw_partial(vb.add(j * d + dm), t), o);
+        }
+        I::store_partial(ot.add(dm), o, t);
+    } else {
+        for c in dm..d {
+            let mut o = *ot.add(c) * corr;
+            for (j, &pj) in p.iter().enumerate().take(nb) {
+                o += pj * (*vb.add(j * d + c)).to_f32();
+            }
+            *ot.add(c) = o;
+        }
     }
 }
 
@@ -1426,17 +1506,24 @@ macro_rules! target_kernels {
         unsafe fn attention_target<K: $crate::kernels::simd::LoadW<$isa>>(
             q: &[f32],
             group: $crate::kernels::HeadGroup,
+            positions: $crate::kernels::Positions,
             keys: &[K],
             values: &[K],
             scale: f32,
             out: &mut [f32],
         ) {
+            let queries = $crate::kernels::simd::Queries {
+                d: group.dim,
+                g: group.heads,
+                stride: group.stride,
+                np: positions.count,
+                pstride: positions.stride,
+                causal: positions.causal,
+            };
             let len = keys.len() / group.dim;
             $crate::kernels::simd::attention::<$isa, K>(
                 q.as_ptr(),
-                group.dim,
-                group.heads,
-                group.stride,
+                queries,
                 keys.as_ptr(),
                 values.as_ptr(),
                 len,
@@ -1576,25 +1663,30 @@ macro_rules! target_kernels {
             unsafe { gemm_panels_target(w.as_slice(), cols, x, y, rows) }
         }
 
-        /// The query heads of `group` over `keys.len() / group.dim` cached rows.
+        /// The query heads of `group` at each of `positions` over `keys.len() / group.dim`
+        /// cached rows.
+        #[allow(clippy::too_many_arguments)]
         pub(crate) fn attention<K: $crate::kernels::simd::LoadW<$isa>>(
             _: $token,
             q: &[f32],
             group: $crate::kernels::HeadGroup,
+            positions: $crate::kernels::Positions,
             keys: &[K],
             values: &[K],
             scale: f32,
             out: &mut [f32],
         ) {
-            assert_eq!(group.span(), Some(q.len()));
+            assert_eq!(positions.span(group), Some(q.len()));
             assert!(!keys.is_empty() && keys.len() % group.dim == 0);
+            assert!(!positions.causal || keys.len() / group.dim >= positions.count);
             assert_eq!(keys.len(), values.len());
             assert_eq!(out.len(), q.len());
             $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
-            // SAFETY: the token proves the features; `span` checked dim >= 1, heads >= 1,
-            // stride >= dim and q, out hold (heads − 1)·stride + dim values; keys and values
-            // hold len·dim elements (len >= 1), as the body requires.
-            unsafe { attention_target(q, group, keys, values, scale, out) }
+            // SAFETY: the token proves the features; `span` checked dim, heads, count >= 1,
+            // stride >= dim and q, out hold (count − 1)·pstride + (heads − 1)·stride + dim
+            // values; keys and values hold len·dim elements (len >= 1, and >= count when
+            // causal), as the body requires.
+            unsafe { attention_target(q, group, positions, keys, values, scale, out) }
         }
 
         /// `y[r, i] += b[i]` for every row of `y` (`y.len()` a multiple of `b.len()` > 0).

@@ -17,7 +17,7 @@ mod avx_vnni;
 use half::{bf16, f16};
 
 use super::simd::LoadW;
-use super::{HeadGroup, Isa};
+use super::{HeadGroup, Isa, Positions};
 use crate::tensor::BlockQ8_0;
 use avx2::Avx2;
 use avx512::Avx512;
@@ -248,18 +248,20 @@ pub(crate) fn matmul_panels(t: Token, w: super::Panels<'_>, x: &[f32], y: &mut [
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention<K: X86W>(
     t: Token,
     q: &[f32],
     group: HeadGroup,
+    positions: Positions,
     keys: &[K],
     values: &[K],
     scale: f32,
     out: &mut [f32],
 ) {
     match t.vectors {
-        Vectors::Avx512(t) => avx512::attention(t, q, group, keys, values, scale, out),
-        Vectors::Avx2(t) => avx2::attention(t, q, group, keys, values, scale, out),
+        Vectors::Avx512(t) => avx512::attention(t, q, group, positions, keys, values, scale, out),
+        Vectors::Avx2(t) => avx2::attention(t, q, group, positions, keys, values, scale, out),
     }
 }
 
