@@ -902,6 +902,28 @@ fn attention_f16_cache_matches_portable() {
     check_attention::<f16>();
 }
 
+/// Attention outputs against the portable twin's where `inside(i)` (a query's values), and
+/// untouched (NaN in both) in the gaps between queries.
+fn assert_attention_out(
+    got: &[f32],
+    want: &[f32],
+    inside: impl Fn(usize) -> bool,
+    scale: f32,
+    what: &str,
+) {
+    for i in 0..got.len() {
+        if inside(i) {
+            let at = format!("{what} at {i}");
+            assert_close(&got[i..=i], &want[i..=i], &[1.0], 2e-6 * (1.0 + scale), &at);
+        } else {
+            assert!(
+                got[i].is_nan() && want[i].is_nan(),
+                "{what}: wrote into a gap at {i}"
+            );
+        }
+    }
+}
+
 /// Grouped query heads (1..=11, across the kernel's passes of 8) with strides from `dim` up,
 /// against the portable kernel head by head; the gaps between heads must stay untouched.
 fn check_attention_group<K: Element>() {
@@ -946,24 +968,9 @@ fn check_attention_group<K: Element>() {
                     portable::attention_group(&q, group, &k, &v, scale, &mut want).unwrap();
                     let mut got = vec![f32::NAN; span];
                     kernels::attention_group(&q, group, &k, &v, scale, &mut got).unwrap();
-                    for i in 0..span {
-                        let in_head = i % stride < d;
-                        if in_head {
-                            let what = format!("attention_group d {d} heads {heads} stride {stride} len {len} at {i}");
-                            assert_close(
-                                &got[i..=i],
-                                &want[i..=i],
-                                &[1.0],
-                                2e-6 * (1.0 + scale),
-                                &what,
-                            );
-                        } else {
-                            assert!(
-                                got[i].is_nan() && want[i].is_nan(),
-                                "wrote between heads at {i}"
-                            );
-                        }
-                    }
+                    let what =
+                        format!("attention_group d {d} heads {heads} stride {stride} len {len}");
+                    assert_attention_out(&got, &want, |i| i % stride < d, scale, &what);
                 }
             }
         }
@@ -1033,24 +1040,9 @@ fn check_attention_positions<K: Element>() {
                         let mut got = vec![f32::NAN; span];
                         kernels::attention_positions(&q, group, positions, &k, &v, scale, &mut got)
                             .unwrap();
-                        for i in 0..span {
-                            let in_query = i % pstride < group.span().unwrap()
-                                && i % pstride % group.stride < d;
-                            if in_query {
-                                assert_close(
-                                    &got[i..=i],
-                                    &want[i..=i],
-                                    &[1.0],
-                                    2e-6 * (1.0 + scale),
-                                    &what,
-                                );
-                            } else {
-                                assert!(
-                                    got[i].is_nan() && want[i].is_nan(),
-                                    "{what}: wrote into a gap at {i}"
-                                );
-                            }
-                        }
+                        let gs = group.span().unwrap();
+                        let inside = |i: usize| i % pstride < gs && i % pstride % group.stride < d;
+                        assert_attention_out(&got, &want, inside, scale, &what);
                         for p in 0..count {
                             let seen = if causal { rows - (count - 1 - p) } else { rows };
                             let at = p * pstride;
