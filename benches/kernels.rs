@@ -408,18 +408,18 @@ mod imp {
         for (n, rows) in [(128usize, 128usize), (64, 1024), (64, 4096)] {
             let mut g = c.benchmark_group(format!("attention_prefill/d{d}/{n}of{rows}"));
             // Elements = (position, cached position it sees) pairs per call.
-            let seen: usize = (0..n).map(|p| rows - (n - 1 - p)).sum();
+            let positions = kernels::Positions {
+                count: n,
+                stride: d,
+                causal: true,
+            };
+            let seen: usize = (0..n).map(|p| positions.seen(p, rows)).sum();
             g.throughput(Throughput::Elements(seen as u64));
             let q = values(3, n * d);
             let k = values(4, rows * d);
             let v = values(5, rows * d);
             let scale = 0.125;
             let mut out = vec![0.0f32; n * d];
-            let positions = kernels::Positions {
-                count: n,
-                stride: d,
-                causal: true,
-            };
             let one = kernels::HeadGroup::one(d);
             g.bench_function("picoformer_positions", |b| {
                 b.iter(|| {
@@ -438,7 +438,7 @@ mod imp {
                 b.iter(|| {
                     for (p, (qp, op)) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate()
                     {
-                        let s = (rows - (n - 1 - p)) * d;
+                        let s = positions.seen(p, rows) * d;
                         kernels::attention(black_box(qp), &k[..s], &v[..s], scale, op).unwrap()
                     }
                 })

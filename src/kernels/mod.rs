@@ -730,6 +730,16 @@ impl Positions {
             None => None,
         }
     }
+
+    /// How many of `rows` cached rows position `p` (< `count`) sees: all but the last
+    /// `count − 1 − p` when causal, else all. `rows >= count` when causal.
+    pub const fn seen(self, p: usize, rows: usize) -> usize {
+        if self.causal {
+            rows - (self.count - 1 - p)
+        } else {
+            rows
+        }
+    }
 }
 
 /// The query heads of `group` at each of `positions` over one cached kv head: each block of

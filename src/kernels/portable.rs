@@ -357,10 +357,7 @@ pub fn attention_positions<K: Element>(
     )?;
     let d = group.dim;
     for p in 0..positions.count {
-        let seen = match positions.causal {
-            true => rows - (positions.count - 1 - p),
-            false => rows,
-        };
+        let seen = positions.seen(p, rows);
         for t in 0..group.heads {
             let at = p * positions.stride + t * group.stride;
             let (k, v) = (&keys[..seen * d], &values[..seen * d]);

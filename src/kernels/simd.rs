@@ -11,6 +11,7 @@
 // The bodies are `unsafe fn`s whose whole contract is the one stated above.
 #![allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
 
+use super::{HeadGroup, Positions};
 use crate::tensor::{
     q8_0_nan_block, q8_0_quants, q8_0_scale, q8_0_step, BlockQ8_0, Element, Q8_0_BLOCK,
 };
@@ -1147,36 +1148,27 @@ const BLOCK: usize = 16;
 /// size of its per-query state).
 const QUERIES_PER_PASS: usize = 8;
 
-/// Where [`attention`]'s queries are: `g` query heads that share one cached kv head
-/// (grouped-query attention), head t at `t·stride`, for `np` positions, position p at
-/// `p·pstride` of q and out; with `causal`, position p sees the first `len − (np − 1 − p)` of
-/// the `len` cached rows, else all of them.
+/// Where [`attention`]'s queries are: the query heads of `group` (which share one cached kv
+/// head), at each of `positions`.
 #[derive(Clone, Copy)]
 pub(crate) struct Queries {
-    pub d: usize,
-    pub g: usize,
-    pub stride: usize,
-    pub np: usize,
-    pub pstride: usize,
-    pub causal: bool,
+    pub group: HeadGroup,
+    pub positions: Positions,
 }
 
 impl Queries {
-    /// Query `u` (positions outer, heads inner): its offset in q and out, and the rows it sees.
+    /// Query `u` (positions outer, heads inner): its offset in q and out, and how many of the
+    /// `len` cached rows it sees.
     #[inline(always)]
     fn at(self, u: usize, len: usize) -> (usize, usize) {
-        let (p, t) = (u / self.g, u % self.g);
-        let seen = if self.causal {
-            len - (self.np - 1 - p)
-        } else {
-            len
-        };
-        (p * self.pstride + t * self.stride, seen)
+        let (g, pos) = (self.group, self.positions);
+        let (p, t) = (u / g.heads, u % g.heads);
+        (p * pos.stride + t * g.stride, pos.seen(p, len))
     }
 }
 
-/// The queries of `qs` over `len` cached rows of `d` values (see `portable::attention_positions`):
-/// query u reads q[at(u)..][..d] and writes out[at(u)..][..d]. The keys and values are read
+/// The queries of `qs` over `len` cached rows of `d = qs.group.dim` values (see
+/// `portable::attention_positions`): query u reads q[at(u)..][..d] and writes out[at(u)..][..d]. The keys and values are read
 /// from memory once per pass of up to [`QUERIES_PER_PASS`] queries (the heads of a kv head
 /// group, and the positions of a prefill chunk): each block of [`BLOCK`] keys is scored for every
 /// query of the pass that sees it while it is in L1 ([`gemv`] into a stack array), then each
@@ -1184,8 +1176,8 @@ impl Queries {
 /// accumulates the block's weighted values over the head dimension. Every query's arithmetic
 /// is that of its own pass alone (blocks from row 0, the same order), so a position's output
 /// does not depend on the other positions of its chunk. Ranges: q and out
-/// [..(np−1)·pstride + (g−1)·stride + d], keys and values [..len·d]; `d, g, np >= 1`,
-/// `stride >= d`, and `len >= np` with `causal`, else `len >= 1`.
+/// `qs.positions.span(qs.group)` long (which is some: the group and positions are valid), keys
+/// and values [..len·d]; `len >= qs.positions.count` when causal, else `len >= 1`.
 #[inline(always)]
 pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
     q: *const f32,
@@ -1196,21 +1188,23 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
     scale: f32,
     out: *mut f32,
 ) {
-    let d = qs.d;
-    let total = qs.g * qs.np;
+    let d = qs.group.dim;
+    let total = qs.group.heads * qs.positions.count;
     let mut u0 = 0;
     while u0 < total {
         let n = QUERIES_PER_PASS.min(total - u0);
         let mut max = [f32::NEG_INFINITY; QUERIES_PER_PASS];
         let mut sum = [0.0f32; QUERIES_PER_PASS];
-        let mut seen_max = 0;
+        // Each query's offset in q and out and the rows it sees, once per pass.
+        let mut at = [0usize; QUERIES_PER_PASS];
+        let mut seen = [0usize; QUERIES_PER_PASS];
         for u in 0..n {
-            let (at, seen) = qs.at(u0 + u, len);
-            seen_max = seen_max.max(seen);
+            (at[u], seen[u]) = qs.at(u0 + u, len);
             for c in 0..d {
-                *out.add(at + c) = 0.0;
+                *out.add(at[u] + c) = 0.0;
             }
         }
+        let seen_max = seen.iter().take(n).copied().max().unwrap_or(0);
         let mut s = [[0.0f32; BLOCK]; QUERIES_PER_PASS];
         let mut j0 = 0;
         while j0 < seen_max {
@@ -1220,12 +1214,9 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
             // dot product, through the stack, the probabilities on the maximum), so the
             // queries' steps are issued side by side.
             let mut nb = [0usize; QUERIES_PER_PASS];
-            let mut at = [0usize; QUERIES_PER_PASS];
             for u in 0..n {
-                let seen;
-                (at[u], seen) = qs.at(u0 + u, len);
-                if j0 < seen {
-                    nb[u] = BLOCK.min(seen - j0);
+                if j0 < seen[u] {
+                    nb[u] = BLOCK.min(seen[u] - j0);
                     gemv::<I, K>(kb, d, q.add(at[u]), s[u].as_mut_ptr(), nb[u], false);
                 }
             }
@@ -1243,7 +1234,7 @@ pub(crate) unsafe fn attention<I: Isa, K: LoadW<I>>(
             j0 += BLOCK;
         }
         for (u, &total) in sum.iter().enumerate().take(n) {
-            let (o, inv) = (out.add(qs.at(u0 + u, len).0), 1.0 / total);
+            let (o, inv) = (out.add(at[u]), 1.0 / total);
             for c in 0..d {
                 *o.add(c) *= inv;
             }
@@ -1512,14 +1503,7 @@ macro_rules! target_kernels {
             scale: f32,
             out: &mut [f32],
         ) {
-            let queries = $crate::kernels::simd::Queries {
-                d: group.dim,
-                g: group.heads,
-                stride: group.stride,
-                np: positions.count,
-                pstride: positions.stride,
-                causal: positions.causal,
-            };
+            let queries = $crate::kernels::simd::Queries { group, positions };
             let len = keys.len() / group.dim;
             $crate::kernels::simd::attention::<$isa, K>(
                 q.as_ptr(),
