@@ -10,6 +10,8 @@ pub enum CliError {
     Usage(String),
     /// The command failed.
     Failed(String),
+    /// `--help` or `-h` was given: print the command's usage and succeed.
+    Help,
 }
 
 impl<E: std::fmt::Display> From<E> for CliError {
@@ -31,6 +33,9 @@ impl Args {
         let mut options = HashMap::new();
         let mut it = argv.iter();
         while let Some(a) = it.next() {
+            if a == "--help" || a == "-h" {
+                return Err(CliError::Help);
+            }
             if let Some(name) = a.strip_prefix("--") {
                 let (name, inline) = match name.split_once('=') {
                     Some((n, v)) => (n, Some(v.to_string())),

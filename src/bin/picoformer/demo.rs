@@ -90,7 +90,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         .as_bytes()
         .to_vec();
     let max_new = args.get("tokens", 64usize)?;
-    if prompt.is_empty() || prompt.len() + max_new > CAPACITY {
+    if prompt.is_empty() || prompt.len().saturating_add(max_new) > CAPACITY {
         return Err(CliError::Usage(format!(
             "the prompt plus --tokens must be between 1 and {CAPACITY} positions"
         )));
@@ -103,8 +103,10 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             .map(|(v, s)| TensorView::new(Tensor::F32(v), s))
     };
     let model: TransformerWrapper = TransformerWrapper::from_source(MODEL, &source)?;
-    let mut kv = AlignedVec::<f32>::zeroed(KvCache::<f32>::elements(&DECODER, CAPACITY));
-    let mut sb = AlignedVec::<f32>::zeroed(Scratch::elements(&DECODER, CHUNK));
+    let mut kv =
+        AlignedVec::<f32>::zeroed(KvCache::<f32>::elements(&DECODER, CAPACITY), "the KV cache")?;
+    let mut sb =
+        AlignedVec::<f32>::zeroed(Scratch::elements(&DECODER, CHUNK), "the scratch arena")?;
     let mut cache = KvCache::new(&DECODER, CAPACITY, &mut kv)?;
     let mut scratch = Scratch::new(&DECODER, CHUNK, &mut sb)?;
     let mut logits = vec![0.0f32; MODEL.num_tokens];
@@ -140,11 +142,11 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     );
     println!(
         "memory    weights {} (borrowed), KV cache {} ({} of {CAPACITY} positions used), scratch arena {}, logits {}; heap allocations while decoding: 0",
-        human(weight_bytes),
-        human(KvCache::<f32>::bytes(&DECODER, CAPACITY)),
+        human(weight_bytes as u64),
+        human(KvCache::<f32>::bytes(&DECODER, CAPACITY) as u64),
         cache.len(),
-        human(Scratch::bytes(&DECODER, CHUNK)),
-        human(4 * MODEL.num_tokens)
+        human(Scratch::bytes(&DECODER, CHUNK) as u64),
+        human(4 * MODEL.num_tokens as u64)
     );
     Ok(())
 }

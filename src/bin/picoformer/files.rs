@@ -12,6 +12,12 @@ use crate::args::CliError;
 /// writes every matrix at a multiple of 64 bytes into the file.
 pub const ALIGN: usize = 64;
 
+/// The largest file the tool reads (model, inputs, text): 64 GiB.
+pub const MAX_FILE: u64 = 64 << 30;
+
+/// The largest buffer the tool allocates at once (a larger `--capacity` is refused): 64 GiB.
+pub const MAX_ALLOCATION: u64 = 64 << 30;
+
 /// `len` values of `T` starting on a 64-byte boundary, in a vector a line longer.
 pub struct AlignedVec<T> {
     v: Vec<T>,
@@ -20,13 +26,32 @@ pub struct AlignedVec<T> {
 }
 
 impl<T: Copy + Default> AlignedVec<T> {
-    /// `len` default values (zeros).
-    pub fn zeroed(len: usize) -> AlignedVec<T> {
-        let v = vec![T::default(); len.saturating_add(ALIGN / core::mem::size_of::<T>().max(1))];
+    /// `len` default values (zeros), or an error naming `what` if the memory cannot be had.
+    pub fn zeroed(len: usize, what: &str) -> Result<AlignedVec<T>, CliError> {
+        let v = filled(
+            len.saturating_add(ALIGN / core::mem::size_of::<T>().max(1)),
+            T::default(),
+            what,
+        )?;
         // align_offset of a slice's pointer is always below ALIGN / size for these types.
         let start = v.as_ptr().align_offset(ALIGN).min(v.len() - len);
-        AlignedVec { v, start, len }
+        Ok(AlignedVec { v, start, len })
     }
+}
+
+/// `len` copies of `value` in a vector, or an error naming `what` (and the bytes it would take)
+/// when the allocation fails, instead of the process aborting.
+pub fn filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>, CliError> {
+    let mut v = Vec::new();
+    let bytes = (len as u64).saturating_mul(core::mem::size_of::<T>() as u64);
+    if bytes > MAX_ALLOCATION || v.try_reserve_exact(len).is_err() {
+        return Err(CliError::Failed(format!(
+            "cannot allocate {} for {what}",
+            human(bytes)
+        )));
+    }
+    v.resize(len, value);
+    Ok(v)
 }
 
 impl<T> core::ops::Deref for AlignedVec<T> {
@@ -49,16 +74,35 @@ pub struct Aligned {
 }
 
 impl Aligned {
-    /// Reads `path`.
+    /// Reads `path`: a regular file of at most [`MAX_FILE`] bytes.
     pub fn read(path: &str) -> Result<Aligned, CliError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| CliError::Failed(format!("cannot read {path}: {e}")))?;
-        let mut words = AlignedVec::zeroed(bytes.len().div_ceil(8));
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-        Ok(Aligned {
-            words,
-            len: bytes.len(),
-        })
+        use std::io::Read as _;
+        let fail = |e: std::io::Error| CliError::Failed(format!("cannot read {path}: {e}"));
+        let mut file = std::fs::File::open(path).map_err(fail)?;
+        let meta = file.metadata().map_err(fail)?;
+        if !meta.is_file() {
+            return Err(CliError::Failed(format!(
+                "cannot read {path}: not a regular file"
+            )));
+        }
+        if meta.len() > MAX_FILE {
+            return Err(CliError::Failed(format!(
+                "cannot read {path}: {} bytes, more than the {} this tool reads",
+                meta.len(),
+                human(MAX_FILE)
+            )));
+        }
+        // Read straight into the aligned buffer (one copy of the file in memory, not two).
+        let len = meta.len() as usize;
+        let mut words = AlignedVec::<u64>::zeroed(len.div_ceil(8), path)?;
+        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
+        file.read_exact(bytes).map_err(fail)?;
+        if file.read(&mut [0u8; 1]).map_err(fail)? != 0 {
+            return Err(CliError::Failed(format!(
+                "cannot read {path}: it grew while being read"
+            )));
+        }
+        Ok(Aligned { words, len })
     }
 
     /// The bytes.
@@ -137,8 +181,12 @@ pub fn write_f32(path: &str, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<(
 }
 
 /// Bytes in human units.
-pub fn human(bytes: usize) -> String {
-    if bytes >= 1 << 20 {
+pub fn human(bytes: u64) -> String {
+    if bytes >= 1 << 40 {
+        format!("{:.2} TiB", bytes as f64 / (1u64 << 40) as f64)
+    } else if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else if bytes >= 1 << 20 {
         format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
     } else if bytes >= 1 << 10 {
         format!("{:.1} KiB", bytes as f64 / 1024.0)

@@ -11,7 +11,7 @@ use picoformer::sampling::{default_top_k, Candidate, Sampler, SamplerConfig};
 use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper};
 
 use crate::args::{Args, CliError};
-use crate::files::{human, Aligned, AlignedVec};
+use crate::files::{filled, human, Aligned, AlignedVec};
 
 /// Bytes on a 64-byte boundary, so the bundled model's tensors can be viewed in place (and its
 /// matrices, at multiples of 64 bytes in the file, start on cache lines).
@@ -140,11 +140,11 @@ fn prepare<'a>(
 ) -> Result<TransformerWrapper<'a>, CliError> {
     let mut model = model;
     if panels {
-        arenas.panels.resize(model.prefill_panels_len(), 0.0);
+        arenas.panels = filled(model.prefill_panels_len(), 0.0, "the prefill panels")?;
         model = model.with_prefill_panels(&mut arenas.panels)?;
     }
     if int8 {
-        arenas.int8.resize(model.int8_panels_len(), 0);
+        arenas.int8 = filled(model.int8_panels_len(), 0, "the int8 panels")?;
         model = model.with_int8_panels(&mut arenas.int8)?;
     }
     Ok(model)
@@ -311,12 +311,13 @@ fn run_generate<K: Element>(
         Overflow::Slide { keep: slide }
     });
 
-    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap));
-    let mut scratch_buf = AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK));
-    let mut logits = vec![0.0f32; v];
-    let mut work = vec![Candidate::EMPTY; Sampler::work_len(v)];
+    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap), "the KV cache")?;
+    let mut scratch_buf =
+        AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
+    let mut logits = filled(v, 0.0f32, "the logits")?;
+    let mut work = filled(Sampler::work_len(v), Candidate::EMPTY, "the sampler")?;
     // Twice what it must keep, so dropping old tokens is one copy per `need` tokens.
-    let mut history = vec![0u32; 2 * gcfg.history_len(scfg.repetition_window).max(1)];
+    let mut history = filled(history_len(&gcfg, &scfg), 0u32, "the token history")?;
     let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let sampler = Sampler::new(scfg, seed).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -376,20 +377,23 @@ fn run_generate<K: Element>(
     } else {
         String::new()
     };
-    let arena = Scratch::bytes(&d, CHUNK)
-        + 4 * v
-        + std::mem::size_of::<Candidate>() * Sampler::work_len(v)
-        + 4 * history_len(&gcfg, &scfg);
+    let arena = Scratch::bytes(&d, CHUNK) as u64
+        + 4 * v as u64
+        + (std::mem::size_of::<Candidate>() * Sampler::work_len(v)) as u64
+        + 4 * history_len(&gcfg, &scfg) as u64;
     // What the run adds to the defaults: prefill panels (memory), int8 dot products.
     let mut extras = if model.decoder().has_prefill_panels() {
-        format!(", prefill panels {}", human(4 * model.prefill_panels_len()))
+        format!(
+            ", prefill panels {}",
+            human(4 * model.prefill_panels_len() as u64)
+        )
     } else {
         String::new()
     };
     if model.decoder().has_int8_panels() {
         extras.push_str(&format!(
             ", int8 panels {}; int8 dot products",
-            human(model.int8_panels_len())
+            human(model.int8_panels_len() as u64)
         ));
     }
     let _ = writeln!(
@@ -401,9 +405,9 @@ fn run_generate<K: Element>(
         out.prompt_tokens,
         prefill.as_secs_f64() * 1e3,
         decode_tps,
-        human(source.bytes().len()),
+        human(source.bytes().len() as u64),
         if matches!(source, Source::Bundled) { "bundled" } else { "file" },
-        human(KvCache::<K>::bytes(&d, cap)),
+        human(KvCache::<K>::bytes(&d, cap) as u64),
         kv_name::<K>(),
         cap,
         human(arena),
@@ -421,7 +425,7 @@ fn kv_name<K: Element>() -> &'static str {
 }
 
 fn history_len(g: &GenerateConfig, s: &SamplerConfig) -> usize {
-    2 * g.history_len(s.repetition_window).max(1)
+    g.history_len(s.repetition_window).max(1).saturating_mul(2)
 }
 
 /// `picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
@@ -464,7 +468,7 @@ fn run_bench<K: Element>(
     let n_prompt = args.get("prompt-tokens", cap / 2)?;
     let n_decode = args.get("tokens", cap - cap / 2)?;
     let repeat = args.get("repeat", 3usize)?;
-    if n_prompt == 0 || repeat == 0 || n_prompt + n_decode > cap {
+    if n_prompt == 0 || repeat == 0 || n_prompt.saturating_add(n_decode) > cap {
         return Err(CliError::Usage(format!(
             "need --prompt-tokens >= 1, --repeat >= 1 and --prompt-tokens + --tokens <= capacity {cap}"
         )));
@@ -476,10 +480,11 @@ fn run_bench<K: Element>(
         .take(n_prompt)
         .map(|&b| u32::from(b) % v as u32)
         .collect();
-    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap));
-    let mut scratch_buf = AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK));
-    let mut logits = vec![0.0f32; v];
-    let mut work = vec![Candidate::EMPTY; v];
+    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap), "the KV cache")?;
+    let mut scratch_buf =
+        AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
+    let mut logits = filled(v, 0.0f32, "the logits")?;
+    let mut work = filled(v, Candidate::EMPTY, "the sampler")?;
     let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let mut sampler = Sampler::new(SamplerConfig::greedy(), 0)?;
@@ -540,9 +545,7 @@ pub fn bpc(argv: &[String]) -> Result<(), CliError> {
     let mut arenas = Arenas::default();
     let model = prepare(source.wrapper()?, false, int8, &mut arenas)?;
     let text = match args.text("text") {
-        Some(p) => {
-            std::fs::read(p).map_err(|e| CliError::Failed(format!("cannot read {p}: {e}")))?
-        }
+        Some(p) => Aligned::read(p)?.bytes().to_vec(),
         None => BUNDLED_HELDOUT.to_vec(),
     };
     match kv {
@@ -574,15 +577,20 @@ fn run_bpc<K: Element>(
     if tokens.len() < 2 {
         return Err(CliError::Failed("the text needs at least 2 bytes".into()));
     }
-    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, window));
-    let mut scratch_buf = AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK));
-    let mut logits = vec![0.0f32; CHUNK * v];
+    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, window), "the KV cache")?;
+    let mut scratch_buf =
+        AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
+    let mut logits = filled(CHUNK.saturating_mul(v), 0.0f32, "the logits")?;
     let mut cache = KvCache::new(&d, window, &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let t0 = Instant::now();
     let (mut bits, mut scored) = (0.0f64, 0usize);
     for start in (0..tokens.len() - 1).step_by(window) {
-        let w = &tokens[start..(start + window + 1).min(tokens.len())];
+        let w = &tokens[start
+            ..start
+                .saturating_add(window)
+                .saturating_add(1)
+                .min(tokens.len())];
         cache.reset();
         bits += generate::bits(model, &mut cache, &mut scratch, w, &mut logits)?;
         scored += w.len() - 1;

@@ -6,6 +6,15 @@ use picoformer::{f16, KvCache, Model, Scratch};
 use crate::args::{Args, CliError};
 use crate::files::{human, Aligned};
 
+/// A size from the library's `const fn`s, which saturate at `usize::MAX` when too large.
+fn size(bytes: usize) -> String {
+    if bytes == usize::MAX {
+        "too large".into()
+    } else {
+        human(bytes as u64)
+    }
+}
+
 pub fn main(args: &Args) -> Result<(), CliError> {
     let path = &args.positional(&["MODEL"])?[0];
     let file = Aligned::read(path)?;
@@ -73,7 +82,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     );
     println!(
         "weights     {} (viewed in place in the file, never copied)",
-        human(bytes)
+        human(bytes as u64)
     );
     println!();
     println!("RAM plan for {capacity} positions, {context} context rows, chunks of {chunk}:");
@@ -84,34 +93,46 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let ctx16 = KvCache::<f16>::context_bytes(&d, context);
     println!(
         "  scratch arena          {:>12}  Scratch::bytes(&cfg, {chunk})",
-        human(arena)
+        size(arena)
     );
     println!(
         "  KV cache, f32          {:>12}  KvCache::<f32>::bytes(&cfg, {capacity})",
-        human(kv32)
+        size(kv32)
     );
     println!(
         "  KV cache, f16          {:>12}  KvCache::<f16>::bytes(&cfg, {capacity})",
-        human(kv16)
+        size(kv16)
     );
     if d.cross_attend {
         println!(
             "  context cache, f32     {:>12}  KvCache::<f32>::context_bytes(&cfg, {context})",
-            human(ctx32)
+            size(ctx32)
         );
-        println!("  context cache, f16     {:>12}", human(ctx16));
+        println!("  context cache, f16     {:>12}", size(ctx16));
     }
     if let Some(w) = cfg.wrapper {
-        println!("  logits (one position)  {:>12}", human(4 * w.num_tokens));
+        println!(
+            "  logits (one position)  {:>12}",
+            human(4 * w.num_tokens as u64)
+        );
     }
-    let logits = cfg.wrapper.map_or(0, |w| 4 * w.num_tokens);
+    let logits = cfg.wrapper.map_or(0, |w| 4 * w.num_tokens as u64);
+    // In u64 from sizes that saturate at usize::MAX: a total too large to hold says so.
+    let total = |parts: &[usize]| -> String {
+        let sum = parts.iter().map(|&p| p as u64).sum::<u64>() + logits;
+        if parts.contains(&usize::MAX) {
+            "too large".into()
+        } else {
+            human(sum)
+        }
+    };
     println!(
         "  total RAM, f32 cache   {:>12}",
-        human(arena + kv32 + ctx32 + logits)
+        total(&[arena, kv32, ctx32])
     );
     println!(
         "  total RAM, f16 cache   {:>12}",
-        human(arena + kv16 + ctx16 + logits)
+        total(&[arena, kv16, ctx16])
     );
     Ok(())
 }

@@ -12,8 +12,11 @@ mod run;
 
 use args::{Args, CliError};
 
-const USAGE: &str = "usage:
-  picoformer generate [--model PATH] [--prompt TEXT] [--max-tokens N] [--temperature T]
+/// Each command and its usage text (`picoformer COMMAND --help` prints one).
+const COMMANDS: &[(&str, &str)] = &[
+    (
+        "generate",
+        "  picoformer generate [--model PATH] [--prompt TEXT] [--max-tokens N] [--temperature T]
                       [--top-k K|default] [--top-p P] [--min-p P] [--repetition-penalty R]
                       [--repetition-window N] [--seed S] [--kv f32|f16] [--capacity N]
                       [--slide KEEP] [--prefill stored|panels] [--dot f32|int8] [--bench]
@@ -21,26 +24,73 @@ const USAGE: &str = "usage:
       Austen); temperature 0 is greedy; --slide KEEP re-encodes the last KEEP tokens when the
       KV cache is full instead of stopping; --prefill panels packs the matrices into an f32
       copy for faster prompts; --dot int8 quantises the activations of products by Q8_0
-      weights (faster, less exact); --bench runs `bench` instead
-  picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
+      weights (faster, less exact); --bench runs `bench` instead",
+    ),
+    (
+        "bench",
+        "  picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
                    [--prefill stored|panels] [--dot f32|int8]
-      prefill and decode tokens/s
-  picoformer bpc [--model PATH] [--text PATH] [--window N] [--kv f32|f16] [--dot f32|int8]
-      bits per character of a text (default: the demo model's held-out sample)
-  picoformer demo [--tokens N] [--prompt TEXT]
-      decode with a small built-in random-weight model and report speed and memory
-  picoformer inspect MODEL [--capacity N] [--context M] [--chunk P]
-      configuration, parameter count, weight bytes and the exact RAM plan
-  picoformer run MODEL INPUTS OUT [--dot f32|int8]
+      prefill and decode tokens/s",
+    ),
+    (
+        "bpc",
+        "  picoformer bpc [--model PATH] [--text PATH] [--window N] [--kv f32|f16] [--dot f32|int8]
+      bits per character of a text (default: the demo model's held-out sample)",
+    ),
+    (
+        "demo",
+        "  picoformer demo [--tokens N] [--prompt TEXT]
+      decode with a small built-in random-weight model and report speed and memory",
+    ),
+    (
+        "inspect",
+        "  picoformer inspect MODEL [--capacity N] [--context M] [--chunk P]
+      configuration, parameter count, weight bytes and the exact RAM plan",
+    ),
+    (
+        "run",
+        "  picoformer run MODEL INPUTS OUT [--dot f32|int8]
       INPUTS: safetensors with `x` (b,n,dim) f32 or `tokens` (b,n) i64, optional `context`
       (b,m,dim_context) f32. OUT gets `full` and `stepwise` (prefill of the first position,
-      then one step per position), shaped like x-transformers' outputs
-  picoformer quantize MODEL OUT
-      rewrite the weight matrices as Q8_0 (int8 blocks of 32 with an f16 scale)";
+      then one step per position), shaped like x-transformers' outputs",
+    ),
+    (
+        "quantize",
+        "  picoformer quantize MODEL OUT
+      rewrite the weight matrices as Q8_0 (int8 blocks of 32 with an f16 scale)",
+    ),
+];
+
+/// The usage text of every command, or of `command` alone.
+fn usage(command: Option<&str>) -> String {
+    let mut text = String::from("usage:");
+    for (name, help) in COMMANDS {
+        if command.is_none_or(|c| c == *name) {
+            text.push('\n');
+            text.push_str(help);
+        }
+    }
+    text
+}
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let result = match argv.first().map(String::as_str) {
+    // Arguments that are not UTF-8 are a usage error, not a panic in `std::env::args`.
+    let argv: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect::<Result<_, _>>()
+    {
+        Ok(argv) => argv,
+        Err(bad) => {
+            eprintln!(
+                "picoformer: argument {bad:?} is not valid UTF-8\n{}",
+                usage(None)
+            );
+            std::process::exit(2);
+        }
+    };
+    let command = argv.first().map(String::as_str);
+    let result = match command {
         Some("generate") => generate::main(&argv[1..]),
         Some("bench") => generate::bench(&argv[1..]),
         Some("bpc") => generate::bpc(&argv[1..]),
@@ -50,16 +100,23 @@ fn main() {
         Some("run") => Args::parse(&argv[1..], &["dot"]).and_then(|a| run::main(&a)),
         Some("quantize") => Args::parse(&argv[1..], &[]).and_then(|a| quantize::main(&a)),
         Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
+            println!("{}", usage(argv.get(1).map(String::as_str)));
+            Ok(())
+        }
+        Some("-V" | "--version" | "version") => {
+            println!("picoformer {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         Some(other) => Err(CliError::Usage(format!("unknown command `{other}`"))),
         None => Err(CliError::Usage("no command given".into())),
     };
+    // The usage of the command given, if it is one.
+    let known = command.filter(|c| COMMANDS.iter().any(|(name, _)| name == c));
     match result {
         Ok(()) => {}
+        Err(CliError::Help) => println!("{}", usage(known)),
         Err(CliError::Usage(m)) => {
-            eprintln!("picoformer: {m}\n{USAGE}");
+            eprintln!("picoformer: {m}\n{}", usage(known));
             std::process::exit(2);
         }
         Err(CliError::Failed(m)) => {

@@ -81,8 +81,8 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     println!(
         "wrote {out_path}: {quantised} of {} tensors as Q8_0, {} -> {}",
         entries.len(),
-        human(file.bytes().len()),
-        human(check.bytes().len())
+        human(file.bytes().len() as u64),
+        human(check.bytes().len() as u64)
     );
     Ok(())
 }

@@ -4,7 +4,7 @@ use picoformer::safetensors::{Dtype, SafeTensors};
 use picoformer::{KvCache, Model, Scratch};
 
 use crate::args::{Args, CliError};
-use crate::files::{write_f32, Aligned};
+use crate::files::{filled, write_f32, Aligned};
 
 /// Positions per forward chunk of the full pass.
 const CHUNK: usize = 16;
@@ -21,7 +21,11 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let model: Model =
         Model::from_safetensors(file.bytes()).map_err(|e| fail(format!("{model_path}: {e}")))?;
     // --dot int8: the Q8_0 matrices packed into int8 panels (every product on the int8 path).
-    let mut arena = vec![0u8; if int8 { model.int8_panels_len() } else { 0 }];
+    let mut arena = filled(
+        if int8 { model.int8_panels_len() } else { 0 },
+        0u8,
+        "the int8 panels",
+    )?;
     let model = if int8 {
         model.with_int8_panels(&mut arena)?
     } else {
@@ -115,12 +119,17 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         Model::Wrapper(w) => w.config().num_tokens,
     };
 
-    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&cfg, n)];
-    let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(&cfg, rows)];
-    let mut sb = vec![0.0f32; Scratch::elements(&cfg, CHUNK)];
+    let mut kv = filled(KvCache::<f32>::elements(&cfg, n), 0.0f32, "the KV cache")?;
+    let mut kc = filled(
+        KvCache::<f32>::context_elements(&cfg, rows),
+        0.0f32,
+        "the context cache",
+    )?;
+    let mut sb = filled(Scratch::elements(&cfg, CHUNK), 0.0f32, "the scratch arena")?;
     let mut scratch = Scratch::new(&cfg, CHUNK, &mut sb)?;
-    let mut full = vec![0.0f32; b * n * width];
-    let mut stepwise = vec![0.0f32; b * n * width];
+    let outputs = b.saturating_mul(n).saturating_mul(width);
+    let mut full = filled(outputs, 0.0f32, "the outputs")?;
+    let mut stepwise = filled(outputs, 0.0f32, "the outputs")?;
     for bi in 0..b {
         let ctx = context
             .as_ref()
