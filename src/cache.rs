@@ -166,6 +166,13 @@ impl<'b, T: Element> KvCache<'b, T> {
         Ok(())
     }
 
+    /// Gives back positions up to `len` after a call that failed before writing anything
+    /// (the rows are as they were), undoing a [`Self::truncate`] made for that call.
+    pub(crate) fn restore_len(&mut self, len: usize) {
+        debug_assert!(len <= self.capacity);
+        self.len = len.min(self.capacity);
+    }
+
     /// Whether this cache was built for the shape of `cfg`.
     pub(crate) fn fits(&self, cfg: &DecoderConfig) -> bool {
         self.depth == cfg.depth

@@ -49,9 +49,10 @@
 //!
 //! # When the cache is full
 //! [`Overflow::Stop`] (the default) stops with [`StopReason::CacheFull`]. [`Overflow::Slide`] is
-//! an explicit sliding window: the cache is reset and the last `keep` tokens are encoded again
-//! (a prefill of `keep` positions, from the history slice), then decoding goes on one step per
-//! token until the cache is full again. The model therefore always sees between `keep` and
+//! an explicit sliding window: the cache is rewound to position 0 (a cross-attending model keeps
+//! its cached context) and the last `keep` tokens are encoded again (a prefill of `keep`
+//! positions, from the history slice), then decoding goes on one step per token until the cache
+//! is full again. A re-encode that fails leaves the cache as it was. The model therefore always sees between `keep` and
 //! `capacity` of the most recent tokens.
 //!
 //! **Cost.** One re-encode costs about as much as a prefill of `keep` tokens, i.e. roughly `keep`
@@ -397,11 +398,12 @@ impl<'b> Generator<'b> {
                 Overflow::Slide { keep } => {
                     // The window: the prompt's last `keep` tokens, from position 0.
                     run_prompt = &prompt[prompt.len() - keep.min(prompt.len())..];
-                    cache.reset();
+                    reencode(model, cache, scratch, run_prompt, self.logits)?;
                 }
             }
+        } else {
+            model.forward_last(cache, scratch, run_prompt, None, self.logits)?;
         }
-        model.forward_last(cache, scratch, run_prompt, None, self.logits)?;
         out.prompt_tokens = run_prompt.len();
         self.len = 0;
         self.push_all(prompt);
@@ -435,8 +437,7 @@ impl<'b> Generator<'b> {
                         // The last `keep` tokens of this run, the new one included (fewer only
                         // if the caller's cache was already filled before the prompt).
                         let window = &self.history[self.len - keep.min(self.len)..self.len];
-                        cache.reset();
-                        model.forward_last(cache, scratch, window, None, self.logits)?;
+                        reencode(model, cache, scratch, window, self.logits)?;
                         out.reencodes += 1;
                         out.reencoded_tokens += window.len();
                         continue;
@@ -471,6 +472,23 @@ impl<'b> Generator<'b> {
             self.push(t);
         }
     }
+}
+
+/// Runs `window` from position 0 of `cache`, keeping the cached context (so a cross-attending
+/// model slides too). Atomic: a model call fails before it writes anything, so on failure the
+/// cached positions are given back and the cache is as it was.
+fn reencode<K: Element, const MAX_DEPTH: usize>(
+    model: &TransformerWrapper<'_, MAX_DEPTH>,
+    cache: &mut KvCache<'_, K>,
+    scratch: &mut Scratch<'_>,
+    window: &[u32],
+    logits: &mut [f32],
+) -> Result<(), Error> {
+    let len = cache.len();
+    cache.truncate(0)?;
+    model
+        .forward_last(cache, scratch, window, None, logits)
+        .inspect_err(|_| cache.restore_len(len))
 }
 
 /// Bits needed to code `tokens[1..]` given the tokens before each: the sum over `i` of

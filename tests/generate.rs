@@ -43,6 +43,10 @@ fn table(w: &WrapperConfig, seed: u64) -> Table {
     Table::from_ref(&r, &mut weights)
 }
 
+fn greedy() -> Sampler {
+    Sampler::new(SamplerConfig::greedy(), 0).unwrap()
+}
+
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
@@ -62,6 +66,7 @@ fn greedy_by_recomputation(
     n: usize,
     capacity: usize,
     keep: Option<usize>,
+    context: Option<&[f32]>,
 ) -> Vec<u32> {
     let cfg = model.config();
     let d = cfg.attn_layers;
@@ -77,13 +82,15 @@ fn greedy_by_recomputation(
             start = all.len() - keep.unwrap();
         }
         let seq = &all[start..];
+        let rows = context.map_or(0, |c| c.len() / d.dim_context());
         let mut kv = vec![0.0f32; KvCache::<f32>::elements(&d, seq.len())];
+        let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(&d, rows)];
         let mut sb = vec![0.0f32; Scratch::elements(&d, seq.len())];
-        let mut cache = KvCache::new(&d, seq.len(), &mut kv).unwrap();
+        let mut cache = KvCache::with_context(&d, seq.len(), &mut kv, rows, &mut kc).unwrap();
         let mut scratch = Scratch::new(&d, seq.len(), &mut sb).unwrap();
         let mut logits = vec![0.0f32; seq.len() * v];
         model
-            .forward(&mut cache, &mut scratch, seq, None, &mut logits)
+            .forward(&mut cache, &mut scratch, seq, context, &mut logits)
             .unwrap();
         let t = argmax(&logits[(seq.len() - 1) * v..]);
         out.push(t);
@@ -196,7 +203,7 @@ fn greedy_with_the_cache_equals_greedy_by_full_recomputation() {
                 .map(|j| (j * 5 + seed as u32) % w.num_tokens as u32)
                 .collect();
             let n = 40;
-            let expected = greedy_by_recomputation(&model, &prompt, n, 64, None);
+            let expected = greedy_by_recomputation(&model, &prompt, n, 64, None, None);
             for chunk in [1, 3, 64] {
                 let (got, r, len) = generate_with::<f32>(
                     &model,
@@ -246,7 +253,7 @@ fn sliding_window_equals_recomputation_over_the_window() {
     let prompt = [1u32, 4, 9, 16, 2];
     for keep in [1, 5, cap - 1, cap] {
         let n = 40;
-        let expected = greedy_by_recomputation(&model, &prompt, n, cap, Some(keep));
+        let expected = greedy_by_recomputation(&model, &prompt, n, cap, Some(keep), None);
         let gcfg = GenerateConfig::new(n).overflow(Overflow::Slide { keep });
         let (got, r, _) =
             generate_with::<f32>(&model, cap, 4, SamplerConfig::greedy(), 0, gcfg, &prompt);
@@ -260,12 +267,122 @@ fn sliding_window_equals_recomputation_over_the_window() {
     }
     // keep = capacity is x-transformers' uncached generate: always the last `capacity` tokens
     let long: Vec<u32> = (0..30).map(|i| (i * 7 % 23) as u32).collect();
-    let expected = greedy_by_recomputation(&model, &long, 10, cap, Some(cap));
+    let expected = greedy_by_recomputation(&model, &long, 10, cap, Some(cap), None);
     let gcfg = GenerateConfig::new(10).overflow(Overflow::Slide { keep: cap });
     let (got, r, _) = generate_with::<f32>(&model, cap, 4, SamplerConfig::greedy(), 0, gcfg, &long);
     assert_eq!(got, expected);
     // a prompt longer than the cache: its last `keep` tokens are encoded
     assert_eq!(r.unwrap().prompt_tokens, cap);
+}
+
+/// A cross-attending model slides too: the context cached before generation survives every
+/// re-encode, and the tokens equal recomputation over the window with that context.
+#[test]
+fn a_cross_attending_model_slides_with_its_context() {
+    let d = DecoderConfig::new(16, 2)
+        .heads(2)
+        .attn_dim_head(8)
+        .rotary_pos_emb(true)
+        .cross_attend(true)
+        .cross_attn_dim_context(6);
+    let w = WrapperConfig::new(19, 64, d);
+    let t = table(&w, 11);
+    let model: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
+    let context: Vec<f32> = (0..3 * 6)
+        .map(|i| ((i * 5 % 7) as f32 - 3.0) / 4.0)
+        .collect();
+    let (cap, keep, n) = (10, 4, 30);
+    let (prime, prompt) = ([3u32], [1u32, 4, 9, 16]);
+    let all: Vec<u32> = prime.iter().chain(&prompt).copied().collect();
+    let expected = greedy_by_recomputation(&model, &all, n, cap, Some(keep), Some(&context));
+
+    let mut b = Bufs::<f32>::new(&w, cap, 4, keep);
+    let mut kc = vec![f32::NAN; KvCache::<f32>::context_elements(&d, 3)];
+    let mut cache = KvCache::with_context(&d, cap, &mut b.kv, 3, &mut kc).unwrap();
+    let mut scratch = Scratch::new(&d, 4, &mut b.scratch).unwrap();
+    // The context is cached by a first call; generation appends to it.
+    model
+        .forward_last(
+            &mut cache,
+            &mut scratch,
+            &prime,
+            Some(&context),
+            &mut b.logits,
+        )
+        .unwrap();
+    let gcfg = GenerateConfig::new(n).overflow(Overflow::Slide { keep });
+    let mut g = Generator::new(greedy(), gcfg, &mut b.logits, &mut b.work, &mut b.history).unwrap();
+    let mut got = Vec::new();
+    let r = g
+        .run(&model, &mut cache, &mut scratch, &prompt, |t| {
+            got.push(t);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(r.reencodes >= 3, "{r:?}");
+    assert_eq!(cache.context_len(), Some(3));
+    // The first token's window starts at the primed token; recomputation sees the same.
+    assert_eq!(got, expected);
+}
+
+/// A slide whose re-encode fails (here: a scratch arena of another model) leaves the cached
+/// positions as they were, and the cache goes on as if the call had not been made.
+#[test]
+fn a_failed_slide_keeps_the_cache() {
+    let w = configs()[0];
+    let t = table(&w, 5);
+    let model: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
+    let d = w.attn_layers;
+    let other = DecoderConfig::new(8, 1).heads(1).attn_dim_head(8);
+    let mut b = Bufs::<f32>::new(&w, 8, 4, 4);
+    let mut other_sb = vec![0.0f32; Scratch::elements(&other, 4)];
+    let mut cache = KvCache::new(&d, 8, &mut b.kv).unwrap();
+    let mut scratch = Scratch::new(&d, 4, &mut b.scratch).unwrap();
+    let mut wrong = Scratch::new(&other, 4, &mut other_sb).unwrap();
+    let slide = GenerateConfig::new(3).overflow(Overflow::Slide { keep: 4 });
+    let mut g =
+        Generator::new(greedy(), slide, &mut b.logits, &mut b.work, &mut b.history).unwrap();
+    g.run(&model, &mut cache, &mut scratch, &[1, 2, 3, 4, 5], |_| {
+        ControlFlow::Break(())
+    })
+    .unwrap();
+    assert_eq!(cache.len(), 5);
+    // Twelve prompt tokens do not fit the 3 free positions: the slide re-encodes, and fails.
+    assert_eq!(
+        g.run(&model, &mut cache, &mut wrong, &[7u32; 12], |_| {
+            ControlFlow::Continue(())
+        })
+        .err(),
+        Some(GenerateError::Model(Error::ConfigMismatch(
+            picoformer::Buffer::Scratch
+        )))
+    );
+    assert_eq!(cache.len(), 5);
+    // The kept positions are intact: the next token's logits equal a fresh pass over all six.
+    let v = w.num_tokens;
+    let mut logits = vec![0.0f32; v];
+    model
+        .step(&mut cache, &mut scratch, 6, &mut logits)
+        .unwrap();
+    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&d, 8)];
+    let mut sb = vec![0.0f32; Scratch::elements(&d, 8)];
+    let mut fresh = KvCache::new(&d, 8, &mut kv).unwrap();
+    let mut fs = Scratch::new(&d, 8, &mut sb).unwrap();
+    let mut expected = vec![0.0f32; v];
+    model
+        .forward_last(
+            &mut fresh,
+            &mut fs,
+            &[1, 2, 3, 4, 5, 6],
+            None,
+            &mut expected,
+        )
+        .unwrap();
+    assert!(
+        max_diff(&logits, &expected) < 1e-5,
+        "{}",
+        max_diff(&logits, &expected)
+    );
 }
 
 #[test]
@@ -292,7 +409,7 @@ fn every_stop_reason() {
     let t = table(&w, 1);
     let model: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
     let prompt = [2u32, 7, 1, 8, 2];
-    let greedy = greedy_by_recomputation(&model, &prompt, 8, 64, None);
+    let greedy = greedy_by_recomputation(&model, &prompt, 8, 64, None, None);
 
     // end token: the third greedy token (reported, then stop)
     let end = greedy[2];
@@ -414,7 +531,6 @@ fn every_error_path() {
     let t = table(&w, 4);
     let model: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
     let v = w.num_tokens;
-    let greedy = || Sampler::new(SamplerConfig::greedy(), 0).unwrap();
 
     // construction
     let (mut logits, mut work, mut hist) = (vec![0.0; v], vec![Candidate::EMPTY; v], vec![0u32; 4]);
@@ -723,7 +839,7 @@ fn demo_model_greedy_with_the_cache_equals_recomputation() {
     };
     let prompt: Vec<u32> = b"Mr. Darcy".iter().map(|&b| b as u32).collect();
     let n = 24;
-    let expected = greedy_by_recomputation(&model, &prompt, n, 256, None);
+    let expected = greedy_by_recomputation(&model, &prompt, n, 256, None, None);
     let (got, r, _) = generate_with::<f32>(
         &model,
         256,
