@@ -4,7 +4,7 @@
 //! Layout (elements of `T`): keys, then values, each `[depth][kv_heads][capacity][dim_head]`,
 //! so one kv head's cached rows are contiguous for attention. The context part has the same
 //! layout with `max_context` rows. Keys are stored after rotary (x-transformers caches them
-//! before and re-rotates every step; both are the same numbers, `x-transformers.md` §3.8).
+//! before and re-rotates every step; both are the same numbers, `docs/x-transformers.md` §3.8).
 //!
 //! The cache never grows. Appending past the capacity is [`Error::CacheFull`] and changes nothing;
 //! [`KvCache::truncate`] and [`KvCache::reset`] rewind the position index in O(1).

@@ -1,7 +1,7 @@
 //! The x-transformers `Decoder` forward pass, top to bottom, over the KV cache.
 //!
 //! Every step names the x-transformers line it reproduces (`xt:N` = `x_transformers.py`,
-//! `at:N` = `attend.py`, version 2.31.10; see `../shared/x-transformers.md`).
+//! `at:N` = `attend.py`, version 2.31.10; see `docs/x-transformers.md`).
 
 use crate::cache::KvCache;
 use crate::config::{DecoderConfig, Norm};

@@ -61,7 +61,7 @@
 //! token; `keep = capacity` re-encodes `capacity` positions for **every** token.
 //!
 //! **Versus x-transformers.** `AutoregressiveWrapper.generate` feeds `out[:, -max_seq_len:]` on
-//! every step (`ar:463-473`, `x-transformers.md` §3.9). Without its cache (`cache_kv=False`, and
+//! every step (`ar:463-473`, `docs/x-transformers.md` §3.9). Without its cache (`cache_kv=False`, and
 //! always for models with absolute positions) that is exactly `Slide { keep: capacity }` with
 //! `capacity = max_seq_len`: every token's logits come from the last `max_seq_len` tokens,
 //! positions counted from the window start. With its cache (rotary models) x-transformers instead

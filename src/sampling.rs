@@ -4,7 +4,7 @@
 //!
 //! # What x-transformers does, and where this differs
 //!
-//! x-transformers' `AutoregressiveWrapper.generate` (`ar:377-543`, `x-transformers.md` §3.9) picks
+//! x-transformers' `AutoregressiveWrapper.generate` (`ar:377-543`, `docs/x-transformers.md` §3.9) picks
 //! a token like this:
 //!
 //! * `temperature == 0`: greedy, `logits.argmax()` (`ar:511-512`), ignoring the filter. Ties go

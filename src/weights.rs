@@ -1,7 +1,7 @@
 //! Weight views for a decoder and a wrapper, looked up by x-transformers' `state_dict` keys and
 //! checked against the configuration once, at construction. Nothing is copied.
 //!
-//! Key layout (`../shared/x-transformers.md` §4): sublayer ℓ counts every sublayer in order
+//! Key layout (`docs/x-transformers.md` §4): sublayer ℓ counts every sublayer in order
 //! ('a', then 'c' with cross-attention, then 'f' per block); `layers.ℓ.0.0.*` is its pre-norm,
 //! `layers.ℓ.1.*` its attention or feed-forward module.
 

@@ -10,7 +10,7 @@ use picoformer::safetensors::SafeTensors;
 use picoformer::{KvCache, Model, Scratch};
 
 /// x-transformers itself differs by up to 2.6e-6 between its full and cached passes (manifest);
-/// a correct f32 port lands within ~1e-5 of it (x-transformers.md §3.10). Measured here:
+/// a correct f32 port lands within ~1e-5 of it (docs/x-transformers.md §3.10). Measured here:
 /// at most 2.7e-6 on every fixture (`cargo test --test fixtures -- --nocapture` prints them).
 const TOLERANCE: f32 = 1e-5;
 

@@ -1,5 +1,5 @@
 //! Independent, slow, cache-free float64 reference of the x-transformers 2.31.10 forward pass,
-//! written from `/work/shared/x-transformers.md` (cited as "spec §N" / "pitfall N") only.
+//! written from `docs/x-transformers.md` (cited as "spec §N" / "pitfall N") only.
 //!
 //! Included by integration tests with `mod reference;`. Everything is recomputed from scratch for
 //! every call: no KV cache, no incremental state. Weights are looked up by their x-transformers
