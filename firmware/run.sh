@@ -13,13 +13,14 @@ cd "$(dirname "$0")"
 # for the host (e.g. -C target-cpu=native) must not reach them.
 unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET CARGO_TARGET_DIR
 
-# triple | QEMU command (without the common options)
+# triple | QEMU command (without the common options) | the board's name in README.md's table
 BOARDS=(
-  "thumbv7em-none-eabihf|qemu-system-arm -machine mps2-an386 -cpu cortex-m4"
-  "thumbv8m.main-none-eabihf|qemu-system-arm -machine mps3-an547 -cpu cortex-m55"
-  "thumbv7m-none-eabi|qemu-system-arm -machine lm3s6965evb -cpu cortex-m3"
-  "riscv32imac-unknown-none-elf|qemu-system-riscv32 -machine virt -bios none -m 64M"
+  "thumbv7em-none-eabihf|qemu-system-arm -machine mps2-an386 -cpu cortex-m4|Cortex-M4F \`mps2-an386\`"
+  "thumbv8m.main-none-eabihf|qemu-system-arm -machine mps3-an547 -cpu cortex-m55|Cortex-M55 \`mps3-an547\`"
+  "thumbv7m-none-eabi|qemu-system-arm -machine lm3s6965evb -cpu cortex-m3|Cortex-M3 \`lm3s6965evb\`"
+  "riscv32imac-unknown-none-elf|qemu-system-riscv32 -machine virt -bios none -m 64M|riscv32imac \`virt\`"
 )
+ALL_BOARDS=${#BOARDS[@]}
 if [ $# -gt 0 ]; then
   selected=()
   for b in "${BOARDS[@]}"; do
@@ -66,9 +67,14 @@ run() {
 }
 
 SIZES=()
+ROWS=()
+# 1234567 -> "1 234 567", as the README's table groups digits.
+group() { printf '%s' "$1" | rev | sed 's/[0-9]\{3\}/& /g; s/ $//' | rev; }
 for b in "${BOARDS[@]}"; do
   triple=${b%%|*}
-  qemu=${b#*|}
+  rest=${b#*|}
+  qemu=${rest%%|*}
+  label=${rest#*|}
   echo "== $triple: build"
   if ! cargo build --release --quiet --target "$triple"; then
     fail "$triple build"
@@ -84,7 +90,10 @@ for b in "${BOARDS[@]}"; do
   stack=$(sed -n 's/^stack: peak \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
   model=$(sed -n 's/.*model file \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
   reference=$(sed -n 's/.*host reference logits \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
+  dtype=$(sed -n 's/^picoformer firmware: .*(\([a-z0-9]*\), [0-9]* bytes at .*/\1/p' "$LOGS/$triple-check.log")
   SIZES+=("$triple $sizes ${model:-0} ${reference:-0} ${stack:-0}")
+  read -r text data bss <<<"$sizes"
+  ROWS+=("| $label | $(group $((text + data - ${model:-0} - ${reference:-0}))) | $(group "${model:-0}") (${dtype:-?}) | $(group "${reference:-0}") | $(group $((text + data))) | $(group $((data + bss))) | $(group "${stack:-0}") | $(group $((data + bss + ${stack:-0}))) |")
 done
 
 echo
@@ -96,6 +105,27 @@ for s in "${SIZES[@]}"; do
   printf '%-30s %10s %6s %8s %8s %9s %9s %7s %8s\n' "$t" "$text" "$data" "$bss" \
     "$((text + data - model - reference))" "$model" "$reference" "$stack" "$((data + bss + stack))"
 done
+
+# README.md's sizes table is these rows: checked here (or rewritten with FIRMWARE_WRITE_SIZES=1),
+# so the figures it shows are always the current build's.
+if [ "${#ROWS[@]}" -eq "$ALL_BOARDS" ]; then
+  printf '%s\n' "${ROWS[@]}" >"$LOGS/sizes.md"
+  shown=$(sed -n '/^<!-- sizes:begin/,/^<!-- sizes:end/p' README.md | grep '^| [^-t]' | grep -v '^| target')
+  if [ "${FIRMWARE_WRITE_SIZES:-0}" = 1 ]; then
+    awk -v rows="$LOGS/sizes.md" '
+      /^<!-- sizes:end/ { while ((getline l < rows) > 0) print l; skip = 0 }
+      skip && /^\| / && !/^\| target/ && !/^\|---/ { next }
+      { print }
+      /^<!-- sizes:begin/ { skip = 1 }' README.md >"$LOGS/README.new" && mv "$LOGS/README.new" README.md
+    echo "README.md: sizes table rewritten"
+  elif [ "$shown" = "$(cat "$LOGS/sizes.md")" ]; then
+    pass "README.md sizes table matches this build"
+  else
+    fail "README.md sizes table differs from this build (FIRMWARE_WRITE_SIZES=1 firmware/run.sh rewrites it):"
+    diff <(printf '%s\n' "$shown") "$LOGS/sizes.md" | sed 's/^/    /'
+  fi
+fi
+
 echo
 echo "firmware: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
