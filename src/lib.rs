@@ -59,7 +59,7 @@ pub mod generate;
 pub mod json;
 pub mod kernels;
 pub mod model;
-pub mod prefill;
+pub mod packing;
 pub mod safetensors;
 pub mod sampling;
 pub mod scratch;
