@@ -58,6 +58,7 @@ pub mod error;
 pub mod generate;
 pub mod json;
 pub mod kernels;
+pub mod metrics;
 pub mod model;
 pub mod packing;
 pub mod safetensors;
