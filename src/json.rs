@@ -491,139 +491,91 @@ impl Iterator for Chars<'_> {
     }
 }
 
-/// A parsed JSON number, kept as decimal digits until a type is requested.
-#[derive(Clone, Copy, Debug, Default)]
+/// A number the tokenizer has checked against the JSON grammar.
+#[derive(Clone, Copy, Debug)]
 struct Num {
     neg: bool,
-    /// Up to 19 significant decimal digits.
-    mant: u64,
-    /// Number of digits in `mant`.
-    digits: i32,
-    /// Value is `mant * 10^exp10` (up to the dropped digits).
-    exp10: i32,
     /// Had a fraction or an exponent.
     fractional: bool,
     /// The exact integer part, if it fits in a `u64`.
     int: Option<u64>,
+    /// Where its raw text starts and ends in the source.
+    start: usize,
+    end: usize,
 }
 
-const POW10_F64: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-];
+/// Significant digits [`decoded_f64`] keeps: more than the 767 that can decide how a decimal
+/// number rounds to an `f64`.
+const KEPT_DIGITS: usize = 800;
 
-const fn pow10_u64(k: u32) -> u64 {
-    let mut p = 1u64;
-    let mut i = 0;
-    while i < k {
-        p *= 10;
-        i += 1;
-    }
-    p
-}
-
-impl Num {
-    fn push_digit(&mut self, d: u8, frac: bool) {
-        if self.mant == 0 && d == 0 {
-            if frac {
-                self.exp10 = self.exp10.saturating_sub(1);
+/// The nearest `f64` to a number whose raw text, in an escaped source, contains escapes (`\u0031`
+/// for `1`): the decoded number, shortened to [`KEPT_DIGITS`] significant digits and one more
+/// nonzero digit if any nonzero digit was dropped (which keeps it on the same side of every
+/// rounding midpoint), as text parsed by `core`. `None` if it is not a JSON number.
+#[cold]
+#[inline(never)]
+fn decoded_f64(raw: &[u8]) -> Option<f64> {
+    let mut src = Src::new(raw, true);
+    let mut text = [0u8; KEPT_DIGITS + 24];
+    let mut len = 0;
+    let (mut neg, mut frac, mut exp_part, mut exp_neg, mut sticky) =
+        (false, false, false, false, false);
+    // The value is text[..len] (as an integer) · 10^(scale + exponent).
+    let (mut scale, mut exponent) = (0i64, 0i64);
+    while let Some(c) = src.next().ok()? {
+        match c {
+            '-' if exp_part => exp_neg = true,
+            '-' => neg = true,
+            '+' => {}
+            '.' => frac = true,
+            'e' | 'E' => exp_part = true,
+            '0'..='9' if exp_part => {
+                let d = i64::from(c as u8 - b'0');
+                exponent = exponent.saturating_mul(10).saturating_add(d);
             }
-            return;
-        }
-        if self.digits < 19 {
-            self.mant = self.mant * 10 + d as u64;
-            self.digits += 1;
-            if frac {
-                self.exp10 -= 1;
+            '0'..='9' => {
+                if len < KEPT_DIGITS && (len > 0 || c != '0') {
+                    text[len] = c as u8;
+                    len += 1;
+                    scale -= i64::from(frac);
+                } else if len == 0 {
+                    // A leading zero: only its place counts.
+                    scale -= i64::from(frac);
+                } else {
+                    scale += i64::from(!frac);
+                    sticky |= c != '0';
+                }
             }
-        } else if !frac {
-            self.exp10 = self.exp10.saturating_add(1);
+            _ => return None,
         }
     }
-
-    /// Converts to the nearest `f64`; `None` if it overflows.
-    ///
-    /// Exact (one IEEE operation on exact operands) when the significand is below 2^53 and the
-    /// decimal exponent within ±22, which covers typical configuration values (`0.1`, `1e-5`,
-    /// `3.14159`). Otherwise the value is scaled in 128-bit fixed point (truncation error below
-    /// 2^-120 relative), so inputs with up to 19 significant digits are correctly rounded except
-    /// in pathological near-midpoint cases. Longer significands are truncated to 19 digits
-    /// (error below 10^-18 relative), so the result is within one ulp.
-    fn to_f64(self) -> Option<f64> {
-        let sign = if self.neg { -1.0 } else { 1.0 };
-        if self.mant == 0 {
-            return Some(sign * 0.0);
-        }
-        let e = self.exp10;
-        if self.mant < 1 << 53 && (-22..=22).contains(&e) {
-            let m = self.mant as f64;
-            let v = if e >= 0 {
-                m * POW10_F64[e as usize]
-            } else {
-                m / POW10_F64[(-e) as usize]
-            };
-            return Some(sign * v);
-        }
-        // The value lies in [10^(digits+e-1), 10^(digits+e)).
-        let top = self.digits.saturating_add(e);
-        if top > 310 {
-            return None;
-        }
-        if top < -324 {
-            return Some(sign * 0.0);
-        }
-        // value = m * 2^b with m normalised (bit 127 set).
-        let lz = self.mant.leading_zeros();
-        let mut m = (self.mant as u128) << (64 + lz);
-        let mut b = -(64 + lz as i32);
-        let mut e = e;
-        while e > 0 {
-            let k = e.min(19);
-            e -= k;
-            let d = pow10_u64(k as u32) as u128;
-            let p0 = (m as u64 as u128) * d;
-            let p1 = (m >> 64) * d;
-            let hi = p1 + (p0 >> 64);
-            let lo = p0 as u64;
-            let z = hi.leading_zeros();
-            m = (hi << z) | ((lo as u128) >> (64 - z));
-            b += 64 - z as i32;
-        }
-        while e < 0 {
-            let k = (-e).min(19);
-            e += k;
-            let d = pow10_u64(k as u32) as u128;
-            let q_hi = m / d;
-            let q_lo = ((m % d) << 64) / d;
-            let z = q_hi.leading_zeros();
-            m = (q_hi << z) | (q_lo >> (64 - z));
-            b -= z as i32;
-        }
-        // Round m * 2^b to 53 bits (or fewer, for subnormals), half to even.
-        let exp = b + 127; // value in [2^exp, 2^(exp+1))
-        let shift = if exp >= -1022 { 75 } else { 75 + (-1022 - exp) };
-        let (q, rem, half) = if shift >= 129 {
-            (0u128, 0u128, 1u128) // far below the smallest subnormal
-        } else if shift == 128 {
-            (0, m, 1 << 127)
-        } else {
-            (m >> shift, m & ((1u128 << shift) - 1), 1u128 << (shift - 1))
-        };
-        let mut mant = q as u64;
-        if rem > half || (rem == half && mant & 1 == 1) {
-            mant += 1;
-        }
-        let bits = if exp >= -1022 {
-            // mant in [2^52, 2^53]; adding carries into the exponent field when it rounds up.
-            (((exp + 1022) as u64) << 52) + mant
-        } else {
-            mant
-        };
-        if bits >> 52 >= 0x7FF {
-            return None;
-        }
-        Some(sign * f64::from_bits(bits))
+    if len == 0 {
+        return Some(if neg { -0.0 } else { 0.0 });
     }
+    if sticky {
+        text[len] = b'1';
+        len += 1;
+        scale -= 1;
+    }
+    let exponent = if exp_neg { -exponent } else { exponent };
+    // Far beyond both ends of f64 (whose parse saturates such exponents too).
+    let e = scale.saturating_add(exponent).clamp(-1 << 40, 1 << 40);
+    text[len] = b'e';
+    text[len + 1] = if e < 0 { b'-' } else { b'+' };
+    len += 2;
+    let digits = len;
+    let mut m = e.unsigned_abs();
+    loop {
+        text[len] = b'0' + (m % 10) as u8;
+        len += 1;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    text[digits..len].reverse();
+    let v: f64 = core::str::from_utf8(&text[..len]).ok()?.parse().ok()?;
+    Some(if neg { -v } else { v })
 }
 
 /// A pull parser over one JSON document. See the [module docs](self) for the calling protocol.
@@ -947,8 +899,11 @@ impl<'a> Parser<'a> {
         let start = self.src.pos;
         let bad = err(start, JsonErrorKind::InvalidNumber);
         let mut n = Num {
+            neg: false,
+            fractional: false,
             int: Some(0),
-            ..Num::default()
+            start,
+            end: start,
         };
         if self.src.peek()? == Some('-') {
             self.src.bump();
@@ -965,7 +920,6 @@ impl<'a> Parser<'a> {
                 let mut c = c;
                 loop {
                     let d = c as u8 - b'0';
-                    n.push_digit(d, false);
                     n.int = n
                         .int
                         .and_then(|v| v.checked_mul(10))
@@ -982,69 +936,67 @@ impl<'a> Parser<'a> {
         if self.src.peek()? == Some('.') {
             self.src.bump();
             n.fractional = true;
-            let mut any = false;
-            while let Some(c @ '0'..='9') = self.src.peek()? {
-                n.push_digit(c as u8 - b'0', true);
-                self.src.bump();
-                any = true;
-            }
-            if !any {
-                return Err(bad);
-            }
+            self.digits(bad)?;
         }
         if let Some('e' | 'E') = self.src.peek()? {
             self.src.bump();
             n.fractional = true;
-            let neg = match self.src.peek()? {
-                Some('-') => {
-                    self.src.bump();
-                    true
-                }
-                Some('+') => {
-                    self.src.bump();
-                    false
-                }
-                _ => false,
-            };
-            let mut any = false;
-            let mut e: i32 = 0;
-            while let Some(c @ '0'..='9') = self.src.peek()? {
-                e = (e * 10 + (c as u8 - b'0') as i32).min(1_000_000);
+            if let Some('-' | '+') = self.src.peek()? {
                 self.src.bump();
-                any = true;
             }
-            if !any {
-                return Err(bad);
-            }
-            n.exp10 = n.exp10.saturating_add(if neg { -e } else { e });
+            self.digits(bad)?;
         }
+        n.end = self.src.pos;
         Ok(n)
     }
 
-    fn number(&mut self) -> Result<(Num, usize), JsonError> {
-        self.expect_kind(ValueKind::Number)?;
-        let at = self.src.pos;
-        let n = self.scan_number()?;
-        self.value_done();
-        Ok((n, at))
+    /// Consumes one or more decimal digits; `bad` if there is none.
+    fn digits(&mut self, bad: JsonError) -> Result<(), JsonError> {
+        let mut any = false;
+        while let Some('0'..='9') = self.src.peek()? {
+            self.src.bump();
+            any = true;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(bad)
+        }
     }
 
-    /// Reads the next value, a number, as the nearest `f64`.
-    ///
-    /// Correctly rounded for numbers written with up to 19 significant digits (integers up to
-    /// 2^53 are exact; `0.1`, `2.0`, `1e-5` are the nearest `f64`), except in pathological cases
-    /// within 2^-120 of a rounding midpoint; numbers with more digits are within one ulp.
+    fn number(&mut self) -> Result<Num, JsonError> {
+        self.expect_kind(ValueKind::Number)?;
+        let n = self.scan_number()?;
+        self.value_done();
+        Ok(n)
+    }
+
+    /// Reads the next value, a number, as the nearest `f64` (`core`'s correctly rounded
+    /// conversion of its text: integers up to 2^53 are exact, `0.1`, `2.0`, `1e-5` are the
+    /// nearest `f64`, tiny values round to zero).
     ///
     /// # Errors
     /// [`JsonErrorKind::WrongType`] if it is not a number; [`JsonErrorKind::InvalidNumber`];
-    /// [`JsonErrorKind::NumberOutOfRange`] if it overflows `f64` (tiny values round to zero).
+    /// [`JsonErrorKind::NumberOutOfRange`] if its nearest `f64` is infinite.
     pub fn f64(&mut self) -> Result<f64, JsonError> {
-        let (n, at) = self.number()?;
-        n.to_f64().ok_or(err(at, JsonErrorKind::NumberOutOfRange))
+        let n = self.number()?;
+        let raw = &self.src.raw[n.start..n.end];
+        let v = if self.src.escaped && raw.contains(&b'\\') {
+            decoded_f64(raw)
+        } else {
+            // The grammar admits only ASCII here, all of it in `core`'s float syntax.
+            core::str::from_utf8(raw).ok().and_then(|s| s.parse().ok())
+        };
+        match v {
+            Some(v) if v.is_finite() => Ok(v),
+            Some(_) => Err(err(n.start, JsonErrorKind::NumberOutOfRange)),
+            None => Err(err(n.start, JsonErrorKind::InvalidNumber)),
+        }
     }
 
     fn integer(&mut self) -> Result<(bool, u64, usize), JsonError> {
-        let (n, at) = self.number()?;
+        let n = self.number()?;
+        let at = n.start;
         if n.fractional {
             return Err(err(at, JsonErrorKind::NotAnInteger));
         }
@@ -1404,7 +1356,7 @@ mod tests {
     }
 
     #[test]
-    fn floats_match_std() {
+    fn floats_match_core() {
         for s in [
             "0",
             "-0",
@@ -1422,6 +1374,7 @@ mod tests {
             "2e-324",
             "3e-324",
             "1.7976931348623157e308",
+            "1.7976931348623158e308",
             "0.30000000000000004",
             "1.00000000000000011102230246251565404236316680908203125",
             "0.000000000000000000000000000000000001",
@@ -1430,25 +1383,95 @@ mod tests {
         ] {
             let want: f64 = s.parse().unwrap();
             assert_eq!(f(s).to_bits(), want.to_bits(), "{s}");
+            assert_eq!(f_escaped(s).to_bits(), want.to_bits(), "{s}");
         }
         assert!(f("-0").is_sign_negative());
+        assert!(f_escaped("-0").is_sign_negative());
         assert_eq!(kind("1.8e308"), JsonErrorKind::NumberOutOfRange);
+        assert_eq!(kind("-1e400"), JsonErrorKind::NumberOutOfRange);
+        let escaped = |s: &str| Parser::new_escaped(escape_all(s).as_bytes()).f64();
+        assert_eq!(
+            escaped("1.8e308").unwrap_err().kind,
+            JsonErrorKind::NumberOutOfRange
+        );
+        assert_eq!(
+            escaped("1.").unwrap_err().kind,
+            JsonErrorKind::InvalidNumber
+        );
+    }
+
+    /// `s` with every character written as a `\u00XX` escape, as the body of a string literal.
+    fn escape_all(s: &str) -> String {
+        s.chars()
+            .map(|c| std::format!("\\u{:04x}", c as u32))
+            .collect()
+    }
+
+    fn f_escaped(s: &str) -> f64 {
+        let body = escape_all(s);
+        let mut p = Parser::new_escaped(body.as_bytes());
+        let v = p.f64().unwrap();
+        p.finish().unwrap();
+        v
+    }
+
+    /// The decimal digits of `5^n`.
+    fn pow5(n: u32) -> String {
+        let mut digits = std::vec![1u32]; // little-endian
+        for _ in 0..n {
+            let mut carry = 0;
+            for d in digits.iter_mut() {
+                let v = *d * 5 + carry;
+                *d = v % 10;
+                carry = v / 10;
+            }
+            if carry > 0 {
+                digits.push(carry);
+            }
+        }
+        digits
+            .iter()
+            .rev()
+            .map(|d| char::from(b'0' + *d as u8))
+            .collect()
+    }
+
+    #[test]
+    fn long_numbers_round_like_core() {
+        // 2^-1075, half the smallest subnormal: 1075 decimals, 752 of them significant. It rounds
+        // to 0 (ties to even); anything above it, however far down, rounds to 5e-324.
+        let half = std::format!("0.{}{}", "0".repeat(1075 - 752), pow5(1075));
+        assert_eq!(pow5(1075).len(), 752);
+        for s in [
+            half.clone(),
+            std::format!("{half}{}1", "0".repeat(100)),
+            std::format!("{half}{}", "0".repeat(100)),
+            std::format!("{}.{}", "1".repeat(300), "5".repeat(600)),
+            std::format!("{}e-900", "9".repeat(1000)),
+            std::format!("0.{}1e-300", "0".repeat(1000)),
+        ] {
+            let want: f64 = s.parse().unwrap();
+            assert_eq!(f(&s).to_bits(), want.to_bits(), "{s}");
+            assert_eq!(f_escaped(&s).to_bits(), want.to_bits(), "{s}");
+        }
+        assert_eq!(f(&half), 0.0);
+        assert_eq!(
+            f_escaped(&std::format!("{half}{}1", "0".repeat(100))),
+            5e-324
+        );
     }
 
     proptest::proptest! {
         #[test]
-        fn floats_within_one_ulp(m in 0u64.., frac in 0u32..25, e in -360i32..330) {
+        fn floats_equal_core(m in 0u64.., frac in 0u32..25, e in -360i32..330) {
             let s = std::format!("{}.{:0>w$}e{}", m / 10u64.pow(frac.min(19)), m % 10u64.pow(frac.min(19)), e, w = frac.min(19) as usize);
             let want: f64 = s.parse().unwrap();
             let got = Parser::new(s.as_bytes()).f64();
             if want.is_infinite() {
-                proptest::prop_assert!(got.is_err());
-            } else if let Ok(got) = got {
-                let d = (got.to_bits() as i64 - want.to_bits() as i64).abs();
-                proptest::prop_assert!(d <= 1, "{} -> {} want {}", s, got, want);
+                proptest::prop_assert_eq!(got.unwrap_err().kind, JsonErrorKind::NumberOutOfRange);
             } else {
-                // Near the overflow threshold we may call it out of range while std rounds down.
-                proptest::prop_assert!(want.abs() > 1.79e308, "{}", s);
+                proptest::prop_assert_eq!(got.unwrap().to_bits(), want.to_bits(), "{}", s);
+                proptest::prop_assert_eq!(f_escaped(&s).to_bits(), want.to_bits(), "{}", s);
             }
         }
 
@@ -1469,6 +1492,31 @@ mod tests {
             let s = std::format!("{m}e{e}");
             let want: f64 = s.parse().unwrap();
             proptest::prop_assert_eq!(f(&s).to_bits(), want.to_bits(), "{}", s);
+        }
+
+        #[test]
+        fn escaped_digits_equal_plain(
+            neg in proptest::bool::ANY,
+            int in "0|[1-9][0-9]{0,40}",
+            frac in proptest::option::of("[0-9]{1,900}"),
+            exp in proptest::option::of(-400i32..400),
+            escape in proptest::collection::vec(proptest::bool::ANY, 1..64),
+        ) {
+            let s = std::format!(
+                "{}{int}{}{}",
+                if neg { "-" } else { "" },
+                frac.map(|d| std::format!(".{d}")).unwrap_or_default(),
+                exp.map(|e| std::format!("e{e}")).unwrap_or_default(),
+            );
+            // Some characters escaped, the others as they are.
+            let body: String = s
+                .chars()
+                .zip(escape.iter().cycle())
+                .map(|(c, &e)| if e { std::format!("\\u{:04x}", c as u32) } else { c.into() })
+                .collect();
+            let plain = Parser::new(s.as_bytes()).f64().map(f64::to_bits);
+            let escaped = Parser::new_escaped(body.as_bytes()).f64().map(f64::to_bits);
+            proptest::prop_assert_eq!(plain.map_err(|e| e.kind), escaped.map_err(|e| e.kind), "{}", s);
         }
     }
 
