@@ -56,7 +56,7 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod generate;
-pub mod json;
+mod json;
 pub mod kernels;
 pub mod metrics;
 pub mod model;

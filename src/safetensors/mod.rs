@@ -55,11 +55,14 @@
 
 use core::fmt;
 
-use crate::json::{JsonErrorKind, JsonStr, Parser, ValueKind};
-
 mod error;
 mod order;
 
+// The JSON reader of the header, which also reads the JSON documents that metadata values hold
+// (`MetaValue::parser`).
+pub use crate::json::{
+    BufferTooSmall, Chars, JsonError, JsonErrorKind, JsonStr, Parser, ValueKind, MAX_JSON_DEPTH,
+};
 use error::json_at;
 pub use error::FormatError;
 use order::Order;
