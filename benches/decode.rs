@@ -225,7 +225,7 @@ mod imp {
         prompt_group(c, "prefill", &["f32", "f16", "q8_0"], true);
     }
 
-    /// The logits of every position (what scoring a text, `generate::bits`, runs): 64 tokens in
+    /// The logits of every position (what scoring a text, `metrics::bits`, runs): 64 tokens in
     /// one chunk, each position's 32000 logits.
     fn bench_score(c: &mut Criterion<CpuTime>) {
         prompt_group(c, "score", &["f32", "q8_0"], false);

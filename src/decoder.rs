@@ -7,7 +7,7 @@ use crate::cache::KvCache;
 use crate::config::{DecoderConfig, Norm};
 use crate::error::{Buffer, Error};
 use crate::kernels;
-use crate::prefill::{self, BlockPanels, Packed};
+use crate::packing::{self, BlockPanels, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
 use crate::weights::{AttentionWeights, DecoderWeights};
@@ -58,17 +58,16 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     }
 
     /// f32 elements of the arena that [`Self::with_prefill_panels`] needs
-    /// ([`prefill::prefill_panels_len`] of the configuration).
+    /// ([`packing::prefill_panels_len`] of the configuration).
     pub const fn prefill_panels_len(&self) -> usize {
-        prefill::prefill_panels_len(&self.config)
+        packing::prefill_panels_len(&self.config)
     }
 
     /// This decoder with the matrices that a chunk of positions is multiplied by packed into
-    /// `arena` (f32 copies in panels, `crate::prefill`), so that prefill runs the matrix-matrix
-    /// product over panels (faster with every SIMD set; see the README's GEMM table). Decoding
-    /// one position keeps reading the weights as stored. The results agree with the unpacked
-    /// pass to f32 rounding (the sums run in another order). The decoder returned borrows the
-    /// arena; `self` is left as it is.
+    /// `arena` (f32 copies in panels, `crate::packing`), so that prefill runs the matrix-matrix
+    /// product over panels (faster with every SIMD set). Decoding one position keeps reading the
+    /// weights as stored. The results agree with the unpacked pass to f32 rounding (the sums run
+    /// in another order). The decoder returned borrows the arena; `self` is left as it is.
     ///
     /// # Errors
     /// [`Error::BufferTooSmall`] if `arena` holds fewer than [`Self::prefill_panels_len`]
@@ -80,7 +79,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     where
         'w: 'a,
     {
-        let panels = prefill::pack(&self.config, &self.weights.blocks, arena)?;
+        let panels = packing::pack(&self.config, &self.weights.blocks, arena)?;
         Ok(Decoder {
             config: self.config,
             weights: self.weights.clone(),
@@ -89,10 +88,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         })
     }
 
-    /// Bytes of the arena that [`Self::with_int8_panels`] needs ([`prefill::int8_panels_len`] of
+    /// Bytes of the arena that [`Self::with_int8_panels`] needs ([`packing::int8_panels_len`] of
     /// the configuration: as if every matrix were Q8_0).
     pub const fn int8_panels_len(&self) -> usize {
-        prefill::int8_panels_len(&self.config)
+        packing::int8_panels_len(&self.config)
     }
 
     /// This decoder on the int8 path ([`Self::with_int8_activations`]) with its Q8_0 matrices
@@ -110,7 +109,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     where
         'w: 'a,
     {
-        let panels = prefill::pack_int8(&self.config, &self.weights.blocks, &self.panels, arena)?;
+        let panels = packing::pack_int8(&self.config, &self.weights.blocks, &self.panels, arena)?;
         Ok(Decoder {
             config: self.config,
             weights: self.weights.clone(),

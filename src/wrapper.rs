@@ -6,7 +6,7 @@ use crate::config::WrapperConfig;
 use crate::decoder::Decoder;
 use crate::error::{Buffer, Error};
 use crate::kernels::{self, Int8Panels};
-use crate::prefill::{self, Packed};
+use crate::packing::{self, Packed};
 use crate::scratch::Scratch;
 use crate::tensor::{Element, Tensor, TensorSource};
 use crate::weights::WrapperWeights;
@@ -82,7 +82,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     /// Q8_0 (34 bytes per 32 weights, rows rounded up to 16, 63 bytes of alignment slack).
     /// Saturates at `usize::MAX`.
     pub const fn int8_panels_len(&self) -> usize {
-        let logits = prefill::len_int8(self.config.num_tokens, self.config.attn_layers.dim);
+        let logits = packing::len_int8(self.config.num_tokens, self.config.attn_layers.dim);
         self.decoder.int8_panels_len().saturating_add(logits)
     }
 
@@ -100,7 +100,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     where
         'w: 'a,
     {
-        prefill::room(Buffer::Int8Panels, self.int8_panels_len(), arena.len())?;
+        packing::room(Buffer::Int8Panels, self.int8_panels_len(), arena.len())?;
         let (blocks, logits) = arena.split_at_mut(self.decoder.int8_panels_len());
         let logits_panels = match self.logits_weights().0 {
             Tensor::Q8_0(q) => Some(Int8Panels::pack(q, self.config.attn_layers.dim, logits)?),

@@ -386,7 +386,7 @@ fn buffers_too_small_report_needed_and_available() {
             + panel(16, 32)
             + panel(128, 16)
             + panel(16, 64));
-    assert_eq!(picoformer::prefill::prefill_panels_len(&c), p);
+    assert_eq!(picoformer::packing::prefill_panels_len(&c), p);
     let t = table(&c, None);
     let dec: Decoder = Decoder::from_source(c, &&t).unwrap();
     assert_eq!(dec.prefill_panels_len(), p);

@@ -79,7 +79,7 @@ fn run<K: Element>(
     pack: Pack,
 ) -> Vec<f32> {
     let cfg = dec.config();
-    let mut arena = vec![f32::NAN; picoformer::prefill::prefill_panels_len(cfg)];
+    let mut arena = vec![f32::NAN; picoformer::packing::prefill_panels_len(cfg)];
     let mut arena8 = vec![0xA5u8; dec.int8_panels_len()];
     let mut dec = dec.clone();
     match pack {
@@ -167,7 +167,7 @@ proptest! {
         let rcfg = ref_config(&cfg, Some(&wcfg));
         let mut rw = reference::random_weights(&rcfg, seed);
         let table = Table::from_ref(&rcfg, &mut rw);
-        let mut arena = vec![f32::NAN; picoformer::prefill::prefill_panels_len(&cfg)];
+        let mut arena = vec![f32::NAN; picoformer::packing::prefill_panels_len(&cfg)];
         let mut model: TransformerWrapper = TransformerWrapper::from_source(wcfg, &&table).unwrap();
         if packed {
             model = model.with_prefill_panels(&mut arena).unwrap();

@@ -14,6 +14,7 @@ use std::ops::ControlFlow;
 use common::*;
 use counting_alloc::{COUNT, WATCHING};
 use picoformer::generate::{self, GenerateConfig, GenerateError, Generator, Overflow, StopReason};
+use picoformer::metrics;
 use picoformer::sampling::{Candidate, SampleError, Sampler, SamplerConfig};
 use picoformer::{
     f16, DecoderConfig, Element, Error, KvCache, Model, Scratch, TransformerWrapper, WrapperConfig,
@@ -707,7 +708,7 @@ fn bits_chunked_and_stepwise_agree_and_check_their_inputs() {
         cache.reset();
         let mut logits = vec![0.0f32; rows * v];
         results
-            .push(generate::bits(&model, &mut cache, &mut scratch, &tokens, &mut logits).unwrap());
+            .push(metrics::bits(&model, &mut cache, &mut scratch, &tokens, &mut logits).unwrap());
     }
     assert!(
         results
@@ -735,11 +736,11 @@ fn bits_chunked_and_stepwise_agree_and_check_their_inputs() {
     cache.reset();
     let mut logits = vec![0.0f32; v];
     assert_eq!(
-        generate::bits(&model, &mut cache, &mut scratch, &tokens[..1], &mut logits),
+        metrics::bits(&model, &mut cache, &mut scratch, &tokens[..1], &mut logits),
         Err(Error::EmptyInput)
     );
     assert!(matches!(
-        generate::bits(
+        metrics::bits(
             &model,
             &mut cache,
             &mut scratch,
@@ -751,7 +752,7 @@ fn bits_chunked_and_stepwise_agree_and_check_their_inputs() {
     let mut long = tokens.clone();
     long.push(0);
     assert_eq!(
-        generate::bits(&model, &mut cache, &mut scratch, &long, &mut logits),
+        metrics::bits(&model, &mut cache, &mut scratch, &long, &mut logits),
         Err(Error::CacheFull {
             len: 0,
             requested: 20,
@@ -817,7 +818,7 @@ fn demo_model_bits_per_character_equal_pytorchs() {
         let start = window * seq;
         let tokens = &text[start..(start + seq + 1).min(text.len())];
         cache.reset();
-        let bits = generate::bits(&model, &mut cache, &mut scratch, tokens, &mut logits).unwrap();
+        let bits = metrics::bits(&model, &mut cache, &mut scratch, tokens, &mut logits).unwrap();
         let per_char = bits / (tokens.len() - 1) as f64;
         let torch_per_char = torch[window] / (tokens.len() - 1) as f64;
         // f32 arithmetic on both sides with the same f16 weights: logits agree to ~1e-5,

@@ -1,8 +1,7 @@
 //! Loading model files: every malformed or unsupported file gets its typed error, never a panic.
 //! The cases are made by editing the header of real exported fixtures.
 
-use picoformer::json::JsonErrorKind;
-use picoformer::safetensors::{Dtype, FormatError};
+use picoformer::safetensors::{Dtype, FormatError, JsonErrorKind};
 use picoformer::{Dims, Error, LoadError, Model, WeightName};
 use proptest::prelude::*;
 

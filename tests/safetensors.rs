@@ -1,9 +1,8 @@
 //! Round trips and every error path of the safetensors reader, on files written by hand.
 
 use half::{bf16, f16};
-use picoformer::json::{JsonErrorKind, ValueKind};
 use picoformer::safetensors::{
-    Dtype, FormatError, SafeTensors, MAX_DIMS, MAX_METADATA, MAX_TENSORS,
+    Dtype, FormatError, JsonErrorKind, SafeTensors, ValueKind, MAX_DIMS, MAX_METADATA, MAX_TENSORS,
 };
 use proptest::prelude::*;
 

@@ -3,8 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use picoformer::json::{Parser, ValueKind};
-use picoformer::safetensors::SafeTensors;
+use picoformer::safetensors::{Parser, SafeTensors, ValueKind};
 
 /// Reads every value of a JSON document, trying several readers on each scalar.
 fn walk(mut p: Parser<'_>) {

@@ -6,7 +6,8 @@ use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use picoformer::generate::{self, GenerateConfig, Generator, Overflow, StopReason};
+use picoformer::generate::{GenerateConfig, Generator, Overflow, StopReason};
+use picoformer::metrics;
 use picoformer::sampling::{default_top_k, Candidate, Sampler, SamplerConfig};
 use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper};
 
@@ -592,7 +593,7 @@ fn run_bpc<K: Element>(
                 .saturating_add(1)
                 .min(tokens.len())];
         cache.reset();
-        bits += generate::bits(model, &mut cache, &mut scratch, w, &mut logits)?;
+        bits += metrics::bits(model, &mut cache, &mut scratch, w, &mut logits)?;
         scored += w.len() - 1;
     }
     println!(

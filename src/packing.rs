@@ -1,13 +1,14 @@
-//! The decoder's matrices packed once, into an arena the caller provides: f32 panels for
-//! prefill ([`crate::kernels::Panels`]), or int8 panels for the int8 path
-//! ([`crate::kernels::Int8Panels`]).
+//! The decoder's matrices packed once, into an arena the caller provides, for the kernels that
+//! read packed weights: f32 panels ([`crate::kernels::Panels`]) for the matrix-matrix products of
+//! prefill, and int8 panels ([`crate::kernels::Int8Panels`]) for every product on the int8 path,
+//! single-token decoding included.
 //!
-//! A chunk of positions multiplies its rows by every matrix of every block; over f32 panels that
-//! product runs at most of the FMA peak (see the README's GEMM table), where the weights in
-//! their own layout leave a third to a half of it unused. The f32 panels are a copy of those
-//! matrices ([`prefill_panels_len`] f32, a `const fn` of the configuration); decoding one
-//! position does not read them. The int8 panels hold the Q8_0 matrices in as many bytes as the
-//! weights ([`int8_panels_len`]) and serve every product on the int8 path, decoding included.
+//! A chunk of positions multiplies its rows by every matrix of every block; the GEMM tiles keep
+//! more of the FMA units busy over panels than over the weights in their own layout. The f32
+//! panels are a copy of those matrices ([`prefill_panels_len`] f32, a `const fn` of the
+//! configuration); decoding one position does not read them. The int8 panels hold the Q8_0
+//! matrices in as many bytes as the weights ([`int8_panels_len`]) and serve every product on the
+//! int8 path, decoding included.
 //!
 //! Packed: self- and cross-attention `to_q`, `to_k`, `to_v` and `to_out`, the feed-forward
 //! `proj` and `out` (the cross-attention `to_k`/`to_v` project the context's rows, once per

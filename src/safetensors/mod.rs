@@ -24,9 +24,8 @@
 //! targets, under 1 KiB on 32-bit ones). A pass is skipped when the header already lists the
 //! tensors in data order (coverage) or in name order (uniqueness), so a file from the reference
 //! writer, which lists tensors in data order, is parsed in one or a few passes over the header.
-//! For scale, on a desktop CPU: 300 tensors in reverse order take about 4 ms; the worst case
-//! allowed, 4096 tensors listed in reverse order of both names and offsets (a 0.5 MB header),
-//! about 1 s. [`SafeTensors::tensor`] and [`SafeTensors::metadata`] re-scan the header
+//! The worst case allowed, 4096 tensors listed in reverse order of both names and offsets (a
+//! 0.5 MB header), takes 64 passes for each of the two rules. [`SafeTensors::tensor`] and [`SafeTensors::metadata`] re-scan the header
 //! (`O(header)`); use [`SafeTensors::tensors`] to visit all tensors in one pass.
 //!
 //! # Alignment
@@ -54,10 +53,19 @@
 
 #![deny(unsafe_code)]
 
-use core::cmp::Ordering;
 use core::fmt;
 
-use crate::json::{JsonError, JsonErrorKind, JsonStr, Parser, ValueKind};
+mod error;
+mod order;
+
+// The JSON reader of the header, which also reads the JSON documents that metadata values hold
+// (`MetaValue::parser`).
+pub use crate::json::{
+    BufferTooSmall, Chars, JsonError, JsonErrorKind, JsonStr, Parser, ValueKind, MAX_JSON_DEPTH,
+};
+use error::json_at;
+pub use error::FormatError;
+use order::Order;
 
 /// Maximum number of dimensions of a tensor.
 pub const MAX_DIMS: usize = 8;
@@ -201,294 +209,6 @@ impl core::ops::Deref for Shape {
         self.as_slice()
     }
 }
-
-/// Why a file was refused, or a view could not be taken.
-///
-/// Names of tensors and keys are borrowed from the file as written (JSON escapes not undone).
-/// Offsets named `offset` are byte offsets from the start of the file; `begin`/`end`/`data_len`
-/// are relative to the data section, like `data_offsets`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FormatError<'a> {
-    /// The file is shorter than the 8-byte header length.
-    TooShort {
-        /// File length in bytes.
-        file_len: usize,
-    },
-    /// The header length prefix points beyond the end of the file.
-    HeaderTooLarge {
-        /// The header length read from the prefix.
-        header_len: u64,
-        /// File length in bytes.
-        file_len: usize,
-    },
-    /// The header is not valid UTF-8 or JSON, or a value has the wrong JSON type.
-    Json {
-        /// Byte offset from the start of the file.
-        offset: usize,
-        /// What is wrong.
-        kind: JsonErrorKind,
-    },
-    /// A tensor entry lacks one of `dtype`, `shape`, `data_offsets`.
-    MissingField {
-        /// The tensor.
-        tensor: &'a str,
-        /// The missing field.
-        field: &'static str,
-    },
-    /// A tensor entry has a field other than `dtype`, `shape`, `data_offsets`.
-    UnknownField {
-        /// The tensor.
-        tensor: &'a str,
-        /// The unknown field.
-        field: &'a str,
-    },
-    /// A tensor entry has the same field twice.
-    DuplicateField {
-        /// The tensor.
-        tensor: &'a str,
-        /// The repeated field.
-        field: &'static str,
-    },
-    /// A dtype this reader does not know.
-    UnknownDtype {
-        /// The tensor.
-        tensor: &'a str,
-        /// The dtype as written.
-        dtype: &'a str,
-    },
-    /// More than [`MAX_DIMS`] dimensions.
-    TooManyDims {
-        /// The tensor.
-        tensor: &'a str,
-        /// [`MAX_DIMS`].
-        max: usize,
-    },
-    /// The number of elements or bytes does not fit in `usize`.
-    ShapeOverflow {
-        /// The tensor.
-        tensor: &'a str,
-    },
-    /// `data_offsets` does not have exactly two elements.
-    OffsetsNotPair {
-        /// The tensor.
-        tensor: &'a str,
-        /// How many elements it has.
-        len: usize,
-    },
-    /// `data_offsets` has `begin > end`.
-    OffsetsReversed {
-        /// The tensor.
-        tensor: &'a str,
-        /// First offset.
-        begin: u64,
-        /// Second offset.
-        end: u64,
-    },
-    /// The tensor ends beyond the data section (e.g. a truncated file).
-    TensorOutOfRange {
-        /// The tensor.
-        tensor: &'a str,
-        /// Its end offset.
-        end: u64,
-        /// Length of the data section.
-        data_len: usize,
-    },
-    /// `end - begin` differs from `product(shape) * dtype size`.
-    SizeMismatch {
-        /// The tensor.
-        tensor: &'a str,
-        /// Bytes its shape and dtype need.
-        expected: usize,
-        /// `end - begin`.
-        actual: u64,
-    },
-    /// Two tensors share bytes (a zero-sized tensor strictly inside another counts too).
-    Overlap {
-        /// The tensor listed first in the header.
-        first: &'a str,
-        /// The tensor listed second.
-        second: &'a str,
-        /// Start of the shared range.
-        begin: usize,
-        /// End of the shared range (equal to `begin` for a zero-sized tensor).
-        end: usize,
-    },
-    /// Bytes of the data section that belong to no tensor (the specification forbids holes and
-    /// trailing bytes).
-    Hole {
-        /// Start of the uncovered range.
-        begin: usize,
-        /// End of the uncovered range.
-        end: usize,
-    },
-    /// A tensor name (or `__metadata__`) appears twice.
-    DuplicateKey {
-        /// The name.
-        key: &'a str,
-    },
-    /// A `__metadata__` key appears twice.
-    DuplicateMetadataKey {
-        /// The key.
-        key: &'a str,
-    },
-    /// A `__metadata__` value is not a string.
-    MetadataNotString {
-        /// Its key.
-        key: &'a str,
-        /// What it is instead.
-        found: ValueKind,
-    },
-    /// More than [`MAX_TENSORS`] tensors.
-    TooManyTensors {
-        /// [`MAX_TENSORS`].
-        max: usize,
-    },
-    /// More than [`MAX_METADATA`] metadata entries.
-    TooManyMetadata {
-        /// [`MAX_METADATA`].
-        max: usize,
-    },
-    /// A typed view of another dtype than the tensor's was requested.
-    WrongDtype {
-        /// The tensor.
-        tensor: &'a str,
-        /// The view's dtype.
-        expected: Dtype,
-        /// The tensor's dtype.
-        actual: Dtype,
-    },
-    /// The tensor's bytes are not aligned in memory for a typed view.
-    Misaligned {
-        /// The tensor.
-        tensor: &'a str,
-        /// Offset of its data from the start of the file.
-        offset: usize,
-        /// Alignment the element type needs.
-        align: usize,
-    },
-    /// Typed views of multi-byte elements need a little-endian target.
-    BigEndianUnsupported,
-}
-
-impl fmt::Display for FormatError<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            FormatError::TooShort { file_len } => {
-                write!(
-                    f,
-                    "file is {file_len} bytes, shorter than the 8-byte length prefix"
-                )
-            }
-            FormatError::HeaderTooLarge {
-                header_len,
-                file_len,
-            } => write!(
-                f,
-                "header length {header_len} exceeds the {} bytes after the prefix",
-                file_len.saturating_sub(PREFIX)
-            ),
-            FormatError::Json { offset, kind } => {
-                write!(f, "header JSON error at file offset {offset}: {kind}")
-            }
-            FormatError::MissingField { tensor, field } => {
-                write!(f, "tensor {tensor:?} has no {field:?}")
-            }
-            FormatError::UnknownField { tensor, field } => {
-                write!(f, "tensor {tensor:?} has unknown field {field:?}")
-            }
-            FormatError::DuplicateField { tensor, field } => {
-                write!(f, "tensor {tensor:?} has {field:?} twice")
-            }
-            FormatError::UnknownDtype { tensor, dtype } => {
-                write!(f, "tensor {tensor:?} has unknown dtype {dtype:?}")
-            }
-            FormatError::TooManyDims { tensor, max } => {
-                write!(f, "tensor {tensor:?} has more than {max} dimensions")
-            }
-            FormatError::ShapeOverflow { tensor } => {
-                write!(f, "tensor {tensor:?}: size of shape overflows usize")
-            }
-            FormatError::OffsetsNotPair { tensor, len } => write!(
-                f,
-                "tensor {tensor:?}: data_offsets has {len} elements, expected 2"
-            ),
-            FormatError::OffsetsReversed { tensor, begin, end } => write!(
-                f,
-                "tensor {tensor:?}: data_offsets [{begin}, {end}] has begin > end"
-            ),
-            FormatError::TensorOutOfRange {
-                tensor,
-                end,
-                data_len,
-            } => write!(
-                f,
-                "tensor {tensor:?} ends at {end}, beyond the {data_len}-byte data section"
-            ),
-            FormatError::SizeMismatch {
-                tensor,
-                expected,
-                actual,
-            } => write!(
-                f,
-                "tensor {tensor:?} spans {actual} bytes, its shape and dtype need {expected}"
-            ),
-            FormatError::Overlap {
-                first,
-                second,
-                begin,
-                end,
-            } => write!(
-                f,
-                "tensors {first:?} and {second:?} overlap in data bytes {begin}..{end}"
-            ),
-            FormatError::Hole { begin, end } => {
-                write!(f, "data bytes {begin}..{end} belong to no tensor")
-            }
-            FormatError::DuplicateKey { key } => write!(f, "{key:?} appears twice in the header"),
-            FormatError::DuplicateMetadataKey { key } => {
-                write!(f, "metadata key {key:?} appears twice")
-            }
-            FormatError::MetadataNotString { key, found } => {
-                write!(f, "metadata value of {key:?} is a {found}, not a string")
-            }
-            FormatError::TooManyTensors { max } => write!(f, "more than {max} tensors"),
-            FormatError::TooManyMetadata { max } => write!(f, "more than {max} metadata entries"),
-            FormatError::WrongDtype {
-                tensor,
-                expected,
-                actual,
-            } => write!(f, "tensor {tensor:?} is {actual}, not {expected}"),
-            FormatError::Misaligned {
-                tensor,
-                offset,
-                align,
-            } => {
-                write!(
-                    f,
-                    "tensor {tensor:?} at file offset {offset} is not {align}-byte aligned"
-                )?;
-                if offset % align == 0 {
-                    f.write_str(" (the file buffer itself is not aligned)")?;
-                }
-                Ok(())
-            }
-            FormatError::BigEndianUnsupported => {
-                f.write_str("typed views need a little-endian target")
-            }
-        }
-    }
-}
-
-impl core::error::Error for FormatError<'_> {}
-
-/// A JSON error at `base` bytes into the file.
-fn json_at(base: usize) -> impl Fn(JsonError) -> FormatError<'static> {
-    move |e| FormatError::Json {
-        offset: base + e.offset,
-        kind: e.kind,
-    }
-}
-
 /// One tensor: name, dtype, shape and a view of its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorInfo<'a> {
@@ -767,140 +487,6 @@ fn validate_metadata(src: &str, base: usize) -> Result<(), FormatError<'_>> {
     }
     Ok(())
 }
-
-/// Items held on the stack by [`visit_sorted`]: the passes over the header it needs are
-/// `ceil(n / BATCH)`.
-const BATCH: usize = 64;
-
-/// Calls `visit` on the items produced by `items()` in increasing `cmp` order, holding at most
-/// [`BATCH`] items at a time: each run of `items()` (a pass over the header) selects the next
-/// `BATCH` smallest. Two items that compare equal end the walk with `Err(equal(second))`.
-fn visit_sorted<T: Copy, I: Iterator<Item = T>, E>(
-    items: impl Fn() -> I,
-    cmp: impl Fn(&T, &T) -> Ordering,
-    equal: impl Fn(T) -> E,
-    mut visit: impl FnMut(T) -> Result<(), E>,
-) -> Result<(), E> {
-    let mut last: Option<T> = None;
-    loop {
-        let mut batch: heapless::Vec<T, BATCH> = heapless::Vec::new();
-        for item in items() {
-            if last.is_some_and(|l| cmp(&item, &l).is_le()) {
-                continue; // visited in an earlier batch
-            }
-            match batch.binary_search_by(|b| cmp(b, &item)) {
-                // An item equal to one of the batch: if the item belongs in this batch, its twin
-                // is there too (the batch always holds the smallest items seen so far).
-                Ok(_) => return Err(equal(item)),
-                Err(BATCH) => {} // larger than a full batch: a later pass
-                Err(pos) => {
-                    if batch.is_full() {
-                        batch.pop();
-                    }
-                    // Cannot fail: there is room now.
-                    let _ = batch.insert(pos, item);
-                }
-            }
-        }
-        for &item in batch.iter() {
-            visit(item)?;
-        }
-        if !batch.is_full() {
-            return Ok(());
-        }
-        last = batch.last().copied();
-    }
-}
-
-/// Checks, tensor by tensor in data order, that the tensors tile the data section: each starts
-/// where the previous non-empty one ended. Zero-sized tensors sort before a non-empty one at the
-/// same offset, so they may sit on any boundary.
-struct Tiling {
-    /// End of the covered prefix.
-    cursor: usize,
-    /// Index (header order) and range of the last non-empty tensor.
-    last: Option<Span>,
-}
-
-/// A tensor's place in the data section, ordered by `(begin, non-empty, index)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Span {
-    begin: usize,
-    nonempty: bool,
-    index: usize,
-    end: usize,
-}
-
-impl Span {
-    fn of(index: usize, t: &TensorInfo<'_>) -> Span {
-        Span {
-            begin: t.begin,
-            nonempty: !t.data.is_empty(),
-            index,
-            end: t.end(),
-        }
-    }
-}
-
-/// A coverage problem, with tensors named by index until the names are looked up.
-#[derive(Clone, Copy, Debug)]
-enum TileError {
-    Overlap {
-        first: usize,
-        second: usize,
-        begin: usize,
-        end: usize,
-    },
-    Hole {
-        begin: usize,
-        end: usize,
-    },
-}
-
-impl Tiling {
-    const fn new() -> Self {
-        Tiling {
-            cursor: 0,
-            last: None,
-        }
-    }
-
-    fn visit(&mut self, s: Span) -> Result<(), TileError> {
-        if s.begin > self.cursor {
-            return Err(TileError::Hole {
-                begin: self.cursor,
-                end: s.begin,
-            });
-        }
-        if s.begin < self.cursor {
-            // Sorted by begin, so the last non-empty tensor starts at or before `s` and ends
-            // after its start.
-            let l = self.last.unwrap_or(s);
-            return Err(TileError::Overlap {
-                first: l.index.min(s.index),
-                second: l.index.max(s.index),
-                begin: s.begin,
-                end: s.end.min(l.end),
-            });
-        }
-        if s.nonempty {
-            self.cursor = s.end;
-            self.last = Some(s);
-        }
-        Ok(())
-    }
-
-    fn finish(&self, data_len: usize) -> Result<(), TileError> {
-        if self.cursor != data_len {
-            return Err(TileError::Hole {
-                begin: self.cursor,
-                end: data_len,
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Parses the value of a tensor entry.
 fn parse_tensor<'a>(
     p: &mut Parser<'a>,
@@ -1071,14 +657,10 @@ impl<'a> SafeTensors<'a> {
             metadata_at: None,
         };
 
-        // First pass: validate every entry. Meanwhile check the cheap cases of the global
-        // rules: names listed in strictly increasing order cannot repeat, and tensors listed in
-        // data order can be checked for coverage as they come.
+        // One pass validates every entry and checks the global rules where the header order
+        // makes them cheap (see `Order`); `Order::check` walks the rest in sorted order.
         let mut scan = Scanner::new(header, data, true)?;
-        let mut prev: Option<(JsonStr<'a>, Span)> = None;
-        let (mut names_sorted, mut spans_sorted) = (true, true);
-        let mut tiling = Tiling::new();
-        let mut tile_result = Ok(());
+        let mut order = Order::new();
         while let Some(entry) = scan.next()? {
             let t = match entry {
                 Entry::Metadata(at) => {
@@ -1093,65 +675,11 @@ impl<'a> SafeTensors<'a> {
             if st.count == MAX_TENSORS {
                 return Err(FormatError::TooManyTensors { max: MAX_TENSORS });
             }
-            let span = Span::of(st.count, &t);
+            order.push(st.count, &t);
             st.count += 1;
-            if let Some((name, s)) = prev {
-                names_sorted &= name.cmp_decoded(&t.key).is_lt();
-                spans_sorted &= s < span;
-            }
-            prev = Some((t.key, span));
-            if spans_sorted && tile_result.is_ok() {
-                tile_result = tiling.visit(span);
-            }
         }
-
-        // Unique names; with names out of order, a sorted walk in batches.
-        if !names_sorted {
-            visit_sorted(
-                || st.tensors().map(|t| t.key),
-                JsonStr::cmp_decoded,
-                |k| FormatError::DuplicateKey { key: k.raw() },
-                |_| Ok(()),
-            )?;
-        }
-        if st.metadata_at.is_some() {
-            visit_sorted(
-                || st.metadata_entries().map(|(k, _)| k),
-                JsonStr::cmp_decoded,
-                |k| FormatError::DuplicateMetadataKey { key: k.raw() },
-                |_| Ok(()),
-            )?;
-        }
-
-        // Exact coverage of the data section, checked in data order.
-        if !spans_sorted {
-            tiling = Tiling::new();
-            tile_result = visit_sorted(
-                || st.tensors().enumerate().map(|(i, t)| Span::of(i, &t)),
-                Span::cmp,
-                // Spans are unique by index.
-                |_| TileError::Hole { begin: 0, end: 0 },
-                |s| tiling.visit(s),
-            );
-        }
-        match tile_result.and_then(|()| tiling.finish(data.len())) {
-            Ok(()) => Ok(st),
-            Err(TileError::Hole { begin, end }) => Err(FormatError::Hole { begin, end }),
-            Err(TileError::Overlap {
-                first,
-                second,
-                begin,
-                end,
-            }) => {
-                let name = |i| st.tensors().nth(i).map_or("", |t| t.name());
-                Err(FormatError::Overlap {
-                    first: name(first),
-                    second: name(second),
-                    begin,
-                    end,
-                })
-            }
-        }
+        order.check(&st)?;
+        Ok(st)
     }
 
     /// Number of tensors.
