@@ -27,17 +27,25 @@ fn tmp(name: &str) -> String {
     dir.join(name).to_string_lossy().into_owned()
 }
 
-/// The text before the summary line, and the summary line.
-fn split(out: &str) -> (&str, &str) {
-    let at = out.rfind("\n-- ").expect("summary line");
-    (&out[..at], out[at + 1..].trim_end())
+/// The generated text (standard output, which holds nothing else), and the summary line
+/// (standard error).
+fn split<'a>(out: &'a str, err: &'a str) -> (&'a str, &'a str) {
+    assert!(!out.contains("\n-- "), "statistics on stdout: {out}");
+    let summary = err.lines().last().expect("summary line");
+    assert!(summary.starts_with("-- "), "{err}");
+    (out.strip_suffix('\n').unwrap_or(out), summary)
+}
+
+/// The generated text alone.
+fn text(out: &str) -> &str {
+    out.strip_suffix('\n').unwrap_or(out)
 }
 
 #[test]
 fn generate_with_no_arguments_uses_the_bundled_model() {
     let (code, out, err) = run(&["generate"]);
     assert_eq!(code, 0, "{err}");
-    let (text, summary) = split(&out);
+    let (text, summary) = split(&out, &err);
     assert!(
         text.starts_with("It is a truth universally acknowledged"),
         "{text}"
@@ -83,9 +91,9 @@ fn prefill_panels_give_the_same_greedy_text() {
     };
     let ((c1, a, e1), (c2, b, e2)) = (args("stored"), args("panels"));
     assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
-    assert_eq!(split(&a).0, split(&b).0);
-    assert!(split(&b).1.contains("prefill panels"), "{b}");
-    assert!(!split(&a).1.contains("prefill panels"), "{a}");
+    assert_eq!(split(&a, &e1).0, split(&b, &e2).0);
+    assert!(split(&b, &e2).1.contains("prefill panels"), "{e2}");
+    assert!(!split(&a, &e1).1.contains("prefill panels"), "{e1}");
     let (code, out, err) = run(&["bench", "--repeat", "1", "--prefill", "panels"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("over prefill panels"), "{out}");
@@ -112,7 +120,7 @@ fn int8_dot_products_on_the_quantised_demo_model() {
         "60",
     ]);
     assert_eq!(code, 0, "{err}");
-    let (text, summary) = split(&out);
+    let (text, summary) = split(&out, &err);
     assert!(summary.contains("int8 dot products"), "{summary}");
     let letters = text
         .chars()
@@ -149,7 +157,7 @@ fn the_same_seed_gives_the_same_text() {
     let (c1, a, _) = run(&args);
     let (c2, b, _) = run(&args);
     assert_eq!((c1, c2), (0, 0));
-    assert_eq!(split(&a).0, split(&b).0);
+    assert_eq!(text(&a), text(&b));
     let (_, c, _) = run(&[
         "generate",
         "--prompt",
@@ -161,7 +169,7 @@ fn the_same_seed_gives_the_same_text() {
         "--top-p",
         "0.9",
     ]);
-    assert_ne!(split(&a).0, split(&c).0);
+    assert_ne!(text(&a), text(&c));
     // greedy ignores the seed
     let g = |seed| {
         run(&[
@@ -175,7 +183,7 @@ fn the_same_seed_gives_the_same_text() {
         ])
         .1
     };
-    assert_eq!(split(&g("1")).0, split(&g("2")).0);
+    assert_eq!(text(&g("1")), text(&g("2")));
 }
 
 #[test]
@@ -200,16 +208,18 @@ fn options_f16_cache_filters_sliding_window_and_full_cache() {
         "32",
     ]);
     assert_eq!(code, 0, "{err}");
-    let summary = split(&out).1;
+    let summary = split(&out, &err).1;
     assert!(summary.contains("-- 80 tokens"), "{summary}");
     assert!(summary.contains("window slid"), "{summary}");
     assert!(summary.contains("(f16 x 64 positions)"), "{summary}");
     // without --slide it stops when the cache is full: 64 − 38 prompt bytes + 1 tokens
-    let (code, out, _) = run(&["generate", "--capacity", "64", "--max-tokens", "100"]);
+    let (code, out, err) = run(&["generate", "--capacity", "64", "--max-tokens", "100"]);
     assert_eq!(code, 0);
     assert!(
-        split(&out).1.starts_with("-- 27 tokens (KV cache full"),
-        "{out}"
+        split(&out, &err)
+            .1
+            .starts_with("-- 27 tokens (KV cache full"),
+        "{err}"
     );
 }
 
@@ -303,4 +313,69 @@ fn usage_errors_exit_2_and_failures_exit_1() {
         assert_eq!(code, 1, "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// The prompt from a file or standard input (`-`) gives the same text as `--prompt`; both at
+/// once is a usage error.
+#[test]
+fn prompt_from_a_file_or_standard_input() {
+    use std::io::Write as _;
+    let prompt = "Emma Woodhouse, handsome, clever, and rich";
+    let args = ["--temperature", "0", "--max-tokens", "20"];
+    let (code, expected, err) = run(&[&["generate", "--prompt", prompt][..], &args].concat());
+    assert_eq!(code, 0, "{err}");
+    let file = tmp("prompt.txt");
+    std::fs::write(&file, prompt).unwrap();
+    let (code, out, err) = run(&[&["generate", "--prompt-file", &file][..], &args].concat());
+    assert_eq!((code, out.as_str()), (0, expected.as_str()), "{err}");
+    let mut child = Command::new(BIN)
+        .args([&["generate", "--prompt-file", "-"][..], &args].concat())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(prompt.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+    let (code, _, err) = run(&["generate", "--prompt", "a", "--prompt-file", &file]);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// `--json`: generate's statistics (stderr), bench and inspect (stdout) are one JSON object
+/// each, with the fields a script reads.
+#[test]
+fn json_output_parses() {
+    fn field<'a>(json: &'a str, key: &str) -> &'a str {
+        let at = json
+            .find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("{key} in {json}"));
+        let rest = &json[at + key.len() + 3..];
+        rest[..rest.find([',', '}']).unwrap()].trim_matches('"')
+    }
+    let (code, out, err) = run(&["generate", "--max-tokens", "7", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("It is a truth"), "{out}");
+    let stats = err.trim_end();
+    assert!(stats.starts_with('{') && stats.ends_with('}'), "{stats}");
+    assert_eq!(field(stats, "tokens"), "7");
+    assert_eq!(field(stats, "stop"), "max_tokens");
+    assert!(field(stats, "tokens_per_s").parse::<f64>().unwrap() > 0.0);
+    let (code, out, err) = run(&["bench", "--repeat", "1", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(field(&out, "decode_tokens_per_s").parse::<f64>().unwrap() > 0.0);
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/seed.model.safetensors"
+    );
+    let (code, out, err) = run(&["inspect", seed, "--json", "--capacity", "100"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(field(&out, "parameters"), "1577104");
+    assert_eq!(field(&out, "kv_cache_f32_bytes"), "819200");
 }

@@ -143,3 +143,31 @@ fn help_and_version_succeed() {
         }
     }
 }
+
+/// Standard output closed early (`picoformer ... | head -c 1`): exit 1 with a message, never
+/// the panic of `println!`.
+#[test]
+fn a_closed_standard_output_is_an_error_not_a_panic() {
+    let seed = fixture("seed.model.safetensors");
+    for args in [
+        &["generate", "--max-tokens", "500"][..],
+        &["inspect", &seed],
+        &["bench", "--repeat", "1", "--json"],
+        &["--help"],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)) && !err.contains("panicked"),
+            "picoformer {args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}

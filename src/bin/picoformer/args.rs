@@ -26,8 +26,12 @@ pub struct Args {
     options: HashMap<String, String>,
 }
 
+/// Options that take no value (a switch); every other option takes one.
+const SWITCHES: &[&str] = &["json"];
+
 impl Args {
-    /// Parses `argv`, accepting only the named `--options` (each takes a value).
+    /// Parses `argv`, accepting only the named `--options` (each takes a value, except the
+    /// switches such as `--json`).
     pub fn parse(argv: &[String], known: &[&str]) -> Result<Args, CliError> {
         let mut positional = Vec::new();
         let mut options = HashMap::new();
@@ -46,6 +50,7 @@ impl Args {
                 }
                 let value = match inline {
                     Some(v) => v,
+                    None if SWITCHES.contains(&name) => String::from("true"),
                     None => it
                         .next()
                         .cloned()
@@ -84,6 +89,11 @@ impl Args {
         }
     }
 
+    /// Whether the switch `--name` was given.
+    pub fn switch(&self, name: &str) -> bool {
+        self.options.contains_key(name)
+    }
+
     /// The option `--name` as text, if given.
     pub fn text(&self, name: &str) -> Option<&str> {
         self.options.get(name).map(String::as_str)
@@ -99,5 +109,30 @@ pub fn int8_dot(args: &Args) -> Result<bool, CliError> {
         other => Err(CliError::Usage(format!(
             "bad value `{other}` for `--dot` (f32 or int8)"
         ))),
+    }
+}
+
+/// `text` as a JSON string literal (quotes and escapes included).
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A finite number as JSON (`null` for NaN and infinities, which JSON cannot write).
+pub fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
     }
 }

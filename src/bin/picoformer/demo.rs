@@ -111,8 +111,8 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let mut scratch = Scratch::new(&DECODER, CHUNK, &mut sb)?;
     let mut logits = vec![0.0f32; MODEL.num_tokens];
 
-    println!("picoformer demo: a random-weight byte-level TransformerWrapper (dim 128, depth 4, 4 heads / 2 kv heads, rotary, RMSNorm, SiLU GLU)");
-    println!("(the weights are random, so the text is noise: this shows the machinery, not a trained model)");
+    outln!("picoformer demo: a random-weight byte-level TransformerWrapper (dim 128, depth 4, 4 heads / 2 kv heads, rotary, RMSNorm, SiLU GLU)");
+    outln!("(the weights are random, so the text is noise: this shows the machinery, not a trained model)");
     let tokens: Vec<u32> = prompt.iter().map(|&b| b as u32).collect();
     let t0 = Instant::now();
     model.forward_last(&mut cache, &mut scratch, &tokens, None, &mut logits)?;
@@ -129,9 +129,9 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         .iter()
         .map(|&t| (t as u8).escape_ascii().to_string())
         .collect();
-    println!("prompt    {:?}", String::from_utf8_lossy(&prompt));
-    println!("greedy    {text}");
-    println!(
+    outln!("prompt    {:?}", String::from_utf8_lossy(&prompt));
+    outln!("greedy    {text}");
+    outln!(
         "speed     prefill {} tokens in {:.2} ms ({:.0} tokens/s), decode {} tokens in {:.2} ms ({:.0} tokens/s)",
         tokens.len(),
         prefill.as_secs_f64() * 1e3,
@@ -140,7 +140,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         decode.as_secs_f64() * 1e3,
         max_new as f64 / decode.as_secs_f64()
     );
-    println!(
+    outln!(
         "memory    weights {} (borrowed), KV cache {} ({} of {CAPACITY} positions used), scratch arena {}, logits {}; heap allocations while decoding: 0",
         human(weight_bytes as u64),
         human(KvCache::<f32>::bytes(&DECODER, CAPACITY) as u64),

@@ -11,8 +11,9 @@ use picoformer::metrics;
 use picoformer::sampling::{default_top_k, Candidate, Sampler, SamplerConfig};
 use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper};
 
+use crate::args::{json_number, json_string};
 use crate::args::{Args, CliError};
-use crate::files::{filled, human, Aligned, AlignedVec};
+use crate::files::{filled, human, Aligned, AlignedVec, MAX_FILE};
 
 /// Bytes on a 64-byte boundary, so the bundled model's tensors can be viewed in place (and its
 /// matrices, at multiples of 64 bytes in the file, start on cache lines).
@@ -37,6 +38,8 @@ const CHUNK: usize = 64;
 const GENERATE_OPTIONS: &[&str] = &[
     "model",
     "prompt",
+    "prompt-file",
+    "json",
     "max-tokens",
     "temperature",
     "top-k",
@@ -172,6 +175,35 @@ fn capacity(args: &Args, model: &TransformerWrapper) -> Result<usize, CliError> 
     Ok(cap)
 }
 
+/// The prompt's bytes: `--prompt TEXT`, `--prompt-file PATH` (`-` reads standard input, at
+/// most [`MAX_FILE`] bytes), or the default prompt.
+fn prompt_bytes(args: &Args) -> Result<Vec<u8>, CliError> {
+    match (args.text("prompt"), args.text("prompt-file")) {
+        (Some(_), Some(_)) => Err(CliError::Usage(
+            "give --prompt or --prompt-file, not both".into(),
+        )),
+        (Some(text), None) => Ok(text.as_bytes().to_vec()),
+        (None, Some("-")) => {
+            use std::io::Read as _;
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(MAX_FILE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
+            if bytes.len() as u64 > MAX_FILE {
+                return Err(CliError::Failed(format!(
+                    "standard input holds more than the {} this tool reads",
+                    human(MAX_FILE)
+                )));
+            }
+            Ok(bytes)
+        }
+        (None, Some(path)) => Ok(Aligned::read(path)?.bytes().to_vec()),
+        (None, None) => Ok(DEFAULT_PROMPT.as_bytes().to_vec()),
+    }
+}
+
 /// Byte-level tokens of a text (token i = byte i), checked against the vocabulary.
 fn tokenize(text: &[u8], num_tokens: usize) -> Result<Vec<u32>, CliError> {
     if num_tokens < 256 {
@@ -291,10 +323,10 @@ fn run_generate<K: Element>(
     let cfg = *model.config();
     let d = cfg.attn_layers;
     let v = cfg.num_tokens;
-    let prompt_text = args.text("prompt").unwrap_or(DEFAULT_PROMPT);
-    let prompt = tokenize(prompt_text.as_bytes(), v)?;
+    let prompt_text = prompt_bytes(args)?;
+    let prompt = tokenize(&prompt_text, v)?;
     if prompt.is_empty() {
-        return Err(CliError::Usage("--prompt must not be empty".into()));
+        return Err(CliError::Usage("the prompt must not be empty".into()));
     }
     let max_new = args.get("max-tokens", 200usize)?;
     let cap = capacity(args, model)?;
@@ -329,7 +361,7 @@ fn run_generate<K: Element>(
     let mut utf8 = Utf8Stream {
         pending: Vec::new(),
     };
-    let _ = write!(stdout, "{prompt_text}");
+    let _ = stdout.write_all(&prompt_text);
     let _ = stdout.flush();
     let t0 = Instant::now();
     let mut first_token_at = None;
@@ -397,8 +429,31 @@ fn run_generate<K: Element>(
             human(model.int8_panels_len() as u64)
         ));
     }
-    let _ = writeln!(
-        stdout,
+    // Statistics go to stderr, so stdout holds the text alone (`generate > out.txt`).
+    if args.switch("json") {
+        let stop = match out.reason {
+            StopReason::EndToken => "end_token",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::CacheFull => "cache_full",
+            StopReason::Stopped => "stopped",
+        };
+        eprintln!(
+            "{{\"tokens\":{},\"stop\":\"{stop}\",\"seconds\":{},\"tokens_per_s\":{},\"prompt_tokens\":{},\"first_token_ms\":{},\"decode_tokens_per_s\":{},\"reencodes\":{},\"reencoded_tokens\":{},\"weights_bytes\":{},\"kv\":\"{}\",\"capacity\":{cap},\"kv_cache_bytes\":{},\"arena_bytes\":{arena},\"seed\":{seed}}}",
+            out.new_tokens,
+            json_number(total.as_secs_f64()),
+            json_number(out.new_tokens as f64 / total.as_secs_f64()),
+            out.prompt_tokens,
+            json_number(prefill.as_secs_f64() * 1e3),
+            json_number(decode_tps),
+            out.reencodes,
+            out.reencoded_tokens,
+            source.bytes().len(),
+            kv_name::<K>(),
+            KvCache::<K>::bytes(&d, cap),
+        );
+        return Ok(());
+    }
+    eprintln!(
         "-- {} tokens ({why}{slid}) in {:.2} s: {:.1} tokens/s (prompt {} tokens + first token {:.1} ms, then {:.1} tokens/s); memory: weights {} ({}), KV cache {} ({} x {} positions), arena {} (scratch {CHUNK}-position chunks + logits + sampler + history){extras}; seed {seed}",
         out.new_tokens,
         total.as_secs_f64(),
@@ -443,6 +498,7 @@ pub fn bench(argv: &[String]) -> Result<(), CliError> {
             "capacity",
             "prefill",
             "dot",
+            "json",
         ],
     )?;
     args.positional(&[])?;
@@ -502,7 +558,27 @@ fn run_bench<K: Element>(
         }
         best_decode = best_decode.min(t1.elapsed().as_secs_f64());
     }
-    println!(
+    let (panels, int8) = (
+        model.decoder().has_prefill_panels(),
+        model.decoder().int8_activations(),
+    );
+    if args.switch("json") {
+        outln!(
+            "{{\"model\":{},\"dim\":{},\"depth\":{},\"heads\":{},\"kv_heads\":{},\"num_tokens\":{v},\"kv\":\"{}\",\"capacity\":{cap},\"chunk\":{CHUNK},\"prefill_panels\":{panels},\"int8\":{int8},\"repeat\":{repeat},\"prefill_tokens\":{n_prompt},\"prefill_seconds\":{},\"prefill_tokens_per_s\":{},\"decode_tokens\":{n_decode},\"decode_seconds\":{},\"decode_tokens_per_s\":{}}}",
+            json_string(source.name()),
+            d.dim,
+            d.depth,
+            d.heads,
+            d.kv_heads(),
+            kv_name::<K>(),
+            json_number(best_prefill),
+            json_number(n_prompt as f64 / best_prefill),
+            json_number(best_decode),
+            json_number(n_decode as f64 / best_decode.max(f64::MIN_POSITIVE)),
+        );
+        return Ok(());
+    }
+    outln!(
         "model   {} (dim {}, depth {}, heads {}/{} kv, {} tokens), KV cache {} x {cap}, prefill chunks of {CHUNK}{}",
         source.name(),
         d.dim,
@@ -511,22 +587,19 @@ fn run_bench<K: Element>(
         d.kv_heads(),
         v,
         kv_name::<K>(),
-        match (
-            model.decoder().has_prefill_panels(),
-            model.decoder().int8_activations(),
-        ) {
+        match (panels, int8) {
             (false, false) => "",
             (true, false) => " over prefill panels",
             (false, true) => ", int8 dot products",
             (true, true) => " over prefill panels, int8 dot products",
         }
     );
-    println!(
+    outln!(
         "prefill {n_prompt} tokens: {:.0} tokens/s ({:.2} ms, best of {repeat})",
         n_prompt as f64 / best_prefill,
         best_prefill * 1e3
     );
-    println!(
+    outln!(
         "decode  {n_decode} tokens after the prompt: {:.0} tokens/s ({:.3} ms/token, greedy, best of {repeat})",
         n_decode as f64 / best_decode.max(f64::MIN_POSITIVE),
         best_decode * 1e3 / n_decode.max(1) as f64
@@ -596,7 +669,7 @@ fn run_bpc<K: Element>(
         bits += metrics::bits(model, &mut cache, &mut scratch, w, &mut logits)?;
         scored += w.len() - 1;
     }
-    println!(
+    outln!(
         "{:.6} bits per character over {scored} characters (windows of {window}, KV cache {}, {:.1} s)",
         bits / scored as f64,
         kv_name::<K>(),

@@ -3,7 +3,7 @@
 use picoformer::safetensors::SafeTensors;
 use picoformer::{f16, KvCache, Model, Scratch};
 
-use crate::args::{Args, CliError};
+use crate::args::{json_string, Args, CliError};
 use crate::files::{human, Aligned};
 
 /// A size from the library's `const fn`s, which saturate at `usize::MAX` when too large.
@@ -43,8 +43,72 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             dtypes.push(t.dtype().name());
         }
     }
-    println!("model       {path}");
-    println!(
+    if args.switch("json") {
+        // Sizes that saturate (too large for usize) are null.
+        let n = |b: usize| {
+            if b == usize::MAX {
+                "null".to_string()
+            } else {
+                b.to_string()
+            }
+        };
+        let arena = Scratch::bytes(&d, chunk);
+        let logits = cfg.wrapper.map_or(0, |w| 4 * w.num_tokens as u64);
+        let total = |parts: [usize; 3]| {
+            if parts.contains(&usize::MAX) {
+                "null".to_string()
+            } else {
+                (parts.iter().map(|&p| p as u64).sum::<u64>() + logits).to_string()
+            }
+        };
+        let (kv32, kv16) = (
+            KvCache::<f32>::bytes(&d, capacity),
+            KvCache::<f16>::bytes(&d, capacity),
+        );
+        let (ctx32, ctx16) = (
+            KvCache::<f32>::context_bytes(&d, context),
+            KvCache::<f16>::context_bytes(&d, context),
+        );
+        let wrapper = match cfg.wrapper {
+            Some(w) => format!(
+                "{{\"num_tokens\":{},\"max_seq_len\":{},\"abs_pos_emb\":{},\"tie_embedding\":{}}}",
+                w.num_tokens,
+                w.max_seq_len,
+                w.has_abs_pos_emb(),
+                w.tie_embedding
+            ),
+            None => "null".into(),
+        };
+        let dtypes: Vec<String> = dtypes.iter().map(|t| json_string(t)).collect();
+        outln!(
+            "{{\"model\":{},\"decoder\":{{\"dim\":{},\"depth\":{},\"heads\":{},\"kv_heads\":{},\"attn_dim_head\":{},\"rotary_dim\":{},\"norm\":\"{:?}\",\"activation\":\"{:?}\",\"ff_glu\":{},\"ff_inner\":{},\"cross_attend\":{},\"dim_context\":{}}},\"wrapper\":{wrapper},\"parameters\":{params},\"tensors\":{},\"dtypes\":[{}],\"weights_bytes\":{bytes},\"ram\":{{\"capacity\":{capacity},\"context\":{context},\"chunk\":{chunk},\"scratch_bytes\":{},\"kv_cache_f32_bytes\":{},\"kv_cache_f16_bytes\":{},\"context_cache_f32_bytes\":{},\"context_cache_f16_bytes\":{},\"logits_bytes\":{logits},\"total_f32_bytes\":{},\"total_f16_bytes\":{}}}}}",
+            json_string(path),
+            d.dim,
+            d.depth,
+            d.heads,
+            d.kv_heads(),
+            d.attn_dim_head,
+            d.rotary_dim(),
+            d.norm(),
+            d.activation(),
+            d.ff_glu,
+            d.ff_inner(),
+            d.cross_attend,
+            d.dim_context(),
+            st.len(),
+            dtypes.join(","),
+            n(arena),
+            n(kv32),
+            n(kv16),
+            n(ctx32),
+            n(ctx16),
+            total([arena, kv32, ctx32]),
+            total([arena, kv16, ctx16]),
+        );
+        return Ok(());
+    }
+    outln!("model       {path}");
+    outln!(
         "kind        {}",
         if cfg.wrapper.is_some() {
             "TransformerWrapper"
@@ -52,7 +116,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             "Decoder"
         }
     );
-    println!(
+    outln!(
         "decoder     dim {}, depth {}, heads {} (kv heads {}), attn_dim_head {}, rotary dim {}, norm {:?}, ff {:?}{} inner {}{}",
         d.dim,
         d.depth,
@@ -67,7 +131,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         if d.cross_attend { format!(", cross-attend (context dim {})", d.dim_context()) } else { String::new() }
     );
     if let Some(w) = cfg.wrapper {
-        println!(
+        outln!(
             "wrapper     num_tokens {}, max_seq_len {}, absolute positions {}, tied embedding {}",
             w.num_tokens,
             w.max_seq_len,
@@ -75,43 +139,43 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             w.tie_embedding
         );
     }
-    println!(
+    outln!(
         "parameters  {params} in {} tensors ({})",
         st.len(),
         dtypes.join(", ")
     );
-    println!(
+    outln!(
         "weights     {} (viewed in place in the file, never copied)",
         human(bytes as u64)
     );
-    println!();
-    println!("RAM plan for {capacity} positions, {context} context rows, chunks of {chunk}:");
+    outln!();
+    outln!("RAM plan for {capacity} positions, {context} context rows, chunks of {chunk}:");
     let arena = Scratch::bytes(&d, chunk);
     let kv32 = KvCache::<f32>::bytes(&d, capacity);
     let kv16 = KvCache::<f16>::bytes(&d, capacity);
     let ctx32 = KvCache::<f32>::context_bytes(&d, context);
     let ctx16 = KvCache::<f16>::context_bytes(&d, context);
-    println!(
+    outln!(
         "  scratch arena          {:>12}  Scratch::bytes(&cfg, {chunk})",
         size(arena)
     );
-    println!(
+    outln!(
         "  KV cache, f32          {:>12}  KvCache::<f32>::bytes(&cfg, {capacity})",
         size(kv32)
     );
-    println!(
+    outln!(
         "  KV cache, f16          {:>12}  KvCache::<f16>::bytes(&cfg, {capacity})",
         size(kv16)
     );
     if d.cross_attend {
-        println!(
+        outln!(
             "  context cache, f32     {:>12}  KvCache::<f32>::context_bytes(&cfg, {context})",
             size(ctx32)
         );
-        println!("  context cache, f16     {:>12}", size(ctx16));
+        outln!("  context cache, f16     {:>12}", size(ctx16));
     }
     if let Some(w) = cfg.wrapper {
-        println!(
+        outln!(
             "  logits (one position)  {:>12}",
             human(4 * w.num_tokens as u64)
         );
@@ -126,11 +190,11 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             human(sum)
         }
     };
-    println!(
+    outln!(
         "  total RAM, f32 cache   {:>12}",
         total(&[arena, kv32, ctx32])
     );
-    println!(
+    outln!(
         "  total RAM, f16 cache   {:>12}",
         total(&[arena, kv16, ctx16])
     );

@@ -2,6 +2,17 @@
 //! and decode a demo. Every failure is a message on stderr and a non-zero exit status:
 //! 2 for usage errors, 1 for everything else.
 
+/// `println!` that returns [`CliError::Failed`] from the enclosing function when standard output
+/// is closed (e.g. piped into `head`), instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(|e| {
+            crate::args::CliError::Failed(format!("cannot write the output: {e}"))
+        })?
+    }};
+}
+
 mod args;
 mod demo;
 mod files;
@@ -16,11 +27,14 @@ use args::{Args, CliError};
 const COMMANDS: &[(&str, &str)] = &[
     (
         "generate",
-        "  picoformer generate [--model PATH] [--prompt TEXT] [--max-tokens N] [--temperature T]
+        "  picoformer generate [--model PATH] [--prompt TEXT | --prompt-file PATH|-] [--max-tokens N]
+                      [--temperature T]
                       [--top-k K|default] [--top-p P] [--min-p P] [--repetition-penalty R]
                       [--repetition-window N] [--seed S] [--kv f32|f16] [--capacity N]
-                      [--slide KEEP] [--prefill stored|panels] [--dot f32|int8] [--bench]
-      stream text from a byte-level model (default: the bundled demo model, trained on Jane
+                      [--slide KEEP] [--prefill stored|panels] [--dot f32|int8] [--json]
+                      [--bench]
+      stream text to stdout, statistics to stderr (--json: as one JSON object), from a
+      byte-level model (default: the bundled demo model, trained on Jane
       Austen); temperature 0 is greedy; --slide KEEP re-encodes the last KEEP tokens when the
       KV cache is full instead of stopping; --prefill panels packs the matrices into an f32
       copy for faster prompts; --dot int8 quantises the activations of products by Q8_0
@@ -29,8 +43,8 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "bench",
         "  picoformer bench [--model PATH] [--kv f32|f16] [--prompt-tokens N] [--tokens N] [--repeat R]
-                   [--prefill stored|panels] [--dot f32|int8]
-      prefill and decode tokens/s",
+                   [--prefill stored|panels] [--dot f32|int8] [--json]
+      prefill and decode tokens/s (--json: one JSON object)",
     ),
     (
         "bpc",
@@ -44,8 +58,9 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "inspect",
-        "  picoformer inspect MODEL [--capacity N] [--context M] [--chunk P]
-      configuration, parameter count, weight bytes and the exact RAM plan",
+        "  picoformer inspect MODEL [--capacity N] [--context M] [--chunk P] [--json]
+      configuration, parameter count, weight bytes and the exact RAM plan (--json: one JSON
+      object)",
     ),
     (
         "run",
@@ -95,18 +110,18 @@ fn main() {
         Some("bench") => generate::bench(&argv[1..]),
         Some("bpc") => generate::bpc(&argv[1..]),
         Some("demo") => Args::parse(&argv[1..], &["tokens", "prompt"]).and_then(|a| demo::main(&a)),
-        Some("inspect") => Args::parse(&argv[1..], &["capacity", "context", "chunk"])
+        Some("inspect") => Args::parse(&argv[1..], &["capacity", "context", "chunk", "json"])
             .and_then(|a| inspect::main(&a)),
         Some("run") => Args::parse(&argv[1..], &["dot"]).and_then(|a| run::main(&a)),
         Some("quantize") => Args::parse(&argv[1..], &[]).and_then(|a| quantize::main(&a)),
-        Some("-h" | "--help" | "help") => {
-            println!("{}", usage(argv.get(1).map(String::as_str)));
+        Some("-h" | "--help" | "help") => (|| {
+            outln!("{}", usage(argv.get(1).map(String::as_str)));
             Ok(())
-        }
-        Some("-V" | "--version" | "version") => {
-            println!("picoformer {}", env!("CARGO_PKG_VERSION"));
+        })(),
+        Some("-V" | "--version" | "version") => (|| {
+            outln!("picoformer {}", env!("CARGO_PKG_VERSION"));
             Ok(())
-        }
+        })(),
         Some(other) => Err(CliError::Usage(format!("unknown command `{other}`"))),
         None => Err(CliError::Usage("no command given".into())),
     };
@@ -114,7 +129,11 @@ fn main() {
     let known = command.filter(|c| COMMANDS.iter().any(|(name, _)| name == c));
     match result {
         Ok(()) => {}
-        Err(CliError::Help) => println!("{}", usage(known)),
+        Err(CliError::Help) => {
+            use std::io::Write as _;
+            // A closed stdout (`--help | head -1`) is not worth an error.
+            let _ = writeln!(std::io::stdout(), "{}", usage(known));
+        }
         Err(CliError::Usage(m)) => {
             eprintln!("picoformer: {m}\n{}", usage(known));
             std::process::exit(2);

@@ -78,7 +78,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let check = Aligned::read(out_path)?;
     let _: Model = Model::from_safetensors(check.bytes())
         .map_err(|e| CliError::Failed(format!("{out_path} does not load: {e}")))?;
-    println!(
+    outln!(
         "wrote {out_path}: {quantised} of {} tensors as Q8_0, {} -> {}",
         entries.len(),
         human(file.bytes().len() as u64),

@@ -191,6 +191,6 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         .zip(&stepwise)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    println!("wrote {out_path}: full and stepwise ({b}, {n}, {width}); max |full - stepwise| = {diff:.2e}");
+    outln!("wrote {out_path}: full and stepwise ({b}, {n}, {width}); max |full - stepwise| = {diff:.2e}");
     Ok(())
 }
