@@ -500,14 +500,19 @@ export class Picoformer {
 
   #generateOptions(what, prompt, options) {
     const o = optionsOf(what, options, GENERATE_KEYS);
-    const tokens = tokensOf(prompt);
-    if (tokens.length > this.capacity) {
-      throw new PicoformerError(ErrorCode.CACHE_FULL,
-        `${tokens.length} tokens do not fit the KV cache capacity of ${this.capacity}`);
-    }
     const cap = this.capacity;
     const { maxTokens = 32, repetitionPenalty = 1, repetitionWindow = cap, slide = 0, stopTokens = [],
       seed, signal, onToken } = o;
+    int('slide', slide, 0, cap);
+    let tokens = tokensOf(prompt);
+    // With a sliding window a longer prompt is fine: its end goes in (the window and the
+    // penalty's history see at most `capacity` tokens).
+    const cut = slide > 0 && tokens.length > cap;
+    if (cut) tokens = Array.prototype.slice.call(tokens, -cap);
+    if (tokens.length > cap) {
+      throw new PicoformerError(ErrorCode.CACHE_FULL,
+        `${tokens.length} tokens do not fit the KV cache capacity of ${cap}`);
+    }
     const stops = tokensOf(stopTokens);
     if (stops.length > MAX_STOP_TOKENS) throw badArgument(`at most ${MAX_STOP_TOKENS} stopTokens; got ${stops.length}`);
     for (const t of stops) {
@@ -525,7 +530,8 @@ export class Picoformer {
       maxTokens: int('maxTokens', maxTokens, 0, U32_MAX),
       repetitionPenalty: real('repetitionPenalty', repetitionPenalty, 0, Infinity, true),
       repetitionWindow: int('repetitionWindow', repetitionWindow, 0, cap),
-      slide: int('slide', slide, 0, cap),
+      slide,
+      cut,
       stops,
       seed: seed === undefined ? undefined : seedOf(seed),
       signal,
@@ -540,7 +546,7 @@ export class Picoformer {
     const { temperature, topK, topP, minP } = o.sampling;
     const [lo, hi] = o.seed ?? [0, 0];
     this.#check(this.#x.pf_gen_begin(n, o.maxTokens, temperature, topK, topP, minP,
-      o.repetitionPenalty, o.repetitionWindow, o.slide, o.stops.length, lo, hi, o.seed ? 1 : 0));
+      o.repetitionPenalty, o.repetitionWindow, o.slide, o.stops.length, lo, hi, o.seed ? 1 : 0, o.cut ? 1 : 0));
     this.#owner = owner;
     this.#stopReason = undefined;
   }

@@ -311,6 +311,9 @@ pub struct Generate {
     pub n_stop: usize,
     /// Reseed the sampler first.
     pub seed: Option<u64>,
+    /// The prompt given is the end of a longer one (cut by the caller to fit its buffer): with
+    /// a sliding window it is run as one that does not fit.
+    pub cut_prompt: bool,
 }
 
 impl Generate {
@@ -323,6 +326,7 @@ impl Generate {
             stop: [0; MAX_STOP_TOKENS],
             n_stop: 0,
             seed: None,
+            cut_prompt: false,
         }
     }
 
@@ -773,7 +777,7 @@ impl<'w, 'b> Session<'w, 'b> {
             }
             // Continue: the history and the last token stay.
         } else {
-            if prompt.len() > self.room() && g.keep > 0 {
+            if (prompt.len() > self.room() || g.cut_prompt) && g.keep > 0 {
                 // The window: the prompt's last `keep` tokens, from position 0 (the cached
                 // context stays). Checked above: the tokens, the context, `keep` fits.
                 let window = &prompt[prompt.len() - g.keep.min(prompt.len())..];

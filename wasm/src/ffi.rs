@@ -530,7 +530,7 @@ pub extern "C" fn pf_stop_ptr() -> u32 {
 /// (none: continue), up to `max_tokens` new tokens, the sampler's settings (`top_k` 0, `top_p`
 /// 1, `min_p` 0, `repetition_penalty` 1: off), `keep` 0 to stop when the cache is full or the
 /// sliding window's size, the first `n_stop` stop tokens of [`pf_stop_ptr`], and a seed when
-/// `has_seed` is not 0. Everything is checked before anything runs: on error (`-code`) nothing
+/// `has_seed` is not 0. `cut` not 0: the prompt is the end of a longer one (for the window). Everything is checked before anything runs: on error (`-code`) nothing
 /// changed. Returns 0; then call [`pf_gen_run`].
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
@@ -548,6 +548,7 @@ pub extern "C" fn pf_gen_begin(
     seed_lo: u32,
     seed_hi: u32,
     has_seed: u32,
+    cut: u32,
 ) -> i32 {
     let st = state();
     let prompt = match input(st, n_prompt) {
@@ -569,6 +570,7 @@ pub extern "C" fn pf_gen_begin(
     g.stop = st.stop;
     g.n_stop = n_stop as usize;
     g.seed = (has_seed != 0).then_some((seed_hi as u64) << 32 | seed_lo as u64);
+    g.cut_prompt = cut != 0;
     let r = match st.session() {
         Ok(sess) => sess.begin(prompt, &g),
         Err(c) => return c,
