@@ -239,6 +239,7 @@ class TokenStream {
   #end(reason) {
     this.#done = true;
     this.#reason = reason;
+    if (reason === 'aborted') this.#model._aborted(this);
     return { done: true, value: undefined };
   }
 }
@@ -496,6 +497,11 @@ export class Picoformer {
     if (n === 1) return new Uint32Array(this.#memory.buffer, this.#x.pf_out_ptr() >>> 0, 1)[0];
     this.#owner = null;
     return this.#stopReason = STOP_REASONS[this.#x.pf_gen_reason()];
+  }
+
+  /** `stream` was aborted: if its generation is the module's, that is why the generation ended. Internal. */
+  _aborted(stream) {
+    if (this.#owner === stream) this.#stopReason = 'aborted';
   }
 
   #generateOptions(what, prompt, options) {

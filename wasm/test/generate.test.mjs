@@ -139,6 +139,7 @@ for (const build of BUILDS) {
         if (got.length === 5) setTimeout(() => ac.abort(), 0);
       }
       assert.equal(s.stopReason, 'aborted');
+      assert.equal(m.stopReason, 'aborted');
       assert.ok(got.length >= 5 && got.length < 10000, `${got.length}`);
       // Already aborted: nothing runs, nothing changes.
       m.reset();
