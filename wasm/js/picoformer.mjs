@@ -95,7 +95,7 @@ function bytesOf(src, what) {
   if (src instanceof Uint8Array) return src;
   if (src instanceof ArrayBuffer) return new Uint8Array(src);
   if (ArrayBuffer.isView(src)) return new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
-  throw new TypeError(`${what} must be an ArrayBuffer or a typed array`);
+  throw badArgument(`${what} must be an ArrayBuffer or a typed array; got ${show(src)}`);
 }
 
 /** `tokens` checked: an array or typed array of integers in 0..2^32-1 (not written anywhere). */
@@ -292,6 +292,7 @@ export class Picoformer {
     const { build = 'auto', ...rest } = optionsOf('create', options, [...LOAD_KEYS, 'build']);
     const url = wasmUrl(build);
     Picoformer.#loadOptions(rest);
+    bytesOf(model, 'model');
     return Picoformer.load(await readUrl(url), model, rest);
   }
 

@@ -65,6 +65,11 @@ for (const build of BUILDS) {
       await assert.rejects(load('wrap_tied', { capacty: 8 }), isError(BAD, /unknown option 'capacty'/));
       await assert.rejects(load('wrap_tied', 'big'), isError(BAD, /must be an object/));
       await assert.rejects(Picoformer.create(model('wrap_tied'), { build: 'avx' }), isError(BAD, /build/));
+      for (const bytes of ['model.safetensors', null, [1, 2, 3], 5]) {
+        await assert.rejects(Picoformer.create(bytes), isError(BAD, /model must be an ArrayBuffer/));
+        await assert.rejects(Picoformer.load(build.bytes, bytes), isError(BAD, /model must be an ArrayBuffer/));
+      }
+      await assert.rejects(Picoformer.load('x.wasm', model('wrap_tied')), isError(BAD, /wasm must be/));
       // In range still loads.
       assert.equal((await load('wrap_tied', { capacity: 5, chunk: 1, kv: 'bf16' })).capacity, 5);
     });
