@@ -8,8 +8,9 @@
 //! reuses the same arena. Every later call works inside it: no per-token allocation.
 //!
 //! Calls return 0 (or a count / token ≥ 0) on success and a negative error code otherwise; the
-//! message is at [`pf_error_ptr`] / [`pf_error_len`] as UTF-8. A failed prefill, step, sample or
-//! truncate changes nothing; a failed load leaves no model loaded.
+//! message is at [`pf_error_ptr`] / [`pf_error_len`] as UTF-8. A failed prefill, step, sample,
+//! truncate, set_context, full_vs_stepwise or gen_begin changes nothing (everything is checked
+//! before anything runs); a failed load leaves no model loaded.
 //! This is the only file of the crate with `unsafe`.
 
 use core::arch::wasm32;
@@ -363,7 +364,7 @@ pub extern "C" fn pf_tokens_ptr() -> u32 {
     state().tokens as u32
 }
 
-/// Address of the generated-token buffer (`capacity` u32s) written by [`pf_generate`].
+/// Address of the generated-token buffer (`capacity` u32s) written by [`pf_gen_run`].
 #[no_mangle]
 pub extern "C" fn pf_out_ptr() -> u32 {
     state().out as u32
