@@ -33,6 +33,7 @@ const PLAN_FIELDS = [
 ];
 const STOP_REASONS = [undefined, 'maxTokens', 'stopToken', 'cacheFull'];
 const U32_MAX = 0xffffffff;
+const F32_MAX = 3.4028234663852886e38;
 /** Stop tokens a generation can have. */
 export const MAX_STOP_TOKENS = 16;
 
@@ -389,8 +390,9 @@ export class Picoformer {
     }
     for (let i = 0; i < n; i++) {
       const v = context[i];
-      if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw badArgument(`context value ${i} is not a finite number: ${show(v)}`);
+      // Finite as an f32 too (1e300 would be stored as infinity).
+      if (typeof v !== 'number' || !(Math.abs(v) <= F32_MAX)) {
+        throw badArgument(`context value ${i} is not a finite number in f32's range: ${show(v)}`);
       }
     }
     // The buffer is the module's context input; the context in use changes only on success.

@@ -173,7 +173,7 @@ for (const build of BUILDS) {
       const nan = Float32Array.from(ctx);
       nan[3] = NaN;
       for (const [bad, re] of [[new Float32Array(4 * w), /maxContext/], [new Float32Array(w + 1), /whole rows/],
-        [[], /whole rows/], [nan, /finite/], ['x', /array/], [new Array(w).fill('1'), /finite/]]) {
+        [[], /whole rows/], [nan, /finite/], [new Array(w).fill(1e300), /f32/], [new Array(w).fill(-Infinity), /finite/], ['x', /array/], [new Array(w).fill('1'), /finite/]]) {
         await unchanged((m) => m.setContext(bad), isError(BAD, re), opts);
       }
       await unchanged((m) => m.generate([4, 40]), isError(TOKEN), opts);
