@@ -31,14 +31,16 @@ after(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
 
 test('the tarball holds the module, its types and both builds, nothing else', () => {
   assert.deepEqual(files, ['README.md', 'dist/picoformer-simd128.wasm', 'dist/picoformer.wasm',
-    'js/picoformer.d.mts', 'js/picoformer.mjs', 'package.json']);
+    'js/client.d.mts', 'js/client.mjs', 'js/picoformer.d.mts', 'js/picoformer.mjs', 'js/worker.mjs', 'package.json']);
 });
 
 test('imported by name from Node: finds its .wasm, generates, streams with abort', () => {
   const project = path.join(dir, 'app');
   writeFileSync(path.join(project, 'main.mjs'), `
     import { readFileSync } from 'node:fs';
+    import { Worker } from 'node:worker_threads';
     import { Picoformer, PicoformerError, ErrorCode } from 'picoformer-wasm';
+    import { PicoformerWorker } from 'picoformer-wasm/client';
     const bytes = readFileSync(process.argv[2]);
     const m = await Picoformer.create(bytes, { capacity: 16 });
     const plain = await Picoformer.create(bytes, { capacity: 16, build: 'plain' });
@@ -47,10 +49,13 @@ test('imported by name from Node: finds its .wasm, generates, streams with abort
     const streamed = [];
     const s = m.stream([3], { maxTokens: 1000, slide: 8, signal: ac.signal });
     for await (const t of s) { streamed.push(t); if (streamed.length === 3) ac.abort(); }
+    const pw = await PicoformerWorker.create(new Worker(new URL(import.meta.resolve('picoformer-wasm/worker'))), bytes, { capacity: 16 });
+    const viaWorker = await pw.generate([1, 2], { maxTokens: 10 });
+    await pw.terminate();
     let code;
     try { m.truncate(2 ** 32); } catch (e) { code = e instanceof PicoformerError && e.code === ErrorCode.BAD_ARGUMENT; }
     console.log(JSON.stringify({
-      tokens, plain: plain.generate([1, 2], { maxTokens: 10 }), stopReason: tokens.stopReason,
+      tokens, plain: plain.generate([1, 2], { maxTokens: 10 }), viaWorker, stopReason: tokens.stopReason,
       streamed: streamed.length, streamStop: s.stopReason, refused: code,
       wasm: [import.meta.resolve('picoformer-wasm/picoformer.wasm'),
         import.meta.resolve('picoformer-wasm/picoformer-simd128.wasm')],
@@ -61,6 +66,7 @@ test('imported by name from Node: finds its .wasm, generates, streams with abort
   const expected = hostTokens(model, [1, 2], 10);
   assert.deepEqual(out.tokens, expected);
   assert.deepEqual(out.plain, expected);
+  assert.deepEqual(out.viaWorker, expected);
   assert.equal(out.stopReason, 'maxTokens');
   assert.deepEqual([out.streamed, out.streamStop, out.refused], [3, 'aborted', true]);
   for (const url of out.wasm) {
@@ -73,6 +79,11 @@ test('a TypeScript file type-checks against the installed types (tsc --noEmit)',
   const project = path.join(dir, 'app');
   writeFileSync(path.join(project, 'main.ts'), `
     import { Picoformer, type GenerateResult, type StopReason } from 'picoformer-wasm';
+    import { PicoformerWorker } from 'picoformer-wasm/client';
+    export async function viaWorker(w: Worker, bytes: Uint8Array): Promise<number[]> {
+      const m = await PicoformerWorker.create(w, bytes);
+      return m.generate([1], { maxTokens: 3 });
+    }
     export async function main(bytes: Uint8Array): Promise<StopReason | undefined> {
       const m = await Picoformer.create(bytes, { capacity: 64, build: 'auto' });
       const r: GenerateResult = m.generate([1], { maxTokens: 4, stopTokens: [0], slide: 32 });

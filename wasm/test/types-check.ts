@@ -36,3 +36,17 @@ export async function example(model: Uint8Array, wasm: ArrayBuffer): Promise<str
   m.stream([1], { onToken: () => {} });
   return pieces;
 }
+
+import { PicoformerWorker } from '../js/client.mjs';
+
+export async function inWorker(model: Uint8Array): Promise<number> {
+  const worker = new Worker(new URL('../js/worker.mjs', import.meta.url), { type: 'module' });
+  const m = await PicoformerWorker.create(worker, model, { capacity: 64 });
+  const r: GenerateResult = await m.generate([1], { maxTokens: 3, onToken: (t: number) => void t });
+  const logits: Float32Array = await m.prefill([1, 2]);
+  let n = r.length + logits.length;
+  for await (const t of m.stream([], { signal: AbortSignal.timeout(10) })) n += t;
+  // @ts-expect-error: no such method
+  await m.call('generateAll');
+  return n;
+}
