@@ -54,8 +54,12 @@ step "format, clippy and unit tests of the wasm crate"
 set +e
 (cd wasm && cargo test --release --lib) >"$log/unit" 2>&1; count_cargo "$log/unit" $?
 
-step "node tests (both builds: torch parity, host tokens, errors)"
+step "node tests (both builds: torch parity, host tokens, errors, options, generation, installed tarball)"
 (cd wasm && node --test test/) >"$log/node" 2>&1; count_tap "$log/node" $?
+
+step "TypeScript types (tsc --noEmit)"
+check "js/picoformer.d.mts type-checks test/types-check.ts" \
+    bash -c "cd wasm && node_modules/.bin/tsc --noEmit -p test/tsconfig.json"
 
 step "browser demo in headless Chromium"
 (cd wasm && node --test browser/) >"$log/browser" 2>&1; count_tap "$log/browser" $?

@@ -1,17 +1,16 @@
 // picoformer for JavaScript: runs x-transformers TransformerWrapper models (safetensors files
 // exported by picoformer's tools/export.py) in a WebAssembly module that owns one linear arena.
 //
-//   const m = await Picoformer.load(wasmBytes, modelBytes, { capacity: 256, kv: 'f32' });
-//   m.plan;                        // bytes of weights, KV cache, scratch, ... (see README)
+//   const m = await Picoformer.create(modelBytes, { capacity: 256 });   // picks the .wasm build
 //   const logits = m.prefill([1, 2, 3]);   // Float32Array(numTokens), last position
-//   m.step(7);                     // one more token
-//   m.generate([1, 2, 3], { maxTokens: 20, temperature: 0.8, topK: 40, topP: 0.95, seed: 1,
-//                           onToken: (t) => console.log(t) });
-//   m.reset();
+//   const out = m.generate([1, 2, 3], { maxTokens: 20, temperature: 0.8, stopTokens: [0] });
+//   out.stopReason;                 // 'maxTokens' | 'stopToken' | 'cacheFull' | 'aborted'
+//   for await (const t of m.stream([4], { signal })) { ... }
 //
-// Works in Node (>= 18) and browsers; no dependencies.
+// Works in Node (>= 18) and browsers; no dependencies. Every argument is checked before anything
+// runs: a refused call throws a PicoformerError and changes nothing.
 
-/** Error codes returned (negated) by the wasm exports. */
+/** Error codes: those returned (negated) by the wasm exports, and TRAPPED (this module's own). */
 export const ErrorCode = Object.freeze({
   LOAD: 1,
   UNSUPPORTED_MODEL: 2,
@@ -22,6 +21,7 @@ export const ErrorCode = Object.freeze({
   NOT_LOADED: 7,
   BAD_ARGUMENT: 8,
   OTHER: 9,
+  TRAPPED: 10,
 });
 
 const CODE_NAMES = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, k]));
@@ -31,6 +31,16 @@ const PLAN_FIELDS = [
   'capacity', 'chunk', 'numTokens', 'dim', 'depth', 'memory',
   'contextCache', 'context', 'maxContext', 'dimContext',
 ];
+const STOP_REASONS = [undefined, 'maxTokens', 'stopToken', 'cacheFull'];
+const U32_MAX = 0xffffffff;
+const F32_MAX = 3.4028234663852886e38;
+/** Stop tokens a generation can have. */
+export const MAX_STOP_TOKENS = 16;
+
+const LOAD_KEYS = ['capacity', 'kv', 'chunk', 'fullRows', 'maxContext'];
+const SAMPLE_KEYS = ['temperature', 'topK', 'topP', 'minP'];
+const GENERATE_KEYS = [...SAMPLE_KEYS, 'maxTokens', 'seed', 'repetitionPenalty', 'repetitionWindow',
+  'slide', 'stopTokens', 'signal', 'onToken'];
 
 /** A refused call: `code` is one of {@link ErrorCode}, `message` the module's own text. */
 export class PicoformerError extends Error {
@@ -42,36 +52,255 @@ export class PicoformerError extends Error {
   }
 }
 
+function show(v) {
+  try {
+    if (typeof v === 'string') return JSON.stringify(v);
+    if (typeof v === 'bigint') return `${v}n`;
+    if (Array.isArray(v)) return 'an array';
+    return typeof v === 'object' && v !== null ? 'an object' : String(v);
+  } catch { return typeof v; }
+}
+
+const badArgument = (msg) => new PicoformerError(ErrorCode.BAD_ARGUMENT, msg);
+
+/** An integer Number in min..max, else BAD_ARGUMENT naming the option. */
+function int(name, v, min, max) {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw badArgument(`${name} must be an integer in ${min}..${max}; got ${show(v)}`);
+  }
+  return v;
+}
+
+/** A Number in min..max (`open`: min excluded), NaN and infinities refused. */
+function real(name, v, min, max, open = false) {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (open && v === min)) {
+    const range = max === Infinity ? (open ? `> ${min}` : `>= ${min}`) : `in ${min}..${max}`;
+    throw badArgument(`${name} must be a finite number ${range}; got ${show(v)}`);
+  }
+  return v;
+}
+
+/** The options object of `what` (undefined: none), with only `keys`. */
+function optionsOf(what, o, keys) {
+  if (o === undefined) return {};
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) {
+    throw badArgument(`the options of ${what} must be an object; got ${show(o)}`);
+  }
+  for (const k of Object.keys(o)) {
+    if (!keys.includes(k)) throw badArgument(`unknown option '${k}' of ${what} (it takes ${keys.join(', ')})`);
+  }
+  return o;
+}
+
 function bytesOf(src, what) {
   if (src instanceof Uint8Array) return src;
   if (src instanceof ArrayBuffer) return new Uint8Array(src);
   if (ArrayBuffer.isView(src)) return new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
-  throw new TypeError(`${what} must be an ArrayBuffer or a typed array`);
+  throw badArgument(`${what} must be an ArrayBuffer or a typed array; got ${show(src)}`);
 }
 
-function checkToken(t) {
-  if (!Number.isInteger(t) || t < 0 || t > 0xffffffff) {
-    throw new RangeError(`token ${t} is not an integer in 0..2^32-1`);
+/** `tokens` checked: an array or typed array of integers in 0..2^32-1 (not written anywhere). */
+function tokensOf(tokens) {
+  if (!Array.isArray(tokens) && !(ArrayBuffer.isView(tokens) && !(tokens instanceof DataView))) {
+    throw badArgument(`tokens must be an array or a typed array of token ids; got ${show(tokens)}`);
+  }
+  for (let i = 0; i < tokens.length; i++) checkToken(tokens[i], i);
+  return tokens;
+}
+
+function checkToken(t, index = 0) {
+  if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > U32_MAX) {
+    throw new PicoformerError(ErrorCode.TOKEN_OUT_OF_RANGE,
+      `token ${show(t)} at index ${index} is not an integer in 0..${U32_MAX}`);
   }
   return t;
 }
 
-/** A loaded model with its KV cache: prefill, step, sample, generate. */
+/** The seed as [lo, hi] u32 halves: an integer Number in 0..2^53-1 or a BigInt in 0..2^64-1. */
+function seedOf(seed) {
+  let s;
+  if (typeof seed === 'bigint' && seed >= 0n && seed < 1n << 64n) s = seed;
+  else if (typeof seed === 'number' && Number.isSafeInteger(seed) && seed >= 0) s = BigInt(seed);
+  else throw badArgument(`seed must be an integer in 0..2^53-1 or a BigInt in 0..2^64-1; got ${show(seed)}`);
+  return [Number(s & 0xffffffffn), Number(s >> 32n)];
+}
+
+function samplingOf(o) {
+  const { temperature = 0, topK = 0, topP = 1, minP = 0 } = o;
+  return {
+    temperature: real('temperature', temperature, 0, Infinity),
+    topK: int('topK', topK, 0, U32_MAX),
+    topP: real('topP', topP, 0, 1),
+    minP: real('minP', minP, 0, 1),
+  };
+}
+
+/** A bare module that uses one v128 instruction: WebAssembly.validate says whether simd128 runs. */
+const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1,
+  0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
+
+/** Whether this runtime runs WebAssembly simd128 (the faster build). */
+export function simdSupported() {
+  try { return WebAssembly.validate(SIMD_PROBE); } catch { return false; }
+}
+
+/** The URL of a build shipped with the package: 'simd128', 'plain' or 'auto' (simd128 if supported). */
+export function wasmUrl(build = 'auto') {
+  if (build === 'auto') build = simdSupported() ? 'simd128' : 'plain';
+  if (build === 'simd128') return new URL('../dist/picoformer-simd128.wasm', import.meta.url);
+  if (build === 'plain') return new URL('../dist/picoformer.wasm', import.meta.url);
+  throw badArgument(`build must be 'auto', 'simd128' or 'plain'; got ${show(build)}`);
+}
+
+async function readUrl(url) {
+  if (url.protocol === 'file:') {
+    const { readFile } = await import('node:fs/promises');
+    return readFile(url);
+  }
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+/** A macrotask: lets timers (an abort), I/O and painting run between two tokens. */
+const nextTask = typeof setImmediate === 'function'
+  ? () => new Promise((resolve) => setImmediate(resolve))
+  : (() => {
+    if (typeof MessageChannel !== 'function') return () => new Promise((resolve) => setTimeout(resolve, 0));
+    const channel = new MessageChannel();
+    const waiting = [];
+    channel.port1.onmessage = () => waiting.shift()?.();
+    return () => new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(0); });
+  })();
+
+/** An array of tokens with the reason the generation stopped (not enumerable: still a plain array to compare). */
+function result(tokens, stopReason) {
+  Object.defineProperty(tokens, 'stopReason', { value: stopReason, enumerable: false });
+  return tokens;
+}
+
+/**
+ * The tokens of one generation, iterated with `for...of` (each token computed as it is asked for)
+ * or `for await...of` (the same, yielding to the event loop before each token so that a page
+ * paints and an `AbortSignal` can fire). `stopReason` is set once it has ended.
+ */
+class TokenStream {
+  #model;
+  #start;
+  #signal;
+  #done = false;
+  #reason;
+
+  constructor(model, start, signal) {
+    this.#model = model;
+    this.#start = start;
+    this.#signal = signal;
+  }
+
+  /** Why it ended: 'maxTokens', 'stopToken', 'cacheFull' or 'aborted' (undefined while it runs). */
+  get stopReason() { return this.#reason; }
+
+  [Symbol.iterator]() { return this; }
+
+  next() {
+    if (this.#done) return { done: true, value: undefined };
+    if (this.#signal?.aborted) return this.#end('aborted');
+    let t;
+    try {
+      if (this.#start) {
+        const start = this.#start;
+        this.#start = null;
+        start();
+      }
+      t = this.#model._nextToken(this);
+    } catch (e) {
+      this.#done = true;
+      throw e;
+    }
+    return typeof t === 'string' ? this.#end(t) : { done: false, value: t };
+  }
+
+  /** Ends it early (what `break` calls): the last token stays out of the cache, as always. */
+  return() {
+    this.#done = true;
+    return { done: true, value: undefined };
+  }
+
+  [Symbol.asyncIterator]() {
+    return {
+      next: async () => {
+        if (!this.#done) await nextTask();
+        return this.next();
+      },
+      return: async () => this.return(),
+      [Symbol.asyncIterator]() { return this; },
+    };
+  }
+
+  #end(reason) {
+    this.#done = true;
+    this.#reason = reason;
+    if (reason === 'aborted') this.#model._aborted(this);
+    return { done: true, value: undefined };
+  }
+}
+
+/** A loaded model with its KV cache: prefill, step, sample, generate, stream. */
 export class Picoformer {
-  #x; // the instance's exports
+  #x; // the instance's exports, guarded (see #guard)
   #memory;
   #plan;
   #logits = null;
   #broken = false;
+  #stopReason;
+  /** The stream the module's generation belongs to (null: none or a generate call). */
+  #owner = null;
 
   constructor(instance) {
-    this.#x = instance.exports;
     this.#memory = instance.exports.memory;
+    this.#x = this.#guard(instance.exports);
+  }
+
+  /** The exports, each wrapped: a trap marks the instance unusable, and every later call refuses. */
+  #guard(exports) {
+    const out = {};
+    for (const [name, f] of Object.entries(exports)) {
+      if (typeof f !== 'function') continue;
+      out[name] = (...args) => {
+        if (this.#broken) {
+          throw new PicoformerError(ErrorCode.TRAPPED,
+            'picoformer: the module trapped earlier and cannot be used: load the model again');
+        }
+        try {
+          return f(...args);
+        } catch (e) {
+          // An export only throws when it traps (or exhausts the stack).
+          this.#broken = true;
+          throw new PicoformerError(ErrorCode.TRAPPED, `picoformer: the module trapped (${e?.message ?? e}); load the model again`);
+        }
+      };
+    }
+    return out;
+  }
+
+  /**
+   * Loads a model into the package's own .wasm build, chosen for this runtime ({@link simdSupported}).
+   * @param {BufferSource} model a safetensors model file
+   * @param {object} [options] the options of {@link Picoformer.load}, and `build`: 'auto'
+   *   (default), 'simd128' or 'plain'.
+   */
+  static async create(model, options = {}) {
+    const { build = 'auto', ...rest } = optionsOf('create', options, [...LOAD_KEYS, 'build']);
+    const url = wasmUrl(build);
+    Picoformer.#loadOptions(rest);
+    bytesOf(model, 'model');
+    return Picoformer.load(await readUrl(url), model, rest);
   }
 
   /**
    * Instantiates the module and loads a model.
-   * @param {BufferSource|WebAssembly.Module} wasm the picoformer .wasm (plain or simd128)
+   * @param {BufferSource|WebAssembly.Module|WebAssembly.Instance} wasm the picoformer .wasm (plain
+   *   or simd128), compiled, or a fresh instance of it
    * @param {BufferSource} model a safetensors model file
    * @param {{capacity?: number, kv?: 'f32'|'f16'|'bf16', chunk?: number, fullRows?: number, maxContext?: number}} [options]
    *   capacity: KV cache positions (default 256); kv: cache element type (default 'f32');
@@ -79,21 +308,35 @@ export class Picoformer {
    *   maxContext: context rows a cross-attending model can be given (needed for one, ignored otherwise).
    */
   static async load(wasm, model, options = {}) {
-    const instance = wasm instanceof WebAssembly.Module
-      ? await WebAssembly.instantiate(wasm, {})
-      : (await WebAssembly.instantiate(bytesOf(wasm, 'wasm'), {})).instance;
+    const opts = Picoformer.#loadOptions(options);
+    const bytes = bytesOf(model, 'model');
+    let instance;
+    if (wasm instanceof WebAssembly.Instance) instance = wasm;
+    else if (wasm instanceof WebAssembly.Module) instance = await WebAssembly.instantiate(wasm, {});
+    else instance = (await WebAssembly.instantiate(bytesOf(wasm, 'wasm'), {})).instance;
     const m = new Picoformer(instance);
-    m.#loadModel(bytesOf(model, 'model'), options);
+    m.#loadModel(bytes, opts);
     return m;
   }
 
-  #loadModel(bytes, { capacity = 256, kv = 'f32', chunk = 16, fullRows = 0, maxContext = 0 } = {}) {
-    const kind = KV_KINDS[kv];
-    if (kind === undefined) throw new RangeError(`kv must be one of ${Object.keys(KV_KINDS)}`);
+  static #loadOptions(options) {
+    const o = optionsOf('load', options, LOAD_KEYS);
+    const { capacity = 256, kv = 'f32', chunk = 16, fullRows = 0, maxContext = 0 } = o;
+    if (!Object.hasOwn(KV_KINDS, kv)) throw badArgument(`kv must be one of ${Object.keys(KV_KINDS).join(', ')}; got ${show(kv)}`);
+    return {
+      capacity: int('capacity', capacity, 1, U32_MAX),
+      kind: KV_KINDS[kv],
+      chunk: int('chunk', chunk, 1, U32_MAX),
+      fullRows: int('fullRows', fullRows, 0, U32_MAX),
+      maxContext: int('maxContext', maxContext, 0, U32_MAX),
+    };
+  }
+
+  #loadModel(bytes, { capacity, kind, chunk, fullRows, maxContext }) {
     const ptr = this.#x.pf_alloc_model(bytes.length) >>> 0;
     if (ptr === 0) this.#throw(-ErrorCode.OUT_OF_MEMORY);
     new Uint8Array(this.#memory.buffer, ptr, bytes.length).set(bytes);
-    this.#check(this.#x.pf_load(capacity >>> 0, kind, chunk >>> 0, fullRows >>> 0, maxContext >>> 0));
+    this.#check(this.#x.pf_load(capacity, kind, chunk, fullRows, maxContext));
     const table = new Uint32Array(this.#memory.buffer, this.#x.pf_plan_ptr() >>> 0, PLAN_FIELDS.length);
     this.#plan = Object.freeze(Object.fromEntries(PLAN_FIELDS.map((k, i) => [k, table[i]])));
   }
@@ -108,6 +351,12 @@ export class Picoformer {
   get memoryBytes() { return this.#memory.buffer.byteLength; }
   /** Positions cached. */
   get length() { return this.#x.pf_len() >>> 0; }
+  /** Why the last generation ended (see {@link generate}); undefined while one runs or before. */
+  get stopReason() { return this.#stopReason; }
+  /** Times a sliding window (the `slide` option) re-encoded its last tokens since loading. */
+  get reencodes() { return this.#x.pf_reencodes() >>> 0; }
+  /** Whether the module trapped (a bug): then every call throws TRAPPED. */
+  get broken() { return this.#broken; }
 
   /** The last position's logits: a view into wasm memory, overwritten by the next call (copy with .slice()). */
   get logits() {
@@ -120,37 +369,49 @@ export class Picoformer {
 
   /**
    * Sets the cross-attention context of a cross-attending model (what its encoder produced):
-   * `context` holds rows × `plan.dimContext` values, row-major (a Float32Array or an array of
-   * numbers), at most `plan.maxContext` rows. Starts a new sequence: the cache is reset, and the
-   * next prefill or step computes the context's keys and values (later calls reuse them, as in
-   * x-transformers). A cross-attending model refuses prefill and step until it has a context.
+   * `context` holds rows × `plan.dimContext` finite values, row-major (a Float32Array or an
+   * array of numbers), at most `plan.maxContext` rows. Starts a new sequence: the cache is reset,
+   * and the next prefill or step computes the context's keys and values (later calls reuse them,
+   * as in x-transformers). A cross-attending model refuses prefill and step until it has a context.
    */
   setContext(context) {
     const { dimContext: w, maxContext: max } = this.#plan;
     // No room for a context: the module says why (no cross-attention) and writes nothing.
     if (max === 0) this.#check(this.#x.pf_set_context(0));
+    if (!Array.isArray(context) && !(ArrayBuffer.isView(context) && !(context instanceof DataView))) {
+      throw badArgument(`a context is an array or a Float32Array; got ${show(context)}`);
+    }
     const n = context.length;
     if (n === 0 || n % w !== 0) {
-      throw new PicoformerError(ErrorCode.BAD_ARGUMENT,
-        `a context is whole rows of ${w} values (dimContext); got ${n} values`);
+      throw badArgument(`a context is whole rows of ${w} values (dimContext); got ${n} values`);
     }
     if (n / w > max) {
-      throw new PicoformerError(ErrorCode.BAD_ARGUMENT,
-        `${n / w} context rows do not fit the ${max} of the load option maxContext`);
+      throw badArgument(`${n / w} context rows do not fit the ${max} of the load option maxContext`);
     }
+    for (let i = 0; i < n; i++) {
+      const v = context[i];
+      // Finite as an f32 too (1e300 would be stored as infinity).
+      if (typeof v !== 'number' || !(Math.abs(v) <= F32_MAX)) {
+        throw badArgument(`context value ${i} is not a finite number in f32's range: ${show(v)}`);
+      }
+    }
+    // The buffer is the module's context input; the context in use changes only on success.
     new Float32Array(this.#memory.buffer, this.#x.pf_context_ptr() >>> 0, n).set(context);
     this.#check(this.#x.pf_set_context(n / w));
+    this.#ended();
   }
 
   /** Runs `tokens` after what is cached; returns the last position's logits (see {@link logits}). */
   prefill(tokens) {
     this.#check(this.#x.pf_prefill(this.#writeTokens(tokens)));
+    this.#ended();
     return this.logits;
   }
 
   /** Runs one token; returns its logits (see {@link logits}). */
   step(token) {
     this.#check(this.#x.pf_step(checkToken(token)));
+    this.#ended();
     return this.logits;
   }
 
@@ -158,6 +419,7 @@ export class Picoformer {
   forward(tokens) {
     const n = this.#writeTokens(tokens);
     this.#check(this.#x.pf_forward_all(n));
+    this.#ended();
     const ptr = this.#x.pf_full_logits_ptr() >>> 0;
     return new Float32Array(this.#memory.buffer, ptr, n * this.numTokens).slice();
   }
@@ -166,81 +428,165 @@ export class Picoformer {
   fullVsStepwise(tokens) {
     const d = this.#x.pf_full_vs_stepwise(this.#writeTokens(tokens));
     if (d < 0) this.#throw(d);
+    this.#ended();
     return d;
   }
 
-  /** Seeds the sampler (a non-negative integer Number or a BigInt). */
+  /** Seeds the sampler: an integer Number in 0..2^53-1 or a BigInt in 0..2^64-1. */
   seed(seed) {
-    const s = BigInt.asUintN(64, BigInt(seed));
-    this.#x.pf_seed(Number(s & 0xffffffffn), Number(s >> 32n));
+    const [lo, hi] = seedOf(seed);
+    this.#x.pf_seed(lo, hi);
   }
 
   /**
    * Picks the next token from the current logits with picoformer's sampler: temperature 0
    * (default) is greedy; topK 0, topP 1 and minP 0 are off.
    */
-  sample({ temperature = 0, topK = 0, topP = 1, minP = 0 } = {}) {
-    return this.#check(this.#x.pf_sample(temperature, topK >>> 0, topP, minP));
+  sample(options) {
+    const { temperature, topK, topP, minP } = samplingOf(optionsOf('sample', options, SAMPLE_KEYS));
+    return this.#check(this.#x.pf_sample(temperature, topK, topP, minP));
   }
 
   /**
-   * Yields generated tokens one at a time: prefills `prompt` (may be empty to continue), then
-   * samples and feeds back each token. Stops after `maxTokens` or when the cache is full.
+   * Generates up to `maxTokens` tokens after `prompt` (empty: continue the last generation) and
+   * returns them as an array whose `stopReason` says why it ended. With `onToken(token, index)`
+   * each token is reported as soon as it is sampled; without it the whole loop runs inside wasm
+   * (same tokens, fewer calls).
    */
-  *stream(prompt, { maxTokens = 32, temperature = 0, topK = 0, topP = 1, minP = 0, seed } = {}) {
-    if (seed !== undefined) this.seed(seed);
-    if (prompt.length > 0) this.prefill(prompt);
-    const opts = { temperature, topK, topP, minP };
-    for (let i = 0; i < maxTokens; i++) {
-      const t = this.sample(opts);
-      yield t;
-      if (i + 1 === maxTokens) break;
-      const r = this.#x.pf_step(t);
-      if (r === -ErrorCode.CACHE_FULL || r === -ErrorCode.POSITION_OUT_OF_RANGE) break;
-      this.#check(r);
-    }
-  }
-
-  /**
-   * Generates up to `maxTokens` tokens after `prompt` and returns them as an array. With
-   * `onToken(token, index)` each token is reported as soon as it is sampled; without it the whole
-   * loop runs inside wasm (same tokens, fewer calls).
-   */
-  generate(prompt, { maxTokens = 32, temperature = 0, topK = 0, topP = 1, minP = 0, seed, onToken } = {}) {
-    if (onToken) {
+  generate(prompt, options) {
+    const o = this.#generateOptions('generate', prompt, options);
+    const { onToken, signal } = o;
+    if (onToken !== undefined || signal !== undefined) {
+      const s = this.stream(prompt, { ...options, onToken: undefined });
       const out = [];
-      for (const t of this.stream(prompt, { maxTokens, temperature, topK, topP, minP, seed })) {
-        onToken(t, out.length);
+      for (const t of s) {
         out.push(t);
+        if (onToken) onToken(t, out.length - 1);
       }
-      return out;
+      return result(out, s.stopReason);
     }
-    if (seed !== undefined) this.seed(seed);
-    const n = this.#writeTokens(prompt);
-    const max = Math.min(maxTokens, this.capacity);
-    const count = this.#check(this.#x.pf_generate(n, max, temperature, topK >>> 0, topP, minP));
-    return Array.from(new Uint32Array(this.#memory.buffer, this.#x.pf_out_ptr() >>> 0, count));
+    this.#begin(o, null);
+    const out = [];
+    const buf = () => new Uint32Array(this.#memory.buffer, this.#x.pf_out_ptr() >>> 0, this.capacity);
+    for (;;) {
+      const n = this.#check(this.#x.pf_gen_run(this.capacity));
+      const b = buf();
+      for (let i = 0; i < n; i++) out.push(b[i]);
+      const why = STOP_REASONS[this.#x.pf_gen_reason()];
+      if (why !== undefined) return result(out, this.#stopReason = why);
+    }
+  }
+
+  /**
+   * The tokens of a generation as they are sampled: `for (const t of m.stream(prompt, opts))` or
+   * `for await (const t of m.stream(prompt, { signal }))`. Options as {@link generate} (no
+   * `onToken`); `signal` (an AbortSignal) ends it with stopReason 'aborted'. The options and
+   * tokens are checked now; the prompt runs when the first token is asked for.
+   */
+  stream(prompt, options) {
+    const o = this.#generateOptions('stream', prompt, options);
+    if (o.onToken !== undefined) throw badArgument('stream takes no onToken: iterate it');
+    let s;
+    s = new TokenStream(this, () => this.#begin(o, s), o.signal);
+    return s;
+  }
+
+  /** The next token of `stream`'s generation, or its stop reason. Internal (TokenStream). */
+  _nextToken(stream) {
+    if (this.#owner !== stream) {
+      throw badArgument('this stream was ended by a later call (generate, stream, prefill, step, reset, ...)');
+    }
+    const n = this.#check(this.#x.pf_gen_run(1));
+    if (n === 1) return new Uint32Array(this.#memory.buffer, this.#x.pf_out_ptr() >>> 0, 1)[0];
+    this.#owner = null;
+    return this.#stopReason = STOP_REASONS[this.#x.pf_gen_reason()];
+  }
+
+  /** `stream` was aborted: if its generation is the module's, that is why the generation ended. Internal. */
+  _aborted(stream) {
+    if (this.#owner === stream) this.#stopReason = 'aborted';
+  }
+
+  #generateOptions(what, prompt, options) {
+    const o = optionsOf(what, options, GENERATE_KEYS);
+    const cap = this.capacity;
+    const { maxTokens = 32, repetitionPenalty = 1, repetitionWindow = cap, slide = 0, stopTokens = [],
+      seed, signal, onToken } = o;
+    int('slide', slide, 0, cap);
+    let tokens = tokensOf(prompt);
+    // With a sliding window a longer prompt is fine: its end goes in (the window and the
+    // penalty's history see at most `capacity` tokens).
+    const cut = slide > 0 && tokens.length > cap;
+    if (cut) tokens = Array.prototype.slice.call(tokens, -cap);
+    if (tokens.length > cap) {
+      throw new PicoformerError(ErrorCode.CACHE_FULL,
+        `${tokens.length} tokens do not fit the KV cache capacity of ${cap}`);
+    }
+    const stops = tokensOf(stopTokens);
+    if (stops.length > MAX_STOP_TOKENS) throw badArgument(`at most ${MAX_STOP_TOKENS} stopTokens; got ${stops.length}`);
+    for (const t of stops) {
+      if (t >= this.numTokens) throw badArgument(`stop token ${t} is out of range (numTokens = ${this.numTokens})`);
+    }
+    if (signal !== undefined && (signal === null || typeof signal !== 'object' || typeof signal.aborted !== 'boolean')) {
+      throw badArgument(`signal must be an AbortSignal; got ${show(signal)}`);
+    }
+    if (onToken !== undefined && typeof onToken !== 'function') {
+      throw badArgument(`onToken must be a function; got ${show(onToken)}`);
+    }
+    return {
+      prompt: tokens,
+      sampling: samplingOf(o),
+      maxTokens: int('maxTokens', maxTokens, 0, U32_MAX),
+      repetitionPenalty: real('repetitionPenalty', repetitionPenalty, 0, Infinity, true),
+      repetitionWindow: int('repetitionWindow', repetitionWindow, 0, cap),
+      slide,
+      cut,
+      stops,
+      seed: seed === undefined ? undefined : seedOf(seed),
+      signal,
+      onToken,
+    };
+  }
+
+  /** Starts the module's generation for `owner` (a stream, or null for generate). */
+  #begin(o, owner) {
+    const n = this.#writeTokens(o.prompt);
+    new Uint32Array(this.#memory.buffer, this.#x.pf_stop_ptr() >>> 0, MAX_STOP_TOKENS).set(o.stops);
+    const { temperature, topK, topP, minP } = o.sampling;
+    const [lo, hi] = o.seed ?? [0, 0];
+    this.#check(this.#x.pf_gen_begin(n, o.maxTokens, temperature, topK, topP, minP,
+      o.repetitionPenalty, o.repetitionWindow, o.slide, o.stops.length, lo, hi, o.seed ? 1 : 0, o.cut ? 1 : 0));
+    this.#owner = owner;
+    this.#stopReason = undefined;
   }
 
   /** Forgets everything cached (a context set stays set: the next call projects it again). */
-  reset() { this.#x.pf_reset(); }
+  reset() {
+    this.#x.pf_reset();
+    this.#ended();
+  }
 
-  /** Rewinds the cache to `length` positions. */
-  truncate(length) { this.#check(this.#x.pf_truncate(length >>> 0)); }
+  /** Rewinds the cache to `length` positions (an integer in 0..length). */
+  truncate(length) {
+    this.#check(this.#x.pf_truncate(int('length', length, 0, U32_MAX)));
+    this.#ended();
+  }
+
+  /** A call that ended the module's generation: streams of it are over. */
+  #ended() { this.#owner = null; }
 
   #writeTokens(tokens) {
+    tokensOf(tokens);
     const n = tokens.length;
     if (n > this.capacity) {
       throw new PicoformerError(ErrorCode.CACHE_FULL,
         `${n} tokens do not fit the KV cache capacity of ${this.capacity}`);
     }
-    const buf = new Uint32Array(this.#memory.buffer, this.#x.pf_tokens_ptr() >>> 0, n);
-    for (let i = 0; i < n; i++) buf[i] = checkToken(tokens[i]);
+    new Uint32Array(this.#memory.buffer, this.#x.pf_tokens_ptr() >>> 0, n).set(tokens);
     return n;
   }
 
   #check(r) {
-    if (this.#broken) throw new Error('picoformer: the module trapped earlier and cannot be used');
     if (r < 0) this.#throw(r);
     return r;
   }

@@ -11,7 +11,9 @@ use picoformer::{
     SamplerConfig, Scratch, TransformerWrapper, WrapperConfig,
 };
 
-/// Sampling options as the wasm ABI passes them (0 / 1 mean "off"), for [`picoformer::sampling`].
+/// Sampling options as the wasm ABI passes them (`top_k` 0, `top_p` exactly 1, `min_p` exactly 0,
+/// `repetition_penalty` exactly 1 mean "off"), for [`picoformer::sampling`]. Every other value
+/// goes to the library, which refuses what is out of range (NaN included).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
     /// 0 is greedy; otherwise the softmax temperature.
@@ -22,6 +24,10 @@ pub struct Sampling {
     pub top_p: f32,
     /// Drop tokens below `min_p` times the most likely one's probability; 0 keeps all.
     pub min_p: f32,
+    /// Divide positive logits (multiply negative ones) of recent tokens by this; 1 is off.
+    pub repetition_penalty: f32,
+    /// How many of the most recent tokens (prompt and generated) the penalty covers.
+    pub repetition_window: u32,
 }
 
 impl Sampling {
@@ -31,21 +37,29 @@ impl Sampling {
         top_k: 0,
         top_p: 1.0,
         min_p: 0.0,
+        repetition_penalty: 1.0,
+        repetition_window: 0,
     };
 
-    /// The library's configuration.
-    pub fn config(&self) -> SamplerConfig {
+    /// The library's configuration, checked: a value out of range (a `top_p` of 2 or NaN, a
+    /// negative temperature, ...) is an error, never silently "off".
+    ///
+    /// # Errors
+    /// [`SampleError::InvalidConfig`] naming the field.
+    pub fn config(&self) -> Result<SamplerConfig, SampleError> {
         let mut c = SamplerConfig::temperature(self.temperature);
         if self.top_k > 0 {
             c = c.with_top_k(self.top_k as usize);
         }
-        if self.top_p < 1.0 {
+        if self.top_p != 1.0 {
             c = c.with_top_p(self.top_p);
         }
-        if self.min_p > 0.0 {
+        if self.min_p != 0.0 {
             c = c.with_min_p(self.min_p);
         }
-        c
+        c = c.with_repetition_penalty(self.repetition_penalty, self.repetition_window as usize);
+        c.validate()?;
+        Ok(c)
     }
 }
 
@@ -126,7 +140,8 @@ pub struct Plan {
     pub full_logits: usize,
     /// The sampler's work slice (`num_tokens` [`Candidate`]s).
     pub sampler: usize,
-    /// The token input buffer (`capacity` u32).
+    /// One token buffer (`capacity` u32); the arena has three: the input, the generated
+    /// output and the generation history (repetition penalty, sliding window).
     pub tokens: usize,
 }
 
@@ -189,6 +204,8 @@ pub enum EngineError<'w> {
     },
     /// Sampling needs logits: prefill or step first.
     NoLogits,
+    /// [`Session::next`] without a generation: begin one first.
+    NoGeneration,
     /// The sampler refused the options or the logits.
     Sample(SampleError),
     /// The library refused the call; nothing changed.
@@ -216,6 +233,10 @@ impl fmt::Display for EngineError<'_> {
                 "{rows} positions do not fit the all-positions logits buffer of {capacity} rows (option fullRows)"
             ),
             Self::NoLogits => write!(f, "no logits yet: prefill a prompt first"),
+            Self::NoGeneration => write!(
+                f,
+                "no generation in progress (a prefill, step, truncate or reset ended it): call generate"
+            ),
             Self::Sample(e) => write!(f, "cannot sample: {e}"),
             Self::Model(e) => write!(f, "{e}"),
         }
@@ -265,6 +286,76 @@ pub struct Buffers<'b> {
     pub full_logits: &'b mut [f32],
     /// The sampler's work slice.
     pub work: &'b mut [Candidate],
+    /// The generation history (`capacity` u32: the repetition window and the sliding window's
+    /// `keep` are at most the capacity).
+    pub history: &'b mut [u32],
+}
+
+/// Stop tokens a generation can have.
+pub const MAX_STOP_TOKENS: usize = 16;
+
+/// A generation's settings, checked as a whole by [`Session::begin`] before anything runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Generate {
+    /// The sampler's settings.
+    pub sampling: Sampling,
+    /// At most this many new tokens (0: none).
+    pub max_tokens: usize,
+    /// 0: stop when the cache is full ([`picoformer::generate::Overflow::Stop`]); otherwise
+    /// slide the window, re-encoding the last `keep` tokens
+    /// ([`picoformer::generate::Overflow::Slide`]).
+    pub keep: usize,
+    /// Stop after producing one of the first `n_stop` of these (it is reported).
+    pub stop: [u32; MAX_STOP_TOKENS],
+    /// Stop tokens in use.
+    pub n_stop: usize,
+    /// Reseed the sampler first.
+    pub seed: Option<u64>,
+    /// The prompt given is the end of a longer one (cut by the caller to fit its buffer): with
+    /// a sliding window it is run as one that does not fit.
+    pub cut_prompt: bool,
+}
+
+impl Generate {
+    /// Up to `max_tokens` tokens with `sampling`, stopping when the cache is full.
+    pub const fn new(sampling: Sampling, max_tokens: usize) -> Self {
+        Self {
+            sampling,
+            max_tokens,
+            keep: 0,
+            stop: [0; MAX_STOP_TOKENS],
+            n_stop: 0,
+            seed: None,
+            cut_prompt: false,
+        }
+    }
+
+    /// The stop tokens in use (empty if `n_stop` is out of range, which `begin` refuses).
+    pub fn stop_tokens(&self) -> &[u32] {
+        self.stop.get(..self.n_stop).unwrap_or(&[])
+    }
+}
+
+/// Why a generation stopped (as [`picoformer::generate::StopReason`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// `max_tokens` were produced.
+    MaxTokens = 1,
+    /// A stop token was produced (the last token).
+    StopToken = 2,
+    /// The cache (or the absolute position table) is full, without a sliding window.
+    CacheFull = 3,
+}
+
+/// The generation in progress.
+#[derive(Clone, Copy, Debug)]
+struct Gen {
+    settings: Generate,
+    sampler: SamplerConfig,
+    produced: usize,
+    /// Tokens the history must keep: the repetition window and the sliding window.
+    need: usize,
+    done: Option<Stop>,
 }
 
 #[derive(Debug)]
@@ -306,6 +397,18 @@ fn context<'c>(cfg: &WrapperConfig, buf: &'c [f32], rows: usize) -> Option<&'c [
     (rows > 0).then(|| buf.get(..n)).flatten()
 }
 
+/// [`Error::TokenOutOfRange`] for the first token not below `v`.
+fn check_tokens(tokens: &[u32], v: usize) -> Result<(), Error> {
+    match tokens.iter().position(|&t| t as usize >= v) {
+        Some(index) => Err(Error::TokenOutOfRange {
+            token: tokens[index],
+            index,
+            num_tokens: v,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A model with its cache and buffers: prefill, step, sample, generate.
 #[derive(Debug)]
 pub struct Session<'w, 'b> {
@@ -320,6 +423,13 @@ pub struct Session<'w, 'b> {
     context_rows: usize,
     rng: Rng,
     has_logits: bool,
+    /// The most recent tokens of the generation, oldest first (`history[..history_len]`).
+    history: &'b mut [u32],
+    history_len: usize,
+    /// The last generated token: reported, not yet run (run by the next token's [`Session::next`]).
+    pending: Option<u32>,
+    generation: Option<Gen>,
+    reencodes: usize,
 }
 
 impl<'w, 'b> Session<'w, 'b> {
@@ -374,6 +484,9 @@ impl<'w, 'b> Session<'w, 'b> {
         if buf.full_logits.len() < full {
             return Err(too_small(Output, full, buf.full_logits.len()));
         }
+        if buf.history.len() < o.capacity {
+            return Err(too_small(Output, o.capacity, buf.history.len()));
+        }
         Ok(Self {
             model,
             cache,
@@ -385,6 +498,11 @@ impl<'w, 'b> Session<'w, 'b> {
             context_rows: 0,
             rng: Rng::new(0),
             has_logits: false,
+            history: buf.history,
+            history_len: 0,
+            pending: None,
+            generation: None,
+            reencodes: 0,
         })
     }
 
@@ -449,6 +567,13 @@ impl<'w, 'b> Session<'w, 'b> {
     /// The library's errors ([`Error::EmptyInput`], [`Error::TokenOutOfRange`],
     /// [`Error::CacheFull`], [`Error::PositionOutOfRange`]); nothing changes then.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<(), Error> {
+        self.run(tokens)?;
+        self.end_generation();
+        Ok(())
+    }
+
+    /// [`Self::prefill`] without ending a generation.
+    fn run(&mut self, tokens: &[u32]) -> Result<(), Error> {
         if tokens.is_empty() {
             return Err(Error::EmptyInput);
         }
@@ -457,6 +582,26 @@ impl<'w, 'b> Session<'w, 'b> {
         with_cache!(&mut self.cache, c => m.forward_last(c, s, tokens, ctx, l))?;
         self.has_logits = true;
         Ok(())
+    }
+
+    /// Forgets the generation in progress (its last token, not yet run, and its history).
+    fn end_generation(&mut self) {
+        self.generation = None;
+        self.pending = None;
+        self.history_len = 0;
+    }
+
+    /// Positions that can still be run: the cache's room, and for absolute positions the
+    /// table's.
+    pub fn room(&self) -> usize {
+        let cfg = self.model.config();
+        let len = self.len();
+        let room = self.capacity().saturating_sub(len);
+        if cfg.has_abs_pos_emb() {
+            room.min(cfg.max_seq_len.saturating_sub(len))
+        } else {
+            room
+        }
     }
 
     /// Runs one token.
@@ -485,8 +630,11 @@ impl<'w, 'b> Session<'w, 'b> {
         let (m, s) = (&self.model, &mut self.scratch);
         with_cache!(&mut self.cache, c => m.forward(c, s, tokens, ctx, out))?;
         // The last row is the newest logits, as after a prefill.
-        self.logits.copy_from_slice(&out[out.len() - v..]);
+        if let Some(last) = out.len().checked_sub(v).and_then(|at| out.get(at..)) {
+            self.logits.copy_from_slice(last);
+        }
         self.has_logits = true;
+        self.end_generation();
         Ok(&self.full_logits[..tokens.len() * v])
     }
 
@@ -496,10 +644,41 @@ impl<'w, 'b> Session<'w, 'b> {
     /// # Errors
     /// As [`Self::forward_all`].
     pub fn full_vs_stepwise(&mut self, tokens: &[u32]) -> Result<f32, EngineError<'w>> {
+        // Everything the two passes could refuse is checked before the cache is reset.
+        let cfg = *self.model.config();
+        let v = cfg.num_tokens;
+        let rows = self.full_logits.len() / v.max(1);
+        if tokens.len() > rows {
+            return Err(EngineError::TooManyRows {
+                rows: tokens.len(),
+                capacity: rows,
+            });
+        }
+        if tokens.is_empty() {
+            return Err(Error::EmptyInput.into());
+        }
+        check_tokens(tokens, v)?;
+        if tokens.len() > self.capacity() {
+            return Err(Error::CacheFull {
+                len: 0,
+                requested: tokens.len(),
+                capacity: self.capacity(),
+            }
+            .into());
+        }
+        if cfg.has_abs_pos_emb() && tokens.len() > cfg.max_seq_len {
+            return Err(Error::PositionOutOfRange {
+                position: cfg.max_seq_len,
+                max_seq_len: cfg.max_seq_len,
+            }
+            .into());
+        }
+        if cfg.attn_layers.cross_attend && self.context_rows == 0 {
+            return Err(Error::ContextRequired.into());
+        }
         self.reset();
         self.forward_all(tokens)?;
         self.reset();
-        let v = self.model.config().num_tokens;
         let mut worst = 0.0f32;
         for (i, &t) in tokens.iter().enumerate() {
             self.step(t)?;
@@ -524,63 +703,220 @@ impl<'w, 'b> Session<'w, 'b> {
         self.rng = Rng::new(seed);
     }
 
-    /// Picks the next token from the current logits.
+    /// Picks the next token from the current logits (no repetition penalty: it has no
+    /// history; [`Self::next_token`] has).
     ///
     /// # Errors
-    /// [`EngineError::NoLogits`] before the first prefill after a reset.
+    /// [`EngineError::Sample`] for settings out of range, [`EngineError::NoLogits`] before the
+    /// first prefill after a reset; nothing changes then (the RNG included).
     pub fn sample(&mut self, s: &Sampling) -> Result<u32, EngineError<'w>> {
+        let config = s.config().map_err(EngineError::Sample)?;
         if !self.has_logits {
             return Err(EngineError::NoLogits);
         }
-        let mut sampler = Sampler::new(s.config(), 0).map_err(EngineError::Sample)?;
+        self.draw(config, false)
+    }
+
+    /// One token from the current logits with `config`, the RNG carried over; with `recent`,
+    /// the history is the repetition penalty's.
+    fn draw(&mut self, config: SamplerConfig, recent: bool) -> Result<u32, EngineError<'w>> {
+        let mut sampler = Sampler::new(config, 0).map_err(EngineError::Sample)?;
         // The RNG state lives in the session, so options can change from one token to the next.
         *sampler.rng() = self.rng;
+        let history = if recent {
+            &self.history[..self.history_len]
+        } else {
+            &[]
+        };
         let token = sampler
-            .sample(self.logits, &[], self.work)
+            .sample(self.logits, history, self.work)
             .map_err(EngineError::Sample)?;
         self.rng = *sampler.rng();
         Ok(token)
     }
 
-    /// Prefills `prompt` (if not empty), then samples up to `max_tokens` tokens, feeding each
-    /// back, and hands each to `on_token`. Stops early, without error, when the cache (or the
-    /// absolute position table) is full: the last token is then sampled but not fed back.
-    /// Returns the number of tokens produced.
+    /// Starts a generation: checks every setting and the prompt, then runs `prompt` after what
+    /// is cached (with a sliding window, a prompt longer than the room left is cut to its last
+    /// `keep` tokens and run from position 0, as the library's `Generator` does). An empty
+    /// prompt continues the generation in progress (its last token is run by the next
+    /// [`Self::next_token`]) or, without one, samples from the current logits. Then call
+    /// [`Self::next_token`] for each token.
     ///
     /// # Errors
-    /// As [`Self::prefill`] for the prompt; [`EngineError::NoLogits`] for an empty prompt on an
-    /// empty session.
+    /// [`EngineError::Sample`] and [`EngineError::BadOption`] for settings out of range,
+    /// [`Error::TokenOutOfRange`], [`Error::CacheFull`], [`Error::PositionOutOfRange`],
+    /// [`Error::ContextRequired`], [`EngineError::NoLogits`]: then nothing has changed (cache,
+    /// logits, RNG, history, the generation in progress).
+    pub fn begin(&mut self, prompt: &[u32], g: &Generate) -> Result<(), EngineError<'w>> {
+        let cfg = *self.model.config();
+        let v = cfg.num_tokens;
+        let sampler = g.sampling.config().map_err(EngineError::Sample)?;
+        let capacity = self.capacity();
+        let positions = if cfg.has_abs_pos_emb() {
+            capacity.min(cfg.max_seq_len)
+        } else {
+            capacity
+        };
+        if sampler.repetition_window > self.history.len() {
+            return Err(EngineError::BadOption("repetitionWindow"));
+        }
+        if g.n_stop > MAX_STOP_TOKENS || g.stop_tokens().iter().any(|&t| t as usize >= v) {
+            return Err(EngineError::BadOption("stop"));
+        }
+        if g.keep > positions {
+            return Err(EngineError::BadOption("slide"));
+        }
+        check_tokens(prompt, v)?;
+        if cfg.attn_layers.cross_attend && self.context_rows == 0 {
+            return Err(Error::ContextRequired.into());
+        }
+        let need = sampler.repetition_window.max(g.keep);
+        if prompt.is_empty() {
+            if self.pending.is_none() && !self.has_logits {
+                return Err(EngineError::NoLogits);
+            }
+            // Continue: the history and the last token stay.
+        } else {
+            if (prompt.len() > self.room() || g.cut_prompt) && g.keep > 0 {
+                // The window: the prompt's last `keep` tokens, from position 0 (the cached
+                // context stays). Checked above: the tokens, the context, `keep` fits.
+                let window = &prompt[prompt.len() - g.keep.min(prompt.len())..];
+                // Everything the model call could refuse was checked above (tokens, context,
+                // a window of 1..=positions), so the rewind is not followed by a failure.
+                with_cache!(&mut self.cache, c => c.truncate(0))?;
+                self.run(window)?;
+                self.reencodes += 1;
+            } else {
+                // Refused (cache or position table full) before anything is written.
+                self.run(prompt)?;
+            }
+            self.pending = None;
+            self.history_len = 0;
+            let tail = &prompt[prompt.len().saturating_sub(self.history.len())..];
+            for &t in tail {
+                self.push(t, need);
+            }
+        }
+        if let Some(seed) = g.seed {
+            self.rng = Rng::new(seed);
+        }
+        self.generation = Some(Gen {
+            settings: *g,
+            sampler,
+            produced: 0,
+            need,
+            done: None,
+        });
+        Ok(())
+    }
+
+    /// The next token of the generation started by [`Self::begin`], or `None` when it has
+    /// stopped ([`Self::stop_reason`] says why). Runs the previous token first (sliding the
+    /// window when the cache is full and the generation has one), then samples.
+    ///
+    /// # Errors
+    /// [`EngineError::NoGeneration`] without one; [`EngineError::Sample`] if the model produced
+    /// NaN or infinite logits.
+    pub fn next_token(&mut self) -> Result<Option<u32>, EngineError<'w>> {
+        let Some(mut g) = self.generation else {
+            return Err(EngineError::NoGeneration);
+        };
+        if g.done.is_some() {
+            return Ok(None);
+        }
+        if g.produced >= g.settings.max_tokens {
+            return Ok(self.finish(Stop::MaxTokens));
+        }
+        if let Some(p) = self.pending {
+            if self.room() == 0 {
+                let keep = g.settings.keep;
+                if keep == 0 {
+                    return Ok(self.finish(Stop::CacheFull));
+                }
+                // Slide: the last `keep` tokens (the pending one included) from position 0.
+                let from = self.history_len - keep.min(self.history_len);
+                let ctx = context(self.model.config(), self.context, self.context_rows);
+                let window = &self.history[from..self.history_len];
+                let (m, s, l) = (&self.model, &mut self.scratch, &mut *self.logits);
+                with_cache!(&mut self.cache, c => {
+                    c.truncate(0)?;
+                    m.forward_last(c, s, window, ctx, l)?;
+                });
+                self.reencodes += 1;
+            } else {
+                self.run(&[p])?;
+            }
+            self.pending = None;
+        }
+        let t = self.draw(g.sampler, true)?;
+        self.push(t, g.need);
+        self.pending = Some(t);
+        g.produced += 1;
+        if g.settings.stop_tokens().contains(&t) {
+            g.done = Some(Stop::StopToken);
+        }
+        self.generation = Some(g);
+        Ok(Some(t))
+    }
+
+    fn finish(&mut self, why: Stop) -> Option<u32> {
+        if let Some(g) = self.generation.as_mut() {
+            g.done = Some(why);
+        }
+        None
+    }
+
+    /// Why the generation stopped (`None` while it runs or without one).
+    pub fn stop_reason(&self) -> Option<Stop> {
+        self.generation.and_then(|g| g.done)
+    }
+
+    /// Times a sliding window re-encoded its last tokens since the session was made.
+    pub fn reencodes(&self) -> usize {
+        self.reencodes
+    }
+
+    /// Appends one token to the history, dropping the oldest first when it is full (keeping
+    /// the last `need - 1`, as the library's `Generator`).
+    fn push(&mut self, token: u32, need: usize) {
+        let cap = self.history.len();
+        if cap == 0 {
+            return;
+        }
+        if self.history_len >= cap {
+            let keep = need.saturating_sub(1).min(cap - 1);
+            self.history.copy_within(cap - keep..cap, 0);
+            self.history_len = keep;
+        }
+        self.history[self.history_len] = token;
+        self.history_len += 1;
+    }
+
+    /// [`Self::begin`], then [`Self::next_token`] until it stops, handing each token to `on_token`.
+    /// Returns the number of tokens and why it stopped.
+    ///
+    /// # Errors
+    /// As [`Self::begin`] and [`Self::next_token`].
     pub fn generate(
         &mut self,
         prompt: &[u32],
-        s: &Sampling,
-        max_tokens: usize,
+        g: &Generate,
         mut on_token: impl FnMut(u32),
-    ) -> Result<usize, EngineError<'w>> {
-        if !prompt.is_empty() {
-            self.prefill(prompt)?;
-        }
-        let mut produced = 0;
-        while produced < max_tokens {
-            let t = self.sample(s)?;
+    ) -> Result<(usize, Stop), EngineError<'w>> {
+        self.begin(prompt, g)?;
+        let mut n = 0;
+        while let Some(t) = self.next_token()? {
             on_token(t);
-            produced += 1;
-            if produced == max_tokens {
-                break;
-            }
-            match self.step(t) {
-                Ok(()) => {}
-                Err(Error::CacheFull { .. } | Error::PositionOutOfRange { .. }) => break,
-                Err(e) => return Err(e.into()),
-            }
+            n += 1;
         }
-        Ok(produced)
+        Ok((n, self.stop_reason().unwrap_or(Stop::MaxTokens)))
     }
 
     /// Forgets everything cached. O(1).
     pub fn reset(&mut self) {
         with_cache!(&mut self.cache, c => c.reset());
         self.has_logits = false;
+        self.end_generation();
     }
 
     /// Rewinds to `len` positions. The logits are those of the last call until the next one.
@@ -592,6 +928,7 @@ impl<'w, 'b> Session<'w, 'b> {
         if len == 0 {
             self.has_logits = false;
         }
+        self.end_generation();
         Ok(())
     }
 }
@@ -614,17 +951,40 @@ mod tests {
     }
 
     #[test]
-    fn sampling_options_map_zero_and_one_to_off() {
-        let c = Sampling::GREEDY.config();
+    fn sampling_options_map_zero_and_one_to_off_and_refuse_the_rest() {
+        let c = Sampling::GREEDY.config().unwrap();
         assert!(c.is_greedy() && c.top_k.is_none() && c.top_p.is_none() && c.min_p.is_none());
         let c = Sampling {
             temperature: 0.7,
             top_k: 5,
             top_p: 0.9,
             min_p: 0.1,
+            repetition_penalty: 1.2,
+            repetition_window: 8,
         }
-        .config();
+        .config()
+        .unwrap();
         assert_eq!((c.top_k, c.top_p, c.min_p), (Some(5), Some(0.9), Some(0.1)));
+        assert_eq!((c.repetition_penalty, c.repetition_window), (1.2, 8));
+        // Out of range is an error, never "off" (top_p 2 and NaN were silently off before).
+        let bad = |f: fn(&mut Sampling)| {
+            let mut s = Sampling::GREEDY;
+            f(&mut s);
+            s.config().unwrap_err()
+        };
+        let name = |e| match e {
+            SampleError::InvalidConfig(n) => n,
+            e => panic!("{e:?}"),
+        };
+        assert_eq!(name(bad(|s| s.top_p = 2.0)), "top_p");
+        assert_eq!(name(bad(|s| s.top_p = f32::NAN)), "top_p");
+        assert_eq!(name(bad(|s| s.min_p = f32::NAN)), "min_p");
+        assert_eq!(name(bad(|s| s.min_p = -0.5)), "min_p");
+        assert_eq!(name(bad(|s| s.temperature = f32::NAN)), "temperature");
+        assert_eq!(
+            name(bad(|s| s.repetition_penalty = 0.0)),
+            "repetition_penalty"
+        );
     }
 
     #[test]
@@ -646,6 +1006,7 @@ mod tests {
         let mut kv = vec![f16::ZERO; plan.kv_cache / 2];
         let mut scratch = vec![0f32; plan.scratch / 4];
         let (mut logits, mut work) = (vec![0f32; 40], vec![Candidate::EMPTY; 40]);
+        let mut history = vec![0u32; 6];
         let buf = Buffers {
             kv: KvBuf::F16(&mut kv),
             context: &mut [],
@@ -653,15 +1014,15 @@ mod tests {
             logits: &mut logits,
             full_logits: &mut [],
             work: &mut work,
+            history: &mut history,
         };
         let mut s = Session::new(model, &o, buf).unwrap();
         assert_eq!(s.sample(&Sampling::GREEDY), Err(EngineError::NoLogits));
         let mut out = vec::Vec::new();
         // 3 prompt positions + 3 fed back fill the 6; the 4th token is sampled, not fed back.
-        let n = s
-            .generate(&[1, 2, 3], &Sampling::GREEDY, 10, |t| out.push(t))
-            .unwrap();
-        assert_eq!((n, out.len(), s.len()), (4, 4, 6));
+        let g = Generate::new(Sampling::GREEDY, 10);
+        let (n, why) = s.generate(&[1, 2, 3], &g, |t| out.push(t)).unwrap();
+        assert_eq!((n, out.len(), s.len(), why), (4, 4, 6, Stop::CacheFull));
         assert!(matches!(
             s.step(1),
             Err(Error::CacheFull {
@@ -677,5 +1038,152 @@ mod tests {
                 capacity: 0
             })
         ));
+    }
+
+    /// A wrap_tied session with `capacity` positions, run by `f`.
+    fn with_session<R>(capacity: usize, f: impl FnOnce(&mut Session<'_, '_>) -> R) -> R {
+        let words = model_bytes();
+        let len = include_bytes!("../../tests/fixtures/wrap_tied.model.safetensors").len();
+        let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+        let model = load(bytes).unwrap();
+        let d = model.config().attn_layers;
+        let o = Options {
+            capacity,
+            chunk: 4,
+            kv: KvKind::F32,
+            full_rows: 0,
+            max_context: 0,
+        };
+        let mut kv = vec![0f32; KvCache::<f32>::elements(&d, capacity)];
+        let mut scratch = vec![0f32; Scratch::elements(&d, 4)];
+        let (mut logits, mut work) = (vec![0f32; 40], vec![Candidate::EMPTY; 40]);
+        let mut history = vec![0u32; capacity];
+        let buf = Buffers {
+            kv: KvBuf::F32(&mut kv),
+            context: &mut [],
+            scratch: &mut scratch,
+            logits: &mut logits,
+            full_logits: &mut [],
+            work: &mut work,
+            history: &mut history,
+        };
+        let mut s = Session::new(model, &o, buf).unwrap();
+        f(&mut s)
+    }
+
+    /// The library's `Generator` with the same settings: its tokens and stop reason.
+    fn library_tokens(
+        capacity: usize,
+        prompt: &[u32],
+        g: &Generate,
+    ) -> (vec::Vec<u32>, picoformer::generate::StopReason) {
+        use core::ops::ControlFlow;
+        use picoformer::generate::{GenerateConfig, Generator, Overflow};
+        let words = model_bytes();
+        let len = include_bytes!("../../tests/fixtures/wrap_tied.model.safetensors").len();
+        let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+        let model = load(bytes).unwrap();
+        let d = model.config().attn_layers;
+        let mut kv = vec![0f32; KvCache::<f32>::elements(&d, capacity)];
+        let mut arena = vec![0f32; Scratch::elements(&d, 4)];
+        let mut cache = KvCache::new(&d, capacity, &mut kv).unwrap();
+        let mut scratch = Scratch::new(&d, 4, &mut arena).unwrap();
+        let sampler = Sampler::new(g.sampling.config().unwrap(), g.seed.unwrap()).unwrap();
+        let mut config = GenerateConfig::new(g.max_tokens);
+        if let Some(&t) = g.stop_tokens().first() {
+            config = config.end_token(t);
+        }
+        if g.keep > 0 {
+            config = config.overflow(Overflow::Slide { keep: g.keep });
+        }
+        let (mut logits, mut work) = (vec![0f32; 40], vec![Candidate::EMPTY; 40]);
+        let mut history = vec![0u32; capacity];
+        let mut gen =
+            Generator::new(sampler, config, &mut logits, &mut work, &mut history).unwrap();
+        let mut out = vec::Vec::new();
+        let done = gen
+            .run(&model, &mut cache, &mut scratch, prompt, |t| {
+                out.push(t);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        (out, done.reason)
+    }
+
+    #[test]
+    fn generation_equals_the_library_generator_with_penalty_slide_and_end_token() {
+        use picoformer::generate::StopReason;
+        let sampling = Sampling {
+            temperature: 0.9,
+            top_k: 0,
+            top_p: 0.95,
+            min_p: 0.0,
+            repetition_penalty: 1.5,
+            repetition_window: 5,
+        };
+        for (keep, max, stop) in [
+            (4, 40, None),
+            (8, 25, None),
+            (0, 40, None),
+            (3, 60, Some(7)),
+        ] {
+            let mut g = Generate::new(sampling, max);
+            g.keep = keep;
+            g.seed = Some(11);
+            if let Some(t) = stop {
+                g.stop[0] = t;
+                g.n_stop = 1;
+            }
+            let (expected, reason) = library_tokens(8, &[1, 2, 3], &g);
+            let (got, why, slides) = with_session(8, |s| {
+                let mut out = vec::Vec::new();
+                let (_, why) = s.generate(&[1, 2, 3], &g, |t| out.push(t)).unwrap();
+                (out, why, s.reencodes())
+            });
+            assert_eq!(got, expected, "keep {keep}");
+            let want = match reason {
+                StopReason::MaxTokens => Stop::MaxTokens,
+                StopReason::CacheFull => Stop::CacheFull,
+                StopReason::EndToken => Stop::StopToken,
+                StopReason::Stopped => unreachable!(),
+            };
+            assert_eq!(why, want, "keep {keep}");
+            assert_eq!(slides > 0, keep > 0 && got.len() > 5, "keep {keep}");
+        }
+    }
+
+    #[test]
+    fn a_refused_generation_changes_nothing() {
+        with_session(8, |s| {
+            s.prefill(&[1, 2, 3]).unwrap();
+            s.seed(5);
+            let logits = s.logits().to_vec();
+            let rng = s.rng;
+            let mut g = Generate::new(Sampling::GREEDY, 4);
+            g.seed = Some(9);
+            let bad = |f: fn(&mut Generate)| {
+                let mut b = g;
+                f(&mut b);
+                b
+            };
+            let cases = [
+                bad(|g| g.sampling.top_p = f32::NAN),
+                bad(|g| g.sampling.temperature = -1.0),
+                bad(|g| g.sampling.repetition_window = 9),
+                bad(|g| g.keep = 9),
+                bad(|g| {
+                    g.stop[0] = 40;
+                    g.n_stop = 1;
+                }),
+                bad(|g| g.n_stop = MAX_STOP_TOKENS + 1),
+            ];
+            for c in &cases {
+                assert!(s.begin(&[4, 5], c).is_err(), "{c:?}");
+            }
+            assert!(s.begin(&[4, 40], &g).is_err());
+            assert!(s.begin(&[4, 5, 6, 7, 8, 9], &g).is_err()); // 3 + 6 > 8
+            assert_eq!((s.len(), s.logits(), s.rng), (3, &logits[..], rng));
+            assert_eq!(s.next_token(), Err(EngineError::NoGeneration));
+        });
     }
 }

@@ -8,8 +8,9 @@
 //! reuses the same arena. Every later call works inside it: no per-token allocation.
 //!
 //! Calls return 0 (or a count / token ≥ 0) on success and a negative error code otherwise; the
-//! message is at [`pf_error_ptr`] / [`pf_error_len`] as UTF-8. A failed prefill, step, sample or
-//! truncate changes nothing; a failed load leaves no model loaded.
+//! message is at [`pf_error_ptr`] / [`pf_error_len`] as UTF-8. A failed prefill, step, sample,
+//! truncate, set_context, full_vs_stepwise or gen_begin changes nothing (everything is checked
+//! before anything runs); a failed load leaves no model loaded.
 //! This is the only file of the crate with `unsafe`.
 
 use core::arch::wasm32;
@@ -18,7 +19,10 @@ use core::ptr::addr_of_mut;
 
 use picoformer::{Candidate, Error, Sampler};
 
-use crate::engine::{self, Buffers, EngineError, KvBuf, KvKind, Options, Plan, Sampling, Session};
+use crate::engine::{
+    self, Buffers, EngineError, Generate, KvBuf, KvKind, Options, Plan, Sampling, Session,
+    MAX_STOP_TOKENS,
+};
 
 const PAGE: usize = 65536;
 
@@ -66,6 +70,8 @@ struct State {
     /// Token input buffer (`capacity` u32) and generation output buffer (`capacity` u32).
     tokens: usize,
     out: usize,
+    /// Stop tokens for [`pf_gen_begin`], written by JS.
+    stop: [u32; MAX_STOP_TOKENS],
     /// All-positions logits (for `pf_full_logits_ptr`; the session holds the slice).
     full_logits: u32,
     capacity: usize,
@@ -79,6 +85,7 @@ static mut STATE: State = State {
     session: None,
     tokens: 0,
     out: 0,
+    stop: [0; MAX_STOP_TOKENS],
     full_logits: 0,
     capacity: 0,
     plan: [0; PLAN_FIELDS],
@@ -110,6 +117,7 @@ impl State {
             | EngineError::NotCrossAttending
             | EngineError::TooManyRows { .. }
             | EngineError::NoLogits
+            | EngineError::NoGeneration
             | EngineError::Sample(_) => code::BAD_ARGUMENT,
             EngineError::Model(e) => model_code(e),
         };
@@ -250,11 +258,13 @@ pub extern "C" fn pf_load(
             carve(plan.sampler)?,
             carve(plan.tokens)?,
             carve(plan.tokens)?,
+            carve(plan.tokens)?,
         ])
     })();
     let end = top;
-    let Some([kv_at, context_at, scratch_at, logits_at, full_at, work_at, tokens_at, out_at]) =
-        layout.filter(|_| end <= u32::MAX as usize && ensure_memory(end))
+    let Some(
+        [kv_at, context_at, scratch_at, logits_at, full_at, work_at, tokens_at, out_at, history_at],
+    ) = layout.filter(|_| end <= u32::MAX as usize && ensure_memory(end))
     else {
         return st.fail(
             code::OUT_OF_MEMORY,
@@ -289,6 +299,7 @@ pub extern "C" fn pf_load(
             logits: core::slice::from_raw_parts_mut(logits_at as *mut f32, v),
             full_logits: core::slice::from_raw_parts_mut(full_at as *mut f32, plan.full_logits / 4),
             work: core::slice::from_raw_parts_mut(work_at as *mut Candidate, Sampler::work_len(v)),
+            history: core::slice::from_raw_parts_mut(history_at as *mut u32, opts.capacity),
         }
     };
     match Session::new(model, &opts, buffers) {
@@ -307,7 +318,7 @@ pub extern "C" fn pf_load(
         plan.logits,
         plan.full_logits,
         plan.sampler,
-        plan.tokens * 2,
+        plan.tokens * 3,
         end - st.base,
         opts.capacity,
         opts.chunk,
@@ -339,7 +350,7 @@ pub extern "C" fn pf_error_len() -> u32 {
 }
 
 /// Address of the plan table: 18 u32s (bytes of weights, kv_cache, scratch, logits,
-/// full_logits, sampler, tokens, arena total; then capacity, chunk, num_tokens, dim, depth,
+/// full_logits, sampler, the three token buffers, arena total; then capacity, chunk, num_tokens, dim, depth,
 /// memory bytes; then bytes of the context cache and the context, max_context rows and
 /// dim_context, the values per context row).
 #[no_mangle]
@@ -353,7 +364,7 @@ pub extern "C" fn pf_tokens_ptr() -> u32 {
     state().tokens as u32
 }
 
-/// Address of the generated-token buffer (`capacity` u32s) written by [`pf_generate`].
+/// Address of the generated-token buffer (`capacity` u32s) written by [`pf_gen_run`].
 #[no_mangle]
 pub extern "C" fn pf_out_ptr() -> u32 {
     state().out as u32
@@ -487,7 +498,8 @@ pub extern "C" fn pf_seed(lo: u32, hi: u32) {
 }
 
 /// Picks the next token from the current logits with the library's sampler (temperature 0:
-/// greedy; `top_k` 0, `top_p` ≥ 1, `min_p` 0: off). Returns the token (≥ 0) or `-code`.
+/// greedy; `top_k` 0, `top_p` 1, `min_p` 0: off; other values out of range are refused).
+/// Returns the token (≥ 0) or `-code`; on error nothing changes.
 #[no_mangle]
 pub extern "C" fn pf_sample(temperature: f32, top_k: u32, top_p: f32, min_p: f32) -> i32 {
     let st = state();
@@ -496,6 +508,8 @@ pub extern "C" fn pf_sample(temperature: f32, top_k: u32, top_p: f32, min_p: f32
         top_k,
         top_p,
         min_p,
+        repetition_penalty: 1.0,
+        repetition_window: 0,
     };
     let r = match st.session() {
         Ok(sess) => sess.sample(&s),
@@ -507,38 +521,91 @@ pub extern "C" fn pf_sample(temperature: f32, top_k: u32, top_p: f32, min_p: f32
     }
 }
 
-/// Prefills the first `n_prompt` tokens of the token buffer (none: continue from the current
-/// logits), then generates up to `max_tokens` tokens into [`pf_out_ptr`], all inside wasm.
-/// Stops early when the cache is full. Returns the number generated or `-code`.
+/// Address of the stop-token buffer ([`MAX_STOP_TOKENS`] u32s) read by [`pf_gen_begin`].
 #[no_mangle]
-pub extern "C" fn pf_generate(
+pub extern "C" fn pf_stop_ptr() -> u32 {
+    state().stop.as_ptr() as u32
+}
+
+/// Starts a generation (see `Session::begin`): the first `n_prompt` tokens of the token buffer
+/// (none: continue), up to `max_tokens` new tokens, the sampler's settings (`top_k` 0, `top_p`
+/// 1, `min_p` 0, `repetition_penalty` 1: off), `keep` 0 to stop when the cache is full or the
+/// sliding window's size, the first `n_stop` stop tokens of [`pf_stop_ptr`], and a seed when
+/// `has_seed` is not 0. `cut` not 0: the prompt is the end of a longer one (for the window). Everything is checked before anything runs: on error (`-code`) nothing
+/// changed. Returns 0; then call [`pf_gen_run`].
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn pf_gen_begin(
     n_prompt: u32,
     max_tokens: u32,
     temperature: f32,
     top_k: u32,
     top_p: f32,
     min_p: f32,
+    repetition_penalty: f32,
+    repetition_window: u32,
+    keep: u32,
+    n_stop: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    has_seed: u32,
+    cut: u32,
 ) -> i32 {
     let st = state();
     let prompt = match input(st, n_prompt) {
         Ok(t) => t,
         Err(c) => return c,
     };
-    let out = st.token_slice(st.out, st.capacity);
-    let max = (max_tokens as usize).min(out.len());
-    let s = Sampling {
-        temperature,
-        top_k,
-        top_p,
-        min_p,
+    let mut g = Generate::new(
+        Sampling {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repetition_penalty,
+            repetition_window,
+        },
+        max_tokens as usize,
+    );
+    g.keep = keep as usize;
+    g.stop = st.stop;
+    g.n_stop = n_stop as usize;
+    g.seed = (has_seed != 0).then_some((seed_hi as u64) << 32 | seed_lo as u64);
+    g.cut_prompt = cut != 0;
+    let r = match st.session() {
+        Ok(sess) => sess.begin(prompt, &g),
+        Err(c) => return c,
     };
+    match r {
+        Ok(()) => 0,
+        Err(e) => st.engine_error(e),
+    }
+}
+
+/// Generates up to `max` more tokens (at most the capacity) of the generation begun by
+/// [`pf_gen_begin`] into [`pf_out_ptr`], all inside wasm. Returns how many (fewer when it
+/// stopped: [`pf_gen_reason`]) or `-code`.
+#[no_mangle]
+pub extern "C" fn pf_gen_run(max: u32) -> i32 {
+    let st = state();
+    let out = st.token_slice(st.out, st.capacity);
+    let max = (max as usize).min(out.len());
     let r = match st.session() {
         Ok(sess) => {
-            let mut i = 0;
-            sess.generate(prompt, &s, max, |t| {
-                out[i] = t;
-                i += 1;
-            })
+            let mut n = 0;
+            loop {
+                if n == max {
+                    break Ok(n);
+                }
+                match sess.next_token() {
+                    Ok(Some(t)) => {
+                        out[n] = t;
+                        n += 1;
+                    }
+                    Ok(None) => break Ok(n),
+                    Err(e) => break Err(e),
+                }
+            }
         }
         Err(c) => return c,
     };
@@ -546,6 +613,23 @@ pub extern "C" fn pf_generate(
         Ok(n) => n as i32,
         Err(e) => st.engine_error(e),
     }
+}
+
+/// Why the generation stopped: 0 not stopped (or none), 1 max tokens, 2 a stop token, 3 the
+/// cache (or position table) is full.
+#[no_mangle]
+pub extern "C" fn pf_gen_reason() -> u32 {
+    state()
+        .session
+        .as_ref()
+        .and_then(|s| s.stop_reason())
+        .map_or(0, |r| r as u32)
+}
+
+/// Times a sliding window re-encoded since the model was loaded.
+#[no_mangle]
+pub extern "C" fn pf_reencodes() -> u32 {
+    state().session.as_ref().map_or(0, |s| s.reencodes() as u32)
 }
 
 /// Forgets everything cached.

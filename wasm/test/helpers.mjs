@@ -24,8 +24,9 @@ export function hostTokens(modelFile, prompt, maxTokens, sampling) {
   const tool = path.join(WASM_DIR, 'target', 'release', 'host-tokens');
   const args = [modelFile, prompt.join(','), String(maxTokens)];
   if (sampling) {
-    const { temperature, topK, topP, minP = 0, seed } = sampling;
-    args.push(String(temperature), String(topK), String(topP), String(minP), String(seed));
+    const { temperature, topK, topP, minP = 0, seed, extra = [] } = sampling;
+    // extra: [penalty, window, keep, capacity] (repetition penalty, sliding window).
+    args.push(String(temperature), String(topK), String(topP), String(minP), String(seed), ...extra.map(String));
   }
   const tokens = JSON.parse(execFileSync(tool, args, { encoding: 'utf8' }));
   // CI's negative check: a wrong expectation must make the tests fail.

@@ -142,7 +142,7 @@ for (const build of BUILDS) {
       assert.equal(p.logits, 40 * 4);
       assert.equal(p.contextCache + p.context + p.maxContext, 0);
       const parts = p.weights + p.kvCache + p.scratch + p.logits + p.fullLogits + p.sampler + p.tokens;
-      assert.ok(p.arena >= parts && p.arena < parts + 16 * 8, `${p.arena} vs ${parts}`);
+      assert.ok(p.arena >= parts && p.arena < parts + 16 * 9, `${p.arena} vs ${parts}`);
       const before = m.memoryBytes;
       m.generate([1], { maxTokens: 60, temperature: 1, seed: 1, onToken() {} });
       assert.equal(m.memoryBytes, before);
@@ -155,7 +155,7 @@ for (const build of BUILDS) {
       assert.equal(c.context, 5 * c.dimContext * 4);
       const all = c.weights + c.kvCache + c.contextCache + c.context + c.scratch + c.logits
         + c.fullLogits + c.sampler + c.tokens;
-      assert.ok(c.arena >= all && c.arena < all + 16 * 10, `${c.arena} vs ${all}`);
+      assert.ok(c.arena >= all && c.arena < all + 16 * 11, `${c.arena} vs ${all}`);
     });
 
     describe('errors are thrown as PicoformerError and never trap', () => {
@@ -219,11 +219,11 @@ for (const build of BUILDS) {
         const m = await load('wrap_tied', { capacity: 4 });
         throws(() => m.sample(), ErrorCode.BAD_ARGUMENT, /prefill/);
         m.prefill([1]);
-        throws(() => m.sample({ temperature: -1 }), ErrorCode.BAD_ARGUMENT, /sample/);
-        throws(() => m.sample({ temperature: 1, topP: -0.5 }), ErrorCode.BAD_ARGUMENT, /sample/);
+        throws(() => m.sample({ temperature: -1 }), ErrorCode.BAD_ARGUMENT, /temperature/);
+        throws(() => m.sample({ temperature: 1, topP: -0.5 }), ErrorCode.BAD_ARGUMENT, /topP/);
         m.reset();
         throws(() => m.prefill([1, 40]), ErrorCode.TOKEN_OUT_OF_RANGE, /40/);
-        assert.throws(() => m.prefill([1, -1]), RangeError);
+        throws(() => m.prefill([1, -1]), ErrorCode.TOKEN_OUT_OF_RANGE, /-1/);
         assert.equal(m.length, 0);
         throws(() => m.prefill([1, 2, 3, 4, 5]), ErrorCode.CACHE_FULL, /capacity/);
         throws(() => m.prefill([]), ErrorCode.BAD_ARGUMENT, /empty/i);

@@ -1,17 +1,16 @@
-// The browser demo: loads the wasm build (simd128 when the browser has it) and a model, then
-// streams generated text as it is produced, with tokens/s. No framework.
+// The browser demo: loads a model into the package's wasm build (simd128 when the browser has
+// it: Picoformer.create chooses), then streams generated text as it is produced
+// (`for await` over model.stream, a Stop button through an AbortSignal), with tokens/s and why
+// it stopped. Past the cache's capacity the window slides. No framework.
 // URL parameters: ?model=URL (a picoformer safetensors file; default the bundled demo model),
 // ?simd=0 to force the plain build.
-import { Picoformer } from '../js/picoformer.mjs';
+import { Picoformer, simdSupported } from '../js/picoformer.mjs';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const MODEL_URL = params.get('model') ?? '../dist/demo.safetensors';
 
-// A tiny module using one v128 instruction: does this browser run simd128?
-const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1,
-  0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
-const simd = params.get('simd') !== '0' && WebAssembly.validate(SIMD_PROBE);
+const simd = params.get('simd') !== '0' && simdSupported();
 
 async function fetchBytes(url) {
   const r = await fetch(url);
@@ -38,11 +37,11 @@ function codec(numTokens) {
 
 let model;
 let busy = false;
+let stopper = null;
 
 async function start() {
-  const wasmUrl = simd ? '../dist/picoformer-simd128.wasm' : '../dist/picoformer.wasm';
-  const [wasm, bytes] = await Promise.all([fetchBytes(wasmUrl), fetchBytes(MODEL_URL)]);
-  model = await Picoformer.load(wasm, bytes, { capacity: 256 });
+  const bytes = await fetchBytes(MODEL_URL);
+  model = await Picoformer.create(bytes, { capacity: 256, build: simd ? 'auto' : 'plain' });
   const p = model.plan;
   $('model-note').textContent = `${MODEL_URL.split('/').pop()} (${p.numTokens} tokens, dim ${p.dim}, depth ${p.depth}) ` +
     `on the ${simd ? 'simd128' : 'plain'} build.` +
@@ -59,40 +58,50 @@ async function generate(event) {
   if (busy) return;
   busy = true;
   $('generate').disabled = true;
+  $('stop').disabled = false;
   $('error').textContent = '';
   document.body.dataset.state = 'generating';
+  delete document.body.dataset.stop;
   const { encode, decoder } = codec(model.numTokens);
   const prompt = encode($('prompt').value);
-  const maxTokens = Math.min(Number($('maxTokens').value), model.capacity - prompt.length);
   const out = $('out');
   out.replaceChildren(Object.assign(document.createElement('span'), { className: 'prompt', textContent: $('prompt').value }));
   const text = out.appendChild(document.createTextNode(''));
   const decode = decoder();
   model.reset();
+  stopper = new AbortController();
   const t0 = performance.now();
   let n = 0;
   let lastPaint = t0;
   try {
-    for (const token of model.stream(prompt, {
-      maxTokens,
+    const stream = model.stream(prompt, {
+      maxTokens: Number($('maxTokens').value),
       temperature: Number($('temperature').value),
       topK: Number($('topK').value),
       topP: Number($('topP').value),
       seed: Number($('seed').value),
-    })) {
+      repetitionPenalty: Number($('penalty').value),
+      repetitionWindow: 64,
+      slide: model.capacity / 2, // past the capacity: keep the last half and go on
+      signal: stopper.signal,
+    });
+    // Each step yields to the event loop: the page paints and the Stop button works.
+    for await (const token of stream) {
       text.appendData(decode(token));
       n++;
       const now = performance.now();
-      if (now - lastPaint > 30) { // let the browser paint: the text streams in
+      if (now - lastPaint > 30) {
         $('stats').textContent = `${n} tokens, ${(n / ((now - t0) / 1000)).toFixed(1)} tokens/s`;
         window.demoPaints = (window.demoPaints ?? 0) + 1;
-        await new Promise((r) => setTimeout(r, 0));
-        lastPaint = performance.now();
+        lastPaint = now;
       }
     }
     const s = (performance.now() - t0) / 1000;
-    $('stats').textContent = `${n} tokens in ${s.toFixed(2)} s: ${(n / s).toFixed(1)} tokens/s (prompt ${prompt.length} tokens, cache ${model.length}/${model.capacity})`;
+    const why = { maxTokens: 'token limit', stopToken: 'stop token', cacheFull: 'cache full', aborted: 'stopped' }[stream.stopReason];
+    $('stats').textContent = `${n} tokens in ${s.toFixed(2)} s: ${(n / s).toFixed(1)} tokens/s (prompt ${prompt.length} tokens, ` +
+      `cache ${model.length}/${model.capacity}, ${model.reencodes} window slides; ended: ${why})`;
     document.body.dataset.tokens = String(n);
+    document.body.dataset.stop = stream.stopReason;
     document.body.dataset.state = 'done';
   } catch (e) {
     $('error').textContent = String(e);
@@ -100,10 +109,13 @@ async function generate(event) {
     console.error(e);
   } finally {
     busy = false;
+    stopper = null;
     $('generate').disabled = false;
+    $('stop').disabled = true;
   }
 }
 
+$('stop').addEventListener('click', () => stopper?.abort());
 $('form').addEventListener('submit', generate);
 start().catch((e) => {
   $('model-note').textContent = '';

@@ -1,14 +1,18 @@
 //! The host's tokens for a model and prompt, from the same engine the wasm module runs:
-//! `host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P MIN_P SEED]` prints the generated token ids
-//! as a JSON array. PROMPT is comma-separated token ids. The Node tests compare with it.
+//! `host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P MIN_P SEED [PENALTY WINDOW KEEP CAPACITY]]`
+//! prints the generated token ids as a JSON array. PROMPT is comma-separated token ids; PENALTY
+//! and WINDOW are the repetition penalty, KEEP the sliding window (0: stop when full), CAPACITY
+//! the cache positions (default: prompt + MAX). The Node tests compare with it.
 
 use picoformer::{Candidate, KvCache, Sampler, Scratch};
-use picoformer_wasm::engine::{self, Buffers, KvBuf, KvKind, Options, Sampling, Session};
+use picoformer_wasm::engine::{self, Buffers, Generate, KvBuf, KvKind, Options, Sampling, Session};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 3 && args.len() != 8 {
-        eprintln!("usage: host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P MIN_P SEED]");
+    if ![3, 8, 12].contains(&args.len()) {
+        eprintln!(
+            "usage: host-tokens MODEL PROMPT MAX [TEMPERATURE TOP_K TOP_P MIN_P SEED [PENALTY WINDOW KEEP CAPACITY]]"
+        );
         std::process::exit(2);
     }
     let bytes = std::fs::read(&args[0]).expect("read model");
@@ -21,21 +25,34 @@ fn main() {
         .map(|t| t.trim().parse().expect("token id"))
         .collect();
     let max: usize = args[2].parse().expect("MAX");
-    let (sampling, seed) = if args.len() == 8 {
-        let s = Sampling {
+    let (sampling, seed) = if args.len() >= 8 {
+        let mut s = Sampling {
             temperature: args[3].parse().expect("TEMPERATURE"),
             top_k: args[4].parse().expect("TOP_K"),
             top_p: args[5].parse().expect("TOP_P"),
             min_p: args[6].parse().expect("MIN_P"),
+            ..Sampling::GREEDY
         };
+        if args.len() == 12 {
+            s.repetition_penalty = args[8].parse().expect("PENALTY");
+            s.repetition_window = args[9].parse().expect("WINDOW");
+        }
         (s, args[7].parse::<u64>().expect("SEED"))
     } else {
         (Sampling::GREEDY, 0)
     };
+    let (keep, capacity) = if args.len() == 12 {
+        (
+            args[10].parse().expect("KEEP"),
+            args[11].parse().expect("CAPACITY"),
+        )
+    } else {
+        (0, prompt.len() + max)
+    };
     let model = engine::load(aligned).unwrap_or_else(|e| panic!("{e}"));
     let cfg = *model.config();
     let o = Options {
-        capacity: prompt.len() + max,
+        capacity,
         chunk: 8,
         kv: KvKind::F32,
         full_rows: 0,
@@ -53,12 +70,15 @@ fn main() {
         logits: &mut logits,
         full_logits: &mut [],
         work: &mut work,
+        history: &mut vec![0u32; o.capacity],
     };
     let mut session = Session::new(model, &o, buffers).unwrap_or_else(|e| panic!("{e}"));
-    session.seed(seed);
+    let mut g = Generate::new(sampling, max);
+    g.keep = keep;
+    g.seed = Some(seed);
     let mut out = Vec::new();
     session
-        .generate(&prompt, &sampling, max, |t| out.push(t))
+        .generate(&prompt, &g, |t| out.push(t))
         .unwrap_or_else(|e| panic!("{e}"));
     println!("{out:?}");
 }

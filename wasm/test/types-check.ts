@@ -1,0 +1,52 @@
+// Compiled by `tsc --noEmit -p test/tsconfig.json` (CI): the declarations in js/picoformer.d.ts
+// describe the API as the README shows it. Not run.
+import {
+  ErrorCode, MAX_STOP_TOKENS, Picoformer, PicoformerError, readSafetensors, simdSupported, wasmUrl,
+} from '../js/picoformer.mjs';
+import type { GenerateResult, StopReason, TokenStream } from '../js/picoformer.mjs';
+
+export async function example(model: Uint8Array, wasm: ArrayBuffer): Promise<string[]> {
+  const m = await Picoformer.create(model, { capacity: 64, kv: 'f16', build: 'auto' });
+  const n: Picoformer = await Picoformer.load(wasm, model, { capacity: 8, chunk: 4, fullRows: 2 });
+  const logits: Float32Array = m.prefill([1, 2, 3]);
+  const next: number = m.sample({ temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05 });
+  m.step(next);
+  const out: GenerateResult = m.generate([1], {
+    maxTokens: 10, seed: 1n, repetitionPenalty: 1.2, repetitionWindow: 16, slide: 32,
+    stopTokens: [0], onToken: (t: number, i: number) => void [t, i],
+  });
+  const why: StopReason = out.stopReason;
+  const ac = new AbortController();
+  const s: TokenStream = m.stream(new Uint32Array([4, 5]), { signal: ac.signal, maxTokens: 100 });
+  const pieces: string[] = [why, String(logits.length), String(n.plan.kvCache)];
+  for await (const t of s) pieces.push(String(t));
+  for (const t of m.stream([], { maxTokens: 2 })) pieces.push(String(t));
+  const reason: StopReason | undefined = s.stopReason;
+  try {
+    m.truncate(2 ** 32);
+  } catch (e) {
+    if (e instanceof PicoformerError && e.code === ErrorCode.BAD_ARGUMENT) pieces.push(e.codeName);
+  }
+  const url: URL = wasmUrl(simdSupported() ? 'simd128' : 'plain');
+  const st = readSafetensors(model);
+  pieces.push(String(reason), url.href, String(MAX_STOP_TOKENS), String(Object.keys(st.tensors).length));
+  // @ts-expect-error: an unknown kv type
+  await Picoformer.create(model, { kv: 'f64' });
+  // @ts-expect-error: stream takes no onToken
+  m.stream([1], { onToken: () => {} });
+  return pieces;
+}
+
+import { PicoformerWorker } from '../js/client.mjs';
+
+export async function inWorker(model: Uint8Array): Promise<number> {
+  const worker = new Worker(new URL('../js/worker.mjs', import.meta.url), { type: 'module' });
+  const m = await PicoformerWorker.create(worker, model, { capacity: 64 });
+  const r: GenerateResult = await m.generate([1], { maxTokens: 3, onToken: (t: number) => void t });
+  const logits: Float32Array = await m.prefill([1, 2]);
+  let n = r.length + logits.length;
+  for await (const t of m.stream([], { signal: AbortSignal.timeout(10) })) n += t;
+  // @ts-expect-error: no such method
+  await m.call('generateAll');
+  return n;
+}
