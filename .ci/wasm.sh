@@ -84,7 +84,34 @@ check "node tests fail when a build disagrees with the host" bash -c "
 set -e
 
 step "sizes and speed"
-ls -l wasm/dist/picoformer.wasm wasm/dist/picoformer-simd128.wasm | awk '{print "  " $NF ": " $5 " bytes"}'
+# wasm/README.md's sizes table is these rows: checked (or rewritten with WASM_WRITE_SIZES=1).
+group() { printf '%s' "$1" | rev | sed 's/[0-9]\{3\}/&,/g; s/,$//' | rev; }
+rows=""
+for build in plain simd128; do
+    file=wasm/dist/picoformer.wasm
+    [ "$build" = simd128 ] && file=wasm/dist/picoformer-simd128.wasm
+    bytes=$(stat -c %s "$file")
+    gz=$(gzip -9 -c "$file" | wc -c)
+    echo "  $file: $bytes bytes, $gz gzipped"
+    rows="$rows| $build | $(group "$bytes") B | $(group "$gz") B |"$'\n'
+done
+rows=${rows%$'\n'}
+shown=$(sed -n '/^<!-- sizes:begin/,/^<!-- sizes:end/p' wasm/README.md | grep -E '^\| (plain|simd128) ' || true)
+if [ "${WASM_WRITE_SIZES:-0}" = 1 ]; then
+    printf '%s\n' "$rows" >"$log/rows"
+    awk -v rows="$log/rows" '
+      /^<!-- sizes:end/ { while ((getline l < rows) > 0) print l; skip = 0 }
+      skip && /^\| (plain|simd128) / { next }
+      { print }
+      /^<!-- sizes:begin/ { skip = 1 }' wasm/README.md >"$log/README" && cp "$log/README" wasm/README.md
+    echo "  wasm/README.md: sizes table rewritten"
+elif [ "$shown" = "$rows" ]; then
+    passed=$((passed + 1)); echo "  ok: wasm/README.md sizes table matches this build"
+else
+    failed=$((failed + 1))
+    echo "  FAILED: wasm/README.md sizes table differs from this build (WASM_WRITE_SIZES=1 .ci/wasm.sh rewrites it)"
+    diff <(printf '%s\n' "$shown") <(printf '%s\n' "$rows") | sed 's/^/    /' || true
+fi
 (cd wasm && node bench.mjs) | sed 's/^/  /'
 
 echo
