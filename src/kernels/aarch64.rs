@@ -74,7 +74,7 @@ fn dotprod() -> bool {
     {
         static STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
         const DOTPROD: u8 = 1 << 1;
-        super::detect_once(&STATE, || {
+        super::isa::detect_once(&STATE, || {
             if std::arch::is_aarch64_feature_detected!("dotprod") {
                 DOTPROD
             } else {

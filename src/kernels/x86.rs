@@ -148,7 +148,7 @@ fn bits(avx2: bool, avx512: bool, vnni: bool, avx_vnni: bool) -> u8 {
 #[cfg(feature = "std")]
 fn detected() -> u8 {
     static STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-    super::detect_once(&STATE, || {
+    super::isa::detect_once(&STATE, || {
         let avx2 = std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c");
