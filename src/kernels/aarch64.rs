@@ -91,7 +91,7 @@ fn dotprod() -> bool {
 // ---- forwarding: each int8 product on the token's int8 set.
 
 /// The Q8_0 × Q8_0 product of several positions on the token's int8 set.
-pub(crate) fn matmul_int8_rows(
+pub(crate) fn matmul_int8(
     t: Token,
     w: &[BlockQ8_0],
     stride: usize,
@@ -101,8 +101,8 @@ pub(crate) fn matmul_int8_rows(
     add: bool,
 ) {
     match t.int8 {
-        Int8::Sdot(t) => dotprod::matmul_int8_rows(t, w, stride, x, y, rows, add),
-        Int8::Smull(t) => neon::matmul_int8_rows(t, w, stride, x, y, rows, add),
+        Int8::Sdot(t) => dotprod::matmul_int8(t, w, stride, x, y, rows, add),
+        Int8::Smull(t) => neon::matmul_int8(t, w, stride, x, y, rows, add),
     }
 }
 

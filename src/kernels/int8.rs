@@ -84,8 +84,8 @@ fn quantize(t: Option<arch::Token>, x: &[f32], out: &mut [BlockQ8_0], sums: &mut
 /// # Errors
 /// [`Error::KernelShape`] if `x` is not whole rows of `w.cols()` values or `y` is not
 /// `n · w.rows()` long.
-pub fn matmul_int8(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
-    const K: &str = "matmul_int8";
+pub fn matmul_int8_panels(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    const K: &str = "matmul_int8_panels";
     let (rows, cols) = (w.rows(), w.cols());
     let n = shape::rows(K, "x", x.len(), cols)?;
     shape::len(K, "y", n.checked_mul(rows), y.len())?;
@@ -110,13 +110,8 @@ pub fn matmul_int8(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Er
 /// # Errors
 /// [`Error::KernelShape`] if `cols` is 0 or not a multiple of 32, or the lengths do not
 /// describe `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`.
-pub fn matmul_int8_rows(
-    w: &[BlockQ8_0],
-    cols: usize,
-    x: &[f32],
-    y: &mut [f32],
-) -> Result<(), Error> {
-    const K: &str = "matmul_int8_rows";
+pub fn matmul_int8(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    const K: &str = "matmul_int8";
     let n = shape::rows(K, "x", x.len(), cols)?;
     shape::q8_cols(K, cols)?;
     let rows = shape::rows(K, "w", Tensor::Q8_0(w).len(), cols)?;
@@ -127,7 +122,7 @@ pub fn matmul_int8_rows(
     Ok(())
 }
 
-/// The body of [`matvec_int8`] (one position) and [`matmul_int8_rows`]: `Y = X·Wᵀ` over the
+/// The body of [`matvec_int8`] (one position) and [`matmul_int8`]: `Y = X·Wᵀ` over the
 /// Q8_0 rows of `w` as stored, for shapes already checked (`cols` > 0 a multiple of 32, X and Y
 /// whole positions, at least one of each and one row).
 fn int8_rows_product(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
@@ -135,7 +130,7 @@ fn int8_rows_product(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
     let (nb, rows) = (cols / Q8_0_BLOCK, y.len() / (x.len() / cols));
     // Row r's chunk from block b0 starts at block r·nb + b0.
     int8_passes(t, cols, x, y, |b0, xq, _, ys, add| match t {
-        Some(t) => arch::matmul_int8_rows(t, &w[b0..], nb, xq, ys, rows, add),
+        Some(t) => arch::matmul_int8(t, &w[b0..], nb, xq, ys, rows, add),
         None => portable::int8_rows(&w[b0..], nb, xq, ys, rows, add),
     });
 }

@@ -15,7 +15,7 @@
 //!
 //! The SIMD bodies are written once, generically, in `simd.rs`, and instantiated by each
 //! architecture file inside its `#[target_feature]` functions. The int8 path
-//! ([`matvec_int8`], [`matmul_int8`]) has its own dot product per set (`Int8Dot`,
+//! ([`matvec_int8`], [`matmul_int8_panels`]) has its own dot product per set (`Int8Dot`,
 //! `Int8Lanes`): on x86-64 AVX-512 VNNI's `vpdpbusd`, else AVX-VNNI's (the same on 256 bits),
 //! else AVX2's `vpmaddubsw` (with the build's features, or detected with `std`; AVX-512F alone
 //! adds nothing to byte products); on aarch64 `sdot`, else base NEON's `smull`/`sadalp`.
@@ -58,7 +58,7 @@ use wasm32 as arch;
 use none as arch;
 
 pub use attention::{attention, attention_group, attention_positions, HeadGroup, Positions};
-pub use int8::{matmul_int8, matmul_int8_rows, matvec_int8};
+pub use int8::{matmul_int8, matmul_int8_panels, matvec_int8};
 pub use int8_panels::{Int8Panels, INT8_PANEL};
 #[doc(hidden)]
 pub use isa::{active_isa, force_isa, ran, Isa};
@@ -417,7 +417,7 @@ mod none {
     pub(crate) fn matvec_q8(t: Token, _: &[BlockQ8_0], _: &[f32], _: &mut [f32]) {
         match t {}
     }
-    pub(crate) fn matmul_int8_rows(
+    pub(crate) fn matmul_int8(
         t: Token,
         _: &[BlockQ8_0],
         _: usize,

@@ -185,7 +185,7 @@ pub(crate) fn matvec_q8(t: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
 }
 
 /// The Q8_0 × Q8_0 product of several positions on the token's int8 set.
-pub(crate) fn matmul_int8_rows(
+pub(crate) fn matmul_int8(
     t: Token,
     w: &[BlockQ8_0],
     stride: usize,
@@ -195,9 +195,9 @@ pub(crate) fn matmul_int8_rows(
     add: bool,
 ) {
     match t.int8 {
-        Int8::Vnni(t) => avx512::matmul_int8_rows(t, w, stride, x, y, rows, add),
-        Int8::AvxVnni(t) => avx_vnni::matmul_int8_rows(t, w, stride, x, y, rows, add),
-        Int8::Maddubs(t) => avx2::matmul_int8_rows(t, w, stride, x, y, rows, add),
+        Int8::Vnni(t) => avx512::matmul_int8(t, w, stride, x, y, rows, add),
+        Int8::AvxVnni(t) => avx_vnni::matmul_int8(t, w, stride, x, y, rows, add),
+        Int8::Maddubs(t) => avx2::matmul_int8(t, w, stride, x, y, rows, add),
     }
 }
 

@@ -405,7 +405,7 @@ macro_rules! int8_kernels {
         /// `Y (+)= X·Wᵀ` for the `n` positions of Q8_0 activations `x` (`x.len() / n` blocks
         /// each) and that many first blocks of each row of W, rows `stride` blocks apart; Y is
         /// `[n, rows]` (`add`: add to it).
-        pub(crate) fn matmul_int8_rows(
+        pub(crate) fn matmul_int8(
             _: $itoken,
             w: &[$crate::tensor::BlockQ8_0],
             stride: usize,
