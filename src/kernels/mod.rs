@@ -55,7 +55,92 @@ use wasm32 as arch;
     all(target_arch = "aarch64", target_feature = "neon"),
     all(target_arch = "wasm32", target_feature = "simd128")
 )))]
+mod none;
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
 use none as arch;
+
+/// The kernel table: every SIMD kernel the dispatchers call as `arch::name(token, operands…)`,
+/// with the instruction-set family of an `arch::Token` it runs on (`vectors`, the f32 set;
+/// `int8`, the int8 products' set, which has features of its own). Each architecture module
+/// invokes it once with its `route` macro, `route!(family, token, kernel(operands…))`, which
+/// picks the instruction-set module from the token; this generates one `pub(crate) fn` per
+/// kernel there, so an instruction-set module that lacks a kernel is a compile error naming it,
+/// and the architectures without SIMD kernels (`none.rs`) get their stubs from the same list.
+/// Weight and cache element types are bounded by the architecture's `Weight` trait (the types
+/// every one of its sets loads).
+///
+/// Adding a kernel: its generic body (`simd/`) and portable twin, its entry in the glue macros
+/// of `simd/mod.rs`, and a line here; then the dispatcher that calls it.
+macro_rules! kernel_table {
+    ($route:ident) => {
+        $crate::kernels::forwarders! {
+            $route;
+            vectors fn matvec<E>(w: &[E], x: &[f32], y: &mut [f32]);
+            vectors fn matvec_q8(w: &[$crate::tensor::BlockQ8_0], x: &[f32], y: &mut [f32]);
+            int8 fn matmul_int8(
+                w: &[$crate::tensor::BlockQ8_0],
+                stride: usize,
+                x: &[$crate::tensor::BlockQ8_0],
+                y: &mut [f32],
+                rows: usize,
+                add: bool
+            );
+            int8 fn quantize(x: &[f32], out: &mut [$crate::tensor::BlockQ8_0], sums: &mut [i32]);
+            int8 fn matmul_int8_panels(
+                w: $crate::kernels::Int8Panels<'_>,
+                b0: usize,
+                x: &[$crate::tensor::BlockQ8_0],
+                xsum: &[i32],
+                y: &mut [f32],
+                add: bool
+            );
+            vectors fn matmul<E>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]);
+            vectors fn matmul_q8(w: &[$crate::tensor::BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]);
+            vectors fn matmul_panels(w: $crate::kernels::Panels<'_>, x: &[f32], y: &mut [f32]);
+            vectors fn attention<K>(
+                q: &[f32],
+                group: $crate::kernels::HeadGroup,
+                positions: $crate::kernels::Positions,
+                keys: &[K],
+                values: &[K],
+                scale: f32,
+                out: &mut [f32]
+            );
+            vectors fn add_bias<E>(y: &mut [f32], b: &[E]);
+            vectors fn norm<E>(
+                kind: $crate::kernels::Norm,
+                x: &[f32],
+                g: Option<&[E]>,
+                offset: f32,
+                out: &mut [f32]
+            );
+            vectors fn silu(x: &mut [f32]);
+            vectors fn exp(x: &[f32], out: &mut [f32]);
+        }
+    };
+}
+pub(crate) use kernel_table;
+
+/// The functions of `kernel_table!`: each takes the architecture's `Token` and hands its
+/// operands to `$route!(family, token, kernel(operands…))`.
+macro_rules! forwarders {
+    (
+        $route:ident;
+        $($family:ident fn $name:ident $(<$e:ident>)? ($($arg:ident: $ty:ty),* $(,)?);)*
+    ) => {
+        $(
+            #[allow(clippy::too_many_arguments)]
+            pub(crate) fn $name$(<$e: Weight>)?(t: Token, $($arg: $ty),*) {
+                $route!($family, t, $name($($arg),*))
+            }
+        )*
+    };
+}
+pub(crate) use forwarders;
 
 pub use attention::{attention, attention_group, attention_positions, HeadGroup, Positions};
 pub use int8::{matmul_int8, matmul_int8_panels, matvec_int8};
@@ -65,7 +150,6 @@ pub use isa::{active_isa, force_isa, ran, Isa};
 pub use panels::{Panels, PANEL};
 pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 
-pub(crate) use isa::mark_ran;
 use isa::{portable_ran, token};
 
 use crate::error::Error;
@@ -386,101 +470,4 @@ pub fn add(y: &mut [f32], x: &[f32]) -> Result<(), Error> {
     shape::same("add", "y", x.len(), y.len())?;
     y.iter_mut().zip(x).for_each(|(y, x)| *y += x);
     Ok(())
-}
-
-/// The stand-in for architectures without SIMD kernels: no token ever exists.
-#[cfg(not(any(
-    target_arch = "x86_64",
-    all(target_arch = "aarch64", target_feature = "neon"),
-    all(target_arch = "wasm32", target_feature = "simd128")
-)))]
-mod none {
-    use super::{BlockQ8_0, Element, Isa};
-
-    /// Uninhabited: there is no SIMD path on this target.
-    #[derive(Clone, Copy)]
-    pub(crate) enum Token {}
-
-    impl Token {
-        #[inline(always)]
-        pub(crate) fn get(_: Option<Isa>) -> Option<Token> {
-            None
-        }
-        pub(crate) fn isa(self) -> Isa {
-            match self {}
-        }
-    }
-
-    pub(crate) fn matvec<E: Element>(t: Token, _: &[E], _: &[f32], _: &mut [f32]) {
-        match t {}
-    }
-    pub(crate) fn matvec_q8(t: Token, _: &[BlockQ8_0], _: &[f32], _: &mut [f32]) {
-        match t {}
-    }
-    pub(crate) fn matmul_int8(
-        t: Token,
-        _: &[BlockQ8_0],
-        _: usize,
-        _: &[BlockQ8_0],
-        _: &mut [f32],
-        _: usize,
-        _: bool,
-    ) {
-        match t {}
-    }
-    pub(crate) fn quantize(t: Token, _: &[f32], _: &mut [BlockQ8_0], _: &mut [i32]) {
-        match t {}
-    }
-    pub(crate) fn matmul_int8_panels(
-        t: Token,
-        _: super::Int8Panels<'_>,
-        _: usize,
-        _: &[BlockQ8_0],
-        _: &[i32],
-        _: &mut [f32],
-        _: bool,
-    ) {
-        match t {}
-    }
-    pub(crate) fn matmul<E: Element>(t: Token, _: &[E], _: usize, _: &[f32], _: &mut [f32]) {
-        match t {}
-    }
-    pub(crate) fn matmul_q8(t: Token, _: &[BlockQ8_0], _: usize, _: &[f32], _: &mut [f32]) {
-        match t {}
-    }
-    pub(crate) fn matmul_panels(t: Token, _: super::Panels<'_>, _: &[f32], _: &mut [f32]) {
-        match t {}
-    }
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn attention<K: Element>(
-        t: Token,
-        _: &[f32],
-        _: super::HeadGroup,
-        _: super::Positions,
-        _: &[K],
-        _: &[K],
-        _: f32,
-        _: &mut [f32],
-    ) {
-        match t {}
-    }
-    pub(crate) fn exp(t: Token, _: &[f32], _: &mut [f32]) {
-        match t {}
-    }
-    pub(crate) fn add_bias<E: Element>(t: Token, _: &mut [f32], _: &[E]) {
-        match t {}
-    }
-    pub(crate) fn norm<E: Element>(
-        t: Token,
-        _: super::Norm,
-        _: &[f32],
-        _: Option<&[E]>,
-        _: f32,
-        _: &mut [f32],
-    ) {
-        match t {}
-    }
-    pub(crate) fn silu(t: Token, _: &mut [f32]) {
-        match t {}
-    }
 }

@@ -14,7 +14,7 @@ use core::arch::asm;
 use half::{bf16, f16};
 
 use super::super::simd::{self, Isa, LoadW};
-use super::{NeonToken, Token};
+use super::NeonToken;
 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
@@ -289,7 +289,7 @@ unsafe impl simd::Int8Lanes for Smull {
 
 simd::target_kernels! {
     isa: Neon,
-    token: Token,
+    token: NeonToken,
     #[target_feature(enable = "neon")]
 }
 

@@ -201,7 +201,7 @@ macro_rules! target_kernels {
             y: &mut [f32],
         ) {
             assert_eq!(w.len(), x.len() * y.len());
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the wrappers' target features (on wasm32, simd128 is
             // enabled for the whole build); w, x, y have exactly the lengths gemv reads and
             // writes (w: rows·cols, x: cols, y: rows).
@@ -217,7 +217,7 @@ macro_rules! target_kernels {
         ) {
             assert!(x.len() % $crate::tensor::Q8_0_BLOCK == 0);
             assert_eq!(w.len() * $crate::tensor::Q8_0_BLOCK, x.len() * y.len());
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; w holds rows·cols/32 blocks, x cols, y rows.
             unsafe { gemv_q8_target(w, x, y) }
         }
@@ -232,7 +232,7 @@ macro_rules! target_kernels {
         ) {
             assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0);
             assert_eq!(y.len(), (x.len() / cols) * (w.len() / cols));
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; the asserts give exactly the shapes gemm
             // reads (w: rows·cols, x: n·cols) and writes (y: n·rows).
             unsafe { gemm_target(w, cols, x, y) }
@@ -252,7 +252,7 @@ macro_rules! target_kernels {
             let rows = w.len() * $crate::tensor::Q8_0_BLOCK / cols;
             assert_eq!(w.len() * $crate::tensor::Q8_0_BLOCK, rows * cols);
             assert_eq!(y.len(), (x.len() / cols) * rows);
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; the asserts give exactly the shapes
             // gemm_q8 reads (w: rows·cols/32 blocks, x: n·cols, n >= 1) and writes (y: n·rows).
             unsafe { gemm_q8_target(w, cols, x, y) }
@@ -269,7 +269,7 @@ macro_rules! target_kernels {
             assert!(cols > 0 && x.len() % cols == 0);
             assert_eq!(y.len(), (x.len() / cols) * rows);
             assert_eq!(w.as_slice().len(), rows.div_ceil(panel) * panel * cols);
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; the asserts give exactly the shapes the
             // body reads (w: the panels of rows × cols, x: n·cols) and writes (y: n·rows).
             unsafe { gemm_panels_target(w.as_slice(), cols, x, y, rows) }
@@ -293,7 +293,7 @@ macro_rules! target_kernels {
             assert!(!positions.causal || keys.len() / group.dim >= positions.count);
             assert_eq!(keys.len(), values.len());
             assert_eq!(out.len(), q.len());
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; `span` checked dim, heads, count >= 1,
             // stride >= dim and q, out hold (count − 1)·pstride + (heads − 1)·stride + dim
             // values; keys and values hold len·dim elements (len >= 1, and >= count when
@@ -308,7 +308,7 @@ macro_rules! target_kernels {
             b: &[E],
         ) {
             assert!(!b.is_empty() && y.len() % b.len() == 0);
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; y holds y.len() / b.len() whole rows of
             // b.len() values, as the body reads and writes, and b is read in full.
             unsafe { add_bias_target(y, b) }
@@ -326,7 +326,7 @@ macro_rules! target_kernels {
         ) {
             assert_eq!(x.len(), out.len());
             assert!(g.is_none_or(|g| g.len() == x.len()));
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; x, out and g (if any) hold the x.len()
             // values the body reads and writes.
             unsafe { norm_target(kind, x, g, offset, out) }
@@ -334,7 +334,7 @@ macro_rules! target_kernels {
 
         /// SiLU in place with the vector exp.
         pub(crate) fn silu(_: $token, x: &mut [f32]) {
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; the body reads and writes x[..x.len()].
             unsafe { silu_target(x) }
         }
@@ -342,7 +342,7 @@ macro_rules! target_kernels {
         /// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
         pub(crate) fn exp(_: $token, x: &[f32], out: &mut [f32]) {
             assert_eq!(x.len(), out.len());
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; x and out have the same length n.
             unsafe { exp_target(x, out) }
         }
@@ -418,7 +418,7 @@ macro_rules! int8_kernels {
             let n = y.len() / rows;
             assert!(x.len() % n == 0 && x.len() / n <= stride);
             assert!(w.len() >= (rows - 1) * stride + x.len() / n);
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the int8 wrapper's features; w holds
             // (rows − 1)·stride + nb blocks, x n·nb, y n·rows, as gemm_int8 reads and writes.
             unsafe { gemm_int8_target(w, stride, x, n, y, rows, add) }
@@ -456,7 +456,7 @@ macro_rules! int8_kernels {
             let groups = rows.div_ceil($crate::kernels::INT8_PANEL) * nb;
             assert!(w.quants().len() >= groups * $crate::tensor::Q8_0_BLOCK * $crate::kernels::INT8_PANEL);
             assert!(w.scales().len() >= groups * $crate::kernels::INT8_PANEL * 2);
-            $crate::kernels::mark_ran($crate::kernels::Isa::$isa);
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             let o = $crate::kernels::simd::int8_panels::Operands {
                 q: w.quants().as_ptr().cast(),
                 s: w.scales().as_ptr().cast(),
