@@ -103,7 +103,7 @@ fn matvec_bf16_matches_portable() {
 }
 
 /// matvec with the weights at every 4-byte offset within a cache line (the kernels align their
-/// loads by taking the first columns apart: `aligning_peel` in `src/kernels/simd.rs`) and the
+/// loads by taking the first columns apart: `aligning_peel` in `src/kernels/simd/gemv.rs`) and the
 /// activations at their own offsets, on rows of whole vectors of every set (multiples of 16)
 /// and others, 1..=9 rows (groups of four and the rest).
 fn check_matvec_alignments<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {

@@ -10,9 +10,9 @@ use crate::tensor::{BlockQ8_0, Tensor, Q8_0_BLOCK};
 /// Blocks of activations [`matvec_int8`] quantises at a time, into a stack buffer: rows longer
 /// than this are multiplied in column chunks, each pass reading a slice of every row. Where
 /// there is a SIMD path, 128 blocks (4,096 values, 4,352 bytes of stack and 512 for their
-/// sums): passes over slices of long rows run from DRAM at two thirds of the speed of one pass
-/// (1,4096,4096: 22.7 vs 35 GFLOP/s with chunks of 32). Elsewhere (microcontrollers, small
-/// stacks) 32 blocks (1,088 bytes and 128 for their sums).
+/// sums): passes over slices of long rows from DRAM are slower than one pass over whole rows,
+/// so the chunks are as long as the stack allows. Elsewhere (microcontrollers, small stacks)
+/// 32 blocks (1,088 bytes and 128 for their sums).
 const INT8_CHUNK: usize = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "aarch64",
@@ -25,7 +25,8 @@ const INT8_CHUNK: usize = if cfg!(any(
 
 /// The buffer of a product that quantises at most `blocks` blocks per pass: 32 blocks when
 /// that is enough (rows of up to 1,024 values on one position), else [`INT8_CHUNK`] (zeroing
-/// 4.8 KiB of stack was 7% of a 128×128 product). `f` gets the blocks and their sums.
+/// the larger buffer is a visible share of a small product). `f` gets the blocks and their
+/// sums.
 #[inline(always)]
 fn with_int8_buffer<R>(blocks: usize, f: impl FnOnce(&mut [BlockQ8_0], &mut [i32]) -> R) -> R {
     const SMALL: usize = 32;

@@ -13,12 +13,14 @@
 //! | wasm32 | simd128 (relaxed-simd FMA with `+relaxed-simd`) | the build enables `+simd128` |
 //! | others | portable | always |
 //!
-//! The SIMD bodies are written once, generically, in `simd.rs`, and instantiated by each
-//! architecture file inside its `#[target_feature]` functions. The int8 path
-//! ([`matvec_int8`], [`matmul_int8_panels`]) has its own dot product per set (`Int8Dot`,
-//! `Int8Lanes`): on x86-64 AVX-512 VNNI's `vpdpbusd`, else AVX-VNNI's (the same on 256 bits),
-//! else AVX2's `vpmaddubsw` (with the build's features, or detected with `std`; AVX-512F alone
-//! adds nothing to byte products); on aarch64 `sdot`, else base NEON's `smull`/`sadalp`.
+//! The SIMD bodies are written once, generically, in `simd/`, and instantiated by each
+//! architecture file inside its `#[target_feature]` functions; the dispatchers here reach them
+//! through one table of kernels (`kernel_table!`) that every architecture implements. The int8
+//! path ([`matvec_int8`], [`matmul_int8`], [`matmul_int8_panels`]) has its own dot product per
+//! set (`Int8Dot`, `Int8Lanes`): on x86-64 AVX-512 VNNI's `vpdpbusd`, else AVX-VNNI's (the
+//! same on 256 bits), else AVX2's `vpmaddubsw` (with the build's features, or detected with
+//! `std`; AVX-512F alone adds nothing to byte products); on aarch64 `sdot`, else base NEON's
+//! `smull`/`sadalp`.
 
 mod attention;
 mod int8;

@@ -1,7 +1,7 @@
 //! wasm32 kernels: simd128, with relaxed-simd's fused multiply-add when the build enables
 //! `+relaxed-simd` (an opt-in: Node 20 needs `--experimental-wasm-relaxed-simd`).
 //!
-//! The bodies are the generic ones of `simd.rs`. WebAssembly has no runtime feature detection:
+//! The bodies are the generic ones of `simd/`. WebAssembly has no runtime feature detection:
 //! this module is compiled only with `cfg(target_feature = "simd128")`, and then the whole
 //! module is simd128, so the [`Token`] always exists. f16 is widened with integer operations
 //! (simd128 has no half-precision conversion).

@@ -1,5 +1,5 @@
 //! x86-64 kernels: AVX-512 where the CPU has it (`x86/avx512.rs`), AVX2 + FMA + F16C otherwise
-//! (`x86/avx2.rs`). Both are the generic bodies of `simd.rs`; this file decides which one a
+//! (`x86/avx2.rs`). Both are the generic bodies of `simd/`; this file decides which one a
 //! [`Token`] stands for and forwards each kernel to it (an AVX-512 token also proves AVX2, which
 //! tests and benchmarks use through `force_isa`). The int8 products have a choice of their
 //! own: AVX-512 VNNI, else AVX-VNNI (`x86/avx_vnni.rs`), else AVX2's `vpmaddubsw` form.

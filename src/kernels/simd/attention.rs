@@ -189,7 +189,7 @@ unsafe fn weigh_block<I: Isa, K: LoadW<I>>(
 
 /// Scales the block's `nb` scores in `s` and returns their maximum; the lanes from `nb` on
 /// become −∞ (they weigh 0). A whole block a vector at a time: a scalar maximum is a chain of
-/// dependent comparisons, which took a third of the attention time at head dim 64. (A NaN
+/// dependent comparisons, a large share of the attention time at small head dims. (A NaN
 /// score may or may not be the maximum; either way the head's outputs are NaN, as its weight
 /// enters their sum.)
 #[inline(always)]
@@ -221,7 +221,7 @@ unsafe fn scale_scores<I: Isa>(s: &mut [f32; BLOCK], nb: usize, scale: f32) -> f
 
 /// Output vectors of one head accumulated together by [`weigh_values`]: each is its own
 /// chain of FMAs, so 8 of them keep both FMA pipes busy where one chain waits out the FMA
-/// latency at every key (that wait was two thirds of the attention time at head dim 64).
+/// latency at every key.
 const OUT_VECS: usize = 8;
 
 /// `out[c..c + N·LANES] = out·corr + Σ_j p[j]·values[j, c..]` over the block's `nb` keys: the
@@ -241,7 +241,7 @@ unsafe fn weigh_values<I: Isa, K: LoadW<I>, const N: usize>(
     let l = I::LANES;
     let mut o: [I::V; N] = core::array::from_fn(|k| I::mul(I::load(out.add(c + k * l)), corr));
     // With fewer than 8 output vectors, the odd keys go to a second set of accumulators, so
-    // that 2N chains of FMAs run side by side (N alone left the FMA latency exposed: 16 keys
+    // that 2N chains of FMAs run side by side (N alone leave the FMA latency exposed: 16 keys
     // of a block are 16 dependent FMAs per vector).
     let split = N <= 4;
     let mut e = [I::zero(); N];

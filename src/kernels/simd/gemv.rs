@@ -39,7 +39,7 @@ pub(crate) unsafe fn gemv<I: Isa, E: LoadW<I>>(
         0
     };
     // Two instantiations rather than a test inside the loop: with the test there, the 16-bit
-    // loop compiles to code that runs at two thirds of the speed even when it prefetches.
+    // loop compiles to slower code, even when it prefetches.
     if cols * core::mem::size_of::<E>() < PREFETCH_BYTES {
         gemv_body::<I, E, true>(w, cols, x, y, rows, peel)
     } else {
@@ -142,8 +142,8 @@ unsafe fn gemv_body<I: Isa, E: LoadW<I>, const PREFETCH: bool>(
 /// How many first columns [`gemv`] (with `align`) takes in one masked step so that each
 /// further vector of weights it loads is aligned to its own size: where W is not (a file's
 /// tensors start wherever its header ends, an allocation at 16 bytes), every other 32-byte
-/// load or every 64-byte load of f32 weights spans two cache lines, which cost 1.36–1.42× at
-/// 128×128 and 512×512 with AVX-512 here (`examples/align_probe.rs`). Only where the sets mask
+/// load or every 64-byte load of f32 weights spans two cache lines, which slows the product
+/// (`examples/align_probe.rs` measures it). Only where the sets mask
 /// partial loads and the rows are whole vectors (`cols` a multiple of `LANES`: every row then
 /// starts at the same offset); 0 otherwise, and when W is aligned already.
 #[inline(always)]

@@ -77,8 +77,8 @@ pub(crate) unsafe trait Isa: Copy {
     unsafe fn quantize_x32(x: Self::X32, id: f32, q: *mut i8) -> i32;
     /// √x, correctly rounded (as `libm::sqrtf`, the default). The x86 sets override it with
     /// the VEX `vsqrtss`: libm's is inline assembly of the legacy SSE `sqrtss`, and inlined into
-    /// AVX code (the upper halves of the registers in use) it cost about 140 ns per call on
-    /// this machine: RMSNorm of 128 values took 298 ns, 19 ns without it. `.ci/vex-check.sh`
+    /// AVX code (the upper halves of the registers in use) it pays the SSE/AVX transition
+    /// penalty on every call, more than a whole RMSNorm of a short row. `.ci/vex-check.sh`
     /// fails on any legacy SSE instruction in the AVX kernels.
     #[inline(always)]
     unsafe fn sqrt(x: f32) -> f32 {
