@@ -125,7 +125,7 @@ mod imp {
     }
 
     /// The int8 path one position at a time (`matvec_int8` on each row of x): what
-    /// `matmul_int8_rows` replaced.
+    /// `matmul_int8` replaced.
     fn int8_per_position(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
         let rows = w.len() * 32 / cols;
         for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
@@ -226,9 +226,7 @@ mod imp {
                 let mut int8 = |b: &mut criterion::Bencher<'_, CpuTime>| {
                     b.iter(|| match gemv {
                         true => kernels::matvec_int8(black_box(&wq), black_box(&x), &mut y),
-                        false => {
-                            kernels::matmul_int8_rows(black_box(&wq), k, black_box(&x), &mut y)
-                        }
+                        false => kernels::matmul_int8(black_box(&wq), k, black_box(&x), &mut y),
                     })
                 };
                 g.bench_function("picoformer_int8", &mut int8);
@@ -242,9 +240,7 @@ mod imp {
                         b.iter(|| int8_per_position(black_box(&wq), k, black_box(&x), &mut y))
                     });
                     forced(&mut g, "portable_int8".into(), Isa::Portable, |b| {
-                        b.iter(|| {
-                            kernels::matmul_int8_rows(black_box(&wq), k, black_box(&x), &mut y)
-                        })
+                        b.iter(|| kernels::matmul_int8(black_box(&wq), k, black_box(&x), &mut y))
                     });
                     forced(
                         &mut g,
@@ -259,7 +255,7 @@ mod imp {
                 let mut arena8 = vec![0u8; kernels::Int8Panels::len(n, k).unwrap()];
                 let p8 = kernels::Int8Panels::pack(&wq, k, &mut arena8).unwrap();
                 let mut int8p = |b: &mut criterion::Bencher<'_, CpuTime>| {
-                    b.iter(|| kernels::matmul_int8(black_box(p8), black_box(&x), &mut y))
+                    b.iter(|| kernels::matmul_int8_panels(black_box(p8), black_box(&x), &mut y))
                 };
                 g.bench_function("picoformer_int8_panels", &mut int8p);
                 for &(name, isa) in &int8_sets {

@@ -97,7 +97,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// This decoder on the int8 path ([`Self::with_int8_activations`]) with its Q8_0 matrices
     /// packed into int8 panels in `arena` ([`kernels::Int8Panels`]: 16 rows to the lanes of a
     /// vector, as many bytes as the weights), so that every product by them, decoding one
-    /// position included, runs [`kernels::matmul_int8`]: a block is scaled once for 16 rows,
+    /// position included, runs [`kernels::matmul_int8_panels`]: a block is scaled once for 16 rows,
     /// and in a chunk each weight load serves several positions. The numbers are the int8
     /// path's (up to the rounding of each block's `d_w·d_x·sum`). Matrices of other types keep
     /// any f32 prefill panels packed before. The decoder returned borrows the arena; `self` is
@@ -124,7 +124,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// VNNI, AVX-VNNI, AVX2, NEON, simd128 or portable). Decoding Q8_0 weights gets faster (the README's
     /// performance section), at the price of the activations' quantisation error (its accuracy
     /// section). It applies to prefill too: several positions at a time over the weights as stored
-    /// ([`kernels::matmul_int8_rows`], each position's numbers those of one position, so
+    /// ([`kernels::matmul_int8`], each position's numbers those of one position, so
     /// step-wise still equals full), and it takes precedence over prefill panels for Q8_0
     /// matrices. Other weight types
     /// are not affected.
@@ -606,8 +606,10 @@ impl<const MAX_DEPTH: usize> Decoder<'_, MAX_DEPTH> {
     ) -> Result<(), Error> {
         let n = x.len() / cols.max(1);
         match (w, packed) {
-            (Tensor::Q8_0(_), Some(Packed::Int8(p))) if self.int8 => kernels::matmul_int8(p, x, y),
-            (Tensor::Q8_0(q), _) if self.int8 => kernels::matmul_int8_rows(q, cols, x, y),
+            (Tensor::Q8_0(_), Some(Packed::Int8(p))) if self.int8 => {
+                kernels::matmul_int8_panels(p, x, y)
+            }
+            (Tensor::Q8_0(q), _) if self.int8 => kernels::matmul_int8(q, cols, x, y),
             (_, Some(Packed::F32(p))) if n >= PANELS_MIN_POSITIONS => {
                 kernels::matmul_panels(p, x, y)
             }

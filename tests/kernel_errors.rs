@@ -369,48 +369,48 @@ fn int8_panels_refuse_bad_shapes() {
     let p = Int8Panels::pack(&q, 64, &mut arena).unwrap();
     let mut y = vec![f32::NAN; 7];
     assert_eq!(
-        kernels::matmul_int8(p, &[1.0; 96], &mut y[..6]),
-        Err(shape("matmul_int8", "x", 128, 96))
+        kernels::matmul_int8_panels(p, &[1.0; 96], &mut y[..6]),
+        Err(shape("matmul_int8_panels", "x", 128, 96))
     );
     assert_eq!(
-        kernels::matmul_int8(p, &[1.0; 128], &mut y),
-        Err(shape("matmul_int8", "y", 6, 7))
+        kernels::matmul_int8_panels(p, &[1.0; 128], &mut y),
+        Err(shape("matmul_int8_panels", "y", 6, 7))
     );
     untouched(&y);
-    assert_eq!(kernels::matmul_int8(p, &[], &mut []), Ok(()));
-    kernels::matmul_int8(p, &[1.0; 128], &mut y[..6]).unwrap();
+    assert_eq!(kernels::matmul_int8_panels(p, &[], &mut []), Ok(()));
+    kernels::matmul_int8_panels(p, &[1.0; 128], &mut y[..6]).unwrap();
     assert_eq!(&y[..6], &[0.0; 6]);
 }
 
 #[test]
 fn int8_rows_product_refuses_bad_shapes() {
-    const K: &str = "matmul_int8_rows";
+    const K: &str = "matmul_int8";
     let q: Vec<BlockQ8_0> = vec![[0; 34]; 6]; // 3 rows of 64
     let mut y = vec![f32::NAN; 7];
     let x = [1.0f32; 128];
     assert_eq!(
-        kernels::matmul_int8_rows(&q, 0, &x, &mut y[..6]),
+        kernels::matmul_int8(&q, 0, &x, &mut y[..6]),
         Err(shape(K, "cols", 1, 0))
     );
     assert_eq!(
-        kernels::matmul_int8_rows(&q, 48, &x[..96], &mut y[..6]),
+        kernels::matmul_int8(&q, 48, &x[..96], &mut y[..6]),
         Err(shape(K, "cols", 64, 48))
     );
     assert_eq!(
-        kernels::matmul_int8_rows(&q, 64, &x[..96], &mut y[..6]),
+        kernels::matmul_int8(&q, 64, &x[..96], &mut y[..6]),
         Err(shape(K, "x", 128, 96))
     );
     assert_eq!(
-        kernels::matmul_int8_rows(&q[..5], 64, &x, &mut y[..6]),
+        kernels::matmul_int8(&q[..5], 64, &x, &mut y[..6]),
         Err(shape(K, "w", 192, 160))
     );
     assert_eq!(
-        kernels::matmul_int8_rows(&q, 64, &x, &mut y),
+        kernels::matmul_int8(&q, 64, &x, &mut y),
         Err(shape(K, "y", 6, 7))
     );
     untouched(&y);
-    assert_eq!(kernels::matmul_int8_rows(&q, 64, &[], &mut []), Ok(()));
-    kernels::matmul_int8_rows(&q, 64, &x, &mut y[..6]).unwrap();
+    assert_eq!(kernels::matmul_int8(&q, 64, &[], &mut []), Ok(()));
+    kernels::matmul_int8(&q, 64, &x, &mut y[..6]).unwrap();
     assert_eq!(&y[..6], &[0.0; 6]);
 }
 
@@ -453,12 +453,12 @@ proptest! {
             prop_assert_eq!(packed.is_ok(), cols > 0 && cols.is_multiple_of(32) && (q.len() * 32).is_multiple_of(cols));
             if let Ok(p) = packed {
                 let ok = xl % cols == 0 && yl == (xl / cols) * p.rows();
-                prop_assert_eq!(kernels::matmul_int8(p, &x, &mut y).is_ok(), ok);
+                prop_assert_eq!(kernels::matmul_int8_panels(p, &x, &mut y).is_ok(), ok);
             }
         }
         let ok = cols > 0 && cols.is_multiple_of(32) && xl % cols == 0 && (q.len() * 32).is_multiple_of(cols)
             && yl == (xl / cols) * (q.len() * 32 / cols);
-        prop_assert_eq!(kernels::matmul_int8_rows(&q, cols, &x, &mut y).is_ok(), ok);
+        prop_assert_eq!(kernels::matmul_int8(&q, cols, &x, &mut y).is_ok(), ok);
         let xq: Vec<BlockQ8_0> = vec![[0; 34]; xl / 8];
         let ok = q.len() == xq.len() * yl;
         prop_assert_eq!(portable::matvec_int8(&q, &xq, &mut y).is_ok(), ok);

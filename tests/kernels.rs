@@ -103,7 +103,7 @@ fn matvec_bf16_matches_portable() {
 }
 
 /// matvec with the weights at every 4-byte offset within a cache line (the kernels align their
-/// loads by taking the first columns apart: `aligning_peel` in `src/kernels/simd.rs`) and the
+/// loads by taking the first columns apart: `aligning_peel` in `src/kernels/simd/gemv.rs`) and the
 /// activations at their own offsets, on rows of whole vectors of every set (multiples of 16)
 /// and others, 1..=9 rows (groups of four and the rest).
 fn check_matvec_alignments<E: Element>(conv: impl Fn(&[f32]) -> Vec<E>) {
@@ -494,7 +494,7 @@ fn int8_matvec_matches_its_definition() {
     check_required_int8_isa();
 }
 
-/// The int8 product of several positions over the rows as stored (`matmul_int8_rows`) is
+/// The int8 product of several positions over the rows as stored (`matmul_int8`) is
 /// `matvec_int8` on each position, bit for bit, and its f64 definition: 1–9 rows (strips of
 /// four and rows left over), 1–8, 33, 129 and 257 blocks (257: three column chunks), 1–11
 /// positions (every tile of 4, 2 and 1, several passes of the activations' buffer), unaligned
@@ -521,7 +521,7 @@ fn int8_rows_product_is_matvec_int8_per_position() {
                 let xa = values((nb * 11 + rows * 3 + n) as u64, xoff + n * cols);
                 let x = &xa[xoff..];
                 let mut got = vec![f32::NAN; n * rows];
-                kernels::matmul_int8_rows(&w, cols, x, &mut got).unwrap();
+                kernels::matmul_int8(&w, cols, x, &mut got).unwrap();
                 for i in 0..n {
                     let what = format!("nb {nb} rows {rows} n {n} position {i}");
                     let xi = &x[i * cols..(i + 1) * cols];
@@ -617,7 +617,7 @@ fn quantize_cases() -> Vec<Vec<f32>> {
 /// The dispatched int8 products quantise their activations exactly as `quantize_q8_0` (each
 /// SIMD set has its own instructions for it): over weights that pick out one activation per
 /// row (quant 1, scale 1), row r is d_x·q_x[r] (±0 alike), in the row layout (`matvec_int8`,
-/// and `matmul_int8_rows` over two positions) and over int8 panels (`matmul_int8`, which also reads the block's quant sum), on every block of
+/// and `matmul_int8` over two positions) and over int8 panels (`matmul_int8_panels`, which also reads the block's quant sum), on every block of
 /// `quantize_cases`.
 #[test]
 fn int8_products_quantise_as_quantize_q8_0() {
@@ -641,10 +641,10 @@ fn int8_products_quantise_as_quantize_q8_0() {
             .collect();
         let (mut rows, mut over_panels) = (vec![f32::NAN; 32], vec![f32::NAN; 32]);
         kernels::matvec_int8(&pick, x, &mut rows).unwrap();
-        kernels::matmul_int8(panels, x, &mut over_panels).unwrap();
+        kernels::matmul_int8_panels(panels, x, &mut over_panels).unwrap();
         // Two positions (a tile of two) over the rows: the block twice.
         let mut two = vec![f32::NAN; 64];
-        kernels::matmul_int8_rows(&pick, 32, &[&x[..], &x[..]].concat(), &mut two).unwrap();
+        kernels::matmul_int8(&pick, 32, &[&x[..], &x[..]].concat(), &mut two).unwrap();
         let checks = [
             ("rows", &rows[..]),
             ("panels", &over_panels[..]),
@@ -667,7 +667,7 @@ fn int8_products_quantise_as_quantize_q8_0() {
     check_required_int8_isa();
 }
 
-/// The int8 product over int8 panels (`kernels::matmul_int8`) against the f64 definition on
+/// The int8 product over int8 panels (`kernels::matmul_int8_panels`) against the f64 definition on
 /// each position's quantised activations: every row count around the 16-row panels (the last
 /// panel's partial vector), 1–8, 16, 17, 33, 129 and 257 blocks (257: two column chunks), 1–19
 /// positions (every tile size and remainder, several passes of the activations' buffer),
@@ -704,7 +704,7 @@ fn int8_panels_match_their_definition() {
                 let xa = values((nb * 7 + rows + n) as u64, xoff + n * cols);
                 let x = &xa[xoff..];
                 let mut got = vec![f32::NAN; n * rows];
-                kernels::matmul_int8(p, x, &mut got).unwrap();
+                kernels::matmul_int8_panels(p, x, &mut got).unwrap();
                 for i in 0..n {
                     let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; cols / 32];
                     quantize_q8_0(&x[i * cols..(i + 1) * cols], &mut xq).unwrap();

@@ -11,12 +11,11 @@
 mod dotprod;
 mod neon;
 
-use super::Isa;
-use crate::tensor::BlockQ8_0;
+use half::{bf16, f16};
 
-pub(crate) use neon::{
-    add_bias, attention, exp, matmul, matmul_panels, matmul_q8, matvec, matvec_q8, norm, silu,
-};
+use super::simd::LoadW;
+use super::Isa;
+use neon::Neon;
 
 /// Proof that NEON is available (always, on the targets this module is built for; only
 /// [`Token::get`] makes one).
@@ -74,7 +73,7 @@ fn dotprod() -> bool {
     {
         static STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
         const DOTPROD: u8 = 1 << 1;
-        super::detect_once(&STATE, || {
+        super::isa::detect_once(&STATE, || {
             if std::arch::is_aarch64_feature_detected!("dotprod") {
                 DOTPROD
             } else {
@@ -88,45 +87,25 @@ fn dotprod() -> bool {
     }
 }
 
-// ---- forwarding: each int8 product on the token's int8 set.
+/// An element type NEON loads (f32, f16, bf16).
+pub(crate) trait Weight: LoadW<Neon> {}
+impl Weight for f32 {}
+impl Weight for f16 {}
+impl Weight for bf16 {}
 
-/// The Q8_0 × Q8_0 product of several positions on the token's int8 set.
-pub(crate) fn matmul_int8_rows(
-    t: Token,
-    w: &[BlockQ8_0],
-    stride: usize,
-    x: &[BlockQ8_0],
-    y: &mut [f32],
-    rows: usize,
-    add: bool,
-) {
-    match t.int8 {
-        Int8::Sdot(t) => dotprod::matmul_int8_rows(t, w, stride, x, y, rows, add),
-        Int8::Smull(t) => neon::matmul_int8_rows(t, w, stride, x, y, rows, add),
-    }
+/// Each kernel on the token's instruction set: the f32 kernels on NEON, the int8 products
+/// with `sdot` or base NEON's `smull`/`sadalp`.
+macro_rules! route {
+    (vectors, $t:ident, $k:ident($($a:ident),*)) => {{
+        let _ = $t;
+        neon::$k(NeonToken(()), $($a),*)
+    }};
+    (int8, $t:ident, $k:ident($($a:ident),*)) => {
+        match $t.int8 {
+            Int8::Sdot(t) => dotprod::$k(t, $($a),*),
+            Int8::Smull(t) => neon::$k(t, $($a),*),
+        }
+    };
 }
 
-/// The int8 path's quantisation of the activations (NEON's, with the token's int8 set's
-/// features).
-pub(crate) fn quantize(t: Token, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
-    match t.int8 {
-        Int8::Sdot(t) => dotprod::quantize(t, x, out, sums),
-        Int8::Smull(t) => neon::quantize(t, x, out, sums),
-    }
-}
-
-/// The product over int8 panels on the token's int8 set.
-pub(crate) fn matmul_int8_panels(
-    t: Token,
-    w: super::Int8Panels<'_>,
-    b0: usize,
-    x: &[BlockQ8_0],
-    xsum: &[i32],
-    y: &mut [f32],
-    add: bool,
-) {
-    match t.int8 {
-        Int8::Sdot(t) => dotprod::matmul_int8_panels(t, w, b0, x, xsum, y, add),
-        Int8::Smull(t) => neon::matmul_int8_panels(t, w, b0, x, xsum, y, add),
-    }
-}
+super::kernel_table!(route);

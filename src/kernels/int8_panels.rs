@@ -3,8 +3,8 @@
 //!
 //! Over Q8_0 blocks in their row layout, the int8 product ([`super::matvec_int8`]) ends every
 //! block of every row in f32: a vector of partial sums is converted, scaled by that row's own
-//! f16 scale (converted and broadcast) and accumulated, about three cycles per block and row on
-//! the CPU of the README, so from L1/L2 it moves a third of f32's weight bytes per second.
+//! f16 scale (converted and broadcast) and accumulated: that per-block f32 work, not the bytes
+//! of weights, bounds it when the weights are in L1/L2.
 //! Packed into panels of [`INT8_PANEL`] rows, one block of a panel is eight steps of four
 //! columns; step `k` holds, for each row `q` of the panel, its quants `4k..4k+4` of the block:
 //!

@@ -1,7 +1,7 @@
 //! wasm32 kernels: simd128, with relaxed-simd's fused multiply-add when the build enables
 //! `+relaxed-simd` (an opt-in: Node 20 needs `--experimental-wasm-relaxed-simd`).
 //!
-//! The bodies are the generic ones of `simd.rs`. WebAssembly has no runtime feature detection:
+//! The bodies are the generic ones of `simd/`. WebAssembly has no runtime feature detection:
 //! this module is compiled only with `cfg(target_feature = "simd128")`, and then the whole
 //! module is simd128, so the [`Token`] always exists. f16 is widened with integer operations
 //! (simd128 has no half-precision conversion).
@@ -327,15 +327,36 @@ unsafe impl simd::Int8Lanes for Extmul {
     }
 }
 
-simd::target_kernels! {
-    isa: Simd128,
-    token: Token,
-    #[target_feature(enable = "simd128")]
+/// The entry points of the glue in `simd/mod.rs`, which the kernel table's functions call.
+mod simd128 {
+    use super::super::simd;
+    use super::{Extmul, Simd128, Token};
+
+    simd::target_kernels! {
+        isa: Simd128,
+        token: Token,
+        #[target_feature(enable = "simd128")]
+    }
+
+    simd::int8_kernels! {
+        isa: Simd128,
+        int8: Extmul,
+        token: Token,
+        #[target_feature(enable = "simd128")]
+    }
 }
 
-simd::int8_kernels! {
-    isa: Simd128,
-    int8: Extmul,
-    token: Token,
-    #[target_feature(enable = "simd128")]
+/// An element type simd128 loads (f32, f16, bf16).
+pub(crate) trait Weight: LoadW<Simd128> {}
+impl Weight for f32 {}
+impl Weight for f16 {}
+impl Weight for bf16 {}
+
+/// Every kernel on simd128.
+macro_rules! route {
+    ($family:ident, $t:ident, $k:ident($($a:ident),*)) => {
+        simd128::$k($t, $($a),*)
+    };
 }
+
+super::kernel_table!(route);

@@ -1,5 +1,5 @@
 //! x86-64 kernels: AVX-512 where the CPU has it (`x86/avx512.rs`), AVX2 + FMA + F16C otherwise
-//! (`x86/avx2.rs`). Both are the generic bodies of `simd.rs`; this file decides which one a
+//! (`x86/avx2.rs`). Both are the generic bodies of `simd/`; this file decides which one a
 //! [`Token`] stands for and forwards each kernel to it (an AVX-512 token also proves AVX2, which
 //! tests and benchmarks use through `force_isa`). The int8 products have a choice of their
 //! own: AVX-512 VNNI, else AVX-VNNI (`x86/avx_vnni.rs`), else AVX2's `vpmaddubsw` form.
@@ -17,8 +17,7 @@ mod avx_vnni;
 use half::{bf16, f16};
 
 use super::simd::LoadW;
-use super::{HeadGroup, Isa, Positions};
-use crate::tensor::BlockQ8_0;
+use super::Isa;
 use avx2::Avx2;
 use avx512::Avx512;
 
@@ -148,7 +147,7 @@ fn bits(avx2: bool, avx512: bool, vnni: bool, avx_vnni: bool) -> u8 {
 #[cfg(feature = "std")]
 fn detected() -> u8 {
     static STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-    super::detect_once(&STATE, || {
+    super::isa::detect_once(&STATE, || {
         let avx2 = std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c");
@@ -162,140 +161,28 @@ fn detected() -> u8 {
     })
 }
 
-/// An element type both x86 paths load.
-pub(crate) trait X86W: LoadW<Avx2> + LoadW<Avx512> {}
-impl X86W for f32 {}
-impl X86W for f16 {}
-impl X86W for bf16 {}
+/// An element type both x86 vector sets load (f32, f16, bf16).
+pub(crate) trait Weight: LoadW<Avx2> + LoadW<Avx512> {}
+impl Weight for f32 {}
+impl Weight for f16 {}
+impl Weight for bf16 {}
 
-// ---- forwarding: each kernel on the token's instruction set.
-
-pub(crate) fn matvec<E: X86W>(t: Token, w: &[E], x: &[f32], y: &mut [f32]) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::matvec(t, w, x, y),
-        Vectors::Avx2(t) => avx2::matvec(t, w, x, y),
-    }
+/// Each kernel on the token's instruction set: the f32 kernels on AVX-512 or AVX2, the int8
+/// products on AVX-512 VNNI, AVX-VNNI or AVX2's `vpmaddubsw` form.
+macro_rules! route {
+    (vectors, $t:ident, $k:ident($($a:ident),*)) => {
+        match $t.vectors {
+            Vectors::Avx512(t) => avx512::$k(t, $($a),*),
+            Vectors::Avx2(t) => avx2::$k(t, $($a),*),
+        }
+    };
+    (int8, $t:ident, $k:ident($($a:ident),*)) => {
+        match $t.int8 {
+            Int8::Vnni(t) => avx512::$k(t, $($a),*),
+            Int8::AvxVnni(t) => avx_vnni::$k(t, $($a),*),
+            Int8::Maddubs(t) => avx2::$k(t, $($a),*),
+        }
+    };
 }
 
-pub(crate) fn matvec_q8(t: Token, w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::matvec_q8(t, w, x, y),
-        Vectors::Avx2(t) => avx2::matvec_q8(t, w, x, y),
-    }
-}
-
-/// The Q8_0 × Q8_0 product of several positions on the token's int8 set.
-pub(crate) fn matmul_int8_rows(
-    t: Token,
-    w: &[BlockQ8_0],
-    stride: usize,
-    x: &[BlockQ8_0],
-    y: &mut [f32],
-    rows: usize,
-    add: bool,
-) {
-    match t.int8 {
-        Int8::Vnni(t) => avx512::matmul_int8_rows(t, w, stride, x, y, rows, add),
-        Int8::AvxVnni(t) => avx_vnni::matmul_int8_rows(t, w, stride, x, y, rows, add),
-        Int8::Maddubs(t) => avx2::matmul_int8_rows(t, w, stride, x, y, rows, add),
-    }
-}
-
-/// The int8 path's quantisation of the activations, with the features of the token's int8 set.
-pub(crate) fn quantize(t: Token, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
-    match t.int8 {
-        Int8::Vnni(t) => avx512::quantize(t, x, out, sums),
-        Int8::AvxVnni(t) => avx_vnni::quantize(t, x, out, sums),
-        Int8::Maddubs(t) => avx2::quantize(t, x, out, sums),
-    }
-}
-
-/// The product over int8 panels on the token's int8 set.
-pub(crate) fn matmul_int8_panels(
-    t: Token,
-    w: super::Int8Panels<'_>,
-    b0: usize,
-    x: &[BlockQ8_0],
-    xsum: &[i32],
-    y: &mut [f32],
-    add: bool,
-) {
-    match t.int8 {
-        Int8::Vnni(t) => avx512::matmul_int8_panels(t, w, b0, x, xsum, y, add),
-        Int8::AvxVnni(t) => avx_vnni::matmul_int8_panels(t, w, b0, x, xsum, y, add),
-        Int8::Maddubs(t) => avx2::matmul_int8_panels(t, w, b0, x, xsum, y, add),
-    }
-}
-
-pub(crate) fn matmul<E: X86W>(t: Token, w: &[E], cols: usize, x: &[f32], y: &mut [f32]) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::matmul(t, w, cols, x, y),
-        Vectors::Avx2(t) => avx2::matmul(t, w, cols, x, y),
-    }
-}
-
-pub(crate) fn matmul_q8(t: Token, w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::matmul_q8(t, w, cols, x, y),
-        Vectors::Avx2(t) => avx2::matmul_q8(t, w, cols, x, y),
-    }
-}
-
-pub(crate) fn matmul_panels(t: Token, w: super::Panels<'_>, x: &[f32], y: &mut [f32]) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::matmul_panels(t, w, x, y),
-        Vectors::Avx2(t) => avx2::matmul_panels(t, w, x, y),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attention<K: X86W>(
-    t: Token,
-    q: &[f32],
-    group: HeadGroup,
-    positions: Positions,
-    keys: &[K],
-    values: &[K],
-    scale: f32,
-    out: &mut [f32],
-) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::attention(t, q, group, positions, keys, values, scale, out),
-        Vectors::Avx2(t) => avx2::attention(t, q, group, positions, keys, values, scale, out),
-    }
-}
-
-pub(crate) fn add_bias<E: X86W>(t: Token, y: &mut [f32], b: &[E]) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::add_bias(t, y, b),
-        Vectors::Avx2(t) => avx2::add_bias(t, y, b),
-    }
-}
-
-pub(crate) fn norm<E: X86W>(
-    t: Token,
-    kind: super::Norm,
-    x: &[f32],
-    g: Option<&[E]>,
-    offset: f32,
-    out: &mut [f32],
-) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::norm(t, kind, x, g, offset, out),
-        Vectors::Avx2(t) => avx2::norm(t, kind, x, g, offset, out),
-    }
-}
-
-pub(crate) fn silu(t: Token, x: &mut [f32]) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::silu(t, x),
-        Vectors::Avx2(t) => avx2::silu(t, x),
-    }
-}
-
-pub(crate) fn exp(t: Token, x: &[f32], out: &mut [f32]) {
-    match t.vectors {
-        Vectors::Avx512(t) => avx512::exp(t, x, out),
-        Vectors::Avx2(t) => avx2::exp(t, x, out),
-    }
-}
+super::kernel_table!(route);

@@ -1,7 +1,7 @@
 //! aarch64 NEON (Advanced SIMD): the vector set of every aarch64 kernel, f16 widened with
 //! `fcvtl` (ARMv8.0, no FEAT_FP16 needed), and the int8 products of base NEON ([`Smull`]).
 //!
-//! The bodies are the generic ones of `simd.rs`, instantiated here inside
+//! The bodies are the generic ones of `simd/`, instantiated here inside
 //! `#[target_feature(enable = "neon")]` functions. NEON is part of every aarch64 target this
 //! module is compiled for (`cfg(target_feature = "neon")`), so a [`Token`] always exists.
 //! (`vcvt_f32_f16` needs Rust's unstable `f16` type; the same instruction, `fcvtl`,
@@ -14,7 +14,7 @@ use core::arch::asm;
 use half::{bf16, f16};
 
 use super::super::simd::{self, Isa, LoadW};
-use super::{NeonToken, Token};
+use super::NeonToken;
 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
@@ -289,7 +289,7 @@ unsafe impl simd::Int8Lanes for Smull {
 
 simd::target_kernels! {
     isa: Neon,
-    token: Token,
+    token: NeonToken,
     #[target_feature(enable = "neon")]
 }
 

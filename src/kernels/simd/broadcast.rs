@@ -14,13 +14,14 @@
 //! 16-bit and Q8_0 weights are widened (dequantised) per tile into a second stack buffer of the
 //! tile's rows (24 KiB), as the broadcasts need f32.
 //!
-//! When it pays ([`pays`]): measured on an Intel Xeon with AVX-512, at 64,512,512 / 64,128,384
-//! (M,K,N) 132 / 130 GFLOP/s against 116 / 82 for the dot-product tiles; with AVX2 on the same
-//! core it won only on short rows (64,128,384: 86 against 81; 64,512,512: 88 against 96).
+//! When it pays ([`pays`]): with 32 vector registers (AVX-512) from one vector of positions; with
+//! 16 (AVX2) only on short rows, where the dot-product tiles' horizontal sums dominate.
 
 use core::mem::MaybeUninit;
 
-use super::{dequantise, widen, Isa, LoadW, Strips, Q8_0_BLOCK};
+use super::gemm::{dequantise, widen, Strips};
+use super::{Isa, LoadW};
+use crate::tensor::Q8_0_BLOCK;
 
 /// f32 values of the transposed-activations buffer: `2·LANES` positions × `KB` columns.
 const XT_LEN: usize = 8192;

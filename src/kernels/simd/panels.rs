@@ -7,8 +7,8 @@
 //! broadcasts one activation per position from where X is, and issues `M·NV` FMAs. Columns are
 //! cut into blocks of [`KC`]; within a block, each tile of rows (a panel's `KC × NV·LANES`
 //! values, at most 32 KiB) stays in L1 while every group of positions passes over it, so W is
-//! read from memory once per call (with the positions outside, a matrix larger than L2 was read
-//! once per group: 64,288,1536 ran at 131 instead of 150 GFLOP/s). Later column blocks add to Y.
+//! read from memory once per call (with the positions outside, a matrix larger than L2 would be
+//! read once per group of positions). Later column blocks add to Y.
 //! Nothing is packed per call and nothing goes through the stack.
 
 use super::Isa;

@@ -1,4 +1,4 @@
-//! x86-64 AVX2 + FMA, with F16C for f16 weights and caches: the generic bodies of `simd.rs`
+//! x86-64 AVX2 + FMA, with F16C for f16 weights and caches: the generic bodies of `simd/`
 //! instantiated inside `#[target_feature(enable = "avx2,fma,f16c")]` functions, reached with an
 //! [`Avx2Token`] (see `x86.rs` for when one exists). Rows that end inside a vector end with
 //! AVX's `vmaskmovps` (f32) or a masked 32-bit load of 16-bit pairs ([`Isa::MASKED`]).
@@ -146,8 +146,8 @@ unsafe impl Isa for Avx2 {
     }
     #[inline(always)]
     unsafe fn amax_bits(x: [__m256; 4]) -> u32 {
-        // (Plain loops: `array::map`'s closure was not inlined into the target-feature
-        // function, and each intrinsic became a call.)
+        // (Plain loops: `array::map`'s closure is not always inlined into the target-feature
+        // function, and then each intrinsic becomes a call.)
         let m = _mm256_set1_epi32(0x7fff_ffff);
         let mut a = _mm256_setzero_si256();
         for v in x {
@@ -219,7 +219,7 @@ unsafe fn lanes(n: usize) -> __m256i {
 }
 
 /// The `n` (< 8) 16-bit values at `p`, then zeros: the pairs by a masked 32-bit load, an odd
-/// last one inserted (a copy through the stack stalled store forwarding: 1.4× slower).
+/// last one inserted (a copy through the stack would stall store forwarding).
 #[inline(always)]
 unsafe fn load_partial_u16(p: *const u16, n: usize) -> __m128i {
     let pairs = _mm_cmpgt_epi32(_mm_set1_epi32((n / 2) as i32), _mm_setr_epi32(0, 1, 2, 3));
@@ -350,12 +350,12 @@ pub(super) unsafe fn sqrt_ss(x: f32) -> f32 {
 /// [`Isa::scales4`]: the four products h[r]·dx (f16 `h` converted), stored and broadcast back.
 /// The halves go in as one 64-bit integer (scalar ALU work, off the vector shuffle port) and
 /// one conversion. Left to itself (`opaque` false), LLVM turns the store and the broadcast
-/// loads into four register shuffles; per perf, those and the f32 tail per block bound the
-/// int8 loop. With `opaque`, `black_box` makes the stored values opaque, so the loads stay
-/// loads: they take a load port only and, in EVEX-encoded code, fold into the FMA that uses
-/// them as `{1to8}` operands. With AVX-512 VNNI's 4-position tiles that frees the shuffle port
-/// (1.06–1.20× on the row-layout GEMM); with VEX encoding (AVX-VNNI, AVX2) the separate loads
-/// and their addresses cost as much as they save, or more (AVX2 0.89×).
+/// loads into four register shuffles; those and the f32 tail per block bound the int8 loop.
+/// With `opaque`, `black_box` makes the stored values opaque, so the loads stay loads: they
+/// take a load port only and, in EVEX-encoded code, fold into the FMA that uses them as
+/// `{1to8}` operands. With AVX-512 VNNI's 4-position tiles that frees the shuffle port; with
+/// VEX encoding (AVX-VNNI, AVX2) the separate loads and their addresses cost as much as they
+/// save, or more, so those leave it to LLVM.
 #[inline(always)]
 pub(super) unsafe fn scales4_stored(h: [u16; 4], dx: __m256, opaque: bool) -> [__m256; 4] {
     let bits =

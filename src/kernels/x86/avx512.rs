@@ -1,5 +1,5 @@
 //! x86-64 AVX-512 (AVX-512F, BW and VL, as every AVX-512 core but Xeon Phi has them, with AVX2,
-//! FMA and F16C for the 128/256-bit steps): the generic bodies of `simd.rs` over 16-lane `zmm`
+//! FMA and F16C for the 128/256-bit steps): the generic bodies of `simd/` over 16-lane `zmm`
 //! vectors, instantiated inside `#[target_feature(enable =
 //! "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]` functions, reached with an [`Avx512Token`] (see
 //! `x86.rs` for when one exists). Where the core has two 512-bit FMA pipes (Intel server cores)
