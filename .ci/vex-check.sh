@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Fails if an x86-64 SIMD kernel executes a legacy (non-VEX) SSE instruction. Inside AVX code
 # whose upper register halves are in use, one such instruction (libm's inline-assembly `sqrtss`
-# was one) cost ~140 ns per call on the development machine, more than the whole RMSNorm it sat
-# in. Checks the CLI and the kernel tests' binary (whose dev-dependencies switch on libm's
+# is one) costs a state transition per call, more than a whole RMSNorm. Checks the CLI and the kernel tests' binary (whose dev-dependencies switch on libm's
 # assembly paths): every instruction on an xmm register inside picoformer's AVX2/AVX-512/AVX-VNNI
 # target-feature functions must be VEX/EVEX-encoded (mnemonic starting with `v`; mask-register
 # `k` instructions aside).

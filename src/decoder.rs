@@ -121,9 +121,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// This decoder with every product by Q8_0 weights on the int8 path (`on`), or in f32 (the
     /// default): each input row is quantised to Q8_0 blocks of 32 (`d = max|x| / 127`, as
     /// ggml's `q8_0`) and multiplied with integer dot products ([`kernels::matvec_int8`]: AVX-512
-    /// VNNI, AVX-VNNI, AVX2, NEON, simd128 or portable). Decoding Q8_0 weights gets faster (the README's
-    /// performance section), at the price of the activations' quantisation error (its accuracy
-    /// section). It applies to prefill too: several positions at a time over the weights as stored
+    /// VNNI, AVX-VNNI, AVX2, NEON, simd128 or portable). Decoding Q8_0 weights gets faster (`docs/performance.md`), at
+    /// the price of the activations' quantisation error (`docs/accuracy.md`). It applies to prefill too: several positions at a time over the weights as stored
     /// ([`kernels::matmul_int8`], each position's numbers those of one position, so
     /// step-wise still equals full), and it takes precedence over prefill panels for Q8_0
     /// matrices. Other weight types

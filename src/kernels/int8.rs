@@ -44,8 +44,8 @@ fn with_int8_buffer<R>(blocks: usize, f: impl FnOnce(&mut [BlockQ8_0], &mut [i32
 /// `vpdpbusd`, AVX2 `vpmaddubsw`, NEON `smull`, simd128 `extmul`, or portable `i32`), then
 /// scaled by `d_w·d_x` in f32 ([`portable::matvec_int8`] is the definition). Faster than
 /// [`matvec`](super::matvec) over the same weights, but the activations carry a quantisation
-/// error too (at most half a step, 1/254 of each block's largest magnitude; the README's
-/// accuracy section has the measured cost). NaN or infinite activations make the outputs NaN; a block of
+/// error too (at most half a step, 1/254 of each block's largest magnitude; `docs/accuracy.md`
+/// has the measured cost). NaN or infinite activations make the outputs NaN; a block of
 /// activations whose largest magnitude is above 127·65504 (≈ 8.3·10⁶: its f16 scale
 /// overflows) makes them ±∞ or NaN.
 ///
