@@ -35,9 +35,10 @@ mod imp {
 
     use crate::cpu_time::CpuTime;
     use criterion::{black_box, criterion_group, Criterion, Throughput};
+    use picoformer::q8_0::{quantize_q8_0, BlockQ8_0};
     use picoformer::{
-        f16, quantize_q8_0, BlockQ8_0, DecoderConfig, Error, KvCache, Scratch, Tensor, TensorView,
-        TransformerWrapper, WrapperConfig,
+        f16, DecoderConfig, Error, KvCache, Scratch, Tensor, TensorView, TransformerWrapper,
+        WrapperConfig,
     };
 
     const CFG: DecoderConfig = DecoderConfig::new(288, 6)
@@ -86,9 +87,12 @@ mod imp {
             end & !((2 << 20) - 1),
         );
         if b > a {
+            #[allow(unsafe_code)] // benchmark harness code, not the library
             // SAFETY: [a, b) lies inside the allocation just reserved; MADV_HUGEPAGE only
             // changes how its pages are backed, not their contents or validity.
-            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+            unsafe {
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE)
+            };
         }
         out.extend_from_slice(v);
         out

@@ -38,9 +38,11 @@ mod imp {
     use crate::values::values;
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
     use picoformer::kernels::{self, portable, Isa};
-    use picoformer::{f16, quantize_q8_0, BlockQ8_0, Tensor};
+    use picoformer::q8_0::{quantize_q8_0, BlockQ8_0};
+    use picoformer::{f16, Tensor};
 
     /// Y[m, n] = X[m, k]·W[n, k]ᵀ with the `gemm` crate, single thread.
+    #[allow(unsafe_code)] // the peers' APIs are unsafe: benchmark code, not the library
     fn peer_gemm(m: usize, k: usize, n: usize, w: &[f32], x: &[f32], y: &mut [f32]) {
         assert!(w.len() == n * k && x.len() == m * k && y.len() == m * n);
         // SAFETY: the strides describe exactly the three buffers checked above: X m×k (row stride
@@ -71,6 +73,7 @@ mod imp {
     }
 
     /// The same with `matrixmultiply::sgemm`.
+    #[allow(unsafe_code)] // the peers' APIs are unsafe: benchmark code, not the library
     fn peer_matrixmultiply(m: usize, k: usize, n: usize, w: &[f32], x: &[f32], y: &mut [f32]) {
         assert!(w.len() == n * k && x.len() == m * k && y.len() == m * n);
         // SAFETY: as for `peer_gemm`: the strides describe the checked buffers.

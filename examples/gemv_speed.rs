@@ -8,7 +8,8 @@ use std::time::Instant;
 mod values;
 
 use picoformer::kernels;
-use picoformer::{f16, quantize_q8_0, BlockQ8_0, Tensor};
+use picoformer::q8_0::{quantize_q8_0, BlockQ8_0};
+use picoformer::{f16, Tensor};
 use values::values;
 
 fn median_gflops(flops: f64, mut f: impl FnMut()) -> f64 {

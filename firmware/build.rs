@@ -20,7 +20,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use boards::{Board, Source};
-use picoformer::{KvCache, Model, Scratch, Tensor, TransformerWrapper, WrapperConfig};
+use picoformer::safetensors::Dtype;
+use picoformer::{KvCache, Model, Scratch, TransformerWrapper, WrapperConfig};
 
 /// Smallest gap between the best and the second-best logit accepted at a greedy step, relative
 /// to the largest logit: a closer race could flip on a different rounding and is avoided by
@@ -66,12 +67,17 @@ fn run_host(board: &Board, bytes: &[u8], prompt: Vec<u32>) -> Expected {
             "host: the file's metadata does not give back the configuration written"
         );
     }
-    let dtype = match model.weights().token_emb {
-        Tensor::F32(_) => "f32",
-        Tensor::F16(_) => "f16",
-        Tensor::Bf16(_) => "bf16",
-        Tensor::Q8_0(_) => "q8_0",
-    };
+    // The token embedding's element type, as the file stores it.
+    let dtype = picoformer::safetensors::SafeTensors::parse(bytes)
+        .ok()
+        .and_then(|f| f.tensor("token_emb.emb.weight").map(|t| t.dtype()))
+        .map_or("?", |d| match d {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::BF16 => "bf16",
+            Dtype::U8 => "q8_0",
+            _ => "?",
+        });
 
     let (p, g, v) = (board.prompt, board.generate, cfg.num_tokens);
     let n = p + g - 1;

@@ -31,7 +31,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// A decoder whose weights are looked up in `source` under a raw `Decoder`'s `state_dict` keys.
     ///
     /// # Errors
-    /// See [`DecoderWeights::from_source`].
+    /// [`Error::Config`] for an invalid configuration, [`Error::DepthExceedsCapacity`],
+    /// [`Error::MissingWeight`] and [`Error::WeightShape`] naming the offending key.
     pub fn from_source<S: TensorSource<'w>>(
         config: DecoderConfig,
         source: &S,
@@ -42,7 +43,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// As [`Self::from_source`], with keys prefixed (`"attn_layers."` under a wrapper).
     ///
     /// # Errors
-    /// See [`DecoderWeights::from_source`].
+    /// [`Error::Config`] for an invalid configuration, [`Error::DepthExceedsCapacity`],
+    /// [`Error::MissingWeight`] and [`Error::WeightShape`] naming the offending key.
     pub fn from_source_prefixed<S: TensorSource<'w>>(
         config: DecoderConfig,
         source: &S,
@@ -174,7 +176,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     }
 
     /// The weights.
-    pub fn weights(&self) -> &DecoderWeights<'w, MAX_DEPTH> {
+    pub(crate) fn weights(&self) -> &DecoderWeights<'w, MAX_DEPTH> {
         &self.weights
     }
 

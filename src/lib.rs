@@ -51,35 +51,34 @@
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod cache;
-pub mod config;
-pub mod decoder;
-pub mod error;
-pub mod generate;
+// The model, its buffers and its errors: re-exported at the root, one path per name.
+mod cache;
+mod config;
+mod decoder;
+mod error;
 mod json;
+pub mod model;
+mod scratch;
+mod tensor;
+mod weights;
+mod wrapper;
+
+// Modules whose contents are used by name: kernels for people building their own models, the
+// file format, generation and sampling, scoring, packed-arena sizes and Q8_0 blocks.
+pub mod generate;
 pub mod kernels;
 pub mod metrics;
-pub mod model;
 pub mod packing;
+pub mod q8_0;
 pub mod safetensors;
 pub mod sampling;
-pub mod scratch;
-pub mod tensor;
-pub mod weights;
-pub mod wrapper;
 
 pub use cache::KvCache;
 pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};
 pub use decoder::Decoder;
 pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
-pub use generate::{GenerateConfig, GenerateError, Generated, Generator, Overflow, StopReason};
 pub use half::{bf16, f16};
 pub use model::{LoadError, Model, ModelConfig};
-pub use sampling::{Candidate, Rng, SampleError, Sampler, SamplerConfig};
 pub use scratch::Scratch;
-pub use tensor::{
-    dequantize_q8_0, q8_0_block, q8_0_quants, q8_0_scale, quantize_q8_0, BlockQ8_0, Element,
-    Tensor, TensorSource, TensorView, Q8_0_BLOCK,
-};
-pub use weights::{DecoderWeights, WrapperWeights};
+pub use tensor::{Element, Tensor, TensorSource, TensorView};
 pub use wrapper::TransformerWrapper;

@@ -13,8 +13,9 @@ use crate::config::{DecoderConfig, WrapperConfig};
 use crate::decoder::Decoder;
 use crate::error::Error;
 use crate::json::{JsonError, JsonErrorKind, Parser, ValueKind};
+use crate::q8_0::{BlockQ8_0, Q8_0_BLOCK};
 use crate::safetensors::{Dtype, FormatError, SafeTensors, MAX_TENSORS};
-use crate::tensor::{BlockQ8_0, Tensor, TensorSource, TensorView, Q8_0_BLOCK};
+use crate::tensor::{Tensor, TensorSource, TensorView};
 
 /// Bytes of one Q8_0 block: an f16 scale and 32 int8 values.
 pub const Q8_0_BYTES: usize = 34;

@@ -121,11 +121,6 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         self
     }
 
-    /// The wrapper's own weights.
-    pub fn weights(&self) -> &WrapperWeights<'w> {
-        &self.weights
-    }
-
     /// Number of tensors the model consists of (wrapper and decoder).
     pub fn tensors_used(&self) -> usize {
         self.weights.tensors_used + self.decoder.weights().tensors_used

@@ -3,7 +3,8 @@
 //! their work or return that error.
 
 use picoformer::kernels::{self, portable, HeadGroup};
-use picoformer::{dequantize_q8_0, f16, BlockQ8_0, Error, Tensor};
+use picoformer::q8_0::{dequantize_q8_0, BlockQ8_0};
+use picoformer::{f16, Error, Tensor};
 use proptest::prelude::*;
 
 fn shape(kernel: &'static str, arg: &'static str, expected: usize, found: usize) -> Error {
@@ -325,7 +326,7 @@ fn row_kernels_refuse_bad_shapes() {
     assert_eq!(
         dequantize_q8_0(&[[0; 34]], &mut y),
         Err(Error::BufferLength {
-            buffer: picoformer::error::Buffer::Output,
+            buffer: picoformer::Buffer::Output,
             expected: 32,
             found: 5
         })

@@ -16,7 +16,8 @@ mod isa;
 
 use isa::{check_required_int8_isa, check_required_isa, use_required_isa};
 use picoformer::kernels::{self, portable};
-use picoformer::{bf16, f16, quantize_q8_0, BlockQ8_0, Element, Tensor};
+use picoformer::q8_0::{quantize_q8_0, BlockQ8_0};
+use picoformer::{bf16, f16, Element, Tensor};
 use values::values;
 
 /// |a − b| <= tol · (1 + Σ|terms|) per element, where `mag` is the magnitude the sum was built from.
@@ -224,7 +225,7 @@ fn matmul_broadcast_tiles_match_portable() {
                 let mut q: Vec<BlockQ8_0> = vec![[0; 34]; rows * cols / 32];
                 quantize_q8_0(&wf, &mut q).unwrap();
                 let mut deq = vec![0.0f32; rows * cols];
-                picoformer::dequantize_q8_0(&q, &mut deq).unwrap();
+                picoformer::q8_0::dequantize_q8_0(&q, &mut deq).unwrap();
                 let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
                 let whf: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
                 for (t, wref) in [
@@ -293,7 +294,7 @@ fn panels_hold_the_weights_in_their_layout() {
     let mut q: Vec<BlockQ8_0> = vec![[0; 34]; rows * cols / 32];
     quantize_q8_0(&w, &mut q).unwrap();
     let mut deq = vec![0.0f32; rows * cols];
-    picoformer::dequantize_q8_0(&q, &mut deq).unwrap();
+    picoformer::q8_0::dequantize_q8_0(&q, &mut deq).unwrap();
     let mut a = vec![0.0f32; kernels::Panels::len(rows, cols).unwrap()];
     let mut b = a.clone();
     let pq = kernels::Panels::pack(Tensor::Q8_0(&q), cols, &mut a).unwrap();
@@ -362,7 +363,7 @@ fn q8_0_matches_dequantised_portable() {
             let mut q: Vec<BlockQ8_0> = vec![[0; 34]; rows * nb];
             quantize_q8_0(&wf, &mut q).unwrap();
             let mut deq = vec![0.0f32; rows * cols];
-            picoformer::dequantize_q8_0(&q, &mut deq).unwrap();
+            picoformer::q8_0::dequantize_q8_0(&q, &mut deq).unwrap();
             // Quantisation error is small: at most half a step of the block's scale (plus f16).
             for (a, b) in wf.iter().zip(&deq) {
                 assert!((a - b).abs() <= 0.5 / 127.0 + 2e-3, "{a} vs {b}");
@@ -411,7 +412,7 @@ fn random_blocks(seed: u64, n: usize) -> Vec<BlockQ8_0> {
             let q: [i8; 32] =
                 core::array::from_fn(|i| (c[i] * 128.0).floor().clamp(-128.0, 127.0) as i8);
             let d = c[32].signum() * (c[32].abs() * 2.0).max(1.0 / 256.0);
-            picoformer::q8_0_block(f16::from_f32(d), &q)
+            picoformer::q8_0::q8_0_block(f16::from_f32(d), &q)
         })
         .collect()
 }
@@ -423,8 +424,12 @@ fn int8_definition(w: &[BlockQ8_0], x: &[BlockQ8_0], rows: usize) -> Vec<(f64, f
         .map(|r| {
             let (mut sum, mut mag) = (0.0f64, 0.0f64);
             for (wb, xb) in w[r * nb..(r + 1) * nb].iter().zip(x) {
-                let d = picoformer::q8_0_scale(wb).to_f64() * picoformer::q8_0_scale(xb).to_f64();
-                let (qw, qx) = (picoformer::q8_0_quants(wb), picoformer::q8_0_quants(xb));
+                let d = picoformer::q8_0::q8_0_scale(wb).to_f64()
+                    * picoformer::q8_0::q8_0_scale(xb).to_f64();
+                let (qw, qx) = (
+                    picoformer::q8_0::q8_0_quants(wb),
+                    picoformer::q8_0::q8_0_quants(xb),
+                );
                 for (&a, &b) in qw.iter().zip(qx) {
                     let p = d * f64::from(a) * f64::from(b.max(-127));
                     sum += p;
@@ -548,13 +553,13 @@ fn int8_rows_product_is_matvec_int8_per_position() {
 fn quantize_q8_0_matches_its_definition() {
     let definition = |x: &[f32]| -> BlockQ8_0 {
         if x.iter().any(|v| !v.is_finite()) {
-            return picoformer::q8_0_block(f16::from_f32(f32::NAN), &[0; 32]);
+            return picoformer::q8_0::q8_0_block(f16::from_f32(f32::NAN), &[0; 32]);
         }
         let d = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
         // Below 127·2⁻¹²⁸ (f16 scale 0), 1/d overflows: quants 0.
         let id = if (1.0 / d).is_finite() { 1.0 / d } else { 0.0 };
         let q: [i8; 32] = core::array::from_fn(|i| (x[i] * id).round() as i8);
-        picoformer::q8_0_block(f16::from_f32(d), &q)
+        picoformer::q8_0::q8_0_block(f16::from_f32(d), &q)
     };
     let blocks = quantize_cases();
     let src: Vec<f32> = blocks.concat();
@@ -625,7 +630,7 @@ fn int8_products_quantise_as_quantize_q8_0() {
     let pick: Vec<BlockQ8_0> = (0..32)
         .map(|r| {
             let q: [i8; 32] = core::array::from_fn(|i| i8::from(i == r));
-            picoformer::q8_0_block(f16::ONE, &q)
+            picoformer::q8_0::q8_0_block(f16::ONE, &q)
         })
         .collect();
     let len = kernels::Int8Panels::len(32, 32).unwrap();
@@ -634,8 +639,8 @@ fn int8_products_quantise_as_quantize_q8_0() {
     for (i, x) in quantize_cases().iter().enumerate() {
         let mut xq: Vec<BlockQ8_0> = vec![[0; 34]; 1];
         quantize_q8_0(x, &mut xq).unwrap();
-        let d = picoformer::q8_0_scale(&xq[0]).to_f32();
-        let want: Vec<f32> = picoformer::q8_0_quants(&xq[0])
+        let d = picoformer::q8_0::q8_0_scale(&xq[0]).to_f32();
+        let want: Vec<f32> = picoformer::q8_0::q8_0_quants(&xq[0])
             .iter()
             .map(|&q| d * f32::from(q))
             .collect();

@@ -1,5 +1,6 @@
 //! A criterion measurement on the thread CPU clock (`CLOCK_THREAD_CPUTIME_ID`), so that time
 //! spent descheduled on a shared machine is not counted (memory contention still is).
+#![allow(unsafe_code)] // test and benchmark harness code, not the library
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 

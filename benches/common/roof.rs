@@ -1,6 +1,7 @@
 //! This machine's limits, measured in the same run as the kernels they bound (x86-64 with
 //! AVX2+FMA+F16C), so that a kernel's share of them does not depend on how busy the shared
 //! machine was that day.
+#![allow(unsafe_code)] // test and benchmark harness code, not the library
 
 use core::arch::x86_64::*;
 

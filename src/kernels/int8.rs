@@ -5,7 +5,8 @@
 use super::isa::{portable_ran, token};
 use super::{arch, int8_panels, portable, shape, Int8Panels};
 use crate::error::Error;
-use crate::tensor::{BlockQ8_0, Tensor, Q8_0_BLOCK};
+use crate::q8_0::{BlockQ8_0, Q8_0_BLOCK};
+use crate::tensor::Tensor;
 
 /// Blocks of activations [`matvec_int8`] quantises at a time, into a stack buffer: rows longer
 /// than this are multiplied in column chunks, each pass reading a slice of every row. Where
@@ -38,7 +39,7 @@ fn with_int8_buffer<R>(blocks: usize, f: impl FnOnce(&mut [BlockQ8_0], &mut [i32
 }
 
 /// `y = x·Wᵀ` for Q8_0 weights `W` `[y.len(), x.len()]` on the int8 path: `x` is quantised to
-/// Q8_0 blocks ([`crate::tensor::quantize_q8_0`], into a stack buffer of at most 4,352 bytes
+/// Q8_0 blocks ([`crate::q8_0::quantize_q8_0`], into a stack buffer of at most 4,352 bytes
 /// and 512 of block sums, which only the int8 panels use, up to 4,096 values at a time) and
 /// each block's 32 products are summed exactly in integers (AVX-512 VNNI or AVX-VNNI
 /// `vpdpbusd`, AVX2 `vpmaddubsw`, NEON `smull`, simd128 `extmul`, or portable `i32`), then
@@ -62,13 +63,13 @@ pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Erro
     Ok(())
 }
 
-/// [`crate::tensor::quantize_q8_0`] of `x` (whole blocks) into `out`, and the sums of each
+/// [`crate::q8_0::quantize_q8_0`] of `x` (whole blocks) into `out`, and the sums of each
 /// block's quants: with the SIMD set's own instructions where there is one (the same blocks
 /// bit for bit).
 fn quantize(t: Option<arch::Token>, x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
     match t {
         Some(t) => arch::quantize(t, x, out, sums),
-        None => crate::tensor::quantize_blocks(x, out, sums),
+        None => crate::q8_0::quantize_blocks(x, out, sums),
     }
 }
 

@@ -26,7 +26,7 @@
 
 use super::shape;
 use crate::error::Error;
-use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
+use crate::q8_0::{q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
 
 /// Weight rows per int8 panel: one 512-bit vector of 32-bit lanes (two of 256, four of 128).
 pub const INT8_PANEL: usize = 16;

@@ -82,26 +82,26 @@ macro_rules! kernel_table {
         $crate::kernels::forwarders! {
             $route;
             vectors fn matvec<E>(w: &[E], x: &[f32], y: &mut [f32]);
-            vectors fn matvec_q8(w: &[$crate::tensor::BlockQ8_0], x: &[f32], y: &mut [f32]);
+            vectors fn matvec_q8(w: &[$crate::q8_0::BlockQ8_0], x: &[f32], y: &mut [f32]);
             int8 fn matmul_int8(
-                w: &[$crate::tensor::BlockQ8_0],
+                w: &[$crate::q8_0::BlockQ8_0],
                 stride: usize,
-                x: &[$crate::tensor::BlockQ8_0],
+                x: &[$crate::q8_0::BlockQ8_0],
                 y: &mut [f32],
                 rows: usize,
                 add: bool
             );
-            int8 fn quantize(x: &[f32], out: &mut [$crate::tensor::BlockQ8_0], sums: &mut [i32]);
+            int8 fn quantize(x: &[f32], out: &mut [$crate::q8_0::BlockQ8_0], sums: &mut [i32]);
             int8 fn matmul_int8_panels(
                 w: $crate::kernels::Int8Panels<'_>,
                 b0: usize,
-                x: &[$crate::tensor::BlockQ8_0],
+                x: &[$crate::q8_0::BlockQ8_0],
                 xsum: &[i32],
                 y: &mut [f32],
                 add: bool
             );
             vectors fn matmul<E>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]);
-            vectors fn matmul_q8(w: &[$crate::tensor::BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]);
+            vectors fn matmul_q8(w: &[$crate::q8_0::BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]);
             vectors fn matmul_panels(w: $crate::kernels::Panels<'_>, x: &[f32], y: &mut [f32]);
             vectors fn attention<K>(
                 q: &[f32],
@@ -155,7 +155,8 @@ pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 use isa::{portable_ran, token};
 
 use crate::error::Error;
-use crate::tensor::{dequantize_block, dequantize_q8_0, BlockQ8_0, Element, Tensor, Q8_0_BLOCK};
+use crate::q8_0::{dequantize_block, dequantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
+use crate::tensor::{Element, Tensor};
 
 /// `out[i] = e^x[i]`: the vector exp of the attention kernels where there is one, `libm::expf`
 /// otherwise.

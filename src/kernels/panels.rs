@@ -15,7 +15,8 @@
 
 use super::shape;
 use crate::error::Error;
-use crate::tensor::{Tensor, Q8_0_BLOCK};
+use crate::q8_0::Q8_0_BLOCK;
+use crate::tensor::Tensor;
 
 /// Weight rows per panel: two vectors of 16 lanes (AVX-512), four of 8 (AVX2), eight of 4.
 pub const PANEL: usize = 32;

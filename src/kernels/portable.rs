@@ -6,7 +6,8 @@
 
 use super::shape;
 use crate::error::Error;
-use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Element};
+use crate::q8_0::{q8_0_quants, q8_0_scale, BlockQ8_0};
+use crate::tensor::Element;
 
 const LANES: usize = 8;
 

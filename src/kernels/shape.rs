@@ -4,7 +4,7 @@
 
 use super::{HeadGroup, Positions};
 use crate::error::Error;
-use crate::tensor::Q8_0_BLOCK;
+use crate::q8_0::Q8_0_BLOCK;
 
 /// The error for argument `arg` of `kernel`: `found` where the others call for `expected`.
 fn wrong(kernel: &'static str, arg: &'static str, expected: usize, found: usize) -> Error {

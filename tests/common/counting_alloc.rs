@@ -1,5 +1,6 @@
 //! A counting global allocator, shared by the tests that check for heap allocations: while
 //! this thread's `WATCHING` is set, every `alloc` and `realloc` it makes adds one to `COUNT`.
+#![allow(unsafe_code)] // test and benchmark harness code, not the library
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

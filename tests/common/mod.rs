@@ -86,7 +86,7 @@ impl Table {
 /// `picoformer quantize` does; everything else stays f32.
 pub struct QuantTable {
     pub f32s: HashMap<String, (Vec<f32>, Vec<usize>)>,
-    pub q8: HashMap<String, (Vec<picoformer::BlockQ8_0>, Vec<usize>)>,
+    pub q8: HashMap<String, (Vec<picoformer::q8_0::BlockQ8_0>, Vec<usize>)>,
 }
 
 impl Table {
@@ -96,7 +96,7 @@ impl Table {
         for (name, (v, shape)) in &self.tensors {
             if shape.len() == 2 && shape[1] % 32 == 0 {
                 let mut b = vec![[0u8; 34]; v.len() / 32];
-                picoformer::quantize_q8_0(v, &mut b).unwrap();
+                picoformer::q8_0::quantize_q8_0(v, &mut b).unwrap();
                 q8.insert(name.clone(), (b, shape.clone()));
             } else {
                 f32s.insert(name.clone(), (v.clone(), shape.clone()));

@@ -6,10 +6,8 @@
 
 use core::fmt;
 
-use picoformer::{
-    bf16, f16, Candidate, Error, KvCache, LoadError, Model, Rng, SampleError, Sampler,
-    SamplerConfig, Scratch, TransformerWrapper, WrapperConfig,
-};
+use picoformer::{bf16, f16, Error, KvCache, LoadError, Model, Scratch, TransformerWrapper, WrapperConfig};
+use picoformer::sampling::{Candidate, Rng, SampleError, Sampler, SamplerConfig};
 
 /// Sampling options as the wasm ABI passes them (`top_k` 0, `top_p` exactly 1, `min_p` exactly 0,
 /// `repetition_penalty` exactly 1 mean "off"), for [`picoformer::sampling`]. Every other value
@@ -378,7 +376,7 @@ macro_rules! with_cache {
 
 /// The cache for `capacity` positions and `rows` context rows in `b`: its first `kv_len`
 /// elements for the positions, the rest for the context's keys and values.
-fn cache<'b, T: picoformer::tensor::Element>(
+fn cache<'b, T: picoformer::Element>(
     d: &picoformer::DecoderConfig,
     capacity: usize,
     rows: usize,

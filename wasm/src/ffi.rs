@@ -17,7 +17,8 @@ use core::arch::wasm32;
 use core::fmt::{self, Write};
 use core::ptr::addr_of_mut;
 
-use picoformer::{Candidate, Error, Sampler};
+use picoformer::Error;
+use picoformer::sampling::{Candidate, Sampler};
 
 use crate::engine::{
     self, Buffers, EngineError, Generate, KvBuf, KvKind, Options, Plan, Sampling, Session,

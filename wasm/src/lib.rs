@@ -1,7 +1,7 @@
 //! picoformer for JavaScript: a thin `cdylib` over the library.
 //!
 //! * [`engine`]: one decoding session (model, KV cache, scratch, logits, the library's
-//!   [`picoformer::Sampler`] state) over caller-provided buffers. Safe code, shared with the
+//!   [`picoformer::sampling::Sampler`] state) over caller-provided buffers. Safe code, shared with the
 //!   native `host-tokens` tool.
 //! * `ffi` (wasm32 only): the `extern "C"` exports. The module owns one linear arena, grown with
 //!   `memory.grow` when a model is loaded and carved into the model bytes, KV cache, scratch,

@@ -2,8 +2,8 @@
 //! int8 values with one f16 scale), a quarter of the f32 bytes.
 
 use picoformer::model::{METADATA_KEY, Q8_0_BYTES};
+use picoformer::q8_0::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
 use picoformer::safetensors::{Dtype, SafeTensors};
-use picoformer::tensor::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
 use picoformer::Model;
 
 use crate::args::{Args, CliError};

@@ -21,7 +21,7 @@ use core::mem::MaybeUninit;
 
 use super::gemm::{dequantise, widen, Strips};
 use super::{Isa, LoadW};
-use crate::tensor::Q8_0_BLOCK;
+use crate::q8_0::Q8_0_BLOCK;
 
 /// f32 values of the transposed-activations buffer: `2·LANES` positions × `KB` columns.
 const XT_LEN: usize = 8192;

@@ -3,7 +3,7 @@
 
 use super::int8::gemv_q8;
 use super::{broadcast, Isa, LoadW};
-use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
+use crate::q8_0::{q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
 
 /// Columns per cache block of the matrix-matrix product: 4 weight rows of this many f32
 /// (8 KiB) stay in L1 while the positions stream past them.

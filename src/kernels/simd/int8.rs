@@ -3,7 +3,7 @@
 
 use super::gemv::{PREFETCH_AHEAD, PREFETCH_BYTES};
 use super::Isa;
-use crate::tensor::{q8_0_nan_block, q8_0_quants, q8_0_scale, q8_0_step, BlockQ8_0, Q8_0_BLOCK};
+use crate::q8_0::{q8_0_nan_block, q8_0_quants, q8_0_scale, q8_0_step, BlockQ8_0, Q8_0_BLOCK};
 
 /// Bytes of one Q8_0 block.
 const BLOCK_BYTES: usize = core::mem::size_of::<BlockQ8_0>();
@@ -120,7 +120,7 @@ impl<D: Int8Dot> BlockActs<D::I> for Int8Acts<D> {
     }
 }
 
-/// [`crate::tensor::quantize_blocks`] on the vector set `I`, the same blocks bit for bit: `nb`
+/// [`crate::q8_0::quantize_blocks`] on the vector set `I`, the same blocks bit for bit: `nb`
 /// blocks of 32 values at `x` into Q8_0 blocks at `out`, the sums of their quants into `sums`.
 /// Ranges: x[..32·nb], out[..nb], sums[..nb].
 #[inline(always)]

@@ -11,7 +11,7 @@
 
 use super::{Isa, LoadW};
 use crate::kernels::int8_panels::{quant_at, GROUP_BYTES, INT8_PANEL};
-use crate::tensor::{q8_0_quants, q8_0_scale, BlockQ8_0};
+use crate::q8_0::{q8_0_quants, q8_0_scale, BlockQ8_0};
 use half::f16;
 
 /// The integer step of the int8 panels on one instruction set: per 32-bit lane, the sum of

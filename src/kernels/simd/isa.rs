@@ -71,7 +71,7 @@ pub(crate) unsafe trait Isa: Copy {
     /// The largest of the 32 values' |x| as bits (`to_bits() & 0x7fff_ffff`, whose order is
     /// the values' order; an infinity or a NaN is 0x7f80_0000 or above).
     unsafe fn amax_bits(x: Self::X32) -> u32;
-    /// The 32 quants of [`crate::tensor::quantize_block`] for multiplier `id` (`t = x·id`,
+    /// The 32 quants of [`crate::q8_0::quantize_block`] for multiplier `id` (`t = x·id`,
     /// |t| < 127.5, rounded half away from zero as trunc(|t| + 0.5) with the sign of t) to
     /// q[..32], and their sum.
     unsafe fn quantize_x32(x: Self::X32, id: f32, q: *mut i8) -> i32;

@@ -63,7 +63,7 @@ macro_rules! target_kernels {
         }
 
         $(#[$attr])+
-        unsafe fn gemv_q8_target(w: &[$crate::tensor::BlockQ8_0], x: &[f32], y: &mut [f32]) {
+        unsafe fn gemv_q8_target(w: &[$crate::q8_0::BlockQ8_0], x: &[f32], y: &mut [f32]) {
             $crate::kernels::simd::gemv_q8::<$isa>(
                 w.as_ptr(),
                 x.len(),
@@ -93,7 +93,7 @@ macro_rules! target_kernels {
 
         $(#[$attr])+
         unsafe fn gemm_q8_target(
-            w: &[$crate::tensor::BlockQ8_0],
+            w: &[$crate::q8_0::BlockQ8_0],
             cols: usize,
             x: &[f32],
             y: &mut [f32],
@@ -211,12 +211,12 @@ macro_rules! target_kernels {
         /// `y = x·Wᵀ` for Q8_0 weights, W `[y.len(), x.len()]`, `x.len()` a multiple of 32.
         pub(crate) fn matvec_q8(
             _: $token,
-            w: &[$crate::tensor::BlockQ8_0],
+            w: &[$crate::q8_0::BlockQ8_0],
             x: &[f32],
             y: &mut [f32],
         ) {
-            assert!(x.len() % $crate::tensor::Q8_0_BLOCK == 0);
-            assert_eq!(w.len() * $crate::tensor::Q8_0_BLOCK, x.len() * y.len());
+            assert!(x.len() % $crate::q8_0::Q8_0_BLOCK == 0);
+            assert_eq!(w.len() * $crate::q8_0::Q8_0_BLOCK, x.len() * y.len());
             $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; w holds rows·cols/32 blocks, x cols, y rows.
             unsafe { gemv_q8_target(w, x, y) }
@@ -242,15 +242,15 @@ macro_rules! target_kernels {
         /// Y `[n, rows]`; `cols` a multiple of 32.
         pub(crate) fn matmul_q8(
             _: $token,
-            w: &[$crate::tensor::BlockQ8_0],
+            w: &[$crate::q8_0::BlockQ8_0],
             cols: usize,
             x: &[f32],
             y: &mut [f32],
         ) {
-            assert!(cols > 0 && cols % $crate::tensor::Q8_0_BLOCK == 0 && x.len() % cols == 0);
+            assert!(cols > 0 && cols % $crate::q8_0::Q8_0_BLOCK == 0 && x.len() % cols == 0);
             assert!(x.len() >= cols);
-            let rows = w.len() * $crate::tensor::Q8_0_BLOCK / cols;
-            assert_eq!(w.len() * $crate::tensor::Q8_0_BLOCK, rows * cols);
+            let rows = w.len() * $crate::q8_0::Q8_0_BLOCK / cols;
+            assert_eq!(w.len() * $crate::q8_0::Q8_0_BLOCK, rows * cols);
             assert_eq!(y.len(), (x.len() / cols) * rows);
             $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; the asserts give exactly the shapes
@@ -363,9 +363,9 @@ macro_rules! int8_kernels {
     ) => {
         $(#[$iattr])+
         unsafe fn gemm_int8_target(
-            w: &[$crate::tensor::BlockQ8_0],
+            w: &[$crate::q8_0::BlockQ8_0],
             stride: usize,
-            x: &[$crate::tensor::BlockQ8_0],
+            x: &[$crate::q8_0::BlockQ8_0],
             n: usize,
             y: &mut [f32],
             rows: usize,
@@ -386,14 +386,14 @@ macro_rules! int8_kernels {
         $(#[$iattr])+
         unsafe fn quantize_target(
             x: &[f32],
-            out: &mut [$crate::tensor::BlockQ8_0],
+            out: &mut [$crate::q8_0::BlockQ8_0],
             sums: &mut [i32],
         ) {
             $crate::kernels::simd::quantize::<<$dot as $crate::kernels::simd::Int8Lanes>::I>(
                 x.as_ptr(),
                 out.as_mut_ptr(),
                 sums.as_mut_ptr(),
-                x.len() / $crate::tensor::Q8_0_BLOCK,
+                x.len() / $crate::q8_0::Q8_0_BLOCK,
             )
         }
 
@@ -407,9 +407,9 @@ macro_rules! int8_kernels {
         /// `[n, rows]` (`add`: add to it).
         pub(crate) fn matmul_int8(
             _: $itoken,
-            w: &[$crate::tensor::BlockQ8_0],
+            w: &[$crate::q8_0::BlockQ8_0],
             stride: usize,
-            x: &[$crate::tensor::BlockQ8_0],
+            x: &[$crate::q8_0::BlockQ8_0],
             y: &mut [f32],
             rows: usize,
             add: bool,
@@ -426,9 +426,9 @@ macro_rules! int8_kernels {
 
         /// `tensor::quantize_q8_0` of `x` (whole blocks) into `out`, and the sums of each
         /// block's quants, on the int8 wrapper's vector set (extra entries are left alone).
-        pub(crate) fn quantize(_: $itoken, x: &[f32], out: &mut [$crate::tensor::BlockQ8_0], sums: &mut [i32]) {
-            let nb = x.len() / $crate::tensor::Q8_0_BLOCK;
-            assert!(x.len() % $crate::tensor::Q8_0_BLOCK == 0 && out.len() >= nb && sums.len() >= nb);
+        pub(crate) fn quantize(_: $itoken, x: &[f32], out: &mut [$crate::q8_0::BlockQ8_0], sums: &mut [i32]) {
+            let nb = x.len() / $crate::q8_0::Q8_0_BLOCK;
+            assert!(x.len() % $crate::q8_0::Q8_0_BLOCK == 0 && out.len() >= nb && sums.len() >= nb);
             // SAFETY: the token proves the int8 wrapper's features; the body reads x[..32·nb]
             // and writes out[..nb] and sums[..nb], inside the slices as asserted.
             unsafe { quantize_target(x, out, sums) }
@@ -441,20 +441,20 @@ macro_rules! int8_kernels {
             _: $itoken,
             w: $crate::kernels::Int8Panels<'_>,
             b0: usize,
-            x: &[$crate::tensor::BlockQ8_0],
+            x: &[$crate::q8_0::BlockQ8_0],
             xsum: &[i32],
             y: &mut [f32],
             add: bool,
         ) {
             let rows = w.rows();
-            let nb = w.cols() / $crate::tensor::Q8_0_BLOCK;
+            let nb = w.cols() / $crate::q8_0::Q8_0_BLOCK;
             assert!(rows > 0 && !y.is_empty() && y.len() % rows == 0);
             let n = y.len() / rows;
             assert!(x.len() % n == 0 && xsum.len() == x.len());
             let nbc = x.len() / n;
             assert!(nbc > 0 && b0 + nbc <= nb);
             let groups = rows.div_ceil($crate::kernels::INT8_PANEL) * nb;
-            assert!(w.quants().len() >= groups * $crate::tensor::Q8_0_BLOCK * $crate::kernels::INT8_PANEL);
+            assert!(w.quants().len() >= groups * $crate::q8_0::Q8_0_BLOCK * $crate::kernels::INT8_PANEL);
             assert!(w.scales().len() >= groups * $crate::kernels::INT8_PANEL * 2);
             $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             let o = $crate::kernels::simd::int8_panels::Operands {

@@ -240,7 +240,7 @@ pub(super) unsafe fn f16_bits(x: f32) -> u16 {
     _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16
 }
 
-// SAFETY (all three): as for `Isa`; 8 elements are read from `p`.
+// SAFETY: as for `Isa`; 8 elements are read from `p`.
 unsafe impl LoadW<Avx2> for f32 {
     #[inline(always)]
     unsafe fn loadw(p: *const f32) -> __m256 {
@@ -251,6 +251,7 @@ unsafe impl LoadW<Avx2> for f32 {
         _mm256_maskload_ps(p, lanes(n))
     }
 }
+// SAFETY: as for `Isa`; 8 elements are read from `p`.
 unsafe impl LoadW<Avx2> for f16 {
     #[inline(always)]
     unsafe fn loadw(p: *const f16) -> __m256 {
@@ -261,6 +262,7 @@ unsafe impl LoadW<Avx2> for f16 {
         _mm256_cvtph_ps(load_partial_u16(p as *const u16, n))
     }
 }
+// SAFETY: as for `Isa`; 8 elements are read from `p`.
 unsafe impl LoadW<Avx2> for bf16 {
     #[inline(always)]
     unsafe fn loadw(p: *const bf16) -> __m256 {

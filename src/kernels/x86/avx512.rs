@@ -209,7 +209,7 @@ fn lanes(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 
-// SAFETY (all three): as for `Isa`; 16 elements are read from `p`.
+// SAFETY: as for `Isa`; 16 elements are read from `p`.
 unsafe impl LoadW<Avx512> for f32 {
     #[inline(always)]
     unsafe fn loadw(p: *const f32) -> __m512 {
@@ -220,6 +220,7 @@ unsafe impl LoadW<Avx512> for f32 {
         _mm512_maskz_loadu_ps(lanes(n), p)
     }
 }
+// SAFETY: as for `Isa`; 16 elements are read from `p`.
 unsafe impl LoadW<Avx512> for f16 {
     #[inline(always)]
     unsafe fn loadw(p: *const f16) -> __m512 {
@@ -231,6 +232,7 @@ unsafe impl LoadW<Avx512> for f16 {
         _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes(n), p as *const i16))
     }
 }
+// SAFETY: as for `Isa`; 16 elements are read from `p`.
 unsafe impl LoadW<Avx512> for bf16 {
     #[inline(always)]
     unsafe fn loadw(p: *const bf16) -> __m512 {
