@@ -6,12 +6,41 @@ use picoformer::{f16, KvCache, Model, Scratch};
 use crate::args::{json_string, Args, CliError};
 use crate::files::{human, Aligned};
 
-/// A size from the library's `const fn`s, which saturate at `usize::MAX` when too large.
-fn size(bytes: usize) -> String {
-    if bytes == usize::MAX {
-        "too large".into()
-    } else {
-        human(bytes as u64)
+/// A size from the library's `const fn`s, which saturate at `usize::MAX` when too large: `None`
+/// then.
+fn fits(bytes: usize) -> Option<u64> {
+    (bytes != usize::MAX).then_some(bytes as u64)
+}
+
+/// A size in human units, or "too large".
+fn size(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "too large".into(), human)
+}
+
+/// A size as JSON: bytes, or `null` when too large.
+fn json_size(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "null".into(), |b| b.to_string())
+}
+
+/// The RAM plan in bytes (`None`: too large to hold).
+struct Plan {
+    arena: Option<u64>,
+    kv32: Option<u64>,
+    kv16: Option<u64>,
+    ctx32: Option<u64>,
+    ctx16: Option<u64>,
+    logits: u64,
+}
+
+impl Plan {
+    /// Arena, KV cache, context cache and logits, with an f32 (`f16 = false`) or f16 cache.
+    fn total(&self, f16: bool) -> Option<u64> {
+        let (kv, ctx) = if f16 {
+            (self.kv16, self.ctx16)
+        } else {
+            (self.kv32, self.ctx32)
+        };
+        Some(self.arena? + kv? + ctx? + self.logits)
     }
 }
 
@@ -43,32 +72,15 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             dtypes.push(t.dtype().name());
         }
     }
+    let plan = Plan {
+        arena: fits(Scratch::bytes(&d, chunk)),
+        kv32: fits(KvCache::<f32>::bytes(&d, capacity)),
+        kv16: fits(KvCache::<f16>::bytes(&d, capacity)),
+        ctx32: fits(KvCache::<f32>::context_bytes(&d, context)),
+        ctx16: fits(KvCache::<f16>::context_bytes(&d, context)),
+        logits: cfg.wrapper.map_or(0, |w| 4 * w.num_tokens as u64),
+    };
     if args.switch("json") {
-        // Sizes that saturate (too large for usize) are null.
-        let n = |b: usize| {
-            if b == usize::MAX {
-                "null".to_string()
-            } else {
-                b.to_string()
-            }
-        };
-        let arena = Scratch::bytes(&d, chunk);
-        let logits = cfg.wrapper.map_or(0, |w| 4 * w.num_tokens as u64);
-        let total = |parts: [usize; 3]| {
-            if parts.contains(&usize::MAX) {
-                "null".to_string()
-            } else {
-                (parts.iter().map(|&p| p as u64).sum::<u64>() + logits).to_string()
-            }
-        };
-        let (kv32, kv16) = (
-            KvCache::<f32>::bytes(&d, capacity),
-            KvCache::<f16>::bytes(&d, capacity),
-        );
-        let (ctx32, ctx16) = (
-            KvCache::<f32>::context_bytes(&d, context),
-            KvCache::<f16>::context_bytes(&d, context),
-        );
         let wrapper = match cfg.wrapper {
             Some(w) => format!(
                 "{{\"num_tokens\":{},\"max_seq_len\":{},\"abs_pos_emb\":{},\"tie_embedding\":{}}}",
@@ -81,7 +93,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         };
         let dtypes: Vec<String> = dtypes.iter().map(|t| json_string(t)).collect();
         outln!(
-            "{{\"model\":{},\"decoder\":{{\"dim\":{},\"depth\":{},\"heads\":{},\"kv_heads\":{},\"attn_dim_head\":{},\"rotary_dim\":{},\"norm\":\"{:?}\",\"activation\":\"{:?}\",\"ff_glu\":{},\"ff_inner\":{},\"cross_attend\":{},\"dim_context\":{}}},\"wrapper\":{wrapper},\"parameters\":{params},\"tensors\":{},\"dtypes\":[{}],\"weights_bytes\":{bytes},\"ram\":{{\"capacity\":{capacity},\"context\":{context},\"chunk\":{chunk},\"scratch_bytes\":{},\"kv_cache_f32_bytes\":{},\"kv_cache_f16_bytes\":{},\"context_cache_f32_bytes\":{},\"context_cache_f16_bytes\":{},\"logits_bytes\":{logits},\"total_f32_bytes\":{},\"total_f16_bytes\":{}}}}}",
+            "{{\"model\":{},\"decoder\":{{\"dim\":{},\"depth\":{},\"heads\":{},\"kv_heads\":{},\"attn_dim_head\":{},\"rotary_dim\":{},\"norm\":\"{:?}\",\"activation\":\"{:?}\",\"ff_glu\":{},\"ff_inner\":{},\"cross_attend\":{},\"dim_context\":{}}},\"wrapper\":{wrapper},\"parameters\":{params},\"tensors\":{},\"dtypes\":[{}],\"weights_bytes\":{bytes},\"ram\":{{\"capacity\":{capacity},\"context\":{context},\"chunk\":{chunk},\"scratch_bytes\":{},\"kv_cache_f32_bytes\":{},\"kv_cache_f16_bytes\":{},\"context_cache_f32_bytes\":{},\"context_cache_f16_bytes\":{},\"logits_bytes\":{},\"total_f32_bytes\":{},\"total_f16_bytes\":{}}}}}",
             json_string(path),
             d.dim,
             d.depth,
@@ -97,13 +109,14 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             d.dim_context(),
             st.len(),
             dtypes.join(","),
-            n(arena),
-            n(kv32),
-            n(kv16),
-            n(ctx32),
-            n(ctx16),
-            total([arena, kv32, ctx32]),
-            total([arena, kv16, ctx16]),
+            json_size(plan.arena),
+            json_size(plan.kv32),
+            json_size(plan.kv16),
+            json_size(plan.ctx32),
+            json_size(plan.ctx16),
+            plan.logits,
+            json_size(plan.total(false)),
+            json_size(plan.total(true)),
         );
         return Ok(());
     }
@@ -150,29 +163,24 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     );
     outln!();
     outln!("RAM plan for {capacity} positions, {context} context rows, chunks of {chunk}:");
-    let arena = Scratch::bytes(&d, chunk);
-    let kv32 = KvCache::<f32>::bytes(&d, capacity);
-    let kv16 = KvCache::<f16>::bytes(&d, capacity);
-    let ctx32 = KvCache::<f32>::context_bytes(&d, context);
-    let ctx16 = KvCache::<f16>::context_bytes(&d, context);
     outln!(
         "  scratch arena          {:>12}  Scratch::bytes(&cfg, {chunk})",
-        size(arena)
+        size(plan.arena)
     );
     outln!(
         "  KV cache, f32          {:>12}  KvCache::<f32>::bytes(&cfg, {capacity})",
-        size(kv32)
+        size(plan.kv32)
     );
     outln!(
         "  KV cache, f16          {:>12}  KvCache::<f16>::bytes(&cfg, {capacity})",
-        size(kv16)
+        size(plan.kv16)
     );
     if d.cross_attend {
         outln!(
             "  context cache, f32     {:>12}  KvCache::<f32>::context_bytes(&cfg, {context})",
-            size(ctx32)
+            size(plan.ctx32)
         );
-        outln!("  context cache, f16     {:>12}", size(ctx16));
+        outln!("  context cache, f16     {:>12}", size(plan.ctx16));
     }
     if let Some(w) = cfg.wrapper {
         outln!(
@@ -180,23 +188,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             human(4 * w.num_tokens as u64)
         );
     }
-    let logits = cfg.wrapper.map_or(0, |w| 4 * w.num_tokens as u64);
-    // In u64 from sizes that saturate at usize::MAX: a total too large to hold says so.
-    let total = |parts: &[usize]| -> String {
-        let sum = parts.iter().map(|&p| p as u64).sum::<u64>() + logits;
-        if parts.contains(&usize::MAX) {
-            "too large".into()
-        } else {
-            human(sum)
-        }
-    };
-    outln!(
-        "  total RAM, f32 cache   {:>12}",
-        total(&[arena, kv32, ctx32])
-    );
-    outln!(
-        "  total RAM, f16 cache   {:>12}",
-        total(&[arena, kv16, ctx16])
-    );
+    outln!("  total RAM, f32 cache   {:>12}", size(plan.total(false)));
+    outln!("  total RAM, f16 cache   {:>12}", size(plan.total(true)));
     Ok(())
 }
