@@ -79,8 +79,9 @@ static mut LOGITS: [f32; V] = [0.0; V];
 static mut WORK: [Candidate; WORK_LEN] = [Candidate::EMPTY; WORK_LEN];
 static mut HISTORY: [u32; HISTORY_LEN] = [0; HISTORY_LEN];
 
-/// The model file, in flash, aligned so that its f16/f32 tensors can be viewed in place.
-#[repr(C, align(16))]
+/// The model file, in flash, aligned so that its tensors are viewed in place (and, as the
+/// exporter lays them out, each matrix starts on a cache line).
+#[repr(C, align(64))]
 struct Aligned<T: ?Sized>(T);
 static MODEL_FILE: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
     env!("OUT_DIR"),
