@@ -26,7 +26,9 @@ elf=target/thumbv7em-none-eabihf/release/template
 # (the RTT buffer), the stack gets the rest of DTCM's 128 KiB; AXI SRAM = .axisram (the KV cache).
 read -r text data bss _ <<<"$("$LLVM_SIZE" "$elf" | awk 'NR == 2 { print $1, $2, $3 }')"
 axi=$("$LLVM_SIZE" -A "$elf" | awk '$1 == ".axisram" { print $2 }')
-model=$(stat -c %s target/thumbv7em-none-eabihf/release/build/picoformer-template-*/out/model.safetensors | head -1)
+# The file build.rs embedded (the newest, should an old build directory be kept).
+# shellcheck disable=SC2012
+model=$(stat -c %s "$(ls -t target/thumbv7em-none-eabihf/release/build/picoformer-template-*/out/model.safetensors | head -1)")
 echo "template (STM32H743): flash $((text + data)) of 2097152 B (model file $model B, code and the rest $((text + data - model)) B);" \
     "DTCM static $((data + bss - ${axi:-0})) of 131072 B (the stack gets the rest); AXI SRAM $axi of 524288 B (KV cache)"
 
