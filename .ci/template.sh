@@ -28,9 +28,33 @@ read -r text data bss _ <<<"$("$LLVM_SIZE" "$elf" | awk 'NR == 2 { print $1, $2,
 axi=$("$LLVM_SIZE" -A "$elf" | awk '$1 == ".axisram" { print $2 }')
 # The file build.rs embedded (the newest, should an old build directory be kept).
 # shellcheck disable=SC2012
-model=$(stat -c %s "$(ls -t target/thumbv7em-none-eabihf/release/build/picoformer-template-*/out/model.safetensors | head -1)")
-echo "template (STM32H743): flash $((text + data)) of 2097152 B (model file $model B, code and the rest $((text + data - model)) B);" \
-    "DTCM static $((data + bss - ${axi:-0})) of 131072 B (the stack gets the rest); AXI SRAM $axi of 524288 B (KV cache)"
+out=$(ls -t target/thumbv7em-none-eabihf/release/build/picoformer-template-*/out/model.safetensors | head -1)
+model=$(stat -c %s "$out")
+dtype=$(sed -n 's/^pub const DTYPE: &str = "\(.*\)";$/\1/p' "$(dirname "$out")/model.rs")
+dtcm=$((data + bss - ${axi:-0}))
+# 1234567 -> "1 234 567", as the README's table groups digits.
+group() { printf '%s' "$1" | rev | sed 's/[0-9]\{3\}/& /g; s/ $//' | rev; }
+rows="| flash | $(group $((text + data))) | 2 097 152 | model file $(group "$model") ($dtype), code and constants $(group $((text + data - model))) |
+| DTCM | $(group "$dtcm") | 131 072 | statics: scratch, logits, sampler, history, RTT buffer; the stack gets the other $(group $((131072 - dtcm))) |
+| AXI SRAM | $(group "$axi") | 524 288 | KV cache (f16) |"
+echo "$rows"
+
+# README.md's sizes table is these rows: checked (or rewritten with TEMPLATE_WRITE_SIZES=1).
+shown=$(sed -n '/^<!-- sizes:begin/,/^<!-- sizes:end/p' README.md | grep -E '^\| (flash|DTCM|AXI SRAM) ')
+if [ "${TEMPLATE_WRITE_SIZES:-0}" = 1 ]; then
+    printf '%s\n' "$rows" >target/sizes.md
+    awk -v rows=target/sizes.md '
+        /^<!-- sizes:end/ { while ((getline l < rows) > 0) print l; skip = 0 }
+        skip && /^\| (flash|DTCM|AXI SRAM) / { next }
+        { print }
+        /^<!-- sizes:begin/ { skip = 1 }' README.md >README.md.new && mv README.md.new README.md
+    echo "firmware/template/README.md: sizes rewritten"
+elif [ "$shown" != "$rows" ]; then
+    echo "firmware/template/README.md: the sizes table differs from this build" \
+        "(TEMPLATE_WRITE_SIZES=1 .ci/template.sh rewrites it):"
+    diff <(printf '%s\n' "$shown") <(printf '%s\n' "$rows") || true
+    exit 1
+fi
 
 [ "${CI_KEEP_TARGETS:-0}" = 1 ] || rm -rf target
 echo "template: builds (release, thumbv7em-none-eabihf), formatted, clippy-clean"
