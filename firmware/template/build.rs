@@ -15,8 +15,8 @@ use std::{env, fs};
 
 // picoformer's API in one place (paths may move between versions: update them here).
 use picoformer::model::{METADATA_KEY, Q8_0_BYTES};
+use picoformer::q8_0::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
 use picoformer::safetensors::{Dtype, SafeTensors};
-use picoformer::tensor::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
 use picoformer::{DecoderConfig, Model, WrapperConfig};
 
 /// Marks a quantised file (the key `picoformer quantize` writes).

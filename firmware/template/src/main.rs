@@ -19,10 +19,9 @@ use defmt_rtt as _; // the defmt transport: RTT, read by the probe
 use panic_probe as _; // panics are logged over defmt, then the core halts
 
 // picoformer's API in one place (paths may move between versions: update them here).
-use picoformer::{
-    f16, Candidate, DecoderConfig, GenerateConfig, Generator, KvCache, Model, Overflow, Sampler,
-    SamplerConfig, Scratch, StopReason, WrapperConfig,
-};
+use picoformer::generate::{GenerateConfig, Generator, Overflow, StopReason};
+use picoformer::sampling::{Candidate, Sampler, SamplerConfig};
+use picoformer::{f16, DecoderConfig, KvCache, Model, Scratch, WrapperConfig};
 
 /// `CONFIG` (the model's configuration), `DTYPE`, `SOURCE`: written by `build.rs`.
 mod model {
