@@ -502,3 +502,32 @@ proptest! {
         prop_assert_eq!(portable::attention_group(&q, group, &k, &v, 0.5, &mut out).is_ok(), ok);
     }
 }
+
+/// `Positions::seen` inside its preconditions is the causal count, and outside them (a position
+/// past `count`, fewer rows than positions, `count` 0) it saturates within `0..=rows` instead of
+/// wrapping or panicking.
+#[test]
+fn positions_seen_never_wraps() {
+    use picoformer::kernels::Positions;
+    let causal = |count| Positions {
+        count,
+        stride: 1,
+        causal: true,
+    };
+    assert_eq!(causal(3).seen(0, 10), 8);
+    assert_eq!(causal(3).seen(2, 10), 10);
+    for count in [0, 1, 3, usize::MAX] {
+        for p in [0, 1, 5, usize::MAX] {
+            for rows in [0, 1, 2, usize::MAX] {
+                assert!(causal(count).seen(p, rows) <= rows);
+                let all = Positions {
+                    causal: false,
+                    ..causal(count)
+                };
+                assert_eq!(all.seen(p, rows), rows);
+            }
+        }
+    }
+    assert_eq!(causal(5).seen(0, 2), 0);
+    assert_eq!(causal(3).seen(7, 4), 4);
+}

@@ -114,10 +114,12 @@ impl Positions {
     }
 
     /// How many of `rows` cached rows position `p` (< `count`) sees: all but the last
-    /// `count − 1 − p` when causal, else all. `rows >= count` when causal.
+    /// `count − 1 − p` when causal, else all. Never more than `rows`: outside its preconditions
+    /// (`p >= count`, or fewer rows than the positions need) the count saturates instead of
+    /// wrapping or panicking.
     pub const fn seen(self, p: usize, rows: usize) -> usize {
         if self.causal {
-            rows - (self.count - 1 - p)
+            rows.saturating_sub(self.count.saturating_sub(1).saturating_sub(p))
         } else {
             rows
         }
