@@ -85,6 +85,9 @@ pub struct DecoderConfig {
     pub ff_relu_squared: bool,
     /// No biases in the feed-forward linears, except the GLU projection's (`ff_no_bias`).
     pub ff_no_bias: bool,
+    /// `disable_abs_pos_emb`: read by a `TransformerWrapper` only; `None` means "whenever rotary
+    /// embeddings are on" (`xt:2892`). A bare `Decoder` has no absolute positions either way.
+    pub disable_abs_pos_emb: Option<bool>,
 }
 
 impl DecoderConfig {
@@ -110,6 +113,7 @@ impl DecoderConfig {
             ff_swish: false,
             ff_relu_squared: false,
             ff_no_bias: false,
+            disable_abs_pos_emb: None,
         }
     }
 
@@ -198,6 +202,18 @@ impl DecoderConfig {
         self.ff_no_bias = on;
         self
     }
+    /// Sets `disable_abs_pos_emb`.
+    pub const fn disable_abs_pos_emb(mut self, on: bool) -> Self {
+        self.disable_abs_pos_emb = Some(on);
+        self
+    }
+    /// Resolved `disable_abs_pos_emb` (`xt:2892`: default true with rotary embeddings).
+    pub const fn abs_pos_emb_disabled(&self) -> bool {
+        match self.disable_abs_pos_emb {
+            Some(on) => on,
+            None => self.rotary_pos_emb,
+        }
+    }
 
     /// Resolved number of key/value heads H_kv (`xt:1963-1972`).
     pub const fn kv_heads(&self) -> usize {
@@ -262,7 +278,8 @@ impl DecoderConfig {
             Norm::LayerNorm
         }
     }
-    /// The resolved feed-forward activation.
+    /// The resolved feed-forward activation: ReLU² wins over SiLU, as in x-transformers
+    /// (`xt:1794-1799`).
     pub const fn activation(&self) -> Activation {
         if self.ff_relu_squared {
             Activation::ReluSquared
@@ -350,9 +367,6 @@ impl DecoderConfig {
         if self.use_rmsnorm && self.use_simple_rmsnorm {
             return Err(ConfigError::Conflict("use_rmsnorm", "use_simple_rmsnorm"));
         }
-        if self.ff_swish && self.ff_relu_squared {
-            return Err(ConfigError::Conflict("ff_swish", "ff_relu_squared"));
-        }
         if self.ff_mult.is_nan() || self.ff_mult <= 0.0 || self.ff_inner() == 0 {
             return Err(ConfigError::Zero("ff_mult"));
         }
@@ -427,9 +441,10 @@ impl WrapperConfig {
         self
     }
     /// Whether the absolute position embedding exists (`xt:4041-4048`): `max_seq_len > 0`,
-    /// `use_abs_pos_emb`, and no rotary embedding in the decoder.
+    /// `use_abs_pos_emb`, and not the decoder's `disable_abs_pos_emb` (by default: no rotary
+    /// embedding in the decoder).
     pub const fn has_abs_pos_emb(&self) -> bool {
-        self.max_seq_len > 0 && self.use_abs_pos_emb && !self.attn_layers.rotary_pos_emb
+        self.max_seq_len > 0 && self.use_abs_pos_emb && !self.attn_layers.abs_pos_emb_disabled()
     }
     /// Checks the wrapper and its decoder.
     ///

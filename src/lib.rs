@@ -59,6 +59,7 @@ pub mod generate;
 pub mod json;
 pub mod kernels;
 pub mod model;
+pub mod options;
 pub mod prefill;
 pub mod safetensors;
 pub mod sampling;

@@ -310,7 +310,8 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "ff_swish",
         "ff_relu_squared",
         "ff_no_bias",
-        "attn_flash", // kernel choice only (§3.10)
+        "attn_flash",          // kernel choice only (§3.10)
+        "disable_abs_pos_emb", // read by a TransformerWrapper only (checked below)
     ];
     for k in kw.keys() {
         assert!(
@@ -335,10 +336,11 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
     } else {
         RefNorm::LayerNorm
     };
-    let act = if flag(kw, "ff_swish") {
-        RefAct::Silu
-    } else if flag(kw, "ff_relu_squared") {
+    // ReLU² wins over SiLU (`FeedForward`: `elif relu_squared` comes before `elif swish`).
+    let act = if flag(kw, "ff_relu_squared") {
         RefAct::ReluSquared
+    } else if flag(kw, "ff_swish") {
+        RefAct::Silu
     } else {
         RefAct::Gelu
     };
@@ -363,7 +365,16 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
             Some(RefWrapper {
                 num_tokens: wk["num_tokens"].usize(),
                 max_seq_len,
-                abs_pos_emb: use_abs && max_seq_len > 0 && !rotary, // §3.9
+                // §3.9: `disable_abs_pos_emb` defaults to "rotary is on".
+                abs_pos_emb: use_abs
+                    && max_seq_len > 0
+                    && !kw
+                        .get("disable_abs_pos_emb")
+                        .and_then(|v| match v {
+                            Json::Bool(b) => Some(*b),
+                            _ => None,
+                        })
+                        .unwrap_or(rotary),
                 tie_embedding: flag(wk, "tie_embedding"),
             })
         }
