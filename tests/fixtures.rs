@@ -186,5 +186,6 @@ fixture!(
     wrap_tied,
     wrap_f16,
     wrap_bf16,
-    cross_wrap
+    cross_wrap,
+    seed_literal
 );
