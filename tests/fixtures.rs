@@ -187,5 +187,6 @@ fixture!(
     wrap_f16,
     wrap_bf16,
     cross_wrap,
-    seed_literal
+    seed_literal,
+    wrap_rotary_abs
 );

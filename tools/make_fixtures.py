@@ -68,6 +68,10 @@ FIXTURES = [
     dict(name="cross_wrap", dtype="float32", seed=6, n=7, m=5, kwargs={
         "decoder": dict(dim=32, depth=1, heads=2, attn_dim_head=16, cross_attend=True, rotary_pos_emb=True),
         "wrapper": dict(num_tokens=30, max_seq_len=0)}),
+    # disable_abs_pos_emb=False keeps the absolute positions next to rotary ones (xt:2892, 4041)
+    dict(name="wrap_rotary_abs", dtype="float32", seed=8, n=9, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, disable_abs_pos_emb=False),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # the seed example's literal configuration, disable_abs_pos_emb=True included (issue 24)
     dict(name="seed_literal", dtype="float16", seed=7, n=8, m=5, kwargs={
         "decoder": dict(cross_attend=True, rotary_pos_emb=True, disable_abs_pos_emb=True, heads=4, depth=4, dim=128,

@@ -242,7 +242,8 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
         )
 }
 
-/// A wrapper around a drawn decoder: absolute positions or not, tied or not.
+/// A wrapper around a drawn decoder: absolute positions or not (also next to rotary ones, with
+/// `disable_abs_pos_emb=False`), tied or not.
 pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
     (
         decoder_config(),
@@ -250,8 +251,10 @@ pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
         any::<bool>(),
         any::<bool>(),
         0usize..3,
+        prop::sample::select(vec![None, Some(false), Some(true)]),
     )
-        .prop_map(move |(d, v, abs, tie, extra)| {
+        .prop_map(move |(mut d, v, abs, tie, extra, disable)| {
+            d.disable_abs_pos_emb = disable;
             let max_seq_len = if abs { max_n + extra } else { 0 };
             WrapperConfig::new(v, max_seq_len, d)
                 .use_abs_pos_emb(abs)
