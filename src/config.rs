@@ -17,6 +17,9 @@ pub enum Norm {
     RmsNorm,
     /// `use_simple_rmsnorm`: x / max(‖x‖₂, 1e-12) · √dim, no parameters.
     SimpleRmsNorm,
+    /// `use_scalenorm`: x / max(‖x‖₂, 1e-12) · √dim · (g+1) with one scalar gain `g` of shape
+    /// (1,) (`xt:1059-1074`).
+    ScaleNorm,
 }
 
 /// The feed-forward activation (`xt:1799-1801`).
@@ -85,6 +88,22 @@ pub struct DecoderConfig {
     pub ff_relu_squared: bool,
     /// No biases in the feed-forward linears, except the GLU projection's (`ff_no_bias`).
     pub ff_no_bias: bool,
+    /// `use_scalenorm`.
+    pub use_scalenorm: bool,
+    /// `pre_norm` (default true): a norm before every sublayer (`layers.ℓ.0.0`); `false` is
+    /// post-norm: a norm after every residual add (`layers.ℓ.0.2`) and no final norm
+    /// (`xt:3155, 3303, 3728-3729`).
+    pub pre_norm: bool,
+    /// `pre_norm_has_final_norm` (default true): the final norm, with `pre_norm`.
+    pub pre_norm_has_final_norm: bool,
+    /// `sandwich_norm`: a norm on every sublayer's output before the residual add
+    /// (`layers.ℓ.0.1`, `xt:3714-3715`); needs `pre_norm`.
+    pub sandwich_norm: bool,
+    /// `softclamp_output`: x = tanh(x / v) · v before the final norm, v =
+    /// `softclamp_output_value` (`xt:3746-3747`).
+    pub softclamp_output: bool,
+    /// `softclamp_output_value` (default 30).
+    pub softclamp_output_value: f64,
     /// `disable_abs_pos_emb`: read by a `TransformerWrapper` only; `None` means "whenever rotary
     /// embeddings are on" (`xt:2892`). A bare `Decoder` has no absolute positions either way.
     pub disable_abs_pos_emb: Option<bool>,
@@ -113,6 +132,12 @@ impl DecoderConfig {
             ff_swish: false,
             ff_relu_squared: false,
             ff_no_bias: false,
+            use_scalenorm: false,
+            pre_norm: true,
+            pre_norm_has_final_norm: true,
+            sandwich_norm: false,
+            softclamp_output: false,
+            softclamp_output_value: 30.0,
             disable_abs_pos_emb: None,
         }
     }
@@ -202,6 +227,36 @@ impl DecoderConfig {
         self.ff_no_bias = on;
         self
     }
+    /// Sets `use_scalenorm`.
+    pub const fn use_scalenorm(mut self, on: bool) -> Self {
+        self.use_scalenorm = on;
+        self
+    }
+    /// Sets `pre_norm` (`false`: post-norm).
+    pub const fn pre_norm(mut self, on: bool) -> Self {
+        self.pre_norm = on;
+        self
+    }
+    /// Sets `pre_norm_has_final_norm`.
+    pub const fn pre_norm_has_final_norm(mut self, on: bool) -> Self {
+        self.pre_norm_has_final_norm = on;
+        self
+    }
+    /// Sets `sandwich_norm`.
+    pub const fn sandwich_norm(mut self, on: bool) -> Self {
+        self.sandwich_norm = on;
+        self
+    }
+    /// Sets `softclamp_output` and `softclamp_output_value`.
+    pub const fn softclamp_output(mut self, value: f64) -> Self {
+        self.softclamp_output = true;
+        self.softclamp_output_value = value;
+        self
+    }
+    /// Whether there is a final norm: `pre_norm` and `pre_norm_has_final_norm` (`xt:3155`).
+    pub const fn has_final_norm(&self) -> bool {
+        self.pre_norm && self.pre_norm_has_final_norm
+    }
     /// Sets `disable_abs_pos_emb`.
     pub const fn disable_abs_pos_emb(mut self, on: bool) -> Self {
         self.disable_abs_pos_emb = Some(on);
@@ -270,7 +325,9 @@ impl DecoderConfig {
     }
     /// The resolved norm kind.
     pub const fn norm(&self) -> Norm {
-        if self.use_simple_rmsnorm {
+        if self.use_scalenorm {
+            Norm::ScaleNorm
+        } else if self.use_simple_rmsnorm {
             Norm::SimpleRmsNorm
         } else if self.use_rmsnorm {
             Norm::RmsNorm
@@ -366,6 +423,22 @@ impl DecoderConfig {
         }
         if self.use_rmsnorm && self.use_simple_rmsnorm {
             return Err(ConfigError::Conflict("use_rmsnorm", "use_simple_rmsnorm"));
+        }
+        // x-transformers asserts at most one norm kind, and sandwich norm only with pre-norm.
+        if self.use_scalenorm && self.use_rmsnorm {
+            return Err(ConfigError::Conflict("use_scalenorm", "use_rmsnorm"));
+        }
+        if self.use_scalenorm && self.use_simple_rmsnorm {
+            return Err(ConfigError::Conflict("use_scalenorm", "use_simple_rmsnorm"));
+        }
+        if self.sandwich_norm && !self.pre_norm {
+            return Err(ConfigError::Conflict("sandwich_norm", "pre_norm"));
+        }
+        if self.softclamp_output {
+            let v = self.softclamp_output_value;
+            if !(v > 0.0 && v < 1e30) {
+                return Err(ConfigError::NotPositive("softclamp_output_value"));
+            }
         }
         if self.ff_mult.is_nan() || self.ff_mult <= 0.0 || self.ff_inner() == 0 {
             return Err(ConfigError::Zero("ff_mult"));

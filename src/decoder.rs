@@ -10,7 +10,7 @@ use crate::kernels;
 use crate::prefill::{self, BlockPanels, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
-use crate::weights::{AttentionWeights, DecoderWeights};
+use crate::weights::{AttentionWeights, DecoderWeights, PostNorms};
 
 /// An x-transformers `Decoder` over borrowed weights: takes embeddings `x` (positions × dim)
 /// and an optional context (rows × dim_context), returns hidden states after the final norm.
@@ -393,14 +393,59 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         }
     }
 
-    /// Pre-norm of `n` rows (`xt:3677-3678`); gains are stored as gain − 1 (`xt:2993-2995`).
+    /// A norm of `n` rows (`xt:3677-3678`); gains are stored as gain − 1 (`xt:2993-2995`).
     fn norm(&self, gain: Option<Tensor<'_>>, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let dim = self.config.dim;
+        let norm = self.config.norm();
+        // ScaleNorm: F.normalize(x)·√dim, then ·(g + 1) with one scalar g (xt:1072-1074).
+        let mut scalar = [0.0f32];
+        if let (Norm::ScaleNorm, Some(g)) = (norm, gain) {
+            kernels::load(&mut scalar, g)?;
+        }
         for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-            match self.config.norm() {
+            match norm {
                 Norm::LayerNorm => kernels::layer_norm(xr, gain, 1.0, or)?,
                 Norm::RmsNorm | Norm::SimpleRmsNorm => kernels::rms_norm(xr, gain, 1.0, or)?,
+                Norm::ScaleNorm => {
+                    kernels::rms_norm(xr, None, 1.0, or)?;
+                    let g = scalar[0] + 1.0;
+                    or.iter_mut().for_each(|v| *v *= g);
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// A sublayer's input (`xt:3677-3678`): its pre-norm of `x` into `xb` with `pre_norm`; `x`
+    /// itself (copied to `xb`) with post-norm.
+    fn pre_norm(&self, gain: Option<Tensor<'_>>, x: &[f32], xb: &mut [f32]) -> Result<(), Error> {
+        if self.config.pre_norm {
+            self.norm(gain, x, xb)
+        } else {
+            xb.copy_from_slice(x);
+            Ok(())
+        }
+    }
+
+    /// The end of a sublayer: its output `out` through the sandwich norm (`xt:3714-3715`, via
+    /// `tmp`), added to the residual stream `x` (`xt:3717`), then the post-norm of `x`
+    /// (`xt:3728-3729`, via `tmp`).
+    fn residual(
+        &self,
+        post: &PostNorms<'_>,
+        x: &mut [f32],
+        out: &mut [f32],
+        tmp: &mut [f32],
+    ) -> Result<(), Error> {
+        if self.config.sandwich_norm {
+            self.norm(post.branch, out, tmp)?;
+            kernels::add(x, tmp)?;
+        } else {
+            kernels::add(x, out)?;
+        }
+        if !self.config.pre_norm {
+            self.norm(post.main, x, tmp)?;
+            x.copy_from_slice(tmp);
         }
         Ok(())
     }
@@ -446,7 +491,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             let p = self.panels.get(b);
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
-            self.norm(a.norm, x, xb)?;
+            self.pre_norm(a.norm, x, xb)?;
             self.linear(a.to_q, p.and_then(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
             self.linear(a.to_k, p.and_then(|p| p.k), dim, xb, k)?;
             self.linear(a.to_v, p.and_then(|p| p.v), dim, xb, v)?;
@@ -476,22 +521,22 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
             heads.attend(q, att, n, true, |j| cache.head(b, j, pos0 + n))?;
             self.project_out(a, p.and_then(|p| p.out), att, xb2)?;
-            kernels::add(x, xb2)?;
+            self.residual(&a.post, x, xb2, xb)?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
-                self.norm(c.norm, x, xb)?;
+                self.pre_norm(c.norm, x, xb)?;
                 self.linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
                 heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
                 self.project_out(c, p.and_then(|p| p.cross_out), att, xb2)?;
-                kernels::add(x, xb2)?;
+                self.residual(&c.post, x, xb2, xb)?;
             }
 
             // ---- feed-forward 'f': x = x + W₂·act(W₁·u + b₁) + b₂, or GLU (xt:1763-1858)
             let f = &block.ff;
             let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
             let hb = &mut s.hb[..n * rows];
-            self.norm(f.norm, x, xb)?;
+            self.pre_norm(f.norm, x, xb)?;
             self.linear(f.proj, p.and_then(|p| p.ff_proj), dim, xb, hb)?;
             if let Some(bias) = f.proj_bias {
                 kernels::add_bias(hb, bias)?;
@@ -521,11 +566,20 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             if let Some(bias) = f.out_bias {
                 kernels::add_bias(xb2, bias)?;
             }
-            kernels::add(x, xb2)?;
+            self.residual(&f.post, x, xb2, xb)?;
         }
 
-        // ---- final norm (xt:3750)
-        self.norm(self.weights.final_norm, x, xb)?;
+        // ---- softclamp_output: x = tanh(x / v)·v (xt:3746-3747, 232-233)
+        if cfg.softclamp_output {
+            let v = cfg.softclamp_output_value as f32;
+            x.iter_mut().for_each(|e| *e = libm::tanhf(*e / v) * v);
+        }
+        // ---- final norm (xt:3750), or none (post-norm, pre_norm_has_final_norm=False)
+        if cfg.has_final_norm() {
+            self.norm(self.weights.final_norm, x, xb)?;
+        } else {
+            xb.copy_from_slice(x);
+        }
         cache.advance(n);
         Ok(())
     }

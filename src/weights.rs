@@ -15,8 +15,11 @@ use crate::tensor::{Tensor, TensorSource};
 /// (D_in = dim_context for cross-attention), `to_out [D, H·d]` (absent with one head).
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionWeights<'w> {
-    /// Pre-norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm`.
+    /// Pre-norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm` or post-norm.
     pub norm: Option<Tensor<'w>>,
+    /// The norms after the branch (`sandwich_norm`, `layers.ℓ.0.1`) and after the residual add
+    /// (post-norm, `layers.ℓ.0.2`), when configured and with a gain.
+    pub post: PostNorms<'w>,
     /// W_q `[H·d, D]`.
     pub to_q: Tensor<'w>,
     /// W_k `[H_kv·d, D_in]`.
@@ -27,11 +30,23 @@ pub struct AttentionWeights<'w> {
     pub to_out: Option<Tensor<'w>>,
 }
 
+/// A sublayer's norms other than its pre-norm (gains stored as gain − 1; `None` when the norm
+/// is not configured or has no gain).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostNorms<'w> {
+    /// `sandwich_norm`: `layers.ℓ.0.1`, on the branch output before the residual add.
+    pub branch: Option<Tensor<'w>>,
+    /// Post-norm (`pre_norm=False`): `layers.ℓ.0.2`, after the residual add.
+    pub main: Option<Tensor<'w>>,
+}
+
 /// Feed-forward sublayer weights.
 #[derive(Clone, Copy, Debug)]
 pub struct FeedForwardWeights<'w> {
-    /// Pre-norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm`.
+    /// Pre-norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm` or post-norm.
     pub norm: Option<Tensor<'w>>,
+    /// The norms after the branch and after the residual add ([`PostNorms`]).
+    pub post: PostNorms<'w>,
     /// Input projection `[F, D]`, or `[2F, D]` with GLU (rows 0..F up, F..2F gate).
     pub proj: Tensor<'w>,
     /// Its bias (always present with GLU, absent with `ff_no_bias` otherwise).
@@ -58,7 +73,8 @@ pub struct BlockWeights<'w> {
 pub struct DecoderWeights<'w, const MAX_DEPTH: usize = 16> {
     /// The blocks, in order.
     pub blocks: heapless::Vec<BlockWeights<'w>, MAX_DEPTH>,
-    /// Final norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm`.
+    /// Final norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm` or without a final
+    /// norm ([`DecoderConfig::has_final_norm`]).
     pub final_norm: Option<Tensor<'w>>,
     /// `rotary_pos_emb.inv_freq` `[r/2]` if the file has it; otherwise it is computed.
     pub inv_freq: Option<Tensor<'w>>,
@@ -122,7 +138,8 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         self.lookup(name, shape)
     }
 
-    /// A norm gain: `gamma` for LayerNorm, `g` for RMSNorm, nothing for SimpleRMSNorm.
+    /// A norm gain: `gamma` for LayerNorm, `g` for RMSNorm, `g` of shape (1,) for ScaleNorm,
+    /// nothing for SimpleRMSNorm.
     fn norm(
         &mut self,
         cfg: &DecoderConfig,
@@ -133,8 +150,34 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         match cfg.norm() {
             Norm::LayerNorm => self.required(sublayer, ln, &[cfg.dim]).map(Some),
             Norm::RmsNorm => self.required(sublayer, rms, &[cfg.dim]).map(Some),
+            Norm::ScaleNorm => self.required(sublayer, rms, &[1]).map(Some),
             Norm::SimpleRmsNorm => Ok(None),
         }
+    }
+
+    /// A sublayer's pre-norm gain (`layers.ℓ.0.0`), with `pre_norm`.
+    fn pre_norm(&mut self, cfg: &DecoderConfig, l: usize) -> Result<Option<Tensor<'w>>, Error> {
+        if cfg.pre_norm {
+            self.norm(cfg, Some(l), "0.0.gamma", "0.0.g")
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A sublayer's sandwich and post-norm gains (`layers.ℓ.0.1`, `layers.ℓ.0.2`).
+    fn post_norms(&mut self, cfg: &DecoderConfig, l: usize) -> Result<PostNorms<'w>, Error> {
+        Ok(PostNorms {
+            branch: if cfg.sandwich_norm {
+                self.norm(cfg, Some(l), "0.1.gamma", "0.1.g")?
+            } else {
+                None
+            },
+            main: if cfg.pre_norm {
+                None
+            } else {
+                self.norm(cfg, Some(l), "0.2.gamma", "0.2.g")?
+            },
+        })
     }
 
     fn attention(
@@ -145,7 +188,8 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
     ) -> Result<AttentionWeights<'w>, Error> {
         let (q, kv, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.dim);
         Ok(AttentionWeights {
-            norm: self.norm(cfg, Some(l), "0.0.gamma", "0.0.g")?,
+            norm: self.pre_norm(cfg, l)?,
+            post: self.post_norms(cfg, l)?,
             to_q: self.required(Some(l), "1.to_q.weight", &[q, d])?,
             to_k: self.required(Some(l), "1.to_k.weight", &[kv, d_in])?,
             to_v: self.required(Some(l), "1.to_v.weight", &[kv, d_in])?,
@@ -163,7 +207,8 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         l: usize,
     ) -> Result<FeedForwardWeights<'w>, Error> {
         let (d, f, p) = (cfg.dim, cfg.ff_inner(), cfg.ff_proj_rows());
-        let norm = self.norm(cfg, Some(l), "0.0.gamma", "0.0.g")?;
+        let norm = self.pre_norm(cfg, l)?;
+        let post = self.post_norms(cfg, l)?;
         let (proj, proj_bias) = if cfg.ff_glu {
             // The GLU projection always has a bias, even with ff_no_bias (xt:1729-1761).
             (
@@ -187,6 +232,7 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         };
         Ok(FeedForwardWeights {
             norm,
+            post,
             proj,
             proj_bias,
             out,
@@ -233,7 +279,11 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             // Cannot fail: depth <= MAX_DEPTH was checked above.
             let _ = blocks.push(BlockWeights { attn, cross, ff });
         }
-        let final_norm = ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?;
+        let final_norm = if cfg.has_final_norm() {
+            ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?
+        } else {
+            None
+        };
         let inv_freq = if cfg.rotary_pos_emb {
             ld.optional(None, "rotary_pos_emb.inv_freq", &[cfg.rotary_dim() / 2])?
         } else {

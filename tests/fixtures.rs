@@ -188,5 +188,8 @@ fixture!(
     wrap_bf16,
     cross_wrap,
     seed_literal,
-    wrap_rotary_abs
+    wrap_rotary_abs,
+    sandwich,
+    post_norm,
+    scalenorm_clamp
 );

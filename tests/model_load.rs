@@ -98,7 +98,7 @@ fn metadata_errors() {
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"sandwich_norm\\\": true",
+                "\\\"heads\\\": 2, \\\"macaron\\\": true",
             )
         },
         |r| {
@@ -106,14 +106,14 @@ fn metadata_errors() {
             assert_eq!(
                 e,
                 LoadError::UnsupportedOption {
-                    option: "sandwich_norm",
+                    option: "macaron",
                     value: "true",
                     reason: picoformer::options::NOT_IMPLEMENTED
                 }
             );
             assert_eq!(
                 e.to_string(),
-                "unsupported x-transformers option 'sandwich_norm' = true (not implemented by picoformer)"
+                "unsupported x-transformers option 'macaron' = true (not implemented by picoformer)"
             );
         },
     );
@@ -136,14 +136,14 @@ fn metadata_errors() {
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"pre_norm\\\": false",
+                "\\\"heads\\\": 2, \\\"norm_add_unit_offset\\\": false",
             )
         },
         |r| {
             assert!(matches!(
                 r.unwrap_err(),
                 LoadError::UnsupportedOption {
-                    option: "pre_norm",
+                    option: "norm_add_unit_offset",
                     value: "false",
                     ..
                 }

@@ -312,6 +312,12 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "ff_no_bias",
         "attn_flash",          // kernel choice only (§3.10)
         "disable_abs_pos_emb", // read by a TransformerWrapper only (checked below)
+        "use_scalenorm",
+        "pre_norm",
+        "pre_norm_has_final_norm",
+        "sandwich_norm",
+        "softclamp_output",
+        "softclamp_output_value",
     ];
     for k in kw.keys() {
         assert!(
@@ -329,7 +335,18 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         num("attn_kv_heads", heads as f64) as usize
     };
     let rotary = flag(kw, "rotary_pos_emb");
-    let norm = if flag(kw, "use_rmsnorm") {
+    // x_transformers.py AttentionLayers: pre_norm and pre_norm_has_final_norm default True,
+    // softclamp_output_value 30.
+    let on = |k: &str, d: bool| kw.get(k).map_or(d, |v| matches!(v, Json::Bool(true)));
+    let norms = RefNorms {
+        pre_norm: on("pre_norm", true),
+        final_norm: on("pre_norm_has_final_norm", true),
+        sandwich: flag(kw, "sandwich_norm"),
+        softclamp_output: flag(kw, "softclamp_output").then(|| num("softclamp_output_value", 30.0)),
+    };
+    let norm = if flag(kw, "use_scalenorm") {
+        RefNorm::ScaleNorm
+    } else if flag(kw, "use_rmsnorm") {
         RefNorm::RmsNorm
     } else if flag(kw, "use_simple_rmsnorm") {
         RefNorm::SimpleRmsNorm
@@ -392,6 +409,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         rotary_base_rescale_factor: num("rotary_base_rescale_factor", 1.0),
         rotary_interpolation_factor: num("rotary_interpolation_factor", 1.0),
         norm,
+        norms,
         ff_inner: (dim as f64 * num("ff_mult", 4.0)) as usize, // int(dim * ff_mult)
         ff_glu: flag(kw, "ff_glu"),
         act,

@@ -109,7 +109,7 @@ def _decide(name: str, value, group_kwargs: dict, wrapper: bool) -> None:
 # state_dict keys of the supported layout (decoder keys; a wrapper prefixes them with `attn_layers.`).
 _DECODER_KEY_RE = re.compile(
     r"^(?:"
-    r"layers\.\d+\.0\.0\.(?:gamma|g)"                  # pre-norm (LayerNorm gamma / RMSNorm g)
+    r"layers\.\d+\.0\.[012]\.(?:gamma|g)"              # pre-, sandwich, post-norm (LayerNorm gamma / RMS-, ScaleNorm g)
     r"|layers\.\d+\.1\.to_(?:q|k|v|out)\.weight"       # attention projections
     r"|layers\.\d+\.1\.ff\.0\.0\.(?:weight|bias)"      # FF input linear
     r"|layers\.\d+\.1\.ff\.0\.proj\.(?:weight|bias)"   # GLU input projection

@@ -72,6 +72,20 @@ FIXTURES = [
     dict(name="wrap_rotary_abs", dtype="float32", seed=8, n=9, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, disable_abs_pos_emb=False),
         "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # norm layouts (issue 24, next tier): sandwich norm with RMSNorm and cross-attention; post-norm
+    # (pre_norm=False) with GQA and rotary; ScaleNorm without the final norm and with the output softclamp
+    dict(name="sandwich", dtype="float32", seed=9, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, use_rmsnorm=True,
+                        sandwich_norm=True, cross_attend=True, rotary_pos_emb=True),
+        "wrapper": None}),
+    dict(name="post_norm", dtype="float32", seed=10, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, pre_norm=False,
+                        rotary_pos_emb=True, ff_glu=True),
+        "wrapper": None}),
+    dict(name="scalenorm_clamp", dtype="float32", seed=11, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, use_scalenorm=True,
+                        pre_norm_has_final_norm=False, softclamp_output=True, softclamp_output_value=2.0),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # the seed example's literal configuration, disable_abs_pos_emb=True included (issue 24)
     dict(name="seed_literal", dtype="float16", seed=7, n=8, m=5, kwargs={
         "decoder": dict(cross_attend=True, rotary_pos_emb=True, disable_abs_pos_emb=True, heads=4, depth=4, dim=128,

@@ -304,6 +304,16 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
             }
             "use_rmsnorm" => c.use_rmsnorm = typed(p, raw, text, Parser::bool)?,
             "use_simple_rmsnorm" => c.use_simple_rmsnorm = typed(p, raw, text, Parser::bool)?,
+            "use_scalenorm" => c.use_scalenorm = typed(p, raw, text, Parser::bool)?,
+            "pre_norm" => c.pre_norm = typed(p, raw, text, Parser::bool)?,
+            "pre_norm_has_final_norm" => {
+                c.pre_norm_has_final_norm = typed(p, raw, text, Parser::bool)?
+            }
+            "sandwich_norm" => c.sandwich_norm = typed(p, raw, text, Parser::bool)?,
+            "softclamp_output" => c.softclamp_output = typed(p, raw, text, Parser::bool)?,
+            "softclamp_output_value" => {
+                c.softclamp_output_value = typed(p, raw, text, Parser::f64)?
+            }
             "disable_abs_pos_emb" => c.disable_abs_pos_emb = typed(p, raw, text, optional_bool)?,
             "ff_mult" => c.ff_mult = typed(p, raw, text, Parser::f64)?,
             "ff_glu" => c.ff_glu = typed(p, raw, text, Parser::bool)?,

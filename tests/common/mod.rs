@@ -20,7 +20,7 @@ use picoformer::{
 };
 use proptest::prelude::*;
 
-use crate::reference::{self, RefAct, RefConfig, RefNorm, RefWeights, RefWrapper};
+use crate::reference::{self, RefAct, RefConfig, RefNorm, RefNorms, RefWeights, RefWrapper};
 
 /// The reference's view of a picoformer configuration (resolved values only).
 pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefConfig {
@@ -40,6 +40,13 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             Norm::LayerNorm => RefNorm::LayerNorm,
             Norm::RmsNorm => RefNorm::RmsNorm,
             Norm::SimpleRmsNorm => RefNorm::SimpleRmsNorm,
+            Norm::ScaleNorm => RefNorm::ScaleNorm,
+        },
+        norms: RefNorms {
+            pre_norm: cfg.pre_norm,
+            final_norm: cfg.pre_norm_has_final_norm,
+            sandwich: cfg.sandwich_norm,
+            softclamp_output: cfg.softclamp_output.then_some(cfg.softclamp_output_value),
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -166,7 +173,8 @@ pub fn max_diff_f64_f64(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Every supported decoder option, drawn: rotary dims >= 4, kv_heads < heads often, cross-attention
-/// on and off, all norms and activations, GLU, biases on and off.
+/// on and off, all norms (and pre-, sandwich, post-norm, with or without the final norm, output
+/// softclamp) and activations, GLU, biases on and off.
 pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
     (
         (
@@ -188,11 +196,16 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
             prop::bool::weighted(0.3),
         ),
         (
-            0usize..3,
+            0usize..4,
             0usize..3,
             prop::sample::select(vec![1.0f64, 1.5, 2.0]),
             any::<bool>(),
             any::<bool>(),
+        ),
+        (
+            0usize..4,
+            prop::bool::weighted(0.2),
+            prop::sample::select(vec![None, Some(0.5f64), Some(3.0)]),
         ),
     )
         .prop_map(
@@ -201,6 +214,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 (kvsel, one_kv, cross, dctx),
                 (rot, ridx, rescale, interp),
                 (norm, act, mult, glu, nobias),
+                (layout, no_final, clamp),
             )| {
                 let dh = if heads == 1 { dim } else { dh };
                 let divisors: Vec<usize> = (1..=heads).filter(|k| heads % k == 0).collect();
@@ -232,6 +246,14 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 }
                 c.use_rmsnorm = norm == 1;
                 c.use_simple_rmsnorm = norm == 2;
+                c.use_scalenorm = norm == 3;
+                // 0: pre-norm, 1: sandwich, 2: post-norm, 3: pre-norm without the final norm
+                c.pre_norm = layout != 2;
+                c.sandwich_norm = layout == 1;
+                c.pre_norm_has_final_norm = layout != 3 && !no_final;
+                if let Some(v) = clamp {
+                    c = c.softclamp_output(v);
+                }
                 c.ff_swish = act == 1;
                 c.ff_relu_squared = act == 2;
                 c.ff_mult = mult;

@@ -22,6 +22,35 @@ pub enum RefNorm {
     RmsNorm,
     /// `use_simple_rmsnorm`: x / max(‖x‖, 1e-12) · √D; no key.
     SimpleRmsNorm,
+    /// `use_scalenorm`: x / max(‖x‖, 1e-12) · √D · (g+1) with a scalar g; key `….g` of shape (1,)
+    /// (`ScaleNorm`, x_transformers.py 1059-1074).
+    ScaleNorm,
+}
+
+/// Where the norms are (x_transformers.py `AttentionLayers.forward`: `pre_branch_norm`,
+/// `post_branch_norm`, `post_main_norm`, `softclamp_output`, `final_norm`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefNorms {
+    /// `pre_norm`: u = Norm(x) before each sublayer (key `….0.0`); false: post-norm, x = Norm(x +
+    /// branch) after each sublayer (key `….0.2`) and no final norm.
+    pub pre_norm: bool,
+    /// `pre_norm_has_final_norm` (only with `pre_norm`).
+    pub final_norm: bool,
+    /// `sandwich_norm`: the branch output is normed before the add (key `….0.1`).
+    pub sandwich: bool,
+    /// `softclamp_output` with its value: x = tanh(x/v)·v before the final norm.
+    pub softclamp_output: Option<f64>,
+}
+
+impl Default for RefNorms {
+    fn default() -> Self {
+        RefNorms {
+            pre_norm: true,
+            final_norm: true,
+            sandwich: false,
+            softclamp_output: None,
+        }
+    }
 }
 
 /// Feed-forward activation, spec §3.6.
@@ -53,6 +82,8 @@ pub struct RefConfig {
     pub rotary_base_rescale_factor: f64,
     pub rotary_interpolation_factor: f64,
     pub norm: RefNorm,
+    /// Where the norms are.
+    pub norms: RefNorms,
     /// int(dim * ff_mult), already resolved.
     pub ff_inner: usize,
     pub ff_glu: bool,
@@ -92,6 +123,7 @@ impl RefConfig {
             rotary_base_rescale_factor: 1.0,
             rotary_interpolation_factor: 1.0,
             norm: RefNorm::LayerNorm,
+            norms: RefNorms::default(),
             ff_inner: 4 * dim,
             ff_glu: false,
             act: RefAct::Gelu,
@@ -157,8 +189,17 @@ fn decoder_prefix(cfg: &RefConfig) -> &'static str {
 fn norm_param(kind: RefNorm) -> Option<&'static str> {
     match kind {
         RefNorm::LayerNorm => Some("gamma"),
-        RefNorm::RmsNorm => Some("g"),
+        RefNorm::RmsNorm | RefNorm::ScaleNorm => Some("g"),
         RefNorm::SimpleRmsNorm => None,
+    }
+}
+
+/// Length of a norm's gain: dim, or 1 for ScaleNorm.
+fn norm_len(cfg: &RefConfig) -> usize {
+    if cfg.norm == RefNorm::ScaleNorm {
+        1
+    } else {
+        cfg.dim
     }
 }
 
@@ -181,9 +222,19 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
     for block in 0..cfg.depth {
         for s in 0..per {
             let l = block * per + s;
-            // spec §3.7: layers.ℓ.0.0 is the pre-norm; no key for SimpleRMSNorm.
+            // spec §3.7: layers.ℓ.0.0 is the pre-norm, .0.1 the sandwich norm, .0.2 the post-norm;
+            // no key for SimpleRMSNorm.
             if let Some(p) = norm_param(cfg.norm) {
-                out.push((format!("{pre}layers.{l}.0.0.{p}"), vec![d]));
+                let nl = norm_len(cfg);
+                if cfg.norms.pre_norm {
+                    out.push((format!("{pre}layers.{l}.0.0.{p}"), vec![nl]));
+                }
+                if cfg.norms.sandwich {
+                    out.push((format!("{pre}layers.{l}.0.1.{p}"), vec![nl]));
+                }
+                if !cfg.norms.pre_norm {
+                    out.push((format!("{pre}layers.{l}.0.2.{p}"), vec![nl]));
+                }
             }
             let is_ff = s == per - 1;
             if !is_ff {
@@ -234,7 +285,9 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
         ));
     }
     if let Some(p) = norm_param(cfg.norm) {
-        out.push((format!("{pre}final_norm.{p}"), vec![d]));
+        if cfg.norms.pre_norm && cfg.norms.final_norm {
+            out.push((format!("{pre}final_norm.{p}"), vec![norm_len(cfg)]));
+        }
     }
     if let Some(wr) = &cfg.wrapper {
         if !wr.tie_embedding {
@@ -335,7 +388,7 @@ fn linear(x: &[f64], n: usize, w: &[f64], out: usize, inp: usize, b: Option<&[f6
 /// Applies a Decoder norm (pre-norm `…layers.ℓ.0.0` or `…final_norm`) to every row (spec §3.2, pitfalls 1–2).
 fn norm_rows(cfg: &RefConfig, w: &RefWeights, key_base: &str, x: &[f64]) -> Vec<f64> {
     let d = cfg.dim;
-    let gain = norm_param(cfg.norm).map(|p| get(w, &format!("{key_base}.{p}"), d));
+    let gain = norm_param(cfg.norm).map(|p| get(w, &format!("{key_base}.{p}"), norm_len(cfg)));
     x.chunks(d)
         .flat_map(|row| math::norm_row(cfg.norm, row, gain))
         .collect()
@@ -534,8 +587,13 @@ pub fn decoder_forward_stored(
     for block in 0..cfg.depth {
         for s in 0..per {
             let l = block * per + s;
-            // spec §3.7: residual = x; u = PreNorm_ℓ(x) (key layers.ℓ.0.0.*); x = Sublayer(u) + residual.
-            let u = norm_rows(cfg, w, &format!("{pre}layers.{l}.0.0"), &x);
+            // spec §3.7: residual = x; u = PreNorm_ℓ(x) (key layers.ℓ.0.0.*), or x with post-norm;
+            // x = [PostBranchNorm](Sublayer(u)) + residual; then [PostMainNorm](x).
+            let u = if cfg.norms.pre_norm {
+                norm_rows(cfg, w, &format!("{pre}layers.{l}.0.0"), &x)
+            } else {
+                x.clone()
+            };
             let base = format!("{pre}layers.{l}.1");
             let o = if s == per - 1 {
                 feed_forward(cfg, w, &base, &u, n)
@@ -571,12 +629,27 @@ pub fn decoder_forward_stored(
                     store,
                 )
             };
+            let o = if cfg.norms.sandwich {
+                norm_rows(cfg, w, &format!("{pre}layers.{l}.0.1"), &o)
+            } else {
+                o
+            };
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;
             }
+            if !cfg.norms.pre_norm {
+                x = norm_rows(cfg, w, &format!("{pre}layers.{l}.0.2"), &x);
+            }
         }
     }
-    norm_rows(cfg, w, &format!("{pre}final_norm"), &x)
+    if let Some(v) = cfg.norms.softclamp_output {
+        x.iter_mut().for_each(|e| *e = (*e / v).tanh() * v);
+    }
+    if cfg.norms.pre_norm && cfg.norms.final_norm {
+        norm_rows(cfg, w, &format!("{pre}final_norm"), &x)
+    } else {
+        x
+    }
 }
 
 /// TransformerWrapper forward (spec §3.9): x₀ = E[t] + D^−½·P[pos] (P only with abs_pos_emb),
