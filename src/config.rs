@@ -104,6 +104,20 @@ pub struct DecoderConfig {
     pub softclamp_output: bool,
     /// `softclamp_output_value` (default 30).
     pub softclamp_output_value: f64,
+    /// `scale_residual`: the residual (skip) path is multiplied by a learned gain
+    /// (`layers.ℓ.2.residual_scale`, `xt:1189-1205`).
+    pub scale_residual: bool,
+    /// `scale_residual_constant` (default 1): the residual path is multiplied by it.
+    pub scale_residual_constant: f64,
+    /// `attn_head_scale`: every head's output is multiplied by a learned scalar
+    /// (`layers.ℓ.1.head_scale_params`, `xt:2638-2639`); self- and cross-attention.
+    pub attn_head_scale: bool,
+    /// `attn_gate_values`: out ⊙ sigmoid(u·W_gᵀ) per value feature (`layers.ℓ.1.to_v_gate`,
+    /// `xt:2711-2720`); self- and cross-attention.
+    pub attn_gate_values: bool,
+    /// `ff_softclamp_value`: tanh(z / v)·v on the feed-forward's first linear before the
+    /// activation, without GLU (`xt:1814-1817`; with GLU x-transformers ignores it).
+    pub ff_softclamp_value: Option<f64>,
     /// `disable_abs_pos_emb`: read by a `TransformerWrapper` only; `None` means "whenever rotary
     /// embeddings are on" (`xt:2892`). A bare `Decoder` has no absolute positions either way.
     pub disable_abs_pos_emb: Option<bool>,
@@ -138,6 +152,11 @@ impl DecoderConfig {
             sandwich_norm: false,
             softclamp_output: false,
             softclamp_output_value: 30.0,
+            scale_residual: false,
+            scale_residual_constant: 1.0,
+            attn_head_scale: false,
+            attn_gate_values: false,
+            ff_softclamp_value: None,
             disable_abs_pos_emb: None,
         }
     }
@@ -251,6 +270,31 @@ impl DecoderConfig {
     pub const fn softclamp_output(mut self, value: f64) -> Self {
         self.softclamp_output = true;
         self.softclamp_output_value = value;
+        self
+    }
+    /// Sets `scale_residual`.
+    pub const fn scale_residual(mut self, on: bool) -> Self {
+        self.scale_residual = on;
+        self
+    }
+    /// Sets `scale_residual_constant`.
+    pub const fn scale_residual_constant(mut self, c: f64) -> Self {
+        self.scale_residual_constant = c;
+        self
+    }
+    /// Sets `attn_head_scale`.
+    pub const fn attn_head_scale(mut self, on: bool) -> Self {
+        self.attn_head_scale = on;
+        self
+    }
+    /// Sets `attn_gate_values`.
+    pub const fn attn_gate_values(mut self, on: bool) -> Self {
+        self.attn_gate_values = on;
+        self
+    }
+    /// Sets `ff_softclamp_value`.
+    pub const fn ff_softclamp_value(mut self, v: f64) -> Self {
+        self.ff_softclamp_value = Some(v);
         self
     }
     /// Whether there is a final norm: `pre_norm` and `pre_norm_has_final_norm` (`xt:3155`).
@@ -434,6 +478,14 @@ impl DecoderConfig {
         if self.sandwich_norm && !self.pre_norm {
             return Err(ConfigError::Conflict("sandwich_norm", "pre_norm"));
         }
+        if let Some(v) = self.ff_softclamp_value {
+            if !(v > 0.0 && v < 1e30) {
+                return Err(ConfigError::NotPositive("ff_softclamp_value"));
+            }
+        }
+        if !(self.scale_residual_constant > -1e30 && self.scale_residual_constant < 1e30) {
+            return Err(ConfigError::NotFinite("scale_residual_constant"));
+        }
         if self.softclamp_output {
             let v = self.softclamp_output_value;
             if !(v > 0.0 && v < 1e30) {
@@ -488,6 +540,8 @@ pub struct WrapperConfig {
     pub use_abs_pos_emb: bool,
     /// Logits reuse the token embedding, scaled by dim^−½ (`tie_embedding`).
     pub tie_embedding: bool,
+    /// The tied logits' scale (`tie_embedding_scale`); `None` means dim^−½ (`xt:4157`).
+    pub tie_embedding_scale: Option<f64>,
     /// The decoder (`attn_layers`).
     pub attn_layers: DecoderConfig,
 }
@@ -500,6 +554,7 @@ impl WrapperConfig {
             max_seq_len,
             use_abs_pos_emb: true,
             tie_embedding: false,
+            tie_embedding_scale: None,
             attn_layers,
         }
     }
@@ -511,6 +566,11 @@ impl WrapperConfig {
     /// Sets `tie_embedding`.
     pub const fn tie_embedding(mut self, on: bool) -> Self {
         self.tie_embedding = on;
+        self
+    }
+    /// Sets `tie_embedding_scale`.
+    pub const fn tie_embedding_scale(mut self, scale: f64) -> Self {
+        self.tie_embedding_scale = Some(scale);
         self
     }
     /// Whether the absolute position embedding exists (`xt:4041-4048`): `max_seq_len > 0`,
@@ -529,6 +589,11 @@ impl WrapperConfig {
         }
         if self.num_tokens == 0 {
             return Err(ConfigError::Zero("num_tokens"));
+        }
+        if let Some(s) = self.tie_embedding_scale {
+            if !(s > -1e30 && s < 1e30) {
+                return Err(ConfigError::NotFinite("tie_embedding_scale"));
+            }
         }
         if self.num_tokens > (1 << 30) / self.attn_layers.dim
             || self.max_seq_len > (1 << 30) / self.attn_layers.dim

@@ -437,6 +437,20 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         out: &mut [f32],
         tmp: &mut [f32],
     ) -> Result<(), Error> {
+        // The residual path's gains (`Residual.forward`, xt:1198-1205): the learned one, then
+        // the constant.
+        if let Some(g) = post.residual_scale {
+            let dim = self.config.dim;
+            let gain = &mut tmp[..dim];
+            kernels::load(gain, g)?;
+            for row in x.chunks_exact_mut(dim) {
+                row.iter_mut().zip(gain.iter()).for_each(|(v, g)| *v *= g);
+            }
+        }
+        if self.config.scale_residual_constant != 1.0 {
+            let c = self.config.scale_residual_constant as f32;
+            x.iter_mut().for_each(|v| *v *= c);
+        }
         if self.config.sandwich_norm {
             self.norm(post.branch, out, tmp)?;
             kernels::add(x, tmp)?;
@@ -446,6 +460,34 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         if !self.config.pre_norm {
             self.norm(post.main, x, tmp)?;
             x.copy_from_slice(tmp);
+        }
+        Ok(())
+    }
+
+    /// The attention output's per-head scale (`attn_head_scale`, xt:2638-2639) and value gates
+    /// (`attn_gate_values`, xt:2711-2720: att ⊙ sigmoid(u·W_gᵀ), into `gates`), in that order.
+    fn scale_and_gate(
+        &self,
+        w: &AttentionWeights<'_>,
+        u: &[f32],
+        att: &mut [f32],
+        gates: &mut [f32],
+    ) -> Result<(), Error> {
+        let (qd, d) = (self.config.q_dim(), self.config.attn_dim_head);
+        if let Some(hs) = w.head_scale {
+            let scales = &mut gates[..self.config.heads];
+            kernels::load(scales, hs)?;
+            for row in att.chunks_exact_mut(qd) {
+                for (head, s) in row.chunks_exact_mut(d).zip(scales.iter()) {
+                    head.iter_mut().for_each(|v| *v *= s);
+                }
+            }
+        }
+        if let Some(g) = w.to_v_gate {
+            self.linear(g, None, self.config.dim, u, gates)?;
+            for (v, z) in att.iter_mut().zip(gates.iter()) {
+                *v *= 1.0 / (1.0 + libm::expf(-z));
+            }
         }
         Ok(())
     }
@@ -520,6 +562,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             }
             // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
             heads.attend(q, att, n, true, |j| cache.head(b, j, pos0 + n))?;
+            self.scale_and_gate(a, xb, att, q)?;
             self.project_out(a, p.and_then(|p| p.out), att, xb2)?;
             self.residual(&a.post, x, xb2, xb)?;
 
@@ -528,6 +571,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.pre_norm(c.norm, x, xb)?;
                 self.linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
                 heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
+                self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, p.and_then(|p| p.cross_out), att, xb2)?;
                 self.residual(&c.post, x, xb2, xb)?;
             }
@@ -554,6 +598,11 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     hb.copy_within(i * rows..i * rows + inner, i * inner);
                 }
             } else {
+                // ff_softclamp_value: tanh(z / v)·v before the activation (xt:1814-1817).
+                if let Some(v) = cfg.ff_softclamp_value {
+                    let v = v as f32;
+                    hb.iter_mut().for_each(|e| *e = libm::tanhf(*e / v) * v);
+                }
                 kernels::activate(act, hb);
             }
             self.linear(

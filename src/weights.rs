@@ -28,6 +28,10 @@ pub struct AttentionWeights<'w> {
     pub to_v: Tensor<'w>,
     /// W_o `[D, H·d]`, or `None` when `heads == 1`.
     pub to_out: Option<Tensor<'w>>,
+    /// `attn_head_scale`: `head_scale_params` `[1, H, 1, 1]`.
+    pub head_scale: Option<Tensor<'w>>,
+    /// `attn_gate_values`: `to_v_gate.weight` `[H·d, D]`.
+    pub to_v_gate: Option<Tensor<'w>>,
 }
 
 /// A sublayer's norms other than its pre-norm (gains stored as gain − 1; `None` when the norm
@@ -38,6 +42,8 @@ pub struct PostNorms<'w> {
     pub branch: Option<Tensor<'w>>,
     /// Post-norm (`pre_norm=False`): `layers.ℓ.0.2`, after the residual add.
     pub main: Option<Tensor<'w>>,
+    /// `scale_residual`: `layers.ℓ.2.residual_scale` `[D]`, the gain of the residual path.
+    pub residual_scale: Option<Tensor<'w>>,
 }
 
 /// Feed-forward sublayer weights.
@@ -177,6 +183,11 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             } else {
                 self.norm(cfg, Some(l), "0.2.gamma", "0.2.g")?
             },
+            residual_scale: if cfg.scale_residual {
+                Some(self.required(Some(l), "2.residual_scale", &[cfg.dim])?)
+            } else {
+                None
+            },
         })
     }
 
@@ -195,6 +206,16 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             to_v: self.required(Some(l), "1.to_v.weight", &[kv, d_in])?,
             to_out: if cfg.has_to_out() {
                 Some(self.required(Some(l), "1.to_out.weight", &[d, q])?)
+            } else {
+                None
+            },
+            head_scale: if cfg.attn_head_scale {
+                Some(self.required(Some(l), "1.head_scale_params", &[1, cfg.heads, 1, 1])?)
+            } else {
+                None
+            },
+            to_v_gate: if cfg.attn_gate_values {
+                Some(self.required(Some(l), "1.to_v_gate.weight", &[q, d])?)
             } else {
                 None
             },

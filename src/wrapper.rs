@@ -196,11 +196,17 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     }
 
     /// The logits' matrix `[num_tokens, dim]`, and the scale of the logits: `to_logits`, or the
-    /// token embedding with dim^-½ when tied (xt:4155-4162).
+    /// token embedding with `tie_embedding_scale` (default dim^-½) when tied (xt:4155-4162).
     fn logits_weights(&self) -> (Tensor<'w>, Option<f32>) {
         match self.weights.to_logits {
             Some(t) => (t, None),
-            None => (self.weights.token_emb, Some(dim_scale(&self.config))),
+            None => (
+                self.weights.token_emb,
+                Some(match self.config.tie_embedding_scale {
+                    Some(s) => s as f32,
+                    None => dim_scale(&self.config),
+                }),
+            ),
         }
     }
 

@@ -191,5 +191,9 @@ fixture!(
     wrap_rotary_abs,
     sandwich,
     post_norm,
-    scalenorm_clamp
+    scalenorm_clamp,
+    residual_gates,
+    false_residual,
+    false_tie_scale,
+    tie_scale
 );

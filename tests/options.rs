@@ -367,6 +367,15 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "sandwich_norm" => ("true", Some(|c, _| c.sandwich_norm = true)),
         "softclamp_output" => ("true", Some(|c, _| c.softclamp_output = true)),
         "softclamp_output_value" => ("2.5", Some(|c, _| c.softclamp_output_value = 2.5)),
+        "scale_residual" => ("true", Some(|c, _| c.scale_residual = true)),
+        "scale_residual_constant" => ("0.5", Some(|c, _| c.scale_residual_constant = 0.5)),
+        "attn_head_scale" => ("true", Some(|c, _| c.attn_head_scale = true)),
+        "attn_gate_values" => ("true", Some(|c, _| c.attn_gate_values = true)),
+        "ff_softclamp_value" => ("5.0", Some(|c, _| c.ff_softclamp_value = Some(5.0))),
+        "tie_embedding_scale" => (
+            "0.25",
+            Some(|_, w| w.as_mut().unwrap().tie_embedding_scale = Some(0.25)),
+        ),
         "disable_abs_pos_emb" => ("true", Some(|c, _| c.disable_abs_pos_emb = Some(true))),
         "attn_dim_head" => ("32", Some(|c, _| c.attn_dim_head = 32)),
         "attn_kv_heads" => ("2", Some(|c, _| c.attn_kv_heads = Some(2))),
@@ -526,28 +535,46 @@ fn refused_as(base: &Base, option: &str, value: &str) -> String {
     })
 }
 
-/// The four options that were accepted as `false` and mis-ran (x-transformers reads `False` as 0):
-/// now refused with their name and value.
+/// The four options that were accepted as `false` and mis-ran (x-transformers reads `False` as 0
+/// in arithmetic): each now computed exactly as 0 (`scale_residual_constant`,
+/// `tie_embedding_scale`: the torch fixtures `false_residual` and `false_tie_scale` check the
+/// numbers) or refused with its name and value.
 #[test]
-fn the_four_silent_false_cases_are_refused() {
-    for name in [
-        "scale_residual_constant",
+fn the_four_silent_false_cases_are_computed_or_refused() {
+    let msg = refused_as(
+        &Base::new(false).with(arg("attn_max_attend_past"), "false"),
         "attn_max_attend_past",
-        "ff_softclamp_value",
-    ] {
-        let msg = refused_as(&Base::new(false).with(arg(name), "false"), name, "false");
-        assert_eq!(
-            msg,
-            format!("unsupported x-transformers option '{name}' = false (not implemented by picoformer)")
-        );
-    }
-    let mut tied = Base::new(true).with(arg("tie_embedding"), "true");
-    tied.wcfg = tied.wcfg.map(|w| w.tie_embedding(true));
-    refused_as(
-        &tied.with(arg("tie_embedding_scale"), "false"),
-        "tie_embedding_scale",
         "false",
     );
+    assert_eq!(
+        msg,
+        "unsupported x-transformers option 'attn_max_attend_past' = false (not implemented by picoformer)"
+    );
+    // `softclamp(t, False)` divides by zero in x-transformers: refused as a value of the wrong type.
+    Base::new(false)
+        .with(arg("ff_softclamp_value"), "false")
+        .load(|r| match r {
+            Err(e @ LoadError::InvalidOption { option, value, .. }) => {
+                assert_eq!((option, value), ("ff_softclamp_value", "false"));
+                assert!(e
+                    .to_string()
+                    .starts_with("invalid value for 'ff_softclamp_value' = false"));
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        });
+    // Computed: the residual path times 0, the tied logits times 0.
+    let b = Base::new(false).with(arg("scale_residual_constant"), "false");
+    b.load(|r| {
+        let (m, _) = r.unwrap();
+        assert_eq!(m.config().decoder.scale_residual_constant, 0.0);
+    });
+    let mut tied = Base::new(true).with(arg("tie_embedding"), "true");
+    tied.wcfg = tied.wcfg.map(|w| w.tie_embedding(true));
+    tied.with(arg("tie_embedding_scale"), "false").load(|r| {
+        let (m, y) = r.unwrap();
+        assert_eq!(m.config().wrapper.unwrap().tie_embedding_scale, Some(0.0));
+        assert!(y.iter().all(|&l| l == 0.0));
+    });
 }
 
 /// What a user's file holds: the seed's `disable_abs_pos_emb=True`, explicit defaults, and the

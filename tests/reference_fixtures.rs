@@ -318,6 +318,11 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "sandwich_norm",
         "softclamp_output",
         "softclamp_output_value",
+        "scale_residual",
+        "scale_residual_constant",
+        "attn_head_scale",
+        "attn_gate_values",
+        "ff_softclamp_value",
     ];
     for k in kw.keys() {
         assert!(
@@ -338,11 +343,20 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
     // x_transformers.py AttentionLayers: pre_norm and pre_norm_has_final_norm default True,
     // softclamp_output_value 30.
     let on = |k: &str, d: bool| kw.get(k).map_or(d, |v| matches!(v, Json::Bool(true)));
-    let norms = RefNorms {
+    let extras = RefExtras {
         pre_norm: on("pre_norm", true),
         final_norm: on("pre_norm_has_final_norm", true),
         sandwich: flag(kw, "sandwich_norm"),
         softclamp_output: flag(kw, "softclamp_output").then(|| num("softclamp_output_value", 30.0)),
+        scale_residual: flag(kw, "scale_residual"),
+        // Python arithmetic: False is 0.
+        scale_residual_constant: match kw.get("scale_residual_constant") {
+            Some(Json::Bool(b)) => f64::from(u8::from(*b)),
+            _ => num("scale_residual_constant", 1.0),
+        },
+        head_scale: flag(kw, "attn_head_scale"),
+        gate_values: flag(kw, "attn_gate_values"),
+        ff_softclamp: kw.get("ff_softclamp_value").map(Json::num),
     };
     let norm = if flag(kw, "use_scalenorm") {
         RefNorm::ScaleNorm
@@ -371,6 +385,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                         "num_tokens",
                         "max_seq_len",
                         "tie_embedding",
+                        "tie_embedding_scale",
                         "use_abs_pos_emb"
                     ]
                     .contains(&k.as_str()),
@@ -393,6 +408,12 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                         })
                         .unwrap_or(rotary),
                 tie_embedding: flag(wk, "tie_embedding"),
+                // Python arithmetic: False is 0.
+                tie_embedding_scale: match wk.get("tie_embedding_scale") {
+                    Some(Json::Bool(b)) => Some(f64::from(u8::from(*b))),
+                    Some(Json::Num(x)) => Some(*x),
+                    _ => None,
+                },
             })
         }
     };
@@ -409,7 +430,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         rotary_base_rescale_factor: num("rotary_base_rescale_factor", 1.0),
         rotary_interpolation_factor: num("rotary_interpolation_factor", 1.0),
         norm,
-        norms,
+        extras,
         ff_inner: (dim as f64 * num("ff_mult", 4.0)) as usize, // int(dim * ff_mult)
         ff_glu: flag(kw, "ff_glu"),
         act,

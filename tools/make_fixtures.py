@@ -86,6 +86,23 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, use_scalenorm=True,
                         pre_norm_has_final_norm=False, softclamp_output=True, softclamp_output_value=2.0),
         "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # residual and attention-output extras: scale_residual with a constant, head scale and value gates on
+    # self- and cross-attention, the feed-forward softclamp
+    dict(name="residual_gates", dtype="float32", seed=12, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, rotary_pos_emb=True,
+                        cross_attend=True, scale_residual=True, scale_residual_constant=0.5, attn_head_scale=True,
+                        attn_gate_values=True, ff_softclamp_value=1.5),
+        "wrapper": None}),
+    # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
+    dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),
+        "wrapper": None}),
+    dict(name="false_tie_scale", dtype="float32", seed=14, n=6, m=None, kwargs={
+        "decoder": dict(dim=32, depth=1, heads=2, attn_dim_head=16, rotary_pos_emb=True),
+        "wrapper": dict(num_tokens=30, max_seq_len=8, tie_embedding=True, tie_embedding_scale=False)}),
+    dict(name="tie_scale", dtype="float32", seed=15, n=6, m=None, kwargs={
+        "decoder": dict(dim=32, depth=1, heads=2, attn_dim_head=16, rotary_pos_emb=True),
+        "wrapper": dict(num_tokens=30, max_seq_len=8, tie_embedding=True, tie_embedding_scale=0.125)}),
     # the seed example's literal configuration, disable_abs_pos_emb=True included (issue 24)
     dict(name="seed_literal", dtype="float16", seed=7, n=8, m=5, kwargs={
         "decoder": dict(cross_attend=True, rotary_pos_emb=True, disable_abs_pos_emb=True, heads=4, depth=4, dim=128,

@@ -172,6 +172,15 @@ fn optional_usize(p: &mut Parser<'_>) -> Result<Option<usize>, JsonError> {
     }
 }
 
+/// A number, or a bool as Python's arithmetic reads it (`False` is 0, `True` is 1).
+fn number_or_bool(p: &mut Parser<'_>) -> Result<f64, JsonError> {
+    if p.kind()? == ValueKind::Bool {
+        p.bool().map(|b| if b { 1.0 } else { 0.0 })
+    } else {
+        p.f64()
+    }
+}
+
 /// `null` or a bool.
 fn optional_bool(p: &mut Parser<'_>) -> Result<Option<bool>, JsonError> {
     if p.kind()? == ValueKind::Null {
@@ -314,6 +323,13 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
             "softclamp_output_value" => {
                 c.softclamp_output_value = typed(p, raw, text, Parser::f64)?
             }
+            "scale_residual" => c.scale_residual = typed(p, raw, text, Parser::bool)?,
+            "scale_residual_constant" => {
+                c.scale_residual_constant = typed(p, raw, text, number_or_bool)?
+            }
+            "attn_head_scale" => c.attn_head_scale = typed(p, raw, text, Parser::bool)?,
+            "attn_gate_values" => c.attn_gate_values = typed(p, raw, text, Parser::bool)?,
+            "ff_softclamp_value" => c.ff_softclamp_value = Some(typed(p, raw, text, Parser::f64)?),
             "disable_abs_pos_emb" => c.disable_abs_pos_emb = typed(p, raw, text, optional_bool)?,
             "ff_mult" => c.ff_mult = typed(p, raw, text, Parser::f64)?,
             "ff_glu" => c.ff_glu = typed(p, raw, text, Parser::bool)?,
@@ -410,6 +426,7 @@ struct WrapperArgs<'a> {
     max_seq_len: Option<usize>,
     use_abs_pos_emb: bool,
     tie_embedding: bool,
+    tie_embedding_scale: Option<f64>,
     emb_dim: Option<(usize, &'a str, &'a str)>,
     logits_dim: Option<(usize, &'a str, &'a str)>,
 }
@@ -441,9 +458,11 @@ impl<'a> WrapperArgs<'a> {
                 });
             }
         }
-        Ok(WrapperConfig::new(num_tokens, max_seq_len, decoder)
+        let mut w = WrapperConfig::new(num_tokens, max_seq_len, decoder)
             .use_abs_pos_emb(self.use_abs_pos_emb)
-            .tie_embedding(self.tie_embedding))
+            .tie_embedding(self.tie_embedding);
+        w.tie_embedding_scale = self.tie_embedding_scale;
+        Ok(w)
     }
 }
 
@@ -454,6 +473,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>,
         max_seq_len: None,
         use_abs_pos_emb: true,
         tie_embedding: false,
+        tie_embedding_scale: None,
         emb_dim: None,
         logits_dim: None,
     };
@@ -471,6 +491,9 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>,
             "max_seq_len" => w.max_seq_len = Some(typed(p, raw, text, Parser::usize)?),
             "use_abs_pos_emb" => w.use_abs_pos_emb = typed(p, raw, text, Parser::bool)?,
             "tie_embedding" => w.tie_embedding = typed(p, raw, text, Parser::bool)?,
+            "tie_embedding_scale" => {
+                w.tie_embedding_scale = Some(typed(p, raw, text, number_or_bool)?)
+            }
             "emb_dim" => w.emb_dim = typed(p, raw, text, optional_usize)?.map(|d| (d, raw, text)),
             "logits_dim" => {
                 w.logits_dim = typed(p, raw, text, optional_usize)?.map(|d| (d, raw, text))

@@ -20,7 +20,7 @@ use picoformer::{
 };
 use proptest::prelude::*;
 
-use crate::reference::{self, RefAct, RefConfig, RefNorm, RefNorms, RefWeights, RefWrapper};
+use crate::reference::{self, RefAct, RefConfig, RefExtras, RefNorm, RefWeights, RefWrapper};
 
 /// The reference's view of a picoformer configuration (resolved values only).
 pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefConfig {
@@ -42,11 +42,16 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             Norm::SimpleRmsNorm => RefNorm::SimpleRmsNorm,
             Norm::ScaleNorm => RefNorm::ScaleNorm,
         },
-        norms: RefNorms {
+        extras: RefExtras {
             pre_norm: cfg.pre_norm,
             final_norm: cfg.pre_norm_has_final_norm,
             sandwich: cfg.sandwich_norm,
             softclamp_output: cfg.softclamp_output.then_some(cfg.softclamp_output_value),
+            scale_residual: cfg.scale_residual,
+            scale_residual_constant: cfg.scale_residual_constant,
+            head_scale: cfg.attn_head_scale,
+            gate_values: cfg.attn_gate_values,
+            ff_softclamp: cfg.ff_softclamp_value.filter(|_| !cfg.ff_glu),
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -61,6 +66,7 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             max_seq_len: w.max_seq_len,
             abs_pos_emb: w.has_abs_pos_emb(),
             tie_embedding: w.tie_embedding,
+            tie_embedding_scale: w.tie_embedding_scale,
         }),
     }
 }
@@ -206,6 +212,10 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
             0usize..4,
             prop::bool::weighted(0.2),
             prop::sample::select(vec![None, Some(0.5f64), Some(3.0)]),
+            prop::sample::select(vec![None, Some(1.0f64), Some(0.5), Some(0.0)]),
+            any::<bool>(),
+            any::<bool>(),
+            prop::sample::select(vec![None, Some(0.7f64)]),
         ),
     )
         .prop_map(
@@ -214,7 +224,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 (kvsel, one_kv, cross, dctx),
                 (rot, ridx, rescale, interp),
                 (norm, act, mult, glu, nobias),
-                (layout, no_final, clamp),
+                (layout, no_final, clamp, residual, head_scale, gates, ff_clamp),
             )| {
                 let dh = if heads == 1 { dim } else { dh };
                 let divisors: Vec<usize> = (1..=heads).filter(|k| heads % k == 0).collect();
@@ -254,6 +264,13 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 if let Some(v) = clamp {
                     c = c.softclamp_output(v);
                 }
+                // scale_residual with a constant (0: the residual path dropped, as `False` does)
+                if let Some(k) = residual {
+                    c = c.scale_residual(true).scale_residual_constant(k);
+                }
+                c.attn_head_scale = head_scale;
+                c.attn_gate_values = gates;
+                c.ff_softclamp_value = ff_clamp;
                 c.ff_swish = act == 1;
                 c.ff_relu_squared = act == 2;
                 c.ff_mult = mult;
@@ -274,12 +291,15 @@ pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
         any::<bool>(),
         0usize..3,
         prop::sample::select(vec![None, Some(false), Some(true)]),
+        prop::sample::select(vec![None, Some(0.3f64), Some(0.0)]),
     )
-        .prop_map(move |(mut d, v, abs, tie, extra, disable)| {
+        .prop_map(move |(mut d, v, abs, tie, extra, disable, tie_scale)| {
             d.disable_abs_pos_emb = disable;
             let max_seq_len = if abs { max_n + extra } else { 0 };
-            WrapperConfig::new(v, max_seq_len, d)
+            let mut w = WrapperConfig::new(v, max_seq_len, d)
                 .use_abs_pos_emb(abs)
-                .tie_embedding(tie)
+                .tie_embedding(tie);
+            w.tie_embedding_scale = tie_scale;
+            w
         })
 }

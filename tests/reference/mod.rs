@@ -28,9 +28,10 @@ pub enum RefNorm {
 }
 
 /// Where the norms are (x_transformers.py `AttentionLayers.forward`: `pre_branch_norm`,
-/// `post_branch_norm`, `post_main_norm`, `softclamp_output`, `final_norm`).
+/// `post_branch_norm`, `post_main_norm`, `softclamp_output`, `final_norm`), and the residual,
+/// attention-output and feed-forward extras.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RefNorms {
+pub struct RefExtras {
     /// `pre_norm`: u = Norm(x) before each sublayer (key `….0.0`); false: post-norm, x = Norm(x +
     /// branch) after each sublayer (key `….0.2`) and no final norm.
     pub pre_norm: bool,
@@ -40,15 +41,32 @@ pub struct RefNorms {
     pub sandwich: bool,
     /// `softclamp_output` with its value: x = tanh(x/v)·v before the final norm.
     pub softclamp_output: Option<f64>,
+    /// `scale_residual`: the residual path times `layers.ℓ.2.residual_scale` (x_transformers.py
+    /// `Residual.forward`).
+    pub scale_residual: bool,
+    /// `scale_residual_constant`: then times this constant.
+    pub scale_residual_constant: f64,
+    /// `attn_head_scale`: each head's attention output times `….1.head_scale_params[h]`.
+    pub head_scale: bool,
+    /// `attn_gate_values`: attention output ⊙ sigmoid(u·W_gᵀ), W_g = `….1.to_v_gate.weight`.
+    pub gate_values: bool,
+    /// `ff_softclamp_value`: tanh(z/v)·v on the first linear's output, before the activation
+    /// (no GLU).
+    pub ff_softclamp: Option<f64>,
 }
 
-impl Default for RefNorms {
+impl Default for RefExtras {
     fn default() -> Self {
-        RefNorms {
+        RefExtras {
             pre_norm: true,
             final_norm: true,
             sandwich: false,
             softclamp_output: None,
+            scale_residual: false,
+            scale_residual_constant: 1.0,
+            head_scale: false,
+            gate_values: false,
+            ff_softclamp: None,
         }
     }
 }
@@ -82,8 +100,8 @@ pub struct RefConfig {
     pub rotary_base_rescale_factor: f64,
     pub rotary_interpolation_factor: f64,
     pub norm: RefNorm,
-    /// Where the norms are.
-    pub norms: RefNorms,
+    /// Where the norms are, and the extras.
+    pub extras: RefExtras,
     /// int(dim * ff_mult), already resolved.
     pub ff_inner: usize,
     pub ff_glu: bool,
@@ -101,6 +119,8 @@ pub struct RefWrapper {
     /// Resolved: false when rotary is on, abs pos emb is disabled, or max_seq_len == 0.
     pub abs_pos_emb: bool,
     pub tie_embedding: bool,
+    /// `tie_embedding_scale`; None: D^−½.
+    pub tie_embedding_scale: Option<f64>,
 }
 
 /// Weights by x-transformers `state_dict` key; matrices row-major `[out, in]`.
@@ -123,7 +143,7 @@ impl RefConfig {
             rotary_base_rescale_factor: 1.0,
             rotary_interpolation_factor: 1.0,
             norm: RefNorm::LayerNorm,
-            norms: RefNorms::default(),
+            extras: RefExtras::default(),
             ff_inner: 4 * dim,
             ff_glu: false,
             act: RefAct::Gelu,
@@ -226,15 +246,18 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
             // no key for SimpleRMSNorm.
             if let Some(p) = norm_param(cfg.norm) {
                 let nl = norm_len(cfg);
-                if cfg.norms.pre_norm {
+                if cfg.extras.pre_norm {
                     out.push((format!("{pre}layers.{l}.0.0.{p}"), vec![nl]));
                 }
-                if cfg.norms.sandwich {
+                if cfg.extras.sandwich {
                     out.push((format!("{pre}layers.{l}.0.1.{p}"), vec![nl]));
                 }
-                if !cfg.norms.pre_norm {
+                if !cfg.extras.pre_norm {
                     out.push((format!("{pre}layers.{l}.0.2.{p}"), vec![nl]));
                 }
+            }
+            if cfg.extras.scale_residual {
+                out.push((format!("{pre}layers.{l}.2.residual_scale"), vec![d]));
             }
             let is_ff = s == per - 1;
             if !is_ff {
@@ -251,6 +274,18 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                 ));
                 if cfg.heads > 1 {
                     out.push((format!("{pre}layers.{l}.1.to_out.weight"), vec![d, inner_q]));
+                }
+                if cfg.extras.head_scale {
+                    out.push((
+                        format!("{pre}layers.{l}.1.head_scale_params"),
+                        vec![1, cfg.heads, 1, 1],
+                    ));
+                }
+                if cfg.extras.gate_values {
+                    out.push((
+                        format!("{pre}layers.{l}.1.to_v_gate.weight"),
+                        vec![inner_q, d],
+                    ));
                 }
             } else if cfg.ff_glu {
                 // spec §3.6 / pitfall 5: the GLU projection always has a bias.
@@ -285,7 +320,7 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
         ));
     }
     if let Some(p) = norm_param(cfg.norm) {
-        if cfg.norms.pre_norm && cfg.norms.final_norm {
+        if cfg.extras.pre_norm && cfg.extras.final_norm {
             out.push((format!("{pre}final_norm.{p}"), vec![norm_len(cfg)]));
         }
     }
@@ -345,6 +380,9 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
                 .collect()
         } else if key.ends_with(".gamma") || key.ends_with(".g") || key.ends_with(".bias") {
             (0..len).map(|_| rng.uniform() - 0.5).collect()
+        } else if key.ends_with(".residual_scale") || key.ends_with(".head_scale_params") {
+            // gains used as stored (initialised to 1 in x-transformers)
+            (0..len).map(|_| 0.5 + rng.uniform()).collect()
         } else if key == "token_emb.emb.weight" || key == "pos_emb.emb.weight" {
             (0..len).map(|_| rng.normal()).collect()
         } else {
@@ -496,6 +534,24 @@ fn attention(
             }
         }
     }
+    // attn_head_scale, then attn_gate_values (x_transformers.py Attention.forward, in that order).
+    if cfg.extras.head_scale {
+        let hs = get(w, &format!("{key_base}.head_scale_params"), h_q);
+        for i in 0..n {
+            for h in 0..h_q {
+                for e in &mut o[i * iq + h * dh..i * iq + (h + 1) * dh] {
+                    *e *= hs[h];
+                }
+            }
+        }
+    }
+    if cfg.extras.gate_values {
+        let wg = get(w, &format!("{key_base}.to_v_gate.weight"), iq * d);
+        let g = linear(u, n, wg, iq, d, None);
+        for (e, z) in o.iter_mut().zip(&g) {
+            *e *= 1.0 / (1.0 + (-z).exp());
+        }
+    }
     // §3.3 step 9: merge heads (h major), then to_out. to_out exists iff heads > 1; with one head
     // and no to_out the head output (dh == D) is the sublayer output.
     let out_key = format!("{key_base}.to_out.weight");
@@ -530,9 +586,11 @@ fn feed_forward(cfg: &RefConfig, w: &RefWeights, key_base: &str, u: &[f64], n: u
         // h = act(u·W₁ᵀ + b₁); keys ff.0.0.* (bias absent with ff_no_bias).
         let w1 = get(w, &format!("{key_base}.ff.0.0.weight"), f * d);
         let b1 = (!cfg.ff_no_bias).then(|| get(w, &format!("{key_base}.ff.0.0.bias"), f));
+        // ff_softclamp_value: tanh(z/v)·v before the activation.
+        let clamp = |z: f64| cfg.extras.ff_softclamp.map_or(z, |v| (z / v).tanh() * v);
         linear(u, n, w1, f, d, b1)
             .into_iter()
-            .map(|z| act(cfg.act, z))
+            .map(|z| act(cfg.act, clamp(z)))
             .collect()
     };
     // out = h·W₂ᵀ + b₂; keys ff.2.* (bias absent with ff_no_bias).
@@ -589,7 +647,7 @@ pub fn decoder_forward_stored(
             let l = block * per + s;
             // spec §3.7: residual = x; u = PreNorm_ℓ(x) (key layers.ℓ.0.0.*), or x with post-norm;
             // x = [PostBranchNorm](Sublayer(u)) + residual; then [PostMainNorm](x).
-            let u = if cfg.norms.pre_norm {
+            let u = if cfg.extras.pre_norm {
                 norm_rows(cfg, w, &format!("{pre}layers.{l}.0.0"), &x)
             } else {
                 x.clone()
@@ -629,23 +687,36 @@ pub fn decoder_forward_stored(
                     store,
                 )
             };
-            let o = if cfg.norms.sandwich {
+            let o = if cfg.extras.sandwich {
                 norm_rows(cfg, w, &format!("{pre}layers.{l}.0.1"), &o)
             } else {
                 o
             };
+            // Residual.forward: x = branch + residual·residual_scale·constant.
+            if cfg.extras.scale_residual {
+                let g = get(w, &format!("{pre}layers.{l}.2.residual_scale"), d);
+                for row in x.chunks_mut(d) {
+                    for (xv, gv) in row.iter_mut().zip(g) {
+                        *xv *= gv;
+                    }
+                }
+            }
+            if cfg.extras.scale_residual_constant != 1.0 {
+                x.iter_mut()
+                    .for_each(|xv| *xv *= cfg.extras.scale_residual_constant);
+            }
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;
             }
-            if !cfg.norms.pre_norm {
+            if !cfg.extras.pre_norm {
                 x = norm_rows(cfg, w, &format!("{pre}layers.{l}.0.2"), &x);
             }
         }
     }
-    if let Some(v) = cfg.norms.softclamp_output {
+    if let Some(v) = cfg.extras.softclamp_output {
         x.iter_mut().for_each(|e| *e = (*e / v).tanh() * v);
     }
-    if cfg.norms.pre_norm && cfg.norms.final_norm {
+    if cfg.extras.pre_norm && cfg.extras.final_norm {
         norm_rows(cfg, w, &format!("{pre}final_norm"), &x)
     } else {
         x
@@ -683,9 +754,10 @@ pub fn wrapper_forward(
     }
     let y = decoder_forward(cfg, w, &x, context);
     if wr.tie_embedding {
+        let tie = wr.tie_embedding_scale.unwrap_or(scale);
         linear(&y, n, emb, v, d, None)
             .into_iter()
-            .map(|z| z * scale)
+            .map(|z| z * tie)
             .collect()
     } else {
         let wl = get(w, "to_logits.weight", v * d);
