@@ -122,7 +122,9 @@ their default.\n\n## Supported (computed)\n\n| argument | group | default |\n|--
 `Decoder` is causal), `emb_dim` other than `dim`, `logits_dim` other than `num_tokens`, and configurations\n\
 x-transformers itself rejects. With both `ff_relu_squared` and `ff_swish`, x-transformers computes ReLU², and so\n\
 does picoformer. `disable_abs_pos_emb` is read by a `TransformerWrapper` only (on a bare `Decoder` nothing reads\n\
-it).\n\n## No effect at inference (accepted with any value)\n\n| argument | group | default | why |\n|---|---|---|---|\n";
+it). `scale_residual_constant=False` and `tie_embedding_scale=False` are computed as x-transformers does (`False`\n\
+is 0: the residual path, or the tied logits, times 0); `ff_softclamp_value` must be a positive number (`False`\n\
+divides by zero in x-transformers) and, as in x-transformers, does nothing with `ff_glu`.\n\n## No effect at inference (accepted with any value)\n\n| argument | group | default | why |\n|---|---|---|---|\n";
     rows(&mut out, |c| match c {
         Class::NoEffect(w) => Some(w),
         _ => None,
