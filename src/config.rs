@@ -118,6 +118,17 @@ pub struct DecoderConfig {
     /// `ff_softclamp_value`: tanh(z / v)·v on the feed-forward's first linear before the
     /// activation, without GLU (`xt:1814-1817`; with GLU x-transformers ignores it).
     pub ff_softclamp_value: Option<f64>,
+    /// `attn_qk_norm`: queries and keys l2-normalised per head (in `attn_qk_norm_groups` groups),
+    /// logits scaled by `attn_qk_norm_scale` instead of d^−½ (`xt:2067-2082, 2422-2427`); keys
+    /// are normalised before they are cached. Self- and cross-attention.
+    pub attn_qk_norm: bool,
+    /// `attn_qk_norm_groups` (default 1).
+    pub attn_qk_norm_groups: usize,
+    /// `attn_qk_norm_scale` (default 10).
+    pub attn_qk_norm_scale: f64,
+    /// `attn_qk_norm_dim_scale`: learned per-feature gains `qk_norm_q_scale` `[H, 1, d]` and
+    /// `qk_norm_k_scale` `[H_kv, 1, d]` after the normalisation; the logit scale is then d^−½.
+    pub attn_qk_norm_dim_scale: bool,
     /// `disable_abs_pos_emb`: read by a `TransformerWrapper` only; `None` means "whenever rotary
     /// embeddings are on" (`xt:2892`). A bare `Decoder` has no absolute positions either way.
     pub disable_abs_pos_emb: Option<bool>,
@@ -157,6 +168,10 @@ impl DecoderConfig {
             attn_head_scale: false,
             attn_gate_values: false,
             ff_softclamp_value: None,
+            attn_qk_norm: false,
+            attn_qk_norm_groups: 1,
+            attn_qk_norm_scale: 10.0,
+            attn_qk_norm_dim_scale: false,
             disable_abs_pos_emb: None,
         }
     }
@@ -296,6 +311,27 @@ impl DecoderConfig {
     pub const fn ff_softclamp_value(mut self, v: f64) -> Self {
         self.ff_softclamp_value = Some(v);
         self
+    }
+    /// Sets `attn_qk_norm` with `attn_qk_norm_groups` and `attn_qk_norm_scale`.
+    pub const fn attn_qk_norm(mut self, groups: usize, scale: f64) -> Self {
+        self.attn_qk_norm = true;
+        self.attn_qk_norm_groups = groups;
+        self.attn_qk_norm_scale = scale;
+        self
+    }
+    /// Sets `attn_qk_norm_dim_scale`.
+    pub const fn attn_qk_norm_dim_scale(mut self, on: bool) -> Self {
+        self.attn_qk_norm_dim_scale = on;
+        self
+    }
+    /// The attention logits' scale: d^−½, or `attn_qk_norm_scale` with `attn_qk_norm` (and
+    /// without `attn_qk_norm_dim_scale`) (`xt:1957, 2080-2082, 2155`).
+    pub fn attn_scale(&self) -> f32 {
+        if self.attn_qk_norm && !self.attn_qk_norm_dim_scale {
+            self.attn_qk_norm_scale as f32
+        } else {
+            (1.0 / libm::sqrt(self.attn_dim_head as f64)) as f32
+        }
     }
     /// Whether there is a final norm: `pre_norm` and `pre_norm_has_final_norm` (`xt:3155`).
     pub const fn has_final_norm(&self) -> bool {
@@ -477,6 +513,19 @@ impl DecoderConfig {
         }
         if self.sandwich_norm && !self.pre_norm {
             return Err(ConfigError::Conflict("sandwich_norm", "pre_norm"));
+        }
+        if self.attn_qk_norm {
+            // x-transformers asserts dim_head % groups == 0 and dim_head / groups > 2.
+            let g = self.attn_qk_norm_groups;
+            if g == 0 || !self.attn_dim_head.is_multiple_of(g) || self.attn_dim_head / g <= 2 {
+                return Err(ConfigError::Conflict(
+                    "attn_qk_norm_groups",
+                    "attn_dim_head",
+                ));
+            }
+            if !(self.attn_qk_norm_scale > -1e30 && self.attn_qk_norm_scale < 1e30) {
+                return Err(ConfigError::NotFinite("attn_qk_norm_scale"));
+            }
         }
         if let Some(v) = self.ff_softclamp_value {
             if !(v > 0.0 && v < 1e30) {

@@ -351,6 +351,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 let (k, v) = (&mut s.k[..n * kv], &mut s.v[..n * kv]);
                 self.linear(cross.to_k, p.and_then(|p| p.cross_k), w, c, k)?;
                 self.linear(cross.to_v, p.and_then(|p| p.cross_v), w, c, v)?;
+                self.qk_norm(k, self.config.kv_heads(), cross.qk_norm_k_scale)?;
                 for (r, (kr, vr)) in k.chunks_exact(kv).zip(v.chunks_exact(kv)).enumerate() {
                     cache.store_context(b, i * chunk + r, kr, vr);
                 }
@@ -492,6 +493,35 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         Ok(())
     }
 
+    /// `attn_qk_norm` on rows of `heads` heads (`xt:2422-2427`): each head l2-normalised in
+    /// `attn_qk_norm_groups` groups, x / max(‖x‖₂, 1e-12) (`xt:227-230`), then times the
+    /// per-feature gains `[heads, 1, d]` with `attn_qk_norm_dim_scale`. Nothing without qk norm.
+    fn qk_norm(
+        &self,
+        rows: &mut [f32],
+        heads: usize,
+        gains: Option<Tensor<'_>>,
+    ) -> Result<(), Error> {
+        let cfg = &self.config;
+        if !cfg.attn_qk_norm {
+            return Ok(());
+        }
+        let d = cfg.attn_dim_head;
+        let group = d / cfg.attn_qk_norm_groups.max(1);
+        for row in rows.chunks_exact_mut(heads * d) {
+            for part in row.chunks_exact_mut(group.max(1)) {
+                let norm = libm::sqrtf(part.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
+                part.iter_mut().for_each(|v| *v /= norm);
+            }
+            if let Some(g) = gains {
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v *= g.get(i).unwrap_or(1.0);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Merges heads and projects back to dim: out = o·W_oᵀ (`xt:2745`), or o itself with one head.
     fn project_out(
         &self,
@@ -537,6 +567,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             self.linear(a.to_q, p.and_then(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
             self.linear(a.to_k, p.and_then(|p| p.k), dim, xb, k)?;
             self.linear(a.to_v, p.and_then(|p| p.v), dim, xb, v)?;
+            // qk norm before rotary and before the keys are cached (xt:2422-2427, 2459).
+            self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
+            self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
             if half > 0 {
                 // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
                 for i in 0..n {
@@ -570,6 +603,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             if let Some(c) = &block.cross {
                 self.pre_norm(c.norm, x, xb)?;
                 self.linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
+                self.qk_norm(q, cfg.heads, c.qk_norm_q_scale)?;
                 heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
                 self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, p.and_then(|p| p.cross_out), att, xb2)?;
@@ -657,7 +691,7 @@ impl Heads {
                 stride: kv_heads * d,
             },
             q_dim: cfg.q_dim(),
-            scale: (1.0 / libm::sqrt(d as f64)) as f32, // d^-1/2 (xt:1957)
+            scale: cfg.attn_scale(), // d^-1/2 (xt:1957), or attn_qk_norm_scale (xt:2155)
         }
     }
 

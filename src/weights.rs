@@ -32,6 +32,10 @@ pub struct AttentionWeights<'w> {
     pub head_scale: Option<Tensor<'w>>,
     /// `attn_gate_values`: `to_v_gate.weight` `[H·d, D]`.
     pub to_v_gate: Option<Tensor<'w>>,
+    /// `attn_qk_norm_dim_scale`: `qk_norm_q_scale` `[H, 1, d]`.
+    pub qk_norm_q_scale: Option<Tensor<'w>>,
+    /// `attn_qk_norm_dim_scale`: `qk_norm_k_scale` `[H_kv, 1, d]`.
+    pub qk_norm_k_scale: Option<Tensor<'w>>,
 }
 
 /// A sublayer's norms other than its pre-norm (gains stored as gain − 1; `None` when the norm
@@ -198,6 +202,7 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         d_in: usize,
     ) -> Result<AttentionWeights<'w>, Error> {
         let (q, kv, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.dim);
+        let dim_scale = cfg.attn_qk_norm && cfg.attn_qk_norm_dim_scale;
         Ok(AttentionWeights {
             norm: self.pre_norm(cfg, l)?,
             post: self.post_norms(cfg, l)?,
@@ -216,6 +221,18 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             },
             to_v_gate: if cfg.attn_gate_values {
                 Some(self.required(Some(l), "1.to_v_gate.weight", &[q, d])?)
+            } else {
+                None
+            },
+            qk_norm_q_scale: if dim_scale {
+                let shape = [cfg.heads, 1, cfg.attn_dim_head];
+                Some(self.required(Some(l), "1.qk_norm_q_scale", &shape)?)
+            } else {
+                None
+            },
+            qk_norm_k_scale: if dim_scale {
+                let shape = [cfg.kv_heads(), 1, cfg.attn_dim_head];
+                Some(self.required(Some(l), "1.qk_norm_k_scale", &shape)?)
             } else {
                 None
             },

@@ -195,5 +195,7 @@ fixture!(
     residual_gates,
     false_residual,
     false_tie_scale,
-    tie_scale
+    tie_scale,
+    qk_norm,
+    qk_norm_dim_scale
 );

@@ -323,6 +323,10 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "attn_head_scale",
         "attn_gate_values",
         "ff_softclamp_value",
+        "attn_qk_norm",
+        "attn_qk_norm_groups",
+        "attn_qk_norm_scale",
+        "attn_qk_norm_dim_scale",
     ];
     for k in kw.keys() {
         assert!(
@@ -357,6 +361,13 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         head_scale: flag(kw, "attn_head_scale"),
         gate_values: flag(kw, "attn_gate_values"),
         ff_softclamp: kw.get("ff_softclamp_value").map(Json::num),
+        qk_norm: flag(kw, "attn_qk_norm").then(|| {
+            (
+                num("attn_qk_norm_groups", 1.0) as usize,
+                num("attn_qk_norm_scale", 10.0),
+                flag(kw, "attn_qk_norm_dim_scale"),
+            )
+        }),
     };
     let norm = if flag(kw, "use_scalenorm") {
         RefNorm::ScaleNorm

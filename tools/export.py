@@ -112,6 +112,7 @@ _DECODER_KEY_RE = re.compile(
     r"layers\.\d+\.0\.[012]\.(?:gamma|g)"              # pre-, sandwich, post-norm (LayerNorm gamma / RMS-, ScaleNorm g)
     r"|layers\.\d+\.1\.to_(?:q|k|v|out|v_gate)\.weight"  # attention projections (+ attn_gate_values)
     r"|layers\.\d+\.1\.head_scale_params"              # attn_head_scale
+    r"|layers\.\d+\.1\.qk_norm_[qk]_scale"             # attn_qk_norm_dim_scale
     r"|layers\.\d+\.2\.residual_scale"                 # scale_residual
     r"|layers\.\d+\.1\.ff\.0\.0\.(?:weight|bias)"      # FF input linear
     r"|layers\.\d+\.1\.ff\.0\.proj\.(?:weight|bias)"   # GLU input projection

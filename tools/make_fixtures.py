@@ -93,6 +93,16 @@ FIXTURES = [
                         cross_attend=True, scale_residual=True, scale_residual_constant=0.5, attn_head_scale=True,
                         attn_gate_values=True, ff_softclamp_value=1.5),
         "wrapper": None}),
+    # attn_qk_norm: l2-normalised q and k (keys normalised before they are cached), logit scale; with two
+    # groups and GQA, rotary and cross-attention; and with the learned dim scale in a wrapper
+    dict(name="qk_norm", dtype="float32", seed=16, n=8, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, rotary_pos_emb=True,
+                        cross_attend=True, attn_qk_norm=True, attn_qk_norm_groups=2, attn_qk_norm_scale=8),
+        "wrapper": None}),
+    dict(name="qk_norm_dim_scale", dtype="float32", seed=17, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, attn_qk_norm=True,
+                        attn_qk_norm_dim_scale=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -330,6 +330,12 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
             "attn_head_scale" => c.attn_head_scale = typed(p, raw, text, Parser::bool)?,
             "attn_gate_values" => c.attn_gate_values = typed(p, raw, text, Parser::bool)?,
             "ff_softclamp_value" => c.ff_softclamp_value = Some(typed(p, raw, text, Parser::f64)?),
+            "attn_qk_norm" => c.attn_qk_norm = typed(p, raw, text, Parser::bool)?,
+            "attn_qk_norm_groups" => c.attn_qk_norm_groups = typed(p, raw, text, Parser::usize)?,
+            "attn_qk_norm_scale" => c.attn_qk_norm_scale = typed(p, raw, text, Parser::f64)?,
+            "attn_qk_norm_dim_scale" => {
+                c.attn_qk_norm_dim_scale = typed(p, raw, text, Parser::bool)?
+            }
             "disable_abs_pos_emb" => c.disable_abs_pos_emb = typed(p, raw, text, optional_bool)?,
             "ff_mult" => c.ff_mult = typed(p, raw, text, Parser::f64)?,
             "ff_glu" => c.ff_glu = typed(p, raw, text, Parser::bool)?,

@@ -52,6 +52,11 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             head_scale: cfg.attn_head_scale,
             gate_values: cfg.attn_gate_values,
             ff_softclamp: cfg.ff_softclamp_value.filter(|_| !cfg.ff_glu),
+            qk_norm: cfg.attn_qk_norm.then_some((
+                cfg.attn_qk_norm_groups,
+                cfg.attn_qk_norm_scale,
+                cfg.attn_qk_norm_dim_scale,
+            )),
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -216,6 +221,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
             any::<bool>(),
             any::<bool>(),
             prop::sample::select(vec![None, Some(0.7f64)]),
+            0usize..4,
         ),
     )
         .prop_map(
@@ -224,7 +230,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 (kvsel, one_kv, cross, dctx),
                 (rot, ridx, rescale, interp),
                 (norm, act, mult, glu, nobias),
-                (layout, no_final, clamp, residual, head_scale, gates, ff_clamp),
+                (layout, no_final, clamp, residual, head_scale, gates, ff_clamp, qk),
             )| {
                 let dh = if heads == 1 { dim } else { dh };
                 let divisors: Vec<usize> = (1..=heads).filter(|k| heads % k == 0).collect();
@@ -271,6 +277,14 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 c.attn_head_scale = head_scale;
                 c.attn_gate_values = gates;
                 c.ff_softclamp_value = ff_clamp;
+                // attn_qk_norm: off, plain (scale 10), two groups, learned dim scale; x-transformers
+                // needs dim_head / groups > 2
+                if qk > 0 && c.attn_dim_head > 2 {
+                    let two = qk == 2 && c.attn_dim_head % 2 == 0 && c.attn_dim_head / 2 > 2;
+                    c = c
+                        .attn_qk_norm(if two { 2 } else { 1 }, 10.0)
+                        .attn_qk_norm_dim_scale(qk == 3);
+                }
                 c.ff_swish = act == 1;
                 c.ff_relu_squared = act == 2;
                 c.ff_mult = mult;

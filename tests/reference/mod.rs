@@ -53,6 +53,10 @@ pub struct RefExtras {
     /// `ff_softclamp_value`: tanh(z/v)·v on the first linear's output, before the activation
     /// (no GLU).
     pub ff_softclamp: Option<f64>,
+    /// `attn_qk_norm` as (groups, logit scale, dim scale): q and k of every head l2-normalised
+    /// per group (x / max(‖x‖, 1e-12)) before rotary, times `….1.qk_norm_{q,k}_scale` with dim
+    /// scale; logits scaled by the given scale (d^−½ with dim scale).
+    pub qk_norm: Option<(usize, f64, bool)>,
 }
 
 impl Default for RefExtras {
@@ -67,6 +71,7 @@ impl Default for RefExtras {
             head_scale: false,
             gate_values: false,
             ff_softclamp: None,
+            qk_norm: None,
         }
     }
 }
@@ -287,6 +292,17 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                         vec![inner_q, d],
                     ));
                 }
+                if let Some((_, _, true)) = cfg.extras.qk_norm {
+                    let dh = cfg.attn_dim_head;
+                    out.push((
+                        format!("{pre}layers.{l}.1.qk_norm_q_scale"),
+                        vec![cfg.heads, 1, dh],
+                    ));
+                    out.push((
+                        format!("{pre}layers.{l}.1.qk_norm_k_scale"),
+                        vec![cfg.attn_kv_heads, 1, dh],
+                    ));
+                }
             } else if cfg.ff_glu {
                 // spec §3.6 / pitfall 5: the GLU projection always has a bias.
                 let f = cfg.ff_inner;
@@ -380,7 +396,10 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
                 .collect()
         } else if key.ends_with(".gamma") || key.ends_with(".g") || key.ends_with(".bias") {
             (0..len).map(|_| rng.uniform() - 0.5).collect()
-        } else if key.ends_with(".residual_scale") || key.ends_with(".head_scale_params") {
+        } else if key.ends_with(".residual_scale")
+            || key.ends_with(".head_scale_params")
+            || key.ends_with("_scale")
+        {
             // gains used as stored (initialised to 1 in x-transformers)
             (0..len).map(|_| 0.5 + rng.uniform()).collect()
         } else if key == "token_emb.emb.weight" || key == "pos_emb.emb.weight" {
@@ -479,6 +498,22 @@ fn attention(
     let mut q = linear(u, n, wq, iq, d, None);
     let mut k = linear(kv_src, m, wk, ikv, kv_dim, None);
     let mut v = linear(kv_src, m, wv, ikv, kv_dim, None);
+    // attn_qk_norm: per head and group, before rotary.
+    if let Some((groups, _, dim_scale)) = cfg.extras.qk_norm {
+        let gq = dim_scale.then(|| get(w, &format!("{key_base}.qk_norm_q_scale"), iq));
+        let gk = dim_scale.then(|| get(w, &format!("{key_base}.qk_norm_k_scale"), ikv));
+        for (t, width, gain) in [(&mut q, iq, gq), (&mut k, ikv, gk)] {
+            for row in t.chunks_mut(width) {
+                for part in row.chunks_mut(dh / groups) {
+                    let norm = part.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                    part.iter_mut().for_each(|v| *v /= norm);
+                }
+                if let Some(g) = gain {
+                    row.iter_mut().zip(g).for_each(|(v, s)| *v *= s);
+                }
+            }
+        }
+    }
     // §3.3 step 2: column c belongs to head c / dh.
     // §3.3 step 4 / §3.4: RoPE on q and k of self-attention at positions 0..n-1 (V never rotated);
     // §3.5: none on cross-attention.
@@ -502,7 +537,10 @@ fn attention(
     for e in k.iter_mut().chain(v.iter_mut()) {
         *e = store(*e);
     }
-    let scale = (dh as f64).powf(-0.5); // §3.3 step 6
+    let scale = match cfg.extras.qk_norm {
+        Some((_, s, false)) => s,    // attn_qk_norm_scale
+        _ => (dh as f64).powf(-0.5), // §3.3 step 6
+    };
     let mut o = vec![0.0; n * iq];
     let mut scores = vec![0.0; m];
     for h in 0..h_q {
