@@ -129,6 +129,9 @@ pub struct DecoderConfig {
     /// `attn_qk_norm_dim_scale`: learned per-feature gains `qk_norm_q_scale` `[H, 1, d]` and
     /// `qk_norm_k_scale` `[H_kv, 1, d]` after the normalisation; the logit scale is then d^−½.
     pub attn_qk_norm_dim_scale: bool,
+    /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
+    /// (`xt:2993-2995`); `false`: as the gain itself.
+    pub norm_add_unit_offset: bool,
     /// `disable_abs_pos_emb`: read by a `TransformerWrapper` only; `None` means "whenever rotary
     /// embeddings are on" (`xt:2892`). A bare `Decoder` has no absolute positions either way.
     pub disable_abs_pos_emb: Option<bool>,
@@ -172,6 +175,7 @@ impl DecoderConfig {
             attn_qk_norm_groups: 1,
             attn_qk_norm_scale: 10.0,
             attn_qk_norm_dim_scale: false,
+            norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
         }
     }
@@ -318,6 +322,19 @@ impl DecoderConfig {
         self.attn_qk_norm_groups = groups;
         self.attn_qk_norm_scale = scale;
         self
+    }
+    /// Sets `norm_add_unit_offset`.
+    pub const fn norm_add_unit_offset(mut self, on: bool) -> Self {
+        self.norm_add_unit_offset = on;
+        self
+    }
+    /// What a stored norm gain is added to: 1 with `norm_add_unit_offset`, else 0.
+    pub const fn norm_gain_offset(&self) -> f32 {
+        if self.norm_add_unit_offset {
+            1.0
+        } else {
+            0.0
+        }
     }
     /// Sets `attn_qk_norm_dim_scale`.
     pub const fn attn_qk_norm_dim_scale(mut self, on: bool) -> Self {

@@ -394,7 +394,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         }
     }
 
-    /// A norm of `n` rows (`xt:3677-3678`); gains are stored as gain − 1 (`xt:2993-2995`).
+    /// A norm of `n` rows (`xt:3677-3678`); gains are stored as gain − 1 (`xt:2993-2995`), or as
+    /// the gain without `norm_add_unit_offset`.
     fn norm(&self, gain: Option<Tensor<'_>>, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let dim = self.config.dim;
         let norm = self.config.norm();
@@ -403,13 +404,15 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         if let (Norm::ScaleNorm, Some(g)) = (norm, gain) {
             kernels::load(&mut scalar, g)?;
         }
+        // The stored gain plus 1 (norm_add_unit_offset, the default) or plus 0.
+        let offset = self.config.norm_gain_offset();
         for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
             match norm {
-                Norm::LayerNorm => kernels::layer_norm(xr, gain, 1.0, or)?,
-                Norm::RmsNorm | Norm::SimpleRmsNorm => kernels::rms_norm(xr, gain, 1.0, or)?,
+                Norm::LayerNorm => kernels::layer_norm(xr, gain, offset, or)?,
+                Norm::RmsNorm | Norm::SimpleRmsNorm => kernels::rms_norm(xr, gain, offset, or)?,
                 Norm::ScaleNorm => {
                     kernels::rms_norm(xr, None, 1.0, or)?;
-                    let g = scalar[0] + 1.0;
+                    let g = scalar[0] + offset;
                     or.iter_mut().for_each(|v| *v *= g);
                 }
             }

@@ -197,5 +197,6 @@ fixture!(
     false_tie_scale,
     tie_scale,
     qk_norm,
-    qk_norm_dim_scale
+    qk_norm_dim_scale,
+    no_unit_offset
 );

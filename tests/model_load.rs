@@ -136,14 +136,14 @@ fn metadata_errors() {
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"norm_add_unit_offset\\\": false",
+                "\\\"heads\\\": 2, \\\"learned_value_residual_mix\\\": false",
             )
         },
         |r| {
             assert!(matches!(
                 r.unwrap_err(),
                 LoadError::UnsupportedOption {
-                    option: "norm_add_unit_offset",
+                    option: "learned_value_residual_mix",
                     value: "false",
                     ..
                 }

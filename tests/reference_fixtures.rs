@@ -327,6 +327,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "attn_qk_norm_groups",
         "attn_qk_norm_scale",
         "attn_qk_norm_dim_scale",
+        "norm_add_unit_offset",
     ];
     for k in kw.keys() {
         assert!(
@@ -361,6 +362,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         head_scale: flag(kw, "attn_head_scale"),
         gate_values: flag(kw, "attn_gate_values"),
         ff_softclamp: kw.get("ff_softclamp_value").map(Json::num),
+        unit_offset: on("norm_add_unit_offset", true),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

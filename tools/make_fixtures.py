@@ -103,6 +103,11 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, attn_qk_norm=True,
                         attn_qk_norm_dim_scale=True),
         "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # norm_add_unit_offset=False: norm gains stored as the gains themselves (LayerNorm, sandwich, final)
+    dict(name="no_unit_offset", dtype="float32", seed=18, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, sandwich_norm=True,
+                        norm_add_unit_offset=False),
+        "wrapper": None}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

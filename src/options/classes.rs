@@ -42,7 +42,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("use_adaptive_layernorm", Refused(CONDITION)),
     ("use_adaptive_rmsnorm", Refused(CONDITION)),
     ("use_adaptive_layerscale", Refused(CONDITION)),
-    ("norm_add_unit_offset", Refused(NOT_IMPLEMENTED)),
+    ("norm_add_unit_offset", Supported),
     ("dim_condition", Refused(NOT_IMPLEMENTED)),
     ("adaptive_condition_mlp", Refused(NOT_IMPLEMENTED)),
     ("adaptive_condition_mlp_expansion", Refused(NOT_IMPLEMENTED)),

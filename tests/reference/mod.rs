@@ -57,6 +57,8 @@ pub struct RefExtras {
     /// per group (x / max(‖x‖, 1e-12)) before rotary, times `….1.qk_norm_{q,k}_scale` with dim
     /// scale; logits scaled by the given scale (d^−½ with dim scale).
     pub qk_norm: Option<(usize, f64, bool)>,
+    /// `norm_add_unit_offset`: stored norm gains are gain − 1 (true, the default) or the gain.
+    pub unit_offset: bool,
 }
 
 impl Default for RefExtras {
@@ -72,6 +74,7 @@ impl Default for RefExtras {
             gate_values: false,
             ff_softclamp: None,
             qk_norm: None,
+            unit_offset: true,
         }
     }
 }
@@ -445,7 +448,13 @@ fn linear(x: &[f64], n: usize, w: &[f64], out: usize, inp: usize, b: Option<&[f6
 /// Applies a Decoder norm (pre-norm `…layers.ℓ.0.0` or `…final_norm`) to every row (spec §3.2, pitfalls 1–2).
 fn norm_rows(cfg: &RefConfig, w: &RefWeights, key_base: &str, x: &[f64]) -> Vec<f64> {
     let d = cfg.dim;
-    let gain = norm_param(cfg.norm).map(|p| get(w, &format!("{key_base}.{p}"), norm_len(cfg)));
+    // Without norm_add_unit_offset the stored value is the gain itself: hand the norms gain − 1.
+    let gain: Option<Vec<f64>> = norm_param(cfg.norm).map(|p| {
+        let g = get(w, &format!("{key_base}.{p}"), norm_len(cfg));
+        let off = if cfg.extras.unit_offset { 0.0 } else { 1.0 };
+        g.iter().map(|v| v - off).collect()
+    });
+    let gain = gain.as_deref();
     x.chunks(d)
         .flat_map(|row| math::norm_row(cfg.norm, row, gain))
         .collect()
