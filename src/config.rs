@@ -129,6 +129,8 @@ pub struct DecoderConfig {
     /// `attn_qk_norm_dim_scale`: learned per-feature gains `qk_norm_q_scale` `[H, 1, d]` and
     /// `qk_norm_k_scale` `[H_kv, 1, d]` after the normalisation; the logit scale is then d^−½.
     pub attn_qk_norm_dim_scale: bool,
+    /// `ff_glu_mult_bias`: with `ff_glu`, h = up ⊙ act(gate) ⊙ `ff.0.mult_bias` (`xt:1753-1761`).
+    pub ff_glu_mult_bias: bool,
     /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
     /// (`xt:2993-2995`); `false`: as the gain itself.
     pub norm_add_unit_offset: bool,
@@ -175,6 +177,7 @@ impl DecoderConfig {
             attn_qk_norm_groups: 1,
             attn_qk_norm_scale: 10.0,
             attn_qk_norm_dim_scale: false,
+            ff_glu_mult_bias: false,
             norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
         }
@@ -321,6 +324,11 @@ impl DecoderConfig {
         self.attn_qk_norm = true;
         self.attn_qk_norm_groups = groups;
         self.attn_qk_norm_scale = scale;
+        self
+    }
+    /// Sets `ff_glu_mult_bias`.
+    pub const fn ff_glu_mult_bias(mut self, on: bool) -> Self {
+        self.ff_glu_mult_bias = on;
         self
     }
     /// Sets `norm_add_unit_offset`.

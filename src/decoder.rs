@@ -630,6 +630,12 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     let (up, gate) = row.split_at_mut(inner);
                     kernels::activate(act, gate);
                     up.iter_mut().zip(gate.iter()).for_each(|(u, g)| *u *= g);
+                    if let Some(mb) = f.mult_bias {
+                        // ff_glu_mult_bias: ⊙ mult_bias (xt:1761)
+                        for (i, u) in up.iter_mut().enumerate() {
+                            *u *= mb.get(i).unwrap_or(1.0);
+                        }
+                    }
                 }
                 for i in 1..n {
                     hb.copy_within(i * rows..i * rows + inner, i * inner);

@@ -61,6 +61,8 @@ pub struct FeedForwardWeights<'w> {
     pub proj: Tensor<'w>,
     /// Its bias (always present with GLU, absent with `ff_no_bias` otherwise).
     pub proj_bias: Option<Tensor<'w>>,
+    /// `ff_glu_mult_bias` with GLU: `ff.0.mult_bias` `[F]`.
+    pub mult_bias: Option<Tensor<'w>>,
     /// Output projection `[D, F]`.
     pub out: Tensor<'w>,
     /// Its bias (absent with `ff_no_bias`).
@@ -262,6 +264,11 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             };
             (w, b)
         };
+        let mult_bias = if cfg.ff_glu && cfg.ff_glu_mult_bias {
+            Some(self.required(Some(l), "1.ff.0.mult_bias", &[f])?)
+        } else {
+            None
+        };
         let out = self.required(Some(l), "1.ff.2.weight", &[d, f])?;
         let out_bias = if cfg.ff_no_bias {
             None
@@ -273,6 +280,7 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             post,
             proj,
             proj_bias,
+            mult_bias,
             out,
             out_bias,
         })

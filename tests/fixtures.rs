@@ -198,5 +198,6 @@ fixture!(
     tie_scale,
     qk_norm,
     qk_norm_dim_scale,
-    no_unit_offset
+    no_unit_offset,
+    glu_mult_bias
 );

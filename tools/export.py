@@ -116,6 +116,7 @@ _DECODER_KEY_RE = re.compile(
     r"|layers\.\d+\.2\.residual_scale"                 # scale_residual
     r"|layers\.\d+\.1\.ff\.0\.0\.(?:weight|bias)"      # FF input linear
     r"|layers\.\d+\.1\.ff\.0\.proj\.(?:weight|bias)"   # GLU input projection
+    r"|layers\.\d+\.1\.ff\.0\.mult_bias"              # ff_glu_mult_bias
     r"|layers\.\d+\.1\.ff\.2\.(?:weight|bias)"         # FF output linear
     r"|rotary_pos_emb\.inv_freq"
     r"|final_norm\.(?:gamma|g)"

@@ -108,6 +108,11 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, sandwich_norm=True,
                         norm_add_unit_offset=False),
         "wrapper": None}),
+    # ff_glu_mult_bias: the GLU output times a learned per-feature bias
+    dict(name="glu_mult_bias", dtype="float32", seed=19, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, ff_glu=True,
+                        ff_swish=True, ff_glu_mult_bias=True),
+        "wrapper": None}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -340,7 +340,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("ff_dim_out", Refused(NOT_IMPLEMENTED)),
     ("ff_mult", Supported),
     ("ff_glu", Supported),
-    ("ff_glu_mult_bias", Refused(NOT_IMPLEMENTED)),
+    ("ff_glu_mult_bias", Supported),
     ("ff_swish", Supported),
     ("ff_relu_squared", Supported),
     ("ff_solu", Refused(NOT_IMPLEMENTED)),

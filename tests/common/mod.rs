@@ -58,6 +58,7 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
                 cfg.attn_qk_norm_dim_scale,
             )),
             unit_offset: cfg.norm_add_unit_offset,
+            glu_mult_bias: cfg.ff_glu && cfg.ff_glu_mult_bias,
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -279,6 +280,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 c.attn_gate_values = gates;
                 c.ff_softclamp_value = ff_clamp;
                 c.norm_add_unit_offset = !(head_scale && gates);
+                c.ff_glu_mult_bias = glu && head_scale;
                 // attn_qk_norm: off, plain (scale 10), two groups, learned dim scale; x-transformers
                 // needs dim_head / groups > 2
                 if qk > 0 && c.attn_dim_head > 2 {

@@ -59,6 +59,8 @@ pub struct RefExtras {
     pub qk_norm: Option<(usize, f64, bool)>,
     /// `norm_add_unit_offset`: stored norm gains are gain − 1 (true, the default) or the gain.
     pub unit_offset: bool,
+    /// `ff_glu_mult_bias` (with GLU): h ⊙ `….ff.0.mult_bias`.
+    pub glu_mult_bias: bool,
 }
 
 impl Default for RefExtras {
@@ -75,6 +77,7 @@ impl Default for RefExtras {
             ff_softclamp: None,
             qk_norm: None,
             unit_offset: true,
+            glu_mult_bias: false,
         }
     }
 }
@@ -314,6 +317,9 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                     vec![2 * f, d],
                 ));
                 out.push((format!("{pre}layers.{l}.1.ff.0.proj.bias"), vec![2 * f]));
+                if cfg.extras.glu_mult_bias {
+                    out.push((format!("{pre}layers.{l}.1.ff.0.mult_bias"), vec![f]));
+                }
                 out.push((format!("{pre}layers.{l}.1.ff.2.weight"), vec![d, f]));
                 if !cfg.ff_no_bias {
                     out.push((format!("{pre}layers.{l}.1.ff.2.bias"), vec![d]));
@@ -402,6 +408,7 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
         } else if key.ends_with(".residual_scale")
             || key.ends_with(".head_scale_params")
             || key.ends_with("_scale")
+            || key.ends_with(".mult_bias")
         {
             // gains used as stored (initialised to 1 in x-transformers)
             (0..len).map(|_| 0.5 + rng.uniform()).collect()
@@ -620,12 +627,19 @@ fn feed_forward(cfg: &RefConfig, w: &RefWeights, key_base: &str, u: &[f64], n: u
         let wp = get(w, &format!("{key_base}.ff.0.proj.weight"), 2 * f * d);
         let bp = get(w, &format!("{key_base}.ff.0.proj.bias"), 2 * f);
         let p = linear(u, n, wp, 2 * f, d, Some(bp));
+        let ones = vec![1.0; f];
+        let mb = if cfg.extras.glu_mult_bias {
+            get(w, &format!("{key_base}.ff.0.mult_bias"), f)
+        } else {
+            &ones[..]
+        };
         p.chunks(2 * f)
             .flat_map(|row| {
                 let (up, gate) = row.split_at(f);
                 up.iter()
                     .zip(gate)
-                    .map(|(a, g)| a * act(cfg.act, *g))
+                    .zip(mb)
+                    .map(|((a, g), m)| a * act(cfg.act, *g) * m)
                     .collect::<Vec<_>>()
             })
             .collect()
