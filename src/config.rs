@@ -616,6 +616,9 @@ pub struct WrapperConfig {
     pub tie_embedding: bool,
     /// The tied logits' scale (`tie_embedding_scale`); `None` means dim^−½ (`xt:4157`).
     pub tie_embedding_scale: Option<f64>,
+    /// `post_emb_norm`: a LayerNorm (eps 1e-5, gain `post_emb_norm.gamma` as stored) on the
+    /// embeddings (`xt:4071, 4310`).
+    pub post_emb_norm: bool,
     /// The decoder (`attn_layers`).
     pub attn_layers: DecoderConfig,
 }
@@ -629,6 +632,7 @@ impl WrapperConfig {
             use_abs_pos_emb: true,
             tie_embedding: false,
             tie_embedding_scale: None,
+            post_emb_norm: false,
             attn_layers,
         }
     }
@@ -640,6 +644,11 @@ impl WrapperConfig {
     /// Sets `tie_embedding`.
     pub const fn tie_embedding(mut self, on: bool) -> Self {
         self.tie_embedding = on;
+        self
+    }
+    /// Sets `post_emb_norm`.
+    pub const fn post_emb_norm(mut self, on: bool) -> Self {
+        self.post_emb_norm = on;
         self
     }
     /// Sets `tie_embedding_scale`.

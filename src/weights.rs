@@ -353,6 +353,8 @@ pub struct WrapperWeights<'w> {
     pub pos_emb: Option<Tensor<'w>>,
     /// `to_logits.weight` `[V, D]`, absent with `tie_embedding`.
     pub to_logits: Option<Tensor<'w>>,
+    /// `post_emb_norm.gamma` `[D]` (the gain as stored), with `post_emb_norm`.
+    pub post_emb_norm: Option<Tensor<'w>>,
     /// How many tensors were taken from the source.
     pub tensors_used: usize,
 }
@@ -384,10 +386,16 @@ impl<'w> WrapperWeights<'w> {
         } else {
             Some(ld.required(None, "to_logits.weight", &[cfg.num_tokens, d])?)
         };
+        let post_emb_norm = if cfg.post_emb_norm {
+            Some(ld.required(None, "post_emb_norm.gamma", &[d])?)
+        } else {
+            None
+        };
         Ok(Self {
             token_emb,
             pos_emb,
             to_logits,
+            post_emb_norm,
             tensors_used: ld.used,
         })
     }

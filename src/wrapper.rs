@@ -257,6 +257,9 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                     if let Some(p) = w.pos_emb {
                         kernels::add_scaled(xr, p.slice((pos0 + start + j) * dim, dim), dim_scale)?;
                     }
+                    if let Some(g) = w.post_emb_norm {
+                        layer_norm_in_place(xr, g);
+                    }
                 }
                 Ok(())
             },
@@ -279,6 +282,18 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 Ok(())
             },
         )
+    }
+}
+
+/// `post_emb_norm` (xt:1017-1036 with unit_offset False): (x − μ) / √(σ² + 1e-5) · γ in place,
+/// γ as stored.
+fn layer_norm_in_place(x: &mut [f32], gamma: Tensor<'_>) {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / libm::sqrtf(var + 1e-5);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = (*v - mean) * inv * gamma.get(i).unwrap_or(1.0);
     }
 }
 

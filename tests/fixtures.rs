@@ -199,5 +199,6 @@ fixture!(
     qk_norm,
     qk_norm_dim_scale,
     no_unit_offset,
-    glu_mult_bias
+    glu_mult_bias,
+    post_emb_norm
 );

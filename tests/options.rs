@@ -384,6 +384,10 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "attn_qk_norm_dim_scale" => ("true", Some(|c, _| c.attn_qk_norm_dim_scale = true)),
         "norm_add_unit_offset" => ("false", Some(|c, _| c.norm_add_unit_offset = false)),
         "ff_glu_mult_bias" => ("true", Some(|c, _| c.ff_glu_mult_bias = true)),
+        "post_emb_norm" => (
+            "true",
+            Some(|_, w| w.as_mut().unwrap().post_emb_norm = true),
+        ),
         "disable_abs_pos_emb" => ("true", Some(|c, _| c.disable_abs_pos_emb = Some(true))),
         "attn_dim_head" => ("32", Some(|c, _| c.attn_dim_head = 32)),
         "attn_kv_heads" => ("2", Some(|c, _| c.attn_kv_heads = Some(2))),

@@ -401,6 +401,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                         "max_seq_len",
                         "tie_embedding",
                         "tie_embedding_scale",
+                        "post_emb_norm",
                         "use_abs_pos_emb"
                     ]
                     .contains(&k.as_str()),
@@ -429,6 +430,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                     Some(Json::Num(x)) => Some(*x),
                     _ => None,
                 },
+                post_emb_norm: flag(wk, "post_emb_norm"),
             })
         }
     };

@@ -495,6 +495,7 @@ fn hand_wrapper_embeddings_and_logits() {
         abs_pos_emb: true,
         tie_embedding: true,
         tie_embedding_scale: None,
+        post_emb_norm: false,
     });
     assert_eq!(
         keys_of(&cfg),
@@ -644,6 +645,7 @@ fn every_parameter_matters() {
         abs_pos_emb: true,
         tie_embedding: false,
         tie_embedding_scale: None,
+        post_emb_norm: false,
     });
     let mut tied = wrapped.clone();
     tied.wrapper.as_mut().unwrap().tie_embedding = true;
@@ -805,6 +807,7 @@ fn wrapper_keys_are_prefixed() {
         abs_pos_emb: false,
         tie_embedding: false,
         tie_embedding_scale: None,
+        post_emb_norm: false,
     });
     let k = keys_of(&cfg);
     assert_eq!(k.first().unwrap(), "token_emb.emb.weight");

@@ -122,7 +122,8 @@ _DECODER_KEY_RE = re.compile(
     r"|final_norm\.(?:gamma|g)"
     r")$"
 )
-_WRAPPER_KEY_RE = re.compile(r"^(?:token_emb\.emb\.weight|pos_emb\.emb\.weight|to_logits\.weight)$")
+_WRAPPER_KEY_RE = re.compile(
+    r"^(?:token_emb\.emb\.weight|pos_emb\.emb\.weight|to_logits\.weight|post_emb_norm\.gamma)$")
 
 INV_FREQ_SUFFIX = "rotary_pos_emb.inv_freq"
 

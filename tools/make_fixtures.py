@@ -113,6 +113,10 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, ff_glu=True,
                         ff_swish=True, ff_glu_mult_bias=True),
         "wrapper": None}),
+    # post_emb_norm: LayerNorm (gain as stored) of token + absolute position embeddings
+    dict(name="post_emb_norm", dtype="float32", seed=20, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, post_emb_norm=True)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -362,7 +362,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("max_mem_len", Refused(NOT_IMPLEMENTED)),
     ("shift_mem_down", Refused(NOT_IMPLEMENTED)),
     ("emb_dropout", NoEffect("dropout: training only")),
-    ("post_emb_norm", Refused(NOT_IMPLEMENTED)),
+    ("post_emb_norm", Supported),
     ("num_memory_tokens", Refused(NO_CACHE)),
     ("memory_tokens_interspersed_every", Refused(NOT_IMPLEMENTED)),
     ("tie_embedding", Supported),

@@ -435,6 +435,7 @@ struct WrapperArgs<'a> {
     use_abs_pos_emb: bool,
     tie_embedding: bool,
     tie_embedding_scale: Option<f64>,
+    post_emb_norm: bool,
     emb_dim: Option<(usize, &'a str, &'a str)>,
     logits_dim: Option<(usize, &'a str, &'a str)>,
 }
@@ -470,6 +471,7 @@ impl<'a> WrapperArgs<'a> {
             .use_abs_pos_emb(self.use_abs_pos_emb)
             .tie_embedding(self.tie_embedding);
         w.tie_embedding_scale = self.tie_embedding_scale;
+        w.post_emb_norm = self.post_emb_norm;
         Ok(w)
     }
 }
@@ -482,6 +484,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>,
         use_abs_pos_emb: true,
         tie_embedding: false,
         tie_embedding_scale: None,
+        post_emb_norm: false,
         emb_dim: None,
         logits_dim: None,
     };
@@ -499,6 +502,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>,
             "max_seq_len" => w.max_seq_len = Some(typed(p, raw, text, Parser::usize)?),
             "use_abs_pos_emb" => w.use_abs_pos_emb = typed(p, raw, text, Parser::bool)?,
             "tie_embedding" => w.tie_embedding = typed(p, raw, text, Parser::bool)?,
+            "post_emb_norm" => w.post_emb_norm = typed(p, raw, text, Parser::bool)?,
             "tie_embedding_scale" => {
                 w.tie_embedding_scale = Some(typed(p, raw, text, number_or_bool)?)
             }

@@ -74,6 +74,7 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             abs_pos_emb: w.has_abs_pos_emb(),
             tie_embedding: w.tie_embedding,
             tie_embedding_scale: w.tie_embedding_scale,
+            post_emb_norm: w.post_emb_norm,
         }),
     }
 }
@@ -318,6 +319,7 @@ pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
                 .use_abs_pos_emb(abs)
                 .tie_embedding(tie);
             w.tie_embedding_scale = tie_scale;
+            w.post_emb_norm = tie_scale.is_some() != tie;
             w
         })
 }

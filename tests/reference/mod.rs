@@ -132,6 +132,8 @@ pub struct RefWrapper {
     pub tie_embedding: bool,
     /// `tie_embedding_scale`; None: D^−½.
     pub tie_embedding_scale: Option<f64>,
+    /// `post_emb_norm`: LayerNorm of x₀ with the gain `post_emb_norm.gamma` as stored.
+    pub post_emb_norm: bool,
 }
 
 /// Weights by x-transformers `state_dict` key; matrices row-major `[out, in]`.
@@ -352,6 +354,9 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
     if let Some(wr) = &cfg.wrapper {
         if !wr.tie_embedding {
             out.push(("to_logits.weight".into(), vec![wr.num_tokens, d]));
+        }
+        if wr.post_emb_norm {
+            out.push(("post_emb_norm.gamma".into(), vec![d]));
         }
     }
     out
@@ -812,6 +817,14 @@ pub fn wrapper_forward(
         } else {
             x.extend_from_slice(e);
         }
+    }
+    if wr.post_emb_norm {
+        // gain used as stored: layer_norm adds 1 to what it is given
+        let g: Vec<f64> = get(w, "post_emb_norm.gamma", d)
+            .iter()
+            .map(|v| v - 1.0)
+            .collect();
+        x = x.chunks(d).flat_map(|row| layer_norm(row, &g)).collect();
     }
     let y = decoder_forward(cfg, w, &x, context);
     if wr.tie_embedding {
