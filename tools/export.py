@@ -63,6 +63,10 @@ def _options():
         with open(_OPTIONS_PATH) as f:
             doc = json.load(f)
         _OPTIONS = {(r["group"] == "wrapper", r["name"]): r for r in doc["arguments"]}
+        supported = {r["name"] for r in doc["arguments"] if r["class"] == "supported"}
+        if supported != set(_SUPPORTED_TYPES):
+            raise RuntimeError(f"export.py's _SUPPORTED_TYPES does not list the loader's supported arguments: "
+                               f"{sorted(supported ^ set(_SUPPORTED_TYPES))}")
     return _OPTIONS
 
 
@@ -80,6 +84,40 @@ def _py_equal(a, b) -> bool:
 
 def _equals_default(value, row) -> bool:
     return row["kind"] == "value" and _py_equal(value, row["value"])
+
+
+# The JSON type the loader reads each supported argument with (src/options/metadata.rs) when its
+# value is not its default; a value of another type would be refused there, so it is refused here.
+_USIZE, _OPT_USIZE, _BOOL, _OPT_BOOL, _NUMBER, _NUMBER_OR_BOOL = range(6)
+_SUPPORTED_TYPES = {
+    **dict.fromkeys(("dim", "depth", "heads", "attn_dim_head", "attn_qk_norm_groups", "num_tokens",
+                     "max_seq_len"), _USIZE),
+    **dict.fromkeys(("attn_kv_heads", "cross_attn_dim_context", "rotary_emb_dim", "emb_dim", "logits_dim"),
+                    _OPT_USIZE),
+    **dict.fromkeys(("causal", "cross_attend", "use_scalenorm", "use_rmsnorm", "use_simple_rmsnorm",
+                     "norm_add_unit_offset", "rotary_pos_emb", "pre_norm", "pre_norm_has_final_norm",
+                     "scale_residual", "sandwich_norm", "softclamp_output", "attn_head_scale", "attn_gate_values",
+                     "attn_qk_norm", "attn_qk_norm_dim_scale", "attn_one_kv_head", "ff_glu", "ff_glu_mult_bias",
+                     "ff_swish", "ff_relu_squared", "ff_no_bias", "post_emb_norm", "tie_embedding",
+                     "use_abs_pos_emb"), _BOOL),
+    "disable_abs_pos_emb": _OPT_BOOL,
+    **dict.fromkeys(("rotary_interpolation_factor", "rotary_base_rescale_factor", "softclamp_output_value",
+                     "attn_qk_norm_scale", "ff_mult", "ff_softclamp_value"), _NUMBER),
+    **dict.fromkeys(("scale_residual_constant", "tie_embedding_scale"), _NUMBER_OR_BOOL),
+}
+
+
+def _type_ok(kind, v) -> bool:
+    is_int = isinstance(v, int) and not isinstance(v, bool)
+    is_num = is_int or (isinstance(v, float) and v == v and abs(v) != float("inf"))
+    return {
+        _USIZE: is_int and v >= 0,
+        _OPT_USIZE: v is None or (is_int and v >= 0),
+        _BOOL: isinstance(v, bool),
+        _OPT_BOOL: v is None or isinstance(v, bool),
+        _NUMBER: is_num,
+        _NUMBER_OR_BOOL: is_num or isinstance(v, bool),
+    }[kind]
 
 
 def _unsupported(name, value, reason):
@@ -101,7 +139,11 @@ def _decide(name: str, value, group_kwargs: dict, wrapper: bool) -> None:
         elif _equals_default(value, row):
             return
         raise _unsupported(name, value, row["reason"])
-    if _equals_default(value, row) or row["class"] in ("no_effect", "supported"):
+    if _equals_default(value, row) or row["class"] == "no_effect":
+        return
+    if row["class"] == "supported":
+        if not _type_ok(_SUPPORTED_TYPES[name], value):
+            raise ValueError(f"invalid value for {name!r} = {value!r}: not of the type picoformer reads it as")
         return
     raise _unsupported(name, value, row["reason"])
 
@@ -251,6 +293,10 @@ def _check_kwargs(dec: dict, wrap: dict | None) -> None:
     for k in ("dim", "depth"):
         if dec.get(k) is None:
             raise ValueError(f"Decoder kwarg '{k}' is required")
+    for k in ("ff_softclamp_value", "softclamp_output_value", "ff_mult"):
+        v = dec.get(k)
+        if v is not None and not (_type_ok(_NUMBER, v) and v > 0):
+            raise ValueError(f"invalid value for {k!r} = {v!r}: must be a positive number")
     if dec.get("rotary_pos_emb"):
         r = dec.get("rotary_emb_dim")
         if r is not None and (r < 2 or r % 2):
