@@ -619,6 +619,9 @@ pub struct WrapperConfig {
     /// `post_emb_norm`: a LayerNorm (eps 1e-5, gain `post_emb_norm.gamma` as stored) on the
     /// embeddings (`xt:4071, 4310`).
     pub post_emb_norm: bool,
+    /// `l2norm_embed`: token and absolute position embeddings l2-normalised, the positions not
+    /// scaled by dim^−½ (`xt:399-442`).
+    pub l2norm_embed: bool,
     /// The decoder (`attn_layers`).
     pub attn_layers: DecoderConfig,
 }
@@ -633,6 +636,7 @@ impl WrapperConfig {
             tie_embedding: false,
             tie_embedding_scale: None,
             post_emb_norm: false,
+            l2norm_embed: false,
             attn_layers,
         }
     }

@@ -254,8 +254,21 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
                     let t = tokens[start + j] as usize;
                     kernels::load(xr, w.token_emb.slice(t * dim, dim))?;
+                    if cfg.l2norm_embed {
+                        // l2norm(E[t]) (xt:406, 227-230)
+                        let norm = libm::sqrtf(xr.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
+                        xr.iter_mut().for_each(|v| *v /= norm);
+                    }
                     if let Some(p) = w.pos_emb {
-                        kernels::add_scaled(xr, p.slice((pos0 + start + j) * dim, dim), dim_scale)?;
+                        let row = p.slice((pos0 + start + j) * dim, dim);
+                        let scale = if cfg.l2norm_embed {
+                            // l2norm(P[pos]), not scaled (xt:419, 442)
+                            let sq = (0..dim).map(|i| row.get(i).unwrap_or(0.0)).map(|v| v * v);
+                            1.0 / libm::sqrtf(sq.sum::<f32>()).max(1e-12)
+                        } else {
+                            dim_scale
+                        };
+                        kernels::add_scaled(xr, row, scale)?;
                     }
                     if let Some(g) = w.post_emb_norm {
                         layer_norm_in_place(xr, g);

@@ -200,5 +200,6 @@ fixture!(
     qk_norm_dim_scale,
     no_unit_offset,
     glu_mult_bias,
-    post_emb_norm
+    post_emb_norm,
+    l2norm_embed
 );

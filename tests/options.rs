@@ -388,6 +388,7 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
             "true",
             Some(|_, w| w.as_mut().unwrap().post_emb_norm = true),
         ),
+        "l2norm_embed" => ("true", Some(|_, w| w.as_mut().unwrap().l2norm_embed = true)),
         "disable_abs_pos_emb" => ("true", Some(|c, _| c.disable_abs_pos_emb = Some(true))),
         "attn_dim_head" => ("32", Some(|c, _| c.attn_dim_head = 32)),
         "attn_kv_heads" => ("2", Some(|c, _| c.attn_kv_heads = Some(2))),

@@ -402,6 +402,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                         "tie_embedding",
                         "tie_embedding_scale",
                         "post_emb_norm",
+                        "l2norm_embed",
                         "use_abs_pos_emb"
                     ]
                     .contains(&k.as_str()),
@@ -431,6 +432,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                     _ => None,
                 },
                 post_emb_norm: flag(wk, "post_emb_norm"),
+                l2norm_embed: flag(wk, "l2norm_embed"),
             })
         }
     };

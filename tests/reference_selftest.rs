@@ -496,6 +496,7 @@ fn hand_wrapper_embeddings_and_logits() {
         tie_embedding: true,
         tie_embedding_scale: None,
         post_emb_norm: false,
+        l2norm_embed: false,
     });
     assert_eq!(
         keys_of(&cfg),
@@ -646,6 +647,7 @@ fn every_parameter_matters() {
         tie_embedding: false,
         tie_embedding_scale: None,
         post_emb_norm: false,
+        l2norm_embed: false,
     });
     let mut tied = wrapped.clone();
     tied.wrapper.as_mut().unwrap().tie_embedding = true;
@@ -808,6 +810,7 @@ fn wrapper_keys_are_prefixed() {
         tie_embedding: false,
         tie_embedding_scale: None,
         post_emb_norm: false,
+        l2norm_embed: false,
     });
     let k = keys_of(&cfg);
     assert_eq!(k.first().unwrap(), "token_emb.emb.weight");

@@ -117,6 +117,10 @@ FIXTURES = [
     dict(name="post_emb_norm", dtype="float32", seed=20, n=8, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
         "wrapper": dict(num_tokens=40, max_seq_len=16, post_emb_norm=True)}),
+    # l2norm_embed: l2-normalised token and absolute position embeddings (positions not scaled), tied logits
+    dict(name="l2norm_embed", dtype="float32", seed=21, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, l2norm_embed=True, tie_embedding=True)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -372,7 +372,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("num_output_heads", Refused(NOT_IMPLEMENTED)),
     ("use_abs_pos_emb", Supported),
     ("scaled_sinu_pos_emb", Refused(NOT_IMPLEMENTED)),
-    ("l2norm_embed", Refused(NOT_IMPLEMENTED)),
+    ("l2norm_embed", Supported),
     ("recycling", Refused(NO_CACHE)),
     ("train_max_recycle_steps", NoEffect("training only")),
     ("looped", Refused(NOT_IMPLEMENTED)),

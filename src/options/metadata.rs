@@ -436,6 +436,7 @@ struct WrapperArgs<'a> {
     tie_embedding: bool,
     tie_embedding_scale: Option<f64>,
     post_emb_norm: bool,
+    l2norm_embed: bool,
     emb_dim: Option<(usize, &'a str, &'a str)>,
     logits_dim: Option<(usize, &'a str, &'a str)>,
 }
@@ -472,6 +473,7 @@ impl<'a> WrapperArgs<'a> {
             .tie_embedding(self.tie_embedding);
         w.tie_embedding_scale = self.tie_embedding_scale;
         w.post_emb_norm = self.post_emb_norm;
+        w.l2norm_embed = self.l2norm_embed;
         Ok(w)
     }
 }
@@ -485,6 +487,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>,
         tie_embedding: false,
         tie_embedding_scale: None,
         post_emb_norm: false,
+        l2norm_embed: false,
         emb_dim: None,
         logits_dim: None,
     };
@@ -503,6 +506,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>,
             "use_abs_pos_emb" => w.use_abs_pos_emb = typed(p, raw, text, Parser::bool)?,
             "tie_embedding" => w.tie_embedding = typed(p, raw, text, Parser::bool)?,
             "post_emb_norm" => w.post_emb_norm = typed(p, raw, text, Parser::bool)?,
+            "l2norm_embed" => w.l2norm_embed = typed(p, raw, text, Parser::bool)?,
             "tie_embedding_scale" => {
                 w.tie_embedding_scale = Some(typed(p, raw, text, number_or_bool)?)
             }

@@ -134,6 +134,8 @@ pub struct RefWrapper {
     pub tie_embedding_scale: Option<f64>,
     /// `post_emb_norm`: LayerNorm of x₀ with the gain `post_emb_norm.gamma` as stored.
     pub post_emb_norm: bool,
+    /// `l2norm_embed`: x₀ = E[t]/‖E[t]‖ + P[pos]/‖P[pos]‖ (no D^−½).
+    pub l2norm_embed: bool,
 }
 
 /// Weights by x-transformers `state_dict` key; matrices row-major `[out, in]`.
@@ -809,13 +811,23 @@ pub fn wrapper_forward(
     let mut x = Vec::with_capacity(n * d);
     for (p, &t) in tokens.iter().enumerate() {
         assert!(t < v, "token {t} out of range");
+        let l2 = |v: &[f64]| {
+            let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+            v.iter().map(|a| a / n).collect::<Vec<f64>>()
+        };
         let e = &emb[t * d..(t + 1) * d];
+        let e = if wr.l2norm_embed { l2(e) } else { e.to_vec() };
         if wr.abs_pos_emb {
             assert!(p < wr.max_seq_len, "sequence longer than max_seq_len");
             let pe = &get(w, "pos_emb.emb.weight", wr.max_seq_len * d)[p * d..(p + 1) * d];
-            x.extend(e.iter().zip(pe).map(|(a, b)| a + scale * b));
+            let pe = if wr.l2norm_embed {
+                l2(pe)
+            } else {
+                pe.iter().map(|b| scale * b).collect()
+            };
+            x.extend(e.iter().zip(&pe).map(|(a, b)| a + b));
         } else {
-            x.extend_from_slice(e);
+            x.extend_from_slice(&e);
         }
     }
     if wr.post_emb_norm {
