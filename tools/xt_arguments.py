@@ -187,6 +187,7 @@ def render_rust(rows, xt_version):
         f"pub const XT_VERSION: &str = {json.dumps(xt_version)};",
         "",
         "/// Every argument, in signature order per group.",
+        "#[rustfmt::skip] // one line per argument, as generated (`--check` compares the text)",
         "pub const ARGS: &[Arg] = &[",
     ]
     for r in rows:
