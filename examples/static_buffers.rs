@@ -58,9 +58,8 @@ fn main() -> Result<(), picoformer::Error> {
             std::process::exit(1);
         }
     };
-    // SAFETY (of the example): main runs once, on one thread; nothing else refers to these
-    // statics.
     #[allow(unsafe_code)]
+    // SAFETY: main runs once, on one thread; nothing else refers to these statics.
     let (kv, sc, logits) = unsafe {
         (
             &mut *addr_of_mut!(KV),

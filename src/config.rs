@@ -17,6 +17,9 @@ pub enum Norm {
     RmsNorm,
     /// `use_simple_rmsnorm`: x / max(‖x‖₂, 1e-12) · √dim, no parameters.
     SimpleRmsNorm,
+    /// `use_scalenorm`: x / max(‖x‖₂, 1e-12) · √dim · (g+1) with one scalar gain `g` of shape
+    /// (1,) (`xt:1059-1074`).
+    ScaleNorm,
 }
 
 /// The feed-forward activation (`xt:1799-1801`).
@@ -85,6 +88,55 @@ pub struct DecoderConfig {
     pub ff_relu_squared: bool,
     /// No biases in the feed-forward linears, except the GLU projection's (`ff_no_bias`).
     pub ff_no_bias: bool,
+    /// `use_scalenorm`.
+    pub use_scalenorm: bool,
+    /// `pre_norm` (default true): a norm before every sublayer (`layers.ℓ.0.0`); `false` is
+    /// post-norm: a norm after every residual add (`layers.ℓ.0.2`) and no final norm
+    /// (`xt:3155, 3303, 3728-3729`).
+    pub pre_norm: bool,
+    /// `pre_norm_has_final_norm` (default true): the final norm, with `pre_norm`.
+    pub pre_norm_has_final_norm: bool,
+    /// `sandwich_norm`: a norm on every sublayer's output before the residual add
+    /// (`layers.ℓ.0.1`, `xt:3714-3715`); needs `pre_norm`.
+    pub sandwich_norm: bool,
+    /// `softclamp_output`: x = tanh(x / v) · v before the final norm, v =
+    /// `softclamp_output_value` (`xt:3746-3747`).
+    pub softclamp_output: bool,
+    /// `softclamp_output_value` (default 30).
+    pub softclamp_output_value: f64,
+    /// `scale_residual`: the residual (skip) path is multiplied by a learned gain
+    /// (`layers.ℓ.2.residual_scale`, `xt:1189-1205`).
+    pub scale_residual: bool,
+    /// `scale_residual_constant` (default 1): the residual path is multiplied by it.
+    pub scale_residual_constant: f64,
+    /// `attn_head_scale`: every head's output is multiplied by a learned scalar
+    /// (`layers.ℓ.1.head_scale_params`, `xt:2638-2639`); self- and cross-attention.
+    pub attn_head_scale: bool,
+    /// `attn_gate_values`: out ⊙ sigmoid(u·W_gᵀ) per value feature (`layers.ℓ.1.to_v_gate`,
+    /// `xt:2711-2720`); self- and cross-attention.
+    pub attn_gate_values: bool,
+    /// `ff_softclamp_value`: tanh(z / v)·v on the feed-forward's first linear before the
+    /// activation, without GLU (`xt:1814-1817`; with GLU x-transformers ignores it).
+    pub ff_softclamp_value: Option<f64>,
+    /// `attn_qk_norm`: queries and keys l2-normalised per head (in `attn_qk_norm_groups` groups),
+    /// logits scaled by `attn_qk_norm_scale` instead of d^−½ (`xt:2067-2082, 2422-2427`); keys
+    /// are normalised before they are cached. Self- and cross-attention.
+    pub attn_qk_norm: bool,
+    /// `attn_qk_norm_groups` (default 1).
+    pub attn_qk_norm_groups: usize,
+    /// `attn_qk_norm_scale` (default 10).
+    pub attn_qk_norm_scale: f64,
+    /// `attn_qk_norm_dim_scale`: learned per-feature gains `qk_norm_q_scale` `[H, 1, d]` and
+    /// `qk_norm_k_scale` `[H_kv, 1, d]` after the normalisation; the logit scale is then d^−½.
+    pub attn_qk_norm_dim_scale: bool,
+    /// `ff_glu_mult_bias`: with `ff_glu`, h = up ⊙ act(gate) ⊙ `ff.0.mult_bias` (`xt:1753-1761`).
+    pub ff_glu_mult_bias: bool,
+    /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
+    /// (`xt:2993-2995`); `false`: as the gain itself.
+    pub norm_add_unit_offset: bool,
+    /// `disable_abs_pos_emb`: read by a `TransformerWrapper` only; `None` means "whenever rotary
+    /// embeddings are on" (`xt:2892`). A bare `Decoder` has no absolute positions either way.
+    pub disable_abs_pos_emb: Option<bool>,
 }
 
 impl DecoderConfig {
@@ -110,6 +162,24 @@ impl DecoderConfig {
             ff_swish: false,
             ff_relu_squared: false,
             ff_no_bias: false,
+            use_scalenorm: false,
+            pre_norm: true,
+            pre_norm_has_final_norm: true,
+            sandwich_norm: false,
+            softclamp_output: false,
+            softclamp_output_value: 30.0,
+            scale_residual: false,
+            scale_residual_constant: 1.0,
+            attn_head_scale: false,
+            attn_gate_values: false,
+            ff_softclamp_value: None,
+            attn_qk_norm: false,
+            attn_qk_norm_groups: 1,
+            attn_qk_norm_scale: 10.0,
+            attn_qk_norm_dim_scale: false,
+            ff_glu_mult_bias: false,
+            norm_add_unit_offset: true,
+            disable_abs_pos_emb: None,
         }
     }
 
@@ -198,6 +268,112 @@ impl DecoderConfig {
         self.ff_no_bias = on;
         self
     }
+    /// Sets `use_scalenorm`.
+    pub const fn use_scalenorm(mut self, on: bool) -> Self {
+        self.use_scalenorm = on;
+        self
+    }
+    /// Sets `pre_norm` (`false`: post-norm).
+    pub const fn pre_norm(mut self, on: bool) -> Self {
+        self.pre_norm = on;
+        self
+    }
+    /// Sets `pre_norm_has_final_norm`.
+    pub const fn pre_norm_has_final_norm(mut self, on: bool) -> Self {
+        self.pre_norm_has_final_norm = on;
+        self
+    }
+    /// Sets `sandwich_norm`.
+    pub const fn sandwich_norm(mut self, on: bool) -> Self {
+        self.sandwich_norm = on;
+        self
+    }
+    /// Sets `softclamp_output` and `softclamp_output_value`.
+    pub const fn softclamp_output(mut self, value: f64) -> Self {
+        self.softclamp_output = true;
+        self.softclamp_output_value = value;
+        self
+    }
+    /// Sets `scale_residual`.
+    pub const fn scale_residual(mut self, on: bool) -> Self {
+        self.scale_residual = on;
+        self
+    }
+    /// Sets `scale_residual_constant`.
+    pub const fn scale_residual_constant(mut self, c: f64) -> Self {
+        self.scale_residual_constant = c;
+        self
+    }
+    /// Sets `attn_head_scale`.
+    pub const fn attn_head_scale(mut self, on: bool) -> Self {
+        self.attn_head_scale = on;
+        self
+    }
+    /// Sets `attn_gate_values`.
+    pub const fn attn_gate_values(mut self, on: bool) -> Self {
+        self.attn_gate_values = on;
+        self
+    }
+    /// Sets `ff_softclamp_value`.
+    pub const fn ff_softclamp_value(mut self, v: f64) -> Self {
+        self.ff_softclamp_value = Some(v);
+        self
+    }
+    /// Sets `attn_qk_norm` with `attn_qk_norm_groups` and `attn_qk_norm_scale`.
+    pub const fn attn_qk_norm(mut self, groups: usize, scale: f64) -> Self {
+        self.attn_qk_norm = true;
+        self.attn_qk_norm_groups = groups;
+        self.attn_qk_norm_scale = scale;
+        self
+    }
+    /// Sets `ff_glu_mult_bias`.
+    pub const fn ff_glu_mult_bias(mut self, on: bool) -> Self {
+        self.ff_glu_mult_bias = on;
+        self
+    }
+    /// Sets `norm_add_unit_offset`.
+    pub const fn norm_add_unit_offset(mut self, on: bool) -> Self {
+        self.norm_add_unit_offset = on;
+        self
+    }
+    /// What a stored norm gain is added to: 1 with `norm_add_unit_offset`, else 0.
+    pub const fn norm_gain_offset(&self) -> f32 {
+        if self.norm_add_unit_offset {
+            1.0
+        } else {
+            0.0
+        }
+    }
+    /// Sets `attn_qk_norm_dim_scale`.
+    pub const fn attn_qk_norm_dim_scale(mut self, on: bool) -> Self {
+        self.attn_qk_norm_dim_scale = on;
+        self
+    }
+    /// The attention logits' scale: d^−½, or `attn_qk_norm_scale` with `attn_qk_norm` (and
+    /// without `attn_qk_norm_dim_scale`) (`xt:1957, 2080-2082, 2155`).
+    pub fn attn_scale(&self) -> f32 {
+        if self.attn_qk_norm && !self.attn_qk_norm_dim_scale {
+            self.attn_qk_norm_scale as f32
+        } else {
+            (1.0 / libm::sqrt(self.attn_dim_head as f64)) as f32
+        }
+    }
+    /// Whether there is a final norm: `pre_norm` and `pre_norm_has_final_norm` (`xt:3155`).
+    pub const fn has_final_norm(&self) -> bool {
+        self.pre_norm && self.pre_norm_has_final_norm
+    }
+    /// Sets `disable_abs_pos_emb`.
+    pub const fn disable_abs_pos_emb(mut self, on: bool) -> Self {
+        self.disable_abs_pos_emb = Some(on);
+        self
+    }
+    /// Resolved `disable_abs_pos_emb` (`xt:2892`: default true with rotary embeddings).
+    pub const fn abs_pos_emb_disabled(&self) -> bool {
+        match self.disable_abs_pos_emb {
+            Some(on) => on,
+            None => self.rotary_pos_emb,
+        }
+    }
 
     /// Resolved number of key/value heads H_kv (`xt:1963-1972`).
     pub const fn kv_heads(&self) -> usize {
@@ -254,7 +430,9 @@ impl DecoderConfig {
     }
     /// The resolved norm kind.
     pub const fn norm(&self) -> Norm {
-        if self.use_simple_rmsnorm {
+        if self.use_scalenorm {
+            Norm::ScaleNorm
+        } else if self.use_simple_rmsnorm {
             Norm::SimpleRmsNorm
         } else if self.use_rmsnorm {
             Norm::RmsNorm
@@ -262,7 +440,8 @@ impl DecoderConfig {
             Norm::LayerNorm
         }
     }
-    /// The resolved feed-forward activation.
+    /// The resolved feed-forward activation: ReLU² wins over SiLU, as in x-transformers
+    /// (`xt:1794-1799`).
     pub const fn activation(&self) -> Activation {
         if self.ff_relu_squared {
             Activation::ReluSquared
@@ -350,8 +529,42 @@ impl DecoderConfig {
         if self.use_rmsnorm && self.use_simple_rmsnorm {
             return Err(ConfigError::Conflict("use_rmsnorm", "use_simple_rmsnorm"));
         }
-        if self.ff_swish && self.ff_relu_squared {
-            return Err(ConfigError::Conflict("ff_swish", "ff_relu_squared"));
+        // x-transformers asserts at most one norm kind, and sandwich norm only with pre-norm.
+        if self.use_scalenorm && self.use_rmsnorm {
+            return Err(ConfigError::Conflict("use_scalenorm", "use_rmsnorm"));
+        }
+        if self.use_scalenorm && self.use_simple_rmsnorm {
+            return Err(ConfigError::Conflict("use_scalenorm", "use_simple_rmsnorm"));
+        }
+        if self.sandwich_norm && !self.pre_norm {
+            return Err(ConfigError::Conflict("sandwich_norm", "pre_norm"));
+        }
+        if self.attn_qk_norm {
+            // x-transformers asserts dim_head % groups == 0 and dim_head / groups > 2.
+            let g = self.attn_qk_norm_groups;
+            if g == 0 || !self.attn_dim_head.is_multiple_of(g) || self.attn_dim_head / g <= 2 {
+                return Err(ConfigError::Conflict(
+                    "attn_qk_norm_groups",
+                    "attn_dim_head",
+                ));
+            }
+            if !(self.attn_qk_norm_scale > -1e30 && self.attn_qk_norm_scale < 1e30) {
+                return Err(ConfigError::NotFinite("attn_qk_norm_scale"));
+            }
+        }
+        if let Some(v) = self.ff_softclamp_value {
+            if !(v > 0.0 && v < 1e30) {
+                return Err(ConfigError::NotPositive("ff_softclamp_value"));
+            }
+        }
+        if !(self.scale_residual_constant > -1e30 && self.scale_residual_constant < 1e30) {
+            return Err(ConfigError::NotFinite("scale_residual_constant"));
+        }
+        if self.softclamp_output {
+            let v = self.softclamp_output_value;
+            if !(v > 0.0 && v < 1e30) {
+                return Err(ConfigError::NotPositive("softclamp_output_value"));
+            }
         }
         if self.ff_mult.is_nan() || self.ff_mult <= 0.0 || self.ff_inner() == 0 {
             return Err(ConfigError::Zero("ff_mult"));
@@ -401,6 +614,14 @@ pub struct WrapperConfig {
     pub use_abs_pos_emb: bool,
     /// Logits reuse the token embedding, scaled by dim^−½ (`tie_embedding`).
     pub tie_embedding: bool,
+    /// The tied logits' scale (`tie_embedding_scale`); `None` means dim^−½ (`xt:4157`).
+    pub tie_embedding_scale: Option<f64>,
+    /// `post_emb_norm`: a LayerNorm (eps 1e-5, gain `post_emb_norm.gamma` as stored) on the
+    /// embeddings (`xt:4071, 4310`).
+    pub post_emb_norm: bool,
+    /// `l2norm_embed`: token and absolute position embeddings l2-normalised, the positions not
+    /// scaled by dim^−½ (`xt:399-442`).
+    pub l2norm_embed: bool,
     /// The decoder (`attn_layers`).
     pub attn_layers: DecoderConfig,
 }
@@ -413,6 +634,9 @@ impl WrapperConfig {
             max_seq_len,
             use_abs_pos_emb: true,
             tie_embedding: false,
+            tie_embedding_scale: None,
+            post_emb_norm: false,
+            l2norm_embed: false,
             attn_layers,
         }
     }
@@ -426,10 +650,21 @@ impl WrapperConfig {
         self.tie_embedding = on;
         self
     }
+    /// Sets `post_emb_norm`.
+    pub const fn post_emb_norm(mut self, on: bool) -> Self {
+        self.post_emb_norm = on;
+        self
+    }
+    /// Sets `tie_embedding_scale`.
+    pub const fn tie_embedding_scale(mut self, scale: f64) -> Self {
+        self.tie_embedding_scale = Some(scale);
+        self
+    }
     /// Whether the absolute position embedding exists (`xt:4041-4048`): `max_seq_len > 0`,
-    /// `use_abs_pos_emb`, and no rotary embedding in the decoder.
+    /// `use_abs_pos_emb`, and not the decoder's `disable_abs_pos_emb` (by default: no rotary
+    /// embedding in the decoder).
     pub const fn has_abs_pos_emb(&self) -> bool {
-        self.max_seq_len > 0 && self.use_abs_pos_emb && !self.attn_layers.rotary_pos_emb
+        self.max_seq_len > 0 && self.use_abs_pos_emb && !self.attn_layers.abs_pos_emb_disabled()
     }
     /// Checks the wrapper and its decoder.
     ///
@@ -441,6 +676,11 @@ impl WrapperConfig {
         }
         if self.num_tokens == 0 {
             return Err(ConfigError::Zero("num_tokens"));
+        }
+        if let Some(s) = self.tie_embedding_scale {
+            if !(s > -1e30 && s < 1e30) {
+                return Err(ConfigError::NotFinite("tie_embedding_scale"));
+            }
         }
         if self.num_tokens > (1 << 30) / self.attn_layers.dim
             || self.max_seq_len > (1 << 30) / self.attn_layers.dim

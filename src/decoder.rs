@@ -10,7 +10,7 @@ use crate::kernels;
 use crate::packing::{self, BlockPanels, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
-use crate::weights::{AttentionWeights, DecoderWeights};
+use crate::weights::{AttentionWeights, DecoderWeights, PostNorms};
 
 /// An x-transformers `Decoder` over borrowed weights: takes embeddings `x` (positions × dim)
 /// and an optional context (rows × dim_context), returns hidden states after the final norm.
@@ -351,6 +351,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 let (k, v) = (&mut s.k[..n * kv], &mut s.v[..n * kv]);
                 self.linear(cross.to_k, p.and_then(|p| p.cross_k), w, c, k)?;
                 self.linear(cross.to_v, p.and_then(|p| p.cross_v), w, c, v)?;
+                self.qk_norm(k, self.config.kv_heads(), cross.qk_norm_k_scale)?;
                 for (r, (kr, vr)) in k.chunks_exact(kv).zip(v.chunks_exact(kv)).enumerate() {
                     cache.store_context(b, i * chunk + r, kr, vr);
                 }
@@ -393,13 +394,132 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         }
     }
 
-    /// Pre-norm of `n` rows (`xt:3677-3678`); gains are stored as gain − 1 (`xt:2993-2995`).
+    /// A norm of `n` rows (`xt:3677-3678`); gains are stored as gain − 1 (`xt:2993-2995`), or as
+    /// the gain without `norm_add_unit_offset`.
     fn norm(&self, gain: Option<Tensor<'_>>, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let dim = self.config.dim;
+        let norm = self.config.norm();
+        // ScaleNorm: F.normalize(x)·√dim, then ·(g + 1) with one scalar g (xt:1072-1074).
+        let mut scalar = [0.0f32];
+        if let (Norm::ScaleNorm, Some(g)) = (norm, gain) {
+            kernels::load(&mut scalar, g)?;
+        }
+        // The stored gain plus 1 (norm_add_unit_offset, the default) or plus 0.
+        let offset = self.config.norm_gain_offset();
         for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-            match self.config.norm() {
-                Norm::LayerNorm => kernels::layer_norm(xr, gain, 1.0, or)?,
-                Norm::RmsNorm | Norm::SimpleRmsNorm => kernels::rms_norm(xr, gain, 1.0, or)?,
+            match norm {
+                Norm::LayerNorm => kernels::layer_norm(xr, gain, offset, or)?,
+                Norm::RmsNorm | Norm::SimpleRmsNorm => kernels::rms_norm(xr, gain, offset, or)?,
+                Norm::ScaleNorm => {
+                    kernels::rms_norm(xr, None, 1.0, or)?;
+                    let g = scalar[0] + offset;
+                    or.iter_mut().for_each(|v| *v *= g);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A sublayer's input (`xt:3677-3678`): its pre-norm of `x` into `xb` with `pre_norm`; `x`
+    /// itself (copied to `xb`) with post-norm.
+    fn pre_norm(&self, gain: Option<Tensor<'_>>, x: &[f32], xb: &mut [f32]) -> Result<(), Error> {
+        if self.config.pre_norm {
+            self.norm(gain, x, xb)
+        } else {
+            xb.copy_from_slice(x);
+            Ok(())
+        }
+    }
+
+    /// The end of a sublayer: its output `out` through the sandwich norm (`xt:3714-3715`, via
+    /// `tmp`), added to the residual stream `x` (`xt:3717`), then the post-norm of `x`
+    /// (`xt:3728-3729`, via `tmp`).
+    fn residual(
+        &self,
+        post: &PostNorms<'_>,
+        x: &mut [f32],
+        out: &mut [f32],
+        tmp: &mut [f32],
+    ) -> Result<(), Error> {
+        // The residual path's gains (`Residual.forward`, xt:1198-1205): the learned one, then
+        // the constant.
+        if let Some(g) = post.residual_scale {
+            let dim = self.config.dim;
+            let gain = &mut tmp[..dim];
+            kernels::load(gain, g)?;
+            for row in x.chunks_exact_mut(dim) {
+                row.iter_mut().zip(gain.iter()).for_each(|(v, g)| *v *= g);
+            }
+        }
+        if self.config.scale_residual_constant != 1.0 {
+            let c = self.config.scale_residual_constant as f32;
+            x.iter_mut().for_each(|v| *v *= c);
+        }
+        if self.config.sandwich_norm {
+            self.norm(post.branch, out, tmp)?;
+            kernels::add(x, tmp)?;
+        } else {
+            kernels::add(x, out)?;
+        }
+        if !self.config.pre_norm {
+            self.norm(post.main, x, tmp)?;
+            x.copy_from_slice(tmp);
+        }
+        Ok(())
+    }
+
+    /// The attention output's per-head scale (`attn_head_scale`, xt:2638-2639) and value gates
+    /// (`attn_gate_values`, xt:2711-2720: att ⊙ sigmoid(u·W_gᵀ), into `gates`), in that order.
+    fn scale_and_gate(
+        &self,
+        w: &AttentionWeights<'_>,
+        u: &[f32],
+        att: &mut [f32],
+        gates: &mut [f32],
+    ) -> Result<(), Error> {
+        let (qd, d) = (self.config.q_dim(), self.config.attn_dim_head);
+        if let Some(hs) = w.head_scale {
+            let scales = &mut gates[..self.config.heads];
+            kernels::load(scales, hs)?;
+            for row in att.chunks_exact_mut(qd) {
+                for (head, s) in row.chunks_exact_mut(d).zip(scales.iter()) {
+                    head.iter_mut().for_each(|v| *v *= s);
+                }
+            }
+        }
+        if let Some(g) = w.to_v_gate {
+            self.linear(g, None, self.config.dim, u, gates)?;
+            for (v, z) in att.iter_mut().zip(gates.iter()) {
+                *v *= 1.0 / (1.0 + libm::expf(-z));
+            }
+        }
+        Ok(())
+    }
+
+    /// `attn_qk_norm` on rows of `heads` heads (`xt:2422-2427`): each head l2-normalised in
+    /// `attn_qk_norm_groups` groups, x / max(‖x‖₂, 1e-12) (`xt:227-230`), then times the
+    /// per-feature gains `[heads, 1, d]` with `attn_qk_norm_dim_scale`. Nothing without qk norm.
+    fn qk_norm(
+        &self,
+        rows: &mut [f32],
+        heads: usize,
+        gains: Option<Tensor<'_>>,
+    ) -> Result<(), Error> {
+        let cfg = &self.config;
+        if !cfg.attn_qk_norm {
+            return Ok(());
+        }
+        let d = cfg.attn_dim_head;
+        let group = d / cfg.attn_qk_norm_groups.max(1);
+        for row in rows.chunks_exact_mut(heads * d) {
+            for part in row.chunks_exact_mut(group.max(1)) {
+                let norm = libm::sqrtf(part.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
+                part.iter_mut().for_each(|v| *v /= norm);
+            }
+            if let Some(g) = gains {
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v *= g.get(i).unwrap_or(1.0);
+                }
             }
         }
         Ok(())
@@ -446,10 +566,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             let p = self.panels.get(b);
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
-            self.norm(a.norm, x, xb)?;
+            self.pre_norm(a.norm, x, xb)?;
             self.linear(a.to_q, p.and_then(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
             self.linear(a.to_k, p.and_then(|p| p.k), dim, xb, k)?;
             self.linear(a.to_v, p.and_then(|p| p.v), dim, xb, v)?;
+            // qk norm before rotary and before the keys are cached (xt:2422-2427, 2459).
+            self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
+            self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
             if half > 0 {
                 // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
                 for i in 0..n {
@@ -475,23 +598,26 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             }
             // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
             heads.attend(q, att, n, true, |j| cache.head(b, j, pos0 + n))?;
+            self.scale_and_gate(a, xb, att, q)?;
             self.project_out(a, p.and_then(|p| p.out), att, xb2)?;
-            kernels::add(x, xb2)?;
+            self.residual(&a.post, x, xb2, xb)?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
-                self.norm(c.norm, x, xb)?;
+                self.pre_norm(c.norm, x, xb)?;
                 self.linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
+                self.qk_norm(q, cfg.heads, c.qk_norm_q_scale)?;
                 heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
+                self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, p.and_then(|p| p.cross_out), att, xb2)?;
-                kernels::add(x, xb2)?;
+                self.residual(&c.post, x, xb2, xb)?;
             }
 
             // ---- feed-forward 'f': x = x + W₂·act(W₁·u + b₁) + b₂, or GLU (xt:1763-1858)
             let f = &block.ff;
             let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
             let hb = &mut s.hb[..n * rows];
-            self.norm(f.norm, x, xb)?;
+            self.pre_norm(f.norm, x, xb)?;
             self.linear(f.proj, p.and_then(|p| p.ff_proj), dim, xb, hb)?;
             if let Some(bias) = f.proj_bias {
                 kernels::add_bias(hb, bias)?;
@@ -504,11 +630,22 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     let (up, gate) = row.split_at_mut(inner);
                     kernels::activate(act, gate);
                     up.iter_mut().zip(gate.iter()).for_each(|(u, g)| *u *= g);
+                    if let Some(mb) = f.mult_bias {
+                        // ff_glu_mult_bias: ⊙ mult_bias (xt:1761)
+                        for (i, u) in up.iter_mut().enumerate() {
+                            *u *= mb.get(i).unwrap_or(1.0);
+                        }
+                    }
                 }
                 for i in 1..n {
                     hb.copy_within(i * rows..i * rows + inner, i * inner);
                 }
             } else {
+                // ff_softclamp_value: tanh(z / v)·v before the activation (xt:1814-1817).
+                if let Some(v) = cfg.ff_softclamp_value {
+                    let v = v as f32;
+                    hb.iter_mut().for_each(|e| *e = libm::tanhf(*e / v) * v);
+                }
                 kernels::activate(act, hb);
             }
             self.linear(
@@ -521,11 +658,20 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             if let Some(bias) = f.out_bias {
                 kernels::add_bias(xb2, bias)?;
             }
-            kernels::add(x, xb2)?;
+            self.residual(&f.post, x, xb2, xb)?;
         }
 
-        // ---- final norm (xt:3750)
-        self.norm(self.weights.final_norm, x, xb)?;
+        // ---- softclamp_output: x = tanh(x / v)·v (xt:3746-3747, 232-233)
+        if cfg.softclamp_output {
+            let v = cfg.softclamp_output_value as f32;
+            x.iter_mut().for_each(|e| *e = libm::tanhf(*e / v) * v);
+        }
+        // ---- final norm (xt:3750), or none (post-norm, pre_norm_has_final_norm=False)
+        if cfg.has_final_norm() {
+            self.norm(self.weights.final_norm, x, xb)?;
+        } else {
+            xb.copy_from_slice(x);
+        }
         cache.advance(n);
         Ok(())
     }
@@ -554,7 +700,7 @@ impl Heads {
                 stride: kv_heads * d,
             },
             q_dim: cfg.q_dim(),
-            scale: (1.0 / libm::sqrt(d as f64)) as f32, // d^-1/2 (xt:1957)
+            scale: cfg.attn_scale(), // d^-1/2 (xt:1957), or attn_qk_norm_scale (xt:2155)
         }
     }
 

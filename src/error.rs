@@ -10,6 +10,8 @@ pub enum ConfigError {
     Zero(&'static str),
     /// The named factor must be a finite positive number (>= 1 for `rotary_interpolation_factor`).
     NotPositive(&'static str),
+    /// The named factor must be a finite number.
+    NotFinite(&'static str),
     /// `heads` is not a multiple of the key/value heads.
     KvHeads {
         /// `heads`.
@@ -236,6 +238,7 @@ impl fmt::Display for ConfigError {
         match *self {
             ConfigError::Zero(what) => write!(f, "`{what}` must be positive"),
             ConfigError::NotPositive(what) => write!(f, "`{what}` must be a finite positive number"),
+            ConfigError::NotFinite(what) => write!(f, "`{what}` must be a finite number"),
             ConfigError::KvHeads { heads, kv_heads } => {
                 write!(f, "heads ({heads}) must be a multiple of kv heads ({kv_heads})")
             }

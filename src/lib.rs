@@ -57,17 +57,19 @@ mod config;
 mod decoder;
 mod error;
 mod json;
-pub mod model;
+mod model;
 mod scratch;
 mod tensor;
 mod weights;
 mod wrapper;
 
 // Modules whose contents are used by name: kernels for people building their own models, the
-// file format, generation and sampling, scoring, packed-arena sizes and Q8_0 blocks.
+// file format and the x-transformers options it may carry, generation and sampling, scoring,
+// packed-arena sizes and Q8_0 blocks.
 pub mod generate;
 pub mod kernels;
 pub mod metrics;
+pub mod options;
 pub mod packing;
 pub mod q8_0;
 pub mod safetensors;

@@ -12,17 +12,14 @@ use core::fmt;
 use crate::config::{DecoderConfig, WrapperConfig};
 use crate::decoder::Decoder;
 use crate::error::Error;
-use crate::json::{JsonError, JsonErrorKind, Parser, ValueKind};
-use crate::q8_0::{BlockQ8_0, Q8_0_BLOCK};
+use crate::json::{JsonError, JsonErrorKind};
+use crate::q8_0::{BlockQ8_0, Q8_0_BLOCK, Q8_0_BYTES};
 use crate::safetensors::{Dtype, FormatError, SafeTensors, MAX_TENSORS};
 use crate::tensor::{Tensor, TensorSource, TensorView};
 
-/// Bytes of one Q8_0 block: an f16 scale and 32 int8 values.
-pub const Q8_0_BYTES: usize = 34;
 use crate::wrapper::TransformerWrapper;
 
-/// The metadata key that holds the constructor arguments.
-pub const METADATA_KEY: &str = "x_transformers";
+use crate::options::{read_config, METADATA_KEY};
 
 /// Why a model file was refused. Names are borrowed from the file as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +31,23 @@ pub enum LoadError<'a> {
     MissingMetadata(&'static str),
     /// The `x_transformers` metadata is not valid JSON of the expected shape.
     Metadata(JsonError),
-    /// An x-transformers argument picoformer does not support, with a value that matters.
-    UnsupportedOption(&'a str),
+    /// An x-transformers argument with a value picoformer does not compute (see
+    /// [`crate::options`]): not its default, and either not implemented, or a value of a
+    /// supported argument outside what is implemented.
+    UnsupportedOption {
+        /// The argument, as written in the file.
+        option: &'a str,
+        /// Its value, as written in the file (JSON text).
+        value: &'a str,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// A supported argument with a value of the wrong type or out of range.
     InvalidOption {
         /// The argument.
         option: &'a str,
+        /// Its value, as written in the file (JSON text).
+        value: &'a str,
         /// What is wrong with its value.
         error: JsonErrorKind,
     },
@@ -67,9 +75,23 @@ impl fmt::Display for LoadError<'_> {
                 "bad `{METADATA_KEY}` metadata JSON at byte {}: {:?}",
                 e.offset, e.kind
             ),
-            LoadError::UnsupportedOption(o) => write!(f, "unsupported x-transformers option `{o}`"),
-            LoadError::InvalidOption { option, error } => {
-                write!(f, "invalid value for `{option}`: {error:?}")
+            LoadError::UnsupportedOption {
+                option,
+                value,
+                reason,
+            } => {
+                write!(f, "unsupported x-transformers option '{option}' = ")?;
+                unescaped(f, value)?;
+                write!(f, " ({reason})")
+            }
+            LoadError::InvalidOption {
+                option,
+                value,
+                error,
+            } => {
+                write!(f, "invalid value for '{option}' = ")?;
+                unescaped(f, value)?;
+                write!(f, ": {error:?}")
             }
             LoadError::UnsupportedDtype { tensor, dtype } => {
                 write!(
@@ -84,6 +106,29 @@ impl fmt::Display for LoadError<'_> {
             LoadError::Model(e) => write!(f, "{e}"),
         }
     }
+}
+
+/// Writes JSON text taken from inside the metadata's string literal with the literal's `\"`,
+/// `\\` and `\/` undone (other escapes are shown as written).
+fn unescaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    let mut escaped = false;
+    for c in text.chars() {
+        if escaped {
+            escaped = false;
+            if !matches!(c, '"' | '\\' | '/') {
+                write!(f, "\\")?;
+            }
+            write!(f, "{c}")?;
+        } else if c == '\\' {
+            escaped = true;
+        } else {
+            write!(f, "{c}")?;
+        }
+    }
+    if escaped {
+        write!(f, "\\")?;
+    }
+    Ok(())
 }
 
 #[cfg(feature = "std")]
@@ -114,232 +159,6 @@ pub struct ModelConfig {
     pub decoder: DecoderConfig,
     /// The `TransformerWrapper`, if the file holds one.
     pub wrapper: Option<WrapperConfig>,
-}
-
-/// Options whose x-transformers default is `True`: `false` would change the maths, so it is
-/// refused even though unknown options set to `false`/`null` are otherwise accepted as defaults.
-const DEFAULT_TRUE: [&str; 5] = [
-    "pre_norm",
-    "norm_add_unit_offset",
-    "pre_norm_has_final_norm",
-    "causal",
-    "use_abs_pos_emb",
-];
-
-/// Reads and validates the configuration in a model file's metadata.
-///
-/// # Errors
-/// [`LoadError::MissingMetadata`], [`LoadError::Metadata`], [`LoadError::UnsupportedOption`],
-/// [`LoadError::InvalidOption`], or [`LoadError::Model`] with the [`crate::ConfigError`].
-pub fn read_config<'a>(file: &SafeTensors<'a>) -> Result<ModelConfig, LoadError<'a>> {
-    let meta = file
-        .metadata(METADATA_KEY)
-        .ok_or(LoadError::MissingMetadata(METADATA_KEY))?;
-    let mut p = meta.parser();
-    p.begin_object()?;
-    let mut decoder = None;
-    let mut wrapper = None;
-    while let Some(key) = p.next_member()? {
-        if key.eq_str("decoder") {
-            decoder = Some(read_decoder(&mut p)?);
-        } else if key.eq_str("wrapper") {
-            if p.kind()? == ValueKind::Null {
-                p.null()?;
-            } else {
-                wrapper = Some(read_wrapper(&mut p)?);
-            }
-        } else {
-            return Err(LoadError::UnsupportedOption(key.raw()));
-        }
-    }
-    p.finish()?;
-    let decoder = decoder.ok_or(LoadError::MissingMetadata("decoder"))?;
-    decoder.validate().map_err(Error::from)?;
-    let wrapper = match wrapper {
-        Some(w) => {
-            let w = w.finish(decoder)?;
-            w.validate().map_err(Error::from)?;
-            Some(w)
-        }
-        None => None,
-    };
-    Ok(ModelConfig { decoder, wrapper })
-}
-
-/// Reads one argument's value with a typed reader, naming the argument on error.
-fn value<'a, T>(
-    p: &mut Parser<'a>,
-    option: &'a str,
-    read: impl FnOnce(&mut Parser<'a>) -> Result<T, JsonError>,
-) -> Result<T, LoadError<'a>> {
-    read(p).map_err(|e| match e.kind {
-        JsonErrorKind::WrongType { .. }
-        | JsonErrorKind::NumberOutOfRange
-        | JsonErrorKind::NotAnInteger => LoadError::InvalidOption {
-            option,
-            error: e.kind,
-        },
-        _ => LoadError::Metadata(e),
-    })
-}
-
-/// `null` or a non-negative integer.
-fn optional_usize(p: &mut Parser<'_>) -> Result<Option<usize>, JsonError> {
-    if p.kind()? == ValueKind::Null {
-        p.null()?;
-        Ok(None)
-    } else {
-        p.usize().map(Some)
-    }
-}
-
-/// An argument picoformer does not know: accepted only with the value `false` or `null` and
-/// when that is x-transformers' default (so it cannot change the numbers).
-fn unknown<'a>(p: &mut Parser<'a>, raw: &'a str, name: &str) -> Result<(), LoadError<'a>> {
-    let harmless = match p.kind()? {
-        ValueKind::Null => {
-            p.null()?;
-            true
-        }
-        ValueKind::Bool => !p.bool()?,
-        _ => false,
-    };
-    if harmless && !DEFAULT_TRUE.contains(&name) {
-        Ok(())
-    } else {
-        Err(LoadError::UnsupportedOption(raw))
-    }
-}
-
-/// Decodes a key into `buf`; keys too long for it cannot be supported options.
-fn key_text<'b>(key: &crate::json::JsonStr<'_>, buf: &'b mut [u8; 48]) -> &'b str {
-    key.decode_into(buf).unwrap_or("")
-}
-
-fn read_decoder<'a>(p: &mut Parser<'a>) -> Result<DecoderConfig, LoadError<'a>> {
-    p.begin_object()?;
-    let mut c = DecoderConfig::new(0, 0);
-    let (mut have_dim, mut have_depth) = (false, false);
-    let mut buf = [0u8; 48];
-    while let Some(key) = p.next_member()? {
-        let raw = key.raw();
-        match key_text(&key, &mut buf) {
-            "dim" => {
-                c.dim = value(p, raw, Parser::usize)?;
-                have_dim = true;
-            }
-            "depth" => {
-                c.depth = value(p, raw, Parser::usize)?;
-                have_depth = true;
-            }
-            "heads" => c.heads = value(p, raw, Parser::usize)?,
-            "attn_dim_head" => c.attn_dim_head = value(p, raw, Parser::usize)?,
-            "attn_kv_heads" => c.attn_kv_heads = value(p, raw, optional_usize)?,
-            "attn_one_kv_head" => c.attn_one_kv_head = value(p, raw, Parser::bool)?,
-            "cross_attend" => c.cross_attend = value(p, raw, Parser::bool)?,
-            "cross_attn_dim_context" => c.cross_attn_dim_context = value(p, raw, optional_usize)?,
-            "rotary_pos_emb" => c.rotary_pos_emb = value(p, raw, Parser::bool)?,
-            "rotary_emb_dim" => c.rotary_emb_dim = value(p, raw, optional_usize)?,
-            "rotary_base_rescale_factor" => {
-                c.rotary_base_rescale_factor = value(p, raw, Parser::f64)?
-            }
-            "rotary_interpolation_factor" => {
-                c.rotary_interpolation_factor = value(p, raw, Parser::f64)?
-            }
-            "use_rmsnorm" => c.use_rmsnorm = value(p, raw, Parser::bool)?,
-            "use_simple_rmsnorm" => c.use_simple_rmsnorm = value(p, raw, Parser::bool)?,
-            "ff_mult" => c.ff_mult = value(p, raw, Parser::f64)?,
-            "ff_glu" => c.ff_glu = value(p, raw, Parser::bool)?,
-            "ff_swish" => c.ff_swish = value(p, raw, Parser::bool)?,
-            "ff_relu_squared" => c.ff_relu_squared = value(p, raw, Parser::bool)?,
-            "ff_no_bias" => c.ff_no_bias = value(p, raw, Parser::bool)?,
-            // Kernel choice and dropouts do not change inference.
-            "attn_flash" => {
-                value(p, raw, Parser::bool)?;
-            }
-            "attn_dropout" | "ff_dropout" | "layer_dropout" => {
-                value(p, raw, Parser::f64)?;
-            }
-            // A Decoder is causal; `causal=False` would be an Encoder.
-            "causal" => {
-                if !value(p, raw, Parser::bool)? {
-                    return Err(LoadError::UnsupportedOption(raw));
-                }
-            }
-            name => unknown(p, raw, name)?,
-        }
-    }
-    if !have_dim {
-        return Err(LoadError::MissingMetadata("dim"));
-    }
-    if !have_depth {
-        return Err(LoadError::MissingMetadata("depth"));
-    }
-    Ok(c)
-}
-
-/// Wrapper arguments as read, checked against the decoder once both are known.
-struct WrapperArgs<'a> {
-    num_tokens: Option<usize>,
-    max_seq_len: Option<usize>,
-    use_abs_pos_emb: bool,
-    tie_embedding: bool,
-    emb_dim: Option<(usize, &'a str)>,
-    logits_dim: Option<(usize, &'a str)>,
-}
-
-impl<'a> WrapperArgs<'a> {
-    fn finish(self, decoder: DecoderConfig) -> Result<WrapperConfig, LoadError<'a>> {
-        let num_tokens = self
-            .num_tokens
-            .ok_or(LoadError::MissingMetadata("num_tokens"))?;
-        let max_seq_len = self
-            .max_seq_len
-            .ok_or(LoadError::MissingMetadata("max_seq_len"))?;
-        // A different embedding width adds a projection; different logits a separate head.
-        if let Some((d, raw)) = self.emb_dim {
-            if d != decoder.dim {
-                return Err(LoadError::UnsupportedOption(raw));
-            }
-        }
-        if let Some((l, raw)) = self.logits_dim {
-            if l != num_tokens {
-                return Err(LoadError::UnsupportedOption(raw));
-            }
-        }
-        Ok(WrapperConfig::new(num_tokens, max_seq_len, decoder)
-            .use_abs_pos_emb(self.use_abs_pos_emb)
-            .tie_embedding(self.tie_embedding))
-    }
-}
-
-fn read_wrapper<'a>(p: &mut Parser<'a>) -> Result<WrapperArgs<'a>, LoadError<'a>> {
-    p.begin_object()?;
-    let mut w = WrapperArgs {
-        num_tokens: None,
-        max_seq_len: None,
-        use_abs_pos_emb: true,
-        tie_embedding: false,
-        emb_dim: None,
-        logits_dim: None,
-    };
-    let mut buf = [0u8; 48];
-    while let Some(key) = p.next_member()? {
-        let raw = key.raw();
-        match key_text(&key, &mut buf) {
-            "num_tokens" => w.num_tokens = Some(value(p, raw, Parser::usize)?),
-            "max_seq_len" => w.max_seq_len = Some(value(p, raw, Parser::usize)?),
-            "use_abs_pos_emb" => w.use_abs_pos_emb = value(p, raw, Parser::bool)?,
-            "tie_embedding" => w.tie_embedding = value(p, raw, Parser::bool)?,
-            "emb_dropout" => {
-                value(p, raw, Parser::f64)?;
-            }
-            "emb_dim" => w.emb_dim = value(p, raw, optional_usize)?.map(|d| (d, raw)),
-            "logits_dim" => w.logits_dim = value(p, raw, optional_usize)?.map(|d| (d, raw)),
-            name => unknown(p, raw, name)?,
-        }
-    }
-    Ok(w)
 }
 
 /// The tensors of a parsed file as a [`TensorSource`], remembering which were used and the first

@@ -15,7 +15,10 @@ pub const Q8_0_BLOCK: usize = 32;
 /// file's bytes as blocks without copying, at any alignment, and without `unsafe` (a struct
 /// `{ d: f16, qs: [i8; 32] }` would need an `unsafe impl Pod`). Read it with [`q8_0_scale`] and
 /// [`q8_0_quants`], build it with [`q8_0_block`] or [`quantize_q8_0`].
-pub type BlockQ8_0 = [u8; 34];
+pub type BlockQ8_0 = [u8; Q8_0_BYTES];
+
+/// Bytes of one [`BlockQ8_0`]: an f16 scale and 32 int8 values.
+pub const Q8_0_BYTES: usize = 34;
 
 /// The scale `d` of a block.
 #[inline(always)]

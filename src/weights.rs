@@ -15,8 +15,11 @@ use crate::tensor::{Tensor, TensorSource};
 /// (D_in = dim_context for cross-attention), `to_out [D, H·d]` (absent with one head).
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionWeights<'w> {
-    /// Pre-norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm`.
+    /// Pre-norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm` or post-norm.
     pub norm: Option<Tensor<'w>>,
+    /// The norms after the branch (`sandwich_norm`, `layers.ℓ.0.1`) and after the residual add
+    /// (post-norm, `layers.ℓ.0.2`), when configured and with a gain.
+    pub post: PostNorms<'w>,
     /// W_q `[H·d, D]`.
     pub to_q: Tensor<'w>,
     /// W_k `[H_kv·d, D_in]`.
@@ -25,17 +28,41 @@ pub struct AttentionWeights<'w> {
     pub to_v: Tensor<'w>,
     /// W_o `[D, H·d]`, or `None` when `heads == 1`.
     pub to_out: Option<Tensor<'w>>,
+    /// `attn_head_scale`: `head_scale_params` `[1, H, 1, 1]`.
+    pub head_scale: Option<Tensor<'w>>,
+    /// `attn_gate_values`: `to_v_gate.weight` `[H·d, D]`.
+    pub to_v_gate: Option<Tensor<'w>>,
+    /// `attn_qk_norm_dim_scale`: `qk_norm_q_scale` `[H, 1, d]`.
+    pub qk_norm_q_scale: Option<Tensor<'w>>,
+    /// `attn_qk_norm_dim_scale`: `qk_norm_k_scale` `[H_kv, 1, d]`.
+    pub qk_norm_k_scale: Option<Tensor<'w>>,
+}
+
+/// A sublayer's norms other than its pre-norm (gains stored as gain − 1; `None` when the norm
+/// is not configured or has no gain).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostNorms<'w> {
+    /// `sandwich_norm`: `layers.ℓ.0.1`, on the branch output before the residual add.
+    pub branch: Option<Tensor<'w>>,
+    /// Post-norm (`pre_norm=False`): `layers.ℓ.0.2`, after the residual add.
+    pub main: Option<Tensor<'w>>,
+    /// `scale_residual`: `layers.ℓ.2.residual_scale` `[D]`, the gain of the residual path.
+    pub residual_scale: Option<Tensor<'w>>,
 }
 
 /// Feed-forward sublayer weights.
 #[derive(Clone, Copy, Debug)]
 pub struct FeedForwardWeights<'w> {
-    /// Pre-norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm`.
+    /// Pre-norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm` or post-norm.
     pub norm: Option<Tensor<'w>>,
+    /// The norms after the branch and after the residual add ([`PostNorms`]).
+    pub post: PostNorms<'w>,
     /// Input projection `[F, D]`, or `[2F, D]` with GLU (rows 0..F up, F..2F gate).
     pub proj: Tensor<'w>,
     /// Its bias (always present with GLU, absent with `ff_no_bias` otherwise).
     pub proj_bias: Option<Tensor<'w>>,
+    /// `ff_glu_mult_bias` with GLU: `ff.0.mult_bias` `[F]`.
+    pub mult_bias: Option<Tensor<'w>>,
     /// Output projection `[D, F]`.
     pub out: Tensor<'w>,
     /// Its bias (absent with `ff_no_bias`).
@@ -58,7 +85,8 @@ pub struct BlockWeights<'w> {
 pub struct DecoderWeights<'w, const MAX_DEPTH: usize = 16> {
     /// The blocks, in order.
     pub blocks: heapless::Vec<BlockWeights<'w>, MAX_DEPTH>,
-    /// Final norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm`.
+    /// Final norm gain (stored as gain − 1), `None` for `use_simple_rmsnorm` or without a final
+    /// norm ([`DecoderConfig::has_final_norm`]).
     pub final_norm: Option<Tensor<'w>>,
     /// `rotary_pos_emb.inv_freq` `[r/2]` if the file has it; otherwise it is computed.
     pub inv_freq: Option<Tensor<'w>>,
@@ -122,7 +150,8 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         self.lookup(name, shape)
     }
 
-    /// A norm gain: `gamma` for LayerNorm, `g` for RMSNorm, nothing for SimpleRMSNorm.
+    /// A norm gain: `gamma` for LayerNorm, `g` for RMSNorm, `g` of shape (1,) for ScaleNorm,
+    /// nothing for SimpleRMSNorm.
     fn norm(
         &mut self,
         cfg: &DecoderConfig,
@@ -133,8 +162,39 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         match cfg.norm() {
             Norm::LayerNorm => self.required(sublayer, ln, &[cfg.dim]).map(Some),
             Norm::RmsNorm => self.required(sublayer, rms, &[cfg.dim]).map(Some),
+            Norm::ScaleNorm => self.required(sublayer, rms, &[1]).map(Some),
             Norm::SimpleRmsNorm => Ok(None),
         }
+    }
+
+    /// A sublayer's pre-norm gain (`layers.ℓ.0.0`), with `pre_norm`.
+    fn pre_norm(&mut self, cfg: &DecoderConfig, l: usize) -> Result<Option<Tensor<'w>>, Error> {
+        if cfg.pre_norm {
+            self.norm(cfg, Some(l), "0.0.gamma", "0.0.g")
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A sublayer's sandwich and post-norm gains (`layers.ℓ.0.1`, `layers.ℓ.0.2`).
+    fn post_norms(&mut self, cfg: &DecoderConfig, l: usize) -> Result<PostNorms<'w>, Error> {
+        Ok(PostNorms {
+            branch: if cfg.sandwich_norm {
+                self.norm(cfg, Some(l), "0.1.gamma", "0.1.g")?
+            } else {
+                None
+            },
+            main: if cfg.pre_norm {
+                None
+            } else {
+                self.norm(cfg, Some(l), "0.2.gamma", "0.2.g")?
+            },
+            residual_scale: if cfg.scale_residual {
+                Some(self.required(Some(l), "2.residual_scale", &[cfg.dim])?)
+            } else {
+                None
+            },
+        })
     }
 
     fn attention(
@@ -144,13 +204,37 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         d_in: usize,
     ) -> Result<AttentionWeights<'w>, Error> {
         let (q, kv, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.dim);
+        let dim_scale = cfg.attn_qk_norm && cfg.attn_qk_norm_dim_scale;
         Ok(AttentionWeights {
-            norm: self.norm(cfg, Some(l), "0.0.gamma", "0.0.g")?,
+            norm: self.pre_norm(cfg, l)?,
+            post: self.post_norms(cfg, l)?,
             to_q: self.required(Some(l), "1.to_q.weight", &[q, d])?,
             to_k: self.required(Some(l), "1.to_k.weight", &[kv, d_in])?,
             to_v: self.required(Some(l), "1.to_v.weight", &[kv, d_in])?,
             to_out: if cfg.has_to_out() {
                 Some(self.required(Some(l), "1.to_out.weight", &[d, q])?)
+            } else {
+                None
+            },
+            head_scale: if cfg.attn_head_scale {
+                Some(self.required(Some(l), "1.head_scale_params", &[1, cfg.heads, 1, 1])?)
+            } else {
+                None
+            },
+            to_v_gate: if cfg.attn_gate_values {
+                Some(self.required(Some(l), "1.to_v_gate.weight", &[q, d])?)
+            } else {
+                None
+            },
+            qk_norm_q_scale: if dim_scale {
+                let shape = [cfg.heads, 1, cfg.attn_dim_head];
+                Some(self.required(Some(l), "1.qk_norm_q_scale", &shape)?)
+            } else {
+                None
+            },
+            qk_norm_k_scale: if dim_scale {
+                let shape = [cfg.kv_heads(), 1, cfg.attn_dim_head];
+                Some(self.required(Some(l), "1.qk_norm_k_scale", &shape)?)
             } else {
                 None
             },
@@ -163,7 +247,8 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         l: usize,
     ) -> Result<FeedForwardWeights<'w>, Error> {
         let (d, f, p) = (cfg.dim, cfg.ff_inner(), cfg.ff_proj_rows());
-        let norm = self.norm(cfg, Some(l), "0.0.gamma", "0.0.g")?;
+        let norm = self.pre_norm(cfg, l)?;
+        let post = self.post_norms(cfg, l)?;
         let (proj, proj_bias) = if cfg.ff_glu {
             // The GLU projection always has a bias, even with ff_no_bias (xt:1729-1761).
             (
@@ -179,6 +264,11 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             };
             (w, b)
         };
+        let mult_bias = if cfg.ff_glu && cfg.ff_glu_mult_bias {
+            Some(self.required(Some(l), "1.ff.0.mult_bias", &[f])?)
+        } else {
+            None
+        };
         let out = self.required(Some(l), "1.ff.2.weight", &[d, f])?;
         let out_bias = if cfg.ff_no_bias {
             None
@@ -187,8 +277,10 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         };
         Ok(FeedForwardWeights {
             norm,
+            post,
             proj,
             proj_bias,
+            mult_bias,
             out,
             out_bias,
         })
@@ -233,7 +325,11 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             // Cannot fail: depth <= MAX_DEPTH was checked above.
             let _ = blocks.push(BlockWeights { attn, cross, ff });
         }
-        let final_norm = ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?;
+        let final_norm = if cfg.has_final_norm() {
+            ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?
+        } else {
+            None
+        };
         let inv_freq = if cfg.rotary_pos_emb {
             ld.optional(None, "rotary_pos_emb.inv_freq", &[cfg.rotary_dim() / 2])?
         } else {
@@ -257,6 +353,8 @@ pub struct WrapperWeights<'w> {
     pub pos_emb: Option<Tensor<'w>>,
     /// `to_logits.weight` `[V, D]`, absent with `tie_embedding`.
     pub to_logits: Option<Tensor<'w>>,
+    /// `post_emb_norm.gamma` `[D]` (the gain as stored), with `post_emb_norm`.
+    pub post_emb_norm: Option<Tensor<'w>>,
     /// How many tensors were taken from the source.
     pub tensors_used: usize,
 }
@@ -288,10 +386,16 @@ impl<'w> WrapperWeights<'w> {
         } else {
             Some(ld.required(None, "to_logits.weight", &[cfg.num_tokens, d])?)
         };
+        let post_emb_norm = if cfg.post_emb_norm {
+            Some(ld.required(None, "post_emb_norm.gamma", &[d])?)
+        } else {
+            None
+        };
         Ok(Self {
             token_emb,
             pos_emb,
             to_logits,
+            post_emb_norm,
             tensors_used: ld.used,
         })
     }

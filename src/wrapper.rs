@@ -191,11 +191,17 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     }
 
     /// The logits' matrix `[num_tokens, dim]`, and the scale of the logits: `to_logits`, or the
-    /// token embedding with dim^-½ when tied (xt:4155-4162).
+    /// token embedding with `tie_embedding_scale` (default dim^-½) when tied (xt:4155-4162).
     fn logits_weights(&self) -> (Tensor<'w>, Option<f32>) {
         match self.weights.to_logits {
             Some(t) => (t, None),
-            None => (self.weights.token_emb, Some(dim_scale(&self.config))),
+            None => (
+                self.weights.token_emb,
+                Some(match self.config.tie_embedding_scale {
+                    Some(s) => s as f32,
+                    None => dim_scale(&self.config),
+                }),
+            ),
         }
     }
 
@@ -243,8 +249,24 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
                     let t = tokens[start + j] as usize;
                     kernels::load(xr, w.token_emb.slice(t * dim, dim))?;
+                    if cfg.l2norm_embed {
+                        // l2norm(E[t]) (xt:406, 227-230)
+                        let norm = libm::sqrtf(xr.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
+                        xr.iter_mut().for_each(|v| *v /= norm);
+                    }
                     if let Some(p) = w.pos_emb {
-                        kernels::add_scaled(xr, p.slice((pos0 + start + j) * dim, dim), dim_scale)?;
+                        let row = p.slice((pos0 + start + j) * dim, dim);
+                        let scale = if cfg.l2norm_embed {
+                            // l2norm(P[pos]), not scaled (xt:419, 442)
+                            let sq = (0..dim).map(|i| row.get(i).unwrap_or(0.0)).map(|v| v * v);
+                            1.0 / libm::sqrtf(sq.sum::<f32>()).max(1e-12)
+                        } else {
+                            dim_scale
+                        };
+                        kernels::add_scaled(xr, row, scale)?;
+                    }
+                    if let Some(g) = w.post_emb_norm {
+                        layer_norm_in_place(xr, g);
                     }
                 }
                 Ok(())
@@ -268,6 +290,18 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 Ok(())
             },
         )
+    }
+}
+
+/// `post_emb_norm` (xt:1017-1036 with unit_offset False): (x − μ) / √(σ² + 1e-5) · γ in place,
+/// γ as stored.
+fn layer_norm_in_place(x: &mut [f32], gamma: Tensor<'_>) {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / libm::sqrtf(var + 1e-5);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = (*v - mean) * inv * gamma.get(i).unwrap_or(1.0);
     }
 }
 

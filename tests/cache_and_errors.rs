@@ -479,10 +479,6 @@ fn invalid_configurations_are_refused() {
             base.use_rmsnorm(true).use_simple_rmsnorm(true),
             ConfigError::Conflict("use_rmsnorm", "use_simple_rmsnorm"),
         ),
-        (
-            base.ff_swish(true).ff_relu_squared(true),
-            ConfigError::Conflict("ff_swish", "ff_relu_squared"),
-        ),
         (base.ff_mult(0.01), ConfigError::Zero("ff_mult")),
         (base.ff_mult(f64::NAN), ConfigError::Zero("ff_mult")),
         (

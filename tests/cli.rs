@@ -67,6 +67,7 @@ fn run_matches_torch_on_fixtures() {
         "wrap_tied",
         "wrap_bf16",
         "cross_wrap",
+        "seed_literal",
     ] {
         let out_path = tmp(&format!("{name}.out.safetensors"));
         let io = fixture(&format!("{name}.io.safetensors"));

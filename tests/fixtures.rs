@@ -186,5 +186,20 @@ fixture!(
     wrap_tied,
     wrap_f16,
     wrap_bf16,
-    cross_wrap
+    cross_wrap,
+    seed_literal,
+    wrap_rotary_abs,
+    sandwich,
+    post_norm,
+    scalenorm_clamp,
+    residual_gates,
+    false_residual,
+    false_tie_scale,
+    tie_scale,
+    qk_norm,
+    qk_norm_dim_scale,
+    no_unit_offset,
+    glu_mult_bias,
+    post_emb_norm,
+    l2norm_embed
 );

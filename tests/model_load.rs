@@ -91,46 +91,62 @@ fn metadata_errors() {
             assert_eq!(r.unwrap_err(), LoadError::MissingMetadata("dim"));
         },
     );
-    // An unsupported option is named.
+    // An unsupported option is named with its value and the reason.
     load_edited(
         "wrap_tied",
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"sandwich_norm\\\": true",
+                "\\\"heads\\\": 2, \\\"macaron\\\": true",
             )
         },
         |r| {
+            let e = r.unwrap_err();
             assert_eq!(
-                r.unwrap_err(),
-                LoadError::UnsupportedOption("sandwich_norm")
+                e,
+                LoadError::UnsupportedOption {
+                    option: "macaron",
+                    value: "true",
+                    reason: picoformer::options::NOT_IMPLEMENTED
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                "unsupported x-transformers option 'macaron' = true (not implemented by picoformer)"
             );
         },
     );
-    // false/null is the default for most options and is accepted...
+    // Values equal to x-transformers' defaults change nothing (Python equality: 0 == False).
     load_edited(
         "wrap_tied",
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"sandwich_norm\\\": false, \\\"alibi_num_heads\\\": null",
+                "\\\"heads\\\": 2, \\\"sandwich_norm\\\": 0, \\\"alibi_num_heads\\\": null, \\\"pre_norm\\\": true",
             )
         },
         |r| {
             assert!(r.is_ok());
         },
     );
-    // ...but not for options whose default is True.
+    // `false` is not the default True.
     load_edited(
         "wrap_tied",
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"pre_norm\\\": false",
+                "\\\"heads\\\": 2, \\\"learned_value_residual_mix\\\": false",
             )
         },
         |r| {
-            assert_eq!(r.unwrap_err(), LoadError::UnsupportedOption("pre_norm"));
+            assert!(matches!(
+                r.unwrap_err(),
+                LoadError::UnsupportedOption {
+                    option: "learned_value_residual_mix",
+                    value: "false",
+                    ..
+                }
+            ));
         },
     );
     load_edited(
@@ -141,6 +157,7 @@ fn metadata_errors() {
                 r.unwrap_err(),
                 LoadError::InvalidOption {
                     option: "heads",
+                    value: "\\\"two\\\"",
                     error: JsonErrorKind::WrongType { .. }
                 }
             ));
@@ -154,6 +171,7 @@ fn metadata_errors() {
                 r.unwrap_err(),
                 LoadError::InvalidOption {
                     option: "depth",
+                    value: "-2",
                     error: JsonErrorKind::NumberOutOfRange
                 }
             );
@@ -187,7 +205,14 @@ fn metadata_errors() {
             )
         },
         |r| {
-            assert_eq!(r.unwrap_err(), LoadError::UnsupportedOption("emb_dim"));
+            assert!(matches!(
+                r.unwrap_err(),
+                LoadError::UnsupportedOption {
+                    option: "emb_dim",
+                    value: "16",
+                    ..
+                }
+            ));
         },
     );
 }

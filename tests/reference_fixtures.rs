@@ -310,7 +310,25 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "ff_swish",
         "ff_relu_squared",
         "ff_no_bias",
-        "attn_flash", // kernel choice only (§3.10)
+        "attn_flash",          // kernel choice only (§3.10)
+        "disable_abs_pos_emb", // read by a TransformerWrapper only (checked below)
+        "use_scalenorm",
+        "pre_norm",
+        "pre_norm_has_final_norm",
+        "sandwich_norm",
+        "softclamp_output",
+        "softclamp_output_value",
+        "scale_residual",
+        "scale_residual_constant",
+        "attn_head_scale",
+        "attn_gate_values",
+        "ff_softclamp_value",
+        "attn_qk_norm",
+        "attn_qk_norm_groups",
+        "attn_qk_norm_scale",
+        "attn_qk_norm_dim_scale",
+        "norm_add_unit_offset",
+        "ff_glu_mult_bias",
     ];
     for k in kw.keys() {
         assert!(
@@ -328,17 +346,47 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         num("attn_kv_heads", heads as f64) as usize
     };
     let rotary = flag(kw, "rotary_pos_emb");
-    let norm = if flag(kw, "use_rmsnorm") {
+    // x_transformers.py AttentionLayers: pre_norm and pre_norm_has_final_norm default True,
+    // softclamp_output_value 30.
+    let on = |k: &str, d: bool| kw.get(k).map_or(d, |v| matches!(v, Json::Bool(true)));
+    let extras = RefExtras {
+        pre_norm: on("pre_norm", true),
+        final_norm: on("pre_norm_has_final_norm", true),
+        sandwich: flag(kw, "sandwich_norm"),
+        softclamp_output: flag(kw, "softclamp_output").then(|| num("softclamp_output_value", 30.0)),
+        scale_residual: flag(kw, "scale_residual"),
+        // Python arithmetic: False is 0.
+        scale_residual_constant: match kw.get("scale_residual_constant") {
+            Some(Json::Bool(b)) => f64::from(u8::from(*b)),
+            _ => num("scale_residual_constant", 1.0),
+        },
+        head_scale: flag(kw, "attn_head_scale"),
+        gate_values: flag(kw, "attn_gate_values"),
+        ff_softclamp: kw.get("ff_softclamp_value").map(Json::num),
+        unit_offset: on("norm_add_unit_offset", true),
+        glu_mult_bias: flag(kw, "ff_glu") && flag(kw, "ff_glu_mult_bias"),
+        qk_norm: flag(kw, "attn_qk_norm").then(|| {
+            (
+                num("attn_qk_norm_groups", 1.0) as usize,
+                num("attn_qk_norm_scale", 10.0),
+                flag(kw, "attn_qk_norm_dim_scale"),
+            )
+        }),
+    };
+    let norm = if flag(kw, "use_scalenorm") {
+        RefNorm::ScaleNorm
+    } else if flag(kw, "use_rmsnorm") {
         RefNorm::RmsNorm
     } else if flag(kw, "use_simple_rmsnorm") {
         RefNorm::SimpleRmsNorm
     } else {
         RefNorm::LayerNorm
     };
-    let act = if flag(kw, "ff_swish") {
-        RefAct::Silu
-    } else if flag(kw, "ff_relu_squared") {
+    // ReLU² wins over SiLU (`FeedForward`: `elif relu_squared` comes before `elif swish`).
+    let act = if flag(kw, "ff_relu_squared") {
         RefAct::ReluSquared
+    } else if flag(kw, "ff_swish") {
+        RefAct::Silu
     } else {
         RefAct::Gelu
     };
@@ -352,6 +400,9 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                         "num_tokens",
                         "max_seq_len",
                         "tie_embedding",
+                        "tie_embedding_scale",
+                        "post_emb_norm",
+                        "l2norm_embed",
                         "use_abs_pos_emb"
                     ]
                     .contains(&k.as_str()),
@@ -363,8 +414,25 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
             Some(RefWrapper {
                 num_tokens: wk["num_tokens"].usize(),
                 max_seq_len,
-                abs_pos_emb: use_abs && max_seq_len > 0 && !rotary, // §3.9
+                // §3.9: `disable_abs_pos_emb` defaults to "rotary is on".
+                abs_pos_emb: use_abs
+                    && max_seq_len > 0
+                    && !kw
+                        .get("disable_abs_pos_emb")
+                        .and_then(|v| match v {
+                            Json::Bool(b) => Some(*b),
+                            _ => None,
+                        })
+                        .unwrap_or(rotary),
                 tie_embedding: flag(wk, "tie_embedding"),
+                // Python arithmetic: False is 0.
+                tie_embedding_scale: match wk.get("tie_embedding_scale") {
+                    Some(Json::Bool(b)) => Some(f64::from(u8::from(*b))),
+                    Some(Json::Num(x)) => Some(*x),
+                    _ => None,
+                },
+                post_emb_norm: flag(wk, "post_emb_norm"),
+                l2norm_embed: flag(wk, "l2norm_embed"),
             })
         }
     };
@@ -381,6 +449,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         rotary_base_rescale_factor: num("rotary_base_rescale_factor", 1.0),
         rotary_interpolation_factor: num("rotary_interpolation_factor", 1.0),
         norm,
+        extras,
         ff_inner: (dim as f64 * num("ff_mult", 4.0)) as usize, // int(dim * ff_mult)
         ff_glu: flag(kw, "ff_glu"),
         act,

@@ -39,6 +39,7 @@ fn base_cfg(dim: usize, heads: usize, dh: usize) -> RefConfig {
         rotary_base_rescale_factor: 1.0,
         rotary_interpolation_factor: 1.0,
         norm: RefNorm::SimpleRmsNorm,
+        extras: RefExtras::default(),
         ff_inner: 2,
         ff_glu: false,
         act: RefAct::Gelu,
@@ -73,6 +74,7 @@ fn rich_cfg() -> RefConfig {
         rotary_base_rescale_factor: 2.0,
         rotary_interpolation_factor: 2.0,
         norm: RefNorm::RmsNorm,
+        extras: RefExtras::default(),
         ff_inner: 20,
         ff_glu: true,
         act: RefAct::Gelu,
@@ -492,6 +494,9 @@ fn hand_wrapper_embeddings_and_logits() {
         max_seq_len: 4,
         abs_pos_emb: true,
         tie_embedding: true,
+        tie_embedding_scale: None,
+        post_emb_norm: false,
+        l2norm_embed: false,
     });
     assert_eq!(
         keys_of(&cfg),
@@ -640,6 +645,9 @@ fn every_parameter_matters() {
         max_seq_len: 8,
         abs_pos_emb: true,
         tie_embedding: false,
+        tie_embedding_scale: None,
+        post_emb_norm: false,
+        l2norm_embed: false,
     });
     let mut tied = wrapped.clone();
     tied.wrapper.as_mut().unwrap().tie_embedding = true;
@@ -733,6 +741,7 @@ fn gqa_glu_rmsnorm_example_shapes() {
         rotary_base_rescale_factor: 1.0,
         rotary_interpolation_factor: 1.0,
         norm: RefNorm::RmsNorm,
+        extras: RefExtras::default(),
         ff_inner: 192,
         ff_glu: true,
         act: RefAct::Gelu,
@@ -799,6 +808,9 @@ fn wrapper_keys_are_prefixed() {
         max_seq_len: 0,
         abs_pos_emb: false,
         tie_embedding: false,
+        tie_embedding_scale: None,
+        post_emb_norm: false,
+        l2norm_embed: false,
     });
     let k = keys_of(&cfg);
     assert_eq!(k.first().unwrap(), "token_emb.emb.weight");

@@ -68,6 +68,74 @@ FIXTURES = [
     dict(name="cross_wrap", dtype="float32", seed=6, n=7, m=5, kwargs={
         "decoder": dict(dim=32, depth=1, heads=2, attn_dim_head=16, cross_attend=True, rotary_pos_emb=True),
         "wrapper": dict(num_tokens=30, max_seq_len=0)}),
+    # disable_abs_pos_emb=False keeps the absolute positions next to rotary ones (xt:2892, 4041)
+    dict(name="wrap_rotary_abs", dtype="float32", seed=8, n=9, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, disable_abs_pos_emb=False),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # norm layouts (issue 24, next tier): sandwich norm with RMSNorm and cross-attention; post-norm
+    # (pre_norm=False) with GQA and rotary; ScaleNorm without the final norm and with the output softclamp
+    dict(name="sandwich", dtype="float32", seed=9, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, use_rmsnorm=True,
+                        sandwich_norm=True, cross_attend=True, rotary_pos_emb=True),
+        "wrapper": None}),
+    dict(name="post_norm", dtype="float32", seed=10, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, pre_norm=False,
+                        rotary_pos_emb=True, ff_glu=True),
+        "wrapper": None}),
+    dict(name="scalenorm_clamp", dtype="float32", seed=11, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, use_scalenorm=True,
+                        pre_norm_has_final_norm=False, softclamp_output=True, softclamp_output_value=2.0),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # residual and attention-output extras: scale_residual with a constant, head scale and value gates on
+    # self- and cross-attention, the feed-forward softclamp
+    dict(name="residual_gates", dtype="float32", seed=12, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, rotary_pos_emb=True,
+                        cross_attend=True, scale_residual=True, scale_residual_constant=0.5, attn_head_scale=True,
+                        attn_gate_values=True, ff_softclamp_value=1.5),
+        "wrapper": None}),
+    # attn_qk_norm: l2-normalised q and k (keys normalised before they are cached), logit scale; with two
+    # groups and GQA, rotary and cross-attention; and with the learned dim scale in a wrapper
+    dict(name="qk_norm", dtype="float32", seed=16, n=8, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, rotary_pos_emb=True,
+                        cross_attend=True, attn_qk_norm=True, attn_qk_norm_groups=2, attn_qk_norm_scale=8),
+        "wrapper": None}),
+    dict(name="qk_norm_dim_scale", dtype="float32", seed=17, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, attn_qk_norm=True,
+                        attn_qk_norm_dim_scale=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # norm_add_unit_offset=False: norm gains stored as the gains themselves (LayerNorm, sandwich, final)
+    dict(name="no_unit_offset", dtype="float32", seed=18, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, sandwich_norm=True,
+                        norm_add_unit_offset=False),
+        "wrapper": None}),
+    # ff_glu_mult_bias: the GLU output times a learned per-feature bias
+    dict(name="glu_mult_bias", dtype="float32", seed=19, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, ff_glu=True,
+                        ff_swish=True, ff_glu_mult_bias=True),
+        "wrapper": None}),
+    # post_emb_norm: LayerNorm (gain as stored) of token + absolute position embeddings
+    dict(name="post_emb_norm", dtype="float32", seed=20, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, post_emb_norm=True)}),
+    # l2norm_embed: l2-normalised token and absolute position embeddings (positions not scaled), tied logits
+    dict(name="l2norm_embed", dtype="float32", seed=21, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, l2norm_embed=True, tie_embedding=True)}),
+    # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
+    dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),
+        "wrapper": None}),
+    dict(name="false_tie_scale", dtype="float32", seed=14, n=6, m=None, kwargs={
+        "decoder": dict(dim=32, depth=1, heads=2, attn_dim_head=16, rotary_pos_emb=True),
+        "wrapper": dict(num_tokens=30, max_seq_len=8, tie_embedding=True, tie_embedding_scale=False)}),
+    dict(name="tie_scale", dtype="float32", seed=15, n=6, m=None, kwargs={
+        "decoder": dict(dim=32, depth=1, heads=2, attn_dim_head=16, rotary_pos_emb=True),
+        "wrapper": dict(num_tokens=30, max_seq_len=8, tie_embedding=True, tie_embedding_scale=0.125)}),
+    # the seed example's literal configuration, disable_abs_pos_emb=True included (issue 24)
+    dict(name="seed_literal", dtype="float16", seed=7, n=8, m=5, kwargs={
+        "decoder": dict(cross_attend=True, rotary_pos_emb=True, disable_abs_pos_emb=True, heads=4, depth=4, dim=128,
+                        attn_flash=True),
+        "wrapper": None}),
 ]
 
 _TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

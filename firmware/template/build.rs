@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::{env, fs};
 
 // picoformer's API in one place (paths may move between versions: update them here).
-use picoformer::model::{METADATA_KEY, Q8_0_BYTES};
-use picoformer::q8_0::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
+use picoformer::options::METADATA_KEY;
+use picoformer::q8_0::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK, Q8_0_BYTES};
 use picoformer::safetensors::{Dtype, SafeTensors};
 use picoformer::{DecoderConfig, Model, WrapperConfig};
 

@@ -20,7 +20,7 @@ use picoformer::{
 };
 use proptest::prelude::*;
 
-use crate::reference::{self, RefAct, RefConfig, RefNorm, RefWeights, RefWrapper};
+use crate::reference::{self, RefAct, RefConfig, RefExtras, RefNorm, RefWeights, RefWrapper};
 
 /// The reference's view of a picoformer configuration (resolved values only).
 pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefConfig {
@@ -40,6 +40,25 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             Norm::LayerNorm => RefNorm::LayerNorm,
             Norm::RmsNorm => RefNorm::RmsNorm,
             Norm::SimpleRmsNorm => RefNorm::SimpleRmsNorm,
+            Norm::ScaleNorm => RefNorm::ScaleNorm,
+        },
+        extras: RefExtras {
+            pre_norm: cfg.pre_norm,
+            final_norm: cfg.pre_norm_has_final_norm,
+            sandwich: cfg.sandwich_norm,
+            softclamp_output: cfg.softclamp_output.then_some(cfg.softclamp_output_value),
+            scale_residual: cfg.scale_residual,
+            scale_residual_constant: cfg.scale_residual_constant,
+            head_scale: cfg.attn_head_scale,
+            gate_values: cfg.attn_gate_values,
+            ff_softclamp: cfg.ff_softclamp_value.filter(|_| !cfg.ff_glu),
+            qk_norm: cfg.attn_qk_norm.then_some((
+                cfg.attn_qk_norm_groups,
+                cfg.attn_qk_norm_scale,
+                cfg.attn_qk_norm_dim_scale,
+            )),
+            unit_offset: cfg.norm_add_unit_offset,
+            glu_mult_bias: cfg.ff_glu && cfg.ff_glu_mult_bias,
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -54,6 +73,9 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             max_seq_len: w.max_seq_len,
             abs_pos_emb: w.has_abs_pos_emb(),
             tie_embedding: w.tie_embedding,
+            tie_embedding_scale: w.tie_embedding_scale,
+            post_emb_norm: w.post_emb_norm,
+            l2norm_embed: w.l2norm_embed,
         }),
     }
 }
@@ -166,7 +188,8 @@ pub fn max_diff_f64_f64(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Every supported decoder option, drawn: rotary dims >= 4, kv_heads < heads often, cross-attention
-/// on and off, all norms and activations, GLU, biases on and off.
+/// on and off, all norms (and pre-, sandwich, post-norm, with or without the final norm, output
+/// softclamp) and activations, GLU, biases on and off.
 pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
     (
         (
@@ -188,11 +211,26 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
             prop::bool::weighted(0.3),
         ),
         (
-            0usize..3,
+            0usize..4,
             0usize..3,
             prop::sample::select(vec![1.0f64, 1.5, 2.0]),
             any::<bool>(),
             any::<bool>(),
+        ),
+        (
+            0usize..4,
+            prop::bool::weighted(0.2),
+            prop::sample::select(vec![None, Some(0.5f64), Some(3.0)]),
+            // scale_residual_constant 0 (x-transformers' `False`) is checked by the torch fixture
+            // false_residual; drawn with sandwich norm and grouped qk norm, it makes every layer a
+            // normalisation of a normalisation whose f32 rounding is amplified past the reference
+            // tolerance (4e-4 found), so the draws keep a residual path; constants above 1 grow the
+            // stream geometrically without a final norm (absolute tolerances), so they stay <= 1.
+            prop::sample::select(vec![None, Some(1.0f64), Some(0.5), Some(0.8)]),
+            any::<bool>(),
+            any::<bool>(),
+            prop::sample::select(vec![None, Some(0.7f64)]),
+            0usize..4,
         ),
     )
         .prop_map(
@@ -201,6 +239,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 (kvsel, one_kv, cross, dctx),
                 (rot, ridx, rescale, interp),
                 (norm, act, mult, glu, nobias),
+                (layout, no_final, clamp, residual, head_scale, gates, ff_clamp, qk),
             )| {
                 let dh = if heads == 1 { dim } else { dh };
                 let divisors: Vec<usize> = (1..=heads).filter(|k| heads % k == 0).collect();
@@ -232,6 +271,31 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 }
                 c.use_rmsnorm = norm == 1;
                 c.use_simple_rmsnorm = norm == 2;
+                c.use_scalenorm = norm == 3;
+                // 0: pre-norm, 1: sandwich, 2: post-norm, 3: pre-norm without the final norm
+                c.pre_norm = layout != 2;
+                c.sandwich_norm = layout == 1;
+                c.pre_norm_has_final_norm = layout != 3 && !no_final;
+                if let Some(v) = clamp {
+                    c = c.softclamp_output(v);
+                }
+                // scale_residual with a constant
+                if let Some(k) = residual {
+                    c = c.scale_residual(true).scale_residual_constant(k);
+                }
+                c.attn_head_scale = head_scale;
+                c.attn_gate_values = gates;
+                c.ff_softclamp_value = ff_clamp;
+                c.norm_add_unit_offset = !(head_scale && gates);
+                c.ff_glu_mult_bias = glu && head_scale;
+                // attn_qk_norm: off, plain (scale 10), learned dim scale. l2-normalising fewer than 8
+                // features makes the direction of a short group ill-conditioned (an f32 rounding of
+                // its entries turns the logits by far more at scale 10; 1e-4 found at 3 and 4), so
+                // the draws normalise whole heads of 8 or more; groups are checked by the torch
+                // fixture qk_norm.
+                if qk > 1 && c.attn_dim_head >= 8 {
+                    c = c.attn_qk_norm(1, 10.0).attn_qk_norm_dim_scale(qk == 3);
+                }
                 c.ff_swish = act == 1;
                 c.ff_relu_squared = act == 2;
                 c.ff_mult = mult;
@@ -242,7 +306,8 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
         )
 }
 
-/// A wrapper around a drawn decoder: absolute positions or not, tied or not.
+/// A wrapper around a drawn decoder: absolute positions or not (also next to rotary ones, with
+/// `disable_abs_pos_emb=False`), tied or not.
 pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
     (
         decoder_config(),
@@ -250,11 +315,18 @@ pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
         any::<bool>(),
         any::<bool>(),
         0usize..3,
+        prop::sample::select(vec![None, Some(false), Some(true)]),
+        prop::sample::select(vec![None, Some(0.3f64), Some(0.0)]),
     )
-        .prop_map(move |(d, v, abs, tie, extra)| {
+        .prop_map(move |(mut d, v, abs, tie, extra, disable, tie_scale)| {
+            d.disable_abs_pos_emb = disable;
             let max_seq_len = if abs { max_n + extra } else { 0 };
-            WrapperConfig::new(v, max_seq_len, d)
+            let mut w = WrapperConfig::new(v, max_seq_len, d)
                 .use_abs_pos_emb(abs)
-                .tie_embedding(tie)
+                .tie_embedding(tie);
+            w.tie_embedding_scale = tie_scale;
+            w.post_emb_norm = tie_scale.is_some() != tie;
+            w.l2norm_embed = tie_scale.is_some() != abs;
+            w
         })
 }

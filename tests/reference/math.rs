@@ -122,6 +122,10 @@ pub fn norm_row(kind: RefNorm, x: &[f64], gain: Option<&[f64]>) -> Vec<f64> {
         RefNorm::LayerNorm => layer_norm(x, gain.expect("LayerNorm needs a gamma")),
         RefNorm::RmsNorm => rms_norm(x, Some(gain.expect("RMSNorm needs a g"))),
         RefNorm::SimpleRmsNorm => rms_norm(x, None),
+        RefNorm::ScaleNorm => {
+            let g = gain.expect("ScaleNorm needs a g")[0] + 1.0;
+            rms_norm(x, None).into_iter().map(|v| v * g).collect()
+        }
     }
 }
 

@@ -22,6 +22,64 @@ pub enum RefNorm {
     RmsNorm,
     /// `use_simple_rmsnorm`: x / max(‖x‖, 1e-12) · √D; no key.
     SimpleRmsNorm,
+    /// `use_scalenorm`: x / max(‖x‖, 1e-12) · √D · (g+1) with a scalar g; key `….g` of shape (1,)
+    /// (`ScaleNorm`, x_transformers.py 1059-1074).
+    ScaleNorm,
+}
+
+/// Where the norms are (x_transformers.py `AttentionLayers.forward`: `pre_branch_norm`,
+/// `post_branch_norm`, `post_main_norm`, `softclamp_output`, `final_norm`), and the residual,
+/// attention-output and feed-forward extras.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefExtras {
+    /// `pre_norm`: u = Norm(x) before each sublayer (key `….0.0`); false: post-norm, x = Norm(x +
+    /// branch) after each sublayer (key `….0.2`) and no final norm.
+    pub pre_norm: bool,
+    /// `pre_norm_has_final_norm` (only with `pre_norm`).
+    pub final_norm: bool,
+    /// `sandwich_norm`: the branch output is normed before the add (key `….0.1`).
+    pub sandwich: bool,
+    /// `softclamp_output` with its value: x = tanh(x/v)·v before the final norm.
+    pub softclamp_output: Option<f64>,
+    /// `scale_residual`: the residual path times `layers.ℓ.2.residual_scale` (x_transformers.py
+    /// `Residual.forward`).
+    pub scale_residual: bool,
+    /// `scale_residual_constant`: then times this constant.
+    pub scale_residual_constant: f64,
+    /// `attn_head_scale`: each head's attention output times `….1.head_scale_params[h]`.
+    pub head_scale: bool,
+    /// `attn_gate_values`: attention output ⊙ sigmoid(u·W_gᵀ), W_g = `….1.to_v_gate.weight`.
+    pub gate_values: bool,
+    /// `ff_softclamp_value`: tanh(z/v)·v on the first linear's output, before the activation
+    /// (no GLU).
+    pub ff_softclamp: Option<f64>,
+    /// `attn_qk_norm` as (groups, logit scale, dim scale): q and k of every head l2-normalised
+    /// per group (x / max(‖x‖, 1e-12)) before rotary, times `….1.qk_norm_{q,k}_scale` with dim
+    /// scale; logits scaled by the given scale (d^−½ with dim scale).
+    pub qk_norm: Option<(usize, f64, bool)>,
+    /// `norm_add_unit_offset`: stored norm gains are gain − 1 (true, the default) or the gain.
+    pub unit_offset: bool,
+    /// `ff_glu_mult_bias` (with GLU): h ⊙ `….ff.0.mult_bias`.
+    pub glu_mult_bias: bool,
+}
+
+impl Default for RefExtras {
+    fn default() -> Self {
+        RefExtras {
+            pre_norm: true,
+            final_norm: true,
+            sandwich: false,
+            softclamp_output: None,
+            scale_residual: false,
+            scale_residual_constant: 1.0,
+            head_scale: false,
+            gate_values: false,
+            ff_softclamp: None,
+            qk_norm: None,
+            unit_offset: true,
+            glu_mult_bias: false,
+        }
+    }
 }
 
 /// Feed-forward activation, spec §3.6.
@@ -53,6 +111,8 @@ pub struct RefConfig {
     pub rotary_base_rescale_factor: f64,
     pub rotary_interpolation_factor: f64,
     pub norm: RefNorm,
+    /// Where the norms are, and the extras.
+    pub extras: RefExtras,
     /// int(dim * ff_mult), already resolved.
     pub ff_inner: usize,
     pub ff_glu: bool,
@@ -70,6 +130,12 @@ pub struct RefWrapper {
     /// Resolved: false when rotary is on, abs pos emb is disabled, or max_seq_len == 0.
     pub abs_pos_emb: bool,
     pub tie_embedding: bool,
+    /// `tie_embedding_scale`; None: D^−½.
+    pub tie_embedding_scale: Option<f64>,
+    /// `post_emb_norm`: LayerNorm of x₀ with the gain `post_emb_norm.gamma` as stored.
+    pub post_emb_norm: bool,
+    /// `l2norm_embed`: x₀ = E[t]/‖E[t]‖ + P[pos]/‖P[pos]‖ (no D^−½).
+    pub l2norm_embed: bool,
 }
 
 /// Weights by x-transformers `state_dict` key; matrices row-major `[out, in]`.
@@ -92,6 +158,7 @@ impl RefConfig {
             rotary_base_rescale_factor: 1.0,
             rotary_interpolation_factor: 1.0,
             norm: RefNorm::LayerNorm,
+            extras: RefExtras::default(),
             ff_inner: 4 * dim,
             ff_glu: false,
             act: RefAct::Gelu,
@@ -157,8 +224,17 @@ fn decoder_prefix(cfg: &RefConfig) -> &'static str {
 fn norm_param(kind: RefNorm) -> Option<&'static str> {
     match kind {
         RefNorm::LayerNorm => Some("gamma"),
-        RefNorm::RmsNorm => Some("g"),
+        RefNorm::RmsNorm | RefNorm::ScaleNorm => Some("g"),
         RefNorm::SimpleRmsNorm => None,
+    }
+}
+
+/// Length of a norm's gain: dim, or 1 for ScaleNorm.
+fn norm_len(cfg: &RefConfig) -> usize {
+    if cfg.norm == RefNorm::ScaleNorm {
+        1
+    } else {
+        cfg.dim
     }
 }
 
@@ -181,9 +257,22 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
     for block in 0..cfg.depth {
         for s in 0..per {
             let l = block * per + s;
-            // spec §3.7: layers.ℓ.0.0 is the pre-norm; no key for SimpleRMSNorm.
+            // spec §3.7: layers.ℓ.0.0 is the pre-norm, .0.1 the sandwich norm, .0.2 the post-norm;
+            // no key for SimpleRMSNorm.
             if let Some(p) = norm_param(cfg.norm) {
-                out.push((format!("{pre}layers.{l}.0.0.{p}"), vec![d]));
+                let nl = norm_len(cfg);
+                if cfg.extras.pre_norm {
+                    out.push((format!("{pre}layers.{l}.0.0.{p}"), vec![nl]));
+                }
+                if cfg.extras.sandwich {
+                    out.push((format!("{pre}layers.{l}.0.1.{p}"), vec![nl]));
+                }
+                if !cfg.extras.pre_norm {
+                    out.push((format!("{pre}layers.{l}.0.2.{p}"), vec![nl]));
+                }
+            }
+            if cfg.extras.scale_residual {
+                out.push((format!("{pre}layers.{l}.2.residual_scale"), vec![d]));
             }
             let is_ff = s == per - 1;
             if !is_ff {
@@ -201,6 +290,29 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                 if cfg.heads > 1 {
                     out.push((format!("{pre}layers.{l}.1.to_out.weight"), vec![d, inner_q]));
                 }
+                if cfg.extras.head_scale {
+                    out.push((
+                        format!("{pre}layers.{l}.1.head_scale_params"),
+                        vec![1, cfg.heads, 1, 1],
+                    ));
+                }
+                if cfg.extras.gate_values {
+                    out.push((
+                        format!("{pre}layers.{l}.1.to_v_gate.weight"),
+                        vec![inner_q, d],
+                    ));
+                }
+                if let Some((_, _, true)) = cfg.extras.qk_norm {
+                    let dh = cfg.attn_dim_head;
+                    out.push((
+                        format!("{pre}layers.{l}.1.qk_norm_q_scale"),
+                        vec![cfg.heads, 1, dh],
+                    ));
+                    out.push((
+                        format!("{pre}layers.{l}.1.qk_norm_k_scale"),
+                        vec![cfg.attn_kv_heads, 1, dh],
+                    ));
+                }
             } else if cfg.ff_glu {
                 // spec §3.6 / pitfall 5: the GLU projection always has a bias.
                 let f = cfg.ff_inner;
@@ -209,6 +321,9 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                     vec![2 * f, d],
                 ));
                 out.push((format!("{pre}layers.{l}.1.ff.0.proj.bias"), vec![2 * f]));
+                if cfg.extras.glu_mult_bias {
+                    out.push((format!("{pre}layers.{l}.1.ff.0.mult_bias"), vec![f]));
+                }
                 out.push((format!("{pre}layers.{l}.1.ff.2.weight"), vec![d, f]));
                 if !cfg.ff_no_bias {
                     out.push((format!("{pre}layers.{l}.1.ff.2.bias"), vec![d]));
@@ -234,11 +349,16 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
         ));
     }
     if let Some(p) = norm_param(cfg.norm) {
-        out.push((format!("{pre}final_norm.{p}"), vec![d]));
+        if cfg.extras.pre_norm && cfg.extras.final_norm {
+            out.push((format!("{pre}final_norm.{p}"), vec![norm_len(cfg)]));
+        }
     }
     if let Some(wr) = &cfg.wrapper {
         if !wr.tie_embedding {
             out.push(("to_logits.weight".into(), vec![wr.num_tokens, d]));
+        }
+        if wr.post_emb_norm {
+            out.push(("post_emb_norm.gamma".into(), vec![d]));
         }
     }
     out
@@ -292,6 +412,13 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
                 .collect()
         } else if key.ends_with(".gamma") || key.ends_with(".g") || key.ends_with(".bias") {
             (0..len).map(|_| rng.uniform() - 0.5).collect()
+        } else if key.ends_with(".residual_scale")
+            || key.ends_with(".head_scale_params")
+            || key.ends_with("_scale")
+            || key.ends_with(".mult_bias")
+        {
+            // gains used as stored (initialised to 1 in x-transformers)
+            (0..len).map(|_| 0.5 + rng.uniform()).collect()
         } else if key == "token_emb.emb.weight" || key == "pos_emb.emb.weight" {
             (0..len).map(|_| rng.normal()).collect()
         } else {
@@ -335,7 +462,13 @@ fn linear(x: &[f64], n: usize, w: &[f64], out: usize, inp: usize, b: Option<&[f6
 /// Applies a Decoder norm (pre-norm `…layers.ℓ.0.0` or `…final_norm`) to every row (spec §3.2, pitfalls 1–2).
 fn norm_rows(cfg: &RefConfig, w: &RefWeights, key_base: &str, x: &[f64]) -> Vec<f64> {
     let d = cfg.dim;
-    let gain = norm_param(cfg.norm).map(|p| get(w, &format!("{key_base}.{p}"), d));
+    // Without norm_add_unit_offset the stored value is the gain itself: hand the norms gain − 1.
+    let gain: Option<Vec<f64>> = norm_param(cfg.norm).map(|p| {
+        let g = get(w, &format!("{key_base}.{p}"), norm_len(cfg));
+        let off = if cfg.extras.unit_offset { 0.0 } else { 1.0 };
+        g.iter().map(|v| v - off).collect()
+    });
+    let gain = gain.as_deref();
     x.chunks(d)
         .flat_map(|row| math::norm_row(cfg.norm, row, gain))
         .collect()
@@ -388,6 +521,22 @@ fn attention(
     let mut q = linear(u, n, wq, iq, d, None);
     let mut k = linear(kv_src, m, wk, ikv, kv_dim, None);
     let mut v = linear(kv_src, m, wv, ikv, kv_dim, None);
+    // attn_qk_norm: per head and group, before rotary.
+    if let Some((groups, _, dim_scale)) = cfg.extras.qk_norm {
+        let gq = dim_scale.then(|| get(w, &format!("{key_base}.qk_norm_q_scale"), iq));
+        let gk = dim_scale.then(|| get(w, &format!("{key_base}.qk_norm_k_scale"), ikv));
+        for (t, width, gain) in [(&mut q, iq, gq), (&mut k, ikv, gk)] {
+            for row in t.chunks_mut(width) {
+                for part in row.chunks_mut(dh / groups) {
+                    let norm = part.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                    part.iter_mut().for_each(|v| *v /= norm);
+                }
+                if let Some(g) = gain {
+                    row.iter_mut().zip(g).for_each(|(v, s)| *v *= s);
+                }
+            }
+        }
+    }
     // §3.3 step 2: column c belongs to head c / dh.
     // §3.3 step 4 / §3.4: RoPE on q and k of self-attention at positions 0..n-1 (V never rotated);
     // §3.5: none on cross-attention.
@@ -411,7 +560,10 @@ fn attention(
     for e in k.iter_mut().chain(v.iter_mut()) {
         *e = store(*e);
     }
-    let scale = (dh as f64).powf(-0.5); // §3.3 step 6
+    let scale = match cfg.extras.qk_norm {
+        Some((_, s, false)) => s,    // attn_qk_norm_scale
+        _ => (dh as f64).powf(-0.5), // §3.3 step 6
+    };
     let mut o = vec![0.0; n * iq];
     let mut scores = vec![0.0; m];
     for h in 0..h_q {
@@ -443,6 +595,24 @@ fn attention(
             }
         }
     }
+    // attn_head_scale, then attn_gate_values (x_transformers.py Attention.forward, in that order).
+    if cfg.extras.head_scale {
+        let hs = get(w, &format!("{key_base}.head_scale_params"), h_q);
+        for i in 0..n {
+            for h in 0..h_q {
+                for e in &mut o[i * iq + h * dh..i * iq + (h + 1) * dh] {
+                    *e *= hs[h];
+                }
+            }
+        }
+    }
+    if cfg.extras.gate_values {
+        let wg = get(w, &format!("{key_base}.to_v_gate.weight"), iq * d);
+        let g = linear(u, n, wg, iq, d, None);
+        for (e, z) in o.iter_mut().zip(&g) {
+            *e *= 1.0 / (1.0 + (-z).exp());
+        }
+    }
     // §3.3 step 9: merge heads (h major), then to_out. to_out exists iff heads > 1; with one head
     // and no to_out the head output (dh == D) is the sublayer output.
     let out_key = format!("{key_base}.to_out.weight");
@@ -464,12 +634,19 @@ fn feed_forward(cfg: &RefConfig, w: &RefWeights, key_base: &str, u: &[f64], n: u
         let wp = get(w, &format!("{key_base}.ff.0.proj.weight"), 2 * f * d);
         let bp = get(w, &format!("{key_base}.ff.0.proj.bias"), 2 * f);
         let p = linear(u, n, wp, 2 * f, d, Some(bp));
+        let ones = vec![1.0; f];
+        let mb = if cfg.extras.glu_mult_bias {
+            get(w, &format!("{key_base}.ff.0.mult_bias"), f)
+        } else {
+            &ones[..]
+        };
         p.chunks(2 * f)
             .flat_map(|row| {
                 let (up, gate) = row.split_at(f);
                 up.iter()
                     .zip(gate)
-                    .map(|(a, g)| a * act(cfg.act, *g))
+                    .zip(mb)
+                    .map(|((a, g), m)| a * act(cfg.act, *g) * m)
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -477,9 +654,11 @@ fn feed_forward(cfg: &RefConfig, w: &RefWeights, key_base: &str, u: &[f64], n: u
         // h = act(u·W₁ᵀ + b₁); keys ff.0.0.* (bias absent with ff_no_bias).
         let w1 = get(w, &format!("{key_base}.ff.0.0.weight"), f * d);
         let b1 = (!cfg.ff_no_bias).then(|| get(w, &format!("{key_base}.ff.0.0.bias"), f));
+        // ff_softclamp_value: tanh(z/v)·v before the activation.
+        let clamp = |z: f64| cfg.extras.ff_softclamp.map_or(z, |v| (z / v).tanh() * v);
         linear(u, n, w1, f, d, b1)
             .into_iter()
-            .map(|z| act(cfg.act, z))
+            .map(|z| act(cfg.act, clamp(z)))
             .collect()
     };
     // out = h·W₂ᵀ + b₂; keys ff.2.* (bias absent with ff_no_bias).
@@ -534,8 +713,13 @@ pub fn decoder_forward_stored(
     for block in 0..cfg.depth {
         for s in 0..per {
             let l = block * per + s;
-            // spec §3.7: residual = x; u = PreNorm_ℓ(x) (key layers.ℓ.0.0.*); x = Sublayer(u) + residual.
-            let u = norm_rows(cfg, w, &format!("{pre}layers.{l}.0.0"), &x);
+            // spec §3.7: residual = x; u = PreNorm_ℓ(x) (key layers.ℓ.0.0.*), or x with post-norm;
+            // x = [PostBranchNorm](Sublayer(u)) + residual; then [PostMainNorm](x).
+            let u = if cfg.extras.pre_norm {
+                norm_rows(cfg, w, &format!("{pre}layers.{l}.0.0"), &x)
+            } else {
+                x.clone()
+            };
             let base = format!("{pre}layers.{l}.1");
             let o = if s == per - 1 {
                 feed_forward(cfg, w, &base, &u, n)
@@ -571,12 +755,40 @@ pub fn decoder_forward_stored(
                     store,
                 )
             };
+            let o = if cfg.extras.sandwich {
+                norm_rows(cfg, w, &format!("{pre}layers.{l}.0.1"), &o)
+            } else {
+                o
+            };
+            // Residual.forward: x = branch + residual·residual_scale·constant.
+            if cfg.extras.scale_residual {
+                let g = get(w, &format!("{pre}layers.{l}.2.residual_scale"), d);
+                for row in x.chunks_mut(d) {
+                    for (xv, gv) in row.iter_mut().zip(g) {
+                        *xv *= gv;
+                    }
+                }
+            }
+            if cfg.extras.scale_residual_constant != 1.0 {
+                x.iter_mut()
+                    .for_each(|xv| *xv *= cfg.extras.scale_residual_constant);
+            }
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;
             }
+            if !cfg.extras.pre_norm {
+                x = norm_rows(cfg, w, &format!("{pre}layers.{l}.0.2"), &x);
+            }
         }
     }
-    norm_rows(cfg, w, &format!("{pre}final_norm"), &x)
+    if let Some(v) = cfg.extras.softclamp_output {
+        x.iter_mut().for_each(|e| *e = (*e / v).tanh() * v);
+    }
+    if cfg.extras.pre_norm && cfg.extras.final_norm {
+        norm_rows(cfg, w, &format!("{pre}final_norm"), &x)
+    } else {
+        x
+    }
 }
 
 /// TransformerWrapper forward (spec §3.9): x₀ = E[t] + D^−½·P[pos] (P only with abs_pos_emb),
@@ -599,20 +811,39 @@ pub fn wrapper_forward(
     let mut x = Vec::with_capacity(n * d);
     for (p, &t) in tokens.iter().enumerate() {
         assert!(t < v, "token {t} out of range");
+        let l2 = |v: &[f64]| {
+            let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+            v.iter().map(|a| a / n).collect::<Vec<f64>>()
+        };
         let e = &emb[t * d..(t + 1) * d];
+        let e = if wr.l2norm_embed { l2(e) } else { e.to_vec() };
         if wr.abs_pos_emb {
             assert!(p < wr.max_seq_len, "sequence longer than max_seq_len");
             let pe = &get(w, "pos_emb.emb.weight", wr.max_seq_len * d)[p * d..(p + 1) * d];
-            x.extend(e.iter().zip(pe).map(|(a, b)| a + scale * b));
+            let pe = if wr.l2norm_embed {
+                l2(pe)
+            } else {
+                pe.iter().map(|b| scale * b).collect()
+            };
+            x.extend(e.iter().zip(&pe).map(|(a, b)| a + b));
         } else {
-            x.extend_from_slice(e);
+            x.extend_from_slice(&e);
         }
+    }
+    if wr.post_emb_norm {
+        // gain used as stored: layer_norm adds 1 to what it is given
+        let g: Vec<f64> = get(w, "post_emb_norm.gamma", d)
+            .iter()
+            .map(|v| v - 1.0)
+            .collect();
+        x = x.chunks(d).flat_map(|row| layer_norm(row, &g)).collect();
     }
     let y = decoder_forward(cfg, w, &x, context);
     if wr.tie_embedding {
+        let tie = wr.tie_embedding_scale.unwrap_or(scale);
         linear(&y, n, emb, v, d, None)
             .into_iter()
-            .map(|z| z * scale)
+            .map(|z| z * tie)
             .collect()
     } else {
         let wl = get(w, "to_logits.weight", v * d);

@@ -1,8 +1,8 @@
 //! `picoformer quantize`: rewrites a model file with its weight matrices as Q8_0 (blocks of 32
 //! int8 values with one f16 scale), a quarter of the f32 bytes.
 
-use picoformer::model::{METADATA_KEY, Q8_0_BYTES};
-use picoformer::q8_0::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
+use picoformer::options::METADATA_KEY;
+use picoformer::q8_0::{quantize_q8_0, BlockQ8_0, Q8_0_BLOCK, Q8_0_BYTES};
 use picoformer::safetensors::{Dtype, SafeTensors};
 use picoformer::Model;
 
