@@ -5,16 +5,14 @@
 use std::ops::ControlFlow;
 
 use picoformer::{
-    Candidate, GenerateConfig, Generator, KvCache, Model, Overflow, Sampler, SamplerConfig,
-    Scratch,
+    Candidate, GenerateConfig, Generator, KvCache, Model, Overflow, Sampler, SamplerConfig, Scratch,
 };
 
 #[repr(C, align(8))]
 struct Aligned<T: ?Sized>(T);
 
 /// `wrap_abs`: a wrapper with absolute positions, `max_seq_len` 16, 50 tokens.
-static WRAP_ABS: &Aligned<[u8]> =
-    &Aligned(*include_bytes!("fixtures/wrap_abs.model.safetensors"));
+static WRAP_ABS: &Aligned<[u8]> = &Aligned(*include_bytes!("fixtures/wrap_abs.model.safetensors"));
 
 /// Generation with a cache larger than `max_seq_len` on a model with absolute positions: the
 /// prompt fits the cache and `max_seq_len`, so the run starts, reports tokens, and the step at
