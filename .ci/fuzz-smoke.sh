@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A short fuzz run of each target in fuzz/ (the safetensors/JSON parsers; the model loader and
-# forward pass, seeded with the parity fixtures' model files), when a nightly toolchain is
-# available.
+# forward pass, seeded with the parity fixtures' model files; the sequence fuzzer, random call
+# sequences on the fixture models checked by its oracle), with AddressSanitizer, when a nightly
+# toolchain is available. FUZZ_SECONDS (default 60) is the time per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! rustup toolchain list | grep -q nightly &&
@@ -28,7 +29,14 @@ for target in $(cargo +nightly fuzz list); do
                 "tests/fixtures/$f.model.safetensors" "$work/$f.q8.safetensors")
         done
     fi
-    cargo +nightly fuzz run "$target" "$work" -- -max_total_time="${FUZZ_SECONDS:-60}" -rss_limit_mb=2048
+    # The sequence target embeds its models (include_bytes!); its inputs are call sequences,
+    # seeded from corpus/sequence: let them grow to 2 KiB (a couple of dozen calls).
+    extra=()
+    if [ "$target" = sequence ]; then
+        extra=(-max_len=2048)
+    fi
+    cargo +nightly fuzz run "$target" -s address "$work" -- \
+        -max_total_time="${FUZZ_SECONDS:-60}" -rss_limit_mb=2048 ${extra[@]+"${extra[@]}"}
     rm -rf "$work"
 done
 echo "fuzz smoke: passed"
