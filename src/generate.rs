@@ -48,6 +48,8 @@
 //! ```
 //!
 //! # When the cache is full
+//! For a model with absolute positions the cache ends at `max_seq_len` if its capacity is larger
+//! (there is no position past the table).
 //! [`Overflow::Stop`] (the default) stops with [`StopReason::CacheFull`]. [`Overflow::Slide`] is
 //! an explicit sliding window: the cache is rewound to position 0 (a cross-attending model keeps
 //! its cached context) and the last `keep` tokens are encoded again (a prefill of `keep`
@@ -154,7 +156,8 @@ pub enum StopReason {
     EndToken,
     /// `max_new_tokens` were produced.
     MaxTokens,
-    /// The cache is full (with [`Overflow::Stop`]).
+    /// The cache is full, or at `max_seq_len` for a model with absolute positions (with
+    /// [`Overflow::Stop`]).
     CacheFull,
     /// The callback returned [`ControlFlow::Break`].
     Stopped,
@@ -201,7 +204,8 @@ pub enum GenerateError {
         /// Entries provided.
         available: usize,
     },
-    /// `Slide { keep }` with `keep` 0 or above the cache capacity.
+    /// `Slide { keep }` with `keep` 0 or above the cache capacity (or `max_seq_len`, for a model
+    /// with absolute positions, if less).
     InvalidWindow {
         /// `keep`.
         keep: usize,
@@ -366,11 +370,19 @@ impl<'b> Generator<'b> {
             }
             .into());
         }
+        // Where the cache ends for this model: its capacity, or `max_seq_len` if that is less
+        // and the model has absolute positions (no position beyond the table exists).
+        let cfg = model.config();
+        let end = if cfg.has_abs_pos_emb() {
+            cache.capacity().min(cfg.max_seq_len)
+        } else {
+            cache.capacity()
+        };
         if let Overflow::Slide { keep } = self.config.overflow {
-            if keep == 0 || keep > cache.capacity() {
+            if keep == 0 || keep > end {
                 return Err(GenerateError::InvalidWindow {
                     keep,
-                    capacity: cache.capacity(),
+                    capacity: end,
                 });
             }
         }
@@ -385,13 +397,13 @@ impl<'b> Generator<'b> {
 
         // Prefill.
         let mut run_prompt = prompt;
-        if prompt.len() > cache.remaining() {
+        if prompt.len() > end.saturating_sub(cache.len()) {
             match self.config.overflow {
                 Overflow::Stop => {
                     return Err(Error::CacheFull {
                         len: cache.len(),
                         requested: prompt.len(),
-                        capacity: cache.capacity(),
+                        capacity: end,
                     }
                     .into())
                 }
@@ -427,7 +439,7 @@ impl<'b> Generator<'b> {
             if out.new_tokens == self.config.max_new_tokens {
                 break;
             }
-            if cache.remaining() == 0 {
+            if cache.len() >= end {
                 match self.config.overflow {
                     Overflow::Stop => {
                         out.reason = StopReason::CacheFull;

@@ -1,12 +1,11 @@
 //! Minimal reproductions of what the sequence fuzzer (`fuzz/fuzz_targets/sequence.rs`) found.
-//! A test stays `#[ignore]`d (with the reason) until the library is fixed; then remove the
-//! `#[ignore]` and the fuzzer's matching tolerance (`known_bug` in the target).
+//! Each was a library bug, fixed; the test keeps it fixed.
 
 use std::ops::ControlFlow;
 
-use picoformer::{
-    Candidate, GenerateConfig, Generator, KvCache, Model, Overflow, Sampler, SamplerConfig, Scratch,
-};
+use picoformer::generate::{GenerateConfig, Generator, Overflow};
+use picoformer::sampling::{Candidate, Sampler, SamplerConfig};
+use picoformer::{KvCache, Model, Scratch};
 
 #[repr(C, align(8))]
 struct Aligned<T: ?Sized>(T);
@@ -23,7 +22,6 @@ static WRAP_ABS: &Aligned<[u8]> = &Aligned(*include_bytes!("fixtures/wrap_abs.mo
 /// anything runs. Found by the sequence fuzzer (`wrap_bf16`, `Slide { keep: 4 }`, capacity 19,
 /// prompt 11).
 #[test]
-#[ignore = "library bug (issue 28): Generator::run fails mid-run at max_seq_len with absolute positions, after changing the cache, history and RNG"]
 fn generation_past_max_seq_len_changes_nothing_or_stops() {
     let Model::Wrapper(model) = Model::<4>::from_safetensors(&WRAP_ABS.0).unwrap() else {
         panic!("wrap_abs is a wrapper")

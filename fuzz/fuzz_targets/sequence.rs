@@ -26,10 +26,10 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use picoformer::generate::{GenerateConfig, Generator, Overflow, StopReason};
+use picoformer::sampling::{Candidate, Sampler, SamplerConfig};
 use picoformer::{
-    bf16, f16, Candidate, Decoder, DecoderConfig, Element, Error, GenerateConfig, GenerateError,
-    Generator, KvCache, Model, Overflow, Sampler, SamplerConfig, Scratch, StopReason,
-    TransformerWrapper,
+    bf16, f16, Decoder, DecoderConfig, Element, KvCache, Model, Scratch, TransformerWrapper,
 };
 
 /// Outputs agree with the fresh pass within this fraction of the largest magnitude (at least 1).
@@ -103,8 +103,6 @@ struct World<'m> {
     wctx: usize,
     /// The input row of the probe (decoder).
     probe_row: Vec<f32>,
-    /// `max_seq_len` of a wrapper with absolute positions.
-    abs_max: Option<usize>,
 }
 
 /// What the cache holds, according to the oracle: tokens (wrapper) or input rows (decoder),
@@ -540,18 +538,6 @@ fn session<K: Element>(w: &World, u: &mut Unstructured) -> ArbResult<()> {
     Ok(())
 }
 
-/// Whether a failed generation is a known library bug, tolerated unless `SEQUENCE_STRICT` is set
-/// (see tests/sequence_regressions.rs): on a model with absolute positions and a cache longer
-/// than `max_seq_len`, `Generator::run` fails with `PositionOutOfRange` mid-run, after it has
-/// moved the cache, reported tokens and advanced the RNG.
-fn known_bug(w: &World, capacity: usize, e: &GenerateError) -> bool {
-    static STRICT: OnceLock<bool> = OnceLock::new();
-    let strict = *STRICT.get_or_init(|| std::env::var_os("SEQUENCE_STRICT").is_some());
-    !strict
-        && matches!(e, GenerateError::Model(Error::PositionOutOfRange { .. }))
-        && w.abs_max.is_some_and(|max| capacity > max)
-}
-
 /// A generator with random settings and buffer sizes, run one to three times.
 fn generation<K: Element>(
     w: &World,
@@ -629,10 +615,6 @@ fn generation<K: Element>(
         });
         match r {
             Err(e) => {
-                if known_bug(w, cache.capacity(), &e) {
-                    // The state is not known any more: end this input.
-                    return Err(libfuzzer_sys::arbitrary::Error::IncorrectFormat);
-                }
                 let after = probe(w, cache, scratch);
                 let ctx = format!(
                     "{}: generation Err({e:?}) ({:?}, capacity {}, {old} cached, prompt {n}, produced {})",
@@ -735,10 +717,6 @@ fn world<'m>(name: &'static str, model: &'m M) -> World<'m> {
         probe_row: (0..cfg.dim)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) / 4.0)
             .collect(),
-        abs_max: match model {
-            Model::Wrapper(t) if t.weights().pos_emb.is_some() => Some(t.config().max_seq_len),
-            _ => None,
-        },
     }
 }
 
