@@ -207,6 +207,33 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
         source: &S,
         prefix: &'static str,
     ) -> Result<Self, Error> {
+        let mut weights = Self::empty();
+        weights.load(cfg, source, prefix)?;
+        Ok(weights)
+    }
+
+    /// No blocks, no tensors: what [`Self::load`] fills.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            blocks: heapless::Vec::new(),
+            final_norm: None,
+            inv_freq: None,
+            tensors_used: 0,
+        }
+    }
+
+    /// [`Self::from_source`] into `self` (empty), in place: the table is written once where it
+    /// lives instead of being built on the stack and moved out (a few hundred bytes per block
+    /// on the stack of a microcontroller, per move).
+    ///
+    /// # Errors
+    /// As [`Self::from_source`]; `self` may then hold some of the blocks.
+    pub(crate) fn load<S: TensorSource<'w>>(
+        &mut self,
+        cfg: &DecoderConfig,
+        source: &S,
+        prefix: &'static str,
+    ) -> Result<(), Error> {
         cfg.validate()?;
         if cfg.depth > MAX_DEPTH {
             return Err(Error::DepthExceedsCapacity {
@@ -219,7 +246,6 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             prefix,
             used: 0,
         };
-        let mut blocks = heapless::Vec::new();
         let per = cfg.sublayers_per_block();
         for b in 0..cfg.depth {
             let l = b * per;
@@ -231,20 +257,16 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             };
             let ff = ld.feed_forward(cfg, l + per - 1)?;
             // Cannot fail: depth <= MAX_DEPTH was checked above.
-            let _ = blocks.push(BlockWeights { attn, cross, ff });
+            let _ = self.blocks.push(BlockWeights { attn, cross, ff });
         }
-        let final_norm = ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?;
-        let inv_freq = if cfg.rotary_pos_emb {
+        self.final_norm = ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?;
+        self.inv_freq = if cfg.rotary_pos_emb {
             ld.optional(None, "rotary_pos_emb.inv_freq", &[cfg.rotary_dim() / 2])?
         } else {
             None
         };
-        Ok(Self {
-            blocks,
-            final_norm,
-            inv_freq,
-            tensors_used: ld.used,
-        })
+        self.tensors_used = ld.used;
+        Ok(())
     }
 }
 
