@@ -104,6 +104,7 @@ pub fn run() -> ! {
         _ => {}
     }
     let code = check(mode == Mode::Mismatch);
+    let code = if kernel_self_test() { code } else { FAIL };
     let code = if stack_report() { code } else { FAIL };
     println!("verdict: {}", if code == PASS { "PASS" } else { "FAIL" });
     semihosting::process::exit(code)
@@ -271,6 +272,24 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "MISMATCH"
     }
+}
+
+/// The Cortex-M FPU kernels against their portable twins on the device (every length 0..=40,
+/// both alignments of f16 rows, every f16 through the conversion), bit for bit.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+fn kernel_self_test() -> bool {
+    let bad = picoformer::kernels::cortexm::self_test();
+    println!(
+        "kernel self-test: cortexm (FPU f16 conversion, f32/f16 matvec) vs portable: {bad} cases differ -> {}",
+        verdict(bad == 0)
+    );
+    bad == 0
+}
+
+/// No architecture kernels to test on this target.
+#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+fn kernel_self_test() -> bool {
+    true
 }
 
 /// Peak stack use: the lowest word of the painted stack that is no longer the paint.

@@ -37,6 +37,12 @@ mod shape;
 ))]
 mod simd;
 
+/// Cortex-M with an FPU (`eabihf`, bare metal): FPU f16 conversion and register-accumulator
+/// f32/f16 matrix-vector products (`cortexm.rs`), in the portable kernels' order.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf", target_os = "none"))]
+#[doc(hidden)]
+pub mod cortexm;
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
@@ -236,6 +242,18 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
         return Ok(());
     }
     portable_ran();
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf", target_os = "none"))]
+    match w {
+        Tensor::F32(w) => {
+            cortexm::matvec_f32(w, x, y);
+            return Ok(());
+        }
+        Tensor::F16(w) => {
+            cortexm::matvec_f16(w, x, y);
+            return Ok(());
+        }
+        _ => {}
+    }
     match w {
         Tensor::F32(w) => portable::matvec(w, cols, x, y),
         Tensor::F16(w) => portable::matvec(w, cols, x, y),
@@ -270,6 +288,15 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()
         (Tensor::Q8_0(w), Some(t)) => arch::matmul_q8(t, w, cols, x, y),
         (w, None) => {
             portable_ran();
+            // Cortex-M: one matrix-vector product per position (the same sums as the portable
+            // matmul's, which takes each position's in the matvec's order).
+            #[cfg(all(target_arch = "arm", target_abi = "eabihf", target_os = "none"))]
+            if matches!(w, Tensor::F32(_) | Tensor::F16(_)) {
+                return x
+                    .chunks_exact(cols)
+                    .zip(y.chunks_exact_mut(rows))
+                    .try_for_each(|(xr, yr)| matvec(w, xr, yr));
+            }
             return match w {
                 Tensor::F32(w) => portable::matmul(w, cols, x, y),
                 Tensor::F16(w) => portable::matmul(w, cols, x, y),
