@@ -25,6 +25,9 @@ use half::f16;
 // `global_asm!` do not.)
 core::arch::global_asm!(
     ".syntax unified",
+    // Thumb-2 encodings whatever the target's default instruction set (the routines are
+    // `.thumb_func`s; an A32 target would call them through `blx`).
+    ".thumb",
     // The FPU every eabihf Cortex-M has at least (M4F's; FPv5 adds to it): module-level
     // assembly does not get the target's features.
     ".fpu fpv4-sp-d16",

@@ -11,6 +11,7 @@
 //! | aarch64 | NEON (fp16 conversion with `fcvtl`) | always (NEON is part of the aarch64 targets) |
 //! | aarch64 | NEON with `sdot` (FEAT_DotProd) for the int8 products | the build enables `+dotprod`, or, with `std`, the CPU has it (checked once, cached) |
 //! | wasm32 | simd128 (relaxed-simd FMA with `+relaxed-simd`) | the build enables `+simd128` |
+//! | Arm bare metal, hard float (Cortex-M4F, M7, M33, M55) | FPU: f32/f16 matrix-vector products with `VCVTB`/`VCVTT` conversion and register accumulators (`cortexm.rs`, same results as portable) | `eabihf`, `target_os = "none"`, little-endian: always |
 //! | others | portable | always |
 //!
 //! The SIMD bodies are written once, generically, in `simd/`, and instantiated by each
@@ -39,7 +40,12 @@ mod simd;
 
 /// Cortex-M with an FPU (`eabihf`, bare metal): FPU f16 conversion and register-accumulator
 /// f32/f16 matrix-vector products (`cortexm.rs`), in the portable kernels' order.
-#[cfg(all(target_arch = "arm", target_abi = "eabihf", target_os = "none"))]
+#[cfg(all(
+    target_arch = "arm",
+    target_abi = "eabihf",
+    target_os = "none",
+    target_endian = "little"
+))]
 #[doc(hidden)]
 pub mod cortexm;
 
@@ -242,7 +248,12 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
         return Ok(());
     }
     portable_ran();
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf", target_os = "none"))]
+    #[cfg(all(
+        target_arch = "arm",
+        target_abi = "eabihf",
+        target_os = "none",
+        target_endian = "little"
+    ))]
     match w {
         Tensor::F32(w) => {
             cortexm::matvec_f32(w, x, y);
@@ -290,7 +301,12 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()
             portable_ran();
             // Cortex-M: one matrix-vector product per position (the same sums as the portable
             // matmul's, which takes each position's in the matvec's order).
-            #[cfg(all(target_arch = "arm", target_abi = "eabihf", target_os = "none"))]
+            #[cfg(all(
+                target_arch = "arm",
+                target_abi = "eabihf",
+                target_os = "none",
+                target_endian = "little"
+            ))]
             if matches!(w, Tensor::F32(_) | Tensor::F16(_)) {
                 return x
                     .chunks_exact(cols)
