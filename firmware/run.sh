@@ -2,7 +2,8 @@
 # Builds the firmware for every board and runs it under QEMU; the exit status of each run is
 # its verdict. Then the negative checks: on every board the same ELF must fail with the right
 # status when told to (semihosting argument) corrupt an expected token (1), panic (101) or
-# fault (3). Prints llvm-size of each ELF and ends with `firmware: N passed, M failed`.
+# fault (3). Fails if a board's stack peak exceeds 8 KiB (STACK_LIMIT). Prints llvm-size of
+# each ELF and ends with `firmware: N passed, M failed`.
 #
 # Idempotent; installs what it needs (Rust targets, llvm-tools, QEMU from Debian if missing).
 # Usage: firmware/run.sh [triple...]   (default: all four boards)
@@ -28,6 +29,13 @@ if [ $# -gt 0 ]; then
   done
   BOARDS=("${selected[@]}")
 fi
+
+# Stack budget of every board (issue 26): prefill and step must fit in 8 KiB.
+STACK_LIMIT=8192
+
+# Virtual time = instructions executed (1 ns each), without waiting for the host's clock: the
+# board timer the firmware reads then counts instructions exactly (src/clock.rs, count.sh).
+ICOUNT="-icount shift=0,sleep=off"
 
 LOGS=target/qemu-logs
 mkdir -p "$LOGS"
@@ -55,7 +63,7 @@ run() {
   for a in "$@"; do semi="$semi,arg=$a"; done
   local log="$LOGS/$triple-$name.log"
   # shellcheck disable=SC2086 # $qemu is a command line
-  timeout 120 $qemu -display none -semihosting-config "$semi" \
+  timeout 300 $qemu -display none $ICOUNT -semihosting-config "$semi" \
     -kernel "target/$triple/release/firmware" </dev/null >"$log" 2>&1
   local got=$?
   if [ "$got" = "$want" ]; then
@@ -68,6 +76,7 @@ run() {
 
 SIZES=()
 ROWS=()
+IROWS=()
 # 1234567 -> "1 234 567", as the README's table groups digits.
 group() { printf '%s' "$1" | rev | sed 's/[0-9]\{3\}/& /g; s/ $//' | rev; }
 for b in "${BOARDS[@]}"; do
@@ -88,9 +97,22 @@ for b in "${BOARDS[@]}"; do
   run "$triple" "$qemu" negative-fault 3 firmware fault
   sizes=$("$LLVM_SIZE" "target/$triple/release/firmware" | awk 'NR == 2 { print $1, $2, $3 }')
   stack=$(sed -n 's/^stack: peak \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
+  if [ -z "$stack" ]; then
+    fail "$triple stack peak: not in the report"
+  elif [ "$stack" -gt "$STACK_LIMIT" ]; then
+    fail "$triple stack peak $stack B exceeds the budget of $STACK_LIMIT B"
+  else
+    pass "$triple stack peak $stack B within $STACK_LIMIT B"
+  fi
   model=$(sed -n 's/.*model file \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
   reference=$(sed -n 's/.*host reference logits \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
   dtype=$(sed -n 's/^picoformer firmware: .*(\([a-z0-9]*\), [0-9]* bytes at .*/\1/p' "$LOGS/$triple-check.log")
+  prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$LOGS/$triple-check.log")
+  decode=$(sed -n 's/^instructions: .*, decode \([0-9]*\) per token.*/\1/p' "$LOGS/$triple-check.log")
+  if [ -z "$prefill" ] || [ -z "$decode" ]; then
+    fail "$triple instructions per token: not in the report"
+  fi
+  IROWS+=("| $label | ${dtype:-?} | $(group "${prefill:-0}") | $(group "${decode:-0}") |")
   SIZES+=("$triple $sizes ${model:-0} ${reference:-0} ${stack:-0}")
   read -r text data bss <<<"$sizes"
   ROWS+=("| $label | $(group $((text + data - ${model:-0} - ${reference:-0}))) | $(group "${model:-0}") (${dtype:-?}) | $(group "${reference:-0}") | $(group $((text + data))) | $(group $((data + bss))) | $(group "${stack:-0}") | $(group $((data + bss + ${stack:-0}))) |")
@@ -106,24 +128,30 @@ for s in "${SIZES[@]}"; do
     "$((text + data - model - reference))" "$model" "$reference" "$stack" "$((data + bss + stack))"
 done
 
-# README.md's sizes table is these rows: checked here (or rewritten with FIRMWARE_WRITE_SIZES=1),
-# so the figures it shows are always the current build's.
-if [ "${#ROWS[@]}" -eq "$ALL_BOARDS" ]; then
-  printf '%s\n' "${ROWS[@]}" >"$LOGS/sizes.md"
-  shown=$(sed -n '/^<!-- sizes:begin/,/^<!-- sizes:end/p' README.md | grep '^| [^-t]' | grep -v '^| target')
+# README.md's tables are these rows: checked here (or rewritten with FIRMWARE_WRITE_SIZES=1),
+# so the figures it shows are always the current build's. check_table NAME ROWS-FILE
+check_table() {
+  local name=$1 rows=$2 shown
+  shown=$(sed -n "/^<!-- $name:begin/,/^<!-- $name:end/p" README.md | grep '^| [^-t]' | grep -v '^| target')
   if [ "${FIRMWARE_WRITE_SIZES:-0}" = 1 ]; then
-    awk -v rows="$LOGS/sizes.md" '
-      /^<!-- sizes:end/ { while ((getline l < rows) > 0) print l; skip = 0 }
+    awk -v rows="$rows" -v name="$name" '
+      $0 ~ "^<!-- " name ":end" { while ((getline l < rows) > 0) print l; skip = 0 }
       skip && /^\| / && !/^\| target/ && !/^\|---/ { next }
       { print }
-      /^<!-- sizes:begin/ { skip = 1 }' README.md >"$LOGS/README.new" && mv "$LOGS/README.new" README.md
-    echo "README.md: sizes table rewritten"
-  elif [ "$shown" = "$(cat "$LOGS/sizes.md")" ]; then
-    pass "README.md sizes table matches this build"
+      $0 ~ "^<!-- " name ":begin" { skip = 1 }' README.md >"$LOGS/README.new" && mv "$LOGS/README.new" README.md
+    echo "README.md: $name table rewritten"
+  elif [ "$shown" = "$(cat "$rows")" ]; then
+    pass "README.md $name table matches this build"
   else
-    fail "README.md sizes table differs from this build (FIRMWARE_WRITE_SIZES=1 firmware/run.sh rewrites it):"
-    diff <(printf '%s\n' "$shown") "$LOGS/sizes.md" | sed 's/^/    /'
+    fail "README.md $name table differs from this build (FIRMWARE_WRITE_SIZES=1 firmware/run.sh rewrites it):"
+    diff <(printf '%s\n' "$shown") "$rows" | sed 's/^/    /'
   fi
+}
+if [ "${#ROWS[@]}" -eq "$ALL_BOARDS" ]; then
+  printf '%s\n' "${ROWS[@]}" >"$LOGS/sizes.md"
+  check_table sizes "$LOGS/sizes.md"
+  printf '%s\n' "${IROWS[@]}" >"$LOGS/icount.md"
+  check_table icount "$LOGS/icount.md"
 fi
 
 echo

@@ -7,7 +7,7 @@ use crate::cache::KvCache;
 use crate::config::{DecoderConfig, Norm};
 use crate::error::{Buffer, Error};
 use crate::kernels;
-use crate::packing::{self, BlockPanels, Packed};
+use crate::packing::{self, Arenas, Matrix, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
 use crate::weights::{AttentionWeights, DecoderWeights, PostNorms};
@@ -20,9 +20,10 @@ use crate::weights::{AttentionWeights, DecoderWeights, PostNorms};
 pub struct Decoder<'w, const MAX_DEPTH: usize = 16> {
     config: DecoderConfig,
     weights: DecoderWeights<'w, MAX_DEPTH>,
-    /// The blocks' matrices packed ([`Self::with_prefill_panels`], [`Self::with_int8_panels`]),
-    /// or empty.
-    panels: heapless::Vec<BlockPanels<'w>, MAX_DEPTH>,
+    /// The arenas the blocks' matrices are packed into ([`Self::with_prefill_panels`],
+    /// [`Self::with_int8_panels`]), if any: two references, each matrix's place computed from
+    /// the configuration.
+    panels: Arenas<'w>,
     /// Whether products with Q8_0 weights take the int8 path ([`Self::with_int8_activations`]).
     int8: bool,
 }
@@ -50,13 +51,16 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         source: &S,
         prefix: &'static str,
     ) -> Result<Self, Error> {
-        let weights = DecoderWeights::from_source(&config, source, prefix)?;
-        Ok(Self {
+        // Filled in place (`DecoderWeights::load`): the weight table is not built on the stack
+        // and then moved into the decoder.
+        let mut decoder = Self {
             config,
-            weights,
-            panels: heapless::Vec::new(),
+            weights: DecoderWeights::empty(),
+            panels: Arenas::default(),
             int8: false,
-        })
+        };
+        decoder.weights.load(&config, source, prefix)?;
+        Ok(decoder)
     }
 
     /// f32 elements of the arena that [`Self::with_prefill_panels`] needs
@@ -81,11 +85,14 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     where
         'w: 'a,
     {
-        let panels = packing::pack(&self.config, &self.weights.blocks, arena)?;
+        let f32 = packing::pack(&self.config, &self.weights.blocks, arena)?;
         Ok(Decoder {
             config: self.config,
             weights: self.weights.clone(),
-            panels,
+            panels: Arenas {
+                f32: Some(f32),
+                int8: None,
+            },
             int8: self.int8,
         })
     }
@@ -111,11 +118,14 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     where
         'w: 'a,
     {
-        let panels = packing::pack_int8(&self.config, &self.weights.blocks, &self.panels, arena)?;
+        let int8 = packing::pack_int8(&self.config, &self.weights.blocks, arena)?;
         Ok(Decoder {
             config: self.config,
             weights: self.weights.clone(),
-            panels,
+            panels: Arenas {
+                f32: self.panels.f32,
+                int8: Some(int8),
+            },
             int8: true,
         })
     }
@@ -151,22 +161,12 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
 
     /// Whether a packed matrix satisfies `f`.
     fn has_packed(&self, f: impl Fn(&Packed<'_>) -> bool) -> bool {
-        self.panels.iter().any(|b| {
-            [
-                b.q,
-                b.k,
-                b.v,
-                b.out,
-                b.cross_q,
-                b.cross_k,
-                b.cross_v,
-                b.cross_out,
-                b.ff_proj,
-                b.ff_out,
-            ]
-            .iter()
-            .flatten()
-            .any(&f)
+        self.weights.blocks.iter().enumerate().any(|(b, block)| {
+            packing::MATRICES.iter().any(|&m| {
+                m.of(block)
+                    .and_then(|w| self.packed(b, m, w))
+                    .is_some_and(|p| f(&p))
+            })
         })
     }
 
@@ -345,12 +345,23 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let (w, kv) = (self.config.dim_context(), self.config.kv_dim());
         for (b, block) in self.weights.blocks.iter().enumerate() {
             let Some(cross) = &block.cross else { continue };
-            let p = self.panels.get(b);
             for (i, c) in context.chunks(chunk.saturating_mul(w).max(1)).enumerate() {
                 let n = c.len() / w;
                 let (k, v) = (&mut s.k[..n * kv], &mut s.v[..n * kv]);
-                self.linear(cross.to_k, p.and_then(|p| p.cross_k), w, c, k)?;
-                self.linear(cross.to_v, p.and_then(|p| p.cross_v), w, c, v)?;
+                self.linear(
+                    cross.to_k,
+                    self.packed(b, Matrix::CrossK, cross.to_k),
+                    w,
+                    c,
+                    k,
+                )?;
+                self.linear(
+                    cross.to_v,
+                    self.packed(b, Matrix::CrossV, cross.to_v),
+                    w,
+                    c,
+                    v,
+                )?;
                 self.qk_norm(k, self.config.kv_heads(), cross.qk_norm_k_scale)?;
                 for (r, (kr, vr)) in k.chunks_exact(kv).zip(v.chunks_exact(kv)).enumerate() {
                     cache.store_context(b, i * chunk + r, kr, vr);
@@ -563,13 +574,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
 
         for (b, block) in self.weights.blocks.iter().enumerate() {
             // The block's packed matrices, if any (`linear` chooses which it reads).
-            let p = self.panels.get(b);
+            let p = |m: Matrix, w: Tensor<'_>| self.packed(b, m, w);
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
             self.pre_norm(a.norm, x, xb)?;
-            self.linear(a.to_q, p.and_then(|p| p.q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
-            self.linear(a.to_k, p.and_then(|p| p.k), dim, xb, k)?;
-            self.linear(a.to_v, p.and_then(|p| p.v), dim, xb, v)?;
+            self.linear(a.to_q, p(Matrix::Q, a.to_q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
+            self.linear(a.to_k, p(Matrix::K, a.to_k), dim, xb, k)?;
+            self.linear(a.to_v, p(Matrix::V, a.to_v), dim, xb, v)?;
             // qk norm before rotary and before the keys are cached (xt:2422-2427, 2459).
             self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
             self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
@@ -599,17 +610,17 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
             heads.attend(q, att, n, true, |j| cache.head(b, j, pos0 + n))?;
             self.scale_and_gate(a, xb, att, q)?;
-            self.project_out(a, p.and_then(|p| p.out), att, xb2)?;
+            self.project_out(a, a.to_out.and_then(|w| p(Matrix::Out, w)), att, xb2)?;
             self.residual(&a.post, x, xb2, xb)?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
                 self.pre_norm(c.norm, x, xb)?;
-                self.linear(c.to_q, p.and_then(|p| p.cross_q), dim, xb, q)?;
+                self.linear(c.to_q, p(Matrix::CrossQ, c.to_q), dim, xb, q)?;
                 self.qk_norm(q, cfg.heads, c.qk_norm_q_scale)?;
                 heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
                 self.scale_and_gate(c, xb, att, q)?;
-                self.project_out(c, p.and_then(|p| p.cross_out), att, xb2)?;
+                self.project_out(c, c.to_out.and_then(|w| p(Matrix::CrossOut, w)), att, xb2)?;
                 self.residual(&c.post, x, xb2, xb)?;
             }
 
@@ -618,7 +629,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
             let hb = &mut s.hb[..n * rows];
             self.pre_norm(f.norm, x, xb)?;
-            self.linear(f.proj, p.and_then(|p| p.ff_proj), dim, xb, hb)?;
+            self.linear(f.proj, p(Matrix::FfProj, f.proj), dim, xb, hb)?;
             if let Some(bias) = f.proj_bias {
                 kernels::add_bias(hb, bias)?;
             }
@@ -648,13 +659,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 }
                 kernels::activate(act, hb);
             }
-            self.linear(
-                f.out,
-                p.and_then(|p| p.ff_out),
-                inner,
-                &hb[..n * inner],
-                xb2,
-            )?;
+            self.linear(f.out, p(Matrix::FfOut, f.out), inner, &hb[..n * inner], xb2)?;
             if let Some(bias) = f.out_bias {
                 kernels::add_bias(xb2, bias)?;
             }
@@ -739,7 +744,12 @@ impl Heads {
 const PANELS_MIN_POSITIONS: usize = 2;
 
 /// The decoder's matrix products.
-impl<const MAX_DEPTH: usize> Decoder<'_, MAX_DEPTH> {
+impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
+    /// Matrix `m` of block `b` (weight `w`) as packed, if it was ([`Arenas::get`]).
+    fn packed(&self, b: usize, m: Matrix, w: Tensor<'_>) -> Option<Packed<'w>> {
+        self.panels.get(&self.config, b, m, w)
+    }
+
     /// `y = x·Wᵀ` for a chunk's rows of `x` (`cols` values each): Q8_0 weights on the int8 path
     /// when it is on (over W's int8 panels when packed, else over W as stored), else over
     /// W's f32 panels for 2 or more positions when packed, else over W as stored.

@@ -29,20 +29,129 @@ pub(crate) enum Packed<'p> {
     Int8(Int8Panels<'p>),
 }
 
-/// One block's matrices as packed (each `None` where the block has no such matrix, or where it
-/// was not packed: int8 panels hold only Q8_0 matrices).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BlockPanels<'p> {
-    pub q: Option<Packed<'p>>,
-    pub k: Option<Packed<'p>>,
-    pub v: Option<Packed<'p>>,
-    pub out: Option<Packed<'p>>,
-    pub cross_q: Option<Packed<'p>>,
-    pub cross_k: Option<Packed<'p>>,
-    pub cross_v: Option<Packed<'p>>,
-    pub cross_out: Option<Packed<'p>>,
-    pub ff_proj: Option<Packed<'p>>,
-    pub ff_out: Option<Packed<'p>>,
+/// A block's matrices, in the order they lie in an arena ([`arena_len`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Matrix {
+    Q,
+    K,
+    V,
+    Out,
+    CrossQ,
+    CrossK,
+    CrossV,
+    CrossOut,
+    FfProj,
+    FfOut,
+}
+
+/// Every matrix of a block, in arena order.
+pub(crate) const MATRICES: [Matrix; 10] = Matrix::ALL;
+
+impl Matrix {
+    const ALL: [Matrix; 10] = [
+        Matrix::Q,
+        Matrix::K,
+        Matrix::V,
+        Matrix::Out,
+        Matrix::CrossQ,
+        Matrix::CrossK,
+        Matrix::CrossV,
+        Matrix::CrossOut,
+        Matrix::FfProj,
+        Matrix::FfOut,
+    ];
+
+    /// `[rows, cols]` of this matrix under `cfg`, `None` where a block has no such matrix.
+    const fn shape(self, cfg: &DecoderConfig) -> Option<(usize, usize)> {
+        let (dim, qd, kvd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
+        let cross = cfg.cross_attend;
+        match self {
+            Matrix::Q => Some((qd, dim)),
+            Matrix::K | Matrix::V => Some((kvd, dim)),
+            Matrix::Out if cfg.has_to_out() => Some((dim, qd)),
+            Matrix::CrossQ if cross => Some((qd, dim)),
+            Matrix::CrossK | Matrix::CrossV if cross => Some((kvd, cfg.dim_context())),
+            Matrix::CrossOut if cross && cfg.has_to_out() => Some((dim, qd)),
+            Matrix::FfProj => Some((cfg.ff_proj_rows(), dim)),
+            Matrix::FfOut => Some((dim, cfg.ff_inner())),
+            _ => None,
+        }
+    }
+
+    /// This matrix of `block`, if the block has it.
+    pub(crate) fn of<'w>(self, block: &BlockWeights<'w>) -> Option<Tensor<'w>> {
+        let (a, c, f) = (&block.attn, block.cross.as_ref(), &block.ff);
+        match self {
+            Matrix::Q => Some(a.to_q),
+            Matrix::K => Some(a.to_k),
+            Matrix::V => Some(a.to_v),
+            Matrix::Out => a.to_out,
+            Matrix::CrossQ => c.map(|c| c.to_q),
+            Matrix::CrossK => c.map(|c| c.to_k),
+            Matrix::CrossV => c.map(|c| c.to_v),
+            Matrix::CrossOut => c.and_then(|c| c.to_out),
+            Matrix::FfProj => Some(f.proj),
+            Matrix::FfOut => Some(f.out),
+        }
+    }
+}
+
+/// The arenas a decoder's matrices are packed into: two references, whatever the depth. Where
+/// each matrix lies is computed from the configuration ([`Arenas::get`]), so a decoder carries
+/// no per-matrix descriptors (which it would copy with itself through every stack frame).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Arenas<'p> {
+    /// The f32 panels of every matrix ([`pack`]), if packed.
+    pub f32: Option<&'p [f32]>,
+    /// The int8 panels of the Q8_0 matrices ([`pack_int8`]), if packed; they take precedence
+    /// over the f32 panels for those matrices.
+    pub int8: Option<&'p [u8]>,
+}
+
+impl<'p> Arenas<'p> {
+    /// Matrix `m` of block `block` (whose weight is `w`) as packed: int8 panels if `w` is Q8_0
+    /// and int8 panels were packed, else f32 panels if they were, else `None`.
+    pub(crate) fn get(
+        &self,
+        cfg: &DecoderConfig,
+        block: usize,
+        m: Matrix,
+        w: Tensor<'_>,
+    ) -> Option<Packed<'p>> {
+        let (rows, cols) = m.shape(cfg)?;
+        if let (Tensor::Q8_0(_), Some(arena)) = (w, self.int8) {
+            let at = offset(cfg, block, m, true)?;
+            let here = arena.get(at..at.checked_add(len_int8(rows, cols))?)?;
+            return Int8Panels::view(here, rows, cols).map(Packed::Int8);
+        }
+        let arena = self.f32?;
+        let at = offset(cfg, block, m, false)?;
+        let here = arena.get(at..at.checked_add(len(rows, cols))?)?;
+        Panels::view(here, rows, cols).map(Packed::F32)
+    }
+}
+
+/// Size of matrix `m` in an arena (0 where blocks have no such matrix).
+const fn size_of(cfg: &DecoderConfig, m: Matrix, int8: bool) -> usize {
+    match m.shape(cfg) {
+        Some((rows, cols)) if int8 => len_int8(rows, cols),
+        Some((rows, cols)) => len(rows, cols),
+        None => 0,
+    }
+}
+
+/// Where matrix `m` of block `block` starts in an arena: the blocks before it, then the
+/// matrices before it in [`Matrix::ALL`]'s order (the order [`walk`] packs them in).
+fn offset(cfg: &DecoderConfig, block: usize, m: Matrix, int8: bool) -> Option<usize> {
+    let mut block_len = 0usize;
+    let mut before = 0usize;
+    for n in Matrix::ALL {
+        if n == m {
+            before = block_len;
+        }
+        block_len = block_len.checked_add(size_of(cfg, n, int8))?;
+    }
+    block_len.checked_mul(block)?.checked_add(before)
 }
 
 /// `Panels::len` as a saturating `const fn`.
@@ -111,45 +220,47 @@ pub const fn int8_panels_len(cfg: &DecoderConfig) -> usize {
     arena_len(cfg, true)
 }
 
-/// Packs the matrices of `blocks` (weights checked against `cfg` at load) into `arena`.
+/// Packs the matrices of `blocks` (weights checked against `cfg` at load) into `arena`, and
+/// returns it.
 ///
 /// # Errors
 /// [`Error::BufferTooSmall`] with [`Buffer::PrefillPanels`] if `arena` holds fewer than
 /// [`prefill_panels_len`] f32.
-pub(crate) fn pack<'p, const MAX_DEPTH: usize>(
+pub(crate) fn pack<'p>(
     cfg: &DecoderConfig,
     blocks: &[BlockWeights<'_>],
     arena: &'p mut [f32],
-) -> Result<heapless::Vec<BlockPanels<'p>, MAX_DEPTH>, Error> {
+) -> Result<&'p [f32], Error> {
     room(Buffer::PrefillPanels, prefill_panels_len(cfg), arena.len())?;
-    let mut rest = arena;
-    walk(cfg, blocks, &[], |w, cols, _| {
-        let here = take_front(&mut rest, len(w.len() / cols, cols));
-        Ok(Some(Packed::F32(Panels::pack(w, cols, here)?)))
-    })
+    let mut rest = &mut arena[..];
+    walk(cfg, blocks, |w, rows, cols| {
+        let here = take_front(&mut rest, len(rows, cols));
+        Panels::pack(w, cols, here).map(|_| ())
+    })?;
+    Ok(arena)
 }
 
-/// Packs the Q8_0 matrices of `blocks` into int8 panels in `arena`; the others keep their
-/// packing in `old` (the f32 prefill panels, if any).
+/// Packs the Q8_0 matrices of `blocks` into int8 panels in `arena`, and returns it (the other
+/// matrices' places stay zero, unread).
 ///
 /// # Errors
 /// [`Error::BufferTooSmall`] with [`Buffer::Int8Panels`] if `arena` holds fewer than
 /// [`int8_panels_len`] bytes.
-pub(crate) fn pack_int8<'p, const MAX_DEPTH: usize>(
+pub(crate) fn pack_int8<'p>(
     cfg: &DecoderConfig,
     blocks: &[BlockWeights<'_>],
-    old: &[BlockPanels<'p>],
     arena: &'p mut [u8],
-) -> Result<heapless::Vec<BlockPanels<'p>, MAX_DEPTH>, Error> {
+) -> Result<&'p [u8], Error> {
     room(Buffer::Int8Panels, int8_panels_len(cfg), arena.len())?;
-    let mut rest = arena;
-    walk(cfg, blocks, old, |w, cols, prev| {
-        let here = take_front(&mut rest, len_int8(w.len() / cols, cols));
-        Ok(match w {
-            Tensor::Q8_0(q) => Some(Packed::Int8(Int8Panels::pack(q, cols, here)?)),
-            _ => prev,
-        })
-    })
+    let mut rest = &mut arena[..];
+    walk(cfg, blocks, |w, rows, cols| {
+        let here = take_front(&mut rest, len_int8(rows, cols));
+        match w {
+            Tensor::Q8_0(q) => Int8Panels::pack(q, cols, here).map(|_| ()),
+            _ => Ok(()),
+        }
+    })?;
+    Ok(arena)
 }
 
 /// The first `n` elements of `rest`, which keeps the others: the next matrix's share of the
@@ -173,55 +284,19 @@ pub(crate) fn room(buffer: Buffer, needed: usize, available: usize) -> Result<()
     Ok(())
 }
 
-/// Each block's matrices in the order of [`arena_len`], packed by `next(w, cols, prev)` (`prev`:
-/// that matrix's packing in `old`, if any).
-fn walk<'p, const MAX_DEPTH: usize>(
+/// Each block's matrices in the order of [`Matrix::ALL`], handed to `next(w, rows, cols)` with
+/// their shapes under `cfg` (where [`Arenas::get`] finds them again).
+fn walk(
     cfg: &DecoderConfig,
     blocks: &[BlockWeights<'_>],
-    old: &[BlockPanels<'p>],
-    mut next: impl FnMut(Tensor<'_>, usize, Option<Packed<'p>>) -> Result<Option<Packed<'p>>, Error>,
-) -> Result<heapless::Vec<BlockPanels<'p>, MAX_DEPTH>, Error> {
-    let (dim, qd, inner, context) = (cfg.dim, cfg.q_dim(), cfg.ff_inner(), cfg.dim_context());
-    let mut out = heapless::Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        let o = old.get(i);
-        let (a, f) = (&b.attn, &b.ff);
-        let q = next(a.to_q, dim, o.and_then(|o| o.q))?;
-        let k = next(a.to_k, dim, o.and_then(|o| o.k))?;
-        let v = next(a.to_v, dim, o.and_then(|o| o.v))?;
-        let attn_out = match a.to_out {
-            Some(w) => next(w, qd, o.and_then(|o| o.out))?,
-            None => None,
-        };
-        let (cross_q, cross_k, cross_v, cross_out) = match &b.cross {
-            Some(c) => (
-                next(c.to_q, dim, o.and_then(|o| o.cross_q))?,
-                next(c.to_k, context, o.and_then(|o| o.cross_k))?,
-                next(c.to_v, context, o.and_then(|o| o.cross_v))?,
-                match c.to_out {
-                    Some(w) => next(w, qd, o.and_then(|o| o.cross_out))?,
-                    None => None,
-                },
-            ),
-            None => (None, None, None, None),
-        };
-        let panels = BlockPanels {
-            q,
-            k,
-            v,
-            out: attn_out,
-            cross_q,
-            cross_k,
-            cross_v,
-            cross_out,
-            ff_proj: next(f.proj, dim, o.and_then(|o| o.ff_proj))?,
-            ff_out: next(f.out, inner, o.and_then(|o| o.ff_out))?,
-        };
-        // The weights hold at most MAX_DEPTH blocks, so this never fails.
-        out.push(panels).map_err(|_| Error::DepthExceedsCapacity {
-            depth: cfg.depth,
-            max_depth: MAX_DEPTH,
-        })?;
+    mut next: impl FnMut(Tensor<'_>, usize, usize) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for b in blocks {
+        for m in Matrix::ALL {
+            if let (Some((rows, cols)), Some(w)) = (m.shape(cfg), m.of(b)) {
+                next(w, rows, cols)?;
+            }
+        }
     }
-    Ok(out)
+    Ok(())
 }

@@ -288,17 +288,32 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
 }
 
 impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
-    /// Looks up every weight of a `Decoder` with this configuration. `prefix` is `""` for a raw
-    /// Decoder's `state_dict` and `"attn_layers."` under a `TransformerWrapper`.
+    /// No blocks, no tensors: what [`Self::load`] fills.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            blocks: heapless::Vec::new(),
+            final_norm: None,
+            inv_freq: None,
+            tensors_used: 0,
+        }
+    }
+
+    /// Looks up every weight of a `Decoder` with this configuration into `self` (empty), in
+    /// place: the table is written once where it lives instead of being built on the stack and
+    /// moved out (a few hundred bytes per block on the stack of a microcontroller, per move).
+    /// `prefix` is `""` for a raw Decoder's `state_dict` and `"attn_layers."` under a
+    /// `TransformerWrapper`.
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid configuration, [`Error::DepthExceedsCapacity`],
-    /// [`Error::MissingWeight`] and [`Error::WeightShape`] naming the offending key.
-    pub fn from_source<S: TensorSource<'w>>(
+    /// [`Error::MissingWeight`] and [`Error::WeightShape`] naming the offending key; `self` may
+    /// then hold some of the blocks.
+    pub(crate) fn load<S: TensorSource<'w>>(
+        &mut self,
         cfg: &DecoderConfig,
         source: &S,
         prefix: &'static str,
-    ) -> Result<Self, Error> {
+    ) -> Result<(), Error> {
         cfg.validate()?;
         if cfg.depth > MAX_DEPTH {
             return Err(Error::DepthExceedsCapacity {
@@ -311,7 +326,6 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             prefix,
             used: 0,
         };
-        let mut blocks = heapless::Vec::new();
         let per = cfg.sublayers_per_block();
         for b in 0..cfg.depth {
             let l = b * per;
@@ -323,24 +337,20 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             };
             let ff = ld.feed_forward(cfg, l + per - 1)?;
             // Cannot fail: depth <= MAX_DEPTH was checked above.
-            let _ = blocks.push(BlockWeights { attn, cross, ff });
+            let _ = self.blocks.push(BlockWeights { attn, cross, ff });
         }
-        let final_norm = if cfg.has_final_norm() {
+        self.final_norm = if cfg.has_final_norm() {
             ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?
         } else {
             None
         };
-        let inv_freq = if cfg.rotary_pos_emb {
+        self.inv_freq = if cfg.rotary_pos_emb {
             ld.optional(None, "rotary_pos_emb.inv_freq", &[cfg.rotary_dim() / 2])?
         } else {
             None
         };
-        Ok(Self {
-            blocks,
-            final_norm,
-            inv_freq,
-            tensors_used: ld.used,
-        })
+        self.tensors_used = ld.used;
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod decode;
 mod rt;
 
@@ -103,6 +104,7 @@ pub fn run() -> ! {
         _ => {}
     }
     let code = check(mode == Mode::Mismatch);
+    let code = if kernel_self_test() { code } else { FAIL };
     let code = if stack_report() { code } else { FAIL };
     println!("verdict: {}", if code == PASS { "PASS" } else { "FAIL" });
     semihosting::process::exit(code)
@@ -165,6 +167,20 @@ fn decode_and_compare(
         step_diff = step_diff.max(max_abs_diff(r, &logits[i * V..(i + 1) * V]));
     })?;
 
+    // The same greedy decoding once more, timed (instructions under QEMU's -icount, `clock`).
+    let mut clock = clock::Clock::calibrate();
+    cache.reset();
+    let t0 = clock.ticks();
+    model.forward_last(&mut cache, &mut scratch, &PROMPT, None, row)?;
+    let t1 = clock.ticks();
+    for &t in &tokens[..G - 1] {
+        model.step(&mut cache, &mut scratch, t, row)?;
+        // Read once per step: the 24-bit SysTick must not wrap twice between two reads.
+        clock.ticks();
+    }
+    let t2 = clock.ticks();
+    let timed_ok = argmax(row) == tokens[G - 1] as usize;
+
     let max_logit = max_abs(logits);
     let scale = max_logit.max(1.0);
     let host_diff = max_abs_diff(logits, &HOST_LOGITS);
@@ -178,7 +194,7 @@ fn decode_and_compare(
     let tokens_ok = tokens == expected;
     let step_ok = step_diff <= TOLERANCE * scale;
     let host_ok = host_diff <= TOLERANCE * scale;
-    let ok = tokens_ok && step_ok && host_ok && full_tokens_agree;
+    let ok = tokens_ok && step_ok && host_ok && full_tokens_agree && timed_ok;
 
     let c = &CONFIG.attn_layers;
     println!(
@@ -218,6 +234,26 @@ fn decode_and_compare(
         "full-pass argmax = greedy tokens: {}",
         verdict(full_tokens_agree)
     );
+    println!("timed greedy pass: same last token: {}", verdict(timed_ok));
+    println!("mark prefill-start {t0}");
+    println!("mark prefill-end {t1}");
+    println!("mark decode-end {t2}");
+    let (prefill, decode) = (clock.instructions(t1 - t0), clock.instructions(t2 - t1));
+    let per_tick = clock.per_tick_q16();
+    println!(
+        "clock: {}.{:03} instructions per tick (calibrated; exact only under -icount shift=0)",
+        per_tick >> 16,
+        ((per_tick & 0xFFFF) * 1000) >> 16
+    );
+    println!(
+        "instructions: prefill {} per token ({} over {} tokens), decode {} per token ({} over {} steps)",
+        prefill / P as u64,
+        prefill,
+        P,
+        decode / (G as u64 - 1),
+        decode,
+        G - 1
+    );
     println!(
         "memory: kv cache {} B, scratch {} B (max_positions {}), logits {} B, model file {} B (in place), host reference logits {} B",
         KvCache::<f32>::bytes(&DEC, N),
@@ -236,6 +272,24 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "MISMATCH"
     }
+}
+
+/// The Cortex-M FPU kernels against their portable twins on the device (every length 0..=40,
+/// both alignments of f16 rows, every f16 through the conversion), bit for bit.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+fn kernel_self_test() -> bool {
+    let bad = picoformer::kernels::cortexm::self_test();
+    println!(
+        "kernel self-test: cortexm (FPU f16 conversion, f32/f16 matvec) vs portable: {bad} cases differ -> {}",
+        verdict(bad == 0)
+    );
+    bad == 0
+}
+
+/// No architecture kernels to test on this target.
+#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+fn kernel_self_test() -> bool {
+    true
 }
 
 /// Peak stack use: the lowest word of the painted stack that is no longer the paint.

@@ -108,6 +108,31 @@ impl<'a> Int8Panels<'a> {
         })
     }
 
+    /// The panels of Q8_0 `W[rows, cols]` that [`Int8Panels::pack`] wrote into `arena` (the
+    /// same slice, [`Int8Panels::len`] long), found again from the arena's address. `None` if
+    /// `arena` has another length or `cols` is not whole blocks.
+    pub(crate) fn view(arena: &'a [u8], rows: usize, cols: usize) -> Option<Self> {
+        if cols == 0
+            || !cols.is_multiple_of(Q8_0_BLOCK)
+            || Self::len(rows, cols) != Some(arena.len())
+        {
+            return None;
+        }
+        let skip = match arena.as_ptr().align_offset(64) {
+            s if s <= ALIGN_SLACK => s,
+            _ => 0,
+        };
+        let groups = rows.div_ceil(INT8_PANEL) * (cols / Q8_0_BLOCK);
+        let (quants, scales) = arena[skip..].split_at(groups * GROUP_BYTES);
+        let scales = &scales[..groups * SCALE_BYTES];
+        Some(Int8Panels {
+            quants,
+            scales,
+            rows,
+            cols,
+        })
+    }
+
     /// Rows of W (columns of Y).
     pub const fn rows(&self) -> usize {
         self.rows

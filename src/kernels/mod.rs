@@ -11,6 +11,7 @@
 //! | aarch64 | NEON (fp16 conversion with `fcvtl`) | always (NEON is part of the aarch64 targets) |
 //! | aarch64 | NEON with `sdot` (FEAT_DotProd) for the int8 products | the build enables `+dotprod`, or, with `std`, the CPU has it (checked once, cached) |
 //! | wasm32 | simd128 (relaxed-simd FMA with `+relaxed-simd`) | the build enables `+simd128` |
+//! | Arm bare metal, hard float (Cortex-M4F, M7, M33, M55) | FPU: f32/f16 matrix-vector products with `VCVTB`/`VCVTT` conversion and register accumulators (`cortexm.rs`, same results as portable) | `eabihf`, `target_os = "none"`, little-endian: always |
 //! | others | portable | always |
 //!
 //! The SIMD bodies are written once, generically, in `simd/`, and instantiated by each
@@ -36,6 +37,17 @@ mod shape;
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 mod simd;
+
+/// Cortex-M with an FPU (`eabihf`, bare metal): FPU f16 conversion and register-accumulator
+/// f32/f16 matrix-vector products (`cortexm.rs`), in the portable kernels' order.
+#[cfg(all(
+    target_arch = "arm",
+    target_abi = "eabihf",
+    target_os = "none",
+    target_endian = "little"
+))]
+#[doc(hidden)]
+pub mod cortexm;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -237,6 +249,23 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
         return Ok(());
     }
     portable_ran();
+    #[cfg(all(
+        target_arch = "arm",
+        target_abi = "eabihf",
+        target_os = "none",
+        target_endian = "little"
+    ))]
+    match w {
+        Tensor::F32(w) => {
+            cortexm::matvec_f32(w, x, y);
+            return Ok(());
+        }
+        Tensor::F16(w) => {
+            cortexm::matvec_f16(w, x, y);
+            return Ok(());
+        }
+        _ => {}
+    }
     match w {
         Tensor::F32(w) => portable::matvec(w, cols, x, y),
         Tensor::F16(w) => portable::matvec(w, cols, x, y),
@@ -271,6 +300,20 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()
         (Tensor::Q8_0(w), Some(t)) => arch::matmul_q8(t, w, cols, x, y),
         (w, None) => {
             portable_ran();
+            // Cortex-M: one matrix-vector product per position (the same sums as the portable
+            // matmul's, which takes each position's in the matvec's order).
+            #[cfg(all(
+                target_arch = "arm",
+                target_abi = "eabihf",
+                target_os = "none",
+                target_endian = "little"
+            ))]
+            if matches!(w, Tensor::F32(_) | Tensor::F16(_)) {
+                return x
+                    .chunks_exact(cols)
+                    .zip(y.chunks_exact_mut(rows))
+                    .try_for_each(|(xr, yr)| matvec(w, xr, yr));
+            }
             return match w {
                 Tensor::F32(w) => portable::matmul(w, cols, x, y),
                 Tensor::F16(w) => portable::matmul(w, cols, x, y),

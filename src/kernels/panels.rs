@@ -89,6 +89,21 @@ impl<'a> Panels<'a> {
         Ok(Panels { data, rows, cols })
     }
 
+    /// The panels of `W[rows, cols]` that [`Panels::pack`] wrote into `arena` (the same slice,
+    /// [`Panels::len`] long): the same start on a cache line, found again from the arena's
+    /// address. `None` if `arena` has another length.
+    pub(crate) fn view(arena: &'a [f32], rows: usize, cols: usize) -> Option<Panels<'a>> {
+        if Panels::len(rows, cols) != Some(arena.len()) {
+            return None;
+        }
+        let skip = match arena.as_ptr().align_offset(64) {
+            s if s <= ALIGN_SLACK => s,
+            _ => 0,
+        };
+        let data = &arena[skip..arena.len() - (ALIGN_SLACK - skip)];
+        Some(Panels { data, rows, cols })
+    }
+
     /// Rows of W (columns of Y).
     pub const fn rows(&self) -> usize {
         self.rows
