@@ -121,12 +121,14 @@ pub fn for_target(target: &str) -> Board {
             seed: 3,
             model_section: ".ddr_rodata",
         },
-        // No FPU: soft-float. RMSNorm, SwiGLU, grouped-query attention, bf16 weights.
+        // No FPU: soft-float. RMSNorm, SwiGLU, grouped-query attention, bf16 weights, and three
+        // options of x-transformers' next tier: sandwich norms, scaled residuals and the output
+        // softclamp.
         "riscv32imac-unknown-none-elf" => Board {
             machine: "virt",
             link: "riscv32-virt.ld",
             cortex_m: false,
-            model: "glu-bf16",
+            model: "glu-sandwich-bf16",
             source: Source::Generated {
                 config: WrapperConfig::new(
                     128,
@@ -139,7 +141,10 @@ pub fn for_target(target: &str) -> Board {
                         .ff_glu(true)
                         .ff_swish(true)
                         .ff_mult(2.0)
-                        .rotary_pos_emb(true),
+                        .rotary_pos_emb(true)
+                        .sandwich_norm(true)
+                        .scale_residual(true)
+                        .softclamp_output(4.0),
                 ),
                 dtype: Dtype::Bf16,
                 seed: 4,

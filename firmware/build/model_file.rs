@@ -15,6 +15,8 @@ enum Init {
     Small,
     /// Uniform in ±1 (embeddings).
     Embedding,
+    /// Uniform in 1 ± 0.1 (a gain used as stored, such as `residual_scale`).
+    Gain,
     /// The rotary buffer 1/10000^(2m/r) (stays f32, like the exporter keeps it).
     InvFreq(usize),
 }
@@ -103,7 +105,17 @@ fn layout(cfg: &WrapperConfig) -> Vec<(String, Vec<usize>, Init)> {
             push(format!("{a}.{l}.1.ff.2.bias"), vec![d], Init::Small);
         }
     }
-    if !c.use_simple_rmsnorm {
+    // Per sublayer, besides its pre-norm: the sandwich norm on the branch output and the
+    // residual path's gain.
+    for l in 0..c.depth * per {
+        if c.sandwich_norm {
+            push(format!("{a}.{l}.0.1.{}", norm(c)), vec![d], Init::Small);
+        }
+        if c.scale_residual {
+            push(format!("{a}.{l}.2.residual_scale"), vec![d], Init::Gain);
+        }
+    }
+    if !c.use_simple_rmsnorm && c.has_final_norm() {
         push(
             format!("attn_layers.final_norm.{}", norm(c)),
             vec![d],
@@ -224,6 +236,14 @@ pub fn kwargs_json(cfg: &WrapperConfig) -> String {
     opt("ff_swish", c.ff_swish, "true".into());
     opt("ff_relu_squared", c.ff_relu_squared, "true".into());
     opt("ff_no_bias", c.ff_no_bias, "true".into());
+    opt("sandwich_norm", c.sandwich_norm, "true".into());
+    opt("scale_residual", c.scale_residual, "true".into());
+    opt("softclamp_output", c.softclamp_output, "true".into());
+    opt(
+        "softclamp_output_value",
+        c.softclamp_output,
+        format!("{:?}", c.softclamp_output_value),
+    );
     dec.sort();
     let mut wrap = vec![
         ("max_seq_len", cfg.max_seq_len.to_string()),
@@ -267,6 +287,7 @@ pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> Vec<u8> {
             }
             Init::Small => (0..n).map(|_| rng.symmetric() * 0.1).collect(),
             Init::Embedding => (0..n).map(|_| rng.symmetric()).collect(),
+            Init::Gain => (0..n).map(|_| 1.0 + rng.symmetric() * 0.1).collect(),
             Init::InvFreq(r) => (0..n)
                 .map(|m| (1.0 / 10000f64.powf((2 * m) as f64 / r as f64)) as f32)
                 .collect(),
