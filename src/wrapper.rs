@@ -6,6 +6,7 @@ use crate::config::WrapperConfig;
 use crate::decoder::Decoder;
 use crate::error::{Buffer, Error};
 use crate::kernels::{self, Int8Panels};
+use crate::masks::Masks;
 use crate::packing::{self, Packed};
 use crate::scratch::Scratch;
 use crate::tensor::{Element, Tensor, TensorSource};
@@ -149,7 +150,32 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 found: logits.len(),
             });
         }
-        self.run(cache, scratch, tokens, context, logits, false)
+        self.run(cache, scratch, tokens, context, Masks::NONE, logits, false)
+    }
+
+    /// [`Self::forward`] with padding masks ([`Masks`], as [`Decoder::forward_masked`]): `mask`
+    /// covers the positions `0..cache.len() + n`, `context_mask` the context rows.
+    ///
+    /// # Errors
+    /// As [`Self::forward`] and [`Decoder::forward_masked`]. On error nothing is written.
+    pub fn forward_masked<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
+        let v = self.config.num_tokens;
+        if logits.len() != tokens.len().saturating_mul(v) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: tokens.len().saturating_mul(v),
+                found: logits.len(),
+            });
+        }
+        self.run(cache, scratch, tokens, context, masks, logits, false)
     }
 
     /// Runs `tokens` like [`Self::forward`] but writes only the last position's logits
@@ -173,7 +199,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 found: logits.len(),
             });
         }
-        self.run(cache, scratch, tokens, context, logits, true)
+        self.run(cache, scratch, tokens, context, Masks::NONE, logits, true)
     }
 
     /// One token: [`Self::forward_last`] with `[token]` and no new context.
@@ -207,12 +233,14 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
 
     /// Validates tokens and positions, then runs the decoder. Logits of position `i` go to row
     /// `i` of `logits`, or, with `last_only`, only the last position's to `logits` itself.
+    #[allow(clippy::too_many_arguments)]
     fn run<K: Element>(
         &self,
         cache: &mut KvCache<'_, K>,
         scratch: &mut Scratch<'_>,
         tokens: &[u32],
         context: Option<&[f32]>,
+        masks: Masks<'_>,
         logits: &mut [f32],
         last_only: bool,
     ) -> Result<(), Error> {
@@ -239,11 +267,12 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         let (to_logits, logit_scale) = self.logits_weights();
         let packed = self.logits_panels.map(Packed::Int8);
         let last = tokens.len().wrapping_sub(1);
-        self.decoder.run(
+        self.decoder.run_masked(
             cache,
             scratch,
             tokens.len(),
             context,
+            masks,
             // x₀ = E[t] + dim^-½ · P[pos] (xt:4281-4295)
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {

@@ -1,7 +1,7 @@
 //! `picoformer run`: a model on an inputs file, full and step-wise, written as safetensors.
 
 use picoformer::safetensors::{Dtype, SafeTensors};
-use picoformer::{KvCache, Model, Scratch};
+use picoformer::{KvCache, Masks, Model, Scratch};
 
 use crate::args::{Args, CliError};
 use crate::files::{filled, write_f32, Aligned};
@@ -83,6 +83,36 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             (s[0], s[1], Vec::new(), toks)
         }
     };
+    // Every input must be one the model takes: an unknown name is refused, not ignored.
+    let (kind, seq_name) = match &model {
+        Model::Decoder(_) => ("a Decoder", "x"),
+        Model::Wrapper(_) => ("a TransformerWrapper", "tokens"),
+    };
+    let mut known = vec![seq_name, "mask"];
+    if cfg.cross_attend {
+        known.extend(["context", "context_mask"]);
+    }
+    // `full` and `stepwise` are a fixture's expected outputs (tools/make_fixtures.py), not
+    // inputs: they may be present and are not read.
+    for t in st.tensors() {
+        if !known.contains(&t.name()) && !["full", "stepwise"].contains(&t.name()) {
+            return Err(fail(format!(
+                "{inputs_path}: `{}` is not an input of {kind}{} (it takes {})",
+                t.name(),
+                if cfg.cross_attend {
+                    ""
+                } else {
+                    " without cross-attention"
+                },
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+
     let context = match st.tensor("context") {
         None if cfg.cross_attend => {
             return Err(fail(
@@ -114,6 +144,12 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         }
     };
     let rows = context.as_ref().map_or(1, |c| c.0);
+    // Padding masks: (b, n) and (b, m), bool or uint8, nonzero = a real position.
+    let mask = read_mask(&st, "mask", b, n)?;
+    let context_mask = match &context {
+        Some((m, _)) => read_mask(&st, "context_mask", b, *m)?,
+        None => None,
+    };
     let width = match &model {
         Model::Decoder(_) => cfg.dim,
         Model::Wrapper(w) => w.config().num_tokens,
@@ -134,43 +170,57 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         let ctx = context
             .as_ref()
             .map(|(m, c)| &c[bi * m * cfg.dim_context()..(bi + 1) * m * cfg.dim_context()]);
+        let mask = mask.as_ref().map(|m| &m[bi * n..(bi + 1) * n]);
+        let context_mask = context_mask
+            .as_ref()
+            .map(|m| &m[bi * rows..(bi + 1) * rows]);
+        // The masks of a call that ends at position `end`.
+        let masks = |end: usize| Masks {
+            mask: mask.map(|m| &m[..end]),
+            context_mask,
+        };
         for (first, out) in [(n, &mut full), (1, &mut stepwise)] {
             let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
             let out = &mut out[bi * n * width..(bi + 1) * n * width];
             match &model {
                 Model::Decoder(dec) => {
                     let x = &x[bi * n * cfg.dim..(bi + 1) * n * cfg.dim];
-                    dec.forward(
+                    dec.forward_masked(
                         &mut cache,
                         &mut scratch,
                         &x[..first * width],
                         ctx,
+                        masks(first),
                         &mut out[..first * width],
                     )?;
                     for i in first..n {
-                        dec.step(
+                        dec.forward_masked(
                             &mut cache,
                             &mut scratch,
                             &x[i * width..(i + 1) * width],
                             None,
+                            masks(i + 1),
                             &mut out[i * width..(i + 1) * width],
                         )?;
                     }
                 }
                 Model::Wrapper(w) => {
                     let t = &tokens[bi * n..(bi + 1) * n];
-                    w.forward(
+                    w.forward_masked(
                         &mut cache,
                         &mut scratch,
                         &t[..first],
                         ctx,
+                        masks(first),
                         &mut out[..first * width],
                     )?;
                     for i in first..n {
-                        w.step(
+                        w.forward_masked(
                             &mut cache,
                             &mut scratch,
-                            t[i],
+                            &t[i..i + 1],
+                            None,
+                            masks(i + 1),
                             &mut out[i * width..(i + 1) * width],
                         )?;
                     }
@@ -193,4 +243,24 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         .fold(0.0f32, f32::max);
     outln!("wrote {out_path}: full and stepwise ({b}, {n}, {width}); max |full - stepwise| = {diff:.2e}");
     Ok(())
+}
+
+/// The padding mask `name` of INPUTS, (b, len), bool or uint8 (nonzero = real), if present.
+fn read_mask(
+    st: &SafeTensors<'_>,
+    name: &str,
+    b: usize,
+    len: usize,
+) -> Result<Option<Vec<bool>>, CliError> {
+    let Some(t) = st.tensor(name) else {
+        return Ok(None);
+    };
+    if !matches!(t.dtype(), Dtype::Bool | Dtype::U8) || t.shape() != [b, len] {
+        return Err(fail(format!(
+            "`{name}` must be bool or uint8 of shape ({b}, {len}); it is {} {:?}",
+            t.dtype().name(),
+            t.shape()
+        )));
+    }
+    Ok(Some(t.data().iter().map(|&v| v != 0).collect()))
 }
