@@ -298,6 +298,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             x.len() / dim,
             context,
             masks,
+            true,
             |start, rows| {
                 rows.copy_from_slice(&x[start * dim..start * dim + rows.len()]);
                 Ok(())
@@ -379,10 +380,11 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         fill: impl FnMut(usize, &mut [f32]) -> Result<(), Error>,
         emit: impl FnMut(usize, &[f32]) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        self.run_masked(cache, scratch, n, context, Masks::NONE, fill, emit)
+        self.run_masked(cache, scratch, n, context, Masks::NONE, true, fill, emit)
     }
 
-    /// [`Self::run`] with padding masks ([`Self::forward_masked`]).
+    /// [`Self::run`] with padding masks ([`Self::forward_masked`]); `causal` false makes the
+    /// self-attention bidirectional (an `Encoder`: the caller runs the window in one chunk).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_masked<K: Element>(
         &self,
@@ -391,6 +393,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         n: usize,
         context: Option<&[f32]>,
         masks: Masks<'_>,
+        causal: bool,
         mut fill: impl FnMut(usize, &mut [f32]) -> Result<(), Error>,
         mut emit: impl FnMut(usize, &[f32]) -> Result<(), Error>,
     ) -> Result<(), Error> {
@@ -412,7 +415,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         while start < n {
             let len = chunk.min(n - start);
             fill(start, &mut s.x[..len * dim])?;
-            self.forward_chunk(cache, &mut s, len, masks)?;
+            self.forward_chunk(cache, &mut s, len, masks, causal)?;
             emit(start, &s.xb[..len * dim])?;
             start += len;
         }
@@ -634,6 +637,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         s: &mut Buffers<'_>,
         n: usize,
         masks: Masks<'_>,
+        causal: bool,
     ) -> Result<(), Error> {
         let cfg = &self.config;
         let (dim, qd, kvd, d) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.attn_dim_head);
@@ -693,10 +697,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
             match masks.mask {
                 // Padding: masked keys excluded (at:591-592), see crate::masks.
-                Some(m) => masked.attend(q, att, n, true, pos0 + n, Some(m), |j| {
+                Some(m) => masked.attend(q, att, n, causal, pos0 + n, Some(m), |j| {
                     cache.head(b, j, pos0 + n)
                 }),
-                None => heads.attend(q, att, n, true, |j| cache.head(b, j, pos0 + n))?,
+                None => heads.attend(q, att, n, causal, |j| cache.head(b, j, pos0 + n))?,
             }
             self.scale_and_gate(a, xb, att, q)?;
             self.project_out(a, p.and_then(|p| p.out), att, xb2)?;

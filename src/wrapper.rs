@@ -178,6 +178,35 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         self.run(cache, scratch, tokens, context, masks, logits, false)
     }
 
+    /// `TransformerWrapper(attn_layers=Encoder(...))`: the logits of `tokens` (n × num_tokens)
+    /// with bidirectional self-attention, the whole window in one chunk over `cache` emptied
+    /// first (its storage for the keys and values) — see [`crate::Encoder::forward`].
+    ///
+    /// # Errors
+    /// As [`crate::Encoder::forward`], [`Error::BufferLength`] for a wrong `logits` length,
+    /// [`Error::TokenOutOfRange`], [`Error::PositionOutOfRange`]. On error nothing is written.
+    pub fn encode<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
+        let v = self.config.num_tokens;
+        if logits.len() != tokens.len().saturating_mul(v) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: tokens.len().saturating_mul(v),
+                found: logits.len(),
+            });
+        }
+        crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, tokens.len(), |c, s| {
+            self.run_causal(c, s, tokens, context, masks, logits, false, false)
+        })
+    }
+
     /// Runs `tokens` like [`Self::forward`] but writes only the last position's logits
     /// (num_tokens), which is what generation needs after a prompt.
     ///
@@ -244,6 +273,24 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         logits: &mut [f32],
         last_only: bool,
     ) -> Result<(), Error> {
+        self.run_causal(
+            cache, scratch, tokens, context, masks, logits, last_only, true,
+        )
+    }
+
+    /// [`Self::run`], bidirectional without `causal`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_causal<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        logits: &mut [f32],
+        last_only: bool,
+        causal: bool,
+    ) -> Result<(), Error> {
         let cfg = &self.config;
         let (v, dim) = (cfg.num_tokens, cfg.attn_layers.dim);
         if let Some((index, &token)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= v) {
@@ -273,6 +320,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             tokens.len(),
             context,
             masks,
+            causal,
             // x₀ = E[t] + dim^-½ · P[pos] (xt:4281-4295)
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {

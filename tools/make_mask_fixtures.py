@@ -22,7 +22,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export import build_module, check_alignment, export, write_safetensors  # noqa: E402
+from export import build_module, check_alignment, export, layers_class, write_safetensors  # noqa: E402
 from make_fixtures import perturb_  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,9 +44,25 @@ FIXTURES = [
                         cross_attend=True, cross_attn_dim_context=24, attn_flash=True),
         "wrapper": None}),
     # a context mask alone
-    dict(name="mask_context_only", seed=33, mask=None, context_mask=["11110", "10111"], kwargs={
+    dict(name="mask_context_only", seed=33, n=7, mask=None, context_mask=["11110", "10111"], kwargs={
         "decoder": dict(dim=32, depth=1, heads=2, attn_dim_head=16, cross_attend=True, rotary_pos_emb=True),
         "wrapper": dict(num_tokens=30, max_seq_len=0)}),
+    # Encoders (causal=False, issue 25): bare, without and with a padding mask; in a wrapper (logits)
+    # with absolute positions and a mask; cross-attending with a context mask. An encoder has no
+    # step-wise pass: `stepwise` is `full`.
+    dict(name="enc_bare", seed=40, n=7, mask=None, context_mask=None, kwargs={
+        "encoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, rotary_pos_emb=True),
+        "wrapper": None}),
+    dict(name="enc_bare_mask", seed=40, mask=["0011111", "1111100"], context_mask=None, kwargs={
+        "encoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, attn_kv_heads=2, rotary_pos_emb=True),
+        "wrapper": None}),
+    dict(name="enc_wrap", seed=41, mask=["11111100", "11111111"], context_mask=None, kwargs={
+        "encoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, ff_glu=True, use_rmsnorm=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    dict(name="enc_cross", seed=42, mask=["1111110", "0111111"], context_mask=["11100", "11111"], kwargs={
+        "encoder": dict(dim=32, depth=2, heads=4, attn_dim_head=8, cross_attend=True, rotary_pos_emb=True,
+                        attn_flash=True),
+        "wrapper": None}),
 ]
 
 
@@ -56,12 +72,12 @@ def bools(rows):
 
 def make_one(spec, out_dir):
     name, kwargs = spec["name"], spec["kwargs"]
-    dec, wrap = kwargs["decoder"], kwargs["wrapper"]
+    dec, wrap = kwargs[layers_class(kwargs)], kwargs["wrapper"]
     torch.manual_seed(spec["seed"])
     model = build_module(kwargs)
     perturb_(model)
     model.eval()
-    n = len((spec["mask"] or ["1" * 7])[0])
+    n = spec.get("n") or len(spec["mask"][0])
     b = 2
     io = {}
     if wrap is None:

@@ -508,6 +508,7 @@ fn attention(
     inv_freq: Option<&[f32]>,
     store: fn(f64) -> f64,
     masks: (Option<&[bool]>, Option<&[bool]>),
+    causal: bool,
 ) -> Vec<f64> {
     // Padding (spec §3.13): `key_mask` excludes keys, `query_mask` zeroes the sublayer's output
     // at padded positions.
@@ -578,7 +579,8 @@ fn attention(
         for i in 0..n {
             let qi = &q[i * iq + h * dh..i * iq + (h + 1) * dh];
             // §3.3 step 7: causal (i = j here, so key j is visible iff j <= i); §3.5: no mask.
-            let visible = if self_attn { i + 1 } else { m };
+            // An Encoder (causal false, spec §3.14): every key visible.
+            let visible = if self_attn && causal { i + 1 } else { m };
             for (j, sc) in scores.iter_mut().enumerate().take(visible) {
                 let kj = &k[j * ikv + g * dh..j * ikv + (g + 1) * dh];
                 *sc = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale;
@@ -716,6 +718,34 @@ pub fn decoder_forward_stored(
     decoder_forward_masked(cfg, w, x, context, store, None, None)
 }
 
+/// An x-transformers `Encoder` (spec §3.14): [`decoder_forward_masked`] with bidirectional
+/// self-attention (no causal mask; rotary and everything else as in the decoder).
+pub fn encoder_forward(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+    mask: Option<&[bool]>,
+    context_mask: Option<&[bool]>,
+) -> Vec<f64> {
+    layers_forward(cfg, w, x, context, |e| e, mask, context_mask, false)
+}
+
+/// [`decoder_forward_masked`], causal or not.
+#[allow(clippy::too_many_arguments)]
+fn layers_forward(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+    store: fn(f64) -> f64,
+    mask: Option<&[bool]>,
+    context_mask: Option<&[bool]>,
+    causal: bool,
+) -> Vec<f64> {
+    decoder_forward_impl(cfg, w, x, context, store, mask, context_mask, causal)
+}
+
 /// [`decoder_forward_stored`] with padding masks (spec §3.13): `mask` (n entries, true = real)
 /// excludes padded positions as keys and zeroes the attention outputs at them; `context_mask`
 /// (m entries) excludes padded context rows.
@@ -727,6 +757,20 @@ pub fn decoder_forward_masked(
     store: fn(f64) -> f64,
     mask: Option<&[bool]>,
     context_mask: Option<&[bool]>,
+) -> Vec<f64> {
+    decoder_forward_impl(cfg, w, x, context, store, mask, context_mask, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decoder_forward_impl(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+    store: fn(f64) -> f64,
+    mask: Option<&[bool]>,
+    context_mask: Option<&[bool]>,
+    causal: bool,
 ) -> Vec<f64> {
     cfg.check();
     let d = cfg.dim;
@@ -775,6 +819,7 @@ pub fn decoder_forward_masked(
                     inv_freq.as_deref(),
                     store,
                     (mask, None),
+                    causal,
                 )
             } else {
                 // spec §3.5: K/V from the raw (un-normed) context.
@@ -793,6 +838,7 @@ pub fn decoder_forward_masked(
                     None,
                     store,
                     (mask, context_mask),
+                    false,
                 )
             };
             let o = if cfg.extras.sandwich {
