@@ -210,3 +210,49 @@ fn errors_are_typed_and_preserve_state() {
         .unwrap_err();
     assert!(matches!(e, Error::CacheFull { .. }), "{e:?}");
 }
+
+/// `picoformer run` on an Encoder's file: `full` equals torch's for a bare encoder (with a
+/// context mask) and for a wrapper (with a mask).
+#[cfg(feature = "cli")]
+#[test]
+fn cli_run_encoders() {
+    let dir = std::env::temp_dir().join(format!("picoformer-encoder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    for name in ["enc_cross", "enc_wrap", "enc_bare"] {
+        let out = dir.join(format!("{name}.out.safetensors"));
+        let res = std::process::Command::new(env!("CARGO_BIN_EXE_picoformer"))
+            .args([
+                "run",
+                &format!("{fixtures}/{name}.model.safetensors"),
+                &format!("{fixtures}/{name}.io.safetensors"),
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(res.status.success(), "{name}: {res:?}");
+        let (ow, ol) = aligned(out.to_str().unwrap());
+        let got = SafeTensors::parse(&bytemuck::cast_slice(&ow)[..ol]).unwrap();
+        let (iw, il) = fixture(name, "io");
+        let io = SafeTensors::parse(&bytemuck::cast_slice(&iw)[..il]).unwrap();
+        let d = max_diff(
+            got.tensor("full").unwrap().as_f32().unwrap(),
+            io.tensor("full").unwrap().as_f32().unwrap(),
+        );
+        assert!(d <= TOLERANCE, "{name}: {d:e}");
+    }
+    // A decoder's inputs given to an encoder wrapper: `x` is refused by name.
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_picoformer"))
+        .args([
+            "run",
+            &format!("{fixtures}/enc_wrap.model.safetensors"),
+            &format!("{fixtures}/enc_bare.io.safetensors"),
+            dir.join("never.safetensors").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("`x` is not an input"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
