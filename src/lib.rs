@@ -64,6 +64,7 @@ mod scratch;
 mod tensor;
 mod weights;
 mod wrapper;
+mod xtransformer;
 
 // Modules whose contents are used by name: kernels for people building their own models, the
 // file format and the x-transformers options it may carry, generation and sampling, scoring,
@@ -88,3 +89,4 @@ pub use model::{LoadError, Model, ModelConfig};
 pub use scratch::Scratch;
 pub use tensor::{Element, Tensor, TensorSource, TensorView};
 pub use wrapper::TransformerWrapper;
+pub use xtransformer::{Prefixed, XTransformer};

@@ -203,7 +203,35 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             });
         }
         crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, tokens.len(), |c, s| {
-            self.run_causal(c, s, tokens, context, masks, logits, false, false)
+            self.run_mode(c, s, tokens, context, masks, logits, Emit::Logits, false)
+        })
+    }
+
+    /// [`Self::encode`] returning the encoder's output embeddings (n × dim, after the final
+    /// norm) instead of logits: `TransformerWrapper(return_only_embed=True)` or
+    /// `return_embeddings=True` (`xt:4153-4154`), as `XTransformer` runs its encoder.
+    ///
+    /// # Errors
+    /// As [`Self::encode`], with [`Error::BufferLength`] if `out` is not n × dim.
+    pub fn encode_embeddings<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let dim = self.config.attn_layers.dim;
+        if out.len() != tokens.len().saturating_mul(dim) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: tokens.len().saturating_mul(dim),
+                found: out.len(),
+            });
+        }
+        crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, tokens.len(), |c, s| {
+            self.run_mode(c, s, tokens, context, masks, out, Emit::Embeddings, false)
         })
     }
 
@@ -273,14 +301,13 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         logits: &mut [f32],
         last_only: bool,
     ) -> Result<(), Error> {
-        self.run_causal(
-            cache, scratch, tokens, context, masks, logits, last_only, true,
-        )
+        let emit = if last_only { Emit::Last } else { Emit::Logits };
+        self.run_mode(cache, scratch, tokens, context, masks, logits, emit, true)
     }
 
-    /// [`Self::run`], bidirectional without `causal`.
+    /// [`Self::run`] writing what `emit` says, bidirectional without `causal`.
     #[allow(clippy::too_many_arguments)]
-    fn run_causal<K: Element>(
+    fn run_mode<K: Element>(
         &self,
         cache: &mut KvCache<'_, K>,
         scratch: &mut Scratch<'_>,
@@ -288,9 +315,10 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         context: Option<&[f32]>,
         masks: Masks<'_>,
         logits: &mut [f32],
-        last_only: bool,
+        emit: Emit,
         causal: bool,
     ) -> Result<(), Error> {
+        let last_only = emit == Emit::Last;
         let cfg = &self.config;
         let (v, dim) = (cfg.num_tokens, cfg.attn_layers.dim);
         if let Some((index, &token)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= v) {
@@ -353,6 +381,10 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             // the [num_tokens, dim] matrix once for all of them instead of once per position.
             |start, y| {
                 let n = y.len() / dim;
+                if emit == Emit::Embeddings {
+                    logits[start * dim..(start + n) * dim].copy_from_slice(y);
+                    return Ok(());
+                }
                 let (y, out) = match last_only {
                     false => (y, &mut logits[start * v..(start + n) * v]),
                     true if (start..start + n).contains(&last) => {
@@ -386,4 +418,15 @@ fn layer_norm_in_place(x: &mut [f32], gamma: Tensor<'_>) {
 /// float cast to f32 (xt:419, 4155-4158).
 fn dim_scale(cfg: &WrapperConfig) -> f32 {
     libm::pow(cfg.attn_layers.dim as f64, -0.5) as f32
+}
+
+/// What a wrapper pass writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Emit {
+    /// Every position's logits.
+    Logits,
+    /// The last position's logits.
+    Last,
+    /// Every position's embeddings (the final-normed hidden states).
+    Embeddings,
 }
