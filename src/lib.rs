@@ -54,6 +54,7 @@ extern crate std;
 // The model, its buffers and its errors: re-exported at the root, one path per name.
 mod cache;
 mod config;
+mod continuous;
 mod decoder;
 mod encoder;
 mod error;
@@ -80,6 +81,7 @@ pub mod sampling;
 
 pub use cache::KvCache;
 pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};
+pub use continuous::{ContinuousConfig, ContinuousTransformerWrapper};
 pub use decoder::Decoder;
 pub use encoder::{Encoder, EncoderModel};
 pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
