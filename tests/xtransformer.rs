@@ -152,3 +152,77 @@ fn xt_pad() {
     println!("xt_pad: max |encoder - torch| = {worst_enc:.2e}, |full - torch| = {worst_full:.2e}, |step-wise - torch| = {worst_step:.2e}");
     assert!(worst_enc <= TOLERANCE && worst_full <= TOLERANCE && worst_step <= TOLERANCE);
 }
+
+/// A source longer than the decoder's context cache, and one longer than the encoder's
+/// scratch: typed errors, nothing written.
+#[test]
+fn source_too_long() {
+    let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let (mw, ml) = aligned(&format!("{dir}/xt_pad.model.safetensors"));
+    let file = SafeTensors::parse(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
+    let source = |name: &str| {
+        file.tensor(name)
+            .map(|t| TensorView::new(Tensor::F32(t.as_f32().unwrap()), t.shape()))
+    };
+    let enc = WrapperConfig::new(40, 16, DecoderConfig::new(32, 2).heads(2).attn_dim_head(16));
+    let dec = WrapperConfig::new(
+        30,
+        16,
+        DecoderConfig::new(32, 2)
+            .heads(4)
+            .attn_dim_head(8)
+            .rotary_pos_emb(true)
+            .cross_attend(true),
+    );
+    let xt: XTransformer = XTransformer::from_source(enc, dec, &source).unwrap();
+    let (ecfg, dcfg) = (
+        xt.encoder().decoder().config(),
+        xt.decoder().decoder().config(),
+    );
+    let mut ekv = vec![0.0f32; KvCache::<f32>::elements(ecfg, 8)];
+    let mut esb = vec![0.0f32; Scratch::elements(ecfg, 4)];
+    let mut ecache = KvCache::new(ecfg, 8, &mut ekv).unwrap();
+    let mut escratch = Scratch::new(ecfg, 4, &mut esb).unwrap();
+    let mut memory = vec![7.0f32; 6 * 32];
+    let e = xt
+        .encode(&mut ecache, &mut escratch, &[1; 6], None, &mut memory)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            picoformer::Error::BufferTooSmall {
+                buffer: picoformer::Buffer::Scratch,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(memory.iter().all(|&v| v == 7.0));
+    // The decoder's context cache holds 4 rows; a 6-row source does not fit.
+    let mut dkv = vec![0.0f32; KvCache::<f32>::elements(dcfg, 4)];
+    let mut dkc = vec![0.0f32; KvCache::<f32>::context_elements(dcfg, 4)];
+    let mut dsb = vec![0.0f32; Scratch::elements(dcfg, 2)];
+    let mut cache = KvCache::with_context(dcfg, 4, &mut dkv, 4, &mut dkc).unwrap();
+    let mut dscratch = Scratch::new(dcfg, 2, &mut dsb).unwrap();
+    let mut out = vec![7.0f32; 30];
+    let e = xt
+        .decoder()
+        .forward_masked(
+            &mut cache,
+            &mut dscratch,
+            &[1],
+            Some(&memory),
+            Masks::NONE,
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        picoformer::Error::ContextTooLong {
+            rows: 6,
+            capacity: 4
+        }
+    );
+    assert_eq!((cache.len(), cache.context_len()), (0, None));
+    assert!(out.iter().all(|&v| v == 7.0));
+}
