@@ -7,6 +7,7 @@ use crate::cache::KvCache;
 use crate::config::{DecoderConfig, Norm};
 use crate::error::{Buffer, Error};
 use crate::kernels;
+use crate::masks::{zero_masked_rows, MaskedHeads, Masks};
 use crate::packing::{self, Arenas, Matrix, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
@@ -256,6 +257,74 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         self.forward(cache, scratch, x, context, out)
     }
 
+    /// [`Self::forward`] with padding masks ([`Masks`]): `masks.mask` has an entry for every
+    /// position `0..cache.len() + n` (those cached before, as given when they were cached, then
+    /// the call's own), `masks.context_mask` one per context row. Masked keys are excluded from
+    /// attention and the attention outputs at masked positions are zeroed, as x-transformers'
+    /// full pass with `mask` / `context_mask` computes them (`docs/x-transformers.md` §3.13), so
+    /// that decoding step by step after a left-padded prompt equals the full pass.
+    ///
+    /// # Errors
+    /// As [`Self::forward`], and [`Error::BufferLength`] with [`Buffer::Mask`] or
+    /// [`Buffer::ContextMask`] for a mask of the wrong length, [`Error::ContextNotExpected`] for
+    /// a context mask given to a model that does not cross-attend. On error nothing is written.
+    pub fn forward_masked<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        x: &[f32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let dim = self.config.dim;
+        if !x.len().is_multiple_of(dim) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Input,
+                expected: dim,
+                found: x.len(),
+            });
+        }
+        if out.len() != x.len() {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: x.len(),
+                found: out.len(),
+            });
+        }
+        self.run_masked(
+            cache,
+            scratch,
+            x.len() / dim,
+            context,
+            masks,
+            true,
+            |start, rows| {
+                rows.copy_from_slice(&x[start * dim..start * dim + rows.len()]);
+                Ok(())
+            },
+            |start, rows| {
+                out[start * dim..start * dim + rows.len()].copy_from_slice(rows);
+                Ok(())
+            },
+        )
+    }
+
+    /// The number of context rows a call's context mask must cover: the cached context's, or
+    /// the given context's; `None` for a model that does not cross-attend.
+    fn context_rows<K: Element>(
+        &self,
+        cache: &KvCache<'_, K>,
+        context: Option<&[f32]>,
+    ) -> Option<usize> {
+        if !self.config.cross_attend {
+            return None;
+        }
+        cache
+            .context_len()
+            .or_else(|| context.map(|c| c.len() / self.config.dim_context().max(1)))
+    }
+
     /// Checks everything a call needs before anything is written.
     fn validate<K: Element>(
         &self,
@@ -308,10 +377,31 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         scratch: &mut Scratch<'_>,
         n: usize,
         context: Option<&[f32]>,
+        fill: impl FnMut(usize, &mut [f32]) -> Result<(), Error>,
+        emit: impl FnMut(usize, &[f32]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.run_masked(cache, scratch, n, context, Masks::NONE, true, fill, emit)
+    }
+
+    /// [`Self::run`] with padding masks ([`Self::forward_masked`]); `causal` false makes the
+    /// self-attention bidirectional (an `Encoder`: the caller runs the window in one chunk).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_masked<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        n: usize,
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        causal: bool,
         mut fill: impl FnMut(usize, &mut [f32]) -> Result<(), Error>,
         mut emit: impl FnMut(usize, &[f32]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         self.validate(cache, scratch, n, context)?;
+        masks.validate(
+            cache.len().saturating_add(n),
+            self.context_rows(cache, context),
+        )?;
         let chunk = scratch.max_positions();
         let mut s = scratch.buffers();
         if self.config.cross_attend && cache.context_len().is_none() {
@@ -325,7 +415,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         while start < n {
             let len = chunk.min(n - start);
             fill(start, &mut s.x[..len * dim])?;
-            self.forward_chunk(cache, &mut s, len)?;
+            self.forward_chunk(cache, &mut s, len, masks, causal)?;
             emit(start, &s.xb[..len * dim])?;
             start += len;
         }
@@ -557,11 +647,19 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         cache: &mut KvCache<'_, K>,
         s: &mut Buffers<'_>,
         n: usize,
+        masks: Masks<'_>,
+        causal: bool,
     ) -> Result<(), Error> {
         let cfg = &self.config;
         let (dim, qd, kvd, d) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.attn_dim_head);
         let half = cfg.rotary_dim() / 2;
         let heads = Heads::new(cfg);
+        let masked = MaskedHeads {
+            heads: cfg.heads,
+            kv_heads: cfg.kv_heads(),
+            dim: d,
+            scale: cfg.attn_scale(),
+        };
         let pos0 = cache.len();
         self.fill_rotary(s, pos0, n);
         let x = &mut s.x[..n * dim];
@@ -608,9 +706,17 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 );
             }
             // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
-            heads.attend(q, att, n, true, |j| cache.head(b, j, pos0 + n))?;
+            match masks.mask {
+                // Padding: masked keys excluded (at:591-592), see crate::masks.
+                Some(m) => masked.attend(q, att, n, causal, pos0 + n, Some(m), |j| {
+                    cache.head(b, j, pos0 + n)
+                }),
+                None => heads.attend(q, att, n, causal, |j| cache.head(b, j, pos0 + n))?,
+            }
             self.scale_and_gate(a, xb, att, q)?;
             self.project_out(a, a.to_out.and_then(|w| p(Matrix::Out, w)), att, xb2)?;
+            // The attention output at masked positions is zeroed (xt:2751-2752).
+            zero_masked_rows(xb2, dim, pos0, masks.mask);
             self.residual(&a.post, x, xb2, xb)?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
@@ -618,9 +724,18 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.pre_norm(c.norm, x, xb)?;
                 self.linear(c.to_q, p(Matrix::CrossQ, c.to_q), dim, xb, q)?;
                 self.qk_norm(q, cfg.heads, c.qk_norm_q_scale)?;
-                heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
+                match masks.context_mask {
+                    Some(m) => {
+                        let rows = cache.context_len().unwrap_or(0);
+                        masked.attend(q, att, n, false, rows, Some(m), |j| {
+                            cache.context_head(b, j)
+                        })
+                    }
+                    None => heads.attend(q, att, n, false, |j| cache.context_head(b, j))?,
+                }
                 self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, c.to_out.and_then(|w| p(Matrix::CrossOut, w)), att, xb2)?;
+                zero_masked_rows(xb2, dim, pos0, masks.mask);
                 self.residual(&c.post, x, xb2, xb)?;
             }
 

@@ -58,6 +58,10 @@ pub enum Buffer {
     PrefillPanels,
     /// The arena of the int8 panels ([`crate::Decoder::with_int8_panels`]).
     Int8Panels,
+    /// The self-attention padding mask ([`crate::Masks::mask`]).
+    Mask,
+    /// The cross-attention context mask ([`crate::Masks::context_mask`]).
+    ContextMask,
 }
 
 /// A weight tensor, named the way x-transformers' `state_dict` names it.

@@ -54,14 +54,18 @@ extern crate std;
 // The model, its buffers and its errors: re-exported at the root, one path per name.
 mod cache;
 mod config;
+mod continuous;
 mod decoder;
+mod encoder;
 mod error;
 mod json;
+mod masks;
 mod model;
 mod scratch;
 mod tensor;
 mod weights;
 mod wrapper;
+mod xtransformer;
 
 // Modules whose contents are used by name: kernels for people building their own models, the
 // file format and the x-transformers options it may carry, generation and sampling, scoring,
@@ -77,10 +81,14 @@ pub mod sampling;
 
 pub use cache::KvCache;
 pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};
+pub use continuous::{ContinuousConfig, ContinuousTransformerWrapper};
 pub use decoder::Decoder;
+pub use encoder::{Encoder, EncoderModel};
 pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
 pub use half::{bf16, f16};
+pub use masks::Masks;
 pub use model::{LoadError, Model, ModelConfig};
 pub use scratch::Scratch;
 pub use tensor::{Element, Tensor, TensorSource, TensorView};
 pub use wrapper::TransformerWrapper;
+pub use xtransformer::{Prefixed, XTransformer};

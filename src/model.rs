@@ -163,14 +163,14 @@ pub struct ModelConfig {
 
 /// The tensors of a parsed file as a [`TensorSource`], remembering which were used and the first
 /// tensor that could not be viewed.
-struct FileSource<'a> {
+pub(crate) struct FileSource<'a> {
     file: SafeTensors<'a>,
     used: [Cell<u64>; MAX_TENSORS / 64],
-    error: Cell<Option<LoadError<'a>>>,
+    pub(crate) error: Cell<Option<LoadError<'a>>>,
 }
 
 impl<'a> FileSource<'a> {
-    fn new(file: SafeTensors<'a>) -> Self {
+    pub(crate) fn new(file: SafeTensors<'a>) -> Self {
         Self {
             file,
             used: [const { Cell::new(0) }; MAX_TENSORS / 64],
@@ -186,7 +186,7 @@ impl<'a> FileSource<'a> {
     }
 
     /// The first tensor in the file no lookup asked for.
-    fn first_unused(&self) -> Option<&'a str> {
+    pub(crate) fn first_unused(&self) -> Option<&'a str> {
         self.file
             .tensors()
             .enumerate()

@@ -6,6 +6,7 @@ use crate::config::WrapperConfig;
 use crate::decoder::Decoder;
 use crate::error::{Buffer, Error};
 use crate::kernels::{self, Int8Panels};
+use crate::masks::Masks;
 use crate::packing::{self, Packed};
 use crate::scratch::Scratch;
 use crate::tensor::{Element, Tensor, TensorSource};
@@ -149,7 +150,89 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 found: logits.len(),
             });
         }
-        self.run(cache, scratch, tokens, context, logits, false)
+        self.run(cache, scratch, tokens, context, Masks::NONE, logits, false)
+    }
+
+    /// [`Self::forward`] with padding masks ([`Masks`], as [`Decoder::forward_masked`]): `mask`
+    /// covers the positions `0..cache.len() + n`, `context_mask` the context rows.
+    ///
+    /// # Errors
+    /// As [`Self::forward`] and [`Decoder::forward_masked`]. On error nothing is written.
+    pub fn forward_masked<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
+        let v = self.config.num_tokens;
+        if logits.len() != tokens.len().saturating_mul(v) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: tokens.len().saturating_mul(v),
+                found: logits.len(),
+            });
+        }
+        self.run(cache, scratch, tokens, context, masks, logits, false)
+    }
+
+    /// `TransformerWrapper(attn_layers=Encoder(...))`: the logits of `tokens` (n × num_tokens)
+    /// with bidirectional self-attention, the whole window in one chunk over `cache` emptied
+    /// first (its storage for the keys and values) — see [`crate::Encoder::forward`].
+    ///
+    /// # Errors
+    /// As [`crate::Encoder::forward`], [`Error::BufferLength`] for a wrong `logits` length,
+    /// [`Error::TokenOutOfRange`], [`Error::PositionOutOfRange`]. On error nothing is written.
+    pub fn encode<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
+        let v = self.config.num_tokens;
+        if logits.len() != tokens.len().saturating_mul(v) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: tokens.len().saturating_mul(v),
+                found: logits.len(),
+            });
+        }
+        crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, tokens.len(), |c, s| {
+            self.run_mode(c, s, tokens, context, masks, logits, Emit::Logits, false)
+        })
+    }
+
+    /// [`Self::encode`] returning the encoder's output embeddings (n × dim, after the final
+    /// norm) instead of logits: `TransformerWrapper(return_only_embed=True)` or
+    /// `return_embeddings=True` (`xt:4153-4154`), as `XTransformer` runs its encoder.
+    ///
+    /// # Errors
+    /// As [`Self::encode`], with [`Error::BufferLength`] if `out` is not n × dim.
+    pub fn encode_embeddings<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let dim = self.config.attn_layers.dim;
+        if out.len() != tokens.len().saturating_mul(dim) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected: tokens.len().saturating_mul(dim),
+                found: out.len(),
+            });
+        }
+        crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, tokens.len(), |c, s| {
+            self.run_mode(c, s, tokens, context, masks, out, Emit::Embeddings, false)
+        })
     }
 
     /// Runs `tokens` like [`Self::forward`] but writes only the last position's logits
@@ -173,7 +256,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 found: logits.len(),
             });
         }
-        self.run(cache, scratch, tokens, context, logits, true)
+        self.run(cache, scratch, tokens, context, Masks::NONE, logits, true)
     }
 
     /// One token: [`Self::forward_last`] with `[token]` and no new context.
@@ -207,15 +290,35 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
 
     /// Validates tokens and positions, then runs the decoder. Logits of position `i` go to row
     /// `i` of `logits`, or, with `last_only`, only the last position's to `logits` itself.
+    #[allow(clippy::too_many_arguments)]
     fn run<K: Element>(
         &self,
         cache: &mut KvCache<'_, K>,
         scratch: &mut Scratch<'_>,
         tokens: &[u32],
         context: Option<&[f32]>,
+        masks: Masks<'_>,
         logits: &mut [f32],
         last_only: bool,
     ) -> Result<(), Error> {
+        let emit = if last_only { Emit::Last } else { Emit::Logits };
+        self.run_mode(cache, scratch, tokens, context, masks, logits, emit, true)
+    }
+
+    /// [`Self::run`] writing what `emit` says, bidirectional without `causal`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_mode<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        logits: &mut [f32],
+        emit: Emit,
+        causal: bool,
+    ) -> Result<(), Error> {
+        let last_only = emit == Emit::Last;
         let cfg = &self.config;
         let (v, dim) = (cfg.num_tokens, cfg.attn_layers.dim);
         if let Some((index, &token)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= v) {
@@ -239,11 +342,13 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         let (to_logits, logit_scale) = self.logits_weights();
         let packed = self.logits_panels.map(Packed::Int8);
         let last = tokens.len().wrapping_sub(1);
-        self.decoder.run(
+        self.decoder.run_masked(
             cache,
             scratch,
             tokens.len(),
             context,
+            masks,
+            causal,
             // x₀ = E[t] + dim^-½ · P[pos] (xt:4281-4295)
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
@@ -276,6 +381,10 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             // the [num_tokens, dim] matrix once for all of them instead of once per position.
             |start, y| {
                 let n = y.len() / dim;
+                if emit == Emit::Embeddings {
+                    logits[start * dim..(start + n) * dim].copy_from_slice(y);
+                    return Ok(());
+                }
                 let (y, out) = match last_only {
                     false => (y, &mut logits[start * v..(start + n) * v]),
                     true if (start..start + n).contains(&last) => {
@@ -309,4 +418,15 @@ fn layer_norm_in_place(x: &mut [f32], gamma: Tensor<'_>) {
 /// float cast to f32 (xt:419, 4155-4158).
 fn dim_scale(cfg: &WrapperConfig) -> f32 {
     libm::pow(cfg.attn_layers.dim as f64, -0.5) as f32
+}
+
+/// What a wrapper pass writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Emit {
+    /// Every position's logits.
+    Logits,
+    /// The last position's logits.
+    Last,
+    /// Every position's embeddings (the final-normed hidden states).
+    Embeddings,
 }

@@ -335,14 +335,25 @@ def _check_keys(keys, wrapped: bool) -> None:
 # building and exporting
 # ---------------------------------------------------------------------------
 
-def build_module(kwargs: dict):
-    """Build a fresh x-transformers module (eval mode) from `{"decoder": ..., "wrapper": ...}`."""
-    from x_transformers import Decoder, TransformerWrapper
+def layers_class(kwargs: dict) -> str:
+    """"encoder" for `{"encoder": {...}, ...}` (an Encoder: causal=False), else "decoder"."""
+    return "encoder" if "encoder" in kwargs else "decoder"
 
-    dec = dict(kwargs["decoder"])
-    if dec.pop("causal", True) is not True:
-        raise ValueError("only causal decoders are supported")
-    decoder = Decoder(**dec)
+
+def build_module(kwargs: dict):
+    """Build a fresh x-transformers module (eval mode) from `{"decoder" | "encoder": ..., "wrapper": ...}`."""
+    from x_transformers import Decoder, Encoder, TransformerWrapper
+
+    if layers_class(kwargs) == "encoder":
+        dec = dict(kwargs["encoder"])
+        if "causal" in dec:
+            raise ValueError("an Encoder's causal is False; do not pass it")
+        decoder = Encoder(**dec)
+    else:
+        dec = dict(kwargs["decoder"])
+        if dec.pop("causal", True) is not True:
+            raise ValueError("a Decoder is causal; export an Encoder under 'encoder'")
+        decoder = Decoder(**dec)
     wrap = kwargs.get("wrapper")
     module = decoder if wrap is None else TransformerWrapper(attn_layers=decoder, **wrap)
     return module.eval()
@@ -352,7 +363,7 @@ def _probe_inputs(kwargs: dict, device):
     import torch
 
     g = torch.Generator().manual_seed(1234)
-    dec = kwargs["decoder"]
+    dec = kwargs[layers_class(kwargs)]
     extra = {}
     if dec.get("cross_attend"):
         dctx = dec.get("cross_attn_dim_context") or dec["dim"]
@@ -410,12 +421,13 @@ def export(module, kwargs: dict, path: str, dtype: str = "float32", verify: bool
         raise ValueError(f"unsupported dtype {dtype!r}: use float32, float16 or bfloat16")
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
-    if not isinstance(kwargs, dict) or "decoder" not in kwargs:
-        raise ValueError('kwargs must be {"decoder": {...}, "wrapper": {...} or None}')
-    unknown = set(kwargs) - {"decoder", "wrapper"}
+    if not isinstance(kwargs, dict) or ("decoder" in kwargs) == ("encoder" in kwargs):
+        raise ValueError('kwargs must be {"decoder" | "encoder": {...}, "wrapper": {...} or None}')
+    cls = layers_class(kwargs)
+    unknown = set(kwargs) - {cls, "wrapper"}
     if unknown:
         raise ValueError(f"unexpected top-level kwargs keys {sorted(unknown)}")
-    dec_kwargs = kwargs["decoder"]
+    dec_kwargs = kwargs[cls]
     wrap_kwargs = kwargs.get("wrapper")
 
     if isinstance(module, TransformerWrapper):
@@ -428,12 +440,13 @@ def export(module, kwargs: dict, path: str, dtype: str = "float32", verify: bool
         layers = module
     else:
         raise ValueError(f"unsupported module type {type(module).__name__}: expected Decoder or TransformerWrapper")
-    if not isinstance(layers, AttentionLayers) or not layers.causal:
-        raise ValueError(f"unsupported attention layers {type(layers).__name__}: only a causal Decoder is supported")
+    if not isinstance(layers, AttentionLayers) or layers.causal != (cls == "decoder"):
+        raise ValueError(f"attention layers {type(layers).__name__} (causal={getattr(layers, 'causal', None)}) "
+                         f"do not match kwargs['{cls}']")
 
     _check_kwargs(dec_kwargs, wrap_kwargs)
     try:
-        config_json = json.dumps({"decoder": dec_kwargs, "wrapper": wrap_kwargs}, sort_keys=True)
+        config_json = json.dumps({cls: dec_kwargs, "wrapper": wrap_kwargs}, sort_keys=True)
     except TypeError as e:
         raise ValueError(f"kwargs must be JSON-serialisable: {e}") from None
     config = json.loads(config_json)  # tuples -> lists, exactly what is stored

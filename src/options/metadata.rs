@@ -18,6 +18,24 @@ pub const METADATA_KEY: &str = "x_transformers";
 /// [`LoadError::MissingMetadata`], [`LoadError::Metadata`], [`LoadError::UnsupportedOption`],
 /// [`LoadError::InvalidOption`], or [`LoadError::Model`] with the [`crate::ConfigError`].
 pub fn read_config<'a>(file: &SafeTensors<'a>) -> Result<ModelConfig, LoadError<'a>> {
+    match read_config_class(file)? {
+        (cfg, false) => Ok(cfg),
+        (_, true) => Err(LoadError::UnsupportedOption {
+            option: "encoder",
+            value: "{...}",
+            reason: "an Encoder model: load it with picoformer::EncoderModel::from_safetensors",
+        }),
+    }
+}
+
+/// [`read_config`] for a file holding a `Decoder` (`"decoder"`, returns false) or an `Encoder`
+/// (`"encoder"`: the same arguments, `causal` false; returns true), each bare or in a
+/// `TransformerWrapper`.
+///
+/// # Errors
+/// As [`read_config`].
+pub fn read_config_class<'a>(file: &SafeTensors<'a>) -> Result<(ModelConfig, bool), LoadError<'a>> {
+    let mut encoder = false;
     let meta = file
         .metadata(METADATA_KEY)
         .ok_or(LoadError::MissingMetadata(METADATA_KEY))?;
@@ -27,7 +45,15 @@ pub fn read_config<'a>(file: &SafeTensors<'a>) -> Result<ModelConfig, LoadError<
     let mut decoder = None;
     let mut wrapper = None;
     while let Some(key) = p.next_member()? {
-        if key.eq_str("decoder") {
+        if key.eq_str("decoder") || key.eq_str("encoder") {
+            if decoder.is_some() {
+                return Err(LoadError::UnsupportedOption {
+                    option: key.raw(),
+                    value: "{...}",
+                    reason: "one of `decoder` and `encoder`, once",
+                });
+            }
+            encoder = key.eq_str("encoder");
             decoder = Some(read_decoder(&mut p, src)?);
         } else if key.eq_str("wrapper") {
             if p.kind()? == ValueKind::Null {
@@ -40,7 +66,7 @@ pub fn read_config<'a>(file: &SafeTensors<'a>) -> Result<ModelConfig, LoadError<
             return Err(LoadError::UnsupportedOption {
                 option: key.raw(),
                 value,
-                reason: "not an entry of picoformer's metadata (`decoder`, `wrapper`)",
+                reason: "not an entry of picoformer's metadata (`decoder` or `encoder`, `wrapper`)",
             });
         }
     }
@@ -55,7 +81,7 @@ pub fn read_config<'a>(file: &SafeTensors<'a>) -> Result<ModelConfig, LoadError<
         }
         None => None,
     };
-    Ok(ModelConfig { decoder, wrapper })
+    Ok((ModelConfig { decoder, wrapper }, encoder))
 }
 
 /// A JSON value as far as Python's `==` with a default needs it.
@@ -349,7 +375,7 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
                 return Err(LoadError::UnsupportedOption {
                     option: raw,
                     value: text,
-                    reason: "a Decoder is causal; an Encoder is not supported",
+                    reason: "a Decoder is causal; an Encoder is stored under `encoder`",
                 })
             }
             // A supported argument without a field here would be a bug: refuse, never ignore.

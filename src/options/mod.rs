@@ -23,7 +23,7 @@ mod metadata;
 mod xt_args;
 
 pub use classes::{CLASSES, NOT_IMPLEMENTED};
-pub use metadata::{read_config, METADATA_KEY};
+pub use metadata::{read_config, read_config_class, METADATA_KEY};
 pub use xt_args::{ARGS, XT_VERSION};
 
 use core::fmt;

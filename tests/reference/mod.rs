@@ -507,7 +507,15 @@ fn attention(
     self_attn: bool,
     inv_freq: Option<&[f32]>,
     store: fn(f64) -> f64,
+    masks: (Option<&[bool]>, Option<&[bool]>),
+    causal: bool,
 ) -> Vec<f64> {
+    // Padding (spec §3.13): `key_mask` excludes keys, `query_mask` zeroes the sublayer's output
+    // at padded positions.
+    let (query_mask, key_mask) = match self_attn {
+        true => (masks.0, masks.0),
+        false => (masks.0, masks.1),
+    };
     let d = cfg.dim;
     let dh = cfg.attn_dim_head;
     let h_q = cfg.heads;
@@ -571,10 +579,18 @@ fn attention(
         for i in 0..n {
             let qi = &q[i * iq + h * dh..i * iq + (h + 1) * dh];
             // §3.3 step 7: causal (i = j here, so key j is visible iff j <= i); §3.5: no mask.
-            let visible = if self_attn { i + 1 } else { m };
+            // An Encoder (causal false, spec §3.14): every key visible.
+            let visible = if self_attn && causal { i + 1 } else { m };
             for (j, sc) in scores.iter_mut().enumerate().take(visible) {
                 let kj = &k[j * ikv + g * dh..j * ikv + (g + 1) * dh];
                 *sc = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale;
+                // §3.13: a padded key gets no weight.
+                if key_mask.is_some_and(|km| !km[j]) {
+                    *sc = f64::NEG_INFINITY;
+                }
+            }
+            if scores[..visible].iter().all(|s| *s == f64::NEG_INFINITY) {
+                continue; // no key seen: a zero output (at:663-664)
             }
             // §3.3 step 8: softmax over the visible keys (masked logits contribute exactly 0).
             let mx = scores[..visible]
@@ -616,13 +632,22 @@ fn attention(
     // §3.3 step 9: merge heads (h major), then to_out. to_out exists iff heads > 1; with one head
     // and no to_out the head output (dh == D) is the sublayer output.
     let out_key = format!("{key_base}.to_out.weight");
-    if h_q > 1 || w.contains_key(&out_key) {
+    let mut out = if h_q > 1 || w.contains_key(&out_key) {
         let wo = get(w, &out_key, d * iq);
         linear(&o, n, wo, d, iq, None)
     } else {
         assert_eq!(iq, d, "no to_out and heads*dim_head != dim");
         o
+    };
+    // §3.13: the output at a padded position is zero (xt:2751-2752).
+    if let Some(qm) = query_mask {
+        for (row, real) in out.chunks_mut(d).zip(qm) {
+            if !real {
+                row.iter_mut().for_each(|e| *e = 0.0);
+            }
+        }
     }
+    out
 }
 
 /// Feed-forward sublayer (spec §3.6, pitfall 5).
@@ -690,6 +715,63 @@ pub fn decoder_forward_stored(
     context: Option<&[f64]>,
     store: fn(f64) -> f64,
 ) -> Vec<f64> {
+    decoder_forward_masked(cfg, w, x, context, store, None, None)
+}
+
+/// An x-transformers `Encoder` (spec §3.14): [`decoder_forward_masked`] with bidirectional
+/// self-attention (no causal mask; rotary and everything else as in the decoder).
+pub fn encoder_forward(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+    mask: Option<&[bool]>,
+    context_mask: Option<&[bool]>,
+) -> Vec<f64> {
+    layers_forward(cfg, w, x, context, |e| e, mask, context_mask, false)
+}
+
+/// [`decoder_forward_masked`], causal or not.
+#[allow(clippy::too_many_arguments)]
+fn layers_forward(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+    store: fn(f64) -> f64,
+    mask: Option<&[bool]>,
+    context_mask: Option<&[bool]>,
+    causal: bool,
+) -> Vec<f64> {
+    decoder_forward_impl(cfg, w, x, context, store, mask, context_mask, causal)
+}
+
+/// [`decoder_forward_stored`] with padding masks (spec §3.13): `mask` (n entries, true = real)
+/// excludes padded positions as keys and zeroes the attention outputs at them; `context_mask`
+/// (m entries) excludes padded context rows.
+pub fn decoder_forward_masked(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+    store: fn(f64) -> f64,
+    mask: Option<&[bool]>,
+    context_mask: Option<&[bool]>,
+) -> Vec<f64> {
+    decoder_forward_impl(cfg, w, x, context, store, mask, context_mask, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decoder_forward_impl(
+    cfg: &RefConfig,
+    w: &RefWeights,
+    x: &[f64],
+    context: Option<&[f64]>,
+    store: fn(f64) -> f64,
+    mask: Option<&[bool]>,
+    context_mask: Option<&[bool]>,
+    causal: bool,
+) -> Vec<f64> {
     cfg.check();
     let d = cfg.dim;
     assert_eq!(x.len() % d, 0, "x must be n*dim");
@@ -736,6 +818,8 @@ pub fn decoder_forward_stored(
                     true,
                     inv_freq.as_deref(),
                     store,
+                    (mask, None),
+                    causal,
                 )
             } else {
                 // spec §3.5: K/V from the raw (un-normed) context.
@@ -753,6 +837,8 @@ pub fn decoder_forward_stored(
                     false,
                     None,
                     store,
+                    (mask, context_mask),
+                    false,
                 )
             };
             let o = if cfg.extras.sandwich {

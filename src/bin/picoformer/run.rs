@@ -1,7 +1,7 @@
 //! `picoformer run`: a model on an inputs file, full and step-wise, written as safetensors.
 
 use picoformer::safetensors::{Dtype, SafeTensors};
-use picoformer::{KvCache, Model, Scratch};
+use picoformer::{EncoderModel, KvCache, LoadError, Masks, Model, Scratch};
 
 use crate::args::{Args, CliError};
 use crate::files::{filled, write_f32, Aligned};
@@ -18,8 +18,18 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let (model_path, inputs_path, out_path) = (&p[0], &p[1], &p[2]);
     let int8 = crate::args::int8_dot(args)?;
     let file = Aligned::read(model_path)?;
-    let model: Model =
-        Model::from_safetensors(file.bytes()).map_err(|e| fail(format!("{model_path}: {e}")))?;
+    let model: Model = match Model::from_safetensors(file.bytes()) {
+        Ok(m) => m,
+        // An Encoder's file: its own pass (one window, `full` only).
+        Err(LoadError::UnsupportedOption {
+            option: "encoder", ..
+        }) => {
+            let model: EncoderModel = EncoderModel::from_safetensors(file.bytes())
+                .map_err(|e| fail(format!("{model_path}: {e}")))?;
+            return run_encoder(&model, inputs_path, out_path);
+        }
+        Err(e) => return Err(fail(format!("{model_path}: {e}"))),
+    };
     // --dot int8: the Q8_0 matrices packed into int8 panels (every product on the int8 path).
     let mut arena = filled(
         if int8 { model.int8_panels_len() } else { 0 },
@@ -83,6 +93,36 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             (s[0], s[1], Vec::new(), toks)
         }
     };
+    // Every input must be one the model takes: an unknown name is refused, not ignored.
+    let (kind, seq_name) = match &model {
+        Model::Decoder(_) => ("a Decoder", "x"),
+        Model::Wrapper(_) => ("a TransformerWrapper", "tokens"),
+    };
+    let mut known = vec![seq_name, "mask"];
+    if cfg.cross_attend {
+        known.extend(["context", "context_mask"]);
+    }
+    // `full` and `stepwise` are a fixture's expected outputs (tools/make_fixtures.py), not
+    // inputs: they may be present and are not read.
+    for t in st.tensors() {
+        if !known.contains(&t.name()) && !["full", "stepwise"].contains(&t.name()) {
+            return Err(fail(format!(
+                "{inputs_path}: `{}` is not an input of {kind}{} (it takes {})",
+                t.name(),
+                if cfg.cross_attend {
+                    ""
+                } else {
+                    " without cross-attention"
+                },
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+
     let context = match st.tensor("context") {
         None if cfg.cross_attend => {
             return Err(fail(
@@ -114,6 +154,12 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         }
     };
     let rows = context.as_ref().map_or(1, |c| c.0);
+    // Padding masks: (b, n) and (b, m), bool or uint8, nonzero = a real position.
+    let mask = read_mask(&st, "mask", b, n)?;
+    let context_mask = match &context {
+        Some((m, _)) => read_mask(&st, "context_mask", b, *m)?,
+        None => None,
+    };
     let width = match &model {
         Model::Decoder(_) => cfg.dim,
         Model::Wrapper(w) => w.config().num_tokens,
@@ -134,43 +180,57 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         let ctx = context
             .as_ref()
             .map(|(m, c)| &c[bi * m * cfg.dim_context()..(bi + 1) * m * cfg.dim_context()]);
+        let mask = mask.as_ref().map(|m| &m[bi * n..(bi + 1) * n]);
+        let context_mask = context_mask
+            .as_ref()
+            .map(|m| &m[bi * rows..(bi + 1) * rows]);
+        // The masks of a call that ends at position `end`.
+        let masks = |end: usize| Masks {
+            mask: mask.map(|m| &m[..end]),
+            context_mask,
+        };
         for (first, out) in [(n, &mut full), (1, &mut stepwise)] {
             let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
             let out = &mut out[bi * n * width..(bi + 1) * n * width];
             match &model {
                 Model::Decoder(dec) => {
                     let x = &x[bi * n * cfg.dim..(bi + 1) * n * cfg.dim];
-                    dec.forward(
+                    dec.forward_masked(
                         &mut cache,
                         &mut scratch,
                         &x[..first * width],
                         ctx,
+                        masks(first),
                         &mut out[..first * width],
                     )?;
                     for i in first..n {
-                        dec.step(
+                        dec.forward_masked(
                             &mut cache,
                             &mut scratch,
                             &x[i * width..(i + 1) * width],
                             None,
+                            masks(i + 1),
                             &mut out[i * width..(i + 1) * width],
                         )?;
                     }
                 }
                 Model::Wrapper(w) => {
                     let t = &tokens[bi * n..(bi + 1) * n];
-                    w.forward(
+                    w.forward_masked(
                         &mut cache,
                         &mut scratch,
                         &t[..first],
                         ctx,
+                        masks(first),
                         &mut out[..first * width],
                     )?;
                     for i in first..n {
-                        w.step(
+                        w.forward_masked(
                             &mut cache,
                             &mut scratch,
-                            t[i],
+                            &t[i..i + 1],
+                            None,
+                            masks(i + 1),
                             &mut out[i * width..(i + 1) * width],
                         )?;
                     }
@@ -192,5 +252,158 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     outln!("wrote {out_path}: full and stepwise ({b}, {n}, {width}); max |full - stepwise| = {diff:.2e}");
+    Ok(())
+}
+
+/// The padding mask `name` of INPUTS, (b, len), bool or uint8 (nonzero = real), if present.
+fn read_mask(
+    st: &SafeTensors<'_>,
+    name: &str,
+    b: usize,
+    len: usize,
+) -> Result<Option<Vec<bool>>, CliError> {
+    let Some(t) = st.tensor(name) else {
+        return Ok(None);
+    };
+    if !matches!(t.dtype(), Dtype::Bool | Dtype::U8) || t.shape() != [b, len] {
+        return Err(fail(format!(
+            "`{name}` must be bool or uint8 of shape ({b}, {len}); it is {} {:?}",
+            t.dtype().name(),
+            t.shape()
+        )));
+    }
+    Ok(Some(t.data().iter().map(|&v| v != 0).collect()))
+}
+
+/// `picoformer run` on an Encoder's file: INPUTS `x` (b, n, dim) for a bare Encoder or
+/// `tokens` (b, n) for a wrapper, optional `mask` (b, n), `context` (b, m, dim_context) and
+/// `context_mask` (b, m); OUT `full` (b, n, dim or num_tokens): each window in one pass.
+fn run_encoder(model: &EncoderModel, inputs_path: &str, out_path: &str) -> Result<(), CliError> {
+    let inputs = Aligned::read(inputs_path)?;
+    let st = SafeTensors::parse(inputs.bytes()).map_err(|e| fail(format!("{inputs_path}: {e}")))?;
+    let cfg = *model.config();
+    let (kind, seq_name, width) = match model {
+        EncoderModel::Encoder(_) => ("an Encoder", "x", cfg.dim),
+        EncoderModel::Wrapper(w) => (
+            "a TransformerWrapper(Encoder)",
+            "tokens",
+            w.config().num_tokens,
+        ),
+    };
+    let mut known = vec![seq_name, "mask"];
+    if cfg.cross_attend {
+        known.extend(["context", "context_mask"]);
+    }
+    for t in st.tensors() {
+        if !known.contains(&t.name()) && !["full", "stepwise"].contains(&t.name()) {
+            return Err(fail(format!(
+                "{inputs_path}: `{}` is not an input of {kind} (it takes {})",
+                t.name(),
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let t = st
+        .tensor(seq_name)
+        .ok_or_else(|| fail(format!("{inputs_path}: {kind} needs `{seq_name}`")))?;
+    let s = t.shape().to_vec();
+    let (b, n) = match (model, s.as_slice()) {
+        (EncoderModel::Encoder(_), &[b, n, d])
+            if t.dtype() == Dtype::F32 && d == cfg.dim && b > 0 && n > 0 =>
+        {
+            (b, n)
+        }
+        (EncoderModel::Wrapper(_), &[b, n]) if t.dtype() == Dtype::I64 && b > 0 && n > 0 => (b, n),
+        _ => {
+            return Err(fail(format!(
+                "`{seq_name}` has the wrong type or shape for {kind} (dim {}): {} {:?}",
+                cfg.dim,
+                t.dtype().name(),
+                s
+            )))
+        }
+    };
+    let context = match st.tensor("context") {
+        None if cfg.cross_attend => {
+            return Err(fail(
+                "this model cross-attends: INPUTS needs `context` (b, m, dim_context)",
+            ))
+        }
+        None => None,
+        Some(c) => {
+            let cs = c.shape();
+            if c.dtype() != Dtype::F32
+                || cs.len() != 3
+                || cs[0] != b
+                || cs[2] != cfg.dim_context()
+                || cs[1] == 0
+            {
+                return Err(fail(format!(
+                    "`context` must be f32 of shape ({b}, m, {}) with m >= 1; it is {} {:?}",
+                    cfg.dim_context(),
+                    c.dtype().name(),
+                    cs
+                )));
+            }
+            Some((cs[1], c.as_f32()?))
+        }
+    };
+    let rows = context.as_ref().map_or(1, |c| c.0);
+    let mask = read_mask(&st, "mask", b, n)?;
+    let context_mask = match &context {
+        Some((m, _)) => read_mask(&st, "context_mask", b, *m)?,
+        None => None,
+    };
+    let mut kv = filled(KvCache::<f32>::elements(&cfg, n), 0.0f32, "the KV cache")?;
+    let mut kc = filled(
+        KvCache::<f32>::context_elements(&cfg, rows),
+        0.0f32,
+        "the context cache",
+    )?;
+    let mut sb = filled(Scratch::elements(&cfg, n), 0.0f32, "the scratch arena")?;
+    let mut scratch = Scratch::new(&cfg, n, &mut sb)?;
+    let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
+    let mut full = filled(
+        b.saturating_mul(n).saturating_mul(width),
+        0.0f32,
+        "the outputs",
+    )?;
+    for bi in 0..b {
+        let masks = Masks {
+            mask: mask.as_ref().map(|m| &m[bi * n..(bi + 1) * n]),
+            context_mask: context_mask
+                .as_ref()
+                .map(|m| &m[bi * rows..(bi + 1) * rows]),
+        };
+        let w = rows * cfg.dim_context();
+        let ctx = context.as_ref().map(|(_, c)| &c[bi * w..(bi + 1) * w]);
+        let out = &mut full[bi * n * width..(bi + 1) * n * width];
+        match model {
+            EncoderModel::Encoder(e) => {
+                let x = &t.as_f32()?[bi * n * cfg.dim..(bi + 1) * n * cfg.dim];
+                e.forward(&mut cache, &mut scratch, x, ctx, masks, out)?;
+            }
+            EncoderModel::Wrapper(wr) => {
+                let v = wr.config().num_tokens;
+                let mut toks = Vec::with_capacity(n);
+                for (i, &id) in t.as_i64()?[bi * n..(bi + 1) * n].iter().enumerate() {
+                    if id < 0 || id as u64 >= v as u64 {
+                        return Err(fail(format!(
+                            "token {id} at index {} is out of range (num_tokens = {v})",
+                            bi * n + i
+                        )));
+                    }
+                    toks.push(id as u32);
+                }
+                wr.encode(&mut cache, &mut scratch, &toks, ctx, masks, out)?;
+            }
+        }
+    }
+    write_f32(out_path, &[("full", vec![b, n, width], &full)])?;
+    outln!("wrote {out_path}: full ({b}, {n}, {width}) of {kind}");
     Ok(())
 }

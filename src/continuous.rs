@@ -1,0 +1,310 @@
+//! x-transformers' `ContinuousTransformerWrapper` (`continuous.py`, the class at line 63):
+//! frames of `dim_in` features in, `dim_out` out, around a `Decoder` (streaming: one frame in,
+//! one frame out, over the KV cache) or an `Encoder` (a window in, a sequence or, with
+//! `average_pool_embed`, one pooled vector out). See `docs/x-transformers.md` §3.16.
+
+use crate::cache::KvCache;
+use crate::config::{DecoderConfig, WrapperConfig};
+use crate::decoder::Decoder;
+use crate::error::{Buffer, Dims, Error, WeightName};
+use crate::masks::Masks;
+use crate::scratch::Scratch;
+use crate::tensor::{Element, Tensor, TensorSource};
+
+/// The `ContinuousTransformerWrapper` arguments picoformer computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ContinuousConfig {
+    /// `dim_in`: features per input frame, projected to `dim` by `project_in` (a bias-free
+    /// linear); `None`: the frames are `dim` wide and taken as they are.
+    pub dim_in: Option<usize>,
+    /// `dim_out`: features per output, projected from `dim` by `project_out` (bias-free);
+    /// `None`: the hidden states.
+    pub dim_out: Option<usize>,
+    /// `max_seq_len` (0: no absolute positions).
+    pub max_seq_len: usize,
+    /// `use_abs_pos_emb` (default true): absolute positions `P[pos]·dim^-½` when
+    /// `max_seq_len > 0` and the layers do not disable them (rotary does by default).
+    pub use_abs_pos_emb: bool,
+    /// `average_pool_embed`: the mean of the real positions' hidden states, then `project_out`
+    /// (an encoder's pooled output).
+    pub average_pool_embed: bool,
+    /// The `attn_layers` (`Decoder` or `Encoder` arguments).
+    pub attn_layers: DecoderConfig,
+}
+
+impl ContinuousConfig {
+    /// Defaults as x-transformers' (`use_abs_pos_emb` true, no projections, no pooling).
+    pub const fn new(max_seq_len: usize, attn_layers: DecoderConfig) -> Self {
+        Self {
+            dim_in: None,
+            dim_out: None,
+            max_seq_len,
+            use_abs_pos_emb: true,
+            average_pool_embed: false,
+            attn_layers,
+        }
+    }
+
+    /// Features per input frame.
+    pub const fn input_width(&self) -> usize {
+        match self.dim_in {
+            Some(d) => d,
+            None => self.attn_layers.dim,
+        }
+    }
+
+    /// Features per output row.
+    pub const fn output_width(&self) -> usize {
+        match self.dim_out {
+            Some(d) => d,
+            None => self.attn_layers.dim,
+        }
+    }
+
+    /// Whether absolute positions are added (`continuous.py` line 90).
+    pub const fn has_abs_pos_emb(&self) -> bool {
+        WrapperConfig::new(1, self.max_seq_len, self.attn_layers)
+            .use_abs_pos_emb(self.use_abs_pos_emb)
+            .has_abs_pos_emb()
+    }
+}
+
+/// A `ContinuousTransformerWrapper` over borrowed weights.
+#[derive(Clone, Debug)]
+pub struct ContinuousTransformerWrapper<'w, const MAX_DEPTH: usize = 16> {
+    config: ContinuousConfig,
+    layers: Decoder<'w, MAX_DEPTH>,
+    project_in: Option<Tensor<'w>>,
+    project_out: Option<Tensor<'w>>,
+    pos_emb: Option<Tensor<'w>>,
+}
+
+fn weight<'w, S: TensorSource<'w>>(
+    source: &S,
+    suffix: &'static str,
+    shape: &[usize],
+) -> Result<Tensor<'w>, Error> {
+    let name = WeightName {
+        prefix: "",
+        sublayer: None,
+        suffix,
+    };
+    let t = source.tensor(suffix).ok_or(Error::MissingWeight(name))?;
+    let expected: usize = shape.iter().product();
+    if t.dims() != shape || t.data.len() != expected {
+        return Err(Error::WeightShape {
+            name,
+            expected: Dims::new(shape),
+            found: Dims::new(t.dims()),
+        });
+    }
+    Ok(t.data)
+}
+
+impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
+    /// A wrapper whose weights are looked up in `source` under its `state_dict` keys
+    /// (`project_in.weight`, `pos_emb.emb.weight`, `project_out.weight`, the layers under
+    /// `attn_layers.`).
+    ///
+    /// # Errors
+    /// As [`Decoder::from_source`].
+    pub fn from_source<S: TensorSource<'w>>(
+        config: ContinuousConfig,
+        source: &S,
+    ) -> Result<Self, Error> {
+        let dim = config.attn_layers.dim;
+        let layers = Decoder::from_source_prefixed(config.attn_layers, source, "attn_layers.")?;
+        let project_in = match config.dim_in {
+            Some(d) => Some(weight(source, "project_in.weight", &[dim, d])?),
+            None => None,
+        };
+        let project_out = match config.dim_out {
+            Some(d) => Some(weight(source, "project_out.weight", &[d, dim])?),
+            None => None,
+        };
+        let pos_emb = match config.has_abs_pos_emb() {
+            true => Some(weight(
+                source,
+                "pos_emb.emb.weight",
+                &[config.max_seq_len, dim],
+            )?),
+            false => None,
+        };
+        Ok(Self {
+            config,
+            layers,
+            project_in,
+            project_out,
+            pos_emb,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ContinuousConfig {
+        &self.config
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &Decoder<'w, MAX_DEPTH> {
+        &self.layers
+    }
+
+    /// Around a `Decoder`: the frames `x` (n × input width) at positions `cache.len()..+n`,
+    /// their outputs (n × output width) into `out`; one frame per call streams.
+    ///
+    /// # Errors
+    /// [`Error::BufferLength`], [`Error::PositionOutOfRange`] past `max_seq_len` with absolute
+    /// positions, and every error of [`Decoder::forward_masked`]. On error nothing is written.
+    pub fn forward<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        x: &[f32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let n = self.check(x, out, false)?;
+        self.check_positions(cache.len(), n)?;
+        self.run(cache, scratch, x, context, masks, out, true)
+    }
+
+    /// Around an `Encoder`: the window `x` (n × input width) bidirectionally, in one chunk over
+    /// `cache` emptied first (as [`crate::Encoder::forward`]); `out` gets n × output width, or,
+    /// with `average_pool_embed`, one row: `project_out` of the mean of the real positions'
+    /// hidden states.
+    ///
+    /// # Errors
+    /// As [`crate::Encoder::forward`] and [`Self::forward`].
+    pub fn encode<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        x: &[f32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let n = self.check(x, out, self.config.average_pool_embed)?;
+        self.check_positions(0, n)?;
+        crate::encoder::in_fresh_cache(&self.layers, cache, scratch, n, |c, s| {
+            self.run(c, s, x, context, masks, out, false)
+        })
+    }
+
+    /// Checks the lengths of `x` and `out`; returns the number of frames.
+    fn check(&self, x: &[f32], out: &[f32], pooled: bool) -> Result<usize, Error> {
+        let (wi, wo) = (self.config.input_width(), self.config.output_width());
+        if x.is_empty() || !x.len().is_multiple_of(wi) {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Input,
+                expected: wi,
+                found: x.len(),
+            });
+        }
+        let n = x.len() / wi;
+        let expected = if pooled { wo } else { n.saturating_mul(wo) };
+        if out.len() != expected {
+            return Err(Error::BufferLength {
+                buffer: Buffer::Output,
+                expected,
+                found: out.len(),
+            });
+        }
+        Ok(n)
+    }
+
+    fn check_positions(&self, pos0: usize, n: usize) -> Result<(), Error> {
+        if self.pos_emb.is_some() && pos0.saturating_add(n) > self.config.max_seq_len {
+            return Err(Error::PositionOutOfRange {
+                position: pos0.saturating_add(n).saturating_sub(1),
+                max_seq_len: self.config.max_seq_len,
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        x: &[f32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        out: &mut [f32],
+        causal: bool,
+    ) -> Result<(), Error> {
+        let cfg = &self.config;
+        let (dim, wi, wo) = (cfg.attn_layers.dim, cfg.input_width(), cfg.output_width());
+        let n = x.len() / wi;
+        let pos0 = cache.len();
+        let pooled = cfg.average_pool_embed && !causal;
+        let scale = libm::pow(dim as f64, -0.5) as f32;
+        if pooled {
+            out.iter_mut().for_each(|v| *v = 0.0);
+        }
+        self.layers.run_masked(
+            cache,
+            scratch,
+            n,
+            context,
+            masks,
+            causal,
+            // x₀ = project_in(x) + P[pos]·dim^-½ (continuous.py lines 169-170)
+            |start, rows| {
+                let len = rows.len() / dim;
+                let xin = &x[start * wi..(start + len) * wi];
+                match self.project_in {
+                    Some(w) => self.layers.linear(w, None, wi, xin, rows)?,
+                    None => rows.copy_from_slice(xin),
+                }
+                if let Some(p) = self.pos_emb {
+                    for (j, r) in rows.chunks_exact_mut(dim).enumerate() {
+                        crate::kernels::add_scaled(
+                            r,
+                            p.slice((pos0 + start + j) * dim, dim),
+                            scale,
+                        )?;
+                    }
+                }
+                Ok(())
+            },
+            |start, y| {
+                let len = y.len() / dim;
+                if pooled {
+                    // masked mean over the real positions, then project_out (lines 223-226)
+                    let mask = masks.mask;
+                    let real = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(false));
+                    let count = (0..n).filter(|&i| real(i)).count().max(1) as f32;
+                    for (o, v) in out.iter_mut().enumerate() {
+                        let mut sum = 0.0f32;
+                        for (i, row) in y.chunks_exact(dim).enumerate() {
+                            if !real(start + i) {
+                                continue;
+                            }
+                            sum += match self.project_out {
+                                Some(w) => row
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(d, yv)| yv * w.get(o * dim + d).unwrap_or(0.0))
+                                    .sum::<f32>(),
+                                None => row[o],
+                            };
+                        }
+                        *v += sum / count;
+                    }
+                    return Ok(());
+                }
+                let o = &mut out[start * wo..(start + len) * wo];
+                match self.project_out {
+                    Some(w) => self.layers.linear(w, None, dim, y, o),
+                    None => {
+                        o.copy_from_slice(y);
+                        Ok(())
+                    }
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,161 @@
+//! Padding masks (x-transformers' `mask` and `context_mask`): which positions are real.
+//!
+//! x-transformers turns a key-padding mask into an attention mask in `Attention.forward`
+//! (`xt:2489-2492, 2555-2557, 2575-2576`): a masked key's logit is filled with `-finfo.max`
+//! (`at:591-592`), so it gets exactly zero weight; a query row whose every key is masked gets a
+//! zero output (`at:600-601, 663-664`); and the attention sublayer's output at a masked query
+//! position is zeroed (`xt:2751-2752`, without a cache), in self- and in cross-attention alike.
+//! See `docs/x-transformers.md` §3.13.
+
+use crate::error::{Buffer, Error};
+use crate::tensor::Element;
+
+/// The padding masks of a forward call, `true` for a real position.
+///
+/// - `mask`: one entry for every self-attention position up to the end of the call,
+///   `0..cache.len() + n`: the cached positions' entries as given on the calls that cached them
+///   (the caller keeps them; the cache stores keys, not their mask), then the call's own. Masked
+///   positions are excluded as keys, and the attention outputs at masked positions are zeroed,
+///   as x-transformers computes a full pass with `mask`, so step-wise decoding after a masked
+///   (e.g. left-padded) prompt equals the full pass.
+/// - `context_mask`: one entry per context row (cross-attention): masked rows are excluded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Masks<'m> {
+    /// Which self-attention positions `0..cache.len() + n` are real, or `None` (all).
+    pub mask: Option<&'m [bool]>,
+    /// Which context rows are real, or `None` (all).
+    pub context_mask: Option<&'m [bool]>,
+}
+
+impl<'m> Masks<'m> {
+    /// No masks: every position and every context row is real.
+    pub const NONE: Masks<'static> = Masks {
+        mask: None,
+        context_mask: None,
+    };
+
+    /// A self-attention padding mask only.
+    pub const fn mask(mask: &'m [bool]) -> Self {
+        Masks {
+            mask: Some(mask),
+            context_mask: None,
+        }
+    }
+
+    /// Checks the lengths: `mask` covers `positions` (cached plus new), `context_mask` covers
+    /// `context_rows` (`None`: the model takes no context).
+    pub(crate) fn validate(
+        &self,
+        positions: usize,
+        context_rows: Option<usize>,
+    ) -> Result<(), Error> {
+        if let Some(m) = self.mask {
+            if m.len() != positions {
+                return Err(Error::BufferLength {
+                    buffer: Buffer::Mask,
+                    expected: positions,
+                    found: m.len(),
+                });
+            }
+        }
+        if let Some(m) = self.context_mask {
+            let rows = context_rows.ok_or(Error::ContextNotExpected)?;
+            if m.len() != rows {
+                return Err(Error::BufferLength {
+                    buffer: Buffer::ContextMask,
+                    expected: rows,
+                    found: m.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The geometry of a masked attention call.
+pub(crate) struct MaskedHeads {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    pub scale: f32,
+}
+
+impl MaskedHeads {
+    /// Attention of `n` positions' query heads `q` (n × heads·dim) into `out`, over `rows`
+    /// cached keys and values (`kv(j)` of kv head j, rows × dim each), keys with `keep[j]`
+    /// false excluded; with `causal`, position i sees rows `0..rows − (n − 1 − i)`. A query that
+    /// sees no key gets zeros (`at:663-664`). Query head h reads kv head h mod kv_heads
+    /// (`at:529-532`). The softmax runs online (running maximum and sum), so no buffer of
+    /// scores is needed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend<'c, K: Element + 'c>(
+        &self,
+        q: &[f32],
+        out: &mut [f32],
+        n: usize,
+        causal: bool,
+        rows: usize,
+        keep: Option<&[bool]>,
+        kv: impl Fn(usize) -> (&'c [K], &'c [K]),
+    ) {
+        let (d, qd) = (self.dim, self.heads * self.dim);
+        for j in 0..self.kv_heads {
+            let (keys, values) = kv(j);
+            for h in (j..self.heads).step_by(self.kv_heads.max(1)) {
+                for i in 0..n {
+                    let seen = if causal {
+                        rows.saturating_sub(n - 1 - i)
+                    } else {
+                        rows
+                    };
+                    let at = i * qd + h * d;
+                    let (Some(qi), Some(oi)) = (q.get(at..at + d), out.get_mut(at..at + d)) else {
+                        continue;
+                    };
+                    oi.iter_mut().for_each(|o| *o = 0.0);
+                    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+                    for r in 0..seen {
+                        if keep.is_some_and(|m| !m.get(r).copied().unwrap_or(false)) {
+                            continue;
+                        }
+                        let (Some(kr), Some(vr)) =
+                            (keys.get(r * d..(r + 1) * d), values.get(r * d..(r + 1) * d))
+                        else {
+                            continue;
+                        };
+                        let s = qi.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum::<f32>()
+                            * self.scale;
+                        let p = if s > max {
+                            // Rescale what was accumulated to the new maximum.
+                            let f = libm::expf(max - s);
+                            sum *= f;
+                            oi.iter_mut().for_each(|o| *o *= f);
+                            max = s;
+                            1.0
+                        } else {
+                            libm::expf(s - max)
+                        };
+                        sum += p;
+                        oi.iter_mut()
+                            .zip(vr)
+                            .for_each(|(o, v)| *o += p * v.to_f32());
+                    }
+                    if sum > 0.0 {
+                        oi.iter_mut().for_each(|o| *o /= sum);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Zeroes the rows (`width` values each) of the `n` positions starting at `pos0` that `mask`
+/// marks as padding (`xt:2751-2752`).
+pub(crate) fn zero_masked_rows(out: &mut [f32], width: usize, pos0: usize, mask: Option<&[bool]>) {
+    let Some(m) = mask else { return };
+    for (i, row) in out.chunks_exact_mut(width.max(1)).enumerate() {
+        if !m.get(pos0 + i).copied().unwrap_or(true) {
+            row.iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Padding masks against the independent f64 reference (`tests/reference`, spec §3.13), over
+//! random configurations drawing every supported option: full and step-wise (the mask of every
+//! cached position given again on each call) agree with the reference at every position, and
+//! the inputs at padded positions never move a real position's output.
+
+mod common;
+mod reference;
+
+use common::*;
+use picoformer::{Decoder, DecoderConfig, Encoder, KvCache, Masks, Scratch};
+use proptest::prelude::*;
+
+/// As tests/decoder.rs (f32 rounding over at most 3 blocks).
+const VS_REFERENCE: f64 = 1e-4;
+
+/// Runs `x` through `dec`: the first `split` positions in one call, then one per call.
+fn run(
+    dec: &Decoder,
+    x: &[f32],
+    ctx: Option<&[f32]>,
+    mask: &[bool],
+    context_mask: Option<&[bool]>,
+    split: usize,
+) -> Vec<f32> {
+    let cfg = dec.config();
+    let n = x.len() / cfg.dim;
+    let rows = ctx.map_or(1, |c| c.len() / cfg.dim_context());
+    let mut kv = vec![f32::NAN; KvCache::<f32>::elements(cfg, n)];
+    let mut kc = vec![f32::NAN; KvCache::<f32>::context_elements(cfg, rows)];
+    let mut sb = vec![f32::NAN; Scratch::elements(cfg, 4)];
+    let mut cache = KvCache::with_context(cfg, n, &mut kv, rows, &mut kc).unwrap();
+    let mut scratch = Scratch::new(cfg, 4, &mut sb).unwrap();
+    let mut out = vec![f32::NAN; x.len()];
+    let d = cfg.dim;
+    let mut start = 0;
+    while start < n {
+        let end = if start == 0 { split.max(1) } else { start + 1 };
+        let masks = Masks {
+            mask: Some(&mask[..end]),
+            context_mask,
+        };
+        let c = if start == 0 { ctx } else { None };
+        dec.forward_masked(
+            &mut cache,
+            &mut scratch,
+            &x[start * d..end * d],
+            c,
+            masks,
+            &mut out[start * d..end * d],
+        )
+        .unwrap();
+        start = end;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn masked_matches_reference(cfg in decoder_config(), n in 1usize..9, split_frac in 0.0f64..1.0, seed in any::<u64>(), bits in any::<u64>(), cbits in any::<u64>()) {
+        let rcfg = ref_config(&cfg, None);
+        let mut rw = reference::random_weights(&rcfg, seed);
+        let table = Table::from_ref(&rcfg, &mut rw);
+        let dec: Decoder = Decoder::from_source(cfg, &&table).unwrap();
+        let x = values(seed ^ 1, n * cfg.dim);
+        let mask: Vec<bool> = (0..n).map(|i| bits >> i & 3 != 0).collect();
+        let m = 1 + (cbits % 5) as usize;
+        let ctx = cfg.cross_attend.then(|| values(seed ^ 2, m * cfg.dim_context()));
+        let cmask: Option<Vec<bool>> = cfg.cross_attend.then(|| (0..m).map(|i| cbits >> (8 + i) & 3 != 0).collect());
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let c64: Option<Vec<f64>> = ctx.as_ref().map(|c| c.iter().map(|&v| v as f64).collect());
+        let want = reference::decoder_forward_masked(&rcfg, &rw, &x64, c64.as_deref(), |e| e, Some(&mask), cmask.as_deref());
+        let split = ((n as f64 * split_frac) as usize).max(1);
+        for s in [n, split] {
+            let got = run(&dec, &x, ctx.as_deref(), &mask, cmask.as_deref(), s);
+            let d = max_diff_f64(&got, &want);
+            prop_assert!(d <= VS_REFERENCE, "split {s}: {d:e}");
+        }
+        // Changing the inputs at padded positions moves no real position.
+        let mut y = x.clone();
+        for (i, real) in mask.iter().enumerate() {
+            if !real {
+                y[i * cfg.dim..(i + 1) * cfg.dim].iter_mut().for_each(|v| *v = -*v * 3.0 + 1.0);
+            }
+        }
+        let a = run(&dec, &x, ctx.as_deref(), &mask, cmask.as_deref(), n);
+        let b = run(&dec, &y, ctx.as_deref(), &mask, cmask.as_deref(), n);
+        for (i, real) in mask.iter().enumerate() {
+            if *real {
+                let d = max_diff(&a[i * cfg.dim..(i + 1) * cfg.dim], &b[i * cfg.dim..(i + 1) * cfg.dim]);
+                prop_assert!(d <= 1e-6, "position {i} moved by {d:e}");
+            }
+        }
+    }
+}
+
+/// A mask of all `true` computes what no mask computes.
+#[test]
+fn all_true_mask_is_no_mask() {
+    let cfg = DecoderConfig::new(32, 2)
+        .heads(4)
+        .attn_dim_head(8)
+        .rotary_pos_emb(true);
+    let rcfg = ref_config(&cfg, None);
+    let mut rw = reference::random_weights(&rcfg, 5);
+    let table = Table::from_ref(&rcfg, &mut rw);
+    let dec: Decoder = Decoder::from_source(cfg, &&table).unwrap();
+    let x = values(9, 6 * 32);
+    let a = run(&dec, &x, None, &[true; 6], None, 6);
+    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&cfg, 6)];
+    let mut sb = vec![0.0f32; Scratch::elements(&cfg, 4)];
+    let mut cache = KvCache::new(&cfg, 6, &mut kv).unwrap();
+    let mut scratch = Scratch::new(&cfg, 4, &mut sb).unwrap();
+    let mut b = vec![0.0f32; 6 * 32];
+    dec.forward(&mut cache, &mut scratch, &x, None, &mut b)
+        .unwrap();
+    assert!(max_diff(&a, &b) <= 1e-5);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// An `Encoder` over random configurations (every supported option), with and without a
+    /// padding mask, against the f64 reference; its window runs in one chunk.
+    #[test]
+    fn encoder_matches_reference(cfg in decoder_config(), n in 1usize..9, seed in any::<u64>(), bits in any::<u64>(), masked in any::<bool>(), cbits in any::<u64>()) {
+        let rcfg = ref_config(&cfg, None);
+        let mut rw = reference::random_weights(&rcfg, seed);
+        let table = Table::from_ref(&rcfg, &mut rw);
+        let enc: Encoder = Encoder::from_source(cfg, &&table).unwrap();
+        let x = values(seed ^ 1, n * cfg.dim);
+        let mask: Vec<bool> = (0..n).map(|i| bits >> i & 3 != 0).collect();
+        let mask = masked.then_some(&mask[..]);
+        let m = 1 + (cbits % 5) as usize;
+        let ctx = cfg.cross_attend.then(|| values(seed ^ 2, m * cfg.dim_context()));
+        let cmask: Option<Vec<bool>> = (cfg.cross_attend && masked).then(|| (0..m).map(|i| cbits >> (8 + i) & 3 != 0).collect());
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let c64: Option<Vec<f64>> = ctx.as_ref().map(|c| c.iter().map(|&v| v as f64).collect());
+        let want = reference::encoder_forward(&rcfg, &rw, &x64, c64.as_deref(), mask, cmask.as_deref());
+        let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, n)];
+        let mut kc = vec![f32::NAN; KvCache::<f32>::context_elements(&cfg, m)];
+        let mut sb = vec![f32::NAN; Scratch::elements(&cfg, n)];
+        let mut cache = KvCache::with_context(&cfg, n, &mut kv, m, &mut kc).unwrap();
+        let mut scratch = Scratch::new(&cfg, n, &mut sb).unwrap();
+        let mut out = vec![f32::NAN; x.len()];
+        let masks = Masks { mask, context_mask: cmask.as_deref() };
+        enc.forward(&mut cache, &mut scratch, &x, ctx.as_deref(), masks, &mut out).unwrap();
+        let d = max_diff_f64(&out, &want);
+        prop_assert!(d <= VS_REFERENCE, "{d:e}");
+    }
+}
