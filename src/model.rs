@@ -260,22 +260,71 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
     /// Any [`LoadError`]: a malformed container, bad or unsupported metadata, a tensor that is
     /// missing, misaligned, of the wrong shape or dtype, or not part of the configuration.
     pub fn from_safetensors(bytes: &'w [u8]) -> Result<Self, LoadError<'w>> {
+        let (cfg, source) = Self::open(bytes)?;
+        // Built once, here, and filled in place: the decoder and its weight table are not
+        // moved through the loaders' results (each copy costs the model's size on the stack).
+        let mut model = Self::empty(&cfg);
+        model.load(&source)?;
+        Ok(model)
+    }
+
+    /// As [`Self::from_safetensors`], building the model in place in `slot` (`None` after an
+    /// error): the model is written where the caller keeps it and never copied, where
+    /// `from_safetensors` builds it in its own frame and then moves it into the result, so that
+    /// loading needs the model's size twice on the stack. For a small stack (a microcontroller's,
+    /// with the model on it): the weight table alone is about 400 bytes per block on a 32-bit
+    /// target.
+    ///
+    /// # Errors
+    /// As [`Self::from_safetensors`].
+    pub fn from_safetensors_in(
+        bytes: &'w [u8],
+        slot: &mut Option<Self>,
+    ) -> Result<(), LoadError<'w>> {
+        *slot = None;
+        let (cfg, source) = Self::open(bytes)?;
+        let loaded = slot.insert(Self::empty(&cfg)).load(&source);
+        if loaded.is_err() {
+            *slot = None;
+        }
+        loaded
+    }
+
+    /// Parses the container and reads the configuration.
+    fn open(bytes: &'w [u8]) -> Result<(ModelConfig, FileSource<'w>), LoadError<'w>> {
         let file = SafeTensors::parse(bytes)?;
         let cfg = read_config(&file)?;
-        let source = FileSource::new(file);
-        let model = match cfg.wrapper {
-            Some(w) => TransformerWrapper::from_source(w, &source).map(Model::Wrapper),
-            None => Decoder::from_source(cfg.decoder, &source).map(Model::Decoder),
+        Ok((cfg, FileSource::new(file)))
+    }
+
+    /// Looks up the weights of [`Self::empty`] in `source`, in place; then checks that every
+    /// tensor of the file was used.
+    fn load(&mut self, source: &FileSource<'w>) -> Result<(), LoadError<'w>> {
+        let loaded = match self {
+            Model::Wrapper(w) => w.load(source),
+            Model::Decoder(d) => d.load(source, ""),
         };
         // A tensor that could not be viewed shows up as "missing": report the real cause.
         if let Some(e) = source.error.get() {
             return Err(e);
         }
-        let model = model?;
-        if let Some(name) = source.first_unused() {
-            return Err(LoadError::UnexpectedTensor(name));
+        loaded?;
+        match source.first_unused() {
+            Some(name) => Err(LoadError::UnexpectedTensor(name)),
+            None => Ok(()),
         }
-        Ok(model)
+    }
+
+    /// A model of this configuration without weights, for [`Self::from_safetensors`] to fill in
+    /// place. Not inlined: it returns straight into the caller's slot, whereas inlined, the
+    /// empty weight table (whose block array is copied whole, uninitialised as it is) would be
+    /// assembled in a temporary of the caller's frame, which stays on the stack while loading.
+    #[inline(never)]
+    fn empty(cfg: &ModelConfig) -> Self {
+        match cfg.wrapper {
+            Some(w) => Model::Wrapper(TransformerWrapper::empty(w)),
+            None => Model::Decoder(Decoder::empty(cfg.decoder)),
+        }
     }
 
     /// The decoder (the wrapper's `attn_layers`).

@@ -109,6 +109,14 @@ pub(crate) struct Arenas<'p> {
 }
 
 impl<'p> Arenas<'p> {
+    /// Nothing packed.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            f32: None,
+            int8: None,
+        }
+    }
+
     /// Matrix `m` of block `block` (whose weight is `w`) as packed: int8 panels if `w` is Q8_0
     /// and int8 panels were packed, else f32 panels if they were, else `None`.
     pub(crate) fn get(

@@ -38,6 +38,22 @@ pub struct AttentionWeights<'w> {
     pub qk_norm_k_scale: Option<Tensor<'w>>,
 }
 
+impl AttentionWeights<'_> {
+    /// No tensors (what the loader fills in place).
+    const EMPTY: AttentionWeights<'static> = AttentionWeights {
+        norm: None,
+        post: PostNorms::NONE,
+        to_q: Tensor::EMPTY,
+        to_k: Tensor::EMPTY,
+        to_v: Tensor::EMPTY,
+        to_out: None,
+        head_scale: None,
+        to_v_gate: None,
+        qk_norm_q_scale: None,
+        qk_norm_k_scale: None,
+    };
+}
+
 /// A sublayer's norms other than its pre-norm (gains stored as gain − 1; `None` when the norm
 /// is not configured or has no gain).
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,6 +64,15 @@ pub struct PostNorms<'w> {
     pub main: Option<Tensor<'w>>,
     /// `scale_residual`: `layers.ℓ.2.residual_scale` `[D]`, the gain of the residual path.
     pub residual_scale: Option<Tensor<'w>>,
+}
+
+impl PostNorms<'_> {
+    /// None of them.
+    const NONE: PostNorms<'static> = PostNorms {
+        branch: None,
+        main: None,
+        residual_scale: None,
+    };
 }
 
 /// Feed-forward sublayer weights.
@@ -78,6 +103,23 @@ pub struct BlockWeights<'w> {
     pub cross: Option<AttentionWeights<'w>>,
     /// Feed-forward ('f').
     pub ff: FeedForwardWeights<'w>,
+}
+
+impl BlockWeights<'_> {
+    /// No tensors (what the loader fills in place).
+    const EMPTY: BlockWeights<'static> = BlockWeights {
+        attn: AttentionWeights::EMPTY,
+        cross: None,
+        ff: FeedForwardWeights {
+            norm: None,
+            post: PostNorms::NONE,
+            proj: Tensor::EMPTY,
+            proj_bias: None,
+            mult_bias: None,
+            out: Tensor::EMPTY,
+            out_bias: None,
+        },
+    };
 }
 
 /// All weights of a `Decoder`, for up to `MAX_DEPTH` blocks.
@@ -176,80 +218,88 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         }
     }
 
-    /// A sublayer's sandwich and post-norm gains (`layers.ℓ.0.1`, `layers.ℓ.0.2`).
-    fn post_norms(&mut self, cfg: &DecoderConfig, l: usize) -> Result<PostNorms<'w>, Error> {
-        Ok(PostNorms {
-            branch: if cfg.sandwich_norm {
-                self.norm(cfg, Some(l), "0.1.gamma", "0.1.g")?
-            } else {
-                None
-            },
-            main: if cfg.pre_norm {
-                None
-            } else {
-                self.norm(cfg, Some(l), "0.2.gamma", "0.2.g")?
-            },
-            residual_scale: if cfg.scale_residual {
-                Some(self.required(Some(l), "2.residual_scale", &[cfg.dim])?)
-            } else {
-                None
-            },
-        })
+    /// A sublayer's sandwich and post-norm gains (`layers.ℓ.0.1`, `layers.ℓ.0.2`) and residual
+    /// scale, into `post` (in place in the table).
+    fn post_norms(
+        &mut self,
+        cfg: &DecoderConfig,
+        l: usize,
+        post: &mut PostNorms<'w>,
+    ) -> Result<(), Error> {
+        post.branch = if cfg.sandwich_norm {
+            self.norm(cfg, Some(l), "0.1.gamma", "0.1.g")?
+        } else {
+            None
+        };
+        post.main = if cfg.pre_norm {
+            None
+        } else {
+            self.norm(cfg, Some(l), "0.2.gamma", "0.2.g")?
+        };
+        post.residual_scale = if cfg.scale_residual {
+            Some(self.required(Some(l), "2.residual_scale", &[cfg.dim])?)
+        } else {
+            None
+        };
+        Ok(())
     }
 
+    /// Fills `w` (an attention sublayer's weights, in place in the table) for sublayer `l`.
     fn attention(
         &mut self,
         cfg: &DecoderConfig,
         l: usize,
         d_in: usize,
-    ) -> Result<AttentionWeights<'w>, Error> {
+        w: &mut AttentionWeights<'w>,
+    ) -> Result<(), Error> {
         let (q, kv, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.dim);
         let dim_scale = cfg.attn_qk_norm && cfg.attn_qk_norm_dim_scale;
-        Ok(AttentionWeights {
-            norm: self.pre_norm(cfg, l)?,
-            post: self.post_norms(cfg, l)?,
-            to_q: self.required(Some(l), "1.to_q.weight", &[q, d])?,
-            to_k: self.required(Some(l), "1.to_k.weight", &[kv, d_in])?,
-            to_v: self.required(Some(l), "1.to_v.weight", &[kv, d_in])?,
-            to_out: if cfg.has_to_out() {
-                Some(self.required(Some(l), "1.to_out.weight", &[d, q])?)
-            } else {
-                None
-            },
-            head_scale: if cfg.attn_head_scale {
-                Some(self.required(Some(l), "1.head_scale_params", &[1, cfg.heads, 1, 1])?)
-            } else {
-                None
-            },
-            to_v_gate: if cfg.attn_gate_values {
-                Some(self.required(Some(l), "1.to_v_gate.weight", &[q, d])?)
-            } else {
-                None
-            },
-            qk_norm_q_scale: if dim_scale {
-                let shape = [cfg.heads, 1, cfg.attn_dim_head];
-                Some(self.required(Some(l), "1.qk_norm_q_scale", &shape)?)
-            } else {
-                None
-            },
-            qk_norm_k_scale: if dim_scale {
-                let shape = [cfg.kv_heads(), 1, cfg.attn_dim_head];
-                Some(self.required(Some(l), "1.qk_norm_k_scale", &shape)?)
-            } else {
-                None
-            },
-        })
+        w.norm = self.pre_norm(cfg, l)?;
+        self.post_norms(cfg, l, &mut w.post)?;
+        w.to_q = self.required(Some(l), "1.to_q.weight", &[q, d])?;
+        w.to_k = self.required(Some(l), "1.to_k.weight", &[kv, d_in])?;
+        w.to_v = self.required(Some(l), "1.to_v.weight", &[kv, d_in])?;
+        w.to_out = if cfg.has_to_out() {
+            Some(self.required(Some(l), "1.to_out.weight", &[d, q])?)
+        } else {
+            None
+        };
+        w.head_scale = if cfg.attn_head_scale {
+            Some(self.required(Some(l), "1.head_scale_params", &[1, cfg.heads, 1, 1])?)
+        } else {
+            None
+        };
+        w.to_v_gate = if cfg.attn_gate_values {
+            Some(self.required(Some(l), "1.to_v_gate.weight", &[q, d])?)
+        } else {
+            None
+        };
+        w.qk_norm_q_scale = if dim_scale {
+            let shape = [cfg.heads, 1, cfg.attn_dim_head];
+            Some(self.required(Some(l), "1.qk_norm_q_scale", &shape)?)
+        } else {
+            None
+        };
+        w.qk_norm_k_scale = if dim_scale {
+            let shape = [cfg.kv_heads(), 1, cfg.attn_dim_head];
+            Some(self.required(Some(l), "1.qk_norm_k_scale", &shape)?)
+        } else {
+            None
+        };
+        Ok(())
     }
 
+    /// Fills `w` (a feed-forward sublayer's weights, in place in the table) for sublayer `l`.
     fn feed_forward(
         &mut self,
         cfg: &DecoderConfig,
         l: usize,
-    ) -> Result<FeedForwardWeights<'w>, Error> {
+        w: &mut FeedForwardWeights<'w>,
+    ) -> Result<(), Error> {
         let (d, f, p) = (cfg.dim, cfg.ff_inner(), cfg.ff_proj_rows());
-        let norm = self.pre_norm(cfg, l)?;
-        let post = self.post_norms(cfg, l)?;
-        let (proj, proj_bias) = if cfg.ff_glu {
+        w.norm = self.pre_norm(cfg, l)?;
+        self.post_norms(cfg, l, &mut w.post)?;
+        (w.proj, w.proj_bias) = if cfg.ff_glu {
             // The GLU projection always has a bias, even with ff_no_bias (xt:1729-1761).
             (
                 self.required(Some(l), "1.ff.0.proj.weight", &[p, d])?,
@@ -264,26 +314,18 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             };
             (w, b)
         };
-        let mult_bias = if cfg.ff_glu && cfg.ff_glu_mult_bias {
+        w.mult_bias = if cfg.ff_glu && cfg.ff_glu_mult_bias {
             Some(self.required(Some(l), "1.ff.0.mult_bias", &[f])?)
         } else {
             None
         };
-        let out = self.required(Some(l), "1.ff.2.weight", &[d, f])?;
-        let out_bias = if cfg.ff_no_bias {
+        w.out = self.required(Some(l), "1.ff.2.weight", &[d, f])?;
+        w.out_bias = if cfg.ff_no_bias {
             None
         } else {
             Some(self.required(Some(l), "1.ff.2.bias", &[d])?)
         };
-        Ok(FeedForwardWeights {
-            norm,
-            post,
-            proj,
-            proj_bias,
-            mult_bias,
-            out,
-            out_bias,
-        })
+        Ok(())
     }
 }
 
@@ -307,7 +349,7 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
     /// # Errors
     /// [`Error::Config`] for an invalid configuration, [`Error::DepthExceedsCapacity`],
     /// [`Error::MissingWeight`] and [`Error::WeightShape`] naming the offending key; `self` may
-    /// then hold some of the blocks.
+    /// then hold blocks only partly filled.
     pub(crate) fn load<S: TensorSource<'w>>(
         &mut self,
         cfg: &DecoderConfig,
@@ -327,17 +369,19 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             used: 0,
         };
         let per = cfg.sublayers_per_block();
-        for b in 0..cfg.depth {
+        // Every block is written where it lives, sublayer by sublayer, rather than assembled on
+        // the stack and pushed (a block is 33 tensor views). Cannot fail: depth <= MAX_DEPTH
+        // was checked above.
+        self.blocks.clear();
+        let _ = self.blocks.resize(cfg.depth, BlockWeights::EMPTY);
+        for (b, block) in self.blocks.iter_mut().enumerate() {
             let l = b * per;
-            let attn = ld.attention(cfg, l, cfg.dim)?;
-            let cross = if cfg.cross_attend {
-                Some(ld.attention(cfg, l + 1, cfg.dim_context())?)
-            } else {
-                None
-            };
-            let ff = ld.feed_forward(cfg, l + per - 1)?;
-            // Cannot fail: depth <= MAX_DEPTH was checked above.
-            let _ = self.blocks.push(BlockWeights { attn, cross, ff });
+            ld.attention(cfg, l, cfg.dim, &mut block.attn)?;
+            if cfg.cross_attend {
+                let cross = block.cross.insert(AttentionWeights::EMPTY);
+                ld.attention(cfg, l + 1, cfg.dim_context(), cross)?;
+            }
+            ld.feed_forward(cfg, l + per - 1, &mut block.ff)?;
         }
         self.final_norm = if cfg.has_final_norm() {
             ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?
@@ -370,6 +414,17 @@ pub struct WrapperWeights<'w> {
 }
 
 impl<'w> WrapperWeights<'w> {
+    /// No tensors: what [`Self::from_source`] replaces in a wrapper being loaded in place.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            token_emb: Tensor::EMPTY,
+            pos_emb: None,
+            to_logits: None,
+            post_emb_norm: None,
+            tensors_used: 0,
+        }
+    }
+
     /// Looks up the wrapper's weights.
     ///
     /// # Errors

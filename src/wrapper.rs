@@ -33,14 +33,31 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         config: WrapperConfig,
         source: &S,
     ) -> Result<Self, Error> {
-        let weights = WrapperWeights::from_source(&config, source)?;
-        let decoder = Decoder::from_source_prefixed(config.attn_layers, source, "attn_layers.")?;
-        Ok(Self {
+        // Filled in place (`Self::load`): neither the decoder nor its weight table is built on
+        // the stack and then moved into the wrapper.
+        let mut wrapper = Self::empty(config);
+        wrapper.load(source)?;
+        Ok(wrapper)
+    }
+
+    /// A wrapper with this configuration and no weights yet: what [`Self::load`] fills in place.
+    pub(crate) const fn empty(config: WrapperConfig) -> Self {
+        Self {
             config,
-            decoder,
-            weights,
+            decoder: Decoder::empty(config.attn_layers),
+            weights: WrapperWeights::empty(),
             logits_panels: None,
-        })
+        }
+    }
+
+    /// Looks up the weights of [`Self::empty`] in `source`, in place: the wrapper's own, then
+    /// the decoder's (under `attn_layers.`).
+    ///
+    /// # Errors
+    /// As [`Self::from_source`].
+    pub(crate) fn load<S: TensorSource<'w>>(&mut self, source: &S) -> Result<(), Error> {
+        self.weights = WrapperWeights::from_source(&self.config, source)?;
+        self.decoder.load(source, "attn_layers.")
     }
 
     /// The configuration.

@@ -48,9 +48,49 @@ fn load_edited(
     let edited = edit(&header);
     assert_ne!(edited, header, "the edit must change something");
     let (words, len) = join(&edited, data);
-    check(Model::from_safetensors(
-        &bytemuck::cast_slice(&words)[..len],
-    ));
+    let bytes = &bytemuck::cast_slice(&words)[..len];
+    same_in_place(bytes);
+    check(Model::from_safetensors(bytes));
+}
+
+/// `Model::from_safetensors_in` gives what `Model::from_safetensors` gives: the same model, or
+/// the same error with the slot emptied (it starts full, with another file's model).
+fn same_in_place(bytes: &[u8]) {
+    let (words, len) = join(&split(&read("wrap_tied")).0, split(&read("wrap_tied")).1);
+    let other = &bytemuck::cast_slice(&words)[..len];
+    let mut slot: Option<Model<'_>> = Some(Model::from_safetensors(other).unwrap());
+    let in_place = Model::from_safetensors_in(bytes, &mut slot);
+    match Model::<16>::from_safetensors(bytes) {
+        Ok(m) => {
+            assert_eq!(in_place, Ok(()));
+            assert_eq!(format!("{:?}", slot.unwrap()), format!("{m:?}"));
+        }
+        Err(e) => {
+            assert_eq!(in_place, Err(e));
+            assert!(slot.is_none());
+        }
+    }
+}
+
+#[test]
+fn loading_in_place_equals_loading_by_value() {
+    let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".model.safetensors"))
+        else {
+            continue;
+        };
+        n += 1;
+        let file = read(name.rsplit('/').next().unwrap());
+        let (header, data) = split(&file);
+        let (words, len) = join(&header, data);
+        same_in_place(&bytemuck::cast_slice(&words)[..len]);
+    }
+    assert!(n > 10, "{n} fixtures");
 }
 
 #[test]

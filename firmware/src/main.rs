@@ -113,12 +113,16 @@ pub fn run() -> ! {
 /// Loads, decodes three ways, compares; prints the report. Returns the exit status.
 fn check(force_mismatch: bool) -> i32 {
     // Zero-copy: the weights stay where the file is (flash, or the DDR on the AN547).
-    let model = match Model::<MAX_DEPTH>::from_safetensors(&MODEL_FILE.0) {
-        Ok(Model::Wrapper(w)) => w,
-        Ok(Model::Decoder(_)) => {
-            println!("error: the model file holds a raw Decoder");
-            return LIB_ERROR;
-        }
+    // Built in place (not moved out of a result: a copy of the model's size on the stack).
+    let mut slot = None;
+    let model = match Model::<MAX_DEPTH>::from_safetensors_in(&MODEL_FILE.0, &mut slot) {
+        Ok(()) => match &slot {
+            Some(Model::Wrapper(w)) => w,
+            _ => {
+                println!("error: the model file holds a raw Decoder");
+                return LIB_ERROR;
+            }
+        },
         Err(e) => {
             println!("error: cannot load the model: {e}");
             return LIB_ERROR;
@@ -128,7 +132,7 @@ fn check(force_mismatch: bool) -> i32 {
         println!("error: the file's configuration differs from the one the buffers were sized for");
         return FAIL;
     }
-    match decode_and_compare(&model, force_mismatch) {
+    match decode_and_compare(model, force_mismatch) {
         Ok(true) => PASS,
         Ok(false) => FAIL,
         Err(e) => {

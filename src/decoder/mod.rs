@@ -55,16 +55,36 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         source: &S,
         prefix: &'static str,
     ) -> Result<Self, Error> {
-        // Filled in place (`DecoderWeights::load`): the weight table is not built on the stack
-        // and then moved into the decoder.
-        let mut decoder = Self {
+        // Filled in place (`Self::load`): the weight table is not built on the stack and then
+        // moved into the decoder.
+        let mut decoder = Self::empty(config);
+        decoder.load(source, prefix)?;
+        Ok(decoder)
+    }
+
+    /// A decoder with this configuration and no weights yet: what [`Self::load`] fills in
+    /// place, where the decoder (or the wrapper or model holding it) already lives.
+    pub(crate) const fn empty(config: DecoderConfig) -> Self {
+        Self {
             config,
             weights: DecoderWeights::empty(),
-            panels: Arenas::default(),
+            panels: Arenas::empty(),
             int8: false,
-        };
-        decoder.weights.load(&config, source, prefix)?;
-        Ok(decoder)
+        }
+    }
+
+    /// Looks up the weights of [`Self::empty`] in `source` (keys prefixed with `prefix`), in
+    /// place ([`DecoderWeights::load`]).
+    ///
+    /// # Errors
+    /// As [`Self::from_source_prefixed`].
+    pub(crate) fn load<S: TensorSource<'w>>(
+        &mut self,
+        source: &S,
+        prefix: &'static str,
+    ) -> Result<(), Error> {
+        let config = self.config;
+        self.weights.load(&config, source, prefix)
     }
 
     /// f32 elements of the arena that [`Self::with_prefill_panels`] needs
