@@ -37,9 +37,9 @@ const G: usize = EXPECTED.len();
 const N: usize = P + G - 1;
 const V: usize = CONFIG.num_tokens;
 
-/// Blocks the decoder type has room for: its weight table lives on the stack, so it is sized
-/// for the models here rather than picoformer's default of 16.
-const MAX_DEPTH: usize = 4;
+/// Blocks the decoder type has room for: exactly the model's depth (its weight table lives on
+/// the stack, so it is sized for the model rather than picoformer's default of 16).
+const MAX_DEPTH: usize = CONFIG.attn_layers.depth;
 
 /// Largest |full − step-wise| and |device − host| accepted, relative to the largest logit.
 const TOLERANCE: f32 = 1e-4;
