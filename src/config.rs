@@ -131,6 +131,10 @@ pub struct DecoderConfig {
     pub attn_qk_norm_dim_scale: bool,
     /// `ff_glu_mult_bias`: with `ff_glu`, h = up ⊙ act(gate) ⊙ `ff.0.mult_bias` (`xt:1753-1761`).
     pub ff_glu_mult_bias: bool,
+    /// `ff_post_act_ln`: a LayerNorm (eps 1e-5, gain `ff.1.gamma` `[F]` as stored, no unit
+    /// offset) on the activated hidden features before the output linear, which becomes `ff.3`
+    /// (`xt:1824`).
+    pub ff_post_act_ln: bool,
     /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
     /// (`xt:2993-2995`); `false`: as the gain itself.
     pub norm_add_unit_offset: bool,
@@ -178,6 +182,7 @@ impl DecoderConfig {
             attn_qk_norm_scale: 10.0,
             attn_qk_norm_dim_scale: false,
             ff_glu_mult_bias: false,
+            ff_post_act_ln: false,
             norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
         }
@@ -329,6 +334,11 @@ impl DecoderConfig {
     /// Sets `ff_glu_mult_bias`.
     pub const fn ff_glu_mult_bias(mut self, on: bool) -> Self {
         self.ff_glu_mult_bias = on;
+        self
+    }
+    /// Sets `ff_post_act_ln`.
+    pub const fn ff_post_act_ln(mut self, on: bool) -> Self {
+        self.ff_post_act_ln = on;
         self
     }
     /// Sets `norm_add_unit_offset`.

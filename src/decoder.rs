@@ -648,6 +648,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 }
                 kernels::activate(act, hb);
             }
+            if let Some(g) = f.post_act_ln {
+                post_act_layer_norm(&mut hb[..n * inner], inner, g);
+            }
             self.linear(
                 f.out,
                 p.and_then(|p| p.ff_out),
@@ -674,6 +677,25 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         }
         cache.advance(n);
         Ok(())
+    }
+}
+
+/// `ff_post_act_ln` (`xt:1824`): LayerNorm (eps 1e-5, biased variance, no bias) of each row of
+/// `width` hidden features in place, times the gain `g` as stored (x-transformers builds it
+/// without the unit offset). The row's mean and variance are summed in f64.
+fn post_act_layer_norm(rows: &mut [f32], width: usize, g: Tensor<'_>) {
+    let w = width.max(1);
+    for row in rows.chunks_exact_mut(w) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / w as f64;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean) * (f64::from(v) - mean))
+            .sum::<f64>()
+            / w as f64;
+        let inv = 1.0 / libm::sqrt(var + 1e-5);
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = ((f64::from(*v) - mean) * inv) as f32 * g.get(i).unwrap_or(1.0);
+        }
     }
 }
 

@@ -63,7 +63,9 @@ pub struct FeedForwardWeights<'w> {
     pub proj_bias: Option<Tensor<'w>>,
     /// `ff_glu_mult_bias` with GLU: `ff.0.mult_bias` `[F]`.
     pub mult_bias: Option<Tensor<'w>>,
-    /// Output projection `[D, F]`.
+    /// `ff_post_act_ln`: the hidden LayerNorm's gain `ff.1.gamma` `[F]` (as stored).
+    pub post_act_ln: Option<Tensor<'w>>,
+    /// Output projection `[D, F]` (`ff.2`, or `ff.3` after the hidden LayerNorm).
     pub out: Tensor<'w>,
     /// Its bias (absent with `ff_no_bias`).
     pub out_bias: Option<Tensor<'w>>,
@@ -269,11 +271,19 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         } else {
             None
         };
-        let out = self.required(Some(l), "1.ff.2.weight", &[d, f])?;
+        // ff_post_act_ln: LayerNorm(F) is ff.1 and the output linear moves to ff.3 (the
+        // Sequential drops the absent modules, xt:1822-1828).
+        let (post_act_ln, out_w, out_b) = if cfg.ff_post_act_ln {
+            let g = self.required(Some(l), "1.ff.1.gamma", &[f])?;
+            (Some(g), "1.ff.3.weight", "1.ff.3.bias")
+        } else {
+            (None, "1.ff.2.weight", "1.ff.2.bias")
+        };
+        let out = self.required(Some(l), out_w, &[d, f])?;
         let out_bias = if cfg.ff_no_bias {
             None
         } else {
-            Some(self.required(Some(l), "1.ff.2.bias", &[d])?)
+            Some(self.required(Some(l), out_b, &[d])?)
         };
         Ok(FeedForwardWeights {
             norm,
@@ -281,6 +291,7 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             proj,
             proj_bias,
             mult_bias,
+            post_act_ln,
             out,
             out_bias,
         })

@@ -201,5 +201,7 @@ fixture!(
     no_unit_offset,
     glu_mult_bias,
     post_emb_norm,
-    l2norm_embed
+    l2norm_embed,
+    post_act_ln,
+    post_act_ln_glu
 );

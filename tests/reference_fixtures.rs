@@ -329,6 +329,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "attn_qk_norm_dim_scale",
         "norm_add_unit_offset",
         "ff_glu_mult_bias",
+        "ff_post_act_ln",
     ];
     for k in kw.keys() {
         assert!(
@@ -365,6 +366,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         ff_softclamp: kw.get("ff_softclamp_value").map(Json::num),
         unit_offset: on("norm_add_unit_offset", true),
         glu_mult_bias: flag(kw, "ff_glu") && flag(kw, "ff_glu_mult_bias"),
+        ff_post_act_ln: flag(kw, "ff_post_act_ln"),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

@@ -121,6 +121,15 @@ FIXTURES = [
     dict(name="l2norm_embed", dtype="float32", seed=21, n=8, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
         "wrapper": dict(num_tokens=40, max_seq_len=16, l2norm_embed=True, tie_embedding=True)}),
+    # ff_post_act_ln: LayerNorm of the hidden features (gain as stored), GLU in one block order, GELU without
+    dict(name="post_act_ln", dtype="float32", seed=22, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, ff_post_act_ln=True,
+                        cross_attend=True, ff_mult=3),
+        "wrapper": None}),
+    dict(name="post_act_ln_glu", dtype="float32", seed=23, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, ff_post_act_ln=True, ff_glu=True,
+                        ff_swish=True, ff_no_bias=True, use_rmsnorm=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -345,7 +345,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("ff_relu_squared", Supported),
     ("ff_solu", Refused(NOT_IMPLEMENTED)),
     ("ff_custom_activation", Refused(OBJECT)),
-    ("ff_post_act_ln", Refused(NOT_IMPLEMENTED)),
+    ("ff_post_act_ln", Supported),
     ("ff_dropout", NoEffect("dropout: training only")),
     ("ff_sublayer_dropout", NoEffect("dropout: training only")),
     ("ff_no_bias", Supported),

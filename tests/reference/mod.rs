@@ -61,6 +61,9 @@ pub struct RefExtras {
     pub unit_offset: bool,
     /// `ff_glu_mult_bias` (with GLU): h ⊙ `….ff.0.mult_bias`.
     pub glu_mult_bias: bool,
+    /// `ff_post_act_ln`: LayerNorm of the hidden features with the gain `….ff.1.gamma` as stored;
+    /// the output linear is then `….ff.3`.
+    pub ff_post_act_ln: bool,
 }
 
 impl Default for RefExtras {
@@ -78,6 +81,7 @@ impl Default for RefExtras {
             qk_norm: None,
             unit_offset: true,
             glu_mult_bias: false,
+            ff_post_act_ln: false,
         }
     }
 }
@@ -324,20 +328,14 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                 if cfg.extras.glu_mult_bias {
                     out.push((format!("{pre}layers.{l}.1.ff.0.mult_bias"), vec![f]));
                 }
-                out.push((format!("{pre}layers.{l}.1.ff.2.weight"), vec![d, f]));
-                if !cfg.ff_no_bias {
-                    out.push((format!("{pre}layers.{l}.1.ff.2.bias"), vec![d]));
-                }
+                ff_out_shapes(cfg, &mut out, &pre, l, f);
             } else {
                 let f = cfg.ff_inner;
                 out.push((format!("{pre}layers.{l}.1.ff.0.0.weight"), vec![f, d]));
                 if !cfg.ff_no_bias {
                     out.push((format!("{pre}layers.{l}.1.ff.0.0.bias"), vec![f]));
                 }
-                out.push((format!("{pre}layers.{l}.1.ff.2.weight"), vec![d, f]));
-                if !cfg.ff_no_bias {
-                    out.push((format!("{pre}layers.{l}.1.ff.2.bias"), vec![d]));
-                }
+                ff_out_shapes(cfg, &mut out, &pre, l, f);
             }
         }
     }
@@ -395,6 +393,28 @@ fn fnv1a(s: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// The feed-forward's hidden LayerNorm (`ff_post_act_ln`, `….ff.1.gamma`) and output linear
+/// (`….ff.2`, or `….ff.3` after the LayerNorm).
+fn ff_out_shapes(
+    cfg: &RefConfig,
+    out: &mut Vec<(String, Vec<usize>)>,
+    pre: &str,
+    l: usize,
+    f: usize,
+) {
+    let d = cfg.dim;
+    let i = if cfg.extras.ff_post_act_ln {
+        out.push((format!("{pre}layers.{l}.1.ff.1.gamma"), vec![f]));
+        3
+    } else {
+        2
+    };
+    out.push((format!("{pre}layers.{l}.1.ff.{i}.weight"), vec![d, f]));
+    if !cfg.ff_no_bias {
+        out.push((format!("{pre}layers.{l}.1.ff.{i}.bias"), vec![d]));
+    }
 }
 
 /// Deterministic random weights for every key of `param_shapes(cfg)`:
@@ -661,9 +681,20 @@ fn feed_forward(cfg: &RefConfig, w: &RefWeights, key_base: &str, u: &[f64], n: u
             .map(|z| act(cfg.act, clamp(z)))
             .collect()
     };
+    // ff_post_act_ln: h = LayerNorm(h) with the gain as stored (layer_norm adds 1 to what it
+    // is given); the output linear is then ff.3.
+    let (h, i) = if cfg.extras.ff_post_act_ln {
+        let g: Vec<f64> = get(w, &format!("{key_base}.ff.1.gamma"), f)
+            .iter()
+            .map(|v| v - 1.0)
+            .collect();
+        (h.chunks(f).flat_map(|row| layer_norm(row, &g)).collect(), 3)
+    } else {
+        (h, 2)
+    };
     // out = h·W₂ᵀ + b₂; keys ff.2.* (bias absent with ff_no_bias).
-    let w2 = get(w, &format!("{key_base}.ff.2.weight"), d * f);
-    let b2 = (!cfg.ff_no_bias).then(|| get(w, &format!("{key_base}.ff.2.bias"), d));
+    let w2 = get(w, &format!("{key_base}.ff.{i}.weight"), d * f);
+    let b2 = (!cfg.ff_no_bias).then(|| get(w, &format!("{key_base}.ff.{i}.bias"), d));
     linear(&h, n, w2, d, f, b2)
 }
 
