@@ -135,6 +135,11 @@ pub struct DecoderConfig {
     /// offset) on the activated hidden features before the output linear, which becomes `ff.3`
     /// (`xt:1824`).
     pub ff_post_act_ln: bool,
+    /// `use_layerscale`: every sublayer's output times a learned per-feature gain `layers.ℓ.1.gamma`
+    /// `[D]` (plus 1 with `norm_add_unit_offset`), before the sandwich norm; the sublayer's own
+    /// keys move under `layers.ℓ.1.fn.` (`LayerScale`, `xt:1658-1690, 3022-3031, 3247-3248`).
+    /// The gain's initial value (`layerscale_init_value`) is in the stored weights.
+    pub use_layerscale: bool,
     /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
     /// (`xt:2993-2995`); `false`: as the gain itself.
     pub norm_add_unit_offset: bool,
@@ -183,6 +188,7 @@ impl DecoderConfig {
             attn_qk_norm_dim_scale: false,
             ff_glu_mult_bias: false,
             ff_post_act_ln: false,
+            use_layerscale: false,
             norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
         }
@@ -339,6 +345,11 @@ impl DecoderConfig {
     /// Sets `ff_post_act_ln`.
     pub const fn ff_post_act_ln(mut self, on: bool) -> Self {
         self.ff_post_act_ln = on;
+        self
+    }
+    /// Sets `use_layerscale`.
+    pub const fn use_layerscale(mut self, on: bool) -> Self {
+        self.use_layerscale = on;
         self
     }
     /// Sets `norm_add_unit_offset`.

@@ -441,6 +441,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         out: &mut [f32],
         tmp: &mut [f32],
     ) -> Result<(), Error> {
+        if let Some(g) = post.layerscale {
+            self.layer_scale(g, out, tmp)?;
+        }
         // The residual path's gains (`Residual.forward`, xt:1198-1205): the learned one, then
         // the constant.
         if let Some(g) = post.residual_scale {
@@ -464,6 +467,20 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         if !self.config.pre_norm {
             self.norm(post.main, x, tmp)?;
             x.copy_from_slice(tmp);
+        }
+        Ok(())
+    }
+
+    /// `use_layerscale` (`LayerScale.forward`, xt:1673-1681): the branch output `out` times the
+    /// stored gain plus the norm offset (1 with `norm_add_unit_offset`), via `tmp`.
+    fn layer_scale(&self, g: Tensor<'_>, out: &mut [f32], tmp: &mut [f32]) -> Result<(), Error> {
+        let dim = self.config.dim;
+        let gain = &mut tmp[..dim];
+        kernels::load(gain, g)?;
+        let offset = self.config.norm_gain_offset();
+        gain.iter_mut().for_each(|v| *v += offset);
+        for row in out.chunks_exact_mut(dim) {
+            row.iter_mut().zip(gain.iter()).for_each(|(v, g)| *v *= g);
         }
         Ok(())
     }

@@ -48,6 +48,8 @@ pub struct PostNorms<'w> {
     pub main: Option<Tensor<'w>>,
     /// `scale_residual`: `layers.ℓ.2.residual_scale` `[D]`, the gain of the residual path.
     pub residual_scale: Option<Tensor<'w>>,
+    /// `use_layerscale`: `layers.ℓ.1.gamma` `[D]`, the gain of the branch output.
+    pub layerscale: Option<Tensor<'w>>,
 }
 
 /// Feed-forward sublayer weights.
@@ -94,6 +96,18 @@ pub struct DecoderWeights<'w, const MAX_DEPTH: usize = 16> {
     pub inv_freq: Option<Tensor<'w>>,
     /// How many tensors were taken from the source (to detect unexpected extra tensors).
     pub tensors_used: usize,
+}
+
+/// The key `layers.ℓ.1.<key>` of a sublayer's module under `$wrap` wrappers (`LayerScale` with
+/// `use_layerscale`): `1.<key>`, `1.fn.<key>` or `1.fn.fn.<key>`, as a `&'static str`.
+macro_rules! module_key {
+    ($wrap:expr, $key:literal) => {
+        match $wrap {
+            0 => concat!("1.", $key),
+            1 => concat!("1.fn.", $key),
+            _ => concat!("1.fn.fn.", $key),
+        }
+    };
 }
 
 /// Looks tensors up by key with shape checks.
@@ -196,6 +210,11 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             } else {
                 None
             },
+            layerscale: if cfg.use_layerscale {
+                Some(self.required(Some(l), "1.gamma", &[cfg.dim])?)
+            } else {
+                None
+            },
         })
     }
 
@@ -207,36 +226,41 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
     ) -> Result<AttentionWeights<'w>, Error> {
         let (q, kv, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.dim);
         let dim_scale = cfg.attn_qk_norm && cfg.attn_qk_norm_dim_scale;
+        let wrap = usize::from(cfg.use_layerscale);
         Ok(AttentionWeights {
             norm: self.pre_norm(cfg, l)?,
             post: self.post_norms(cfg, l)?,
-            to_q: self.required(Some(l), "1.to_q.weight", &[q, d])?,
-            to_k: self.required(Some(l), "1.to_k.weight", &[kv, d_in])?,
-            to_v: self.required(Some(l), "1.to_v.weight", &[kv, d_in])?,
+            to_q: self.required(Some(l), module_key!(wrap, "to_q.weight"), &[q, d])?,
+            to_k: self.required(Some(l), module_key!(wrap, "to_k.weight"), &[kv, d_in])?,
+            to_v: self.required(Some(l), module_key!(wrap, "to_v.weight"), &[kv, d_in])?,
             to_out: if cfg.has_to_out() {
-                Some(self.required(Some(l), "1.to_out.weight", &[d, q])?)
+                Some(self.required(Some(l), module_key!(wrap, "to_out.weight"), &[d, q])?)
             } else {
                 None
             },
             head_scale: if cfg.attn_head_scale {
-                Some(self.required(Some(l), "1.head_scale_params", &[1, cfg.heads, 1, 1])?)
+                Some(self.required(
+                    Some(l),
+                    module_key!(wrap, "head_scale_params"),
+                    &[1, cfg.heads, 1, 1],
+                )?)
             } else {
                 None
             },
             to_v_gate: if cfg.attn_gate_values {
-                Some(self.required(Some(l), "1.to_v_gate.weight", &[q, d])?)
+                Some(self.required(Some(l), module_key!(wrap, "to_v_gate.weight"), &[q, d])?)
             } else {
                 None
             },
             qk_norm_q_scale: if dim_scale {
                 let shape = [cfg.heads, 1, cfg.attn_dim_head];
-                Some(self.required(Some(l), "1.qk_norm_q_scale", &shape)?)
+                Some(self.required(Some(l), module_key!(wrap, "qk_norm_q_scale"), &shape)?)
             } else {
                 None
             },
             qk_norm_k_scale: if dim_scale {
                 let shape = [cfg.kv_heads(), 1, cfg.attn_dim_head];
-                Some(self.required(Some(l), "1.qk_norm_k_scale", &shape)?)
+                Some(self.required(Some(l), module_key!(wrap, "qk_norm_k_scale"), &shape)?)
             } else {
                 None
             },
@@ -249,35 +273,44 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         l: usize,
     ) -> Result<FeedForwardWeights<'w>, Error> {
         let (d, f, p) = (cfg.dim, cfg.ff_inner(), cfg.ff_proj_rows());
+        let wrap = usize::from(cfg.use_layerscale);
         let norm = self.pre_norm(cfg, l)?;
         let post = self.post_norms(cfg, l)?;
         let (proj, proj_bias) = if cfg.ff_glu {
             // The GLU projection always has a bias, even with ff_no_bias (xt:1729-1761).
             (
-                self.required(Some(l), "1.ff.0.proj.weight", &[p, d])?,
-                Some(self.required(Some(l), "1.ff.0.proj.bias", &[p])?),
+                self.required(Some(l), module_key!(wrap, "ff.0.proj.weight"), &[p, d])?,
+                Some(self.required(Some(l), module_key!(wrap, "ff.0.proj.bias"), &[p])?),
             )
         } else {
-            let w = self.required(Some(l), "1.ff.0.0.weight", &[p, d])?;
+            let w = self.required(Some(l), module_key!(wrap, "ff.0.0.weight"), &[p, d])?;
             let b = if cfg.ff_no_bias {
                 None
             } else {
-                Some(self.required(Some(l), "1.ff.0.0.bias", &[p])?)
+                Some(self.required(Some(l), module_key!(wrap, "ff.0.0.bias"), &[p])?)
             };
             (w, b)
         };
         let mult_bias = if cfg.ff_glu && cfg.ff_glu_mult_bias {
-            Some(self.required(Some(l), "1.ff.0.mult_bias", &[f])?)
+            Some(self.required(Some(l), module_key!(wrap, "ff.0.mult_bias"), &[f])?)
         } else {
             None
         };
         // ff_post_act_ln: LayerNorm(F) is ff.1 and the output linear moves to ff.3 (the
         // Sequential drops the absent modules, xt:1822-1828).
         let (post_act_ln, out_w, out_b) = if cfg.ff_post_act_ln {
-            let g = self.required(Some(l), "1.ff.1.gamma", &[f])?;
-            (Some(g), "1.ff.3.weight", "1.ff.3.bias")
+            let g = self.required(Some(l), module_key!(wrap, "ff.1.gamma"), &[f])?;
+            (
+                Some(g),
+                module_key!(wrap, "ff.3.weight"),
+                module_key!(wrap, "ff.3.bias"),
+            )
         } else {
-            (None, "1.ff.2.weight", "1.ff.2.bias")
+            (
+                None,
+                module_key!(wrap, "ff.2.weight"),
+                module_key!(wrap, "ff.2.bias"),
+            )
         };
         let out = self.required(Some(l), out_w, &[d, f])?;
         let out_bias = if cfg.ff_no_bias {

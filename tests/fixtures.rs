@@ -203,5 +203,7 @@ fixture!(
     post_emb_norm,
     l2norm_embed,
     post_act_ln,
-    post_act_ln_glu
+    post_act_ln_glu,
+    layerscale,
+    layerscale_no_offset
 );

@@ -330,6 +330,8 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "norm_add_unit_offset",
         "ff_glu_mult_bias",
         "ff_post_act_ln",
+        "use_layerscale",
+        "layerscale_init_value",
     ];
     for k in kw.keys() {
         assert!(
@@ -367,6 +369,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         unit_offset: on("norm_add_unit_offset", true),
         glu_mult_bias: flag(kw, "ff_glu") && flag(kw, "ff_glu_mult_bias"),
         ff_post_act_ln: flag(kw, "ff_post_act_ln"),
+        layerscale: flag(kw, "use_layerscale"),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

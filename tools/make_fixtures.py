@@ -130,6 +130,17 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, ff_post_act_ln=True, ff_glu=True,
                         ff_swish=True, ff_no_bias=True, use_rmsnorm=True),
         "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # use_layerscale: every branch output times a learned gain (stored gain + 1), keys under layers.l.1.fn.;
+    # with cross-attention, sandwich norm after it, GLU; and without the unit offset
+    dict(name="layerscale", dtype="float32", seed=24, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, use_layerscale=True,
+                        layerscale_init_value=0.1, cross_attend=True, sandwich_norm=True, ff_glu=True,
+                        ff_post_act_ln=True, attn_head_scale=True),
+        "wrapper": None}),
+    dict(name="layerscale_no_offset", dtype="float32", seed=25, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, use_layerscale=True,
+                        norm_add_unit_offset=False, use_rmsnorm=True, attn_qk_norm=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -95,7 +95,7 @@ pub const CLASSES: &[(&str, Class)] = &[
         NoEffect("dropout: training only"),
     ),
     ("disable_abs_pos_emb", Supported),
-    ("use_layerscale", Refused(NOT_IMPLEMENTED)),
+    ("use_layerscale", Supported),
     ("layerscale_init_value", NoEffect("initialisation only")),
     ("unet_skips", Refused(NOT_IMPLEMENTED)),
     ("integrate_layers", Refused(NOT_IMPLEMENTED)),

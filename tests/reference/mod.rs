@@ -64,6 +64,9 @@ pub struct RefExtras {
     /// `ff_post_act_ln`: LayerNorm of the hidden features with the gain `….ff.1.gamma` as stored;
     /// the output linear is then `….ff.3`.
     pub ff_post_act_ln: bool,
+    /// `use_layerscale`: every sublayer's output times `….1.gamma` (+1 with the unit offset),
+    /// before the sandwich norm; the sublayer's own keys are under `….1.fn.`.
+    pub layerscale: bool,
 }
 
 impl Default for RefExtras {
@@ -82,6 +85,7 @@ impl Default for RefExtras {
             unit_offset: true,
             glu_mult_bias: false,
             ff_post_act_ln: false,
+            layerscale: false,
         }
     }
 }
@@ -338,6 +342,26 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                 ff_out_shapes(cfg, &mut out, &pre, l, f);
             }
         }
+    }
+    if cfg.extras.layerscale {
+        // LayerScale wraps every sublayer module: its keys move under `….1.fn.`, and its gain is
+        // `….1.gamma` [D].
+        let marker = format!("{pre}layers.");
+        let mut gains = Vec::new();
+        for (k, _) in out.iter_mut() {
+            if let Some(rest) = k.strip_prefix(&marker) {
+                let mut parts = rest.splitn(3, '.');
+                let (l, m, tail) = (parts.next(), parts.next(), parts.next());
+                if let (Some(l), Some("1"), Some(tail)) = (l, m, tail) {
+                    let g = format!("{marker}{l}.1.gamma");
+                    if !gains.contains(&g) {
+                        gains.push(g);
+                    }
+                    *k = format!("{marker}{l}.1.fn.{tail}");
+                }
+            }
+        }
+        out.extend(gains.into_iter().map(|g| (g, vec![d])));
     }
     if cfg.rotary_pos_emb {
         // spec §3.4: persistent buffer with r/2 entries.
@@ -751,7 +775,11 @@ pub fn decoder_forward_stored(
             } else {
                 x.clone()
             };
-            let base = format!("{pre}layers.{l}.1");
+            let base = if cfg.extras.layerscale {
+                format!("{pre}layers.{l}.1.fn")
+            } else {
+                format!("{pre}layers.{l}.1")
+            };
             let o = if s == per - 1 {
                 feed_forward(cfg, w, &base, &u, n)
             } else if s == 0 {
@@ -785,6 +813,16 @@ pub fn decoder_forward_stored(
                     None,
                     store,
                 )
+            };
+            // LayerScale: o ⊙ (gamma + unit offset), before the sandwich norm.
+            let o = if cfg.extras.layerscale {
+                let off = if cfg.extras.unit_offset { 1.0 } else { 0.0 };
+                let g = get(w, &format!("{pre}layers.{l}.1.gamma"), d);
+                o.chunks(d)
+                    .flat_map(|row| row.iter().zip(g).map(|(v, gv)| v * (gv + off)))
+                    .collect()
+            } else {
+                o
             };
             let o = if cfg.extras.sandwich {
                 norm_rows(cfg, w, &format!("{pre}layers.{l}.0.1"), &o)
