@@ -140,6 +140,11 @@ pub struct DecoderConfig {
     /// keys move under `layers.ℓ.1.fn.` (`LayerScale`, `xt:1658-1690, 3022-3031, 3247-3248`).
     /// The gain's initial value (`layerscale_init_value`) is in the stored weights.
     pub use_layerscale: bool,
+    /// `gate_residual`: the residual add is a GRU cell, x = GRUCell(branch, residual)
+    /// (`GRUGating`, `xt:1207-1224, 3280-3281`), weights `layers.ℓ.2.gru.{weight,bias}_{ih,hh}`
+    /// (`[3D, D]`, `[3D]`, gates r, z, n); `scale_residual` still scales the residual first,
+    /// `scale_residual_constant` is not used (as in x-transformers).
+    pub gate_residual: bool,
     /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
     /// (`xt:2993-2995`); `false`: as the gain itself.
     pub norm_add_unit_offset: bool,
@@ -189,6 +194,7 @@ impl DecoderConfig {
             ff_glu_mult_bias: false,
             ff_post_act_ln: false,
             use_layerscale: false,
+            gate_residual: false,
             norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
         }
@@ -351,6 +357,25 @@ impl DecoderConfig {
     pub const fn use_layerscale(mut self, on: bool) -> Self {
         self.use_layerscale = on;
         self
+    }
+    /// Sets `gate_residual`.
+    pub const fn gate_residual(mut self, on: bool) -> Self {
+        self.gate_residual = on;
+        self
+    }
+    /// Width of the scratch's hidden buffer per position: the feed-forward's
+    /// [`Self::ff_proj_rows`], or 6·dim for the GRU gates of `gate_residual` if that is more.
+    pub const fn hidden_width(&self) -> usize {
+        let gru = if self.gate_residual {
+            self.dim.saturating_mul(6)
+        } else {
+            0
+        };
+        if gru > self.ff_proj_rows() {
+            gru
+        } else {
+            self.ff_proj_rows()
+        }
     }
     /// Sets `norm_add_unit_offset`.
     pub const fn norm_add_unit_offset(mut self, on: bool) -> Self {
@@ -593,6 +618,7 @@ impl DecoderConfig {
         // Every size below must fit comfortably in usize (and in u32 element counts on 32-bit targets).
         let limit = 1usize << 30;
         let widths = [
+            self.hidden_width(),
             self.dim,
             self.dim_context(),
             self.q_dim(),

@@ -10,7 +10,7 @@ use crate::kernels;
 use crate::packing::{self, BlockPanels, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
-use crate::weights::{AttentionWeights, DecoderWeights, PostNorms};
+use crate::weights::{AttentionWeights, DecoderWeights, GruWeights, PostNorms};
 
 /// An x-transformers `Decoder` over borrowed weights: takes embeddings `x` (positions × dim)
 /// and an optional context (rows × dim_context), returns hidden states after the final norm.
@@ -440,12 +440,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         x: &mut [f32],
         out: &mut [f32],
         tmp: &mut [f32],
+        gates: &mut [f32],
     ) -> Result<(), Error> {
         if let Some(g) = post.layerscale {
             self.layer_scale(g, out, tmp)?;
         }
         // The residual path's gains (`Residual.forward`, xt:1198-1205): the learned one, then
-        // the constant.
+        // the constant (which `GRUGating` does not take, xt:1207-1224).
         if let Some(g) = post.residual_scale {
             let dim = self.config.dim;
             let gain = &mut tmp[..dim];
@@ -454,19 +455,58 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 row.iter_mut().zip(gain.iter()).for_each(|(v, g)| *v *= g);
             }
         }
-        if self.config.scale_residual_constant != 1.0 {
+        if self.config.scale_residual_constant != 1.0 && post.gru.is_none() {
             let c = self.config.scale_residual_constant as f32;
             x.iter_mut().for_each(|v| *v *= c);
         }
-        if self.config.sandwich_norm {
+        let branch: &[f32] = if self.config.sandwich_norm {
             self.norm(post.branch, out, tmp)?;
-            kernels::add(x, tmp)?;
+            tmp
         } else {
-            kernels::add(x, out)?;
+            out
+        };
+        match &post.gru {
+            Some(gru) => self.gru_gate(gru, branch, x, gates)?,
+            None => kernels::add(x, branch)?,
         }
         if !self.config.pre_norm {
             self.norm(post.main, x, tmp)?;
             x.copy_from_slice(tmp);
+        }
+        Ok(())
+    }
+
+    /// `gate_residual` (`GRUGating.forward`, xt:1215-1224): the residual rows `h` become
+    /// `nn.GRUCell(branch, h)`: r = σ(W_ir·b + b_ir + W_hr·h + b_hr), z likewise,
+    /// n = tanh(W_in·b + b_in + r ⊙ (W_hn·h + b_hn)), h = (1 − z) ⊙ n + z ⊙ h. `gates` holds
+    /// both products (`[n, 6·dim]`).
+    fn gru_gate(
+        &self,
+        w: &GruWeights<'_>,
+        branch: &[f32],
+        h: &mut [f32],
+        gates: &mut [f32],
+    ) -> Result<(), Error> {
+        let dim = self.config.dim;
+        let n = h.len() / dim;
+        let (gi, rest) = gates.split_at_mut(n * 3 * dim);
+        let gh = &mut rest[..n * 3 * dim];
+        self.linear(w.weight_ih, None, dim, branch, gi)?;
+        kernels::add_bias(gi, w.bias_ih)?;
+        self.linear(w.weight_hh, None, dim, h, gh)?;
+        kernels::add_bias(gh, w.bias_hh)?;
+        let sigmoid = |v: f32| 1.0 / (1.0 + libm::expf(-v));
+        for ((hr, i), g) in h
+            .chunks_exact_mut(dim)
+            .zip(gi.chunks_exact(3 * dim))
+            .zip(gh.chunks_exact(3 * dim))
+        {
+            for (j, hv) in hr.iter_mut().enumerate() {
+                let r = sigmoid(i[j] + g[j]);
+                let z = sigmoid(i[dim + j] + g[dim + j]);
+                let c = libm::tanhf(i[2 * dim + j] + r * g[2 * dim + j]);
+                *hv = (1.0 - z) * c + z * *hv;
+            }
         }
         Ok(())
     }
@@ -617,7 +657,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             heads.attend(q, att, n, true, |j| cache.head(b, j, pos0 + n))?;
             self.scale_and_gate(a, xb, att, q)?;
             self.project_out(a, p.and_then(|p| p.out), att, xb2)?;
-            self.residual(&a.post, x, xb2, xb)?;
+            self.residual(&a.post, x, xb2, xb, &mut s.hb[..])?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
@@ -627,7 +667,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
                 self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, p.and_then(|p| p.cross_out), att, xb2)?;
-                self.residual(&c.post, x, xb2, xb)?;
+                self.residual(&c.post, x, xb2, xb, &mut s.hb[..])?;
             }
 
             // ---- feed-forward 'f': x = x + W₂·act(W₁·u + b₁) + b₂, or GLU (xt:1763-1858)
@@ -678,7 +718,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             if let Some(bias) = f.out_bias {
                 kernels::add_bias(xb2, bias)?;
             }
-            self.residual(&f.post, x, xb2, xb)?;
+            self.residual(&f.post, x, xb2, xb, &mut s.hb[..])?;
         }
 
         // ---- softclamp_output: x = tanh(x / v)·v (xt:3746-3747, 232-233)

@@ -50,6 +50,21 @@ pub struct PostNorms<'w> {
     pub residual_scale: Option<Tensor<'w>>,
     /// `use_layerscale`: `layers.ℓ.1.gamma` `[D]`, the gain of the branch output.
     pub layerscale: Option<Tensor<'w>>,
+    /// `gate_residual`: the GRU cell `layers.ℓ.2.gru` that replaces the residual add.
+    pub gru: Option<GruWeights<'w>>,
+}
+
+/// `gate_residual`'s `nn.GRUCell(dim, dim)`: rows in the gate order r, z, n.
+#[derive(Clone, Copy, Debug)]
+pub struct GruWeights<'w> {
+    /// `gru.weight_ih` `[3D, D]`, on the branch output.
+    pub weight_ih: Tensor<'w>,
+    /// `gru.weight_hh` `[3D, D]`, on the residual.
+    pub weight_hh: Tensor<'w>,
+    /// `gru.bias_ih` `[3D]`.
+    pub bias_ih: Tensor<'w>,
+    /// `gru.bias_hh` `[3D]`.
+    pub bias_hh: Tensor<'w>,
 }
 
 /// Feed-forward sublayer weights.
@@ -212,6 +227,17 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             },
             layerscale: if cfg.use_layerscale {
                 Some(self.required(Some(l), "1.gamma", &[cfg.dim])?)
+            } else {
+                None
+            },
+            gru: if cfg.gate_residual {
+                let (d, g) = (cfg.dim, cfg.dim.saturating_mul(3));
+                Some(GruWeights {
+                    weight_ih: self.required(Some(l), "2.gru.weight_ih", &[g, d])?,
+                    weight_hh: self.required(Some(l), "2.gru.weight_hh", &[g, d])?,
+                    bias_ih: self.required(Some(l), "2.gru.bias_ih", &[g])?,
+                    bias_hh: self.required(Some(l), "2.gru.bias_hh", &[g])?,
+                })
             } else {
                 None
             },

@@ -205,5 +205,7 @@ fixture!(
     post_act_ln,
     post_act_ln_glu,
     layerscale,
-    layerscale_no_offset
+    layerscale_no_offset,
+    gate_residual,
+    gate_residual_post_norm
 );

@@ -443,6 +443,7 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "ff_glu_mult_bias" => ("true", Some(|c, _| c.ff_glu_mult_bias = true)),
         "ff_post_act_ln" => ("true", Some(|c, _| c.ff_post_act_ln = true)),
         "use_layerscale" => ("true", Some(|c, _| c.use_layerscale = true)),
+        "gate_residual" => ("true", Some(|c, _| c.gate_residual = true)),
         "post_emb_norm" => (
             "true",
             Some(|_, w| w.as_mut().unwrap().post_emb_norm = true),

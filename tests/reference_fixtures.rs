@@ -332,6 +332,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "ff_post_act_ln",
         "use_layerscale",
         "layerscale_init_value",
+        "gate_residual",
     ];
     for k in kw.keys() {
         assert!(
@@ -370,6 +371,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         glu_mult_bias: flag(kw, "ff_glu") && flag(kw, "ff_glu_mult_bias"),
         ff_post_act_ln: flag(kw, "ff_post_act_ln"),
         layerscale: flag(kw, "use_layerscale"),
+        gate_residual: flag(kw, "gate_residual"),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

@@ -141,6 +141,15 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, use_layerscale=True,
                         norm_add_unit_offset=False, use_rmsnorm=True, attn_qk_norm=True),
         "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # gate_residual: the residual add is a GRU cell (with scale_residual before it, sandwich norm, cross-attention)
+    dict(name="gate_residual", dtype="float32", seed=26, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, gate_residual=True,
+                        scale_residual=True, sandwich_norm=True, cross_attend=True),
+        "wrapper": None}),
+    dict(name="gate_residual_post_norm", dtype="float32", seed=27, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, gate_residual=True, pre_norm=False,
+                        use_layerscale=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -77,7 +77,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("pre_and_post_norm", Refused(NOT_IMPLEMENTED)),
     ("attn_aggregated_residuals", Refused(NOT_IMPLEMENTED)),
     ("attn_aggregated_residual_kwargs", Refused(NOT_IMPLEMENTED)),
-    ("gate_residual", Refused(NOT_IMPLEMENTED)),
+    ("gate_residual", Supported),
     ("orthog_residual", Refused(NOT_IMPLEMENTED)),
     ("mv_split_residual", Refused(NOT_IMPLEMENTED)),
     ("gated_multi_residual", Refused(NOT_IMPLEMENTED)),

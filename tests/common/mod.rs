@@ -61,6 +61,7 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             glu_mult_bias: cfg.ff_glu && cfg.ff_glu_mult_bias,
             ff_post_act_ln: cfg.ff_post_act_ln,
             layerscale: cfg.use_layerscale,
+            gate_residual: cfg.gate_residual,
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -292,6 +293,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 c.ff_glu_mult_bias = glu && head_scale;
                 c.ff_post_act_ln = gates != nobias;
                 c.use_layerscale = head_scale != cross;
+                c.gate_residual = gates && !cross;
                 // attn_qk_norm: off, plain (scale 10), learned dim scale. l2-normalising fewer than 8
                 // features makes the direction of a short group ill-conditioned (an f32 rounding of
                 // its entries turns the logits by far more at scale 10; 1e-4 found at 3 and 4), so

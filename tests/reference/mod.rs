@@ -67,6 +67,9 @@ pub struct RefExtras {
     /// `use_layerscale`: every sublayer's output times `….1.gamma` (+1 with the unit offset),
     /// before the sandwich norm; the sublayer's own keys are under `….1.fn.`.
     pub layerscale: bool,
+    /// `gate_residual`: x = GRUCell(branch, residual) with `layers.ℓ.2.gru.*` (gates r, z, n);
+    /// `residual_scale` first, the constant unused.
+    pub gate_residual: bool,
 }
 
 impl Default for RefExtras {
@@ -86,6 +89,7 @@ impl Default for RefExtras {
             glu_mult_bias: false,
             ff_post_act_ln: false,
             layerscale: false,
+            gate_residual: false,
         }
     }
 }
@@ -282,6 +286,14 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
             if cfg.extras.scale_residual {
                 out.push((format!("{pre}layers.{l}.2.residual_scale"), vec![d]));
             }
+            if cfg.extras.gate_residual {
+                for m in ["weight_ih", "weight_hh"] {
+                    out.push((format!("{pre}layers.{l}.2.gru.{m}"), vec![3 * d, d]));
+                }
+                for b in ["bias_ih", "bias_hh"] {
+                    out.push((format!("{pre}layers.{l}.2.gru.{b}"), vec![3 * d]));
+                }
+            }
             let is_ff = s == per - 1;
             if !is_ff {
                 // spec §3.3 / §3.5 / §4: no-bias projections; cross-attn K/V read dim_context.
@@ -454,7 +466,12 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
                 .into_iter()
                 .map(f64::from)
                 .collect()
-        } else if key.ends_with(".gamma") || key.ends_with(".g") || key.ends_with(".bias") {
+        } else if key.ends_with(".gamma")
+            || key.ends_with(".g")
+            || key.ends_with(".bias")
+            || key.ends_with(".bias_ih")
+            || key.ends_with(".bias_hh")
+        {
             (0..len).map(|_| rng.uniform() - 0.5).collect()
         } else if key.ends_with(".residual_scale")
             || key.ends_with(".head_scale_params")
@@ -838,12 +855,37 @@ pub fn decoder_forward_stored(
                     }
                 }
             }
-            if cfg.extras.scale_residual_constant != 1.0 {
-                x.iter_mut()
-                    .for_each(|xv| *xv *= cfg.extras.scale_residual_constant);
-            }
-            for (xv, ov) in x.iter_mut().zip(&o) {
-                *xv += ov;
+            if cfg.extras.gate_residual {
+                // GRUGating: x = GRUCell(input o, hidden x), no constant.
+                let k = format!("{pre}layers.{l}.2.gru");
+                let wi = get(w, &format!("{k}.weight_ih"), 3 * d * d);
+                let wh = get(w, &format!("{k}.weight_hh"), 3 * d * d);
+                let bi = get(w, &format!("{k}.bias_ih"), 3 * d);
+                let bh = get(w, &format!("{k}.bias_hh"), 3 * d);
+                let gi = linear(&o, n, wi, 3 * d, d, Some(bi));
+                let gh = linear(&x, n, wh, 3 * d, d, Some(bh));
+                let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+                for i in 0..n {
+                    let (a, b) = (
+                        &gi[i * 3 * d..(i + 1) * 3 * d],
+                        &gh[i * 3 * d..(i + 1) * 3 * d],
+                    );
+                    for j in 0..d {
+                        let r = sig(a[j] + b[j]);
+                        let z = sig(a[d + j] + b[d + j]);
+                        let c = (a[2 * d + j] + r * b[2 * d + j]).tanh();
+                        let h = x[i * d + j];
+                        x[i * d + j] = (1.0 - z) * c + z * h;
+                    }
+                }
+            } else {
+                if cfg.extras.scale_residual_constant != 1.0 {
+                    x.iter_mut()
+                        .for_each(|xv| *xv *= cfg.extras.scale_residual_constant);
+                }
+                for (xv, ov) in x.iter_mut().zip(&o) {
+                    *xv += ov;
+                }
             }
             if !cfg.extras.pre_norm {
                 x = norm_rows(cfg, w, &format!("{pre}layers.{l}.0.2"), &x);
