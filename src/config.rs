@@ -145,6 +145,10 @@ pub struct DecoderConfig {
     /// (`[3D, D]`, `[3D]`, gates r, z, n); `scale_residual` still scales the residual first,
     /// `scale_residual_constant` is not used (as in x-transformers).
     pub gate_residual: bool,
+    /// `macaron`: every block starts with a second feed-forward, ('f', 'a', ['c',] 'f'), and
+    /// both feed-forwards' outputs are halved (`Scale(0.5, …)`, keys under `layers.ℓ.1.fn.`;
+    /// `xt:3009-3010, 3237`).
+    pub macaron: bool,
     /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
     /// (`xt:2993-2995`); `false`: as the gain itself.
     pub norm_add_unit_offset: bool,
@@ -195,6 +199,7 @@ impl DecoderConfig {
             ff_post_act_ln: false,
             use_layerscale: false,
             gate_residual: false,
+            macaron: false,
             norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
         }
@@ -358,6 +363,11 @@ impl DecoderConfig {
         self.use_layerscale = on;
         self
     }
+    /// Sets `macaron`.
+    pub const fn macaron(mut self, on: bool) -> Self {
+        self.macaron = on;
+        self
+    }
     /// Sets `gate_residual`.
     pub const fn gate_residual(mut self, on: bool) -> Self {
         self.gate_residual = on;
@@ -497,12 +507,14 @@ impl DecoderConfig {
             Activation::Gelu
         }
     }
-    /// Sublayers per block: 3 with cross-attention ('a', 'c', 'f'), else 2 ('a', 'f').
+    /// Sublayers per block: 3 with cross-attention ('a', 'c', 'f'), else 2 ('a', 'f'); one more
+    /// with `macaron` (a first 'f').
     pub const fn sublayers_per_block(&self) -> usize {
+        let macaron = if self.macaron { 1 } else { 0 };
         if self.cross_attend {
-            3
+            3 + macaron
         } else {
-            2
+            2 + macaron
         }
     }
     /// Whether attention has an output projection `to_out` (`xt:2237`: exists iff heads > 1).

@@ -10,7 +10,7 @@ use crate::kernels;
 use crate::packing::{self, BlockPanels, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
-use crate::weights::{AttentionWeights, DecoderWeights, GruWeights, PostNorms};
+use crate::weights::{AttentionWeights, DecoderWeights, FeedForwardWeights, GruWeights, PostNorms};
 
 /// An x-transformers `Decoder` over borrowed weights: takes embeddings `x` (positions × dim)
 /// and an optional context (rows × dim_context), returns hidden states after the final norm.
@@ -476,6 +476,68 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         Ok(())
     }
 
+    /// A feed-forward sublayer 'f' (`xt:1763-1858`): x = x + W₂·act(W₁·u + b₁) + b₂, or GLU,
+    /// with `panels` its (input, output) packed matrices; `gates` is the hidden buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn feed_forward(
+        &self,
+        f: &FeedForwardWeights<'_>,
+        panels: (Option<Packed<'_>>, Option<Packed<'_>>),
+        x: &mut [f32],
+        xb: &mut [f32],
+        xb2: &mut [f32],
+        gates: &mut [f32],
+        n: usize,
+    ) -> Result<(), Error> {
+        let cfg = &self.config;
+        let dim = cfg.dim;
+        let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
+        let hb = &mut gates[..n * rows];
+        self.pre_norm(f.norm, x, xb)?;
+        self.linear(f.proj, panels.0, dim, xb, hb)?;
+        if let Some(bias) = f.proj_bias {
+            kernels::add_bias(hb, bias)?;
+        }
+        let act = cfg.activation();
+        if cfg.ff_glu {
+            // up = first half, gate = second half; h = up ⊙ act(gate) (xt:1729-1761), then
+            // packed in place to [n, F]: each row moves to at or before where it was.
+            for row in hb.chunks_exact_mut(rows) {
+                let (up, gate) = row.split_at_mut(inner);
+                kernels::activate(act, gate);
+                up.iter_mut().zip(gate.iter()).for_each(|(u, g)| *u *= g);
+                if let Some(mb) = f.mult_bias {
+                    // ff_glu_mult_bias: ⊙ mult_bias (xt:1761)
+                    for (i, u) in up.iter_mut().enumerate() {
+                        *u *= mb.get(i).unwrap_or(1.0);
+                    }
+                }
+            }
+            for i in 1..n {
+                hb.copy_within(i * rows..i * rows + inner, i * inner);
+            }
+        } else {
+            // ff_softclamp_value: tanh(z / v)·v before the activation (xt:1814-1817).
+            if let Some(v) = cfg.ff_softclamp_value {
+                let v = v as f32;
+                hb.iter_mut().for_each(|e| *e = libm::tanhf(*e / v) * v);
+            }
+            kernels::activate(act, hb);
+        }
+        if let Some(g) = f.post_act_ln {
+            post_act_layer_norm(&mut hb[..n * inner], inner, g);
+        }
+        self.linear(f.out, panels.1, inner, &hb[..n * inner], xb2)?;
+        if let Some(bias) = f.out_bias {
+            kernels::add_bias(xb2, bias)?;
+        }
+        if cfg.macaron {
+            // Scale(0.5, FeedForward) (xt:3237, 998-1013)
+            xb2.iter_mut().for_each(|v| *v *= 0.5);
+        }
+        self.residual(&f.post, x, xb2, xb, gates)
+    }
+
     /// `gate_residual` (`GRUGating.forward`, xt:1215-1224): the residual rows `h` become
     /// `nn.GRUCell(branch, h)`: r = σ(W_ir·b + b_ir + W_hr·h + b_hr), z likewise,
     /// n = tanh(W_in·b + b_in + r ⊙ (W_hn·h + b_hn)), h = (1 − z) ⊙ n + z ⊙ h. `gates` holds
@@ -621,6 +683,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         for (b, block) in self.weights.blocks.iter().enumerate() {
             // The block's packed matrices, if any (`linear` chooses which it reads).
             let p = self.panels.get(b);
+            // ---- macaron: the block's first feed-forward (xt:3009-3010), stored weights only
+            if let Some(f0) = &block.ff_pre {
+                self.feed_forward(f0, (None, None), x, xb, xb2, &mut s.hb[..], n)?;
+            }
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
             self.pre_norm(a.norm, x, xb)?;
@@ -670,55 +736,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.residual(&c.post, x, xb2, xb, &mut s.hb[..])?;
             }
 
-            // ---- feed-forward 'f': x = x + W₂·act(W₁·u + b₁) + b₂, or GLU (xt:1763-1858)
-            let f = &block.ff;
-            let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
-            let hb = &mut s.hb[..n * rows];
-            self.pre_norm(f.norm, x, xb)?;
-            self.linear(f.proj, p.and_then(|p| p.ff_proj), dim, xb, hb)?;
-            if let Some(bias) = f.proj_bias {
-                kernels::add_bias(hb, bias)?;
-            }
-            let act = cfg.activation();
-            if cfg.ff_glu {
-                // up = first half, gate = second half; h = up ⊙ act(gate) (xt:1729-1761), then
-                // packed in place to [n, F]: each row moves to at or before where it was.
-                for row in hb.chunks_exact_mut(rows) {
-                    let (up, gate) = row.split_at_mut(inner);
-                    kernels::activate(act, gate);
-                    up.iter_mut().zip(gate.iter()).for_each(|(u, g)| *u *= g);
-                    if let Some(mb) = f.mult_bias {
-                        // ff_glu_mult_bias: ⊙ mult_bias (xt:1761)
-                        for (i, u) in up.iter_mut().enumerate() {
-                            *u *= mb.get(i).unwrap_or(1.0);
-                        }
-                    }
-                }
-                for i in 1..n {
-                    hb.copy_within(i * rows..i * rows + inner, i * inner);
-                }
-            } else {
-                // ff_softclamp_value: tanh(z / v)·v before the activation (xt:1814-1817).
-                if let Some(v) = cfg.ff_softclamp_value {
-                    let v = v as f32;
-                    hb.iter_mut().for_each(|e| *e = libm::tanhf(*e / v) * v);
-                }
-                kernels::activate(act, hb);
-            }
-            if let Some(g) = f.post_act_ln {
-                post_act_layer_norm(&mut hb[..n * inner], inner, g);
-            }
-            self.linear(
-                f.out,
-                p.and_then(|p| p.ff_out),
-                inner,
-                &hb[..n * inner],
-                xb2,
-            )?;
-            if let Some(bias) = f.out_bias {
-                kernels::add_bias(xb2, bias)?;
-            }
-            self.residual(&f.post, x, xb2, xb, &mut s.hb[..])?;
+            // ---- feed-forward 'f' (xt:1763-1858)
+            let ff_panels = (p.and_then(|p| p.ff_proj), p.and_then(|p| p.ff_out));
+            self.feed_forward(&block.ff, ff_panels, x, xb, xb2, &mut s.hb[..], n)?;
         }
 
         // ---- softclamp_output: x = tanh(x / v)·v (xt:3746-3747, 232-233)

@@ -97,6 +97,8 @@ pub struct BlockWeights<'w> {
     pub cross: Option<AttentionWeights<'w>>,
     /// Feed-forward ('f').
     pub ff: FeedForwardWeights<'w>,
+    /// `macaron`: the block's first feed-forward, before self-attention.
+    pub ff_pre: Option<FeedForwardWeights<'w>>,
 }
 
 /// All weights of a `Decoder`, for up to `MAX_DEPTH` blocks.
@@ -299,7 +301,8 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         l: usize,
     ) -> Result<FeedForwardWeights<'w>, Error> {
         let (d, f, p) = (cfg.dim, cfg.ff_inner(), cfg.ff_proj_rows());
-        let wrap = usize::from(cfg.use_layerscale);
+        // LayerScale(Scale(0.5, FeedForward)) with macaron.
+        let wrap = usize::from(cfg.use_layerscale) + usize::from(cfg.macaron);
         let norm = self.pre_norm(cfg, l)?;
         let post = self.post_norms(cfg, l)?;
         let (proj, proj_bias) = if cfg.ff_glu {
@@ -384,16 +387,26 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
         let mut blocks = heapless::Vec::new();
         let per = cfg.sublayers_per_block();
         for b in 0..cfg.depth {
-            let l = b * per;
+            let ff_pre = if cfg.macaron {
+                Some(ld.feed_forward(cfg, b * per)?)
+            } else {
+                None
+            };
+            let l = b * per + usize::from(cfg.macaron);
             let attn = ld.attention(cfg, l, cfg.dim)?;
             let cross = if cfg.cross_attend {
                 Some(ld.attention(cfg, l + 1, cfg.dim_context())?)
             } else {
                 None
             };
-            let ff = ld.feed_forward(cfg, l + per - 1)?;
+            let ff = ld.feed_forward(cfg, b * per + per - 1)?;
             // Cannot fail: depth <= MAX_DEPTH was checked above.
-            let _ = blocks.push(BlockWeights { attn, cross, ff });
+            let _ = blocks.push(BlockWeights {
+                attn,
+                cross,
+                ff,
+                ff_pre,
+            });
         }
         let final_norm = if cfg.has_final_norm() {
             ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?

@@ -207,5 +207,7 @@ fixture!(
     layerscale,
     layerscale_no_offset,
     gate_residual,
-    gate_residual_post_norm
+    gate_residual_post_norm,
+    macaron,
+    macaron_layerscale
 );

@@ -444,6 +444,7 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "ff_post_act_ln" => ("true", Some(|c, _| c.ff_post_act_ln = true)),
         "use_layerscale" => ("true", Some(|c, _| c.use_layerscale = true)),
         "gate_residual" => ("true", Some(|c, _| c.gate_residual = true)),
+        "macaron" => ("true", Some(|c, _| c.macaron = true)),
         "post_emb_norm" => (
             "true",
             Some(|_, w| w.as_mut().unwrap().post_emb_norm = true),

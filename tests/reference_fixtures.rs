@@ -333,6 +333,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "use_layerscale",
         "layerscale_init_value",
         "gate_residual",
+        "macaron",
     ];
     for k in kw.keys() {
         assert!(
@@ -372,6 +373,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         ff_post_act_ln: flag(kw, "ff_post_act_ln"),
         layerscale: flag(kw, "use_layerscale"),
         gate_residual: flag(kw, "gate_residual"),
+        macaron: flag(kw, "macaron"),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

@@ -98,7 +98,7 @@ _SUPPORTED_TYPES = {
                      "norm_add_unit_offset", "rotary_pos_emb", "pre_norm", "pre_norm_has_final_norm",
                      "scale_residual", "sandwich_norm", "softclamp_output", "attn_head_scale", "attn_gate_values",
                      "attn_qk_norm", "attn_qk_norm_dim_scale", "attn_one_kv_head", "ff_glu", "ff_glu_mult_bias",
-                     "ff_post_act_ln", "use_layerscale", "gate_residual",
+                     "ff_post_act_ln", "use_layerscale", "gate_residual", "macaron",
                      "ff_swish", "ff_relu_squared", "ff_no_bias", "post_emb_norm", "l2norm_embed", "tie_embedding",
                      "use_abs_pos_emb"), _BOOL),
     "disable_abs_pos_emb": _OPT_BOOL,

@@ -150,6 +150,15 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, gate_residual=True, pre_norm=False,
                         use_layerscale=True),
         "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # macaron: blocks (f, a, [c,] f), both feed-forwards halved; with cross-attention and GLU, and with layer scale
+    dict(name="macaron", dtype="float32", seed=28, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, macaron=True,
+                        cross_attend=True, ff_glu=True, ff_mult=2),
+        "wrapper": None}),
+    dict(name="macaron_layerscale", dtype="float32", seed=29, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, macaron=True, use_layerscale=True,
+                        ff_post_act_ln=True, sandwich_norm=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

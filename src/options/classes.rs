@@ -71,7 +71,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("par_ratio", Refused(NOT_IMPLEMENTED)),
     ("residual_attn", Refused(NOT_IMPLEMENTED)),
     ("cross_residual_attn", Refused(NOT_IMPLEMENTED)),
-    ("macaron", Refused(NOT_IMPLEMENTED)),
+    ("macaron", Supported),
     ("pre_norm", Supported),
     ("pre_norm_has_final_norm", Supported),
     ("pre_and_post_norm", Refused(NOT_IMPLEMENTED)),

@@ -341,6 +341,7 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
             "ff_post_act_ln" => c.ff_post_act_ln = typed(p, raw, text, Parser::bool)?,
             "use_layerscale" => c.use_layerscale = typed(p, raw, text, Parser::bool)?,
             "gate_residual" => c.gate_residual = typed(p, raw, text, Parser::bool)?,
+            "macaron" => c.macaron = typed(p, raw, text, Parser::bool)?,
             "disable_abs_pos_emb" => c.disable_abs_pos_emb = typed(p, raw, text, optional_bool)?,
             "ff_mult" => c.ff_mult = typed(p, raw, text, Parser::f64)?,
             "ff_glu" => c.ff_glu = typed(p, raw, text, Parser::bool)?,

@@ -62,6 +62,7 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             ff_post_act_ln: cfg.ff_post_act_ln,
             layerscale: cfg.use_layerscale,
             gate_residual: cfg.gate_residual,
+            macaron: cfg.macaron,
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -294,6 +295,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 c.ff_post_act_ln = gates != nobias;
                 c.use_layerscale = head_scale != cross;
                 c.gate_residual = gates && !cross;
+                c.macaron = rot != glu;
                 // attn_qk_norm: off, plain (scale 10), learned dim scale. l2-normalising fewer than 8
                 // features makes the direction of a short group ill-conditioned (an f32 rounding of
                 // its entries turns the logits by far more at scale 10; 1e-4 found at 3 and 4), so

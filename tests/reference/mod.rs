@@ -70,6 +70,9 @@ pub struct RefExtras {
     /// `gate_residual`: x = GRUCell(branch, residual) with `layers.ℓ.2.gru.*` (gates r, z, n);
     /// `residual_scale` first, the constant unused.
     pub gate_residual: bool,
+    /// `macaron`: blocks ('f', 'a', ['c',] 'f'), every feed-forward's output halved and its keys
+    /// under `….1.fn.` (`Scale`).
+    pub macaron: bool,
 }
 
 impl Default for RefExtras {
@@ -90,6 +93,7 @@ impl Default for RefExtras {
             ff_post_act_ln: false,
             layerscale: false,
             gate_residual: false,
+            macaron: false,
         }
     }
 }
@@ -194,10 +198,22 @@ impl RefConfig {
 
     /// Number of sublayers per block: 'a','c','f' with cross-attention, 'a','f' without (spec §3.1).
     fn sublayers_per_block(&self) -> usize {
-        if self.cross_attend {
-            3
+        usize::from(self.extras.macaron) + if self.cross_attend { 3 } else { 2 }
+    }
+
+    /// The layer type of sublayer `s` of a block: 'f', 'a' or 'c'.
+    fn layer_type(&self, s: usize) -> char {
+        let s = match (self.extras.macaron, s) {
+            (true, 0) => return 'f',
+            (true, s) => s - 1,
+            (false, s) => s,
+        };
+        if s + 1 == self.sublayers_per_block() - usize::from(self.extras.macaron) {
+            'f'
+        } else if s == 0 {
+            'a'
         } else {
-            2
+            'c'
         }
     }
 
@@ -294,10 +310,14 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                     out.push((format!("{pre}layers.{l}.2.gru.{b}"), vec![3 * d]));
                 }
             }
-            let is_ff = s == per - 1;
+            let is_ff = cfg.layer_type(s) == 'f';
             if !is_ff {
                 // spec §3.3 / §3.5 / §4: no-bias projections; cross-attn K/V read dim_context.
-                let kv_in = if s == 1 { cfg.dim_context } else { d };
+                let kv_in = if cfg.layer_type(s) == 'c' {
+                    cfg.dim_context
+                } else {
+                    d
+                };
                 out.push((format!("{pre}layers.{l}.1.to_q.weight"), vec![inner_q, d]));
                 out.push((
                     format!("{pre}layers.{l}.1.to_k.weight"),
@@ -352,6 +372,14 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                     out.push((format!("{pre}layers.{l}.1.ff.0.0.bias"), vec![f]));
                 }
                 ff_out_shapes(cfg, &mut out, &pre, l, f);
+            }
+        }
+    }
+    if cfg.extras.macaron {
+        // Scale(0.5, FeedForward): the feed-forward's keys one level down.
+        for (k, _) in out.iter_mut() {
+            if k.contains(".1.ff.") {
+                *k = k.replace(".1.ff.", ".1.fn.ff.");
             }
         }
     }
@@ -797,9 +825,16 @@ pub fn decoder_forward_stored(
             } else {
                 format!("{pre}layers.{l}.1")
             };
-            let o = if s == per - 1 {
-                feed_forward(cfg, w, &base, &u, n)
-            } else if s == 0 {
+            let kind = cfg.layer_type(s);
+            let o = if kind == 'f' {
+                // macaron: Scale(0.5, FeedForward), keys one level down
+                if cfg.extras.macaron {
+                    let o = feed_forward(cfg, w, &format!("{base}.fn"), &u, n);
+                    o.into_iter().map(|v| 0.5 * v).collect()
+                } else {
+                    feed_forward(cfg, w, &base, &u, n)
+                }
+            } else if kind == 'a' {
                 attention(
                     cfg,
                     w,
