@@ -149,6 +149,11 @@ pub struct DecoderConfig {
     /// both feed-forwards' outputs are halved (`Scale(0.5, …)`, keys under `layers.ℓ.1.fn.`;
     /// `xt:3009-3010, 3237`).
     pub macaron: bool,
+    /// `attn_value_rmsnorm`: every value head x / max(‖x‖₂, 1e-12) · √d · (γ + 1) with γ =
+    /// `layers.ℓ.1.value_rmsnorm.gamma` `[H, 1, d]`, before the values are cached
+    /// (`MultiheadRMSNorm`, `xt:1126-1133, 2096, 2436`); self- and cross-attention. Needs
+    /// `kv_heads == heads` (otherwise x-transformers broadcasts γ over the heads of the values).
+    pub attn_value_rmsnorm: bool,
     /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
     /// (`xt:2993-2995`); `false`: as the gain itself.
     pub norm_add_unit_offset: bool,
@@ -200,6 +205,7 @@ impl DecoderConfig {
             use_layerscale: false,
             gate_residual: false,
             macaron: false,
+            attn_value_rmsnorm: false,
             norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
         }
@@ -361,6 +367,11 @@ impl DecoderConfig {
     /// Sets `use_layerscale`.
     pub const fn use_layerscale(mut self, on: bool) -> Self {
         self.use_layerscale = on;
+        self
+    }
+    /// Sets `attn_value_rmsnorm`.
+    pub const fn attn_value_rmsnorm(mut self, on: bool) -> Self {
+        self.attn_value_rmsnorm = on;
         self
     }
     /// Sets `macaron`.
@@ -623,6 +634,9 @@ impl DecoderConfig {
             if !(v > 0.0 && v < 1e30) {
                 return Err(ConfigError::NotPositive("softclamp_output_value"));
             }
+        }
+        if self.attn_value_rmsnorm && self.kv_heads() != self.heads {
+            return Err(ConfigError::Conflict("attn_value_rmsnorm", "attn_kv_heads"));
         }
         if self.ff_mult.is_nan() || self.ff_mult <= 0.0 || self.ff_inner() == 0 {
             return Err(ConfigError::Zero("ff_mult"));

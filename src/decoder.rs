@@ -352,6 +352,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.linear(cross.to_k, p.and_then(|p| p.cross_k), w, c, k)?;
                 self.linear(cross.to_v, p.and_then(|p| p.cross_v), w, c, v)?;
                 self.qk_norm(k, self.config.kv_heads(), cross.qk_norm_k_scale)?;
+                value_rmsnorm(v, self.config.attn_dim_head, cross.value_rmsnorm);
                 for (r, (kr, vr)) in k.chunks_exact(kv).zip(v.chunks_exact(kv)).enumerate() {
                     cache.store_context(b, i * chunk + r, kr, vr);
                 }
@@ -696,6 +697,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             // qk norm before rotary and before the keys are cached (xt:2422-2427, 2459).
             self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
             self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
+            value_rmsnorm(v, d, a.value_rmsnorm); // before the values are cached (xt:2436)
             if half > 0 {
                 // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
                 for i in 0..n {
@@ -754,6 +756,24 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         }
         cache.advance(n);
         Ok(())
+    }
+}
+
+/// `attn_value_rmsnorm` (`MultiheadRMSNorm`, `xt:1126-1133`): every head of `width` values in
+/// `rows` becomes x / max(‖x‖₂, 1e-12) · √width · (γ + 1), γ the head's row of `gain`
+/// (`[H, 1, d]`). Nothing without it.
+fn value_rmsnorm(rows: &mut [f32], width: usize, gain: Option<Tensor<'_>>) {
+    let Some(g) = gain else { return };
+    let w = width.max(1);
+    let heads = g.len() / w;
+    let root = libm::sqrtf(w as f32);
+    for row in rows.chunks_exact_mut(heads.max(1) * w) {
+        for (h, head) in row.chunks_exact_mut(w).enumerate() {
+            let norm = libm::sqrtf(head.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
+            for (i, v) in head.iter_mut().enumerate() {
+                *v = *v / norm * root * (g.get(h * w + i).unwrap_or(0.0) + 1.0);
+            }
+        }
     }
 }
 

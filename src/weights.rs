@@ -36,6 +36,8 @@ pub struct AttentionWeights<'w> {
     pub qk_norm_q_scale: Option<Tensor<'w>>,
     /// `attn_qk_norm_dim_scale`: `qk_norm_k_scale` `[H_kv, 1, d]`.
     pub qk_norm_k_scale: Option<Tensor<'w>>,
+    /// `attn_value_rmsnorm`: `value_rmsnorm.gamma` `[H, 1, d]`.
+    pub value_rmsnorm: Option<Tensor<'w>>,
 }
 
 /// A sublayer's norms other than its pre-norm (gains stored as gain − 1; `None` when the norm
@@ -289,6 +291,12 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
             qk_norm_k_scale: if dim_scale {
                 let shape = [cfg.kv_heads(), 1, cfg.attn_dim_head];
                 Some(self.required(Some(l), module_key!(wrap, "qk_norm_k_scale"), &shape)?)
+            } else {
+                None
+            },
+            value_rmsnorm: if cfg.attn_value_rmsnorm {
+                let shape = [cfg.heads, 1, cfg.attn_dim_head];
+                Some(self.required(Some(l), module_key!(wrap, "value_rmsnorm.gamma"), &shape)?)
             } else {
                 None
             },

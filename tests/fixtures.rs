@@ -209,5 +209,6 @@ fixture!(
     gate_residual,
     gate_residual_post_norm,
     macaron,
-    macaron_layerscale
+    macaron_layerscale,
+    value_rmsnorm
 );

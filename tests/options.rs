@@ -445,6 +445,7 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "use_layerscale" => ("true", Some(|c, _| c.use_layerscale = true)),
         "gate_residual" => ("true", Some(|c, _| c.gate_residual = true)),
         "macaron" => ("true", Some(|c, _| c.macaron = true)),
+        "attn_value_rmsnorm" => ("true", Some(|c, _| c.attn_value_rmsnorm = true)),
         "post_emb_norm" => (
             "true",
             Some(|_, w| w.as_mut().unwrap().post_emb_norm = true),

@@ -334,6 +334,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "layerscale_init_value",
         "gate_residual",
         "macaron",
+        "attn_value_rmsnorm",
     ];
     for k in kw.keys() {
         assert!(
@@ -374,6 +375,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         layerscale: flag(kw, "use_layerscale"),
         gate_residual: flag(kw, "gate_residual"),
         macaron: flag(kw, "macaron"),
+        value_rmsnorm: flag(kw, "attn_value_rmsnorm"),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

@@ -159,6 +159,11 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, macaron=True, use_layerscale=True,
                         ff_post_act_ln=True, sandwich_norm=True),
         "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # attn_value_rmsnorm: values RMS-normalised per head (gain + 1) before they are cached; self and cross
+    dict(name="value_rmsnorm", dtype="float32", seed=30, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, attn_value_rmsnorm=True,
+                        cross_attend=True, cross_attn_dim_context=24),
+        "wrapper": None}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -151,7 +151,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("attn_qk_norm_dim_scale", Supported),
     ("attn_qk_rmsnorm", Refused(NOT_IMPLEMENTED)),
     ("attn_k_rmsnorm", Refused(NOT_IMPLEMENTED)),
-    ("attn_value_rmsnorm", Refused(NOT_IMPLEMENTED)),
+    ("attn_value_rmsnorm", Supported),
     ("attn_l2_distance", Refused(NOT_IMPLEMENTED)),
     ("attn_sigmoid", Refused(NOT_IMPLEMENTED)),
     ("attn_gumbel_softmax", Refused(NOT_IMPLEMENTED)),

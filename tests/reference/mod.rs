@@ -73,6 +73,9 @@ pub struct RefExtras {
     /// `macaron`: blocks ('f', 'a', ['c',] 'f'), every feed-forward's output halved and its keys
     /// under `….1.fn.` (`Scale`).
     pub macaron: bool,
+    /// `attn_value_rmsnorm`: every value head x / max(‖x‖, 1e-12) · √d · (γ + 1), γ =
+    /// `….1.value_rmsnorm.gamma` [H, 1, d], before the values are stored.
+    pub value_rmsnorm: bool,
 }
 
 impl Default for RefExtras {
@@ -94,6 +97,7 @@ impl Default for RefExtras {
             layerscale: false,
             gate_residual: false,
             macaron: false,
+            value_rmsnorm: false,
         }
     }
 }
@@ -342,6 +346,12 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                         vec![inner_q, d],
                     ));
                 }
+                if cfg.extras.value_rmsnorm {
+                    out.push((
+                        format!("{pre}layers.{l}.1.value_rmsnorm.gamma"),
+                        vec![cfg.heads, 1, cfg.attn_dim_head],
+                    ));
+                }
                 if let Some((_, _, true)) = cfg.extras.qk_norm {
                     let dh = cfg.attn_dim_head;
                     out.push((
@@ -364,14 +374,14 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                 if cfg.extras.glu_mult_bias {
                     out.push((format!("{pre}layers.{l}.1.ff.0.mult_bias"), vec![f]));
                 }
-                ff_out_shapes(cfg, &mut out, &pre, l, f);
+                ff_out_shapes(cfg, &mut out, pre, l, f);
             } else {
                 let f = cfg.ff_inner;
                 out.push((format!("{pre}layers.{l}.1.ff.0.0.weight"), vec![f, d]));
                 if !cfg.ff_no_bias {
                     out.push((format!("{pre}layers.{l}.1.ff.0.0.bias"), vec![f]));
                 }
-                ff_out_shapes(cfg, &mut out, &pre, l, f);
+                ff_out_shapes(cfg, &mut out, pre, l, f);
             }
         }
     }
@@ -622,6 +632,17 @@ fn attention(
                 }
                 if let Some(g) = gain {
                     row.iter_mut().zip(g).for_each(|(v, s)| *v *= s);
+                }
+            }
+        }
+    }
+    if cfg.extras.value_rmsnorm {
+        let g = get(w, &format!("{key_base}.value_rmsnorm.gamma"), ikv);
+        for row in v.chunks_mut(ikv) {
+            for (h, head) in row.chunks_mut(dh).enumerate() {
+                let norm = head.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+                for (i, x) in head.iter_mut().enumerate() {
+                    *x = *x / norm * (dh as f64).sqrt() * (g[h * dh + i] + 1.0);
                 }
             }
         }
