@@ -131,6 +131,29 @@ pub struct DecoderConfig {
     pub attn_qk_norm_dim_scale: bool,
     /// `ff_glu_mult_bias`: with `ff_glu`, h = up ⊙ act(gate) ⊙ `ff.0.mult_bias` (`xt:1753-1761`).
     pub ff_glu_mult_bias: bool,
+    /// `ff_post_act_ln`: a LayerNorm (eps 1e-5, gain `ff.1.gamma` `[F]` as stored, no unit
+    /// offset) on the activated hidden features before the output linear, which becomes `ff.3`
+    /// (`xt:1824`).
+    pub ff_post_act_ln: bool,
+    /// `use_layerscale`: every sublayer's output times a learned per-feature gain `layers.ℓ.1.gamma`
+    /// `[D]` (plus 1 with `norm_add_unit_offset`), before the sandwich norm; the sublayer's own
+    /// keys move under `layers.ℓ.1.fn.` (`LayerScale`, `xt:1658-1690, 3022-3031, 3247-3248`).
+    /// The gain's initial value (`layerscale_init_value`) is in the stored weights.
+    pub use_layerscale: bool,
+    /// `gate_residual`: the residual add is a GRU cell, x = GRUCell(branch, residual)
+    /// (`GRUGating`, `xt:1207-1224, 3280-3281`), weights `layers.ℓ.2.gru.{weight,bias}_{ih,hh}`
+    /// (`[3D, D]`, `[3D]`, gates r, z, n); `scale_residual` still scales the residual first,
+    /// `scale_residual_constant` is not used (as in x-transformers).
+    pub gate_residual: bool,
+    /// `macaron`: every block starts with a second feed-forward, ('f', 'a', ['c',] 'f'), and
+    /// both feed-forwards' outputs are halved (`Scale(0.5, …)`, keys under `layers.ℓ.1.fn.`;
+    /// `xt:3009-3010, 3237`).
+    pub macaron: bool,
+    /// `attn_value_rmsnorm`: every value head x / max(‖x‖₂, 1e-12) · √d · (γ + 1) with γ =
+    /// `layers.ℓ.1.value_rmsnorm.gamma` `[H, 1, d]`, before the values are cached
+    /// (`MultiheadRMSNorm`, `xt:1126-1133, 2096, 2436`); self- and cross-attention. Needs
+    /// `kv_heads == heads` (otherwise x-transformers broadcasts γ over the heads of the values).
+    pub attn_value_rmsnorm: bool,
     /// `norm_add_unit_offset` (default true): every decoder norm's gain is stored as gain − 1
     /// (`xt:2993-2995`); `false`: as the gain itself.
     pub norm_add_unit_offset: bool,
@@ -178,6 +201,11 @@ impl DecoderConfig {
             attn_qk_norm_scale: 10.0,
             attn_qk_norm_dim_scale: false,
             ff_glu_mult_bias: false,
+            ff_post_act_ln: false,
+            use_layerscale: false,
+            gate_residual: false,
+            macaron: false,
+            attn_value_rmsnorm: false,
             norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
         }
@@ -331,6 +359,45 @@ impl DecoderConfig {
         self.ff_glu_mult_bias = on;
         self
     }
+    /// Sets `ff_post_act_ln`.
+    pub const fn ff_post_act_ln(mut self, on: bool) -> Self {
+        self.ff_post_act_ln = on;
+        self
+    }
+    /// Sets `use_layerscale`.
+    pub const fn use_layerscale(mut self, on: bool) -> Self {
+        self.use_layerscale = on;
+        self
+    }
+    /// Sets `attn_value_rmsnorm`.
+    pub const fn attn_value_rmsnorm(mut self, on: bool) -> Self {
+        self.attn_value_rmsnorm = on;
+        self
+    }
+    /// Sets `macaron`.
+    pub const fn macaron(mut self, on: bool) -> Self {
+        self.macaron = on;
+        self
+    }
+    /// Sets `gate_residual`.
+    pub const fn gate_residual(mut self, on: bool) -> Self {
+        self.gate_residual = on;
+        self
+    }
+    /// Width of the scratch's hidden buffer per position: the feed-forward's
+    /// [`Self::ff_proj_rows`], or 6·dim for the GRU gates of `gate_residual` if that is more.
+    pub const fn hidden_width(&self) -> usize {
+        let gru = if self.gate_residual {
+            self.dim.saturating_mul(6)
+        } else {
+            0
+        };
+        if gru > self.ff_proj_rows() {
+            gru
+        } else {
+            self.ff_proj_rows()
+        }
+    }
     /// Sets `norm_add_unit_offset`.
     pub const fn norm_add_unit_offset(mut self, on: bool) -> Self {
         self.norm_add_unit_offset = on;
@@ -451,12 +518,14 @@ impl DecoderConfig {
             Activation::Gelu
         }
     }
-    /// Sublayers per block: 3 with cross-attention ('a', 'c', 'f'), else 2 ('a', 'f').
+    /// Sublayers per block: 3 with cross-attention ('a', 'c', 'f'), else 2 ('a', 'f'); one more
+    /// with `macaron` (a first 'f').
     pub const fn sublayers_per_block(&self) -> usize {
+        let macaron = if self.macaron { 1 } else { 0 };
         if self.cross_attend {
-            3
+            3 + macaron
         } else {
-            2
+            2 + macaron
         }
     }
     /// Whether attention has an output projection `to_out` (`xt:2237`: exists iff heads > 1).
@@ -566,12 +635,16 @@ impl DecoderConfig {
                 return Err(ConfigError::NotPositive("softclamp_output_value"));
             }
         }
+        if self.attn_value_rmsnorm && self.kv_heads() != self.heads {
+            return Err(ConfigError::Conflict("attn_value_rmsnorm", "attn_kv_heads"));
+        }
         if self.ff_mult.is_nan() || self.ff_mult <= 0.0 || self.ff_inner() == 0 {
             return Err(ConfigError::Zero("ff_mult"));
         }
         // Every size below must fit comfortably in usize (and in u32 element counts on 32-bit targets).
         let limit = 1usize << 30;
         let widths = [
+            self.hidden_width(),
             self.dim,
             self.dim_context(),
             self.q_dim(),

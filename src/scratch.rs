@@ -33,7 +33,8 @@ pub(crate) struct Buffers<'a> {
     pub v: &'a mut [f32],
     /// Attention output, heads merged `[P, heads·d]`.
     pub att: &'a mut [f32],
-    /// Feed-forward hidden `[P, F]` or `[P, 2F]` with GLU.
+    /// Feed-forward hidden `[P, F]` or `[P, 2F]` with GLU; the GRU gates `[P, 6·dim]` with
+    /// `gate_residual` ([`DecoderConfig::hidden_width`]).
     pub hb: &'a mut [f32],
     /// Rotary cosines `[P, r/2]`.
     pub cos: &'a mut [f32],
@@ -45,13 +46,14 @@ pub(crate) struct Buffers<'a> {
 
 impl<'b> Scratch<'b> {
     /// `f32` elements needed for `max_positions` positions at once:
-    /// P·(3·dim + 2·heads·d + 2·kv_heads·d + F·(2 with GLU)) + (2P + 1)·r/2.
+    /// P·(3·dim + 2·heads·d + 2·kv_heads·d + h) + (2P + 1)·r/2, with h = F·(2 with GLU), or
+    /// 6·dim with `gate_residual` if more ([`DecoderConfig::hidden_width`]).
     pub const fn elements(cfg: &DecoderConfig, max_positions: usize) -> usize {
         let per_position = 3usize
             .saturating_mul(cfg.dim)
             .saturating_add(2usize.saturating_mul(cfg.q_dim()))
             .saturating_add(2usize.saturating_mul(cfg.kv_dim()))
-            .saturating_add(cfg.ff_proj_rows());
+            .saturating_add(cfg.hidden_width());
         let half = cfg.rotary_dim() / 2;
         max_positions
             .saturating_mul(per_position)
@@ -116,7 +118,7 @@ impl<'b> Scratch<'b> {
         let (k, rest) = rest.split_at_mut(p * c.kv_dim());
         let (v, rest) = rest.split_at_mut(p * c.kv_dim());
         let (att, rest) = rest.split_at_mut(p * c.q_dim());
-        let (hb, rest) = rest.split_at_mut(p * c.ff_proj_rows());
+        let (hb, rest) = rest.split_at_mut(p * c.hidden_width());
         let (cos, rest) = rest.split_at_mut(p * half);
         let (sin, rest) = rest.split_at_mut(p * half);
         let (inv_freq, _) = rest.split_at_mut(half);

@@ -36,6 +36,8 @@ pub struct AttentionWeights<'w> {
     pub qk_norm_q_scale: Option<Tensor<'w>>,
     /// `attn_qk_norm_dim_scale`: `qk_norm_k_scale` `[H_kv, 1, d]`.
     pub qk_norm_k_scale: Option<Tensor<'w>>,
+    /// `attn_value_rmsnorm`: `value_rmsnorm.gamma` `[H, 1, d]`.
+    pub value_rmsnorm: Option<Tensor<'w>>,
 }
 
 impl AttentionWeights<'_> {
@@ -51,6 +53,7 @@ impl AttentionWeights<'_> {
         to_v_gate: None,
         qk_norm_q_scale: None,
         qk_norm_k_scale: None,
+        value_rmsnorm: None,
     };
 }
 
@@ -64,6 +67,23 @@ pub struct PostNorms<'w> {
     pub main: Option<Tensor<'w>>,
     /// `scale_residual`: `layers.ℓ.2.residual_scale` `[D]`, the gain of the residual path.
     pub residual_scale: Option<Tensor<'w>>,
+    /// `use_layerscale`: `layers.ℓ.1.gamma` `[D]`, the gain of the branch output.
+    pub layerscale: Option<Tensor<'w>>,
+    /// `gate_residual`: the GRU cell `layers.ℓ.2.gru` that replaces the residual add.
+    pub gru: Option<GruWeights<'w>>,
+}
+
+/// `gate_residual`'s `nn.GRUCell(dim, dim)`: rows in the gate order r, z, n.
+#[derive(Clone, Copy, Debug)]
+pub struct GruWeights<'w> {
+    /// `gru.weight_ih` `[3D, D]`, on the branch output.
+    pub weight_ih: Tensor<'w>,
+    /// `gru.weight_hh` `[3D, D]`, on the residual.
+    pub weight_hh: Tensor<'w>,
+    /// `gru.bias_ih` `[3D]`.
+    pub bias_ih: Tensor<'w>,
+    /// `gru.bias_hh` `[3D]`.
+    pub bias_hh: Tensor<'w>,
 }
 
 impl PostNorms<'_> {
@@ -72,6 +92,8 @@ impl PostNorms<'_> {
         branch: None,
         main: None,
         residual_scale: None,
+        layerscale: None,
+        gru: None,
     };
 }
 
@@ -88,7 +110,9 @@ pub struct FeedForwardWeights<'w> {
     pub proj_bias: Option<Tensor<'w>>,
     /// `ff_glu_mult_bias` with GLU: `ff.0.mult_bias` `[F]`.
     pub mult_bias: Option<Tensor<'w>>,
-    /// Output projection `[D, F]`.
+    /// `ff_post_act_ln`: the hidden LayerNorm's gain `ff.1.gamma` `[F]` (as stored).
+    pub post_act_ln: Option<Tensor<'w>>,
+    /// Output projection `[D, F]` (`ff.2`, or `ff.3` after the hidden LayerNorm).
     pub out: Tensor<'w>,
     /// Its bias (absent with `ff_no_bias`).
     pub out_bias: Option<Tensor<'w>>,
@@ -103,6 +127,22 @@ pub struct BlockWeights<'w> {
     pub cross: Option<AttentionWeights<'w>>,
     /// Feed-forward ('f').
     pub ff: FeedForwardWeights<'w>,
+    /// `macaron`: the block's first feed-forward, before self-attention.
+    pub ff_pre: Option<FeedForwardWeights<'w>>,
+}
+
+impl FeedForwardWeights<'_> {
+    /// No tensors (what the loader fills in place).
+    const EMPTY: FeedForwardWeights<'static> = FeedForwardWeights {
+        norm: None,
+        post: PostNorms::NONE,
+        proj: Tensor::EMPTY,
+        proj_bias: None,
+        mult_bias: None,
+        post_act_ln: None,
+        out: Tensor::EMPTY,
+        out_bias: None,
+    };
 }
 
 impl BlockWeights<'_> {
@@ -110,15 +150,8 @@ impl BlockWeights<'_> {
     const EMPTY: BlockWeights<'static> = BlockWeights {
         attn: AttentionWeights::EMPTY,
         cross: None,
-        ff: FeedForwardWeights {
-            norm: None,
-            post: PostNorms::NONE,
-            proj: Tensor::EMPTY,
-            proj_bias: None,
-            mult_bias: None,
-            out: Tensor::EMPTY,
-            out_bias: None,
-        },
+        ff: FeedForwardWeights::EMPTY,
+        ff_pre: None,
     };
 }
 
@@ -134,6 +167,18 @@ pub struct DecoderWeights<'w, const MAX_DEPTH: usize = 16> {
     pub inv_freq: Option<Tensor<'w>>,
     /// How many tensors were taken from the source (to detect unexpected extra tensors).
     pub tensors_used: usize,
+}
+
+/// The key `layers.ℓ.1.<key>` of a sublayer's module under `$wrap` wrappers (`LayerScale` with
+/// `use_layerscale`): `1.<key>`, `1.fn.<key>` or `1.fn.fn.<key>`, as a `&'static str`.
+macro_rules! module_key {
+    ($wrap:expr, $key:literal) => {
+        match $wrap {
+            0 => concat!("1.", $key),
+            1 => concat!("1.fn.", $key),
+            _ => concat!("1.fn.fn.", $key),
+        }
+    };
 }
 
 /// Looks tensors up by key with shape checks.
@@ -218,8 +263,8 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         }
     }
 
-    /// A sublayer's sandwich and post-norm gains (`layers.ℓ.0.1`, `layers.ℓ.0.2`) and residual
-    /// scale, into `post` (in place in the table).
+    /// A sublayer's sandwich and post-norm gains (`layers.ℓ.0.1`, `layers.ℓ.0.2`), residual
+    /// scale, layer scale and residual gate, into `post` (in place in the table).
     fn post_norms(
         &mut self,
         cfg: &DecoderConfig,
@@ -241,6 +286,22 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         } else {
             None
         };
+        post.layerscale = if cfg.use_layerscale {
+            Some(self.required(Some(l), "1.gamma", &[cfg.dim])?)
+        } else {
+            None
+        };
+        post.gru = if cfg.gate_residual {
+            let (d, g) = (cfg.dim, cfg.dim.saturating_mul(3));
+            Some(GruWeights {
+                weight_ih: self.required(Some(l), "2.gru.weight_ih", &[g, d])?,
+                weight_hh: self.required(Some(l), "2.gru.weight_hh", &[g, d])?,
+                bias_ih: self.required(Some(l), "2.gru.bias_ih", &[g])?,
+                bias_hh: self.required(Some(l), "2.gru.bias_hh", &[g])?,
+            })
+        } else {
+            None
+        };
         Ok(())
     }
 
@@ -254,35 +315,46 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
     ) -> Result<(), Error> {
         let (q, kv, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.dim);
         let dim_scale = cfg.attn_qk_norm && cfg.attn_qk_norm_dim_scale;
+        let wrap = usize::from(cfg.use_layerscale);
         w.norm = self.pre_norm(cfg, l)?;
         self.post_norms(cfg, l, &mut w.post)?;
-        w.to_q = self.required(Some(l), "1.to_q.weight", &[q, d])?;
-        w.to_k = self.required(Some(l), "1.to_k.weight", &[kv, d_in])?;
-        w.to_v = self.required(Some(l), "1.to_v.weight", &[kv, d_in])?;
+        w.to_q = self.required(Some(l), module_key!(wrap, "to_q.weight"), &[q, d])?;
+        w.to_k = self.required(Some(l), module_key!(wrap, "to_k.weight"), &[kv, d_in])?;
+        w.to_v = self.required(Some(l), module_key!(wrap, "to_v.weight"), &[kv, d_in])?;
         w.to_out = if cfg.has_to_out() {
-            Some(self.required(Some(l), "1.to_out.weight", &[d, q])?)
+            Some(self.required(Some(l), module_key!(wrap, "to_out.weight"), &[d, q])?)
         } else {
             None
         };
         w.head_scale = if cfg.attn_head_scale {
-            Some(self.required(Some(l), "1.head_scale_params", &[1, cfg.heads, 1, 1])?)
+            Some(self.required(
+                Some(l),
+                module_key!(wrap, "head_scale_params"),
+                &[1, cfg.heads, 1, 1],
+            )?)
         } else {
             None
         };
         w.to_v_gate = if cfg.attn_gate_values {
-            Some(self.required(Some(l), "1.to_v_gate.weight", &[q, d])?)
+            Some(self.required(Some(l), module_key!(wrap, "to_v_gate.weight"), &[q, d])?)
         } else {
             None
         };
         w.qk_norm_q_scale = if dim_scale {
             let shape = [cfg.heads, 1, cfg.attn_dim_head];
-            Some(self.required(Some(l), "1.qk_norm_q_scale", &shape)?)
+            Some(self.required(Some(l), module_key!(wrap, "qk_norm_q_scale"), &shape)?)
         } else {
             None
         };
         w.qk_norm_k_scale = if dim_scale {
             let shape = [cfg.kv_heads(), 1, cfg.attn_dim_head];
-            Some(self.required(Some(l), "1.qk_norm_k_scale", &shape)?)
+            Some(self.required(Some(l), module_key!(wrap, "qk_norm_k_scale"), &shape)?)
+        } else {
+            None
+        };
+        w.value_rmsnorm = if cfg.attn_value_rmsnorm {
+            let shape = [cfg.heads, 1, cfg.attn_dim_head];
+            Some(self.required(Some(l), module_key!(wrap, "value_rmsnorm.gamma"), &shape)?)
         } else {
             None
         };
@@ -297,33 +369,52 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         w: &mut FeedForwardWeights<'w>,
     ) -> Result<(), Error> {
         let (d, f, p) = (cfg.dim, cfg.ff_inner(), cfg.ff_proj_rows());
+        // LayerScale(Scale(0.5, FeedForward)) with macaron.
+        let wrap = usize::from(cfg.use_layerscale) + usize::from(cfg.macaron);
         w.norm = self.pre_norm(cfg, l)?;
         self.post_norms(cfg, l, &mut w.post)?;
         (w.proj, w.proj_bias) = if cfg.ff_glu {
             // The GLU projection always has a bias, even with ff_no_bias (xt:1729-1761).
             (
-                self.required(Some(l), "1.ff.0.proj.weight", &[p, d])?,
-                Some(self.required(Some(l), "1.ff.0.proj.bias", &[p])?),
+                self.required(Some(l), module_key!(wrap, "ff.0.proj.weight"), &[p, d])?,
+                Some(self.required(Some(l), module_key!(wrap, "ff.0.proj.bias"), &[p])?),
             )
         } else {
-            let w = self.required(Some(l), "1.ff.0.0.weight", &[p, d])?;
+            let w = self.required(Some(l), module_key!(wrap, "ff.0.0.weight"), &[p, d])?;
             let b = if cfg.ff_no_bias {
                 None
             } else {
-                Some(self.required(Some(l), "1.ff.0.0.bias", &[p])?)
+                Some(self.required(Some(l), module_key!(wrap, "ff.0.0.bias"), &[p])?)
             };
             (w, b)
         };
         w.mult_bias = if cfg.ff_glu && cfg.ff_glu_mult_bias {
-            Some(self.required(Some(l), "1.ff.0.mult_bias", &[f])?)
+            Some(self.required(Some(l), module_key!(wrap, "ff.0.mult_bias"), &[f])?)
         } else {
             None
         };
-        w.out = self.required(Some(l), "1.ff.2.weight", &[d, f])?;
+        // ff_post_act_ln: LayerNorm(F) is ff.1 and the output linear moves to ff.3 (the
+        // Sequential drops the absent modules, xt:1822-1828).
+        let (out_w, out_b);
+        (w.post_act_ln, out_w, out_b) = if cfg.ff_post_act_ln {
+            let g = self.required(Some(l), module_key!(wrap, "ff.1.gamma"), &[f])?;
+            (
+                Some(g),
+                module_key!(wrap, "ff.3.weight"),
+                module_key!(wrap, "ff.3.bias"),
+            )
+        } else {
+            (
+                None,
+                module_key!(wrap, "ff.2.weight"),
+                module_key!(wrap, "ff.2.bias"),
+            )
+        };
+        w.out = self.required(Some(l), out_w, &[d, f])?;
         w.out_bias = if cfg.ff_no_bias {
             None
         } else {
-            Some(self.required(Some(l), "1.ff.2.bias", &[d])?)
+            Some(self.required(Some(l), out_b, &[d])?)
         };
         Ok(())
     }
@@ -370,18 +461,21 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
         };
         let per = cfg.sublayers_per_block();
         // Every block is written where it lives, sublayer by sublayer, rather than assembled on
-        // the stack and pushed (a block is 33 tensor views). Cannot fail: depth <= MAX_DEPTH
-        // was checked above.
+        // the stack and pushed. Cannot fail: depth <= MAX_DEPTH was checked above.
         self.blocks.clear();
         let _ = self.blocks.resize(cfg.depth, BlockWeights::EMPTY);
         for (b, block) in self.blocks.iter_mut().enumerate() {
-            let l = b * per;
+            if cfg.macaron {
+                let ff_pre = block.ff_pre.insert(FeedForwardWeights::EMPTY);
+                ld.feed_forward(cfg, b * per, ff_pre)?;
+            }
+            let l = b * per + usize::from(cfg.macaron);
             ld.attention(cfg, l, cfg.dim, &mut block.attn)?;
             if cfg.cross_attend {
                 let cross = block.cross.insert(AttentionWeights::EMPTY);
                 ld.attention(cfg, l + 1, cfg.dim_context(), cross)?;
             }
-            ld.feed_forward(cfg, l + per - 1, &mut block.ff)?;
+            ld.feed_forward(cfg, b * per + per - 1, &mut block.ff)?;
         }
         self.final_norm = if cfg.has_final_norm() {
             ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?

@@ -201,5 +201,14 @@ fixture!(
     no_unit_offset,
     glu_mult_bias,
     post_emb_norm,
-    l2norm_embed
+    l2norm_embed,
+    post_act_ln,
+    post_act_ln_glu,
+    layerscale,
+    layerscale_no_offset,
+    gate_residual,
+    gate_residual_post_norm,
+    macaron,
+    macaron_layerscale,
+    value_rmsnorm
 );

@@ -441,6 +441,11 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "attn_qk_norm_dim_scale" => ("true", Some(|c, _| c.attn_qk_norm_dim_scale = true)),
         "norm_add_unit_offset" => ("false", Some(|c, _| c.norm_add_unit_offset = false)),
         "ff_glu_mult_bias" => ("true", Some(|c, _| c.ff_glu_mult_bias = true)),
+        "ff_post_act_ln" => ("true", Some(|c, _| c.ff_post_act_ln = true)),
+        "use_layerscale" => ("true", Some(|c, _| c.use_layerscale = true)),
+        "gate_residual" => ("true", Some(|c, _| c.gate_residual = true)),
+        "macaron" => ("true", Some(|c, _| c.macaron = true)),
+        "attn_value_rmsnorm" => ("true", Some(|c, _| c.attn_value_rmsnorm = true)),
         "post_emb_norm" => (
             "true",
             Some(|_, w| w.as_mut().unwrap().post_emb_norm = true),

@@ -329,6 +329,12 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "attn_qk_norm_dim_scale",
         "norm_add_unit_offset",
         "ff_glu_mult_bias",
+        "ff_post_act_ln",
+        "use_layerscale",
+        "layerscale_init_value",
+        "gate_residual",
+        "macaron",
+        "attn_value_rmsnorm",
     ];
     for k in kw.keys() {
         assert!(
@@ -365,6 +371,11 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         ff_softclamp: kw.get("ff_softclamp_value").map(Json::num),
         unit_offset: on("norm_add_unit_offset", true),
         glu_mult_bias: flag(kw, "ff_glu") && flag(kw, "ff_glu_mult_bias"),
+        ff_post_act_ln: flag(kw, "ff_post_act_ln"),
+        layerscale: flag(kw, "use_layerscale"),
+        gate_residual: flag(kw, "gate_residual"),
+        macaron: flag(kw, "macaron"),
+        value_rmsnorm: flag(kw, "attn_value_rmsnorm"),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

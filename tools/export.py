@@ -98,6 +98,7 @@ _SUPPORTED_TYPES = {
                      "norm_add_unit_offset", "rotary_pos_emb", "pre_norm", "pre_norm_has_final_norm",
                      "scale_residual", "sandwich_norm", "softclamp_output", "attn_head_scale", "attn_gate_values",
                      "attn_qk_norm", "attn_qk_norm_dim_scale", "attn_one_kv_head", "ff_glu", "ff_glu_mult_bias",
+                     "ff_post_act_ln", "use_layerscale", "gate_residual", "macaron", "attn_value_rmsnorm",
                      "ff_swish", "ff_relu_squared", "ff_no_bias", "post_emb_norm", "l2norm_embed", "tie_embedding",
                      "use_abs_pos_emb"), _BOOL),
     "disable_abs_pos_emb": _OPT_BOOL,
@@ -152,14 +153,19 @@ def _decide(name: str, value, group_kwargs: dict, wrapper: bool) -> None:
 _DECODER_KEY_RE = re.compile(
     r"^(?:"
     r"layers\.\d+\.0\.[012]\.(?:gamma|g)"              # pre-, sandwich, post-norm (LayerNorm gamma / RMS-, ScaleNorm g)
-    r"|layers\.\d+\.1\.to_(?:q|k|v|out|v_gate)\.weight"  # attention projections (+ attn_gate_values)
-    r"|layers\.\d+\.1\.head_scale_params"              # attn_head_scale
-    r"|layers\.\d+\.1\.qk_norm_[qk]_scale"             # attn_qk_norm_dim_scale
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}to_(?:q|k|v|out|v_gate)\.weight"  # attention projections (+ attn_gate_values)
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}head_scale_params"              # attn_head_scale
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}qk_norm_[qk]_scale"             # attn_qk_norm_dim_scale
     r"|layers\.\d+\.2\.residual_scale"                 # scale_residual
-    r"|layers\.\d+\.1\.ff\.0\.0\.(?:weight|bias)"      # FF input linear
-    r"|layers\.\d+\.1\.ff\.0\.proj\.(?:weight|bias)"   # GLU input projection
-    r"|layers\.\d+\.1\.ff\.0\.mult_bias"              # ff_glu_mult_bias
-    r"|layers\.\d+\.1\.ff\.2\.(?:weight|bias)"         # FF output linear
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}value_rmsnorm\.gamma"  # attn_value_rmsnorm
+    r"|layers\.\d+\.2\.gru\.(?:weight|bias)_(?:ih|hh)"  # gate_residual (GRUCell)
+    r"|layers\.\d+\.1\.gamma"                          # use_layerscale (LayerScale wraps the module: 1.fn.*)
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.0\.0\.(?:weight|bias)"      # FF input linear
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.0\.proj\.(?:weight|bias)"   # GLU input projection
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.0\.mult_bias"              # ff_glu_mult_bias
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.2\.(?:weight|bias)"         # FF output linear
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.1\.gamma"                   # ff_post_act_ln LayerNorm
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.3\.(?:weight|bias)"         # FF output linear after it
     r"|rotary_pos_emb\.inv_freq"
     r"|final_norm\.(?:gamma|g)"
     r")$"

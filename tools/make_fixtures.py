@@ -121,6 +121,49 @@ FIXTURES = [
     dict(name="l2norm_embed", dtype="float32", seed=21, n=8, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
         "wrapper": dict(num_tokens=40, max_seq_len=16, l2norm_embed=True, tie_embedding=True)}),
+    # ff_post_act_ln: LayerNorm of the hidden features (gain as stored), GLU in one block order, GELU without
+    dict(name="post_act_ln", dtype="float32", seed=22, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, ff_post_act_ln=True,
+                        cross_attend=True, ff_mult=3),
+        "wrapper": None}),
+    dict(name="post_act_ln_glu", dtype="float32", seed=23, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, ff_post_act_ln=True, ff_glu=True,
+                        ff_swish=True, ff_no_bias=True, use_rmsnorm=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # use_layerscale: every branch output times a learned gain (stored gain + 1), keys under layers.l.1.fn.;
+    # with cross-attention, sandwich norm after it, GLU; and without the unit offset
+    dict(name="layerscale", dtype="float32", seed=24, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, use_layerscale=True,
+                        layerscale_init_value=0.1, cross_attend=True, sandwich_norm=True, ff_glu=True,
+                        ff_post_act_ln=True, attn_head_scale=True),
+        "wrapper": None}),
+    dict(name="layerscale_no_offset", dtype="float32", seed=25, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, use_layerscale=True,
+                        norm_add_unit_offset=False, use_rmsnorm=True, attn_qk_norm=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # gate_residual: the residual add is a GRU cell (with scale_residual before it, sandwich norm, cross-attention)
+    dict(name="gate_residual", dtype="float32", seed=26, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, gate_residual=True,
+                        scale_residual=True, sandwich_norm=True, cross_attend=True),
+        "wrapper": None}),
+    dict(name="gate_residual_post_norm", dtype="float32", seed=27, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, gate_residual=True, pre_norm=False,
+                        use_layerscale=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # macaron: blocks (f, a, [c,] f), both feed-forwards halved; with cross-attention and GLU, and with layer scale
+    dict(name="macaron", dtype="float32", seed=28, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, macaron=True,
+                        cross_attend=True, ff_glu=True, ff_mult=2),
+        "wrapper": None}),
+    dict(name="macaron_layerscale", dtype="float32", seed=29, n=7, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, macaron=True, use_layerscale=True,
+                        ff_post_act_ln=True, sandwich_norm=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # attn_value_rmsnorm: values RMS-normalised per head (gain + 1) before they are cached; self and cross
+    dict(name="value_rmsnorm", dtype="float32", seed=30, n=7, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, attn_value_rmsnorm=True,
+                        cross_attend=True, cross_attn_dim_context=24),
+        "wrapper": None}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -14,7 +14,7 @@ use crate::tensor::{Element, Tensor, TensorSource};
 mod ops;
 
 use crate::weights::DecoderWeights;
-use ops::Heads;
+use ops::{value_rmsnorm, Heads};
 
 /// An x-transformers `Decoder` over borrowed weights: takes embeddings `x` (positions × dim)
 /// and an optional context (rows × dim_context), returns hidden states after the final norm.
@@ -476,6 +476,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     v,
                 )?;
                 self.qk_norm(k, self.config.kv_heads(), cross.qk_norm_k_scale)?;
+                value_rmsnorm(v, self.config.attn_dim_head, cross.value_rmsnorm);
                 for (r, (kr, vr)) in k.chunks_exact(kv).zip(v.chunks_exact(kv)).enumerate() {
                     cache.store_context(b, i * chunk + r, kr, vr);
                 }
@@ -551,6 +552,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         for (b, block) in self.weights.blocks.iter().enumerate() {
             // The block's packed matrices, if any (`linear` chooses which it reads).
             let p = |m: Matrix, w: Tensor<'_>| self.packed(b, m, w);
+            // ---- macaron: the block's first feed-forward (xt:3009-3010), stored weights only
+            if let Some(f0) = &block.ff_pre {
+                self.feed_forward(f0, (None, None), x, xb, xb2, &mut s.hb[..], n)?;
+            }
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
             let a = &block.attn;
             self.pre_norm(a.norm, x, xb)?;
@@ -560,6 +565,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             // qk norm before rotary and before the keys are cached (xt:2422-2427, 2459).
             self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
             self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
+            value_rmsnorm(v, d, a.value_rmsnorm); // before the values are cached (xt:2436)
             if half > 0 {
                 // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
                 for i in 0..n {
@@ -595,7 +601,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             self.project_out(a, a.to_out.and_then(|w| p(Matrix::Out, w)), att, xb2)?;
             // The attention output at masked positions is zeroed (xt:2751-2752).
             zero_masked_rows(xb2, dim, pos0, masks.mask);
-            self.residual(&a.post, x, xb2, xb)?;
+            self.residual(&a.post, x, xb2, xb, &mut s.hb[..])?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
@@ -614,49 +620,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, c.to_out.and_then(|w| p(Matrix::CrossOut, w)), att, xb2)?;
                 zero_masked_rows(xb2, dim, pos0, masks.mask);
-                self.residual(&c.post, x, xb2, xb)?;
+                self.residual(&c.post, x, xb2, xb, &mut s.hb[..])?;
             }
 
-            // ---- feed-forward 'f': x = x + W₂·act(W₁·u + b₁) + b₂, or GLU (xt:1763-1858)
+            // ---- feed-forward 'f' (xt:1763-1858)
             let f = &block.ff;
-            let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
-            let hb = &mut s.hb[..n * rows];
-            self.pre_norm(f.norm, x, xb)?;
-            self.linear(f.proj, p(Matrix::FfProj, f.proj), dim, xb, hb)?;
-            if let Some(bias) = f.proj_bias {
-                kernels::add_bias(hb, bias)?;
-            }
-            let act = cfg.activation();
-            if cfg.ff_glu {
-                // up = first half, gate = second half; h = up ⊙ act(gate) (xt:1729-1761), then
-                // packed in place to [n, F]: each row moves to at or before where it was.
-                for row in hb.chunks_exact_mut(rows) {
-                    let (up, gate) = row.split_at_mut(inner);
-                    kernels::activate(act, gate);
-                    up.iter_mut().zip(gate.iter()).for_each(|(u, g)| *u *= g);
-                    if let Some(mb) = f.mult_bias {
-                        // ff_glu_mult_bias: ⊙ mult_bias (xt:1761)
-                        for (i, u) in up.iter_mut().enumerate() {
-                            *u *= mb.get(i).unwrap_or(1.0);
-                        }
-                    }
-                }
-                for i in 1..n {
-                    hb.copy_within(i * rows..i * rows + inner, i * inner);
-                }
-            } else {
-                // ff_softclamp_value: tanh(z / v)·v before the activation (xt:1814-1817).
-                if let Some(v) = cfg.ff_softclamp_value {
-                    let v = v as f32;
-                    hb.iter_mut().for_each(|e| *e = libm::tanhf(*e / v) * v);
-                }
-                kernels::activate(act, hb);
-            }
-            self.linear(f.out, p(Matrix::FfOut, f.out), inner, &hb[..n * inner], xb2)?;
-            if let Some(bias) = f.out_bias {
-                kernels::add_bias(xb2, bias)?;
-            }
-            self.residual(&f.post, x, xb2, xb)?;
+            let ff_panels = (p(Matrix::FfProj, f.proj), p(Matrix::FfOut, f.out));
+            self.feed_forward(f, ff_panels, x, xb, xb2, &mut s.hb[..], n)?;
         }
 
         // ---- softclamp_output: x = tanh(x / v)·v (xt:3746-3747, 232-233)

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::kernels;
 use crate::packing::{Matrix, Packed};
 use crate::tensor::{Element, Tensor};
-use crate::weights::{AttentionWeights, PostNorms};
+use crate::weights::{AttentionWeights, FeedForwardWeights, GruWeights, PostNorms};
 
 /// The sublayers' operations.
 impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
@@ -68,9 +68,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         x: &mut [f32],
         out: &mut [f32],
         tmp: &mut [f32],
+        gates: &mut [f32],
     ) -> Result<(), Error> {
+        if let Some(g) = post.layerscale {
+            self.layer_scale(g, out, tmp)?;
+        }
         // The residual path's gains (`Residual.forward`, xt:1198-1205): the learned one, then
-        // the constant.
+        // the constant (which `GRUGating` does not take, xt:1207-1224).
         if let Some(g) = post.residual_scale {
             let dim = self.config.dim;
             let gain = &mut tmp[..dim];
@@ -79,19 +83,139 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 row.iter_mut().zip(gain.iter()).for_each(|(v, g)| *v *= g);
             }
         }
-        if self.config.scale_residual_constant != 1.0 {
+        if self.config.scale_residual_constant != 1.0 && post.gru.is_none() {
             let c = self.config.scale_residual_constant as f32;
             x.iter_mut().for_each(|v| *v *= c);
         }
-        if self.config.sandwich_norm {
+        let branch: &[f32] = if self.config.sandwich_norm {
             self.norm(post.branch, out, tmp)?;
-            kernels::add(x, tmp)?;
+            tmp
         } else {
-            kernels::add(x, out)?;
+            out
+        };
+        match &post.gru {
+            Some(gru) => self.gru_gate(gru, branch, x, gates)?,
+            None => kernels::add(x, branch)?,
         }
         if !self.config.pre_norm {
             self.norm(post.main, x, tmp)?;
             x.copy_from_slice(tmp);
+        }
+        Ok(())
+    }
+
+    /// A feed-forward sublayer 'f' (`xt:1763-1858`): x = x + W₂·act(W₁·u + b₁) + b₂, or GLU,
+    /// with `panels` its (input, output) packed matrices; `gates` is the hidden buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn feed_forward(
+        &self,
+        f: &FeedForwardWeights<'_>,
+        panels: (Option<Packed<'_>>, Option<Packed<'_>>),
+        x: &mut [f32],
+        xb: &mut [f32],
+        xb2: &mut [f32],
+        gates: &mut [f32],
+        n: usize,
+    ) -> Result<(), Error> {
+        let cfg = &self.config;
+        let dim = cfg.dim;
+        let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
+        let hb = &mut gates[..n * rows];
+        self.pre_norm(f.norm, x, xb)?;
+        self.linear(f.proj, panels.0, dim, xb, hb)?;
+        if let Some(bias) = f.proj_bias {
+            kernels::add_bias(hb, bias)?;
+        }
+        let act = cfg.activation();
+        if cfg.ff_glu {
+            // up = first half, gate = second half; h = up ⊙ act(gate) (xt:1729-1761), then
+            // packed in place to [n, F]: each row moves to at or before where it was.
+            for row in hb.chunks_exact_mut(rows) {
+                let (up, gate) = row.split_at_mut(inner);
+                kernels::activate(act, gate);
+                up.iter_mut().zip(gate.iter()).for_each(|(u, g)| *u *= g);
+                if let Some(mb) = f.mult_bias {
+                    // ff_glu_mult_bias: ⊙ mult_bias (xt:1761)
+                    for (i, u) in up.iter_mut().enumerate() {
+                        *u *= mb.get(i).unwrap_or(1.0);
+                    }
+                }
+            }
+            for i in 1..n {
+                hb.copy_within(i * rows..i * rows + inner, i * inner);
+            }
+        } else {
+            // ff_softclamp_value: tanh(z / v)·v before the activation (xt:1814-1817).
+            if let Some(v) = cfg.ff_softclamp_value {
+                let v = v as f32;
+                hb.iter_mut().for_each(|e| *e = libm::tanhf(*e / v) * v);
+            }
+            kernels::activate(act, hb);
+        }
+        if let Some(g) = f.post_act_ln {
+            post_act_layer_norm(&mut hb[..n * inner], inner, g);
+        }
+        self.linear(f.out, panels.1, inner, &hb[..n * inner], xb2)?;
+        if let Some(bias) = f.out_bias {
+            kernels::add_bias(xb2, bias)?;
+        }
+        if cfg.macaron {
+            // Scale(0.5, FeedForward) (xt:3237, 998-1013)
+            xb2.iter_mut().for_each(|v| *v *= 0.5);
+        }
+        self.residual(&f.post, x, xb2, xb, gates)
+    }
+
+    /// `gate_residual` (`GRUGating.forward`, xt:1215-1224): the residual rows `h` become
+    /// `nn.GRUCell(branch, h)`: r = σ(W_ir·b + b_ir + W_hr·h + b_hr), z likewise,
+    /// n = tanh(W_in·b + b_in + r ⊙ (W_hn·h + b_hn)), h = (1 − z) ⊙ n + z ⊙ h. `gates` holds
+    /// both products (`[n, 6·dim]`).
+    pub(super) fn gru_gate(
+        &self,
+        w: &GruWeights<'_>,
+        branch: &[f32],
+        h: &mut [f32],
+        gates: &mut [f32],
+    ) -> Result<(), Error> {
+        let dim = self.config.dim;
+        let n = h.len() / dim;
+        let (gi, rest) = gates.split_at_mut(n * 3 * dim);
+        let gh = &mut rest[..n * 3 * dim];
+        self.linear(w.weight_ih, None, dim, branch, gi)?;
+        kernels::add_bias(gi, w.bias_ih)?;
+        self.linear(w.weight_hh, None, dim, h, gh)?;
+        kernels::add_bias(gh, w.bias_hh)?;
+        let sigmoid = |v: f32| 1.0 / (1.0 + libm::expf(-v));
+        for ((hr, i), g) in h
+            .chunks_exact_mut(dim)
+            .zip(gi.chunks_exact(3 * dim))
+            .zip(gh.chunks_exact(3 * dim))
+        {
+            for (j, hv) in hr.iter_mut().enumerate() {
+                let r = sigmoid(i[j] + g[j]);
+                let z = sigmoid(i[dim + j] + g[dim + j]);
+                let c = libm::tanhf(i[2 * dim + j] + r * g[2 * dim + j]);
+                *hv = (1.0 - z) * c + z * *hv;
+            }
+        }
+        Ok(())
+    }
+
+    /// `use_layerscale` (`LayerScale.forward`, xt:1673-1681): the branch output `out` times the
+    /// stored gain plus the norm offset (1 with `norm_add_unit_offset`), via `tmp`.
+    pub(super) fn layer_scale(
+        &self,
+        g: Tensor<'_>,
+        out: &mut [f32],
+        tmp: &mut [f32],
+    ) -> Result<(), Error> {
+        let dim = self.config.dim;
+        let gain = &mut tmp[..dim];
+        kernels::load(gain, g)?;
+        let offset = self.config.norm_gain_offset();
+        gain.iter_mut().for_each(|v| *v += offset);
+        for row in out.chunks_exact_mut(dim) {
+            row.iter_mut().zip(gain.iter()).for_each(|(v, g)| *v *= g);
         }
         Ok(())
     }
@@ -164,6 +288,43 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         match w.to_out {
             Some(to_out) => self.linear(to_out, panels, self.config.q_dim(), att, out),
             None => kernels::load(out, Tensor::F32(att)),
+        }
+    }
+}
+
+/// `attn_value_rmsnorm` (`MultiheadRMSNorm`, `xt:1126-1133`): every head of `width` values in
+/// `rows` becomes x / max(‖x‖₂, 1e-12) · √width · (γ + 1), γ the head's row of `gain`
+/// (`[H, 1, d]`). Nothing without it.
+pub(super) fn value_rmsnorm(rows: &mut [f32], width: usize, gain: Option<Tensor<'_>>) {
+    let Some(g) = gain else { return };
+    let w = width.max(1);
+    let heads = g.len() / w;
+    let root = libm::sqrtf(w as f32);
+    for row in rows.chunks_exact_mut(heads.max(1) * w) {
+        for (h, head) in row.chunks_exact_mut(w).enumerate() {
+            let norm = libm::sqrtf(head.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
+            for (i, v) in head.iter_mut().enumerate() {
+                *v = *v / norm * root * (g.get(h * w + i).unwrap_or(0.0) + 1.0);
+            }
+        }
+    }
+}
+
+/// `ff_post_act_ln` (`xt:1824`): LayerNorm (eps 1e-5, biased variance, no bias) of each row of
+/// `width` hidden features in place, times the gain `g` as stored (x-transformers builds it
+/// without the unit offset). The row's mean and variance are summed in f64.
+fn post_act_layer_norm(rows: &mut [f32], width: usize, g: Tensor<'_>) {
+    let w = width.max(1);
+    for row in rows.chunks_exact_mut(w) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / w as f64;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean) * (f64::from(v) - mean))
+            .sum::<f64>()
+            / w as f64;
+        let inv = 1.0 / libm::sqrt(var + 1e-5);
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = ((f64::from(*v) - mean) * inv) as f32 * g.get(i).unwrap_or(1.0);
         }
     }
 }

@@ -364,6 +364,11 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
             }
             "norm_add_unit_offset" => c.norm_add_unit_offset = typed(p, raw, text, Parser::bool)?,
             "ff_glu_mult_bias" => c.ff_glu_mult_bias = typed(p, raw, text, Parser::bool)?,
+            "ff_post_act_ln" => c.ff_post_act_ln = typed(p, raw, text, Parser::bool)?,
+            "use_layerscale" => c.use_layerscale = typed(p, raw, text, Parser::bool)?,
+            "gate_residual" => c.gate_residual = typed(p, raw, text, Parser::bool)?,
+            "macaron" => c.macaron = typed(p, raw, text, Parser::bool)?,
+            "attn_value_rmsnorm" => c.attn_value_rmsnorm = typed(p, raw, text, Parser::bool)?,
             "disable_abs_pos_emb" => c.disable_abs_pos_emb = typed(p, raw, text, optional_bool)?,
             "ff_mult" => c.ff_mult = typed(p, raw, text, Parser::f64)?,
             "ff_glu" => c.ff_glu = typed(p, raw, text, Parser::bool)?,

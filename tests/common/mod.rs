@@ -59,6 +59,11 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             )),
             unit_offset: cfg.norm_add_unit_offset,
             glu_mult_bias: cfg.ff_glu && cfg.ff_glu_mult_bias,
+            ff_post_act_ln: cfg.ff_post_act_ln,
+            layerscale: cfg.use_layerscale,
+            gate_residual: cfg.gate_residual,
+            macaron: cfg.macaron,
+            value_rmsnorm: cfg.attn_value_rmsnorm,
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -288,6 +293,14 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 c.ff_softclamp_value = ff_clamp;
                 c.norm_add_unit_offset = !(head_scale && gates);
                 c.ff_glu_mult_bias = glu && head_scale;
+                // ff_post_act_ln normalises the hidden features: with ReLU² (or a softclamp) many
+                // of a short row are 0 or alike, and a near-zero variance amplifies f32 rounding
+                // (9.5e-5 found with 8 features), so it is drawn with GELU and SiLU only.
+                c.ff_post_act_ln = gates != nobias && act != 2 && ff_clamp.is_none();
+                c.use_layerscale = head_scale != cross;
+                c.gate_residual = gates && !cross;
+                c.macaron = rot != glu;
+                c.attn_value_rmsnorm = c.kv_heads() == c.heads && (glu != nobias);
                 // attn_qk_norm: off, plain (scale 10), learned dim scale. l2-normalising fewer than 8
                 // features makes the direction of a short group ill-conditioned (an f32 rounding of
                 // its entries turns the logits by far more at scale 10; 1e-4 found at 3 and 4), so

@@ -61,6 +61,21 @@ pub struct RefExtras {
     pub unit_offset: bool,
     /// `ff_glu_mult_bias` (with GLU): h ⊙ `….ff.0.mult_bias`.
     pub glu_mult_bias: bool,
+    /// `ff_post_act_ln`: LayerNorm of the hidden features with the gain `….ff.1.gamma` as stored;
+    /// the output linear is then `….ff.3`.
+    pub ff_post_act_ln: bool,
+    /// `use_layerscale`: every sublayer's output times `….1.gamma` (+1 with the unit offset),
+    /// before the sandwich norm; the sublayer's own keys are under `….1.fn.`.
+    pub layerscale: bool,
+    /// `gate_residual`: x = GRUCell(branch, residual) with `layers.ℓ.2.gru.*` (gates r, z, n);
+    /// `residual_scale` first, the constant unused.
+    pub gate_residual: bool,
+    /// `macaron`: blocks ('f', 'a', ['c',] 'f'), every feed-forward's output halved and its keys
+    /// under `….1.fn.` (`Scale`).
+    pub macaron: bool,
+    /// `attn_value_rmsnorm`: every value head x / max(‖x‖, 1e-12) · √d · (γ + 1), γ =
+    /// `….1.value_rmsnorm.gamma` [H, 1, d], before the values are stored.
+    pub value_rmsnorm: bool,
 }
 
 impl Default for RefExtras {
@@ -78,6 +93,11 @@ impl Default for RefExtras {
             qk_norm: None,
             unit_offset: true,
             glu_mult_bias: false,
+            ff_post_act_ln: false,
+            layerscale: false,
+            gate_residual: false,
+            macaron: false,
+            value_rmsnorm: false,
         }
     }
 }
@@ -182,10 +202,22 @@ impl RefConfig {
 
     /// Number of sublayers per block: 'a','c','f' with cross-attention, 'a','f' without (spec §3.1).
     fn sublayers_per_block(&self) -> usize {
-        if self.cross_attend {
-            3
+        usize::from(self.extras.macaron) + if self.cross_attend { 3 } else { 2 }
+    }
+
+    /// The layer type of sublayer `s` of a block: 'f', 'a' or 'c'.
+    fn layer_type(&self, s: usize) -> char {
+        let s = match (self.extras.macaron, s) {
+            (true, 0) => return 'f',
+            (true, s) => s - 1,
+            (false, s) => s,
+        };
+        if s + 1 == self.sublayers_per_block() - usize::from(self.extras.macaron) {
+            'f'
+        } else if s == 0 {
+            'a'
         } else {
-            2
+            'c'
         }
     }
 
@@ -274,10 +306,22 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
             if cfg.extras.scale_residual {
                 out.push((format!("{pre}layers.{l}.2.residual_scale"), vec![d]));
             }
-            let is_ff = s == per - 1;
+            if cfg.extras.gate_residual {
+                for m in ["weight_ih", "weight_hh"] {
+                    out.push((format!("{pre}layers.{l}.2.gru.{m}"), vec![3 * d, d]));
+                }
+                for b in ["bias_ih", "bias_hh"] {
+                    out.push((format!("{pre}layers.{l}.2.gru.{b}"), vec![3 * d]));
+                }
+            }
+            let is_ff = cfg.layer_type(s) == 'f';
             if !is_ff {
                 // spec §3.3 / §3.5 / §4: no-bias projections; cross-attn K/V read dim_context.
-                let kv_in = if s == 1 { cfg.dim_context } else { d };
+                let kv_in = if cfg.layer_type(s) == 'c' {
+                    cfg.dim_context
+                } else {
+                    d
+                };
                 out.push((format!("{pre}layers.{l}.1.to_q.weight"), vec![inner_q, d]));
                 out.push((
                     format!("{pre}layers.{l}.1.to_k.weight"),
@@ -302,6 +346,12 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                         vec![inner_q, d],
                     ));
                 }
+                if cfg.extras.value_rmsnorm {
+                    out.push((
+                        format!("{pre}layers.{l}.1.value_rmsnorm.gamma"),
+                        vec![cfg.heads, 1, cfg.attn_dim_head],
+                    ));
+                }
                 if let Some((_, _, true)) = cfg.extras.qk_norm {
                     let dh = cfg.attn_dim_head;
                     out.push((
@@ -324,22 +374,44 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                 if cfg.extras.glu_mult_bias {
                     out.push((format!("{pre}layers.{l}.1.ff.0.mult_bias"), vec![f]));
                 }
-                out.push((format!("{pre}layers.{l}.1.ff.2.weight"), vec![d, f]));
-                if !cfg.ff_no_bias {
-                    out.push((format!("{pre}layers.{l}.1.ff.2.bias"), vec![d]));
-                }
+                ff_out_shapes(cfg, &mut out, pre, l, f);
             } else {
                 let f = cfg.ff_inner;
                 out.push((format!("{pre}layers.{l}.1.ff.0.0.weight"), vec![f, d]));
                 if !cfg.ff_no_bias {
                     out.push((format!("{pre}layers.{l}.1.ff.0.0.bias"), vec![f]));
                 }
-                out.push((format!("{pre}layers.{l}.1.ff.2.weight"), vec![d, f]));
-                if !cfg.ff_no_bias {
-                    out.push((format!("{pre}layers.{l}.1.ff.2.bias"), vec![d]));
+                ff_out_shapes(cfg, &mut out, pre, l, f);
+            }
+        }
+    }
+    if cfg.extras.macaron {
+        // Scale(0.5, FeedForward): the feed-forward's keys one level down.
+        for (k, _) in out.iter_mut() {
+            if k.contains(".1.ff.") {
+                *k = k.replace(".1.ff.", ".1.fn.ff.");
+            }
+        }
+    }
+    if cfg.extras.layerscale {
+        // LayerScale wraps every sublayer module: its keys move under `….1.fn.`, and its gain is
+        // `….1.gamma` [D].
+        let marker = format!("{pre}layers.");
+        let mut gains = Vec::new();
+        for (k, _) in out.iter_mut() {
+            if let Some(rest) = k.strip_prefix(&marker) {
+                let mut parts = rest.splitn(3, '.');
+                let (l, m, tail) = (parts.next(), parts.next(), parts.next());
+                if let (Some(l), Some("1"), Some(tail)) = (l, m, tail) {
+                    let g = format!("{marker}{l}.1.gamma");
+                    if !gains.contains(&g) {
+                        gains.push(g);
+                    }
+                    *k = format!("{marker}{l}.1.fn.{tail}");
                 }
             }
         }
+        out.extend(gains.into_iter().map(|g| (g, vec![d])));
     }
     if cfg.rotary_pos_emb {
         // spec §3.4: persistent buffer with r/2 entries.
@@ -397,6 +469,28 @@ fn fnv1a(s: &str) -> u64 {
     h
 }
 
+/// The feed-forward's hidden LayerNorm (`ff_post_act_ln`, `….ff.1.gamma`) and output linear
+/// (`….ff.2`, or `….ff.3` after the LayerNorm).
+fn ff_out_shapes(
+    cfg: &RefConfig,
+    out: &mut Vec<(String, Vec<usize>)>,
+    pre: &str,
+    l: usize,
+    f: usize,
+) {
+    let d = cfg.dim;
+    let i = if cfg.extras.ff_post_act_ln {
+        out.push((format!("{pre}layers.{l}.1.ff.1.gamma"), vec![f]));
+        3
+    } else {
+        2
+    };
+    out.push((format!("{pre}layers.{l}.1.ff.{i}.weight"), vec![d, f]));
+    if !cfg.ff_no_bias {
+        out.push((format!("{pre}layers.{l}.1.ff.{i}.bias"), vec![d]));
+    }
+}
+
 /// Deterministic random weights for every key of `param_shapes(cfg)`:
 /// matrices N(0, 1/in) (embeddings N(0, 1)), stored norm gains and biases U(−0.5, 0.5) (so the
 /// effective gain γ+1 is visibly ≠ 1), and `rotary_pos_emb.inv_freq` from the exact f32 formula (spec §3.4).
@@ -410,7 +504,12 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
                 .into_iter()
                 .map(f64::from)
                 .collect()
-        } else if key.ends_with(".gamma") || key.ends_with(".g") || key.ends_with(".bias") {
+        } else if key.ends_with(".gamma")
+            || key.ends_with(".g")
+            || key.ends_with(".bias")
+            || key.ends_with(".bias_ih")
+            || key.ends_with(".bias_hh")
+        {
             (0..len).map(|_| rng.uniform() - 0.5).collect()
         } else if key.ends_with(".residual_scale")
             || key.ends_with(".head_scale_params")
@@ -541,6 +640,17 @@ fn attention(
                 }
                 if let Some(g) = gain {
                     row.iter_mut().zip(g).for_each(|(v, s)| *v *= s);
+                }
+            }
+        }
+    }
+    if cfg.extras.value_rmsnorm {
+        let g = get(w, &format!("{key_base}.value_rmsnorm.gamma"), ikv);
+        for row in v.chunks_mut(ikv) {
+            for (h, head) in row.chunks_mut(dh).enumerate() {
+                let norm = head.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+                for (i, x) in head.iter_mut().enumerate() {
+                    *x = *x / norm * (dh as f64).sqrt() * (g[h * dh + i] + 1.0);
                 }
             }
         }
@@ -686,9 +796,20 @@ fn feed_forward(cfg: &RefConfig, w: &RefWeights, key_base: &str, u: &[f64], n: u
             .map(|z| act(cfg.act, clamp(z)))
             .collect()
     };
+    // ff_post_act_ln: h = LayerNorm(h) with the gain as stored (layer_norm adds 1 to what it
+    // is given); the output linear is then ff.3.
+    let (h, i) = if cfg.extras.ff_post_act_ln {
+        let g: Vec<f64> = get(w, &format!("{key_base}.ff.1.gamma"), f)
+            .iter()
+            .map(|v| v - 1.0)
+            .collect();
+        (h.chunks(f).flat_map(|row| layer_norm(row, &g)).collect(), 3)
+    } else {
+        (h, 2)
+    };
     // out = h·W₂ᵀ + b₂; keys ff.2.* (bias absent with ff_no_bias).
-    let w2 = get(w, &format!("{key_base}.ff.2.weight"), d * f);
-    let b2 = (!cfg.ff_no_bias).then(|| get(w, &format!("{key_base}.ff.2.bias"), d));
+    let w2 = get(w, &format!("{key_base}.ff.{i}.weight"), d * f);
+    let b2 = (!cfg.ff_no_bias).then(|| get(w, &format!("{key_base}.ff.{i}.bias"), d));
     linear(&h, n, w2, d, f, b2)
 }
 
@@ -802,10 +923,21 @@ fn decoder_forward_impl(
             } else {
                 x.clone()
             };
-            let base = format!("{pre}layers.{l}.1");
-            let o = if s == per - 1 {
-                feed_forward(cfg, w, &base, &u, n)
-            } else if s == 0 {
+            let base = if cfg.extras.layerscale {
+                format!("{pre}layers.{l}.1.fn")
+            } else {
+                format!("{pre}layers.{l}.1")
+            };
+            let kind = cfg.layer_type(s);
+            let o = if kind == 'f' {
+                // macaron: Scale(0.5, FeedForward), keys one level down
+                if cfg.extras.macaron {
+                    let o = feed_forward(cfg, w, &format!("{base}.fn"), &u, n);
+                    o.into_iter().map(|v| 0.5 * v).collect()
+                } else {
+                    feed_forward(cfg, w, &base, &u, n)
+                }
+            } else if kind == 'a' {
                 attention(
                     cfg,
                     w,
@@ -841,6 +973,16 @@ fn decoder_forward_impl(
                     false,
                 )
             };
+            // LayerScale: o ⊙ (gamma + unit offset), before the sandwich norm.
+            let o = if cfg.extras.layerscale {
+                let off = if cfg.extras.unit_offset { 1.0 } else { 0.0 };
+                let g = get(w, &format!("{pre}layers.{l}.1.gamma"), d);
+                o.chunks(d)
+                    .flat_map(|row| row.iter().zip(g).map(|(v, gv)| v * (gv + off)))
+                    .collect()
+            } else {
+                o
+            };
             let o = if cfg.extras.sandwich {
                 norm_rows(cfg, w, &format!("{pre}layers.{l}.0.1"), &o)
             } else {
@@ -855,12 +997,37 @@ fn decoder_forward_impl(
                     }
                 }
             }
-            if cfg.extras.scale_residual_constant != 1.0 {
-                x.iter_mut()
-                    .for_each(|xv| *xv *= cfg.extras.scale_residual_constant);
-            }
-            for (xv, ov) in x.iter_mut().zip(&o) {
-                *xv += ov;
+            if cfg.extras.gate_residual {
+                // GRUGating: x = GRUCell(input o, hidden x), no constant.
+                let k = format!("{pre}layers.{l}.2.gru");
+                let wi = get(w, &format!("{k}.weight_ih"), 3 * d * d);
+                let wh = get(w, &format!("{k}.weight_hh"), 3 * d * d);
+                let bi = get(w, &format!("{k}.bias_ih"), 3 * d);
+                let bh = get(w, &format!("{k}.bias_hh"), 3 * d);
+                let gi = linear(&o, n, wi, 3 * d, d, Some(bi));
+                let gh = linear(&x, n, wh, 3 * d, d, Some(bh));
+                let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+                for i in 0..n {
+                    let (a, b) = (
+                        &gi[i * 3 * d..(i + 1) * 3 * d],
+                        &gh[i * 3 * d..(i + 1) * 3 * d],
+                    );
+                    for j in 0..d {
+                        let r = sig(a[j] + b[j]);
+                        let z = sig(a[d + j] + b[d + j]);
+                        let c = (a[2 * d + j] + r * b[2 * d + j]).tanh();
+                        let h = x[i * d + j];
+                        x[i * d + j] = (1.0 - z) * c + z * h;
+                    }
+                }
+            } else {
+                if cfg.extras.scale_residual_constant != 1.0 {
+                    x.iter_mut()
+                        .for_each(|xv| *xv *= cfg.extras.scale_residual_constant);
+                }
+                for (xv, ov) in x.iter_mut().zip(&o) {
+                    *xv += ov;
+                }
             }
             if !cfg.extras.pre_norm {
                 x = norm_rows(cfg, w, &format!("{pre}layers.{l}.0.2"), &x);
