@@ -283,11 +283,24 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
     ) -> Result<(), LoadError<'w>> {
         *slot = None;
         let (cfg, source) = Self::open(bytes)?;
-        let loaded = slot.insert(Self::empty(&cfg)).load(&source);
+        Self::empty_into(&cfg, slot);
+        let loaded = match slot {
+            Some(model) => model.load(&source),
+            None => Ok(()),
+        };
         if loaded.is_err() {
             *slot = None;
         }
         loaded
+    }
+
+    /// Writes [`Self::empty`] into `slot`. Not inlined: the value is assembled in this frame,
+    /// which is gone when loading starts, instead of in a temporary of the caller's frame that
+    /// would stay on the stack as long as the caller runs (the model's size, a few KB on a
+    /// 32-bit target).
+    #[inline(never)]
+    fn empty_into(cfg: &ModelConfig, slot: &mut Option<Self>) {
+        *slot = Some(Self::empty(cfg));
     }
 
     /// Parses the container and reads the configuration.
@@ -299,6 +312,7 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
 
     /// Looks up the weights of [`Self::empty`] in `source`, in place; then checks that every
     /// tensor of the file was used.
+    #[inline(never)] // see `Decoder::forward_chunk`: the loader's frame apart from the forward pass's
     fn load(&mut self, source: &FileSource<'w>) -> Result<(), LoadError<'w>> {
         let loaded = match self {
             Model::Wrapper(w) => w.load(source),

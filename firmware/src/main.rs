@@ -50,6 +50,8 @@ static mut KV_CACHE: [f32; KvCache::<f32>::elements(&DEC, N)] =
 static mut SCRATCH: [f32; Scratch::elements(&DEC, N)] = [0.0; Scratch::elements(&DEC, N)];
 static mut LOGITS: [f32; N * V] = [0.0; N * V];
 static mut ROW: [f32; V] = [0.0; V];
+/// The loaded model (its weight table of views into the file), built in place.
+static mut MODEL_SLOT: Option<Model<'static, MAX_DEPTH>> = None;
 
 /// Exit statuses.
 const PASS: i32 = 0;
@@ -111,12 +113,15 @@ pub fn run() -> ! {
 }
 
 /// Loads, decodes three ways, compares; prints the report. Returns the exit status.
+#[inline(never)] // its own frame: the steps of `run` never overlap, so neither do their frames
 fn check(force_mismatch: bool) -> i32 {
-    // Zero-copy: the weights stay where the file is (flash, or the DDR on the AN547).
-    // Built in place (not moved out of a result: a copy of the model's size on the stack).
-    let mut slot = None;
-    let model = match Model::<MAX_DEPTH>::from_safetensors_in(&MODEL_FILE.0, &mut slot) {
-        Ok(()) => match &slot {
+    // Zero-copy: the weights stay where the file is (flash, or the DDR on the AN547). The model
+    // value (its table of tensor views, a few KB) is built in place in a static, like the other
+    // large buffers, so it costs no stack.
+    // SAFETY: `check` runs once, on one core; nothing else refers to MODEL_SLOT.
+    let slot = unsafe { &mut *addr_of_mut!(MODEL_SLOT) };
+    let model = match Model::<MAX_DEPTH>::from_safetensors_in(&MODEL_FILE.0, slot) {
+        Ok(()) => match &*slot {
             Some(Model::Wrapper(w)) => w,
             _ => {
                 println!("error: the model file holds a raw Decoder");
@@ -143,6 +148,7 @@ fn check(force_mismatch: bool) -> i32 {
 }
 
 /// Greedy, full and step-wise decoding of the model, checked against each other and the host.
+#[inline(never)] // its own frame: the steps of `run` never overlap, so neither do their frames
 fn decode_and_compare(
     model: &TransformerWrapper<'_, MAX_DEPTH>,
     force_mismatch: bool,
@@ -281,6 +287,7 @@ fn verdict(ok: bool) -> &'static str {
 /// The Cortex-M FPU kernels against their portable twins on the device (every length 0..=40,
 /// both alignments of f16 rows, every f16 through the conversion), bit for bit.
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+#[inline(never)]
 fn kernel_self_test() -> bool {
     let bad = picoformer::kernels::cortexm::self_test();
     println!(
@@ -292,12 +299,14 @@ fn kernel_self_test() -> bool {
 
 /// No architecture kernels to test on this target.
 #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+#[inline(never)]
 fn kernel_self_test() -> bool {
     true
 }
 
 /// Peak stack use: the lowest word of the painted stack that is no longer the paint.
 /// Returns false if the paint is gone down to the stack's end (an overflow into the statics).
+#[inline(never)] // its own frame: the steps of `run` never overlap, so neither do their frames
 fn stack_report() -> bool {
     let (end, start) = rt::stack_bounds();
     let mut at = end;

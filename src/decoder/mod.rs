@@ -521,6 +521,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
 
     /// All blocks over the `n` positions in `s.x`, then the final norm into `s.xb`. The shapes
     /// were validated before, so the kernels' shape errors cannot occur here.
+    // Not inlined: its frame (the forward pass) and the loader's are never live together, and
+    // a microcontroller's stack peak is the larger of the two instead of their sum.
+    #[inline(never)]
     fn forward_chunk<K: Element>(
         &self,
         cache: &mut KvCache<'_, K>,

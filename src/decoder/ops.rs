@@ -107,6 +107,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// A feed-forward sublayer 'f' (`xt:1763-1858`): x = x + W₂·act(W₁·u + b₁) + b₂, or GLU,
     /// with `panels` its (input, output) packed matrices; `gates` is the hidden buffer.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)] // run for one or two feed-forwards per block: one frame, not two
     pub(super) fn feed_forward(
         &self,
         f: &FeedForwardWeights<'_>,
