@@ -6,8 +6,10 @@
 
 use core::fmt;
 
-use picoformer::{bf16, f16, Error, KvCache, LoadError, Model, Scratch, TransformerWrapper, WrapperConfig};
 use picoformer::sampling::{Candidate, Rng, SampleError, Sampler, SamplerConfig};
+use picoformer::{
+    bf16, f16, Error, KvCache, LoadError, Model, Scratch, TransformerWrapper, WrapperConfig,
+};
 
 /// Sampling options as the wasm ABI passes them (`top_k` 0, `top_p` exactly 1, `min_p` exactly 0,
 /// `repetition_penalty` exactly 1 mean "off"), for [`picoformer::sampling`]. Every other value

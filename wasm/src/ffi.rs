@@ -17,8 +17,8 @@ use core::arch::wasm32;
 use core::fmt::{self, Write};
 use core::ptr::addr_of_mut;
 
-use picoformer::Error;
 use picoformer::sampling::{Candidate, Sampler};
+use picoformer::Error;
 
 use crate::engine::{
     self, Buffers, EngineError, Generate, KvBuf, KvKind, Options, Plan, Sampling, Session,

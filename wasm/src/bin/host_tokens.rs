@@ -4,8 +4,8 @@
 //! and WINDOW are the repetition penalty, KEEP the sliding window (0: stop when full), CAPACITY
 //! the cache positions (default: prompt + MAX). The Node tests compare with it.
 
-use picoformer::{KvCache, Scratch};
 use picoformer::sampling::{Candidate, Sampler};
+use picoformer::{KvCache, Scratch};
 use picoformer_wasm::engine::{self, Buffers, Generate, KvBuf, KvKind, Options, Sampling, Session};
 
 fn main() {
