@@ -5,35 +5,9 @@
 use picoformer::safetensors::SafeTensors;
 use picoformer::{Buffer, EncoderModel, Error, KvCache, LoadError, Masks, Model, Scratch};
 
-const TOLERANCE: f32 = 1e-5;
-
-fn aligned(path: &str) -> (Vec<u64>, usize) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    (words, bytes.len())
-}
-
-fn fixture(name: &str, kind: &str) -> (Vec<u64>, usize) {
-    aligned(&format!(
-        "{}/tests/fixtures/{name}.{kind}.safetensors",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if x.is_finite() {
-                (x - y).abs()
-            } else {
-                f32::INFINITY
-            }
-        })
-        .fold(0.0, f32::max)
-}
+#[path = "common/torch.rs"]
+mod torch;
+use torch::{aligned, fixture, max_diff, TOLERANCE};
 
 fn check(name: &str) -> f32 {
     let (mw, ml) = fixture(name, "model");

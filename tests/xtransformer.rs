@@ -7,28 +7,9 @@ use picoformer::{
     DecoderConfig, KvCache, Masks, Scratch, Tensor, TensorView, WrapperConfig, XTransformer,
 };
 
-const TOLERANCE: f32 = 1e-5;
-
-fn aligned(path: &str) -> (Vec<u64>, usize) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    (words, bytes.len())
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if x.is_finite() {
-                (x - y).abs()
-            } else {
-                f32::INFINITY
-            }
-        })
-        .fold(0.0, f32::max)
-}
+#[path = "common/torch.rs"]
+mod torch;
+use torch::{aligned, max_diff, TOLERANCE};
 
 #[test]
 fn xt_pad() {
