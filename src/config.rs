@@ -538,6 +538,36 @@ impl DecoderConfig {
     /// # Errors
     /// The first [`ConfigError`] found.
     pub const fn validate(&self) -> Result<(), ConfigError> {
+        // Every float field is a number, used or not: configurations are compared with `==`
+        // (a cache or arena built for one), and NaN is unequal to itself.
+        let floats = [
+            (
+                "rotary_base_rescale_factor",
+                self.rotary_base_rescale_factor,
+            ),
+            (
+                "rotary_interpolation_factor",
+                self.rotary_interpolation_factor,
+            ),
+            ("ff_mult", self.ff_mult),
+            ("softclamp_output_value", self.softclamp_output_value),
+            ("scale_residual_constant", self.scale_residual_constant),
+            ("attn_qk_norm_scale", self.attn_qk_norm_scale),
+            (
+                "ff_softclamp_value",
+                match self.ff_softclamp_value {
+                    Some(v) => v,
+                    None => 0.0,
+                },
+            ),
+        ];
+        let mut i = 0;
+        while i < floats.len() {
+            if floats[i].1.is_nan() {
+                return Err(ConfigError::NotFinite(floats[i].0));
+            }
+            i += 1;
+        }
         if self.dim == 0 {
             return Err(ConfigError::Zero("dim"));
         }

@@ -473,14 +473,14 @@ fn invalid_configurations_are_refused() {
         (
             base.rotary_pos_emb(true)
                 .rotary_base_rescale_factor(f64::NAN),
-            ConfigError::NotPositive("rotary_base_rescale_factor"),
+            ConfigError::NotFinite("rotary_base_rescale_factor"),
         ),
         (
             base.use_rmsnorm(true).use_simple_rmsnorm(true),
             ConfigError::Conflict("use_rmsnorm", "use_simple_rmsnorm"),
         ),
         (base.ff_mult(0.01), ConfigError::Zero("ff_mult")),
-        (base.ff_mult(f64::NAN), ConfigError::Zero("ff_mult")),
+        (base.ff_mult(f64::NAN), ConfigError::NotFinite("ff_mult")),
         (
             base.cross_attend(true).cross_attn_dim_context(0),
             ConfigError::Zero("cross_attn_dim_context"),
@@ -634,4 +634,30 @@ fn wrapper_errors() {
         })
     );
     assert_eq!(cache.len(), 4);
+}
+
+/// A NaN in any float field is refused, even where the option is off: configurations are
+/// compared with `==` (caches and arenas are built for one), and NaN equals nothing, so such a
+/// configuration used to validate and then fail every forward call with `ConfigMismatch`.
+#[test]
+fn nan_in_an_unused_float_field_is_refused() {
+    let base = DecoderConfig::new(16, 1).heads(2).attn_dim_head(8);
+    for (cfg, field) in [
+        (
+            base.rotary_base_rescale_factor(f64::NAN),
+            "rotary_base_rescale_factor",
+        ),
+        (
+            base.rotary_interpolation_factor(f64::NAN),
+            "rotary_interpolation_factor",
+        ),
+        (
+            base.scale_residual_constant(f64::NAN),
+            "scale_residual_constant",
+        ),
+    ] {
+        assert_eq!(cfg.validate(), Err(ConfigError::NotFinite(field)));
+        let mut kv = vec![0.0f32; 1024];
+        assert!(KvCache::new(&cfg, 4, &mut kv).is_err());
+    }
 }
