@@ -668,7 +668,14 @@ impl DecoderConfig {
         if self.attn_value_rmsnorm && self.kv_heads() != self.heads {
             return Err(ConfigError::Conflict("attn_value_rmsnorm", "attn_kv_heads"));
         }
-        if self.ff_mult.is_nan() || self.ff_mult <= 0.0 || self.ff_inner() == 0 {
+        if self.ff_mult.is_nan() || self.ff_mult <= 0.0 {
+            return Err(ConfigError::Zero("ff_mult"));
+        }
+        // Too wide (ff_inner saturates to 0 past usize) before too narrow.
+        if self.dim as f64 * self.ff_mult >= (1u64 << 30) as f64 {
+            return Err(ConfigError::TooLarge);
+        }
+        if self.ff_inner() == 0 {
             return Err(ConfigError::Zero("ff_mult"));
         }
         // Every size below must fit comfortably in usize (and in u32 element counts on 32-bit targets).

@@ -481,6 +481,9 @@ fn invalid_configurations_are_refused() {
         ),
         (base.ff_mult(0.01), ConfigError::Zero("ff_mult")),
         (base.ff_mult(f64::NAN), ConfigError::NotFinite("ff_mult")),
+        // Too large, not "must be positive" (the inner width saturates to 0 past usize).
+        (base.ff_mult(1e30), ConfigError::TooLarge),
+        (DecoderConfig::new(usize::MAX, 1), ConfigError::TooLarge),
         (
             base.cross_attend(true).cross_attn_dim_context(0),
             ConfigError::Zero("cross_attn_dim_context"),
