@@ -7,7 +7,7 @@ use picoformer::{Buffer, EncoderModel, Error, KvCache, LoadError, Masks, Model, 
 
 #[path = "common/torch.rs"]
 mod torch;
-use torch::{aligned, fixture, max_diff, TOLERANCE};
+use torch::{fixture, max_diff, TOLERANCE};
 
 fn check(name: &str) -> f32 {
     let (mw, ml) = fixture(name, "model");
@@ -205,7 +205,7 @@ fn cli_run_encoders() {
             .output()
             .unwrap();
         assert!(res.status.success(), "{name}: {res:?}");
-        let (ow, ol) = aligned(out.to_str().unwrap());
+        let (ow, ol) = torch::aligned(out.to_str().unwrap());
         let got = SafeTensors::parse(&bytemuck::cast_slice(&ow)[..ol]).unwrap();
         let (iw, il) = fixture(name, "io");
         let io = SafeTensors::parse(&bytemuck::cast_slice(&iw)[..il]).unwrap();

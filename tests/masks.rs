@@ -6,7 +6,7 @@ use picoformer::{Buffer, Error, KvCache, Masks, Model, Scratch};
 
 #[path = "common/torch.rs"]
 mod torch;
-use torch::{aligned, fixture, max_diff, TOLERANCE};
+use torch::{fixture, max_diff, TOLERANCE};
 
 struct Io {
     x: Option<Vec<f32>>,
@@ -301,7 +301,7 @@ fn cli_run_masks_and_unknown_inputs() {
             .output()
             .unwrap();
         assert!(status.status.success(), "{name}: {status:?}");
-        let (words, len) = aligned(out.to_str().unwrap());
+        let (words, len) = torch::aligned(out.to_str().unwrap());
         let st = SafeTensors::parse(&bytemuck::cast_slice(&words)[..len]).unwrap();
         let io = read_io(name);
         for k in ["full", "stepwise"] {
