@@ -7,6 +7,11 @@ cd "$(dirname "$0")/../firmware/template"
 
 # Its flags come from its own .cargo/config.toml and build.rs: host flags must not reach it.
 unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET CARGO_TARGET_DIR
+# Source paths are compiled into the image (panic locations): remapped to fixed prefixes, so its
+# size does not depend on where the repository or the cargo home is (the README's table is
+# compared byte for byte). These flags replace .cargo/config.toml's, so its target-cpu is
+# repeated here.
+export CARGO_ENCODED_RUSTFLAGS="-Ctarget-cpu=cortex-m7"$'\x1f'"--remap-path-prefix=$(cd ../.. && pwd)=/picoformer"$'\x1f'"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
 
 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || true
 rustup component add llvm-tools rustfmt clippy >/dev/null 2>&1 || true

@@ -13,6 +13,10 @@ cd "$(dirname "$0")"
 # Cross builds take their flags from .cargo/config.toml and build.rs alone: a RUSTFLAGS meant
 # for the host (e.g. -C target-cpu=native) must not reach them.
 unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET CARGO_TARGET_DIR
+# Source paths are compiled into the image (panic locations): remapped to fixed prefixes, so its
+# size does not depend on where the repository or the cargo home is checked out (the README's
+# tables are compared byte for byte).
+export CARGO_ENCODED_RUSTFLAGS="--remap-path-prefix=$(cd .. && pwd)=/picoformer"$'\x1f'"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
 
 # triple | QEMU command (without the common options) | the board's name in README.md's table
 BOARDS=(

@@ -5,9 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p dist
-cargo build --release --lib --target wasm32-unknown-unknown
+# Source paths are compiled into the module (panic locations): remapped to fixed prefixes, so its
+# size does not depend on where the repository or the cargo home is (wasm/README.md's sizes are
+# compared byte for byte).
+remap="--remap-path-prefix=$(cd .. && pwd)=/picoformer"$'\x1f'"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+CARGO_ENCODED_RUSTFLAGS="$remap" cargo build --release --lib --target wasm32-unknown-unknown
 cp target/wasm32-unknown-unknown/release/picoformer_wasm.wasm dist/picoformer.wasm
-CARGO_TARGET_DIR=target/simd128 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+CARGO_TARGET_DIR=target/simd128 CARGO_ENCODED_RUSTFLAGS="$remap"$'\x1f'"-Ctarget-feature=+simd128" \
     cargo build --release --lib --target wasm32-unknown-unknown
 cp target/simd128/wasm32-unknown-unknown/release/picoformer_wasm.wasm dist/picoformer-simd128.wasm
 cargo build --release --bin host-tokens
