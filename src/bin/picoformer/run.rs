@@ -1,7 +1,7 @@
 //! `picoformer run`: a model on an inputs file, full and step-wise, written as safetensors.
 
 use picoformer::safetensors::{Dtype, SafeTensors};
-use picoformer::{EncoderModel, KvCache, LoadError, Masks, Model, Scratch};
+use picoformer::{DecoderConfig, EncoderModel, KvCache, LoadError, Masks, Model, Scratch};
 
 use crate::args::{Args, CliError};
 use crate::files::{filled, write_f32, Aligned};
@@ -123,36 +123,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         }
     }
 
-    let context = match st.tensor("context") {
-        None if cfg.cross_attend => {
-            return Err(fail(
-                "this model cross-attends: INPUTS needs `context` (b, m, dim_context)",
-            ))
-        }
-        None => None,
-        Some(_) if !cfg.cross_attend => {
-            return Err(fail(
-                "`context` given, but this model does not cross-attend",
-            ))
-        }
-        Some(t) => {
-            let s = t.shape();
-            if t.dtype() != Dtype::F32
-                || s.len() != 3
-                || s[0] != b
-                || s[2] != cfg.dim_context()
-                || s[1] == 0
-            {
-                return Err(fail(format!(
-                    "`context` must be f32 of shape ({b}, m, {}) with m >= 1; it is {} {:?}",
-                    cfg.dim_context(),
-                    t.dtype().name(),
-                    s
-                )));
-            }
-            Some((s[1], t.as_f32()?.to_vec()))
-        }
-    };
+    let context = read_context(&st, &cfg, b)?.map(|(m, c)| (m, c.to_vec()));
     let rows = context.as_ref().map_or(1, |c| c.0);
     // Padding masks: (b, n) and (b, m), bool or uint8, nonzero = a real position.
     let mask = read_mask(&st, "mask", b, n)?;
@@ -255,6 +226,41 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The `context` of INPUTS, (b, m, dim_context) f32, as (m, values): required by a
+/// cross-attending model and refused by any other.
+fn read_context<'a>(
+    st: &SafeTensors<'a>,
+    cfg: &DecoderConfig,
+    b: usize,
+) -> Result<Option<(usize, &'a [f32])>, CliError> {
+    match st.tensor("context") {
+        None if cfg.cross_attend => Err(fail(
+            "this model cross-attends: INPUTS needs `context` (b, m, dim_context)",
+        )),
+        None => Ok(None),
+        Some(_) if !cfg.cross_attend => Err(fail(
+            "`context` given, but this model does not cross-attend",
+        )),
+        Some(t) => {
+            let s = t.shape();
+            if t.dtype() != Dtype::F32
+                || s.len() != 3
+                || s[0] != b
+                || s[2] != cfg.dim_context()
+                || s[1] == 0
+            {
+                return Err(fail(format!(
+                    "`context` must be f32 of shape ({b}, m, {}) with m >= 1; it is {} {:?}",
+                    cfg.dim_context(),
+                    t.dtype().name(),
+                    s
+                )));
+            }
+            Ok(Some((s[1], t.as_f32()?)))
+        }
+    }
+}
+
 /// The padding mask `name` of INPUTS, (b, len), bool or uint8 (nonzero = real), if present.
 fn read_mask(
     st: &SafeTensors<'_>,
@@ -327,31 +333,7 @@ fn run_encoder(model: &EncoderModel, inputs_path: &str, out_path: &str) -> Resul
             )))
         }
     };
-    let context = match st.tensor("context") {
-        None if cfg.cross_attend => {
-            return Err(fail(
-                "this model cross-attends: INPUTS needs `context` (b, m, dim_context)",
-            ))
-        }
-        None => None,
-        Some(c) => {
-            let cs = c.shape();
-            if c.dtype() != Dtype::F32
-                || cs.len() != 3
-                || cs[0] != b
-                || cs[2] != cfg.dim_context()
-                || cs[1] == 0
-            {
-                return Err(fail(format!(
-                    "`context` must be f32 of shape ({b}, m, {}) with m >= 1; it is {} {:?}",
-                    cfg.dim_context(),
-                    c.dtype().name(),
-                    cs
-                )));
-            }
-            Some((cs[1], c.as_f32()?))
-        }
-    };
+    let context = read_context(&st, &cfg, b)?;
     let rows = context.as_ref().map_or(1, |c| c.0);
     let mask = read_mask(&st, "mask", b, n)?;
     let context_mask = match &context {
