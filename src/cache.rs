@@ -8,6 +8,12 @@
 //!
 //! The cache never grows. Appending past the capacity is [`Error::CacheFull`] and changes nothing;
 //! [`KvCache::truncate`] and [`KvCache::reset`] rewind the position index in O(1).
+//!
+//! A model with local attention (`attn_max_attend_past` = N) can instead take a rolling cache
+//! ([`KvCache::rolling`]): position p lives in row p mod capacity, and since no query sees a key
+//! more than N positions back, a ring of more than N rows holds everything attention reads.
+//! Positions then go on for ever in the same memory, and the outputs are still those of the full
+//! pass.
 
 use crate::config::DecoderConfig;
 use crate::error::{Buffer, Error};
@@ -28,6 +34,8 @@ pub struct KvCache<'b, T: Element = f32> {
     max_context: usize,
     context_len: Option<usize>,
     cross_attend: bool,
+    /// `Some(N)` for a rolling cache over a model with `attn_max_attend_past` = N.
+    window: Option<usize>,
 }
 
 impl<'b, T: Element> KvCache<'b, T> {
@@ -116,10 +124,46 @@ impl<'b, T: Element> KvCache<'b, T> {
             max_context: if cfg.cross_attend { max_context } else { 0 },
             context_len: None,
             cross_attend: cfg.cross_attend,
+            window: None,
         })
     }
 
-    /// Positions cached.
+    /// A rolling cache for a model with local attention (`attn_max_attend_past` = N): `capacity`
+    /// rows (at least N + 1) that hold the last positions, position p in row p mod capacity, so
+    /// that positions go on for ever: [`Self::len`] counts every position seen, and a call never
+    /// fails for lack of room. The outputs are those of the full pass, since no query sees a key
+    /// more than N positions back. A call of n positions runs in chunks of at most
+    /// capacity − N (the keys of a chunk must not overwrite the window of its first position),
+    /// so a capacity of N + P lets a scratch of P positions run whole chunks. Buffers and sizes
+    /// as [`Self::with_context`] (`max_context` 0 and an empty buffer without cross-attention).
+    ///
+    /// # Errors
+    /// [`Error::RollingCache`] if the model has no `attn_max_attend_past` or `capacity` is N or
+    /// less; otherwise as [`Self::with_context`].
+    pub fn rolling(
+        cfg: &DecoderConfig,
+        capacity: usize,
+        buf: &'b mut [T],
+        max_context: usize,
+        context_buf: &'b mut [T],
+    ) -> Result<Self, Error> {
+        let window = cfg.attn_max_attend_past;
+        match window {
+            Some(w) if capacity > w => {}
+            _ => return Err(Error::RollingCache { window, capacity }),
+        }
+        let mut cache = Self::with_context(cfg, capacity, buf, max_context, context_buf)?;
+        cache.window = window;
+        Ok(cache)
+    }
+
+    /// Whether this is a rolling cache ([`Self::rolling`]).
+    pub fn is_rolling(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// Positions cached (on a rolling cache: every position seen, of which the last
+    /// [`Self::capacity`] are held).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -127,13 +171,30 @@ impl<'b, T: Element> KvCache<'b, T> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// Maximum positions.
+    /// Maximum positions held (the ring's rows on a rolling cache).
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+    /// The length the cache can reach: its capacity, or without end (`usize::MAX`) when rolling.
+    pub fn max_len(&self) -> usize {
+        if self.window.is_some() {
+            usize::MAX
+        } else {
+            self.capacity
+        }
+    }
     /// Positions that can still be appended.
     pub fn remaining(&self) -> usize {
-        self.capacity - self.len
+        self.max_len() - self.len
+    }
+    /// Positions a call may append before the next must wait for them to be cached: all of
+    /// them, or capacity − N on a rolling cache (the rows a chunk's keys may overwrite without
+    /// touching the window of its first position).
+    pub(crate) fn chunk_limit(&self) -> usize {
+        match self.window {
+            Some(w) => self.capacity - w,
+            None => usize::MAX,
+        }
     }
     /// Maximum context rows.
     pub fn max_context(&self) -> usize {
@@ -154,13 +215,26 @@ impl<'b, T: Element> KvCache<'b, T> {
     /// `len` are simply overwritten by the next calls.
     ///
     /// # Errors
-    /// [`Error::TruncateBeyondLength`] if `len` is more than is cached; nothing changes.
+    /// [`Error::TruncateBeyondLength`] if `len` is more than is cached;
+    /// [`Error::TruncateBeyondWindow`] on a rolling cache if the rows of the window before `len`
+    /// were overwritten since. Nothing changes.
     pub fn truncate(&mut self, len: usize) -> Result<(), Error> {
         if len > self.len {
             return Err(Error::TruncateBeyondLength {
                 requested: len,
                 len: self.len,
             });
+        }
+        if let Some(w) = self.window {
+            // Positions len − N .. len must still be in the ring, which holds the last
+            // `capacity` ones (or from 0, back to which a reset is always possible).
+            let oldest = self.len.saturating_sub(self.capacity);
+            if len != 0 && len.saturating_sub(w) < oldest {
+                return Err(Error::TruncateBeyondWindow {
+                    requested: len,
+                    oldest: oldest.saturating_add(w),
+                });
+            }
         }
         self.len = len;
         Ok(())
@@ -169,8 +243,8 @@ impl<'b, T: Element> KvCache<'b, T> {
     /// Gives back positions up to `len` after a call that failed before writing anything
     /// (the rows are as they were), undoing a [`Self::truncate`] made for that call.
     pub(crate) fn restore_len(&mut self, len: usize) {
-        debug_assert!(len <= self.capacity);
-        self.len = len.min(self.capacity);
+        debug_assert!(len <= self.max_len());
+        self.len = len.min(self.max_len());
     }
 
     /// Whether this cache was built for the shape of `cfg`.
@@ -183,7 +257,7 @@ impl<'b, T: Element> KvCache<'b, T> {
 
     /// Checks that `n` more positions fit.
     pub(crate) fn check_room(&self, n: usize) -> Result<(), Error> {
-        if n > self.capacity - self.len {
+        if n > self.remaining() {
             return Err(Error::CacheFull {
                 len: self.len,
                 requested: n,
@@ -195,8 +269,17 @@ impl<'b, T: Element> KvCache<'b, T> {
 
     /// Advances the position index after `n` positions were written.
     pub(crate) fn advance(&mut self, n: usize) {
-        debug_assert!(self.len + n <= self.capacity);
-        self.len += n;
+        debug_assert!(n <= self.remaining());
+        self.len = self.len.saturating_add(n);
+    }
+
+    /// The row that holds position `pos`.
+    fn row(&self, pos: usize) -> usize {
+        if self.window.is_some() {
+            pos % self.capacity.max(1)
+        } else {
+            pos
+        }
     }
 
     fn offset(&self, rows: usize, layer: usize, head: usize) -> usize {
@@ -206,8 +289,9 @@ impl<'b, T: Element> KvCache<'b, T> {
     /// Writes one position's keys and values (`[kv_heads · dim_head]` each) of `layer` at `pos`.
     pub(crate) fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let d = self.dim_head;
+        let row = self.row(pos);
         for h in 0..self.kv_heads {
-            let at = self.offset(self.capacity, layer, h) + pos * d;
+            let at = self.offset(self.capacity, layer, h) + row * d;
             store_row(&mut self.keys[at..at + d], &k[h * d..(h + 1) * d]);
             store_row(&mut self.values[at..at + d], &v[h * d..(h + 1) * d]);
         }
@@ -218,6 +302,21 @@ impl<'b, T: Element> KvCache<'b, T> {
         let at = self.offset(self.capacity, layer, head);
         let len = n * self.dim_head;
         (&self.keys[at..at + len], &self.values[at..at + len])
+    }
+
+    /// The key and value of kv head `head` in `layer` at position `pos` (held: on a rolling
+    /// cache, one of the last `capacity`).
+    pub(crate) fn key_row(&self, layer: usize, head: usize, pos: usize) -> (&[T], &[T]) {
+        let at = self.offset(self.capacity, layer, head) + self.row(pos) * self.dim_head;
+        let d = self.dim_head;
+        (&self.keys[at..at + d], &self.values[at..at + d])
+    }
+
+    /// Context row `row` of kv head `head` in `layer`.
+    pub(crate) fn context_row(&self, layer: usize, head: usize, row: usize) -> (&[T], &[T]) {
+        let at = self.offset(self.max_context, layer, head) + row * self.dim_head;
+        let d = self.dim_head;
+        (&self.ctx_keys[at..at + d], &self.ctx_values[at..at + d])
     }
 
     /// Writes the context row `row` of `layer`.
@@ -242,8 +341,10 @@ impl<'b, T: Element> KvCache<'b, T> {
         (&self.ctx_keys[at..at + len], &self.ctx_values[at..at + len])
     }
 
-    /// Fills every element not in use with NaN: positions at and after `len`, and context rows
-    /// past the cached context. Tests use it to show that nothing stale is ever read.
+    /// Fills every element not in use with NaN: positions at and after `len` (on a rolling
+    /// cache: every row but those of the window before `len`, the only ones a query can still
+    /// see), and context rows past the cached context. Tests use it to show that nothing stale
+    /// is ever read.
     #[doc(hidden)]
     pub fn poison_unused(&mut self) {
         let d = self.dim_head;
@@ -251,8 +352,19 @@ impl<'b, T: Element> KvCache<'b, T> {
         for layer in 0..self.depth {
             for h in 0..self.kv_heads {
                 let at = self.offset(self.capacity, layer, h);
-                self.keys[at + self.len * d..at + self.capacity * d].fill(T::NAN);
-                self.values[at + self.len * d..at + self.capacity * d].fill(T::NAN);
+                for row in 0..self.capacity {
+                    let used = match self.window {
+                        // Position of this row among the last `capacity`, if any.
+                        Some(w) => {
+                            (self.len.saturating_sub(w)..self.len).any(|p| p % self.capacity == row)
+                        }
+                        None => row < self.len,
+                    };
+                    if !used {
+                        self.keys[at + row * d..at + (row + 1) * d].fill(T::NAN);
+                        self.values[at + row * d..at + (row + 1) * d].fill(T::NAN);
+                    }
+                }
                 let at = self.offset(self.max_context, layer, h);
                 self.ctx_keys[at + ctx * d..at + self.max_context * d].fill(T::NAN);
                 self.ctx_values[at + ctx * d..at + self.max_context * d].fill(T::NAN);

@@ -160,6 +160,27 @@ pub struct DecoderConfig {
     /// `disable_abs_pos_emb`: read by a `TransformerWrapper` only; `None` means "whenever rotary
     /// embeddings are on" (`xt:2892`). A bare `Decoder` has no absolute positions either way.
     pub disable_abs_pos_emb: Option<bool>,
+    /// `alibi_pos_bias`: self-attention logits get the bias −slope_h·|i − j| on the first
+    /// `alibi_num_heads` heads, geometric slopes (`AlibiPositionalBias`, `xt:631-700, 2926-2929`).
+    pub alibi_pos_bias: bool,
+    /// `alibi_num_heads`: heads with an ALiBi bias; `None` means all.
+    pub alibi_num_heads: Option<usize>,
+    /// `attn_max_attend_past`: local self-attention, a query at position i sees keys j with
+    /// i − j <= N (`xt:2567-2573`). With [`crate::KvCache::rolling`] the cache holds only that
+    /// window and decoding runs for ever in bounded memory.
+    pub attn_max_attend_past: Option<usize>,
+    /// `attn_num_mem_kv`: M learned key/value rows per kv head (`layers.ℓ.1.mem_k`/`mem_v`
+    /// `[H_kv, M, d]`) that every query sees, in self- and cross-attention; not cached, no
+    /// position (`xt:2188-2191, 2510-2521`).
+    pub attn_num_mem_kv: usize,
+    /// `attn_add_zero_kv`: a zero key and value every query sees (logit 0), in self- and
+    /// cross-attention (`at:536-543`).
+    pub attn_add_zero_kv: bool,
+    /// `attn_softclamp_logits`: logits become tanh(s / v)·v after the bias, v =
+    /// `attn_logit_softclamp_value` (`at:572-573`); self- and cross-attention.
+    pub attn_softclamp_logits: bool,
+    /// `attn_logit_softclamp_value` (default 50).
+    pub attn_logit_softclamp_value: f64,
 }
 
 impl DecoderConfig {
@@ -208,6 +229,13 @@ impl DecoderConfig {
             attn_value_rmsnorm: false,
             norm_add_unit_offset: true,
             disable_abs_pos_emb: None,
+            alibi_pos_bias: false,
+            alibi_num_heads: None,
+            attn_max_attend_past: None,
+            attn_num_mem_kv: 0,
+            attn_add_zero_kv: false,
+            attn_softclamp_logits: false,
+            attn_logit_softclamp_value: 50.0,
         }
     }
 
@@ -429,6 +457,57 @@ impl DecoderConfig {
     pub const fn has_final_norm(&self) -> bool {
         self.pre_norm && self.pre_norm_has_final_norm
     }
+    /// Sets `alibi_pos_bias` with `alibi_num_heads` (`None`: every head).
+    pub const fn alibi_pos_bias(mut self, heads: Option<usize>) -> Self {
+        self.alibi_pos_bias = true;
+        self.alibi_num_heads = heads;
+        self
+    }
+    /// Sets `attn_max_attend_past`.
+    pub const fn attn_max_attend_past(mut self, n: usize) -> Self {
+        self.attn_max_attend_past = Some(n);
+        self
+    }
+    /// Sets `attn_num_mem_kv`.
+    pub const fn attn_num_mem_kv(mut self, m: usize) -> Self {
+        self.attn_num_mem_kv = m;
+        self
+    }
+    /// Sets `attn_add_zero_kv`.
+    pub const fn attn_add_zero_kv(mut self, on: bool) -> Self {
+        self.attn_add_zero_kv = on;
+        self
+    }
+    /// Sets `attn_softclamp_logits` with `attn_logit_softclamp_value`.
+    pub const fn attn_softclamp_logits(mut self, value: f64) -> Self {
+        self.attn_softclamp_logits = true;
+        self.attn_logit_softclamp_value = value;
+        self
+    }
+    /// Heads with an ALiBi bias: `alibi_num_heads` (default all) with `alibi_pos_bias`, else 0.
+    pub const fn alibi_heads(&self) -> usize {
+        if !self.alibi_pos_bias {
+            return 0;
+        }
+        match self.alibi_num_heads {
+            Some(h) => h,
+            None => self.heads,
+        }
+    }
+    /// Extra key rows every query sees before the positions' own: the zero key
+    /// (`attn_add_zero_kv`) and the `attn_num_mem_kv` memory keys.
+    pub const fn extra_keys(&self) -> usize {
+        self.attn_num_mem_kv
+            .saturating_add(if self.attn_add_zero_kv { 1 } else { 0 })
+    }
+    /// Whether attention needs the general path (logit terms the SIMD kernel does not take:
+    /// ALiBi, a local window, a logit softclamp, memory or zero keys).
+    pub const fn general_attention(&self) -> bool {
+        self.alibi_pos_bias
+            || self.attn_max_attend_past.is_some()
+            || self.attn_softclamp_logits
+            || self.extra_keys() > 0
+    }
     /// Sets `disable_abs_pos_emb`.
     pub const fn disable_abs_pos_emb(mut self, on: bool) -> Self {
         self.disable_abs_pos_emb = Some(on);
@@ -554,6 +633,10 @@ impl DecoderConfig {
             ("scale_residual_constant", self.scale_residual_constant),
             ("attn_qk_norm_scale", self.attn_qk_norm_scale),
             (
+                "attn_logit_softclamp_value",
+                self.attn_logit_softclamp_value,
+            ),
+            (
                 "ff_softclamp_value",
                 match self.ff_softclamp_value {
                     Some(v) => v,
@@ -637,6 +720,31 @@ impl DecoderConfig {
         }
         if self.sandwich_norm && !self.pre_norm {
             return Err(ConfigError::Conflict("sandwich_norm", "pre_norm"));
+        }
+        if self.alibi_pos_bias {
+            let h = self.alibi_heads();
+            if h == 0 || h > self.heads {
+                // x-transformers asserts alibi_num_heads <= heads (xt:2928).
+                return Err(ConfigError::NotPositive("alibi_num_heads"));
+            }
+        }
+        if self.attn_softclamp_logits
+            && !(self.attn_logit_softclamp_value > 0.0 && self.attn_logit_softclamp_value < 1e30)
+        {
+            // x-transformers asserts a positive value (at:319).
+            return Err(ConfigError::NotPositive("attn_logit_softclamp_value"));
+        }
+        if self.attn_max_attend_past.is_some() && self.cross_attend {
+            // x-transformers masks cross-attention's context rows by their distance to the
+            // query too, counted from the end of the call's queries: its cached and full passes
+            // differ, so there is nothing to match.
+            return Err(ConfigError::Conflict(
+                "attn_max_attend_past",
+                "cross_attend",
+            ));
+        }
+        if self.attn_num_mem_kv > (1 << 20) {
+            return Err(ConfigError::TooLarge);
         }
         if self.attn_qk_norm {
             // x-transformers asserts dim_head % groups == 0 and dim_head / groups > 2.

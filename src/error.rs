@@ -207,6 +207,21 @@ pub enum Error {
         /// Current length.
         len: usize,
     },
+    /// `truncate(n)` on a rolling cache to a length whose window it no longer holds.
+    TruncateBeyondWindow {
+        /// Requested length.
+        requested: usize,
+        /// The shortest length it can go back to.
+        oldest: usize,
+    },
+    /// A rolling cache ([`crate::KvCache::rolling`]) needs a model with `attn_max_attend_past`
+    /// = N and a capacity of more than N positions.
+    RollingCache {
+        /// The model's `attn_max_attend_past`.
+        window: Option<usize>,
+        /// The capacity asked for.
+        capacity: usize,
+    },
     /// The context has more rows than the context cache holds.
     ContextTooLong {
         /// Context rows given.
@@ -293,6 +308,22 @@ impl fmt::Display for Error {
             Error::TruncateBeyondLength { requested, len } => {
                 write!(f, "cannot truncate to {requested}: only {len} positions cached")
             }
+            Error::TruncateBeyondWindow { requested, oldest } => write!(
+                f,
+                "cannot truncate a rolling cache to {requested}: its window reaches back to {oldest} at most"
+            ),
+            Error::RollingCache {
+                window: Some(w),
+                capacity,
+            } => write!(
+                f,
+                "a rolling cache for attn_max_attend_past = {w} needs a capacity of at least {}, not {capacity}",
+                w.saturating_add(1)
+            ),
+            Error::RollingCache { window: None, .. } => write!(
+                f,
+                "a rolling cache needs a model with local attention (attn_max_attend_past)"
+            ),
             Error::ContextTooLong { rows, capacity } => {
                 write!(f, "context of {rows} rows exceeds the context cache capacity {capacity}")
             }

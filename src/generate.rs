@@ -370,13 +370,14 @@ impl<'b> Generator<'b> {
             }
             .into());
         }
-        // Where the cache ends for this model: its capacity, or `max_seq_len` if that is less
-        // and the model has absolute positions (no position beyond the table exists).
+        // Where the cache ends for this model: its capacity (none for a rolling cache), or
+        // `max_seq_len` if that is less and the model has absolute positions (no position
+        // beyond the table exists).
         let cfg = model.config();
         let end = if cfg.has_abs_pos_emb() {
-            cache.capacity().min(cfg.max_seq_len)
+            cache.max_len().min(cfg.max_seq_len)
         } else {
-            cache.capacity()
+            cache.max_len()
         };
         if let Overflow::Slide { keep } = self.config.overflow {
             if keep == 0 || keep > end {

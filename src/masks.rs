@@ -8,7 +8,6 @@
 //! See `docs/x-transformers.md` §3.13.
 
 use crate::error::{Buffer, Error};
-use crate::tensor::Element;
 
 /// The padding masks of a forward call, `true` for a real position.
 ///
@@ -69,83 +68,6 @@ impl<'m> Masks<'m> {
             }
         }
         Ok(())
-    }
-}
-
-/// The geometry of a masked attention call.
-pub(crate) struct MaskedHeads {
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub dim: usize,
-    pub scale: f32,
-}
-
-impl MaskedHeads {
-    /// Attention of `n` positions' query heads `q` (n × heads·dim) into `out`, over `rows`
-    /// cached keys and values (`kv(j)` of kv head j, rows × dim each), keys with `keep[j]`
-    /// false excluded; with `causal`, position i sees rows `0..rows − (n − 1 − i)`. A query that
-    /// sees no key gets zeros (`at:663-664`). Query head h reads kv head h mod kv_heads
-    /// (`at:529-532`). The softmax runs online (running maximum and sum), so no buffer of
-    /// scores is needed.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attend<'c, K: Element + 'c>(
-        &self,
-        q: &[f32],
-        out: &mut [f32],
-        n: usize,
-        causal: bool,
-        rows: usize,
-        keep: Option<&[bool]>,
-        kv: impl Fn(usize) -> (&'c [K], &'c [K]),
-    ) {
-        let (d, qd) = (self.dim, self.heads * self.dim);
-        for j in 0..self.kv_heads {
-            let (keys, values) = kv(j);
-            for h in (j..self.heads).step_by(self.kv_heads.max(1)) {
-                for i in 0..n {
-                    let seen = if causal {
-                        rows.saturating_sub(n - 1 - i)
-                    } else {
-                        rows
-                    };
-                    let at = i * qd + h * d;
-                    let (Some(qi), Some(oi)) = (q.get(at..at + d), out.get_mut(at..at + d)) else {
-                        continue;
-                    };
-                    oi.iter_mut().for_each(|o| *o = 0.0);
-                    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-                    for r in 0..seen {
-                        if keep.is_some_and(|m| !m.get(r).copied().unwrap_or(false)) {
-                            continue;
-                        }
-                        let (Some(kr), Some(vr)) =
-                            (keys.get(r * d..(r + 1) * d), values.get(r * d..(r + 1) * d))
-                        else {
-                            continue;
-                        };
-                        let s = qi.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum::<f32>()
-                            * self.scale;
-                        let p = if s > max {
-                            // Rescale what was accumulated to the new maximum.
-                            let f = libm::expf(max - s);
-                            sum *= f;
-                            oi.iter_mut().for_each(|o| *o *= f);
-                            max = s;
-                            1.0
-                        } else {
-                            libm::expf(s - max)
-                        };
-                        sum += p;
-                        oi.iter_mut()
-                            .zip(vr)
-                            .for_each(|(o, v)| *o += p * v.to_f32());
-                    }
-                    if sum > 0.0 {
-                        oi.iter_mut().for_each(|o| *o /= sum);
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -42,12 +42,15 @@ pub(crate) struct Buffers<'a> {
     pub sin: &'a mut [f32],
     /// Rotary inverse frequencies `[r/2]`.
     pub inv_freq: &'a mut [f32],
+    /// A sublayer's memory keys then values (`attn_num_mem_kv`), `[2, kv_heads, M, d]`.
+    pub mem: &'a mut [f32],
 }
 
 impl<'b> Scratch<'b> {
     /// `f32` elements needed for `max_positions` positions at once:
-    /// P·(3·dim + 2·heads·d + 2·kv_heads·d + h) + (2P + 1)·r/2, with h = F·(2 with GLU), or
-    /// 6·dim with `gate_residual` if more ([`DecoderConfig::hidden_width`]).
+    /// P·(3·dim + 2·heads·d + 2·kv_heads·d + h) + (2P + 1)·r/2 + 2·kv_heads·d·M, with h = F·(2
+    /// with GLU), or 6·dim with `gate_residual` if more ([`DecoderConfig::hidden_width`]), and M
+    /// the memory keys (`attn_num_mem_kv`).
     pub const fn elements(cfg: &DecoderConfig, max_positions: usize) -> usize {
         let per_position = 3usize
             .saturating_mul(cfg.dim)
@@ -58,6 +61,14 @@ impl<'b> Scratch<'b> {
         max_positions
             .saturating_mul(per_position)
             .saturating_add(half.saturating_mul(max_positions.saturating_mul(2).saturating_add(1)))
+            .saturating_add(Self::mem_elements(cfg))
+    }
+
+    /// Elements of the memory keys and values, 2·kv_heads·d·M.
+    const fn mem_elements(cfg: &DecoderConfig) -> usize {
+        2usize
+            .saturating_mul(cfg.kv_dim())
+            .saturating_mul(cfg.attn_num_mem_kv)
     }
 
     /// Bytes needed (`elements · 4`).
@@ -121,7 +132,8 @@ impl<'b> Scratch<'b> {
         let (hb, rest) = rest.split_at_mut(p * c.hidden_width());
         let (cos, rest) = rest.split_at_mut(p * half);
         let (sin, rest) = rest.split_at_mut(p * half);
-        let (inv_freq, _) = rest.split_at_mut(half);
+        let (inv_freq, rest) = rest.split_at_mut(half);
+        let (mem, _) = rest.split_at_mut(Self::mem_elements(c));
         Buffers {
             x,
             xb,
@@ -134,6 +146,7 @@ impl<'b> Scratch<'b> {
             cos,
             sin,
             inv_freq,
+            mem,
         }
     }
 

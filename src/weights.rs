@@ -38,6 +38,8 @@ pub struct AttentionWeights<'w> {
     pub qk_norm_k_scale: Option<Tensor<'w>>,
     /// `attn_value_rmsnorm`: `value_rmsnorm.gamma` `[H, 1, d]`.
     pub value_rmsnorm: Option<Tensor<'w>>,
+    /// `attn_num_mem_kv`: the memory keys and values `mem_k`, `mem_v` `[H_kv, M, d]`.
+    pub mem_kv: Option<(Tensor<'w>, Tensor<'w>)>,
 }
 
 impl AttentionWeights<'_> {
@@ -54,6 +56,7 @@ impl AttentionWeights<'_> {
         qk_norm_q_scale: None,
         qk_norm_k_scale: None,
         value_rmsnorm: None,
+        mem_kv: None,
     };
 }
 
@@ -355,6 +358,15 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         w.value_rmsnorm = if cfg.attn_value_rmsnorm {
             let shape = [cfg.heads, 1, cfg.attn_dim_head];
             Some(self.required(Some(l), module_key!(wrap, "value_rmsnorm.gamma"), &shape)?)
+        } else {
+            None
+        };
+        w.mem_kv = if cfg.attn_num_mem_kv > 0 {
+            let shape = [cfg.kv_heads(), cfg.attn_num_mem_kv, cfg.attn_dim_head];
+            Some((
+                self.required(Some(l), module_key!(wrap, "mem_k"), &shape)?,
+                self.required(Some(l), module_key!(wrap, "mem_v"), &shape)?,
+            ))
         } else {
             None
         };

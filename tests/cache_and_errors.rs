@@ -664,3 +664,66 @@ fn nan_in_an_unused_float_field_is_refused() {
         assert!(KvCache::new(&cfg, 4, &mut kv).is_err());
     }
 }
+
+/// A rolling cache: refused without local attention or with a capacity that cannot hold the
+/// window; it never fills; truncate goes back only as far as the ring still holds the window,
+/// and a refused truncate changes nothing.
+#[test]
+fn rolling_cache_edges() {
+    let plain = cfg().cross_attend(false);
+    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&plain, 4)];
+    assert_eq!(
+        KvCache::rolling(&plain, 4, &mut kv, 0, &mut []).unwrap_err(),
+        Error::RollingCache {
+            window: None,
+            capacity: 4
+        }
+    );
+    let c = plain.attn_max_attend_past(3);
+    let e = KvCache::rolling(&c, 3, &mut kv, 0, &mut []).unwrap_err();
+    assert_eq!(
+        e,
+        Error::RollingCache {
+            window: Some(3),
+            capacity: 3
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "a rolling cache for attn_max_attend_past = 3 needs a capacity of at least 4, not 3"
+    );
+    // Local attention with cross-attention is refused (x-transformers windows the context too).
+    assert_eq!(
+        cfg().attn_max_attend_past(3).validate(),
+        Err(ConfigError::Conflict(
+            "attn_max_attend_past",
+            "cross_attend"
+        ))
+    );
+
+    let t = table(&c, None);
+    let dec: Decoder = Decoder::from_source(c, &&t).unwrap();
+    let mut cache = KvCache::rolling(&c, 4, &mut kv, 0, &mut []).unwrap();
+    assert!(cache.is_rolling() && cache.max_len() == usize::MAX);
+    let mut sb = vec![0.0f32; Scratch::elements(&c, 8)];
+    let mut scratch = Scratch::new(&c, 8, &mut sb).unwrap();
+    let x = values(3, 20 * c.dim);
+    let mut out = vec![0.0f32; 20 * c.dim];
+    // 20 positions in one call (chunks of capacity − N = 1) in a ring of 4.
+    dec.forward(&mut cache, &mut scratch, &x, None, &mut out)
+        .unwrap();
+    assert_eq!(cache.len(), 20);
+    // The ring holds positions 16..20; going back to 19 needs 16..19: fine; to 18 needs 15.
+    assert_eq!(
+        cache.truncate(18),
+        Err(Error::TruncateBeyondWindow {
+            requested: 18,
+            oldest: 19
+        })
+    );
+    assert_eq!(cache.len(), 20);
+    cache.truncate(19).unwrap();
+    assert_eq!(cache.len(), 19);
+    cache.truncate(0).unwrap();
+    assert_eq!(cache.len(), 0);
+}

@@ -446,6 +446,14 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "gate_residual" => ("true", Some(|c, _| c.gate_residual = true)),
         "macaron" => ("true", Some(|c, _| c.macaron = true)),
         "attn_value_rmsnorm" => ("true", Some(|c, _| c.attn_value_rmsnorm = true)),
+        "alibi_pos_bias" => ("true", Some(|c, _| c.alibi_pos_bias = true)),
+        // Without alibi_pos_bias, x-transformers reads it nowhere: the numbers do not move.
+        "alibi_num_heads" => ("1", Some(|c, _| c.alibi_num_heads = Some(1))),
+        "attn_max_attend_past" => ("2", Some(|c, _| c.attn_max_attend_past = Some(2))),
+        "attn_num_mem_kv" => ("2", Some(|c, _| c.attn_num_mem_kv = 2)),
+        "attn_add_zero_kv" => ("true", Some(|c, _| c.attn_add_zero_kv = true)),
+        "attn_softclamp_logits" => ("true", Some(|c, _| c.attn_softclamp_logits = true)),
+        "attn_logit_softclamp_value" => ("0.5", Some(|c, _| c.attn_logit_softclamp_value = 0.5)),
         "post_emb_norm" => (
             "true",
             Some(|_, w| w.as_mut().unwrap().post_emb_norm = true),
@@ -616,15 +624,19 @@ fn refused_as(base: &Base, option: &str, value: &str) -> String {
 /// numbers) or refused with its name and value.
 #[test]
 fn the_four_silent_false_cases_are_computed_or_refused() {
-    let msg = refused_as(
-        &Base::new(false).with(arg("attn_max_attend_past"), "false"),
-        "attn_max_attend_past",
-        "false",
-    );
-    assert_eq!(
-        msg,
-        "unsupported x-transformers option 'attn_max_attend_past' = false (not implemented by picoformer)"
-    );
+    // `dist > False` masks every key but the query's own in x-transformers: refused as a value
+    // of the wrong type (an integer window is computed).
+    Base::new(false)
+        .with(arg("attn_max_attend_past"), "false")
+        .load(|r| match r {
+            Err(e @ LoadError::InvalidOption { option, value, .. }) => {
+                assert_eq!((option, value), ("attn_max_attend_past", "false"));
+                assert!(e
+                    .to_string()
+                    .starts_with("invalid value for 'attn_max_attend_past' = false"));
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        });
     // `softclamp(t, False)` divides by zero in x-transformers: refused as a value of the wrong type.
     Base::new(false)
         .with(arg("ff_softclamp_value"), "false")

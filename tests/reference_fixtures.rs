@@ -335,6 +335,13 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "gate_residual",
         "macaron",
         "attn_value_rmsnorm",
+        "alibi_pos_bias",
+        "alibi_num_heads",
+        "attn_max_attend_past",
+        "attn_num_mem_kv",
+        "attn_add_zero_kv",
+        "attn_softclamp_logits",
+        "attn_logit_softclamp_value",
     ];
     for k in kw.keys() {
         assert!(
@@ -376,6 +383,19 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         gate_residual: flag(kw, "gate_residual"),
         macaron: flag(kw, "macaron"),
         value_rmsnorm: flag(kw, "attn_value_rmsnorm"),
+        alibi_heads: if flag(kw, "alibi_pos_bias") {
+            num("alibi_num_heads", heads as f64) as usize
+        } else {
+            0
+        },
+        max_attend_past: kw
+            .get("attn_max_attend_past")
+            .filter(|v| !matches!(v, Json::Null))
+            .map(|v| v.num() as usize),
+        mem_kv: num("attn_num_mem_kv", 0.0) as usize,
+        zero_kv: flag(kw, "attn_add_zero_kv"),
+        logit_softclamp: flag(kw, "attn_softclamp_logits")
+            .then(|| num("attn_logit_softclamp_value", 50.0)),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

@@ -91,7 +91,10 @@ def _equals_default(value, row) -> bool:
 _USIZE, _OPT_USIZE, _BOOL, _OPT_BOOL, _NUMBER, _NUMBER_OR_BOOL = range(6)
 _SUPPORTED_TYPES = {
     **dict.fromkeys(("dim", "depth", "heads", "attn_dim_head", "attn_qk_norm_groups", "num_tokens",
-                     "max_seq_len"), _USIZE),
+                     "max_seq_len", "attn_num_mem_kv"), _USIZE),
+    **dict.fromkeys(("alibi_num_heads", "attn_max_attend_past"), _OPT_USIZE),
+    **dict.fromkeys(("alibi_pos_bias", "attn_add_zero_kv", "attn_softclamp_logits"), _BOOL),
+    "attn_logit_softclamp_value": _NUMBER,
     **dict.fromkeys(("attn_kv_heads", "cross_attn_dim_context", "rotary_emb_dim", "emb_dim", "logits_dim"),
                     _OPT_USIZE),
     **dict.fromkeys(("causal", "cross_attend", "use_scalenorm", "use_rmsnorm", "use_simple_rmsnorm",
@@ -158,6 +161,7 @@ _DECODER_KEY_RE = re.compile(
     r"|layers\.\d+\.1\.(?:fn\.){0,2}qk_norm_[qk]_scale"             # attn_qk_norm_dim_scale
     r"|layers\.\d+\.2\.residual_scale"                 # scale_residual
     r"|layers\.\d+\.1\.(?:fn\.){0,2}value_rmsnorm\.gamma"  # attn_value_rmsnorm
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}mem_[kv]"          # attn_num_mem_kv
     r"|layers\.\d+\.2\.gru\.(?:weight|bias)_(?:ih|hh)"  # gate_residual (GRUCell)
     r"|layers\.\d+\.1\.gamma"                          # use_layerscale (LayerScale wraps the module: 1.fn.*)
     r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.0\.0\.(?:weight|bias)"      # FF input linear

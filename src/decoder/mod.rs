@@ -7,13 +7,15 @@ use crate::cache::KvCache;
 use crate::config::DecoderConfig;
 use crate::error::{Buffer, Error};
 use crate::kernels;
-use crate::masks::{zero_masked_rows, MaskedHeads, Masks};
+use crate::masks::{zero_masked_rows, Masks};
 use crate::packing::{self, Arenas, Matrix, Packed};
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
+mod general;
 mod ops;
 
-use crate::weights::DecoderWeights;
+use crate::weights::{AttentionWeights, DecoderWeights};
+use general::{General, Keys};
 use ops::{value_rmsnorm, Heads};
 
 /// An x-transformers `Decoder` over borrowed weights: takes embeddings `x` (positions × dim)
@@ -425,7 +427,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             cache.len().saturating_add(n),
             self.context_rows(cache, context),
         )?;
-        let chunk = scratch.max_positions();
+        // A rolling cache takes at most capacity − N positions at once (`KvCache::rolling`).
+        let chunk = scratch.max_positions().min(cache.chunk_limit());
         let mut s = scratch.buffers();
         if self.config.cross_attend && cache.context_len().is_none() {
             if let Some(c) = context {
@@ -486,6 +489,38 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         Ok(())
     }
 
+    /// A sublayer's memory keys and values (`attn_num_mem_kv`, `xt:2510-2518`) in f32 in `buf`,
+    /// the keys qk-normed as x-transformers norms them (`l2norm` by groups, then the key gains);
+    /// empty without them.
+    fn mem_keys<'b>(
+        &self,
+        w: &AttentionWeights<'_>,
+        buf: &'b mut [f32],
+    ) -> Result<(&'b [f32], &'b [f32]), Error> {
+        let Some((mk, mv)) = w.mem_kv else {
+            return Ok((&[], &[]));
+        };
+        let (keys, values) = buf.split_at_mut(buf.len() / 2);
+        kernels::load(keys, mk)?;
+        kernels::load(values, mv)?;
+        if self.config.attn_qk_norm {
+            // [H_kv, M, d]: head j's M rows, each normed and times head j's gains.
+            let d = self.config.attn_dim_head;
+            let rows = self.config.attn_num_mem_kv;
+            for (j, head) in keys.chunks_exact_mut(rows * d).enumerate() {
+                for row in head.chunks_exact_mut(d) {
+                    ops::qk_l2norm(row, self.config.attn_qk_norm_groups);
+                    if let Some(g) = w.qk_norm_k_scale {
+                        for (i, v) in row.iter_mut().enumerate() {
+                            *v *= g.get(j * d + i).unwrap_or(1.0);
+                        }
+                    }
+                }
+            }
+        }
+        Ok((keys, values))
+    }
+
     /// inv_freq[m] = 1 / base^(2m/r), base = 10000 · rescale^(r/(r−2)), in f32 like torch
     /// (`xt:849-852`); the file's `rotary_pos_emb.inv_freq` buffer is used when present.
     fn fill_inv_freq(&self, inv_freq: &mut [f32]) -> Result<(), Error> {
@@ -536,12 +571,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let (dim, qd, kvd, d) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.attn_dim_head);
         let half = cfg.rotary_dim() / 2;
         let heads = Heads::new(cfg);
-        let masked = MaskedHeads {
-            heads: cfg.heads,
-            kv_heads: cfg.kv_heads(),
-            dim: d,
-            scale: cfg.attn_scale(),
-        };
+        // The general path (`general.rs`) for what the SIMD kernel does not take.
+        let general = cfg.general_attention() || masks.mask.is_some();
         let pos0 = cache.len();
         self.fill_rotary(s, pos0, n);
         let x = &mut s.x[..n * dim];
@@ -593,12 +624,18 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 );
             }
             // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
-            match masks.mask {
-                // Padding: masked keys excluded (at:591-592), see crate::masks.
-                Some(m) => masked.attend(q, att, n, causal, pos0 + n, Some(m), |j| {
-                    cache.head(b, j, pos0 + n)
-                }),
-                None => heads.attend(q, att, n, causal, |j| cache.head(b, j, pos0 + n))?,
+            if general {
+                // Padding masks (at:591-592, crate::masks) and the logit terms of
+                // `general.rs`, over the keys by position.
+                let mem = self.mem_keys(a, &mut s.mem[..])?;
+                let keys = Keys {
+                    end: pos0 + n,
+                    causal,
+                    keep: masks.mask,
+                };
+                General::new(cfg, true, mem).attend(q, att, n, keys, |j, p| cache.key_row(b, j, p));
+            } else {
+                heads.attend(q, att, n, causal, |j| cache.head(b, j, pos0 + n))?;
             }
             self.scale_and_gate(a, xb, att, q)?;
             self.project_out(a, a.to_out.and_then(|w| p(Matrix::Out, w)), att, xb2)?;
@@ -611,14 +648,17 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.pre_norm(c.norm, x, xb)?;
                 self.linear(c.to_q, p(Matrix::CrossQ, c.to_q), dim, xb, q)?;
                 self.qk_norm(q, cfg.heads, c.qk_norm_q_scale)?;
-                match masks.context_mask {
-                    Some(m) => {
-                        let rows = cache.context_len().unwrap_or(0);
-                        masked.attend(q, att, n, false, rows, Some(m), |j| {
-                            cache.context_head(b, j)
-                        })
-                    }
-                    None => heads.attend(q, att, n, false, |j| cache.context_head(b, j))?,
+                if general || masks.context_mask.is_some() {
+                    let mem = self.mem_keys(c, &mut s.mem[..])?;
+                    let keys = Keys {
+                        end: cache.context_len().unwrap_or(0),
+                        causal: false,
+                        keep: masks.context_mask,
+                    };
+                    General::new(cfg, false, mem)
+                        .attend(q, att, n, keys, |j, r| cache.context_row(b, j, r));
+                } else {
+                    heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
                 }
                 self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, c.to_out.and_then(|w| p(Matrix::CrossOut, w)), att, xb2)?;

@@ -263,11 +263,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             return Ok(());
         }
         let d = cfg.attn_dim_head;
-        let group = d / cfg.attn_qk_norm_groups.max(1);
         for row in rows.chunks_exact_mut(heads * d) {
-            for part in row.chunks_exact_mut(group.max(1)) {
-                let norm = libm::sqrtf(part.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
-                part.iter_mut().for_each(|v| *v /= norm);
+            for head in row.chunks_exact_mut(d.max(1)) {
+                qk_l2norm(head, cfg.attn_qk_norm_groups);
             }
             if let Some(g) = gains {
                 for (i, v) in row.iter_mut().enumerate() {
@@ -290,6 +288,15 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             Some(to_out) => self.linear(to_out, panels, self.config.q_dim(), att, out),
             None => kernels::load(out, Tensor::F32(att)),
         }
+    }
+}
+
+/// One head l2-normalised in `groups` groups, x / max(‖x‖₂, 1e-12) (`xt:227-230`).
+pub(super) fn qk_l2norm(head: &mut [f32], groups: usize) {
+    let group = (head.len() / groups.max(1)).max(1);
+    for part in head.chunks_exact_mut(group) {
+        let norm = libm::sqrtf(part.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
+        part.iter_mut().for_each(|v| *v /= norm);
     }
 }
 

@@ -370,6 +370,15 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
             "macaron" => c.macaron = typed(p, raw, text, Parser::bool)?,
             "attn_value_rmsnorm" => c.attn_value_rmsnorm = typed(p, raw, text, Parser::bool)?,
             "disable_abs_pos_emb" => c.disable_abs_pos_emb = typed(p, raw, text, optional_bool)?,
+            "alibi_pos_bias" => c.alibi_pos_bias = typed(p, raw, text, Parser::bool)?,
+            "alibi_num_heads" => c.alibi_num_heads = typed(p, raw, text, optional_usize)?,
+            "attn_max_attend_past" => c.attn_max_attend_past = typed(p, raw, text, optional_usize)?,
+            "attn_num_mem_kv" => c.attn_num_mem_kv = typed(p, raw, text, Parser::usize)?,
+            "attn_add_zero_kv" => c.attn_add_zero_kv = typed(p, raw, text, Parser::bool)?,
+            "attn_softclamp_logits" => c.attn_softclamp_logits = typed(p, raw, text, Parser::bool)?,
+            "attn_logit_softclamp_value" => {
+                c.attn_logit_softclamp_value = typed(p, raw, text, Parser::f64)?
+            }
             "ff_mult" => c.ff_mult = typed(p, raw, text, Parser::f64)?,
             "ff_glu" => c.ff_glu = typed(p, raw, text, Parser::bool)?,
             "ff_swish" => c.ff_swish = typed(p, raw, text, Parser::bool)?,

@@ -64,6 +64,13 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             gate_residual: cfg.gate_residual,
             macaron: cfg.macaron,
             value_rmsnorm: cfg.attn_value_rmsnorm,
+            alibi_heads: cfg.alibi_heads(),
+            max_attend_past: cfg.attn_max_attend_past,
+            mem_kv: cfg.attn_num_mem_kv,
+            zero_kv: cfg.attn_add_zero_kv,
+            logit_softclamp: cfg
+                .attn_softclamp_logits
+                .then_some(cfg.attn_logit_softclamp_value),
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -237,6 +244,13 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
             prop::sample::select(vec![None, Some(0.7f64)]),
             0usize..4,
         ),
+        (
+            0usize..3,
+            prop::sample::select(vec![None, Some(0usize), Some(1), Some(3)]),
+            0usize..3,
+            prop::bool::weighted(0.3),
+            prop::sample::select(vec![None, Some(5.0f64), Some(50.0)]),
+        ),
     )
         .prop_map(
             |(
@@ -245,6 +259,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 (rot, ridx, rescale, interp),
                 (norm, act, mult, glu, nobias),
                 (layout, no_final, clamp, residual, head_scale, gates, ff_clamp, qk),
+                (alibi, window, mem, zero_kv, logit_clamp),
             )| {
                 let dh = if heads == 1 { dim } else { dh };
                 let divisors: Vec<usize> = (1..=heads).filter(|k| heads % k == 0).collect();
@@ -308,6 +323,18 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 // fixture qk_norm.
                 if qk > 1 && c.attn_dim_head >= 8 {
                     c = c.attn_qk_norm(1, 10.0).attn_qk_norm_dim_scale(qk == 3);
+                }
+                // The general attention path: ALiBi on all or the first half of the heads, a
+                // local window (not with cross-attention, which x-transformers would window too),
+                // memory and zero keys, a logit softclamp.
+                if alibi > 0 {
+                    c = c.alibi_pos_bias((alibi == 2).then_some(heads.div_ceil(2)));
+                }
+                c.attn_max_attend_past = window.filter(|_| !cross);
+                c.attn_num_mem_kv = mem;
+                c.attn_add_zero_kv = zero_kv;
+                if let Some(v) = logit_clamp {
+                    c = c.attn_softclamp_logits(v);
                 }
                 c.ff_swish = act == 1;
                 c.ff_relu_squared = act == 2;

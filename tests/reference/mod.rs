@@ -76,6 +76,17 @@ pub struct RefExtras {
     /// `attn_value_rmsnorm`: every value head x / max(‖x‖, 1e-12) · √d · (γ + 1), γ =
     /// `….1.value_rmsnorm.gamma` [H, 1, d], before the values are stored.
     pub value_rmsnorm: bool,
+    /// `alibi_pos_bias`: the first this many heads' self-attention logits get −slope_h·|i − j|.
+    pub alibi_heads: usize,
+    /// `attn_max_attend_past`: self-attention keys more than this many positions back are masked.
+    pub max_attend_past: Option<usize>,
+    /// `attn_num_mem_kv`: learned keys/values `….1.mem_k`/`mem_v` [H_kv, M, d] seen by every query
+    /// (self- and cross-attention), keys qk-normed with qk norm, no position.
+    pub mem_kv: usize,
+    /// `attn_add_zero_kv`: a zero key (logit 0) and zero value seen by every query.
+    pub zero_kv: bool,
+    /// `attn_softclamp_logits` with its value: logits tanh(s/v)·v after the ALiBi bias.
+    pub logit_softclamp: Option<f64>,
 }
 
 impl Default for RefExtras {
@@ -98,6 +109,11 @@ impl Default for RefExtras {
             gate_residual: false,
             macaron: false,
             value_rmsnorm: false,
+            alibi_heads: 0,
+            max_attend_past: None,
+            mem_kv: 0,
+            zero_kv: false,
+            logit_softclamp: None,
         }
     }
 }
@@ -352,6 +368,14 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                         vec![cfg.heads, 1, cfg.attn_dim_head],
                     ));
                 }
+                if cfg.extras.mem_kv > 0 {
+                    for t in ["mem_k", "mem_v"] {
+                        out.push((
+                            format!("{pre}layers.{l}.1.{t}"),
+                            vec![cfg.attn_kv_heads, cfg.extras.mem_kv, cfg.attn_dim_head],
+                        ));
+                    }
+                }
                 if let Some((_, _, true)) = cfg.extras.qk_norm {
                     let dh = cfg.attn_dim_head;
                     out.push((
@@ -518,7 +542,12 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
         {
             // gains used as stored (initialised to 1 in x-transformers)
             (0..len).map(|_| 0.5 + rng.uniform()).collect()
-        } else if key == "token_emb.emb.weight" || key == "pos_emb.emb.weight" {
+        } else if key == "token_emb.emb.weight"
+            || key == "pos_emb.emb.weight"
+            || key.ends_with(".mem_k")
+            || key.ends_with(".mem_v")
+        {
+            // torch.randn, as x-transformers initialises them
             (0..len).map(|_| rng.normal()).collect()
         } else {
             assert_eq!(shape.len(), 2, "{key}");
@@ -682,41 +711,89 @@ fn attention(
         Some((_, s, false)) => s,    // attn_qk_norm_scale
         _ => (dh as f64).powf(-0.5), // §3.3 step 6
     };
+    // attn_num_mem_kv: the memory keys (qk-normed like k) and values, per kv head.
+    let mem = cfg.extras.mem_kv;
+    let (mut mem_k, mem_v) = if mem > 0 {
+        (
+            get(w, &format!("{key_base}.mem_k"), h_kv * mem * dh).to_vec(),
+            get(w, &format!("{key_base}.mem_v"), h_kv * mem * dh).to_vec(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    if let (Some((groups, _, dim_scale)), true) = (cfg.extras.qk_norm, mem > 0) {
+        let gk = dim_scale.then(|| get(w, &format!("{key_base}.qk_norm_k_scale"), ikv));
+        for (r, row) in mem_k.chunks_mut(dh).enumerate() {
+            for part in row.chunks_mut(dh / groups) {
+                let norm = part.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                part.iter_mut().for_each(|v| *v /= norm);
+            }
+            if let Some(g) = gk {
+                let head = r / mem; // [H_kv, M, d]
+                row.iter_mut()
+                    .zip(&g[head * dh..(head + 1) * dh])
+                    .for_each(|(v, s)| *v *= s);
+            }
+        }
+    }
+    let slopes = alibi_slopes(
+        cfg.heads,
+        if self_attn { cfg.extras.alibi_heads } else { 0 },
+    );
+    let clamp = |s: f64| cfg.extras.logit_softclamp.map_or(s, |v| (s / v).tanh() * v);
+    let zero = vec![0.0; dh];
     let mut o = vec![0.0; n * iq];
-    let mut scores = vec![0.0; m];
     for h in 0..h_q {
         let g = h % h_kv; // §3.3 step 5, pitfall 3: query head h reads kv head h mod H_kv
         for i in 0..n {
             let qi = &q[i * iq + h * dh..i * iq + (h + 1) * dh];
-            // §3.3 step 7: causal (i = j here, so key j is visible iff j <= i); §3.5: no mask.
-            // An Encoder (causal false, spec §3.14): every key visible.
-            let visible = if self_attn && causal { i + 1 } else { m };
-            for (j, sc) in scores.iter_mut().enumerate().take(visible) {
-                let kj = &k[j * ikv + g * dh..j * ikv + (g + 1) * dh];
-                *sc = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale;
+            let dot = |k: &[f64]| qi.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() * scale;
+            // (logit, value) of every key this query sees: the zero key, the memory keys, then
+            // the positions'.
+            let mut seen: Vec<(f64, &[f64])> = Vec::new();
+            if cfg.extras.zero_kv {
+                seen.push((clamp(0.0), &zero));
+            }
+            for r in 0..mem {
+                let at = (g * mem + r) * dh;
+                seen.push((clamp(dot(&mem_k[at..at + dh])), &mem_v[at..at + dh]));
+            }
+            for j in 0..m {
+                // §3.3 step 7: causal (key j visible iff j <= i); an Encoder (spec §3.14) and
+                // cross-attention (§3.5): every key; the local window: i − j <= N.
+                if self_attn && causal && j > i {
+                    continue;
+                }
+                if self_attn
+                    && cfg
+                        .extras
+                        .max_attend_past
+                        .is_some_and(|w| i as i64 - j as i64 > w as i64)
+                {
+                    continue;
+                }
                 // §3.13: a padded key gets no weight.
                 if key_mask.is_some_and(|km| !km[j]) {
-                    *sc = f64::NEG_INFINITY;
+                    continue;
                 }
+                let kj = &k[j * ikv + g * dh..j * ikv + (g + 1) * dh];
+                let bias = -(i.abs_diff(j) as f64) * slopes[h];
+                seen.push((
+                    clamp(dot(kj) + bias),
+                    &v[j * ikv + g * dh..j * ikv + (g + 1) * dh],
+                ));
             }
-            if scores[..visible].iter().all(|s| *s == f64::NEG_INFINITY) {
+            if seen.is_empty() {
                 continue; // no key seen: a zero output (at:663-664)
             }
-            // §3.3 step 8: softmax over the visible keys (masked logits contribute exactly 0).
-            let mx = scores[..visible]
-                .iter()
-                .cloned()
-                .fold(f64::NEG_INFINITY, f64::max);
-            let mut z = 0.0;
-            for sc in scores[..visible].iter_mut() {
-                *sc = (*sc - mx).exp();
-                z += *sc;
-            }
+            // §3.3 step 8: softmax over the keys seen.
+            let mx = seen.iter().map(|e| e.0).fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = seen.iter().map(|e| (e.0 - mx).exp()).sum();
             let oi = &mut o[i * iq + h * dh..i * iq + (h + 1) * dh];
-            for (j, a) in scores[..visible].iter().enumerate() {
-                let vj = &v[j * ikv + g * dh..j * ikv + (g + 1) * dh];
-                for (ov, vv) in oi.iter_mut().zip(vj) {
-                    *ov += a / z * vv;
+            for (s, vj) in &seen {
+                let a = (s - mx).exp() / z;
+                for (ov, vv) in oi.iter_mut().zip(*vj) {
+                    *ov += a * vv;
                 }
             }
         }
@@ -758,6 +835,27 @@ fn attention(
         }
     }
     out
+}
+
+/// ALiBi slopes of `heads` heads, the first `alibi` of them biased (x_transformers.py
+/// `AlibiPositionalBias._get_slopes`): for a power of two n, 2^(−8(i+1)/n); otherwise those of
+/// the power of two p below n, then the even-indexed ones of 2p. Rounded to f32, as torch stores
+/// them; 0 for the heads without a bias.
+fn alibi_slopes(heads: usize, alibi: usize) -> Vec<f64> {
+    let pow2 = |n: usize| (0..n).map(move |i| 2f64.powf(-8.0 * (i + 1) as f64 / n as f64));
+    let mut s: Vec<f64> = if alibi == 0 {
+        Vec::new()
+    } else if alibi.is_power_of_two() {
+        pow2(alibi).collect()
+    } else {
+        let p = 1 << alibi.ilog2();
+        pow2(p)
+            .chain(pow2(2 * p).step_by(2).take(alibi - p))
+            .collect()
+    };
+    s.iter_mut().for_each(|v| *v = *v as f32 as f64);
+    s.resize(heads, 0.0);
+    s
 }
 
 /// Feed-forward sublayer (spec §3.6, pitfall 5).

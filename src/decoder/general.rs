@@ -1,0 +1,207 @@
+//! Attention with the logit terms the SIMD kernel does not take: padding masks, a local window
+//! (`attn_max_attend_past`), ALiBi, a logit softclamp, and the memory and zero keys every query
+//! sees (`attn_num_mem_kv`, `attn_add_zero_kv`). One query head at a time, over the keys it
+//! sees, with an online softmax (running maximum and sum), so no buffer of scores is needed; the
+//! keys are read by absolute position, so a rolling cache's ring works the same as a flat one.
+//!
+//! The logit of query i (position p_i) and key j (position p_j), as x-transformers computes it
+//! (`at:552-573`, `xt:2567-2590`): s = (q·k)·scale, plus −slope_h·|p_i − p_j| with ALiBi, then
+//! tanh(s / v)·v with the softclamp. The zero key's logit is 0 and its value 0; the memory keys
+//! have no position (no bias) and are never masked. Keys outside the causal mask, outside the
+//! window (p_i − p_j > N) or padded get no weight; a query that sees no key gets zeros
+//! (`at:663-664`). See `docs/x-transformers.md` §3.17.
+
+use crate::config::DecoderConfig;
+use crate::tensor::Element;
+
+/// One attention sublayer's logit terms and geometry.
+pub(super) struct General<'a> {
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Values per head.
+    pub dim: usize,
+    pub scale: f32,
+    /// Heads with an ALiBi bias (the first ones), 0 for none (and in cross-attention).
+    pub alibi_heads: usize,
+    /// `attn_max_attend_past` (self-attention only).
+    pub window: Option<usize>,
+    /// `attn_logit_softclamp_value` with `attn_softclamp_logits`.
+    pub softclamp: Option<f32>,
+    /// `attn_add_zero_kv`.
+    pub zero_kv: bool,
+    /// The memory keys and values, `[kv_heads, M, dim]` each (keys already qk-normed), or empty.
+    pub mem: (&'a [f32], &'a [f32]),
+}
+
+/// Which keys a call's queries see: positions `0..end` (the cache's rows), of which query i of
+/// `n` sits at `end − n + i`; `causal` hides the later ones; `keep` (indexed by position) the
+/// padded ones.
+#[derive(Clone, Copy)]
+pub(super) struct Keys<'m> {
+    pub end: usize,
+    pub causal: bool,
+    pub keep: Option<&'m [bool]>,
+}
+
+impl<'a> General<'a> {
+    /// The terms of `cfg`'s self-attention (`self_attn`) or cross-attention, with `mem` the
+    /// sublayer's memory keys and values.
+    pub fn new(cfg: &DecoderConfig, self_attn: bool, mem: (&'a [f32], &'a [f32])) -> Self {
+        General {
+            heads: cfg.heads,
+            kv_heads: cfg.kv_heads(),
+            dim: cfg.attn_dim_head,
+            scale: cfg.attn_scale(),
+            alibi_heads: if self_attn { cfg.alibi_heads() } else { 0 },
+            window: if self_attn {
+                cfg.attn_max_attend_past
+            } else {
+                None
+            },
+            softclamp: cfg
+                .attn_softclamp_logits
+                .then_some(cfg.attn_logit_softclamp_value as f32),
+            zero_kv: cfg.attn_add_zero_kv,
+            mem,
+        }
+    }
+
+    /// Attention of `n` positions' query heads `q` (n × heads·dim) into `out`; `row(j, p)` is
+    /// the key and value of kv head j at position p (`dim` each). Query head h reads kv head
+    /// h mod kv_heads (`at:529-532`).
+    pub fn attend<'c, K: Element + 'c>(
+        &self,
+        q: &[f32],
+        out: &mut [f32],
+        n: usize,
+        keys: Keys<'_>,
+        row: impl Fn(usize, usize) -> (&'c [K], &'c [K]),
+    ) {
+        let (d, qd) = (self.dim, self.heads * self.dim);
+        let mem_rows = self.mem.0.len() / (self.kv_heads * d).max(1);
+        for i in 0..n {
+            let pos = keys.end - n + i;
+            // The keys position i sees: up to its own (causal) or all, from the window's start.
+            let hi = if keys.causal { pos + 1 } else { keys.end };
+            let lo = self.window.map_or(0, |w| pos.saturating_sub(w));
+            for h in 0..self.heads {
+                let j = h % self.kv_heads.max(1);
+                let at = i * qd + h * d;
+                let (Some(qi), Some(oi)) = (q.get(at..at + d), out.get_mut(at..at + d)) else {
+                    continue;
+                };
+                let slope = if h < self.alibi_heads {
+                    alibi_slope(h, self.alibi_heads)
+                } else {
+                    0.0
+                };
+                let mut acc = Softmax::new(oi);
+                if self.zero_kv {
+                    acc.add(self.clamp(0.0), None::<&[f32]>);
+                }
+                for m in 0..mem_rows {
+                    let r = (j * mem_rows + m) * d;
+                    let (Some(mk), Some(mv)) = (self.mem.0.get(r..r + d), self.mem.1.get(r..r + d))
+                    else {
+                        continue;
+                    };
+                    acc.add(self.clamp(dot(qi, mk) * self.scale), Some(mv));
+                }
+                for p in lo..hi {
+                    if keys
+                        .keep
+                        .is_some_and(|m| !m.get(p).copied().unwrap_or(false))
+                    {
+                        continue;
+                    }
+                    let (k, v) = row(j, p);
+                    // -|p_i - p_j| as torch's integer distance, times the f32 slope (xt:687-691).
+                    let bias = -(pos.abs_diff(p) as f32) * slope;
+                    acc.add(self.clamp(dot(qi, k) * self.scale + bias), Some(v));
+                }
+                acc.finish();
+            }
+        }
+    }
+
+    /// The logit softclamp, tanh(s / v)·v (`at:67-68, 572-573`), if configured.
+    fn clamp(&self, s: f32) -> f32 {
+        match self.softclamp {
+            Some(v) => libm::tanhf(s / v) * v,
+            None => s,
+        }
+    }
+}
+
+/// q·k over a head.
+fn dot<K: Element>(q: &[f32], k: &[K]) -> f32 {
+    q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum()
+}
+
+/// One query's online softmax: the weighted sum of the values seen so far in `out`, relative to
+/// the running maximum.
+struct Softmax<'o> {
+    out: &'o mut [f32],
+    max: f32,
+    sum: f32,
+}
+
+impl<'o> Softmax<'o> {
+    fn new(out: &'o mut [f32]) -> Self {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        Softmax {
+            out,
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+        }
+    }
+
+    /// Adds a key of logit `s` and value `v` (`None`: the zero value).
+    fn add<K: Element>(&mut self, s: f32, v: Option<&[K]>) {
+        let p = if s > self.max {
+            // Rescale what was accumulated to the new maximum.
+            let f = libm::expf(self.max - s);
+            self.sum *= f;
+            self.out.iter_mut().for_each(|o| *o *= f);
+            self.max = s;
+            1.0
+        } else {
+            libm::expf(s - self.max)
+        };
+        self.sum += p;
+        if let Some(v) = v {
+            self.out
+                .iter_mut()
+                .zip(v)
+                .for_each(|(o, v)| *o += p * v.to_f32());
+        }
+    }
+
+    /// Divides by the sum; a query that saw no key keeps zeros.
+    fn finish(self) {
+        if self.sum > 0.0 {
+            let inv = 1.0 / self.sum;
+            self.out.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+}
+
+/// ALiBi's slope of head `h` of `heads` (`AlibiPositionalBias._get_slopes`, `xt:657-667`), as the
+/// f32 it becomes in torch: for a power of two n, slope_h = start^(h+1) with start =
+/// 2^(−2^−(log₂n − 3)); otherwise the slopes of the power of two p below n, then every other
+/// slope of 2p.
+pub(crate) fn alibi_slope(h: usize, heads: usize) -> f32 {
+    let power_of_two = |n: usize, i: usize| {
+        let start = libm::exp2(-libm::exp2(-(libm::log2(n as f64) - 3.0)));
+        start * libm::pow(start, i as f64)
+    };
+    if heads.is_power_of_two() {
+        return power_of_two(heads, h) as f32;
+    }
+    let p = 1usize << (usize::BITS - 1 - heads.leading_zeros());
+    if h < p {
+        power_of_two(p, h) as f32
+    } else {
+        power_of_two(2 * p, 2 * (h - p)) as f32
+    }
+}
