@@ -210,5 +210,58 @@ fixture!(
     gate_residual_post_norm,
     macaron,
     macaron_layerscale,
-    value_rmsnorm
+    value_rmsnorm,
+    alibi,
+    alibi_wrap,
+    local_attn,
+    mem_kv,
+    mem_kv_qk_norm,
+    zero_kv_softclamp
 );
+
+/// The local-attention fixture (window 3) decoded one position at a time through a rolling cache
+/// of 4 rows (`KvCache::rolling`), its unused rows NaN-poisoned before every step: x-transformers'
+/// outputs for all 12 positions.
+#[test]
+fn local_attn_rolling_cache() {
+    let name = "local_attn";
+    let path = format!(
+        "{}/tests/fixtures/{name}.model.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    let words = aligned(&path);
+    let model: Model = Model::from_safetensors(bytes(&words, len)).unwrap();
+    let Model::Decoder(dec) = &model else {
+        panic!("{name} is a decoder")
+    };
+    let io = read_io(name);
+    let cfg = *dec.config();
+    assert_eq!(cfg.attn_max_attend_past, Some(3));
+    let (d, capacity) = (cfg.dim, 4);
+    let x = io.x.as_ref().unwrap();
+    let n = x.len() / io.b / d;
+    let mut worst = 0.0f32;
+    for bi in 0..io.b {
+        let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, capacity)];
+        let mut sb = vec![f32::NAN; Scratch::elements(&cfg, 1)];
+        let mut cache = KvCache::rolling(&cfg, capacity, &mut kv, 0, &mut []).unwrap();
+        let mut scratch = Scratch::new(&cfg, 1, &mut sb).unwrap();
+        let mut out = vec![f32::NAN; n * d];
+        for i in 0..n {
+            cache.poison_unused();
+            let row = (bi * n + i) * d;
+            dec.step(
+                &mut cache,
+                &mut scratch,
+                &x[row..row + d],
+                None,
+                &mut out[i * d..(i + 1) * d],
+            )
+            .unwrap();
+        }
+        worst = worst.max(max_diff(&out, &io.full[bi * n * d..(bi + 1) * n * d]));
+    }
+    println!("{name} through a rolling cache of {capacity}: max |step-wise - torch| = {worst:.2e}");
+    assert!(worst <= TOLERANCE, "{worst:e}");
+}
