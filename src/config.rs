@@ -181,6 +181,12 @@ pub struct DecoderConfig {
     pub attn_softclamp_logits: bool,
     /// `attn_logit_softclamp_value` (default 50).
     pub attn_logit_softclamp_value: f64,
+    /// `rotary_xpos` (with `rotary_pos_emb`, causal only): rotated pair m of q scaled by
+    /// s_m^(p/B) and of k by s_m^(−p/B), s_m = (2m + 0.4r)/(1.4r), B =
+    /// `rotary_xpos_scale_base` (`xt:835-891`): the logit's pair m gets s_m^((p_q − p_k)/B).
+    pub rotary_xpos: bool,
+    /// `rotary_xpos_scale_base` (default 512).
+    pub rotary_xpos_scale_base: usize,
 }
 
 impl DecoderConfig {
@@ -236,6 +242,8 @@ impl DecoderConfig {
             attn_add_zero_kv: false,
             attn_softclamp_logits: false,
             attn_logit_softclamp_value: 50.0,
+            rotary_xpos: false,
+            rotary_xpos_scale_base: 512,
         }
     }
 
@@ -484,6 +492,17 @@ impl DecoderConfig {
         self.attn_logit_softclamp_value = value;
         self
     }
+    /// Sets `rotary_xpos` with `rotary_xpos_scale_base`.
+    pub const fn rotary_xpos(mut self, scale_base: usize) -> Self {
+        self.rotary_xpos = true;
+        self.rotary_xpos_scale_base = scale_base;
+        self
+    }
+    /// Whether xpos scales the rotary pairs: `rotary_xpos` with `rotary_pos_emb` (without
+    /// rotary embeddings x-transformers builds no rotary module, and xpos does nothing).
+    pub const fn xpos(&self) -> bool {
+        self.rotary_xpos && self.rotary_pos_emb
+    }
     /// Heads with an ALiBi bias: `alibi_num_heads` (default all) with `alibi_pos_bias`, else 0.
     pub const fn alibi_heads(&self) -> usize {
         if !self.alibi_pos_bias {
@@ -501,12 +520,13 @@ impl DecoderConfig {
             .saturating_add(if self.attn_add_zero_kv { 1 } else { 0 })
     }
     /// Whether attention needs the general path (logit terms the SIMD kernel does not take:
-    /// ALiBi, a local window, a logit softclamp, memory or zero keys).
+    /// ALiBi, a local window, a logit softclamp, memory or zero keys, xpos).
     pub const fn general_attention(&self) -> bool {
         self.alibi_pos_bias
             || self.attn_max_attend_past.is_some()
             || self.attn_softclamp_logits
             || self.extra_keys() > 0
+            || self.xpos()
     }
     /// Sets `disable_abs_pos_emb`.
     pub const fn disable_abs_pos_emb(mut self, on: bool) -> Self {
@@ -742,6 +762,15 @@ impl DecoderConfig {
                 "attn_max_attend_past",
                 "cross_attend",
             ));
+        }
+        if self.xpos() && self.rotary_xpos_scale_base == 0 {
+            return Err(ConfigError::Zero("rotary_xpos_scale_base"));
+        }
+        if self.xpos() && self.attn_num_mem_kv > 0 {
+            // x-transformers scales the queries by s^((p − c)/B) with c half the call's length,
+            // and the memory keys not at all: their logits depend on the length of the call,
+            // which differs between its full and cached passes (and is unknown step by step).
+            return Err(ConfigError::Conflict("rotary_xpos", "attn_num_mem_kv"));
         }
         if self.attn_num_mem_kv > (1 << 20) {
             return Err(ConfigError::TooLarge);

@@ -9,7 +9,7 @@
 use crate::cache::KvCache;
 use crate::config::DecoderConfig;
 use crate::decoder::Decoder;
-use crate::error::{Buffer, Error};
+use crate::error::{Buffer, ConfigError, Error};
 use crate::masks::Masks;
 use crate::scratch::Scratch;
 use crate::tensor::{Element, TensorSource};
@@ -84,6 +84,13 @@ impl<'w, const MAX_DEPTH: usize> Encoder<'w, MAX_DEPTH> {
                 expected: x.len(),
                 found: out.len(),
             });
+        }
+        if self.config().xpos() {
+            // x-transformers asserts that xpos is causal (xt:2900).
+            return Err(Error::Config(ConfigError::Conflict(
+                "rotary_xpos",
+                "causal",
+            )));
         }
         let n = x.len() / dim;
         in_fresh_cache(&self.layers, cache, scratch, n, |c, s| {

@@ -168,6 +168,8 @@ pub struct DecoderWeights<'w, const MAX_DEPTH: usize = 16> {
     pub final_norm: Option<Tensor<'w>>,
     /// `rotary_pos_emb.inv_freq` `[r/2]` if the file has it; otherwise it is computed.
     pub inv_freq: Option<Tensor<'w>>,
+    /// `rotary_xpos`: `rotary_pos_emb.scale` `[r/2]` if the file has it; otherwise it is computed.
+    pub xpos_scale: Option<Tensor<'w>>,
     /// How many tensors were taken from the source (to detect unexpected extra tensors).
     pub tensors_used: usize,
 }
@@ -439,6 +441,7 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             blocks: heapless::Vec::new(),
             final_norm: None,
             inv_freq: None,
+            xpos_scale: None,
             tensors_used: 0,
         }
     }
@@ -496,6 +499,11 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
         };
         self.inv_freq = if cfg.rotary_pos_emb {
             ld.optional(None, "rotary_pos_emb.inv_freq", &[cfg.rotary_dim() / 2])?
+        } else {
+            None
+        };
+        self.xpos_scale = if cfg.xpos() {
+            ld.optional(None, "rotary_pos_emb.scale", &[cfg.rotary_dim() / 2])?
         } else {
             None
         };

@@ -216,7 +216,8 @@ fixture!(
     local_attn,
     mem_kv,
     mem_kv_qk_norm,
-    zero_kv_softclamp
+    zero_kv_softclamp,
+    xpos
 );
 
 /// The local-attention fixture (window 3) decoded one position at a time through a rolling cache

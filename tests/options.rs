@@ -447,6 +447,10 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "macaron" => ("true", Some(|c, _| c.macaron = true)),
         "attn_value_rmsnorm" => ("true", Some(|c, _| c.attn_value_rmsnorm = true)),
         "alibi_pos_bias" => ("true", Some(|c, _| c.alibi_pos_bias = true)),
+        // Without rotary embeddings (the base configuration), x-transformers builds no rotary
+        // module: xpos changes nothing, and is computed as nothing.
+        "rotary_xpos" => ("true", Some(|c, _| c.rotary_xpos = true)),
+        "rotary_xpos_scale_base" => ("64", Some(|c, _| c.rotary_xpos_scale_base = 64)),
         // Without alibi_pos_bias, x-transformers reads it nowhere: the numbers do not move.
         "alibi_num_heads" => ("1", Some(|c, _| c.alibi_num_heads = Some(1))),
         "attn_max_attend_past" => ("2", Some(|c, _| c.attn_max_attend_past = Some(2))),

@@ -342,6 +342,8 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "attn_add_zero_kv",
         "attn_softclamp_logits",
         "attn_logit_softclamp_value",
+        "rotary_xpos",
+        "rotary_xpos_scale_base",
     ];
     for k in kw.keys() {
         assert!(
@@ -396,6 +398,8 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         zero_kv: flag(kw, "attn_add_zero_kv"),
         logit_softclamp: flag(kw, "attn_softclamp_logits")
             .then(|| num("attn_logit_softclamp_value", 50.0)),
+        xpos: (flag(kw, "rotary_xpos") && rotary)
+            .then(|| num("rotary_xpos_scale_base", 512.0) as usize),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,

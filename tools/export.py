@@ -91,9 +91,9 @@ def _equals_default(value, row) -> bool:
 _USIZE, _OPT_USIZE, _BOOL, _OPT_BOOL, _NUMBER, _NUMBER_OR_BOOL = range(6)
 _SUPPORTED_TYPES = {
     **dict.fromkeys(("dim", "depth", "heads", "attn_dim_head", "attn_qk_norm_groups", "num_tokens",
-                     "max_seq_len", "attn_num_mem_kv"), _USIZE),
+                     "max_seq_len", "attn_num_mem_kv", "rotary_xpos_scale_base"), _USIZE),
     **dict.fromkeys(("alibi_num_heads", "attn_max_attend_past"), _OPT_USIZE),
-    **dict.fromkeys(("alibi_pos_bias", "attn_add_zero_kv", "attn_softclamp_logits"), _BOOL),
+    **dict.fromkeys(("alibi_pos_bias", "attn_add_zero_kv", "attn_softclamp_logits", "rotary_xpos"), _BOOL),
     "attn_logit_softclamp_value": _NUMBER,
     **dict.fromkeys(("attn_kv_heads", "cross_attn_dim_context", "rotary_emb_dim", "emb_dim", "logits_dim"),
                     _OPT_USIZE),
@@ -171,6 +171,7 @@ _DECODER_KEY_RE = re.compile(
     r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.1\.gamma"                   # ff_post_act_ln LayerNorm
     r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.3\.(?:weight|bias)"         # FF output linear after it
     r"|rotary_pos_emb\.inv_freq"
+    r"|rotary_pos_emb\.scale"                          # rotary_xpos
     r"|final_norm\.(?:gamma|g)"
     r")$"
 )
@@ -178,6 +179,7 @@ _WRAPPER_KEY_RE = re.compile(
     r"^(?:token_emb\.emb\.weight|pos_emb\.emb\.weight|to_logits\.weight|post_emb_norm\.gamma)$")
 
 INV_FREQ_SUFFIX = "rotary_pos_emb.inv_freq"
+XPOS_SCALE_SUFFIX = "rotary_pos_emb.scale"
 
 
 # ---------------------------------------------------------------------------
@@ -471,7 +473,8 @@ def export(module, kwargs: dict, path: str, dtype: str = "float32", verify: bool
         v = v.detach().to("cpu")
         if not v.is_floating_point():
             raise ValueError(f"state_dict entry {k} has non-float dtype {v.dtype}")
-        tensors[k] = v.to(torch.float32) if k.endswith(INV_FREQ_SUFFIX) else v.to(torch_dtype)
+        buffer = k.endswith(INV_FREQ_SUFFIX) or k.endswith(XPOS_SCALE_SUFFIX)  # float32 buffers
+        tensors[k] = v.to(torch.float32) if buffer else v.to(torch_dtype)
 
     metadata = {
         "x_transformers": config_json,

@@ -193,6 +193,12 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, attn_add_zero_kv=True,
                         attn_softclamp_logits=True, attn_logit_softclamp_value=1.5, cross_attend=True),
         "wrapper": None}),
+    # xpos: rotated pairs of q and k scaled by s^(±p/B); a small scale base so it shows within 10 positions;
+    # with cross-attention (which it leaves alone) and a partial rotary width
+    dict(name="xpos", dtype="float32", seed=37, n=10, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, rotary_emb_dim=8,
+                        rotary_xpos=True, rotary_xpos_scale_base=8, cross_attend=True),
+        "wrapper": None}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -12,7 +12,7 @@
 //! (`at:663-664`). See `docs/x-transformers.md` §3.17.
 
 use crate::config::DecoderConfig;
-use crate::tensor::Element;
+use crate::tensor::{Element, Tensor};
 
 /// One attention sublayer's logit terms and geometry.
 pub(super) struct General<'a> {
@@ -31,6 +31,9 @@ pub(super) struct General<'a> {
     pub zero_kv: bool,
     /// The memory keys and values, `[kv_heads, M, dim]` each (keys already qk-normed), or empty.
     pub mem: (&'a [f32], &'a [f32]),
+    /// xpos (self-attention only): the rotary width r, `rotary_xpos_scale_base`, and the
+    /// stored scales `rotary_pos_emb.scale` if the file has them.
+    pub xpos: Option<(usize, f32, Option<Tensor<'a>>)>,
 }
 
 /// Which keys a call's queries see: positions `0..end` (the cache's rows), of which query i of
@@ -45,8 +48,13 @@ pub(super) struct Keys<'m> {
 
 impl<'a> General<'a> {
     /// The terms of `cfg`'s self-attention (`self_attn`) or cross-attention, with `mem` the
-    /// sublayer's memory keys and values.
-    pub fn new(cfg: &DecoderConfig, self_attn: bool, mem: (&'a [f32], &'a [f32])) -> Self {
+    /// sublayer's memory keys and values and `xpos_scale` the stored xpos scales.
+    pub fn new(
+        cfg: &DecoderConfig,
+        self_attn: bool,
+        mem: (&'a [f32], &'a [f32]),
+        xpos_scale: Option<Tensor<'a>>,
+    ) -> Self {
         General {
             heads: cfg.heads,
             kv_heads: cfg.kv_heads(),
@@ -63,6 +71,11 @@ impl<'a> General<'a> {
                 .then_some(cfg.attn_logit_softclamp_value as f32),
             zero_kv: cfg.attn_add_zero_kv,
             mem,
+            xpos: (self_attn && cfg.xpos()).then_some((
+                cfg.rotary_dim(),
+                cfg.rotary_xpos_scale_base as f32,
+                xpos_scale,
+            )),
         }
     }
 
@@ -117,7 +130,13 @@ impl<'a> General<'a> {
                     let (k, v) = row(j, p);
                     // -|p_i - p_j| as torch's integer distance, times the f32 slope (xt:687-691).
                     let bias = -(pos.abs_diff(p) as f32) * slope;
-                    acc.add(self.clamp(dot(qi, k) * self.scale + bias), Some(v));
+                    let s = match self.xpos {
+                        Some((r, base, stored)) => {
+                            xpos_dot(qi, k, r, stored, (pos as f32 - p as f32) / base)
+                        }
+                        None => dot(qi, k),
+                    };
+                    acc.add(self.clamp(s * self.scale + bias), Some(v));
                 }
                 acc.finish();
             }
@@ -136,6 +155,31 @@ impl<'a> General<'a> {
 /// q·k over a head.
 fn dot<K: Element>(q: &[f32], k: &[K]) -> f32 {
     q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum()
+}
+
+/// q·k with xpos: the rotated pair m (of the first r features) weighted by s_m^power, s_m =
+/// (2m + 0.4r)/(1.4r) (`xt:860-862`, or as `stored`), power = (p_q − p_k)/B. x-transformers scales q by
+/// s^((p_q − c)/B) and k by s^(−(p_k − c)/B) with c half the call's length (`xt:885-889`); the
+/// product is the same, and centred on the query no factor exceeds 1 on a causal key, so long
+/// sequences neither overflow nor lose the keys (the cache holds them rotated, unscaled).
+fn xpos_dot<K: Element>(
+    q: &[f32],
+    k: &[K],
+    r: usize,
+    stored: Option<Tensor<'_>>,
+    power: f32,
+) -> f32 {
+    let mut s = 0.0;
+    let pairs = q[..r].chunks_exact(2).zip(k[..r].chunks_exact(2));
+    for (m, (qp, kp)) in pairs.enumerate() {
+        let scale = match stored.and_then(|t| t.get(m)) {
+            Some(v) => v,
+            None => ((2 * m) as f32 + 0.4 * r as f32) / (1.4 * r as f32),
+        };
+        let w = libm::powf(scale, power);
+        s += (qp[0] * kp[0].to_f32() + qp[1] * kp[1].to_f32()) * w;
+    }
+    s + dot(&q[r..], &k[r..])
 }
 
 /// One query's online softmax: the weighted sum of the values seen so far in `out`, relative to

@@ -633,7 +633,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     causal,
                     keep: masks.mask,
                 };
-                General::new(cfg, true, mem).attend(q, att, n, keys, |j, p| cache.key_row(b, j, p));
+                General::new(cfg, true, mem, self.weights.xpos_scale).attend(
+                    q,
+                    att,
+                    n,
+                    keys,
+                    |j, p| cache.key_row(b, j, p),
+                );
             } else {
                 heads.attend(q, att, n, causal, |j| cache.head(b, j, pos0 + n))?;
             }
@@ -655,7 +661,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         causal: false,
                         keep: masks.context_mask,
                     };
-                    General::new(cfg, false, mem)
+                    General::new(cfg, false, mem, None)
                         .attend(q, att, n, keys, |j, r| cache.context_row(b, j, r));
                 } else {
                     heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;

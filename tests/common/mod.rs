@@ -71,6 +71,7 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             logit_softclamp: cfg
                 .attn_softclamp_logits
                 .then_some(cfg.attn_logit_softclamp_value),
+            xpos: cfg.xpos().then_some(cfg.rotary_xpos_scale_base),
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -250,6 +251,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
             0usize..3,
             prop::bool::weighted(0.3),
             prop::sample::select(vec![None, Some(5.0f64), Some(50.0)]),
+            prop::sample::select(vec![None, Some(4usize), Some(512)]),
         ),
     )
         .prop_map(
@@ -259,7 +261,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 (rot, ridx, rescale, interp),
                 (norm, act, mult, glu, nobias),
                 (layout, no_final, clamp, residual, head_scale, gates, ff_clamp, qk),
-                (alibi, window, mem, zero_kv, logit_clamp),
+                (alibi, window, mem, zero_kv, logit_clamp, xpos),
             )| {
                 let dh = if heads == 1 { dim } else { dh };
                 let divisors: Vec<usize> = (1..=heads).filter(|k| heads % k == 0).collect();
@@ -331,10 +333,14 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                     c = c.alibi_pos_bias((alibi == 2).then_some(heads.div_ceil(2)));
                 }
                 c.attn_max_attend_past = window.filter(|_| !cross);
-                c.attn_num_mem_kv = mem;
+                c.attn_num_mem_kv = if xpos.is_some() { 0 } else { mem };
                 c.attn_add_zero_kv = zero_kv;
                 if let Some(v) = logit_clamp {
                     c = c.attn_softclamp_logits(v);
+                }
+                // xpos with a scale base of 4 moves the logits a lot within 10 positions.
+                if let Some(b) = xpos {
+                    c = c.rotary_xpos(b);
                 }
                 c.ff_swish = act == 1;
                 c.ff_relu_squared = act == 2;

@@ -87,6 +87,9 @@ pub struct RefExtras {
     pub zero_kv: bool,
     /// `attn_softclamp_logits` with its value: logits tanh(s/v)·v after the ALiBi bias.
     pub logit_softclamp: Option<f64>,
+    /// `rotary_xpos` with its scale base B: after rotary, pair m of q at position i times
+    /// s_m^((i − c)/B) and of k at j times s_m^(−(j − c)/B), s_m = (2m + 0.4r)/(1.4r), c = ⌊n/2⌋.
+    pub xpos: Option<usize>,
 }
 
 impl Default for RefExtras {
@@ -114,6 +117,7 @@ impl Default for RefExtras {
             mem_kv: 0,
             zero_kv: false,
             logit_softclamp: None,
+            xpos: None,
         }
     }
 }
@@ -443,6 +447,13 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
             format!("{pre}rotary_pos_emb.inv_freq"),
             vec![cfg.rotary_emb_dim / 2],
         ));
+        if cfg.extras.xpos.is_some() {
+            // The xpos scales, also a persistent buffer.
+            out.push((
+                format!("{pre}rotary_pos_emb.scale"),
+                vec![cfg.rotary_emb_dim / 2],
+            ));
+        }
     }
     if let Some(p) = norm_param(cfg.norm) {
         if cfg.extras.pre_norm && cfg.extras.final_norm {
@@ -527,6 +538,11 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
             rotary_inv_freq(cfg.rotary_emb_dim, cfg.rotary_base_rescale_factor)
                 .into_iter()
                 .map(f64::from)
+                .collect()
+        } else if key.ends_with("rotary_pos_emb.scale") {
+            let r = cfg.rotary_emb_dim as f64;
+            (0..len)
+                .map(|m| ((2.0 * m as f64 + 0.4 * r) / (1.4 * r)) as f32 as f64)
                 .collect()
         } else if key.ends_with(".gamma")
             || key.ends_with(".g")
@@ -699,6 +715,24 @@ fn attention(
                 for h in 0..h_kv {
                     let s = j * ikv + h * dh;
                     rotate_head(&mut k[s..s + dh], j, f, cfg.rotary_interpolation_factor);
+                }
+            }
+            if let Some(base) = cfg.extras.xpos {
+                // xpos, as the full pass computes it: centred on half the sequence.
+                let r = cfg.rotary_emb_dim;
+                let c = (n / 2) as f64;
+                let scale = |head: &mut [f64], pos: usize, sign: f64| {
+                    for (mm, pair) in head[..r].chunks_mut(2).enumerate() {
+                        let sm = (2.0 * mm as f64 + 0.4 * r as f64) / (1.4 * r as f64);
+                        let w = sm.powf(sign * (pos as f64 - c) / base as f64);
+                        pair.iter_mut().for_each(|e| *e *= w);
+                    }
+                };
+                for (i, row) in q.chunks_mut(iq).enumerate() {
+                    row.chunks_mut(dh).for_each(|hd| scale(hd, i, 1.0));
+                }
+                for (j, row) in k.chunks_mut(ikv).enumerate() {
+                    row.chunks_mut(dh).for_each(|hd| scale(hd, j, -1.0));
                 }
             }
         }
