@@ -187,6 +187,9 @@ pub struct DecoderConfig {
     pub rotary_xpos: bool,
     /// `rotary_xpos_scale_base` (default 512).
     pub rotary_xpos_scale_base: usize,
+    /// `weight_tie_layers`: one block's weights (`layers.0` … `layers.per−1`) run `depth` times
+    /// (`xt:3060-3064`); every run has its own place in the KV cache.
+    pub weight_tie_layers: bool,
 }
 
 impl DecoderConfig {
@@ -244,6 +247,7 @@ impl DecoderConfig {
             attn_logit_softclamp_value: 50.0,
             rotary_xpos: false,
             rotary_xpos_scale_base: 512,
+            weight_tie_layers: false,
         }
     }
 
@@ -491,6 +495,19 @@ impl DecoderConfig {
         self.attn_softclamp_logits = true;
         self.attn_logit_softclamp_value = value;
         self
+    }
+    /// Sets `weight_tie_layers`.
+    pub const fn weight_tie_layers(mut self, on: bool) -> Self {
+        self.weight_tie_layers = on;
+        self
+    }
+    /// Blocks whose weights the file stores: 1 with `weight_tie_layers`, else `depth`.
+    pub const fn stored_blocks(&self) -> usize {
+        if self.weight_tie_layers {
+            1
+        } else {
+            self.depth
+        }
     }
     /// Sets `rotary_xpos` with `rotary_xpos_scale_base`.
     pub const fn rotary_xpos(mut self, scale_base: usize) -> Self {

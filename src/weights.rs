@@ -479,7 +479,9 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
         // the stack and pushed. Cannot fail: depth <= MAX_DEPTH was checked above.
         self.blocks.clear();
         let _ = self.blocks.resize(cfg.depth, BlockWeights::EMPTY);
-        for (b, block) in self.blocks.iter_mut().enumerate() {
+        // With weight_tie_layers the file holds one block, which every run reads (xt:3060-3064).
+        let stored = cfg.stored_blocks();
+        for (b, block) in self.blocks.iter_mut().enumerate().take(stored) {
             if cfg.macaron {
                 let ff_pre = block.ff_pre.insert(FeedForwardWeights::EMPTY);
                 ld.feed_forward(cfg, b * per, ff_pre)?;
@@ -491,6 +493,9 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
                 ld.attention(cfg, l + 1, cfg.dim_context(), cross)?;
             }
             ld.feed_forward(cfg, b * per + per - 1, &mut block.ff)?;
+        }
+        for b in stored..cfg.depth {
+            self.blocks[b] = self.blocks[b % stored].clone();
         }
         self.final_norm = if cfg.has_final_norm() {
             ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?

@@ -217,7 +217,8 @@ fixture!(
     mem_kv,
     mem_kv_qk_norm,
     zero_kv_softclamp,
-    xpos
+    xpos,
+    weight_tie
 );
 
 /// The local-attention fixture (window 3) decoded one position at a time through a rolling cache

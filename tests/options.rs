@@ -447,6 +447,7 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "macaron" => ("true", Some(|c, _| c.macaron = true)),
         "attn_value_rmsnorm" => ("true", Some(|c, _| c.attn_value_rmsnorm = true)),
         "alibi_pos_bias" => ("true", Some(|c, _| c.alibi_pos_bias = true)),
+        "weight_tie_layers" => ("true", Some(|c, _| c.weight_tie_layers = true)),
         // Without rotary embeddings (the base configuration), x-transformers builds no rotary
         // module: xpos changes nothing, and is computed as nothing.
         "rotary_xpos" => ("true", Some(|c, _| c.rotary_xpos = true)),

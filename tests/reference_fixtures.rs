@@ -344,6 +344,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "attn_logit_softclamp_value",
         "rotary_xpos",
         "rotary_xpos_scale_base",
+        "weight_tie_layers",
     ];
     for k in kw.keys() {
         assert!(
@@ -398,6 +399,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         zero_kv: flag(kw, "attn_add_zero_kv"),
         logit_softclamp: flag(kw, "attn_softclamp_logits")
             .then(|| num("attn_logit_softclamp_value", 50.0)),
+        weight_tie: flag(kw, "weight_tie_layers"),
         xpos: (flag(kw, "rotary_xpos") && rotary)
             .then(|| num("rotary_xpos_scale_base", 512.0) as usize),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {

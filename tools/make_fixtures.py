@@ -199,6 +199,12 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, rotary_emb_dim=8,
                         rotary_xpos=True, rotary_xpos_scale_base=8, cross_attend=True),
         "wrapper": None}),
+    # weight_tie_layers: one stored block run depth = 3 times, each run with its own cache rows; with
+    # cross-attention and rotary
+    dict(name="weight_tie", dtype="float32", seed=38, n=8, m=4, kwargs={
+        "decoder": dict(dim=32, depth=3, heads=2, attn_dim_head=16, rotary_pos_emb=True, weight_tie_layers=True,
+                        cross_attend=True),
+        "wrapper": None}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

@@ -64,7 +64,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("rotate_num_heads", Refused(NOT_IMPLEMENTED)),
     ("polar_pos_emb", Refused(NOT_IMPLEMENTED)),
     ("polar_bias_uniform_init", Refused(NOT_IMPLEMENTED)),
-    ("weight_tie_layers", Refused(NOT_IMPLEMENTED)),
+    ("weight_tie_layers", Supported),
     ("custom_layers", Refused(NOT_IMPLEMENTED)),
     ("layers_execute_order", Refused(NOT_IMPLEMENTED)),
     ("sandwich_coef", Refused(NOT_IMPLEMENTED)),

@@ -377,6 +377,7 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
             "attn_add_zero_kv" => c.attn_add_zero_kv = typed(p, raw, text, Parser::bool)?,
             "attn_softclamp_logits" => c.attn_softclamp_logits = typed(p, raw, text, Parser::bool)?,
             "rotary_xpos" => c.rotary_xpos = typed(p, raw, text, Parser::bool)?,
+            "weight_tie_layers" => c.weight_tie_layers = typed(p, raw, text, Parser::bool)?,
             "rotary_xpos_scale_base" => {
                 c.rotary_xpos_scale_base = typed(p, raw, text, Parser::usize)?
             }

@@ -72,6 +72,7 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
                 .attn_softclamp_logits
                 .then_some(cfg.attn_logit_softclamp_value),
             xpos: cfg.xpos().then_some(cfg.rotary_xpos_scale_base),
+            weight_tie: cfg.weight_tie_layers,
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -335,6 +336,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 c.attn_max_attend_past = window.filter(|_| !cross);
                 c.attn_num_mem_kv = if xpos.is_some() { 0 } else { mem };
                 c.attn_add_zero_kv = zero_kv;
+                c.weight_tie_layers = zero_kv != (mem == 1);
                 if let Some(v) = logit_clamp {
                     c = c.attn_softclamp_logits(v);
                 }

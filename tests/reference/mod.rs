@@ -87,6 +87,8 @@ pub struct RefExtras {
     pub zero_kv: bool,
     /// `attn_softclamp_logits` with its value: logits tanh(s/v)·v after the ALiBi bias.
     pub logit_softclamp: Option<f64>,
+    /// `weight_tie_layers`: the keys of block 0 only, which every block reads.
+    pub weight_tie: bool,
     /// `rotary_xpos` with its scale base B: after rotary, pair m of q at position i times
     /// s_m^((i − c)/B) and of k at j times s_m^(−(j − c)/B), s_m = (2m + 0.4r)/(1.4r), c = ⌊n/2⌋.
     pub xpos: Option<usize>,
@@ -118,6 +120,7 @@ impl Default for RefExtras {
             zero_kv: false,
             logit_softclamp: None,
             xpos: None,
+            weight_tie: false,
         }
     }
 }
@@ -306,7 +309,8 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
     let per = cfg.sublayers_per_block();
     let inner_q = cfg.heads * cfg.attn_dim_head;
     let inner_kv = cfg.attn_kv_heads * cfg.attn_dim_head;
-    for block in 0..cfg.depth {
+    let stored = if cfg.extras.weight_tie { 1 } else { cfg.depth };
+    for block in 0..stored {
         for s in 0..per {
             let l = block * per + s;
             // spec §3.7: layers.ℓ.0.0 is the pre-norm, .0.1 the sandwich norm, .0.2 the post-norm;
@@ -1047,7 +1051,12 @@ fn decoder_forward_impl(
     let mut x = x.to_vec();
     for block in 0..cfg.depth {
         for s in 0..per {
-            let l = block * per + s;
+            // weight_tie_layers: every block runs the stored block 0.
+            let l = if cfg.extras.weight_tie {
+                s
+            } else {
+                block * per + s
+            };
             // spec §3.7: residual = x; u = PreNorm_ℓ(x) (key layers.ℓ.0.0.*), or x with post-norm;
             // x = [PostBranchNorm](Sublayer(u)) + residual; then [PostMainNorm](x).
             let u = if cfg.extras.pre_norm {
