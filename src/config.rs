@@ -190,6 +190,13 @@ pub struct DecoderConfig {
     /// `weight_tie_layers`: one block's weights (`layers.0` … `layers.per−1`) run `depth` times
     /// (`xt:3060-3064`); every run has its own place in the KV cache.
     pub weight_tie_layers: bool,
+    /// `add_value_residual`: the self-attention values of every block after the first become
+    /// v₀ + mix·(v − v₀), v₀ the first block's projected values at the same positions, before
+    /// qk-norm and the value norm, so before they are cached (`xt:2410-2418, 3687-3712`).
+    pub add_value_residual: bool,
+    /// `learned_value_residual_mix` (default true): mix = sigmoid(u·Wᵀ + b) per position and
+    /// head (`layers.ℓ.1.to_value_residual_mix.0`, `[H, D]` and `[H]`); else 0.5.
+    pub learned_value_residual_mix: bool,
 }
 
 impl DecoderConfig {
@@ -248,6 +255,8 @@ impl DecoderConfig {
             rotary_xpos: false,
             rotary_xpos_scale_base: 512,
             weight_tie_layers: false,
+            add_value_residual: false,
+            learned_value_residual_mix: true,
         }
     }
 
@@ -494,6 +503,12 @@ impl DecoderConfig {
     pub const fn attn_softclamp_logits(mut self, value: f64) -> Self {
         self.attn_softclamp_logits = true;
         self.attn_logit_softclamp_value = value;
+        self
+    }
+    /// Sets `add_value_residual` with `learned_value_residual_mix`.
+    pub const fn add_value_residual(mut self, learned: bool) -> Self {
+        self.add_value_residual = true;
+        self.learned_value_residual_mix = learned;
         self
     }
     /// Sets `weight_tie_layers`.
@@ -788,6 +803,27 @@ impl DecoderConfig {
             // and the memory keys not at all: their logits depend on the length of the call,
             // which differs between its full and cached passes (and is unknown step by step).
             return Err(ConfigError::Conflict("rotary_xpos", "attn_num_mem_kv"));
+        }
+        if self.add_value_residual {
+            // Cross-attention's value residual mixes context values, which x-transformers' cached
+            // pass takes from its cache; a tied block is both the first self-attention and a
+            // later one. Neither is implemented; a learned mix per query head does not fit
+            // fewer value heads.
+            if self.cross_attend {
+                return Err(ConfigError::Conflict("add_value_residual", "cross_attend"));
+            }
+            if self.weight_tie_layers {
+                return Err(ConfigError::Conflict(
+                    "add_value_residual",
+                    "weight_tie_layers",
+                ));
+            }
+            if self.learned_value_residual_mix && self.kv_heads() != self.heads {
+                return Err(ConfigError::Conflict(
+                    "learned_value_residual_mix",
+                    "attn_kv_heads",
+                ));
+            }
         }
         if self.attn_num_mem_kv > (1 << 20) {
             return Err(ConfigError::TooLarge);

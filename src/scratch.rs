@@ -44,13 +44,15 @@ pub(crate) struct Buffers<'a> {
     pub inv_freq: &'a mut [f32],
     /// A sublayer's memory keys then values (`attn_num_mem_kv`), `[2, kv_heads, M, d]`.
     pub mem: &'a mut [f32],
+    /// The first self-attention's values of the chunk (`add_value_residual`), `[P, kv_heads·d]`.
+    pub v0: &'a mut [f32],
 }
 
 impl<'b> Scratch<'b> {
     /// `f32` elements needed for `max_positions` positions at once:
     /// P·(3·dim + 2·heads·d + 2·kv_heads·d + h) + (2P + 1)·r/2 + 2·kv_heads·d·M, with h = F·(2
     /// with GLU), or 6·dim with `gate_residual` if more ([`DecoderConfig::hidden_width`]), and M
-    /// the memory keys (`attn_num_mem_kv`).
+    /// the memory keys (`attn_num_mem_kv`); plus P·kv_heads·d with `add_value_residual`.
     pub const fn elements(cfg: &DecoderConfig, max_positions: usize) -> usize {
         let per_position = 3usize
             .saturating_mul(cfg.dim)
@@ -62,6 +64,17 @@ impl<'b> Scratch<'b> {
             .saturating_mul(per_position)
             .saturating_add(half.saturating_mul(max_positions.saturating_mul(2).saturating_add(1)))
             .saturating_add(Self::mem_elements(cfg))
+            .saturating_add(max_positions.saturating_mul(Self::v0_width(cfg)))
+    }
+
+    /// Width of the first self-attention's values per position: kv_heads·d with
+    /// `add_value_residual`, else 0.
+    const fn v0_width(cfg: &DecoderConfig) -> usize {
+        if cfg.add_value_residual {
+            cfg.kv_dim()
+        } else {
+            0
+        }
     }
 
     /// Elements of the memory keys and values, 2·kv_heads·d·M.
@@ -133,7 +146,8 @@ impl<'b> Scratch<'b> {
         let (cos, rest) = rest.split_at_mut(p * half);
         let (sin, rest) = rest.split_at_mut(p * half);
         let (inv_freq, rest) = rest.split_at_mut(half);
-        let (mem, _) = rest.split_at_mut(Self::mem_elements(c));
+        let (mem, rest) = rest.split_at_mut(Self::mem_elements(c));
+        let (v0, _) = rest.split_at_mut(p * Self::v0_width(c));
         Buffers {
             x,
             xb,
@@ -147,6 +161,7 @@ impl<'b> Scratch<'b> {
             sin,
             inv_freq,
             mem,
+            v0,
         }
     }
 

@@ -40,6 +40,9 @@ pub struct AttentionWeights<'w> {
     pub value_rmsnorm: Option<Tensor<'w>>,
     /// `attn_num_mem_kv`: the memory keys and values `mem_k`, `mem_v` `[H_kv, M, d]`.
     pub mem_kv: Option<(Tensor<'w>, Tensor<'w>)>,
+    /// `add_value_residual` with a learned mix, self-attention after the first:
+    /// `to_value_residual_mix.0.weight` `[H, D]` and `.bias` `[H]`.
+    pub value_residual_mix: Option<(Tensor<'w>, Tensor<'w>)>,
 }
 
 impl AttentionWeights<'_> {
@@ -57,6 +60,7 @@ impl AttentionWeights<'_> {
         qk_norm_k_scale: None,
         value_rmsnorm: None,
         mem_kv: None,
+        value_residual_mix: None,
     };
 }
 
@@ -488,6 +492,22 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             }
             let l = b * per + usize::from(cfg.macaron);
             ld.attention(cfg, l, cfg.dim, &mut block.attn)?;
+            if cfg.add_value_residual && cfg.learned_value_residual_mix && b > 0 {
+                let wrap = usize::from(cfg.use_layerscale);
+                let (h, d) = (cfg.heads, cfg.dim);
+                block.attn.value_residual_mix = Some((
+                    ld.required(
+                        Some(l),
+                        module_key!(wrap, "to_value_residual_mix.0.weight"),
+                        &[h, d],
+                    )?,
+                    ld.required(
+                        Some(l),
+                        module_key!(wrap, "to_value_residual_mix.0.bias"),
+                        &[h],
+                    )?,
+                ));
+            }
             if cfg.cross_attend {
                 let cross = block.cross.insert(AttentionWeights::EMPTY);
                 ld.attention(cfg, l + 1, cfg.dim_context(), cross)?;

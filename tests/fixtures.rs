@@ -218,7 +218,9 @@ fixture!(
     mem_kv_qk_norm,
     zero_kv_softclamp,
     xpos,
-    weight_tie
+    weight_tie,
+    value_residual,
+    value_residual_fixed
 );
 
 /// The local-attention fixture (window 3) decoded one position at a time through a rolling cache

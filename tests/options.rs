@@ -448,6 +448,11 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "attn_value_rmsnorm" => ("true", Some(|c, _| c.attn_value_rmsnorm = true)),
         "alibi_pos_bias" => ("true", Some(|c, _| c.alibi_pos_bias = true)),
         "weight_tie_layers" => ("true", Some(|c, _| c.weight_tie_layers = true)),
+        "add_value_residual" => ("true", Some(|c, _| c.add_value_residual = true)),
+        // Without add_value_residual, x-transformers turns it off (xt:3181): no effect.
+        "learned_value_residual_mix" => {
+            ("false", Some(|c, _| c.learned_value_residual_mix = false))
+        }
         // Without rotary embeddings (the base configuration), x-transformers builds no rotary
         // module: xpos changes nothing, and is computed as nothing.
         "rotary_xpos" => ("true", Some(|c, _| c.rotary_xpos = true)),

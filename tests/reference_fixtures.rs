@@ -345,6 +345,8 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "rotary_xpos",
         "rotary_xpos_scale_base",
         "weight_tie_layers",
+        "add_value_residual",
+        "learned_value_residual_mix",
     ];
     for k in kw.keys() {
         assert!(
@@ -400,6 +402,8 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         logit_softclamp: flag(kw, "attn_softclamp_logits")
             .then(|| num("attn_logit_softclamp_value", 50.0)),
         weight_tie: flag(kw, "weight_tie_layers"),
+        value_residual: flag(kw, "add_value_residual")
+            .then(|| on("learned_value_residual_mix", true)),
         xpos: (flag(kw, "rotary_xpos") && rotary)
             .then(|| num("rotary_xpos_scale_base", 512.0) as usize),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {

@@ -94,7 +94,7 @@ _SUPPORTED_TYPES = {
                      "max_seq_len", "attn_num_mem_kv", "rotary_xpos_scale_base"), _USIZE),
     **dict.fromkeys(("alibi_num_heads", "attn_max_attend_past"), _OPT_USIZE),
     **dict.fromkeys(("alibi_pos_bias", "attn_add_zero_kv", "attn_softclamp_logits", "rotary_xpos",
-                     "weight_tie_layers"), _BOOL),
+                     "weight_tie_layers", "add_value_residual", "learned_value_residual_mix"), _BOOL),
     "attn_logit_softclamp_value": _NUMBER,
     **dict.fromkeys(("attn_kv_heads", "cross_attn_dim_context", "rotary_emb_dim", "emb_dim", "logits_dim"),
                     _OPT_USIZE),
@@ -163,6 +163,7 @@ _DECODER_KEY_RE = re.compile(
     r"|layers\.\d+\.2\.residual_scale"                 # scale_residual
     r"|layers\.\d+\.1\.(?:fn\.){0,2}value_rmsnorm\.gamma"  # attn_value_rmsnorm
     r"|layers\.\d+\.1\.(?:fn\.){0,2}mem_[kv]"          # attn_num_mem_kv
+    r"|layers\.\d+\.1\.(?:fn\.){0,2}to_value_residual_mix\.0\.(?:weight|bias)"  # add_value_residual
     r"|layers\.\d+\.2\.gru\.(?:weight|bias)_(?:ih|hh)"  # gate_residual (GRUCell)
     r"|layers\.\d+\.1\.gamma"                          # use_layerscale (LayerScale wraps the module: 1.fn.*)
     r"|layers\.\d+\.1\.(?:fn\.){0,2}ff\.0\.0\.(?:weight|bias)"      # FF input linear

@@ -205,6 +205,16 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=3, heads=2, attn_dim_head=16, rotary_pos_emb=True, weight_tie_layers=True,
                         cross_attend=True),
         "wrapper": None}),
+    # add_value_residual: later self-attention values lerp to the first block's, with the learned per-head mix;
+    # and with the constant 0.5, GQA, in a wrapper
+    dict(name="value_residual", dtype="float32", seed=39, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=3, heads=2, attn_dim_head=16, rotary_pos_emb=True, add_value_residual=True,
+                        attn_value_rmsnorm=True),
+        "wrapper": None}),
+    dict(name="value_residual_fixed", dtype="float32", seed=40, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=3, heads=4, attn_dim_head=8, attn_kv_heads=2, add_value_residual=True,
+                        learned_value_residual_mix=False),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),

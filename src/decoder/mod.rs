@@ -596,6 +596,16 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             self.linear(a.to_q, p(Matrix::Q, a.to_q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
             self.linear(a.to_k, p(Matrix::K, a.to_k), dim, xb, k)?;
             self.linear(a.to_v, p(Matrix::V, a.to_v), dim, xb, v)?;
+            // add_value_residual: the first block keeps its values, the later ones lerp to
+            // them, before qk norm and the value norm (xt:2410-2418).
+            if cfg.add_value_residual {
+                let v0 = &mut s.v0[..n * kvd];
+                if b == 0 {
+                    v0.copy_from_slice(v);
+                } else {
+                    self.value_residual(a, xb, v0, v, att)?;
+                }
+            }
             // qk norm before rotary and before the keys are cached (xt:2422-2427, 2459).
             self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
             self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;

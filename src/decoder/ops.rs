@@ -249,6 +249,48 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         Ok(())
     }
 
+    /// `add_value_residual` (`xt:2416-2418`): v = v₀ + mix·(v − v₀) per position and head, mix =
+    /// sigmoid(u·Wᵀ + b) with the learned mixer (into `gates`, `[n, H]`; heads equal kv heads,
+    /// the configuration checks), else 0.5.
+    pub(super) fn value_residual(
+        &self,
+        w: &AttentionWeights<'_>,
+        u: &[f32],
+        v0: &[f32],
+        v: &mut [f32],
+        gates: &mut [f32],
+    ) -> Result<(), Error> {
+        let (kvd, d, h) = (
+            self.config.kv_dim(),
+            self.config.attn_dim_head,
+            self.config.heads,
+        );
+        let n = v.len() / kvd.max(1);
+        let mix = &mut gates[..n * h];
+        match w.value_residual_mix {
+            Some((wm, bm)) => {
+                self.linear(wm, None, self.config.dim, u, mix)?;
+                kernels::add_bias(mix, bm)?;
+                mix.iter_mut()
+                    .for_each(|z| *z = 1.0 / (1.0 + libm::expf(-*z)));
+            }
+            None => mix.fill(0.5),
+        }
+        for ((row, r0), m) in v
+            .chunks_exact_mut(kvd)
+            .zip(v0.chunks_exact(kvd))
+            .zip(mix.chunks_exact(h))
+        {
+            for (c, (e, a)) in row.iter_mut().zip(r0).enumerate() {
+                // kv head c / d: the same head index as the mix's with heads == kv heads, and
+                // any with the constant mix.
+                let t = m.get(c / d.max(1)).copied().unwrap_or(0.5);
+                *e = a + t * (*e - a);
+            }
+        }
+        Ok(())
+    }
+
     /// `attn_qk_norm` on rows of `heads` heads (`xt:2422-2427`): each head l2-normalised in
     /// `attn_qk_norm_groups` groups, x / max(‖x‖₂, 1e-12) (`xt:227-230`), then times the
     /// per-feature gains `[heads, 1, d]` with `attn_qk_norm_dim_scale`. Nothing without qk norm.

@@ -378,6 +378,10 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
             "attn_softclamp_logits" => c.attn_softclamp_logits = typed(p, raw, text, Parser::bool)?,
             "rotary_xpos" => c.rotary_xpos = typed(p, raw, text, Parser::bool)?,
             "weight_tie_layers" => c.weight_tie_layers = typed(p, raw, text, Parser::bool)?,
+            "add_value_residual" => c.add_value_residual = typed(p, raw, text, Parser::bool)?,
+            "learned_value_residual_mix" => {
+                c.learned_value_residual_mix = typed(p, raw, text, Parser::bool)?
+            }
             "rotary_xpos_scale_base" => {
                 c.rotary_xpos_scale_base = typed(p, raw, text, Parser::usize)?
             }

@@ -73,6 +73,9 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
                 .then_some(cfg.attn_logit_softclamp_value),
             xpos: cfg.xpos().then_some(cfg.rotary_xpos_scale_base),
             weight_tie: cfg.weight_tie_layers,
+            value_residual: cfg
+                .add_value_residual
+                .then_some(cfg.learned_value_residual_mix),
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -337,6 +340,10 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 c.attn_num_mem_kv = if xpos.is_some() { 0 } else { mem };
                 c.attn_add_zero_kv = zero_kv;
                 c.weight_tie_layers = zero_kv != (mem == 1);
+                // add_value_residual: self-attention only, learned with as many kv heads as heads.
+                if !cross && !c.weight_tie_layers && alibi != 1 {
+                    c = c.add_value_residual(c.kv_heads() == heads && mem != 2);
+                }
                 if let Some(v) = logit_clamp {
                     c = c.attn_softclamp_logits(v);
                 }

@@ -89,6 +89,10 @@ pub struct RefExtras {
     pub logit_softclamp: Option<f64>,
     /// `weight_tie_layers`: the keys of block 0 only, which every block reads.
     pub weight_tie: bool,
+    /// `add_value_residual` with `learned_value_residual_mix`: the self-attention values of every
+    /// block after the first are lerp(v₀, v, mix) with v₀ the first block's projected values and
+    /// mix = sigmoid(u·Wᵀ + b) per head (`….1.to_value_residual_mix.0.*`), or 0.5 unlearned.
+    pub value_residual: Option<bool>,
     /// `rotary_xpos` with its scale base B: after rotary, pair m of q at position i times
     /// s_m^((i − c)/B) and of k at j times s_m^(−(j − c)/B), s_m = (2m + 0.4r)/(1.4r), c = ⌊n/2⌋.
     pub xpos: Option<usize>,
@@ -121,6 +125,7 @@ impl Default for RefExtras {
             logit_softclamp: None,
             xpos: None,
             weight_tie: false,
+            value_residual: None,
         }
     }
 }
@@ -374,6 +379,17 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                     out.push((
                         format!("{pre}layers.{l}.1.value_rmsnorm.gamma"),
                         vec![cfg.heads, 1, cfg.attn_dim_head],
+                    ));
+                }
+                if cfg.extras.value_residual == Some(true) && cfg.layer_type(s) == 'a' && block > 0
+                {
+                    out.push((
+                        format!("{pre}layers.{l}.1.to_value_residual_mix.0.weight"),
+                        vec![cfg.heads, d],
+                    ));
+                    out.push((
+                        format!("{pre}layers.{l}.1.to_value_residual_mix.0.bias"),
+                        vec![cfg.heads],
                     ));
                 }
                 if cfg.extras.mem_kv > 0 {
@@ -657,6 +673,7 @@ fn attention(
     store: fn(f64) -> f64,
     masks: (Option<&[bool]>, Option<&[bool]>),
     causal: bool,
+    first_values: &mut Option<Vec<f64>>,
 ) -> Vec<f64> {
     // Padding (spec §3.13): `key_mask` excludes keys, `query_mask` zeroes the sublayer's output
     // at padded positions.
@@ -677,6 +694,34 @@ fn attention(
     let mut q = linear(u, n, wq, iq, d, None);
     let mut k = linear(kv_src, m, wk, ikv, kv_dim, None);
     let mut v = linear(kv_src, m, wv, ikv, kv_dim, None);
+    // add_value_residual: the first self-attention keeps its values, the later ones lerp to them.
+    if let (Some(learned), true) = (cfg.extras.value_residual, self_attn) {
+        match first_values {
+            None => *first_values = Some(v.clone()),
+            Some(v0) => {
+                let mix: Vec<f64> = if learned {
+                    let wm = get(
+                        w,
+                        &format!("{key_base}.to_value_residual_mix.0.weight"),
+                        h_q * d,
+                    );
+                    let bm = get(w, &format!("{key_base}.to_value_residual_mix.0.bias"), h_q);
+                    linear(u, n, wm, h_q, d, Some(bm))
+                        .into_iter()
+                        .map(|z| 1.0 / (1.0 + (-z).exp()))
+                        .collect()
+                } else {
+                    vec![0.5; n * h_q]
+                };
+                for (j, row) in v.chunks_mut(ikv).enumerate() {
+                    for (c, e) in row.iter_mut().enumerate() {
+                        let a = v0[j * ikv + c];
+                        *e = a + mix[j * h_q + c / dh] * (*e - a);
+                    }
+                }
+            }
+        }
+    }
     // attn_qk_norm: per head and group, before rotary.
     if let Some((groups, _, dim_scale)) = cfg.extras.qk_norm {
         let gq = dim_scale.then(|| get(w, &format!("{key_base}.qk_norm_q_scale"), iq));
@@ -1049,6 +1094,7 @@ fn decoder_forward_impl(
     let inv_freq = cfg.rotary_pos_emb.then(|| inv_freq_for(cfg, w));
     let per = cfg.sublayers_per_block();
     let mut x = x.to_vec();
+    let mut first_values = None;
     for block in 0..cfg.depth {
         for s in 0..per {
             // weight_tie_layers: every block runs the stored block 0.
@@ -1093,6 +1139,7 @@ fn decoder_forward_impl(
                     store,
                     (mask, None),
                     causal,
+                    &mut first_values,
                 )
             } else {
                 // spec §3.5: K/V from the raw (un-normed) context.
@@ -1112,6 +1159,7 @@ fn decoder_forward_impl(
                     store,
                     (mask, context_mask),
                     false,
+                    &mut None,
                 )
             };
             // LayerScale: o ⊙ (gamma + unit offset), before the sandwich norm.
