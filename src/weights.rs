@@ -515,7 +515,7 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             ld.feed_forward(cfg, b * per + per - 1, &mut block.ff)?;
         }
         for b in stored..cfg.depth {
-            self.blocks[b] = self.blocks[b % stored].clone();
+            self.blocks[b] = self.blocks[b % stored];
         }
         self.final_norm = if cfg.has_final_norm() {
             ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?
