@@ -229,35 +229,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         context: Option<&[f32]>,
         out: &mut [f32],
     ) -> Result<(), Error> {
-        let dim = self.config.dim;
-        if !x.len().is_multiple_of(dim) {
-            return Err(Error::BufferLength {
-                buffer: Buffer::Input,
-                expected: dim,
-                found: x.len(),
-            });
-        }
-        if out.len() != x.len() {
-            return Err(Error::BufferLength {
-                buffer: Buffer::Output,
-                expected: x.len(),
-                found: out.len(),
-            });
-        }
-        self.run(
-            cache,
-            scratch,
-            x.len() / dim,
-            context,
-            |start, rows| {
-                rows.copy_from_slice(&x[start * dim..start * dim + rows.len()]);
-                Ok(())
-            },
-            |start, rows| {
-                out[start * dim..start * dim + rows.len()].copy_from_slice(rows);
-                Ok(())
-            },
-        )
+        self.forward_masked(cache, scratch, x, context, Masks::NONE, out)
     }
 
     /// One position: [`Self::forward`] with a single row `x` (dim) and `out` (dim).
@@ -393,22 +365,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         Ok(())
     }
 
-    /// The forward pass shared by the decoder and the wrapper: validates, then for each chunk of
-    /// positions lets `fill` write the input rows into the residual stream, runs every block,
-    /// and hands the final-normed rows to `emit`. `fill`/`emit` get the chunk's start index.
-    pub(crate) fn run<K: Element>(
-        &self,
-        cache: &mut KvCache<'_, K>,
-        scratch: &mut Scratch<'_>,
-        n: usize,
-        context: Option<&[f32]>,
-        fill: impl FnMut(usize, &mut [f32]) -> Result<(), Error>,
-        emit: impl FnMut(usize, &[f32]) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        self.run_masked(cache, scratch, n, context, Masks::NONE, true, fill, emit)
-    }
-
-    /// [`Self::run`] with padding masks ([`Self::forward_masked`]); `causal` false makes the
+    /// The forward pass shared by the decoder, the encoder and the wrappers: validates, then for
+    /// each chunk of positions lets `fill` write the input rows into the residual stream, runs
+    /// every block, and hands the final-normed rows to `emit` (both get the chunk's start
+    /// index); with padding masks ([`Self::forward_masked`]); `causal` false makes the
     /// self-attention bidirectional (an `Encoder`: the caller runs the window in one chunk).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_masked<K: Element>(
