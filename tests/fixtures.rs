@@ -210,5 +210,11 @@ fixture!(
     gate_residual_post_norm,
     macaron,
     macaron_layerscale,
-    value_rmsnorm
+    value_rmsnorm,
+    emb_dim,
+    emb_dim_l2norm,
+    logits_dim,
+    logits_dim_wide,
+    scaled_sinu,
+    scaled_sinu_emb_dim
 );
