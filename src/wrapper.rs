@@ -413,7 +413,9 @@ fn inv_sqrt(n: usize) -> f32 {
 
 /// ‖row‖₂ clamped below at 1e-12, as `F.normalize` divides (xt:227-230).
 fn l2_norm(row: Tensor<'_>) -> f32 {
-    let sq = (0..row.len()).map(|i| row.get(i).unwrap_or(0.0)).map(|v| v * v);
+    let sq = (0..row.len())
+        .map(|i| row.get(i).unwrap_or(0.0))
+        .map(|v| v * v);
     libm::sqrtf(sq.sum::<f32>()).max(1e-12)
 }
 
@@ -545,7 +547,11 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         let e = cfg.emb_width();
         let token = w.token_emb.slice(t * e, e);
         // l2norm(E[t]) (xt:406, 227-230)
-        let token_norm = if cfg.l2norm_embed { l2_norm(token) } else { 1.0 };
+        let token_norm = if cfg.l2norm_embed {
+            l2_norm(token)
+        } else {
+            1.0
+        };
         let position = match (w.pos_emb, w.pos_emb_scale) {
             (Some(table), _) => {
                 let row = table.slice(pos * e, e);

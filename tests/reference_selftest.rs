@@ -590,9 +590,18 @@ fn hand_wrapper_projection_sinusoids_and_logits_dim() {
     let om = [1.0, 0.01];
     let pos = |p: f64| -> [f64; 4] {
         let a = [p * om[0], p * om[1]];
-        [0.5 * a[0].sin(), 0.5 * a[1].sin(), 0.5 * a[0].cos(), 0.5 * a[1].cos()]
+        [
+            0.5 * a[0].sin(),
+            0.5 * a[1].sin(),
+            0.5 * a[0].cos(),
+            0.5 * a[1].cos(),
+        ]
     };
-    let tok = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]];
+    let tok = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [1.0, 1.0, 1.0, 1.0],
+    ];
     let expected: Vec<f64> = (0..3)
         .map(|p| {
             let ps = pos(p as f64);

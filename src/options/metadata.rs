@@ -529,9 +529,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, Loa
             }
             "emb_dim" => w.emb_dim = typed(p, raw, text, optional_usize)?,
             "logits_dim" => w.logits_dim = typed(p, raw, text, optional_usize)?,
-            "scaled_sinu_pos_emb" => {
-                w.scaled_sinu_pos_emb = typed(p, raw, text, Parser::bool)?
-            }
+            "scaled_sinu_pos_emb" => w.scaled_sinu_pos_emb = typed(p, raw, text, Parser::bool)?,
             _ => {
                 return Err(LoadError::UnsupportedOption {
                     option: raw,

@@ -363,9 +363,49 @@ pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
                 };
                 // x-transformers builds the sinusoids of an even width only, and not with
                 // l2norm_embed (max_seq_len is then only where generation stops)
-                w.scaled_sinu_pos_emb =
-                    sinu && !w.l2norm_embed && w.emb_width().is_multiple_of(2);
+                w.scaled_sinu_pos_emb = sinu && !w.l2norm_embed && w.emb_width().is_multiple_of(2);
                 w
             },
         )
+}
+
+/// A model file: the reference's random weights for `cfg` / `wcfg` and the metadata `meta`.
+pub fn model_file(
+    meta: &str,
+    cfg: &DecoderConfig,
+    wcfg: Option<&WrapperConfig>,
+) -> (Vec<u64>, usize) {
+    let rc = ref_config(cfg, wcfg);
+    let mut w = reference::random_weights(&rc, 7);
+    let table = Table::from_ref(&rc, &mut w);
+    let mut names: Vec<&String> = table.tensors.keys().collect();
+    names.sort();
+    let mut entries = vec![format!(
+        "\"__metadata__\":{{\"x_transformers\":{}}}",
+        format!("\"{}\"", meta.replace('\\', "\\\\").replace('"', "\\\""))
+    )];
+    let mut data: Vec<u8> = Vec::new();
+    for name in names {
+        let (v, shape) = &table.tensors[name];
+        let start = data.len();
+        for x in v {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        entries.push(format!(
+            "\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{start},{}]}}",
+            dims.join(","),
+            data.len()
+        ));
+    }
+    let mut header = format!("{{{}}}", entries.join(",")).into_bytes();
+    while !(8 + header.len()).is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&data);
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    (words, bytes.len())
 }

@@ -1099,7 +1099,11 @@ pub fn wrapper_forward(
     for (p, &t) in tokens.iter().enumerate() {
         assert!(t < v, "token {t} out of range");
         let tok = &emb[t * e..(t + 1) * e];
-        let tok = if wr.l2norm_embed { l2(tok) } else { tok.to_vec() };
+        let tok = if wr.l2norm_embed {
+            l2(tok)
+        } else {
+            tok.to_vec()
+        };
         let pe: Vec<f64> = if !wr.abs_pos_emb {
             vec![0.0; e]
         } else if wr.scaled_sinu {
@@ -1136,7 +1140,10 @@ pub fn wrapper_forward(
     }
     let y = decoder_forward(cfg, w, &x, context);
     if wr.tie_embedding {
-        assert_eq!(e, d, "x-transformers cannot tie embeddings of another width");
+        assert_eq!(
+            e, d,
+            "x-transformers cannot tie embeddings of another width"
+        );
         let tie = wr.tie_embedding_scale.unwrap_or(scale);
         linear(&y, n, emb, v, d, None)
             .into_iter()

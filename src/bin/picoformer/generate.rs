@@ -660,7 +660,11 @@ fn run_bpc<K: Element>(
     let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, window), "the KV cache")?;
     let mut scratch_buf =
         AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
-    let mut logits = filled(CHUNK.saturating_mul(cfg.logits_width()), 0.0f32, "the logits")?;
+    let mut logits = filled(
+        CHUNK.saturating_mul(cfg.logits_width()),
+        0.0f32,
+        "the logits",
+    )?;
     let mut cache = KvCache::new(&d, window, &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let t0 = Instant::now();
