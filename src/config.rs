@@ -734,16 +734,16 @@ pub struct WrapperConfig {
     pub l2norm_embed: bool,
     /// `emb_dim`: the width of the token and absolute position embeddings; `None` means `dim`.
     /// Another width adds `project_emb`, a linear layer with bias from it to `dim`, after the
-    /// embeddings (and `post_emb_norm`, which then normalises `emb_dim` features) (`xt:4026,
-    /// 4068, 4355`). x-transformers cannot tie such embeddings to the logits (its product is
+    /// embeddings (and `post_emb_norm`, which then normalises `emb_dim` features) (`xt:4025,
+    /// 4071-4074, 4349`). x-transformers cannot tie such embeddings to the logits (its product is
     /// `dim` by `emb_dim`), so `tie_embedding` with another width is refused.
     pub emb_dim: Option<usize>,
     /// `logits_dim`: the width of `to_logits`; `None` means `num_tokens`. Ignored with
-    /// `tie_embedding`, whose logits are `num_tokens` wide (`xt:4132-4148`).
+    /// `tie_embedding`, whose logits are `num_tokens` wide (`xt:4149-4162`).
     pub logits_dim: Option<usize>,
     /// `scaled_sinu_pos_emb`: the absolute positions are sinusoids of learned amplitude
     /// `pos_emb.scale` instead of a learned table, `[sin(p·ω), cos(p·ω)] · scale` with
-    /// ω_i = 10000^(−i/(emb_dim/2)), defined at every position (`xt:446-471, 4045-4046`).
+    /// ω_i = 10000^(−i/(emb_dim/2)), defined at every position (`xt:444-472, 4045-4046`).
     /// x-transformers cannot build them with `l2norm_embed` (its initialisation reads a table
     /// they do not have) nor of an odd width: both are refused.
     pub scaled_sinu_pos_emb: bool,
@@ -803,7 +803,7 @@ impl WrapperConfig {
         self.scaled_sinu_pos_emb = on;
         self
     }
-    /// The width of the embeddings: `emb_dim`, by default `dim` (`xt:4026`).
+    /// The width of the embeddings: `emb_dim`, by default `dim` (`xt:4025`).
     pub const fn emb_width(&self) -> usize {
         match self.emb_dim {
             Some(e) => e,
@@ -811,12 +811,12 @@ impl WrapperConfig {
         }
     }
     /// Whether the embeddings are projected to `dim` (`project_emb`: `emb_dim` other than `dim`,
-    /// `xt:4068`).
+    /// `xt:4074`).
     pub const fn has_project_emb(&self) -> bool {
         self.emb_width() != self.attn_layers.dim
     }
     /// The width of a position's logits: `num_tokens` when tied, else `logits_dim`, by default
-    /// `num_tokens` (`xt:4132-4148`).
+    /// `num_tokens` (`xt:4149-4162`).
     pub const fn logits_width(&self) -> usize {
         match self.logits_dim {
             Some(l) if !self.tie_embedding => l,
@@ -873,7 +873,7 @@ impl WrapperConfig {
             return Err(ConfigError::Conflict("scaled_sinu_pos_emb", "l2norm_embed"));
         }
         if self.has_sinusoidal_pos_emb() && !self.emb_width().is_multiple_of(2) {
-            // ScaledSinusoidalEmbedding asserts an even width (xt:448).
+            // ScaledSinusoidalEmbedding asserts an even width (xt:447).
             return Err(ConfigError::Conflict("scaled_sinu_pos_emb", "emb_dim"));
         }
         let (d, e, limit) = (self.attn_layers.dim, self.emb_width(), 1usize << 30);

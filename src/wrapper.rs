@@ -291,7 +291,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     }
 
     /// The logits' matrix `[logits width, dim]`, and the scale of the logits: `to_logits`, or the
-    /// token embedding with `tie_embedding_scale` (default dim^-½) when tied (xt:4132-4148).
+    /// token embedding with `tie_embedding_scale` (default dim^-½) when tied (xt:4155-4162).
     fn logits_weights(&self) -> (Tensor<'w>, Option<f32>) {
         match self.weights.to_logits {
             Some(t) => (t, None),
@@ -370,7 +370,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             context,
             masks,
             causal,
-            // x₀ = project_emb(post_emb_norm(E[t] + P[pos])) (xt:4281-4355)
+            // x₀ = project_emb(post_emb_norm(E[t] + P[pos])) (xt:4295, 4319, 4349)
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
                     let t = tokens[start + j] as usize;
@@ -406,7 +406,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
 }
 
 /// n^-½ as x-transformers scales the absolute position embedding (n = `emb_dim`) and the tied
-/// logits (n = `dim`): a Python float cast to f32 (xt:419, 4145).
+/// logits (n = `dim`): a Python float cast to f32 (xt:419, 4157).
 fn inv_sqrt(n: usize) -> f32 {
     libm::pow(n as f64, -0.5) as f32
 }
@@ -419,7 +419,7 @@ fn l2_norm(row: Tensor<'_>) -> f32 {
     libm::sqrtf(sq.sum::<f32>()).max(1e-12)
 }
 
-/// The absolute position term of an embedding (xt:415-471).
+/// The absolute position term of an embedding (xt:415-472).
 #[derive(Clone, Copy)]
 enum Position<'w> {
     /// No absolute positions.
@@ -427,7 +427,7 @@ enum Position<'w> {
     /// A row P[pos] of the learned table times `emb_dim`^-½, or times 1/‖P[pos]‖ with
     /// `l2norm_embed` (xt:419, 438-442).
     Table(Tensor<'w>, f32),
-    /// `scaled_sinu_pos_emb`: [sin(p·ω), cos(p·ω)] · scale (xt:446-471).
+    /// `scaled_sinu_pos_emb`: [sin(p·ω), cos(p·ω)] · scale (xt:444-472).
     Sinusoid {
         /// The position, as the f32 that `einsum` multiplies.
         p: f32,
@@ -471,7 +471,7 @@ impl Position<'_> {
 }
 
 /// One position's embedding before `project_emb`, `emb_dim` wide, element by element
-/// (xt:4281-4310): the token's row (divided by its norm with `l2norm_embed`) plus the position
+/// (xt:4295-4319): the token's row (divided by its norm with `l2norm_embed`) plus the position
 /// term, then `post_emb_norm`. It is never stored: its width may differ from the residual row it
 /// is projected into, and the scratch arena is the decoder's, so every element is computed where
 /// it is used (the same f32 operations, in the same order, as on a stored row).
@@ -489,12 +489,12 @@ struct Embedding<'w> {
 }
 
 impl<'w> Embedding<'w> {
-    /// E[t] (+ the position term), before the norm (xt:4294).
+    /// E[t] (+ the position term), before the norm (xt:4295).
     fn sum(&self, i: usize) -> f32 {
         self.token.get(i).unwrap_or(0.0) / self.token_norm + self.position.get(i)
     }
 
-    /// Element `i`: `post_emb_norm` (xt:1017-1036 with unit_offset False, 4310):
+    /// Element `i`: `post_emb_norm` (xt:1017-1036 with unit_offset False, 4319):
     /// (x − μ) / √(σ² + 1e-5) · γ, γ as stored.
     fn get(&self, i: usize) -> f32 {
         match self.norm {
@@ -518,7 +518,7 @@ impl<'w> Embedding<'w> {
     }
 
     /// Writes x₀ (`dim` wide) to `x`: the embedding itself when `emb_dim` is `dim`, else
-    /// `project_emb`'s W·e + b (xt:4068, 4355), accumulated column by column so that each
+    /// `project_emb`'s W·e + b (xt:4074, 4349), accumulated column by column so that each
     /// element of e is computed once.
     /// The shapes were checked when the weights were loaded (`project_emb.weight` `[dim, emb_dim]`).
     fn write(&self, x: &mut [f32], project: Option<(Tensor<'_>, Tensor<'_>)>) {
