@@ -509,7 +509,8 @@ impl<'w> Embedding<'w> {
             let n = self.width.max(1) as f32;
             let mean = (0..self.width).map(|i| self.sum(i)).sum::<f32>() / n;
             let var = (0..self.width)
-                .map(|i| (self.sum(i) - mean) * (self.sum(i) - mean))
+                .map(|i| self.sum(i) - mean)
+                .map(|d| d * d)
                 .sum::<f32>()
                 / n;
             self.norm = Some((mean, 1.0 / libm::sqrtf(var + 1e-5), g));
@@ -520,6 +521,7 @@ impl<'w> Embedding<'w> {
     /// Writes x₀ (`dim` wide) to `x`: the embedding itself when `emb_dim` is `dim`, else
     /// `project_emb`'s W·e + b (xt:4074, 4349), accumulated column by column so that each
     /// element of e is computed once.
+    ///
     /// The shapes were checked when the weights were loaded (`project_emb.weight` `[dim, emb_dim]`).
     fn write(&self, x: &mut [f32], project: Option<(Tensor<'_>, Tensor<'_>)>) {
         let Some((w, b)) = project else {
