@@ -922,6 +922,21 @@ pub struct WrapperConfig {
     /// `l2norm_embed`: token and absolute position embeddings l2-normalised, the positions not
     /// scaled by dim^−½ (`xt:399-442`).
     pub l2norm_embed: bool,
+    /// `emb_dim`: the width of the token and absolute position embeddings; `None` means `dim`.
+    /// Another width adds `project_emb`, a linear layer with bias from it to `dim`, after the
+    /// embeddings (and `post_emb_norm`, which then normalises `emb_dim` features) (`xt:4025,
+    /// 4071-4074, 4349`). x-transformers cannot tie such embeddings to the logits (its product is
+    /// `dim` by `emb_dim`), so `tie_embedding` with another width is refused.
+    pub emb_dim: Option<usize>,
+    /// `logits_dim`: the width of `to_logits`; `None` means `num_tokens`. Ignored with
+    /// `tie_embedding`, whose logits are `num_tokens` wide (`xt:4149-4162`).
+    pub logits_dim: Option<usize>,
+    /// `scaled_sinu_pos_emb`: the absolute positions are sinusoids of learned amplitude
+    /// `pos_emb.scale` instead of a learned table, `[sin(p·ω), cos(p·ω)] · scale` with
+    /// ω_i = 10000^(−i/(emb_dim/2)), defined at every position (`xt:444-472, 4045-4046`).
+    /// x-transformers cannot build them with `l2norm_embed` (its initialisation reads a table
+    /// they do not have) nor of an odd width: both are refused.
+    pub scaled_sinu_pos_emb: bool,
     /// The decoder (`attn_layers`).
     pub attn_layers: DecoderConfig,
 }
@@ -937,6 +952,9 @@ impl WrapperConfig {
             tie_embedding_scale: None,
             post_emb_norm: false,
             l2norm_embed: false,
+            emb_dim: None,
+            logits_dim: None,
+            scaled_sinu_pos_emb: false,
             attn_layers,
         }
     }
@@ -960,9 +978,55 @@ impl WrapperConfig {
         self.tie_embedding_scale = Some(scale);
         self
     }
+    /// Sets `emb_dim`.
+    pub const fn emb_dim(mut self, emb_dim: usize) -> Self {
+        self.emb_dim = Some(emb_dim);
+        self
+    }
+    /// Sets `logits_dim`.
+    pub const fn logits_dim(mut self, logits_dim: usize) -> Self {
+        self.logits_dim = Some(logits_dim);
+        self
+    }
+    /// Sets `scaled_sinu_pos_emb`.
+    pub const fn scaled_sinu_pos_emb(mut self, on: bool) -> Self {
+        self.scaled_sinu_pos_emb = on;
+        self
+    }
+    /// The width of the embeddings: `emb_dim`, by default `dim` (`xt:4025`).
+    pub const fn emb_width(&self) -> usize {
+        match self.emb_dim {
+            Some(e) => e,
+            None => self.attn_layers.dim,
+        }
+    }
+    /// Whether the embeddings are projected to `dim` (`project_emb`: `emb_dim` other than `dim`,
+    /// `xt:4074`).
+    pub const fn has_project_emb(&self) -> bool {
+        self.emb_width() != self.attn_layers.dim
+    }
+    /// The width of a position's logits: `num_tokens` when tied, else `logits_dim`, by default
+    /// `num_tokens` (`xt:4149-4162`).
+    pub const fn logits_width(&self) -> usize {
+        match self.logits_dim {
+            Some(l) if !self.tie_embedding => l,
+            _ => self.num_tokens,
+        }
+    }
+    /// Whether the absolute positions are a learned table `pos_emb.emb.weight` (bounded by
+    /// `max_seq_len`), rather than none or `scaled_sinu_pos_emb`'s sinusoids.
+    pub const fn has_pos_table(&self) -> bool {
+        self.has_abs_pos_emb() && !self.scaled_sinu_pos_emb
+    }
+    /// Whether the absolute positions are `scaled_sinu_pos_emb`'s sinusoids.
+    pub const fn has_sinusoidal_pos_emb(&self) -> bool {
+        self.has_abs_pos_emb() && self.scaled_sinu_pos_emb
+    }
     /// Whether the absolute position embedding exists (`xt:4041-4048`): `max_seq_len > 0`,
     /// `use_abs_pos_emb`, and not the decoder's `disable_abs_pos_emb` (by default: no rotary
-    /// embedding in the decoder).
+    /// embedding in the decoder). A learned table ([`Self::has_pos_table`]) or, with
+    /// `scaled_sinu_pos_emb`, sinusoids; either way x-transformers' generation keeps to
+    /// `max_seq_len` positions with its cache (`can_cache_kv_outside_max_seq_len`, `xt:4193`).
     pub const fn has_abs_pos_emb(&self) -> bool {
         self.max_seq_len > 0 && self.use_abs_pos_emb && !self.attn_layers.abs_pos_emb_disabled()
     }
@@ -982,8 +1046,33 @@ impl WrapperConfig {
                 return Err(ConfigError::NotFinite("tie_embedding_scale"));
             }
         }
-        if self.num_tokens > (1 << 30) / self.attn_layers.dim
-            || self.max_seq_len > (1 << 30) / self.attn_layers.dim
+        if let Some(0) = self.emb_dim {
+            return Err(ConfigError::Zero("emb_dim"));
+        }
+        if let Some(0) = self.logits_dim {
+            // nn.Linear(dim, 0): logits of no width, which no caller can use.
+            return Err(ConfigError::Zero("logits_dim"));
+        }
+        if self.tie_embedding && self.has_project_emb() {
+            // The tied logits y·Eᵀ multiply `dim` features by `emb_dim` ones: x-transformers fails.
+            return Err(ConfigError::Conflict("tie_embedding", "emb_dim"));
+        }
+        if self.has_sinusoidal_pos_emb() && self.l2norm_embed {
+            // x-transformers' initialisation reads `pos_emb.emb` with l2norm_embed, which the
+            // sinusoids do not have: the model cannot be built (xt:4203-4205).
+            return Err(ConfigError::Conflict("scaled_sinu_pos_emb", "l2norm_embed"));
+        }
+        if self.has_sinusoidal_pos_emb() && !self.emb_width().is_multiple_of(2) {
+            // ScaledSinusoidalEmbedding asserts an even width (xt:447).
+            return Err(ConfigError::Conflict("scaled_sinu_pos_emb", "emb_dim"));
+        }
+        let (d, e, limit) = (self.attn_layers.dim, self.emb_width(), 1usize << 30);
+        if e > limit
+            || self.logits_width() > limit
+            || self.num_tokens > limit / e
+            || self.max_seq_len > limit / e
+            || self.logits_width() > limit / d
+            || e > limit / d
         {
             return Err(ConfigError::TooLarge);
         }

@@ -184,6 +184,16 @@ pub enum Error {
         /// `num_tokens`.
         num_tokens: usize,
     },
+    /// A token the model's logits have no entry for: the logits are `logits_dim` wide, fewer than
+    /// `num_tokens` (a target of [`crate::metrics::bits`]).
+    NoLogit {
+        /// The token.
+        token: u32,
+        /// Its index in the input.
+        index: usize,
+        /// The width of the logits ([`crate::WrapperConfig::logits_width`]).
+        logits: usize,
+    },
     /// A position is beyond the absolute position table (`max_seq_len`).
     PositionOutOfRange {
         /// The first position that does not fit.
@@ -297,6 +307,10 @@ impl fmt::Display for Error {
             Error::TokenOutOfRange { token, index, num_tokens } => {
                 write!(f, "token {token} at index {index} is out of range (num_tokens = {num_tokens})")
             }
+            Error::NoLogit { token, index, logits } => write!(
+                f,
+                "token {token} at index {index} has no logit (the logits are {logits} wide)"
+            ),
             Error::PositionOutOfRange { position, max_seq_len } => write!(
                 f,
                 "position {position} is beyond the absolute position table (max_seq_len = {max_seq_len})"

@@ -190,9 +190,10 @@ pub enum GenerateError {
     Sample(SampleError),
     /// The prompt is empty.
     EmptyPrompt,
-    /// The logits slice is not `num_tokens` long.
+    /// The logits slice is not as long as the model's logits ([`crate::WrapperConfig::logits_width`]:
+    /// `num_tokens`, or `logits_dim`).
     LogitsLength {
-        /// The model's `num_tokens`.
+        /// The width of the model's logits.
         expected: usize,
         /// `logits.len()`.
         found: usize,
@@ -203,6 +204,16 @@ pub enum GenerateError {
         needed: usize,
         /// Entries provided.
         available: usize,
+    },
+    /// The model's logits are wider than its vocabulary (`logits_dim` > `num_tokens`): a sampled
+    /// index could be no token id, and the next step could not embed it (x-transformers' own
+    /// `generate` fails there, indexing the token embedding out of range). A narrower
+    /// `logits_dim` generates: every index it samples is a token id.
+    LogitsNotTokens {
+        /// The width of the logits (`logits_dim`).
+        logits: usize,
+        /// `num_tokens`.
+        num_tokens: usize,
     },
     /// `Slide { keep }` with `keep` 0 or above the cache capacity (or `max_seq_len`, for a model
     /// with absolute positions, if less).
@@ -233,8 +244,13 @@ impl core::fmt::Display for GenerateError {
             GenerateError::Sample(e) => write!(f, "{e}"),
             GenerateError::EmptyPrompt => write!(f, "the prompt is empty"),
             GenerateError::LogitsLength { expected, found } => {
-                write!(f, "logits buffer has {found} elements, the model has {expected} tokens")
+                write!(f, "logits buffer has {found} elements, the model's logits have {expected}")
             }
+            GenerateError::LogitsNotTokens { logits, num_tokens } => write!(
+                f,
+                "the model's logits ({logits} wide) are wider than its vocabulary ({num_tokens} tokens): \
+                 a sampled index could be no token id"
+            ),
             GenerateError::HistoryTooSmall { needed, available } => {
                 write!(f, "history buffer too small: needs {needed} tokens, has {available}")
             }
@@ -336,7 +352,8 @@ impl<'b> Generator<'b> {
     ///
     /// # Errors
     /// [`GenerateError::EmptyPrompt`], [`GenerateError::InvalidWindow`],
-    /// [`GenerateError::LogitsLength`], [`GenerateError::Model`] (a prompt that does not fit the
+    /// [`GenerateError::LogitsLength`], [`GenerateError::LogitsNotTokens`] for a model whose
+    /// `logits_dim` exceeds `num_tokens`, [`GenerateError::Model`] (a prompt that does not fit the
     /// cache with [`Overflow::Stop`] is [`Error::CacheFull`] before anything runs), and
     /// [`GenerateError::Sample`] if the model produced NaN or infinite logits.
     pub fn run<K: Element, const MAX_DEPTH: usize, F>(
@@ -350,11 +367,17 @@ impl<'b> Generator<'b> {
     where
         F: FnMut(u32) -> ControlFlow<()>,
     {
-        let v = model.config().num_tokens;
+        let (v, num_tokens) = (model.config().logits_width(), model.config().num_tokens);
         if self.logits.len() != v {
             return Err(GenerateError::LogitsLength {
                 expected: v,
                 found: self.logits.len(),
+            });
+        }
+        if v > num_tokens {
+            return Err(GenerateError::LogitsNotTokens {
+                logits: v,
+                num_tokens,
             });
         }
         if prompt.is_empty() {
@@ -362,11 +385,15 @@ impl<'b> Generator<'b> {
         }
         // Checked here too (the model checks it) so that a sliding prompt that is too long
         // fails before the cache is reset.
-        if let Some((index, &token)) = prompt.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+        if let Some((index, &token)) = prompt
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= num_tokens)
+        {
             return Err(Error::TokenOutOfRange {
                 token,
                 index,
-                num_tokens: v,
+                num_tokens,
             }
             .into());
         }

@@ -16,12 +16,15 @@ use crate::wrapper::TransformerWrapper;
 /// cache's current position (reset it first for a fresh window). The mean over a text is its
 /// bits per token (per character for a byte- or character-level model).
 ///
-/// `logits` holds one or more rows of `num_tokens`: that many positions are run per call (one
-/// row = token-by-token decoding; `n − 1` rows = one prefill). Log-softmax is computed in f64.
+/// `logits` holds one or more rows of the model's logits ([`crate::WrapperConfig::logits_width`]:
+/// `num_tokens`, or `logits_dim`): that many positions are run per call (one row = token-by-token
+/// decoding; `n − 1` rows = one prefill). Log-softmax is computed in f64.
 ///
 /// # Errors
-/// [`Error::EmptyInput`] for fewer than 2 tokens, [`Error::BufferLength`] if `logits` is not a
-/// non-zero multiple of `num_tokens`, and the errors of [`TransformerWrapper::forward`] (e.g.
+/// [`Error::EmptyInput`] for fewer than 2 tokens, [`Error::TokenOutOfRange`] for a token not
+/// below `num_tokens` and [`Error::NoLogit`] for a predicted token not below a narrower
+/// `logits_dim` (both before anything runs), [`Error::BufferLength`] if `logits` is not a
+/// non-zero multiple of the logits' width, and the errors of [`TransformerWrapper::forward`] (e.g.
 /// [`Error::CacheFull`] when the cache cannot take `n − 1` more positions; nothing runs then).
 pub fn bits<K: Element, const MAX_DEPTH: usize>(
     model: &TransformerWrapper<'_, MAX_DEPTH>,
@@ -30,9 +33,26 @@ pub fn bits<K: Element, const MAX_DEPTH: usize>(
     tokens: &[u32],
     logits: &mut [f32],
 ) -> Result<f64, Error> {
-    let v = model.config().num_tokens;
+    let (v, num_tokens) = (model.config().logits_width(), model.config().num_tokens);
     if tokens.len() < 2 {
         return Err(Error::EmptyInput);
+    }
+    for (index, &token) in tokens.iter().enumerate() {
+        if token as usize >= num_tokens {
+            return Err(Error::TokenOutOfRange {
+                token,
+                index,
+                num_tokens,
+            });
+        }
+        // Every token after the first is a target: its logit must exist.
+        if index > 0 && token as usize >= v {
+            return Err(Error::NoLogit {
+                token,
+                index,
+                logits: v,
+            });
+        }
     }
     if logits.is_empty() || !logits.len().is_multiple_of(v) {
         return Err(Error::BufferLength {

@@ -540,14 +540,23 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
 /// The `TransformerWrapper`'s own weights (the decoder's are in [`DecoderWeights`]).
 #[derive(Clone, Copy, Debug)]
 pub struct WrapperWeights<'w> {
-    /// `token_emb.emb.weight` `[V, D]`.
+    /// `token_emb.emb.weight` `[V, E]` (E = `emb_dim`, by default D).
     pub token_emb: Tensor<'w>,
-    /// `pos_emb.emb.weight` `[max_seq_len, D]`, when the wrapper has absolute positions.
+    /// `pos_emb.emb.weight` `[max_seq_len, E]`, when the wrapper has a learned table of absolute
+    /// positions.
     pub pos_emb: Option<Tensor<'w>>,
-    /// `to_logits.weight` `[V, D]`, absent with `tie_embedding`.
+    /// `pos_emb.scale` `[1]`, the sinusoids' learned amplitude, with `scaled_sinu_pos_emb`.
+    pub pos_emb_scale: Option<Tensor<'w>>,
+    /// `pos_emb.inv_freq` `[E/2]`, the sinusoids' frequencies as x-transformers computed them
+    /// (`tools/export.py` stores the buffer, which x-transformers does not save); computed when
+    /// absent.
+    pub pos_emb_inv_freq: Option<Tensor<'w>>,
+    /// `to_logits.weight` `[L, D]` (L = `logits_dim`, by default V), absent with `tie_embedding`.
     pub to_logits: Option<Tensor<'w>>,
-    /// `post_emb_norm.gamma` `[D]` (the gain as stored), with `post_emb_norm`.
+    /// `post_emb_norm.gamma` `[E]` (the gain as stored), with `post_emb_norm`.
     pub post_emb_norm: Option<Tensor<'w>>,
+    /// `project_emb.weight` `[D, E]` and `project_emb.bias` `[D]`, when E ≠ D.
+    pub project_emb: Option<(Tensor<'w>, Tensor<'w>)>,
     /// How many tensors were taken from the source.
     pub tensors_used: usize,
 }
@@ -558,8 +567,11 @@ impl<'w> WrapperWeights<'w> {
         Self {
             token_emb: Tensor::EMPTY,
             pos_emb: None,
+            pos_emb_scale: None,
+            pos_emb_inv_freq: None,
             to_logits: None,
             post_emb_norm: None,
+            project_emb: None,
             tensors_used: 0,
         }
     }
@@ -573,33 +585,52 @@ impl<'w> WrapperWeights<'w> {
         source: &S,
     ) -> Result<Self, Error> {
         cfg.validate()?;
-        let d = cfg.attn_layers.dim;
+        let (d, e) = (cfg.attn_layers.dim, cfg.emb_width());
         let mut ld = Loader {
             source,
             prefix: "",
             used: 0,
         };
-        let token_emb = ld.required(None, "token_emb.emb.weight", &[cfg.num_tokens, d])?;
-        let pos_emb = if cfg.has_abs_pos_emb() {
-            Some(ld.required(None, "pos_emb.emb.weight", &[cfg.max_seq_len, d])?)
+        let token_emb = ld.required(None, "token_emb.emb.weight", &[cfg.num_tokens, e])?;
+        let pos_emb = if cfg.has_pos_table() {
+            Some(ld.required(None, "pos_emb.emb.weight", &[cfg.max_seq_len, e])?)
         } else {
             None
+        };
+        let (pos_emb_scale, pos_emb_inv_freq) = if cfg.has_sinusoidal_pos_emb() {
+            (
+                Some(ld.required(None, "pos_emb.scale", &[1])?),
+                ld.optional(None, "pos_emb.inv_freq", &[e / 2])?,
+            )
+        } else {
+            (None, None)
         };
         let to_logits = if cfg.tie_embedding {
             None
         } else {
-            Some(ld.required(None, "to_logits.weight", &[cfg.num_tokens, d])?)
+            Some(ld.required(None, "to_logits.weight", &[cfg.logits_width(), d])?)
         };
         let post_emb_norm = if cfg.post_emb_norm {
-            Some(ld.required(None, "post_emb_norm.gamma", &[d])?)
+            Some(ld.required(None, "post_emb_norm.gamma", &[e])?)
+        } else {
+            None
+        };
+        let project_emb = if cfg.has_project_emb() {
+            Some((
+                ld.required(None, "project_emb.weight", &[d, e])?,
+                ld.required(None, "project_emb.bias", &[d])?,
+            ))
         } else {
             None
         };
         Ok(Self {
             token_emb,
             pos_emb,
+            pos_emb_scale,
+            pos_emb_inv_freq,
             to_logits,
             post_emb_norm,
+            project_emb,
             tensors_used: ld.used,
         })
     }

@@ -5,7 +5,7 @@ use crate::cache::KvCache;
 use crate::config::WrapperConfig;
 use crate::decoder::Decoder;
 use crate::error::{Buffer, Error};
-use crate::kernels::{self, Int8Panels};
+use crate::kernels::Int8Panels;
 use crate::masks::Masks;
 use crate::packing::{self, Packed};
 use crate::scratch::Scratch;
@@ -96,11 +96,11 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     }
 
     /// Bytes of the arena that [`Self::with_int8_panels`] needs: the decoder's
-    /// ([`Decoder::int8_panels_len`]) and the logits' matrix `[num_tokens, dim]` as if it were
+    /// ([`Decoder::int8_panels_len`]) and the logits' matrix `[logits width, dim]` as if it were
     /// Q8_0 (34 bytes per 32 weights, rows rounded up to 16, 63 bytes of alignment slack).
     /// Saturates at `usize::MAX`.
     pub const fn int8_panels_len(&self) -> usize {
-        let logits = packing::len_int8(self.config.num_tokens, self.config.attn_layers.dim);
+        let logits = packing::len_int8(self.config.logits_width(), self.config.attn_layers.dim);
         self.decoder.int8_panels_len().saturating_add(logits)
     }
 
@@ -145,7 +145,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     }
 
     /// Runs `tokens` at positions `cache.len()..+n` and writes the logits of every position to
-    /// `logits` (n × num_tokens).
+    /// `logits` (n × [`WrapperConfig::logits_width`]: `num_tokens`, or `logits_dim`).
     ///
     /// # Errors
     /// [`Error::BufferLength`] for a wrong `logits` length, [`Error::TokenOutOfRange`],
@@ -159,7 +159,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         context: Option<&[f32]>,
         logits: &mut [f32],
     ) -> Result<(), Error> {
-        let v = self.config.num_tokens;
+        let v = self.config.logits_width();
         if logits.len() != tokens.len().saturating_mul(v) {
             return Err(Error::BufferLength {
                 buffer: Buffer::Output,
@@ -184,7 +184,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         masks: Masks<'_>,
         logits: &mut [f32],
     ) -> Result<(), Error> {
-        let v = self.config.num_tokens;
+        let v = self.config.logits_width();
         if logits.len() != tokens.len().saturating_mul(v) {
             return Err(Error::BufferLength {
                 buffer: Buffer::Output,
@@ -195,7 +195,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         self.run(cache, scratch, tokens, context, masks, logits, false)
     }
 
-    /// `TransformerWrapper(attn_layers=Encoder(...))`: the logits of `tokens` (n × num_tokens)
+    /// `TransformerWrapper(attn_layers=Encoder(...))`: the logits of `tokens` (n × logits width)
     /// with bidirectional self-attention, the whole window in one chunk over `cache` emptied
     /// first (its storage for the keys and values) — see [`crate::Encoder::forward`].
     ///
@@ -211,7 +211,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         masks: Masks<'_>,
         logits: &mut [f32],
     ) -> Result<(), Error> {
-        let v = self.config.num_tokens;
+        let v = self.config.logits_width();
         if logits.len() != tokens.len().saturating_mul(v) {
             return Err(Error::BufferLength {
                 buffer: Buffer::Output,
@@ -253,7 +253,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     }
 
     /// Runs `tokens` like [`Self::forward`] but writes only the last position's logits
-    /// (num_tokens), which is what generation needs after a prompt.
+    /// ([`WrapperConfig::logits_width`]), which is what generation needs after a prompt.
     ///
     /// # Errors
     /// As [`Self::forward`].
@@ -265,7 +265,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         context: Option<&[f32]>,
         logits: &mut [f32],
     ) -> Result<(), Error> {
-        let v = self.config.num_tokens;
+        let v = self.config.logits_width();
         if logits.len() != v {
             return Err(Error::BufferLength {
                 buffer: Buffer::Output,
@@ -290,7 +290,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         self.forward_last(cache, scratch, &[token], None, logits)
     }
 
-    /// The logits' matrix `[num_tokens, dim]`, and the scale of the logits: `to_logits`, or the
+    /// The logits' matrix `[logits width, dim]`, and the scale of the logits: `to_logits`, or the
     /// token embedding with `tie_embedding_scale` (default dim^-½) when tied (xt:4155-4162).
     fn logits_weights(&self) -> (Tensor<'w>, Option<f32>) {
         match self.weights.to_logits {
@@ -299,7 +299,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 self.weights.token_emb,
                 Some(match self.config.tie_embedding_scale {
                     Some(s) => s as f32,
-                    None => dim_scale(&self.config),
+                    None => inv_sqrt(self.config.attn_layers.dim),
                 }),
             ),
         }
@@ -337,25 +337,29 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     ) -> Result<(), Error> {
         let last_only = emit == Emit::Last;
         let cfg = &self.config;
-        let (v, dim) = (cfg.num_tokens, cfg.attn_layers.dim);
-        if let Some((index, &token)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+        let (v, dim) = (cfg.logits_width(), cfg.attn_layers.dim);
+        let num_tokens = cfg.num_tokens;
+        if let Some((index, &token)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= num_tokens)
+        {
             return Err(Error::TokenOutOfRange {
                 token,
                 index,
-                num_tokens: v,
+                num_tokens,
             });
         }
         let pos0 = cache.len();
         if self.weights.pos_emb.is_some() && pos0.saturating_add(tokens.len()) > cfg.max_seq_len {
             // nn.Embedding would index out of range (x-transformers asserts seq_len <= max_seq_len).
+            // The sinusoids of `scaled_sinu_pos_emb` have no such bound.
             let position = pos0.saturating_add(tokens.len()).saturating_sub(1);
             return Err(Error::PositionOutOfRange {
                 position,
                 max_seq_len: cfg.max_seq_len,
             });
         }
-        let w = &self.weights;
-        let dim_scale = dim_scale(cfg);
         let (to_logits, logit_scale) = self.logits_weights();
         let packed = self.logits_panels.map(Packed::Int8);
         let last = tokens.len().wrapping_sub(1);
@@ -366,30 +370,12 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             context,
             masks,
             causal,
-            // x₀ = E[t] + dim^-½ · P[pos] (xt:4281-4295)
+            // x₀ = project_emb(post_emb_norm(E[t] + P[pos])) (xt:4295, 4319, 4349)
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
                     let t = tokens[start + j] as usize;
-                    kernels::load(xr, w.token_emb.slice(t * dim, dim))?;
-                    if cfg.l2norm_embed {
-                        // l2norm(E[t]) (xt:406, 227-230)
-                        let norm = libm::sqrtf(xr.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
-                        xr.iter_mut().for_each(|v| *v /= norm);
-                    }
-                    if let Some(p) = w.pos_emb {
-                        let row = p.slice((pos0 + start + j) * dim, dim);
-                        let scale = if cfg.l2norm_embed {
-                            // l2norm(P[pos]), not scaled (xt:419, 442)
-                            let sq = (0..dim).map(|i| row.get(i).unwrap_or(0.0)).map(|v| v * v);
-                            1.0 / libm::sqrtf(sq.sum::<f32>()).max(1e-12)
-                        } else {
-                            dim_scale
-                        };
-                        kernels::add_scaled(xr, row, scale)?;
-                    }
-                    if let Some(g) = w.post_emb_norm {
-                        layer_norm_in_place(xr, g);
-                    }
+                    self.embedding(t, pos0 + start + j)
+                        .write(xr, self.weights.project_emb);
                 }
                 Ok(())
             },
@@ -419,22 +405,183 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     }
 }
 
-/// `post_emb_norm` (xt:1017-1036 with unit_offset False): (x − μ) / √(σ² + 1e-5) · γ in place,
-/// γ as stored.
-fn layer_norm_in_place(x: &mut [f32], gamma: Tensor<'_>) {
-    let n = x.len().max(1) as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / libm::sqrtf(var + 1e-5);
-    for (i, v) in x.iter_mut().enumerate() {
-        *v = (*v - mean) * inv * gamma.get(i).unwrap_or(1.0);
+/// n^-½ as x-transformers scales the absolute position embedding (n = `emb_dim`) and the tied
+/// logits (n = `dim`): a Python float cast to f32 (xt:419, 4157).
+fn inv_sqrt(n: usize) -> f32 {
+    libm::pow(n as f64, -0.5) as f32
+}
+
+/// ‖row‖₂ clamped below at 1e-12, as `F.normalize` divides (xt:227-230).
+fn l2_norm(row: Tensor<'_>) -> f32 {
+    let sq = (0..row.len())
+        .map(|i| row.get(i).unwrap_or(0.0))
+        .map(|v| v * v);
+    libm::sqrtf(sq.sum::<f32>()).max(1e-12)
+}
+
+/// The absolute position term of an embedding (xt:415-472).
+#[derive(Clone, Copy)]
+enum Position<'w> {
+    /// No absolute positions.
+    None,
+    /// A row P[pos] of the learned table times `emb_dim`^-½, or times 1/‖P[pos]‖ with
+    /// `l2norm_embed` (xt:419, 438-442).
+    Table(Tensor<'w>, f32),
+    /// `scaled_sinu_pos_emb`: [sin(p·ω), cos(p·ω)] · scale (xt:444-472).
+    Sinusoid {
+        /// The position, as the f32 that `einsum` multiplies.
+        p: f32,
+        /// `pos_emb.scale`.
+        scale: f32,
+        /// ω as x-transformers computed it, if the file has it.
+        inv_freq: Option<Tensor<'w>>,
+        /// `emb_dim / 2`.
+        half: usize,
+    },
+}
+
+impl Position<'_> {
+    /// Element `i` of the position term.
+    fn get(&self, i: usize) -> f32 {
+        match *self {
+            Position::None => 0.0,
+            Position::Table(row, scale) => scale * row.get(i).unwrap_or(0.0),
+            Position::Sinusoid {
+                p,
+                scale,
+                inv_freq,
+                half,
+            } => {
+                let k = if i < half { i } else { i - half };
+                // ω_k = 10000^(−k/half): torch's f32 pow of an f32 exponent (xt:451-452), here
+                // correctly rounded; a file's stored buffer is torch's own.
+                let w = match inv_freq {
+                    Some(f) => f.get(k).unwrap_or(0.0),
+                    None => libm::pow(10000.0, -f64::from(k as f32 / half as f32)) as f32,
+                };
+                let a = p * w;
+                if i < half {
+                    libm::sinf(a) * scale
+                } else {
+                    libm::cosf(a) * scale
+                }
+            }
+        }
     }
 }
 
-/// dim^-½, as x-transformers scales the absolute position embedding and tied logits: a Python
-/// float cast to f32 (xt:419, 4155-4158).
-fn dim_scale(cfg: &WrapperConfig) -> f32 {
-    libm::pow(cfg.attn_layers.dim as f64, -0.5) as f32
+/// One position's embedding before `project_emb`, `emb_dim` wide, element by element
+/// (xt:4295-4319): the token's row (divided by its norm with `l2norm_embed`) plus the position
+/// term, then `post_emb_norm`. It is never stored: its width may differ from the residual row it
+/// is projected into, and the scratch arena is the decoder's, so every element is computed where
+/// it is used (the same f32 operations, in the same order, as on a stored row).
+struct Embedding<'w> {
+    /// E[t].
+    token: Tensor<'w>,
+    /// ‖E[t]‖ with `l2norm_embed`, else 1.
+    token_norm: f32,
+    /// The position term.
+    position: Position<'w>,
+    /// `emb_dim`.
+    width: usize,
+    /// `post_emb_norm`: mean, 1/√(σ² + 1e-5) and the gain γ (as stored).
+    norm: Option<(f32, f32, Tensor<'w>)>,
+}
+
+impl<'w> Embedding<'w> {
+    /// E[t] (+ the position term), before the norm (xt:4295).
+    fn sum(&self, i: usize) -> f32 {
+        self.token.get(i).unwrap_or(0.0) / self.token_norm + self.position.get(i)
+    }
+
+    /// Element `i`: `post_emb_norm` (xt:1017-1036 with unit_offset False, 4319):
+    /// (x − μ) / √(σ² + 1e-5) · γ, γ as stored.
+    fn get(&self, i: usize) -> f32 {
+        match self.norm {
+            Some((mean, inv, gamma)) => (self.sum(i) - mean) * inv * gamma.get(i).unwrap_or(1.0),
+            None => self.sum(i),
+        }
+    }
+
+    /// With `post_emb_norm`'s gain: its mean and 1/σ over the row, as a LayerNorm computes them.
+    fn normed(mut self, gamma: Option<Tensor<'w>>) -> Self {
+        if let Some(g) = gamma {
+            let n = self.width.max(1) as f32;
+            let mean = (0..self.width).map(|i| self.sum(i)).sum::<f32>() / n;
+            let var = (0..self.width)
+                .map(|i| self.sum(i) - mean)
+                .map(|d| d * d)
+                .sum::<f32>()
+                / n;
+            self.norm = Some((mean, 1.0 / libm::sqrtf(var + 1e-5), g));
+        }
+        self
+    }
+
+    /// Writes x₀ (`dim` wide) to `x`: the embedding itself when `emb_dim` is `dim`, else
+    /// `project_emb`'s W·e + b (xt:4074, 4349), accumulated column by column so that each
+    /// element of e is computed once.
+    ///
+    /// The shapes were checked when the weights were loaded (`project_emb.weight` `[dim, emb_dim]`).
+    fn write(&self, x: &mut [f32], project: Option<(Tensor<'_>, Tensor<'_>)>) {
+        let Some((w, b)) = project else {
+            x.iter_mut().enumerate().for_each(|(i, v)| *v = self.get(i));
+            return;
+        };
+        let e = self.width;
+        x.fill(0.0);
+        for i in 0..e {
+            let ei = self.get(i);
+            for (j, v) in x.iter_mut().enumerate() {
+                *v += w.get(j * e + i).unwrap_or(0.0) * ei;
+            }
+        }
+        x.iter_mut()
+            .enumerate()
+            .for_each(|(j, v)| *v += b.get(j).unwrap_or(0.0));
+    }
+}
+
+impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
+    /// The embedding of token `t` (< num_tokens) at position `pos` (within the table, if any).
+    fn embedding(&self, t: usize, pos: usize) -> Embedding<'w> {
+        let (cfg, w) = (&self.config, &self.weights);
+        let e = cfg.emb_width();
+        let token = w.token_emb.slice(t * e, e);
+        // l2norm(E[t]) (xt:406, 227-230)
+        let token_norm = if cfg.l2norm_embed {
+            l2_norm(token)
+        } else {
+            1.0
+        };
+        let position = match (w.pos_emb, w.pos_emb_scale) {
+            (Some(table), _) => {
+                let row = table.slice(pos * e, e);
+                // l2norm(P[pos]) unscaled with l2norm_embed (xt:419, 442)
+                let scale = if cfg.l2norm_embed {
+                    1.0 / l2_norm(row)
+                } else {
+                    inv_sqrt(e)
+                };
+                Position::Table(row, scale)
+            }
+            (None, Some(scale)) => Position::Sinusoid {
+                p: pos as f32,
+                scale: scale.get(0).unwrap_or(0.0),
+                inv_freq: w.pos_emb_inv_freq,
+                half: e / 2,
+            },
+            (None, None) => Position::None,
+        };
+        Embedding {
+            token,
+            token_norm,
+            position,
+            width: e,
+            norm: None,
+        }
+        .normed(w.post_emb_norm)
+    }
 }
 
 /// What a wrapper pass writes.

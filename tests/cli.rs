@@ -68,6 +68,9 @@ fn run_matches_torch_on_fixtures() {
         "wrap_bf16",
         "cross_wrap",
         "seed_literal",
+        "logits_dim",
+        "logits_dim_wide",
+        "scaled_sinu_emb_dim",
     ] {
         let out_path = tmp(&format!("{name}.out.safetensors"));
         let io = fixture(&format!("{name}.io.safetensors"));

@@ -3,7 +3,12 @@
 //! speed and memory, bits per character match PyTorch's, and bad arguments exit 2, failures 1.
 #![cfg(feature = "cli")]
 
+mod common;
+mod reference;
+
 use std::process::Command;
+
+use picoformer::{DecoderConfig, WrapperConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_picoformer");
 
@@ -378,4 +383,64 @@ fn json_output_parses() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(field(&out, "parameters"), "1577104");
     assert_eq!(field(&out, "kv_cache_f32_bytes"), "819200");
+}
+
+/// Models whose logits are not `num_tokens` wide (`logits_dim`): 200 logits for 256 byte tokens
+/// generate bytes below 200 and score a text whose bytes all have a logit, while a byte without
+/// one is a typed failure (exit 1); 300 logits are refused by `generate` (a sampled index could be
+/// no token id) with a message; `bench` runs both. Nothing indexes past the logits (no panic).
+#[test]
+fn logits_dim_models_generate_bench_and_score() {
+    let cfg = DecoderConfig::new(16, 1).heads(2).attn_dim_head(8);
+    let text = tmp("ascii.txt");
+    std::fs::write(&text, "it is a truth universally acknowledged").unwrap();
+    let euro = tmp("euro.txt");
+    std::fs::write(&euro, "a price in \u{20ac}").unwrap(); // 0xE2 0x82 0xAC: 226 has no logit
+    for logits in [200usize, 300] {
+        let w = WrapperConfig::new(256, 64, cfg).logits_dim(logits);
+        let meta = format!(
+            "{{\"decoder\": {{\"dim\": 16, \"depth\": 1, \"heads\": 2, \"attn_dim_head\": 8}}, \
+             \"wrapper\": {{\"num_tokens\": 256, \"max_seq_len\": 64, \"logits_dim\": {logits}}}}}"
+        );
+        let (words, len) = common::model_file(&meta, &cfg, Some(&w));
+        let model = tmp(&format!("logits{logits}.safetensors"));
+        std::fs::write(&model, &bytemuck::cast_slice::<u64, u8>(&words)[..len]).unwrap();
+
+        let (code, out, err) = run(&["bench", "--model", &model, "--repeat", "1"]);
+        assert_eq!(code, 0, "{logits}: {err}");
+        assert!(out.contains("decode"), "{out}");
+
+        let gen = [
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "ab",
+            "--max-tokens",
+            "30",
+        ];
+        let (code, out, err) = run(&[&gen[..], &["--seed", "3", "--top-k", "default"]].concat());
+        let (code_bpc, out_bpc, err_bpc) = run(&["bpc", "--model", &model, "--text", &text]);
+        let (code_euro, _, err_euro) = run(&["bpc", "--model", &model, "--text", &euro]);
+        assert!(![&err, &err_bpc, &err_euro]
+            .iter()
+            .any(|e| e.contains("panicked")));
+        if logits == 200 {
+            assert_eq!(code, 0, "{err}");
+            // ASCII prompt bytes echoed, then bytes below 200 (U+FFFD for invalid UTF-8)
+            assert!(out.starts_with("ab"), "{out}");
+            assert_eq!(code_bpc, 0, "{err_bpc}");
+            assert!(out_bpc.contains("bits per character"), "{out_bpc}");
+            assert_eq!(code_euro, 1, "{err_euro}");
+            assert!(
+                err_euro.contains("token 226") && err_euro.contains("no logit"),
+                "{err_euro}"
+            );
+        } else {
+            assert_eq!(code, 1, "{out}");
+            assert!(err.contains("wider than its vocabulary"), "{err}");
+            assert_eq!(code_bpc, 0, "{err_bpc}");
+            assert_eq!(code_euro, 0, "{err_euro}");
+        }
+    }
 }

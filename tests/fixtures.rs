@@ -220,7 +220,13 @@ fixture!(
     xpos,
     weight_tie,
     value_residual,
-    value_residual_fixed
+    value_residual_fixed,
+    emb_dim,
+    emb_dim_l2norm,
+    logits_dim,
+    logits_dim_wide,
+    scaled_sinu,
+    scaled_sinu_emb_dim
 );
 
 /// The local-attention fixture (window 3) decoded one position at a time through a rolling cache

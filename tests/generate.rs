@@ -71,7 +71,7 @@ fn greedy_by_recomputation(
 ) -> Vec<u32> {
     let cfg = model.config();
     let d = cfg.attn_layers;
-    let v = cfg.num_tokens;
+    let v = cfg.logits_width();
     let mut all = prompt.to_vec();
     let mut start = match keep {
         Some(k) if prompt.len() > capacity => prompt.len() - k.min(prompt.len()),
@@ -113,8 +113,8 @@ impl<K: Element> Bufs<K> {
         Bufs {
             kv: vec![K::NAN; KvCache::<K>::elements(&w.attn_layers, capacity)],
             scratch: vec![f32::NAN; Scratch::elements(&w.attn_layers, chunk)],
-            logits: vec![f32::NAN; w.num_tokens],
-            work: vec![Candidate::EMPTY; Sampler::work_len(w.num_tokens)],
+            logits: vec![f32::NAN; w.logits_width()],
+            work: vec![Candidate::EMPTY; Sampler::work_len(w.logits_width())],
             history: vec![u32::MAX; history],
         }
     }
@@ -760,6 +760,195 @@ fn bits_chunked_and_stepwise_agree_and_check_their_inputs() {
         })
     );
     assert_eq!(cache.len(), 0);
+}
+
+/// `logits_dim` narrower than the vocabulary generates (every sampled index is a token id) as
+/// greedy recomputation does, with a repetition penalty over prompt tokens that have no logit; a
+/// wider one is refused before anything runs (a sampled index could be no token id, which
+/// x-transformers' own `generate` then fails to embed); `bits` needs a logit for every target
+/// and refuses a last token past the vocabulary (it indexed the logits out of bounds before).
+#[test]
+fn logits_dim_generation_and_bits() {
+    let base = configs()[0];
+    let w = base.logits_dim(9);
+    let t = table(&w, 11);
+    let model: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
+    let prompt = [22u32, 3, 17, 5];
+    let (seen, r, _) = generate_with::<f32>(
+        &model,
+        32,
+        4,
+        SamplerConfig::greedy(),
+        0,
+        GenerateConfig::new(10),
+        &prompt,
+    );
+    assert_eq!(r.unwrap().new_tokens, 10);
+    assert_eq!(
+        seen,
+        greedy_by_recomputation(&model, &prompt, 10, 32, None, None)
+    );
+    let scfg = SamplerConfig::temperature(0.9)
+        .with_top_k(4)
+        .with_repetition_penalty(1.3, 8);
+    let (seen, r, _) =
+        generate_with::<f32>(&model, 32, 4, scfg, 5, GenerateConfig::new(12), &prompt);
+    assert_eq!(r.unwrap().new_tokens, 12);
+    assert!(seen.iter().all(|&t| t < 9), "{seen:?}");
+
+    // a logits row of num_tokens is the wrong length
+    let d = w.attn_layers;
+    let (mut kv, mut sb) = (
+        vec![0.0f32; KvCache::<f32>::elements(&d, 32)],
+        vec![0.0f32; Scratch::elements(&d, 4)],
+    );
+    let mut cache = KvCache::new(&d, 32, &mut kv).unwrap();
+    let mut scratch = Scratch::new(&d, 4, &mut sb).unwrap();
+    let (mut logits, mut work, mut history) =
+        (vec![0.0f32; 23], vec![Candidate::EMPTY; 23], vec![0u32; 8]);
+    let mut g = Generator::new(
+        greedy(),
+        GenerateConfig::new(3),
+        &mut logits,
+        &mut work,
+        &mut history,
+    )
+    .unwrap();
+    let r = g.run(&model, &mut cache, &mut scratch, &prompt, |_| {
+        ControlFlow::Continue(())
+    });
+    assert_eq!(
+        r,
+        Err(GenerateError::LogitsLength {
+            expected: 9,
+            found: 23
+        })
+    );
+    let mut wrong = vec![0.0f32; 2 * 23];
+    assert!(matches!(
+        model.forward(&mut cache, &mut scratch, &[1, 2], None, &mut wrong),
+        Err(Error::BufferLength { expected: 18, .. })
+    ));
+
+    // bits: every target needs a logit; a token past the vocabulary is refused, not indexed
+    cache.reset();
+    let mut logits = vec![0.0f32; 4 * 9];
+    assert!(metrics::bits(
+        &model,
+        &mut cache,
+        &mut scratch,
+        &[1, 2, 8, 0, 4],
+        &mut logits
+    )
+    .is_ok());
+    cache.reset();
+    assert_eq!(
+        metrics::bits(&model, &mut cache, &mut scratch, &[12, 2, 15], &mut logits),
+        Err(Error::NoLogit {
+            token: 15,
+            index: 2,
+            logits: 9
+        })
+    );
+    assert_eq!(
+        metrics::bits(&model, &mut cache, &mut scratch, &[1, 2, 23], &mut logits),
+        Err(Error::TokenOutOfRange {
+            token: 23,
+            index: 2,
+            num_tokens: 23
+        })
+    );
+    assert_eq!(cache.len(), 0);
+
+    // wider than the vocabulary: forward returns the 30 logits, generation is refused
+    let w = base.logits_dim(30);
+    let t = table(&w, 12);
+    let model: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
+    let mut logits = vec![f32::NAN; 2 * 30];
+    model
+        .forward(&mut cache, &mut scratch, &[1, 2], None, &mut logits)
+        .unwrap();
+    assert!(logits.iter().all(|l| l.is_finite()));
+    let (seen, r, len) = generate_with::<f32>(
+        &model,
+        32,
+        4,
+        SamplerConfig::greedy(),
+        0,
+        GenerateConfig::new(5),
+        &prompt,
+    );
+    assert_eq!(
+        r,
+        Err(GenerateError::LogitsNotTokens {
+            logits: 30,
+            num_tokens: 23
+        })
+    );
+    assert!(r
+        .unwrap_err()
+        .to_string()
+        .contains("wider than its vocabulary"));
+    assert_eq!((seen.len(), len), (0, 0));
+}
+
+/// `scaled_sinu_pos_emb`: the sinusoids are defined past `max_seq_len`, so a forward pass runs
+/// there (a learned table refuses: [`Error::PositionOutOfRange`]); generation stops at
+/// `max_seq_len`, as x-transformers' generation with its cache does; without the stored
+/// `pos_emb.inv_freq` the frequencies are computed, giving the same logits.
+#[test]
+fn sinusoids_past_max_seq_len_and_without_stored_frequencies() {
+    let d = configs()[1].attn_layers;
+    let table_cfg = WrapperConfig::new(17, 6, d);
+    let w = table_cfg.scaled_sinu_pos_emb(true).emb_dim(10);
+    let t = table(&w, 13);
+    assert!(t.tensors.contains_key("pos_emb.inv_freq") && t.tensors.contains_key("pos_emb.scale"));
+    let model: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
+    let tokens: Vec<u32> = (0..10).map(|i| (i * 7 % 17) as u32).collect();
+    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&d, 10)];
+    let mut sb = vec![0.0f32; Scratch::elements(&d, 4)];
+    let mut cache = KvCache::new(&d, 10, &mut kv).unwrap();
+    let mut scratch = Scratch::new(&d, 4, &mut sb).unwrap();
+    let mut stored = vec![f32::NAN; 10 * 17];
+    model
+        .forward(&mut cache, &mut scratch, &tokens, None, &mut stored)
+        .unwrap();
+    assert!(stored.iter().all(|l| l.is_finite()));
+
+    let mut computed_t = table(&w, 13);
+    computed_t.tensors.remove("pos_emb.inv_freq");
+    let computed: TransformerWrapper = TransformerWrapper::from_source(w, &&computed_t).unwrap();
+    assert_eq!(computed.tensors_used() + 1, model.tensors_used());
+    cache.reset();
+    let mut logits = vec![f32::NAN; 10 * 17];
+    computed
+        .forward(&mut cache, &mut scratch, &tokens, None, &mut logits)
+        .unwrap();
+    let diff = max_diff(&logits, &stored);
+    assert!(diff <= 1e-6, "computed vs stored inv_freq: {diff}");
+
+    let t = table(&table_cfg, 13);
+    let tabled: TransformerWrapper = TransformerWrapper::from_source(table_cfg, &&t).unwrap();
+    cache.reset();
+    assert_eq!(
+        tabled.forward(&mut cache, &mut scratch, &tokens, None, &mut logits),
+        Err(Error::PositionOutOfRange {
+            position: 9,
+            max_seq_len: 6
+        })
+    );
+
+    let (seen, r, len) = generate_with::<f32>(
+        &model,
+        32,
+        4,
+        SamplerConfig::greedy(),
+        0,
+        GenerateConfig::new(20),
+        &[1, 2, 3],
+    );
+    assert_eq!(r.unwrap().reason, StopReason::CacheFull);
+    assert_eq!((seen.len(), len), (4, 6));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -119,8 +119,12 @@ their default.\n\n## Supported (computed)\n\n| argument | group | default |\n|--
     };
     rows(&mut out, |c| matches!(c, Class::Supported).then_some(""));
     out += "\nValues of supported arguments outside what is implemented are refused: `causal` other than true (a\n\
-`Decoder` is causal), `emb_dim` other than `dim`, `logits_dim` other than `num_tokens`, and configurations\n\
-x-transformers itself rejects. With both `ff_relu_squared` and `ff_swish`, x-transformers computes ReLU², and so\n\
+`Decoder` is causal), `emb_dim` or `logits_dim` 0, and configurations x-transformers itself rejects or cannot\n\
+run: `tie_embedding` with an `emb_dim` other than `dim` (the tied logits multiply `dim` features by `emb_dim`\n\
+ones), `scaled_sinu_pos_emb` with `l2norm_embed` (the initialisation reads a position table the sinusoids do\n\
+not have) or of an odd width. A `logits_dim` other than `num_tokens` is computed (`forward` returns logits\n\
+that wide); generation refuses logits wider than the vocabulary, whose sampled index could be no token id.\n\
+With both `ff_relu_squared` and `ff_swish`, x-transformers computes ReLU², and so\n\
 does picoformer. `disable_abs_pos_emb` is read by a `TransformerWrapper` only (on a bare `Decoder` nothing reads\n\
 it). `scale_residual_constant=False` and `tie_embedding_scale=False` are computed as x-transformers does (`False`\n\
 is 0: the residual path, or the tied logits, times 0); `ff_softclamp_value` must be a positive number (`False`\n\
@@ -221,43 +225,6 @@ fn object(kv: &BTreeMap<String, String>) -> String {
     format!("{{{}}}", items.join(", "))
 }
 
-/// A model file: the reference's random weights for `cfg` / `wcfg` and the metadata `meta`.
-fn model_file(meta: &str, cfg: &DecoderConfig, wcfg: Option<&WrapperConfig>) -> (Vec<u64>, usize) {
-    let rc = ref_config(cfg, wcfg);
-    let mut w = reference::random_weights(&rc, 7);
-    let table = Table::from_ref(&rc, &mut w);
-    let mut names: Vec<&String> = table.tensors.keys().collect();
-    names.sort();
-    let mut entries = vec![format!(
-        "\"__metadata__\":{{\"x_transformers\":{}}}",
-        json_str(meta)
-    )];
-    let mut data: Vec<u8> = Vec::new();
-    for name in names {
-        let (v, shape) = &table.tensors[name];
-        let start = data.len();
-        for x in v {
-            data.extend_from_slice(&x.to_le_bytes());
-        }
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        entries.push(format!(
-            "\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{start},{}]}}",
-            dims.join(","),
-            data.len()
-        ));
-    }
-    let mut header = format!("{{{}}}", entries.join(",")).into_bytes();
-    while !(8 + header.len()).is_multiple_of(8) {
-        header.push(b' ');
-    }
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&header);
-    bytes.extend_from_slice(&data);
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    (words, bytes.len())
-}
-
 /// Three positions through the model, full; the outputs (hidden states or logits).
 fn run(model: &Model) -> Vec<f32> {
     let cfg = model.config().decoder;
@@ -281,7 +248,7 @@ fn run(model: &Model) -> Vec<f32> {
             y
         }
         Model::Wrapper(w) => {
-            let v = w.config().num_tokens;
+            let v = w.config().logits_width();
             let mut y = vec![f32::NAN; n * v];
             w.forward(&mut cache, &mut scratch, &[1, 2, 3], ctx, &mut y)
                 .unwrap();
@@ -479,8 +446,12 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "ff_swish" => ("true", Some(|c, _| c.ff_swish = true)),
         "ff_relu_squared" => ("true", Some(|c, _| c.ff_relu_squared = true)),
         "ff_no_bias" => ("true", Some(|c, _| c.ff_no_bias = true)),
-        "emb_dim" => ("8", None),
-        "logits_dim" => ("12", None),
+        "emb_dim" => ("8", Some(|_, w| w.as_mut().unwrap().emb_dim = Some(8))),
+        "logits_dim" => ("12", Some(|_, w| w.as_mut().unwrap().logits_dim = Some(12))),
+        "scaled_sinu_pos_emb" => (
+            "true",
+            Some(|_, w| w.as_mut().unwrap().scaled_sinu_pos_emb = true),
+        ),
         "tie_embedding" => (
             "true",
             Some(|_, w| w.as_mut().unwrap().tie_embedding = true),

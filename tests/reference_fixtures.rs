@@ -444,6 +444,9 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                         "tie_embedding_scale",
                         "post_emb_norm",
                         "l2norm_embed",
+                        "emb_dim",
+                        "logits_dim",
+                        "scaled_sinu_pos_emb",
                         "use_abs_pos_emb"
                     ]
                     .contains(&k.as_str()),
@@ -452,8 +455,14 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
             }
             let max_seq_len = wk["max_seq_len"].usize();
             let use_abs = !matches!(wk.get("use_abs_pos_emb"), Some(Json::Bool(false)));
+            let num_tokens = wk["num_tokens"].usize();
+            // `default(emb_dim, dim)`, `default(logits_dim, num_tokens)` (None is null)
+            let or = |k: &str, d: usize| match wk.get(k) {
+                None | Some(Json::Null) => d,
+                Some(v) => v.usize(),
+            };
             Some(RefWrapper {
-                num_tokens: wk["num_tokens"].usize(),
+                num_tokens,
                 max_seq_len,
                 // §3.9: `disable_abs_pos_emb` defaults to "rotary is on".
                 abs_pos_emb: use_abs
@@ -474,6 +483,9 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                 },
                 post_emb_norm: flag(wk, "post_emb_norm"),
                 l2norm_embed: flag(wk, "l2norm_embed"),
+                emb_dim: or("emb_dim", dim),
+                logits_dim: or("logits_dim", num_tokens),
+                scaled_sinu: flag(wk, "scaled_sinu_pos_emb"),
             })
         }
     };
@@ -561,6 +573,27 @@ fn reference_matches_x_transformers_fixtures() {
                 );
                 inv_exact += usize::from(s.to_bits() == o.to_bits());
             }
+        }
+
+        // 2b. the sinusoids' stored inv_freq (torch's f32 pow, which the exporter adds) against
+        // the formula: within 1 f32 ulp (torch's pow is not correctly rounded everywhere)
+        let mut sinu_exact = (0, 0);
+        if let Some(stored) = model.get("pos_emb.inv_freq") {
+            assert_eq!(stored.dtype, "F32");
+            let ours = sinusoid_inv_freq(stored.data.len());
+            for (s, o) in stored.data.iter().zip(&ours) {
+                let (s, o) = (*s as f32, *o as f32);
+                assert!(
+                    (s.to_bits() as i64 - o.to_bits() as i64).abs() <= 1,
+                    "{name}: sinusoid inv_freq {s} vs {o}"
+                );
+                sinu_exact.0 += usize::from(s.to_bits() == o.to_bits());
+                sinu_exact.1 += 1;
+            }
+            eprintln!(
+                "{name}: sinusoid inv_freq bit-exact {}/{}",
+                sinu_exact.0, sinu_exact.1
+            );
         }
 
         // 3. outputs, one batch element at a time

@@ -497,6 +497,9 @@ fn hand_wrapper_embeddings_and_logits() {
         tie_embedding_scale: None,
         post_emb_norm: false,
         l2norm_embed: false,
+        emb_dim: cfg.dim,
+        logits_dim: 3,
+        scaled_sinu: false,
     });
     assert_eq!(
         keys_of(&cfg),
@@ -542,6 +545,77 @@ fn hand_wrapper_embeddings_and_logits() {
     let mut expected = untied(&y0);
     expected.extend(untied(&y1));
     assert_close(&logits, &expected, 1e-14);
+}
+
+/// Wrapper with `emb_dim` 4 ≠ dim 2, `scaled_sinu_pos_emb` and `logits_dim` 1: x0 =
+/// W_p·(E[t] + s·[sin(p·ω), cos(p·ω)]) + b with ω = [1, 10000^−½]; logits y·W_logitsᵀ. Depth 0.
+#[test]
+fn hand_wrapper_projection_sinusoids_and_logits_dim() {
+    let mut cfg = base_cfg(2, 1, 2);
+    cfg.depth = 0;
+    cfg.wrapper = Some(RefWrapper {
+        num_tokens: 3,
+        max_seq_len: 1,
+        abs_pos_emb: true,
+        tie_embedding: false,
+        tie_embedding_scale: None,
+        post_emb_norm: false,
+        l2norm_embed: false,
+        emb_dim: 4,
+        logits_dim: 1,
+        scaled_sinu: true,
+    });
+    assert_eq!(
+        keys_of(&cfg),
+        vec![
+            "token_emb.emb.weight",
+            "pos_emb.scale",
+            "pos_emb.inv_freq",
+            "to_logits.weight",
+            "project_emb.weight",
+            "project_emb.bias"
+        ]
+    );
+    let e = vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+    let wp = vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0]; // x = [e0 + e2, e1 + e3]
+    let mut w = weights(&[
+        ("token_emb.emb.weight", e),
+        ("pos_emb.scale", vec![0.5]),
+        ("to_logits.weight", vec![2.0, -1.0]),
+        ("project_emb.weight", wp),
+        ("project_emb.bias", vec![0.25, -0.25]),
+    ]);
+    // positions 0, 1 and 2 (past max_seq_len: sinusoids have no table); ω from the formula
+    let logits = wrapper_forward(&cfg, &w, &[0, 1, 2], None);
+    let om = [1.0, 0.01];
+    let pos = |p: f64| -> [f64; 4] {
+        let a = [p * om[0], p * om[1]];
+        [
+            0.5 * a[0].sin(),
+            0.5 * a[1].sin(),
+            0.5 * a[0].cos(),
+            0.5 * a[1].cos(),
+        ]
+    };
+    let tok = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [1.0, 1.0, 1.0, 1.0],
+    ];
+    let expected: Vec<f64> = (0..3)
+        .map(|p| {
+            let ps = pos(p as f64);
+            let x0: Vec<f64> = (0..4).map(|i| tok[p][i] + ps[i]).collect();
+            let y = srms(&[x0[0] + x0[2] + 0.25, x0[1] + x0[3] - 0.25]);
+            2.0 * y[0] - y[1]
+        })
+        .collect();
+    assert_close(&logits, &expected, 1e-14);
+    // a stored inv_freq is what is used
+    w.insert("pos_emb.inv_freq".into(), vec![0.0, 0.0]);
+    let logits = wrapper_forward(&cfg, &w, &[2], None);
+    let y = srms(&[1.0 + 1.0 + 0.5 + 0.25, 1.0 + 1.0 + 0.5 - 0.25]);
+    assert_close(&logits, &[2.0 * y[0] - y[1]], 1e-14);
 }
 
 // ---------------------------------------------------------------- properties on a full random model
@@ -648,15 +722,30 @@ fn every_parameter_matters() {
         tie_embedding_scale: None,
         post_emb_norm: false,
         l2norm_embed: false,
+        emb_dim: wrapped.dim,
+        logits_dim: 11,
+        scaled_sinu: false,
     });
     let mut tied = wrapped.clone();
     tied.wrapper.as_mut().unwrap().tie_embedding = true;
+    // emb_dim ≠ dim (project_emb), logits_dim ≠ num_tokens, the scaled sinusoids, post_emb_norm
+    let mut projected = wrapped.clone();
+    let pw = projected.wrapper.as_mut().unwrap();
+    pw.emb_dim = projected.dim + 6;
+    pw.logits_dim = 7;
+    pw.scaled_sinu = true;
+    pw.post_emb_norm = true;
+    let mut narrow = wrapped.clone();
+    let nw = narrow.wrapper.as_mut().unwrap();
+    nw.emb_dim = narrow.dim / 2;
+    nw.logits_dim = 13;
+    nw.l2norm_embed = true;
     let mut relu2 = rich_cfg();
     relu2.act = RefAct::ReluSquared;
     relu2.heads = 1;
     relu2.attn_kv_heads = 1;
     relu2.attn_dim_head = relu2.dim;
-    for cfg in [rich_cfg(), wrapped, tied, relu2] {
+    for cfg in [rich_cfg(), wrapped, tied, projected, narrow, relu2] {
         let w = random_weights(&cfg, 5);
         let ctx = pseudo(3 * cfg.dim_context, 8);
         let run = |w: &RefWeights| match &cfg.wrapper {
@@ -811,6 +900,9 @@ fn wrapper_keys_are_prefixed() {
         tie_embedding_scale: None,
         post_emb_norm: false,
         l2norm_embed: false,
+        emb_dim: cfg.dim,
+        logits_dim: 50,
+        scaled_sinu: false,
     });
     let k = keys_of(&cfg);
     assert_eq!(k.first().unwrap(), "token_emb.emb.weight");

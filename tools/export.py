@@ -11,7 +11,11 @@ After training, add (kwargs = exactly what you passed to the constructors):
 For a raw Decoder pass `{"decoder": dec, "wrapper": None}`.
 
 The file holds exactly `module.state_dict()` (cast to `dtype`, except every
-`rotary_pos_emb.inv_freq`, which stays float32) and the metadata
+`rotary_pos_emb.inv_freq`, which stays float32), plus, with `scaled_sinu_pos_emb`,
+the sinusoids' frequencies `pos_emb.inv_freq` (float32): a buffer x-transformers
+recomputes on every construction instead of saving it, stored so that picoformer
+uses the very values of the exporting torch (its f32 pow is not correctly rounded
+everywhere; without the tensor picoformer computes them). And the metadata
 `x_transformers` (JSON of the kwargs), `x_transformers_version` and
 `format` = "picoformer-1". Every tensor is aligned in the file to its element
 size (the data section starts at a multiple of 64), so it can be viewed in place,
@@ -104,7 +108,7 @@ _SUPPORTED_TYPES = {
                      "attn_qk_norm", "attn_qk_norm_dim_scale", "attn_one_kv_head", "ff_glu", "ff_glu_mult_bias",
                      "ff_post_act_ln", "use_layerscale", "gate_residual", "macaron", "attn_value_rmsnorm",
                      "ff_swish", "ff_relu_squared", "ff_no_bias", "post_emb_norm", "l2norm_embed", "tie_embedding",
-                     "use_abs_pos_emb"), _BOOL),
+                     "use_abs_pos_emb", "scaled_sinu_pos_emb"), _BOOL),
     "disable_abs_pos_emb": _OPT_BOOL,
     **dict.fromkeys(("rotary_interpolation_factor", "rotary_base_rescale_factor", "softclamp_output_value",
                      "attn_qk_norm_scale", "ff_mult", "ff_softclamp_value"), _NUMBER),
@@ -178,10 +182,13 @@ _DECODER_KEY_RE = re.compile(
     r")$"
 )
 _WRAPPER_KEY_RE = re.compile(
-    r"^(?:token_emb\.emb\.weight|pos_emb\.emb\.weight|to_logits\.weight|post_emb_norm\.gamma)$")
+    r"^(?:token_emb\.emb\.weight|pos_emb\.emb\.weight|to_logits\.weight|post_emb_norm\.gamma"
+    r"|project_emb\.(?:weight|bias)|pos_emb\.scale)$")
 
 INV_FREQ_SUFFIX = "rotary_pos_emb.inv_freq"
 XPOS_SCALE_SUFFIX = "rotary_pos_emb.scale"
+# scaled_sinu_pos_emb's frequencies: not in the state_dict (a non-persistent buffer), written by export().
+SINU_INV_FREQ = "pos_emb.inv_freq"
 
 
 # ---------------------------------------------------------------------------
@@ -327,10 +334,17 @@ def _check_kwargs(dec: dict, wrap: dict | None) -> None:
     for k in ("num_tokens", "max_seq_len"):
         if k not in wrap:
             raise ValueError(f"TransformerWrapper kwarg '{k}' is required")
-    if wrap.get("emb_dim") is not None and wrap["emb_dim"] != dec["dim"]:
-        raise _unsupported("emb_dim", wrap["emb_dim"], "an embedding width other than `dim` (a projection) is not implemented")
-    if wrap.get("logits_dim") is not None and wrap["logits_dim"] != wrap["num_tokens"]:
-        raise _unsupported("logits_dim", wrap["logits_dim"], "logits other than `num_tokens` wide are not implemented")
+    # Values picoformer refuses as its configuration check does (src/config.rs, WrapperConfig::validate).
+    for k in ("emb_dim", "logits_dim"):
+        if wrap.get(k) == 0:
+            raise ValueError(f"invalid value for {k!r} = 0: must be positive")
+    emb_dim = wrap.get("emb_dim") or dec["dim"]
+    if wrap.get("scaled_sinu_pos_emb") and wrap.get("l2norm_embed"):
+        raise _unsupported("scaled_sinu_pos_emb", True, "with l2norm_embed x-transformers cannot build the model "
+                           "(its initialisation reads `pos_emb.emb`, which the sinusoids do not have)")
+    if wrap.get("tie_embedding") and emb_dim != dec["dim"]:
+        raise _unsupported("tie_embedding", True, f"with emb_dim {emb_dim} other than dim {dec['dim']}: x-transformers' "
+                           "tied logits multiply dim features by emb_dim ones and fail")
 
 
 def _check_keys(keys, wrapped: bool) -> None:
@@ -477,6 +491,9 @@ def export(module, kwargs: dict, path: str, dtype: str = "float32", verify: bool
             raise ValueError(f"state_dict entry {k} has non-float dtype {v.dtype}")
         buffer = k.endswith(INV_FREQ_SUFFIX) or k.endswith(XPOS_SCALE_SUFFIX)  # float32 buffers
         tensors[k] = v.to(torch.float32) if buffer else v.to(torch_dtype)
+    sinu = getattr(module, "pos_emb", None) if wrap_kwargs is not None else None
+    if sinu is not None and "pos_emb.scale" in state:
+        tensors[SINU_INV_FREQ] = sinu.inv_freq.detach().to("cpu", torch.float32)
 
     metadata = {
         "x_transformers": config_json,

@@ -215,6 +215,30 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=3, heads=4, attn_dim_head=8, attn_kv_heads=2, add_value_residual=True,
                         learned_value_residual_mix=False),
         "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # emb_dim != dim: embeddings (token, position table, post_emb_norm) 48 wide, project_emb (with bias) to 32
+    dict(name="emb_dim", dtype="float32", seed=31, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, emb_dim=48, post_emb_norm=True)}),
+    # a narrower embedding, l2-normalised token and position rows, bfloat16 weights
+    dict(name="emb_dim_l2norm", dtype="bfloat16", seed=32, n=8, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, use_rmsnorm=True, cross_attend=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, emb_dim=24, l2norm_embed=True)}),
+    # logits_dim: to_logits 24 wide (fewer than the 40 tokens), and 56 wide (more), float16 weights
+    dict(name="logits_dim", dtype="float32", seed=33, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, logits_dim=24)}),
+    dict(name="logits_dim_wide", dtype="float16", seed=34, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, logits_dim=56)}),
+    # scaled_sinu_pos_emb: sinusoids of learned amplitude, defined past max_seq_len (9 positions, max_seq_len 4)
+    dict(name="scaled_sinu", dtype="float32", seed=35, n=9, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16),
+        "wrapper": dict(num_tokens=40, max_seq_len=4, scaled_sinu_pos_emb=True)}),
+    # all three, with post_emb_norm, float16 weights (x-transformers cannot build the sinusoids with l2norm_embed)
+    dict(name="scaled_sinu_emb_dim", dtype="float16", seed=36, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, ff_glu=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16, scaled_sinu_pos_emb=True, emb_dim=48, post_emb_norm=True,
+                        logits_dim=30)}),
     # the silent `False` cases that picoformer now computes: False is 0 in x-transformers' arithmetic
     dict(name="false_residual", dtype="float32", seed=13, n=6, m=None, kwargs={
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, scale_residual_constant=False),
@@ -321,7 +345,11 @@ def make_one(spec, out_dir):
     from safetensors.torch import load_file
 
     fresh = build_module(kwargs)
-    fresh.load_state_dict({k: v.to(torch.float32) for k, v in load_file(model_path).items()})
+    stored = load_file(model_path)
+    if "pos_emb.inv_freq" in stored:
+        # scaled_sinu_pos_emb's frequencies (export.py adds the buffer, which is not in the state_dict)
+        assert torch.equal(stored.pop("pos_emb.inv_freq"), fresh.pos_emb.inv_freq), f"{name}: inv_freq"
+    fresh.load_state_dict({k: v.to(torch.float32) for k, v in stored.items()})
     reload_diff = (run_full(fresh, inputs, wrapped) - full).abs().max().item()
     assert reload_diff <= 1e-6, f"{name}: reloaded model differs from the reference by {reload_diff}"
     io_back = load_file(io_path)

@@ -99,22 +99,23 @@ fn run<K: Element>(model: &Model<'_, 4>, draw: &mut Draw) {
             }
         }
         Model::Wrapper(w) => {
-            let v = cfg.wrapper.map_or(0, |w| w.num_tokens);
-            if v.saturating_mul(n) > LIMIT {
+            // Token ids below num_tokens; logits_width (logits_dim) logits per position.
+            let (v, lw) = (w.config().num_tokens, w.config().logits_width());
+            if lw.saturating_mul(n) > LIMIT {
                 return;
             }
             // Mostly valid tokens, sometimes one past the vocabulary.
             let tokens: Vec<u32> = (0..n).map(|_| draw.below(v + v / 8 + 1) as u32).collect();
-            let mut logits = vec![f32::NAN; n * v];
+            let mut logits = vec![f32::NAN; n * lw];
             let _ = w.forward(
                 &mut cache,
                 &mut scratch,
                 &tokens[..prompt],
                 context,
-                &mut logits[..prompt * v],
+                &mut logits[..prompt * lw],
             );
             for &t in &tokens[prompt..] {
-                let _ = w.step(&mut cache, &mut scratch, t, &mut logits[..v]);
+                let _ = w.step(&mut cache, &mut scratch, t, &mut logits[..lw]);
             }
             let _ = w.forward_last(&mut cache, &mut scratch, &tokens, None, &mut logits);
         }

@@ -95,7 +95,8 @@ struct World<'m> {
     name: &'static str,
     net: Net<'m>,
     cfg: DecoderConfig,
-    /// Output elements per position: dim (decoder) or num_tokens (wrapper).
+    /// Output elements per position: dim (decoder) or the logits' width (wrapper: num_tokens,
+    /// or logits_dim).
     width: usize,
     /// num_tokens (wrapper), 0 (decoder).
     v: usize,
@@ -573,8 +574,9 @@ fn generation<K: Element>(
         gc = gc.end_token(u.int_in_range(0..=v - 1)? as u32);
     }
     let need = gc.history_len(sc.repetition_window);
-    let mut logits = vec![f32::NAN; near(u, v)?.max(1)];
-    let mut work = vec![Candidate::EMPTY; near(u, v)?];
+    // Logits (and the sampler's work) as wide as the model's logits, logits_dim if it is set.
+    let mut logits = vec![f32::NAN; near(u, w.width)?.max(1)];
+    let mut work = vec![Candidate::EMPTY; near(u, w.width)?];
     let history_len = match u.int_in_range(0..=7u8)? {
         6 => need.saturating_sub(1),
         7 => need + 5,
@@ -702,10 +704,11 @@ fn world<'m>(name: &'static str, model: &'m M) -> World<'m> {
     let cfg = mc.decoder;
     let (net, width, v) = match model {
         Model::Decoder(d) => (Net::Dec(d), cfg.dim, 0),
-        Model::Wrapper(t) => {
-            let v = t.config().num_tokens;
-            (Net::Wrap(t), v, v)
-        }
+        Model::Wrapper(t) => (
+            Net::Wrap(t),
+            t.config().logits_width(),
+            t.config().num_tokens,
+        ),
     };
     World {
         name,

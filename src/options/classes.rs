@@ -371,7 +371,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("return_only_embed", Refused(NOT_IMPLEMENTED)),
     ("num_output_heads", Refused(NOT_IMPLEMENTED)),
     ("use_abs_pos_emb", Supported),
-    ("scaled_sinu_pos_emb", Refused(NOT_IMPLEMENTED)),
+    ("scaled_sinu_pos_emb", Supported),
     ("l2norm_embed", Supported),
     ("recycling", Refused(NO_CACHE)),
     ("train_max_recycle_steps", NoEffect("training only")),

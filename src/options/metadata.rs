@@ -478,7 +478,7 @@ fn attn_value<'a>(
 }
 
 /// Wrapper arguments as read, checked against the decoder once both are known.
-struct WrapperArgs<'a> {
+struct WrapperArgs {
     num_tokens: Option<usize>,
     max_seq_len: Option<usize>,
     use_abs_pos_emb: bool,
@@ -486,48 +486,33 @@ struct WrapperArgs<'a> {
     tie_embedding_scale: Option<f64>,
     post_emb_norm: bool,
     l2norm_embed: bool,
-    emb_dim: Option<(usize, &'a str, &'a str)>,
-    logits_dim: Option<(usize, &'a str, &'a str)>,
+    emb_dim: Option<usize>,
+    logits_dim: Option<usize>,
+    scaled_sinu_pos_emb: bool,
 }
 
-impl<'a> WrapperArgs<'a> {
-    fn finish(self, decoder: DecoderConfig) -> Result<WrapperConfig, LoadError<'a>> {
+impl WrapperArgs {
+    fn finish<'a>(self, decoder: DecoderConfig) -> Result<WrapperConfig, LoadError<'a>> {
         let num_tokens = self
             .num_tokens
             .ok_or(LoadError::MissingMetadata("num_tokens"))?;
         let max_seq_len = self
             .max_seq_len
             .ok_or(LoadError::MissingMetadata("max_seq_len"))?;
-        // A different embedding width adds a projection; different logits a separate head.
-        if let Some((d, option, value)) = self.emb_dim {
-            if d != decoder.dim {
-                return Err(LoadError::UnsupportedOption {
-                    option,
-                    value,
-                    reason: "an embedding width other than `dim` (a projection) is not implemented",
-                });
-            }
-        }
-        if let Some((l, option, value)) = self.logits_dim {
-            if l != num_tokens {
-                return Err(LoadError::UnsupportedOption {
-                    option,
-                    value,
-                    reason: "logits other than `num_tokens` wide are not implemented",
-                });
-            }
-        }
         let mut w = WrapperConfig::new(num_tokens, max_seq_len, decoder)
             .use_abs_pos_emb(self.use_abs_pos_emb)
             .tie_embedding(self.tie_embedding);
         w.tie_embedding_scale = self.tie_embedding_scale;
         w.post_emb_norm = self.post_emb_norm;
         w.l2norm_embed = self.l2norm_embed;
+        w.emb_dim = self.emb_dim;
+        w.logits_dim = self.logits_dim;
+        w.scaled_sinu_pos_emb = self.scaled_sinu_pos_emb;
         Ok(w)
     }
 }
 
-fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>, LoadError<'a>> {
+fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, LoadError<'a>> {
     p.begin_object()?;
     let mut w = WrapperArgs {
         num_tokens: None,
@@ -539,6 +524,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>,
         l2norm_embed: false,
         emb_dim: None,
         logits_dim: None,
+        scaled_sinu_pos_emb: false,
     };
     let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
     let mut buf = [0u8; KEY_BUF];
@@ -559,10 +545,9 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs<'a>,
             "tie_embedding_scale" => {
                 w.tie_embedding_scale = Some(typed(p, raw, text, number_or_bool)?)
             }
-            "emb_dim" => w.emb_dim = typed(p, raw, text, optional_usize)?.map(|d| (d, raw, text)),
-            "logits_dim" => {
-                w.logits_dim = typed(p, raw, text, optional_usize)?.map(|d| (d, raw, text))
-            }
+            "emb_dim" => w.emb_dim = typed(p, raw, text, optional_usize)?,
+            "logits_dim" => w.logits_dim = typed(p, raw, text, optional_usize)?,
+            "scaled_sinu_pos_emb" => w.scaled_sinu_pos_emb = typed(p, raw, text, Parser::bool)?,
             _ => {
                 return Err(LoadError::UnsupportedOption {
                     option: raw,

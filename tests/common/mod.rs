@@ -93,6 +93,9 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             tie_embedding_scale: w.tie_embedding_scale,
             post_emb_norm: w.post_emb_norm,
             l2norm_embed: w.l2norm_embed,
+            emb_dim: w.emb_width(),
+            logits_dim: w.logits_dim.unwrap_or(w.num_tokens),
+            scaled_sinu: w.scaled_sinu_pos_emb,
         }),
     }
 }
@@ -362,7 +365,8 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
 }
 
 /// A wrapper around a drawn decoder: absolute positions or not (also next to rotary ones, with
-/// `disable_abs_pos_emb=False`), tied or not.
+/// `disable_abs_pos_emb=False`), a learned table or scaled sinusoids, tied or not, embeddings of
+/// another width than `dim` (projected) and logits of another width than `num_tokens`.
 pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
     (
         decoder_config(),
@@ -372,16 +376,78 @@ pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
         0usize..3,
         prop::sample::select(vec![None, Some(false), Some(true)]),
         prop::sample::select(vec![None, Some(0.3f64), Some(0.0)]),
+        // emb_dim: None, dim itself, narrower, wider (not with tied logits: x-transformers fails)
+        0usize..4,
+        // logits_dim: None, narrower, wider than num_tokens
+        0usize..3,
+        any::<bool>(),
     )
-        .prop_map(move |(mut d, v, abs, tie, extra, disable, tie_scale)| {
-            d.disable_abs_pos_emb = disable;
-            let max_seq_len = if abs { max_n + extra } else { 0 };
-            let mut w = WrapperConfig::new(v, max_seq_len, d)
-                .use_abs_pos_emb(abs)
-                .tie_embedding(tie);
-            w.tie_embedding_scale = tie_scale;
-            w.post_emb_norm = tie_scale.is_some() != tie;
-            w.l2norm_embed = tie_scale.is_some() != abs;
-            w
-        })
+        .prop_map(
+            move |(mut d, v, abs, tie, extra, disable, tie_scale, emb, logits, sinu)| {
+                d.disable_abs_pos_emb = disable;
+                let max_seq_len = if abs { max_n + extra } else { 0 };
+                let mut w = WrapperConfig::new(v, max_seq_len, d)
+                    .use_abs_pos_emb(abs)
+                    .tie_embedding(tie);
+                w.tie_embedding_scale = tie_scale;
+                w.post_emb_norm = tie_scale.is_some() != tie;
+                w.l2norm_embed = tie_scale.is_some() != abs;
+                w.emb_dim = match emb {
+                    1 => Some(d.dim),
+                    2 if !tie => Some(d.dim / 2),
+                    3 if !tie => Some(d.dim + 6),
+                    _ => None,
+                };
+                w.logits_dim = match logits {
+                    1 => Some(v.div_ceil(2)),
+                    2 => Some(v + 5),
+                    _ => None,
+                };
+                // x-transformers builds the sinusoids of an even width only, and not with
+                // l2norm_embed (max_seq_len is then only where generation stops)
+                w.scaled_sinu_pos_emb = sinu && !w.l2norm_embed && w.emb_width().is_multiple_of(2);
+                w
+            },
+        )
+}
+
+/// A model file: the reference's random weights for `cfg` / `wcfg` and the metadata `meta`.
+pub fn model_file(
+    meta: &str,
+    cfg: &DecoderConfig,
+    wcfg: Option<&WrapperConfig>,
+) -> (Vec<u64>, usize) {
+    let rc = ref_config(cfg, wcfg);
+    let mut w = reference::random_weights(&rc, 7);
+    let table = Table::from_ref(&rc, &mut w);
+    let mut names: Vec<&String> = table.tensors.keys().collect();
+    names.sort();
+    let mut entries = vec![format!(
+        "\"__metadata__\":{{\"x_transformers\":{}}}",
+        format!("\"{}\"", meta.replace('\\', "\\\\").replace('"', "\\\""))
+    )];
+    let mut data: Vec<u8> = Vec::new();
+    for name in names {
+        let (v, shape) = &table.tensors[name];
+        let start = data.len();
+        for x in v {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        entries.push(format!(
+            "\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{start},{}]}}",
+            dims.join(","),
+            data.len()
+        ));
+    }
+    let mut header = format!("{{{}}}", entries.join(",")).into_bytes();
+    while !(8 + header.len()).is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&data);
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    (words, bytes.len())
 }

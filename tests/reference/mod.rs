@@ -184,6 +184,15 @@ pub struct RefWrapper {
     pub post_emb_norm: bool,
     /// `l2norm_embed`: x₀ = E[t]/‖E[t]‖ + P[pos]/‖P[pos]‖ (no D^−½).
     pub l2norm_embed: bool,
+    /// Resolved `emb_dim` (default D): the width E of the token and position embeddings and of
+    /// `post_emb_norm`; E ≠ D adds `project_emb` (W `[D, E]`, bias `[D]`) after them.
+    pub emb_dim: usize,
+    /// Resolved `logits_dim` (default V): the rows of `to_logits.weight` (unused when tied).
+    pub logits_dim: usize,
+    /// `scaled_sinu_pos_emb`: with absolute positions, P[p] = [sin(p·ω), cos(p·ω)] · s with
+    /// ω_k = 10000^(−k/(E/2)) and s = `pos_emb.scale`, instead of the table (and without its
+    /// E^−½).
+    pub scaled_sinu: bool,
 }
 
 /// Weights by x-transformers `state_dict` key; matrices row-major `[out, in]`.
@@ -304,10 +313,16 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
     let d = cfg.dim;
     if let Some(wr) = &cfg.wrapper {
-        // spec §3.9 / §4: token embedding [V, D], absolute positions [S, D] only when enabled.
-        out.push(("token_emb.emb.weight".into(), vec![wr.num_tokens, d]));
-        if wr.abs_pos_emb {
-            out.push(("pos_emb.emb.weight".into(), vec![wr.max_seq_len, d]));
+        // spec §3.9 / §4: token embedding [V, E], absolute positions [S, E] only when enabled;
+        // the sinusoids' amplitude [1] and their frequencies [E/2] (a buffer the exporter adds).
+        let e = wr.emb_dim;
+        out.push(("token_emb.emb.weight".into(), vec![wr.num_tokens, e]));
+        if wr.abs_pos_emb && !wr.scaled_sinu {
+            out.push(("pos_emb.emb.weight".into(), vec![wr.max_seq_len, e]));
+        }
+        if wr.abs_pos_emb && wr.scaled_sinu {
+            out.push(("pos_emb.scale".into(), vec![1]));
+            out.push(("pos_emb.inv_freq".into(), vec![e / 2]));
         }
     }
     let pre = decoder_prefix(cfg);
@@ -482,10 +497,14 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
     }
     if let Some(wr) = &cfg.wrapper {
         if !wr.tie_embedding {
-            out.push(("to_logits.weight".into(), vec![wr.num_tokens, d]));
+            out.push(("to_logits.weight".into(), vec![wr.logits_dim, d]));
         }
         if wr.post_emb_norm {
-            out.push(("post_emb_norm.gamma".into(), vec![d]));
+            out.push(("post_emb_norm.gamma".into(), vec![wr.emb_dim]));
+        }
+        if wr.emb_dim != d {
+            out.push(("project_emb.weight".into(), vec![d, wr.emb_dim]));
+            out.push(("project_emb.bias".into(), vec![d]));
         }
     }
     out
@@ -564,6 +583,11 @@ pub fn random_weights(cfg: &RefConfig, seed: u64) -> RefWeights {
             (0..len)
                 .map(|m| ((2.0 * m as f64 + 0.4 * r) / (1.4 * r)) as f32 as f64)
                 .collect()
+        } else if key == "pos_emb.inv_freq" {
+            sinusoid_inv_freq(len)
+        } else if key == "pos_emb.scale" {
+            // the sinusoids' amplitude (dim^−½ in x-transformers' initialisation)
+            (0..len).map(|_| 0.1 + 0.3 * rng.uniform()).collect()
         } else if key.ends_with(".gamma")
             || key.ends_with(".g")
             || key.ends_with(".bias")
@@ -1246,49 +1270,86 @@ pub fn wrapper_forward(
         .as_ref()
         .expect("wrapper_forward needs cfg.wrapper");
     let d = cfg.dim;
+    let e = wr.emb_dim;
     let v = wr.num_tokens;
     let n = tokens.len();
-    let emb = get(w, "token_emb.emb.weight", v * d);
+    let emb = get(w, "token_emb.emb.weight", v * e);
     let scale = (d as f64).powf(-0.5);
-    let mut x = Vec::with_capacity(n * d);
+    let l2 = |v: &[f64]| {
+        let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+        v.iter().map(|a| a / n).collect::<Vec<f64>>()
+    };
+    // The sinusoids' frequencies: the stored buffer if present (what a loader reads), else the formula.
+    let omega: Vec<f64> = match w.get("pos_emb.inv_freq") {
+        Some(f) => f.clone(),
+        None => sinusoid_inv_freq(e / 2),
+    };
+    let mut x = Vec::with_capacity(n * e);
     for (p, &t) in tokens.iter().enumerate() {
         assert!(t < v, "token {t} out of range");
-        let l2 = |v: &[f64]| {
-            let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
-            v.iter().map(|a| a / n).collect::<Vec<f64>>()
-        };
-        let e = &emb[t * d..(t + 1) * d];
-        let e = if wr.l2norm_embed { l2(e) } else { e.to_vec() };
-        if wr.abs_pos_emb {
-            assert!(p < wr.max_seq_len, "sequence longer than max_seq_len");
-            let pe = &get(w, "pos_emb.emb.weight", wr.max_seq_len * d)[p * d..(p + 1) * d];
-            let pe = if wr.l2norm_embed {
-                l2(pe)
-            } else {
-                pe.iter().map(|b| scale * b).collect()
-            };
-            x.extend(e.iter().zip(&pe).map(|(a, b)| a + b));
+        let tok = &emb[t * e..(t + 1) * e];
+        let tok = if wr.l2norm_embed {
+            l2(tok)
         } else {
-            x.extend_from_slice(&e);
-        }
+            tok.to_vec()
+        };
+        let pe: Vec<f64> = if !wr.abs_pos_emb {
+            vec![0.0; e]
+        } else if wr.scaled_sinu {
+            // [sin(p·ω), cos(p·ω)] · s, defined at every position
+            let s = get(w, "pos_emb.scale", 1)[0];
+            let sin = omega.iter().map(|o| (p as f64 * o).sin() * s);
+            let cos = omega.iter().map(|o| (p as f64 * o).cos() * s);
+            sin.chain(cos).collect()
+        } else {
+            assert!(p < wr.max_seq_len, "sequence longer than max_seq_len");
+            let row = &get(w, "pos_emb.emb.weight", wr.max_seq_len * e)[p * e..(p + 1) * e];
+            if wr.l2norm_embed {
+                l2(row)
+            } else {
+                let pos_scale = (e as f64).powf(-0.5);
+                row.iter().map(|b| pos_scale * b).collect()
+            }
+        };
+        x.extend(tok.iter().zip(&pe).map(|(a, b)| a + b));
     }
     if wr.post_emb_norm {
         // gain used as stored: layer_norm adds 1 to what it is given
-        let g: Vec<f64> = get(w, "post_emb_norm.gamma", d)
+        let g: Vec<f64> = get(w, "post_emb_norm.gamma", e)
             .iter()
             .map(|v| v - 1.0)
             .collect();
-        x = x.chunks(d).flat_map(|row| layer_norm(row, &g)).collect();
+        x = x.chunks(e).flat_map(|row| layer_norm(row, &g)).collect();
+    }
+    if e != d {
+        // project_emb: nn.Linear(E, D) with its bias
+        let pw = get(w, "project_emb.weight", d * e);
+        let pb = get(w, "project_emb.bias", d);
+        x = linear(&x, n, pw, d, e, Some(pb));
     }
     let y = decoder_forward(cfg, w, &x, context);
     if wr.tie_embedding {
+        assert_eq!(
+            e, d,
+            "x-transformers cannot tie embeddings of another width"
+        );
         let tie = wr.tie_embedding_scale.unwrap_or(scale);
         linear(&y, n, emb, v, d, None)
             .into_iter()
             .map(|z| z * tie)
             .collect()
     } else {
-        let wl = get(w, "to_logits.weight", v * d);
-        linear(&y, n, wl, v, d, None)
+        let l = wr.logits_dim;
+        let wl = get(w, "to_logits.weight", l * d);
+        linear(&y, n, wl, l, d, None)
     }
+}
+
+/// ω_k = 10000^(−k/h) for k < h, the frequencies of `scaled_sinu_pos_emb` (h = E/2): the
+/// exponent k/h is an f32 division in x-transformers (`arange(h).float() / h`), whose rounding
+/// moves ω by up to ~5 f32 ulps, so it is rounded here too; the power is taken in f64.
+pub fn sinusoid_inv_freq(h: usize) -> Vec<f64> {
+    (0..h)
+        .map(|k| 10000f64.powf(-f64::from(k as f32 / h as f32)))
+        .collect()
 }

@@ -262,11 +262,13 @@ impl Utf8Stream {
     }
 }
 
-fn sampler_config(args: &Args, num_tokens: usize) -> Result<SamplerConfig, CliError> {
+/// The sampler of the command line; `width` is the logits' (x-transformers' default top-k is a
+/// tenth of it).
+fn sampler_config(args: &Args, width: usize) -> Result<SamplerConfig, CliError> {
     let mut cfg = SamplerConfig::temperature(args.get("temperature", 0.8f32)?);
     match args.text("top-k") {
         None => {}
-        Some("default") => cfg = cfg.with_top_k(default_top_k(num_tokens)),
+        Some("default") => cfg = cfg.with_top_k(default_top_k(width)),
         Some(_) => cfg = cfg.with_top_k(args.get("top-k", 0usize)?),
     }
     if let Some(p) = args
@@ -322,7 +324,9 @@ fn run_generate<K: Element>(
 ) -> Result<(), CliError> {
     let cfg = *model.config();
     let d = cfg.attn_layers;
-    let v = cfg.num_tokens;
+    // Token ids are below num_tokens; a position's logits are logits_width wide (logits_dim),
+    // which is what the sampler and x-transformers' default top_k see.
+    let (v, lw) = (cfg.num_tokens, cfg.logits_width());
     let prompt_text = prompt_bytes(args)?;
     let prompt = tokenize(&prompt_text, v)?;
     if prompt.is_empty() {
@@ -336,7 +340,7 @@ fn run_generate<K: Element>(
             "--slide {slide} exceeds the cache capacity {cap}"
         )));
     }
-    let scfg = sampler_config(args, v)?;
+    let scfg = sampler_config(args, lw)?;
     let seed = args.get("seed", 0u64)?;
     let gcfg = GenerateConfig::new(max_new).overflow(if slide == 0 {
         Overflow::Stop
@@ -347,8 +351,8 @@ fn run_generate<K: Element>(
     let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap), "the KV cache")?;
     let mut scratch_buf =
         AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
-    let mut logits = filled(v, 0.0f32, "the logits")?;
-    let mut work = filled(Sampler::work_len(v), Candidate::EMPTY, "the sampler")?;
+    let mut logits = filled(lw, 0.0f32, "the logits")?;
+    let mut work = filled(Sampler::work_len(lw), Candidate::EMPTY, "the sampler")?;
     // Twice what it must keep, so dropping old tokens is one copy per `need` tokens.
     let mut history = filled(history_len(&gcfg, &scfg), 0u32, "the token history")?;
     let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
@@ -520,7 +524,7 @@ fn run_bench<K: Element>(
 ) -> Result<(), CliError> {
     let cfg = *model.config();
     let d = cfg.attn_layers;
-    let v = cfg.num_tokens;
+    let (v, lw) = (cfg.num_tokens, cfg.logits_width());
     let cap = capacity(args, model)?;
     let n_prompt = args.get("prompt-tokens", cap / 2)?;
     let n_decode = args.get("tokens", cap - cap / 2)?;
@@ -540,8 +544,8 @@ fn run_bench<K: Element>(
     let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap), "the KV cache")?;
     let mut scratch_buf =
         AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
-    let mut logits = filled(v, 0.0f32, "the logits")?;
-    let mut work = filled(v, Candidate::EMPTY, "the sampler")?;
+    let mut logits = filled(lw, 0.0f32, "the logits")?;
+    let mut work = filled(lw, Candidate::EMPTY, "the sampler")?;
     let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let mut sampler = Sampler::new(SamplerConfig::greedy(), 0)?;
@@ -553,7 +557,9 @@ fn run_bench<K: Element>(
         best_prefill = best_prefill.min(t0.elapsed().as_secs_f64());
         let t1 = Instant::now();
         for _ in 0..n_decode {
-            let t = sampler.sample(&logits, &[], &mut work)?;
+            // A logits_dim wider than the vocabulary can pick an index that is no token id; the
+            // benchmark only needs some token to feed back.
+            let t = sampler.sample(&logits, &[], &mut work)? % v as u32;
             model.step(&mut cache, &mut scratch, t, &mut logits)?;
         }
         best_decode = best_decode.min(t1.elapsed().as_secs_f64());
@@ -654,7 +660,11 @@ fn run_bpc<K: Element>(
     let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, window), "the KV cache")?;
     let mut scratch_buf =
         AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
-    let mut logits = filled(CHUNK.saturating_mul(v), 0.0f32, "the logits")?;
+    let mut logits = filled(
+        CHUNK.saturating_mul(cfg.logits_width()),
+        0.0f32,
+        "the logits",
+    )?;
     let mut cache = KvCache::new(&d, window, &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let t0 = Instant::now();

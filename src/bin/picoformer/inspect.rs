@@ -78,16 +78,19 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         kv16: fits(KvCache::<f16>::bytes(&d, capacity)),
         ctx32: fits(KvCache::<f32>::context_bytes(&d, context)),
         ctx16: fits(KvCache::<f16>::context_bytes(&d, context)),
-        logits: cfg.wrapper.map_or(0, |w| 4 * w.num_tokens as u64),
+        logits: cfg.wrapper.map_or(0, |w| 4 * w.logits_width() as u64),
     };
     if args.switch("json") {
         let wrapper = match cfg.wrapper {
             Some(w) => format!(
-                "{{\"num_tokens\":{},\"max_seq_len\":{},\"abs_pos_emb\":{},\"tie_embedding\":{}}}",
+                "{{\"num_tokens\":{},\"max_seq_len\":{},\"abs_pos_emb\":{},\"sinusoidal_pos_emb\":{},\"tie_embedding\":{},\"emb_dim\":{},\"logits_dim\":{}}}",
                 w.num_tokens,
                 w.max_seq_len,
                 w.has_abs_pos_emb(),
-                w.tie_embedding
+                w.has_sinusoidal_pos_emb(),
+                w.tie_embedding,
+                w.emb_width(),
+                w.logits_width()
             ),
             None => "null".into(),
         };
@@ -145,11 +148,14 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     );
     if let Some(w) = cfg.wrapper {
         outln!(
-            "wrapper     num_tokens {}, max_seq_len {}, absolute positions {}, tied embedding {}",
+            "wrapper     num_tokens {}, max_seq_len {}, absolute positions {}{}, tied embedding {}, embedding width {}, logits width {}",
             w.num_tokens,
             w.max_seq_len,
             w.has_abs_pos_emb(),
-            w.tie_embedding
+            if w.has_sinusoidal_pos_emb() { " (scaled sinusoids)" } else { "" },
+            w.tie_embedding,
+            w.emb_width(),
+            w.logits_width()
         );
     }
     outln!(
@@ -185,7 +191,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     if let Some(w) = cfg.wrapper {
         outln!(
             "  logits (one position)  {:>12}",
-            human(4 * w.num_tokens as u64)
+            human(4 * w.logits_width() as u64)
         );
     }
     outln!("  total RAM, f32 cache   {:>12}", size(plan.total(false)));

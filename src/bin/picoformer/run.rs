@@ -133,7 +133,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     };
     let width = match &model {
         Model::Decoder(_) => cfg.dim,
-        Model::Wrapper(w) => w.config().num_tokens,
+        Model::Wrapper(w) => w.config().logits_width(),
     };
 
     let mut kv = filled(KvCache::<f32>::elements(&cfg, n), 0.0f32, "the KV cache")?;
@@ -283,7 +283,7 @@ fn read_mask(
 
 /// `picoformer run` on an Encoder's file: INPUTS `x` (b, n, dim) for a bare Encoder or
 /// `tokens` (b, n) for a wrapper, optional `mask` (b, n), `context` (b, m, dim_context) and
-/// `context_mask` (b, m); OUT `full` (b, n, dim or num_tokens): each window in one pass.
+/// `context_mask` (b, m); OUT `full` (b, n, dim or the logits' width): each window in one pass.
 fn run_encoder(model: &EncoderModel, inputs_path: &str, out_path: &str) -> Result<(), CliError> {
     let inputs = Aligned::read(inputs_path)?;
     let st = SafeTensors::parse(inputs.bytes()).map_err(|e| fail(format!("{inputs_path}: {e}")))?;
@@ -293,7 +293,7 @@ fn run_encoder(model: &EncoderModel, inputs_path: &str, out_path: &str) -> Resul
         EncoderModel::Wrapper(w) => (
             "a TransformerWrapper(Encoder)",
             "tokens",
-            w.config().num_tokens,
+            w.config().logits_width(),
         ),
     };
     let mut known = vec![seq_name, "mask"];
