@@ -727,3 +727,37 @@ fn rolling_cache_edges() {
     cache.truncate(0).unwrap();
     assert_eq!(cache.len(), 0);
 }
+
+/// xpos is causal only: an Encoder over an xpos model refuses every call with a typed error and
+/// writes nothing; xpos with memory keys is refused at validation.
+#[test]
+fn xpos_is_causal_only() {
+    let c = cfg().cross_attend(false).rotary_xpos(16);
+    let t = table(&c, None);
+    let enc: picoformer::Encoder = picoformer::Encoder::from_source(c, &&t).unwrap();
+    let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&c, 4)];
+    let mut sb = vec![f32::NAN; Scratch::elements(&c, 4)];
+    let mut cache = KvCache::new(&c, 4, &mut kv).unwrap();
+    let mut scratch = Scratch::new(&c, 4, &mut sb).unwrap();
+    let x = values(5, 4 * c.dim);
+    let mut out = vec![7.0f32; 4 * c.dim];
+    let e = enc
+        .forward(
+            &mut cache,
+            &mut scratch,
+            &x,
+            None,
+            picoformer::Masks::NONE,
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::Config(ConfigError::Conflict("rotary_xpos", "causal"))
+    );
+    assert!(out.iter().all(|&v| v == 7.0) && cache.is_empty());
+    assert_eq!(
+        c.attn_num_mem_kv(2).validate(),
+        Err(ConfigError::Conflict("rotary_xpos", "attn_num_mem_kv"))
+    );
+}
