@@ -175,14 +175,14 @@ fn metadata_errors() {
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"learned_value_residual_mix\\\": false",
+                "\\\"heads\\\": 2, \\\"layer_integrate_use_softmax\\\": false",
             )
         },
         |r| {
             assert!(matches!(
                 r.unwrap_err(),
                 LoadError::UnsupportedOption {
-                    option: "learned_value_residual_mix",
+                    option: "layer_integrate_use_softmax",
                     value: "false",
                     ..
                 }
