@@ -937,6 +937,12 @@ pub struct WrapperConfig {
     /// x-transformers cannot build them with `l2norm_embed` (its initialisation reads a table
     /// they do not have) nor of an odd width: both are refused.
     pub scaled_sinu_pos_emb: bool,
+    /// `num_memory_tokens` (default 0): M learned rows `memory_tokens` `[M, dim]` put before the
+    /// sequence, after the embeddings (`xt:4181-4182, 4369-4390`), and dropped after the layers:
+    /// every position attends to them. x-transformers turns its KV cache off for them and
+    /// recomputes everything; picoformer caches them as a prefix of M positions (a cache then
+    /// holds M more positions than tokens), which gives the full pass's numbers.
+    pub num_memory_tokens: usize,
     /// The decoder (`attn_layers`).
     pub attn_layers: DecoderConfig,
 }
@@ -955,8 +961,18 @@ impl WrapperConfig {
             emb_dim: None,
             logits_dim: None,
             scaled_sinu_pos_emb: false,
+            num_memory_tokens: 0,
             attn_layers,
         }
+    }
+    /// Sets `num_memory_tokens`.
+    pub const fn num_memory_tokens(mut self, m: usize) -> Self {
+        self.num_memory_tokens = m;
+        self
+    }
+    /// Positions a KV cache needs for `tokens` tokens: the memory tokens' too.
+    pub const fn cache_positions(&self, tokens: usize) -> usize {
+        tokens.saturating_add(self.num_memory_tokens)
     }
     /// Sets `use_abs_pos_emb`.
     pub const fn use_abs_pos_emb(mut self, on: bool) -> Self {
@@ -1067,7 +1083,8 @@ impl WrapperConfig {
             return Err(ConfigError::Conflict("scaled_sinu_pos_emb", "emb_dim"));
         }
         let (d, e, limit) = (self.attn_layers.dim, self.emb_width(), 1usize << 30);
-        if e > limit
+        if self.num_memory_tokens > limit / d
+            || e > limit
             || self.logits_width() > limit
             || self.num_tokens > limit / e
             || self.max_seq_len > limit / e

@@ -250,6 +250,7 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
             n,
             context,
             masks,
+            0,
             causal,
             // x₀ = project_in(x) + P[pos]·dim^-½ (continuous.py lines 169-170)
             |start, rows| {

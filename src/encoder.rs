@@ -100,6 +100,7 @@ impl<'w, const MAX_DEPTH: usize> Encoder<'w, MAX_DEPTH> {
                 n,
                 context,
                 masks,
+                0,
                 false,
                 |start, rows| {
                     rows.copy_from_slice(&x[start * dim..start * dim + rows.len()]);

@@ -402,7 +402,7 @@ impl<'b> Generator<'b> {
         // beyond the table exists).
         let cfg = model.config();
         let end = if cfg.has_abs_pos_emb() {
-            cache.max_len().min(cfg.max_seq_len)
+            cache.max_len().min(cfg.cache_positions(cfg.max_seq_len))
         } else {
             cache.max_len()
         };

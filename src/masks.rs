@@ -72,11 +72,22 @@ impl<'m> Masks<'m> {
 }
 
 /// Zeroes the rows (`width` values each) of the `n` positions starting at `pos0` that `mask`
-/// marks as padding (`xt:2751-2752`).
-pub(crate) fn zero_masked_rows(out: &mut [f32], width: usize, pos0: usize, mask: Option<&[bool]>) {
+/// marks as padding (`xt:2751-2752`); the mask covers the positions from `prefix` on (those
+/// before, a wrapper's memory tokens, are real).
+pub(crate) fn zero_masked_rows(
+    out: &mut [f32],
+    width: usize,
+    pos0: usize,
+    prefix: usize,
+    mask: Option<&[bool]>,
+) {
     let Some(m) = mask else { return };
     for (i, row) in out.chunks_exact_mut(width.max(1)).enumerate() {
-        if !m.get(pos0 + i).copied().unwrap_or(true) {
+        let real = match (pos0 + i).checked_sub(prefix) {
+            Some(p) => m.get(p).copied().unwrap_or(true),
+            None => true,
+        };
+        if !real {
             row.iter_mut().for_each(|v| *v = 0.0);
         }
     }

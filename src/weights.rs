@@ -557,6 +557,8 @@ pub struct WrapperWeights<'w> {
     pub post_emb_norm: Option<Tensor<'w>>,
     /// `project_emb.weight` `[D, E]` and `project_emb.bias` `[D]`, when E ≠ D.
     pub project_emb: Option<(Tensor<'w>, Tensor<'w>)>,
+    /// `memory_tokens` `[M, D]`, with `num_memory_tokens` = M > 0.
+    pub memory_tokens: Option<Tensor<'w>>,
     /// How many tensors were taken from the source.
     pub tensors_used: usize,
 }
@@ -572,6 +574,7 @@ impl<'w> WrapperWeights<'w> {
             to_logits: None,
             post_emb_norm: None,
             project_emb: None,
+            memory_tokens: None,
             tensors_used: 0,
         }
     }
@@ -623,6 +626,12 @@ impl<'w> WrapperWeights<'w> {
         } else {
             None
         };
+        let m = cfg.num_memory_tokens;
+        let memory_tokens = if m > 0 {
+            Some(ld.required(None, "memory_tokens", &[m, d])?)
+        } else {
+            None
+        };
         Ok(Self {
             token_emb,
             pos_emb,
@@ -631,6 +640,7 @@ impl<'w> WrapperWeights<'w> {
             to_logits,
             post_emb_norm,
             project_emb,
+            memory_tokens,
             tensors_used: ld.used,
         })
     }

@@ -219,7 +219,8 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 found: logits.len(),
             });
         }
-        crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, tokens.len(), |c, s| {
+        let n = tokens.len().saturating_add(self.config.num_memory_tokens);
+        crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, n, |c, s| {
             self.run_mode(c, s, tokens, context, masks, logits, Emit::Logits, false)
         })
     }
@@ -247,7 +248,8 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 found: out.len(),
             });
         }
-        crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, tokens.len(), |c, s| {
+        let n = tokens.len().saturating_add(self.config.num_memory_tokens);
+        crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, n, |c, s| {
             self.run_mode(c, s, tokens, context, masks, out, Emit::Embeddings, false)
         })
     }
@@ -350,7 +352,13 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 num_tokens,
             });
         }
-        let pos0 = cache.len();
+        // num_memory_tokens: the cache's first M positions hold the memory tokens, run before
+        // the first token (the rows of them it does not hold yet: `prefix`); the tokens'
+        // positions count from after them (xt:4369-4390, 4559-4571).
+        let mem = cfg.num_memory_tokens;
+        let len0 = cache.len();
+        let prefix = mem.saturating_sub(len0);
+        let pos0 = len0.saturating_add(prefix) - mem;
         if self.weights.pos_emb.is_some() && pos0.saturating_add(tokens.len()) > cfg.max_seq_len {
             // nn.Embedding would index out of range (x-transformers asserts seq_len <= max_seq_len).
             // The sinusoids of `scaled_sinu_pos_emb` have no such bound.
@@ -366,24 +374,41 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         self.decoder.run_masked(
             cache,
             scratch,
-            tokens.len(),
+            prefix.saturating_add(tokens.len()),
             context,
             masks,
+            mem,
             causal,
-            // x₀ = project_emb(post_emb_norm(E[t] + P[pos])) (xt:4295, 4319, 4349)
+            // x₀ = project_emb(post_emb_norm(E[t] + P[pos])) (xt:4295, 4319, 4349), after the
+            // memory tokens' rows (xt:4381-4382)
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
-                    let t = tokens[start + j] as usize;
-                    self.embedding(t, pos0 + start + j)
-                        .write(xr, self.weights.project_emb);
+                    match (start + j).checked_sub(prefix) {
+                        Some(i) => self
+                            .embedding(tokens[i] as usize, pos0 + i)
+                            .write(xr, self.weights.project_emb),
+                        None => {
+                            let row = len0 + start + j;
+                            let m = self.weights.memory_tokens.map(|t| t.slice(row * dim, dim));
+                            xr.iter_mut()
+                                .enumerate()
+                                .for_each(|(c, v)| *v = m.and_then(|m| m.get(c)).unwrap_or(0.0));
+                        }
+                    }
                 }
                 Ok(())
             },
-            // logits = y·W_logitsᵀ, or y·Eᵀ · dim^-½ when tied (xt:4155-4162)
+            // logits = y·W_logitsᵀ, or y·Eᵀ · dim^-½ when tied (xt:4155-4162), of the tokens'
+            // rows (the memory tokens' are dropped, xt:4563).
             // Every position's logits: the chunk's positions in one matrix product, which reads
             // the [num_tokens, dim] matrix once for all of them instead of once per position.
             |start, y| {
+                let skip = prefix.saturating_sub(start).min(y.len() / dim);
+                let (start, y) = (start + skip - prefix.min(start + skip), &y[skip * dim..]);
                 let n = y.len() / dim;
+                if n == 0 {
+                    return Ok(());
+                }
                 if emit == Emit::Embeddings {
                     logits[start * dim..(start + n) * dim].copy_from_slice(y);
                     return Ok(());

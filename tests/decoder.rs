@@ -258,10 +258,12 @@ proptest! {
         let mut logits_full = vec![f32::NAN; n * lw];
         let mut logits_step = vec![f32::NAN; n * lw];
         for (split, logits) in [(n, &mut logits_full), (split, &mut logits_step)] {
-            let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, n)];
+            // The memory tokens take the cache's first positions.
+            let capacity = n + wcfg.num_memory_tokens;
+            let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, capacity)];
             let mut kc = vec![f32::NAN; KvCache::<f32>::context_elements(&cfg, 3)];
             let mut sb = vec![f32::NAN; Scratch::elements(&cfg, 4)];
-            let mut cache = KvCache::with_context(&cfg, n, &mut kv, 3, &mut kc).unwrap();
+            let mut cache = KvCache::with_context(&cfg, capacity, &mut kv, 3, &mut kc).unwrap();
             let mut scratch = Scratch::new(&cfg, 4, &mut sb).unwrap();
             if split > 0 {
                 model.forward(&mut cache, &mut scratch, &tokens[..split], ctx, &mut logits[..split * lw]).unwrap();

@@ -100,10 +100,12 @@ fn check(name: &str) -> (f32, f32) {
                 (_, Some(t)) => t.len() / io.b,
                 _ => unreachable!(),
             };
-            let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, n)];
+            // A wrapper's memory tokens take the cache's first positions.
+            let cap = n + model.config().wrapper.map_or(0, |w| w.num_memory_tokens);
+            let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, cap)];
             let mut kc = vec![f32::NAN; KvCache::<f32>::context_elements(&cfg, rows)];
             let mut sb = vec![f32::NAN; Scratch::elements(&cfg, 3)];
-            let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc).unwrap();
+            let mut cache = KvCache::with_context(&cfg, cap, &mut kv, rows, &mut kc).unwrap();
             let mut scratch = Scratch::new(&cfg, 3, &mut sb).unwrap();
             let mut out = vec![f32::NAN; out_w];
             let w = out_w / n;
@@ -226,7 +228,9 @@ fixture!(
     logits_dim,
     logits_dim_wide,
     scaled_sinu,
-    scaled_sinu_emb_dim
+    scaled_sinu_emb_dim,
+    memory_tokens,
+    memory_tokens_abs
 );
 
 /// The local-attention fixture (window 3) decoded one position at a time through a rolling cache

@@ -234,11 +234,15 @@ fn run(model: &Model) -> Vec<f32> {
         .map(|i| (i as f32 * 0.61).cos())
         .collect();
     let ctx = cfg.cross_attend.then_some(&ctx[..]);
-    let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, n)];
+    // Room for a wrapper's memory tokens too.
+    let cap = n + model.config().wrapper.map_or(0, |w| w.num_memory_tokens);
+    let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, cap)];
     let mut kc = vec![f32::NAN; KvCache::<f32>::context_elements(&cfg, rows)];
-    let mut sb = vec![f32::NAN; Scratch::elements(&cfg, n)];
-    let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc).unwrap();
-    let mut scratch = Scratch::new(&cfg, n, &mut sb).unwrap();
+    // One chunk (the logits of a lone token row would take the matrix-vector product, whose
+    // sums depend on the weights' alignment in memory, which differs between a file and a table).
+    let mut sb = vec![f32::NAN; Scratch::elements(&cfg, cap)];
+    let mut cache = KvCache::with_context(&cfg, cap, &mut kv, rows, &mut kc).unwrap();
+    let mut scratch = Scratch::new(&cfg, cap, &mut sb).unwrap();
     match model {
         Model::Decoder(d) => {
             let x: Vec<f32> = (0..n * cfg.dim).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -446,6 +450,7 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "ff_swish" => ("true", Some(|c, _| c.ff_swish = true)),
         "ff_relu_squared" => ("true", Some(|c, _| c.ff_relu_squared = true)),
         "ff_no_bias" => ("true", Some(|c, _| c.ff_no_bias = true)),
+        "num_memory_tokens" => ("2", Some(|_, w| w.as_mut().unwrap().num_memory_tokens = 2)),
         "emb_dim" => ("8", Some(|_, w| w.as_mut().unwrap().emb_dim = Some(8))),
         "logits_dim" => ("12", Some(|_, w| w.as_mut().unwrap().logits_dim = Some(12))),
         "scaled_sinu_pos_emb" => (

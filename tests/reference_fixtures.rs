@@ -447,6 +447,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                         "emb_dim",
                         "logits_dim",
                         "scaled_sinu_pos_emb",
+                        "num_memory_tokens",
                         "use_abs_pos_emb"
                     ]
                     .contains(&k.as_str()),
@@ -486,6 +487,7 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
                 emb_dim: or("emb_dim", dim),
                 logits_dim: or("logits_dim", num_tokens),
                 scaled_sinu: flag(wk, "scaled_sinu_pos_emb"),
+                num_memory_tokens: or("num_memory_tokens", 0),
             })
         }
     };

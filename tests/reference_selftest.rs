@@ -500,6 +500,7 @@ fn hand_wrapper_embeddings_and_logits() {
         emb_dim: cfg.dim,
         logits_dim: 3,
         scaled_sinu: false,
+        num_memory_tokens: 0,
     });
     assert_eq!(
         keys_of(&cfg),
@@ -564,6 +565,7 @@ fn hand_wrapper_projection_sinusoids_and_logits_dim() {
         emb_dim: 4,
         logits_dim: 1,
         scaled_sinu: true,
+        num_memory_tokens: 0,
     });
     assert_eq!(
         keys_of(&cfg),
@@ -725,6 +727,7 @@ fn every_parameter_matters() {
         emb_dim: wrapped.dim,
         logits_dim: 11,
         scaled_sinu: false,
+        num_memory_tokens: 0,
     });
     let mut tied = wrapped.clone();
     tied.wrapper.as_mut().unwrap().tie_embedding = true;
@@ -903,6 +906,7 @@ fn wrapper_keys_are_prefixed() {
         emb_dim: cfg.dim,
         logits_dim: 50,
         scaled_sinu: false,
+        num_memory_tokens: 0,
     });
     let k = keys_of(&cfg);
     assert_eq!(k.first().unwrap(), "token_emb.emb.weight");

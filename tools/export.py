@@ -96,7 +96,7 @@ _USIZE, _OPT_USIZE, _BOOL, _OPT_BOOL, _NUMBER, _NUMBER_OR_BOOL = range(6)
 _SUPPORTED_TYPES = {
     **dict.fromkeys(("dim", "depth", "heads", "attn_dim_head", "attn_qk_norm_groups", "num_tokens",
                      "max_seq_len", "attn_num_mem_kv", "rotary_xpos_scale_base"), _USIZE),
-    **dict.fromkeys(("alibi_num_heads", "attn_max_attend_past"), _OPT_USIZE),
+    **dict.fromkeys(("alibi_num_heads", "attn_max_attend_past", "num_memory_tokens"), _OPT_USIZE),
     **dict.fromkeys(("alibi_pos_bias", "attn_add_zero_kv", "attn_softclamp_logits", "rotary_xpos",
                      "weight_tie_layers", "add_value_residual", "learned_value_residual_mix"), _BOOL),
     "attn_logit_softclamp_value": _NUMBER,
@@ -183,7 +183,7 @@ _DECODER_KEY_RE = re.compile(
 )
 _WRAPPER_KEY_RE = re.compile(
     r"^(?:token_emb\.emb\.weight|pos_emb\.emb\.weight|to_logits\.weight|post_emb_norm\.gamma"
-    r"|project_emb\.(?:weight|bias)|pos_emb\.scale)$")
+    r"|project_emb\.(?:weight|bias)|pos_emb\.scale|memory_tokens)$")
 
 INV_FREQ_SUFFIX = "rotary_pos_emb.inv_freq"
 XPOS_SCALE_SUFFIX = "rotary_pos_emb.scale"

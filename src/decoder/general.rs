@@ -37,13 +37,24 @@ pub(super) struct General<'a> {
 }
 
 /// Which keys a call's queries see: positions `0..end` (the cache's rows), of which query i of
-/// `n` sits at `end − n + i`; `causal` hides the later ones; `keep` (indexed by position) the
-/// padded ones.
+/// `n` sits at `end − n + i`; `causal` hides the later ones; `keep` the padded ones: it covers
+/// the positions from `prefix` on (`keep[p − prefix]`), those before are always real.
 #[derive(Clone, Copy)]
 pub(super) struct Keys<'m> {
     pub end: usize,
     pub causal: bool,
     pub keep: Option<&'m [bool]>,
+    pub prefix: usize,
+}
+
+impl Keys<'_> {
+    /// Whether position `p` is real (not padding).
+    fn real(&self, p: usize) -> bool {
+        match (self.keep, p.checked_sub(self.prefix)) {
+            (Some(m), Some(i)) => m.get(i).copied().unwrap_or(false),
+            _ => true,
+        }
+    }
 }
 
 impl<'a> General<'a> {
@@ -121,10 +132,7 @@ impl<'a> General<'a> {
                     acc.add(self.clamp(dot(qi, mk) * self.scale), Some(mv));
                 }
                 for p in lo..hi {
-                    if keys
-                        .keep
-                        .is_some_and(|m| !m.get(p).copied().unwrap_or(false))
-                    {
+                    if !keys.real(p) {
                         continue;
                     }
                     let (k, v) = row(j, p);

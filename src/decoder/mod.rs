@@ -295,6 +295,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             x.len() / dim,
             context,
             masks,
+            0,
             true,
             |start, rows| {
                 rows.copy_from_slice(&x[start * dim..start * dim + rows.len()]);
@@ -368,8 +369,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// The forward pass shared by the decoder, the encoder and the wrappers: validates, then for
     /// each chunk of positions lets `fill` write the input rows into the residual stream, runs
     /// every block, and hands the final-normed rows to `emit` (both get the chunk's start
-    /// index); with padding masks ([`Self::forward_masked`]); `causal` false makes the
-    /// self-attention bidirectional (an `Encoder`: the caller runs the window in one chunk).
+    /// index); with padding masks ([`Self::forward_masked`]), which do not cover the first
+    /// `prefix` positions of the cache (a wrapper's memory tokens: always real); `causal` false
+    /// makes the self-attention bidirectional (an `Encoder`: the caller runs the window in one
+    /// chunk).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_masked<K: Element>(
         &self,
@@ -378,13 +381,14 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         n: usize,
         context: Option<&[f32]>,
         masks: Masks<'_>,
+        prefix: usize,
         causal: bool,
         mut fill: impl FnMut(usize, &mut [f32]) -> Result<(), Error>,
         mut emit: impl FnMut(usize, &[f32]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         self.validate(cache, scratch, n, context)?;
         masks.validate(
-            cache.len().saturating_add(n),
+            cache.len().saturating_add(n).saturating_sub(prefix),
             self.context_rows(cache, context),
         )?;
         // A rolling cache takes at most capacity − N positions at once (`KvCache::rolling`).
@@ -401,7 +405,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         while start < n {
             let len = chunk.min(n - start);
             fill(start, &mut s.x[..len * dim])?;
-            self.forward_chunk(cache, &mut s, len, masks, causal)?;
+            self.forward_chunk(cache, &mut s, len, masks, prefix, causal)?;
             emit(start, &s.xb[..len * dim])?;
             start += len;
         }
@@ -525,6 +529,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         s: &mut Buffers<'_>,
         n: usize,
         masks: Masks<'_>,
+        prefix: usize,
         causal: bool,
     ) -> Result<(), Error> {
         let cfg = &self.config;
@@ -602,6 +607,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     end: pos0 + n,
                     causal,
                     keep: masks.mask,
+                    prefix,
                 };
                 General::new(cfg, true, mem, self.weights.xpos_scale).attend(
                     q,
@@ -616,7 +622,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             self.scale_and_gate(a, xb, att, q)?;
             self.project_out(a, a.to_out.and_then(|w| p(Matrix::Out, w)), att, xb2)?;
             // The attention output at masked positions is zeroed (xt:2751-2752).
-            zero_masked_rows(xb2, dim, pos0, masks.mask);
+            zero_masked_rows(xb2, dim, pos0, prefix, masks.mask);
             self.residual(&a.post, x, xb2, xb, &mut s.hb[..])?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
@@ -630,6 +636,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         end: cache.context_len().unwrap_or(0),
                         causal: false,
                         keep: masks.context_mask,
+                        prefix: 0,
                     };
                     General::new(cfg, false, mem, None)
                         .attend(q, att, n, keys, |j, r| cache.context_row(b, j, r));
@@ -638,7 +645,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 }
                 self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, c.to_out.and_then(|w| p(Matrix::CrossOut, w)), att, xb2)?;
-                zero_masked_rows(xb2, dim, pos0, masks.mask);
+                zero_masked_rows(xb2, dim, pos0, prefix, masks.mask);
                 self.residual(&c.post, x, xb2, xb, &mut s.hb[..])?;
             }
 

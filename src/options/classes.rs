@@ -363,7 +363,7 @@ pub const CLASSES: &[(&str, Class)] = &[
     ("shift_mem_down", Refused(NOT_IMPLEMENTED)),
     ("emb_dropout", NoEffect("dropout: training only")),
     ("post_emb_norm", Supported),
-    ("num_memory_tokens", Refused(NO_CACHE)),
+    ("num_memory_tokens", Supported),
     ("memory_tokens_interspersed_every", Refused(NOT_IMPLEMENTED)),
     ("tie_embedding", Supported),
     ("tie_embedding_scale", Supported),

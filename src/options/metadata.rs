@@ -489,6 +489,7 @@ struct WrapperArgs {
     emb_dim: Option<usize>,
     logits_dim: Option<usize>,
     scaled_sinu_pos_emb: bool,
+    num_memory_tokens: usize,
 }
 
 impl WrapperArgs {
@@ -508,6 +509,7 @@ impl WrapperArgs {
         w.emb_dim = self.emb_dim;
         w.logits_dim = self.logits_dim;
         w.scaled_sinu_pos_emb = self.scaled_sinu_pos_emb;
+        w.num_memory_tokens = self.num_memory_tokens;
         Ok(w)
     }
 }
@@ -525,6 +527,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, Loa
         emb_dim: None,
         logits_dim: None,
         scaled_sinu_pos_emb: false,
+        num_memory_tokens: 0,
     };
     let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
     let mut buf = [0u8; KEY_BUF];
@@ -548,6 +551,9 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, Loa
             "emb_dim" => w.emb_dim = typed(p, raw, text, optional_usize)?,
             "logits_dim" => w.logits_dim = typed(p, raw, text, optional_usize)?,
             "scaled_sinu_pos_emb" => w.scaled_sinu_pos_emb = typed(p, raw, text, Parser::bool)?,
+            "num_memory_tokens" => {
+                w.num_memory_tokens = typed(p, raw, text, optional_usize)?.unwrap_or(0)
+            }
             _ => {
                 return Err(LoadError::UnsupportedOption {
                     option: raw,

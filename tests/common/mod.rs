@@ -96,6 +96,7 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             emb_dim: w.emb_width(),
             logits_dim: w.logits_dim.unwrap_or(w.num_tokens),
             scaled_sinu: w.scaled_sinu_pos_emb,
+            num_memory_tokens: w.num_memory_tokens,
         }),
     }
 }
@@ -381,9 +382,11 @@ pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
         // logits_dim: None, narrower, wider than num_tokens
         0usize..3,
         any::<bool>(),
+        // num_memory_tokens
+        prop::sample::select(vec![0usize, 0, 1, 3]),
     )
         .prop_map(
-            move |(mut d, v, abs, tie, extra, disable, tie_scale, emb, logits, sinu)| {
+            move |(mut d, v, abs, tie, extra, disable, tie_scale, emb, logits, sinu, mem)| {
                 d.disable_abs_pos_emb = disable;
                 let max_seq_len = if abs { max_n + extra } else { 0 };
                 let mut w = WrapperConfig::new(v, max_seq_len, d)
@@ -406,6 +409,7 @@ pub fn wrapper_config(max_n: usize) -> impl Strategy<Value = WrapperConfig> {
                 // x-transformers builds the sinusoids of an even width only, and not with
                 // l2norm_embed (max_seq_len is then only where generation stops)
                 w.scaled_sinu_pos_emb = sinu && !w.l2norm_embed && w.emb_width().is_multiple_of(2);
+                w.num_memory_tokens = mem;
                 w
             },
         )

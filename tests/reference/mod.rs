@@ -193,6 +193,9 @@ pub struct RefWrapper {
     /// ω_k = 10000^(−k/(E/2)) and s = `pos_emb.scale`, instead of the table (and without its
     /// E^−½).
     pub scaled_sinu: bool,
+    /// `num_memory_tokens`: M rows `memory_tokens` [M, D] before the embedded sequence (after
+    /// `project_emb`), run through the layers with it and dropped after them.
+    pub num_memory_tokens: usize,
 }
 
 /// Weights by x-transformers `state_dict` key; matrices row-major `[out, in]`.
@@ -505,6 +508,9 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
         if wr.emb_dim != d {
             out.push(("project_emb.weight".into(), vec![d, wr.emb_dim]));
             out.push(("project_emb.bias".into(), vec![d]));
+        }
+        if wr.num_memory_tokens > 0 {
+            out.push(("memory_tokens".into(), vec![wr.num_memory_tokens, d]));
         }
     }
     out
@@ -1327,7 +1333,15 @@ pub fn wrapper_forward(
         let pb = get(w, "project_emb.bias", d);
         x = linear(&x, n, pw, d, e, Some(pb));
     }
+    // num_memory_tokens: the memory rows first, then the sequence; their outputs dropped.
+    let mem = wr.num_memory_tokens;
+    if mem > 0 {
+        let mut with_mem = get(w, "memory_tokens", mem * d).to_vec();
+        with_mem.extend_from_slice(&x);
+        x = with_mem;
+    }
     let y = decoder_forward(cfg, w, &x, context);
+    let y = y[mem * d..].to_vec();
     if wr.tie_embedding {
         assert_eq!(
             e, d,

@@ -348,14 +348,17 @@ fn run_generate<K: Element>(
         Overflow::Slide { keep: slide }
     });
 
-    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap), "the KV cache")?;
+    let mut kv_buf = AlignedVec::<K>::zeroed(
+        KvCache::<K>::elements(&d, cfg.cache_positions(cap)),
+        "the KV cache",
+    )?;
     let mut scratch_buf =
         AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
     let mut logits = filled(lw, 0.0f32, "the logits")?;
     let mut work = filled(Sampler::work_len(lw), Candidate::EMPTY, "the sampler")?;
     // Twice what it must keep, so dropping old tokens is one copy per `need` tokens.
     let mut history = filled(history_len(&gcfg, &scfg), 0u32, "the token history")?;
-    let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
+    let mut cache = KvCache::new(&d, cfg.cache_positions(cap), &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let sampler = Sampler::new(scfg, seed).map_err(|e| CliError::Usage(e.to_string()))?;
     let mut generator = Generator::new(sampler, gcfg, &mut logits, &mut work, &mut history)?;
@@ -453,7 +456,7 @@ fn run_generate<K: Element>(
             out.reencoded_tokens,
             source.bytes().len(),
             kv_name::<K>(),
-            KvCache::<K>::bytes(&d, cap),
+            KvCache::<K>::bytes(&d, cfg.cache_positions(cap)),
         );
         return Ok(());
     }
@@ -467,7 +470,7 @@ fn run_generate<K: Element>(
         decode_tps,
         human(source.bytes().len() as u64),
         if matches!(source, Source::Bundled) { "bundled" } else { "file" },
-        human(KvCache::<K>::bytes(&d, cap) as u64),
+        human(KvCache::<K>::bytes(&d, cfg.cache_positions(cap)) as u64),
         kv_name::<K>(),
         cap,
         human(arena),
@@ -541,12 +544,15 @@ fn run_bench<K: Element>(
         .take(n_prompt)
         .map(|&b| u32::from(b) % v as u32)
         .collect();
-    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, cap), "the KV cache")?;
+    let mut kv_buf = AlignedVec::<K>::zeroed(
+        KvCache::<K>::elements(&d, cfg.cache_positions(cap)),
+        "the KV cache",
+    )?;
     let mut scratch_buf =
         AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
     let mut logits = filled(lw, 0.0f32, "the logits")?;
     let mut work = filled(lw, Candidate::EMPTY, "the sampler")?;
-    let mut cache = KvCache::new(&d, cap, &mut kv_buf)?;
+    let mut cache = KvCache::new(&d, cfg.cache_positions(cap), &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let mut sampler = Sampler::new(SamplerConfig::greedy(), 0)?;
     let (mut best_prefill, mut best_decode) = (f64::INFINITY, f64::INFINITY);
@@ -657,7 +663,10 @@ fn run_bpc<K: Element>(
     if tokens.len() < 2 {
         return Err(CliError::Failed("the text needs at least 2 bytes".into()));
     }
-    let mut kv_buf = AlignedVec::<K>::zeroed(KvCache::<K>::elements(&d, window), "the KV cache")?;
+    let mut kv_buf = AlignedVec::<K>::zeroed(
+        KvCache::<K>::elements(&d, cfg.cache_positions(window)),
+        "the KV cache",
+    )?;
     let mut scratch_buf =
         AlignedVec::<f32>::zeroed(Scratch::elements(&d, CHUNK), "the scratch arena")?;
     let mut logits = filled(
@@ -665,7 +674,7 @@ fn run_bpc<K: Element>(
         0.0f32,
         "the logits",
     )?;
-    let mut cache = KvCache::new(&d, window, &mut kv_buf)?;
+    let mut cache = KvCache::new(&d, cfg.cache_positions(window), &mut kv_buf)?;
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let t0 = Instant::now();
     let (mut bits, mut scored) = (0.0f64, 0usize);

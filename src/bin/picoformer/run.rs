@@ -135,8 +135,10 @@ pub fn main(args: &Args) -> Result<(), CliError> {
         Model::Decoder(_) => cfg.dim,
         Model::Wrapper(w) => w.config().logits_width(),
     };
+    // A wrapper's memory tokens take the cache's first positions.
+    let cap = model.config().wrapper.map_or(n, |w| w.cache_positions(n));
 
-    let mut kv = filled(KvCache::<f32>::elements(&cfg, n), 0.0f32, "the KV cache")?;
+    let mut kv = filled(KvCache::<f32>::elements(&cfg, cap), 0.0f32, "the KV cache")?;
     let mut kc = filled(
         KvCache::<f32>::context_elements(&cfg, rows),
         0.0f32,
@@ -161,7 +163,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             context_mask,
         };
         for (first, out) in [(n, &mut full), (1, &mut stepwise)] {
-            let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
+            let mut cache = KvCache::with_context(&cfg, cap, &mut kv, rows, &mut kc)?;
             let out = &mut out[bi * n * width..(bi + 1) * n * width];
             match &model {
                 Model::Decoder(dec) => {
