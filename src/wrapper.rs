@@ -373,9 +373,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             // x₀ = project_emb(post_emb_norm(E[t] + P[pos])) (xt:4295, 4319, 4349)
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
-                    let t = tokens[start + j] as usize;
-                    self.embedding(t, pos0 + start + j)
-                        .write(xr, self.weights.project_emb);
+                    self.embed(tokens[start + j] as usize, pos0 + start + j, xr);
                 }
                 Ok(())
             },
@@ -543,6 +541,15 @@ impl<'w> Embedding<'w> {
 }
 
 impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
+    /// Writes x₀ of token `t` at position `pos` to `x` (`dim` wide). Not inlined: its frame (the
+    /// sinusoids' and the norms' temporaries) would otherwise join the frame of the decoder's
+    /// chunk loop, which is on the stack while the whole forward pass runs (see
+    /// `Decoder::forward_chunk`).
+    #[inline(never)]
+    fn embed(&self, t: usize, pos: usize, x: &mut [f32]) {
+        self.embedding(t, pos).write(x, self.weights.project_emb);
+    }
+
     /// The embedding of token `t` (< num_tokens) at position `pos` (within the table, if any).
     fn embedding(&self, t: usize, pos: usize) -> Embedding<'w> {
         let (cfg, w) = (&self.config, &self.weights);
