@@ -384,9 +384,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             |start, x| {
                 for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
                     match (start + j).checked_sub(prefix) {
-                        Some(i) => self
-                            .embedding(tokens[i] as usize, pos0 + i)
-                            .write(xr, self.weights.project_emb),
+                        Some(i) => self.embed(tokens[i] as usize, pos0 + i, xr),
                         None => {
                             let row = len0 + start + j;
                             let m = self.weights.memory_tokens.map(|t| t.slice(row * dim, dim));
@@ -568,6 +566,15 @@ impl<'w> Embedding<'w> {
 }
 
 impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
+    /// Writes x₀ of token `t` at position `pos` to `x` (`dim` wide). Not inlined: its frame (the
+    /// sinusoids' and the norms' temporaries) would otherwise join the frame of the decoder's
+    /// chunk loop, which is on the stack while the whole forward pass runs (see
+    /// `Decoder::forward_chunk`).
+    #[inline(never)]
+    fn embed(&self, t: usize, pos: usize, x: &mut [f32]) {
+        self.embedding(t, pos).write(x, self.weights.project_emb);
+    }
+
     /// The embedding of token `t` (< num_tokens) at position `pos` (within the table, if any).
     fn embedding(&self, t: usize, pos: usize) -> Embedding<'w> {
         let (cfg, w) = (&self.config, &self.weights);
