@@ -92,7 +92,9 @@ impl<'a> General<'a> {
 
     /// Attention of `n` positions' query heads `q` (n × heads·dim) into `out`; `row(j, p)` is
     /// the key and value of kv head j at position p (`dim` each). Query head h reads kv head
-    /// h mod kv_heads (`at:529-532`).
+    /// h mod kv_heads (`at:529-532`). Not inlined: its frame is the forward pass's only while it
+    /// runs (a microcontroller's stack peak is the largest frame chain, not their sum).
+    #[inline(never)]
     pub fn attend<'c, K: Element + 'c>(
         &self,
         q: &[f32],
