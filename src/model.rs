@@ -281,8 +281,13 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
         bytes: &'w [u8],
         slot: &mut Option<Self>,
     ) -> Result<(), LoadError<'w>> {
-        *slot = None;
-        let (cfg, source) = Self::open(bytes)?;
+        let (cfg, source) = match Self::open(bytes) {
+            Ok(opened) => opened,
+            Err(e) => {
+                *slot = None;
+                return Err(e);
+            }
+        };
         Self::empty_into(&cfg, slot);
         let loaded = match slot {
             Some(model) => model.load(&source),
@@ -294,12 +299,36 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
         loaded
     }
 
+    /// A model of this configuration without weights: a `static` slot for
+    /// [`Self::from_safetensors_in`] that starts as `Some(Model::unloaded(..))` of the kind the
+    /// file holds is emptied and filled field by field, so the model is never assembled on the
+    /// stack at all (a few KB on a 32-bit target).
+    pub const fn unloaded(cfg: ModelConfig) -> Self {
+        match cfg.wrapper {
+            Some(w) => Model::Wrapper(TransformerWrapper::empty(w)),
+            None => Model::Decoder(Decoder::empty(cfg.decoder)),
+        }
+    }
+
+    /// Empties the model in `slot` for `cfg`: in place, field by field, when it holds one of the
+    /// same kind; otherwise [`Self::build_into`]. Not inlined, and neither is that: the reset's
+    /// frame is small, and the whole-model temporary of a build is on the stack only when it
+    /// is needed.
+    #[inline(never)]
+    fn empty_into(cfg: &ModelConfig, slot: &mut Option<Self>) {
+        match (slot.as_mut(), cfg.wrapper) {
+            (Some(Model::Wrapper(w)), Some(wc)) => w.reset(wc),
+            (Some(Model::Decoder(d)), None) => d.reset(cfg.decoder),
+            _ => Self::build_into(cfg, slot),
+        }
+    }
+
     /// Writes [`Self::empty`] into `slot`. Not inlined: the value is assembled in this frame,
     /// which is gone when loading starts, instead of in a temporary of the caller's frame that
     /// would stay on the stack as long as the caller runs (the model's size, a few KB on a
     /// 32-bit target).
     #[inline(never)]
-    fn empty_into(cfg: &ModelConfig, slot: &mut Option<Self>) {
+    fn build_into(cfg: &ModelConfig, slot: &mut Option<Self>) {
         *slot = Some(Self::empty(cfg));
     }
 

@@ -450,6 +450,22 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
         }
     }
 
+    /// Makes this table [`Self::empty`] in place (no table-sized temporary on the stack).
+    pub(crate) fn reset(&mut self) {
+        let DecoderWeights {
+            blocks,
+            final_norm,
+            inv_freq,
+            xpos_scale,
+            tensors_used,
+        } = self;
+        blocks.clear();
+        *final_norm = None;
+        *inv_freq = None;
+        *xpos_scale = None;
+        *tensors_used = 0;
+    }
+
     /// Looks up every weight of a `Decoder` with this configuration into `self` (empty), in
     /// place: the table is written once where it lives instead of being built on the stack and
     /// moved out (a few hundred bytes per block on the stack of a microcontroller, per move).

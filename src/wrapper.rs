@@ -41,6 +41,21 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     }
 
     /// A wrapper with this configuration and no weights yet: what [`Self::load`] fills in place.
+    /// Makes this wrapper [`Self::empty`] for `config` in place (field by field: no
+    /// wrapper-sized temporary on the stack).
+    pub(crate) fn reset(&mut self, config: WrapperConfig) {
+        let TransformerWrapper {
+            config: c,
+            decoder,
+            weights,
+            logits_panels,
+        } = self;
+        *c = config;
+        decoder.reset(config.attn_layers);
+        *weights = WrapperWeights::empty();
+        *logits_panels = None;
+    }
+
     pub(crate) const fn empty(config: WrapperConfig) -> Self {
         Self {
             config,

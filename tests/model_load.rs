@@ -54,20 +54,34 @@ fn load_edited(
 }
 
 /// `Model::from_safetensors_in` gives what `Model::from_safetensors` gives: the same model, or
-/// the same error with the slot emptied (it starts full, with another file's model).
+/// the same error with the slot emptied. The slot starts full, with another file's model: a
+/// wrapper, a decoder (each emptied in place when the file holds one of its kind, rebuilt
+/// otherwise), or an unloaded model.
 fn same_in_place(bytes: &[u8]) {
-    let (words, len) = join(&split(&read("wrap_tied")).0, split(&read("wrap_tied")).1);
-    let other = &bytemuck::cast_slice(&words)[..len];
-    let mut slot: Option<Model<'_>> = Some(Model::from_safetensors(other).unwrap());
-    let in_place = Model::from_safetensors_in(bytes, &mut slot);
-    match Model::<16>::from_safetensors(bytes) {
-        Ok(m) => {
-            assert_eq!(in_place, Ok(()));
-            assert_eq!(format!("{:?}", slot.unwrap()), format!("{m:?}"));
-        }
-        Err(e) => {
-            assert_eq!(in_place, Err(e));
-            assert!(slot.is_none());
+    let by_value = Model::<16>::from_safetensors(bytes);
+    for other in ["wrap_tied", "mqa", ""] {
+        let (words, len) = match other {
+            "" => (Vec::new(), 0),
+            o => join(&split(&read(o)).0, split(&read(o)).1),
+        };
+        let other = &bytemuck::cast_slice(&words)[..len];
+        let mut slot: Option<Model<'_>> = Some(match other.len() {
+            0 => Model::unloaded(picoformer::ModelConfig {
+                decoder: picoformer::DecoderConfig::new(8, 1),
+                wrapper: None,
+            }),
+            _ => Model::from_safetensors(other).unwrap(),
+        });
+        let in_place = Model::from_safetensors_in(bytes, &mut slot);
+        match &by_value {
+            Ok(m) => {
+                assert_eq!(in_place, Ok(()));
+                assert_eq!(format!("{:?}", slot.unwrap()), format!("{m:?}"));
+            }
+            Err(e) => {
+                assert_eq!(in_place, Err(*e));
+                assert!(slot.is_none());
+            }
         }
     }
 }

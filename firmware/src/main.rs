@@ -20,7 +20,7 @@ mod expected {
 
 use core::ptr::addr_of_mut;
 
-use picoformer::{DecoderConfig, Error, KvCache, Model, Scratch, TransformerWrapper};
+use picoformer::{DecoderConfig, Error, KvCache, Model, ModelConfig, Scratch, TransformerWrapper};
 use semihosting::println;
 
 use decode::{argmax, max_abs, max_abs_diff};
@@ -50,8 +50,13 @@ static mut KV_CACHE: [f32; KvCache::<f32>::elements(&DEC, N)] =
 static mut SCRATCH: [f32; Scratch::elements(&DEC, N)] = [0.0; Scratch::elements(&DEC, N)];
 static mut LOGITS: [f32; N * V] = [0.0; N * V];
 static mut ROW: [f32; V] = [0.0; V];
-/// The loaded model (its weight table of views into the file), built in place.
-static mut MODEL_SLOT: Option<Model<'static, MAX_DEPTH>> = None;
+/// The loaded model (its weight table of views into the file), filled in place: it starts as an
+/// unloaded wrapper of this configuration, which the loader empties and fills field by field, so
+/// the table is never assembled on the stack.
+static mut MODEL_SLOT: Option<Model<'static, MAX_DEPTH>> = Some(Model::unloaded(ModelConfig {
+    decoder: CONFIG.attn_layers,
+    wrapper: Some(CONFIG),
+}));
 
 /// Exit statuses.
 const PASS: i32 = 0;

@@ -60,7 +60,7 @@ type M = Model<'static, 4>;
 fn models() -> &'static [(&'static str, M)] {
     static MODELS: OnceLock<Vec<(&'static str, M)>> = OnceLock::new();
     MODELS.get_or_init(|| {
-        let files: [(&'static [u8], &'static str); 7] = [
+        let files: [(&'static [u8], &'static str); 11] = [
             fixture!("seed"),
             fixture!("rms_glu_gqa"),
             fixture!("cross_wrap"),
@@ -68,6 +68,12 @@ fn models() -> &'static [(&'static str, M)] {
             fixture!("wrap_abs"),
             fixture!("wrap_f16"),
             fixture!("wrap_bf16"),
+            // the general attention path: ALiBi, memory keys with rotary, the zero key with a
+            // logit softclamp, xpos
+            fixture!("alibi"),
+            fixture!("mem_kv"),
+            fixture!("zero_kv_softclamp"),
+            fixture!("xpos"),
         ];
         let mut out = Vec::new();
         for (bytes, name) in files {

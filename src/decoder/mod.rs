@@ -75,6 +75,21 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         }
     }
 
+    /// Makes this decoder [`Self::empty`] for `config` in place (field by field: no decoder-sized
+    /// temporary on the stack).
+    pub(crate) fn reset(&mut self, config: DecoderConfig) {
+        let Decoder {
+            config: c,
+            weights,
+            panels,
+            int8,
+        } = self;
+        *c = config;
+        weights.reset();
+        *panels = Arenas::empty();
+        *int8 = false;
+    }
+
     /// Looks up the weights of [`Self::empty`] in `source` (keys prefixed with `prefix`), in
     /// place ([`DecoderWeights::load`]).
     ///
