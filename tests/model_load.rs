@@ -137,7 +137,7 @@ fn metadata_errors() {
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"alibi_pos_bias\\\": true",
+                "\\\"heads\\\": 2, \\\"rel_pos_bias\\\": true",
             )
         },
         |r| {
@@ -145,14 +145,14 @@ fn metadata_errors() {
             assert_eq!(
                 e,
                 LoadError::UnsupportedOption {
-                    option: "alibi_pos_bias",
+                    option: "rel_pos_bias",
                     value: "true",
                     reason: picoformer::options::NOT_IMPLEMENTED
                 }
             );
             assert_eq!(
                 e.to_string(),
-                "unsupported x-transformers option 'alibi_pos_bias' = true (not implemented by picoformer)"
+                "unsupported x-transformers option 'rel_pos_bias' = true (not implemented by picoformer)"
             );
         },
     );
@@ -175,14 +175,14 @@ fn metadata_errors() {
         |h| {
             h.replace(
                 "\\\"heads\\\": 2",
-                "\\\"heads\\\": 2, \\\"learned_value_residual_mix\\\": false",
+                "\\\"heads\\\": 2, \\\"attn_gumbel_softmax_hard\\\": false",
             )
         },
         |r| {
             assert!(matches!(
                 r.unwrap_err(),
                 LoadError::UnsupportedOption {
-                    option: "learned_value_residual_mix",
+                    option: "attn_gumbel_softmax_hard",
                     value: "false",
                     ..
                 }
