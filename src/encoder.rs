@@ -86,7 +86,7 @@ impl<'w, const MAX_DEPTH: usize> Encoder<'w, MAX_DEPTH> {
             });
         }
         if self.config().xpos() {
-            // x-transformers asserts that xpos is causal (xt:2900).
+            // x-transformers asserts that xpos is causal (xt:2902).
             return Err(Error::Config(ConfigError::Conflict(
                 "rotary_xpos",
                 "causal",

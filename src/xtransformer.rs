@@ -1,4 +1,4 @@
-//! x-transformers' `XTransformer` (`xt:4705-4773`): an encoder `TransformerWrapper(
+//! x-transformers' `XTransformer` (`xt:4713-4774`): an encoder `TransformerWrapper(
 //! return_only_embed=True, attn_layers=Encoder(...))` under `encoder.*` and a cross-attending
 //! decoder `TransformerWrapper(attn_layers=Decoder(cross_attend=True, ...))` inside an
 //! `AutoregressiveWrapper` under `decoder.net.*`. See `docs/x-transformers.md` §3.15.
@@ -36,12 +36,12 @@ impl<'w, S: TensorSource<'w>> TensorSource<'w> for Prefixed<'_, S> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct XTransformerConfig {
     /// The encoder: `TransformerWrapper(enc_num_tokens, enc_max_seq_len, enc_use_abs_pos_emb,
-    /// return_only_embed=True, attn_layers=Encoder(dim=dim, **enc_kwargs))` (`xt:4737-4741`).
+    /// return_only_embed=True, attn_layers=Encoder(dim=dim, **enc_kwargs))` (`xt:4742-4746`).
     pub encoder: WrapperConfig,
     /// The decoder: `TransformerWrapper(dec_num_tokens, dec_max_seq_len, dec_use_abs_pos_emb,
-    /// attn_layers=Decoder(dim=dim, cross_attend=True, **dec_kwargs))` (`xt:4743-4746`).
+    /// attn_layers=Decoder(dim=dim, cross_attend=True, **dec_kwargs))` (`xt:4748-4751`).
     pub decoder: WrapperConfig,
-    /// `tie_token_emb`: the decoder's token embedding is the encoder's (`xt:4748-4749`); its
+    /// `tie_token_emb`: the decoder's token embedding is the encoder's (`xt:4753-4754`); its
     /// `state_dict` holds the one tensor under both keys, and each wrapper reads its own.
     pub tie_token_emb: bool,
 }

@@ -947,3 +947,138 @@ fn metadata_shapes_are_checked() {
         Some(LoadError::UnexpectedTensor("encoder.to_logits.weight"))
     );
 }
+
+// ------------------------------------------------------------------ hostile metadata
+
+/// The fixture model file `name`, its header as text, and the data after it.
+fn fixture_parts(name: &str) -> (String, Vec<u8>) {
+    let path = format!(
+        "{}/tests/fixtures/{name}.model.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let file = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    (
+        String::from_utf8(file[8..8 + n].to_vec()).unwrap(),
+        file[8 + n..].to_vec(),
+    )
+}
+
+/// A file of `header` (padded so that the data stays 8-aligned) and `data`, in aligned words.
+fn reassemble(header: &str, data: &[u8]) -> (Vec<u64>, usize) {
+    let mut h = header.as_bytes().to_vec();
+    while !(8 + h.len()).is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&h);
+    bytes.extend_from_slice(data);
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    (words, bytes.len())
+}
+
+/// Every loader on `bytes`; a model that loads runs a small pass. Neither may panic.
+fn load_all(bytes: &[u8]) {
+    let _ = Model::<16>::from_safetensors(bytes);
+    let _ = EncoderModel::<16>::from_safetensors(bytes);
+    if let Ok(m) = ContinuousModel::<16>::from_safetensors(bytes) {
+        let c = *m.config();
+        let lc = &c.attn_layers;
+        let n = 2;
+        if KvCache::<f32>::elements(lc, n) < 1 << 20 && Scratch::elements(lc, n) < 1 << 20 {
+            let x = vec![0.5f32; n * c.input_width()];
+            let mut y = vec![0.0f32; n * c.output_width()];
+            let ctx = vec![0.5f32; 2 * lc.dim_context()];
+            let mut kv = vec![0.0f32; KvCache::<f32>::elements(lc, n)];
+            let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(lc, 2)];
+            let mut sb = vec![0.0f32; Scratch::elements(lc, n)];
+            if let (Ok(mut cache), Ok(mut scratch)) = (
+                KvCache::with_context(lc, n, &mut kv, 2, &mut kc),
+                Scratch::new(lc, n, &mut sb),
+            ) {
+                let ctx = lc.cross_attend.then_some(&ctx[..]);
+                let _ = match &m {
+                    ContinuousModel::Decoder(w) => {
+                        w.forward(&mut cache, &mut scratch, &x, ctx, Masks::NONE, &mut y)
+                    }
+                    ContinuousModel::Encoder(w) => {
+                        w.encode(&mut cache, &mut scratch, &x, ctx, Masks::NONE, &mut y)
+                    }
+                };
+            }
+        }
+    }
+    if let Ok(xt) = XTransformer::<16>::from_safetensors(bytes) {
+        let (e, d) = (xt.encoder().decoder().config(), xt.decoder().decoder().config());
+        let small = |c: &DecoderConfig| {
+            KvCache::<f32>::elements(c, 3) < 1 << 20 && Scratch::elements(c, 3) < 1 << 20
+        };
+        if small(e) && small(d) && e.dim < 1 << 12 {
+            let mut ekv = vec![0.0f32; KvCache::<f32>::elements(e, 3)];
+            let mut esb = vec![0.0f32; Scratch::elements(e, 3)];
+            let mut memory = vec![0.0f32; 3 * e.dim];
+            if let (Ok(mut ec), Ok(mut es)) = (
+                KvCache::new(e, 3, &mut ekv),
+                Scratch::new(e, 3, &mut esb),
+            ) {
+                let _ = xt.encode(&mut ec, &mut es, &[0, 1, 2], None, &mut memory);
+            }
+        }
+    }
+}
+
+/// Values an argument may be given in a hostile file (as written inside the metadata string).
+const HOSTILE: &[&str] = &[
+    "0",
+    "1",
+    "2",
+    "-1",
+    "7",
+    "0.5",
+    "1e999",
+    "true",
+    "false",
+    "null",
+    "[]",
+    "{}",
+    "\\\"a\\\"",
+    "4294967296",
+];
+
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+    /// The family's files with random byte edits in the header, or with an argument's value
+    /// replaced by a hostile one: every loader returns a model or a typed error, never panics;
+    /// a model that loads runs.
+    #[test]
+    fn hostile_family_files_never_panic(
+        which in 0usize..3,
+        edits in prop::collection::vec((0usize..4000, any::<u8>()), 0..4),
+        values in prop::collection::vec((0usize..64, 0usize..HOSTILE.len()), 1..4),
+    ) {
+        let name = ["cont_dec_ctx", "xt_tie", "cont_enc_pool"][which];
+        let (mut header, data) = fixture_parts(name);
+        // Replace the values of some arguments of the metadata (`\": <value>`).
+        for (k, v) in values {
+            let starts: Vec<usize> = header.match_indices("\\\": ").map(|(i, _)| i + 4).collect();
+            if starts.is_empty() {
+                break;
+            }
+            let s = starts[k % starts.len()];
+            let end = header[s..]
+                .find([',', '}'])
+                .map_or(header.len(), |e| s + e);
+            header.replace_range(s..end, HOSTILE[v]);
+        }
+        let (mut words, len) = reassemble(&header, &data);
+        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
+        let header_end = 8 + header.len();
+        for (at, v) in edits {
+            bytes[8 + at % (header_end - 8)] = v;
+        }
+        load_all(bytes);
+    }
+}

@@ -412,7 +412,7 @@ _XT_ALWAYS_REFUSED = {
 
 def _check_xtransformer(xt: dict) -> None:
     """An XTransformer's kwargs, by the loader's rule: its own, then `enc_<x>` / `dec_<x>` as the
-    Encoder's / Decoder's `<x>` (XTransformer.__init__, xt:4705-4757)."""
+    Encoder's / Decoder's `<x>` (XTransformer.__init__, xt:4713-4756)."""
     if not isinstance(xt, dict):
         raise ValueError("kwargs['xtransformer'] must be a dict of XTransformer kwargs")
     sides = {p: {k[len(p):]: v for k, v in xt.items() if k.startswith(p) and ("xtransformer", k) not in _options()}

@@ -287,7 +287,7 @@ fn read_parts<'a>(file: &SafeTensors<'a>) -> Result<Parts<'a>, LoadError<'a>> {
 /// What an `Encoder` cannot be that a `Decoder` can.
 fn check_encoder<'a>(layers: &DecoderConfig) -> Result<(), LoadError<'a>> {
     if layers.xpos() {
-        // x-transformers asserts that xpos is causal (xt:2900).
+        // x-transformers asserts that xpos is causal (xt:2902).
         return Err(Error::Config(ConfigError::Conflict("rotary_xpos", "causal")).into());
     }
     Ok(())
@@ -971,7 +971,7 @@ const NOT_DECODER: &str =
     "not an argument of x-transformers' Decoder (XTransformer's `dec_` group)";
 
 /// The `xtransformer` object: `XTransformer`'s own arguments and, by prefix, its encoder's
-/// (`enc_`) and decoder's (`dec_`), as `XTransformer.__init__` splits them (`xt:4705-4745`).
+/// (`enc_`) and decoder's (`dec_`), as `XTransformer.__init__` splits them (`xt:4713-4751`).
 fn read_xtransformer<'a>(
     p: &mut Parser<'a>,
     src: &'a str,

@@ -49,7 +49,7 @@ pub enum Group {
     /// A parameter of `ContinuousTransformerWrapper.__init__` (`continuous.py:63-80`).
     Continuous,
     /// A parameter of `XTransformer.__init__`, or a wrapper argument it takes out of its `enc_` /
-    /// `dec_` groups (`enc_num_tokens`, ...; `xt:4705-4730`). Every other `enc_<x>` / `dec_<x>`
+    /// `dec_` groups (`enc_num_tokens`, ...; `xt:4725-4738`). Every other `enc_<x>` / `dec_<x>`
     /// is argument `<x>` of its `Encoder` / `Decoder` ([`Table::Layers`]).
     XTransformer,
 }
