@@ -1010,7 +1010,10 @@ fn load_all(bytes: &[u8]) {
         }
     }
     if let Ok(xt) = XTransformer::<16>::from_safetensors(bytes) {
-        let (e, d) = (xt.encoder().decoder().config(), xt.decoder().decoder().config());
+        let (e, d) = (
+            xt.encoder().decoder().config(),
+            xt.decoder().decoder().config(),
+        );
         let small = |c: &DecoderConfig| {
             KvCache::<f32>::elements(c, 3) < 1 << 20 && Scratch::elements(c, 3) < 1 << 20
         };
@@ -1018,10 +1021,9 @@ fn load_all(bytes: &[u8]) {
             let mut ekv = vec![0.0f32; KvCache::<f32>::elements(e, 3)];
             let mut esb = vec![0.0f32; Scratch::elements(e, 3)];
             let mut memory = vec![0.0f32; 3 * e.dim];
-            if let (Ok(mut ec), Ok(mut es)) = (
-                KvCache::new(e, 3, &mut ekv),
-                Scratch::new(e, 3, &mut esb),
-            ) {
+            if let (Ok(mut ec), Ok(mut es)) =
+                (KvCache::new(e, 3, &mut ekv), Scratch::new(e, 3, &mut esb))
+            {
                 let _ = xt.encode(&mut ec, &mut es, &[0, 1, 2], None, &mut memory);
             }
         }

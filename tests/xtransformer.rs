@@ -324,8 +324,14 @@ fn cli_run_and_inspect() {
     let src = ("src", "I64", vec![1, 3], i64s(&[1, 2, 3]));
     let tgt = ("tgt", "I64", vec![1, 2], i64s(&[4, 5]));
     let cases: Vec<(String, &str)> = vec![
-        (write("no_tgt.st", &[src.clone()]), "needs `tgt`"),
-        (write("no_src.st", &[tgt.clone()]), "needs `src`"),
+        (
+            write("no_tgt.st", std::slice::from_ref(&src)),
+            "needs `tgt`",
+        ),
+        (
+            write("no_src.st", std::slice::from_ref(&tgt)),
+            "needs `src`",
+        ),
         (
             write(
                 "far.st",
