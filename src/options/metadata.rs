@@ -89,6 +89,7 @@ impl ModelKind {
 /// `decoder` nor an `encoder` nor an `xtransformer`), [`LoadError::Metadata`], and
 /// [`LoadError::UnsupportedOption`] for an entry that is not one of these or does not go with
 /// the others.
+#[inline(never)]
 pub fn model_kind<'a>(file: &SafeTensors<'a>) -> Result<ModelKind, LoadError<'a>> {
     let meta = file
         .metadata(METADATA_KEY)
@@ -177,7 +178,7 @@ pub fn read_config_class<'a>(file: &SafeTensors<'a>) -> Result<(ModelConfig, boo
         ModelKind::Decoder | ModelKind::Encoder => {}
         other => return Err(other.refusal()),
     }
-    let parts = read_parts(file)?;
+    let parts = read_parts::<false>(file)?;
     let decoder = parts.layers;
     let wrapper = match parts.wrapper {
         Some(w) => {
@@ -202,7 +203,7 @@ pub fn read_continuous_config<'a>(
         ModelKind::Continuous => {}
         other => return Err(other.refusal()),
     }
-    let parts = read_parts(file)?;
+    let parts = read_parts::<true>(file)?;
     let Some(c) = parts.continuous else {
         return Err(LoadError::MissingMetadata("continuous_wrapper"));
     };
@@ -245,7 +246,14 @@ struct Parts<'a> {
     continuous: Option<ContinuousArgs<'a>>,
 }
 
-fn read_parts<'a>(file: &SafeTensors<'a>) -> Result<Parts<'a>, LoadError<'a>> {
+/// `CONTINUOUS`: whether the file holds a `continuous_wrapper` (else a `wrapper`): a constant, so
+/// that the decoder's loader does not carry the continuous wrapper's reader (code size on a
+/// microcontroller). Not inlined, nor is [`model_kind`]: each in its own frame, one after the
+/// other, rather than both in their caller's (the stack of a microcontroller's loader).
+#[inline(never)]
+fn read_parts<'a, const CONTINUOUS: bool>(
+    file: &SafeTensors<'a>,
+) -> Result<Parts<'a>, LoadError<'a>> {
     let meta = file
         .metadata(METADATA_KEY)
         .ok_or(LoadError::MissingMetadata(METADATA_KEY))?;
@@ -257,13 +265,13 @@ fn read_parts<'a>(file: &SafeTensors<'a>) -> Result<Parts<'a>, LoadError<'a>> {
         if key.eq_str("decoder") || key.eq_str("encoder") {
             encoder = key.eq_str("encoder");
             layers = Some(read_decoder(&mut p, src, encoder)?);
-        } else if key.eq_str("wrapper") {
+        } else if key.eq_str("wrapper") && !CONTINUOUS {
             if p.kind()? == ValueKind::Null {
                 p.null()?;
             } else {
                 wrapper = Some(read_wrapper(&mut p, src)?);
             }
-        } else if key.eq_str("continuous_wrapper") {
+        } else if key.eq_str("continuous_wrapper") && CONTINUOUS {
             continuous = Some(read_continuous(&mut p, src)?);
         } else {
             // `model_kind` refused every other entry.
