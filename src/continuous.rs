@@ -6,7 +6,7 @@
 use crate::cache::KvCache;
 use crate::config::{DecoderConfig, WrapperConfig};
 use crate::decoder::Decoder;
-use crate::error::{Buffer, Dims, Error, WeightName};
+use crate::error::{Buffer, ConfigError, Dims, Error, WeightName};
 use crate::masks::Masks;
 use crate::scratch::Scratch;
 use crate::tensor::{Element, Tensor, TensorSource};
@@ -25,6 +25,9 @@ pub struct ContinuousConfig {
     /// `use_abs_pos_emb` (default true): absolute positions `P[pos]·dim^-½` when
     /// `max_seq_len > 0` and the layers do not disable them (rotary does by default).
     pub use_abs_pos_emb: bool,
+    /// `post_emb_norm`: a LayerNorm (eps 1e-5, gain `post_emb_norm.gamma` as stored) on the
+    /// projected frames plus positions, before the layers (`continuous.py:99, 184`).
+    pub post_emb_norm: bool,
     /// `average_pool_embed`: the mean of the real positions' hidden states, then `project_out`
     /// (an encoder's pooled output).
     pub average_pool_embed: bool,
@@ -40,9 +43,35 @@ impl ContinuousConfig {
             dim_out: None,
             max_seq_len,
             use_abs_pos_emb: true,
+            post_emb_norm: false,
             average_pool_embed: false,
             attn_layers,
         }
+    }
+
+    /// Checks the wrapper and its layers.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found: the layers', a zero `dim_in` or `dim_out`, or a
+    /// projection or position table over 2^30 elements.
+    pub const fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = self.attn_layers.validate() {
+            return Err(e);
+        }
+        if let Some(0) = self.dim_in {
+            return Err(ConfigError::Zero("dim_in"));
+        }
+        if let Some(0) = self.dim_out {
+            return Err(ConfigError::Zero("dim_out"));
+        }
+        let (dim, limit) = (self.attn_layers.dim, 1usize << 30);
+        if self.input_width() > limit / dim
+            || self.output_width() > limit / dim
+            || self.max_seq_len > limit / dim
+        {
+            return Err(ConfigError::TooLarge);
+        }
+        Ok(())
     }
 
     /// Features per input frame.
@@ -61,7 +90,7 @@ impl ContinuousConfig {
         }
     }
 
-    /// Whether absolute positions are added (`continuous.py` line 90).
+    /// Whether absolute positions are added (`continuous.py:90`).
     pub const fn has_abs_pos_emb(&self) -> bool {
         WrapperConfig::new(1, self.max_seq_len, self.attn_layers)
             .use_abs_pos_emb(self.use_abs_pos_emb)
@@ -77,6 +106,7 @@ pub struct ContinuousTransformerWrapper<'w, const MAX_DEPTH: usize = 16> {
     project_in: Option<Tensor<'w>>,
     project_out: Option<Tensor<'w>>,
     pos_emb: Option<Tensor<'w>>,
+    post_emb_norm: Option<Tensor<'w>>,
 }
 
 fn weight<'w, S: TensorSource<'w>>(
@@ -103,15 +133,16 @@ fn weight<'w, S: TensorSource<'w>>(
 
 impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
     /// A wrapper whose weights are looked up in `source` under its `state_dict` keys
-    /// (`project_in.weight`, `pos_emb.emb.weight`, `project_out.weight`, the layers under
-    /// `attn_layers.`).
+    /// (`project_in.weight`, `pos_emb.emb.weight`, `post_emb_norm.gamma`, `project_out.weight`,
+    /// the layers under `attn_layers.`).
     ///
     /// # Errors
-    /// As [`Decoder::from_source`].
+    /// As [`Decoder::from_source`]; [`Error::Config`] as [`ContinuousConfig::validate`].
     pub fn from_source<S: TensorSource<'w>>(
         config: ContinuousConfig,
         source: &S,
     ) -> Result<Self, Error> {
+        config.validate()?;
         let dim = config.attn_layers.dim;
         let layers = Decoder::from_source_prefixed(config.attn_layers, source, "attn_layers.")?;
         let project_in = match config.dim_in {
@@ -130,12 +161,17 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
             )?),
             false => None,
         };
+        let post_emb_norm = match config.post_emb_norm {
+            true => Some(weight(source, "post_emb_norm.gamma", &[dim])?),
+            false => None,
+        };
         Ok(Self {
             config,
             layers,
             project_in,
             project_out,
             pos_emb,
+            post_emb_norm,
         })
     }
 
@@ -252,7 +288,7 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
             masks,
             0,
             causal,
-            // x₀ = project_in(x) + P[pos]·dim^-½ (continuous.py lines 169-170)
+            // x₀ = project_in(x) + P[pos]·dim^-½ (continuous.py:178-179)
             |start, rows| {
                 let len = rows.len() / dim;
                 let xin = &x[start * wi..(start + len) * wi];
@@ -269,12 +305,17 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
                         )?;
                     }
                 }
+                // post_emb_norm (continuous.py:184)
+                if let Some(g) = self.post_emb_norm {
+                    rows.chunks_exact_mut(dim)
+                        .for_each(|r| layer_norm_in_place(r, g));
+                }
                 Ok(())
             },
             |start, y| {
                 let len = y.len() / dim;
                 if pooled {
-                    // masked mean over the real positions, then project_out (lines 223-226)
+                    // masked mean over the real positions, then project_out (continuous.py:224-228)
                     let mask = masks.mask;
                     let real = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(false));
                     let count = (0..n).filter(|&i| real(i)).count().max(1) as f32;
@@ -307,5 +348,72 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
                 }
             },
         )
+    }
+}
+
+/// `post_emb_norm`, x-transformers' `LayerNorm(dim)` (`xt:1017-1036`, `unit_offset` False):
+/// (x − μ) / √(σ² + 1e-5) · γ in place, γ as stored.
+fn layer_norm_in_place(x: &mut [f32], gamma: Tensor<'_>) {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / libm::sqrtf(var + 1e-5);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = (*v - mean) * inv * gamma.get(i).unwrap_or(1.0);
+    }
+}
+
+/// A `ContinuousTransformerWrapper` loaded from a file whose metadata holds `{"decoder" |
+/// "encoder": {...}, "continuous_wrapper": {...}}`, weights borrowed from the file's bytes.
+/// The variant says how it runs.
+#[derive(Clone, Debug)]
+pub enum ContinuousModel<'w, const MAX_DEPTH: usize = 16> {
+    /// Around a `Decoder`: frames stream through [`ContinuousTransformerWrapper::forward`].
+    Decoder(ContinuousTransformerWrapper<'w, MAX_DEPTH>),
+    /// Around an `Encoder`: a window through [`ContinuousTransformerWrapper::encode`].
+    Encoder(ContinuousTransformerWrapper<'w, MAX_DEPTH>),
+}
+
+impl<'w, const MAX_DEPTH: usize> ContinuousModel<'w, MAX_DEPTH> {
+    /// Parses a `ContinuousTransformerWrapper`'s model file and borrows its weights in place.
+    ///
+    /// # Errors
+    /// As [`crate::Model::from_safetensors`]; a file of another kind is refused
+    /// ([`crate::LoadError::UnsupportedOption`] naming its entry and its loader).
+    pub fn from_safetensors(bytes: &'w [u8]) -> Result<Self, crate::LoadError<'w>> {
+        use crate::model::FileSource;
+        let file = crate::safetensors::SafeTensors::parse(bytes)?;
+        let (cfg, encoder) = crate::options::read_continuous_config(&file)?;
+        let source = FileSource::new(file);
+        let model = ContinuousTransformerWrapper::from_source(cfg, &source);
+        // A tensor that could not be viewed shows up as "missing": report the real cause.
+        if let Some(e) = source.error.get() {
+            return Err(e);
+        }
+        let model = model?;
+        if let Some(name) = source.first_unused() {
+            return Err(crate::LoadError::UnexpectedTensor(name));
+        }
+        Ok(match encoder {
+            true => Self::Encoder(model),
+            false => Self::Decoder(model),
+        })
+    }
+
+    /// The wrapper, whichever its layers.
+    pub fn wrapper(&self) -> &ContinuousTransformerWrapper<'w, MAX_DEPTH> {
+        match self {
+            Self::Decoder(w) | Self::Encoder(w) => w,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ContinuousConfig {
+        self.wrapper().config()
+    }
+
+    /// Whether the layers are an `Encoder` (bidirectional, [`ContinuousTransformerWrapper::encode`]).
+    pub fn is_encoder(&self) -> bool {
+        matches!(self, Self::Encoder(_))
     }
 }

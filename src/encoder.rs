@@ -86,7 +86,7 @@ impl<'w, const MAX_DEPTH: usize> Encoder<'w, MAX_DEPTH> {
             });
         }
         if self.config().xpos() {
-            // x-transformers asserts that xpos is causal (xt:2900).
+            // x-transformers asserts that xpos is causal (xt:2902).
             return Err(Error::Config(ConfigError::Conflict(
                 "rotary_xpos",
                 "causal",
@@ -169,14 +169,14 @@ impl<'w, const MAX_DEPTH: usize> EncoderModel<'w, MAX_DEPTH> {
     /// Parses an encoder model file and borrows its weights in place.
     ///
     /// # Errors
-    /// As [`crate::Model::from_safetensors`]; a decoder's file is refused
-    /// ([`crate::LoadError::MissingMetadata`] `encoder`).
+    /// As [`crate::Model::from_safetensors`]; a file of another kind is refused
+    /// ([`crate::LoadError::UnsupportedOption`] naming its entry and its loader).
     pub fn from_safetensors(bytes: &'w [u8]) -> Result<Self, crate::LoadError<'w>> {
         use crate::model::FileSource;
         let file = crate::safetensors::SafeTensors::parse(bytes)?;
         let (cfg, encoder) = crate::options::read_config_class(&file)?;
         if !encoder {
-            return Err(crate::LoadError::MissingMetadata("encoder"));
+            return Err(crate::options::ModelKind::Decoder.refusal());
         }
         let source = FileSource::new(file);
         let model = match cfg.wrapper {

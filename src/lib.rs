@@ -81,7 +81,7 @@ pub mod sampling;
 
 pub use cache::KvCache;
 pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};
-pub use continuous::{ContinuousConfig, ContinuousTransformerWrapper};
+pub use continuous::{ContinuousConfig, ContinuousModel, ContinuousTransformerWrapper};
 pub use decoder::Decoder;
 pub use encoder::{Encoder, EncoderModel};
 pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
@@ -91,4 +91,4 @@ pub use model::{LoadError, Model, ModelConfig};
 pub use scratch::Scratch;
 pub use tensor::{Element, Tensor, TensorSource, TensorView};
 pub use wrapper::TransformerWrapper;
-pub use xtransformer::{Prefixed, XTransformer};
+pub use xtransformer::{Prefixed, XTransformer, XTransformerConfig};

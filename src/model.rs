@@ -4,7 +4,9 @@
 //! (f32, f16 or bf16), and its `__metadata__` holds the constructor arguments as JSON under
 //! `x_transformers`: `{"decoder": {<Decoder kwargs>}, "wrapper": {<TransformerWrapper kwargs
 //! other than attn_layers>} | null}` (`tools/export.py` writes such files). Weights are views
-//! straight into the file's bytes; the +1 norm-gain offset is applied in the computation.
+//! straight into the file's bytes; the +1 norm-gain offset is applied in the computation. The
+//! other kinds of file ([`crate::options::ModelKind`]) have their own loaders:
+//! [`crate::EncoderModel`], [`crate::ContinuousModel`], [`crate::XTransformer`].
 
 use core::cell::Cell;
 use core::fmt;

@@ -1,4 +1,4 @@
-//! x-transformers' `XTransformer` (`xt:4705-4773`): an encoder `TransformerWrapper(
+//! x-transformers' `XTransformer` (`xt:4713-4774`): an encoder `TransformerWrapper(
 //! return_only_embed=True, attn_layers=Encoder(...))` under `encoder.*` and a cross-attending
 //! decoder `TransformerWrapper(attn_layers=Decoder(cross_attend=True, ...))` inside an
 //! `AutoregressiveWrapper` under `decoder.net.*`. See `docs/x-transformers.md` §3.15.
@@ -7,6 +7,7 @@ use crate::cache::KvCache;
 use crate::config::WrapperConfig;
 use crate::error::Error;
 use crate::masks::Masks;
+use crate::model::{FileSource, LoadError};
 use crate::scratch::Scratch;
 use crate::tensor::{Element, TensorSource, TensorView};
 use crate::wrapper::TransformerWrapper;
@@ -30,6 +31,21 @@ impl<'w, S: TensorSource<'w>> TensorSource<'w> for Prefixed<'_, S> {
     }
 }
 
+/// An `XTransformer`'s configuration, as a model file's metadata `{"xtransformer": {...}}` gives
+/// it ([`crate::options::read_xtransformer_config`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct XTransformerConfig {
+    /// The encoder: `TransformerWrapper(enc_num_tokens, enc_max_seq_len, enc_use_abs_pos_emb,
+    /// return_only_embed=True, attn_layers=Encoder(dim=dim, **enc_kwargs))` (`xt:4742-4746`).
+    pub encoder: WrapperConfig,
+    /// The decoder: `TransformerWrapper(dec_num_tokens, dec_max_seq_len, dec_use_abs_pos_emb,
+    /// attn_layers=Decoder(dim=dim, cross_attend=True, **dec_kwargs))` (`xt:4748-4751`).
+    pub decoder: WrapperConfig,
+    /// `tie_token_emb`: the decoder's token embedding is the encoder's (`xt:4753-4754`); its
+    /// `state_dict` holds the one tensor under both keys, and each wrapper reads its own.
+    pub tie_token_emb: bool,
+}
+
 /// An x-transformers `XTransformer`: the source is encoded once
 /// ([`Self::encode`], bidirectional, with the source's padding mask), and its embeddings are
 /// the context of the decoder, which decodes step by step over its KV cache
@@ -38,6 +54,7 @@ impl<'w, S: TensorSource<'w>> TensorSource<'w> for Prefixed<'_, S> {
 pub struct XTransformer<'w, const MAX_DEPTH: usize = 16> {
     encoder: TransformerWrapper<'w, MAX_DEPTH>,
     decoder: TransformerWrapper<'w, MAX_DEPTH>,
+    tie_token_emb: bool,
 }
 
 impl<'w, const MAX_DEPTH: usize> XTransformer<'w, MAX_DEPTH> {
@@ -66,7 +83,43 @@ impl<'w, const MAX_DEPTH: usize> XTransformer<'w, MAX_DEPTH> {
         Ok(Self {
             encoder: TransformerWrapper::from_source(encoder, &enc_src)?,
             decoder: TransformerWrapper::from_source(decoder, &dec_src)?,
+            tie_token_emb: false,
         })
+    }
+
+    /// Parses an `XTransformer`'s model file (metadata `{"xtransformer": {...}}`, the
+    /// `XTransformer`'s own `state_dict`) and borrows its weights in place.
+    ///
+    /// # Errors
+    /// As [`crate::Model::from_safetensors`]; a file of another kind is refused
+    /// ([`LoadError::UnsupportedOption`] naming its entry and its loader).
+    pub fn from_safetensors(bytes: &'w [u8]) -> Result<Self, LoadError<'w>> {
+        let file = crate::safetensors::SafeTensors::parse(bytes)?;
+        let cfg = crate::options::read_xtransformer_config(&file)?;
+        let source = FileSource::new(file);
+        let model = Self::from_source(cfg.encoder, cfg.decoder, &source).map(|m| Self {
+            tie_token_emb: cfg.tie_token_emb,
+            ..m
+        });
+        // A tensor that could not be viewed shows up as "missing": report the real cause.
+        if let Some(e) = source.error.get() {
+            return Err(e);
+        }
+        let model = model?;
+        if let Some(name) = source.first_unused() {
+            return Err(LoadError::UnexpectedTensor(name));
+        }
+        Ok(model)
+    }
+
+    /// The configuration (`tie_token_emb` as the file's metadata gives it; false when built
+    /// with [`Self::from_source`]).
+    pub fn config(&self) -> XTransformerConfig {
+        XTransformerConfig {
+            encoder: *self.encoder.config(),
+            decoder: *self.decoder.config(),
+            tie_token_emb: self.tie_token_emb,
+        }
     }
 
     /// The encoder (a wrapper around an `Encoder`; run it with [`Self::encode`]).

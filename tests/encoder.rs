@@ -106,7 +106,10 @@ fn classes_are_not_confused() {
     );
     let (mw, ml) = fixture("mask_cross", "model");
     let e = EncoderModel::<16>::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap_err();
-    assert_eq!(e, LoadError::MissingMetadata("encoder"));
+    assert_eq!(e, picoformer::options::ModelKind::Decoder.refusal());
+    assert!(e
+        .to_string()
+        .contains("load it with picoformer::Model::from_safetensors"));
 }
 
 /// A window larger than the scratch or the cache, and a mask of the wrong length: typed

@@ -77,3 +77,102 @@ fn construction_and_decoding_allocate_nothing() {
     let (_, m) = allocations(|| vec![1u8; 10]);
     assert_eq!(m, 1);
 }
+
+/// The family's loaders and passes: an XTransformer and a ContinuousTransformerWrapper loaded
+/// from their model files (metadata parsed, weights viewed in place), encoded and decoded.
+#[test]
+fn family_loading_and_running_allocate_nothing() {
+    use picoformer::{ContinuousModel, Masks, XTransformer};
+    let read = |name: &str| {
+        let bytes = std::fs::read(format!(
+            "{}/tests/fixtures/{name}.model.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        (words, bytes.len())
+    };
+    let (xw, xl) = read("xt_tie");
+    let (cw, cl) = read("cont_dec_ctx");
+    let xt_bytes = &bytemuck::cast_slice::<u64, u8>(&xw)[..xl];
+    let c_bytes = &bytemuck::cast_slice::<u64, u8>(&cw)[..cl];
+    // Buffers for the configurations, sized outside the watched region.
+    let xt: XTransformer = XTransformer::from_safetensors(xt_bytes).unwrap();
+    let (e, d) = (
+        *xt.encoder().decoder().config(),
+        *xt.decoder().decoder().config(),
+    );
+    let mut ekv = vec![0.0f32; KvCache::<f32>::elements(&e, 4)];
+    let mut esb = vec![0.0f32; Scratch::elements(&e, 4)];
+    let mut memory = vec![0.0f32; 4 * e.dim];
+    let mut dkv = vec![0.0f32; KvCache::<f32>::elements(&d, 3)];
+    let mut dkc = vec![0.0f32; KvCache::<f32>::context_elements(&d, 4)];
+    let mut dsb = vec![0.0f32; Scratch::elements(&d, 2)];
+    let mut logits = vec![0.0f32; 3 * 20];
+    let cm: ContinuousModel = ContinuousModel::from_safetensors(c_bytes).unwrap();
+    let c = cm.config().attn_layers;
+    let mut ckv = vec![0.0f32; KvCache::<f32>::elements(&c, 3)];
+    let mut ckc = vec![0.0f32; KvCache::<f32>::context_elements(&c, 2)];
+    let mut csb = vec![0.0f32; Scratch::elements(&c, 2)];
+    let frames = values(4, 3 * 24);
+    let ctx = values(5, 2 * 24);
+    let mut out = [0.0f32; 3 * 5];
+    let (_, n) = allocations(|| {
+        let xt: XTransformer = XTransformer::from_safetensors(xt_bytes).unwrap();
+        let mut ec = KvCache::new(&e, 4, &mut ekv).unwrap();
+        let mut es = Scratch::new(&e, 4, &mut esb).unwrap();
+        let src_mask = [false, true, true, true];
+        xt.encode(
+            &mut ec,
+            &mut es,
+            &[1, 2, 3, 4],
+            Some(&src_mask),
+            &mut memory,
+        )
+        .unwrap();
+        let mut dc = KvCache::with_context(&d, 3, &mut dkv, 4, &mut dkc).unwrap();
+        let mut ds = Scratch::new(&d, 2, &mut dsb).unwrap();
+        let masks = Masks {
+            mask: None,
+            context_mask: Some(&src_mask),
+        };
+        xt.decoder()
+            .forward_masked(
+                &mut dc,
+                &mut ds,
+                &[5, 6],
+                Some(&memory),
+                masks,
+                &mut logits[..40],
+            )
+            .unwrap();
+        xt.decoder()
+            .forward_masked(&mut dc, &mut ds, &[7], None, masks, &mut logits[40..])
+            .unwrap();
+        let cm: ContinuousModel = ContinuousModel::from_safetensors(c_bytes).unwrap();
+        let ContinuousModel::Decoder(w) = &cm else {
+            panic!("a Decoder's wrapper")
+        };
+        let mut cc = KvCache::with_context(&c, 3, &mut ckv, 2, &mut ckc).unwrap();
+        let mut cs = Scratch::new(&c, 2, &mut csb).unwrap();
+        for i in 0..3 {
+            w.forward(
+                &mut cc,
+                &mut cs,
+                &frames[i * 24..(i + 1) * 24],
+                (i == 0).then_some(&ctx[..]),
+                Masks::NONE,
+                &mut out[i * 5..(i + 1) * 5],
+            )
+            .unwrap();
+        }
+        // Refusals allocate nothing either.
+        assert!(picoformer::Model::<16>::from_safetensors(xt_bytes).is_err());
+        assert!(ContinuousModel::<16>::from_safetensors(xt_bytes).is_err());
+    });
+    assert_eq!(
+        n, 0,
+        "heap allocations while loading and running the family"
+    );
+}

@@ -1,57 +1,37 @@
-//! x-transformers' `XTransformer` (issue 25) against a torch fixture with a padded source
-//! (`tools/make_xtransformer_fixture.py`): the encoder's embeddings, then the decoder's logits
-//! for `tgt` given them with `context_mask` = the source mask, full and step-wise.
+//! x-transformers' `XTransformer` (issue 25) against torch fixtures
+//! (`tools/make_xtransformer_fixture.py`, written by `tools/export.py`), loaded from the model files
+//! with `XTransformer::from_safetensors`: the encoder's embeddings of a padded source, then the
+//! decoder's logits for `tgt` given them with `context_mask` = the source mask, full and
+//! step-wise; the same through `picoformer run`; typed errors.
 
 use picoformer::safetensors::SafeTensors;
 use picoformer::{
-    DecoderConfig, KvCache, Masks, Scratch, Tensor, TensorView, WrapperConfig, XTransformer,
+    Buffer, DecoderConfig, Error, KvCache, Masks, Scratch, WrapperConfig, XTransformer,
 };
 
 #[path = "common/torch.rs"]
 mod torch;
-use torch::{aligned, max_diff, TOLERANCE};
+use torch::{fixture, max_diff, TOLERANCE};
 
-#[test]
-fn xt_pad() {
-    let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
-    let (mw, ml) = aligned(&format!("{dir}/xt_pad.model.safetensors"));
-    let file = SafeTensors::parse(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
-    let source = |name: &str| {
-        file.tensor(name)
-            .map(|t| TensorView::new(Tensor::F32(t.as_f32().unwrap()), t.shape()))
-    };
-    // The fixture's XTransformer(dim=32, enc_depth=2, enc_heads=2, enc_attn_dim_head=16,
-    // enc_num_tokens=40, enc_max_seq_len=16, dec_depth=2, dec_heads=4, dec_attn_dim_head=8,
-    // dec_num_tokens=30, dec_max_seq_len=16, dec_rotary_pos_emb=True).
-    let enc = WrapperConfig::new(40, 16, DecoderConfig::new(32, 2).heads(2).attn_dim_head(16));
-    let dec = WrapperConfig::new(
-        30,
-        16,
-        DecoderConfig::new(32, 2)
-            .heads(4)
-            .attn_dim_head(8)
-            .rotary_pos_emb(true)
-            .cross_attend(true),
-    );
-    let xt: XTransformer = XTransformer::from_source(enc, dec, &source).unwrap();
-    let (iw, il) = aligned(&format!("{dir}/xt_pad.io.safetensors"));
+fn ids(io: &SafeTensors<'_>, name: &str) -> Vec<u32> {
+    io.tensor(name)
+        .unwrap()
+        .as_i64()
+        .unwrap()
+        .iter()
+        .map(|&v| v as u32)
+        .collect()
+}
+
+/// Runs fixture `name` from its model file; returns the worst (encoder, full, step-wise)
+/// differences from torch.
+fn check(name: &str) -> (f32, f32, f32) {
+    let (mw, ml) = fixture(name, "model");
+    let xt: XTransformer =
+        XTransformer::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
+    let (iw, il) = fixture(name, "io");
     let io = SafeTensors::parse(&bytemuck::cast_slice(&iw)[..il]).unwrap();
-    let src: Vec<u32> = io
-        .tensor("src")
-        .unwrap()
-        .as_i64()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u32)
-        .collect();
-    let tgt: Vec<u32> = io
-        .tensor("tgt")
-        .unwrap()
-        .as_i64()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u32)
-        .collect();
+    let (src, tgt) = (ids(&io, "src"), ids(&io, "tgt"));
     let src_mask: Vec<bool> = io
         .tensor("src_mask")
         .unwrap()
@@ -62,9 +42,12 @@ fn xt_pad() {
     let want_enc = io.tensor("enc").unwrap().as_f32().unwrap();
     let full = io.tensor("full").unwrap().as_f32().unwrap();
     let stepwise = io.tensor("stepwise").unwrap().as_f32().unwrap();
-    let (b, n, m, v, dim) = (2, 6, 5, 30, 32);
+    let s = io.tensor("full").unwrap().shape().to_vec();
+    let (b, m, v) = (s[0], s[1], s[2]);
+    let n = src.len() / b;
     let ecfg = xt.encoder().decoder().config();
     let dcfg = xt.decoder().decoder().config();
+    let dim = ecfg.dim;
     let mut ekv = vec![f32::NAN; KvCache::<f32>::elements(ecfg, n)];
     let mut esb = vec![f32::NAN; Scratch::elements(ecfg, n)];
     let mut ecache = KvCache::new(ecfg, n, &mut ekv).unwrap();
@@ -130,22 +113,23 @@ fn xt_pad() {
             }
         }
     }
-    println!("xt_pad: max |encoder - torch| = {worst_enc:.2e}, |full - torch| = {worst_full:.2e}, |step-wise - torch| = {worst_step:.2e}");
+    println!("{name}: max |encoder - torch| = {worst_enc:.2e}, |full - torch| = {worst_full:.2e}, |step-wise - torch| = {worst_step:.2e}");
     assert!(worst_enc <= TOLERANCE && worst_full <= TOLERANCE && worst_step <= TOLERANCE);
+    (worst_enc, worst_full, worst_step)
 }
 
-/// A source longer than the decoder's context cache, and one longer than the encoder's
-/// scratch: typed errors, nothing written.
+/// A padded source; the configuration read from the file is the one written by hand before.
 #[test]
-fn source_too_long() {
-    let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
-    let (mw, ml) = aligned(&format!("{dir}/xt_pad.model.safetensors"));
-    let file = SafeTensors::parse(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
-    let source = |name: &str| {
-        file.tensor(name)
-            .map(|t| TensorView::new(Tensor::F32(t.as_f32().unwrap()), t.shape()))
-    };
-    let enc = WrapperConfig::new(40, 16, DecoderConfig::new(32, 2).heads(2).attn_dim_head(16));
+fn xt_pad() {
+    check("xt_pad");
+    let (mw, ml) = fixture("xt_pad", "model");
+    let xt: XTransformer =
+        XTransformer::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
+    // XTransformer(dim=32, enc_depth=2, enc_heads=2, enc_attn_dim_head=16, enc_num_tokens=40,
+    // enc_max_seq_len=16, dec_depth=2, dec_heads=4, dec_attn_dim_head=8, dec_num_tokens=30,
+    // dec_max_seq_len=16, dec_rotary_pos_emb=True); the encoder has no logits.
+    let enc = WrapperConfig::new(40, 16, DecoderConfig::new(32, 2).heads(2).attn_dim_head(16))
+        .tie_embedding(true);
     let dec = WrapperConfig::new(
         30,
         16,
@@ -155,7 +139,32 @@ fn source_too_long() {
             .rotary_pos_emb(true)
             .cross_attend(true),
     );
-    let xt: XTransformer = XTransformer::from_source(enc, dec, &source).unwrap();
+    let c = xt.config();
+    assert_eq!((c.encoder, c.decoder, c.tie_token_emb), (enc, dec, false));
+}
+
+/// `tie_token_emb`, an encoder without absolute positions (rotary), a GQA + GLU decoder with
+/// absolute positions, sources padded on the left and on the right.
+#[test]
+fn xt_tie() {
+    check("xt_tie");
+    let (mw, ml) = fixture("xt_tie", "model");
+    let xt: XTransformer =
+        XTransformer::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
+    let c = xt.config();
+    assert!(c.tie_token_emb);
+    assert!(!c.encoder.has_abs_pos_emb() && c.decoder.has_abs_pos_emb());
+    assert_eq!(c.decoder.attn_layers.kv_heads(), 2);
+}
+
+/// A source longer than the decoder's context cache, and one longer than the encoder's
+/// scratch; a memory of the wrong length; tokens past the vocabulary: typed errors, nothing
+/// written.
+#[test]
+fn errors_are_typed_and_preserve_state() {
+    let (mw, ml) = fixture("xt_pad", "model");
+    let xt: XTransformer =
+        XTransformer::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
     let (ecfg, dcfg) = (
         xt.encoder().decoder().config(),
         xt.decoder().decoder().config(),
@@ -171,8 +180,51 @@ fn source_too_long() {
     assert!(
         matches!(
             e,
-            picoformer::Error::BufferTooSmall {
-                buffer: picoformer::Buffer::Scratch,
+            Error::BufferTooSmall {
+                buffer: Buffer::Scratch,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = xt
+        .encode(&mut ecache, &mut escratch, &[1; 3], None, &mut memory)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::BufferLength {
+            buffer: Buffer::Output,
+            expected: 96,
+            found: 192
+        }
+    );
+    let e = xt
+        .encode(
+            &mut ecache,
+            &mut escratch,
+            &[1, 40, 2],
+            None,
+            &mut memory[..96],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::TokenOutOfRange { token: 40, .. }),
+        "{e:?}"
+    );
+    let e = xt
+        .encode(
+            &mut ecache,
+            &mut escratch,
+            &[1, 2, 3],
+            Some(&[true, false]),
+            &mut memory[..96],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BufferLength {
+                buffer: Buffer::Mask,
                 ..
             }
         ),
@@ -199,11 +251,189 @@ fn source_too_long() {
         .unwrap_err();
     assert_eq!(
         e,
-        picoformer::Error::ContextTooLong {
+        Error::ContextTooLong {
             rows: 6,
             capacity: 4
         }
     );
     assert_eq!((cache.len(), cache.context_len()), (0, None));
     assert!(out.iter().all(|&v| v == 7.0));
+}
+
+/// `picoformer run` on the XTransformer fixtures: `enc`, `full` and `stepwise` equal torch's;
+/// hostile inputs are refused by name; `inspect` prints both parts' plan.
+#[cfg(feature = "cli")]
+#[test]
+fn cli_run_and_inspect() {
+    let dir = std::env::temp_dir().join(format!("picoformer-xt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let run = |model: &str, inputs: &str, out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_picoformer"))
+            .args([
+                "run",
+                &format!("{fixtures}/{model}.model.safetensors"),
+                inputs,
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    for name in ["xt_pad", "xt_tie"] {
+        let out = dir.join(format!("{name}.out.safetensors"));
+        let res = run(name, &format!("{fixtures}/{name}.io.safetensors"), &out);
+        assert!(res.status.success(), "{name}: {res:?}");
+        let (ow, ol) = torch::aligned(out.to_str().unwrap());
+        let got = SafeTensors::parse(&bytemuck::cast_slice(&ow)[..ol]).unwrap();
+        let (iw, il) = fixture(name, "io");
+        let io = SafeTensors::parse(&bytemuck::cast_slice(&iw)[..il]).unwrap();
+        for o in ["enc", "full", "stepwise"] {
+            let (a, b) = (got.tensor(o).unwrap(), io.tensor(o).unwrap());
+            assert_eq!(a.shape(), b.shape(), "{name} {o}");
+            let d = max_diff(a.as_f32().unwrap(), b.as_f32().unwrap());
+            println!("{name} via picoformer run: max |{o} - torch| = {d:.2e}");
+            assert!(d <= TOLERANCE, "{name} {o}: {d:e}");
+        }
+    }
+    let write = |name: &str, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]| {
+        let path = dir.join(name);
+        let mut header = String::from("{");
+        let mut data = Vec::new();
+        for (i, (n, dtype, shape, bytes)) in tensors.iter().enumerate() {
+            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            header += &format!(
+                "{}\"{n}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+                if i > 0 { "," } else { "" },
+                dims.join(","),
+                data.len(),
+                data.len() + bytes.len()
+            );
+            data.extend_from_slice(bytes);
+        }
+        header.push('}');
+        while !(8 + header.len()).is_multiple_of(8) {
+            header.push(' ');
+        }
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&data);
+        std::fs::write(&path, file).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let src = ("src", "I64", vec![1, 3], i64s(&[1, 2, 3]));
+    let tgt = ("tgt", "I64", vec![1, 2], i64s(&[4, 5]));
+    let cases: Vec<(String, &str)> = vec![
+        (
+            write("no_tgt.st", std::slice::from_ref(&src)),
+            "needs `tgt`",
+        ),
+        (
+            write("no_src.st", std::slice::from_ref(&tgt)),
+            "needs `src`",
+        ),
+        (
+            write(
+                "far.st",
+                &[("src", "I64", vec![1, 3], i64s(&[1, 40, 3])), tgt.clone()],
+            ),
+            "`src`: token 40 at index 1 is out of range (num_tokens = 40)",
+        ),
+        (
+            write(
+                "rows.st",
+                &[src.clone(), ("tgt", "I64", vec![2, 1], i64s(&[4, 5]))],
+            ),
+            "`tgt` has 2 rows and `src` 1",
+        ),
+        (
+            write(
+                "smask.st",
+                &[
+                    src.clone(),
+                    tgt.clone(),
+                    ("src_mask", "BOOL", vec![1, 2], vec![1, 1]),
+                ],
+            ),
+            "`src_mask` must be bool or uint8 of shape (1, 3)",
+        ),
+        (
+            write(
+                "float.st",
+                &[("src", "F32", vec![1, 3], vec![0; 12]), tgt.clone()],
+            ),
+            "`src` must be i64",
+        ),
+        (
+            write(
+                "mask.st",
+                &[
+                    src.clone(),
+                    tgt.clone(),
+                    ("mask", "BOOL", vec![1, 3], vec![1; 3]),
+                ],
+            ),
+            "`mask` is not an input of an XTransformer (it takes `src`, `src_mask`, `tgt`)",
+        ),
+        // xt_tie's decoder has absolute positions up to 10 (xt_pad's is rotary)
+        (
+            write(
+                "long.st",
+                &[src.clone(), ("tgt", "I64", vec![1, 11], i64s(&[1; 11]))],
+            ),
+            "position 10",
+        ),
+    ];
+    for (inputs, want) in cases {
+        let out = dir.join("never.safetensors");
+        let model = if inputs.ends_with("long.st") {
+            "xt_tie"
+        } else {
+            "xt_pad"
+        };
+        let res = run(model, &inputs, &out);
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(1), "{inputs}: {err}");
+        assert!(err.contains(want), "{inputs}: {err}");
+        assert!(!out.exists());
+    }
+    let path = format!("{fixtures}/xt_pad.model.safetensors");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_picoformer"))
+        .args([
+            "inspect",
+            &path,
+            "--context",
+            "6",
+            "--capacity",
+            "16",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{res:?}");
+    let json = String::from_utf8_lossy(&res.stdout);
+    let (mw, ml) = fixture("xt_pad", "model");
+    let xt: XTransformer =
+        XTransformer::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
+    let (e, d) = (
+        xt.encoder().decoder().config(),
+        xt.decoder().decoder().config(),
+    );
+    for (key, bytes) in [
+        ("encoder_scratch_bytes", Scratch::bytes(e, 6)),
+        ("encoder_kv_cache_f32_bytes", KvCache::<f32>::bytes(e, 6)),
+        ("source_embeddings_bytes", 6 * 32 * 4),
+        ("decoder_kv_cache_f32_bytes", KvCache::<f32>::bytes(d, 16)),
+        (
+            "decoder_context_cache_f32_bytes",
+            KvCache::<f32>::context_bytes(d, 6),
+        ),
+        ("logits_bytes", 30 * 4),
+    ] {
+        assert!(
+            json.contains(&format!("\"{key}\":{bytes},")),
+            "{key}: {json}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

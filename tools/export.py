@@ -1,4 +1,5 @@
-"""Export an x-transformers decoder to one picoformer safetensors file.
+"""Export an x-transformers model (Decoder, Encoder, TransformerWrapper, ContinuousTransformerWrapper,
+XTransformer) to one picoformer safetensors file.
 
 After training, add (kwargs = exactly what you passed to the constructors):
 
@@ -8,7 +9,17 @@ After training, add (kwargs = exactly what you passed to the constructors):
     model = TransformerWrapper(attn_layers=Decoder(**dec), **wrap)   # ... train ...
     export(model, {"decoder": dec, "wrapper": wrap}, "model.safetensors", dtype="float16")
 
-For a raw Decoder pass `{"decoder": dec, "wrapper": None}`.
+For a raw Decoder pass `{"decoder": dec, "wrapper": None}`; for an Encoder, `"encoder"`
+instead of `"decoder"`. The rest of the family:
+
+    cont = dict(dim_in=10, dim_out=12, max_seq_len=49, average_pool_embed=True)
+    model = ContinuousTransformerWrapper(attn_layers=Encoder(**enc), **cont)
+    export(model, {"encoder": enc, "continuous_wrapper": cont}, "kws.safetensors")
+
+    xt = dict(dim=256, enc_num_tokens=256, enc_depth=3, enc_max_seq_len=128,
+              dec_num_tokens=256, dec_depth=3, dec_max_seq_len=128)
+    model = XTransformer(**xt)
+    export(model, {"xtransformer": xt}, "translate.safetensors")
 
 The file holds exactly `module.state_dict()` (cast to `dtype`, except every
 `rotary_pos_emb.inv_freq`, which stays float32), plus, with `scaled_sinu_pos_emb`,
@@ -24,7 +35,8 @@ widths) starts on a 64-byte cache line: place the file at a 64-aligned address
 and the kernels' row loads never span two lines.
 
 Command line (a checkpoint saved with `torch.save(model.state_dict(), path)`
-plus a JSON file `{"decoder": {...}, "wrapper": {...} or null}`):
+plus a JSON file of the kwargs: `{"decoder" | "encoder": {...}, "wrapper": {...} or null}`,
+`{"decoder" | "encoder": {...}, "continuous_wrapper": {...}}` or `{"xtransformer": {...}}`):
 
     python tools/export.py --config config.json --weights model.pt --out model.safetensors --dtype float16
     python tools/export.py --check model.safetensors
@@ -60,17 +72,30 @@ _OPTIONS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "option
 _OPTIONS = None
 
 
+# The constructor whose arguments a group of tools/options.json belongs to (src/options: `Table`).
+_TABLE = {"decoder": "layers", "layers": "layers", "attn": "layers", "cross_attn": "layers", "ff": "layers",
+          "wrapper": "wrapper", "continuous": "continuous", "xtransformer": "xtransformer"}
+_CLASS_NAME = {"layers": "Decoder", "wrapper": "TransformerWrapper", "continuous": "ContinuousTransformerWrapper",
+               "xtransformer": "XTransformer"}
+
+
 def _options():
-    """{(is_wrapper, name): row} of tools/options.json."""
+    """{(table, name): row} of tools/options.json."""
     global _OPTIONS
     if _OPTIONS is None:
         with open(_OPTIONS_PATH) as f:
             doc = json.load(f)
-        _OPTIONS = {(r["group"] == "wrapper", r["name"]): r for r in doc["arguments"]}
-        supported = {r["name"] for r in doc["arguments"] if r["class"] == "supported"}
+        _OPTIONS = {(_TABLE[r["group"]], r["name"]): r for r in doc["arguments"]}
+        supported = {r["name"] for r in doc["arguments"] if r["class"] == "supported"
+                     and _TABLE[r["group"]] in ("layers", "wrapper")}
         if supported != set(_SUPPORTED_TYPES):
             raise RuntimeError(f"export.py's _SUPPORTED_TYPES does not list the loader's supported arguments: "
                                f"{sorted(supported ^ set(_SUPPORTED_TYPES))}")
+        family = {(_TABLE[r["group"]], r["name"]) for r in doc["arguments"] if r["class"] == "supported"
+                  and _TABLE[r["group"]] in ("continuous", "xtransformer")}
+        if family != set(_FAMILY_TYPES):
+            raise RuntimeError(f"export.py's _FAMILY_TYPES does not list the loader's supported arguments: "
+                               f"{sorted(family ^ set(_FAMILY_TYPES))}")
     return _OPTIONS
 
 
@@ -116,6 +141,19 @@ _SUPPORTED_TYPES = {
 }
 
 
+# The same for the ContinuousTransformerWrapper's and the XTransformer's own arguments.
+_FAMILY_TYPES = {
+    ("continuous", "max_seq_len"): _OPT_USIZE, ("continuous", "dim_in"): _OPT_USIZE,
+    ("continuous", "dim_out"): _OPT_USIZE, ("continuous", "post_emb_norm"): _BOOL,
+    ("continuous", "use_abs_pos_emb"): _BOOL, ("continuous", "average_pool_embed"): _BOOL,
+    ("continuous", "use_identity_if_same_dim"): _BOOL,
+    ("xtransformer", "dim"): _USIZE, ("xtransformer", "tie_token_emb"): _BOOL,
+    ("xtransformer", "enc_num_tokens"): _USIZE, ("xtransformer", "enc_max_seq_len"): _USIZE,
+    ("xtransformer", "enc_use_abs_pos_emb"): _BOOL, ("xtransformer", "dec_num_tokens"): _USIZE,
+    ("xtransformer", "dec_max_seq_len"): _USIZE, ("xtransformer", "dec_use_abs_pos_emb"): _BOOL,
+}
+
+
 def _type_ok(kind, v) -> bool:
     is_int = isinstance(v, int) and not isinstance(v, bool)
     is_num = is_int or (isinstance(v, float) and v == v and abs(v) != float("inf"))
@@ -133,12 +171,14 @@ def _unsupported(name, value, reason):
     return ValueError(f"unsupported x-transformers option {name!r} = {value!r} ({reason})")
 
 
-def _decide(name: str, value, group_kwargs: dict, wrapper: bool) -> None:
-    """The loader's rule (src/options): raise ValueError unless picoformer computes this value."""
-    row = _options().get((wrapper, name))
+def _decide(name: str, value, group_kwargs: dict, table: str, shown: str | None = None) -> None:
+    """The loader's rule (src/options): raise ValueError unless picoformer computes this value of
+    argument `name` of `table` ("layers", "wrapper", "continuous", "xtransformer"); errors name
+    it `shown` (an XTransformer's `enc_<name>`), by default `name`."""
+    shown = name if shown is None else shown
+    row = _options().get((table, name))
     if row is None:
-        where = "TransformerWrapper" if wrapper else "Decoder"
-        raise _unsupported(name, value, f"not an argument of x-transformers' {where}")
+        raise _unsupported(shown, value, f"not an argument of x-transformers' {_CLASS_NAME[table]}")
     if row["group"] == "cross_attn" and row["class"] == "refused":
         # cross_attn_<x> overrides attn_<x> for cross-attention: compare with what it would get.
         attn = "attn_" + name[len("cross_attn_"):]
@@ -147,14 +187,15 @@ def _decide(name: str, value, group_kwargs: dict, wrapper: bool) -> None:
                 return
         elif _equals_default(value, row):
             return
-        raise _unsupported(name, value, row["reason"])
+        raise _unsupported(shown, value, row["reason"])
     if _equals_default(value, row) or row["class"] == "no_effect":
         return
     if row["class"] == "supported":
-        if not _type_ok(_SUPPORTED_TYPES[name], value):
-            raise ValueError(f"invalid value for {name!r} = {value!r}: not of the type picoformer reads it as")
+        kind = _FAMILY_TYPES.get((table, name), _SUPPORTED_TYPES.get(name))
+        if not _type_ok(kind, value):
+            raise ValueError(f"invalid value for {shown!r} = {value!r}: not of the type picoformer reads it as")
         return
-    raise _unsupported(name, value, row["reason"])
+    raise _unsupported(shown, value, row["reason"])
 
 
 # state_dict keys of the supported layout (decoder keys; a wrapper prefixes them with `attn_layers.`).
@@ -303,25 +344,36 @@ def check_alignment(path: str) -> dict:
 # supported-subset check
 # ---------------------------------------------------------------------------
 
-def _check_kwargs(dec: dict, wrap: dict | None) -> None:
-    if not isinstance(dec, dict):
-        raise ValueError("kwargs['decoder'] must be a dict of Decoder kwargs")
-    for k, v in dec.items():
-        _decide(k, v, dec, wrapper=False)
-    # Supported arguments whose value is outside what picoformer implements.
-    if "causal" in dec and dec["causal"] is not True:
-        raise _unsupported("causal", dec["causal"], "a Decoder is causal; an Encoder is not supported")
-    for k in ("dim", "depth"):
-        if dec.get(k) is None:
-            raise ValueError(f"Decoder kwarg '{k}' is required")
+def _check_layer_values(dec: dict, prefix: str = "") -> None:
+    """Supported layer arguments whose value is outside what picoformer implements (`prefix`: how
+    an XTransformer names them)."""
     for k in ("ff_softclamp_value", "softclamp_output_value", "ff_mult"):
         v = dec.get(k)
         if v is not None and not (_type_ok(_NUMBER, v) and v > 0):
-            raise ValueError(f"invalid value for {k!r} = {v!r}: must be a positive number")
+            raise ValueError(f"invalid value for {prefix + k!r} = {v!r}: must be a positive number")
     if dec.get("rotary_pos_emb"):
         r = dec.get("rotary_emb_dim")
         if r is not None and (r < 2 or r % 2):
-            raise ValueError(f"unsupported Decoder option rotary_emb_dim={r!r}: must be even and >= 2")
+            raise ValueError(f"unsupported Decoder option {prefix}rotary_emb_dim={r!r}: must be even and >= 2")
+    if prefix == "enc_" or dec.get("causal") is False:
+        if dec.get("rotary_pos_emb") and dec.get("rotary_xpos"):
+            raise _unsupported(prefix + "rotary_xpos", True, "x-transformers asserts that xpos is causal")
+
+
+def _check_kwargs(dec: dict, wrap: dict | None, encoder: bool = False) -> None:
+    if not isinstance(dec, dict):
+        raise ValueError("kwargs['decoder'] must be a dict of Decoder kwargs")
+    if encoder and "causal" in dec:
+        raise _unsupported("causal", dec["causal"], "x-transformers' Encoder takes no `causal` (it is not causal)")
+    for k, v in dec.items():
+        _decide(k, v, dec, "layers")
+    # Supported arguments whose value is outside what picoformer implements.
+    if "causal" in dec and dec["causal"] is not True:
+        raise _unsupported("causal", dec["causal"], "a Decoder is causal; an Encoder is stored under `encoder`")
+    for k in ("dim", "depth"):
+        if dec.get(k) is None:
+            raise ValueError(f"Decoder kwarg '{k}' is required")
+    _check_layer_values(dict(dec, causal=not encoder))
 
     if wrap is None:
         return
@@ -330,7 +382,7 @@ def _check_kwargs(dec: dict, wrap: dict | None) -> None:
     if "attn_layers" in wrap:
         raise ValueError("kwargs['wrapper'] must not contain 'attn_layers': put the Decoder kwargs in kwargs['decoder']")
     for k, v in wrap.items():
-        _decide(k, v, wrap, wrapper=True)
+        _decide(k, v, wrap, "wrapper")
     for k in ("num_tokens", "max_seq_len"):
         if k not in wrap:
             raise ValueError(f"TransformerWrapper kwarg '{k}' is required")
@@ -347,16 +399,101 @@ def _check_kwargs(dec: dict, wrap: dict | None) -> None:
                            "tied logits multiply dim features by emb_dim ones and fail")
 
 
-def _check_keys(keys, wrapped: bool) -> None:
-    for key in keys:
-        if wrapped:
-            if _WRAPPER_KEY_RE.match(key):
-                continue
-            if key.startswith("attn_layers.") and _DECODER_KEY_RE.match(key[len("attn_layers."):]):
-                continue
-        elif _DECODER_KEY_RE.match(key):
+def _check_continuous(layers: dict, cont: dict, encoder: bool) -> None:
+    """A ContinuousTransformerWrapper's own kwargs, by the loader's rule."""
+    if not isinstance(cont, dict):
+        raise ValueError("kwargs['continuous_wrapper'] must be a dict of ContinuousTransformerWrapper kwargs")
+    if "attn_layers" in cont:
+        raise ValueError("kwargs['continuous_wrapper'] must not contain 'attn_layers': put the layers' kwargs in "
+                         "kwargs['decoder'] or kwargs['encoder']")
+    for k, v in cont.items():
+        _decide(k, v, cont, "continuous")
+    if cont.get("average_pool_embed") and not encoder:
+        raise _unsupported("average_pool_embed", cont["average_pool_embed"],
+                           "pooling a Decoder's outputs is not implemented (an Encoder's is)")
+    for k in ("dim_in", "dim_out"):
+        if cont.get(k) == 0:
+            raise ValueError(f"invalid value for {k!r} = 0: must be positive")
+
+
+# What XTransformer refuses in its encoder's (`enc_`) and decoder's (`dec_`) kwargs whatever the
+# value: x-transformers fails on them (src/options/metadata.rs, `read_xtransformer`).
+_XT_ALWAYS_REFUSED = {
+    "dim": "XTransformer gives its encoder and decoder `dim` (x-transformers asserts)",
+    "causal": "x-transformers' Encoder and Decoder take no `causal`",
+}
+
+
+def _check_xtransformer(xt: dict) -> None:
+    """An XTransformer's kwargs, by the loader's rule: its own, then `enc_<x>` / `dec_<x>` as the
+    Encoder's / Decoder's `<x>` (XTransformer.__init__, xt:4713-4756)."""
+    if not isinstance(xt, dict):
+        raise ValueError("kwargs['xtransformer'] must be a dict of XTransformer kwargs")
+    sides = {p: {k[len(p):]: v for k, v in xt.items() if k.startswith(p) and ("xtransformer", k) not in _options()}
+             for p in ("enc_", "dec_")}
+    for k, v in xt.items():
+        if ("xtransformer", k) in _options():
+            _decide(k, v, xt, "xtransformer")
             continue
-        raise ValueError(f"state_dict key {key!r} is outside the layout picoformer supports")
+        prefix = k[:4]
+        if prefix not in sides:
+            raise _unsupported(k, v, "not an argument of x-transformers' XTransformer (its encoder's and decoder's "
+                                     "take the prefixes `enc_` and `dec_`)")
+        rest = k[4:]
+        if rest in _XT_ALWAYS_REFUSED:
+            raise _unsupported(k, v, _XT_ALWAYS_REFUSED[rest])
+        if rest == "cross_attend" and (prefix == "dec_" or v):
+            raise _unsupported(k, v, "XTransformer's decoder cross-attends: x-transformers passes cross_attend itself"
+                               if prefix == "dec_" else "XTransformer runs its encoder without a context")
+        if (("layers", rest)) not in _options():
+            side = "Encoder" if prefix == "enc_" else "Decoder"
+            raise _unsupported(k, v, f"not an argument of x-transformers' {side} (XTransformer's `{prefix}` group)")
+        _decide(rest, v, sides[prefix], "layers", shown=k)
+    for k in ("dim", "enc_num_tokens", "enc_max_seq_len", "enc_depth", "dec_num_tokens", "dec_max_seq_len",
+              "dec_depth"):
+        if xt.get(k) is None:
+            raise ValueError(f"XTransformer kwarg '{k}' is required")
+    for p in ("enc_", "dec_"):
+        _check_layer_values(sides[p], p)
+    ctx = xt.get("dec_cross_attn_dim_context")
+    if ctx is not None and ctx != xt["dim"]:
+        raise _unsupported("dec_cross_attn_dim_context", ctx,
+                           "XTransformer's decoder attends to the encoder's output, `dim` wide")
+    if xt.get("tie_token_emb") and xt["enc_num_tokens"] != xt["dec_num_tokens"]:
+        raise _unsupported("tie_token_emb", xt["tie_token_emb"],
+                           "with enc_num_tokens other than dec_num_tokens (the decoder embeds with the encoder's "
+                           "table) is not implemented")
+
+
+def _layers_key(key: str) -> bool:
+    return bool(_DECODER_KEY_RE.match(key))
+
+
+def _wrapper_key(key: str, logits: bool = True) -> bool:
+    if key.startswith("attn_layers."):
+        return _layers_key(key[len("attn_layers."):])
+    return bool(_WRAPPER_KEY_RE.match(key)) and (logits or not key.startswith("to_logits."))
+
+
+_CONTINUOUS_KEY_RE = re.compile(r"^(?:project_in\.weight|project_out\.weight|pos_emb\.emb\.weight|post_emb_norm\.gamma)$")
+
+
+def _check_keys(keys, kind: str) -> None:
+    """Every key in the layout picoformer reads for `kind` ("layers", "wrapper", "continuous",
+    "xtransformer")."""
+    for key in keys:
+        if kind == "layers":
+            ok = _layers_key(key)
+        elif kind == "wrapper":
+            ok = _wrapper_key(key)
+        elif kind == "continuous":
+            ok = bool(_CONTINUOUS_KEY_RE.match(key)) or (
+                key.startswith("attn_layers.") and _layers_key(key[len("attn_layers."):]))
+        else:  # the encoder has no logits (return_only_embed)
+            ok = (key.startswith("encoder.") and _wrapper_key(key[len("encoder."):], logits=False)) or (
+                key.startswith("decoder.net.") and _wrapper_key(key[len("decoder.net."):]))
+        if not ok:
+            raise ValueError(f"state_dict key {key!r} is outside the layout picoformer supports")
 
 
 # ---------------------------------------------------------------------------
@@ -368,10 +505,21 @@ def layers_class(kwargs: dict) -> str:
     return "encoder" if "encoder" in kwargs else "decoder"
 
 
-def build_module(kwargs: dict):
-    """Build a fresh x-transformers module (eval mode) from `{"decoder" | "encoder": ..., "wrapper": ...}`."""
-    from x_transformers import Decoder, Encoder, TransformerWrapper
+def model_kind(kwargs: dict) -> str:
+    """What `kwargs` describe: "xtransformer", "continuous" or "layers" (a Decoder or Encoder, bare or
+    in a TransformerWrapper)."""
+    if "xtransformer" in kwargs:
+        return "xtransformer"
+    return "continuous" if "continuous_wrapper" in kwargs else "layers"
 
+
+def build_module(kwargs: dict):
+    """Build a fresh x-transformers module (eval mode) from `{"decoder" | "encoder": ..., "wrapper": ...}`,
+    `{"decoder" | "encoder": ..., "continuous_wrapper": ...}` or `{"xtransformer": ...}`."""
+    from x_transformers import ContinuousTransformerWrapper, Decoder, Encoder, TransformerWrapper, XTransformer
+
+    if model_kind(kwargs) == "xtransformer":
+        return XTransformer(**kwargs["xtransformer"]).eval()
     if layers_class(kwargs) == "encoder":
         dec = dict(kwargs["encoder"])
         if "causal" in dec:
@@ -382,6 +530,8 @@ def build_module(kwargs: dict):
         if dec.pop("causal", True) is not True:
             raise ValueError("a Decoder is causal; export an Encoder under 'encoder'")
         decoder = Decoder(**dec)
+    if model_kind(kwargs) == "continuous":
+        return ContinuousTransformerWrapper(attn_layers=decoder, **kwargs["continuous_wrapper"]).eval()
     wrap = kwargs.get("wrapper")
     module = decoder if wrap is None else TransformerWrapper(attn_layers=decoder, **wrap)
     return module.eval()
@@ -391,18 +541,36 @@ def _probe_inputs(kwargs: dict, device):
     import torch
 
     g = torch.Generator().manual_seed(1234)
+    if model_kind(kwargs) == "xtransformer":
+        xt = kwargs["xtransformer"]
+        src = torch.randint(0, xt["enc_num_tokens"], (1, min(3, xt["enc_max_seq_len"])), generator=g)
+        tgt = torch.randint(0, xt["dec_num_tokens"], (1, min(3, xt["dec_max_seq_len"])), generator=g)
+        return src.to(device), {"tgt": tgt.to(device)}
     dec = kwargs[layers_class(kwargs)]
     extra = {}
     if dec.get("cross_attend"):
         dctx = dec.get("cross_attn_dim_context") or dec["dim"]
         extra["context"] = torch.randn(1, 2, dctx, generator=g).to(device)
     wrap = kwargs.get("wrapper")
-    if wrap is None:
+    if model_kind(kwargs) == "continuous":
+        cont = kwargs["continuous_wrapper"]
+        n = min(3, cont["max_seq_len"]) if cont.get("max_seq_len") else 3
+        x = torch.randn(1, n, cont.get("dim_in") or dec["dim"], generator=g)
+    elif wrap is None:
         x = torch.randn(1, 3, dec["dim"], generator=g)
     else:
         n = min(3, wrap["max_seq_len"]) if wrap["max_seq_len"] > 0 else 3
         x = torch.randint(0, wrap["num_tokens"], (1, n), generator=g)
     return x.to(device), extra
+
+
+def _probe_outputs(module, kwargs: dict, x, extra):
+    """The module's outputs for the probe: an XTransformer's decoder logits for `tgt` given the
+    encoded source (its forward returns the training loss)."""
+    if model_kind(kwargs) == "xtransformer":
+        enc = module.encoder(x, return_embeddings=True)
+        return module.decoder.net(extra["tgt"], context=enc)
+    return module(x, **extra)
 
 
 def _verify_module_matches(module, kwargs: dict, state: dict) -> None:
@@ -424,63 +592,101 @@ def _verify_module_matches(module, kwargs: dict, state: dict) -> None:
     ref = copy.deepcopy(module).to("cpu", torch.float32).eval()
     x, extra = _probe_inputs(kwargs, "cpu")
     with torch.no_grad():
-        a = ref(x, **extra)
-        b = fresh(x, **extra)
+        a = _probe_outputs(ref, kwargs, x, extra)
+        b = _probe_outputs(fresh, kwargs, x, extra)
     err = (a - b).abs().max().item()
     if not err <= 1e-5 * (1.0 + a.abs().max().item()):
         raise ValueError(f"kwargs do not describe the module: outputs differ by {err:.3g} "
                          "(an option that leaves the weights' shapes unchanged differs)")
 
 
-def export(module, kwargs: dict, path: str, dtype: str = "float32", verify: bool = True) -> dict:
-    """Write `module` (x-transformers Decoder or TransformerWrapper) to `path`.
+def _check_module(module, kwargs: dict) -> tuple[dict, str]:
+    """Check that `kwargs` are of a shape the loader reads, for a module of the matching class, and
+    decide every argument by the loader's rule. Returns the metadata object to store and the key
+    layout of the module ("layers", "wrapper", "continuous", "xtransformer")."""
+    from x_transformers import ContinuousTransformerWrapper, TransformerWrapper, XTransformer
+    from x_transformers.x_transformers import AttentionLayers
 
-    kwargs: `{"decoder": {...Decoder kwargs...}, "wrapper": {...TransformerWrapper kwargs
-    without attn_layers...} or None}`. dtype: "float32", "float16" or "bfloat16".
+    shapes = ('kwargs must be {"decoder" | "encoder": {...}, "wrapper": {...} or None}, '
+              '{"decoder" | "encoder": {...}, "continuous_wrapper": {...}} or {"xtransformer": {...}}')
+    if not isinstance(kwargs, dict):
+        raise ValueError(shapes)
+    if model_kind(kwargs) == "xtransformer":
+        unknown = set(kwargs) - {"xtransformer"}
+        if unknown:
+            raise ValueError(f"unexpected top-level kwargs keys {sorted(unknown)} beside 'xtransformer'")
+        if not isinstance(module, XTransformer):
+            raise ValueError(f"module is a {type(module).__name__} but kwargs describe an XTransformer")
+        _check_xtransformer(kwargs["xtransformer"])
+        return {"xtransformer": kwargs["xtransformer"]}, "xtransformer"
+    if ("decoder" in kwargs) == ("encoder" in kwargs):
+        raise ValueError(shapes)
+    cls = layers_class(kwargs)
+    continuous = model_kind(kwargs) == "continuous"
+    outer = "continuous_wrapper" if continuous else "wrapper"
+    unknown = set(kwargs) - {cls, outer}
+    if unknown:
+        raise ValueError(f"unexpected top-level kwargs keys {sorted(unknown)}")
+    dec_kwargs = kwargs[cls]
+    wrap_kwargs = kwargs.get(outer)
+
+    if continuous:
+        if not isinstance(module, ContinuousTransformerWrapper):
+            raise ValueError(f"module is a {type(module).__name__} but kwargs describe a ContinuousTransformerWrapper")
+        layers = module.attn_layers
+        kind = "continuous"
+    elif isinstance(module, TransformerWrapper):
+        if wrap_kwargs is None:
+            raise ValueError("module is a TransformerWrapper but kwargs['wrapper'] is None")
+        layers = module.attn_layers
+        kind = "wrapper"
+    elif isinstance(module, AttentionLayers):
+        if wrap_kwargs is not None:
+            raise ValueError("module is a Decoder but kwargs['wrapper'] is not None")
+        layers = module
+        kind = "layers"
+    else:
+        raise ValueError(f"unsupported module type {type(module).__name__}: expected Decoder, Encoder, "
+                         "TransformerWrapper, ContinuousTransformerWrapper or XTransformer")
+    if not isinstance(layers, AttentionLayers) or layers.causal != (cls == "decoder"):
+        raise ValueError(f"attention layers {type(layers).__name__} (causal={getattr(layers, 'causal', None)}) "
+                         f"do not match kwargs['{cls}']")
+
+    if continuous:
+        _check_kwargs(dec_kwargs, None, encoder=cls == "encoder")
+        _check_continuous(dec_kwargs, wrap_kwargs, encoder=cls == "encoder")
+    else:
+        _check_kwargs(dec_kwargs, wrap_kwargs, encoder=cls == "encoder")
+    return {cls: dec_kwargs, outer: wrap_kwargs}, kind
+
+
+def export(module, kwargs: dict, path: str, dtype: str = "float32", verify: bool = True) -> dict:
+    """Write `module` (an x-transformers Decoder, Encoder, TransformerWrapper,
+    ContinuousTransformerWrapper or XTransformer) to `path`.
+
+    kwargs: `{"decoder" | "encoder": {...layer kwargs...}, "wrapper": {...TransformerWrapper kwargs
+    without attn_layers...} or None}`, `{"decoder" | "encoder": {...}, "continuous_wrapper":
+    {...ContinuousTransformerWrapper kwargs without attn_layers...}}` or `{"xtransformer":
+    {...XTransformer kwargs...}}`. dtype: "float32", "float16" or "bfloat16".
     verify: rebuild the module from kwargs and check it computes the same thing.
     Returns the header written (tensor entries plus `__metadata__`).
     """
     import torch
-    from x_transformers import TransformerWrapper
-    from x_transformers.x_transformers import AttentionLayers
 
     dtype = _ALIASES.get(dtype, dtype)
     if dtype not in _DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}: use float32, float16 or bfloat16")
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
-    if not isinstance(kwargs, dict) or ("decoder" in kwargs) == ("encoder" in kwargs):
-        raise ValueError('kwargs must be {"decoder" | "encoder": {...}, "wrapper": {...} or None}')
-    cls = layers_class(kwargs)
-    unknown = set(kwargs) - {cls, "wrapper"}
-    if unknown:
-        raise ValueError(f"unexpected top-level kwargs keys {sorted(unknown)}")
-    dec_kwargs = kwargs[cls]
-    wrap_kwargs = kwargs.get("wrapper")
-
-    if isinstance(module, TransformerWrapper):
-        if wrap_kwargs is None:
-            raise ValueError("module is a TransformerWrapper but kwargs['wrapper'] is None")
-        layers = module.attn_layers
-    elif isinstance(module, AttentionLayers):
-        if wrap_kwargs is not None:
-            raise ValueError("module is a Decoder but kwargs['wrapper'] is not None")
-        layers = module
-    else:
-        raise ValueError(f"unsupported module type {type(module).__name__}: expected Decoder or TransformerWrapper")
-    if not isinstance(layers, AttentionLayers) or layers.causal != (cls == "decoder"):
-        raise ValueError(f"attention layers {type(layers).__name__} (causal={getattr(layers, 'causal', None)}) "
-                         f"do not match kwargs['{cls}']")
-
-    _check_kwargs(dec_kwargs, wrap_kwargs)
+    stored, kind = _check_module(module, kwargs)
     try:
-        config_json = json.dumps({cls: dec_kwargs, "wrapper": wrap_kwargs}, sort_keys=True)
+        config_json = json.dumps(stored, sort_keys=True)
     except TypeError as e:
         raise ValueError(f"kwargs must be JSON-serialisable: {e}") from None
     config = json.loads(config_json)  # tuples -> lists, exactly what is stored
 
     state = module.state_dict()
-    _check_keys(state.keys(), wrapped=wrap_kwargs is not None)
+    _check_keys(state.keys(), kind)
     if verify:
         _verify_module_matches(module, config, state)
 
@@ -536,8 +742,10 @@ def read_config(path: str) -> tuple[dict, dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
-        description="Export an x-transformers Decoder / TransformerWrapper checkpoint to a picoformer safetensors file.",
-        epilog='config JSON: {"decoder": {...Decoder kwargs...}, "wrapper": {...TransformerWrapper kwargs...} or null}',
+        description="Export an x-transformers Decoder / Encoder / TransformerWrapper / ContinuousTransformerWrapper / "
+                    "XTransformer checkpoint to a picoformer safetensors file.",
+        epilog='config JSON: {"decoder" | "encoder": {...}, "wrapper": {...} or null}, {"decoder" | "encoder": {...}, '
+               '"continuous_wrapper": {...}} or {"xtransformer": {...}}',
     )
     ap.add_argument("--config", help="JSON file with the constructor kwargs")
     ap.add_argument("--weights", help="checkpoint from torch.save(model.state_dict()) (.pt) or a .safetensors state_dict")

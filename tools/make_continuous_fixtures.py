@@ -2,16 +2,17 @@
 
     .venv/bin/python tools/make_continuous_fixtures.py [--out tests/fixtures]
 
-Writes <name>.model.safetensors (the wrapper's state_dict; metadata `x_transformers` =
-{"decoder" | "encoder": {...}, "continuous_wrapper": {...}}) and <name>.io.safetensors with `x`,
-optional `mask`, and `full` = model(x, mask=mask); for a decoder `stepwise` = x-transformers' cached
-pass (one frame per call, cache passed back). Parameters are perturbed (p += 0.1 * randn).
+Writes <name>.model.safetensors through tools/export.py (the wrapper's state_dict; metadata
+`x_transformers` = {"decoder" | "encoder": {...}, "continuous_wrapper": {...}}, every argument decided
+by the loader's rule) and <name>.io.safetensors with `x`, optional `mask`, `context` and
+`context_mask`, and `full` = model(x, mask=mask, context=context, context_mask=context_mask); for a
+decoder `stepwise` = x-transformers' cached pass (one frame per call, cache passed back).
+Parameters are perturbed (p += 0.1 * randn).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -19,7 +20,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export import check_alignment, write_safetensors  # noqa: E402
+from export import check_alignment, export, write_safetensors  # noqa: E402
 from make_fixtures import perturb_  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +38,13 @@ FIXTURES = [
     dict(name="cont_enc_pool", seed=62, n=49, mask=["1" * 45 + "0" * 4, "1" * 49], layers="encoder",
          layer_kwargs=dict(dim=32, depth=2, heads=4, attn_dim_head=8),
          wrapper=dict(dim_in=10, dim_out=12, max_seq_len=49, average_pool_embed=True)),
+    # streaming with a context: cross-attention (padded context), post_emb_norm, frames already
+    # `dim` wide (use_identity_if_same_dim: no project_in), GQA, absolute positions
+    dict(name="cont_dec_ctx", seed=63, n=7, mask=None, layers="decoder", context=(5, ["11111", "11100"]),
+         layer_kwargs=dict(dim=24, depth=2, heads=4, attn_dim_head=6, attn_kv_heads=2, cross_attend=True,
+                           ff_glu=True),
+         wrapper=dict(dim_in=24, dim_out=5, max_seq_len=12, post_emb_norm=True, use_identity_if_same_dim=True,
+                      emb_dropout=0.1)),
 ]
 
 
@@ -54,21 +62,26 @@ def make_one(spec, out_dir):
     extra = {}
     if spec["mask"] is not None:
         io["mask"] = extra["mask"] = torch.tensor([[c == "1" for c in r] for r in spec["mask"]])
+    step_extra = {}
+    if spec.get("context") is not None:
+        m, cmask = spec["context"]
+        io["context"] = step_extra["context"] = torch.randn(b, m, spec["layer_kwargs"]["dim"])
+        io["context_mask"] = step_extra["context_mask"] = torch.tensor([[c == "1" for c in r] for r in cmask])
+        extra.update(step_extra)
     with torch.no_grad():
         full = model(x, **extra)
         if spec["layers"] == "decoder":
             rows, cache = [], None
             for i in range(n):
-                out, cache = model(x[:, : i + 1], cache=cache, return_intermediates=True)
+                out, cache = model(x[:, : i + 1], cache=cache, return_intermediates=True, **step_extra)
                 rows.append(out[:, -1:])
             stepwise = torch.cat(rows, dim=1)
         else:
             stepwise = full
-    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     meta = {spec["layers"]: spec["layer_kwargs"], "continuous_wrapper": spec["wrapper"]}
     model_path = os.path.join(out_dir, f"{spec['name']}.model.safetensors")
-    write_safetensors(state, model_path, {"x_transformers": json.dumps(meta, sort_keys=True), "format": "picoformer-1"})
-    check_alignment(model_path)
+    export(model, meta, model_path, dtype="float32")
+    state = model.state_dict()
     io["full"] = full.contiguous()
     io["stepwise"] = stepwise.contiguous()
     io_path = os.path.join(out_dir, f"{spec['name']}.io.safetensors")

@@ -16,7 +16,14 @@ tools/setup_reference.sh), never typed by hand:
   and is left out, except names it pops from the prefixed group first (`cross_attn_inverted_attention`).
   A prefixed name equal to a named `AttentionLayers` parameter (`cross_attn_tokens_dropout`)
   binds to that parameter and is listed once, in `layers`;
-* `TransformerWrapper.__init__` (group `wrapper`), without `attn_layers` (the Decoder itself).
+* `TransformerWrapper.__init__` (group `wrapper`), without `attn_layers` (the Decoder itself);
+* `ContinuousTransformerWrapper.__init__` (group `continuous`), without `attn_layers`;
+* `XTransformer.__init__` (group `xtransformer`): its named parameters, and the wrapper arguments it
+  takes out of its `enc_` and `dec_` groups (`groupby_prefix_and_trim`) before passing the rest to
+  `Encoder(dim=dim, ...)` / `Decoder(dim=dim, cross_attend=True, ...)`: found by reading its source,
+  `pick_and_pop([...], enc_kwargs)` (required) and `enc_kwargs.pop('name', default)`, listed as
+  `enc_<name>` / `dec_<name>`. Every other `enc_<x>` / `dec_<x>` is argument `<x>` of the Encoder /
+  Decoder, in the groups above.
 
 Outputs (both committed):
 * src/options/xt_args.rs: `pub const ARGS: &[Arg]` for the Rust loader (which classifies every
@@ -78,6 +85,34 @@ def _forced(cls):
     return out
 
 
+def _prefix_picks(fn):
+    """XTransformer's wrapper arguments: `(prefix, name, default)` for every
+    `pick_and_pop([names], <p>_kwargs)` (required: no default) and `<p>_kwargs.pop('name', default)`
+    in the source of `fn`, where `<p>_kwargs` is a group made by `groupby_prefix_and_trim('<p>_', ...)`."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    groups = {}  # dict name -> prefix
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name) and node.value.func.id == "groupby_prefix_and_trim"
+                and isinstance(node.value.args[0], ast.Constant) and isinstance(node.targets[0], ast.Tuple)):
+            groups[node.targets[0].elts[0].id] = node.value.args[0].value
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "pick_and_pop" and len(node.args) == 2:
+            names, d = node.args
+            if isinstance(d, ast.Name) and d.id in groups:
+                for e in names.elts:
+                    out.append((node.lineno, e.col_offset, groups[d.id], e.value, EMPTY))
+        elif (isinstance(f, ast.Attribute) and f.attr == "pop" and isinstance(f.value, ast.Name)
+              and f.value.id in groups and node.args and isinstance(node.args[0], ast.Constant)):
+            default = ast.literal_eval(node.args[1]) if len(node.args) > 1 else EMPTY
+            out.append((node.lineno, node.col_offset, groups[f.value.id], node.args[0].value, default))
+    return [(p, n, d) for _, _, p, n, d in sorted(out, key=lambda r: (r[0], r[1]))]
+
+
 def _params(fn):
     return [(n, p.default) for n, p in inspect.signature(fn).parameters.items()
             if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
@@ -103,7 +138,7 @@ def _default(v):
 
 
 def collect():
-    from x_transformers import Decoder, TransformerWrapper
+    from x_transformers import ContinuousTransformerWrapper, Decoder, TransformerWrapper, XTransformer
     from x_transformers.x_transformers import Attention, AttentionLayers, FeedForward
 
     init = AttentionLayers.__init__
@@ -145,13 +180,27 @@ def collect():
         if n == "attn_layers":
             continue
         add(n, "wrapper", d, "TransformerWrapper.__init__")
-    names = [(r["group"] == "wrapper", r["name"]) for r in rows]
+    for n, d in _params(ContinuousTransformerWrapper.__init__):
+        if n == "attn_layers":
+            continue
+        add(n, "continuous", d, "ContinuousTransformerWrapper.__init__")
+    for n, d in _params(XTransformer.__init__):
+        add(n, "xtransformer", d, "XTransformer.__init__")
+    picks = _prefix_picks(XTransformer.__init__)
+    assert {p for p, _, _ in picks} == {"enc_", "dec_"}, picks
+    for p, n, d in picks:
+        how = "pick_and_pop" if d is EMPTY else "pop"
+        add(p + n, "xtransformer", d, f"XTransformer.__init__ (`{p}kwargs` {how})")
+    names = [(TABLE[r["group"]], r["name"]) for r in rows]
     assert len(set(names)) == len(names), "duplicate argument"
     return rows
 
 
 GROUP_RUST = {"decoder": "Decoder", "layers": "Layers", "attn": "Attn", "cross_attn": "CrossAttn",
-              "ff": "Ff", "wrapper": "Wrapper"}
+              "ff": "Ff", "wrapper": "Wrapper", "continuous": "Continuous", "xtransformer": "XTransformer"}
+# The constructor whose arguments a group belongs to: a name is unique within one.
+TABLE = {"decoder": "layers", "layers": "layers", "attn": "layers", "cross_attn": "layers", "ff": "layers",
+         "wrapper": "wrapper", "continuous": "continuous", "xtransformer": "xtransformer"}
 
 
 def _rust_default(r):
@@ -179,7 +228,8 @@ def render_rust(rows, xt_version):
         f"// generated by tools/xt_arguments.py from x-transformers {xt_version}, do not edit",
         "",
         "//! Every argument of x-transformers' `Decoder` (`AttentionLayers` with its `attn_`, `cross_attn_`",
-        "//! and `ff_` groups) and `TransformerWrapper`, with its default.",
+        "//! and `ff_` groups), `TransformerWrapper`, `ContinuousTransformerWrapper` and `XTransformer` (its",
+        "//! own and the wrapper arguments of its `enc_` / `dec_` groups), with its default.",
         "",
         "use super::{Arg, Group, PyDefault};",
         "",
@@ -202,10 +252,12 @@ def render_md(rows, xt_version):
         f"# x-transformers {xt_version} arguments",
         "",
         "Every argument of `Decoder` (its own, and those of `Attention` and `FeedForward` that it takes with",
-        "the prefixes `attn_`, `cross_attn_` and `ff_`) and of `TransformerWrapper`, with its default, read",
-        "from x-transformers' signatures and source by `tools/xt_arguments.py`. `cross_attn_<x>` overrides",
-        "`attn_<x>` for cross-attention only; `attn_<x>` applies to both. What picoformer does with each",
-        "one is in [options.md](options.md).",
+        "the prefixes `attn_`, `cross_attn_` and `ff_`), of `TransformerWrapper`, of `ContinuousTransformerWrapper`",
+        "and of `XTransformer`, with its default, read from x-transformers' signatures and source by",
+        "`tools/xt_arguments.py`. `cross_attn_<x>` overrides `attn_<x>` for cross-attention only; `attn_<x>`",
+        "applies to both. `XTransformer` takes the `enc_` / `dec_` rows below for its two `TransformerWrapper`s",
+        "and passes every other `enc_<x>` / `dec_<x>` to its `Encoder` / `Decoder` as `<x>`. What picoformer",
+        "does with each one is in [options.md](options.md).",
         "",
         f"{len(rows)} arguments.",
         "",

@@ -20,8 +20,12 @@ const NO_CACHE: &str =
     "x-transformers turns its KV cache off for it; not implemented by picoformer";
 const CONDITION: &str = "needs a condition input, which picoformer does not take";
 const OBJECT: &str = "a Python object, which a model file cannot hold";
+const MEMS: &str = "only trims the memories returned with `return_mems`; the outputs are unchanged";
+const PAD: &str = "pads prompts and the tokens after EOS in x-transformers' generation, and the \
+                   training loss; the logits are unchanged";
 
-/// Every argument of [`super::ARGS`] with its class, in the same order.
+/// Every argument of [`super::ARGS`] with its class, in the same order (a name may appear in
+/// more than one constructor's table: the row of the same index is the one).
 pub const CLASSES: &[(&str, Class)] = &[
     // layers
     ("dim", Supported),
@@ -401,4 +405,39 @@ pub const CLASSES: &[(&str, Class)] = &[
         "input_not_include_cache",
         NoEffect("how x-transformers' cached forward reads its input; same numbers"),
     ),
+    // continuous
+    ("max_seq_len", Supported),
+    ("dim_in", Supported),
+    ("dim_out", Supported),
+    ("project_in", Refused(OBJECT)),
+    ("project_out", Refused(OBJECT)),
+    ("max_mem_len", NoEffect(MEMS)),
+    ("num_memory_tokens", Refused(NOT_IMPLEMENTED)),
+    ("post_emb_norm", Supported),
+    ("emb_dropout", NoEffect("dropout: training only")),
+    ("use_abs_pos_emb", Supported),
+    ("scaled_sinu_pos_emb", Refused(NOT_IMPLEMENTED)),
+    ("average_pool_embed", Supported),
+    ("probabilistic", Refused(NOT_IMPLEMENTED)),
+    ("use_identity_if_same_dim", Supported),
+    // xtransformer
+    ("dim", Supported),
+    ("tie_token_emb", Supported),
+    ("ignore_index", NoEffect("training loss only")),
+    ("pad_value", NoEffect(PAD)),
+    (
+        "cross_attn_tokens_dropout",
+        NoEffect("dropout: training only"),
+    ),
+    ("enc_num_tokens", Supported),
+    ("enc_max_seq_len", Supported),
+    ("enc_emb_dropout", NoEffect("dropout: training only")),
+    ("enc_num_memory_tokens", Refused(NOT_IMPLEMENTED)),
+    ("enc_scaled_sinu_pos_emb", Refused(NOT_IMPLEMENTED)),
+    ("enc_use_abs_pos_emb", Supported),
+    ("dec_num_tokens", Supported),
+    ("dec_max_seq_len", Supported),
+    ("dec_emb_dropout", NoEffect("dropout: training only")),
+    ("dec_scaled_sinu_pos_emb", Refused(NOT_IMPLEMENTED)),
+    ("dec_use_abs_pos_emb", Supported),
 ];

@@ -1,30 +1,169 @@
-//! Reading a model file's `x_transformers` metadata into a [`ModelConfig`], by the rule of
+//! Reading a model file's `x_transformers` metadata into a configuration, by the rule of
 //! [`super`]: every argument is looked up in [`ARGS`] and decided by its [`Class`].
+//!
+//! The metadata is one JSON object whose entries say what the file holds ([`ModelKind`]):
+//! `{"decoder" | "encoder": {...}, "wrapper": {...} | null}`, `{"decoder" | "encoder": {...},
+//! "continuous_wrapper": {...}}` or `{"xtransformer": {...}}`.
 
 use crate::config::{DecoderConfig, WrapperConfig};
-use crate::error::Error;
+use crate::continuous::ContinuousConfig;
+use crate::error::{ConfigError, Error};
 use crate::json::{JsonError, JsonErrorKind, JsonStr, Parser, ValueKind};
 use crate::model::{LoadError, ModelConfig};
 use crate::safetensors::SafeTensors;
+use crate::xtransformer::XTransformerConfig;
 
-use super::{find, Class, Group, PyDefault, ARGS, NOT_IMPLEMENTED};
+use super::{find, Class, Group, PyDefault, Table, ARGS, NOT_IMPLEMENTED};
 
 /// The metadata key that holds the constructor arguments.
 pub const METADATA_KEY: &str = "x_transformers";
 
-/// Reads and validates the configuration in a model file's metadata.
+/// What a model file holds, by the entries of its metadata, and the loader that takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// `{"decoder": {...}, "wrapper": {...} | null}`: a `Decoder`, bare or in a
+    /// `TransformerWrapper` ([`crate::Model::from_safetensors`]).
+    Decoder,
+    /// `{"encoder": {...}, "wrapper": {...} | null}`: an `Encoder`, bare or in a
+    /// `TransformerWrapper` ([`crate::EncoderModel::from_safetensors`]).
+    Encoder,
+    /// `{"decoder" | "encoder": {...}, "continuous_wrapper": {...}}`: a
+    /// `ContinuousTransformerWrapper` ([`crate::ContinuousModel::from_safetensors`]).
+    Continuous,
+    /// `{"xtransformer": {...}}`: an `XTransformer` ([`crate::XTransformer::from_safetensors`]).
+    XTransformer,
+}
+
+impl ModelKind {
+    /// The metadata entry that makes a file of this kind (`decoder`, `encoder`,
+    /// `continuous_wrapper`, `xtransformer`).
+    pub const fn entry(self) -> &'static str {
+        match self {
+            ModelKind::Decoder => "decoder",
+            ModelKind::Encoder => "encoder",
+            ModelKind::Continuous => "continuous_wrapper",
+            ModelKind::XTransformer => "xtransformer",
+        }
+    }
+
+    /// The loader that takes a file of this kind.
+    pub const fn loader(self) -> &'static str {
+        match self {
+            ModelKind::Decoder => "picoformer::Model::from_safetensors",
+            ModelKind::Encoder => "picoformer::EncoderModel::from_safetensors",
+            ModelKind::Continuous => "picoformer::ContinuousModel::from_safetensors",
+            ModelKind::XTransformer => "picoformer::XTransformer::from_safetensors",
+        }
+    }
+
+    /// How another loader refuses a file of this kind: [`LoadError::UnsupportedOption`] naming
+    /// the entry and, in the reason, [`Self::loader`].
+    pub const fn refusal(self) -> LoadError<'static> {
+        LoadError::UnsupportedOption {
+            option: self.entry(),
+            value: "{...}",
+            reason: match self {
+                ModelKind::Decoder => {
+                    "a Decoder model: load it with picoformer::Model::from_safetensors"
+                }
+                ModelKind::Encoder => {
+                    "an Encoder model: load it with picoformer::EncoderModel::from_safetensors"
+                }
+                ModelKind::Continuous => {
+                    "a ContinuousTransformerWrapper model: load it with \
+                     picoformer::ContinuousModel::from_safetensors"
+                }
+                ModelKind::XTransformer => {
+                    "an XTransformer model: load it with picoformer::XTransformer::from_safetensors"
+                }
+            },
+        }
+    }
+}
+
+/// The kind of model a file holds, from its metadata's entries alone (their arguments are read
+/// by the loader of that kind).
 ///
 /// # Errors
-/// [`LoadError::MissingMetadata`], [`LoadError::Metadata`], [`LoadError::UnsupportedOption`],
-/// [`LoadError::InvalidOption`], or [`LoadError::Model`] with the [`crate::ConfigError`].
+/// [`LoadError::MissingMetadata`] (`x_transformers`, or `decoder` when there is neither a
+/// `decoder` nor an `encoder` nor an `xtransformer`), [`LoadError::Metadata`], and
+/// [`LoadError::UnsupportedOption`] for an entry that is not one of these or does not go with
+/// the others.
+#[inline(never)]
+pub fn model_kind<'a>(file: &SafeTensors<'a>) -> Result<ModelKind, LoadError<'a>> {
+    let meta = file
+        .metadata(METADATA_KEY)
+        .ok_or(LoadError::MissingMetadata(METADATA_KEY))?;
+    let src = meta.raw();
+    let mut p = meta.parser();
+    p.begin_object()?;
+    let (mut layers, mut wrapper, mut continuous, mut xtransformer) = (None, None, None, None);
+    while let Some(key) = p.next_member()? {
+        let (_, value) = read_value(&mut p, src)?;
+        let entry = (key.raw(), value);
+        let slot = if key.eq_str("decoder") || key.eq_str("encoder") {
+            &mut layers
+        } else if key.eq_str("wrapper") {
+            &mut wrapper
+        } else if key.eq_str("continuous_wrapper") {
+            &mut continuous
+        } else if key.eq_str("xtransformer") {
+            &mut xtransformer
+        } else {
+            return Err(LoadError::UnsupportedOption {
+                option: key.raw(),
+                value,
+                reason:
+                    "not an entry of picoformer's metadata (`decoder` or `encoder`, `wrapper`, \
+                         `continuous_wrapper`, `xtransformer`)",
+            });
+        };
+        if slot.is_some() {
+            return Err(LoadError::UnsupportedOption {
+                option: key.raw(),
+                value,
+                reason: if key.eq_str("decoder") || key.eq_str("encoder") {
+                    "one of `decoder` and `encoder`, once"
+                } else {
+                    "given twice"
+                },
+            });
+        }
+        *slot = Some(entry);
+    }
+    p.finish()?;
+    let alone = |(option, value): (&'a str, &'a str), reason| LoadError::UnsupportedOption {
+        option,
+        value,
+        reason,
+    };
+    if xtransformer.is_some() {
+        if let Some(other) = layers.or(wrapper).or(continuous) {
+            return Err(alone(other, "an `xtransformer` entry stands alone"));
+        }
+        return Ok(ModelKind::XTransformer);
+    }
+    let (option, _) = layers.ok_or(LoadError::MissingMetadata("decoder"))?;
+    if let (Some(_), Some(c)) = (wrapper, continuous) {
+        return Err(alone(c, "one of `wrapper` and `continuous_wrapper`"));
+    }
+    Ok(match (continuous, option == "encoder") {
+        (Some(_), _) => ModelKind::Continuous,
+        (None, true) => ModelKind::Encoder,
+        (None, false) => ModelKind::Decoder,
+    })
+}
+
+/// Reads and validates the configuration in the metadata of a `Decoder`'s file.
+///
+/// # Errors
+/// [`LoadError::MissingMetadata`], [`LoadError::Metadata`], [`LoadError::UnsupportedOption`]
+/// (also for a file of another [`ModelKind`], naming its loader), [`LoadError::InvalidOption`],
+/// or [`LoadError::Model`] with the [`crate::ConfigError`].
 pub fn read_config<'a>(file: &SafeTensors<'a>) -> Result<ModelConfig, LoadError<'a>> {
     match read_config_class(file)? {
         (cfg, false) => Ok(cfg),
-        (_, true) => Err(LoadError::UnsupportedOption {
-            option: "encoder",
-            value: "{...}",
-            reason: "an Encoder model: load it with picoformer::EncoderModel::from_safetensors",
-        }),
+        (_, true) => Err(ModelKind::Encoder.refusal()),
     }
 }
 
@@ -35,45 +174,13 @@ pub fn read_config<'a>(file: &SafeTensors<'a>) -> Result<ModelConfig, LoadError<
 /// # Errors
 /// As [`read_config`].
 pub fn read_config_class<'a>(file: &SafeTensors<'a>) -> Result<(ModelConfig, bool), LoadError<'a>> {
-    let mut encoder = false;
-    let meta = file
-        .metadata(METADATA_KEY)
-        .ok_or(LoadError::MissingMetadata(METADATA_KEY))?;
-    let src = meta.raw();
-    let mut p = meta.parser();
-    p.begin_object()?;
-    let mut decoder = None;
-    let mut wrapper = None;
-    while let Some(key) = p.next_member()? {
-        if key.eq_str("decoder") || key.eq_str("encoder") {
-            if decoder.is_some() {
-                return Err(LoadError::UnsupportedOption {
-                    option: key.raw(),
-                    value: "{...}",
-                    reason: "one of `decoder` and `encoder`, once",
-                });
-            }
-            encoder = key.eq_str("encoder");
-            decoder = Some(read_decoder(&mut p, src)?);
-        } else if key.eq_str("wrapper") {
-            if p.kind()? == ValueKind::Null {
-                p.null()?;
-            } else {
-                wrapper = Some(read_wrapper(&mut p, src)?);
-            }
-        } else {
-            let (_, value) = read_value(&mut p, src)?;
-            return Err(LoadError::UnsupportedOption {
-                option: key.raw(),
-                value,
-                reason: "not an entry of picoformer's metadata (`decoder` or `encoder`, `wrapper`)",
-            });
-        }
+    match model_kind(file)? {
+        ModelKind::Decoder | ModelKind::Encoder => {}
+        other => return Err(other.refusal()),
     }
-    p.finish()?;
-    let decoder = decoder.ok_or(LoadError::MissingMetadata("decoder"))?;
-    decoder.validate().map_err(Error::from)?;
-    let wrapper = match wrapper {
+    let parts = read_parts::<false>(file)?;
+    let decoder = parts.layers;
+    let wrapper = match parts.wrapper {
         Some(w) => {
             let w = w.finish(decoder)?;
             w.validate().map_err(Error::from)?;
@@ -81,7 +188,117 @@ pub fn read_config_class<'a>(file: &SafeTensors<'a>) -> Result<(ModelConfig, boo
         }
         None => None,
     };
-    Ok((ModelConfig { decoder, wrapper }, encoder))
+    Ok((ModelConfig { decoder, wrapper }, parts.encoder))
+}
+
+/// The configuration of a `ContinuousTransformerWrapper`'s file, and whether its layers are an
+/// `Encoder`.
+///
+/// # Errors
+/// As [`read_config`].
+pub fn read_continuous_config<'a>(
+    file: &SafeTensors<'a>,
+) -> Result<(ContinuousConfig, bool), LoadError<'a>> {
+    match model_kind(file)? {
+        ModelKind::Continuous => {}
+        other => return Err(other.refusal()),
+    }
+    let parts = read_parts::<true>(file)?;
+    let Some(c) = parts.continuous else {
+        return Err(LoadError::MissingMetadata("continuous_wrapper"));
+    };
+    let cfg = c.finish(parts.layers, parts.encoder)?;
+    cfg.validate().map_err(Error::from)?;
+    Ok((cfg, parts.encoder))
+}
+
+/// The configuration of an `XTransformer`'s file.
+///
+/// # Errors
+/// As [`read_config`].
+pub fn read_xtransformer_config<'a>(
+    file: &SafeTensors<'a>,
+) -> Result<XTransformerConfig, LoadError<'a>> {
+    match model_kind(file)? {
+        ModelKind::XTransformer => {}
+        other => return Err(other.refusal()),
+    }
+    let meta = file
+        .metadata(METADATA_KEY)
+        .ok_or(LoadError::MissingMetadata(METADATA_KEY))?;
+    let src = meta.raw();
+    let mut p = meta.parser();
+    p.begin_object()?;
+    let mut cfg = None;
+    while p.next_member()?.is_some() {
+        // the one entry, `xtransformer` (`model_kind` checked)
+        cfg = Some(read_xtransformer(&mut p, src)?);
+    }
+    p.finish()?;
+    cfg.ok_or(LoadError::MissingMetadata("xtransformer"))
+}
+
+/// The entries of a `decoder` / `encoder` file, read (the kind already checked).
+struct Parts<'a> {
+    layers: DecoderConfig,
+    encoder: bool,
+    wrapper: Option<WrapperArgs>,
+    continuous: Option<ContinuousArgs<'a>>,
+}
+
+/// `CONTINUOUS`: whether the file holds a `continuous_wrapper` (else a `wrapper`): a constant, so
+/// that the decoder's loader does not carry the continuous wrapper's reader (code size on a
+/// microcontroller). Not inlined, nor is [`model_kind`]: each in its own frame, one after the
+/// other, rather than both in their caller's (the stack of a microcontroller's loader).
+#[inline(never)]
+fn read_parts<'a, const CONTINUOUS: bool>(
+    file: &SafeTensors<'a>,
+) -> Result<Parts<'a>, LoadError<'a>> {
+    let meta = file
+        .metadata(METADATA_KEY)
+        .ok_or(LoadError::MissingMetadata(METADATA_KEY))?;
+    let src = meta.raw();
+    let mut p = meta.parser();
+    p.begin_object()?;
+    let (mut layers, mut encoder, mut wrapper, mut continuous) = (None, false, None, None);
+    while let Some(key) = p.next_member()? {
+        if key.eq_str("decoder") || key.eq_str("encoder") {
+            encoder = key.eq_str("encoder");
+            layers = Some(read_decoder(&mut p, src, encoder)?);
+        } else if key.eq_str("wrapper") && !CONTINUOUS {
+            if p.kind()? == ValueKind::Null {
+                p.null()?;
+            } else {
+                wrapper = Some(read_wrapper(&mut p, src)?);
+            }
+        } else if key.eq_str("continuous_wrapper") && CONTINUOUS {
+            continuous = Some(read_continuous(&mut p, src)?);
+        } else {
+            // `model_kind` refused every other entry.
+            p.skip()?;
+        }
+    }
+    p.finish()?;
+    let layers = layers.ok_or(LoadError::MissingMetadata("decoder"))?;
+    layers.validate().map_err(Error::from)?;
+    if encoder {
+        check_encoder(&layers)?;
+    }
+    Ok(Parts {
+        layers,
+        encoder,
+        wrapper,
+        continuous,
+    })
+}
+
+/// What an `Encoder` cannot be that a `Decoder` can.
+fn check_encoder<'a>(layers: &DecoderConfig) -> Result<(), LoadError<'a>> {
+    if layers.xpos() {
+        // x-transformers asserts that xpos is causal (xt:2902).
+        return Err(Error::Config(ConfigError::Conflict("rotary_xpos", "causal")).into());
+    }
+    Ok(())
 }
 
 /// A JSON value as far as Python's `==` with a default needs it.
@@ -250,12 +467,25 @@ enum Decision<'a> {
     CrossCheck,
 }
 
+/// Why an argument that is in no row of `table` is refused.
+const fn not_an_argument(table: Table) -> &'static str {
+    match table {
+        Table::Layers => "not an argument of x-transformers' Decoder",
+        Table::Wrapper => "not an argument of x-transformers' TransformerWrapper",
+        Table::Continuous => "not an argument of x-transformers' ContinuousTransformerWrapper",
+        Table::XTransformer => "not an argument of x-transformers' XTransformer",
+    }
+}
+
+/// Decides argument `name` (written `raw`) of `table`; `unknown` is the reason given when it is
+/// not one.
 fn decide<'a>(
     p: &mut Parser<'a>,
     src: &'a str,
     raw: &'a str,
     name: &str,
-    wrapper: bool,
+    table: Table,
+    unknown: &'static str,
     seen: &mut Seen,
 ) -> Result<Decision<'a>, LoadError<'a>> {
     let at = p.clone();
@@ -265,12 +495,8 @@ fn decide<'a>(
         value: text,
         reason,
     };
-    let Some((i, arg)) = find(name, wrapper) else {
-        return Err(unsupported(if wrapper {
-            "not an argument of x-transformers' TransformerWrapper"
-        } else {
-            "not an argument of x-transformers' Decoder"
-        }));
+    let Some((i, arg)) = find(name, table) else {
+        return Err(unsupported(unknown));
     };
     if !seen.insert(i) {
         return Err(unsupported("given twice"));
@@ -294,32 +520,55 @@ fn decide<'a>(
     }
 }
 
-fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, LoadError<'a>> {
-    let object = p.clone();
-    p.begin_object()?;
-    let mut c = DecoderConfig::new(0, 0);
-    let (mut have_dim, mut have_depth, mut cross_check) = (false, false, false);
-    let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
-    let mut buf = [0u8; KEY_BUF];
-    while let Some(key) = p.next_member()? {
-        let raw = key.raw();
-        let name = key.decode_into(&mut buf).unwrap_or(raw);
-        let (name, text) = match decide(p, src, raw, name, false, &mut seen)? {
-            Decision::Keep => continue,
+/// An `AttentionLayers` object being read, one argument at a time.
+struct LayersReader {
+    c: DecoderConfig,
+    have_dim: bool,
+    have_depth: bool,
+    /// A refused `cross_attn_<x>` was given: checked against `attn_<x>` once all is read.
+    cross_check: bool,
+    seen: Seen,
+}
+
+impl LayersReader {
+    fn new() -> Self {
+        Self {
+            c: DecoderConfig::new(0, 0),
+            have_dim: false,
+            have_depth: false,
+            cross_check: false,
+            seen: Seen([0; ARGS.len().div_ceil(64)]),
+        }
+    }
+
+    /// Decides argument `name` (written `raw`; `unknown`: why a name of no row is refused) and
+    /// reads its value into the configuration when it is computed.
+    fn arg<'a>(
+        &mut self,
+        p: &mut Parser<'a>,
+        src: &'a str,
+        raw: &'a str,
+        name: &str,
+        unknown: &'static str,
+    ) -> Result<(), LoadError<'a>> {
+        let (name, text) = match decide(p, src, raw, name, Table::Layers, unknown, &mut self.seen)?
+        {
+            Decision::Keep => return Ok(()),
             Decision::CrossCheck => {
-                cross_check = true;
-                continue;
+                self.cross_check = true;
+                return Ok(());
             }
             Decision::Compute(name, text) => (name, text),
         };
+        let c = &mut self.c;
         match name {
             "dim" => {
                 c.dim = typed(p, raw, text, Parser::usize)?;
-                have_dim = true;
+                self.have_dim = true;
             }
             "depth" => {
                 c.depth = typed(p, raw, text, Parser::usize)?;
-                have_depth = true;
+                self.have_depth = true;
             }
             "heads" => c.heads = typed(p, raw, text, Parser::usize)?,
             "attn_dim_head" => c.attn_dim_head = typed(p, raw, text, Parser::usize)?,
@@ -410,32 +659,66 @@ fn read_decoder<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<DecoderConfig, L
                 })
             }
         }
+        Ok(())
     }
-    if !have_dim {
-        return Err(LoadError::MissingMetadata("dim"));
-    }
-    if !have_depth {
-        return Err(LoadError::MissingMetadata("depth"));
-    }
-    if cross_check {
-        check_cross(object, src)?;
-    }
-    Ok(c)
 }
 
-/// Second pass over a decoder's object (`object` is positioned before it): every refused
+/// The `decoder` or (`encoder`) `encoder` object.
+fn read_decoder<'a>(
+    p: &mut Parser<'a>,
+    src: &'a str,
+    encoder: bool,
+) -> Result<DecoderConfig, LoadError<'a>> {
+    let object = p.clone();
+    p.begin_object()?;
+    let mut r = LayersReader::new();
+    let mut buf = [0u8; KEY_BUF];
+    while let Some(key) = p.next_member()? {
+        let raw = key.raw();
+        let name = key.decode_into(&mut buf).unwrap_or(raw);
+        if encoder && name == "causal" {
+            // x-transformers' Encoder asserts that `causal` is not given (xt:3781).
+            let (_, value) = read_value(p, src)?;
+            return Err(LoadError::UnsupportedOption {
+                option: raw,
+                value,
+                reason: "x-transformers' Encoder takes no `causal` (it is not causal)",
+            });
+        }
+        r.arg(p, src, raw, name, not_an_argument(Table::Layers))?;
+    }
+    if !r.have_dim {
+        return Err(LoadError::MissingMetadata("dim"));
+    }
+    if !r.have_depth {
+        return Err(LoadError::MissingMetadata("depth"));
+    }
+    if r.cross_check {
+        check_cross(object, src, "")?;
+    }
+    Ok(r.c)
+}
+
+/// Second pass over a decoder's object (`object` is positioned before it), over its arguments
+/// named `<prefix><x>` (`prefix` "", or an `XTransformer`'s `enc_` / `dec_`): every refused
 /// `cross_attn_<x>` must equal the value cross-attention gets without it, `attn_<x>` of the same
 /// object or else the default (x-transformers merges the groups, `cross_attn_` winning);
 /// otherwise it is refused.
-fn check_cross<'a>(object: Parser<'a>, src: &'a str) -> Result<(), LoadError<'a>> {
+fn check_cross<'a>(object: Parser<'a>, src: &'a str, prefix: &str) -> Result<(), LoadError<'a>> {
     let mut p = object.clone();
     p.begin_object()?;
     let mut buf = [0u8; KEY_BUF];
     while let Some(key) = p.next_member()? {
         let raw = key.raw();
-        let name = key.decode_into(&mut buf).unwrap_or(raw);
+        let Some(name) = key
+            .decode_into(&mut buf)
+            .unwrap_or(raw)
+            .strip_prefix(prefix)
+        else {
+            continue;
+        };
         let (value, text) = read_value(&mut p, src)?;
-        let Some((_, arg)) = find(name, false) else {
+        let Some((_, arg)) = find(name, Table::Layers) else {
             continue;
         };
         let Class::Refused(reason) = arg.class() else {
@@ -445,7 +728,7 @@ fn check_cross<'a>(object: Parser<'a>, src: &'a str) -> Result<(), LoadError<'a>
             continue;
         }
         let suffix = name.get("cross_attn_".len()..).unwrap_or("");
-        let same = match attn_value(object.clone(), src, suffix)? {
+        let same = match attn_value(object.clone(), src, prefix, suffix)? {
             Some(attn) => value.eq_value(&attn),
             None => value.eq_default(&arg.default),
         };
@@ -460,17 +743,21 @@ fn check_cross<'a>(object: Parser<'a>, src: &'a str) -> Result<(), LoadError<'a>
     Ok(())
 }
 
-/// The value of `attn_<suffix>` in the object `q` is positioned before, if given.
+/// The value of `<prefix>attn_<suffix>` in the object `q` is positioned before, if given.
 fn attn_value<'a>(
     mut q: Parser<'a>,
     src: &'a str,
+    prefix: &str,
     suffix: &str,
 ) -> Result<Option<Value<'a>>, LoadError<'a>> {
     q.begin_object()?;
     let mut buf = [0u8; KEY_BUF];
     while let Some(key) = q.next_member()? {
         let name = key.decode_into(&mut buf).unwrap_or(key.raw());
-        if name.strip_prefix("attn_") == Some(suffix) {
+        let attn = name
+            .strip_prefix(prefix)
+            .and_then(|n| n.strip_prefix("attn_"));
+        if attn == Some(suffix) {
             return Ok(Some(read_value(&mut q, src)?.0));
         }
     }
@@ -534,7 +821,15 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, Loa
     while let Some(key) = p.next_member()? {
         let raw = key.raw();
         let name = key.decode_into(&mut buf).unwrap_or(raw);
-        let (name, text) = match decide(p, src, raw, name, true, &mut seen)? {
+        let (name, text) = match decide(
+            p,
+            src,
+            raw,
+            name,
+            Table::Wrapper,
+            not_an_argument(Table::Wrapper),
+            &mut seen,
+        )? {
             Decision::Keep | Decision::CrossCheck => continue,
             Decision::Compute(name, text) => (name, text),
         };
@@ -564,4 +859,258 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, Loa
         }
     }
     Ok(w)
+}
+
+/// `ContinuousTransformerWrapper` arguments as read, checked against the layers once both are
+/// known.
+struct ContinuousArgs<'a> {
+    max_seq_len: Option<usize>,
+    dim_in: Option<usize>,
+    dim_out: Option<usize>,
+    post_emb_norm: bool,
+    use_abs_pos_emb: bool,
+    /// `average_pool_embed` when true: its key and value as written.
+    average_pool_embed: Option<(&'a str, &'a str)>,
+    use_identity_if_same_dim: bool,
+}
+
+impl<'a> ContinuousArgs<'a> {
+    fn finish(
+        self,
+        layers: DecoderConfig,
+        encoder: bool,
+    ) -> Result<ContinuousConfig, LoadError<'a>> {
+        let mut c = ContinuousConfig::new(self.max_seq_len.unwrap_or(0), layers);
+        c.use_abs_pos_emb = self.use_abs_pos_emb;
+        c.post_emb_norm = self.post_emb_norm;
+        if let Some((option, value)) = self.average_pool_embed {
+            if !encoder {
+                // The mean of a causal pass's outputs: one row for the whole sequence, which
+                // no step of a stream has.
+                return Err(LoadError::UnsupportedOption {
+                    option,
+                    value,
+                    reason: "pooling a Decoder's outputs is not implemented (an Encoder's is)",
+                });
+            }
+            c.average_pool_embed = true;
+        }
+        // `use_identity_if_same_dim`: no projection where the width is already `dim`
+        // (continuous.py:123, 131).
+        let same = |d: Option<usize>| self.use_identity_if_same_dim && d == Some(layers.dim);
+        c.dim_in = if same(self.dim_in) { None } else { self.dim_in };
+        c.dim_out = if same(self.dim_out) {
+            None
+        } else {
+            self.dim_out
+        };
+        Ok(c)
+    }
+}
+
+fn read_continuous<'a>(
+    p: &mut Parser<'a>,
+    src: &'a str,
+) -> Result<ContinuousArgs<'a>, LoadError<'a>> {
+    p.begin_object()?;
+    let mut c = ContinuousArgs {
+        max_seq_len: None,
+        dim_in: None,
+        dim_out: None,
+        post_emb_norm: false,
+        use_abs_pos_emb: true,
+        average_pool_embed: None,
+        use_identity_if_same_dim: false,
+    };
+    let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
+    let mut buf = [0u8; KEY_BUF];
+    while let Some(key) = p.next_member()? {
+        let raw = key.raw();
+        let name = key.decode_into(&mut buf).unwrap_or(raw);
+        let (name, text) = match decide(
+            p,
+            src,
+            raw,
+            name,
+            Table::Continuous,
+            not_an_argument(Table::Continuous),
+            &mut seen,
+        )? {
+            Decision::Keep | Decision::CrossCheck => continue,
+            Decision::Compute(name, text) => (name, text),
+        };
+        match name {
+            "max_seq_len" => c.max_seq_len = typed(p, raw, text, optional_usize)?,
+            "dim_in" => c.dim_in = typed(p, raw, text, optional_usize)?,
+            "dim_out" => c.dim_out = typed(p, raw, text, optional_usize)?,
+            "post_emb_norm" => c.post_emb_norm = typed(p, raw, text, Parser::bool)?,
+            "use_abs_pos_emb" => c.use_abs_pos_emb = typed(p, raw, text, Parser::bool)?,
+            "average_pool_embed" => {
+                c.average_pool_embed = typed(p, raw, text, Parser::bool)?.then_some((raw, text))
+            }
+            "use_identity_if_same_dim" => {
+                c.use_identity_if_same_dim = typed(p, raw, text, Parser::bool)?
+            }
+            _ => {
+                return Err(LoadError::UnsupportedOption {
+                    option: raw,
+                    value: text,
+                    reason: NOT_IMPLEMENTED,
+                })
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Why an `enc_<x>` / `dec_<x>` that is no argument of the Encoder / Decoder is refused.
+const NOT_ENCODER: &str =
+    "not an argument of x-transformers' Encoder (XTransformer's `enc_` group)";
+const NOT_DECODER: &str =
+    "not an argument of x-transformers' Decoder (XTransformer's `dec_` group)";
+
+/// The `xtransformer` object: `XTransformer`'s own arguments and, by prefix, its encoder's
+/// (`enc_`) and decoder's (`dec_`), as `XTransformer.__init__` splits them (`xt:4713-4751`).
+fn read_xtransformer<'a>(
+    p: &mut Parser<'a>,
+    src: &'a str,
+) -> Result<XTransformerConfig, LoadError<'a>> {
+    let object = p.clone();
+    p.begin_object()?;
+    let (mut enc, mut dec) = (LayersReader::new(), LayersReader::new());
+    let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
+    let mut dim = None;
+    let mut tie: Option<(&'a str, &'a str)> = None;
+    let (mut enc_tokens, mut enc_len, mut enc_abs) = (None, None, true);
+    let (mut dec_tokens, mut dec_len, mut dec_abs) = (None, None, true);
+    let mut dim_context: Option<(&'a str, &'a str)> = None;
+    let mut buf = [0u8; KEY_BUF];
+    while let Some(key) = p.next_member()? {
+        let raw = key.raw();
+        let name = key.decode_into(&mut buf).unwrap_or(raw);
+        if find(name, Table::XTransformer).is_some() {
+            let table = Table::XTransformer;
+            let (name, text) =
+                match decide(p, src, raw, name, table, not_an_argument(table), &mut seen)? {
+                    Decision::Keep | Decision::CrossCheck => continue,
+                    Decision::Compute(name, text) => (name, text),
+                };
+            match name {
+                "dim" => dim = Some(typed(p, raw, text, Parser::usize)?),
+                "tie_token_emb" => tie = typed(p, raw, text, Parser::bool)?.then_some((raw, text)),
+                "enc_num_tokens" => enc_tokens = Some(typed(p, raw, text, Parser::usize)?),
+                "enc_max_seq_len" => enc_len = Some(typed(p, raw, text, Parser::usize)?),
+                "enc_use_abs_pos_emb" => enc_abs = typed(p, raw, text, Parser::bool)?,
+                "dec_num_tokens" => dec_tokens = Some(typed(p, raw, text, Parser::usize)?),
+                "dec_max_seq_len" => dec_len = Some(typed(p, raw, text, Parser::usize)?),
+                "dec_use_abs_pos_emb" => dec_abs = typed(p, raw, text, Parser::bool)?,
+                _ => {
+                    return Err(LoadError::UnsupportedOption {
+                        option: raw,
+                        value: text,
+                        reason: NOT_IMPLEMENTED,
+                    })
+                }
+            }
+            continue;
+        }
+        let (reader, rest, unknown, encoder) = if let Some(rest) = name.strip_prefix("enc_") {
+            (&mut enc, rest, NOT_ENCODER, true)
+        } else if let Some(rest) = name.strip_prefix("dec_") {
+            (&mut dec, rest, NOT_DECODER, false)
+        } else {
+            let (_, value) = read_value(p, src)?;
+            return Err(LoadError::UnsupportedOption {
+                option: raw,
+                value,
+                reason: "not an argument of x-transformers' XTransformer (its encoder's and \
+                         decoder's take the prefixes `enc_` and `dec_`)",
+            });
+        };
+        let refused = match rest {
+            "dim" => {
+                Some("XTransformer gives its encoder and decoder `dim` (x-transformers asserts)")
+            }
+            "causal" => Some("x-transformers' Encoder and Decoder take no `causal`"),
+            "cross_attend" if !encoder => Some(
+                "XTransformer's decoder cross-attends: x-transformers passes cross_attend itself",
+            ),
+            _ => None,
+        };
+        if let Some(reason) = refused {
+            let (_, value) = read_value(p, src)?;
+            return Err(LoadError::UnsupportedOption {
+                option: raw,
+                value,
+                reason,
+            });
+        }
+        if !encoder && rest == "cross_attn_dim_context" {
+            // checked against `dim` (the encoder's width) once it is known
+            let (_, value) = read_value(&mut p.clone(), src)?;
+            dim_context = Some((raw, value));
+        }
+        reader.arg(p, src, raw, rest, unknown)?;
+    }
+    let dim = dim.ok_or(LoadError::MissingMetadata("dim"))?;
+    if !enc.have_depth {
+        return Err(LoadError::MissingMetadata("enc_depth"));
+    }
+    if !dec.have_depth {
+        return Err(LoadError::MissingMetadata("dec_depth"));
+    }
+    let enc_tokens = enc_tokens.ok_or(LoadError::MissingMetadata("enc_num_tokens"))?;
+    let enc_len = enc_len.ok_or(LoadError::MissingMetadata("enc_max_seq_len"))?;
+    let dec_tokens = dec_tokens.ok_or(LoadError::MissingMetadata("dec_num_tokens"))?;
+    let dec_len = dec_len.ok_or(LoadError::MissingMetadata("dec_max_seq_len"))?;
+    if enc.cross_check {
+        check_cross(object.clone(), src, "enc_")?;
+    }
+    if dec.cross_check {
+        check_cross(object, src, "dec_")?;
+    }
+    let (mut e, mut d) = (enc.c, dec.c);
+    e.dim = dim;
+    d.dim = dim;
+    d.cross_attend = true;
+    if e.cross_attend {
+        return Err(LoadError::UnsupportedOption {
+            option: "enc_cross_attend",
+            value: "true",
+            reason: "XTransformer runs its encoder without a context",
+        });
+    }
+    if let Some((option, value)) = dim_context {
+        if d.dim_context() != dim {
+            return Err(LoadError::UnsupportedOption {
+                option,
+                value,
+                reason: "XTransformer's decoder attends to the encoder's output, `dim` wide",
+            });
+        }
+    }
+    if let Some((option, value)) = tie {
+        if enc_tokens != dec_tokens {
+            // The decoder then embeds with the encoder's table of enc_num_tokens rows.
+            return Err(LoadError::UnsupportedOption {
+                option,
+                value,
+                reason: "with enc_num_tokens other than dec_num_tokens (the decoder embeds with \
+                         the encoder's table) is not implemented",
+            });
+        }
+    }
+    // `return_only_embed`: no logits of its own, as a tied wrapper reads none (xt:4153-4154).
+    let encoder = WrapperConfig::new(enc_tokens, enc_len, e)
+        .use_abs_pos_emb(enc_abs)
+        .tie_embedding(true);
+    let decoder = WrapperConfig::new(dec_tokens, dec_len, d).use_abs_pos_emb(dec_abs);
+    encoder.validate().map_err(Error::from)?;
+    decoder.validate().map_err(Error::from)?;
+    check_encoder(&e)?;
+    Ok(XTransformerConfig {
+        encoder,
+        decoder,
+        tie_token_emb: tie.is_some(),
+    })
 }

@@ -23,7 +23,10 @@ mod metadata;
 mod xt_args;
 
 pub use classes::{CLASSES, NOT_IMPLEMENTED};
-pub use metadata::{read_config, read_config_class, METADATA_KEY};
+pub use metadata::{
+    model_kind, read_config, read_config_class, read_continuous_config, read_xtransformer_config,
+    ModelKind, METADATA_KEY,
+};
 pub use xt_args::{ARGS, XT_VERSION};
 
 use core::fmt;
@@ -43,6 +46,12 @@ pub enum Group {
     Ff,
     /// A parameter of `TransformerWrapper.__init__`.
     Wrapper,
+    /// A parameter of `ContinuousTransformerWrapper.__init__` (`continuous.py:63-80`).
+    Continuous,
+    /// A parameter of `XTransformer.__init__`, or a wrapper argument it takes out of its `enc_` /
+    /// `dec_` groups (`enc_num_tokens`, ...; `xt:4725-4738`). Every other `enc_<x>` / `dec_<x>`
+    /// is argument `<x>` of its `Encoder` / `Decoder` ([`Table::Layers`]).
+    XTransformer,
 }
 
 impl Group {
@@ -55,6 +64,46 @@ impl Group {
             Group::CrossAttn => "cross_attn",
             Group::Ff => "ff",
             Group::Wrapper => "wrapper",
+            Group::Continuous => "continuous",
+            Group::XTransformer => "xtransformer",
+        }
+    }
+
+    /// The constructor whose arguments the group belongs to.
+    pub const fn table(self) -> Table {
+        match self {
+            Group::Decoder | Group::Layers | Group::Attn | Group::CrossAttn | Group::Ff => {
+                Table::Layers
+            }
+            Group::Wrapper => Table::Wrapper,
+            Group::Continuous => Table::Continuous,
+            Group::XTransformer => Table::XTransformer,
+        }
+    }
+}
+
+/// The constructors whose keyword arguments a model file's metadata holds, one object each: an
+/// argument's name is unique within one (`max_seq_len` is an argument of three).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// `Decoder` / `Encoder` (`AttentionLayers` with the `attn_`, `cross_attn_` and `ff_` groups).
+    Layers,
+    /// `TransformerWrapper`, besides `attn_layers`.
+    Wrapper,
+    /// `ContinuousTransformerWrapper`, besides `attn_layers`.
+    Continuous,
+    /// `XTransformer`.
+    XTransformer,
+}
+
+impl Table {
+    /// The x-transformers class, as error messages name it.
+    pub const fn class_name(self) -> &'static str {
+        match self {
+            Table::Layers => "Decoder",
+            Table::Wrapper => "TransformerWrapper",
+            Table::Continuous => "ContinuousTransformerWrapper",
+            Table::XTransformer => "XTransformer",
         }
     }
 }
@@ -119,12 +168,13 @@ impl Arg {
         }
     }
 
-    /// What picoformer does with it ([`CLASSES`]); `Refused` if it were missing there (a test
-    /// checks that it never is).
+    /// What picoformer does with it ([`CLASSES`], the row of the same index); `Refused` if it
+    /// were missing there (a test checks that it never is).
     pub fn class(&self) -> Class {
-        CLASSES
-            .iter()
-            .find(|(n, _)| *n == self.name)
+        ARGS.iter()
+            .position(|a| a.name == self.name && a.group == self.group)
+            .and_then(|i| CLASSES.get(i))
+            .filter(|(n, _)| *n == self.name)
             .map_or(Class::Refused(NOT_IMPLEMENTED), |(_, c)| *c)
     }
 }
@@ -140,9 +190,9 @@ pub enum Class {
     Refused(&'static str),
 }
 
-/// The row of `name` in a decoder's (`wrapper == false`) or a wrapper's arguments.
-pub fn find(name: &str, wrapper: bool) -> Option<(usize, &'static Arg)> {
+/// The row of `name` among the arguments of `table`.
+pub fn find(name: &str, table: Table) -> Option<(usize, &'static Arg)> {
     ARGS.iter()
         .enumerate()
-        .find(|(_, a)| a.name == name && (a.group == Group::Wrapper) == wrapper)
+        .find(|(_, a)| a.name == name && a.group.table() == table)
 }

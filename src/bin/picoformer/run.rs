@@ -1,7 +1,10 @@
 //! `picoformer run`: a model on an inputs file, full and step-wise, written as safetensors.
 
+use picoformer::options::ModelKind;
 use picoformer::safetensors::{Dtype, SafeTensors};
-use picoformer::{DecoderConfig, EncoderModel, KvCache, LoadError, Masks, Model, Scratch};
+use picoformer::{
+    ContinuousModel, DecoderConfig, EncoderModel, KvCache, Masks, Model, Scratch, XTransformer,
+};
 
 use crate::args::{Args, CliError};
 use crate::files::{filled, write_f32, Aligned};
@@ -18,17 +21,44 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let (model_path, inputs_path, out_path) = (&p[0], &p[1], &p[2]);
     let int8 = crate::args::int8_dot(args)?;
     let file = Aligned::read(model_path)?;
+    let load_error = |e| fail(format!("{model_path}: {e}"));
     let model: Model = match Model::from_safetensors(file.bytes()) {
         Ok(m) => m,
-        // An Encoder's file: its own pass (one window, `full` only).
-        Err(LoadError::UnsupportedOption {
-            option: "encoder", ..
-        }) => {
-            let model: EncoderModel = EncoderModel::from_safetensors(file.bytes())
-                .map_err(|e| fail(format!("{model_path}: {e}")))?;
-            return run_encoder(&model, inputs_path, out_path);
+        // A file of another kind: its loader and its own pass.
+        Err(e) => {
+            let kind = [
+                ModelKind::Encoder,
+                ModelKind::Continuous,
+                ModelKind::XTransformer,
+            ]
+            .into_iter()
+            .find(|k| k.refusal() == e)
+            .ok_or_else(|| load_error(e))?;
+            if int8 {
+                return Err(fail(format!(
+                    "--dot int8 runs a Decoder's file; {model_path} holds {}",
+                    kind_name(kind)
+                )));
+            }
+            let bytes = file.bytes();
+            return match kind {
+                ModelKind::Encoder => {
+                    let model: EncoderModel =
+                        EncoderModel::from_safetensors(bytes).map_err(load_error)?;
+                    run_encoder(&model, inputs_path, out_path)
+                }
+                ModelKind::Continuous => {
+                    let model: ContinuousModel =
+                        ContinuousModel::from_safetensors(bytes).map_err(load_error)?;
+                    run_continuous(&model, inputs_path, out_path)
+                }
+                _ => {
+                    let model: XTransformer =
+                        XTransformer::from_safetensors(bytes).map_err(load_error)?;
+                    run_xtransformer(&model, inputs_path, out_path)
+                }
+            };
         }
-        Err(e) => return Err(fail(format!("{model_path}: {e}"))),
     };
     // --dot int8: the Q8_0 matrices packed into int8 panels (every product on the int8 path).
     let mut arena = filled(
@@ -390,4 +420,315 @@ fn run_encoder(model: &EncoderModel, inputs_path: &str, out_path: &str) -> Resul
     write_f32(out_path, &[("full", vec![b, n, width], &full)])?;
     outln!("wrote {out_path}: full ({b}, {n}, {width}) of {kind}");
     Ok(())
+}
+
+/// The model a file of `kind` holds, as messages name it.
+pub fn kind_name(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Decoder => "a Decoder",
+        ModelKind::Encoder => "an Encoder",
+        ModelKind::Continuous => "a ContinuousTransformerWrapper",
+        ModelKind::XTransformer => "an XTransformer",
+    }
+}
+
+/// Refuses every tensor of INPUTS not in `known` (a fixture's expected outputs `outputs`
+/// excepted: they are not read).
+fn check_names(
+    st: &SafeTensors<'_>,
+    inputs_path: &str,
+    kind: &str,
+    known: &[&str],
+    outputs: &[&str],
+) -> Result<(), CliError> {
+    for t in st.tensors() {
+        if !known.contains(&t.name()) && !outputs.contains(&t.name()) {
+            return Err(fail(format!(
+                "{inputs_path}: `{}` is not an input of {kind} (it takes {})",
+                t.name(),
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The token ids `name` of INPUTS, (b, n) int64 below `num_tokens`, with b and n.
+fn read_tokens(
+    st: &SafeTensors<'_>,
+    inputs_path: &str,
+    kind: &str,
+    name: &str,
+    num_tokens: usize,
+) -> Result<(usize, usize, Vec<u32>), CliError> {
+    let t = st
+        .tensor(name)
+        .ok_or_else(|| fail(format!("{inputs_path}: {kind} needs `{name}` (b, n) int64")))?;
+    let s = t.shape();
+    if t.dtype() != Dtype::I64 || s.len() != 2 || s[0] == 0 || s[1] == 0 {
+        return Err(fail(format!(
+            "`{name}` must be i64 of shape (b, n) with b, n >= 1; it is {} {:?}",
+            t.dtype().name(),
+            s
+        )));
+    }
+    let mut ids = Vec::with_capacity(s[0] * s[1]);
+    for (i, &id) in t.as_i64()?.iter().enumerate() {
+        if id < 0 || id as u64 >= num_tokens as u64 {
+            return Err(fail(format!(
+                "`{name}`: token {id} at index {i} is out of range (num_tokens = {num_tokens})"
+            )));
+        }
+        ids.push(id as u32);
+    }
+    Ok((s[0], s[1], ids))
+}
+
+/// `picoformer run` on a `ContinuousTransformerWrapper`'s file: INPUTS `x` (b, n, dim_in) f32,
+/// optional `mask` (b, n), and, when the layers cross-attend, `context` (b, m, dim_context) with
+/// an optional `context_mask` (b, m). OUT `full` (b, n, dim_out), or (b, dim_out) pooled; around
+/// a Decoder also `stepwise` (the first frame, then one frame per call).
+fn run_continuous(
+    model: &ContinuousModel,
+    inputs_path: &str,
+    out_path: &str,
+) -> Result<(), CliError> {
+    let inputs = Aligned::read(inputs_path)?;
+    let st = SafeTensors::parse(inputs.bytes()).map_err(|e| fail(format!("{inputs_path}: {e}")))?;
+    let c = *model.config();
+    let cfg = c.attn_layers;
+    let kind = match model {
+        ContinuousModel::Decoder(_) => "a ContinuousTransformerWrapper(Decoder)",
+        ContinuousModel::Encoder(_) => "a ContinuousTransformerWrapper(Encoder)",
+    };
+    let mut known = vec!["x", "mask"];
+    if cfg.cross_attend {
+        known.extend(["context", "context_mask"]);
+    }
+    check_names(&st, inputs_path, kind, &known, &["full", "stepwise"])?;
+    let (wi, wo) = (c.input_width(), c.output_width());
+    let t = st
+        .tensor("x")
+        .ok_or_else(|| fail(format!("{inputs_path}: {kind} needs `x` (b, n, {wi}) f32")))?;
+    let s = t.shape();
+    if t.dtype() != Dtype::F32 || s.len() != 3 || s[2] != wi || s[0] == 0 || s[1] == 0 {
+        return Err(fail(format!(
+            "`x` must be f32 of shape (b, n, {wi}) with b, n >= 1; it is {} {:?}",
+            t.dtype().name(),
+            s
+        )));
+    }
+    let (b, n, x) = (s[0], s[1], t.as_f32()?);
+    let context = read_context(&st, &cfg, b)?;
+    let rows = context.as_ref().map_or(1, |c| c.0);
+    let mask = read_mask(&st, "mask", b, n)?;
+    let context_mask = match &context {
+        Some((m, _)) => read_mask(&st, "context_mask", b, *m)?,
+        None => None,
+    };
+    let pooled = model.is_encoder() && c.average_pool_embed;
+    let per = if pooled { wo } else { n.saturating_mul(wo) };
+    // A window runs in one chunk; a stream in chunks of CHUNK.
+    let chunk = if model.is_encoder() { n } else { CHUNK };
+    let mut kv = filled(KvCache::<f32>::elements(&cfg, n), 0.0f32, "the KV cache")?;
+    let mut kc = filled(
+        KvCache::<f32>::context_elements(&cfg, rows),
+        0.0f32,
+        "the context cache",
+    )?;
+    let mut sb = filled(Scratch::elements(&cfg, chunk), 0.0f32, "the scratch arena")?;
+    let mut scratch = Scratch::new(&cfg, chunk, &mut sb)?;
+    let mut full = filled(b.saturating_mul(per), 0.0f32, "the outputs")?;
+    let mut stepwise = filled(
+        if model.is_encoder() {
+            0
+        } else {
+            b.saturating_mul(per)
+        },
+        0.0f32,
+        "the outputs",
+    )?;
+    let w = rows * cfg.dim_context();
+    for bi in 0..b {
+        let xb = &x[bi * n * wi..(bi + 1) * n * wi];
+        let ctx = context.as_ref().map(|(_, c)| &c[bi * w..(bi + 1) * w]);
+        let mask = mask.as_ref().map(|m| &m[bi * n..(bi + 1) * n]);
+        let context_mask = context_mask
+            .as_ref()
+            .map(|m| &m[bi * rows..(bi + 1) * rows]);
+        let masks = |end: usize| Masks {
+            mask: mask.map(|m| &m[..end]),
+            context_mask,
+        };
+        let out = &mut full[bi * per..(bi + 1) * per];
+        let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
+        match model {
+            ContinuousModel::Encoder(e) => {
+                e.encode(&mut cache, &mut scratch, xb, ctx, masks(n), out)?;
+            }
+            ContinuousModel::Decoder(d) => {
+                d.forward(&mut cache, &mut scratch, xb, ctx, masks(n), out)?;
+                let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
+                let out = &mut stepwise[bi * per..(bi + 1) * per];
+                for i in 0..n {
+                    d.forward(
+                        &mut cache,
+                        &mut scratch,
+                        &xb[i * wi..(i + 1) * wi],
+                        if i == 0 { ctx } else { None },
+                        masks(i + 1),
+                        &mut out[i * wo..(i + 1) * wo],
+                    )?;
+                }
+            }
+        }
+    }
+    let shape = if pooled { vec![b, wo] } else { vec![b, n, wo] };
+    if model.is_encoder() {
+        write_f32(out_path, &[("full", shape.clone(), &full)])?;
+        outln!("wrote {out_path}: full {shape:?} of {kind}");
+        return Ok(());
+    }
+    write_f32(
+        out_path,
+        &[
+            ("full", shape.clone(), &full),
+            ("stepwise", shape.clone(), &stepwise),
+        ],
+    )?;
+    outln!(
+        "wrote {out_path}: full and stepwise {shape:?} of {kind}; max |full - stepwise| = {:.2e}",
+        max_diff(&full, &stepwise)
+    );
+    Ok(())
+}
+
+/// `picoformer run` on an `XTransformer`'s file: INPUTS `src` (b, n) int64, optional `src_mask`
+/// (b, n), `tgt` (b, m) int64. The source is encoded once per row into `enc` (b, n, dim) =
+/// `encoder(src, mask=src_mask, return_embeddings=True)`; OUT `enc`, `full` (b, m,
+/// dec_num_tokens) = `decoder.net(tgt, context=enc, context_mask=src_mask)` and `stepwise` (the
+/// first target token with the context, then one token per call over the cache).
+fn run_xtransformer(xt: &XTransformer, inputs_path: &str, out_path: &str) -> Result<(), CliError> {
+    let inputs = Aligned::read(inputs_path)?;
+    let st = SafeTensors::parse(inputs.bytes()).map_err(|e| fail(format!("{inputs_path}: {e}")))?;
+    let kind = "an XTransformer";
+    let outputs = ["full", "stepwise", "enc"];
+    check_names(
+        &st,
+        inputs_path,
+        kind,
+        &["src", "src_mask", "tgt"],
+        &outputs,
+    )?;
+    let (ecfg, dcfg) = (
+        *xt.encoder().decoder().config(),
+        *xt.decoder().decoder().config(),
+    );
+    let v = xt.decoder().config().num_tokens;
+    let (b, n, src) = read_tokens(
+        &st,
+        inputs_path,
+        kind,
+        "src",
+        xt.encoder().config().num_tokens,
+    )?;
+    let (bt, m, tgt) = read_tokens(&st, inputs_path, kind, "tgt", v)?;
+    if bt != b {
+        return Err(fail(format!(
+            "`tgt` has {bt} rows and `src` {b}: one target per source"
+        )));
+    }
+    let src_mask = read_mask(&st, "src_mask", b, n)?;
+    let dim = ecfg.dim;
+    let mut ekv = filled(
+        KvCache::<f32>::elements(&ecfg, n),
+        0.0f32,
+        "the encoder's KV cache",
+    )?;
+    let mut esb = filled(
+        Scratch::elements(&ecfg, n),
+        0.0f32,
+        "the encoder's scratch arena",
+    )?;
+    let mut escratch = Scratch::new(&ecfg, n, &mut esb)?;
+    let mut encoded = filled(
+        b.saturating_mul(n).saturating_mul(dim),
+        0.0f32,
+        "the encoder's output",
+    )?;
+    let mut kv = filled(KvCache::<f32>::elements(&dcfg, m), 0.0f32, "the KV cache")?;
+    let mut kc = filled(
+        KvCache::<f32>::context_elements(&dcfg, n),
+        0.0f32,
+        "the context cache",
+    )?;
+    let mut sb = filled(Scratch::elements(&dcfg, CHUNK), 0.0f32, "the scratch arena")?;
+    let mut scratch = Scratch::new(&dcfg, CHUNK, &mut sb)?;
+    let per = m.saturating_mul(v);
+    let mut full = filled(b.saturating_mul(per), 0.0f32, "the outputs")?;
+    let mut stepwise = filled(b.saturating_mul(per), 0.0f32, "the outputs")?;
+    for bi in 0..b {
+        let smask = src_mask.as_ref().map(|s| &s[bi * n..(bi + 1) * n]);
+        let mut ecache = KvCache::new(&ecfg, n, &mut ekv)?;
+        let memory = &mut encoded[bi * n * dim..(bi + 1) * n * dim];
+        xt.encode(
+            &mut ecache,
+            &mut escratch,
+            &src[bi * n..(bi + 1) * n],
+            smask,
+            memory,
+        )?;
+        let memory = &*memory;
+        let t = &tgt[bi * m..(bi + 1) * m];
+        let masks = Masks {
+            mask: None,
+            context_mask: smask,
+        };
+        let mut cache = KvCache::with_context(&dcfg, m, &mut kv, n, &mut kc)?;
+        xt.decoder().forward_masked(
+            &mut cache,
+            &mut scratch,
+            t,
+            Some(memory),
+            masks,
+            &mut full[bi * per..(bi + 1) * per],
+        )?;
+        let mut cache = KvCache::with_context(&dcfg, m, &mut kv, n, &mut kc)?;
+        let out = &mut stepwise[bi * per..(bi + 1) * per];
+        for i in 0..m {
+            xt.decoder().forward_masked(
+                &mut cache,
+                &mut scratch,
+                &t[i..i + 1],
+                if i == 0 { Some(memory) } else { None },
+                masks,
+                &mut out[i * v..(i + 1) * v],
+            )?;
+        }
+    }
+    let shape = vec![b, m, v];
+    write_f32(
+        out_path,
+        &[
+            ("enc", vec![b, n, dim], &encoded),
+            ("full", shape.clone(), &full),
+            ("stepwise", shape, &stepwise),
+        ],
+    )?;
+    outln!(
+        "wrote {out_path}: enc ({b}, {n}, {dim}), full and stepwise ({b}, {m}, {v}) of {kind}; max |full - stepwise| = {:.2e}",
+        max_diff(&full, &stepwise)
+    );
+    Ok(())
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
