@@ -801,6 +801,28 @@ impl WrapperArgs {
     }
 }
 
+/// Reads the object at `p` (its `{` consumed) argument by argument in `table` by the one rule
+/// ([`decide`]), and hands each argument to compute to `f` (`name`, the key as written, the
+/// value's JSON text), which reads the value.
+fn each_computed<'a>(
+    p: &mut Parser<'a>,
+    src: &'a str,
+    table: Table,
+    mut f: impl FnMut(&mut Parser<'a>, &str, &'a str, &'a str) -> Result<(), LoadError<'a>>,
+) -> Result<(), LoadError<'a>> {
+    let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
+    let mut buf = [0u8; KEY_BUF];
+    while let Some(key) = p.next_member()? {
+        let raw = key.raw();
+        let name = key.decode_into(&mut buf).unwrap_or(raw);
+        match decide(p, src, raw, name, table, not_an_argument(table), &mut seen)? {
+            Decision::Keep | Decision::CrossCheck => {}
+            Decision::Compute(name, text) => f(p, name, raw, text)?,
+        }
+    }
+    Ok(())
+}
+
 fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, LoadError<'a>> {
     p.begin_object()?;
     let mut w = WrapperArgs {
@@ -816,23 +838,7 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, Loa
         scaled_sinu_pos_emb: false,
         num_memory_tokens: 0,
     };
-    let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
-    let mut buf = [0u8; KEY_BUF];
-    while let Some(key) = p.next_member()? {
-        let raw = key.raw();
-        let name = key.decode_into(&mut buf).unwrap_or(raw);
-        let (name, text) = match decide(
-            p,
-            src,
-            raw,
-            name,
-            Table::Wrapper,
-            not_an_argument(Table::Wrapper),
-            &mut seen,
-        )? {
-            Decision::Keep | Decision::CrossCheck => continue,
-            Decision::Compute(name, text) => (name, text),
-        };
+    each_computed(p, src, Table::Wrapper, |p, name, raw, text| {
         match name {
             "num_tokens" => w.num_tokens = Some(typed(p, raw, text, Parser::usize)?),
             "max_seq_len" => w.max_seq_len = Some(typed(p, raw, text, Parser::usize)?),
@@ -857,7 +863,8 @@ fn read_wrapper<'a>(p: &mut Parser<'a>, src: &'a str) -> Result<WrapperArgs, Loa
                 })
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(w)
 }
 
@@ -922,23 +929,7 @@ fn read_continuous<'a>(
         average_pool_embed: None,
         use_identity_if_same_dim: false,
     };
-    let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
-    let mut buf = [0u8; KEY_BUF];
-    while let Some(key) = p.next_member()? {
-        let raw = key.raw();
-        let name = key.decode_into(&mut buf).unwrap_or(raw);
-        let (name, text) = match decide(
-            p,
-            src,
-            raw,
-            name,
-            Table::Continuous,
-            not_an_argument(Table::Continuous),
-            &mut seen,
-        )? {
-            Decision::Keep | Decision::CrossCheck => continue,
-            Decision::Compute(name, text) => (name, text),
-        };
+    each_computed(p, src, Table::Continuous, |p, name, raw, text| {
         match name {
             "max_seq_len" => c.max_seq_len = typed(p, raw, text, optional_usize)?,
             "dim_in" => c.dim_in = typed(p, raw, text, optional_usize)?,
@@ -959,7 +950,8 @@ fn read_continuous<'a>(
                 })
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(c)
 }
 
