@@ -106,7 +106,8 @@ impl<'a> General<'a> {
         let (d, qd) = (self.dim, self.heads * self.dim);
         let mem_rows = self.mem.0.len() / (self.kv_heads * d).max(1);
         for i in 0..n {
-            let pos = keys.end - n + i;
+            // (Cross-attention has no positions: n may exceed its rows, and `pos` is unused.)
+            let pos = (keys.end + i).saturating_sub(n);
             // The keys position i sees: up to its own (causal) or all, from the window's start.
             let hi = if keys.causal { pos + 1 } else { keys.end };
             let lo = self.window.map_or(0, |w| pos.saturating_sub(w));
