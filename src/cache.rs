@@ -1,7 +1,8 @@
 //! The fixed-capacity KV cache: self-attention keys and values for every block, plus the
 //! cross-attention keys and values computed once from the context.
 //!
-//! Layout (elements of `T`): keys, then values, each `[depth][kv_heads][capacity][dim_head]`,
+//! Layout (elements of `T`): keys, then values, each `[layers][kv_heads][capacity][dim_head]`
+//! (a layer per run of a self-attention sublayer, `crate::layers`),
 //! so one kv head's cached rows are contiguous for attention. The context part has the same
 //! layout with `max_context` rows. Keys are stored after rotary (x-transformers caches them
 //! before and re-rotates every step; both are the same numbers, `docs/x-transformers.md` §3.8).
@@ -17,6 +18,7 @@
 
 use crate::config::DecoderConfig;
 use crate::error::{Buffer, Error};
+use crate::layers::Kind;
 use crate::tensor::Element;
 
 /// The self- and cross-attention cache of one decoding session, over caller-provided buffers.
@@ -26,7 +28,10 @@ pub struct KvCache<'b, T: Element = f32> {
     values: &'b mut [T],
     ctx_keys: &'b mut [T],
     ctx_values: &'b mut [T],
-    depth: usize,
+    /// Runs of self-attention sublayers (the default stack: `depth`).
+    layers: usize,
+    /// Runs of cross-attention sublayers.
+    context_layers: usize,
     kv_heads: usize,
     dim_head: usize,
     capacity: usize,
@@ -39,12 +44,18 @@ pub struct KvCache<'b, T: Element = f32> {
 }
 
 impl<'b, T: Element> KvCache<'b, T> {
-    /// Elements of `T` the self-attention cache needs: 2 · depth · kv_heads · dim_head · capacity.
+    /// Elements of `T` the self-attention cache needs: 2 · layers · kv_heads · dim_head ·
+    /// capacity, with a layer per run of a self-attention sublayer (`depth` by default).
     pub const fn elements(cfg: &DecoderConfig, capacity: usize) -> usize {
+        Self::layers_of(cfg.runs_of(Kind::Attention), cfg, capacity)
+    }
+
+    /// 2 · layers · kv_heads · dim_head · rows.
+    const fn layers_of(layers: usize, cfg: &DecoderConfig, rows: usize) -> usize {
         2usize
-            .saturating_mul(cfg.depth)
+            .saturating_mul(layers)
             .saturating_mul(cfg.kv_dim())
-            .saturating_mul(capacity)
+            .saturating_mul(rows)
     }
 
     /// Bytes the self-attention cache needs (`elements · size_of::<T>()`).
@@ -53,13 +64,10 @@ impl<'b, T: Element> KvCache<'b, T> {
     }
 
     /// Elements of `T` the cross-attention context cache needs for up to `max_context` context
-    /// rows: 2 · depth · kv_heads · dim_head · max_context, or 0 without `cross_attend`.
+    /// rows: 2 · layers · kv_heads · dim_head · max_context, a layer per run of a
+    /// cross-attention sublayer (`depth` by default, 0 without `cross_attend`).
     pub const fn context_elements(cfg: &DecoderConfig, max_context: usize) -> usize {
-        if cfg.cross_attend {
-            Self::elements(cfg, max_context)
-        } else {
-            0
-        }
+        Self::layers_of(cfg.runs_of(Kind::Cross), cfg, max_context)
     }
 
     /// Bytes of the context cache.
@@ -116,7 +124,8 @@ impl<'b, T: Element> KvCache<'b, T> {
             values: rest,
             ctx_keys,
             ctx_values: ctx_rest,
-            depth: cfg.depth,
+            layers: cfg.runs_of(Kind::Attention),
+            context_layers: cfg.runs_of(Kind::Cross),
             kv_heads: cfg.kv_heads(),
             dim_head: cfg.attn_dim_head,
             capacity,
@@ -249,7 +258,8 @@ impl<'b, T: Element> KvCache<'b, T> {
 
     /// Whether this cache was built for the shape of `cfg`.
     pub(crate) fn fits(&self, cfg: &DecoderConfig) -> bool {
-        self.depth == cfg.depth
+        self.layers == cfg.runs_of(Kind::Attention)
+            && self.context_layers == cfg.runs_of(Kind::Cross)
             && self.kv_heads == cfg.kv_heads()
             && self.dim_head == cfg.attn_dim_head
             && self.cross_attend == cfg.cross_attend
@@ -349,7 +359,7 @@ impl<'b, T: Element> KvCache<'b, T> {
     pub fn poison_unused(&mut self) {
         let d = self.dim_head;
         let ctx = self.context_len.unwrap_or(0);
-        for layer in 0..self.depth {
+        for layer in 0..self.layers {
             for h in 0..self.kv_heads {
                 let at = self.offset(self.capacity, layer, h);
                 for row in 0..self.capacity {
@@ -365,6 +375,10 @@ impl<'b, T: Element> KvCache<'b, T> {
                         self.values[at + row * d..at + (row + 1) * d].fill(T::NAN);
                     }
                 }
+            }
+        }
+        for layer in 0..self.context_layers {
+            for h in 0..self.kv_heads {
                 let at = self.offset(self.max_context, layer, h);
                 self.ctx_keys[at + ctx * d..at + self.max_context * d].fill(T::NAN);
                 self.ctx_values[at + ctx * d..at + self.max_context * d].fill(T::NAN);

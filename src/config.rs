@@ -7,6 +7,7 @@
 //! validated configuration.
 
 use crate::error::ConfigError;
+use crate::layers::{ExecuteOrder, LayerTypes};
 
 /// The norm used before every sublayer and as the final norm (`xt:2971-2976`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +198,18 @@ pub struct DecoderConfig {
     /// `learned_value_residual_mix` (default true): mix = sigmoid(u·Wᵀ + b) per position and
     /// head (`layers.ℓ.1.to_value_residual_mix.0`, `[H, D]` and `[H]`); else 0.5.
     pub learned_value_residual_mix: bool,
+    /// `custom_layers`: the sublayers' kinds in order, instead of `depth` default blocks
+    /// (`xt:3070-3071`, `crate::layers`).
+    pub custom_layers: Option<LayerTypes>,
+    /// `par_ratio`: the sandwich-transformer pattern of `depth · len(block)` sublayers with
+    /// `depth · len(block) / par_ratio` attention blocks first (`xt:3072-3082`).
+    pub par_ratio: Option<usize>,
+    /// `sandwich_coef` = s: s self-attentions, `depth − s` default blocks, s feed-forwards
+    /// (`xt:3083-3085`).
+    pub sandwich_coef: Option<usize>,
+    /// `layers_execute_order`: the sublayers run in this order, any of them any number of
+    /// times (`xt:3100, 3555-3556`); every run of an attention has its own cache layer.
+    pub layers_execute_order: Option<ExecuteOrder>,
 }
 
 impl DecoderConfig {
@@ -257,6 +270,10 @@ impl DecoderConfig {
             weight_tie_layers: false,
             add_value_residual: false,
             learned_value_residual_mix: true,
+            custom_layers: None,
+            par_ratio: None,
+            sandwich_coef: None,
+            layers_execute_order: None,
         }
     }
 
@@ -516,13 +533,25 @@ impl DecoderConfig {
         self.weight_tie_layers = on;
         self
     }
-    /// Blocks whose weights the file stores: 1 with `weight_tie_layers`, else `depth`.
-    pub const fn stored_blocks(&self) -> usize {
-        if self.weight_tie_layers {
-            1
-        } else {
-            self.depth
-        }
+    /// Sets `custom_layers`.
+    pub const fn custom_layers(mut self, types: LayerTypes) -> Self {
+        self.custom_layers = Some(types);
+        self
+    }
+    /// Sets `par_ratio`.
+    pub const fn par_ratio(mut self, ratio: usize) -> Self {
+        self.par_ratio = Some(ratio);
+        self
+    }
+    /// Sets `sandwich_coef`.
+    pub const fn sandwich_coef(mut self, coef: usize) -> Self {
+        self.sandwich_coef = Some(coef);
+        self
+    }
+    /// Sets `layers_execute_order`.
+    pub const fn layers_execute_order(mut self, order: ExecuteOrder) -> Self {
+        self.layers_execute_order = Some(order);
+        self
     }
     /// Sets `rotary_xpos` with `rotary_xpos_scale_base`.
     pub const fn rotary_xpos(mut self, scale_base: usize) -> Self {
@@ -649,16 +678,6 @@ impl DecoderConfig {
             Activation::Gelu
         }
     }
-    /// Sublayers per block: 3 with cross-attention ('a', 'c', 'f'), else 2 ('a', 'f'); one more
-    /// with `macaron` (a first 'f').
-    pub const fn sublayers_per_block(&self) -> usize {
-        let macaron = if self.macaron { 1 } else { 0 };
-        if self.cross_attend {
-            3 + macaron
-        } else {
-            2 + macaron
-        }
-    }
     /// Whether attention has an output projection `to_out` (`xt:2237`: exists iff heads > 1).
     pub const fn has_to_out(&self) -> bool {
         self.heads > 1
@@ -706,7 +725,8 @@ impl DecoderConfig {
         if self.dim == 0 {
             return Err(ConfigError::Zero("dim"));
         }
-        if self.depth == 0 {
+        // `custom_layers` replaces `depth` (which x-transformers then does not read).
+        if self.depth == 0 && self.custom_layers.is_none() {
             return Err(ConfigError::Zero("depth"));
         }
         if self.heads == 0 {
@@ -899,7 +919,7 @@ impl DecoderConfig {
             Some(n) if n <= limit => {}
             _ => return Err(ConfigError::TooLarge),
         }
-        Ok(())
+        self.validate_layers()
     }
 }
 

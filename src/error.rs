@@ -37,6 +37,9 @@ pub enum ConfigError {
     Conflict(&'static str, &'static str),
     /// Sizes too large for this library (over 2^30 elements in one matrix).
     TooLarge,
+    /// The named argument of the sublayer plan (`custom_layers`, `par_ratio`, `sandwich_coef`,
+    /// `layers_execute_order`) cannot be run, for the reason given (`crate::layers`).
+    Layers(&'static str, &'static str),
 }
 
 /// Which caller-provided buffer an error is about.
@@ -281,6 +284,7 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Conflict(a, b) => write!(f, "`{a}` and `{b}` cannot both be set"),
             ConfigError::TooLarge => write!(f, "configuration too large (a matrix over 2^30 elements)"),
+            ConfigError::Layers(option, reason) => write!(f, "`{option}`: {reason}"),
         }
     }
 }

@@ -72,6 +72,7 @@ mod xtransformer;
 // packed-arena sizes and Q8_0 blocks.
 pub mod generate;
 pub mod kernels;
+pub mod layers;
 pub mod metrics;
 pub mod options;
 pub mod packing;
@@ -86,6 +87,7 @@ pub use decoder::Decoder;
 pub use encoder::{Encoder, EncoderModel};
 pub use error::{Buffer, ConfigError, Dims, Error, WeightName};
 pub use half::{bf16, f16};
+pub use layers::{ExecuteOrder, LayerTypes};
 pub use masks::Masks;
 pub use model::{LoadError, Model, ModelConfig};
 pub use scratch::Scratch;

@@ -18,6 +18,7 @@
 use crate::config::DecoderConfig;
 use crate::error::{Buffer, Error};
 use crate::kernels::{Int8Panels, Panels};
+use crate::layers::BlockPlan;
 use crate::tensor::Tensor;
 use crate::weights::BlockWeights;
 
@@ -61,37 +62,42 @@ impl Matrix {
         Matrix::FfOut,
     ];
 
-    /// `[rows, cols]` of this matrix under `cfg`, `None` where a block has no such matrix.
-    const fn shape(self, cfg: &DecoderConfig) -> Option<(usize, usize)> {
+    /// `[rows, cols]` of this matrix in a block of plan `block` under `cfg`, `None` where the
+    /// block has no such matrix.
+    const fn shape(self, cfg: &DecoderConfig, block: &BlockPlan) -> Option<(usize, usize)> {
         let (dim, qd, kvd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
-        let cross = cfg.cross_attend;
+        let (attn, cross, ff) = (
+            block.attn.is_some(),
+            block.cross.is_some(),
+            block.ff.is_some(),
+        );
         match self {
-            Matrix::Q => Some((qd, dim)),
-            Matrix::K | Matrix::V => Some((kvd, dim)),
-            Matrix::Out if cfg.has_to_out() => Some((dim, qd)),
+            Matrix::Q if attn => Some((qd, dim)),
+            Matrix::K | Matrix::V if attn => Some((kvd, dim)),
+            Matrix::Out if attn && cfg.has_to_out() => Some((dim, qd)),
             Matrix::CrossQ if cross => Some((qd, dim)),
             Matrix::CrossK | Matrix::CrossV if cross => Some((kvd, cfg.dim_context())),
             Matrix::CrossOut if cross && cfg.has_to_out() => Some((dim, qd)),
-            Matrix::FfProj => Some((cfg.ff_proj_rows(), dim)),
-            Matrix::FfOut => Some((dim, cfg.ff_inner())),
+            Matrix::FfProj if ff => Some((cfg.ff_proj_rows(), dim)),
+            Matrix::FfOut if ff => Some((dim, cfg.ff_inner())),
             _ => None,
         }
     }
 
     /// This matrix of `block`, if the block has it.
     pub(crate) fn of<'w>(self, block: &BlockWeights<'w>) -> Option<Tensor<'w>> {
-        let (a, c, f) = (&block.attn, block.cross.as_ref(), &block.ff);
+        let (a, c, f) = (block.attn.as_ref(), block.cross.as_ref(), block.ff.as_ref());
         match self {
-            Matrix::Q => Some(a.to_q),
-            Matrix::K => Some(a.to_k),
-            Matrix::V => Some(a.to_v),
-            Matrix::Out => a.to_out,
+            Matrix::Q => a.map(|a| a.to_q),
+            Matrix::K => a.map(|a| a.to_k),
+            Matrix::V => a.map(|a| a.to_v),
+            Matrix::Out => a.and_then(|a| a.to_out),
             Matrix::CrossQ => c.map(|c| c.to_q),
             Matrix::CrossK => c.map(|c| c.to_k),
             Matrix::CrossV => c.map(|c| c.to_v),
             Matrix::CrossOut => c.and_then(|c| c.to_out),
-            Matrix::FfProj => Some(f.proj),
-            Matrix::FfOut => Some(f.out),
+            Matrix::FfProj => f.map(|f| f.proj),
+            Matrix::FfOut => f.map(|f| f.out),
         }
     }
 }
@@ -126,7 +132,7 @@ impl<'p> Arenas<'p> {
         m: Matrix,
         w: Tensor<'_>,
     ) -> Option<Packed<'p>> {
-        let (rows, cols) = m.shape(cfg)?;
+        let (rows, cols) = m.shape(cfg, &plan_of(cfg, block)?)?;
         if let (Tensor::Q8_0(_), Some(arena)) = (w, self.int8) {
             let at = offset(cfg, block, m, true)?;
             let here = arena.get(at..at.checked_add(len_int8(rows, cols))?)?;
@@ -139,27 +145,53 @@ impl<'p> Arenas<'p> {
     }
 }
 
-/// Size of matrix `m` in an arena (0 where blocks have no such matrix).
-const fn size_of(cfg: &DecoderConfig, m: Matrix, int8: bool) -> usize {
-    match m.shape(cfg) {
+/// Size of matrix `m` of a block of plan `block` in an arena (0 where it has no such matrix).
+const fn size_of(cfg: &DecoderConfig, block: &BlockPlan, m: Matrix, int8: bool) -> usize {
+    match m.shape(cfg, block) {
         Some((rows, cols)) if int8 => len_int8(rows, cols),
         Some((rows, cols)) => len(rows, cols),
         None => 0,
     }
 }
 
+/// The size of block `b`'s matrices in an arena.
+const fn block_len(cfg: &DecoderConfig, plan: &BlockPlan, int8: bool) -> usize {
+    let mut total = 0usize;
+    let mut i = 0;
+    while i < Matrix::ALL.len() {
+        total = total.saturating_add(size_of(cfg, plan, Matrix::ALL[i], int8));
+        i += 1;
+    }
+    total
+}
+
+/// The plan of block `block` ([`DecoderConfig::block_at`]), `None` past the last.
+fn plan_of(cfg: &DecoderConfig, block: usize) -> Option<BlockPlan> {
+    let mut j = 0;
+    for _ in 0..block {
+        j = cfg.block_at(j).1;
+    }
+    (block < cfg.blocks()).then(|| cfg.block_at(j).0)
+}
+
 /// Where matrix `m` of block `block` starts in an arena: the blocks before it, then the
 /// matrices before it in [`Matrix::ALL`]'s order (the order [`walk`] packs them in).
 fn offset(cfg: &DecoderConfig, block: usize, m: Matrix, int8: bool) -> Option<usize> {
-    let mut block_len = 0usize;
-    let mut before = 0usize;
+    let mut at = 0usize;
+    let mut j = 0;
+    for _ in 0..block {
+        let (plan, next) = cfg.block_at(j);
+        at = at.checked_add(block_len(cfg, &plan, int8))?;
+        j = next;
+    }
+    let plan = cfg.block_at(j).0;
     for n in Matrix::ALL {
         if n == m {
-            before = block_len;
+            return Some(at);
         }
-        block_len = block_len.checked_add(size_of(cfg, n, int8))?;
+        at = at.checked_add(size_of(cfg, &plan, n, int8))?;
     }
-    block_len.checked_mul(block)?.checked_add(before)
+    None
 }
 
 /// `Panels::len` as a saturating `const fn`.
@@ -179,35 +211,27 @@ pub(crate) const fn len_int8(rows: usize, cols: usize) -> usize {
 }
 
 /// The arena for the packed matrices of `cfg`, each `[rows, cols]` matrix taking [`len`] (or
-/// [`len_int8`] if `int8`): per block `to_q [H·d, D]`, `to_k`, `to_v [H_kv·d, D]`, `to_out [D, H·d]`
-/// (with more than one head), with cross-attention its `to_q`, `to_k`, `to_v [H_kv·d, C]` (C the
-/// context's width) and `to_out`, and the feed-forward `proj [F or 2F, D]` and `out [D, F]`.
-/// Saturates at `usize::MAX`.
+/// [`len_int8`] if `int8`): per block with self-attention `to_q [H·d, D]`, `to_k`, `to_v
+/// [H_kv·d, D]` and `to_out [D, H·d]` (with more than one head), with cross-attention its
+/// `to_q`, `to_k`, `to_v [H_kv·d, C]` (C the context's width) and `to_out`, and with a
+/// feed-forward after the attention its `proj [F or 2F, D]` and `out [D, F]`. Saturates at
+/// `usize::MAX`.
 const fn arena_len(cfg: &DecoderConfig, int8: bool) -> usize {
-    // (A function pointer cannot be called in a `const fn`.)
-    const fn size(int8: bool, rows: usize, cols: usize) -> usize {
-        if int8 {
-            len_int8(rows, cols)
-        } else {
-            len(rows, cols)
-        }
+    if cfg.validate().is_err() {
+        return usize::MAX;
     }
-    let (dim, qd, kvd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
-    let attn_out = if cfg.has_to_out() {
-        size(int8, dim, qd)
-    } else {
-        0
-    };
-    let attention = size(int8, qd, dim).saturating_add(attn_out);
-    let mut block = attention
-        .saturating_add(size(int8, kvd, dim).saturating_mul(2))
-        .saturating_add(size(int8, cfg.ff_proj_rows(), dim))
-        .saturating_add(size(int8, dim, cfg.ff_inner()));
-    if cfg.cross_attend {
-        let context_kv = size(int8, kvd, cfg.dim_context()).saturating_mul(2);
-        block = block.saturating_add(attention).saturating_add(context_kv);
+    // The default stack's blocks are all alike: one block's size, `depth` times.
+    if cfg.is_default_plan() {
+        return block_len(cfg, &cfg.block_at(0).0, int8).saturating_mul(cfg.depth);
     }
-    block.saturating_mul(cfg.depth)
+    let (mut total, mut j, mut b) = (0usize, 0, 0);
+    while b < cfg.blocks() {
+        let (plan, next) = cfg.block_at(j);
+        total = total.saturating_add(block_len(cfg, &plan, int8));
+        j = next;
+        b += 1;
+    }
+    total
 }
 
 /// f32 elements of the arena that [`crate::Decoder::with_prefill_panels`] needs for `cfg`: per
@@ -299,12 +323,15 @@ fn walk(
     blocks: &[BlockWeights<'_>],
     mut next: impl FnMut(Tensor<'_>, usize, usize) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    let mut j = 0;
     for b in blocks {
+        let (plan, after) = cfg.block_at(j);
         for m in Matrix::ALL {
-            if let (Some((rows, cols)), Some(w)) = (m.shape(cfg), m.of(b)) {
+            if let (Some((rows, cols)), Some(w)) = (m.shape(cfg, &plan), m.of(b)) {
                 next(w, rows, cols)?;
             }
         }
+        j = after;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use core::fmt::Write;
 
 use crate::config::{DecoderConfig, Norm, WrapperConfig};
 use crate::error::{Dims, Error, WeightName};
+use crate::layers::Kind;
 use crate::tensor::{Tensor, TensorSource};
 
 /// Attention sublayer weights (self or cross). Shapes: `to_q [H·d, D]`, `to_k`/`to_v [H_kv·d, D_in]`
@@ -125,17 +126,19 @@ pub struct FeedForwardWeights<'w> {
     pub out_bias: Option<Tensor<'w>>,
 }
 
-/// One block: self-attention, optional cross-attention, feed-forward.
+/// One block ([`crate::layers::BlockPlan`]): up to four sublayers, run in the order `ff_pre`,
+/// `attn`, `cross`, `ff`. The default stack's blocks are ('a', ['c',] 'f'), with `macaron`
+/// ('f', 'a', ['c',] 'f').
 #[derive(Clone, Copy, Debug)]
 pub struct BlockWeights<'w> {
+    /// A feed-forward before the attention (`macaron`'s first).
+    pub ff_pre: Option<FeedForwardWeights<'w>>,
     /// Self-attention ('a').
-    pub attn: AttentionWeights<'w>,
-    /// Cross-attention ('c'), with `cross_attend`.
+    pub attn: Option<AttentionWeights<'w>>,
+    /// Cross-attention ('c').
     pub cross: Option<AttentionWeights<'w>>,
     /// Feed-forward ('f').
-    pub ff: FeedForwardWeights<'w>,
-    /// `macaron`: the block's first feed-forward, before self-attention.
-    pub ff_pre: Option<FeedForwardWeights<'w>>,
+    pub ff: Option<FeedForwardWeights<'w>>,
 }
 
 impl FeedForwardWeights<'_> {
@@ -155,10 +158,10 @@ impl FeedForwardWeights<'_> {
 impl BlockWeights<'_> {
     /// No tensors (what the loader fills in place).
     const EMPTY: BlockWeights<'static> = BlockWeights {
-        attn: AttentionWeights::EMPTY,
-        cross: None,
-        ff: FeedForwardWeights::EMPTY,
         ff_pre: None,
+        attn: None,
+        cross: None,
+        ff: None,
     };
 }
 
@@ -379,6 +382,46 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         Ok(())
     }
 
+    /// Runs `load`; if `again`, the tensors it looks up were counted before and are not
+    /// counted twice.
+    fn counted_once(
+        &mut self,
+        again: bool,
+        load: impl FnOnce(&mut Self) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let used = self.used;
+        load(self)?;
+        if again {
+            self.used = used;
+        }
+        Ok(())
+    }
+
+    /// The learned value-residual mix of self-attention sublayer `l` (`add_value_residual`
+    /// with `learned_value_residual_mix`, every self-attention but the first).
+    fn value_residual_mix(
+        &mut self,
+        cfg: &DecoderConfig,
+        l: usize,
+        w: &mut AttentionWeights<'w>,
+    ) -> Result<(), Error> {
+        let wrap = usize::from(cfg.use_layerscale);
+        let (h, d) = (cfg.heads, cfg.dim);
+        w.value_residual_mix = Some((
+            self.required(
+                Some(l),
+                module_key!(wrap, "to_value_residual_mix.0.weight"),
+                &[h, d],
+            )?,
+            self.required(
+                Some(l),
+                module_key!(wrap, "to_value_residual_mix.0.bias"),
+                &[h],
+            )?,
+        ));
+        Ok(())
+    }
+
     /// Fills `w` (a feed-forward sublayer's weights, in place in the table) for sublayer `l`.
     fn feed_forward(
         &mut self,
@@ -483,9 +526,10 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
         prefix: &'static str,
     ) -> Result<(), Error> {
         cfg.validate()?;
-        if cfg.depth > MAX_DEPTH {
+        let blocks = cfg.blocks();
+        if blocks > MAX_DEPTH {
             return Err(Error::DepthExceedsCapacity {
-                depth: cfg.depth,
+                depth: blocks,
                 max_depth: MAX_DEPTH,
             });
         }
@@ -494,44 +538,51 @@ impl<'w, const MAX_DEPTH: usize> DecoderWeights<'w, MAX_DEPTH> {
             prefix,
             used: 0,
         };
-        let per = cfg.sublayers_per_block();
         // Every block is written where it lives, sublayer by sublayer, rather than assembled on
-        // the stack and pushed. Cannot fail: depth <= MAX_DEPTH was checked above.
+        // the stack and pushed. Cannot fail: blocks <= MAX_DEPTH was checked above.
         self.blocks.clear();
-        let _ = self.blocks.resize(cfg.depth, BlockWeights::EMPTY);
-        // With weight_tie_layers the file holds one block, which every run reads (xt:3060-3064).
-        let stored = cfg.stored_blocks();
-        for (b, block) in self.blocks.iter_mut().enumerate().take(stored) {
-            if cfg.macaron {
-                let ff_pre = block.ff_pre.insert(FeedForwardWeights::EMPTY);
-                ld.feed_forward(cfg, b * per, ff_pre)?;
+        let _ = self.blocks.resize(blocks, BlockWeights::EMPTY);
+        // The first self-attention has no learned value-residual mix (xt:3220-3223).
+        let first_attn =
+            (0..cfg.stored_layers()).find(|&i| matches!(cfg.stored_kind(i), Kind::Attention));
+        // Sublayer `l` at run `j`: a sublayer that ran before (`weight_tie_layers`,
+        // `layers_execute_order`) is looked up again, its tensors counted once.
+        let again = |l: usize, j: usize| (0..j).any(|k| cfg.run(k) == l);
+        let mut j = 0;
+        for block in self.blocks.iter_mut() {
+            let (plan, next) = cfg.block_at(j);
+            if let Some(l) = plan.ff_pre {
+                let ff = block.ff_pre.insert(FeedForwardWeights::EMPTY);
+                ld.counted_once(again(l, j), |ld| ld.feed_forward(cfg, l, ff))?;
+                j += 1;
             }
-            let l = b * per + usize::from(cfg.macaron);
-            ld.attention(cfg, l, cfg.dim, &mut block.attn)?;
-            if cfg.add_value_residual && cfg.learned_value_residual_mix && b > 0 {
-                let wrap = usize::from(cfg.use_layerscale);
-                let (h, d) = (cfg.heads, cfg.dim);
-                block.attn.value_residual_mix = Some((
-                    ld.required(
-                        Some(l),
-                        module_key!(wrap, "to_value_residual_mix.0.weight"),
-                        &[h, d],
-                    )?,
-                    ld.required(
-                        Some(l),
-                        module_key!(wrap, "to_value_residual_mix.0.bias"),
-                        &[h],
-                    )?,
-                ));
+            if let Some(l) = plan.attn {
+                let attn = block.attn.insert(AttentionWeights::EMPTY);
+                let mix = cfg.add_value_residual
+                    && cfg.learned_value_residual_mix
+                    && first_attn != Some(l);
+                ld.counted_once(again(l, j), |ld| {
+                    ld.attention(cfg, l, cfg.dim, attn)?;
+                    if mix {
+                        ld.value_residual_mix(cfg, l, attn)?;
+                    }
+                    Ok(())
+                })?;
+                j += 1;
             }
-            if cfg.cross_attend {
+            if let Some(l) = plan.cross {
                 let cross = block.cross.insert(AttentionWeights::EMPTY);
-                ld.attention(cfg, l + 1, cfg.dim_context(), cross)?;
+                ld.counted_once(again(l, j), |ld| {
+                    ld.attention(cfg, l, cfg.dim_context(), cross)
+                })?;
+                j += 1;
             }
-            ld.feed_forward(cfg, b * per + per - 1, &mut block.ff)?;
-        }
-        for b in stored..cfg.depth {
-            self.blocks[b] = self.blocks[b % stored];
+            if let Some(l) = plan.ff {
+                let ff = block.ff.insert(FeedForwardWeights::EMPTY);
+                ld.counted_once(again(l, j), |ld| ld.feed_forward(cfg, l, ff))?;
+                j += 1;
+            }
+            debug_assert_eq!(j, next);
         }
         self.final_norm = if cfg.has_final_norm() {
             ld.norm(cfg, None, "final_norm.gamma", "final_norm.g")?

@@ -438,8 +438,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         context: &[f32],
     ) -> Result<(), Error> {
         let (w, kv) = (self.config.dim_context(), self.config.kv_dim());
-        for (b, block) in self.weights.blocks.iter().enumerate() {
-            let Some(cross) = &block.cross else { continue };
+        // Each run of a cross-attention has its context layer, in order.
+        let runs = self.weights.blocks.iter().enumerate();
+        let crosses = runs.filter_map(|(b, block)| Some((b, block.cross.as_ref()?)));
+        for (layer, (b, cross)) in crosses.enumerate() {
             for (i, c) in context.chunks(chunk.saturating_mul(w).max(1)).enumerate() {
                 let n = c.len() / w;
                 let (k, v) = (&mut s.k[..n * kv], &mut s.v[..n * kv]);
@@ -460,7 +462,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.qk_norm(k, self.config.kv_heads(), cross.qk_norm_k_scale)?;
                 value_rmsnorm(v, self.config.attn_dim_head, cross.value_rmsnorm);
                 for (r, (kr, vr)) in k.chunks_exact(kv).zip(v.chunks_exact(kv)).enumerate() {
-                    cache.store_context(b, i * chunk + r, kr, vr);
+                    cache.store_context(layer, i * chunk + r, kr, vr);
                 }
             }
         }
@@ -563,6 +565,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let v = &mut s.v[..n * kvd];
         let att = &mut s.att[..n * qd];
 
+        // The cache layers of the next self- and cross-attention run (`crate::layers`).
+        let (mut layer, mut context_layer) = (0, 0);
         for (b, block) in self.weights.blocks.iter().enumerate() {
             // The block's packed matrices, if any (`linear` chooses which it reads).
             let p = |m: Matrix, w: Tensor<'_>| self.packed(b, m, w);
@@ -571,74 +575,76 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.feed_forward(f0, (None, None), x, xb, xb2, &mut s.hb[..], n)?;
             }
             // ---- self-attention 'a': x = x + to_out(attend(q, K, V))   (xt:3660-3717, 2297-2759)
-            let a = &block.attn;
-            self.pre_norm(a.norm, x, xb)?;
-            self.linear(a.to_q, p(Matrix::Q, a.to_q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
-            self.linear(a.to_k, p(Matrix::K, a.to_k), dim, xb, k)?;
-            self.linear(a.to_v, p(Matrix::V, a.to_v), dim, xb, v)?;
-            // add_value_residual: the first block keeps its values, the later ones lerp to
-            // them, before qk norm and the value norm (xt:2410-2418).
-            if cfg.add_value_residual {
-                let v0 = &mut s.v0[..n * kvd];
-                if b == 0 {
-                    v0.copy_from_slice(v);
-                } else {
-                    self.value_residual(a, xb, v0, v, att)?;
+            if let Some(a) = &block.attn {
+                self.pre_norm(a.norm, x, xb)?;
+                self.linear(a.to_q, p(Matrix::Q, a.to_q), dim, xb, q)?; // q = u·W_qᵀ, no bias (xt:2013)
+                self.linear(a.to_k, p(Matrix::K, a.to_k), dim, xb, k)?;
+                self.linear(a.to_v, p(Matrix::V, a.to_v), dim, xb, v)?;
+                // add_value_residual: the first block keeps its values, the later ones lerp to
+                // them, before qk norm and the value norm (xt:2410-2418).
+                if cfg.add_value_residual {
+                    let v0 = &mut s.v0[..n * kvd];
+                    if layer == 0 {
+                        v0.copy_from_slice(v);
+                    } else {
+                        self.value_residual(a, xb, v0, v, att)?;
+                    }
                 }
-            }
-            // qk norm before rotary and before the keys are cached (xt:2422-2427, 2459).
-            self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
-            self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
-            value_rmsnorm(v, d, a.value_rmsnorm); // before the values are cached (xt:2436)
-            if half > 0 {
-                // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
+                // qk norm before rotary and before the keys are cached (xt:2422-2427, 2459).
+                self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
+                self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
+                value_rmsnorm(v, d, a.value_rmsnorm); // before the values are cached (xt:2436)
+                if half > 0 {
+                    // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
+                    for i in 0..n {
+                        let (c, sn) = (
+                            &s.cos[i * half..(i + 1) * half],
+                            &s.sin[i * half..(i + 1) * half],
+                        );
+                        q[i * qd..(i + 1) * qd]
+                            .chunks_exact_mut(d)
+                            .try_for_each(|h| kernels::rotary(h, c, sn))?;
+                        k[i * kvd..(i + 1) * kvd]
+                            .chunks_exact_mut(d)
+                            .try_for_each(|h| kernels::rotary(h, c, sn))?;
+                    }
+                }
                 for i in 0..n {
-                    let (c, sn) = (
-                        &s.cos[i * half..(i + 1) * half],
-                        &s.sin[i * half..(i + 1) * half],
+                    cache.store(
+                        layer,
+                        pos0 + i,
+                        &k[i * kvd..(i + 1) * kvd],
+                        &v[i * kvd..(i + 1) * kvd],
                     );
-                    q[i * qd..(i + 1) * qd]
-                        .chunks_exact_mut(d)
-                        .try_for_each(|h| kernels::rotary(h, c, sn))?;
-                    k[i * kvd..(i + 1) * kvd]
-                        .chunks_exact_mut(d)
-                        .try_for_each(|h| kernels::rotary(h, c, sn))?;
                 }
+                // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
+                if general {
+                    // Padding masks (at:591-592, crate::masks) and the logit terms of
+                    // `general.rs`, over the keys by position.
+                    let mem = self.mem_keys(a, &mut s.mem[..])?;
+                    let keys = Keys {
+                        end: pos0 + n,
+                        causal,
+                        keep: masks.mask,
+                        prefix,
+                    };
+                    General::new(cfg, true, mem, self.weights.xpos_scale).attend(
+                        q,
+                        att,
+                        n,
+                        keys,
+                        |j, p| cache.key_row(layer, j, p),
+                    );
+                } else {
+                    heads.attend(q, att, n, causal, |j| cache.head(layer, j, pos0 + n))?;
+                }
+                self.scale_and_gate(a, xb, att, q)?;
+                self.project_out(a, a.to_out.and_then(|w| p(Matrix::Out, w)), att, xb2)?;
+                // The attention output at masked positions is zeroed (xt:2751-2752).
+                zero_masked_rows(xb2, dim, pos0, prefix, masks.mask);
+                self.residual(&a.post, x, xb2, xb, &mut s.hb[..])?;
+                layer += 1;
             }
-            for i in 0..n {
-                cache.store(
-                    b,
-                    pos0 + i,
-                    &k[i * kvd..(i + 1) * kvd],
-                    &v[i * kvd..(i + 1) * kvd],
-                );
-            }
-            // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
-            if general {
-                // Padding masks (at:591-592, crate::masks) and the logit terms of
-                // `general.rs`, over the keys by position.
-                let mem = self.mem_keys(a, &mut s.mem[..])?;
-                let keys = Keys {
-                    end: pos0 + n,
-                    causal,
-                    keep: masks.mask,
-                    prefix,
-                };
-                General::new(cfg, true, mem, self.weights.xpos_scale).attend(
-                    q,
-                    att,
-                    n,
-                    keys,
-                    |j, p| cache.key_row(b, j, p),
-                );
-            } else {
-                heads.attend(q, att, n, causal, |j| cache.head(b, j, pos0 + n))?;
-            }
-            self.scale_and_gate(a, xb, att, q)?;
-            self.project_out(a, a.to_out.and_then(|w| p(Matrix::Out, w)), att, xb2)?;
-            // The attention output at masked positions is zeroed (xt:2751-2752).
-            zero_masked_rows(xb2, dim, pos0, prefix, masks.mask);
-            self.residual(&a.post, x, xb2, xb, &mut s.hb[..])?;
 
             // ---- cross-attention 'c': q from the normed x, K/V of the raw context, no mask (xt:3233, 2341)
             if let Some(c) = &block.cross {
@@ -653,21 +659,24 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         keep: masks.context_mask,
                         prefix: 0,
                     };
-                    General::new(cfg, false, mem, None)
-                        .attend(q, att, n, keys, |j, r| cache.context_row(b, j, r));
+                    General::new(cfg, false, mem, None).attend(q, att, n, keys, |j, r| {
+                        cache.context_row(context_layer, j, r)
+                    });
                 } else {
-                    heads.attend(q, att, n, false, |j| cache.context_head(b, j))?;
+                    heads.attend(q, att, n, false, |j| cache.context_head(context_layer, j))?;
                 }
                 self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, c.to_out.and_then(|w| p(Matrix::CrossOut, w)), att, xb2)?;
                 zero_masked_rows(xb2, dim, pos0, prefix, masks.mask);
                 self.residual(&c.post, x, xb2, xb, &mut s.hb[..])?;
+                context_layer += 1;
             }
 
             // ---- feed-forward 'f' (xt:1763-1858)
-            let f = &block.ff;
-            let ff_panels = (p(Matrix::FfProj, f.proj), p(Matrix::FfOut, f.out));
-            self.feed_forward(f, ff_panels, x, xb, xb2, &mut s.hb[..], n)?;
+            if let Some(f) = &block.ff {
+                let ff_panels = (p(Matrix::FfProj, f.proj), p(Matrix::FfOut, f.out));
+                self.feed_forward(f, ff_panels, x, xb, xb2, &mut s.hb[..], n)?;
+            }
         }
 
         // ---- softclamp_output: x = tanh(x / v)·v (xt:3746-3747, 232-233)
