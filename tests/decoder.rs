@@ -6,7 +6,10 @@ mod common;
 mod reference;
 
 use common::*;
-use picoformer::{Decoder, DecoderConfig, Element, KvCache, Scratch, TransformerWrapper};
+use picoformer::layers::Kind;
+use picoformer::{
+    Decoder, DecoderConfig, Element, KvCache, LayerTypes, Scratch, TransformerWrapper,
+};
 use proptest::prelude::*;
 
 /// Tolerances, justified by f32 rounding: every output is a final-normed row (entries of order
@@ -199,6 +202,15 @@ proptest! {
         let mut cfg = cfg;
         cfg.cross_attend = false;
         cfg.cross_attn_dim_context = None;
+        // ... and drawn custom sublayers without their cross-attentions.
+        cfg.custom_layers = cfg.custom_layers.map(|t| {
+            let kept = (0..t.len()).filter_map(|i| t.get(i)).filter(|k| *k != Kind::Cross);
+            kept.fold(LayerTypes::EMPTY, LayerTypes::push)
+        }).filter(|t| !t.is_empty());
+        // (An execute order drawn over the cross-attending stack indexes other sublayers.)
+        if cfg.validate().is_err() {
+            cfg.layers_execute_order = None;
+        }
         cfg.attn_max_attend_past = Some(window);
         let capacity = window + 1 + extra;
         let (n, d) = (10 * capacity, cfg.dim);

@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 
 use common::*;
 use picoformer::options::{Arg, Class, Group, PyDefault, ARGS, CLASSES, XT_VERSION};
-use picoformer::{Activation, DecoderConfig, KvCache, LoadError, Model, Scratch, WrapperConfig};
+use picoformer::{
+    Activation, DecoderConfig, ExecuteOrder, KvCache, LayerTypes, LoadError, Model, Scratch,
+    WrapperConfig,
+};
 
 // ------------------------------------------------------------------ the tables
 
@@ -449,6 +452,18 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "attn_value_rmsnorm" => ("true", Some(|c, _| c.attn_value_rmsnorm = true)),
         "alibi_pos_bias" => ("true", Some(|c, _| c.alibi_pos_bias = true)),
         "weight_tie_layers" => ("true", Some(|c, _| c.weight_tie_layers = true)),
+        "custom_layers" => (
+            "[\"a\", \"f\", \"f\"]",
+            Some(|c, _| c.custom_layers = Some(LayerTypes::parse("aff"))),
+        ),
+        // The base's one block ('a', 'f') run as 'f', 'a', 'f'.
+        "layers_execute_order" => (
+            "[1, 0, 1]",
+            Some(|c, _| c.layers_execute_order = Some(ExecuteOrder::new(&[1, 0, 1]))),
+        ),
+        // With depth 1 both patterns are the default block: computed, the same numbers.
+        "par_ratio" => ("2", Some(|c, _| c.par_ratio = Some(2))),
+        "sandwich_coef" => ("1", Some(|c, _| c.sandwich_coef = Some(1))),
         "add_value_residual" => ("true", Some(|c, _| c.add_value_residual = true)),
         // Without add_value_residual, x-transformers turns it off (xt:3181): no effect.
         "learned_value_residual_mix" => {

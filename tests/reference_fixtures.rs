@@ -347,6 +347,10 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "weight_tie_layers",
         "add_value_residual",
         "learned_value_residual_mix",
+        "custom_layers",
+        "par_ratio",
+        "sandwich_coef",
+        "layers_execute_order",
     ];
     for k in kw.keys() {
         assert!(
@@ -406,6 +410,31 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
             .then(|| on("learned_value_residual_mix", true)),
         xpos: (flag(kw, "rotary_xpos") && rotary)
             .then(|| num("rotary_xpos_scale_base", 512.0) as usize),
+        // custom_layers: a string of letters or a list of one-letter strings.
+        custom_layers: kw.get("custom_layers").and_then(|v| match v {
+            Json::Str(t) => Some(t.clone()),
+            Json::Arr(a) => Some(
+                a.iter()
+                    .map(|e| match e {
+                        Json::Str(t) => t.clone(),
+                        _ => panic!("custom_layers: letters"),
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }),
+        par_ratio: kw
+            .get("par_ratio")
+            .filter(|v| !matches!(v, Json::Null))
+            .map(Json::usize),
+        sandwich_coef: kw
+            .get("sandwich_coef")
+            .filter(|v| !matches!(v, Json::Null))
+            .map(Json::usize),
+        execute_order: kw.get("layers_execute_order").and_then(|v| match v {
+            Json::Arr(a) => Some(a.iter().map(Json::usize).collect()),
+            _ => None,
+        }),
         qk_norm: flag(kw, "attn_qk_norm").then(|| {
             (
                 num("attn_qk_norm_groups", 1.0) as usize,
@@ -493,7 +522,11 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
     };
     RefConfig {
         dim,
-        depth: kw["depth"].usize(),
+        // x-transformers does not read `depth` with `custom_layers` (it may be absent).
+        depth: kw
+            .get("depth")
+            .filter(|v| !matches!(v, Json::Null))
+            .map_or(0, Json::usize),
         heads,
         attn_dim_head: dh,
         attn_kv_heads: kv,

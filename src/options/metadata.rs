@@ -9,6 +9,7 @@ use crate::config::{DecoderConfig, WrapperConfig};
 use crate::continuous::ContinuousConfig;
 use crate::error::{ConfigError, Error};
 use crate::json::{JsonError, JsonErrorKind, JsonStr, Parser, ValueKind};
+use crate::layers::{ExecuteOrder, LayerTypes};
 use crate::model::{LoadError, ModelConfig};
 use crate::safetensors::SafeTensors;
 use crate::xtransformer::XTransformerConfig;
@@ -415,6 +416,37 @@ fn optional_usize(p: &mut Parser<'_>) -> Result<Option<usize>, JsonError> {
     }
 }
 
+/// `custom_layers`: a string of sublayer letters, or an array of one-letter strings (both are
+/// what x-transformers iterates); anything else gives an invalid (empty) list.
+fn layer_types(p: &mut Parser<'_>) -> Result<LayerTypes, JsonError> {
+    let mut t = LayerTypes::EMPTY;
+    if p.kind()? == ValueKind::String {
+        for &b in p.string()?.raw().as_bytes() {
+            t = t.push_letter(b);
+        }
+        return Ok(t);
+    }
+    p.begin_array()?;
+    while p.next_element()? {
+        t = match p.string()?.raw().as_bytes() {
+            [b] => t.push_letter(*b),
+            _ => t.push_letter(0),
+        };
+    }
+    Ok(t)
+}
+
+/// `layers_execute_order`: an array of sublayer indices (too many or too large give an invalid,
+/// empty order).
+fn execute_order(p: &mut Parser<'_>) -> Result<ExecuteOrder, JsonError> {
+    let mut o = ExecuteOrder::EMPTY;
+    p.begin_array()?;
+    while p.next_element()? {
+        o = o.push(p.usize()?);
+    }
+    Ok(o)
+}
+
 /// A number, or a bool as Python's arithmetic reads it (`False` is 0, `True` is 1).
 fn number_or_bool(p: &mut Parser<'_>) -> Result<f64, JsonError> {
     if p.kind()? == ValueKind::Bool {
@@ -567,9 +599,35 @@ impl LayersReader {
                 self.have_dim = true;
             }
             "depth" => {
-                c.depth = typed(p, raw, text, Parser::usize)?;
-                self.have_depth = true;
+                // `None` (null) is x-transformers' default, given with `custom_layers`.
+                let depth = typed(p, raw, text, optional_usize)?;
+                c.depth = depth.unwrap_or(0);
+                self.have_depth = depth.is_some();
             }
+            "custom_layers" => {
+                let t = typed(p, raw, text, layer_types)?;
+                if t.is_empty() {
+                    return Err(LoadError::UnsupportedOption {
+                        option: raw,
+                        value: text,
+                        reason: "must list 1 to 64 sublayers, each 'a', 'c' or 'f'",
+                    });
+                }
+                c.custom_layers = Some(t);
+            }
+            "layers_execute_order" => {
+                let o = typed(p, raw, text, execute_order)?;
+                if o.is_empty() {
+                    return Err(LoadError::UnsupportedOption {
+                        option: raw,
+                        value: text,
+                        reason: "must list 1 to 64 runs, each a sublayer index below 256",
+                    });
+                }
+                c.layers_execute_order = Some(o);
+            }
+            "par_ratio" => c.par_ratio = typed(p, raw, text, optional_usize)?,
+            "sandwich_coef" => c.sandwich_coef = typed(p, raw, text, optional_usize)?,
             "heads" => c.heads = typed(p, raw, text, Parser::usize)?,
             "attn_dim_head" => c.attn_dim_head = typed(p, raw, text, Parser::usize)?,
             "attn_kv_heads" => c.attn_kv_heads = typed(p, raw, text, optional_usize)?,
@@ -690,7 +748,7 @@ fn read_decoder<'a>(
     if !r.have_dim {
         return Err(LoadError::MissingMetadata("dim"));
     }
-    if !r.have_depth {
+    if !r.have_depth && r.c.custom_layers.is_none() {
         return Err(LoadError::MissingMetadata("depth"));
     }
     if r.cross_check {
@@ -1045,10 +1103,10 @@ fn read_xtransformer<'a>(
         reader.arg(p, src, raw, rest, unknown)?;
     }
     let dim = dim.ok_or(LoadError::MissingMetadata("dim"))?;
-    if !enc.have_depth {
+    if !enc.have_depth && enc.c.custom_layers.is_none() {
         return Err(LoadError::MissingMetadata("enc_depth"));
     }
-    if !dec.have_depth {
+    if !dec.have_depth && dec.c.custom_layers.is_none() {
         return Err(LoadError::MissingMetadata("dec_depth"));
     }
     let enc_tokens = enc_tokens.ok_or(LoadError::MissingMetadata("enc_num_tokens"))?;

@@ -15,8 +15,10 @@ pub use isa::{check_required_isa, use_required_isa};
 #[allow(unused_imports)]
 pub use values::values;
 
+use picoformer::layers::Kind;
 use picoformer::{
-    Activation, DecoderConfig, Norm, Tensor, TensorSource, TensorView, WrapperConfig,
+    Activation, DecoderConfig, ExecuteOrder, LayerTypes, Norm, Tensor, TensorSource, TensorView,
+    WrapperConfig,
 };
 use proptest::prelude::*;
 
@@ -76,6 +78,20 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
             value_residual: cfg
                 .add_value_residual
                 .then_some(cfg.learned_value_residual_mix),
+            custom_layers: cfg.custom_layers.map(|t| {
+                (0..t.len())
+                    .map(|i| match t.get(i) {
+                        Some(Kind::Attention) => 'a',
+                        Some(Kind::Cross) => 'c',
+                        _ => 'f',
+                    })
+                    .collect()
+            }),
+            par_ratio: cfg.par_ratio,
+            sandwich_coef: cfg.sandwich_coef,
+            execute_order: cfg
+                .layers_execute_order
+                .map(|o| (0..o.len()).filter_map(|i| o.get(i)).collect()),
         },
         ff_inner: cfg.ff_inner(),
         ff_glu: cfg.ff_glu,
@@ -261,6 +277,13 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
             prop::sample::select(vec![None, Some(5.0f64), Some(50.0)]),
             prop::sample::select(vec![None, Some(4usize), Some(512)]),
         ),
+        // The sublayer plan: 0-1 default, 2 custom_layers, 3 sandwich_coef or par_ratio,
+        // 4 layers_execute_order; then letters and an order to draw from.
+        (
+            0usize..5,
+            prop::collection::vec(0usize..3, 8),
+            prop::collection::vec(0usize..100, 8),
+        ),
     )
         .prop_map(
             |(
@@ -270,6 +293,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 (norm, act, mult, glu, nobias),
                 (layout, no_final, clamp, residual, head_scale, gates, ff_clamp, qk),
                 (alibi, window, mem, zero_kv, logit_clamp, xpos),
+                (plan, letters, order),
             )| {
                 let dh = if heads == 1 { dim } else { dh };
                 let divisors: Vec<usize> = (1..=heads).filter(|k| heads % k == 0).collect();
@@ -360,6 +384,48 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 c.ff_mult = mult;
                 c.ff_glu = glu;
                 c.ff_no_bias = nobias;
+                if plan >= 2 {
+                    c.weight_tie_layers = false;
+                }
+                match plan {
+                    2 => {
+                        let mut t: String = letters[1..=1 + letters[0] % 6]
+                            .iter()
+                            .map(|&k| match k {
+                                0 => 'a',
+                                1 if cross => 'c',
+                                _ => 'f',
+                            })
+                            .collect();
+                        if cross && !t.contains('c') {
+                            t.push('c');
+                        }
+                        c.custom_layers = Some(LayerTypes::parse(&t));
+                    }
+                    // (A cross-attending model keeps at least one default block, with its 'c'.)
+                    3 if letters[0] == 0 => {
+                        c.sandwich_coef =
+                            Some(1 + letters[1] % depth).filter(|&s| !cross || s < depth);
+                    }
+                    3 => {
+                        let most = c.stored_layers();
+                        c.par_ratio = (2..=most).find(|&r| c.par_ratio(r).validate().is_ok());
+                    }
+                    4 if c.stored_layers() <= 8 => {
+                        let stored = c.stored_layers();
+                        let mut o: Vec<usize> = (0..stored).collect();
+                        for i in (1..stored).rev() {
+                            o.swap(i, order[i] % (i + 1));
+                        }
+                        for k in 0..order[0] % 3 {
+                            o.push(order[k + 1] % stored);
+                        }
+                        c.layers_execute_order = Some(ExecuteOrder::new(&o));
+                        // The first run of a self-attention keeps the values (refused here).
+                        c.add_value_residual = false;
+                    }
+                    _ => {}
+                }
                 c
             },
         )

@@ -96,6 +96,14 @@ pub struct RefExtras {
     /// `rotary_xpos` with its scale base B: after rotary, pair m of q at position i times
     /// s_m^((i − c)/B) and of k at j times s_m^(−(j − c)/B), s_m = (2m + 0.4r)/(1.4r), c = ⌊n/2⌋.
     pub xpos: Option<usize>,
+    /// `custom_layers`: the sublayers' letters ('a', 'c', 'f') instead of `depth` default blocks.
+    pub custom_layers: Option<String>,
+    /// `par_ratio` (without `custom_layers`).
+    pub par_ratio: Option<usize>,
+    /// `sandwich_coef` (without `custom_layers` and `par_ratio`).
+    pub sandwich_coef: Option<usize>,
+    /// `layers_execute_order`: the stored sublayers run in this order.
+    pub execute_order: Option<Vec<usize>>,
 }
 
 impl Default for RefExtras {
@@ -126,6 +134,10 @@ impl Default for RefExtras {
             xpos: None,
             weight_tie: false,
             value_residual: None,
+            custom_layers: None,
+            par_ratio: None,
+            sandwich_coef: None,
+            execute_order: None,
         }
     }
 }
@@ -240,25 +252,66 @@ impl RefConfig {
         }
     }
 
-    /// Number of sublayers per block: 'a','c','f' with cross-attention, 'a','f' without (spec §3.1).
-    fn sublayers_per_block(&self) -> usize {
-        usize::from(self.extras.macaron) + if self.cross_attend { 3 } else { 2 }
+    /// The default block's letters: ['f',] 'a', ['c',] 'f' (spec §3.1).
+    fn default_block(&self) -> Vec<char> {
+        let mut b = Vec::new();
+        if self.extras.macaron {
+            b.push('f');
+        }
+        b.push('a');
+        if self.cross_attend {
+            b.push('c');
+        }
+        b.push('f');
+        b
     }
 
-    /// The layer type of sublayer `s` of a block: 'f', 'a' or 'c'.
-    fn layer_type(&self, s: usize) -> char {
-        let s = match (self.extras.macaron, s) {
-            (true, 0) => return 'f',
-            (true, s) => s - 1,
-            (false, s) => s,
-        };
-        if s + 1 == self.sublayers_per_block() - usize::from(self.extras.macaron) {
-            'f'
-        } else if s == 0 {
-            'a'
-        } else {
-            'c'
+    /// The stored sublayers' letters, `layers.0` … (spec §3.17), as x-transformers builds
+    /// them: `custom_layers`, else `par_ratio`'s pattern, else `sandwich_coef`'s, else the
+    /// default block `depth` times (once with weight tying).
+    pub fn layer_types(&self) -> Vec<char> {
+        let block = self.default_block();
+        let e = &self.extras;
+        if let Some(t) = &e.custom_layers {
+            return t.chars().collect();
         }
+        if let Some(ratio) = e.par_ratio {
+            let par_depth = self.depth * block.len();
+            let no_ff: Vec<char> = block.iter().copied().filter(|&c| c != 'f').collect();
+            let par_attn = par_depth / ratio;
+            let depth_cut = par_depth * 2 / 3;
+            let par_width = (depth_cut + depth_cut / par_attn) / par_attn;
+            let mut par_block = no_ff.clone();
+            par_block.resize(par_width, 'f');
+            let mut t: Vec<char> = par_block.repeat(par_attn);
+            t.resize(par_depth, 'f');
+            return t;
+        }
+        if let Some(s) = e.sandwich_coef {
+            let mut t = vec!['a'; s];
+            t.extend(block.repeat(self.depth - s));
+            t.extend(vec!['f'; s]);
+            return t;
+        }
+        if e.weight_tie {
+            return block;
+        }
+        block.repeat(self.depth)
+    }
+
+    /// The order the stored sublayers run in: `layers_execute_order`, the default block's
+    /// sublayers `depth` times with weight tying, else each once.
+    pub fn execute_order(&self) -> Vec<usize> {
+        if let Some(o) = &self.extras.execute_order {
+            return o.clone();
+        }
+        if self.extras.weight_tie {
+            return (0..self.default_block().len())
+                .cycle()
+                .take(self.default_block().len() * self.depth)
+                .collect();
+        }
+        (0..self.layer_types().len()).collect()
     }
 
     fn check(&self) {
@@ -329,13 +382,12 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
         }
     }
     let pre = decoder_prefix(cfg);
-    let per = cfg.sublayers_per_block();
     let inner_q = cfg.heads * cfg.attn_dim_head;
     let inner_kv = cfg.attn_kv_heads * cfg.attn_dim_head;
-    let stored = if cfg.extras.weight_tie { 1 } else { cfg.depth };
-    for block in 0..stored {
-        for s in 0..per {
-            let l = block * per + s;
+    let types = cfg.layer_types();
+    let first_attn = types.iter().position(|&t| t == 'a');
+    {
+        for (l, &kind) in types.iter().enumerate() {
             // spec §3.7: layers.ℓ.0.0 is the pre-norm, .0.1 the sandwich norm, .0.2 the post-norm;
             // no key for SimpleRMSNorm.
             if let Some(p) = norm_param(cfg.norm) {
@@ -361,14 +413,10 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                     out.push((format!("{pre}layers.{l}.2.gru.{b}"), vec![3 * d]));
                 }
             }
-            let is_ff = cfg.layer_type(s) == 'f';
+            let is_ff = kind == 'f';
             if !is_ff {
                 // spec §3.3 / §3.5 / §4: no-bias projections; cross-attn K/V read dim_context.
-                let kv_in = if cfg.layer_type(s) == 'c' {
-                    cfg.dim_context
-                } else {
-                    d
-                };
+                let kv_in = if kind == 'c' { cfg.dim_context } else { d };
                 out.push((format!("{pre}layers.{l}.1.to_q.weight"), vec![inner_q, d]));
                 out.push((
                     format!("{pre}layers.{l}.1.to_k.weight"),
@@ -399,8 +447,7 @@ pub fn param_shapes(cfg: &RefConfig) -> Vec<(String, Vec<usize>)> {
                         vec![cfg.heads, 1, cfg.attn_dim_head],
                     ));
                 }
-                if cfg.extras.value_residual == Some(true) && cfg.layer_type(s) == 'a' && block > 0
-                {
+                if cfg.extras.value_residual == Some(true) && kind == 'a' && first_attn != Some(l) {
                     out.push((
                         format!("{pre}layers.{l}.1.to_value_residual_mix.0.weight"),
                         vec![cfg.heads, d],
@@ -1122,17 +1169,12 @@ fn decoder_forward_impl(
     };
     let pre = decoder_prefix(cfg);
     let inv_freq = cfg.rotary_pos_emb.then(|| inv_freq_for(cfg, w));
-    let per = cfg.sublayers_per_block();
+    let types = cfg.layer_types();
     let mut x = x.to_vec();
     let mut first_values = None;
-    for block in 0..cfg.depth {
-        for s in 0..per {
-            // weight_tie_layers: every block runs the stored block 0.
-            let l = if cfg.extras.weight_tie {
-                s
-            } else {
-                block * per + s
-            };
+    {
+        // Sublayers run in the execute order (weight tying: the stored block, `depth` times).
+        for l in cfg.execute_order() {
             // spec §3.7: residual = x; u = PreNorm_ℓ(x) (key layers.ℓ.0.0.*), or x with post-norm;
             // x = [PostBranchNorm](Sublayer(u)) + residual; then [PostMainNorm](x).
             let u = if cfg.extras.pre_norm {
@@ -1145,7 +1187,7 @@ fn decoder_forward_impl(
             } else {
                 format!("{pre}layers.{l}.1")
             };
-            let kind = cfg.layer_type(s);
+            let kind = types[l];
             let o = if kind == 'f' {
                 // macaron: Scale(0.5, FeedForward), keys one level down
                 if cfg.extras.macaron {
