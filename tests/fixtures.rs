@@ -230,7 +230,11 @@ fixture!(
     scaled_sinu,
     scaled_sinu_emb_dim,
     memory_tokens,
-    memory_tokens_abs
+    memory_tokens_abs,
+    custom_layers,
+    par_ratio,
+    sandwich_coef,
+    execute_order
 );
 
 /// The local-attention fixture (window 3) decoded one position at a time through a rolling cache

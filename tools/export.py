@@ -117,9 +117,12 @@ def _equals_default(value, row) -> bool:
 
 # The JSON type the loader reads each supported argument with (src/options/metadata.rs) when its
 # value is not its default; a value of another type would be refused there, so it is refused here.
-_USIZE, _OPT_USIZE, _BOOL, _OPT_BOOL, _NUMBER, _NUMBER_OR_BOOL = range(6)
+_USIZE, _OPT_USIZE, _BOOL, _OPT_BOOL, _NUMBER, _NUMBER_OR_BOOL, _LETTERS, _INDICES = range(8)
 _SUPPORTED_TYPES = {
-    **dict.fromkeys(("dim", "depth", "heads", "attn_dim_head", "attn_qk_norm_groups", "num_tokens",
+    "custom_layers": _LETTERS, "layers_execute_order": _INDICES,
+    # depth may be None with custom_layers (x-transformers does not read it then)
+    **dict.fromkeys(("depth", "par_ratio", "sandwich_coef"), _OPT_USIZE),
+    **dict.fromkeys(("dim", "heads", "attn_dim_head", "attn_qk_norm_groups", "num_tokens",
                      "max_seq_len", "attn_num_mem_kv", "rotary_xpos_scale_base"), _USIZE),
     **dict.fromkeys(("alibi_num_heads", "attn_max_attend_past", "num_memory_tokens"), _OPT_USIZE),
     **dict.fromkeys(("alibi_pos_bias", "attn_add_zero_kv", "attn_softclamp_logits", "rotary_xpos",
@@ -164,6 +167,12 @@ def _type_ok(kind, v) -> bool:
         _OPT_BOOL: v is None or isinstance(v, bool),
         _NUMBER: is_num,
         _NUMBER_OR_BOOL: is_num or isinstance(v, bool),
+        # 1 to 64 sublayer letters, as a string or a sequence of one-letter strings
+        _LETTERS: (isinstance(v, (str, list, tuple)) and 1 <= len(v) <= 64
+                   and all(isinstance(c, str) and c in ("a", "c", "f") for c in v)),
+        # 1 to 64 sublayer indices below 256
+        _INDICES: (isinstance(v, (list, tuple)) and 1 <= len(v) <= 64
+                   and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 256 for i in v)),
     }[kind]
 
 
@@ -358,6 +367,23 @@ def _check_layer_values(dec: dict, prefix: str = "") -> None:
     if prefix == "enc_" or dec.get("causal") is False:
         if dec.get("rotary_pos_emb") and dec.get("rotary_xpos"):
             raise _unsupported(prefix + "rotary_xpos", True, "x-transformers asserts that xpos is causal")
+    # The sublayer plan, as the loader checks it (src/layers.rs): the stored sublayers' letters.
+    custom = dec.get("custom_layers")
+    block = ["f"] * bool(dec.get("macaron")) + ["a"] + ["c"] * bool(dec.get("cross_attend")) + ["f"]
+    if custom is not None:
+        letters = list(custom)
+        if set(letters) & {"c"} and not dec.get("cross_attend") or dec.get("cross_attend") and "c" not in letters:
+            raise ValueError(f"`{prefix}custom_layers` and `{prefix}cross_attend` cannot both be set this way: "
+                             "a 'c' needs cross_attend=True, and cross_attend=True needs a 'c'")
+    else:
+        letters = block * (1 if dec.get("weight_tie_layers") else (dec.get("depth") or 0))
+    order = dec.get("layers_execute_order")
+    if order is not None:
+        if any(i >= len(letters) for i in order) or set(order) != set(range(len(letters))):
+            raise ValueError(f"invalid value for {prefix + 'layers_execute_order'!r} = {order!r}: must run every "
+                             f"one of the {len(letters)} sublayers, and no other")
+        if dec.get("add_value_residual"):
+            raise ValueError(f"`{prefix}add_value_residual` and `{prefix}layers_execute_order` cannot both be set")
 
 
 def _check_kwargs(dec: dict, wrap: dict | None, encoder: bool = False) -> None:
@@ -371,7 +397,7 @@ def _check_kwargs(dec: dict, wrap: dict | None, encoder: bool = False) -> None:
     if "causal" in dec and dec["causal"] is not True:
         raise _unsupported("causal", dec["causal"], "a Decoder is causal; an Encoder is stored under `encoder`")
     for k in ("dim", "depth"):
-        if dec.get(k) is None:
+        if dec.get(k) is None and not (k == "depth" and dec.get("custom_layers") is not None):
             raise ValueError(f"Decoder kwarg '{k}' is required")
     _check_layer_values(dict(dec, causal=not encoder))
 
@@ -451,7 +477,7 @@ def _check_xtransformer(xt: dict) -> None:
         _decide(rest, v, sides[prefix], "layers", shown=k)
     for k in ("dim", "enc_num_tokens", "enc_max_seq_len", "enc_depth", "dec_num_tokens", "dec_max_seq_len",
               "dec_depth"):
-        if xt.get(k) is None:
+        if xt.get(k) is None and not (k.endswith("_depth") and xt.get(k[:4] + "custom_layers") is not None):
             raise ValueError(f"XTransformer kwarg '{k}' is required")
     for p in ("enc_", "dec_"):
         _check_layer_values(sides[p], p)
@@ -697,7 +723,8 @@ def export(module, kwargs: dict, path: str, dtype: str = "float32", verify: bool
             raise ValueError(f"state_dict entry {k} has non-float dtype {v.dtype}")
         buffer = k.endswith(INV_FREQ_SUFFIX) or k.endswith(XPOS_SCALE_SUFFIX)  # float32 buffers
         tensors[k] = v.to(torch.float32) if buffer else v.to(torch_dtype)
-    sinu = getattr(module, "pos_emb", None) if wrap_kwargs is not None else None
+    # scaled_sinu_pos_emb (a wrapper's own `pos_emb`): its frequencies, a buffer not in the state_dict
+    sinu = getattr(module, "pos_emb", None)
     if sinu is not None and "pos_emb.scale" in state:
         tensors[SINU_INV_FREQ] = sinu.inv_freq.detach().to("cpu", torch.float32)
 

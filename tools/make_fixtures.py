@@ -205,6 +205,27 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=3, heads=2, attn_dim_head=16, rotary_pos_emb=True, weight_tie_layers=True,
                         cross_attend=True),
         "wrapper": None}),
+    # custom_layers (no depth): feed-forwards before, between and after the attentions, cross-attention
+    # twice, with macaron (every 'f' scaled by 0.5); the runs are cut into blocks ('f','a','c'),
+    # ('a','f'), ('f'), ('c','f')
+    dict(name="custom_layers", dtype="float32", seed=41, n=8, m=4, kwargs={
+        "decoder": dict(dim=32, heads=2, attn_dim_head=16, rotary_pos_emb=True, cross_attend=True, macaron=True,
+                        custom_layers=("f", "a", "c", "a", "f", "f", "c", "f")),
+        "wrapper": None}),
+    # par_ratio: depth 4 of ('a','f') becomes 'a','a','a','a','f','f','f','f'
+    dict(name="par_ratio", dtype="float32", seed=42, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=4, heads=2, attn_dim_head=16, rotary_pos_emb=True, par_ratio=2),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # sandwich_coef: 'a','a', then a default block ('a','c','f'), then 'f','f'; in a wrapper
+    dict(name="sandwich_coef", dtype="float32", seed=43, n=8, m=4, kwargs={
+        "decoder": dict(dim=32, depth=3, heads=2, attn_dim_head=16, cross_attend=True, sandwich_coef=2),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
+    # layers_execute_order: the second block first, then both, then the first again; every run with its own
+    # cache layer (self- and cross-attention)
+    dict(name="execute_order", dtype="float32", seed=44, n=8, m=4, kwargs={
+        "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, cross_attend=True,
+                        layers_execute_order=(3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2)),
+        "wrapper": None}),
     # add_value_residual: later self-attention values lerp to the first block's, with the learned per-head mix;
     # and with the constant 0.5, GQA, in a wrapper
     dict(name="value_residual", dtype="float32", seed=39, n=8, m=None, kwargs={
