@@ -198,6 +198,12 @@ pub struct DecoderConfig {
     /// `learned_value_residual_mix` (default true): mix = sigmoid(u·Wᵀ + b) per position and
     /// head (`layers.ℓ.1.to_value_residual_mix.0`, `[H, D]` and `[H]`); else 0.5.
     pub learned_value_residual_mix: bool,
+    /// `residual_attn`: every self-attention run adds the previous run's pre-softmax logits
+    /// (after its bias, softclamp and mask) to its own before the bias (`xt:3723-3724`,
+    /// `at:558-559`), for the same queries and keys.
+    pub residual_attn: bool,
+    /// `cross_residual_attn`: the same between the cross-attention runs (`xt:3725-3726`).
+    pub cross_residual_attn: bool,
     /// `custom_layers`: the sublayers' kinds in order, instead of `depth` default blocks
     /// (`xt:3070-3071`, `crate::layers`).
     pub custom_layers: Option<LayerTypes>,
@@ -270,6 +276,8 @@ impl DecoderConfig {
             weight_tie_layers: false,
             add_value_residual: false,
             learned_value_residual_mix: true,
+            residual_attn: false,
+            cross_residual_attn: false,
             custom_layers: None,
             par_ratio: None,
             sandwich_coef: None,
@@ -533,6 +541,16 @@ impl DecoderConfig {
         self.weight_tie_layers = on;
         self
     }
+    /// Sets `residual_attn`.
+    pub const fn residual_attn(mut self, on: bool) -> Self {
+        self.residual_attn = on;
+        self
+    }
+    /// Sets `cross_residual_attn`.
+    pub const fn cross_residual_attn(mut self, on: bool) -> Self {
+        self.cross_residual_attn = on;
+        self
+    }
     /// Sets `custom_layers`.
     pub const fn custom_layers(mut self, types: LayerTypes) -> Self {
         self.custom_layers = Some(types);
@@ -581,13 +599,15 @@ impl DecoderConfig {
             .saturating_add(if self.attn_add_zero_kv { 1 } else { 0 })
     }
     /// Whether attention needs the general path (logit terms the SIMD kernel does not take:
-    /// ALiBi, a local window, a logit softclamp, memory or zero keys, xpos).
+    /// ALiBi, a local window, a logit softclamp, memory or zero keys, xpos, residual attention).
     pub const fn general_attention(&self) -> bool {
         self.alibi_pos_bias
             || self.attn_max_attend_past.is_some()
             || self.attn_softclamp_logits
             || self.extra_keys() > 0
             || self.xpos()
+            || self.residual_attn
+            || self.cross_residual_attn
     }
     /// Sets `disable_abs_pos_emb`.
     pub const fn disable_abs_pos_emb(mut self, on: bool) -> Self {

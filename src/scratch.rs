@@ -8,6 +8,7 @@
 
 use crate::config::DecoderConfig;
 use crate::error::{Buffer, Error};
+use crate::layers::Kind;
 
 /// Caller-provided working memory for [`crate::Decoder`] and [`crate::TransformerWrapper`].
 #[derive(Debug)]
@@ -46,13 +47,21 @@ pub(crate) struct Buffers<'a> {
     pub mem: &'a mut [f32],
     /// The first self-attention's values of the chunk (`add_value_residual`), `[P, kv_heads·d]`.
     pub v0: &'a mut [f32],
+    /// The queries of every attention run whose logits later runs add (`residual_attn`: the
+    /// self-attention runs, then with `cross_residual_attn` the cross-attention runs), `[runs, P,
+    /// heads·d]`.
+    pub earlier_q: &'a mut [f32],
+    /// Their memory keys (`attn_num_mem_kv`), `[runs, kv_heads, M, d]`.
+    pub earlier_mem: &'a mut [f32],
 }
 
 impl<'b> Scratch<'b> {
     /// `f32` elements needed for `max_positions` positions at once:
     /// P·(3·dim + 2·heads·d + 2·kv_heads·d + h) + (2P + 1)·r/2 + 2·kv_heads·d·M, with h = F·(2
     /// with GLU), or 6·dim with `gate_residual` if more ([`DecoderConfig::hidden_width`]), and M
-    /// the memory keys (`attn_num_mem_kv`); plus P·kv_heads·d with `add_value_residual`.
+    /// the memory keys (`attn_num_mem_kv`); plus P·kv_heads·d with `add_value_residual`, and
+    /// R·(P·heads·d + kv_heads·d·M) for the R attention runs whose logits later runs add
+    /// (`residual_attn`, `cross_residual_attn`).
     pub const fn elements(cfg: &DecoderConfig, max_positions: usize) -> usize {
         let per_position = 3usize
             .saturating_mul(cfg.dim)
@@ -65,6 +74,30 @@ impl<'b> Scratch<'b> {
             .saturating_add(half.saturating_mul(max_positions.saturating_mul(2).saturating_add(1)))
             .saturating_add(Self::mem_elements(cfg))
             .saturating_add(max_positions.saturating_mul(Self::v0_width(cfg)))
+            .saturating_add(
+                Self::earlier_runs(cfg).saturating_mul(
+                    max_positions
+                        .saturating_mul(cfg.q_dim())
+                        .saturating_add(Self::mem_elements(cfg) / 2),
+                ),
+            )
+    }
+
+    /// The attention runs whose queries and memory keys are kept for the later runs' residual
+    /// logits: the self-attention runs with `residual_attn`, the cross-attention runs with
+    /// `cross_residual_attn`.
+    pub(crate) const fn earlier_runs(cfg: &DecoderConfig) -> usize {
+        let own = if cfg.residual_attn {
+            cfg.runs_of(Kind::Attention)
+        } else {
+            0
+        };
+        let cross = if cfg.cross_residual_attn {
+            cfg.runs_of(Kind::Cross)
+        } else {
+            0
+        };
+        own.saturating_add(cross)
     }
 
     /// Width of the first self-attention's values per position: kv_heads·d with
@@ -147,7 +180,10 @@ impl<'b> Scratch<'b> {
         let (sin, rest) = rest.split_at_mut(p * half);
         let (inv_freq, rest) = rest.split_at_mut(half);
         let (mem, rest) = rest.split_at_mut(Self::mem_elements(c));
-        let (v0, _) = rest.split_at_mut(p * Self::v0_width(c));
+        let (v0, rest) = rest.split_at_mut(p * Self::v0_width(c));
+        let runs = Self::earlier_runs(c);
+        let (earlier_q, rest) = rest.split_at_mut(runs * p * c.q_dim());
+        let (earlier_mem, _) = rest.split_at_mut(runs * Self::mem_elements(c) / 2);
         Buffers {
             x,
             xb,
@@ -162,6 +198,8 @@ impl<'b> Scratch<'b> {
             inv_freq,
             mem,
             v0,
+            earlier_q,
+            earlier_mem,
         }
     }
 

@@ -463,6 +463,9 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         ),
         // With depth 1 both patterns are the default block: computed, the same numbers.
         "par_ratio" => ("2", Some(|c, _| c.par_ratio = Some(2))),
+        // With one self-attention (and no cross-attention) nothing is added: the same numbers.
+        "residual_attn" => ("true", Some(|c, _| c.residual_attn = true)),
+        "cross_residual_attn" => ("true", Some(|c, _| c.cross_residual_attn = true)),
         "sandwich_coef" => ("1", Some(|c, _| c.sandwich_coef = Some(1))),
         "add_value_residual" => ("true", Some(|c, _| c.add_value_residual = true)),
         // Without add_value_residual, x-transformers turns it off (xt:3181): no effect.

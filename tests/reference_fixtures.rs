@@ -351,6 +351,8 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
         "par_ratio",
         "sandwich_coef",
         "layers_execute_order",
+        "residual_attn",
+        "cross_residual_attn",
     ];
     for k in kw.keys() {
         assert!(
@@ -423,6 +425,8 @@ fn resolve(decoder: &Json, wrapper: &Json) -> RefConfig {
             ),
             _ => None,
         }),
+        residual_attn: flag(kw, "residual_attn"),
+        cross_residual_attn: flag(kw, "cross_residual_attn"),
         par_ratio: kw
             .get("par_ratio")
             .filter(|v| !matches!(v, Json::Null))

@@ -2,7 +2,8 @@
 //!
 //! Each input picks a model (cross-attending decoders `seed` (f16) and `rms_glu_gqa`, the
 //! cross-attending wrapper `cross_wrap`, the tied wrapper `wrap_tied`, wrappers with absolute
-//! positions in f32/f16/bf16, and two of them packed into prefill panels), a cache element type
+//! positions in f32/f16/bf16, the general attention path's and the sublayer plans' fixtures,
+//! and three of them packed into prefill panels), a cache element type
 //! (f32, f16, bf16), a capacity, a context capacity and a scratch chunk, then runs up to
 //! `MAX_OPS` calls: `forward`, `forward_last`, `step`, `truncate`, `reset` and
 //! `Generator::run` with random sampler settings, overflow policies and buffer sizes; with
@@ -56,11 +57,11 @@ macro_rules! fixture {
 
 type M = Model<'static, 4>;
 
-/// The models, loaded once (and two of them also packed into prefill panels).
+/// The models, loaded once (and three of them also packed into prefill panels).
 fn models() -> &'static [(&'static str, M)] {
     static MODELS: OnceLock<Vec<(&'static str, M)>> = OnceLock::new();
     MODELS.get_or_init(|| {
-        let files: [(&'static [u8], &'static str); 11] = [
+        let files: [(&'static [u8], &'static str); 13] = [
             fixture!("seed"),
             fixture!("rms_glu_gqa"),
             fixture!("cross_wrap"),
@@ -74,11 +75,14 @@ fn models() -> &'static [(&'static str, M)] {
             fixture!("mem_kv"),
             fixture!("zero_kv_softclamp"),
             fixture!("xpos"),
+            // sublayer plans: custom letters with macaron, a reordered stack with repeated runs
+            fixture!("custom_layers"),
+            fixture!("execute_order"),
         ];
         let mut out = Vec::new();
         for (bytes, name) in files {
             let model = M::from_safetensors(bytes).expect("fixture loads");
-            if name == "seed" || name == "cross_wrap" {
+            if name == "seed" || name == "cross_wrap" || name == "execute_order" {
                 let arena: &'static mut [f32] =
                     Box::leak(vec![0.0f32; model.prefill_panels_len()].into_boxed_slice());
                 let packed = model.with_prefill_panels(arena).expect("fixture packs");

@@ -10,6 +10,12 @@
 //! have no position (no bias) and are never masked. Keys outside the causal mask, outside the
 //! window (p_i − p_j > N) or padded get no weight; a query that sees no key gets zeros
 //! (`at:663-664`). See `docs/x-transformers.md` §3.17.
+//!
+//! With residual attention (`residual_attn`, `cross_residual_attn`) every run adds the previous
+//! run's pre-softmax logit of the same query and key before its bias: s_r = clamp(q_r·k_r·scale +
+//! s_{r−1} + bias). x-transformers keeps the previous run's whole logit matrix; here the chain is
+//! recomputed from the earlier runs' queries (kept in the scratch for the call's positions) and
+//! keys (in the cache), so no buffer grows with the cache ([`Earlier`]).
 
 use crate::config::DecoderConfig;
 use crate::tensor::{Element, Tensor};
@@ -45,6 +51,27 @@ pub(super) struct Keys<'m> {
     pub causal: bool,
     pub keep: Option<&'m [bool]>,
     pub prefix: usize,
+}
+
+/// The earlier runs of the same kind of attention whose logits add to this run's
+/// (`residual_attn`, `cross_residual_attn`; `runs` 0 without).
+pub(super) struct Earlier<'a, F> {
+    /// Their queries for the call's positions, run r's `[n, heads·dim]` at `r·stride`.
+    pub queries: &'a [f32],
+    pub stride: usize,
+    /// Their memory keys, run r's `[kv_heads, M, dim]` at `r·kv_heads·M·dim`.
+    pub mem_keys: &'a [f32],
+    pub runs: usize,
+    /// Run r's key of kv head j at position p: `key(r, j, p)`.
+    pub key: F,
+}
+
+/// A key a query sees: the zero key, memory key m, or the key at a position.
+#[derive(Clone, Copy)]
+enum Key {
+    Zero,
+    Memory(usize),
+    Position(usize),
 }
 
 impl Keys<'_> {
@@ -102,6 +129,7 @@ impl<'a> General<'a> {
         n: usize,
         keys: Keys<'_>,
         row: impl Fn(usize, usize) -> (&'c [K], &'c [K]),
+        earlier: Earlier<'_, impl Fn(usize, usize, usize) -> &'c [K]>,
     ) {
         let (d, qd) = (self.dim, self.heads * self.dim);
         let mem_rows = self.mem.0.len() / (self.kv_heads * d).max(1);
@@ -123,8 +151,10 @@ impl<'a> General<'a> {
                     0.0
                 };
                 let mut acc = Softmax::new(oi);
+                // The earlier runs' logit of this query head and a key (0 without).
+                let prev = |key: Key, bias: f32| self.earlier_logit(&earlier, i, h, pos, key, bias);
                 if self.zero_kv {
-                    acc.add(self.clamp(0.0), None::<&[f32]>);
+                    acc.add(self.clamp(0.0 + prev(Key::Zero, 0.0)), None::<&[f32]>);
                 }
                 for m in 0..mem_rows {
                     let r = (j * mem_rows + m) * d;
@@ -132,7 +162,8 @@ impl<'a> General<'a> {
                     else {
                         continue;
                     };
-                    acc.add(self.clamp(dot(qi, mk) * self.scale), Some(mv));
+                    let s = dot(qi, mk) * self.scale + prev(Key::Memory(m), 0.0);
+                    acc.add(self.clamp(s), Some(mv));
                 }
                 for p in lo..hi {
                     if !keys.real(p) {
@@ -141,17 +172,55 @@ impl<'a> General<'a> {
                     let (k, v) = row(j, p);
                     // -|p_i - p_j| as torch's integer distance, times the f32 slope (xt:687-691).
                     let bias = -(pos.abs_diff(p) as f32) * slope;
-                    let s = match self.xpos {
-                        Some((r, base, stored)) => {
-                            xpos_dot(qi, k, r, stored, (pos as f32 - p as f32) / base)
-                        }
-                        None => dot(qi, k),
-                    };
-                    acc.add(self.clamp(s * self.scale + bias), Some(v));
+                    let s = self.dot(qi, k, pos, p) * self.scale + prev(Key::Position(p), bias);
+                    acc.add(self.clamp(s + bias), Some(v));
                 }
                 acc.finish();
             }
         }
+    }
+
+    /// q·k of the query at position `pos` and the key at position `p` (with xpos, its scales).
+    fn dot<K: Element>(&self, q: &[f32], k: &[K], pos: usize, p: usize) -> f32 {
+        match self.xpos {
+            Some((r, base, stored)) => xpos_dot(q, k, r, stored, (pos as f32 - p as f32) / base),
+            None => dot(q, k),
+        }
+    }
+
+    /// The pre-softmax logit of the last earlier run for query i (at position `pos`), head h and
+    /// `key`, whose bias is `bias`: s_r = clamp(q_r·k_r·scale + s_{r−1} + bias) from s = 0, as
+    /// x-transformers adds each run's to the next (`at:558-573`); 0 without earlier runs.
+    fn earlier_logit<'c, K: Element + 'c>(
+        &self,
+        e: &Earlier<'_, impl Fn(usize, usize, usize) -> &'c [K]>,
+        i: usize,
+        h: usize,
+        pos: usize,
+        key: Key,
+        bias: f32,
+    ) -> f32 {
+        let (d, qd) = (self.dim, self.heads * self.dim);
+        let j = h % self.kv_heads.max(1);
+        let mem_len = self.mem.0.len();
+        let mem_rows = mem_len / (self.kv_heads * d).max(1);
+        let mut pre = 0.0;
+        for r in 0..e.runs {
+            let at = r * e.stride + i * qd + h * d;
+            let Some(q) = e.queries.get(at..at + d) else {
+                break;
+            };
+            let s = match key {
+                Key::Zero => 0.0,
+                Key::Memory(m) => {
+                    let at = r * mem_len + (j * mem_rows + m) * d;
+                    e.mem_keys.get(at..at + d).map_or(0.0, |k| dot(q, k))
+                }
+                Key::Position(p) => self.dot(q, (e.key)(r, j, p), pos, p),
+            };
+            pre = self.clamp(s * self.scale + pre + bias);
+        }
+        pre
     }
 
     /// The logit softclamp, tanh(s / v)·v (`at:67-68, 572-573`), if configured.

@@ -14,8 +14,9 @@ use crate::tensor::{Element, Tensor, TensorSource};
 mod general;
 mod ops;
 
+use crate::layers::Kind;
 use crate::weights::{AttentionWeights, DecoderWeights};
-use general::{General, Keys};
+use general::{Earlier, General, Keys};
 use ops::{value_rmsnorm, Heads};
 
 /// An x-transformers `Decoder` over borrowed weights: takes embeddings `x` (positions × dim)
@@ -557,6 +558,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let general = cfg.general_attention() || masks.mask.is_some();
         let pos0 = cache.len();
         self.fill_rotary(s, pos0, n);
+        // The room per run of the queries kept for residual attention (`general.rs`).
+        let stride = s.q.len();
         let x = &mut s.x[..n * dim];
         let xb = &mut s.xb[..n * dim];
         let xb2 = &mut s.xb2[..n * dim];
@@ -628,12 +631,25 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         keep: masks.mask,
                         prefix,
                     };
+                    // residual_attn: this run kept for the later ones, which add the logits of
+                    // the earlier runs (0..layer).
+                    let slot = cfg.residual_attn.then_some(layer);
+                    let (queries, mem_keys) =
+                        keep_run(s.earlier_q, s.earlier_mem, stride, slot, q, mem.0);
+                    let earlier = Earlier {
+                        queries,
+                        stride,
+                        mem_keys,
+                        runs: if cfg.residual_attn { layer } else { 0 },
+                        key: |r, j, p| cache.key_row(r, j, p).0,
+                    };
                     General::new(cfg, true, mem, self.weights.xpos_scale).attend(
                         q,
                         att,
                         n,
                         keys,
                         |j, p| cache.key_row(layer, j, p),
+                        earlier,
                     );
                 } else {
                     heads.attend(q, att, n, causal, |j| cache.head(layer, j, pos0 + n))?;
@@ -659,9 +675,35 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         keep: masks.context_mask,
                         prefix: 0,
                     };
-                    General::new(cfg, false, mem, None).attend(q, att, n, keys, |j, r| {
-                        cache.context_row(context_layer, j, r)
-                    });
+                    // cross_residual_attn: as residual_attn, over the cross-attention runs
+                    // (kept after the self-attention runs with residual_attn).
+                    let own = if cfg.residual_attn {
+                        cfg.runs_of(Kind::Attention)
+                    } else {
+                        0
+                    };
+                    let slot = cfg.cross_residual_attn.then_some(own + context_layer);
+                    let (queries, mem_keys) =
+                        keep_run(s.earlier_q, s.earlier_mem, stride, slot, q, mem.0);
+                    let earlier = Earlier {
+                        queries: queries.get(own * stride..).unwrap_or(&[]),
+                        stride,
+                        mem_keys: mem_keys.get(own * mem.0.len()..).unwrap_or(&[]),
+                        runs: if cfg.cross_residual_attn {
+                            context_layer
+                        } else {
+                            0
+                        },
+                        key: |r, j, row| cache.context_row(r, j, row).0,
+                    };
+                    General::new(cfg, false, mem, None).attend(
+                        q,
+                        att,
+                        n,
+                        keys,
+                        |j, r| cache.context_row(context_layer, j, r),
+                        earlier,
+                    );
                 } else {
                     heads.attend(q, att, n, false, |j| cache.context_head(context_layer, j))?;
                 }
@@ -693,4 +735,27 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         cache.advance(n);
         Ok(())
     }
+}
+
+/// Keeps a run's queries `q` and memory keys `mem` in its `slot` of `queries` (`stride` per
+/// slot) and `mem_keys` (the scratch's room for them, with `residual_attn` or
+/// `cross_residual_attn`) for the later runs' residual logits, and returns both.
+fn keep_run<'e>(
+    queries: &'e mut [f32],
+    mem_keys: &'e mut [f32],
+    stride: usize,
+    slot: Option<usize>,
+    q: &[f32],
+    mem: &[f32],
+) -> (&'e [f32], &'e [f32]) {
+    if let Some(r) = slot {
+        let m = mem.len();
+        if let Some(dst) = queries.get_mut(r * stride..r * stride + q.len()) {
+            dst.copy_from_slice(q);
+        }
+        if let Some(dst) = mem_keys.get_mut(r * m..(r + 1) * m) {
+            dst.copy_from_slice(mem);
+        }
+    }
+    (queries, mem_keys)
 }

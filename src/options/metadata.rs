@@ -627,6 +627,8 @@ impl LayersReader {
                 c.layers_execute_order = Some(o);
             }
             "par_ratio" => c.par_ratio = typed(p, raw, text, optional_usize)?,
+            "residual_attn" => c.residual_attn = typed(p, raw, text, Parser::bool)?,
+            "cross_residual_attn" => c.cross_residual_attn = typed(p, raw, text, Parser::bool)?,
             "sandwich_coef" => c.sandwich_coef = typed(p, raw, text, optional_usize)?,
             "heads" => c.heads = typed(p, raw, text, Parser::usize)?,
             "attn_dim_head" => c.attn_dim_head = typed(p, raw, text, Parser::usize)?,

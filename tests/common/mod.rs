@@ -88,6 +88,8 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
                     .collect()
             }),
             par_ratio: cfg.par_ratio,
+            residual_attn: cfg.residual_attn,
+            cross_residual_attn: cfg.cross_residual_attn,
             sandwich_coef: cfg.sandwich_coef,
             execute_order: cfg
                 .layers_execute_order
@@ -277,8 +279,9 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
             prop::sample::select(vec![None, Some(5.0f64), Some(50.0)]),
             prop::sample::select(vec![None, Some(4usize), Some(512)]),
         ),
-        // The sublayer plan: 0-1 default, 2 custom_layers, 3 sandwich_coef or par_ratio,
-        // 4 layers_execute_order; then letters and an order to draw from.
+        // The sublayer plan: 0-1 default (1 with residual attention), 2 custom_layers,
+        // 3 sandwich_coef or par_ratio, 4 layers_execute_order; then letters and an order to
+        // draw from.
         (
             0usize..5,
             prop::collection::vec(0usize..3, 8),
@@ -387,6 +390,10 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                 if plan >= 2 {
                     c.weight_tie_layers = false;
                 }
+                // Residual attention: each self- (cross-) attention adds the previous one's
+                // logits; on the default stack (plan 1) and now and then on the others.
+                c.residual_attn = plan == 1 || (plan >= 2 && letters[7] == 0);
+                c.cross_residual_attn = cross && (plan == 1 || letters[6] == 0);
                 match plan {
                     2 => {
                         let mut t: String = letters[1..=1 + letters[0] % 6]

@@ -98,6 +98,11 @@ pub struct RefExtras {
     pub xpos: Option<usize>,
     /// `custom_layers`: the sublayers' letters ('a', 'c', 'f') instead of `depth` default blocks.
     pub custom_layers: Option<String>,
+    /// `residual_attn`: every self-attention adds the previous one's pre-softmax logits (after
+    /// its bias, softclamp and mask) before its own bias.
+    pub residual_attn: bool,
+    /// `cross_residual_attn`: the same between cross-attentions.
+    pub cross_residual_attn: bool,
     /// `par_ratio` (without `custom_layers`).
     pub par_ratio: Option<usize>,
     /// `sandwich_coef` (without `custom_layers` and `par_ratio`).
@@ -135,6 +140,8 @@ impl Default for RefExtras {
             weight_tie: false,
             value_residual: None,
             custom_layers: None,
+            residual_attn: false,
+            cross_residual_attn: false,
             par_ratio: None,
             sandwich_coef: None,
             execute_order: None,
@@ -751,6 +758,7 @@ fn attention(
     masks: (Option<&[bool]>, Option<&[bool]>),
     causal: bool,
     first_values: &mut Option<Vec<f64>>,
+    prev_logits: Option<&mut Option<Vec<f64>>>,
 ) -> Vec<f64> {
     // Padding (spec §3.13): `key_mask` excludes keys, `query_mask` zeroes the sublayer's output
     // at padded positions.
@@ -903,20 +911,32 @@ fn attention(
     let clamp = |s: f64| cfg.extras.logit_softclamp.map_or(s, |v| (s / v).tanh() * v);
     let zero = vec![0.0; dh];
     let mut o = vec![0.0; n * iq];
+    // residual_attn: the previous run's pre-softmax logits [h][i][column] (columns: the zero key,
+    // the memory keys, the keys), added before the bias; this run's, kept for the next.
+    let z = usize::from(cfg.extras.zero_kv);
+    let cols = z + mem + m;
+    let prev = prev_logits.as_ref().and_then(|p| p.as_ref()).cloned();
+    let mut cur = vec![f64::NAN; h_q * n * cols];
     for h in 0..h_q {
         let g = h % h_kv; // §3.3 step 5, pitfall 3: query head h reads kv head h mod H_kv
         for i in 0..n {
             let qi = &q[i * iq + h * dh..i * iq + (h + 1) * dh];
             let dot = |k: &[f64]| qi.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() * scale;
+            let at = |c: usize| (h * n + i) * cols + c;
+            let before = |c: usize| prev.as_ref().map_or(0.0, |p| p[at(c)]);
             // (logit, value) of every key this query sees: the zero key, the memory keys, then
             // the positions'.
             let mut seen: Vec<(f64, &[f64])> = Vec::new();
             if cfg.extras.zero_kv {
-                seen.push((clamp(0.0), &zero));
+                let s = clamp(0.0 + before(0));
+                cur[at(0)] = s;
+                seen.push((s, &zero));
             }
             for r in 0..mem {
-                let at = (g * mem + r) * dh;
-                seen.push((clamp(dot(&mem_k[at..at + dh])), &mem_v[at..at + dh]));
+                let a = (g * mem + r) * dh;
+                let s = clamp(dot(&mem_k[a..a + dh]) + before(z + r));
+                cur[at(z + r)] = s;
+                seen.push((s, &mem_v[a..a + dh]));
             }
             for j in 0..m {
                 // §3.3 step 7: causal (key j visible iff j <= i); an Encoder (spec §3.14) and
@@ -938,10 +958,9 @@ fn attention(
                 }
                 let kj = &k[j * ikv + g * dh..j * ikv + (g + 1) * dh];
                 let bias = -(i.abs_diff(j) as f64) * slopes[h];
-                seen.push((
-                    clamp(dot(kj) + bias),
-                    &v[j * ikv + g * dh..j * ikv + (g + 1) * dh],
-                ));
+                let s = clamp(dot(kj) + before(z + mem + j) + bias);
+                cur[at(z + mem + j)] = s;
+                seen.push((s, &v[j * ikv + g * dh..j * ikv + (g + 1) * dh]));
             }
             if seen.is_empty() {
                 continue; // no key seen: a zero output (at:663-664)
@@ -957,6 +976,9 @@ fn attention(
                 }
             }
         }
+    }
+    if let Some(p) = prev_logits {
+        *p = Some(cur);
     }
     // attn_head_scale, then attn_gate_values (x_transformers.py Attention.forward, in that order).
     if cfg.extras.head_scale {
@@ -1172,6 +1194,8 @@ fn decoder_forward_impl(
     let types = cfg.layer_types();
     let mut x = x.to_vec();
     let mut first_values = None;
+    // residual_attn / cross_residual_attn: the last self- / cross-attention's logits.
+    let (mut prev_self, mut prev_cross) = (None, None);
     {
         // Sublayers run in the execute order (weight tying: the stored block, `depth` times).
         for l in cfg.execute_order() {
@@ -1212,6 +1236,7 @@ fn decoder_forward_impl(
                     (mask, None),
                     causal,
                     &mut first_values,
+                    cfg.extras.residual_attn.then_some(&mut prev_self),
                 )
             } else {
                 // spec §3.5: K/V from the raw (un-normed) context.
@@ -1232,6 +1257,7 @@ fn decoder_forward_impl(
                     (mask, context_mask),
                     false,
                     &mut None,
+                    cfg.extras.cross_residual_attn.then_some(&mut prev_cross),
                 )
             };
             // LayerScale: o ⊙ (gamma + unit offset), before the sandwich norm.
