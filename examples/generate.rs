@@ -19,8 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     file.read_exact(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len])?;
     let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
 
-    let Model::Wrapper(model) = Model::<16>::from_safetensors(bytes).map_err(|e| e.to_string())?
-    else {
+    let Model::Wrapper(model) = Model::<16>::from_safetensors(bytes)? else {
         return Err("expected a TransformerWrapper".into());
     };
     let d = model.config().attn_layers;

@@ -16,8 +16,8 @@ struct Aligned<T: ?Sized>(T);
 /// Viewed in place: no copy, no allocator.
 static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("../models/demo.safetensors"));
 
-/// The file's configuration (`picoformer inspect models/demo.safetensors` prints it), so every
-/// buffer below can be a `static`.
+/// The file's configuration, so every buffer below can be a `static` (`picoformer inspect
+/// models/demo.safetensors --rust` prints it, with the statics).
 const CFG: WrapperConfig = WrapperConfig::new(
     256,
     256,

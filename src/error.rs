@@ -5,6 +5,7 @@ use core::fmt;
 
 /// Why a configuration was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The named size is zero.
     Zero(&'static str),
@@ -44,6 +45,7 @@ pub enum ConfigError {
 
 /// Which caller-provided buffer an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Buffer {
     /// The scratch arena of a forward step ([`crate::Scratch`]).
     Scratch,
@@ -132,6 +134,7 @@ impl fmt::Display for Dims {
 
 /// Everything that can go wrong in picoformer. Each failing call leaves all state unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// The configuration is invalid or unsupported.
     Config(ConfigError),
@@ -356,7 +359,101 @@ impl fmt::Display for Error {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for Error {}
-#[cfg(feature = "std")]
-impl std::error::Error for ConfigError {}
+impl core::error::Error for Error {}
+impl core::error::Error for ConfigError {}
+
+const OWNED_STR_CAPACITY: usize = 64;
+
+/// A name or value copied out of a model file, for the owned errors ([`crate::OwnedLoadError`],
+/// [`crate::safetensors::OwnedFormatError`]): at most [`Self::CAPACITY`] bytes, in place, no
+/// allocation. A longer text keeps its first bytes (whole characters) and ends in `…`
+/// ([`Self::is_truncated`]).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct OwnedStr {
+    text: heapless::String<OWNED_STR_CAPACITY>,
+    truncated: bool,
+}
+
+impl OwnedStr {
+    /// Bytes an `OwnedStr` holds, the marker of a truncated text included.
+    pub const CAPACITY: usize = OWNED_STR_CAPACITY;
+    /// Ends a truncated text.
+    pub const MARKER: &'static str = "…";
+
+    /// A copy of `text`, truncated to [`Self::CAPACITY`] bytes (marker included) if longer.
+    pub fn new(text: &str) -> Self {
+        let mut copy = heapless::String::new();
+        if copy.push_str(text).is_ok() {
+            return Self {
+                text: copy,
+                truncated: false,
+            };
+        }
+        copy.clear();
+        let mut end = Self::CAPACITY - Self::MARKER.len();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        // Both fit: `end` + the marker is at most the capacity.
+        let _ = copy.push_str(text.get(..end).unwrap_or(""));
+        let _ = copy.push_str(Self::MARKER);
+        Self {
+            text: copy,
+            truncated: true,
+        }
+    }
+
+    /// The text (with the marker at its end if it was truncated).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the original was longer than [`Self::CAPACITY`] bytes.
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
+impl core::ops::Deref for OwnedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl AsRef<str> for OwnedStr {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<&str> for OwnedStr {
+    fn from(text: &str) -> Self {
+        Self::new(text)
+    }
+}
+
+impl PartialEq<str> for OwnedStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for OwnedStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Display for OwnedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+/// Shown like a `&str` (quoted), so an owned error prints as its borrowed original does.
+impl fmt::Debug for OwnedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}

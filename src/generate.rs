@@ -182,6 +182,7 @@ pub struct Generated {
 
 /// Why a run failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GenerateError {
     /// The model refused a call (e.g. [`Error::CacheFull`] for a prompt that does not fit with
     /// [`Overflow::Stop`], [`Error::TokenOutOfRange`] for a prompt token).
@@ -262,8 +263,7 @@ impl core::fmt::Display for GenerateError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for GenerateError {}
+impl core::error::Error for GenerateError {}
 
 /// The caller's buffers for generation, a [`Sampler`] and a [`GenerateConfig`].
 #[derive(Debug)]

@@ -13,22 +13,56 @@ use core::fmt;
 
 use crate::config::{DecoderConfig, WrapperConfig};
 use crate::decoder::Decoder;
-use crate::error::Error;
+use crate::error::{Error, OwnedStr};
 use crate::json::{JsonError, JsonErrorKind};
 use crate::q8_0::{BlockQ8_0, Q8_0_BLOCK, Q8_0_BYTES};
-use crate::safetensors::{Dtype, FormatError, SafeTensors, MAX_TENSORS};
+use crate::safetensors::{Dtype, FormatErrorOf, SafeTensors, MAX_TENSORS};
 use crate::tensor::{Tensor, TensorSource, TensorView};
 
 use crate::wrapper::TransformerWrapper;
 
 use crate::options::{read_config, METADATA_KEY};
 
-/// Why a model file was refused. Names are borrowed from the file as written.
+/// Why a model file was refused: names and values borrowed from the file as written.
+///
+/// This is [`LoadErrorOf`] with `T = &'a str`. [`LoadError::into_owned`] copies them into an
+/// [`OwnedLoadError`], which is `'static` and implements [`core::error::Error`]; with the `std`
+/// feature, `?` does that by itself where the function returns a `Box<dyn std::error::Error>`
+/// (or one that is `Send + Sync`), so the natural host program compiles:
+///
+/// ```
+/// use picoformer::Model;
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let bytes = std::fs::read("models/demo.safetensors")?;
+///     let model: Model = Model::from_safetensors(&bytes)?;
+///     println!("{:?}", model.config().decoder);
+///     Ok(())
+/// }
+/// ```
+///
+/// (`fs::read`'s buffer is as aligned as the allocator makes it, 16 bytes on the usual hosts;
+/// a tensor that is not aligned for its element type is refused with
+/// [`FormatErrorOf::Misaligned`], never copied. `examples/generate.rs` reads into `u64`s.)
+///
+/// A borrowed error is not itself an `Error`: the standard library's conversion of any
+/// `Error` into a `Box<dyn Error>` needs it `'static`, and would take the place of this one.
+pub type LoadError<'a> = LoadErrorOf<&'a str>;
+
+/// A [`LoadError`] with its names and values copied ([`OwnedStr`], at most
+/// [`OwnedStr::CAPACITY`] bytes each, a longer one truncated with a marker), in place and
+/// without allocation: `'static`, an [`core::error::Error`], for `?` into `Box<dyn Error>`, for
+/// storing, or for another thread.
+pub type OwnedLoadError = LoadErrorOf<OwnedStr>;
+
+/// Why a model file was refused, with the names and values from the file as `T`:
+/// [`LoadError`] (borrowed) or [`OwnedLoadError`] (copied).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoadError<'a> {
+#[non_exhaustive]
+pub enum LoadErrorOf<T> {
     /// The safetensors container is malformed, or a tensor cannot be viewed in place
-    /// (e.g. [`FormatError::Misaligned`]).
-    Format(FormatError<'a>),
+    /// (e.g. [`FormatErrorOf::Misaligned`]).
+    Format(FormatErrorOf<T>),
     /// A required metadata entry or argument is absent (`x_transformers`, `decoder`, `dim`, ...).
     MissingMetadata(&'static str),
     /// The `x_transformers` metadata is not valid JSON of the expected shape.
@@ -38,46 +72,48 @@ pub enum LoadError<'a> {
     /// supported argument outside what is implemented.
     UnsupportedOption {
         /// The argument, as written in the file.
-        option: &'a str,
+        option: T,
         /// Its value, as written in the file (JSON text).
-        value: &'a str,
+        value: T,
         /// Why it is refused.
         reason: &'static str,
     },
     /// A supported argument with a value of the wrong type or out of range.
     InvalidOption {
         /// The argument.
-        option: &'a str,
+        option: T,
         /// Its value, as written in the file (JSON text).
-        value: &'a str,
+        value: T,
         /// What is wrong with its value.
         error: JsonErrorKind,
     },
     /// A tensor of an element type other than F32, F16, BF16 (or U8 `[rows, cols/32, 34]` Q8_0).
     UnsupportedDtype {
         /// The tensor.
-        tensor: &'a str,
+        tensor: T,
         /// Its dtype.
         dtype: Dtype,
     },
     /// A tensor the configuration does not use (a key outside the known layout).
-    UnexpectedTensor(&'a str),
+    UnexpectedTensor(T),
     /// The configuration or the weights do not fit (invalid configuration, missing weight,
     /// wrong shape).
     Model(Error),
 }
 
-impl fmt::Display for LoadError<'_> {
+impl<T: core::ops::Deref<Target = str> + fmt::Display + fmt::Debug> fmt::Display
+    for LoadErrorOf<T>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Format(e) => write!(f, "malformed safetensors file: {e}"),
-            LoadError::MissingMetadata(what) => write!(f, "model metadata lacks `{what}`"),
-            LoadError::Metadata(e) => write!(
+            LoadErrorOf::Format(e) => write!(f, "malformed safetensors file: {e}"),
+            LoadErrorOf::MissingMetadata(what) => write!(f, "model metadata lacks `{what}`"),
+            LoadErrorOf::Metadata(e) => write!(
                 f,
                 "bad `{METADATA_KEY}` metadata JSON at byte {}: {:?}",
                 e.offset, e.kind
             ),
-            LoadError::UnsupportedOption {
+            LoadErrorOf::UnsupportedOption {
                 option,
                 value,
                 reason,
@@ -86,7 +122,7 @@ impl fmt::Display for LoadError<'_> {
                 unescaped(f, value)?;
                 write!(f, " ({reason})")
             }
-            LoadError::InvalidOption {
+            LoadErrorOf::InvalidOption {
                 option,
                 value,
                 error,
@@ -95,17 +131,17 @@ impl fmt::Display for LoadError<'_> {
                 unescaped(f, value)?;
                 write!(f, ": {error:?}")
             }
-            LoadError::UnsupportedDtype { tensor, dtype } => {
+            LoadErrorOf::UnsupportedDtype { tensor, dtype } => {
                 write!(
                     f,
                     "tensor `{tensor}` has dtype {} (supported: F32, F16, BF16)",
                     dtype.name()
                 )
             }
-            LoadError::UnexpectedTensor(t) => {
+            LoadErrorOf::UnexpectedTensor(t) => {
                 write!(f, "tensor `{t}` is not part of this configuration")
             }
-            LoadError::Model(e) => write!(f, "{e}"),
+            LoadErrorOf::Model(e) => write!(f, "{e}"),
         }
     }
 }
@@ -133,24 +169,81 @@ fn unescaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
     Ok(())
 }
 
+// Only the owned form is an `Error` (see `LoadError`).
+impl core::error::Error for OwnedLoadError {}
+
+impl<'a> LoadError<'a> {
+    /// The same error with its names and values copied ([`OwnedStr`]; a longer one keeps its
+    /// first [`OwnedStr::CAPACITY`] bytes, ending in `…`): `'static`, an
+    /// [`core::error::Error`].
+    pub fn into_owned(self) -> OwnedLoadError {
+        match self {
+            LoadErrorOf::Format(e) => LoadErrorOf::Format(e.into_owned()),
+            LoadErrorOf::MissingMetadata(what) => LoadErrorOf::MissingMetadata(what),
+            LoadErrorOf::Metadata(e) => LoadErrorOf::Metadata(e),
+            LoadErrorOf::UnsupportedOption {
+                option,
+                value,
+                reason,
+            } => LoadErrorOf::UnsupportedOption {
+                option: OwnedStr::new(option),
+                value: OwnedStr::new(value),
+                reason,
+            },
+            LoadErrorOf::InvalidOption {
+                option,
+                value,
+                error,
+            } => LoadErrorOf::InvalidOption {
+                option: OwnedStr::new(option),
+                value: OwnedStr::new(value),
+                error,
+            },
+            LoadErrorOf::UnsupportedDtype { tensor, dtype } => LoadErrorOf::UnsupportedDtype {
+                tensor: OwnedStr::new(tensor),
+                dtype,
+            },
+            LoadErrorOf::UnexpectedTensor(t) => LoadErrorOf::UnexpectedTensor(OwnedStr::new(t)),
+            LoadErrorOf::Model(e) => LoadErrorOf::Model(e),
+        }
+    }
+}
+
+impl<'a> From<LoadError<'a>> for OwnedLoadError {
+    fn from(e: LoadError<'a>) -> Self {
+        e.into_owned()
+    }
+}
+
 #[cfg(feature = "std")]
-impl std::error::Error for LoadError<'_> {}
-
-impl<'a> From<FormatError<'a>> for LoadError<'a> {
-    fn from(e: FormatError<'a>) -> Self {
-        LoadError::Format(e)
+impl<'a, 'b> From<LoadError<'a>> for std::boxed::Box<dyn core::error::Error + 'b> {
+    fn from(e: LoadError<'a>) -> Self {
+        std::boxed::Box::new(e.into_owned())
     }
 }
 
-impl From<JsonError> for LoadError<'_> {
+#[cfg(feature = "std")]
+impl<'a, 'b> From<LoadError<'a>> for std::boxed::Box<dyn core::error::Error + Send + Sync + 'b> {
+    fn from(e: LoadError<'a>) -> Self {
+        std::boxed::Box::new(e.into_owned())
+    }
+}
+
+impl<T> From<FormatErrorOf<T>> for LoadErrorOf<T> {
+    fn from(e: FormatErrorOf<T>) -> Self {
+        LoadErrorOf::Format(e)
+    }
+}
+
+impl<T> From<JsonError> for LoadErrorOf<T> {
     fn from(e: JsonError) -> Self {
-        LoadError::Metadata(e)
+        LoadErrorOf::Metadata(e)
     }
 }
 
-impl From<Error> for LoadError<'_> {
+impl<T> From<Error> for LoadErrorOf<T> {
     fn from(e: Error) -> Self {
-        LoadError::Model(e)
+        LoadErrorOf::Model(e)
     }
 }
 

@@ -44,6 +44,7 @@ use core::fmt;
 
 /// Why no token could be chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SampleError {
     /// The logits slice is empty.
     Empty,
@@ -98,8 +99,7 @@ impl fmt::Display for SampleError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for SampleError {}
+impl core::error::Error for SampleError {}
 
 /// x-transformers' default `top_k`: ⌈0.1 · num_tokens⌉ computed in f64 as Python does
 /// (`ar:102-111`), at most `num_tokens` (26 for 256 tokens).

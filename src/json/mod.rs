@@ -44,6 +44,7 @@ pub struct JsonError {
 
 /// The kinds of [`JsonError`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JsonErrorKind {
     /// The input ended inside a value (unterminated string, array, object or escape).
     UnexpectedEnd,

@@ -64,7 +64,7 @@ pub use crate::json::{
     BufferTooSmall, Chars, JsonError, JsonErrorKind, JsonStr, Parser, ValueKind, MAX_JSON_DEPTH,
 };
 use error::json_at;
-pub use error::FormatError;
+pub use error::{FormatError, FormatErrorOf, OwnedFormatError};
 use order::Order;
 
 /// Maximum number of dimensions of a tensor.

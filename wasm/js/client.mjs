@@ -8,6 +8,15 @@
 //   const out = await m.generate(prompt, { maxTokens: 20, onToken: (t) => ... });   // out.stopReason
 import { PicoformerError, ErrorCode } from './picoformer.mjs';
 
+/** A function cannot be posted to the worker: `tokenText` goes there as an array of strings. */
+function posted(options) {
+  if (typeof options?.tokenText === 'function') {
+    throw new PicoformerError(ErrorCode.BAD_ARGUMENT,
+      'picoformer: in a worker, tokenText is an array of strings (a function cannot be posted to it)');
+  }
+  return options;
+}
+
 function result(tokens, stopReason) {
   Object.defineProperty(tokens, 'stopReason', { value: stopReason, enumerable: false });
   return tokens;
@@ -86,7 +95,7 @@ export class PicoformerWorker {
 
   /** As Picoformer.generate (same options, `onToken` called as tokens arrive); resolves to the tokens with `stopReason`. */
   async generate(prompt, options = {}) {
-    const { onToken, signal, ...rest } = options ?? {};
+    const { onToken, signal, ...rest } = posted(options) ?? {};
     const out = [];
     const r = await this.#run(prompt, rest, signal, (t) => { out.push(t); onToken?.(t, out.length - 1); });
     return result(out, r.stopReason);
@@ -94,7 +103,7 @@ export class PicoformerWorker {
 
   /** As Picoformer.stream, for `for await`: the tokens as the worker produces them; `stopReason` once it has ended. */
   stream(prompt, options = {}) {
-    const { signal, ...rest } = options ?? {};
+    const { signal, ...rest } = posted(options) ?? {};
     const tokens = [];
     let wake = null;
     let end = null;

@@ -17,6 +17,8 @@ export type ErrorCodeName = keyof typeof ErrorCode;
 
 /** Stop tokens a generation can have (16). */
 export declare const MAX_STOP_TOKENS: number;
+/** Stop strings a generation can have (16). */
+export declare const MAX_STOP_STRINGS: number;
 
 /** A refused call; nothing changed (except where the README says otherwise). */
 export declare class PicoformerError extends Error {
@@ -64,7 +66,7 @@ export interface SampleOptions {
 }
 
 /** Why a generation ended. */
-export type StopReason = 'maxTokens' | 'stopToken' | 'cacheFull' | 'aborted';
+export type StopReason = 'maxTokens' | 'stopToken' | 'stopString' | 'cacheFull' | 'aborted';
 
 export interface StreamOptions extends SampleOptions {
   /** At most this many new tokens, an integer in 0..2^32-1. Default 32. */
@@ -79,6 +81,15 @@ export interface StreamOptions extends SampleOptions {
   slide?: number;
   /** Stop after producing one of these (at most 16; it is returned). */
   stopTokens?: TokenIds;
+  /**
+   * Stop once the generated text (not the prompt's) contains one of these (at most 16, each
+   * non-empty), with stopReason 'stopString': the token that completes it is returned, the
+   * generation ends after it. The text of a token is `tokenText`'s; without it the tokens are
+   * bytes (token t < 256 is byte t, as in the demo model) and the strings match as UTF-8.
+   */
+  stopStrings?: string | readonly string[];
+  /** The text of each token id, for `stopStrings` (in a worker: an array only). */
+  tokenText?: readonly string[] | ((token: number) => string);
   /** Ends the generation with stopReason 'aborted'. */
   signal?: AbortSignal;
 }

@@ -4,7 +4,8 @@
 //   const m = await Picoformer.create(modelBytes, { capacity: 256 });   // picks the .wasm build
 //   const logits = m.prefill([1, 2, 3]);   // Float32Array(numTokens), last position
 //   const out = m.generate([1, 2, 3], { maxTokens: 20, temperature: 0.8, stopTokens: [0] });
-//   out.stopReason;                 // 'maxTokens' | 'stopToken' | 'cacheFull' | 'aborted'
+//   out.stopReason;                 // 'maxTokens' | 'stopToken' | 'stopString' | 'cacheFull' | 'aborted'
+//   m.generate(prompt, { stopStrings: ['\n\n'] });   // byte-level tokens, or give `tokenText`
 //   for await (const t of m.stream([4], { signal })) { ... }
 //
 // Works in Node (>= 18) and browsers; no dependencies. Every argument is checked before anything
@@ -36,11 +37,13 @@ const U32_MAX = 0xffffffff;
 const F32_MAX = 3.4028234663852886e38;
 /** Stop tokens a generation can have. */
 export const MAX_STOP_TOKENS = 16;
+/** Stop strings a generation can have. */
+export const MAX_STOP_STRINGS = 16;
 
 const LOAD_KEYS = ['capacity', 'kv', 'chunk', 'fullRows', 'maxContext'];
 const SAMPLE_KEYS = ['temperature', 'topK', 'topP', 'minP'];
 const GENERATE_KEYS = [...SAMPLE_KEYS, 'maxTokens', 'seed', 'repetitionPenalty', 'repetitionWindow',
-  'slide', 'stopTokens', 'signal', 'onToken'];
+  'slide', 'stopTokens', 'stopStrings', 'tokenText', 'signal', 'onToken'];
 
 /** A refused call: `code` is one of {@link ErrorCode}, `message` the module's own text. */
 export class PicoformerError extends Error {
@@ -173,6 +176,39 @@ const nextTask = typeof setImmediate === 'function'
     return () => new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(0); });
   })();
 
+/**
+ * What ends a generation at a stop string: a function of each generated token that is true once
+ * the text generated so far (the prompt's not included) contains one of `stops`. Without
+ * `tokenText` the tokens are bytes (token t < 256 is the byte t, as in a byte-level model; a
+ * larger one matches nothing) and the strings are matched as their UTF-8 bytes; with it, each
+ * token's text is `tokenText[t]` (an array; a missing entry is '') or `tokenText(t)`.
+ */
+function stopMatcher(stops, tokenText) {
+  if (tokenText === undefined) {
+    const encoder = new TextEncoder();
+    const patterns = stops.map((x) => encoder.encode(x));
+    const longest = Math.max(...patterns.map((p) => p.length));
+    const tail = [];
+    return (t) => {
+      tail.push(t < 256 ? t : -1);
+      if (tail.length > longest) tail.shift();
+      const at = tail.length;
+      return patterns.some((p) => p.length <= at && p.every((b, i) => tail[at - p.length + i] === b));
+    };
+  }
+  const text = typeof tokenText === 'function' ? tokenText : (t) => tokenText[t] ?? '';
+  const keep = Math.max(...stops.map((x) => x.length)) - 1;
+  let tail = '';
+  return (t) => {
+    const piece = text(t);
+    if (typeof piece !== 'string') throw badArgument(`tokenText(${t}) must give a string; got ${show(piece)}`);
+    const seen = tail + piece;
+    // What is kept cannot hold a whole stop string (it would have matched already).
+    tail = keep > 0 ? seen.slice(-keep) : '';
+    return stops.some((x) => seen.includes(x));
+  };
+}
+
 /** An array of tokens with the reason the generation stopped (not enumerable: still a plain array to compare). */
 function result(tokens, stopReason) {
   Object.defineProperty(tokens, 'stopReason', { value: stopReason, enumerable: false });
@@ -188,22 +224,27 @@ class TokenStream {
   #model;
   #start;
   #signal;
+  #match;
+  #matched = false;
   #done = false;
   #reason;
 
-  constructor(model, start, signal) {
+  constructor(model, start, signal, match) {
     this.#model = model;
     this.#start = start;
     this.#signal = signal;
+    this.#match = match;
   }
 
-  /** Why it ended: 'maxTokens', 'stopToken', 'cacheFull' or 'aborted' (undefined while it runs). */
+  /** Why it ended: 'maxTokens', 'stopToken', 'stopString', 'cacheFull' or 'aborted' (undefined while it runs). */
   get stopReason() { return this.#reason; }
 
   [Symbol.iterator]() { return this; }
 
   next() {
     if (this.#done) return { done: true, value: undefined };
+    // The token that completed a stop string has been returned: that ends it, as a stop token does.
+    if (this.#matched) return this.#end('stopString');
     if (this.#signal?.aborted) return this.#end('aborted');
     let t;
     try {
@@ -213,11 +254,13 @@ class TokenStream {
         start();
       }
       t = this.#model._nextToken(this);
+      if (typeof t === 'string') return this.#end(t);
+      if (this.#match?.(t)) this.#matched = true;
     } catch (e) {
       this.#done = true;
       throw e;
     }
-    return typeof t === 'string' ? this.#end(t) : { done: false, value: t };
+    return { done: false, value: t };
   }
 
   /** Ends it early (what `break` calls): the last token stays out of the cache, as always. */
@@ -240,7 +283,7 @@ class TokenStream {
   #end(reason) {
     this.#done = true;
     this.#reason = reason;
-    if (reason === 'aborted') this.#model._aborted(this);
+    if (reason === 'aborted' || reason === 'stopString') this.#model._stopped(this, reason);
     return { done: true, value: undefined };
   }
 }
@@ -456,7 +499,7 @@ export class Picoformer {
   generate(prompt, options) {
     const o = this.#generateOptions('generate', prompt, options);
     const { onToken, signal } = o;
-    if (onToken !== undefined || signal !== undefined) {
+    if (onToken !== undefined || signal !== undefined || o.match !== undefined) {
       const s = this.stream(prompt, { ...options, onToken: undefined });
       const out = [];
       for (const t of s) {
@@ -487,7 +530,7 @@ export class Picoformer {
     const o = this.#generateOptions('stream', prompt, options);
     if (o.onToken !== undefined) throw badArgument('stream takes no onToken: iterate it');
     let s;
-    s = new TokenStream(this, () => this.#begin(o, s), o.signal);
+    s = new TokenStream(this, () => this.#begin(o, s), o.signal, o.match);
     return s;
   }
 
@@ -502,16 +545,16 @@ export class Picoformer {
     return this.#stopReason = STOP_REASONS[this.#x.pf_gen_reason()];
   }
 
-  /** `stream` was aborted: if its generation is the module's, that is why the generation ended. Internal. */
-  _aborted(stream) {
-    if (this.#owner === stream) this.#stopReason = 'aborted';
+  /** `stream` was aborted or met a stop string: if its generation is the module's, that is why it ended. Internal. */
+  _stopped(stream, reason) {
+    if (this.#owner === stream) this.#stopReason = reason;
   }
 
   #generateOptions(what, prompt, options) {
     const o = optionsOf(what, options, GENERATE_KEYS);
     const cap = this.capacity;
     const { maxTokens = 32, repetitionPenalty = 1, repetitionWindow = cap, slide = 0, stopTokens = [],
-      seed, signal, onToken } = o;
+      stopStrings, tokenText, seed, signal, onToken } = o;
     int('slide', slide, 0, cap);
     let tokens = tokensOf(prompt);
     // With a sliding window a longer prompt is fine: its end goes in (the window and the
@@ -526,6 +569,17 @@ export class Picoformer {
     if (stops.length > MAX_STOP_TOKENS) throw badArgument(`at most ${MAX_STOP_TOKENS} stopTokens; got ${stops.length}`);
     for (const t of stops) {
       if (t >= this.numTokens) throw badArgument(`stop token ${t} is out of range (numTokens = ${this.numTokens})`);
+    }
+    const strings = typeof stopStrings === 'string' ? [stopStrings] : stopStrings ?? [];
+    if (!Array.isArray(strings)) throw badArgument(`stopStrings must be a string or an array of strings; got ${show(stopStrings)}`);
+    if (strings.length > MAX_STOP_STRINGS) throw badArgument(`at most ${MAX_STOP_STRINGS} stopStrings; got ${strings.length}`);
+    for (const x of strings) {
+      if (typeof x !== 'string' || x.length === 0) throw badArgument(`a stop string is a non-empty string; got ${show(x)}`);
+    }
+    if (tokenText !== undefined && typeof tokenText !== 'function') {
+      if (!Array.isArray(tokenText)) throw badArgument(`tokenText must be an array of strings or a function; got ${show(tokenText)}`);
+      const bad = tokenText.findIndex((x) => typeof x !== 'string');
+      if (bad >= 0) throw badArgument(`tokenText[${bad}] must be a string; got ${show(tokenText[bad])}`);
     }
     if (signal !== undefined && (signal === null || typeof signal !== 'object' || typeof signal.aborted !== 'boolean')) {
       throw badArgument(`signal must be an AbortSignal; got ${show(signal)}`);
@@ -542,6 +596,7 @@ export class Picoformer {
       slide,
       cut,
       stops,
+      match: strings.length > 0 ? stopMatcher(strings, tokenText) : undefined,
       seed: seed === undefined ? undefined : seedOf(seed),
       signal,
       onToken,

@@ -1,7 +1,7 @@
 // Compiled by `tsc --noEmit -p test/tsconfig.json` (CI): the declarations in js/picoformer.d.ts
 // describe the API as the README shows it. Not run.
 import {
-  ErrorCode, MAX_STOP_TOKENS, Picoformer, PicoformerError, readSafetensors, simdSupported, wasmUrl,
+  ErrorCode, MAX_STOP_STRINGS, MAX_STOP_TOKENS, Picoformer, PicoformerError, readSafetensors, simdSupported, wasmUrl,
 } from '../js/picoformer.mjs';
 import type { GenerateResult, StopReason, TokenStream } from '../js/picoformer.mjs';
 
@@ -16,9 +16,14 @@ export async function example(model: Uint8Array, wasm: ArrayBuffer): Promise<str
     stopTokens: [0], onToken: (t: number, i: number) => void [t, i],
   });
   const why: StopReason = out.stopReason;
+  const text: GenerateResult = m.generate([1], { stopStrings: ['\n\n', '.'], tokenText: (t: number) => String(t) });
+  m.generate([1], { stopStrings: 'Emma', tokenText: ['a', 'b'] });
+  const ended: boolean = text.stopReason === 'stopString';
+  // @ts-expect-error: stop strings are strings
+  m.generate([1], { stopStrings: [1] });
   const ac = new AbortController();
   const s: TokenStream = m.stream(new Uint32Array([4, 5]), { signal: ac.signal, maxTokens: 100 });
-  const pieces: string[] = [why, String(logits.length), String(n.plan.kvCache)];
+  const pieces: string[] = [why, String(logits.length), String(n.plan.kvCache), String(ended)];
   for await (const t of s) pieces.push(String(t));
   for (const t of m.stream([], { maxTokens: 2 })) pieces.push(String(t));
   const reason: StopReason | undefined = s.stopReason;
@@ -29,7 +34,7 @@ export async function example(model: Uint8Array, wasm: ArrayBuffer): Promise<str
   }
   const url: URL = wasmUrl(simdSupported() ? 'simd128' : 'plain');
   const st = readSafetensors(model);
-  pieces.push(String(reason), url.href, String(MAX_STOP_TOKENS), String(Object.keys(st.tensors).length));
+  pieces.push(String(reason), url.href, String(MAX_STOP_TOKENS + MAX_STOP_STRINGS), String(Object.keys(st.tensors).length));
   // @ts-expect-error: an unknown kv type
   await Picoformer.create(model, { kv: 'f64' });
   // @ts-expect-error: stream takes no onToken

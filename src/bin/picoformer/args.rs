@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 /// Options that take no value (a switch); every other option takes one.
-const SWITCHES: &[&str] = &["json"];
+const SWITCHES: &[&str] = &["json", "rust"];
 
 impl Args {
     /// Parses `argv`, accepting only the named `--options` (each takes a value, except the

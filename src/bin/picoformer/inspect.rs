@@ -62,6 +62,12 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             .into_iter()
             .find(|k| k.refusal() == e)
             .ok_or_else(|| CliError::Failed(format!("{path}: {e}")))?;
+            if args.switch("rust") {
+                return Err(CliError::Failed(format!(
+                    "{path}: `inspect --rust` writes a Decoder's or a TransformerWrapper's \
+                     configuration; this file holds another kind ({kind:?})"
+                )));
+            }
             return family(args, path, file.bytes(), kind);
         }
     };
@@ -77,6 +83,14 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let chunk = args.get("chunk", 1usize)?;
     if chunk == 0 {
         return Err(CliError::Usage("--chunk must be at least 1".into()));
+    }
+    if args.switch("rust") {
+        if args.switch("json") {
+            return Err(CliError::Usage(
+                "--rust and --json: one or the other".into(),
+            ));
+        }
+        return crate::rust::print(path, &cfg, capacity, context, chunk);
     }
 
     let (mut params, mut bytes) = (0usize, 0usize);

@@ -20,6 +20,7 @@ mod generate;
 mod inspect;
 mod quantize;
 mod run;
+mod rust;
 
 use args::{Args, CliError};
 
@@ -58,9 +59,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "inspect",
-        "  picoformer inspect MODEL [--capacity N] [--context M] [--chunk P] [--json]
+        "  picoformer inspect MODEL [--capacity N] [--context M] [--chunk P] [--json | --rust]
       configuration, parameter count, weight bytes and the exact RAM plan (--json: one JSON
-      object)",
+      object; --rust: the configuration as Rust constants and the static buffers a firmware
+      declares, sized by picoformer's const fns)",
     ),
     (
         "run",
@@ -110,8 +112,11 @@ fn main() {
         Some("bench") => generate::bench(&argv[1..]),
         Some("bpc") => generate::bpc(&argv[1..]),
         Some("demo") => Args::parse(&argv[1..], &["tokens", "prompt"]).and_then(|a| demo::main(&a)),
-        Some("inspect") => Args::parse(&argv[1..], &["capacity", "context", "chunk", "json"])
-            .and_then(|a| inspect::main(&a)),
+        Some("inspect") => Args::parse(
+            &argv[1..],
+            &["capacity", "context", "chunk", "json", "rust"],
+        )
+        .and_then(|a| inspect::main(&a)),
         Some("run") => Args::parse(&argv[1..], &["dot"]).and_then(|a| run::main(&a)),
         Some("quantize") => Args::parse(&argv[1..], &[]).and_then(|a| quantize::main(&a)),
         Some("-h" | "--help" | "help") => (|| {
