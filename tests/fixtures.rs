@@ -234,7 +234,9 @@ fixture!(
     custom_layers,
     par_ratio,
     sandwich_coef,
-    execute_order
+    execute_order,
+    residual_attn,
+    residual_attn_alibi
 );
 
 /// The local-attention fixture (window 3) decoded one position at a time through a rolling cache

@@ -226,6 +226,18 @@ FIXTURES = [
         "decoder": dict(dim=32, depth=2, heads=2, attn_dim_head=16, rotary_pos_emb=True, cross_attend=True,
                         layers_execute_order=(3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2)),
         "wrapper": None}),
+    # residual_attn and cross_residual_attn: every attention adds the previous one's pre-softmax logits (memory
+    # keys included); rotary, depth 3 (stepwise_is_full: with memory keys and rotary x-transformers' own cached
+    # pass differs from its full one, see mem_kv)
+    dict(name="residual_attn", dtype="float32", seed=45, n=8, m=4, stepwise_is_full=True, kwargs={
+        "decoder": dict(dim=32, depth=3, heads=2, attn_dim_head=16, rotary_pos_emb=True, cross_attend=True,
+                        residual_attn=True, cross_residual_attn=True, attn_num_mem_kv=2),
+        "wrapper": None}),
+    # residual_attn with the logit terms it carries along: ALiBi, a softclamp, the zero key; in a wrapper
+    dict(name="residual_attn_alibi", dtype="float32", seed=46, n=8, m=None, kwargs={
+        "decoder": dict(dim=32, depth=3, heads=4, attn_dim_head=8, alibi_pos_bias=True, residual_attn=True,
+                        attn_softclamp_logits=True, attn_logit_softclamp_value=4.0, attn_add_zero_kv=True),
+        "wrapper": dict(num_tokens=40, max_seq_len=16)}),
     # add_value_residual: later self-attention values lerp to the first block's, with the learned per-head mix;
     # and with the constant 0.5, GQA, in a wrapper
     dict(name="value_residual", dtype="float32", seed=39, n=8, m=None, kwargs={

@@ -14,8 +14,9 @@ const CONFIG: DecoderConfig = DecoderConfig::new(32, 2)
     .alibi_pos_bias(Some(3));
 /// The layers (a raw `Decoder`: embeddings in, hidden states out).
 const DECODER: DecoderConfig = CONFIG;
-/// Blocks the model's weight table has room for: load with `Model::<MAX_DEPTH>`.
-const MAX_DEPTH: usize = DECODER.depth;
+/// Blocks the model's weight table has room for (`depth`, or as `custom_layers` and
+/// `layers_execute_order` cut them): load with `Model::<MAX_DEPTH>`.
+const MAX_DEPTH: usize = DECODER.blocks();
 /// Positions the KV cache holds.
 const CAPACITY: usize = 32;
 /// Rows of cross-attention context the context cache holds.

@@ -21,8 +21,9 @@ const CONFIG: WrapperConfig = WrapperConfig::new(
 );
 /// Its layers.
 const DECODER: DecoderConfig = CONFIG.attn_layers;
-/// Blocks the model's weight table has room for: load with `Model::<MAX_DEPTH>`.
-const MAX_DEPTH: usize = DECODER.depth;
+/// Blocks the model's weight table has room for (`depth`, or as `custom_layers` and
+/// `layers_execute_order` cut them): load with `Model::<MAX_DEPTH>`.
+const MAX_DEPTH: usize = DECODER.blocks();
 /// Positions the KV cache holds.
 const CAPACITY: usize = 256;
 /// Positions per forward call: the prompt (and a re-encode) runs in chunks of this many.

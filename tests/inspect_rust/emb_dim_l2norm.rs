@@ -22,8 +22,9 @@ const CONFIG: WrapperConfig = WrapperConfig {
 };
 /// Its layers.
 const DECODER: DecoderConfig = CONFIG.attn_layers;
-/// Blocks the model's weight table has room for: load with `Model::<MAX_DEPTH>`.
-const MAX_DEPTH: usize = DECODER.depth;
+/// Blocks the model's weight table has room for (`depth`, or as `custom_layers` and
+/// `layers_execute_order` cut them): load with `Model::<MAX_DEPTH>`.
+const MAX_DEPTH: usize = DECODER.blocks();
 /// Positions the KV cache holds.
 const CAPACITY: usize = 48;
 /// Rows of cross-attention context the context cache holds.

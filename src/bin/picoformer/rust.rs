@@ -8,8 +8,11 @@
 
 use std::fmt::Write as _;
 
+use picoformer::layers::Kind;
 use picoformer::sampling::{Candidate, Sampler};
-use picoformer::{DecoderConfig, KvCache, ModelConfig, Scratch, WrapperConfig};
+use picoformer::{
+    DecoderConfig, ExecuteOrder, KvCache, LayerTypes, ModelConfig, Scratch, WrapperConfig,
+};
 
 use crate::args::CliError;
 use crate::files::human;
@@ -46,6 +49,30 @@ impl Lit for f64 {
             // `Debug` keeps a `.0` on whole numbers and prints the shortest exact digits.
             format!("{self:?}")
         }
+    }
+}
+
+impl Lit for LayerTypes {
+    fn lit(&self) -> String {
+        let letters: String = (0..self.len())
+            .filter_map(|i| self.get(i))
+            .map(|k| match k {
+                Kind::Attention => 'a',
+                Kind::Cross => 'c',
+                Kind::FeedForward => 'f',
+            })
+            .collect();
+        format!("picoformer::LayerTypes::parse({letters:?})")
+    }
+}
+
+impl Lit for ExecuteOrder {
+    fn lit(&self) -> String {
+        let order: Vec<String> = (0..self.len())
+            .filter_map(|i| self.get(i))
+            .map(|i| i.to_string())
+            .collect();
+        format!("picoformer::ExecuteOrder::new(&[{}])", order.join(", "))
     }
 }
 
@@ -176,6 +203,13 @@ fn decoder_expr(c: &DecoderConfig) -> (String, DecoderConfig) {
         c.add_value_residual,
         add_value_residual(c.learned_value_residual_mix)
     );
+    some!(
+        custom_layers,
+        par_ratio,
+        sandwich_coef,
+        layers_execute_order
+    );
+    field!(residual_attn, cross_residual_attn);
 
     // Whatever the builders leave different (a value no builder sets alone), by field.
     let mut set = Vec::new();
@@ -239,7 +273,13 @@ fn decoder_expr(c: &DecoderConfig) -> (String, DecoderConfig) {
         rotary_xpos_scale_base,
         weight_tie_layers,
         add_value_residual,
-        learned_value_residual_mix
+        learned_value_residual_mix,
+        custom_layers,
+        par_ratio,
+        sandwich_coef,
+        layers_execute_order,
+        residual_attn,
+        cross_residual_attn
     );
     (with_fields("DecoderConfig", &set, s), d)
 }
@@ -413,10 +453,10 @@ pub fn print(
     }
     writeln!(
         w,
-        "/// Blocks the model's weight table has room for: load with `Model::<MAX_DEPTH>`."
+        "/// Blocks the model's weight table has room for (`depth`, or as `custom_layers` and\n/// `layers_execute_order` cut them): load with `Model::<MAX_DEPTH>`."
     )
     .unwrap();
-    writeln!(w, "const MAX_DEPTH: usize = DECODER.depth;").unwrap();
+    writeln!(w, "const MAX_DEPTH: usize = DECODER.blocks();").unwrap();
     writeln!(w, "/// Positions the KV cache holds.").unwrap();
     writeln!(w, "const CAPACITY: usize = {capacity};").unwrap();
     if d.cross_attend {
@@ -595,6 +635,11 @@ mod tests {
             base.rotary_xpos(256)
                 .weight_tie_layers(true)
                 .add_value_residual(false),
+            base.custom_layers(LayerTypes::parse("faaf"))
+                .residual_attn(true)
+                .cross_residual_attn(true),
+            base.par_ratio(2).sandwich_coef(1),
+            base.layers_execute_order(ExecuteOrder::new(&[1, 0, 1])),
             // Values no builder sets on their own: written by field.
             DecoderConfig {
                 softclamp_output_value: 12.0,
