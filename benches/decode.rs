@@ -23,6 +23,11 @@
 //! projects once, and decoding one position over it; throughput in context rows. `*_panels`
 //! packs the matrices first (the cross-attention `to_k`/`to_v` included).
 //!
+//! `parallel/stories15M/*`: a decode step on one thread and split over two
+//! (`with_parallel(&Rayon { parts: 2 })`, `crate::parallel`), side by side, on the wall clock
+//! (the thread CPU clock would miss the second thread); the Q8_0 model on the int8 path over
+//! the weights as stored (int8 panels are not split).
+//!
 //! Run: `cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3`.
 
 #[cfg(target_arch = "x86_64")]
@@ -341,10 +346,61 @@ mod imp {
         g.finish();
     }
 
+    /// A decode step on one thread and over two, wall clock.
+    fn bench_parallel(c: &mut Criterion) {
+        use picoformer::parallel::Rayon;
+        let shapes = shapes(WCFG);
+        let pool = Rayon { parts: 2 };
+        let pool2 = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut g = c.benchmark_group("parallel/stories15M");
+        for kind in ["f32", "f16", "q8_0_int8"] {
+            let base = kind.split("_int8").next().unwrap_or(kind);
+            let (t, bytes) = table(base, &shapes);
+            let one = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name))
+                .unwrap()
+                .with_int8_activations(kind.ends_with("_int8"));
+            let two = one.with_parallel(&pool);
+            for (threads, model) in [("1", &one), ("2", &two)] {
+                let cap = PROMPT + 1;
+                let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, cap)];
+                let mut sb = vec![0.0f32; Scratch::elements(&CFG, 16)];
+                let mut cache = KvCache::new(&CFG, cap, &mut kv).unwrap();
+                let mut scratch = Scratch::new(&CFG, 16, &mut sb).unwrap();
+                let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
+                let mut logits = vec![0.0f32; 32000];
+                model
+                    .forward_last(&mut cache, &mut scratch, &prompt, None, &mut logits)
+                    .unwrap();
+                g.throughput(Throughput::Bytes(bytes));
+                g.bench_function(format!("{kind}/{threads}_thread"), |b| {
+                    b.iter(|| {
+                        // On a pool thread, so that the splits are rayon's cheap `join`s.
+                        pool2.install(|| {
+                            model
+                                .step(&mut cache, &mut scratch, black_box(42), &mut logits)
+                                .unwrap()
+                        });
+                        cache.truncate(PROMPT).unwrap();
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
         targets = bench_decode, bench_prefill, bench_score, bench_context
+    }
+
+    criterion_group! {
+        name = parallel;
+        config = Criterion::default().sample_size(20);
+        targets = bench_parallel
     }
 }
 
@@ -352,6 +408,7 @@ fn main() {
     #[cfg(target_arch = "x86_64")]
     {
         imp::benches();
+        imp::parallel();
         criterion::Criterion::default()
             .with_measurement(cpu_time::CpuTime::new())
             .configure_from_args()

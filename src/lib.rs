@@ -76,6 +76,7 @@ pub mod layers;
 pub mod metrics;
 pub mod options;
 pub mod packing;
+pub mod parallel;
 pub mod q8_0;
 pub mod safetensors;
 pub mod sampling;

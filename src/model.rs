@@ -15,6 +15,7 @@ use crate::config::{DecoderConfig, WrapperConfig};
 use crate::decoder::Decoder;
 use crate::error::{Error, OwnedStr};
 use crate::json::{JsonError, JsonErrorKind};
+use crate::parallel::Parallel;
 use crate::q8_0::{BlockQ8_0, Q8_0_BLOCK, Q8_0_BYTES};
 use crate::safetensors::{Dtype, FormatErrorOf, SafeTensors, MAX_TENSORS};
 use crate::tensor::{Tensor, TensorSource, TensorView};
@@ -521,6 +522,18 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
             Model::Decoder(d) => Model::Decoder(d.with_int8_panels(arena)?),
             Model::Wrapper(w) => Model::Wrapper(w.with_int8_panels(arena)?),
         })
+    }
+
+    /// This model with a step's products split over `executor`'s parts
+    /// ([`Decoder::with_parallel`]): the numbers of one thread, bit for bit.
+    pub fn with_parallel<'p>(&self, executor: &'p dyn Parallel) -> Model<'p, MAX_DEPTH>
+    where
+        'w: 'p,
+    {
+        match self {
+            Model::Decoder(d) => Model::Decoder(d.with_parallel(executor)),
+            Model::Wrapper(w) => Model::Wrapper(w.with_parallel(executor)),
+        }
     }
 
     /// This model with every product by Q8_0 weights on the int8 path

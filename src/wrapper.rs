@@ -8,6 +8,7 @@ use crate::error::{Buffer, Error};
 use crate::kernels::Int8Panels;
 use crate::masks::Masks;
 use crate::packing::{self, Packed};
+use crate::parallel::Parallel;
 use crate::scratch::Scratch;
 use crate::tensor::{Element, Tensor, TensorSource};
 use crate::weights::WrapperWeights;
@@ -145,6 +146,20 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             weights: self.weights,
             logits_panels,
         })
+    }
+
+    /// This wrapper with a step's products split over `executor`'s parts, the logits included
+    /// ([`Decoder::with_parallel`]): the numbers of one thread, bit for bit.
+    pub fn with_parallel<'p>(&self, executor: &'p dyn Parallel) -> TransformerWrapper<'p, MAX_DEPTH>
+    where
+        'w: 'p,
+    {
+        TransformerWrapper {
+            config: self.config,
+            decoder: self.decoder.with_parallel(executor),
+            weights: self.weights,
+            logits_panels: self.logits_panels,
+        }
     }
 
     /// This wrapper with every product by Q8_0 weights on the int8 path, the logits included

@@ -237,3 +237,27 @@ fn quantize_then_run_stays_close_to_torch() {
         );
     }
 }
+
+/// `--threads N` splits a step over N threads (the bundled model's 512-row feed-forward and
+/// 256-row logits split in two): the same text as one thread, sampled too; 0 is a usage error.
+#[test]
+fn threads_give_the_same_text() {
+    for t in ["0", "0.8"] {
+        let base = [
+            "generate",
+            "--max-tokens",
+            "60",
+            "--temperature",
+            t,
+            "--seed",
+            "5",
+        ];
+        let one = run(&[&base[..], &["--threads", "1"]].concat());
+        let two = run(&[&base[..], &["--threads", "2"]].concat());
+        assert_eq!(one.0, 0, "{}", one.2);
+        assert_eq!((two.0, &two.1), (0, &one.1), "{}", two.2);
+    }
+    let (code, _, err) = run(&["generate", "--threads", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--threads"), "{err}");
+}

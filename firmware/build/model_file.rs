@@ -2,6 +2,7 @@
 //! writes for an x-transformers module: the `state_dict` keys of a `TransformerWrapper`, the
 //! constructor kwargs as JSON in the metadata, tensors ordered by element size, data aligned.
 
+use picoformer::layers::Kind;
 use picoformer::{bf16, f16, DecoderConfig, WrapperConfig};
 
 use crate::boards::Dtype;
@@ -42,9 +43,15 @@ fn layout(cfg: &WrapperConfig) -> Vec<(String, Vec<usize>, Init)> {
     }
     let a = "attn_layers.layers";
     let norm = |c: &DecoderConfig| if c.use_rmsnorm { "g" } else { "gamma" };
-    let per = c.sublayers_per_block();
-    for b in 0..c.depth {
-        let mut attention = |l: usize, d_in: usize| {
+    // Every stored sublayer (`layers.l`), of the kind the plan gives it.
+    for l in 0..c.stored_layers() {
+        let kind = c.stored_kind(l);
+        if let Kind::Attention | Kind::Cross = kind {
+            let d_in = if kind == Kind::Cross {
+                c.dim_context()
+            } else {
+                d
+            };
             if !c.use_simple_rmsnorm {
                 push(format!("{a}.{l}.0.0.{}", norm(c)), vec![d], Init::Small);
             }
@@ -70,12 +77,8 @@ fn layout(cfg: &WrapperConfig) -> Vec<(String, Vec<usize>, Init)> {
                     Init::Linear(q),
                 );
             }
-        };
-        attention(b * per, d);
-        if c.cross_attend {
-            attention(b * per + 1, c.dim_context());
+            continue;
         }
-        let l = b * per + per - 1;
         if !c.use_simple_rmsnorm {
             push(format!("{a}.{l}.0.0.{}", norm(c)), vec![d], Init::Small);
         }
@@ -107,7 +110,7 @@ fn layout(cfg: &WrapperConfig) -> Vec<(String, Vec<usize>, Init)> {
     }
     // Per sublayer, besides its pre-norm: the sandwich norm on the branch output and the
     // residual path's gain.
-    for l in 0..c.depth * per {
+    for l in 0..c.stored_layers() {
         if c.sandwich_norm {
             push(format!("{a}.{l}.0.1.{}", norm(c)), vec![d], Init::Small);
         }

@@ -9,6 +9,7 @@ use crate::error::{Buffer, Error};
 use crate::kernels;
 use crate::masks::{zero_masked_rows, Masks};
 use crate::packing::{self, Arenas, Matrix, Packed};
+use crate::parallel::Parallel;
 use crate::scratch::{Buffers, Scratch};
 use crate::tensor::{Element, Tensor, TensorSource};
 mod general;
@@ -33,6 +34,18 @@ pub struct Decoder<'w, const MAX_DEPTH: usize = 16> {
     panels: Arenas<'w>,
     /// Whether products with Q8_0 weights take the int8 path ([`Self::with_int8_activations`]).
     int8: bool,
+    /// The executor a step's products are split over ([`Self::with_parallel`]), if any.
+    parallel: Option<Executor<'w>>,
+}
+
+/// A caller's [`Parallel`] executor, held by reference.
+#[derive(Clone, Copy)]
+pub(crate) struct Executor<'p>(pub &'p dyn Parallel);
+
+impl core::fmt::Debug for Executor<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Parallel({} parts)", self.0.parts())
+    }
 }
 
 impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
@@ -73,6 +86,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             weights: DecoderWeights::empty(),
             panels: Arenas::empty(),
             int8: false,
+            parallel: None,
         }
     }
 
@@ -84,11 +98,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             weights,
             panels,
             int8,
+            parallel,
         } = self;
         *c = config;
         weights.reset();
         *panels = Arenas::empty();
         *int8 = false;
+        *parallel = None;
     }
 
     /// Looks up the weights of [`Self::empty`] in `source` (keys prefixed with `prefix`), in
@@ -136,6 +152,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 int8: None,
             },
             int8: self.int8,
+            parallel: self.parallel,
         })
     }
 
@@ -169,6 +186,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 int8: Some(int8),
             },
             int8: true,
+            parallel: self.parallel,
         })
     }
 
@@ -184,6 +202,24 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     pub fn with_int8_activations(mut self, on: bool) -> Self {
         self.int8 = on;
         self
+    }
+
+    /// This decoder with the matrix-vector products of a one-position step split by rows over
+    /// `executor`'s parts ([`crate::parallel`]): every weight matrix (and a wrapper's logits)
+    /// whose rows make at least two parts of 128, except those packed into int8 panels. The
+    /// numbers are those of one thread, bit for bit. The decoder returned borrows the executor;
+    /// `self` is left as it is.
+    pub fn with_parallel<'p>(&self, executor: &'p dyn Parallel) -> Decoder<'p, MAX_DEPTH>
+    where
+        'w: 'p,
+    {
+        Decoder {
+            config: self.config,
+            weights: self.weights.clone(),
+            panels: self.panels,
+            int8: self.int8,
+            parallel: Some(Executor(executor)),
+        }
     }
 
     /// Whether products by Q8_0 weights take the int8 path ([`Self::with_int8_activations`]).

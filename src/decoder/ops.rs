@@ -7,6 +7,7 @@ use crate::config::{DecoderConfig, Norm};
 use crate::error::Error;
 use crate::kernels;
 use crate::packing::{Matrix, Packed};
+use crate::parallel::rows_per_part;
 use crate::tensor::{Element, Tensor};
 use crate::weights::{AttentionWeights, FeedForwardWeights, GruWeights, PostNorms};
 
@@ -459,11 +460,42 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         y: &mut [f32],
     ) -> Result<(), Error> {
         let n = x.len() / cols.max(1);
+        // One position: the rows split over the executor's parts ([`crate::parallel`]), each
+        // part the same kernel over its rows (whole strips, so the same sums).
+        let int8 = self.int8;
+        let whole = Some(w.len()) == y.len().checked_mul(cols);
+        if let (1, Some(par), false, true) = (n, self.parallel, self.int8_panels_in(packed), whole)
+        {
+            let per = rows_per_part(y.len(), par.0.parts());
+            if per < y.len() {
+                return par.0.run(y, per, &|i, part| {
+                    let w = w.slice(i * per * cols, part.len() * cols);
+                    Self::product((w, int8), None, cols, x, part)
+                });
+            }
+        }
+        Self::product((w, int8), packed, cols, x, y)
+    }
+
+    /// Whether the product by `packed` runs over int8 panels (which are not split).
+    fn int8_panels_in(&self, packed: Option<Packed<'_>>) -> bool {
+        self.int8 && matches!(packed, Some(Packed::Int8(_)))
+    }
+
+    /// Y = X·Wᵀ by the kernel for `w` (with `int8`: Q8_0 on the int8 path) and its packing.
+    fn product(
+        (w, int8): (Tensor<'_>, bool),
+        packed: Option<Packed<'_>>,
+        cols: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), Error> {
+        let n = x.len() / cols.max(1);
         match (w, packed) {
-            (Tensor::Q8_0(_), Some(Packed::Int8(p))) if self.int8 => {
+            (Tensor::Q8_0(_), Some(Packed::Int8(p))) if int8 => {
                 kernels::matmul_int8_panels(p, x, y)
             }
-            (Tensor::Q8_0(q), _) if self.int8 => kernels::matmul_int8(q, cols, x, y),
+            (Tensor::Q8_0(q), _) if int8 => kernels::matmul_int8(q, cols, x, y),
             (_, Some(Packed::F32(p))) if n >= PANELS_MIN_POSITIONS => {
                 kernels::matmul_panels(p, x, y)
             }

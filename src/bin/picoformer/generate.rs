@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use picoformer::generate::{GenerateConfig, Generator, Overflow, StopReason};
 use picoformer::metrics;
+use picoformer::parallel::Rayon;
 use picoformer::sampling::{default_top_k, Candidate, Sampler, SamplerConfig};
 use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper};
 
@@ -53,6 +54,7 @@ const GENERATE_OPTIONS: &[&str] = &[
     "slide",
     "prefill",
     "dot",
+    "threads",
 ];
 
 /// The model's bytes: `--model PATH`, or the bundled model.
@@ -311,10 +313,26 @@ pub fn main(argv: &[String]) -> Result<(), CliError> {
     let source = Source::new(&args)?;
     let mut arenas = Arenas::default();
     let model = prepare(source.wrapper()?, panels, int8, &mut arenas)?;
-    match kv {
+    let (pool, executor) = threads(&args)?;
+    let model = model.with_parallel(&executor);
+    pool.install(|| match kv {
         KvType::F32 => run_generate::<f32>(&args, &source, &model),
         KvType::F16 => run_generate::<f16>(&args, &source, &model),
+    })
+}
+
+/// `--threads N` (default 1): a pool of N threads that a step's products are split over
+/// (`picoformer::parallel::Rayon`); the work runs inside it, so the splits are cheap.
+fn threads(args: &Args) -> Result<(rayon::ThreadPool, Rayon), CliError> {
+    let n: usize = args.get("threads", 1)?;
+    if n == 0 || n > 256 {
+        return Err(CliError::Usage("--threads must be 1 to 256".into()));
     }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start {n} threads: {e}")))?;
+    Ok((pool, Rayon { parts: n }))
 }
 
 fn run_generate<K: Element>(
@@ -505,6 +523,7 @@ pub fn bench(argv: &[String]) -> Result<(), CliError> {
             "capacity",
             "prefill",
             "dot",
+            "threads",
             "json",
         ],
     )?;
@@ -514,10 +533,12 @@ pub fn bench(argv: &[String]) -> Result<(), CliError> {
     let source = Source::new(&args)?;
     let mut arenas = Arenas::default();
     let model = prepare(source.wrapper()?, panels, int8, &mut arenas)?;
-    match kv {
+    let (pool, executor) = threads(&args)?;
+    let model = model.with_parallel(&executor);
+    pool.install(|| match kv {
         KvType::F32 => run_bench::<f32>(&args, &source, &model),
         KvType::F16 => run_bench::<f16>(&args, &source, &model),
-    }
+    })
 }
 
 fn run_bench<K: Element>(

@@ -1,0 +1,94 @@
+//! Parallelism the caller provides: fork-join over independent parts of the work.
+//!
+//! The library never starts a thread. Where a decode step's work splits into independent parts
+//! (the rows of a matrix-vector product: every weight matrix and the logits), a decoder given an
+//! executor ([`crate::Decoder::with_parallel`]) hands the parts to [`Parallel::run`]; without one
+//! it runs them itself, in order. Each output element is computed by one part, by the same
+//! kernel over the same weights in the same order as in one piece, so the results are identical
+//! bit for bit whatever the executor, the number of parts or the order they run in.
+//!
+//! Executors:
+//! - [`Sequential`]: the parts in order on the calling thread (what runs without an executor);
+//! - with the `rayon` feature, `Rayon`: the parts on rayon's thread pool (persistent: a step
+//!   starts no thread);
+//! - on a dual-core microcontroller, the firmware's own: core 0 publishes the job (a pointer to
+//!   `job` and the part's output) in a shared slot, core 1 spins on the slot, runs its part and
+//!   sets a done flag, core 0 runs the other part and waits for the flag. The parts are disjoint
+//!   `&mut [f32]`, so nothing else is shared.
+
+use crate::error::Error;
+
+/// The work on one part: `job(i, part)` for part `i` of the output.
+pub type Job<'a> = dyn Fn(usize, &mut [f32]) -> Result<(), Error> + Sync + 'a;
+
+/// A fork-join executor over disjoint parts of an output.
+pub trait Parallel: Sync {
+    /// How many parts the work is worth splitting into (the threads or cores available); 1 runs
+    /// it in one piece.
+    fn parts(&self) -> usize;
+
+    /// Runs `job(i, part)` for every `part` of `out.chunks_mut(chunk)` (`i` its index), possibly
+    /// at the same time, and returns when all have run: the first error if any failed.
+    ///
+    /// # Errors
+    /// An error of a `job`.
+    fn run(&self, out: &mut [f32], chunk: usize, job: &Job<'_>) -> Result<(), Error>;
+}
+
+/// The parts in order on the calling thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sequential;
+
+impl Parallel for Sequential {
+    fn parts(&self) -> usize {
+        1
+    }
+
+    fn run(&self, out: &mut [f32], chunk: usize, job: &Job<'_>) -> Result<(), Error> {
+        out.chunks_mut(chunk.max(1))
+            .enumerate()
+            .try_for_each(|(i, part)| job(i, part))
+    }
+}
+
+/// The parts on rayon's thread pool: `parts` of them, 0 meaning one per thread of the pool.
+///
+/// Run the decoder inside the pool (`ThreadPool::install`, as `picoformer generate --threads`
+/// does): each split is then a cheap `join` on a pool thread. Called from a thread outside the
+/// pool, every split hands both parts to the pool and blocks the caller: the same numbers, but
+/// slower than one thread (0.6× measured on two cores).
+#[cfg(feature = "rayon")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rayon {
+    /// Parts to split into; 0: `rayon::current_num_threads()`.
+    pub parts: usize,
+}
+
+#[cfg(feature = "rayon")]
+impl Parallel for Rayon {
+    fn parts(&self) -> usize {
+        match self.parts {
+            0 => rayon::current_num_threads(),
+            n => n,
+        }
+    }
+
+    fn run(&self, out: &mut [f32], chunk: usize, job: &Job<'_>) -> Result<(), Error> {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk.max(1))
+            .enumerate()
+            .try_for_each(|(i, part)| job(i, part))
+    }
+}
+
+/// Rows per part of a product with `rows` output rows split `parts` ways: a multiple of 64
+/// (whole strips and panels of every kernel), at least 128 rows of work per part; `rows` (one
+/// part) when splitting is not worth it.
+pub(crate) fn rows_per_part(rows: usize, parts: usize) -> usize {
+    const ALIGN: usize = 64;
+    const MIN: usize = 128;
+    if parts <= 1 || rows < 2 * MIN {
+        return rows;
+    }
+    rows.div_ceil(parts).div_ceil(ALIGN) * ALIGN
+}

@@ -1,0 +1,197 @@
+//! A decode step split over an executor (`picoformer::parallel`) gives the numbers of one thread,
+//! bit for bit: f32, f16 and Q8_0 weights (with and without the int8 path), a wrapper's logits
+//! included; with an executor that runs the parts in a scrambled order, and with rayon's pool
+//! (no allocation on the calling thread per step).
+
+mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+mod reference;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use counting_alloc::{COUNT, WATCHING};
+use picoformer::parallel::{Job, Parallel};
+use picoformer::{
+    f16, DecoderConfig, Error, KvCache, Scratch, Tensor, TensorSource, TensorView,
+    TransformerWrapper, WrapperConfig,
+};
+
+/// Runs the parts one at a time in a scrambled order (last first, then the rest from the
+/// middle), counting how many products it split.
+struct Scrambled {
+    parts: usize,
+    split: AtomicUsize,
+}
+
+impl Parallel for Scrambled {
+    fn parts(&self) -> usize {
+        self.parts
+    }
+
+    fn run(&self, out: &mut [f32], chunk: usize, job: &Job<'_>) -> Result<(), Error> {
+        self.split.fetch_add(1, Ordering::Relaxed);
+        let mut parts: Vec<(usize, &mut [f32])> = out.chunks_mut(chunk).enumerate().collect();
+        let n = parts.len();
+        parts.rotate_left(n / 2);
+        parts.reverse();
+        parts.into_iter().try_for_each(|(i, p)| job(i, p))
+    }
+}
+
+/// A wrapper wide enough that its products split (feed-forward 512 rows, logits 300), with
+/// cross-attention and rotary embeddings.
+fn config() -> WrapperConfig {
+    let d = DecoderConfig::new(128, 2)
+        .heads(4)
+        .attn_dim_head(32)
+        .attn_kv_heads(2)
+        .cross_attend(true)
+        .rotary_pos_emb(true);
+    WrapperConfig::new(300, 0, d)
+}
+
+/// The reference's random weights as f16.
+struct F16Table(HashMap<String, (Vec<f16>, Vec<usize>)>);
+
+impl<'w> TensorSource<'w> for &'w F16Table {
+    fn tensor(&self, name: &str) -> Option<TensorView<'w>> {
+        self.0
+            .get(name)
+            .map(|(v, s)| TensorView::new(Tensor::F16(v), s))
+    }
+}
+
+/// Logits of a 5-token prompt and then of 6 decode steps, each step's logits in order.
+fn run(model: &TransformerWrapper<'_, 4>) -> Vec<Vec<f32>> {
+    let cfg = *model.config();
+    let d = cfg.attn_layers;
+    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&d, 16)];
+    let mut ctx = vec![0.0f32; KvCache::<f32>::context_elements(&d, 4)];
+    let mut cache = KvCache::with_context(&d, 16, &mut kv, 4, &mut ctx).unwrap();
+    let mut sbuf = vec![0.0f32; Scratch::elements(&d, 8)];
+    let mut scratch = Scratch::new(&d, 8, &mut sbuf).unwrap();
+    let context: Vec<f32> = (0..4 * d.dim)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let v = cfg.logits_width();
+    let mut out = Vec::new();
+    let mut logits = vec![0.0f32; 5 * v];
+    model
+        .forward(
+            &mut cache,
+            &mut scratch,
+            &[3, 1, 4, 1, 5],
+            Some(&context),
+            &mut logits,
+        )
+        .unwrap();
+    out.push(logits);
+    for t in [9u32, 2, 6, 5, 3, 5] {
+        let mut l = vec![0.0f32; v];
+        model
+            .forward(&mut cache, &mut scratch, &[t], None, &mut l)
+            .unwrap();
+        out.push(l);
+    }
+    out
+}
+
+fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    v.iter()
+        .map(|r| r.iter().map(|x| x.to_bits()).collect())
+        .collect()
+}
+
+/// Every weight type: sequential and split give the same bits; the split executor was used.
+#[test]
+fn split_steps_equal_one_thread_bit_for_bit() {
+    let cfg = config();
+    let rc = ref_config(&cfg.attn_layers, Some(&cfg));
+    let mut w = reference::random_weights(&rc, 11);
+    let table = Table::from_ref(&rc, &mut w);
+    let quant = table.quantized();
+    let halves = F16Table(
+        table
+            .tensors
+            .iter()
+            .map(|(k, (v, s))| {
+                (
+                    k.clone(),
+                    (v.iter().map(|&x| f16::from_f32(x)).collect(), s.clone()),
+                )
+            })
+            .collect(),
+    );
+    let models: Vec<(&str, TransformerWrapper<'_, 4>)> = vec![
+        (
+            "f32",
+            TransformerWrapper::from_source(cfg, &&table).unwrap(),
+        ),
+        (
+            "f16",
+            TransformerWrapper::from_source(cfg, &&halves).unwrap(),
+        ),
+        (
+            "q8_0",
+            TransformerWrapper::from_source(cfg, &&quant).unwrap(),
+        ),
+        (
+            "q8_0 int8",
+            TransformerWrapper::from_source(cfg, &&quant)
+                .unwrap()
+                .with_int8_activations(true),
+        ),
+    ];
+    for (name, model) in &models {
+        let one = bits(&run(model));
+        for parts in [2, 3] {
+            let exec = Scrambled {
+                parts,
+                split: AtomicUsize::new(0),
+            };
+            let split = bits(&run(&model.with_parallel(&exec)));
+            assert!(one == split, "{name}, {parts} parts: the numbers differ");
+            // 6 steps × (2 blocks × one 512-row feed-forward matrix + the 300-row logits)
+            assert_eq!(exec.split.load(Ordering::Relaxed), 6 * 3, "{name}");
+        }
+    }
+}
+
+/// With rayon's pool: the same bits, and a step allocates nothing on the calling thread.
+#[cfg(feature = "rayon")]
+#[test]
+fn rayon_steps_equal_one_thread_and_do_not_allocate() {
+    use picoformer::parallel::Rayon;
+    let cfg = config();
+    let rc = ref_config(&cfg.attn_layers, Some(&cfg));
+    let mut w = reference::random_weights(&rc, 12);
+    let table = Table::from_ref(&rc, &mut w);
+    let model: TransformerWrapper<'_, 4> = TransformerWrapper::from_source(cfg, &&table).unwrap();
+    let pool = Rayon { parts: 2 };
+    let parallel = model.with_parallel(&pool);
+    assert!(bits(&run(&model)) == bits(&run(&parallel)));
+
+    let d = cfg.attn_layers;
+    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&d, 16)];
+    let mut ctx = vec![0.0f32; KvCache::<f32>::context_elements(&d, 4)];
+    let mut cache = KvCache::with_context(&d, 16, &mut kv, 4, &mut ctx).unwrap();
+    let mut sbuf = vec![0.0f32; Scratch::elements(&d, 8)];
+    let mut scratch = Scratch::new(&d, 8, &mut sbuf).unwrap();
+    let context = vec![0.25f32; 4 * d.dim];
+    let mut logits = vec![0.0f32; cfg.logits_width()];
+    parallel
+        .forward(&mut cache, &mut scratch, &[1], Some(&context), &mut logits)
+        .unwrap();
+    COUNT.with(|c| c.set(0));
+    WATCHING.with(|x| x.set(true));
+    for t in 0..8u32 {
+        parallel
+            .forward(&mut cache, &mut scratch, &[t], None, &mut logits)
+            .unwrap();
+    }
+    WATCHING.with(|x| x.set(false));
+    assert_eq!(COUNT.with(|c| c.get()), 0, "allocations while decoding");
+}
