@@ -1,4 +1,4 @@
-// A tiny static file server for the demo, rooted at this folder, on 127.0.0.1:
+// A tiny static file server for the demo, rooted at this folder (or `root`), on 127.0.0.1:
 //   node serve.mjs [PORT]   then open http://127.0.0.1:PORT/web/
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -11,11 +11,12 @@ const TYPES = {
   '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json',
 };
 
-export function serve(port = 0) {
+export function serve(port = 0, root = ROOT) {
+  root = path.resolve(root);
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, 'http://localhost');
-    let file = path.normalize(path.join(ROOT, decodeURIComponent(url.pathname)));
-    if (!file.startsWith(ROOT + path.sep)) { res.writeHead(403).end(); return; }
+    let file = path.normalize(path.join(root, decodeURIComponent(url.pathname)));
+    if (!file.startsWith(root + path.sep)) { res.writeHead(403).end(); return; }
     if (url.pathname.endsWith('/')) file = path.join(file, 'index.html');
     try {
       const body = await readFile(file);

@@ -1,6 +1,6 @@
 // Shared by the Node tests: where the builds, fixtures and the host tool are.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -42,4 +42,22 @@ export function maxAbsDiff(a, b) {
     worst = Number.isNaN(d) ? Infinity : Math.max(worst, d);
   }
   return worst;
+}
+
+/** Runs a command in `cwd`, returning its stdout (throws with stdout and stderr on failure). */
+export const run = (cmd, args, cwd) => execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+/**
+ * The package as a user gets it (issue 27): `npm pack` into `dir`, then the tarball installed
+ * (`npm install --offline`) into an empty project `dir/app`. Returns the project's folder, the
+ * tarball and the packed files (sorted).
+ */
+export function packAndInstall(dir) {
+  const [packed] = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', dir], WASM_DIR));
+  const tarball = path.join(dir, packed.filename);
+  const project = path.join(dir, 'app');
+  mkdirSync(project, { recursive: true });
+  writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+  run('npm', ['install', '--offline', '--no-audit', '--no-fund', tarball], project);
+  return { project, tarball, files: packed.files.map((f) => f.path).sort() };
 }

@@ -4,27 +4,19 @@
 // types with the tsc of this folder's devDependencies.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { WASM_DIR, FIXTURES, hostTokens } from './helpers.mjs';
+import { WASM_DIR, FIXTURES, hostTokens, packAndInstall, run } from './helpers.mjs';
 
 let dir;
-let tarball;
+let project;
 let files;
-const run = (cmd, args, cwd) => execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
 before(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'picoformer-installed-'));
-  const [packed] = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', dir], WASM_DIR));
-  tarball = path.join(dir, packed.filename);
-  files = packed.files.map((f) => f.path).sort();
-  const project = path.join(dir, 'app');
-  run('mkdir', ['-p', project], dir);
-  writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
-  run('npm', ['install', '--offline', '--no-audit', '--no-fund', tarball], project);
+  ({ project, files } = packAndInstall(dir));
 });
 
 after(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
@@ -35,7 +27,6 @@ test('the tarball holds the module, its types and both builds, nothing else', ()
 });
 
 test('imported by name from Node: finds its .wasm, generates, streams with abort', () => {
-  const project = path.join(dir, 'app');
   writeFileSync(path.join(project, 'main.mjs'), `
     import { readFileSync } from 'node:fs';
     import { Worker } from 'node:worker_threads';
@@ -76,7 +67,6 @@ test('imported by name from Node: finds its .wasm, generates, streams with abort
 });
 
 test('a TypeScript file type-checks against the installed types (tsc --noEmit)', () => {
-  const project = path.join(dir, 'app');
   writeFileSync(path.join(project, 'main.ts'), `
     import { Picoformer, type GenerateResult, type StopReason } from 'picoformer-wasm';
     import { PicoformerWorker } from 'picoformer-wasm/client';
