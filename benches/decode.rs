@@ -207,25 +207,8 @@ mod imp {
             } else {
                 stored
             };
-            let cap = PROMPT + 1;
-            let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, cap)];
-            let mut sb = vec![0.0f32; Scratch::elements(&CFG, 16)];
-            let mut cache = KvCache::new(&CFG, cap, &mut kv).unwrap();
-            let mut scratch = Scratch::new(&CFG, 16, &mut sb).unwrap();
-            let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
-            let mut logits = vec![0.0f32; 32000];
-            model
-                .forward_last(&mut cache, &mut scratch, &prompt, None, &mut logits)
-                .unwrap();
             g.throughput(Throughput::Bytes(bytes));
-            g.bench_function(kind, |b| {
-                b.iter(|| {
-                    model
-                        .step(&mut cache, &mut scratch, black_box(42), &mut logits)
-                        .unwrap();
-                    cache.truncate(PROMPT).unwrap();
-                })
-            });
+            bench_step(&mut g, kind.to_string(), &model, |step| step());
         }
         g.finish();
     }
@@ -346,6 +329,36 @@ mod imp {
         g.finish();
     }
 
+    /// `name`: a decode step of `model` at position 64 after a 64-token prompt (truncated back
+    /// after each), each run by `run` (on the calling thread, or inside a pool).
+    fn bench_step<M: criterion::measurement::Measurement>(
+        g: &mut criterion::BenchmarkGroup<'_, M>,
+        name: String,
+        model: &TransformerWrapper<'_, 16>,
+        run: impl Fn(&mut (dyn FnMut() + Send)),
+    ) {
+        let cap = PROMPT + 1;
+        let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, cap)];
+        let mut sb = vec![0.0f32; Scratch::elements(&CFG, 16)];
+        let mut cache = KvCache::new(&CFG, cap, &mut kv).unwrap();
+        let mut scratch = Scratch::new(&CFG, 16, &mut sb).unwrap();
+        let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
+        let mut logits = vec![0.0f32; 32000];
+        model
+            .forward_last(&mut cache, &mut scratch, &prompt, None, &mut logits)
+            .unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                run(&mut || {
+                    model
+                        .step(&mut cache, &mut scratch, black_box(42), &mut logits)
+                        .unwrap()
+                });
+                cache.truncate(PROMPT).unwrap();
+            })
+        });
+    }
+
     /// A decode step on one thread and over two, wall clock.
     fn bench_parallel(c: &mut Criterion) {
         use picoformer::parallel::Rayon;
@@ -363,29 +376,11 @@ mod imp {
                 .unwrap()
                 .with_int8_activations(kind.ends_with("_int8"));
             let two = one.with_parallel(&pool);
+            g.throughput(Throughput::Bytes(bytes));
             for (threads, model) in [("1", &one), ("2", &two)] {
-                let cap = PROMPT + 1;
-                let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, cap)];
-                let mut sb = vec![0.0f32; Scratch::elements(&CFG, 16)];
-                let mut cache = KvCache::new(&CFG, cap, &mut kv).unwrap();
-                let mut scratch = Scratch::new(&CFG, 16, &mut sb).unwrap();
-                let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
-                let mut logits = vec![0.0f32; 32000];
-                model
-                    .forward_last(&mut cache, &mut scratch, &prompt, None, &mut logits)
-                    .unwrap();
-                g.throughput(Throughput::Bytes(bytes));
-                g.bench_function(format!("{kind}/{threads}_thread"), |b| {
-                    b.iter(|| {
-                        // On a pool thread, so that the splits are rayon's cheap `join`s.
-                        pool2.install(|| {
-                            model
-                                .step(&mut cache, &mut scratch, black_box(42), &mut logits)
-                                .unwrap()
-                        });
-                        cache.truncate(PROMPT).unwrap();
-                    })
-                });
+                // On a pool thread, so that the splits are rayon's cheap `join`s.
+                let name = format!("{kind}/{threads}_thread");
+                bench_step(&mut g, name, model, |step| pool2.install(step));
             }
         }
         g.finish();

@@ -64,15 +64,36 @@ impl<'w> TensorSource<'w> for &'w F16Table {
     }
 }
 
+/// A KV cache of 16 positions and 4 context rows, and a scratch of 8 positions.
+struct Buffers {
+    kv: Vec<f32>,
+    ctx: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl Buffers {
+    fn new(d: &DecoderConfig) -> Self {
+        Buffers {
+            kv: vec![0.0; KvCache::<f32>::elements(d, 16)],
+            ctx: vec![0.0; KvCache::<f32>::context_elements(d, 4)],
+            scratch: vec![0.0; Scratch::elements(d, 8)],
+        }
+    }
+
+    fn session(&mut self, d: &DecoderConfig) -> (KvCache<'_, f32>, Scratch<'_>) {
+        (
+            KvCache::with_context(d, 16, &mut self.kv, 4, &mut self.ctx).unwrap(),
+            Scratch::new(d, 8, &mut self.scratch).unwrap(),
+        )
+    }
+}
+
 /// Logits of a 5-token prompt and then of 6 decode steps, each step's logits in order.
 fn run(model: &TransformerWrapper<'_, 4>) -> Vec<Vec<f32>> {
     let cfg = *model.config();
     let d = cfg.attn_layers;
-    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&d, 16)];
-    let mut ctx = vec![0.0f32; KvCache::<f32>::context_elements(&d, 4)];
-    let mut cache = KvCache::with_context(&d, 16, &mut kv, 4, &mut ctx).unwrap();
-    let mut sbuf = vec![0.0f32; Scratch::elements(&d, 8)];
-    let mut scratch = Scratch::new(&d, 8, &mut sbuf).unwrap();
+    let mut bufs = Buffers::new(&d);
+    let (mut cache, mut scratch) = bufs.session(&d);
     let context: Vec<f32> = (0..4 * d.dim)
         .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
         .collect();
@@ -175,11 +196,8 @@ fn rayon_steps_equal_one_thread_and_do_not_allocate() {
     assert!(bits(&run(&model)) == bits(&run(&parallel)));
 
     let d = cfg.attn_layers;
-    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&d, 16)];
-    let mut ctx = vec![0.0f32; KvCache::<f32>::context_elements(&d, 4)];
-    let mut cache = KvCache::with_context(&d, 16, &mut kv, 4, &mut ctx).unwrap();
-    let mut sbuf = vec![0.0f32; Scratch::elements(&d, 8)];
-    let mut scratch = Scratch::new(&d, 8, &mut sbuf).unwrap();
+    let mut bufs = Buffers::new(&d);
+    let (mut cache, mut scratch) = bufs.session(&d);
     let context = vec![0.25f32; 4 * d.dim];
     let mut logits = vec![0.0f32; cfg.logits_width()];
     parallel
