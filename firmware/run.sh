@@ -92,7 +92,7 @@ for b in "${BOARDS[@]}"; do
   # The Cortex-M3 part has 256 KiB of flash: picoformer at opt-level "s" there (README.md,
   # "Optimisation level"); at 3 on the others.
   opt=3
-  [ "$triple" = thumbv7m-none-eabi ] && opt='"s"'
+  [ "$triple" = thumbv7m-none-eabi ] && opt='"z"'
   if ! cargo build --release --quiet --target "$triple" \
       --config "profile.release.package.picoformer.opt-level=$opt"; then
     fail "$triple build"

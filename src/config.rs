@@ -209,10 +209,10 @@ pub struct DecoderConfig {
     pub custom_layers: Option<LayerTypes>,
     /// `par_ratio`: the sandwich-transformer pattern of `depth · len(block)` sublayers with
     /// `depth · len(block) / par_ratio` attention blocks first (`xt:3072-3082`).
-    pub par_ratio: Option<usize>,
+    pub par_ratio: Option<u16>,
     /// `sandwich_coef` = s: s self-attentions, `depth − s` default blocks, s feed-forwards
     /// (`xt:3083-3085`).
-    pub sandwich_coef: Option<usize>,
+    pub sandwich_coef: Option<u16>,
     /// `layers_execute_order`: the sublayers run in this order, any of them any number of
     /// times (`xt:3100, 3555-3556`); every run of an attention has its own cache layer.
     pub layers_execute_order: Option<ExecuteOrder>,
@@ -558,12 +558,12 @@ impl DecoderConfig {
     }
     /// Sets `par_ratio`.
     pub const fn par_ratio(mut self, ratio: usize) -> Self {
-        self.par_ratio = Some(ratio);
+        self.par_ratio = Some(saturating_u16(ratio));
         self
     }
     /// Sets `sandwich_coef`.
     pub const fn sandwich_coef(mut self, coef: usize) -> Self {
-        self.sandwich_coef = Some(coef);
+        self.sandwich_coef = Some(saturating_u16(coef));
         self
     }
     /// Sets `layers_execute_order`.
@@ -940,6 +940,15 @@ impl DecoderConfig {
             _ => return Err(ConfigError::TooLarge),
         }
         self.validate_layers()
+    }
+}
+
+/// `n` as a `u16`, `u16::MAX` if larger (a value no check accepts).
+pub(crate) const fn saturating_u16(n: usize) -> u16 {
+    if n > u16::MAX as usize {
+        u16::MAX
+    } else {
+        n as u16
     }
 }
 

@@ -13,14 +13,13 @@
 //! default stack of `depth` blocks is `depth` blocks here too, and a custom order costs no more
 //! blocks than it needs ([`DecoderConfig::blocks`]; a decoder holds at most `MAX_DEPTH`).
 
+use core::num::{NonZeroU128, NonZeroU64};
+
 use crate::config::DecoderConfig;
 use crate::error::ConfigError;
 
-/// The most sublayers `custom_layers` and `layers_execute_order` can list.
-pub const MAX_LISTED: usize = 64;
-
-/// More runs than a valid plan has (at most [`MAX_LISTED`] listed, 256 stored): the loops over
-/// runs stop here on a configuration that `validate` refuses.
+/// More runs than a valid plan has (at most 256 stored sublayers): the loops over runs stop
+/// here on a configuration that `validate` refuses.
 const LOOP_LIMIT: usize = 1024;
 
 /// A sublayer's kind.
@@ -35,95 +34,95 @@ pub enum Kind {
 }
 
 impl Kind {
-    const fn code(self) -> u128 {
+    const fn code(self) -> u64 {
         match self {
             Kind::Attention => 1,
             Kind::Cross => 2,
             Kind::FeedForward => 3,
         }
     }
+
+    /// The kind of a letter `a`, `c` or `f`.
+    pub const fn from_letter(letter: u8) -> Option<Kind> {
+        match letter {
+            b'a' => Some(Kind::Attention),
+            b'c' => Some(Kind::Cross),
+            b'f' => Some(Kind::FeedForward),
+            _ => None,
+        }
+    }
 }
 
-/// x-transformers' `custom_layers`: up to [`MAX_LISTED`] sublayer kinds, as a `const`-friendly
-/// value (two bits each).
+/// x-transformers' `custom_layers`: 1 to [`LayerTypes::MAX`] sublayer kinds, two bits each in
+/// one word (a configuration is copied through the loader's frames, and every byte of it counts
+/// several times on a microcontroller's stack).
 ///
 /// ```
 /// use picoformer::{DecoderConfig, LayerTypes};
 /// const CFG: DecoderConfig = DecoderConfig::new(64, 1)
 ///     .heads(4)
-///     .custom_layers(LayerTypes::parse("faaf"));
+///     .custom_layers(LayerTypes::parse("faaf").unwrap());
 /// assert_eq!(CFG.blocks(), 2); // ('f', 'a') and ('a', 'f')
 /// assert!(CFG.validate().is_ok());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LayerTypes {
-    bits: u128,
-    /// The number of kinds, or `u8::MAX` once an invalid kind or a 65th was added.
-    len: u8,
-}
+pub struct LayerTypes(NonZeroU64);
 
 impl LayerTypes {
-    /// No sublayers.
-    pub const EMPTY: Self = Self { bits: 0, len: 0 };
+    /// The most sublayers a list holds.
+    pub const MAX: usize = 32;
 
-    /// The kinds of `s`, one letter each: `a`, `c` or `f` (x-transformers accepts the string
-    /// as well as a tuple of letters). Any other letter, or more than [`MAX_LISTED`], gives a
-    /// value that [`DecoderConfig::validate`] refuses.
-    pub const fn parse(s: &str) -> Self {
-        let b = s.as_bytes();
-        let mut t = Self::EMPTY;
-        let mut i = 0;
-        while i < b.len() {
-            t = t.push_letter(b[i]);
+    /// The kinds of `s`, one letter each: `a`, `c` or `f` (x-transformers takes the string as
+    /// well as a tuple of letters); `None` for any other letter, none, or more than [`Self::MAX`].
+    pub const fn parse(s: &str) -> Option<Self> {
+        Self::from_letters(s.as_bytes())
+    }
+
+    /// As [`Self::parse`], from bytes.
+    pub const fn from_letters(letters: &[u8]) -> Option<Self> {
+        if letters.is_empty() || letters.len() > Self::MAX {
+            return None;
+        }
+        let (mut bits, mut i) = (0u64, 0);
+        while i < letters.len() {
+            match Kind::from_letter(letters[i]) {
+                Some(k) => bits |= k.code() << (2 * i),
+                None => return None,
+            }
             i += 1;
         }
-        t
-    }
-
-    /// This list with the kind of one more letter (`a`, `c`, `f`) at the end; see [`Self::parse`].
-    pub const fn push_letter(self, letter: u8) -> Self {
-        match letter {
-            b'a' => self.push(Kind::Attention),
-            b'c' => self.push(Kind::Cross),
-            b'f' => self.push(Kind::FeedForward),
-            _ => Self::INVALID,
+        match NonZeroU64::new(bits) {
+            Some(b) => Some(Self(b)),
+            None => None,
         }
     }
 
-    /// This list with `kind` at the end.
-    pub const fn push(self, kind: Kind) -> Self {
-        let n = self.len as usize;
-        if n >= MAX_LISTED {
-            return Self::INVALID;
+    /// The list of `kinds`; `None` for none or more than [`Self::MAX`].
+    pub const fn from_kinds(kinds: &[Kind]) -> Option<Self> {
+        if kinds.is_empty() || kinds.len() > Self::MAX {
+            return None;
         }
-        Self {
-            bits: self.bits | (kind.code() << (2 * n)),
-            len: self.len + 1,
+        let (mut bits, mut i) = (0u64, 0);
+        while i < kinds.len() {
+            bits |= kinds[i].code() << (2 * i);
+            i += 1;
+        }
+        match NonZeroU64::new(bits) {
+            Some(b) => Some(Self(b)),
+            None => None,
         }
     }
 
-    const INVALID: Self = Self {
-        bits: 0,
-        len: u8::MAX,
-    };
-
-    /// Whether every letter was a kind and there were at most [`MAX_LISTED`].
-    pub const fn is_valid(&self) -> bool {
-        self.len != u8::MAX
-    }
-
-    /// The number of kinds (0 if invalid).
+    /// The number of kinds (1 to [`Self::MAX`]).
     pub const fn len(&self) -> usize {
-        if self.is_valid() {
-            self.len as usize
-        } else {
-            0
-        }
+        // Every kind's code is nonzero and the list ends at the first zero pair.
+        let used = u64::BITS - self.0.get().leading_zeros();
+        used.div_ceil(2) as usize
     }
 
-    /// Whether the list is empty (or invalid).
+    /// Always false: a list has at least one kind.
     pub const fn is_empty(&self) -> bool {
-        self.len() == 0
+        false
     }
 
     /// Kind `i`.
@@ -131,7 +130,7 @@ impl LayerTypes {
         if i >= self.len() {
             return None;
         }
-        match (self.bits >> (2 * i)) & 3 {
+        match (self.0.get() >> (2 * i)) & 3 {
             1 => Some(Kind::Attention),
             2 => Some(Kind::Cross),
             _ => Some(Kind::FeedForward),
@@ -139,65 +138,47 @@ impl LayerTypes {
     }
 }
 
-/// x-transformers' `layers_execute_order`: up to [`MAX_LISTED`] sublayer indices, each below
-/// 256, as a `const`-friendly value.
+/// x-transformers' `layers_execute_order`: 1 to [`ExecuteOrder::MAX`] runs, each the index of a
+/// sublayer below 63, six bits each in one 128-bit word (see [`LayerTypes`] on why compact).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExecuteOrder {
-    order: [u8; MAX_LISTED],
-    /// The number of indices, or `u8::MAX` once an index ≥ 256 or a 65th was added.
-    len: u8,
-}
+pub struct ExecuteOrder(NonZeroU128);
 
 impl ExecuteOrder {
-    /// No runs.
-    pub const EMPTY: Self = Self {
-        order: [0; MAX_LISTED],
-        len: 0,
-    };
+    /// The most runs an order holds.
+    pub const MAX: usize = 21;
+    /// Sublayer indices are below this.
+    pub const MAX_INDEX: usize = 63;
 
-    /// The indices of `order`; more than [`MAX_LISTED`], or one of 256 or more, give a value
-    /// that [`DecoderConfig::validate`] refuses.
-    pub const fn new(order: &[usize]) -> Self {
-        let mut o = Self::EMPTY;
-        let mut i = 0;
+    /// The runs of `order`; `None` for none, more than [`Self::MAX`], or an index of
+    /// [`Self::MAX_INDEX`] or more.
+    pub const fn new(order: &[usize]) -> Option<Self> {
+        if order.is_empty() || order.len() > Self::MAX {
+            return None;
+        }
+        let (mut bits, mut i) = (0u128, 0);
         while i < order.len() {
-            o = o.push(order[i]);
+            if order[i] >= Self::MAX_INDEX {
+                return None;
+            }
+            // index + 1: a zero field ends the order.
+            bits |= ((order[i] + 1) as u128) << (6 * i);
             i += 1;
         }
-        o
-    }
-
-    /// This order with one more run, of sublayer `index`.
-    pub const fn push(mut self, index: usize) -> Self {
-        let n = self.len as usize;
-        if n >= MAX_LISTED || index > u8::MAX as usize {
-            return Self {
-                order: [0; MAX_LISTED],
-                len: u8::MAX,
-            };
+        match NonZeroU128::new(bits) {
+            Some(b) => Some(Self(b)),
+            None => None,
         }
-        self.order[n] = index as u8;
-        self.len += 1;
-        self
     }
 
-    /// Whether it holds at most [`MAX_LISTED`] indices, each below 256.
-    pub const fn is_valid(&self) -> bool {
-        self.len != u8::MAX
-    }
-
-    /// The number of runs (0 if invalid).
+    /// The number of runs (1 to [`Self::MAX`]).
     pub const fn len(&self) -> usize {
-        if self.is_valid() {
-            self.len as usize
-        } else {
-            0
-        }
+        let used = u128::BITS - self.0.get().leading_zeros();
+        used.div_ceil(6) as usize
     }
 
-    /// Whether there are no runs (or the order is invalid).
+    /// Always false: an order has at least one run.
     pub const fn is_empty(&self) -> bool {
-        self.len() == 0
+        false
     }
 
     /// Run `i`'s sublayer index.
@@ -205,7 +186,7 @@ impl ExecuteOrder {
         if i >= self.len() {
             return None;
         }
-        Some(self.order[i] as usize)
+        Some(((self.0.get() >> (6 * i)) & 63) as usize - 1)
     }
 }
 
@@ -226,15 +207,18 @@ pub struct BlockPlan {
 impl DecoderConfig {
     /// The default block: ('a', ['c',] 'f'), with `macaron` a first 'f' (`xt:3002-3010`).
     const fn default_block(&self) -> LayerTypes {
-        let mut t = LayerTypes::EMPTY;
-        if self.macaron {
-            t = t.push(Kind::FeedForward);
-        }
-        t = t.push(Kind::Attention);
+        let mut kinds = [Kind::FeedForward; 4];
+        let mut n = self.macaron as usize;
+        kinds[n] = Kind::Attention;
+        n += 1;
         if self.cross_attend {
-            t = t.push(Kind::Cross);
+            kinds[n] = Kind::Cross;
+            n += 1;
         }
-        t.push(Kind::FeedForward)
+        match LayerTypes::from_kinds(kinds.split_at(n + 1).0) {
+            Some(t) => t,
+            None => LayerTypes(NonZeroU64::MIN), // (never: 2 to 4 kinds)
+        }
     }
 
     /// Whether the sublayers are not `depth` default blocks: `custom_layers`, `par_ratio` or
@@ -270,6 +254,7 @@ impl DecoderConfig {
         } else if self.par_ratio.is_some() {
             self.depth.saturating_mul(block)
         } else if let Some(s) = self.sandwich_coef {
+            let s = s as usize;
             let middle = self.depth.saturating_sub(s).saturating_mul(block);
             middle.saturating_add(s.saturating_mul(2))
         } else if self.weight_tie_layers {
@@ -289,6 +274,7 @@ impl DecoderConfig {
             };
         }
         if let Some(ratio) = self.par_ratio {
+            let ratio = ratio as usize;
             // par_block = the default block without 'f', then 'f's up to par_width; par_attn of
             // them, then 'f's to the end.
             let Some((par_attn, width)) = self.par_shape(ratio) else {
@@ -304,6 +290,7 @@ impl DecoderConfig {
             };
         }
         if let Some(s) = self.sandwich_coef {
+            let s = s as usize;
             let middle = self.depth.saturating_sub(s).saturating_mul(block.len());
             return if i < s {
                 Kind::Attention
@@ -461,15 +448,10 @@ impl DecoderConfig {
                 "layers_execute_order",
             ));
         }
-        if let Some(t) = self.custom_layers {
-            if t.is_empty() {
-                return Err(ConfigError::Layers(
-                    "custom_layers",
-                    "must list 1 to 64 sublayers, each 'a', 'c' or 'f'",
-                ));
-            }
+        if self.custom_layers.is_some() {
+            // (`LayerTypes` holds 1 to 32 kinds by construction.)
         } else if let Some(ratio) = self.par_ratio {
-            if self.par_shape(ratio).is_none() {
+            if self.par_shape(ratio as usize).is_none() {
                 return Err(ConfigError::Layers(
                     "par_ratio",
                     "must be above 1 and at most depth × the block's sublayers, with the \
@@ -477,7 +459,7 @@ impl DecoderConfig {
                 ));
             }
         } else if let Some(s) = self.sandwich_coef {
-            if s == 0 || s > self.depth {
+            if s == 0 || s as usize > self.depth {
                 return Err(ConfigError::Layers(
                     "sandwich_coef",
                     "must be 1 to depth (x-transformers asserts)",
@@ -508,19 +490,14 @@ impl DecoderConfig {
             }
         }
         if let Some(o) = self.layers_execute_order {
-            if o.is_empty() {
+            // Indices are below 63 (`ExecuteOrder`), so 63 sublayers at most can all run.
+            if self.stored_layers() > ExecuteOrder::MAX_INDEX {
                 return Err(ConfigError::Layers(
                     "layers_execute_order",
-                    "must list 1 to 64 runs, each a sublayer index below 256",
+                    "over 63 sublayers, more than an order can name",
                 ));
             }
-            if self.stored_layers() > 256 {
-                return Err(ConfigError::Layers(
-                    "layers_execute_order",
-                    "more than 256 sublayers",
-                ));
-            }
-            let mut ran = [false; 256];
+            let mut ran = 0u64;
             let mut j = 0;
             while j < o.len() {
                 let i = self.run(j);
@@ -530,12 +507,12 @@ impl DecoderConfig {
                         "runs a sublayer that does not exist",
                     ));
                 }
-                ran[i] = true;
+                ran |= 1 << i;
                 j += 1;
             }
             let mut i = 0;
             while i < self.stored_layers() {
-                if !ran[i] {
+                if ran & (1 << i) == 0 {
                     return Err(ConfigError::Layers(
                         "layers_execute_order",
                         "never runs one of the sublayers (its weights would be ignored)",

@@ -203,10 +203,13 @@ proptest! {
         cfg.cross_attend = false;
         cfg.cross_attn_dim_context = None;
         // ... and drawn custom sublayers without their cross-attentions.
-        cfg.custom_layers = cfg.custom_layers.map(|t| {
-            let kept = (0..t.len()).filter_map(|i| t.get(i)).filter(|k| *k != Kind::Cross);
-            kept.fold(LayerTypes::EMPTY, LayerTypes::push)
-        }).filter(|t| !t.is_empty());
+        cfg.custom_layers = cfg.custom_layers.and_then(|t| {
+            let kept: Vec<Kind> = (0..t.len())
+                .filter_map(|i| t.get(i))
+                .filter(|k| *k != Kind::Cross)
+                .collect();
+            LayerTypes::from_kinds(&kept)
+        });
         // (An execute order drawn over the cross-attending stack indexes other sublayers.)
         if cfg.validate().is_err() {
             cfg.layers_execute_order = None;

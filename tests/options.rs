@@ -454,12 +454,12 @@ fn supported_case(name: &str) -> (&'static str, Apply) {
         "weight_tie_layers" => ("true", Some(|c, _| c.weight_tie_layers = true)),
         "custom_layers" => (
             "[\"a\", \"f\", \"f\"]",
-            Some(|c, _| c.custom_layers = Some(LayerTypes::parse("aff"))),
+            Some(|c, _| c.custom_layers = LayerTypes::parse("aff")),
         ),
         // The base's one block ('a', 'f') run as 'f', 'a', 'f'.
         "layers_execute_order" => (
             "[1, 0, 1]",
-            Some(|c, _| c.layers_execute_order = Some(ExecuteOrder::new(&[1, 0, 1]))),
+            Some(|c, _| c.layers_execute_order = ExecuteOrder::new(&[1, 0, 1])),
         ),
         // With depth 1 both patterns are the default block: computed, the same numbers.
         "par_ratio" => ("2", Some(|c, _| c.par_ratio = Some(2))),

@@ -120,23 +120,9 @@ pub fn run() -> ! {
 /// Loads, decodes three ways, compares; prints the report. Returns the exit status.
 #[inline(never)] // its own frame: the steps of `run` never overlap, so neither do their frames
 fn check(force_mismatch: bool) -> i32 {
-    // Zero-copy: the weights stay where the file is (flash, or the DDR on the AN547). The model
-    // value (its table of tensor views, a few KB) is built in place in a static, like the other
-    // large buffers, so it costs no stack.
-    // SAFETY: `check` runs once, on one core; nothing else refers to MODEL_SLOT.
-    let slot = unsafe { &mut *addr_of_mut!(MODEL_SLOT) };
-    let model = match Model::<MAX_DEPTH>::from_safetensors_in(&MODEL_FILE.0, slot) {
-        Ok(()) => match &*slot {
-            Some(Model::Wrapper(w)) => w,
-            _ => {
-                println!("error: the model file holds a raw Decoder");
-                return LIB_ERROR;
-            }
-        },
-        Err(e) => {
-            println!("error: cannot load the model: {e}");
-            return LIB_ERROR;
-        }
+    let model = match load() {
+        Ok(model) => model,
+        Err(status) => return status,
     };
     if *model.config() != CONFIG {
         println!("error: the file's configuration differs from the one the buffers were sized for");
@@ -148,6 +134,30 @@ fn check(force_mismatch: bool) -> i32 {
         Err(e) => {
             println!("error: {e}");
             LIB_ERROR
+        }
+    }
+}
+
+/// Loads the embedded model file. Zero-copy: the weights stay where the file is (flash, or the
+/// DDR on the AN547). The model value (its table of tensor views, a few KB) is built in place in
+/// a static, like the other large buffers, so it costs no stack. Not inlined: the loader's
+/// temporaries (configurations, errors) are off the stack before decoding starts, whose chain
+/// of frames is then the deeper one.
+#[inline(never)]
+fn load() -> Result<&'static TransformerWrapper<'static, MAX_DEPTH>, i32> {
+    // SAFETY: `load` runs once, on one core; nothing else refers to MODEL_SLOT.
+    let slot = unsafe { &mut *addr_of_mut!(MODEL_SLOT) };
+    match Model::<MAX_DEPTH>::from_safetensors_in(&MODEL_FILE.0, slot) {
+        Ok(()) => match &*slot {
+            Some(Model::Wrapper(w)) => Ok(w),
+            _ => {
+                println!("error: the model file holds a raw Decoder");
+                Err(LIB_ERROR)
+            }
+        },
+        Err(e) => {
+            println!("error: cannot load the model: {e}");
+            Err(LIB_ERROR)
         }
     }
 }

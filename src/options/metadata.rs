@@ -5,7 +5,7 @@
 //! `{"decoder" | "encoder": {...}, "wrapper": {...} | null}`, `{"decoder" | "encoder": {...},
 //! "continuous_wrapper": {...}}` or `{"xtransformer": {...}}`.
 
-use crate::config::{DecoderConfig, WrapperConfig};
+use crate::config::{saturating_u16, DecoderConfig, WrapperConfig};
 use crate::continuous::ContinuousConfig;
 use crate::error::{ConfigError, Error};
 use crate::json::{JsonError, JsonErrorKind, JsonStr, Parser, ValueKind};
@@ -417,34 +417,43 @@ fn optional_usize(p: &mut Parser<'_>) -> Result<Option<usize>, JsonError> {
 }
 
 /// `custom_layers`: a string of sublayer letters, or an array of one-letter strings (both are
-/// what x-transformers iterates); anything else gives an invalid (empty) list.
-fn layer_types(p: &mut Parser<'_>) -> Result<LayerTypes, JsonError> {
-    let mut t = LayerTypes::EMPTY;
-    if p.kind()? == ValueKind::String {
-        for &b in p.string()?.raw().as_bytes() {
-            t = t.push_letter(b);
+/// what x-transformers iterates); `None` for another letter, none or too many.
+fn layer_types(p: &mut Parser<'_>) -> Result<Option<LayerTypes>, JsonError> {
+    let mut letters = [0u8; LayerTypes::MAX + 1];
+    let mut n = 0;
+    let mut add = |b: u8| {
+        if let Some(slot) = letters.get_mut(n) {
+            *slot = b;
         }
-        return Ok(t);
+        n += 1;
+    };
+    if p.kind()? == ValueKind::String {
+        p.string()?.raw().bytes().for_each(&mut add);
+    } else {
+        p.begin_array()?;
+        while p.next_element()? {
+            match p.string()?.raw().as_bytes() {
+                [b] => add(*b),
+                _ => add(0),
+            }
+        }
     }
-    p.begin_array()?;
-    while p.next_element()? {
-        t = match p.string()?.raw().as_bytes() {
-            [b] => t.push_letter(*b),
-            _ => t.push_letter(0),
-        };
-    }
-    Ok(t)
+    Ok(letters.get(..n).and_then(LayerTypes::from_letters))
 }
 
-/// `layers_execute_order`: an array of sublayer indices (too many or too large give an invalid,
-/// empty order).
-fn execute_order(p: &mut Parser<'_>) -> Result<ExecuteOrder, JsonError> {
-    let mut o = ExecuteOrder::EMPTY;
+/// `layers_execute_order`: an array of sublayer indices; `None` for none, too many or too large.
+fn execute_order(p: &mut Parser<'_>) -> Result<Option<ExecuteOrder>, JsonError> {
+    let mut order = [0usize; ExecuteOrder::MAX + 1];
+    let mut n = 0;
     p.begin_array()?;
     while p.next_element()? {
-        o = o.push(p.usize()?);
+        let i = p.usize()?;
+        if let Some(slot) = order.get_mut(n) {
+            *slot = i;
+        }
+        n += 1;
     }
-    Ok(o)
+    Ok(order.get(..n).and_then(ExecuteOrder::new))
 }
 
 /// A number, or a bool as Python's arithmetic reads it (`False` is 0, `True` is 1).
@@ -605,31 +614,31 @@ impl LayersReader {
                 self.have_depth = depth.is_some();
             }
             "custom_layers" => {
-                let t = typed(p, raw, text, layer_types)?;
-                if t.is_empty() {
-                    return Err(LoadError::UnsupportedOption {
+                c.custom_layers = Some(typed(p, raw, text, layer_types)?.ok_or(
+                    LoadError::UnsupportedOption {
                         option: raw,
                         value: text,
-                        reason: "must list 1 to 64 sublayers, each 'a', 'c' or 'f'",
-                    });
-                }
-                c.custom_layers = Some(t);
+                        reason: "picoformer takes 1 to 32 sublayers, each 'a', 'c' or 'f'",
+                    },
+                )?);
             }
             "layers_execute_order" => {
-                let o = typed(p, raw, text, execute_order)?;
-                if o.is_empty() {
-                    return Err(LoadError::UnsupportedOption {
+                c.layers_execute_order = Some(typed(p, raw, text, execute_order)?.ok_or(
+                    LoadError::UnsupportedOption {
                         option: raw,
                         value: text,
-                        reason: "must list 1 to 64 runs, each a sublayer index below 256",
-                    });
-                }
-                c.layers_execute_order = Some(o);
+                        reason: "picoformer takes 1 to 21 runs, each a sublayer index below 63",
+                    },
+                )?);
             }
-            "par_ratio" => c.par_ratio = typed(p, raw, text, optional_usize)?,
+            "par_ratio" => {
+                c.par_ratio = typed(p, raw, text, optional_usize)?.map(saturating_u16);
+            }
             "residual_attn" => c.residual_attn = typed(p, raw, text, Parser::bool)?,
             "cross_residual_attn" => c.cross_residual_attn = typed(p, raw, text, Parser::bool)?,
-            "sandwich_coef" => c.sandwich_coef = typed(p, raw, text, optional_usize)?,
+            "sandwich_coef" => {
+                c.sandwich_coef = typed(p, raw, text, optional_usize)?.map(saturating_u16);
+            }
             "heads" => c.heads = typed(p, raw, text, Parser::usize)?,
             "attn_dim_head" => c.attn_dim_head = typed(p, raw, text, Parser::usize)?,
             "attn_kv_heads" => c.attn_kv_heads = typed(p, raw, text, optional_usize)?,

@@ -87,10 +87,10 @@ pub fn ref_config(cfg: &DecoderConfig, wrapper: Option<&WrapperConfig>) -> RefCo
                     })
                     .collect()
             }),
-            par_ratio: cfg.par_ratio,
+            par_ratio: cfg.par_ratio.map(usize::from),
             residual_attn: cfg.residual_attn,
             cross_residual_attn: cfg.cross_residual_attn,
-            sandwich_coef: cfg.sandwich_coef,
+            sandwich_coef: cfg.sandwich_coef.map(usize::from),
             execute_order: cfg
                 .layers_execute_order
                 .map(|o| (0..o.len()).filter_map(|i| o.get(i)).collect()),
@@ -407,16 +407,19 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                         if cross && !t.contains('c') {
                             t.push('c');
                         }
-                        c.custom_layers = Some(LayerTypes::parse(&t));
+                        c.custom_layers = LayerTypes::parse(&t);
                     }
                     // (A cross-attending model keeps at least one default block, with its 'c'.)
                     3 if letters[0] == 0 => {
-                        c.sandwich_coef =
-                            Some(1 + letters[1] % depth).filter(|&s| !cross || s < depth);
+                        c.sandwich_coef = Some(1 + letters[1] % depth)
+                            .filter(|&s| !cross || s < depth)
+                            .map(|s| s as u16);
                     }
                     3 => {
                         let most = c.stored_layers();
-                        c.par_ratio = (2..=most).find(|&r| c.par_ratio(r).validate().is_ok());
+                        c.par_ratio = (2..=most)
+                            .find(|&r| c.par_ratio(r).validate().is_ok())
+                            .map(|r| r as u16);
                     }
                     4 if c.stored_layers() <= 8 => {
                         let stored = c.stored_layers();
@@ -427,7 +430,7 @@ pub fn decoder_config() -> impl Strategy<Value = DecoderConfig> {
                         for k in 0..order[0] % 3 {
                             o.push(order[k + 1] % stored);
                         }
-                        c.layers_execute_order = Some(ExecuteOrder::new(&o));
+                        c.layers_execute_order = ExecuteOrder::new(&o);
                         // The first run of a self-attention keeps the values (refused here).
                         c.add_value_residual = false;
                     }

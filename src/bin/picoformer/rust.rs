@@ -28,6 +28,12 @@ impl Lit for usize {
     }
 }
 
+impl Lit for u16 {
+    fn lit(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl Lit for bool {
     fn lit(&self) -> String {
         self.to_string()
@@ -62,7 +68,7 @@ impl Lit for LayerTypes {
                 Kind::FeedForward => 'f',
             })
             .collect();
-        format!("picoformer::LayerTypes::parse({letters:?})")
+        format!("picoformer::LayerTypes::parse({letters:?}).unwrap()")
     }
 }
 
@@ -72,7 +78,10 @@ impl Lit for ExecuteOrder {
             .filter_map(|i| self.get(i))
             .map(|i| i.to_string())
             .collect();
-        format!("picoformer::ExecuteOrder::new(&[{}])", order.join(", "))
+        format!(
+            "picoformer::ExecuteOrder::new(&[{}]).unwrap()",
+            order.join(", ")
+        )
     }
 }
 
@@ -203,12 +212,13 @@ fn decoder_expr(c: &DecoderConfig) -> (String, DecoderConfig) {
         c.add_value_residual,
         add_value_residual(c.learned_value_residual_mix)
     );
-    some!(
-        custom_layers,
-        par_ratio,
-        sandwich_coef,
-        layers_execute_order
-    );
+    some!(custom_layers, layers_execute_order);
+    if let Some(r) = c.par_ratio {
+        call!(true, par_ratio(usize::from(r)));
+    }
+    if let Some(s) = c.sandwich_coef {
+        call!(true, sandwich_coef(usize::from(s)));
+    }
     field!(residual_attn, cross_residual_attn);
 
     // Whatever the builders leave different (a value no builder sets alone), by field.
@@ -635,11 +645,11 @@ mod tests {
             base.rotary_xpos(256)
                 .weight_tie_layers(true)
                 .add_value_residual(false),
-            base.custom_layers(LayerTypes::parse("faaf"))
+            base.custom_layers(LayerTypes::parse("faaf").unwrap())
                 .residual_attn(true)
                 .cross_residual_attn(true),
             base.par_ratio(2).sandwich_coef(1),
-            base.layers_execute_order(ExecuteOrder::new(&[1, 0, 1])),
+            base.layers_execute_order(ExecuteOrder::new(&[1, 0, 1]).unwrap()),
             // Values no builder sets on their own: written by field.
             DecoderConfig {
                 softclamp_output_value: 12.0,
