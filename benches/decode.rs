@@ -26,7 +26,7 @@
 //! `parallel/stories15M/*`: a decode step on one thread and split over two
 //! (`with_parallel(&Rayon { parts: 2 })`, `crate::parallel`), side by side, on the wall clock
 //! (the thread CPU clock would miss the second thread); the Q8_0 model on the int8 path over
-//! the weights as stored (int8 panels are not split).
+//! the weights as stored and over int8 panels.
 //!
 //! Run: `cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3`.
 
@@ -369,12 +369,18 @@ mod imp {
             .build()
             .unwrap();
         let mut g = c.benchmark_group("parallel/stories15M");
-        for kind in ["f32", "f16", "q8_0_int8"] {
+        for kind in ["f32", "f16", "q8_0_int8", "q8_0_int8_panels"] {
             let base = kind.split("_int8").next().unwrap_or(kind);
             let (t, bytes) = table(base, &shapes);
-            let one = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name))
+            let stored = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name))
                 .unwrap()
-                .with_int8_activations(kind.ends_with("_int8"));
+                .with_int8_activations(kind.contains("_int8"));
+            let mut arena8 = huge(&vec![0u8; stored.int8_panels_len()]);
+            let one = if kind.ends_with("_panels") {
+                stored.with_int8_panels(&mut arena8).unwrap()
+            } else {
+                stored
+            };
             let two = one.with_parallel(&pool);
             g.throughput(Throughput::Bytes(bytes));
             for (threads, model) in [("1", &one), ("2", &two)] {

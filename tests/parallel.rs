@@ -183,14 +183,8 @@ fn split_steps_equal_one_thread_bit_for_bit() {
             };
             let split = bits(&run(&model.with_parallel(&exec)));
             assert!(one == split, "{name}, {parts} parts: the numbers differ");
-            // 6 steps × (2 blocks × one 512-row feed-forward matrix + the 300-row logits), but
-            // for int8 panels (the wrapper's logits too), which a step does not split.
-            let steps = if name.contains("panels") && name.contains("int8") {
-                0
-            } else {
-                6 * 3
-            };
-            assert_eq!(exec.split.load(Ordering::Relaxed), steps, "{name}");
+            // 6 steps × (2 blocks × one 512-row feed-forward matrix + the 300-row logits)
+            assert_eq!(exec.split.load(Ordering::Relaxed), 6 * 3, "{name}");
         }
     }
 }

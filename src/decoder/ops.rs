@@ -461,25 +461,35 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     ) -> Result<(), Error> {
         let n = x.len() / cols.max(1);
         // One position: the rows split over the executor's parts ([`crate::parallel`]), each
-        // part the same kernel over its rows (whole strips, so the same sums).
+        // part the same kernel over its rows (whole strips and panels, so the same sums).
         let int8 = self.int8;
+        // (Shapes checked here so that a split never slices past a tensor; the kernels report
+        // a mismatch.)
         let whole = Some(w.len()) == y.len().checked_mul(cols);
-        if let (1, Some(par), false, true) = (n, self.parallel, self.int8_panels_in(packed), whole)
-        {
+        if let (1, Some(par), true) = (n, self.parallel, whole) {
             let per = rows_per_part(y.len(), par.0.parts());
             if per < y.len() {
                 return par.0.run(y, per, &|i, part| {
-                    let w = w.slice(i * per * cols, part.len() * cols);
-                    Self::product((w, int8), None, cols, x, part)
+                    let (start, rows) = (i * per, part.len());
+                    let packed = match packed {
+                        // The int8 panels of the part's rows (64 a part: whole panels).
+                        Some(Packed::Int8(p)) if int8 => Some(Packed::Int8(
+                            p.rows_view(start, rows).ok_or(Error::KernelShape {
+                                kernel: "matmul_int8_panels",
+                                arg: "rows",
+                                expected: p.rows(),
+                                found: start + rows,
+                            })?,
+                        )),
+                        // (f32 panels serve two positions or more only.)
+                        _ => None,
+                    };
+                    let w = w.slice(start * cols, rows * cols);
+                    Self::product((w, int8), packed, cols, x, part)
                 });
             }
         }
         Self::product((w, int8), packed, cols, x, y)
-    }
-
-    /// Whether the product by `packed` runs over int8 panels (which are not split).
-    fn int8_panels_in(&self, packed: Option<Packed<'_>>) -> bool {
-        self.int8 && matches!(packed, Some(Packed::Int8(_)))
     }
 
     /// Y = X·Wᵀ by the kernel for `w` (with `int8`: Q8_0 on the int8 path) and its packing.

@@ -133,6 +133,28 @@ impl<'a> Int8Panels<'a> {
         })
     }
 
+    /// Rows `start..start + len` of W, `start` a multiple of [`INT8_PANEL`]: a view of their
+    /// panels (the same bytes, so a product over it gives those rows' numbers bit for bit).
+    /// `None` if the range is not such rows of W.
+    pub(crate) fn rows_view(&self, start: usize, len: usize) -> Option<Self> {
+        let end = start.checked_add(len)?;
+        if !start.is_multiple_of(INT8_PANEL) || end > self.rows {
+            return None;
+        }
+        let nb = self.cols / Q8_0_BLOCK;
+        let (p0, p1) = (start / INT8_PANEL, end.div_ceil(INT8_PANEL));
+        Some(Int8Panels {
+            quants: self
+                .quants
+                .get(p0 * nb * GROUP_BYTES..p1 * nb * GROUP_BYTES)?,
+            scales: self
+                .scales
+                .get(p0 * nb * SCALE_BYTES..p1 * nb * SCALE_BYTES)?,
+            rows: len,
+            cols: self.cols,
+        })
+    }
+
     /// Rows of W (columns of Y).
     pub const fn rows(&self) -> usize {
         self.rows
