@@ -80,6 +80,8 @@ pub mod parallel;
 pub mod q8_0;
 pub mod safetensors;
 pub mod sampling;
+#[cfg(feature = "std")]
+pub mod session;
 
 pub use cache::KvCache;
 pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};
