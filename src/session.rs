@@ -38,6 +38,7 @@
 //! a depth above 16 blocks) use the core API directly: `examples/static_buffers.rs` and the
 //! [`crate::generate`] module show it.
 
+use std::boxed::Box;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::vec::Vec;
@@ -109,7 +110,7 @@ pub enum SessionError {
     /// The path is not a regular file (a directory, a device...).
     NotAFile(PathBuf),
     /// The bytes are not a model file picoformer loads.
-    Load(OwnedLoadError),
+    Load(Box<OwnedLoadError>),
     /// The file holds a raw `Decoder` (embeddings in): a session needs a `TransformerWrapper`
     /// (tokens in, logits out).
     NotAWrapper,
@@ -172,7 +173,7 @@ impl core::error::Error for SessionError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
             SessionError::Io { error, .. } => Some(error),
-            SessionError::Load(e) => Some(e),
+            SessionError::Load(e) => Some(&**e),
             SessionError::Model(e) => Some(e),
             SessionError::Sampler(e) => Some(e),
             SessionError::Generate(e) => Some(e),
@@ -189,7 +190,7 @@ impl From<GenerateError> for SessionError {
 
 impl From<OwnedLoadError> for SessionError {
     fn from(e: OwnedLoadError) -> Self {
-        SessionError::Load(e)
+        SessionError::Load(Box::new(e))
     }
 }
 
@@ -269,7 +270,7 @@ fn wrapper(bytes: &[u8]) -> Result<TransformerWrapper<'_>, SessionError> {
     match Model::from_safetensors(bytes) {
         Ok(Model::Wrapper(w)) => Ok(w),
         Ok(Model::Decoder(_)) => Err(SessionError::NotAWrapper),
-        Err(e) => Err(SessionError::Load(e.into_owned())),
+        Err(e) => Err(SessionError::Load(Box::new(e.into_owned()))),
     }
 }
 
