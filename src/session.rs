@@ -31,8 +31,8 @@
 //!
 //! The model's weights are views into the bytes, so a session does not keep a parsed model next
 //! to the bytes it owns (that would borrow from itself): [`Session::model`] parses the file's
-//! header again, which costs the header's JSON and a lookup per tensor (tens of microseconds for
-//! the demo model), once per call, not per token.
+//! header again, which costs the header's JSON and a lookup per tensor (small next to a prefill;
+//! not measured separately), once per call, not per token.
 //!
 //! Lower-level needs (an f16 cache, prefill or int8 panels, threads, a cross-attention context,
 //! a depth above 16 blocks) use the core API directly: `examples/static_buffers.rs` and the
