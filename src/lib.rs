@@ -44,6 +44,23 @@
 //! assert_eq!(cache.len(), 3);
 //! # Ok::<(), picoformer::Error>(())
 //! ```
+//!
+//! On a host, the `std` feature adds [`session::Session`]: a model file read from a path (or
+//! borrowed, e.g. from a memory map) with every buffer sized from these `const fn`s and owned,
+//! then prompt tokens in, a stream of tokens out, with the sampler, a token budget and the stop
+//! reason:
+//!
+//! ```
+//! # #[cfg(feature = "std")] {
+//! use picoformer::generate::GenerateConfig;
+//! use picoformer::session::{Session, SessionConfig};
+//!
+//! let mut session = Session::open("models/demo.safetensors", SessionConfig::new())?;
+//! let (tokens, done) = session.generate_tokens(&b"Emma".map(u32::from), GenerateConfig::new(8))?;
+//! assert_eq!((tokens.len(), done.new_tokens), (8, 8));
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -80,6 +97,8 @@ pub mod parallel;
 pub mod q8_0;
 pub mod safetensors;
 pub mod sampling;
+#[cfg(feature = "std")]
+pub mod session;
 
 pub use cache::KvCache;
 pub use config::{Activation, DecoderConfig, Norm, WrapperConfig};

@@ -44,7 +44,8 @@ use crate::options::{read_config, METADATA_KEY};
 ///
 /// (`fs::read`'s buffer is as aligned as the allocator makes it, 16 bytes on the usual hosts;
 /// a tensor that is not aligned for its element type is refused with
-/// [`FormatErrorOf::Misaligned`], never copied. `examples/generate.rs` reads into `u64`s.)
+/// [`FormatErrorOf::Misaligned`], never copied. With `std`, `session::Session::open` reads into
+/// aligned memory.)
 ///
 /// A borrowed error is not itself an `Error`: the standard library's conversion of any
 /// `Error` into a `Box<dyn Error>` needs it `'static`, and would take the place of this one.

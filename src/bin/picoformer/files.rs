@@ -1,5 +1,6 @@
-//! Reading files into aligned memory (as a memory map or a flash section would give), aligned
-//! working buffers, and writing small safetensors files.
+//! Model files memory-mapped (or, where mapping fails, read into aligned memory, as a flash
+//! section would give them), other files read into aligned memory, aligned working buffers, and
+//! writing small safetensors files.
 
 use std::fmt::Write as _;
 
@@ -80,18 +81,7 @@ impl Aligned {
         let fail = |e: std::io::Error| CliError::Failed(format!("cannot read {path}: {e}"));
         let mut file = std::fs::File::open(path).map_err(fail)?;
         let meta = file.metadata().map_err(fail)?;
-        if !meta.is_file() {
-            return Err(CliError::Failed(format!(
-                "cannot read {path}: not a regular file"
-            )));
-        }
-        if meta.len() > MAX_FILE {
-            return Err(CliError::Failed(format!(
-                "cannot read {path}: {} bytes, more than the {} this tool reads",
-                meta.len(),
-                human(MAX_FILE)
-            )));
-        }
+        check_file(path, &meta)?;
         // Read straight into the aligned buffer (one copy of the file in memory, not two).
         let len = meta.len() as usize;
         let mut words = AlignedVec::<u64>::zeroed(len.div_ceil(8), path)?;
@@ -109,6 +99,82 @@ impl Aligned {
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.words)[..self.len]
     }
+}
+
+/// A model file's bytes: the file mapped read-only (page-aligned, so every tensor can be viewed
+/// in place, and the weights are the page cache's pages: one copy of the file in memory, none on
+/// the heap), or, where the system cannot map it, read into an [`Aligned`] buffer.
+///
+/// The hazard of a map: its bytes are the file's, so a file changed or truncated by another
+/// program while this one runs changes the weights under it, and a truncated page kills the
+/// process with SIGBUS when it is touched. The tool never writes a file it has mapped
+/// (`quantize` drops its input's map before it writes, in case OUT is MODEL). Set
+/// `PICOFORMER_MMAP=0` to read the file instead (a private copy, twice the memory at peak).
+pub enum ModelFile {
+    Mapped(memmap2::Mmap),
+    Read(Aligned),
+}
+
+impl ModelFile {
+    /// Opens `path` (a regular file of at most [`MAX_FILE`] bytes, as [`Aligned::read`]) and
+    /// maps it; reads it if mapping fails (or is turned off).
+    pub fn open(path: &str) -> Result<ModelFile, CliError> {
+        let fail = |e: std::io::Error| CliError::Failed(format!("cannot read {path}: {e}"));
+        if std::env::var_os("PICOFORMER_MMAP").is_some_and(|v| v == "0") {
+            return Aligned::read(path).map(ModelFile::Read);
+        }
+        let file = std::fs::File::open(path).map_err(fail)?;
+        let meta = file.metadata().map_err(fail)?;
+        check_file(path, &meta)?;
+        match map(&file) {
+            // The map is as long as the file was when it was mapped.
+            Ok(map) if map.len() as u64 == meta.len() && map.as_ptr().align_offset(ALIGN) == 0 => {
+                Ok(ModelFile::Mapped(map))
+            }
+            // An empty file, a file system without mmap, a file that changed size...
+            _ => Aligned::read(path).map(ModelFile::Read),
+        }
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            ModelFile::Mapped(m) => m,
+            ModelFile::Read(a) => a.bytes(),
+        }
+    }
+}
+
+/// Maps `file` read-only.
+///
+/// `unsafe` is allowed here alone in the tool (the crate denies it outside the kernels): a
+/// memory map is the only way to view a file's bytes without copying them.
+#[allow(unsafe_code)]
+fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: `Mmap::map` is unsafe because the mapped bytes are shared with the file: if another
+    // process modifies or truncates it, the `&[u8]` this tool holds changes (or faults with
+    // SIGBUS) under it. The map is read-only (PROT_READ), this process never writes a file while
+    // it holds the file's map (`quantize` drops its input's map before writing OUT), and the
+    // risk of another program rewriting a model file in place during a run is documented
+    // (README, docs/cli.md) with `PICOFORMER_MMAP=0` as the way out.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
+/// A regular file of at most [`MAX_FILE`] bytes.
+fn check_file(path: &str, meta: &std::fs::Metadata) -> Result<(), CliError> {
+    if !meta.is_file() {
+        return Err(CliError::Failed(format!(
+            "cannot read {path}: not a regular file"
+        )));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(CliError::Failed(format!(
+            "cannot read {path}: {} bytes, more than the {} this tool reads",
+            meta.len(),
+            human(MAX_FILE)
+        )));
+    }
+    Ok(())
 }
 
 /// One tensor to write: name, safetensors dtype name, shape, little-endian bytes.

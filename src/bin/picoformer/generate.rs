@@ -14,7 +14,8 @@ use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper};
 
 use crate::args::{json_number, json_string};
 use crate::args::{Args, CliError};
-use crate::files::{filled, human, Aligned, AlignedVec, MAX_FILE};
+use crate::files::{filled, human, Aligned, AlignedVec, ModelFile, MAX_FILE};
+use crate::progress::{Progress, Ticker};
 
 /// Bytes on a 64-byte boundary, so the bundled model's tensors can be viewed in place (and its
 /// matrices, at multiples of 64 bytes in the file, start on cache lines).
@@ -59,14 +60,14 @@ const GENERATE_OPTIONS: &[&str] = &[
 
 /// The model's bytes: `--model PATH`, or the bundled model.
 enum Source {
-    File(String, Aligned),
+    File(String, ModelFile),
     Bundled,
 }
 
 impl Source {
     fn new(args: &Args) -> Result<Source, CliError> {
         Ok(match args.text("model") {
-            Some(path) => Source::File(path.to_string(), Aligned::read(path)?),
+            Some(path) => Source::File(path.to_string(), ModelFile::open(path)?),
             None => Source::Bundled,
         })
     }
@@ -386,13 +387,27 @@ fn run_generate<K: Element>(
     let mut utf8 = Utf8Stream {
         pending: Vec::new(),
     };
-    let _ = stdout.write_all(&prompt_text);
-    let _ = stdout.flush();
+    // A long prompt's prefill shows a progress line on a terminal's stderr; the prompt's echo
+    // then waits until the line is gone (a terminal shows stdout and stderr on the same line).
+    let mut ticker = match prompt.len() > CHUNK {
+        true => Ticker::start(format!("prefill {} tokens", prompt.len())),
+        false => Ticker::start_none(),
+    };
+    let mut echoed = !ticker.is_running();
+    if echoed {
+        let _ = stdout.write_all(&prompt_text);
+        let _ = stdout.flush();
+    }
     let t0 = Instant::now();
     let mut first_token_at = None;
     let mut io_error = None;
     let result = generator.run(model, &mut cache, &mut scratch, &prompt, |token| {
         first_token_at.get_or_insert_with(|| t0.elapsed());
+        if !echoed {
+            ticker.stop();
+            let _ = stdout.write_all(&prompt_text);
+            echoed = true;
+        }
         text.clear();
         utf8.push(token, &mut text);
         if let Err(e) = stdout
@@ -406,6 +421,10 @@ fn run_generate<K: Element>(
         ControlFlow::Continue(())
     });
     let total = t0.elapsed();
+    ticker.stop();
+    if !echoed {
+        let _ = stdout.write_all(&prompt_text);
+    }
     text.clear();
     utf8.flush(&mut text);
     let _ = writeln!(stdout, "{text}");
@@ -577,13 +596,19 @@ fn run_bench<K: Element>(
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let mut sampler = Sampler::new(SamplerConfig::greedy(), 0)?;
     let (mut best_prefill, mut best_decode) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..repeat {
+    // Counted in tokens: each repeat's prefill, then its decode steps.
+    let mut progress = Progress::new("bench: tokens");
+    let total = repeat.saturating_mul(n_prompt.saturating_add(n_decode));
+    for r in 0..repeat {
+        let base = r * (n_prompt + n_decode);
+        progress.update(base, total);
         cache.reset();
         let t0 = Instant::now();
         model.forward_last(&mut cache, &mut scratch, &prompt, None, &mut logits)?;
         best_prefill = best_prefill.min(t0.elapsed().as_secs_f64());
         let t1 = Instant::now();
-        for _ in 0..n_decode {
+        for i in 0..n_decode {
+            progress.update(base + n_prompt + i, total);
             // A logits_dim wider than the vocabulary can pick an index that is no token id; the
             // benchmark only needs some token to feed back.
             let t = sampler.sample(&logits, &[], &mut work)? % v as u32;
@@ -591,6 +616,7 @@ fn run_bench<K: Element>(
         }
         best_decode = best_decode.min(t1.elapsed().as_secs_f64());
     }
+    progress.clear();
     let (panels, int8) = (
         model.decoder().has_prefill_panels(),
         model.decoder().int8_activations(),

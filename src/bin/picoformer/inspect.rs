@@ -7,7 +7,7 @@ use picoformer::{
 };
 
 use crate::args::{json_string, Args, CliError};
-use crate::files::{human, Aligned};
+use crate::files::{human, ModelFile};
 
 /// A size from the library's `const fn`s, which saturate at `usize::MAX` when too large: `None`
 /// then.
@@ -49,7 +49,7 @@ impl Plan {
 
 pub fn main(args: &Args) -> Result<(), CliError> {
     let path = &args.positional(&["MODEL"])?[0];
-    let file = Aligned::read(path)?;
+    let file = ModelFile::open(path)?;
     let model: Model = match Model::from_safetensors(file.bytes()) {
         Ok(m) => m,
         Err(e) => {

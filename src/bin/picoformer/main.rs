@@ -18,6 +18,7 @@ mod demo;
 mod files;
 mod generate;
 mod inspect;
+mod progress;
 mod quantize;
 mod run;
 mod rust;

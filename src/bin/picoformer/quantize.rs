@@ -7,7 +7,8 @@ use picoformer::safetensors::{Dtype, SafeTensors};
 use picoformer::Model;
 
 use crate::args::{Args, CliError};
-use crate::files::{human, write_tensors, Aligned, Entry, ALIGN};
+use crate::files::{human, write_tensors, Entry, ModelFile, ALIGN};
+use crate::progress::Progress;
 
 /// The metadata entry that marks a quantised file.
 const QUANTIZATION_KEY: &str = "picoformer_quantization";
@@ -15,7 +16,7 @@ const QUANTIZATION_KEY: &str = "picoformer_quantization";
 pub fn main(args: &Args) -> Result<(), CliError> {
     let p = args.positional(&["MODEL", "OUT"])?;
     let (in_path, out_path) = (&p[0], &p[1]);
-    let file = Aligned::read(in_path)?;
+    let file = ModelFile::open(in_path)?;
     // Only models picoformer can run are quantised, so the result runs too.
     let _: Model = Model::from_safetensors(file.bytes())
         .map_err(|e| CliError::Failed(format!("{in_path}: {e}")))?;
@@ -35,7 +36,10 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     metadata.push((QUANTIZATION_KEY.to_string(), "q8_0".to_string()));
 
     let (mut entries, mut quantised) = (Vec::new(), 0usize);
-    for t in st.tensors() {
+    let mut progress = Progress::new("quantize: tensors");
+    let count = st.tensors().count();
+    for (i, t) in st.tensors().enumerate() {
+        progress.update(i, count);
         let s = t.shape();
         let values: Option<Vec<f32>> = match t.dtype() {
             Dtype::F32 => Some(t.as_f32()?.to_vec()),
@@ -64,6 +68,11 @@ pub fn main(args: &Args) -> Result<(), CliError> {
             }),
         }
     }
+    // Every tensor is copied into `entries`: the input's map is dropped before OUT is written
+    // (OUT may be MODEL itself, and a mapped file must not change under the map).
+    progress.clear();
+    let in_len = file.bytes().len();
+    drop(file);
     // Largest elements first keeps every tensor aligned to its element size; within one size,
     // those of whole cache lines first start on one (the sort is stable).
     entries.sort_by_key(|e| {
@@ -75,13 +84,13 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     });
     write_tensors(out_path, &metadata, &entries)?;
     // The result must load.
-    let check = Aligned::read(out_path)?;
+    let check = ModelFile::open(out_path)?;
     let _: Model = Model::from_safetensors(check.bytes())
         .map_err(|e| CliError::Failed(format!("{out_path} does not load: {e}")))?;
     outln!(
         "wrote {out_path}: {quantised} of {} tensors as Q8_0, {} -> {}",
         entries.len(),
-        human(file.bytes().len() as u64),
+        human(in_len as u64),
         human(check.bytes().len() as u64)
     );
     Ok(())

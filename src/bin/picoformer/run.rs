@@ -7,7 +7,7 @@ use picoformer::{
 };
 
 use crate::args::{Args, CliError};
-use crate::files::{filled, write_f32, Aligned};
+use crate::files::{filled, write_f32, Aligned, ModelFile};
 
 /// Positions per forward chunk of the full pass.
 const CHUNK: usize = 16;
@@ -20,7 +20,7 @@ pub fn main(args: &Args) -> Result<(), CliError> {
     let p = args.positional(&["MODEL", "INPUTS", "OUT"])?;
     let (model_path, inputs_path, out_path) = (&p[0], &p[1], &p[2]);
     let int8 = crate::args::int8_dot(args)?;
-    let file = Aligned::read(model_path)?;
+    let file = ModelFile::open(model_path)?;
     let load_error = |e| fail(format!("{model_path}: {e}"));
     let model: Model = match Model::from_safetensors(file.bytes()) {
         Ok(m) => m,
