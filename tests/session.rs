@@ -219,7 +219,7 @@ fn misaligned_borrowed_bytes_are_refused_owned_ones_copied() {
 
 #[test]
 fn impossible_capacities_are_errors_not_aborts() {
-    for capacity in [usize::MAX, usize::MAX / 4, 1 << 40] {
+    for capacity in [usize::MAX, usize::MAX / 4, usize::MAX / 1024] {
         let r = Session::open(DEMO, SessionConfig::new().capacity(capacity));
         assert!(
             matches!(
