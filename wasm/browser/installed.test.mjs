@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import { serve } from '../serve.mjs';
 import { WASM_DIR, packAndInstall, run } from '../test/helpers.mjs';
 
@@ -136,11 +136,7 @@ before(async () => {
   // The package ships no model: the page fetches the demo model from its own folder.
   copyFileSync(path.join(WASM_DIR, '..', 'models', 'demo.safetensors'), path.join(project, 'demo.safetensors'));
   server = await serve(0, project);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
