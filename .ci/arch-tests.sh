@@ -27,10 +27,12 @@ for t in aarch64-unknown-linux-gnu wasm32-wasip1; do
 done
 command -v node >/dev/null || { echo "node is required for the wasm32 runs" >&2; exit 1; }
 
-# On the host, the decoder's properties and the x-transformers fixtures run on each kernel set
-# too (the seed property must hold on every one).
+# On the host, the decoder's properties, the x-transformers fixtures and the split decode step
+# (bit for bit one thread's numbers) run on each kernel set too (the seed property must hold on
+# every one).
 host() { # isa
-    PICOFORMER_REQUIRE_ISA="$1" cargo test --quiet --release --test kernels --test decoder --test fixtures
+    PICOFORMER_REQUIRE_ISA="$1" cargo test --quiet --release --test kernels --test decoder --test fixtures \
+        --test parallel
 }
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo; then
     step "x86-64 host: AVX2"

@@ -81,11 +81,12 @@ impl Parallel for Rayon {
     }
 }
 
-/// Rows per part of a product with `rows` output rows split `parts` ways: a multiple of 64
-/// (whole strips and panels of every kernel), at least 128 rows of work per part; `rows` (one
-/// part) when splitting is not worth it.
+/// Rows per part of a product with `rows` output rows split `parts` ways: a multiple of 16
+/// (whole strips of every matrix-vector kernel and whole int8 panels, so every row goes through
+/// the same code as in one piece), for at least 256 rows; `rows` (one part) when splitting is not
+/// worth it.
 pub(crate) fn rows_per_part(rows: usize, parts: usize) -> usize {
-    const ALIGN: usize = 64;
+    const ALIGN: usize = 16;
     const MIN: usize = 128;
     if parts <= 1 || rows < 2 * MIN {
         return rows;

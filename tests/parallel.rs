@@ -129,6 +129,7 @@ fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {
 /// Every weight type: sequential and split give the same bits; the split executor was used.
 #[test]
 fn split_steps_equal_one_thread_bit_for_bit() {
+    use_required_isa();
     let cfg = config();
     let rc = ref_config(&cfg.attn_layers, Some(&cfg));
     let mut w = reference::random_weights(&rc, 11);
@@ -187,12 +188,14 @@ fn split_steps_equal_one_thread_bit_for_bit() {
             assert_eq!(exec.split.load(Ordering::Relaxed), 6 * 3, "{name}");
         }
     }
+    check_required_isa();
 }
 
 /// With rayon's pool: the same bits, and a step allocates nothing on the calling thread.
 #[cfg(feature = "rayon")]
 #[test]
 fn rayon_steps_equal_one_thread_and_do_not_allocate() {
+    use_required_isa();
     use picoformer::parallel::Rayon;
     let cfg = config();
     let rc = ref_config(&cfg.attn_layers, Some(&cfg));
