@@ -185,6 +185,23 @@ mod imp {
         (t, bytes)
     }
 
+    /// The model of `kind` over the weights `t`: on the int8 path for `*_int8*`, over int8
+    /// panels packed into `arena8` for `*_panels`.
+    fn decode_model<'a>(
+        kind: &str,
+        t: &'a Table,
+        arena8: &'a mut Vec<u8>,
+    ) -> TransformerWrapper<'a, 16> {
+        let stored = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(t, name))
+            .unwrap()
+            .with_int8_activations(kind.contains("_int8"));
+        if !kind.ends_with("_panels") {
+            return stored;
+        }
+        *arena8 = huge(&vec![0u8; stored.int8_panels_len()]);
+        stored.with_int8_panels(arena8).unwrap()
+    }
+
     fn bench_decode(c: &mut Criterion<CpuTime>) {
         let shapes = shapes(WCFG);
         eprintln!(
@@ -198,15 +215,8 @@ mod imp {
             // `q8_0_int8_panels`: over int8 panels (`with_int8_panels`).
             let base = kind.split("_int8").next().unwrap_or(kind);
             let (t, bytes) = table(base, &shapes);
-            let stored = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name))
-                .unwrap()
-                .with_int8_activations(kind.ends_with("_int8"));
-            let mut arena8 = huge(&vec![0u8; stored.int8_panels_len()]);
-            let model = if kind.ends_with("_panels") {
-                stored.with_int8_panels(&mut arena8).unwrap()
-            } else {
-                stored
-            };
+            let mut arena8 = Vec::new();
+            let model = decode_model(kind, &t, &mut arena8);
             g.throughput(Throughput::Bytes(bytes));
             bench_step(&mut g, kind.to_string(), &model, |step| step());
         }
@@ -372,15 +382,8 @@ mod imp {
         for kind in ["f32", "f16", "q8_0_int8", "q8_0_int8_panels"] {
             let base = kind.split("_int8").next().unwrap_or(kind);
             let (t, bytes) = table(base, &shapes);
-            let stored = TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name))
-                .unwrap()
-                .with_int8_activations(kind.contains("_int8"));
-            let mut arena8 = huge(&vec![0u8; stored.int8_panels_len()]);
-            let one = if kind.ends_with("_panels") {
-                stored.with_int8_panels(&mut arena8).unwrap()
-            } else {
-                stored
-            };
+            let mut arena8 = Vec::new();
+            let one = decode_model(kind, &t, &mut arena8);
             let two = one.with_parallel(&pool);
             g.throughput(Throughput::Bytes(bytes));
             for (threads, model) in [("1", &one), ("2", &two)] {

@@ -132,14 +132,13 @@ impl<'p> Arenas<'p> {
         m: Matrix,
         w: Tensor<'_>,
     ) -> Option<Packed<'p>> {
-        let (rows, cols) = m.shape(cfg, &plan_of(cfg, block)?)?;
-        if let (Tensor::Q8_0(_), Some(arena)) = (w, self.int8) {
-            let at = offset(cfg, block, m, true)?;
+        let int8 = matches!(w, Tensor::Q8_0(_)) && self.int8.is_some();
+        let (at, rows, cols) = place(cfg, block, m, int8)?;
+        if let (true, Some(arena)) = (int8, self.int8) {
             let here = arena.get(at..at.checked_add(len_int8(rows, cols))?)?;
             return Int8Panels::view(here, rows, cols).map(Packed::Int8);
         }
         let arena = self.f32?;
-        let at = offset(cfg, block, m, false)?;
         let here = arena.get(at..at.checked_add(len(rows, cols))?)?;
         Panels::view(here, rows, cols).map(Packed::F32)
     }
@@ -165,29 +164,37 @@ const fn block_len(cfg: &DecoderConfig, plan: &BlockPlan, int8: bool) -> usize {
     total
 }
 
-/// The plan of block `block` ([`DecoderConfig::block_at`]), `None` past the last.
-fn plan_of(cfg: &DecoderConfig, block: usize) -> Option<BlockPlan> {
-    let mut j = 0;
-    for _ in 0..block {
-        j = cfg.block_at(j).1;
-    }
-    (block < cfg.blocks()).then(|| cfg.block_at(j).0)
-}
-
-/// Where matrix `m` of block `block` starts in an arena: the blocks before it, then the
-/// matrices before it in [`Matrix::ALL`]'s order (the order [`walk`] packs them in).
-fn offset(cfg: &DecoderConfig, block: usize, m: Matrix, int8: bool) -> Option<usize> {
-    let mut at = 0usize;
-    let mut j = 0;
-    for _ in 0..block {
-        let (plan, next) = cfg.block_at(j);
-        at = at.checked_add(block_len(cfg, &plan, int8))?;
-        j = next;
+/// Where matrix `m` of block `block` starts in an arena, and its `[rows, cols]`: the blocks
+/// before it, then the matrices before it in [`Matrix::ALL`]'s order (the order [`walk`] packs
+/// them in). `None` past the last block or where the block has no such matrix. On the default
+/// stack, whose blocks are all alike, without walking the blocks before it.
+fn place(
+    cfg: &DecoderConfig,
+    block: usize,
+    m: Matrix,
+    int8: bool,
+) -> Option<(usize, usize, usize)> {
+    let (mut at, mut j) = (0usize, 0);
+    if cfg.is_default_plan() {
+        if block >= cfg.depth {
+            return None;
+        }
+        at = block_len(cfg, &cfg.block_at(0).0, int8).checked_mul(block)?;
+    } else {
+        for _ in 0..block {
+            let (plan, next) = cfg.block_at(j);
+            at = at.checked_add(block_len(cfg, &plan, int8))?;
+            j = next;
+        }
+        if j >= cfg.runs() {
+            return None;
+        }
     }
     let plan = cfg.block_at(j).0;
+    let (rows, cols) = m.shape(cfg, &plan)?;
     for n in Matrix::ALL {
         if n == m {
-            return Some(at);
+            return Some((at, rows, cols));
         }
         at = at.checked_add(size_of(cfg, &plan, n, int8))?;
     }

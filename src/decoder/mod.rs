@@ -206,7 +206,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
 
     /// This decoder with the matrix-vector products of a one-position step split by rows over
     /// `executor`'s parts ([`crate::parallel`]): every weight matrix (and a wrapper's logits)
-    /// whose rows make at least two parts of 128, except those packed into int8 panels. The
+    /// of at least 256 rows, in parts of whole 16-row groups (int8 panels included). The
     /// numbers are those of one thread, bit for bit. The decoder returned borrows the executor;
     /// `self` is left as it is.
     pub fn with_parallel<'p>(&self, executor: &'p dyn Parallel) -> Decoder<'p, MAX_DEPTH>
@@ -606,6 +606,12 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
 
         // The cache layers of the next self- and cross-attention run (`crate::layers`).
         let (mut layer, mut context_layer) = (0, 0);
+        // Residual attention keeps the cross-attention runs after the self-attention runs.
+        let cross_base = if cfg.residual_attn {
+            cfg.runs_of(Kind::Attention)
+        } else {
+            0
+        };
         for (b, block) in self.weights.blocks.iter().enumerate() {
             // The block's packed matrices, if any (`linear` chooses which it reads).
             let p = |m: Matrix, w: Tensor<'_>| self.packed(b, m, w);
@@ -669,16 +675,14 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                     };
                     // residual_attn: this run kept for the later ones, which add the logits of
                     // the earlier runs (0..layer).
-                    let slot = cfg.residual_attn.then_some(layer);
-                    let (queries, mem_keys) =
-                        keep_run(s.earlier_q, s.earlier_mem, stride, slot, q, mem.0);
-                    let earlier = Earlier {
-                        queries,
+                    let earlier = keep_run(
+                        (s.earlier_q, s.earlier_mem),
                         stride,
-                        mem_keys,
-                        runs: if cfg.residual_attn { layer } else { 0 },
-                        key: |r, j, p| cache.key_row(r, j, p).0,
-                    };
+                        (cfg.residual_attn, 0, layer),
+                        q,
+                        mem.0,
+                        |r, j, p| cache.key_row(r, j, p).0,
+                    );
                     General::new(cfg, true, mem, self.weights.xpos_scale).attend(
                         q,
                         att,
@@ -711,27 +715,15 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         keep: masks.context_mask,
                         prefix: 0,
                     };
-                    // cross_residual_attn: as residual_attn, over the cross-attention runs
-                    // (kept after the self-attention runs with residual_attn).
-                    let own = if cfg.residual_attn {
-                        cfg.runs_of(Kind::Attention)
-                    } else {
-                        0
-                    };
-                    let slot = cfg.cross_residual_attn.then_some(own + context_layer);
-                    let (queries, mem_keys) =
-                        keep_run(s.earlier_q, s.earlier_mem, stride, slot, q, mem.0);
-                    let earlier = Earlier {
-                        queries: queries.get(own * stride..).unwrap_or(&[]),
+                    // cross_residual_attn: as residual_attn, over the cross-attention runs.
+                    let earlier = keep_run(
+                        (s.earlier_q, s.earlier_mem),
                         stride,
-                        mem_keys: mem_keys.get(own * mem.0.len()..).unwrap_or(&[]),
-                        runs: if cfg.cross_residual_attn {
-                            context_layer
-                        } else {
-                            0
-                        },
-                        key: |r, j, row| cache.context_row(r, j, row).0,
-                    };
+                        (cfg.cross_residual_attn, cross_base, context_layer),
+                        q,
+                        mem.0,
+                        |r, j, row| cache.context_row(r, j, row).0,
+                    );
                     General::new(cfg, false, mem, None).attend(
                         q,
                         att,
@@ -773,25 +765,34 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     }
 }
 
-/// Keeps a run's queries `q` and memory keys `mem` in its `slot` of `queries` (`stride` per
-/// slot) and `mem_keys` (the scratch's room for them, with `residual_attn` or
-/// `cross_residual_attn`) for the later runs' residual logits, and returns both.
-fn keep_run<'e>(
-    queries: &'e mut [f32],
-    mem_keys: &'e mut [f32],
+/// Residual attention's record of the attention runs of one kind: with `on`
+/// (`residual_attn` for self-attention, `cross_residual_attn` for cross-attention), keeps run
+/// `run`'s queries `q` and memory keys `mem` in slot `base + run` of the scratch's `queries`
+/// (`stride` per slot) and `mem_keys`, and returns the earlier runs of that kind (slots `base`
+/// onwards, `run` of them; none without `on`), whose logits this run adds.
+fn keep_run<'e, F>(
+    (queries, mem_keys): (&'e mut [f32], &'e mut [f32]),
     stride: usize,
-    slot: Option<usize>,
+    (on, base, run): (bool, usize, usize),
     q: &[f32],
     mem: &[f32],
-) -> (&'e [f32], &'e [f32]) {
-    if let Some(r) = slot {
-        let m = mem.len();
-        if let Some(dst) = queries.get_mut(r * stride..r * stride + q.len()) {
+    key: F,
+) -> Earlier<'e, F> {
+    let m = mem.len();
+    let slot = base + run;
+    if on {
+        if let Some(dst) = queries.get_mut(slot * stride..slot * stride + q.len()) {
             dst.copy_from_slice(q);
         }
-        if let Some(dst) = mem_keys.get_mut(r * m..(r + 1) * m) {
+        if let Some(dst) = mem_keys.get_mut(slot * m..(slot + 1) * m) {
             dst.copy_from_slice(mem);
         }
     }
-    (queries, mem_keys)
+    Earlier {
+        queries: queries.get(base * stride..).unwrap_or(&[]),
+        stride,
+        mem_keys: mem_keys.get(base * m..).unwrap_or(&[]),
+        runs: if on { run } else { 0 },
+        key,
+    }
 }
