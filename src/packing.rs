@@ -133,6 +133,9 @@ impl<'p> Arenas<'p> {
         w: Tensor<'_>,
     ) -> Option<Packed<'p>> {
         let int8 = matches!(w, Tensor::Q8_0(_)) && self.int8.is_some();
+        if !int8 && self.f32.is_none() {
+            return None; // nothing packed: every product of an unpacked decoder asks
+        }
         let (at, rows, cols) = place(cfg, block, m, int8)?;
         if let (true, Some(arena)) = (int8, self.int8) {
             let here = arena.get(at..at.checked_add(len_int8(rows, cols))?)?;
