@@ -7,11 +7,12 @@ cd "$(dirname "$0")/../firmware/template"
 
 # Its flags come from its own .cargo/config.toml and build.rs: host flags must not reach it.
 unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET CARGO_TARGET_DIR
-# Source paths are compiled into the image (panic locations): remapped to fixed prefixes, so its
-# size does not depend on where the repository or the cargo home is (the README's table is
-# compared byte for byte). These flags replace .cargo/config.toml's, so its target-cpu is
-# repeated here.
-export CARGO_ENCODED_RUSTFLAGS="-Ctarget-cpu=cortex-m7"$'\x1f'"--remap-path-prefix=$(cd ../.. && pwd)=/picoformer"$'\x1f'"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+# Built through a fixed path, with source paths remapped to fixed prefixes, so its size does not
+# depend on where the repository or the cargo home is (.ci/fixed-checkout.sh). These flags
+# replace .cargo/config.toml's, so its target-cpu is repeated here.
+# shellcheck source=fixed-checkout.sh
+. ../../.ci/fixed-checkout.sh
+export CARGO_ENCODED_RUSTFLAGS="-Ctarget-cpu=cortex-m7"$'\x1f'"$REMAP"
 
 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || true
 rustup component add llvm-tools rustfmt clippy >/dev/null 2>&1 || true
@@ -21,7 +22,7 @@ LLVM_SIZE="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-size"
 cargo fmt --check
 # Not --locked: picoformer itself is a path dependency, and a dependency added to it (another
 # branch) must not fail this build; the committed Cargo.lock pins everything else.
-cargo build --release
+cargo build --manifest-path "$FIXED/firmware/template/Cargo.toml" --release
 cargo clippy --release -- -D warnings
 
 elf=target/thumbv7em-none-eabihf/release/template

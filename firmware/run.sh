@@ -13,10 +13,12 @@ cd "$(dirname "$0")"
 # Cross builds take their flags from .cargo/config.toml and build.rs alone: a RUSTFLAGS meant
 # for the host (e.g. -C target-cpu=native) must not reach them.
 unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET CARGO_TARGET_DIR
-# Source paths are compiled into the image (panic locations): remapped to fixed prefixes, so its
-# size does not depend on where the repository or the cargo home is checked out (the README's
-# tables are compared byte for byte).
-export CARGO_ENCODED_RUSTFLAGS="--remap-path-prefix=$(cd .. && pwd)=/picoformer"$'\x1f'"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+# Built through a fixed path, with source paths remapped to fixed prefixes: the image, its size
+# and its instruction counts do not depend on where the repository or the cargo home is (the
+# README's tables are compared with the build; .ci/fixed-checkout.sh says why).
+# shellcheck source=../.ci/fixed-checkout.sh
+. ../.ci/fixed-checkout.sh
+export CARGO_ENCODED_RUSTFLAGS="$REMAP"
 
 # triple | QEMU command (without the common options) | the board's name in README.md's table
 BOARDS=(
@@ -93,7 +95,7 @@ for b in "${BOARDS[@]}"; do
   # "Optimisation level"); at 3 on the others.
   opt=3
   [ "$triple" = thumbv7m-none-eabi ] && opt='"z"'
-  if ! cargo build --release --quiet --target "$triple" \
+  if ! cargo build --manifest-path "$FIXED/firmware/Cargo.toml" --release --quiet --target "$triple" \
       --config "profile.release.package.picoformer.opt-level=$opt"; then
     fail "$triple build"
     continue

@@ -5,14 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p dist
-# Source paths are compiled into the module (panic locations): remapped to fixed prefixes, so its
-# size does not depend on where the repository or the cargo home is (wasm/README.md's sizes are
-# compared byte for byte).
-remap="--remap-path-prefix=$(cd .. && pwd)=/picoformer"$'\x1f'"--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
-CARGO_ENCODED_RUSTFLAGS="$remap" cargo build --release --lib --target wasm32-unknown-unknown
+# Built through a fixed path, with source paths remapped to fixed prefixes, so the module does not
+# depend on where the repository or the cargo home is (wasm/README.md's sizes are compared byte
+# for byte; .ci/fixed-checkout.sh says why).
+# shellcheck source=../.ci/fixed-checkout.sh
+. ../.ci/fixed-checkout.sh
+remap=$REMAP
+manifest=$FIXED/wasm/Cargo.toml
+CARGO_ENCODED_RUSTFLAGS="$remap" cargo build --manifest-path "$manifest" --release --lib --target wasm32-unknown-unknown
 cp target/wasm32-unknown-unknown/release/picoformer_wasm.wasm dist/picoformer.wasm
 CARGO_TARGET_DIR=target/simd128 CARGO_ENCODED_RUSTFLAGS="$remap"$'\x1f'"-Ctarget-feature=+simd128" \
-    cargo build --release --lib --target wasm32-unknown-unknown
+    cargo build --manifest-path "$manifest" --release --lib --target wasm32-unknown-unknown
 cp target/simd128/wasm32-unknown-unknown/release/picoformer_wasm.wasm dist/picoformer-simd128.wasm
 cargo build --release --bin host-tokens
 [ -f dist/bench.model.safetensors ] || node tools/make-model.mjs dist/bench.model.safetensors 256 4
