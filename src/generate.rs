@@ -82,10 +82,32 @@ use core::ops::ControlFlow;
 
 use crate::cache::KvCache;
 use crate::error::Error;
+use crate::masks::Masks;
 use crate::sampling::{Candidate, SampleError, Sampler};
 use crate::scratch::Scratch;
 use crate::tensor::Element;
 use crate::wrapper::TransformerWrapper;
+
+/// What a cross-attending decoder attends to while it generates ([`Generator::run_with`]): an
+/// encoder's output, as `XTransformer.generate` hands it to the decoder (`xt:4759-4761`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CrossContext<'c> {
+    /// The context rows (rows × `dim_context`), cached on the run's first model call if the
+    /// cache holds no context yet (like [`crate::Decoder::forward`], a context given when one is
+    /// cached is ignored); `None` uses the cached one.
+    pub rows: Option<&'c [f32]>,
+    /// Which context rows are real (one entry per cached row), applied on every model call of
+    /// the run, sliding re-encodes included; `None`: all.
+    pub mask: Option<&'c [bool]>,
+}
+
+impl CrossContext<'_> {
+    /// No context given: a model that cross-attends uses the one its cache holds.
+    pub const NONE: CrossContext<'static> = CrossContext {
+        rows: None,
+        mask: None,
+    };
+}
 
 /// What to do when the KV cache is full and another token must be run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -348,7 +370,8 @@ impl<'b> Generator<'b> {
 
     /// Runs `prompt` (appended to whatever `cache` holds), then generates, calling `on_token`
     /// with each new token as soon as it is chosen. See the module documentation for the stop
-    /// rules, the sliding window and what the cache holds afterwards.
+    /// rules, the sliding window and what the cache holds afterwards. A cross-attending model
+    /// uses the context its cache holds ([`Self::run_with`] gives one).
     ///
     /// # Errors
     /// [`GenerateError::EmptyPrompt`], [`GenerateError::InvalidWindow`],
@@ -362,6 +385,29 @@ impl<'b> Generator<'b> {
         cache: &mut KvCache<'_, K>,
         scratch: &mut Scratch<'_>,
         prompt: &[u32],
+        on_token: F,
+    ) -> Result<Generated, GenerateError>
+    where
+        F: FnMut(u32) -> ControlFlow<()>,
+    {
+        self.run_with(model, cache, scratch, prompt, CrossContext::NONE, on_token)
+    }
+
+    /// [`Self::run`] for a cross-attending decoder, given what it attends to: `XTransformer`'s
+    /// `generate` (the encoder's output as `context.rows`, the source's padding mask as
+    /// `context.mask`), or any decoder with `cross_attend`. The cache needs room for the
+    /// context ([`KvCache::with_context`]).
+    ///
+    /// # Errors
+    /// As [`Self::run`], and those of [`TransformerWrapper::forward_masked`] for the context
+    /// (required, not expected, too long, a mask of the wrong length) before anything runs.
+    pub fn run_with<K: Element, const MAX_DEPTH: usize, F>(
+        &mut self,
+        model: &TransformerWrapper<'_, MAX_DEPTH>,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        prompt: &[u32],
+        context: CrossContext<'_>,
         mut on_token: F,
     ) -> Result<Generated, GenerateError>
     where
@@ -414,6 +460,10 @@ impl<'b> Generator<'b> {
                 });
             }
         }
+        let masks = Masks {
+            mask: None,
+            context_mask: context.mask,
+        };
         let mut out = Generated {
             reason: StopReason::MaxTokens,
             prompt_tokens: prompt.len(),
@@ -438,11 +488,18 @@ impl<'b> Generator<'b> {
                 Overflow::Slide { keep } => {
                     // The window: the prompt's last `keep` tokens, from position 0.
                     run_prompt = &prompt[prompt.len() - keep.min(prompt.len())..];
-                    reencode(model, cache, scratch, run_prompt, self.logits)?;
+                    reencode(model, cache, scratch, run_prompt, context, self.logits)?;
                 }
             }
         } else {
-            model.forward_last(cache, scratch, run_prompt, None, self.logits)?;
+            model.forward_last_masked(
+                cache,
+                scratch,
+                run_prompt,
+                context.rows,
+                masks,
+                self.logits,
+            )?;
         }
         out.prompt_tokens = run_prompt.len();
         self.len = 0;
@@ -477,14 +534,14 @@ impl<'b> Generator<'b> {
                         // The last `keep` tokens of this run, the new one included (fewer only
                         // if the caller's cache was already filled before the prompt).
                         let window = &self.history[self.len - keep.min(self.len)..self.len];
-                        reencode(model, cache, scratch, window, self.logits)?;
+                        reencode(model, cache, scratch, window, context, self.logits)?;
                         out.reencodes += 1;
                         out.reencoded_tokens += window.len();
                         continue;
                     }
                 }
             }
-            model.step(cache, scratch, token, self.logits)?;
+            model.forward_last_masked(cache, scratch, &[token], None, masks, self.logits)?;
         }
         out.reason = StopReason::MaxTokens;
         Ok(out)
@@ -515,18 +572,24 @@ impl<'b> Generator<'b> {
 }
 
 /// Runs `window` from position 0 of `cache`, keeping the cached context (so a cross-attending
-/// model slides too). Atomic: a model call fails before it writes anything, so on failure the
-/// cached positions are given back and the cache is as it was.
+/// model slides too; a context not yet cached is cached from `context`). Atomic: a model call
+/// fails before it writes anything, so on failure the cached positions are given back and the
+/// cache is as it was.
 fn reencode<K: Element, const MAX_DEPTH: usize>(
     model: &TransformerWrapper<'_, MAX_DEPTH>,
     cache: &mut KvCache<'_, K>,
     scratch: &mut Scratch<'_>,
     window: &[u32],
+    context: CrossContext<'_>,
     logits: &mut [f32],
 ) -> Result<(), Error> {
     let len = cache.len();
     cache.truncate(0)?;
+    let masks = Masks {
+        mask: None,
+        context_mask: context.mask,
+    };
     model
-        .forward_last(cache, scratch, window, None, logits)
+        .forward_last_masked(cache, scratch, window, context.rows, masks, logits)
         .inspect_err(|_| cache.restore_len(len))
 }

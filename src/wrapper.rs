@@ -297,6 +297,23 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         context: Option<&[f32]>,
         logits: &mut [f32],
     ) -> Result<(), Error> {
+        self.forward_last_masked(cache, scratch, tokens, context, Masks::NONE, logits)
+    }
+
+    /// [`Self::forward_last`] with padding masks ([`Masks`], as [`Self::forward_masked`]): what
+    /// generation over a padded context runs (the context mask applies on every call).
+    ///
+    /// # Errors
+    /// As [`Self::forward_masked`].
+    pub fn forward_last_masked<K: Element>(
+        &self,
+        cache: &mut KvCache<'_, K>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        context: Option<&[f32]>,
+        masks: Masks<'_>,
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
         let v = self.config.logits_width();
         if logits.len() != v {
             return Err(Error::BufferLength {
@@ -305,7 +322,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 found: logits.len(),
             });
         }
-        self.run(cache, scratch, tokens, context, Masks::NONE, logits, true)
+        self.run(cache, scratch, tokens, context, masks, logits, true)
     }
 
     /// One token: [`Self::forward_last`] with `[token]` and no new context.

@@ -4,7 +4,11 @@
 //! decoder's logits for `tgt` given them with `context_mask` = the source mask, full and
 //! step-wise; the same through `picoformer run`; typed errors.
 
+use core::ops::ControlFlow;
+
+use picoformer::generate::{CrossContext, GenerateConfig, GenerateError, Generator, Overflow};
 use picoformer::safetensors::SafeTensors;
+use picoformer::sampling::{Candidate, Sampler, SamplerConfig};
 use picoformer::{
     Buffer, DecoderConfig, Error, KvCache, Masks, Scratch, WrapperConfig, XTransformer,
 };
@@ -155,6 +159,170 @@ fn xt_tie() {
     assert!(c.tie_token_emb);
     assert!(!c.encoder.has_abs_pos_emb() && c.decoder.has_abs_pos_emb());
     assert_eq!(c.decoder.attn_layers.kv_heads(), 2);
+}
+
+/// Byte-level vocabularies: full and step-wise as the others, then greedy generation over the
+/// encoded (padded) source through `Generator::run_with` equals x-transformers'
+/// `XTransformer.generate(src, start, 8, mask=src_mask, temperature=0.)` token for token, with
+/// the context cached by the run itself; a cache too small for it slides and keeps the context.
+#[test]
+fn xt_bytes_generate() {
+    check("xt_bytes");
+    let (mw, ml) = fixture("xt_bytes", "model");
+    let xt: XTransformer =
+        XTransformer::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
+    let (iw, il) = fixture("xt_bytes", "io");
+    let io = SafeTensors::parse(&bytemuck::cast_slice(&iw)[..il]).unwrap();
+    let (src, start, want) = (ids(&io, "src"), ids(&io, "gen_start"), ids(&io, "gen"));
+    let src_mask: Vec<bool> = io
+        .tensor("src_mask")
+        .unwrap()
+        .data()
+        .iter()
+        .map(|&v| v != 0)
+        .collect();
+    let b = start.len();
+    let (n, g) = (src.len() / b, want.len() / b);
+    let (ecfg, dcfg) = (
+        xt.encoder().decoder().config(),
+        xt.decoder().decoder().config(),
+    );
+    let mut ekv = vec![0.0f32; KvCache::<f32>::elements(ecfg, n)];
+    let mut esb = vec![0.0f32; Scratch::elements(ecfg, n)];
+    let mut ecache = KvCache::new(ecfg, n, &mut ekv).unwrap();
+    let mut escratch = Scratch::new(ecfg, n, &mut esb).unwrap();
+    let mut dsb = vec![0.0f32; Scratch::elements(dcfg, 4)];
+    let mut dscratch = Scratch::new(dcfg, 4, &mut dsb).unwrap();
+    for bi in 0..b {
+        let smask = &src_mask[bi * n..(bi + 1) * n];
+        let mut memory = vec![0.0f32; n * ecfg.dim];
+        xt.encode(
+            &mut ecache,
+            &mut escratch,
+            &src[bi * n..(bi + 1) * n],
+            Some(smask),
+            &mut memory,
+        )
+        .unwrap();
+        let context = CrossContext {
+            rows: Some(&memory),
+            mask: Some(smask),
+        };
+        // Capacity 1 + g holds the whole run; capacity 4 slides (keep 2) and must keep the
+        // context (it then differs from torch's, which never slides here).
+        for (capacity, overflow) in [(1 + g, Overflow::Stop), (4, Overflow::Slide { keep: 2 })] {
+            let mut dkv = vec![0.0f32; KvCache::<f32>::elements(dcfg, capacity)];
+            let mut dkc = vec![0.0f32; KvCache::<f32>::context_elements(dcfg, n)];
+            let mut cache = KvCache::with_context(dcfg, capacity, &mut dkv, n, &mut dkc).unwrap();
+            let (mut logits, mut work, mut history) = (
+                vec![0.0f32; 256],
+                vec![Candidate::EMPTY; 256],
+                vec![0u32; 16],
+            );
+            let sampler = Sampler::new(SamplerConfig::greedy(), 0).unwrap();
+            let config = GenerateConfig::new(g).overflow(overflow);
+            let mut generator =
+                Generator::new(sampler, config, &mut logits, &mut work, &mut history).unwrap();
+            let mut got = Vec::new();
+            let done = generator
+                .run_with(
+                    xt.decoder(),
+                    &mut cache,
+                    &mut dscratch,
+                    &start[bi..bi + 1],
+                    context,
+                    |t| {
+                        got.push(t);
+                        ControlFlow::Continue(())
+                    },
+                )
+                .unwrap();
+            assert_eq!(done.new_tokens, g);
+            assert_eq!(cache.context_len(), Some(n));
+            if capacity > g {
+                assert_eq!(got, want[bi * g..(bi + 1) * g], "row {bi}");
+                assert_eq!(done.reencodes, 0);
+            } else {
+                assert!(done.reencodes > 0);
+                assert_eq!(
+                    got[..3],
+                    want[bi * g..bi * g + 3],
+                    "row {bi}, before sliding"
+                );
+            }
+        }
+    }
+}
+
+/// Generation errors over a context: none given to an empty cache, a context mask of the
+/// wrong length, a context longer than the cache's context rows: typed, before anything runs
+/// (cache, context and history as they were).
+#[test]
+fn generate_context_errors_preserve_state() {
+    let (mw, ml) = fixture("xt_bytes", "model");
+    let xt: XTransformer =
+        XTransformer::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
+    let dcfg = xt.decoder().decoder().config();
+    let mut dsb = vec![0.0f32; Scratch::elements(dcfg, 4)];
+    let mut dscratch = Scratch::new(dcfg, 4, &mut dsb).unwrap();
+    let mut dkv = vec![0.0f32; KvCache::<f32>::elements(dcfg, 8)];
+    let mut dkc = vec![0.0f32; KvCache::<f32>::context_elements(dcfg, 4)];
+    let mut cache = KvCache::with_context(dcfg, 8, &mut dkv, 4, &mut dkc).unwrap();
+    let (mut logits, mut work, mut history) = (
+        vec![0.0f32; 256],
+        vec![Candidate::EMPTY; 256],
+        vec![0u32; 16],
+    );
+    let sampler = Sampler::new(SamplerConfig::greedy(), 0).unwrap();
+    let mut generator = Generator::new(
+        sampler,
+        GenerateConfig::new(3),
+        &mut logits,
+        &mut work,
+        &mut history,
+    )
+    .unwrap();
+    let memory = vec![0.5f32; 4 * dcfg.dim];
+    let long = vec![0.5f32; 6 * dcfg.dim];
+    let cases: [(CrossContext<'_>, Error); 3] = [
+        (CrossContext::NONE, Error::ContextRequired),
+        (
+            CrossContext {
+                rows: Some(&memory),
+                mask: Some(&[true; 3]),
+            },
+            Error::BufferLength {
+                buffer: Buffer::ContextMask,
+                expected: 4,
+                found: 3,
+            },
+        ),
+        (
+            CrossContext {
+                rows: Some(&long),
+                mask: None,
+            },
+            Error::ContextTooLong {
+                rows: 6,
+                capacity: 4,
+            },
+        ),
+    ];
+    for (context, want) in cases {
+        let e = generator
+            .run_with(
+                xt.decoder(),
+                &mut cache,
+                &mut dscratch,
+                &[120],
+                context,
+                |_| ControlFlow::Continue(()),
+            )
+            .unwrap_err();
+        assert_eq!(e, GenerateError::Model(want));
+        assert_eq!((cache.len(), cache.context_len()), (0, None));
+        assert!(generator.history().is_empty());
+    }
 }
 
 /// A source longer than the decoder's context cache, and one longer than the encoder's
@@ -436,4 +604,68 @@ fn cli_run_and_inspect() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `picoformer generate --source` on the byte-level fixture: greedy text equals
+/// x-transformers' `XTransformer.generate` (row 0: source "hello!", start "x"); the source is
+/// required for an XTransformer, refused for a TransformerWrapper, and bounded.
+#[cfg(feature = "cli")]
+#[test]
+fn cli_generate_source() {
+    let model = format!(
+        "{}/tests/fixtures/xt_bytes.model.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let generate = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_picoformer"))
+            .arg("generate")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let (iw, il) = fixture("xt_bytes", "io");
+    let io = SafeTensors::parse(&bytemuck::cast_slice(&iw)[..il]).unwrap();
+    let want: Vec<u8> = ids(&io, "gen")[..8].iter().map(|&t| t as u8).collect();
+    let res = generate(&[
+        "--model",
+        &model,
+        "--source",
+        "hello!",
+        "--prompt",
+        "x",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(res.status.success(), "{res:?}");
+    let text = String::from_utf8(res.stdout).unwrap();
+    assert_eq!(text, format!("x{}\n", String::from_utf8_lossy(&want)));
+    let stats = String::from_utf8(res.stderr).unwrap();
+    assert!(stats.contains("context cache"), "{stats}");
+
+    let long = "a".repeat(33);
+    for (args, message) in [
+        (
+            vec!["--model", &model, "--prompt", "x"],
+            "holds an XTransformer: give the text to translate with --source TEXT",
+        ),
+        (
+            vec!["--source", "hello"],
+            "--source is for an XTransformer's file",
+        ),
+        (
+            vec!["--model", &model, "--source", "", "--prompt", "x"],
+            "--source must hold 1 to 32 bytes",
+        ),
+        (
+            vec!["--model", &model, "--source", &long, "--prompt", "x"],
+            "--source must hold 1 to 32 bytes for this model's encoder, it holds 33",
+        ),
+    ] {
+        let res = generate(&args);
+        let err = String::from_utf8(res.stderr).unwrap();
+        assert_eq!(res.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
 }

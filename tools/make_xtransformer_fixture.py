@@ -14,6 +14,10 @@ perturbed (p += 0.1 * randn).
 * xt_tie: tie_token_emb (one vocabulary), a rotary encoder without absolute positions
   (enc_use_abs_pos_emb=False), a GQA decoder with GLU and absolute positions; sources padded on
   either side.
+* xt_bytes: byte-level vocabularies (256 tokens both sides, what `picoformer generate --source`
+  reads), ASCII sources, the second one padded; also `gen_start` (b, 1) and `gen`, the tokens of
+  x-transformers' greedy `XTransformer.generate(src, gen_start, GEN, mask=src_mask,
+  temperature=0.)` (xt:4759-4761, its decoder's KV cache on).
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ FIXTURES = [
          kwargs=dict(dim=32, enc_num_tokens=40, enc_depth=2, enc_heads=2, enc_attn_dim_head=16, enc_max_seq_len=16,
                      dec_num_tokens=30, dec_depth=2, dec_heads=4, dec_attn_dim_head=8, dec_max_seq_len=16,
                      dec_rotary_pos_emb=True)),
+    dict(name="xt_bytes", seed=52, n=6, m=5, src_text=["hello!", "abcd"],
+         src_mask=["111111", "111100"], gen_start="xy", gen=8,
+         kwargs=dict(dim=16, enc_num_tokens=256, enc_depth=1, enc_heads=2, enc_attn_dim_head=8, enc_max_seq_len=32,
+                     dec_num_tokens=256, dec_depth=2, dec_heads=2, dec_attn_dim_head=8, dec_max_seq_len=32,
+                     dec_rotary_pos_emb=True)),
     dict(name="xt_tie", seed=51, n=7, m=6,
          src_mask=["0011111", "1111100"],
          kwargs=dict(dim=24, tie_token_emb=True, ignore_index=0, pad_value=1,
@@ -57,6 +66,8 @@ def make_one(spec, out_dir):
     model.eval()
     b, n, m = 2, spec["n"], spec["m"]
     src = torch.randint(0, kwargs["enc_num_tokens"], (b, n))
+    if "src_text" in spec:
+        src = torch.tensor([list(t.encode().ljust(n, b"\0")) for t in spec["src_text"]])
     src_mask = torch.tensor([[c == "1" for c in r] for r in spec["src_mask"]])
     tgt = torch.randint(0, kwargs["dec_num_tokens"], (b, m))
     net = model.decoder.net
@@ -69,10 +80,15 @@ def make_one(spec, out_dir):
                              return_intermediates=True)
             rows.append(out[:, -1:])
         stepwise = torch.cat(rows, dim=1)
+        gen = {}
+        if "gen" in spec:
+            start = torch.tensor([[c] for c in spec["gen_start"].encode()])
+            out = model.generate(src, start, spec["gen"], mask=src_mask, temperature=0.)
+            gen = {"gen_start": start, "gen": out}
     model_path = os.path.join(out_dir, f"{spec['name']}.model.safetensors")
     export(model, {"xtransformer": kwargs}, model_path, dtype="float32")
     io = {"src": src, "src_mask": src_mask, "tgt": tgt, "enc": enc.contiguous(), "full": full.contiguous(),
-          "stepwise": stepwise.contiguous()}
+          "stepwise": stepwise.contiguous(), **gen}
     io_path = os.path.join(out_dir, f"{spec['name']}.io.safetensors")
     write_safetensors(io, io_path, {"format": "picoformer-io-1", "name": spec["name"]})
     check_alignment(io_path)

@@ -6,11 +6,12 @@ use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use picoformer::generate::{GenerateConfig, Generator, Overflow, StopReason};
+use picoformer::generate::{CrossContext, GenerateConfig, Generator, Overflow, StopReason};
 use picoformer::metrics;
+use picoformer::options::ModelKind;
 use picoformer::parallel::Rayon;
 use picoformer::sampling::{default_top_k, Candidate, Sampler, SamplerConfig};
-use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper};
+use picoformer::{f16, Element, KvCache, Model, Scratch, TransformerWrapper, XTransformer};
 
 use crate::args::{json_number, json_string};
 use crate::args::{Args, CliError};
@@ -41,6 +42,7 @@ const GENERATE_OPTIONS: &[&str] = &[
     "model",
     "prompt",
     "prompt-file",
+    "source",
     "json",
     "max-tokens",
     "temperature",
@@ -86,6 +88,19 @@ impl Source {
         }
     }
 
+    /// The file's `XTransformer`, if it holds one (its decoder generates over the encoded
+    /// `--source`).
+    fn xtransformer(&self) -> Result<Option<XTransformer<'_>>, CliError> {
+        match Model::<16>::from_safetensors(self.bytes()) {
+            Err(e) if e == ModelKind::XTransformer.refusal() => {
+                XTransformer::from_safetensors(self.bytes())
+                    .map(Some)
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", self.name())))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn wrapper(&self) -> Result<TransformerWrapper<'_>, CliError> {
         match Model::from_safetensors(self.bytes()) {
             Ok(Model::Wrapper(w)) => Ok(w),
@@ -96,6 +111,44 @@ impl Source {
             Err(e) => Err(CliError::Failed(format!("{}: {e}", self.name()))),
         }
     }
+}
+
+/// The longest `--source` an encoder without absolute positions reads (its scratch grows with
+/// the square of the length).
+const MAX_SOURCE: usize = 4096;
+
+/// An XTransformer's `--source TEXT` (byte-level tokens) through its encoder:
+/// `encoder(src, return_embeddings=True)` (`xt:4760`), n × dim.
+fn encode_source(xt: &XTransformer, text: &str) -> Result<Vec<f32>, CliError> {
+    let (ew, ecfg) = (xt.encoder().config(), *xt.encoder().decoder().config());
+    let src = tokenize(text.as_bytes(), ew.num_tokens)?;
+    let limit = if ew.has_abs_pos_emb() {
+        ew.max_seq_len.min(MAX_SOURCE)
+    } else {
+        MAX_SOURCE
+    };
+    if src.is_empty() || src.len() > limit {
+        return Err(CliError::Usage(format!(
+            "--source must hold 1 to {limit} bytes for this model's encoder, it holds {}",
+            src.len()
+        )));
+    }
+    let positions = ew.cache_positions(src.len());
+    let mut kv = filled(
+        KvCache::<f32>::elements(&ecfg, positions),
+        0.0f32,
+        "the encoder's KV cache",
+    )?;
+    let mut sb = filled(
+        Scratch::elements(&ecfg, positions),
+        0.0f32,
+        "the encoder's scratch arena",
+    )?;
+    let mut memory = filled(src.len() * ecfg.dim, 0.0f32, "the encoder's output")?;
+    let mut cache = KvCache::new(&ecfg, positions, &mut kv)?;
+    let mut scratch = Scratch::new(&ecfg, positions, &mut sb)?;
+    xt.encode(&mut cache, &mut scratch, &src, None, &mut memory)?;
+    Ok(memory)
 }
 
 /// `--kv f32|f16`.
@@ -312,13 +365,35 @@ pub fn main(argv: &[String]) -> Result<(), CliError> {
     let kv = kv_type(&args)?;
     let (panels, int8) = (prefill_panels(&args)?, crate::args::int8_dot(&args)?);
     let source = Source::new(&args)?;
+    let (model, context) = match source.xtransformer()? {
+        None => {
+            let wrapper = source.wrapper()?;
+            if args.text("source").is_some() {
+                return Err(CliError::Usage(format!(
+                    "--source is for an XTransformer's file; {} holds a TransformerWrapper",
+                    source.name()
+                )));
+            }
+            (wrapper, None)
+        }
+        Some(xt) => {
+            let text = args.text("source").ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{} holds an XTransformer: give the text to translate with --source TEXT",
+                    source.name()
+                ))
+            })?;
+            (xt.decoder().clone(), Some(encode_source(&xt, text)?))
+        }
+    };
     let mut arenas = Arenas::default();
-    let model = prepare(source.wrapper()?, panels, int8, &mut arenas)?;
+    let model = prepare(model, panels, int8, &mut arenas)?;
     let (pool, executor) = threads(&args)?;
     let model = model.with_parallel(&executor);
+    let context = context.as_deref();
     pool.install(|| match kv {
-        KvType::F32 => run_generate::<f32>(&args, &source, &model),
-        KvType::F16 => run_generate::<f16>(&args, &source, &model),
+        KvType::F32 => run_generate::<f32>(&args, &source, &model, context),
+        KvType::F16 => run_generate::<f16>(&args, &source, &model, context),
     })
 }
 
@@ -336,10 +411,13 @@ fn threads(args: &Args) -> Result<(rayon::ThreadPool, Rayon), CliError> {
     Ok((pool, Rayon { parts: n }))
 }
 
+/// Generates with `model`; `context` is what a cross-attending decoder attends to (an
+/// XTransformer's encoded source, n × dim).
 fn run_generate<K: Element>(
     args: &Args,
     source: &Source,
     model: &TransformerWrapper,
+    context: Option<&[f32]>,
 ) -> Result<(), CliError> {
     let cfg = *model.config();
     let d = cfg.attn_layers;
@@ -377,7 +455,22 @@ fn run_generate<K: Element>(
     let mut work = filled(Sampler::work_len(lw), Candidate::EMPTY, "the sampler")?;
     // Twice what it must keep, so dropping old tokens is one copy per `need` tokens.
     let mut history = filled(history_len(&gcfg, &scfg), 0u32, "the token history")?;
-    let mut cache = KvCache::new(&d, cfg.cache_positions(cap), &mut kv_buf)?;
+    let context_rows = context.map_or(0, |c| c.len() / d.dim_context());
+    let mut context_buf = AlignedVec::<K>::zeroed(
+        KvCache::<K>::context_elements(&d, context_rows),
+        "the context cache",
+    )?;
+    let mut cache = if context.is_some() {
+        KvCache::with_context(
+            &d,
+            cfg.cache_positions(cap),
+            &mut kv_buf,
+            context_rows,
+            &mut context_buf,
+        )?
+    } else {
+        KvCache::new(&d, cfg.cache_positions(cap), &mut kv_buf)?
+    };
     let mut scratch = Scratch::new(&d, CHUNK, &mut scratch_buf)?;
     let sampler = Sampler::new(scfg, seed).map_err(|e| CliError::Usage(e.to_string()))?;
     let mut generator = Generator::new(sampler, gcfg, &mut logits, &mut work, &mut history)?;
@@ -401,7 +494,11 @@ fn run_generate<K: Element>(
     let t0 = Instant::now();
     let mut first_token_at = None;
     let mut io_error = None;
-    let result = generator.run(model, &mut cache, &mut scratch, &prompt, |token| {
+    let cross = CrossContext {
+        rows: context,
+        mask: None,
+    };
+    let result = generator.run_with(model, &mut cache, &mut scratch, &prompt, cross, |token| {
         first_token_at.get_or_insert_with(|| t0.elapsed());
         if !echoed {
             ticker.stop();
@@ -473,6 +570,13 @@ fn run_generate<K: Element>(
             human(model.int8_panels_len() as u64)
         ));
     }
+    let context_bytes = KvCache::<K>::context_bytes(&d, context_rows);
+    if context.is_some() {
+        extras.push_str(&format!(
+            ", context cache {} ({context_rows} source positions)",
+            human(context_bytes as u64)
+        ));
+    }
     // Statistics go to stderr, so stdout holds the text alone (`generate > out.txt`).
     if args.switch("json") {
         let stop = match out.reason {
@@ -482,7 +586,7 @@ fn run_generate<K: Element>(
             StopReason::Stopped => "stopped",
         };
         eprintln!(
-            "{{\"tokens\":{},\"stop\":\"{stop}\",\"seconds\":{},\"tokens_per_s\":{},\"prompt_tokens\":{},\"first_token_ms\":{},\"decode_tokens_per_s\":{},\"reencodes\":{},\"reencoded_tokens\":{},\"weights_bytes\":{},\"kv\":\"{}\",\"capacity\":{cap},\"kv_cache_bytes\":{},\"arena_bytes\":{arena},\"seed\":{seed}}}",
+            "{{\"tokens\":{},\"stop\":\"{stop}\",\"seconds\":{},\"tokens_per_s\":{},\"prompt_tokens\":{},\"first_token_ms\":{},\"decode_tokens_per_s\":{},\"reencodes\":{},\"reencoded_tokens\":{},\"weights_bytes\":{},\"kv\":\"{}\",\"capacity\":{cap},\"kv_cache_bytes\":{},\"context_cache_bytes\":{context_bytes},\"arena_bytes\":{arena},\"seed\":{seed}}}",
             out.new_tokens,
             json_number(total.as_secs_f64()),
             json_number(out.new_tokens as f64 / total.as_secs_f64()),

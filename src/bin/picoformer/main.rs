@@ -30,14 +30,15 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "generate",
         "  picoformer generate [--model PATH] [--prompt TEXT | --prompt-file PATH|-] [--max-tokens N]
-                      [--temperature T]
+                      [--source TEXT] [--temperature T]
                       [--top-k K|default] [--top-p P] [--min-p P] [--repetition-penalty R]
                       [--repetition-window N] [--seed S] [--kv f32|f16] [--capacity N]
                       [--slide KEEP] [--prefill stored|panels] [--dot f32|int8] [--threads N]
                       [--json] [--bench]
       stream text to stdout, statistics to stderr (--json: as one JSON object), from a
       byte-level model (default: the bundled demo model, trained on Jane
-      Austen); temperature 0 is greedy; --slide KEEP re-encodes the last KEEP tokens when the
+      Austen), or an XTransformer's decoder over its encoded --source (required for one);
+      temperature 0 is greedy; --slide KEEP re-encodes the last KEEP tokens when the
       KV cache is full instead of stopping; --prefill panels packs the matrices into an f32
       copy for faster prompts; --dot int8 quantises the activations of products by Q8_0
       weights (faster, less exact); --threads N splits each decode step's matrix products over

@@ -644,17 +644,19 @@ fn run_xtransformer(xt: &XTransformer, inputs_path: &str, out_path: &str) -> Res
     }
     let src_mask = read_mask(&st, "src_mask", b, n)?;
     let dim = ecfg.dim;
+    // The encoder's memory tokens take positions too.
+    let positions = xt.encoder().config().cache_positions(n);
     let mut ekv = filled(
-        KvCache::<f32>::elements(&ecfg, n),
+        KvCache::<f32>::elements(&ecfg, positions),
         0.0f32,
         "the encoder's KV cache",
     )?;
     let mut esb = filled(
-        Scratch::elements(&ecfg, n),
+        Scratch::elements(&ecfg, positions),
         0.0f32,
         "the encoder's scratch arena",
     )?;
-    let mut escratch = Scratch::new(&ecfg, n, &mut esb)?;
+    let mut escratch = Scratch::new(&ecfg, positions, &mut esb)?;
     let mut encoded = filled(
         b.saturating_mul(n).saturating_mul(dim),
         0.0f32,
@@ -673,7 +675,7 @@ fn run_xtransformer(xt: &XTransformer, inputs_path: &str, out_path: &str) -> Res
     let mut stepwise = filled(b.saturating_mul(per), 0.0f32, "the outputs")?;
     for bi in 0..b {
         let smask = src_mask.as_ref().map(|s| &s[bi * n..(bi + 1) * n]);
-        let mut ecache = KvCache::new(&ecfg, n, &mut ekv)?;
+        let mut ecache = KvCache::new(&ecfg, positions, &mut ekv)?;
         let memory = &mut encoded[bi * n * dim..(bi + 1) * n * dim];
         xt.encode(
             &mut ecache,
