@@ -31,6 +31,10 @@ pub struct ContinuousConfig {
     /// `average_pool_embed`: the mean of the real positions' hidden states, then `project_out`
     /// (an encoder's pooled output).
     pub average_pool_embed: bool,
+    /// `num_memory_tokens`: learned rows (`memory_tokens`, M × dim) run before the first frame,
+    /// after the frames' projection, positions and `post_emb_norm`, and dropped from the
+    /// outputs (`continuous.py:186-193, 207-210`); they take the cache's first M positions.
+    pub num_memory_tokens: usize,
     /// The `attn_layers` (`Decoder` or `Encoder` arguments).
     pub attn_layers: DecoderConfig,
 }
@@ -45,15 +49,28 @@ impl ContinuousConfig {
             use_abs_pos_emb: true,
             post_emb_norm: false,
             average_pool_embed: false,
+            num_memory_tokens: 0,
             attn_layers,
         }
+    }
+
+    /// Sets `num_memory_tokens`.
+    pub const fn num_memory_tokens(mut self, m: usize) -> Self {
+        self.num_memory_tokens = m;
+        self
+    }
+
+    /// Positions a KV cache (and, for an encoder's window, the scratch) needs for `frames`
+    /// frames: the memory tokens' too.
+    pub const fn cache_positions(&self, frames: usize) -> usize {
+        frames.saturating_add(self.num_memory_tokens)
     }
 
     /// Checks the wrapper and its layers.
     ///
     /// # Errors
     /// The first [`ConfigError`] found: the layers', a zero `dim_in` or `dim_out`, or a
-    /// projection or position table over 2^30 elements.
+    /// projection, position or memory-token table over 2^30 elements.
     pub const fn validate(&self) -> Result<(), ConfigError> {
         if let Err(e) = self.attn_layers.validate() {
             return Err(e);
@@ -68,6 +85,7 @@ impl ContinuousConfig {
         if self.input_width() > limit / dim
             || self.output_width() > limit / dim
             || self.max_seq_len > limit / dim
+            || self.num_memory_tokens > limit / dim
         {
             return Err(ConfigError::TooLarge);
         }
@@ -107,6 +125,7 @@ pub struct ContinuousTransformerWrapper<'w, const MAX_DEPTH: usize = 16> {
     project_out: Option<Tensor<'w>>,
     pos_emb: Option<Tensor<'w>>,
     post_emb_norm: Option<Tensor<'w>>,
+    memory_tokens: Option<Tensor<'w>>,
 }
 
 fn weight<'w, S: TensorSource<'w>>(
@@ -133,8 +152,8 @@ fn weight<'w, S: TensorSource<'w>>(
 
 impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
     /// A wrapper whose weights are looked up in `source` under its `state_dict` keys
-    /// (`project_in.weight`, `pos_emb.emb.weight`, `post_emb_norm.gamma`, `project_out.weight`,
-    /// the layers under `attn_layers.`).
+    /// (`project_in.weight`, `pos_emb.emb.weight`, `post_emb_norm.gamma`, `memory_tokens`,
+    /// `project_out.weight`, the layers under `attn_layers.`).
     ///
     /// # Errors
     /// As [`Decoder::from_source`]; [`Error::Config`] as [`ContinuousConfig::validate`].
@@ -165,6 +184,10 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
             true => Some(weight(source, "post_emb_norm.gamma", &[dim])?),
             false => None,
         };
+        let memory_tokens = match config.num_memory_tokens {
+            0 => None,
+            m => Some(weight(source, "memory_tokens", &[m, dim])?),
+        };
         Ok(Self {
             config,
             layers,
@@ -172,6 +195,7 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
             project_out,
             pos_emb,
             post_emb_norm,
+            memory_tokens,
         })
     }
 
@@ -185,8 +209,10 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
         &self.layers
     }
 
-    /// Around a `Decoder`: the frames `x` (n × input width) at positions `cache.len()..+n`,
-    /// their outputs (n × output width) into `out`; one frame per call streams.
+    /// Around a `Decoder`: the frames `x` (n × input width) after those the cache holds (the
+    /// first call runs the memory tokens first), their outputs (n × output width) into `out`;
+    /// one frame per call streams. `masks.mask` covers the frames, cached and new (not the
+    /// memory tokens, which are real).
     ///
     /// # Errors
     /// [`Error::BufferLength`], [`Error::PositionOutOfRange`] past `max_seq_len` with absolute
@@ -201,13 +227,15 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
         out: &mut [f32],
     ) -> Result<(), Error> {
         let n = self.check(x, out, false)?;
-        self.check_positions(cache.len(), n)?;
+        let mem = self.config.num_memory_tokens;
+        self.check_positions(cache.len().saturating_sub(mem), n)?;
         self.run(cache, scratch, x, context, masks, out, true)
     }
 
     /// Around an `Encoder`: the window `x` (n × input width) bidirectionally, in one chunk over
-    /// `cache` emptied first (as [`crate::Encoder::forward`]); `out` gets n × output width, or,
-    /// with `average_pool_embed`, one row: `project_out` of the mean of the real positions'
+    /// `cache` emptied first (as [`crate::Encoder::forward`]; cache and scratch hold
+    /// [`ContinuousConfig::cache_positions`]`(n)` positions); `out` gets n × output width, or,
+    /// with `average_pool_embed`, one row: `project_out` of the mean of the real frames'
     /// hidden states.
     ///
     /// # Errors
@@ -223,7 +251,8 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
     ) -> Result<(), Error> {
         let n = self.check(x, out, self.config.average_pool_embed)?;
         self.check_positions(0, n)?;
-        crate::encoder::in_fresh_cache(&self.layers, cache, scratch, n, |c, s| {
+        let positions = self.config.cache_positions(n);
+        crate::encoder::in_fresh_cache(&self.layers, cache, scratch, positions, |c, s| {
             self.run(c, s, x, context, masks, out, false)
         })
     }
@@ -274,7 +303,12 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
         let cfg = &self.config;
         let (dim, wi, wo) = (cfg.attn_layers.dim, cfg.input_width(), cfg.output_width());
         let n = x.len() / wi;
-        let pos0 = cache.len();
+        // The cache's first M positions hold the memory tokens, run before the first frame
+        // (the rows of them it does not hold yet: `prefix`); the frames' positions count from
+        // after them.
+        let (mem, len0) = (cfg.num_memory_tokens, cache.len());
+        let prefix = mem.saturating_sub(len0);
+        let pos0 = len0.saturating_add(prefix).saturating_sub(mem);
         let pooled = cfg.average_pool_embed && !causal;
         let scale = libm::pow(dim as f64, -0.5) as f32;
         if pooled {
@@ -283,15 +317,31 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
         self.layers.run_masked(
             cache,
             scratch,
-            n,
+            prefix.saturating_add(n),
             context,
             masks,
-            0,
+            mem,
             causal,
-            // x₀ = project_in(x) + P[pos]·dim^-½ (continuous.py:178-179)
             |start, rows| {
+                // the memory tokens' rows first (continuous.py:186-188)
+                let k = prefix.saturating_sub(start).min(rows.len() / dim);
+                let (memory, rows) = rows.split_at_mut(k * dim);
+                if let Some(m) = self.memory_tokens {
+                    for (j, r) in memory.chunks_exact_mut(dim).enumerate() {
+                        let t = m.slice((len0 + start + j) * dim, dim);
+                        r.iter_mut()
+                            .enumerate()
+                            .for_each(|(c, v)| *v = t.get(c).unwrap_or(0.0));
+                    }
+                }
+                // x₀ = project_in(x) + P[pos]·dim^-½ (continuous.py:178-179)
+                // (a chunk of memory tokens only has no frame rows: `rows` is empty)
+                let first = (start + k).saturating_sub(prefix);
                 let len = rows.len() / dim;
-                let xin = &x[start * wi..(start + len) * wi];
+                if len == 0 {
+                    return Ok(());
+                }
+                let xin = &x[first * wi..(first + len) * wi];
                 match self.project_in {
                     Some(w) => self.layers.linear(w, None, wi, xin, rows)?,
                     None => rows.copy_from_slice(xin),
@@ -300,7 +350,7 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
                     for (j, r) in rows.chunks_exact_mut(dim).enumerate() {
                         crate::kernels::add_scaled(
                             r,
-                            p.slice((pos0 + start + j) * dim, dim),
+                            p.slice((pos0 + first + j) * dim, dim),
                             scale,
                         )?;
                     }
@@ -313,9 +363,15 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
                 Ok(())
             },
             |start, y| {
+                // the memory tokens' rows are dropped (continuous.py:207-210)
+                let skip = prefix.saturating_sub(start).min(y.len() / dim);
+                let (start, y) = ((start + skip).saturating_sub(prefix), &y[skip * dim..]);
                 let len = y.len() / dim;
+                if len == 0 {
+                    return Ok(());
+                }
                 if pooled {
-                    // masked mean over the real positions, then project_out (continuous.py:224-228)
+                    // masked mean over the real frames, then project_out (continuous.py:212-216)
                     let mask = masks.mask;
                     let real = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(false));
                     let count = (0..n).filter(|&i| real(i)).count().max(1) as f32;

@@ -20,6 +20,11 @@ fn bools(t: Option<picoformer::safetensors::TensorInfo<'_>>) -> Option<Vec<bool>
 /// Runs fixture `name` from its model file; returns the configuration read from the file and
 /// the worst (full, step-wise) differences from torch.
 fn check(name: &str) -> (ContinuousConfig, f32, f32) {
+    check_chunked(name, None)
+}
+
+/// [`check`] with a decoder's scratch holding `chunk` positions (default: all).
+fn check_chunked(name: &str, chunk: Option<usize>) -> (ContinuousConfig, f32, f32) {
     let (mw, ml) = fixture(name, "model");
     let model: ContinuousModel =
         ContinuousModel::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
@@ -40,10 +45,17 @@ fn check(name: &str) -> (ContinuousConfig, f32, f32) {
     let per = full.len() / b;
     let wo = cfg.output_width();
     let lc = &cfg.attn_layers;
-    let mut kv = vec![f32::NAN; KvCache::<f32>::elements(lc, n)];
+    // The memory tokens take positions too; `chunk` positions per scratch pass for a decoder
+    // (an encoder's window runs in one).
+    let positions = cfg.cache_positions(n);
+    let chunk = match &model {
+        ContinuousModel::Encoder(_) => positions,
+        ContinuousModel::Decoder(_) => chunk.unwrap_or(positions),
+    };
+    let mut kv = vec![f32::NAN; KvCache::<f32>::elements(lc, positions)];
     let mut kc = vec![f32::NAN; KvCache::<f32>::context_elements(lc, m)];
-    let mut sb = vec![f32::NAN; Scratch::elements(lc, n)];
-    let mut scratch = Scratch::new(lc, n, &mut sb).unwrap();
+    let mut sb = vec![f32::NAN; Scratch::elements(lc, chunk)];
+    let mut scratch = Scratch::new(lc, chunk, &mut sb).unwrap();
     let (mut wf, mut ws) = (0.0f32, 0.0f32);
     for bi in 0..b {
         let xb = &x[bi * n * wi..(bi + 1) * n * wi];
@@ -55,7 +67,7 @@ fn check(name: &str) -> (ContinuousConfig, f32, f32) {
             context_mask: cm,
         };
         let mut out = vec![f32::NAN; per];
-        let mut cache = KvCache::with_context(lc, n, &mut kv, m, &mut kc).unwrap();
+        let mut cache = KvCache::with_context(lc, positions, &mut kv, m, &mut kc).unwrap();
         match &model {
             ContinuousModel::Encoder(w) => {
                 w.encode(&mut cache, &mut scratch, xb, ctx, masks(n), &mut out)
@@ -67,7 +79,7 @@ fn check(name: &str) -> (ContinuousConfig, f32, f32) {
                     .unwrap();
                 wf = wf.max(max_diff(&out, &full[bi * per..(bi + 1) * per]));
                 // streaming: one frame in, one frame out; the context on the first call
-                let mut cache = KvCache::with_context(lc, n, &mut kv, m, &mut kc).unwrap();
+                let mut cache = KvCache::with_context(lc, positions, &mut kv, m, &mut kc).unwrap();
                 for i in 0..n {
                     w.forward(
                         &mut cache,
@@ -135,6 +147,32 @@ fn cont_dec_ctx() {
     want.dim_out = Some(5);
     want.post_emb_norm = true;
     assert_eq!(cfg, want);
+}
+
+/// Memory tokens (`num_memory_tokens`) before a padded, pooled Encoder window with absolute
+/// positions and `post_emb_norm` (which the memory rows do not get).
+#[test]
+fn cont_enc_mem() {
+    let (cfg, ..) = check("cont_enc_mem");
+    let mut want = ContinuousConfig::new(8, DecoderConfig::new(16, 2).heads(2).attn_dim_head(8))
+        .num_memory_tokens(3);
+    want.dim_in = Some(6);
+    want.dim_out = Some(4);
+    want.post_emb_norm = true;
+    want.average_pool_embed = true;
+    assert_eq!(cfg, want);
+    assert_eq!(cfg.cache_positions(7), 10);
+}
+
+/// Memory tokens streaming through a rotary Decoder: full, one frame per call (the first call
+/// runs the memory first), and in scratch chunks of 1 and 3 positions (chunks of memory rows
+/// only, and chunks mixing memory and frames), each equal to x-transformers.
+#[test]
+fn cont_dec_mem() {
+    let (cfg, ..) = check("cont_dec_mem");
+    assert_eq!(cfg.num_memory_tokens, 2);
+    check_chunked("cont_dec_mem", Some(1));
+    check_chunked("cont_dec_mem", Some(3));
 }
 
 /// Streaming past `max_seq_len` with absolute positions, frames of the wrong width, an output
@@ -289,7 +327,14 @@ fn cli_run() {
             .output()
             .unwrap()
     };
-    for name in ["cont_dec", "cont_enc", "cont_enc_pool", "cont_dec_ctx"] {
+    for name in [
+        "cont_dec",
+        "cont_enc",
+        "cont_enc_pool",
+        "cont_dec_ctx",
+        "cont_enc_mem",
+        "cont_dec_mem",
+    ] {
         let out = dir.join(format!("{name}.out.safetensors"));
         let res = run(name, &format!("{fixtures}/{name}.io.safetensors"), &out);
         assert!(res.status.success(), "{name}: {res:?}");

@@ -63,6 +63,9 @@ fn continuous_tensors(c: &ContinuousConfig) -> Table {
     if c.post_emb_norm {
         add("post_emb_norm.gamma", vec![d]);
     }
+    if c.num_memory_tokens > 0 {
+        add("memory_tokens", vec![c.num_memory_tokens, d]);
+    }
     t
 }
 
@@ -232,10 +235,11 @@ fn run_continuous(m: &ContinuousModel) -> Vec<f32> {
     let x: Vec<f32> = (0..n * c.input_width())
         .map(|i| (i as f32 * 0.37).sin())
         .collect();
-    let mut kv = vec![f32::NAN; KvCache::<f32>::elements(lc, n)];
-    let mut sb = vec![f32::NAN; Scratch::elements(lc, n)];
-    let mut cache = KvCache::new(lc, n, &mut kv).unwrap();
-    let mut scratch = Scratch::new(lc, n, &mut sb).unwrap();
+    let positions = c.cache_positions(n);
+    let mut kv = vec![f32::NAN; KvCache::<f32>::elements(lc, positions)];
+    let mut sb = vec![f32::NAN; Scratch::elements(lc, positions)];
+    let mut cache = KvCache::new(lc, positions, &mut kv).unwrap();
+    let mut scratch = Scratch::new(lc, positions, &mut sb).unwrap();
     let wo = c.output_width();
     match m {
         ContinuousModel::Encoder(w) => {
@@ -282,6 +286,7 @@ fn continuous_case(name: &str) -> (&'static str, CApply) {
         "average_pool_embed" => ("true", Some(|c| c.average_pool_embed = true)),
         // Without dim_in / dim_out there is no projection to drop.
         "use_identity_if_same_dim" => ("true", Some(|_| {})),
+        "num_memory_tokens" => ("2", Some(|c| c.num_memory_tokens = 2)),
         other => panic!("supported argument `{other}` has no test case here: add one"),
     }
 }
@@ -515,10 +520,11 @@ fn run_xt(xt: &XTransformer) -> Vec<f32> {
     );
     let (n, m, dim, v) = (3, 2, e.dim, xt.decoder().config().num_tokens);
     let src_mask = [true, true, false];
-    let mut ekv = vec![f32::NAN; KvCache::<f32>::elements(e, n)];
-    let mut esb = vec![f32::NAN; Scratch::elements(e, n)];
-    let mut ecache = KvCache::new(e, n, &mut ekv).unwrap();
-    let mut escratch = Scratch::new(e, n, &mut esb).unwrap();
+    let positions = xt.encoder().config().cache_positions(n);
+    let mut ekv = vec![f32::NAN; KvCache::<f32>::elements(e, positions)];
+    let mut esb = vec![f32::NAN; Scratch::elements(e, positions)];
+    let mut ecache = KvCache::new(e, positions, &mut ekv).unwrap();
+    let mut escratch = Scratch::new(e, positions, &mut esb).unwrap();
     let mut memory = vec![f32::NAN; n * dim];
     xt.encode(
         &mut ecache,
@@ -562,6 +568,7 @@ fn xt_case(name: &str) -> (&'static str, XApply) {
     match name {
         "enc_use_abs_pos_emb" => ("false", Some(|e, _| e.use_abs_pos_emb = false)),
         "dec_use_abs_pos_emb" => ("false", Some(|_, d| d.use_abs_pos_emb = false)),
+        "enc_num_memory_tokens" => ("2", Some(|e, _| e.num_memory_tokens = 2)),
         // The base's vocabularies differ (11, 13): refused (equal ones: `xt_arguments_together`).
         "tie_token_emb" => ("true", None),
         other => panic!("supported argument `{other}` has no test case here: add one"),
@@ -631,7 +638,7 @@ fn xtransformer_arguments_at_another_value_are_computed_or_refused_by_name() {
         }
     }
     println!("xtransformer: {computed} computed, {no_effect} without effect, {refused} refused");
-    assert_eq!((computed, no_effect, refused), (2, 5, 4));
+    assert_eq!((computed, no_effect, refused), (3, 5, 3));
 }
 
 /// `enc_<x>` / `dec_<x>` of every `Decoder` argument: at its default the same numbers; another

@@ -52,10 +52,12 @@ fn check(name: &str) -> (f32, f32, f32) {
     let ecfg = xt.encoder().decoder().config();
     let dcfg = xt.decoder().decoder().config();
     let dim = ecfg.dim;
-    let mut ekv = vec![f32::NAN; KvCache::<f32>::elements(ecfg, n)];
-    let mut esb = vec![f32::NAN; Scratch::elements(ecfg, n)];
-    let mut ecache = KvCache::new(ecfg, n, &mut ekv).unwrap();
-    let mut escratch = Scratch::new(ecfg, n, &mut esb).unwrap();
+    // The encoder's memory tokens take positions too.
+    let positions = xt.encoder().config().cache_positions(n);
+    let mut ekv = vec![f32::NAN; KvCache::<f32>::elements(ecfg, positions)];
+    let mut esb = vec![f32::NAN; Scratch::elements(ecfg, positions)];
+    let mut ecache = KvCache::new(ecfg, positions, &mut ekv).unwrap();
+    let mut escratch = Scratch::new(ecfg, positions, &mut esb).unwrap();
     let mut dkv = vec![f32::NAN; KvCache::<f32>::elements(dcfg, m)];
     let mut dkc = vec![f32::NAN; KvCache::<f32>::context_elements(dcfg, n)];
     let mut dsb = vec![f32::NAN; Scratch::elements(dcfg, 3)];
@@ -159,6 +161,18 @@ fn xt_tie() {
     assert!(c.tie_token_emb);
     assert!(!c.encoder.has_abs_pos_emb() && c.decoder.has_abs_pos_emb());
     assert_eq!(c.decoder.attn_layers.kv_heads(), 2);
+}
+
+/// The encoder with memory tokens (`enc_num_memory_tokens`), a padded source: the encoder's
+/// output (the memory rows dropped) and the decoder's logits over it equal torch's.
+#[test]
+fn xt_mem() {
+    check("xt_mem");
+    let (mw, ml) = fixture("xt_mem", "model");
+    let xt: XTransformer =
+        XTransformer::from_safetensors(&bytemuck::cast_slice(&mw)[..ml]).unwrap();
+    assert_eq!(xt.config().encoder.num_memory_tokens, 2);
+    assert_eq!(xt.config().decoder.num_memory_tokens, 0);
 }
 
 /// Byte-level vocabularies: full and step-wise as the others, then greedy generation over the
@@ -447,7 +461,7 @@ fn cli_run_and_inspect() {
             .output()
             .unwrap()
     };
-    for name in ["xt_pad", "xt_tie"] {
+    for name in ["xt_pad", "xt_tie", "xt_mem"] {
         let out = dir.join(format!("{name}.out.safetensors"));
         let res = run(name, &format!("{fixtures}/{name}.io.safetensors"), &out);
         assert!(res.status.success(), "{name}: {res:?}");

@@ -150,10 +150,10 @@ _FAMILY_TYPES = {
     ("continuous", "max_seq_len"): _OPT_USIZE, ("continuous", "dim_in"): _OPT_USIZE,
     ("continuous", "dim_out"): _OPT_USIZE, ("continuous", "post_emb_norm"): _BOOL,
     ("continuous", "use_abs_pos_emb"): _BOOL, ("continuous", "average_pool_embed"): _BOOL,
-    ("continuous", "use_identity_if_same_dim"): _BOOL,
+    ("continuous", "use_identity_if_same_dim"): _BOOL, ("continuous", "num_memory_tokens"): _OPT_USIZE,
     ("xtransformer", "dim"): _USIZE, ("xtransformer", "tie_token_emb"): _BOOL,
     ("xtransformer", "enc_num_tokens"): _USIZE, ("xtransformer", "enc_max_seq_len"): _USIZE,
-    ("xtransformer", "enc_use_abs_pos_emb"): _BOOL, ("xtransformer", "dec_num_tokens"): _USIZE,
+    ("xtransformer", "enc_use_abs_pos_emb"): _BOOL, ("xtransformer", "enc_num_memory_tokens"): _OPT_USIZE, ("xtransformer", "dec_num_tokens"): _USIZE,
     ("xtransformer", "dec_max_seq_len"): _USIZE, ("xtransformer", "dec_use_abs_pos_emb"): _BOOL,
 }
 
@@ -502,7 +502,7 @@ def _wrapper_key(key: str, logits: bool = True) -> bool:
     return bool(_WRAPPER_KEY_RE.match(key)) and (logits or not key.startswith("to_logits."))
 
 
-_CONTINUOUS_KEY_RE = re.compile(r"^(?:project_in\.weight|project_out\.weight|pos_emb\.emb\.weight|post_emb_norm\.gamma)$")
+_CONTINUOUS_KEY_RE = re.compile(r"^(?:project_in\.weight|project_out\.weight|pos_emb\.emb\.weight|post_emb_norm\.gamma|memory_tokens)$")
 
 
 def _check_keys(keys, kind: str) -> None:

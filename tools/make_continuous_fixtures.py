@@ -6,7 +6,8 @@ Writes <name>.model.safetensors through tools/export.py (the wrapper's state_dic
 `x_transformers` = {"decoder" | "encoder": {...}, "continuous_wrapper": {...}}, every argument decided
 by the loader's rule) and <name>.io.safetensors with `x`, optional `mask`, `context` and
 `context_mask`, and `full` = model(x, mask=mask, context=context, context_mask=context_mask); for a
-decoder `stepwise` = x-transformers' cached pass (one frame per call, cache passed back).
+decoder `stepwise` = x-transformers' cached pass (one frame per call, cache passed back), or with
+`uncached` its uncached pass over each prefix (the last row of each).
 Parameters are perturbed (p += 0.1 * randn).
 """
 
@@ -45,6 +46,18 @@ FIXTURES = [
                            ff_glu=True),
          wrapper=dict(dim_in=24, dim_out=5, max_seq_len=12, post_emb_norm=True, use_identity_if_same_dim=True,
                       emb_dropout=0.1)),
+    # memory tokens (num_memory_tokens): an Encoder window, padded, pooled, absolute positions and
+    # post_emb_norm (the memory rows get neither)
+    dict(name="cont_enc_mem", seed=64, n=7, mask=["1111100", "0111111"], layers="encoder",
+         layer_kwargs=dict(dim=16, depth=2, heads=2, attn_dim_head=8),
+         wrapper=dict(dim_in=6, dim_out=4, max_seq_len=8, num_memory_tokens=3, post_emb_norm=True,
+                      average_pool_embed=True)),
+    # memory tokens streaming through a rotary Decoder (the memory takes the first positions).
+    # x-transformers' own cached forward fails here (an einops error unpacking the memory tokens
+    # from the one new position), so `stepwise` is its uncached pass over each prefix (`uncached`)
+    dict(name="cont_dec_mem", seed=65, n=6, mask=None, layers="decoder", uncached=True,
+         layer_kwargs=dict(dim=16, depth=2, heads=2, attn_dim_head=8, rotary_pos_emb=True),
+         wrapper=dict(dim_in=6, dim_out=3, max_seq_len=0, num_memory_tokens=2)),
 ]
 
 
@@ -73,7 +86,10 @@ def make_one(spec, out_dir):
         if spec["layers"] == "decoder":
             rows, cache = [], None
             for i in range(n):
-                out, cache = model(x[:, : i + 1], cache=cache, return_intermediates=True, **step_extra)
+                if spec.get("uncached"):
+                    out = model(x[:, : i + 1], **step_extra)
+                else:
+                    out, cache = model(x[:, : i + 1], cache=cache, return_intermediates=True, **step_extra)
                 rows.append(out[:, -1:])
             stepwise = torch.cat(rows, dim=1)
         else:

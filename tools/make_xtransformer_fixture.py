@@ -18,6 +18,7 @@ perturbed (p += 0.1 * randn).
   reads), ASCII sources, the second one padded; also `gen_start` (b, 1) and `gen`, the tokens of
   x-transformers' greedy `XTransformer.generate(src, gen_start, GEN, mask=src_mask,
   temperature=0.)` (xt:4759-4761, its decoder's KV cache on).
+* xt_mem: the encoder with memory tokens (enc_num_memory_tokens), a padded source.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ FIXTURES = [
          kwargs=dict(dim=16, enc_num_tokens=256, enc_depth=1, enc_heads=2, enc_attn_dim_head=8, enc_max_seq_len=32,
                      dec_num_tokens=256, dec_depth=2, dec_heads=2, dec_attn_dim_head=8, dec_max_seq_len=32,
                      dec_rotary_pos_emb=True)),
+    dict(name="xt_mem", seed=53, n=5, m=4,
+         src_mask=["11111", "11000"],
+         kwargs=dict(dim=16, enc_num_tokens=24, enc_depth=1, enc_heads=2, enc_attn_dim_head=8, enc_max_seq_len=8,
+                     enc_num_memory_tokens=2, dec_num_tokens=18, dec_depth=1, dec_heads=2, dec_attn_dim_head=8,
+                     dec_max_seq_len=8)),
     dict(name="xt_tie", seed=51, n=7, m=6,
          src_mask=["0011111", "1111100"],
          kwargs=dict(dim=24, tie_token_emb=True, ignore_index=0, pad_value=1,

@@ -948,6 +948,7 @@ struct ContinuousArgs<'a> {
     /// `average_pool_embed` when true: its key and value as written.
     average_pool_embed: Option<(&'a str, &'a str)>,
     use_identity_if_same_dim: bool,
+    num_memory_tokens: usize,
 }
 
 impl<'a> ContinuousArgs<'a> {
@@ -959,6 +960,7 @@ impl<'a> ContinuousArgs<'a> {
         let mut c = ContinuousConfig::new(self.max_seq_len.unwrap_or(0), layers);
         c.use_abs_pos_emb = self.use_abs_pos_emb;
         c.post_emb_norm = self.post_emb_norm;
+        c.num_memory_tokens = self.num_memory_tokens;
         if let Some((option, value)) = self.average_pool_embed {
             if !encoder {
                 // The mean of a causal pass's outputs: one row for the whole sequence, which
@@ -997,6 +999,7 @@ fn read_continuous<'a>(
         use_abs_pos_emb: true,
         average_pool_embed: None,
         use_identity_if_same_dim: false,
+        num_memory_tokens: 0,
     };
     each_computed(p, src, Table::Continuous, |p, name, raw, text| {
         match name {
@@ -1010,6 +1013,9 @@ fn read_continuous<'a>(
             }
             "use_identity_if_same_dim" => {
                 c.use_identity_if_same_dim = typed(p, raw, text, Parser::bool)?
+            }
+            "num_memory_tokens" => {
+                c.num_memory_tokens = typed(p, raw, text, optional_usize)?.unwrap_or(0)
             }
             _ => {
                 return Err(LoadError::UnsupportedOption {
@@ -1042,7 +1048,7 @@ fn read_xtransformer<'a>(
     let mut seen = Seen([0; ARGS.len().div_ceil(64)]);
     let mut dim = None;
     let mut tie: Option<(&'a str, &'a str)> = None;
-    let (mut enc_tokens, mut enc_len, mut enc_abs) = (None, None, true);
+    let (mut enc_tokens, mut enc_len, mut enc_abs, mut enc_mem) = (None, None, true, 0);
     let (mut dec_tokens, mut dec_len, mut dec_abs) = (None, None, true);
     let mut dim_context: Option<(&'a str, &'a str)> = None;
     let mut buf = [0u8; KEY_BUF];
@@ -1062,6 +1068,9 @@ fn read_xtransformer<'a>(
                 "enc_num_tokens" => enc_tokens = Some(typed(p, raw, text, Parser::usize)?),
                 "enc_max_seq_len" => enc_len = Some(typed(p, raw, text, Parser::usize)?),
                 "enc_use_abs_pos_emb" => enc_abs = typed(p, raw, text, Parser::bool)?,
+                "enc_num_memory_tokens" => {
+                    enc_mem = typed(p, raw, text, optional_usize)?.unwrap_or(0)
+                }
                 "dec_num_tokens" => dec_tokens = Some(typed(p, raw, text, Parser::usize)?),
                 "dec_max_seq_len" => dec_len = Some(typed(p, raw, text, Parser::usize)?),
                 "dec_use_abs_pos_emb" => dec_abs = typed(p, raw, text, Parser::bool)?,
@@ -1164,6 +1173,7 @@ fn read_xtransformer<'a>(
     // `return_only_embed`: no logits of its own, as a tied wrapper reads none (xt:4153-4154).
     let encoder = WrapperConfig::new(enc_tokens, enc_len, e)
         .use_abs_pos_emb(enc_abs)
+        .num_memory_tokens(enc_mem)
         .tie_embedding(true);
     let decoder = WrapperConfig::new(dec_tokens, dec_len, d).use_abs_pos_emb(dec_abs);
     encoder.validate().map_err(Error::from)?;

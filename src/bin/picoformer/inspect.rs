@@ -411,12 +411,17 @@ fn family(args: &Args, path: &str, bytes: &[u8], kind: ModelKind) -> Result<(), 
             lines.insert(0, ("encoder", layers_text(&d), "encoder", layers_json(&d)));
             let window = args.get("capacity", default)?;
             let context = args.get("context", if d.cross_attend { 16 } else { 0 })?;
+            // A wrapper's memory tokens take positions too.
+            let positions = match &model {
+                EncoderModel::Wrapper(w) => w.config().cache_positions(window),
+                EncoderModel::Encoder(_) => window,
+            };
             layer_rows(
                 &mut rows,
                 ("scratch", "kv_cache", "context_cache", ""),
                 &d,
-                window,
-                window,
+                positions,
+                positions,
                 context,
             );
             rows.push(Row::plain(
@@ -445,7 +450,7 @@ fn family(args: &Args, path: &str, bytes: &[u8], kind: ModelKind) -> Result<(), 
             lines.push((
                 "wrapper",
                 format!(
-                    "frames of {wi} in, {wo} out{}, max_seq_len {}, absolute positions {}, post_emb_norm {}",
+                    "frames of {wi} in, {wo} out{}, max_seq_len {}, absolute positions {}, post_emb_norm {}, memory tokens {}",
                     if model.is_encoder() && c.average_pool_embed {
                         " (pooled: one row per window)"
                     } else {
@@ -453,15 +458,17 @@ fn family(args: &Args, path: &str, bytes: &[u8], kind: ModelKind) -> Result<(), 
                     },
                     c.max_seq_len,
                     c.has_abs_pos_emb(),
-                    c.post_emb_norm
+                    c.post_emb_norm,
+                    c.num_memory_tokens
                 ),
                 "continuous_wrapper",
                 format!(
-                    "{{\"dim_in\":{wi},\"dim_out\":{wo},\"max_seq_len\":{},\"abs_pos_emb\":{},\"post_emb_norm\":{},\"average_pool_embed\":{}}}",
+                    "{{\"dim_in\":{wi},\"dim_out\":{wo},\"max_seq_len\":{},\"abs_pos_emb\":{},\"post_emb_norm\":{},\"average_pool_embed\":{},\"num_memory_tokens\":{}}}",
                     c.max_seq_len,
                     c.has_abs_pos_emb(),
                     c.post_emb_norm,
-                    c.average_pool_embed
+                    c.average_pool_embed,
+                    c.num_memory_tokens
                 ),
             ));
             let default = if c.has_abs_pos_emb() {
@@ -473,12 +480,13 @@ fn family(args: &Args, path: &str, bytes: &[u8], kind: ModelKind) -> Result<(), 
             let context = args.get("context", if d.cross_attend { 16 } else { 0 })?;
             if model.is_encoder() {
                 window_only("a ContinuousTransformerWrapper around an Encoder")?;
+                let positions = c.cache_positions(capacity);
                 layer_rows(
                     &mut rows,
                     ("scratch", "kv_cache", "context_cache", ""),
                     &d,
-                    capacity,
-                    capacity,
+                    positions,
+                    positions,
                     context,
                 );
                 let out = if c.average_pool_embed {
@@ -504,7 +512,7 @@ fn family(args: &Args, path: &str, bytes: &[u8], kind: ModelKind) -> Result<(), 
                     ("scratch", "kv_cache", "context_cache", ""),
                     &d,
                     chunk,
-                    capacity,
+                    c.cache_positions(capacity),
                     context,
                 );
                 rows.push(Row::plain(
@@ -576,8 +584,8 @@ fn family(args: &Args, path: &str, bytes: &[u8], kind: ModelKind) -> Result<(), 
                     "encoder ",
                 ),
                 &e,
-                source,
-                source,
+                c.encoder.cache_positions(source),
+                c.encoder.cache_positions(source),
                 0,
             );
             rows.push(Row::plain(

@@ -532,9 +532,15 @@ fn run_continuous(
     };
     let pooled = model.is_encoder() && c.average_pool_embed;
     let per = if pooled { wo } else { n.saturating_mul(wo) };
-    // A window runs in one chunk; a stream in chunks of CHUNK.
-    let chunk = if model.is_encoder() { n } else { CHUNK };
-    let mut kv = filled(KvCache::<f32>::elements(&cfg, n), 0.0f32, "the KV cache")?;
+    // A window runs in one chunk; a stream in chunks of CHUNK. The memory tokens take
+    // positions too.
+    let positions = c.cache_positions(n);
+    let chunk = if model.is_encoder() { positions } else { CHUNK };
+    let mut kv = filled(
+        KvCache::<f32>::elements(&cfg, positions),
+        0.0f32,
+        "the KV cache",
+    )?;
     let mut kc = filled(
         KvCache::<f32>::context_elements(&cfg, rows),
         0.0f32,
@@ -565,14 +571,14 @@ fn run_continuous(
             context_mask,
         };
         let out = &mut full[bi * per..(bi + 1) * per];
-        let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
+        let mut cache = KvCache::with_context(&cfg, positions, &mut kv, rows, &mut kc)?;
         match model {
             ContinuousModel::Encoder(e) => {
                 e.encode(&mut cache, &mut scratch, xb, ctx, masks(n), out)?;
             }
             ContinuousModel::Decoder(d) => {
                 d.forward(&mut cache, &mut scratch, xb, ctx, masks(n), out)?;
-                let mut cache = KvCache::with_context(&cfg, n, &mut kv, rows, &mut kc)?;
+                let mut cache = KvCache::with_context(&cfg, positions, &mut kv, rows, &mut kc)?;
                 let out = &mut stepwise[bi * per..(bi + 1) * per];
                 for i in 0..n {
                     d.forward(
