@@ -1,7 +1,8 @@
 //! Padding masks against the independent f64 reference (`tests/reference`, spec §3.13), over
 //! random configurations drawing every supported option: full and step-wise (the mask of every
 //! cached position given again on each call) agree with the reference at every position, and
-//! the inputs at padded positions never move a real position's output.
+//! the inputs at padded positions never move a real position's output; the same for an Encoder, and
+//! for the encoder-decoder pair (an Encoder's output over a padded source as a Decoder's context).
 
 mod common;
 mod reference;
@@ -156,5 +157,57 @@ proptest! {
         r.unwrap();
         let d = max_diff_f64(&out, &want);
         prop_assert!(d <= VS_REFERENCE, "{d:e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+
+    /// The encoder-decoder pair, as `XTransformer` computes it (`xt:4763-4773`): an Encoder's
+    /// output over a padded source is the context of a cross-attending Decoder, with the source
+    /// mask as its `context_mask`, full and step-wise, against the f64 reference computing the
+    /// pair in f64 end to end (the encoder's f32 rounding reaches the decoder through the
+    /// context: the tolerance scales with the outputs).
+    #[test]
+    fn encoder_decoder_pair_matches_reference(ecfg in decoder_config().prop_filter("an encoder without a context, not causal-only", |c| !c.cross_attend && !c.xpos()), dcfg in decoder_config().prop_filter("a cross-attending decoder", |c| c.cross_attend), n in 1usize..7, m in 1usize..7, split_frac in 0.0f64..1.0, seed in any::<u64>(), bits in any::<u64>()) {
+        let dcfg = DecoderConfig { cross_attn_dim_context: Some(ecfg.dim), ..dcfg };
+        let (re, rd) = (ref_config(&ecfg, None), ref_config(&dcfg, None));
+        let (mut we, mut wd) = (reference::random_weights(&re, seed), reference::random_weights(&rd, seed ^ 7));
+        let (te, td) = (Table::from_ref(&re, &mut we), Table::from_ref(&rd, &mut wd));
+        let enc: Encoder = Encoder::from_source(ecfg, &&te).unwrap();
+        let dec: Decoder = Decoder::from_source(dcfg, &&td).unwrap();
+        // the source (m rows, at least one real) and the target (n rows)
+        let src = values(seed ^ 1, m * ecfg.dim);
+        let mut src_mask: Vec<bool> = (0..m).map(|i| bits >> i & 3 != 0).collect();
+        src_mask[(bits >> 16) as usize % m] = true;
+        let tgt = values(seed ^ 2, n * dcfg.dim);
+        let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let enc64 = reference::encoder_forward(&re, &we, &f64s(&src), None, Some(&src_mask), None);
+        let want = reference::decoder_forward_masked(&rd, &wd, &f64s(&tgt), Some(&enc64), |e| e, None, Some(&src_mask));
+
+        let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&ecfg, m)];
+        let mut sb = vec![f32::NAN; Scratch::elements(&ecfg, m)];
+        let mut cache = KvCache::new(&ecfg, m, &mut kv).unwrap();
+        let mut scratch = Scratch::new(&ecfg, m, &mut sb).unwrap();
+        let mut memory = vec![f32::NAN; src.len()];
+        let masks = Masks { mask: Some(&src_mask), context_mask: None };
+        enc.forward(&mut cache, &mut scratch, &src, None, masks, &mut memory).unwrap();
+        let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+        let split = ((n as f64 * split_frac) as usize).max(1);
+        for s in [n, split] {
+            let got = run(&dec, &tgt, Some(&memory), &vec![true; n], Some(&src_mask), s);
+            let d = max_diff_f64(&got, &want);
+            prop_assert!(d <= VS_REFERENCE * scale, "split {s}: {d:e} (outputs up to {scale:.1})");
+        }
+        // The padded source rows' embeddings never move the decoder's outputs.
+        let mut moved = memory.clone();
+        for (i, real) in src_mask.iter().enumerate() {
+            if !real {
+                moved[i * ecfg.dim..(i + 1) * ecfg.dim].iter_mut().for_each(|v| *v = -*v * 3.0 + 1.0);
+            }
+        }
+        let a = run(&dec, &tgt, Some(&memory), &vec![true; n], Some(&src_mask), n);
+        let b = run(&dec, &tgt, Some(&moved), &vec![true; n], Some(&src_mask), n);
+        prop_assert!(max_diff(&a, &b) <= 1e-6);
     }
 }
