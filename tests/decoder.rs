@@ -288,12 +288,14 @@ proptest! {
                 model.forward_last(&mut cache, &mut scratch, &tokens[i..i + 1], c, &mut logits[i * lw..(i + 1) * lw]).unwrap();
             }
         }
+        // Rounding is relative: the bounds scale with the largest logit (above 1).
+        let scale = logits_full.iter().fold(1.0f32, |a, v| a.max(v.abs()));
         let d = max_diff(&logits_full, &logits_step);
-        prop_assert!(d <= FULL_VS_STEP * 2.0, "wrapper full vs step-wise differ by {}", d);
+        prop_assert!(d <= FULL_VS_STEP * 2.0 * scale, "wrapper full vs step-wise differ by {} (logits up to {})", d, scale);
         let toks: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
         let reference = reference::wrapper_forward(&rcfg, &rw, &toks, ctx.map(to_f64).as_deref());
         let e = max_diff_f64(&logits_full, &reference);
-        prop_assert!(e <= LOGITS_VS_REFERENCE, "wrapper vs f64 reference differ by {}", e);
+        prop_assert!(e <= LOGITS_VS_REFERENCE * scale as f64, "wrapper vs f64 reference differ by {} (logits up to {})", e, scale);
         check_required_isa();
     }
 
