@@ -28,6 +28,10 @@
 //! (the thread CPU clock would miss the second thread); the Q8_0 model on the int8 path over
 //! the weights as stored and over int8 panels.
 //!
+//! `long_context/stories15M/*`: f16 weights decoding at 1,024 and 4,096 cached positions (f32
+//! and f16 KV caches), one thread and two, wall clock; throughput in the bytes a step reads,
+//! weights plus the cache's keys and values.
+//!
 //! Run: `cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3`.
 
 #[cfg(target_arch = "x86_64")]
@@ -347,15 +351,27 @@ mod imp {
         model: &TransformerWrapper<'_, 16>,
         run: impl Fn(&mut (dyn FnMut() + Send)),
     ) {
-        let cap = PROMPT + 1;
-        let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, cap)];
+        bench_step_at::<M, f32>(g, name, model, PROMPT, run)
+    }
+
+    /// [`bench_step`] at position `prompt` after a prompt of that many tokens, over a KV cache
+    /// of `K`.
+    fn bench_step_at<M: criterion::measurement::Measurement, K: picoformer::Element>(
+        g: &mut criterion::BenchmarkGroup<'_, M>,
+        name: String,
+        model: &TransformerWrapper<'_, 16>,
+        prompt: usize,
+        run: impl Fn(&mut (dyn FnMut() + Send)),
+    ) {
+        let cap = prompt + 1;
+        let mut kv = huge(&vec![K::default(); KvCache::<K>::elements(&CFG, cap)]);
         let mut sb = vec![0.0f32; Scratch::elements(&CFG, 16)];
         let mut cache = KvCache::new(&CFG, cap, &mut kv).unwrap();
         let mut scratch = Scratch::new(&CFG, 16, &mut sb).unwrap();
-        let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
+        let tokens: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919) % 32000).collect();
         let mut logits = vec![0.0f32; 32000];
         model
-            .forward_last(&mut cache, &mut scratch, &prompt, None, &mut logits)
+            .forward_last(&mut cache, &mut scratch, &tokens, None, &mut logits)
             .unwrap();
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -364,9 +380,44 @@ mod imp {
                         .step(&mut cache, &mut scratch, black_box(42), &mut logits)
                         .unwrap()
                 });
-                cache.truncate(PROMPT).unwrap();
+                cache.truncate(prompt).unwrap();
             })
         });
+    }
+
+    /// Decode steps at 1,024 and 4,096 cached positions, where attention reads about as many
+    /// bytes as the weights: f16 weights, f32 and f16 KV caches, one thread and two (wall
+    /// clock). Throughput: the bytes a step reads (weights and the cache's keys and values).
+    fn bench_long_context(c: &mut Criterion) {
+        use picoformer::parallel::Rayon;
+        let shapes = shapes(WCFG);
+        let pool = Rayon { parts: 2 };
+        let pool2 = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (t, weight_bytes) = table("f16", &shapes);
+        let mut arena8 = Vec::new();
+        let one = decode_model("f16", &t, &mut arena8);
+        let two = one.with_parallel(&pool);
+        let mut g = c.benchmark_group("long_context/stories15M");
+        for positions in [1024usize, 4096] {
+            for cache in ["f32", "f16"] {
+                let size = if cache == "f32" { 4 } else { 2 };
+                // keys and values of every layer: 2 · layers · kv_dim · positions
+                let kv_bytes = 2 * CFG.depth * CFG.kv_dim() * positions * size;
+                g.throughput(Throughput::Bytes(weight_bytes + kv_bytes as u64));
+                for (threads, model) in [("1", &one), ("2", &two)] {
+                    let name = format!("{positions}/{cache}_cache/{threads}_thread");
+                    let run = |step: &mut (dyn FnMut() + Send)| pool2.install(step);
+                    match cache {
+                        "f32" => bench_step_at::<_, f32>(&mut g, name, model, positions, run),
+                        _ => bench_step_at::<_, f16>(&mut g, name, model, positions, run),
+                    }
+                }
+            }
+        }
+        g.finish();
     }
 
     /// A decode step on one thread and over two, wall clock.
@@ -404,7 +455,7 @@ mod imp {
     criterion_group! {
         name = parallel;
         config = Criterion::default().sample_size(20);
-        targets = bench_parallel
+        targets = bench_parallel, bench_long_context
     }
 }
 

@@ -17,7 +17,7 @@ mod sealed {
 
 /// An element type that weights or the KV cache can be stored in: `f32`, `f16` or `bf16`.
 pub trait Element:
-    Copy + Default + PartialEq + core::fmt::Debug + sealed::Sealed + 'static
+    Copy + Default + PartialEq + core::fmt::Debug + Send + Sync + sealed::Sealed + 'static
 {
     /// Converts to `f32` (exact for every type here).
     fn to_f32(self) -> f32;

@@ -224,3 +224,76 @@ fn rayon_steps_equal_one_thread_and_do_not_allocate() {
     WATCHING.with(|x| x.set(false));
     assert_eq!(COUNT.with(|c| c.get()), 0, "allocations while decoding");
 }
+
+/// One position's attention over a long cache (600 rows, above the split's threshold) split
+/// over the parts: self- and cross-attention, without grouping and with 2 and 4 query heads per
+/// kv head, f32 and f16 caches; the same bits as one piece, and the attention did split.
+#[test]
+fn split_attention_equals_one_thread_bit_for_bit() {
+    use_required_isa();
+    const ROWS: usize = 600;
+    for kv_heads in [4, 2, 1] {
+        let d = DecoderConfig::new(128, 1)
+            .heads(4)
+            .attn_dim_head(32)
+            .attn_kv_heads(kv_heads)
+            .cross_attend(true)
+            .rotary_pos_emb(true);
+        let rc = ref_config(&d, None);
+        let mut w = reference::random_weights(&rc, 13);
+        let table = Table::from_ref(&rc, &mut w);
+        let dec: picoformer::Decoder<'_, 4> = picoformer::Decoder::from_source(d, &&table).unwrap();
+        let x: Vec<f32> = (0..(ROWS + 3) * d.dim)
+            .map(|i| ((i * 7) % 29) as f32 / 29.0 - 0.5)
+            .collect();
+        let context: Vec<f32> = (0..ROWS * d.dim)
+            .map(|i| ((i * 5) % 17) as f32 / 17.0 - 0.5)
+            .collect();
+        fn steps<K: picoformer::Element>(
+            dec: &picoformer::Decoder<'_, 4>,
+            x: &[f32],
+            context: &[f32],
+        ) -> Vec<u32> {
+            let d = *dec.config();
+            let mut kv = vec![K::default(); KvCache::<K>::elements(&d, ROWS + 3)];
+            let mut kc = vec![K::default(); KvCache::<K>::context_elements(&d, ROWS)];
+            let mut sb = vec![0.0f32; Scratch::elements(&d, 64)];
+            let mut cache = KvCache::with_context(&d, ROWS + 3, &mut kv, ROWS, &mut kc).unwrap();
+            let mut scratch = Scratch::new(&d, 64, &mut sb).unwrap();
+            let mut out = vec![0.0f32; x.len()];
+            let (prompt, rest) = x.split_at(ROWS * d.dim);
+            let (o1, o2) = out.split_at_mut(ROWS * d.dim);
+            dec.forward(&mut cache, &mut scratch, prompt, Some(context), o1)
+                .unwrap();
+            for (xs, os) in rest.chunks(d.dim).zip(o2.chunks_mut(d.dim)) {
+                dec.step(&mut cache, &mut scratch, xs, None, os).unwrap();
+            }
+            o2.iter().map(|v| v.to_bits()).collect()
+        }
+        for kind in ["f32", "f16"] {
+            let run = |dec: &picoformer::Decoder<'_, 4>| match kind {
+                "f32" => steps::<f32>(dec, &x, &context),
+                _ => steps::<f16>(dec, &x, &context),
+            };
+            let one = run(&dec);
+            for parts in [2, 3] {
+                let exec = Scrambled {
+                    parts,
+                    split: AtomicUsize::new(0),
+                };
+                let split = run(&dec.with_parallel(&exec));
+                assert!(
+                    one == split,
+                    "kv heads {kv_heads}, {kind} cache, {parts} parts: the numbers differ"
+                );
+                // 3 steps × (self- and cross-attention + the 512-row feed-forward matrix)
+                assert_eq!(
+                    exec.split.load(Ordering::Relaxed),
+                    3 * 3,
+                    "kv heads {kv_heads}"
+                );
+            }
+        }
+    }
+    check_required_isa();
+}

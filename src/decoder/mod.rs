@@ -692,7 +692,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         earlier,
                     );
                 } else {
-                    heads.attend(q, att, n, causal, |j| cache.head(layer, j, pos0 + n))?;
+                    let par = self.parallel.map(|p| p.0);
+                    heads.attend(q, att, n, causal, par, |j| cache.head(layer, j, pos0 + n))?;
                 }
                 self.scale_and_gate(a, xb, att, q)?;
                 self.project_out(a, a.to_out.and_then(|w| p(Matrix::Out, w)), att, xb2)?;
@@ -733,7 +734,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         earlier,
                     );
                 } else {
-                    heads.attend(q, att, n, false, |j| cache.context_head(context_layer, j))?;
+                    let par = self.parallel.map(|p| p.0);
+                    heads.attend(q, att, n, false, par, |j| {
+                        cache.context_head(context_layer, j)
+                    })?;
                 }
                 self.scale_and_gate(c, xb, att, q)?;
                 self.project_out(c, c.to_out.and_then(|w| p(Matrix::CrossOut, w)), att, xb2)?;

@@ -7,7 +7,7 @@ use crate::config::{DecoderConfig, Norm};
 use crate::error::Error;
 use crate::kernels;
 use crate::packing::{Matrix, Packed};
-use crate::parallel::rows_per_part;
+use crate::parallel::{rows_per_part, Parallel};
 use crate::tensor::{Element, Tensor};
 use crate::weights::{AttentionWeights, FeedForwardWeights, GruWeights, PostNorms};
 
@@ -409,15 +409,23 @@ impl Heads {
 
     /// Attention of `n` positions' query heads `q` into `out` (both `n·heads·d` values), with
     /// `kv(j)` the keys and values of kv head j; with `causal`, position i of n sees all but
-    /// the last n − 1 − i of them.
+    /// the last n − 1 − i of them. One position over a long cache splits over `par`'s parts
+    /// ([`Self::attend_split`]).
     pub(super) fn attend<'c, K: Element + 'c>(
         &self,
         q: &[f32],
         out: &mut [f32],
         n: usize,
         causal: bool,
-        kv: impl Fn(usize) -> (&'c [K], &'c [K]),
+        par: Option<&dyn Parallel>,
+        kv: impl Fn(usize) -> (&'c [K], &'c [K]) + Sync,
     ) -> Result<(), Error> {
+        if let (1, Some(par)) = (n, par) {
+            let rows = kv(0).0.len() / self.group.dim.max(1);
+            if par.parts() > 1 && rows.saturating_mul(self.q_dim) >= SPLIT_ATTENTION_MIN {
+                return self.attend_split(q, out, par, &kv);
+            }
+        }
         let positions = kernels::Positions {
             count: n,
             stride: self.q_dim,
@@ -434,7 +442,72 @@ impl Heads {
         }
         Ok(())
     }
+
+    /// One position's attention split over `par`'s parts, each a contiguous range of the
+    /// output: without grouping, whole kv heads (head j writes `out[j·d..(j + 1)·d]`); with
+    /// `g` query heads per kv head, whole rounds of the kv heads (query heads
+    /// `t·kv_heads..(t + 1)·kv_heads` for t in the part's range), each part reading every kv
+    /// head once for its share of the group. Every query head's output is the kernel's for it
+    /// alone (`kernels::attention_positions`), so the numbers are those of one piece, bit for
+    /// bit.
+    fn attend_split<'c, K: Element + 'c>(
+        &self,
+        q: &[f32],
+        out: &mut [f32],
+        par: &dyn Parallel,
+        kv: &(impl Fn(usize) -> (&'c [K], &'c [K]) + Sync),
+    ) -> Result<(), Error> {
+        let (d, kvh, g) = (self.group.dim, self.kv_heads, self.group.heads);
+        // Units of the output a part takes whole: a kv head's d values, or a round's kvh·d.
+        let (units, width) = if g == 1 { (kvh, d) } else { (g, kvh * d) };
+        let per = units.div_ceil(par.parts()).max(1);
+        let shape = |arg, expected, found| Error::KernelShape {
+            kernel: "attention_positions",
+            arg,
+            expected,
+            found,
+        };
+        par.run(out, per * width, &|i, part| {
+            let (u0, m) = (i * per, part.len() / width);
+            let (heads, stride, count) = if g == 1 { (1, d, m) } else { (m, kvh * d, kvh) };
+            let group = kernels::HeadGroup {
+                dim: d,
+                heads,
+                stride,
+            };
+            let span = group.span().ok_or(shape("group", d, 0))?;
+            for k in 0..count {
+                // kv head j, and where its (first) query head of this part starts in q
+                let (j, at) = if g == 1 {
+                    (u0 + k, (u0 + k) * d)
+                } else {
+                    (k, (u0 * kvh + k) * d)
+                };
+                let (keys, values) = kv(j);
+                let qj = q.get(at..at + span).ok_or(shape("q", at + span, q.len()))?;
+                let o = k * d;
+                let len = part.len();
+                let oj = part
+                    .get_mut(o..o + span)
+                    .ok_or(shape("out", o + span, len))?;
+                kernels::attention_positions(
+                    qj,
+                    group,
+                    kernels::Positions::one(),
+                    keys,
+                    values,
+                    self.scale,
+                    oj,
+                )?;
+            }
+            Ok(())
+        })
+    }
 }
+
+/// Cached rows × query values from which one position's attention splits over an executor's
+/// parts: below it, the join costs about what the split saves.
+const SPLIT_ATTENTION_MIN: usize = 1 << 16;
 
 /// Positions from which a chunk multiplies by the f32 panels (when packed) rather than by W as
 /// stored: a single position is a matrix-vector product, which reads 16-bit and Q8_0 weights in
