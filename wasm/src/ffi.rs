@@ -578,7 +578,7 @@ pub extern "C" fn pf_load(
                 0,
                 0,
                 0,
-                tokens_len * 4,
+                0,
                 end - st.base,
                 opts.capacity,
                 chunk,
@@ -594,7 +594,7 @@ pub extern "C" fn pf_load(
             fields[19] = input_width;
             fields[20] = output_width;
             fields[21] = pooled as usize;
-            fields[22] = plan.input;
+            fields[22] = (tokens_len + values_len) * 4;
             fields[23] = plan.output;
             fields[24] = plan.context_mask + plan.mask * 2 + rows;
         }
