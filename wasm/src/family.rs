@@ -782,3 +782,146 @@ impl<'w, 'b> SourceEncoder<'w, 'b> {
         session.set_context(n, mask)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Buffers, Generate, KvBuf, Options, Sampling, Session};
+    use core::ops::ControlFlow;
+    use picoformer::generate::{CrossContext, GenerateConfig, Generator, Overflow};
+    use picoformer::sampling::{Candidate, Sampler};
+    use std::vec;
+    use std::vec::Vec;
+
+    fn aligned(bytes: &[u8]) -> Vec<u64> {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        words
+    }
+
+    /// The package's XTransformer path (the source encoded into the session's context with its
+    /// mask, then the session's generation) gives the tokens of the library's
+    /// `Generator::run_with` with a `CrossContext` of the same rows and mask: sampled, with a
+    /// repetition penalty and a sliding window that keeps the context.
+    #[test]
+    fn xtransformer_generation_equals_the_library_run_with() {
+        let file = include_bytes!("../../tests/fixtures/xt_bytes.model.safetensors");
+        let words = aligned(file);
+        let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..file.len()];
+        let Loaded::Xt(xt) = load_any(bytes).unwrap() else {
+            panic!("an XTransformer")
+        };
+        let src = [72u32, 101, 108, 108, 111, 0];
+        let mask = [1u8, 1, 1, 1, 1, 0];
+        let bools = mask.map(|m| m != 0);
+        let (ecfg, dcfg) = (*xt.encoder().config(), *xt.decoder().config());
+        let (n, dim, capacity) = (src.len(), ecfg.attn_layers.dim, 6);
+        let sampling = Sampling {
+            temperature: 0.9,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.0,
+            repetition_penalty: 1.3,
+            repetition_window: 4,
+        };
+        for (keep, stop) in [(3, None), (0, None), (2, Some(7))] {
+            // The library: encode, then run_with.
+            let d = &dcfg.attn_layers;
+            let mut ekv = vec![0f32; KvCache::<f32>::elements(&ecfg.attn_layers, n)];
+            let mut esb = vec![0f32; Scratch::elements(&ecfg.attn_layers, n)];
+            let mut ecache = KvCache::new(&ecfg.attn_layers, n, &mut ekv).unwrap();
+            let mut escratch = Scratch::new(&ecfg.attn_layers, n, &mut esb).unwrap();
+            let mut memory = vec![0f32; n * dim];
+            xt.encode(&mut ecache, &mut escratch, &src, Some(&bools), &mut memory)
+                .unwrap();
+            let mut dkv = vec![0f32; KvCache::<f32>::elements(d, capacity)];
+            let mut dkc = vec![0f32; KvCache::<f32>::context_elements(d, n)];
+            let mut cache = KvCache::with_context(d, capacity, &mut dkv, n, &mut dkc).unwrap();
+            let mut dsb = vec![0f32; Scratch::elements(d, 4)];
+            let mut scratch = Scratch::new(d, 4, &mut dsb).unwrap();
+            let mut config = GenerateConfig::new(30);
+            if keep > 0 {
+                config = config.overflow(Overflow::Slide { keep });
+            }
+            if let Some(t) = stop {
+                config = config.end_token(t);
+            }
+            let sampler = Sampler::new(sampling.config().unwrap(), 11).unwrap();
+            let (mut logits, mut work, mut history) = (
+                vec![0f32; 256],
+                vec![Candidate::EMPTY; 256],
+                vec![0u32; capacity],
+            );
+            let mut generator =
+                Generator::new(sampler, config, &mut logits, &mut work, &mut history).unwrap();
+            let context = CrossContext {
+                rows: Some(&memory),
+                mask: Some(&bools),
+            };
+            let mut want = Vec::new();
+            generator
+                .run_with(xt.decoder(), &mut cache, &mut scratch, &[1], context, |t| {
+                    want.push(t);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+
+            // The package: a session of the decoder and the source encoder.
+            let o = Options {
+                capacity,
+                chunk: 4,
+                kv: KvKind::F32,
+                full_rows: 0,
+                max_context: n,
+            };
+            let mut kv = vec![
+                0f32;
+                KvCache::<f32>::elements(d, capacity)
+                    + KvCache::<f32>::context_elements(d, n)
+            ];
+            let mut ctx = vec![0f32; n * dim];
+            let mut cmask = vec![false; n];
+            let mut sb = vec![0f32; Scratch::elements(d, 4)];
+            let (mut logits, mut work, mut history) = (
+                vec![0f32; 256],
+                vec![Candidate::EMPTY; 256],
+                vec![0u32; capacity],
+            );
+            let buf = Buffers {
+                kv: KvBuf::F32(&mut kv),
+                context: &mut ctx,
+                context_mask: &mut cmask,
+                scratch: &mut sb,
+                logits: &mut logits,
+                full_logits: &mut [],
+                work: &mut work,
+                history: &mut history,
+            };
+            let mut session = Session::new(xt.decoder().clone(), &o, buf).unwrap();
+            let p = SourcePlan::new(&xt, n, KvKind::F32);
+            let mut ekv2 = vec![0f32; p.kv_cache / 4];
+            let mut esb2 = vec![0f32; p.scratch / 4];
+            let mut emask = vec![false; p.mask];
+            let mut source = SourceEncoder::new(
+                xt.encoder().clone(),
+                n,
+                CacheBuf::F32(&mut ekv2),
+                &mut esb2,
+                &mut emask,
+            )
+            .unwrap();
+            source.encode(&mut session, &src, Some(&mask)).unwrap();
+            let mut g = Generate::new(sampling, 30);
+            g.keep = keep;
+            g.seed = Some(11);
+            if let Some(t) = stop {
+                g.stop[0] = t;
+                g.n_stop = 1;
+            }
+            let mut got = Vec::new();
+            session.generate(&[1], &g, |t| got.push(t)).unwrap();
+            assert_eq!(got, want, "keep {keep}, stop {stop:?}");
+            assert!(got.len() > 3);
+        }
+    }
+}
