@@ -9,8 +9,11 @@
 //!
 //! Calls return 0 (or a count / token ≥ 0) on success and a negative error code otherwise; the
 //! message is at [`pf_error_ptr`] / [`pf_error_len`] as UTF-8. A failed prefill, step, sample,
-//! truncate, set_context, full_vs_stepwise or gen_begin changes nothing (everything is checked
-//! before anything runs); a failed load leaves no model loaded.
+//! truncate, set_context, full_vs_stepwise, gen_begin, encode or forward_values changes nothing
+//! (everything is checked before anything runs); a failed load leaves no model loaded. Any model
+//! of the family loads ([`pf_kind`]): a decoder wrapper or an `XTransformer`'s decoder is a
+//! [`Session`] (the `XTransformer`'s encoder a [`SourceEncoder`] writing its context), the rest
+//! a [`Frames`]; an export the loaded kind does not take returns `BAD_ARGUMENT`.
 //! This is the only file of the crate with `unsafe`.
 
 use core::arch::wasm32;
