@@ -1,6 +1,7 @@
 // Types of js/client.mjs (PicoformerWorker: a Picoformer in a Web Worker or a Node worker thread).
 import type {
-  Bytes, CreateOptions, GenerateOptions, GenerateResult, Plan, SampleOptions, StopReason, StreamOptions, TokenIds,
+  Bytes, CreateOptions, EncodeOptions, GenerateOptions, GenerateResult, Mask, ModelKind, Plan, SampleOptions, StopReason,
+  StreamOptions, TokenIds,
 } from './picoformer.mjs';
 export { PicoformerError, ErrorCode } from './picoformer.mjs';
 
@@ -20,13 +21,15 @@ export declare class PicoformerWorker {
   /** Loads `model` in `worker` (the worker picks its build, as Picoformer.create). */
   static create(worker: WorkerLike, model: Bytes, options?: CreateOptions): Promise<PicoformerWorker>;
   readonly plan: Readonly<Plan>;
+  /** What the file holds. */
+  readonly kind: ModelKind;
   readonly numTokens: number;
   readonly capacity: number;
   /** Positions cached, as of the last call that finished. */
   readonly length: number | undefined;
   readonly stopReason: StopReason | undefined;
   readonly reencodes: number | undefined;
-  call(method: 'reset' | 'truncate' | 'prefill' | 'step' | 'forward' | 'sample' | 'seed' | 'setContext' | 'fullVsStepwise',
+  call(method: 'reset' | 'truncate' | 'prefill' | 'step' | 'forward' | 'sample' | 'seed' | 'setContext' | 'fullVsStepwise' | 'encode',
     ...args: unknown[]): Promise<unknown>;
   reset(): Promise<void>;
   truncate(length: number): Promise<void>;
@@ -35,7 +38,11 @@ export declare class PicoformerWorker {
   step(token: number): Promise<Float32Array>;
   sample(options?: SampleOptions): Promise<number>;
   seed(seed: number | bigint): Promise<void>;
-  setContext(context: ArrayLike<number>): Promise<void>;
+  setContext(context: ArrayLike<number>, mask?: Mask): Promise<void>;
+  /** As Picoformer.encode; resolves to the outputs. */
+  encode(input: TokenIds | ArrayLike<number>, options?: EncodeOptions): Promise<Float32Array>;
+  /** As Picoformer.forward. */
+  forward(input: TokenIds | ArrayLike<number>): Promise<Float32Array>;
   generate(prompt: TokenIds, options?: GenerateOptions): Promise<GenerateResult>;
   stream(prompt: TokenIds, options?: StreamOptions): WorkerTokenStream;
   terminate(): unknown;

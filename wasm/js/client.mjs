@@ -48,6 +48,8 @@ export class PicoformerWorker {
   }
 
   get plan() { return this.#plan; }
+  /** What the file holds (Picoformer's `kind`). */
+  get kind() { return this.#plan.kind; }
   get numTokens() { return this.#plan.numTokens; }
   get capacity() { return this.#plan.capacity; }
   /** Positions cached, as of the last call that finished. */
@@ -82,7 +84,7 @@ export class PicoformerWorker {
     return p;
   }
 
-  /** Calls a Picoformer method in the worker: reset, truncate, prefill, step, forward, sample, seed, setContext, fullVsStepwise. */
+  /** Calls a Picoformer method in the worker: reset, truncate, prefill, step, forward, sample, seed, setContext, fullVsStepwise, encode. */
   call(method, ...args) { return this.#request({ op: 'call', method, args }); }
   reset() { return this.call('reset'); }
   truncate(length) { return this.call('truncate', length); }
@@ -91,7 +93,11 @@ export class PicoformerWorker {
   step(token) { return this.call('step', token); }
   sample(options) { return this.call('sample', options); }
   seed(seed) { return this.call('seed', seed); }
-  setContext(context) { return this.call('setContext', context); }
+  setContext(context, mask) { return this.call('setContext', context, mask); }
+  /** Resolves to the outputs (a Float32Array). */
+  encode(input, options) { return this.call('encode', input, options); }
+  /** Resolves to the outputs (a Float32Array). */
+  forward(input) { return this.call('forward', input); }
 
   /** As Picoformer.generate (same options, `onToken` called as tokens arrive); resolves to the tokens with `stopReason`. */
   async generate(prompt, options = {}) {

@@ -108,6 +108,29 @@ export interface TokenStream extends IterableIterator<number>, AsyncIterable<num
   readonly stopReason: StopReason | undefined;
 }
 
+/**
+ * What a model file holds: a decoder or encoder `TransformerWrapper`, a bare `Decoder` or
+ * `Encoder`, a `ContinuousTransformerWrapper` around a decoder or an encoder, an `XTransformer`.
+ */
+export type ModelKind =
+  | 'decoderWrapper'
+  | 'encoderWrapper'
+  | 'decoder'
+  | 'encoder'
+  | 'continuousDecoder'
+  | 'continuousEncoder'
+  | 'xtransformer';
+
+/** A padding mask: one entry per position (or context row); true or 1 is real, false or 0 padding. */
+export type Mask = ArrayLike<boolean | number>;
+
+export interface EncodeOptions {
+  /** x-transformers' `mask` of the window (or source). Default: every position is real. */
+  mask?: Mask;
+  /** An encoderWrapper's output: its logits (default) or its embeddings (`plan.dim` wide). */
+  output?: 'logits' | 'embeddings';
+}
+
 export interface Plan {
   weights: number;
   kvCache: number;
@@ -127,6 +150,24 @@ export interface Plan {
   context: number;
   maxContext: number;
   dimContext: number;
+  kind: ModelKind;
+  /** Values per input position: 1 (a token id), `dim_in` (continuous) or `dim` (bare layers). */
+  inputWidth: number;
+  /** Values per output row: logits width, `dim_out` or `dim` (an XTransformer's embeddings: `dim`). */
+  outputWidth: number;
+  /** The output is one row (`average_pool_embed`). */
+  pooled: boolean;
+  /** Bytes of the input buffer of an encoder or streaming decoder. */
+  inputs: number;
+  /** Bytes of its output buffer. */
+  outputs: number;
+  /** Bytes of the padding masks (the module's and the ones written from JS). */
+  masks: number;
+  /** An XTransformer: bytes of its encoder's KV cache and scratch (for `maxContext` source tokens). */
+  encoderKvCache: number;
+  encoderScratch: number;
+  /** An XTransformer: its encoder's vocabulary. */
+  sourceTokens: number;
 }
 
 export declare class Picoformer {
@@ -144,6 +185,8 @@ export declare class Picoformer {
   readonly numTokens: number;
   readonly capacity: number;
   readonly memoryBytes: number;
+  /** What the file holds; a call it does not take throws BAD_ARGUMENT. */
+  readonly kind: ModelKind;
   /** Positions cached. */
   readonly length: number;
   /** Why the last generation ended. */
@@ -155,10 +198,17 @@ export declare class Picoformer {
   /** The last position's logits (a view, overwritten by the next call). */
   readonly logits: Float32Array;
 
-  setContext(context: ArrayLike<number>): void;
+  /** A cross-attending model's context (rows × `plan.dimContext`), with its padding mask. */
+  setContext(context: ArrayLike<number>, mask?: Mask): void;
+  /**
+   * An encoder's window (token ids for an encoderWrapper, rows of `plan.inputWidth` values
+   * otherwise) or an XTransformer's source (token ids): a new Float32Array of rows × width.
+   */
+  encode(input: TokenIds | ArrayLike<number>, options?: EncodeOptions): Float32Array;
   prefill(tokens: TokenIds): Float32Array;
   step(token: number): Float32Array;
-  forward(tokens: TokenIds): Float32Array;
+  /** Decoder wrappers: every position's logits. Bare and continuous decoders: rows of values in, their outputs out. */
+  forward(input: TokenIds | ArrayLike<number>): Float32Array;
   fullVsStepwise(tokens: TokenIds): number;
   seed(seed: number | bigint): void;
   sample(options?: SampleOptions): number;

@@ -1,5 +1,7 @@
-// picoformer for JavaScript: runs x-transformers TransformerWrapper models (safetensors files
-// exported by picoformer's tools/export.py) in a WebAssembly module that owns one linear arena.
+// picoformer for JavaScript: runs x-transformers models (safetensors files exported by
+// picoformer's tools/export.py: decoder and encoder TransformerWrappers, bare Decoders and
+// Encoders, ContinuousTransformerWrappers, XTransformers) in a WebAssembly module that owns one
+// linear arena. `m.kind` says which kind a file holds; a call the kind does not take is refused.
 //
 //   const m = await Picoformer.create(modelBytes, { capacity: 256 });   // picks the .wasm build
 //   const logits = m.prefill([1, 2, 3]);   // Float32Array(numTokens), last position
@@ -7,6 +9,8 @@
 //   out.stopReason;                 // 'maxTokens' | 'stopToken' | 'stopString' | 'cacheFull' | 'aborted'
 //   m.generate(prompt, { stopStrings: ['\n\n'] });   // byte-level tokens, or give `tokenText`
 //   for await (const t of m.stream([4], { signal })) { ... }
+//   enc.encode([5, 6, 7], { mask: [1, 1, 0] });   // an encoder: Float32Array(n × plan.outputWidth)
+//   xt.encode(source, { mask }); xt.generate([startToken], { maxTokens: 40 });   // an XTransformer
 //
 // Works in Node (>= 18) and browsers; no dependencies. Every argument is checked before anything
 // runs: a refused call throws a PicoformerError and changes nothing.
@@ -31,7 +35,18 @@ const PLAN_FIELDS = [
   'weights', 'kvCache', 'scratch', 'logits', 'fullLogits', 'sampler', 'tokens', 'arena',
   'capacity', 'chunk', 'numTokens', 'dim', 'depth', 'memory',
   'contextCache', 'context', 'maxContext', 'dimContext',
+  'kind', 'inputWidth', 'outputWidth', 'pooled', 'inputs', 'outputs', 'masks',
+  'encoderKvCache', 'encoderScratch', 'sourceTokens',
 ];
+/** The kinds of model file, by the module's code. */
+const KINDS = ['decoderWrapper', 'encoderWrapper', 'decoder', 'encoder', 'continuousDecoder',
+  'continuousEncoder', 'xtransformer'];
+/** Kinds that take token ids and generate. */
+const GENERATING = ['decoderWrapper', 'xtransformer'];
+/** Kinds that encode a window (or a source). */
+const ENCODING = ['encoderWrapper', 'encoder', 'continuousEncoder', 'xtransformer'];
+/** Kinds that stream rows of values over the cache. */
+const STREAMING = ['decoder', 'continuousDecoder'];
 const STOP_REASONS = [undefined, 'maxTokens', 'stopToken', 'cacheFull'];
 const U32_MAX = 0xffffffff;
 const F32_MAX = 3.4028234663852886e38;
@@ -41,6 +56,7 @@ export const MAX_STOP_TOKENS = 16;
 export const MAX_STOP_STRINGS = 16;
 
 const LOAD_KEYS = ['capacity', 'kv', 'chunk', 'fullRows', 'maxContext'];
+const ENCODE_KEYS = ['mask', 'output'];
 const SAMPLE_KEYS = ['temperature', 'topK', 'topP', 'minP'];
 const GENERATE_KEYS = [...SAMPLE_KEYS, 'maxTokens', 'seed', 'repetitionPenalty', 'repetitionWindow',
   'slide', 'stopTokens', 'stopStrings', 'tokenText', 'signal', 'onToken'];
@@ -117,6 +133,40 @@ function checkToken(t, index = 0) {
       `token ${show(t)} at index ${index} is not an integer in 0..${U32_MAX}`);
   }
   return t;
+}
+
+/** `values` checked: an array or typed array of numbers finite as f32s, whole rows of `width`. */
+function valuesOf(values, width, what) {
+  if (!Array.isArray(values) && !(ArrayBuffer.isView(values) && !(values instanceof DataView))) {
+    throw badArgument(`${what} is an array or a Float32Array of values; got ${show(values)}`);
+  }
+  const n = values.length;
+  if (n === 0 || n % width !== 0) {
+    throw badArgument(`${what} is whole rows of ${width} values; got ${n} values`);
+  }
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    // Finite as an f32 too (1e300 would be stored as infinity).
+    if (typeof v !== 'number' || !(Math.abs(v) <= F32_MAX)) {
+      throw badArgument(`${what} value ${i} is not a finite number in f32's range: ${show(v)}`);
+    }
+  }
+  return n / width;
+}
+
+/** A padding mask checked: `n` entries, each a boolean or 0/1 (true, 1: real; false, 0: padding). */
+function maskOf(mask, n, what) {
+  if (!Array.isArray(mask) && !(ArrayBuffer.isView(mask) && !(mask instanceof DataView))) {
+    throw badArgument(`${what} is an array or a typed array of booleans or 0/1; got ${show(mask)}`);
+  }
+  if (mask.length !== n) throw badArgument(`${what} has ${mask.length} entries; it needs one per row (${n})`);
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = mask[i];
+    if (v === true || v === 1) out[i] = 1;
+    else if (v !== false && v !== 0) throw badArgument(`${what} entry ${i} is not a boolean or 0/1: ${show(v)}`);
+  }
+  return out;
 }
 
 /** The seed as [lo, hi] u32 halves: an integer Number in 0..2^53-1 or a BigInt in 0..2^64-1. */
@@ -288,11 +338,17 @@ class TokenStream {
   }
 }
 
-/** A loaded model with its KV cache: prefill, step, sample, generate, stream. */
+/**
+ * A loaded model with its KV cache. A decoder wrapper (and an XTransformer's decoder): prefill,
+ * step, sample, generate, stream. An encoder or an XTransformer: encode. A bare or continuous
+ * decoder: forward rows of values. `kind` says which.
+ */
 export class Picoformer {
   #x; // the instance's exports, guarded (see #guard)
   #memory;
   #plan;
+  /** Whether a context is set (setContext, or an XTransformer's encode). */
+  #hasContext = false;
   #logits = null;
   #broken = false;
   #stopReason;
@@ -381,11 +437,28 @@ export class Picoformer {
     new Uint8Array(this.#memory.buffer, ptr, bytes.length).set(bytes);
     this.#check(this.#x.pf_load(capacity, kind, chunk, fullRows, maxContext));
     const table = new Uint32Array(this.#memory.buffer, this.#x.pf_plan_ptr() >>> 0, PLAN_FIELDS.length);
-    this.#plan = Object.freeze(Object.fromEntries(PLAN_FIELDS.map((k, i) => [k, table[i]])));
+    const plan = Object.fromEntries(PLAN_FIELDS.map((k, i) => [k, table[i]]));
+    plan.kind = KINDS[plan.kind];
+    plan.pooled = plan.pooled === 1;
+    this.#plan = Object.freeze(plan);
+  }
+
+  /** Refuses `what` unless the model is of one of `kinds` (BAD_ARGUMENT naming the kind). */
+  #only(kinds, what) {
+    const kind = this.#plan.kind;
+    if (!kinds.includes(kind)) {
+      const a = /^[ae]/.test(kind) ? 'an' : 'a';
+      throw badArgument(`${what} does not fit this model: it is ${a} ${kind} (${what} is for ${kinds.join(', ')})`);
+    }
   }
 
   /** Bytes of each buffer in the arena and the model's sizes (a frozen object). */
   get plan() { return this.#plan; }
+  /**
+   * What the file holds: 'decoderWrapper', 'encoderWrapper', 'decoder', 'encoder',
+   * 'continuousDecoder', 'continuousEncoder' or 'xtransformer'.
+   */
+  get kind() { return this.#plan.kind; }
   /** Vocabulary size. */
   get numTokens() { return this.#plan.numTokens; }
   /** KV cache capacity in positions. */
@@ -403,6 +476,7 @@ export class Picoformer {
 
   /** The last position's logits: a view into wasm memory, overwritten by the next call (copy with .slice()). */
   get logits() {
+    if (!GENERATING.includes(this.#plan.kind)) return new Float32Array(0);
     // Views die when memory grows; memory grows only while loading, but re-check anyway.
     if (this.#logits === null || this.#logits.buffer !== this.#memory.buffer) {
       this.#logits = new Float32Array(this.#memory.buffer, this.#x.pf_logits_ptr() >>> 0, this.numTokens);
@@ -417,10 +491,10 @@ export class Picoformer {
    * and the next prefill or step computes the context's keys and values (later calls reuse them,
    * as in x-transformers). A cross-attending model refuses prefill and step until it has a context.
    */
-  setContext(context) {
+  setContext(context, mask) {
     const { dimContext: w, maxContext: max } = this.#plan;
     // No room for a context: the module says why (no cross-attention) and writes nothing.
-    if (max === 0) this.#check(this.#x.pf_set_context(0));
+    if (max === 0) this.#check(this.#x.pf_set_context(0, 0));
     if (!Array.isArray(context) && !(ArrayBuffer.isView(context) && !(context instanceof DataView))) {
       throw badArgument(`a context is an array or a Float32Array; got ${show(context)}`);
     }
@@ -438,14 +512,74 @@ export class Picoformer {
         throw badArgument(`context value ${i} is not a finite number in f32's range: ${show(v)}`);
       }
     }
-    // The buffer is the module's context input; the context in use changes only on success.
+    const bytes = mask === undefined ? undefined : maskOf(mask, n / w, 'a context mask');
+    // The buffers are the module's context input; the context in use changes only on success.
     new Float32Array(this.#memory.buffer, this.#x.pf_context_ptr() >>> 0, n).set(context);
-    this.#check(this.#x.pf_set_context(n / w));
+    if (bytes) new Uint8Array(this.#memory.buffer, this.#x.pf_context_mask_ptr() >>> 0, n / w).set(bytes);
+    this.#check(this.#x.pf_set_context(n / w, bytes ? 1 : 0));
+    this.#hasContext = true;
     this.#ended();
+  }
+
+  /**
+   * Encodes a window (an encoder) or a source (an XTransformer) and returns a new Float32Array
+   * of rows × width, row-major:
+   * - encoderWrapper: token ids in; logits (width `plan.outputWidth`: num_tokens or logits_dim,
+   *   the class scores of a classifier) out, or with `output: 'embeddings'` the embeddings
+   *   (width `plan.dim`);
+   * - encoder: embeddings (n × `plan.dim`) in, hidden states out;
+   * - continuousEncoder: frames (n × `plan.inputWidth`) in, n × `plan.outputWidth` out, or one
+   *   row if it pools (`plan.pooled`, average_pool_embed);
+   * - xtransformer: source token ids in (at most `plan.maxContext`); their embeddings out, which
+   *   become the decoder's context (its cache is reset; generate then translates).
+   * `mask` (one boolean or 0/1 per position, false/0 for padding) is x-transformers' `mask`.
+   * Windows hold at most `capacity` positions (the longest source: `maxContext`).
+   */
+  encode(input, options) {
+    const kind = this.#plan.kind;
+    this.#only(ENCODING, 'encode');
+    const { mask, output = 'logits' } = optionsOf('encode', options, ENCODE_KEYS);
+    if (output !== 'logits' && output !== 'embeddings') {
+      throw badArgument(`output must be 'logits' or 'embeddings'; got ${show(output)}`);
+    }
+    if (output === 'embeddings' && kind !== 'encoderWrapper') {
+      throw badArgument(`output 'embeddings' is for an encoderWrapper (this model is ${kind}: its output is ${kind === 'xtransformer' ? 'embeddings' : 'its own'})`);
+    }
+    const { capacity, maxContext, inputWidth } = this.#plan;
+    let n;
+    if (kind === 'encoderWrapper' || kind === 'xtransformer') {
+      tokensOf(input);
+      n = input.length;
+      const max = kind === 'xtransformer' ? maxContext : capacity;
+      if (n > max) {
+        throw new PicoformerError(kind === 'xtransformer' ? ErrorCode.BAD_ARGUMENT : ErrorCode.CACHE_FULL,
+          `${n} tokens do not fit the ${max} of the load option ${kind === 'xtransformer' ? 'maxContext' : 'capacity'}`);
+      }
+    } else {
+      n = valuesOf(input, inputWidth, 'an input');
+      if (n > capacity) {
+        throw new PicoformerError(ErrorCode.CACHE_FULL, `${n} rows do not fit the load option capacity of ${capacity}`);
+      }
+    }
+    const bytes = mask === undefined ? undefined : maskOf(mask, n, 'a mask');
+    if (kind === 'encoderWrapper' || kind === 'xtransformer') {
+      new Uint32Array(this.#memory.buffer, this.#x.pf_tokens_ptr() >>> 0, n).set(input);
+    } else {
+      new Float32Array(this.#memory.buffer, this.#x.pf_values_ptr() >>> 0, n * inputWidth).set(input);
+    }
+    if (bytes) new Uint8Array(this.#memory.buffer, this.#x.pf_mask_ptr() >>> 0, n).set(bytes);
+    const rows = this.#check(this.#x.pf_encode(n, bytes ? 1 : 0, output === 'embeddings' ? 1 : 0));
+    const width = output === 'embeddings' || kind === 'xtransformer' ? this.#plan.dim : this.#plan.outputWidth;
+    if (kind === 'xtransformer') {
+      this.#hasContext = true;
+      this.#ended();
+    }
+    return new Float32Array(this.#memory.buffer, this.#x.pf_output_ptr() >>> 0, rows * width).slice();
   }
 
   /** Runs `tokens` after what is cached; returns the last position's logits (see {@link logits}). */
   prefill(tokens) {
+    this.#generating('prefill');
     this.#check(this.#x.pf_prefill(this.#writeTokens(tokens)));
     this.#ended();
     return this.logits;
@@ -453,13 +587,20 @@ export class Picoformer {
 
   /** Runs one token; returns its logits (see {@link logits}). */
   step(token) {
+    this.#generating('step');
     this.#check(this.#x.pf_step(checkToken(token)));
     this.#ended();
     return this.logits;
   }
 
-  /** Runs `tokens` and returns every position's logits, a new Float32Array(n × numTokens). Needs `fullRows >= n`. */
+  /**
+   * Runs `tokens` and returns every position's logits, a new Float32Array(n × numTokens). Needs
+   * `fullRows >= n`. A bare or continuous decoder: runs rows of values (n × `plan.inputWidth`)
+   * after what is cached and returns their outputs (n × `plan.outputWidth`).
+   */
   forward(tokens) {
+    if (STREAMING.includes(this.#plan.kind)) return this.#forwardValues(tokens);
+    this.#generating('forward');
     const n = this.#writeTokens(tokens);
     this.#check(this.#x.pf_forward_all(n));
     this.#ended();
@@ -469,6 +610,7 @@ export class Picoformer {
 
   /** Largest |full − stepwise| logit difference over `tokens` from an empty cache (needs `fullRows`). */
   fullVsStepwise(tokens) {
+    this.#generating('fullVsStepwise');
     const d = this.#x.pf_full_vs_stepwise(this.#writeTokens(tokens));
     if (d < 0) this.#throw(d);
     this.#ended();
@@ -477,6 +619,7 @@ export class Picoformer {
 
   /** Seeds the sampler: an integer Number in 0..2^53-1 or a BigInt in 0..2^64-1. */
   seed(seed) {
+    this.#only(GENERATING, 'seed');
     const [lo, hi] = seedOf(seed);
     this.#x.pf_seed(lo, hi);
   }
@@ -486,6 +629,7 @@ export class Picoformer {
    * (default) is greedy; topK 0, topP 1 and minP 0 are off.
    */
   sample(options) {
+    this.#only(GENERATING, 'sample');
     const { temperature, topK, topP, minP } = samplingOf(optionsOf('sample', options, SAMPLE_KEYS));
     return this.#check(this.#x.pf_sample(temperature, topK, topP, minP));
   }
@@ -551,6 +695,7 @@ export class Picoformer {
   }
 
   #generateOptions(what, prompt, options) {
+    this.#generating(what);
     const o = optionsOf(what, options, GENERATE_KEYS);
     const cap = this.capacity;
     const { maxTokens = 32, repetitionPenalty = 1, repetitionWindow = cap, slide = 0, stopTokens = [],
@@ -625,6 +770,25 @@ export class Picoformer {
   truncate(length) {
     this.#check(this.#x.pf_truncate(int('length', length, 0, U32_MAX)));
     this.#ended();
+  }
+
+  /** Refuses `what` unless the model generates, and an XTransformer until it has a source. */
+  #generating(what) {
+    this.#only(GENERATING, what);
+    if (this.#plan.kind === 'xtransformer' && !this.#hasContext) {
+      throw badArgument(`${what}: encode a source first (an XTransformer's decoder attends to it)`);
+    }
+  }
+
+  #forwardValues(values) {
+    const { inputWidth, outputWidth, capacity } = this.#plan;
+    const n = valuesOf(values, inputWidth, 'an input');
+    if (n > capacity) {
+      throw new PicoformerError(ErrorCode.CACHE_FULL, `${n} rows do not fit the KV cache capacity of ${capacity}`);
+    }
+    new Float32Array(this.#memory.buffer, this.#x.pf_values_ptr() >>> 0, n * inputWidth).set(values);
+    this.#check(this.#x.pf_forward_values(n));
+    return new Float32Array(this.#memory.buffer, this.#x.pf_output_ptr() >>> 0, n * outputWidth).slice();
   }
 
   /** A call that ended the module's generation: streams of it are over. */

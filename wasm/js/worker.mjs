@@ -11,7 +11,7 @@
 import { Picoformer, PicoformerError, ErrorCode } from './picoformer.mjs';
 
 const METHODS = new Set(['reset', 'truncate', 'prefill', 'step', 'forward', 'sample', 'seed', 'setContext',
-  'fullVsStepwise']);
+  'fullVsStepwise', 'encode']);
 const GETTERS = ['length', 'capacity', 'numTokens', 'stopReason', 'reencodes', 'memoryBytes'];
 
 /** Serves one model over `post` (a postMessage); returns the message handler. */

@@ -8,7 +8,7 @@ use core::fmt;
 
 use picoformer::sampling::{Candidate, Rng, SampleError, Sampler, SamplerConfig};
 use picoformer::{
-    bf16, f16, Error, KvCache, LoadError, Model, Scratch, TransformerWrapper, WrapperConfig,
+    bf16, f16, Error, KvCache, LoadError, Masks, Model, Scratch, TransformerWrapper, WrapperConfig,
 };
 
 /// Sampling options as the wasm ABI passes them (`top_k` 0, `top_p` exactly 1, `min_p` exactly 0,
@@ -132,6 +132,8 @@ pub struct Plan {
     pub context_cache: usize,
     /// The context itself (`max_context · dim_context` f32), as the caller sets it.
     pub context: usize,
+    /// The context's padding mask (`max_context` bools).
+    pub context_mask: usize,
     /// The scratch arena for `chunk` positions.
     pub scratch: usize,
     /// Last-position logits (`num_tokens` f32).
@@ -156,6 +158,7 @@ impl Plan {
             kv_cache: KvCache::<f32>::elements(d, o.capacity).saturating_mul(o.kv.size()),
             context_cache: KvCache::<f32>::context_elements(d, rows).saturating_mul(o.kv.size()),
             context: rows.saturating_mul(d.dim_context()).saturating_mul(4),
+            context_mask: rows,
             scratch: Scratch::bytes(d, o.chunk),
             logits: v.saturating_mul(4),
             full_logits: v.saturating_mul(o.full_rows).saturating_mul(4),
@@ -171,6 +174,7 @@ impl Plan {
             self.kv_cache,
             self.context_cache,
             self.context,
+            self.context_mask,
             self.scratch,
             self.logits,
             self.full_logits,
@@ -210,6 +214,8 @@ pub enum EngineError<'w> {
     Sample(SampleError),
     /// The library refused the call; nothing changed.
     Model(Error),
+    /// The call does not fit the model's kind (a token generation asked of an encoder, ...).
+    WrongKind(crate::family::Kind),
 }
 
 impl fmt::Display for EngineError<'_> {
@@ -239,6 +245,16 @@ impl fmt::Display for EngineError<'_> {
             ),
             Self::Sample(e) => write!(f, "cannot sample: {e}"),
             Self::Model(e) => write!(f, "{e}"),
+            Self::WrongKind(k) => write!(
+                f,
+                "the model is {} {}: it does not take this call",
+                if matches!(k, crate::family::Kind::EncoderWrapper | crate::family::Kind::Encoder) {
+                    "an"
+                } else {
+                    "a"
+                },
+                k.name()
+            ),
         }
     }
 }
@@ -278,6 +294,8 @@ pub struct Buffers<'b> {
     pub kv: KvBuf<'b>,
     /// The context ([`Plan::context`] bytes).
     pub context: &'b mut [f32],
+    /// The context's padding mask ([`Plan::context_mask`] entries).
+    pub context_mask: &'b mut [bool],
     /// Scratch arena.
     pub scratch: &'b mut [f32],
     /// Last-position logits.
@@ -392,9 +410,42 @@ fn cache<'b, T: picoformer::Element>(
 /// The context set (`rows` rows of `buf`), for the model's calls: the library projects it on
 /// the first call after a reset and ignores it later. `None` before [`Session::set_context`],
 /// which a cross-attending model refuses with [`Error::ContextRequired`].
-fn context<'c>(cfg: &WrapperConfig, buf: &'c [f32], rows: usize) -> Option<&'c [f32]> {
-    let n = rows.saturating_mul(cfg.attn_layers.dim_context());
+pub(crate) fn context<'c>(
+    d: &picoformer::DecoderConfig,
+    buf: &'c [f32],
+    rows: usize,
+) -> Option<&'c [f32]> {
+    let n = rows.saturating_mul(d.dim_context());
     (rows > 0).then(|| buf.get(..n)).flatten()
+}
+
+/// The set context's padding mask (its first `rows` entries of `mask`, if one was given), for
+/// every model call: x-transformers' `context_mask`, applied on each call (the library keeps
+/// the projected rows, not their mask).
+pub(crate) fn context_masks(mask: &[bool], rows: usize, masked: bool) -> Masks<'_> {
+    Masks {
+        mask: None,
+        context_mask: if masked { mask.get(..rows) } else { None },
+    }
+}
+
+/// Copies a padding mask given as bytes (0: padding, anything else: real) into `to`.
+///
+/// # Errors
+/// [`Error::BufferLength`] with [`picoformer::Buffer::Mask`] unless `from` has `rows` entries
+/// and `to` room for them; nothing is written then.
+pub(crate) fn copy_mask(from: &[u8], to: &mut [bool], rows: usize) -> Result<(), Error> {
+    if from.len() != rows || to.len() < rows {
+        return Err(Error::BufferLength {
+            buffer: picoformer::Buffer::Mask,
+            expected: rows,
+            found: from.len(),
+        });
+    }
+    for (t, &f) in to.iter_mut().zip(from) {
+        *t = f != 0;
+    }
+    Ok(())
 }
 
 /// [`Error::TokenOutOfRange`] for the first token not below `v`.
@@ -421,6 +472,9 @@ pub struct Session<'w, 'b> {
     /// The context (`max_context` rows) and how many of its rows are set.
     context: &'b mut [f32],
     context_rows: usize,
+    /// The context's padding mask (`max_context` entries), in use when `masked`.
+    context_mask: &'b mut [bool],
+    masked: bool,
     rng: Rng,
     has_logits: bool,
     /// The most recent tokens of the generation, oldest first (`history[..history_len]`).
@@ -476,6 +530,13 @@ impl<'w, 'b> Session<'w, 'b> {
         if buf.context.len() < context_len {
             return Err(too_small(Context, context_len, buf.context.len()));
         }
+        if buf.context_mask.len() < rows {
+            return Err(too_small(
+                picoformer::Buffer::ContextMask,
+                rows,
+                buf.context_mask.len(),
+            ));
+        }
         let scratch = Scratch::new(d, o.chunk, buf.scratch)?;
         if buf.logits.len() < v || buf.work.len() < Sampler::work_len(v) {
             return Err(too_small(Output, v, buf.logits.len().min(buf.work.len())));
@@ -496,6 +557,8 @@ impl<'w, 'b> Session<'w, 'b> {
             work: &mut buf.work[..Sampler::work_len(v)],
             context: &mut buf.context[..context_len],
             context_rows: 0,
+            context_mask: buf.context_mask,
+            masked: false,
             rng: Rng::new(0),
             has_logits: false,
             history: buf.history,
@@ -531,6 +594,11 @@ impl<'w, 'b> Session<'w, 'b> {
         self.logits
     }
 
+    /// Context rows the context buffer holds (`max_context`; 0 without cross-attention).
+    pub fn max_context(&self) -> usize {
+        self.context.len() / self.model.config().attn_layers.dim_context().max(1)
+    }
+
     /// The context buffer (`max_context · dim_context` f32; empty without cross-attention):
     /// the caller writes a context's rows here, then calls [`Self::set_context`].
     pub fn context_buffer(&mut self) -> &mut [f32] {
@@ -539,12 +607,14 @@ impl<'w, 'b> Session<'w, 'b> {
 
     /// Makes the first `rows` rows of the context buffer the context and starts a new sequence
     /// (the cache is reset: its context's keys and values are computed again, from these rows,
-    /// by the next prefill or step).
+    /// by the next prefill or step). `mask` (one byte per row, 0 for padding) is the context's
+    /// padding mask, x-transformers' `context_mask`, applied on every call; `None`: all real.
     ///
     /// # Errors
     /// [`EngineError::NotCrossAttending`], or [`Error::ContextTooLong`] for `rows` beyond
-    /// `max_context` and [`Error::EmptyInput`] for 0; nothing changes then.
-    pub fn set_context(&mut self, rows: usize) -> Result<(), EngineError<'w>> {
+    /// `max_context`, [`Error::EmptyInput`] for 0 and [`Error::BufferLength`] for a mask of
+    /// another length; nothing changes then.
+    pub fn set_context(&mut self, rows: usize, mask: Option<&[u8]>) -> Result<(), EngineError<'w>> {
         let d = &self.model.config().attn_layers;
         if !d.cross_attend {
             return Err(EngineError::NotCrossAttending);
@@ -556,6 +626,10 @@ impl<'w, 'b> Session<'w, 'b> {
         if rows == 0 {
             return Err(Error::EmptyInput.into());
         }
+        if let Some(m) = mask {
+            copy_mask(m, self.context_mask, rows)?;
+        }
+        self.masked = mask.is_some();
         self.context_rows = rows;
         self.reset();
         Ok(())
@@ -577,9 +651,11 @@ impl<'w, 'b> Session<'w, 'b> {
         if tokens.is_empty() {
             return Err(Error::EmptyInput);
         }
-        let ctx = context(self.model.config(), self.context, self.context_rows);
+        let d = &self.model.config().attn_layers;
+        let ctx = context(d, self.context, self.context_rows);
+        let masks = context_masks(self.context_mask, self.context_rows, self.masked);
         let (m, s, l) = (&self.model, &mut self.scratch, &mut *self.logits);
-        with_cache!(&mut self.cache, c => m.forward_last(c, s, tokens, ctx, l))?;
+        with_cache!(&mut self.cache, c => m.forward_last_masked(c, s, tokens, ctx, masks, l))?;
         self.has_logits = true;
         Ok(())
     }
@@ -625,10 +701,12 @@ impl<'w, 'b> Session<'w, 'b> {
                 capacity: rows,
             });
         }
-        let ctx = context(self.model.config(), self.context, self.context_rows);
+        let d = &self.model.config().attn_layers;
+        let ctx = context(d, self.context, self.context_rows);
+        let masks = context_masks(self.context_mask, self.context_rows, self.masked);
         let out = &mut self.full_logits[..tokens.len() * v];
         let (m, s) = (&self.model, &mut self.scratch);
-        with_cache!(&mut self.cache, c => m.forward(c, s, tokens, ctx, out))?;
+        with_cache!(&mut self.cache, c => m.forward_masked(c, s, tokens, ctx, masks, out))?;
         // The last row is the newest logits, as after a prefill.
         if let Some(last) = out.len().checked_sub(v).and_then(|at| out.get(at..)) {
             self.logits.copy_from_slice(last);
@@ -835,12 +913,14 @@ impl<'w, 'b> Session<'w, 'b> {
                 }
                 // Slide: the last `keep` tokens (the pending one included) from position 0.
                 let from = self.history_len - keep.min(self.history_len);
-                let ctx = context(self.model.config(), self.context, self.context_rows);
+                let d = &self.model.config().attn_layers;
+                let ctx = context(d, self.context, self.context_rows);
+                let masks = context_masks(self.context_mask, self.context_rows, self.masked);
                 let window = &self.history[from..self.history_len];
                 let (m, s, l) = (&self.model, &mut self.scratch, &mut *self.logits);
                 with_cache!(&mut self.cache, c => {
                     c.truncate(0)?;
-                    m.forward_last(c, s, window, ctx, l)?;
+                    m.forward_last_masked(c, s, window, ctx, masks, l)?;
                 });
                 self.reencodes += 1;
             } else {
@@ -1010,6 +1090,7 @@ mod tests {
         let buf = Buffers {
             kv: KvBuf::F16(&mut kv),
             context: &mut [],
+            context_mask: &mut [],
             scratch: &mut scratch,
             logits: &mut logits,
             full_logits: &mut [],
@@ -1061,6 +1142,7 @@ mod tests {
         let buf = Buffers {
             kv: KvBuf::F32(&mut kv),
             context: &mut [],
+            context_mask: &mut [],
             scratch: &mut scratch,
             logits: &mut logits,
             full_logits: &mut [],

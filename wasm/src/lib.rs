@@ -15,6 +15,7 @@
 extern crate std;
 
 pub mod engine;
+pub mod family;
 
 #[cfg(target_arch = "wasm32")]
 mod ffi;

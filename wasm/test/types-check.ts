@@ -3,7 +3,7 @@
 import {
   ErrorCode, MAX_STOP_STRINGS, MAX_STOP_TOKENS, Picoformer, PicoformerError, readSafetensors, simdSupported, wasmUrl,
 } from '../js/picoformer.mjs';
-import type { GenerateResult, StopReason, TokenStream } from '../js/picoformer.mjs';
+import type { GenerateResult, ModelKind, StopReason, TokenStream } from '../js/picoformer.mjs';
 
 export async function example(model: Uint8Array, wasm: ArrayBuffer): Promise<string[]> {
   const m = await Picoformer.create(model, { capacity: 64, kv: 'f16', build: 'auto' });
@@ -40,6 +40,25 @@ export async function example(model: Uint8Array, wasm: ArrayBuffer): Promise<str
   // @ts-expect-error: stream takes no onToken
   m.stream([1], { onToken: () => {} });
   return pieces;
+}
+
+export async function family(encoder: Uint8Array, xt: Uint8Array, frames: Float32Array): Promise<number> {
+  const e = await Picoformer.create(encoder, { capacity: 64 });
+  const kind: ModelKind = e.kind;
+  const scores: Float32Array = e.encode([1, 2, 3], { mask: [true, true, false] });
+  const emb: Float32Array = e.encode(new Uint32Array([1, 2]), { mask: [1, 1], output: 'embeddings' });
+  const pooled: boolean = e.plan.pooled;
+  const out: Float32Array = e.forward(frames);
+  e.setContext(frames, [1, 0]);
+  const x = await Picoformer.create(xt, { capacity: 64, maxContext: 32 });
+  const memory: Float32Array = x.encode([5, 6, 7], { mask: [1, 1, 0] });
+  const translation: GenerateResult = x.generate([1], { maxTokens: 20, stopTokens: [2] });
+  // @ts-expect-error: no such output
+  e.encode([1], { output: 'hidden' });
+  // @ts-expect-error: masks are booleans or numbers
+  e.encode([1], { mask: ['yes'] });
+  return scores.length + emb.length + out.length + memory.length + translation.length + kind.length + Number(pooled)
+    + x.plan.encoderKvCache + x.plan.sourceTokens;
 }
 
 import { PicoformerWorker } from '../js/client.mjs';

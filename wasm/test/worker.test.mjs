@@ -76,3 +76,24 @@ test('a worker refuses bad model bytes and options', async () => {
     await Promise.all(workers.map((w) => w.terminate()));
   }
 });
+
+test('the family in a worker thread: an encoder and an XTransformer', async () => {
+  const e = await PicoformerWorker.create(start(), model('enc_wrap'), { capacity: 8 });
+  const x = await PicoformerWorker.create(start(), model('xt_bytes'), { capacity: 16 });
+  try {
+    const local = await Picoformer.create(model('enc_wrap'), { capacity: 8 });
+    assert.equal(e.kind, 'encoderWrapper');
+    const got = await e.encode([1, 2, 3], { mask: [1, 1, 0] });
+    assert.ok(got instanceof Float32Array);
+    assert.deepEqual(got, local.encode([1, 2, 3], { mask: [1, 1, 0] }));
+    await assert.rejects(e.generate([1]), (err) => err instanceof PicoformerError && err.code === ErrorCode.BAD_ARGUMENT);
+    assert.equal(x.kind, 'xtransformer');
+    await x.encode([72, 101, 108, 108, 111], { mask: [1, 1, 1, 1, 0] });
+    const lx = await Picoformer.create(model('xt_bytes'), { capacity: 16 });
+    lx.encode([72, 101, 108, 108, 111], { mask: [1, 1, 1, 1, 0] });
+    assert.deepEqual(await x.generate([1], { maxTokens: 10 }), Array.from(lx.generate([1], { maxTokens: 10 })));
+  } finally {
+    e.terminate();
+    x.terminate();
+  }
+});

@@ -67,6 +67,7 @@ fn main() {
     let buffers = Buffers {
         kv: KvBuf::F32(&mut kv),
         context: &mut [],
+        context_mask: &mut [],
         scratch: &mut scratch,
         logits: &mut logits,
         full_logits: &mut [],
