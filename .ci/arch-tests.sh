@@ -31,7 +31,7 @@ command -v node >/dev/null || { echo "node is required for the wasm32 runs" >&2;
 # (bit for bit one thread's numbers) run on each kernel set too (the seed property must hold on
 # every one).
 host() { # isa
-    PICOFORMER_REQUIRE_ISA="$1" cargo test --quiet --release --test kernels --test decoder --test fixtures \
+    PICOFORMER_REQUIRE_ISA="$1" cargo test --quiet --release --features parallel --test kernels --test decoder --test fixtures \
         --test parallel
 }
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo; then

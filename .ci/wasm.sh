@@ -69,7 +69,7 @@ for variant in plain simd128; do
     step "library test suite on wasm32-wasip1 ($variant): cargo test --target wasm32-wasip1"
     flags=""; [ $variant = simd128 ] && flags="-C target-feature=+simd128"
     CARGO_TARGET_DIR=wasm/target/wasip1-$variant CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="$flags" \
-        cargo test --release --target wasm32-wasip1 >"$log/wasi-$variant" 2>&1
+        cargo test --release --target wasm32-wasip1 --features parallel >"$log/wasi-$variant" 2>&1
     count_cargo "$log/wasi-$variant" $?
 done
 

@@ -15,6 +15,7 @@ use crate::config::{DecoderConfig, WrapperConfig};
 use crate::decoder::Decoder;
 use crate::error::{Error, OwnedStr};
 use crate::json::{JsonError, JsonErrorKind};
+#[cfg(feature = "parallel")]
 use crate::parallel::Parallel;
 use crate::q8_0::{BlockQ8_0, Q8_0_BLOCK, Q8_0_BYTES};
 use crate::safetensors::{Dtype, FormatErrorOf, SafeTensors, MAX_TENSORS};
@@ -527,6 +528,7 @@ impl<'w, const MAX_DEPTH: usize> Model<'w, MAX_DEPTH> {
 
     /// This model with a step's products split over `executor`'s parts
     /// ([`Decoder::with_parallel`]): the numbers of one thread, bit for bit.
+    #[cfg(feature = "parallel")]
     pub fn with_parallel<'p>(&self, executor: &'p dyn Parallel) -> Model<'p, MAX_DEPTH>
     where
         'w: 'p,

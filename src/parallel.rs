@@ -1,9 +1,11 @@
 //! Parallelism the caller provides: fork-join over independent parts of the work.
 //!
 //! The library never starts a thread. Where a decode step's work splits into independent parts
-//! (the rows of a matrix-vector product: every weight matrix and the logits), a decoder given an
-//! executor ([`crate::Decoder::with_parallel`]) hands the parts to [`Parallel::run`]; without one
-//! it runs them itself, in order. Each output element is computed by one part, by the same
+//! (the rows of a matrix-vector product: every weight matrix and the logits; the heads of
+//! attention over a long cache), a decoder given an executor (`Decoder::with_parallel`, feature
+//! `parallel`) hands the parts to [`Parallel::run`]; without one it runs them itself, in order.
+//! Without the feature the trait and [`Sequential`] are here but no decoder splits: the
+//! splitting code is not compiled in, so a firmware image does not carry it. Each output element is computed by one part, by the same
 //! kernel over the same weights in the same order as in one piece, so the results are identical
 //! bit for bit whatever the executor, the number of parts or the order they run in.
 //!

@@ -8,6 +8,7 @@ use crate::error::{Buffer, Error};
 use crate::kernels::Int8Panels;
 use crate::masks::Masks;
 use crate::packing::{self, Packed};
+#[cfg(feature = "parallel")]
 use crate::parallel::Parallel;
 use crate::scratch::Scratch;
 use crate::tensor::{Element, Tensor, TensorSource};
@@ -150,6 +151,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
 
     /// This wrapper with a step's products split over `executor`'s parts, the logits included
     /// ([`Decoder::with_parallel`]): the numbers of one thread, bit for bit.
+    #[cfg(feature = "parallel")]
     pub fn with_parallel<'p>(&self, executor: &'p dyn Parallel) -> TransformerWrapper<'p, MAX_DEPTH>
     where
         'w: 'p,

@@ -38,13 +38,23 @@ pub struct Decoder<'w, const MAX_DEPTH: usize = 16> {
     parallel: Option<Executor<'w>>,
 }
 
-/// A caller's [`Parallel`] executor, held by reference.
+/// A caller's [`Parallel`] executor, held by reference (feature `parallel`).
+#[cfg(feature = "parallel")]
 #[derive(Clone, Copy)]
 pub(crate) struct Executor<'p>(pub &'p dyn Parallel);
 
+/// Without the feature `parallel` there is no executor: the field holding one is always `None`
+/// and the splitting code is not compiled in (a firmware image is the size it was).
+#[cfg(not(feature = "parallel"))]
+#[derive(Clone, Copy)]
+pub(crate) struct Executor<'p>(core::marker::PhantomData<&'p ()>);
+
 impl core::fmt::Debug for Executor<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Parallel({} parts)", self.0.parts())
+        #[cfg(feature = "parallel")]
+        return write!(f, "Parallel({} parts)", self.0.parts());
+        #[cfg(not(feature = "parallel"))]
+        f.write_str("Parallel")
     }
 }
 
@@ -204,11 +214,21 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         self
     }
 
+    /// The executor a step's work splits over, if any (never without the feature `parallel`).
+    #[inline(always)]
+    pub(super) fn executor(&self) -> Option<&'w dyn Parallel> {
+        #[cfg(feature = "parallel")]
+        return self.parallel.map(|p| p.0);
+        #[cfg(not(feature = "parallel"))]
+        None
+    }
+
     /// This decoder with the matrix-vector products of a one-position step split by rows over
     /// `executor`'s parts ([`crate::parallel`]): every weight matrix (and a wrapper's logits)
     /// of at least 256 rows, in parts of whole 16-row groups (int8 panels included). The
     /// numbers are those of one thread, bit for bit. The decoder returned borrows the executor;
-    /// `self` is left as it is.
+    /// `self` is left as it is. Feature `parallel` (no dependency; `rayon` implies it).
+    #[cfg(feature = "parallel")]
     pub fn with_parallel<'p>(&self, executor: &'p dyn Parallel) -> Decoder<'p, MAX_DEPTH>
     where
         'w: 'p,
@@ -692,7 +712,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         earlier,
                     );
                 } else {
-                    let par = self.parallel.map(|p| p.0);
+                    let par = self.executor();
                     heads.attend(q, att, n, causal, par, |j| cache.head(layer, j, pos0 + n))?;
                 }
                 self.scale_and_gate(a, xb, att, q)?;
@@ -734,7 +754,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                         earlier,
                     );
                 } else {
-                    let par = self.parallel.map(|p| p.0);
+                    let par = self.executor();
                     heads.attend(q, att, n, false, par, |j| {
                         cache.context_head(context_layer, j)
                     })?;

@@ -539,10 +539,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         // (Shapes checked here so that a split never slices past a tensor; the kernels report
         // a mismatch.)
         let whole = Some(w.len()) == y.len().checked_mul(cols);
-        if let (1, Some(par), true) = (n, self.parallel, whole) {
-            let per = rows_per_part(y.len(), par.0.parts());
+        if let (1, Some(par), true) = (n, self.executor(), whole) {
+            let per = rows_per_part(y.len(), par.parts());
             if per < y.len() {
-                return par.0.run(y, per, &|i, part| {
+                return par.run(y, per, &|i, part| {
                     let (start, rows) = (i * per, part.len());
                     let packed = match packed {
                         // The int8 panels of the part's rows (64 a part: whole panels).
