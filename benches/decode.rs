@@ -389,13 +389,8 @@ mod imp {
     /// bytes as the weights: f16 weights, f32 and f16 KV caches, one thread and two (wall
     /// clock). Throughput: the bytes a step reads (weights and the cache's keys and values).
     fn bench_long_context(c: &mut Criterion) {
-        use picoformer::parallel::Rayon;
         let shapes = shapes(WCFG);
-        let pool = Rayon { parts: 2 };
-        let pool2 = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let (pool, pool2) = two_threads();
         let (t, weight_bytes) = table("f16", &shapes);
         let mut arena8 = Vec::new();
         let one = decode_model("f16", &t, &mut arena8);
@@ -420,15 +415,20 @@ mod imp {
         g.finish();
     }
 
-    /// A decode step on one thread and over two, wall clock.
-    fn bench_parallel(c: &mut Criterion) {
-        use picoformer::parallel::Rayon;
-        let shapes = shapes(WCFG);
-        let pool = Rayon { parts: 2 };
-        let pool2 = rayon::ThreadPoolBuilder::new()
+    /// The executor of two parts, and the pool of two threads whose `install` runs a step so
+    /// that its splits are rayon's cheap `join`s.
+    fn two_threads() -> (picoformer::parallel::Rayon, rayon::ThreadPool) {
+        let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
+        (picoformer::parallel::Rayon { parts: 2 }, pool)
+    }
+
+    /// A decode step on one thread and over two, wall clock.
+    fn bench_parallel(c: &mut Criterion) {
+        let shapes = shapes(WCFG);
+        let (pool, pool2) = two_threads();
         let mut g = c.benchmark_group("parallel/stories15M");
         for kind in ["f32", "f16", "q8_0_int8", "q8_0_int8_panels"] {
             let base = kind.split("_int8").next().unwrap_or(kind);

@@ -192,13 +192,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         logits: &mut [f32],
     ) -> Result<(), Error> {
         let v = self.config.logits_width();
-        if logits.len() != tokens.len().saturating_mul(v) {
-            return Err(Error::BufferLength {
-                buffer: Buffer::Output,
-                expected: tokens.len().saturating_mul(v),
-                found: logits.len(),
-            });
-        }
+        output_length(logits, tokens.len().saturating_mul(v))?;
         self.run(cache, scratch, tokens, context, Masks::NONE, logits, false)
     }
 
@@ -217,13 +211,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         logits: &mut [f32],
     ) -> Result<(), Error> {
         let v = self.config.logits_width();
-        if logits.len() != tokens.len().saturating_mul(v) {
-            return Err(Error::BufferLength {
-                buffer: Buffer::Output,
-                expected: tokens.len().saturating_mul(v),
-                found: logits.len(),
-            });
-        }
+        output_length(logits, tokens.len().saturating_mul(v))?;
         self.run(cache, scratch, tokens, context, masks, logits, false)
     }
 
@@ -244,13 +232,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         logits: &mut [f32],
     ) -> Result<(), Error> {
         let v = self.config.logits_width();
-        if logits.len() != tokens.len().saturating_mul(v) {
-            return Err(Error::BufferLength {
-                buffer: Buffer::Output,
-                expected: tokens.len().saturating_mul(v),
-                found: logits.len(),
-            });
-        }
+        output_length(logits, tokens.len().saturating_mul(v))?;
         let n = tokens.len().saturating_add(self.config.num_memory_tokens);
         crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, n, |c, s| {
             self.run_mode(c, s, tokens, context, masks, logits, Emit::Logits, false)
@@ -273,13 +255,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         out: &mut [f32],
     ) -> Result<(), Error> {
         let dim = self.config.attn_layers.dim;
-        if out.len() != tokens.len().saturating_mul(dim) {
-            return Err(Error::BufferLength {
-                buffer: Buffer::Output,
-                expected: tokens.len().saturating_mul(dim),
-                found: out.len(),
-            });
-        }
+        output_length(out, tokens.len().saturating_mul(dim))?;
         let n = tokens.len().saturating_add(self.config.num_memory_tokens);
         crate::encoder::in_fresh_cache(&self.decoder, cache, scratch, n, |c, s| {
             self.run_mode(c, s, tokens, context, masks, out, Emit::Embeddings, false)
@@ -317,13 +293,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         logits: &mut [f32],
     ) -> Result<(), Error> {
         let v = self.config.logits_width();
-        if logits.len() != v {
-            return Err(Error::BufferLength {
-                buffer: Buffer::Output,
-                expected: v,
-                found: logits.len(),
-            });
-        }
+        output_length(logits, v)?;
         self.run(cache, scratch, tokens, context, masks, logits, true)
     }
 
@@ -674,4 +644,16 @@ enum Emit {
     Last,
     /// Every position's embeddings (the final-normed hidden states).
     Embeddings,
+}
+
+/// [`Error::BufferLength`] unless the output buffer `out` holds `expected` values.
+fn output_length(out: &[f32], expected: usize) -> Result<(), Error> {
+    if out.len() != expected {
+        return Err(Error::BufferLength {
+            buffer: Buffer::Output,
+            expected,
+            found: out.len(),
+        });
+    }
+    Ok(())
 }
