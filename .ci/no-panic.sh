@@ -5,7 +5,7 @@
 # parts it covers (PROVEN below; a part left out is an opaque value to the others). Fails unless
 # every build links, and unless the negative check (a deliberate out-of-bounds index) fails to
 # link naming the symbol. Then, for information, the panic call sites left in the parts not yet
-# proven (M4F build), by source line. Removes firmware/target/no-panic unless CI_KEEP_TARGETS=1.
+# proven (M4F build), by function. Removes firmware/target/no-panic unless CI_KEEP_TARGETS=1.
 set -euo pipefail
 cd "$(dirname "$0")/../firmware"
 
@@ -73,14 +73,7 @@ if [ "${#PROVEN[@]}" -lt "${#ALL[@]}" ]; then
     n=$(printf '%s\n' "$sites" | grep -c . || true)
     rest=$(for p in "${ALL[@]}"; do [[ " ${PROVEN[*]} " == *" $p "* ]] || printf '%s ' "$p"; done)
     echo "not yet proven (${rest% }): $n panic call sites in the whole path on $t, by function:"
-    printf '%s\n' "$sites" | cut -f2 | sed 's/::h[0-9a-f]\{16\}$//; s/\$LT\$/</g; s/\$GT\$/>/g; s/\$u20\$/ /g; s/\$u7b\$/{/g; s/\$u7d\$/}/g; s/\$RF\$/\&/g; s/\.\./::/g; s/^_<//' | sort | uniq -c | sort -rn | sed 's/^/    /'
-    # With an llvm-addr2line on the PATH, also by the innermost line of picoformer they come from.
-    if command -v llvm-addr2line >/dev/null; then
-      echo "by source line:"
-      printf '%s\n' "$sites" | cut -f1 | sed 's/^/0x/' | llvm-addr2line -i -e "$elf" |
-        awk '/^$/ { if (p) print p; p = ""; next } !p && /\/src\// { p = $0 } END { if (p) print p }' |
-        sed 's#^.*/src/#src/#; s/ (discriminator [0-9]*)//' | sort | uniq -c | sort -rn | sed 's/^/    /'
-    fi
+    printf '%s\n' "$sites" | cut -f2 | sed 's/::h[0-9a-f]\{16\}$//; s/\$LT\$/</g; s/\$GT\$/>/g; s/\$u20\$/ /g; s/\$u7b\$/{/g; s/\$u7d\$/}/g; s/\$RF\$/\&/g; s/\$C\$/,/g; s/\.\./::/g; s/^_<//' | sort | uniq -c | sort -rn | sed 's/^/    /'
   else
     echo "(the whole path did not build for the report)"
     tail -5 "$LOG"

@@ -119,9 +119,7 @@ fn decode() -> Result<bool, ()> {
         let (done, next) = tokens.split_at_mut(i);
         // Without the sampler in the proof, any token; without decoding, any logits.
         let t = if cfg!(feature = "no-panic-sample") {
-            sampler
-                .sample(black_box(&*row), done, work)
-                .map_err(drop)?
+            sampler.sample(black_box(&*row), done, work).map_err(drop)?
         } else {
             black_box(0)
         };
