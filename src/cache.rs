@@ -302,8 +302,9 @@ impl<'b, T: Element> KvCache<'b, T> {
         let row = self.row(pos);
         for h in 0..self.kv_heads {
             let at = self.offset(self.capacity, layer, h) + row * d;
-            store_row(&mut self.keys[at..at + d], &k[h * d..(h + 1) * d]);
-            store_row(&mut self.values[at..at + d], &v[h * d..(h + 1) * d]);
+            let (k, v) = (part(k, h * d, d), part(v, h * d, d));
+            store_row(part_mut(self.keys, at, d), k);
+            store_row(part_mut(self.values, at, d), v);
         }
     }
 
@@ -311,7 +312,7 @@ impl<'b, T: Element> KvCache<'b, T> {
     pub(crate) fn head(&self, layer: usize, head: usize, n: usize) -> (&[T], &[T]) {
         let at = self.offset(self.capacity, layer, head);
         let len = n * self.dim_head;
-        (&self.keys[at..at + len], &self.values[at..at + len])
+        (part(self.keys, at, len), part(self.values, at, len))
     }
 
     /// The key and value of kv head `head` in `layer` at position `pos` (held: on a rolling
@@ -319,14 +320,14 @@ impl<'b, T: Element> KvCache<'b, T> {
     pub(crate) fn key_row(&self, layer: usize, head: usize, pos: usize) -> (&[T], &[T]) {
         let at = self.offset(self.capacity, layer, head) + self.row(pos) * self.dim_head;
         let d = self.dim_head;
-        (&self.keys[at..at + d], &self.values[at..at + d])
+        (part(self.keys, at, d), part(self.values, at, d))
     }
 
     /// Context row `row` of kv head `head` in `layer`.
     pub(crate) fn context_row(&self, layer: usize, head: usize, row: usize) -> (&[T], &[T]) {
         let at = self.offset(self.max_context, layer, head) + row * self.dim_head;
         let d = self.dim_head;
-        (&self.ctx_keys[at..at + d], &self.ctx_values[at..at + d])
+        (part(self.ctx_keys, at, d), part(self.ctx_values, at, d))
     }
 
     /// Writes the context row `row` of `layer`.
@@ -334,8 +335,9 @@ impl<'b, T: Element> KvCache<'b, T> {
         let d = self.dim_head;
         for h in 0..self.kv_heads {
             let at = self.offset(self.max_context, layer, h) + row * d;
-            store_row(&mut self.ctx_keys[at..at + d], &k[h * d..(h + 1) * d]);
-            store_row(&mut self.ctx_values[at..at + d], &v[h * d..(h + 1) * d]);
+            let (k, v) = (part(k, h * d, d), part(v, h * d, d));
+            store_row(part_mut(self.ctx_keys, at, d), k);
+            store_row(part_mut(self.ctx_values, at, d), v);
         }
     }
 
@@ -348,7 +350,7 @@ impl<'b, T: Element> KvCache<'b, T> {
     pub(crate) fn context_head(&self, layer: usize, head: usize) -> (&[T], &[T]) {
         let at = self.offset(self.max_context, layer, head);
         let len = self.context_len.unwrap_or(0) * self.dim_head;
-        (&self.ctx_keys[at..at + len], &self.ctx_values[at..at + len])
+        (part(self.ctx_keys, at, len), part(self.ctx_values, at, len))
     }
 
     /// Fills every element not in use with NaN: positions at and after `len` (on a rolling
@@ -385,6 +387,20 @@ impl<'b, T: Element> KvCache<'b, T> {
             }
         }
     }
+}
+
+/// `s[at..at + len]`. Every row of the cache is inside its buffers (`KvCache::new` checks their
+/// lengths against the configuration), so this is that slice; said without a panic path (issue
+/// 28): an out-of-range request would be empty.
+fn part<T>(s: &[T], at: usize, len: usize) -> &[T] {
+    s.get(at..).and_then(|s| s.get(..len)).unwrap_or(&[])
+}
+
+/// `s[at..at + len]`, mutable: as [`part`].
+fn part_mut<T>(s: &mut [T], at: usize, len: usize) -> &mut [T] {
+    s.get_mut(at..)
+        .and_then(|s| s.get_mut(..len))
+        .unwrap_or(&mut [])
 }
 
 fn store_row<T: Element>(dst: &mut [T], src: &[f32]) {

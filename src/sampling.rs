@@ -344,29 +344,39 @@ impl Sampler {
         }
 
         // Every finite logit becomes a candidate, in id order; then the penalty.
+        // (`len` stays at most the token's index, below `n <= work.len()`: every write lands.)
         let mut len = 0;
         for (token, &value) in logits.iter().enumerate() {
             if value != f32::NEG_INFINITY {
-                work[len] = Candidate {
-                    token: token as u32,
-                    value,
-                };
-                len += 1;
+                if let Some(slot) = work.get_mut(len) {
+                    *slot = Candidate {
+                        token: token as u32,
+                        value,
+                    };
+                    len += 1;
+                }
             }
         }
-        let c = &mut work[..len];
+        let c = &mut work[..len.min(n)];
         self.penalise(c, recent, n);
+        // Not empty (some logit is finite), but said so without a panic path.
+        let Some(&first) = c.first() else {
+            return Err(SampleError::AllMasked);
+        };
         if self.config.is_greedy() {
             // The first largest value: candidates are in id order, so ties go to the lowest id.
-            let best = c
-                .iter()
-                .fold(c[0], |best, x| if x.value > best.value { *x } else { best });
+            let best = c.iter().fold(
+                first,
+                |best, x| if x.value > best.value { *x } else { best },
+            );
             return Ok(best.token);
         }
         let c = self.filter(c);
         // Sample in id order, so the token drawn for a given random number does not depend on
-        // how the filters permuted the candidates.
-        c.sort_unstable_by_key(|x| x.token);
+        // how the filters permuted the candidates (no filter: still in id order).
+        if !c.is_sorted_by_key(|x| x.token) {
+            heap_sort(c, |a, b| a.token < b.token);
+        }
         let max = c.iter().fold(f32::NEG_INFINITY, |m, x| m.max(x.value));
         let inv_t = 1.0 / self.config.temperature;
         let mut total = 0.0f32;
@@ -385,12 +395,14 @@ impl Sampler {
                 return Ok(x.token);
             }
         }
-        // Only reachable through rounding when u lands on the very top of the sum.
-        Ok(c.iter()
+        // Only reachable through rounding when u lands on the very top of the sum. (`filter`
+        // never returns an empty prefix: the error is for the compiler, which cannot know it.)
+        c.iter()
             .rev()
             .find(|x| x.value > 0.0)
-            .unwrap_or(&c[0])
-            .token)
+            .or(c.first())
+            .map(|x| x.token)
+            .ok_or(SampleError::AllMasked)
     }
 
     /// Applies the repetition penalty to the candidates (in id order, all finite), once per
@@ -400,15 +412,17 @@ impl Sampler {
         if penalty == 1.0 || self.config.repetition_window == 0 {
             return;
         }
-        let window = &recent[recent.len().saturating_sub(self.config.repetition_window)..];
-        for (i, &t) in window.iter().enumerate() {
+        let mut window = &recent[recent.len().saturating_sub(self.config.repetition_window)..];
+        while let Some((&t, later)) = window.split_first() {
+            window = later;
             // Count each token once: only at its last occurrence in the window.
-            if t as usize >= n || window[i + 1..].contains(&t) {
+            if t as usize >= n || later.contains(&t) {
                 continue;
             }
             // Candidates are the finite logits in id order: find t by binary search.
-            if let Ok(at) = c.binary_search_by_key(&t, |x| x.token) {
-                let v = &mut c[at].value;
+            let at = c.binary_search_by_key(&t, |x| x.token);
+            if let Some(x) = at.ok().and_then(|at| c.get_mut(at)) {
+                let v = &mut x.value;
                 // Clamped so an extreme penalty cannot make a logit infinite.
                 *v = if *v > 0.0 { *v / penalty } else { *v * penalty }.clamp(f32::MIN, f32::MAX);
             }
@@ -419,13 +433,13 @@ impl Sampler {
     fn filter<'c>(&self, mut c: &'c mut [Candidate]) -> &'c mut [Candidate] {
         if let Some(k) = self.config.top_k {
             if k < c.len() {
-                c.select_nth_unstable_by(k - 1, by_value_desc);
+                keep_best(c, k);
                 c = &mut c[..k];
             }
         }
         if let Some(p) = self.config.top_p {
-            c.sort_unstable_by(by_value_desc);
-            let max = c[0].value;
+            heap_sort(c, |a, b| by_value_desc(a, b) == Ordering::Less);
+            let max = c.first().map_or(0.0, |x| x.value);
             let total: f32 = c.iter().map(|x| libm::expf(x.value - max)).sum();
             // Keep token j while the mass before it is <= p (x-transformers' shifted `cum > p`).
             let mut cum = 0.0f32;
@@ -437,20 +451,96 @@ impl Sampler {
                 cum += libm::expf(x.value - max) / total;
                 keep += 1;
             }
+            let keep = keep.min(c.len());
             c = &mut c[..keep];
         }
         if let Some(p) = self.config.min_p {
             let max = c.iter().fold(f32::NEG_INFINITY, |m, x| m.max(x.value));
             // prob < p · max prob  ⇔  exp(l − max) < p
+            // Survivors move to the front, in place (each swap within `keep <= i < c.len()`).
             let mut keep = 0;
             for i in 0..c.len() {
-                if libm::expf(c[i].value - max) >= p {
-                    c.swap(keep, i);
+                if c.get(i).is_some_and(|x| libm::expf(x.value - max) >= p) {
+                    if let Some([first, .., last]) = c.get_mut(keep..=i) {
+                        core::mem::swap(first, last);
+                    }
                     keep += 1;
                 }
             }
+            let keep = keep.min(c.len());
             c = &mut c[..keep];
         }
         c
+    }
+}
+
+/// Sorts `v` so that `before(a, b)` holds for no later `a` and earlier `b` (`before` a strict
+/// total order): heapsort, in place. The sampler's own rather than `core`'s sorts, whose internal
+/// checks would be the one panic path left in sampling (issue 28, `firmware/src/no_panic.rs`).
+fn heap_sort(v: &mut [Candidate], before: impl Fn(&Candidate, &Candidate) -> bool) {
+    for node in (0..v.len() / 2).rev() {
+        sift_down(v, node, &before);
+    }
+    // The root is the last in order: it goes behind the shrinking heap.
+    let mut heap = v;
+    while let Some((last, rest)) = core::mem::take(&mut heap).split_last_mut() {
+        let Some(root) = rest.first_mut() else {
+            break;
+        };
+        core::mem::swap(root, last);
+        sift_down(rest, 0, &before);
+        heap = rest;
+    }
+}
+
+/// Moves the `k` candidates first by [`by_value_desc`] to `v[..k]`, in no particular order: a
+/// heap of the first `k` whose root is the worst of them, replaced by every better one after.
+fn keep_best(v: &mut [Candidate], k: usize) {
+    let before = |a: &Candidate, b: &Candidate| by_value_desc(a, b) == Ordering::Less;
+    let Some((heap, rest)) = v.split_at_mut_checked(k) else {
+        return;
+    };
+    for node in (0..heap.len() / 2).rev() {
+        sift_down(heap, node, &before);
+    }
+    for x in rest {
+        if let Some(worst) = heap.first_mut() {
+            if before(x, worst) {
+                core::mem::swap(x, worst);
+                sift_down(heap, 0, &before);
+            }
+        }
+    }
+}
+
+/// Restores the heap below `node`: no child comes after its parent in `before`'s order, so the
+/// root is the last of the heap in that order.
+fn sift_down(
+    v: &mut [Candidate],
+    mut node: usize,
+    before: &impl Fn(&Candidate, &Candidate) -> bool,
+) {
+    loop {
+        let Some(left) = node.checked_mul(2).and_then(|x| x.checked_add(1)) else {
+            return;
+        };
+        let (Some(&parent), Some(&l)) = (v.get(node), v.get(left)) else {
+            return;
+        };
+        // The later of the two children.
+        let (child, c) = match v.get(left + 1) {
+            Some(&r) if before(&l, &r) => (left + 1, r),
+            _ => (left, l),
+        };
+        if !before(&parent, &c) {
+            return;
+        }
+        if let Some(p) = v.get_mut(node) {
+            *p = c;
+        }
+        if let Some(x) = v.get_mut(child) {
+            *x = parent;
+        }
+        node = child;
     }
 }

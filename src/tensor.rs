@@ -143,20 +143,24 @@ impl<'w> Tensor<'w> {
     }
 
     /// The elements `start..start + len` (a sub-view, e.g. one embedding row). Callers check the
-    /// range; out of bounds panics, and so, for Q8_0, does a `start` or `len` that is not a
-    /// multiple of [`Q8_0_BLOCK`].
+    /// range. Out of bounds, and for Q8_0 a `start` or `len` that is not a multiple of
+    /// [`Q8_0_BLOCK`], give an empty view, which every kernel rejects as a shape error: no panic
+    /// path (issue 28).
     pub(crate) fn slice(&self, start: usize, len: usize) -> Tensor<'w> {
+        fn part<T>(s: &[T], start: usize, len: usize) -> &[T] {
+            s.get(start..).and_then(|s| s.get(..len)).unwrap_or(&[])
+        }
         match *self {
-            Tensor::F32(s) => Tensor::F32(&s[start..start + len]),
-            Tensor::F16(s) => Tensor::F16(&s[start..start + len]),
-            Tensor::Bf16(s) => Tensor::Bf16(&s[start..start + len]),
-            Tensor::Q8_0(s) => {
-                assert!(
-                    start.is_multiple_of(Q8_0_BLOCK) && len.is_multiple_of(Q8_0_BLOCK),
-                    "Q8_0 views are whole blocks"
-                );
-                Tensor::Q8_0(&s[start / Q8_0_BLOCK..(start + len) / Q8_0_BLOCK])
-            }
+            Tensor::F32(s) => Tensor::F32(part(s, start, len)),
+            Tensor::F16(s) => Tensor::F16(part(s, start, len)),
+            Tensor::Bf16(s) => Tensor::Bf16(part(s, start, len)),
+            Tensor::Q8_0(s) => Tensor::Q8_0(
+                if start.is_multiple_of(Q8_0_BLOCK) && len.is_multiple_of(Q8_0_BLOCK) {
+                    part(s, start / Q8_0_BLOCK, len / Q8_0_BLOCK)
+                } else {
+                    &[]
+                },
+            ),
         }
     }
 }

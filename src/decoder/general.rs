@@ -250,16 +250,20 @@ fn xpos_dot<K: Element>(
     power: f32,
 ) -> f32 {
     let mut s = 0.0;
-    let pairs = q[..r].chunks_exact(2).zip(k[..r].chunks_exact(2));
-    for (m, (qp, kp)) in pairs.enumerate() {
+    let (qr, q_rest) = q.split_at(r.min(q.len()));
+    let (kr, k_rest) = k.split_at(r.min(k.len()));
+    for (m, (qp, kp)) in qr.chunks_exact(2).zip(kr.chunks_exact(2)).enumerate() {
+        let ([q0, q1], [k0, k1]) = (qp, kp) else {
+            continue;
+        };
         let scale = match stored.and_then(|t| t.get(m)) {
             Some(v) => v,
             None => ((2 * m) as f32 + 0.4 * r as f32) / (1.4 * r as f32),
         };
         let w = libm::powf(scale, power);
-        s += (qp[0] * kp[0].to_f32() + qp[1] * kp[1].to_f32()) * w;
+        s += (q0 * k0.to_f32() + q1 * k1.to_f32()) * w;
     }
-    s + dot(&q[r..], &k[r..])
+    s + dot(q_rest, k_rest)
 }
 
 /// One query's online softmax: the weighted sum of the values seen so far in `out`, relative to

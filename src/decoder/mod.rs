@@ -582,12 +582,20 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     fn fill_rotary(&self, s: &mut Buffers<'_>, pos0: usize, n: usize) {
         let half = self.config.rotary_dim() / 2;
         let interp = self.config.rotary_interpolation_factor as f32;
-        for i in 0..n {
+        if half == 0 {
+            return;
+        }
+        // (The scratch holds n rows of `half` in each table, and `half` frequencies.)
+        let rows = s
+            .cos
+            .chunks_exact_mut(half)
+            .zip(s.sin.chunks_exact_mut(half));
+        for (i, (cos, sin)) in rows.take(n).enumerate() {
             let p = (pos0 + i) as f32;
-            for m in 0..half {
-                let angle = (p * s.inv_freq[m]) / interp;
-                s.cos[i * half + m] = libm::cosf(angle);
-                s.sin[i * half + m] = libm::sinf(angle);
+            for ((c, sn), f) in cos.iter_mut().zip(sin.iter_mut()).zip(s.inv_freq.iter()) {
+                let angle = (p * f) / interp;
+                *c = libm::cosf(angle);
+                *sn = libm::sinf(angle);
             }
         }
     }
@@ -616,13 +624,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         self.fill_rotary(s, pos0, n);
         // The room per run of the queries kept for residual attention (`general.rs`).
         let stride = s.q.len();
-        let x = &mut s.x[..n * dim];
-        let xb = &mut s.xb[..n * dim];
-        let xb2 = &mut s.xb2[..n * dim];
-        let q = &mut s.q[..n * qd];
-        let k = &mut s.k[..n * kvd];
-        let v = &mut s.v[..n * kvd];
-        let att = &mut s.att[..n * qd];
+        let x = ops::rows_of(s.x, n * dim)?;
+        let xb = ops::rows_of(s.xb, n * dim)?;
+        let xb2 = ops::rows_of(s.xb2, n * dim)?;
+        let q = ops::rows_of(s.q, n * qd)?;
+        let k = ops::rows_of(s.k, n * kvd)?;
+        let v = ops::rows_of(s.v, n * kvd)?;
+        let att = ops::rows_of(s.att, n * qd)?;
 
         // The cache layers of the next self- and cross-attention run (`crate::layers`).
         let (mut layer, mut context_layer) = (0, 0);

@@ -4,7 +4,7 @@
 
 use super::Decoder;
 use crate::config::{DecoderConfig, Norm};
-use crate::error::Error;
+use crate::error::{Buffer, Error};
 use crate::kernels;
 use crate::packing::{Matrix, Packed};
 use crate::parallel::{rows_per_part, Parallel};
@@ -30,6 +30,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         }
         // The stored gain plus 1 (norm_add_unit_offset, the default) or plus 0.
         let offset = self.config.norm_gain_offset();
+        let dim = dim.max(1); // (validated: dim > 0)
         for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
             match norm {
                 Norm::LayerNorm => kernels::layer_norm(xr, gain, offset, or)?,
@@ -55,8 +56,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         if self.config.pre_norm {
             self.norm(gain, x, xb)
         } else {
-            xb.copy_from_slice(x);
-            Ok(())
+            copy(x, xb)
         }
     }
 
@@ -100,7 +100,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         }
         if !self.config.pre_norm {
             self.norm(post.main, x, tmp)?;
-            x.copy_from_slice(tmp);
+            copy(tmp, x)?;
         }
         Ok(())
     }
@@ -122,7 +122,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let cfg = &self.config;
         let dim = cfg.dim;
         let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
-        let hb = &mut gates[..n * rows];
+        let hb = rows_of(gates, n * rows)?;
         self.pre_norm(f.norm, x, xb)?;
         self.linear(f.proj, panels.0, dim, xb, hb)?;
         if let Some(bias) = f.proj_bias {
@@ -144,7 +144,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 }
             }
             for i in 1..n {
-                hb.copy_within(i * rows..i * rows + inner, i * inner);
+                // Row i's first `inner` values to i·inner: the end of the window between.
+                if let Some(w) = hb.get_mut(i * inner..i * rows + inner) {
+                    w.copy_within(w.len().saturating_sub(inner).., 0);
+                }
             }
         } else {
             // ff_softclamp_value: tanh(z / v)·v before the activation (xt:1814-1817).
@@ -233,7 +236,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     ) -> Result<(), Error> {
         let (qd, d) = (self.config.q_dim(), self.config.attn_dim_head);
         if let Some(hs) = w.head_scale {
-            let scales = &mut gates[..self.config.heads];
+            let scales = rows_of(gates, self.config.heads)?;
+            let (qd, d) = (qd.max(1), d.max(1)); // (validated: both > 0)
             kernels::load(scales, hs)?;
             for row in att.chunks_exact_mut(qd) {
                 for (head, s) in row.chunks_exact_mut(d).zip(scales.iter()) {
@@ -267,7 +271,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             self.config.heads,
         );
         let n = v.len() / kvd.max(1);
-        let mix = &mut gates[..n * h];
+        let mix = rows_of(gates, n * h)?;
         match w.value_residual_mix {
             Some((wm, bm)) => {
                 self.linear(wm, None, self.config.dim, u, mix)?;
@@ -306,7 +310,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             return Ok(());
         }
         let d = cfg.attn_dim_head;
-        for row in rows.chunks_exact_mut(heads * d) {
+        for row in rows.chunks_exact_mut((heads * d).max(1)) {
             for head in row.chunks_exact_mut(d.max(1)) {
                 qk_l2norm(head, cfg.attn_qk_norm_groups);
             }
@@ -399,7 +403,7 @@ impl Heads {
             kv_heads,
             group: kernels::HeadGroup {
                 dim: d,
-                heads: cfg.heads / kv_heads,
+                heads: cfg.heads / kv_heads.max(1), // (validated: kv_heads divides heads)
                 stride: kv_heads * d,
             },
             q_dim: cfg.q_dim(),
@@ -437,7 +441,14 @@ impl Heads {
         for j in 0..self.kv_heads {
             let (keys, values) = kv(j);
             let at = j * self.group.dim;
-            let (qj, oj) = (&q[at..at + span], &mut out[at..at + span]);
+            let (Some(qj), Some(oj)) = (q.get(at..at + span), out.get_mut(at..at + span)) else {
+                return Err(Error::KernelShape {
+                    kernel: "attention",
+                    arg: "q",
+                    expected: at + span,
+                    found: q.len().min(out.len()),
+                });
+            };
             kernels::attention_positions(qj, self.group, positions, keys, values, self.scale, oj)?;
         }
         Ok(())
@@ -585,4 +596,30 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             _ => kernels::matmul(w, cols, x, y),
         }
     }
+}
+
+/// `dst = src`, or [`Error::KernelShape`] if their lengths differ (they never do: both are
+/// rows of the same chunk; said without a panic path, issue 28).
+fn copy(src: &[f32], dst: &mut [f32]) -> Result<(), Error> {
+    if src.len() != dst.len() {
+        return Err(Error::KernelShape {
+            kernel: "copy",
+            arg: "dst",
+            expected: src.len(),
+            found: dst.len(),
+        });
+    }
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
+/// The first `len` elements of a scratch buffer, or [`Error::BufferTooSmall`] (never: the
+/// scratch is sized for the configuration; said without a panic path, issue 28).
+pub(super) fn rows_of(buffer: &mut [f32], len: usize) -> Result<&mut [f32], Error> {
+    let available = buffer.len();
+    buffer.get_mut(..len).ok_or(Error::BufferTooSmall {
+        buffer: Buffer::Scratch,
+        needed: len,
+        available,
+    })
 }
