@@ -15,6 +15,7 @@
 //!   AVX-512 also `fma_peak_avx512`) and
 //!   `f16_roof` (F16C conversions and FMAs from L1: what f16 weights can reach), measured
 //!   between the kernels so that shares of them hold on a busy shared machine.
+//! - `sampler/32000/*`: one token chosen from 32,000 logits (greedy, top-k, top-p, min-p).
 //!
 //! Run: `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 3`, then
 //! `python3 tools/bench_table.py` for the table of medians.
@@ -481,10 +482,34 @@ mod imp {
         }
     }
 
+    /// The sampler over a stories15M-sized vocabulary (32,000 logits from the shared value
+    /// generator): greedy, top-k 40, top-p 0.9 and min-p 0.05, each at temperature 1.
+    fn bench_sampler(c: &mut Criterion<CpuTime>) {
+        use picoformer::sampling::{Candidate, Sampler, SamplerConfig};
+        let n = 32_000;
+        let logits = values(11, n);
+        let mut work = vec![Candidate::EMPTY; Sampler::work_len(n)];
+        let mut g = c.benchmark_group("sampler/32000");
+        let t = SamplerConfig::temperature(1.0);
+        for (name, config) in [
+            ("greedy", SamplerConfig::greedy()),
+            ("top_k_40", t.with_top_k(40)),
+            ("top_p_0.9", t.with_top_p(0.9)),
+            ("min_p_0.05", t.with_min_p(0.05)),
+        ] {
+            let mut sampler = Sampler::new(config, 7).expect("valid sampler settings");
+            g.bench_function(name, |b| {
+                b.iter(|| sampler.sample(black_box(&logits), &[], &mut work))
+            });
+        }
+        g.finish();
+    }
+
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
-        targets = bench_products, bench_attention, bench_attention_group, bench_attention_prefill, bench_rows
+        targets = bench_products, bench_attention, bench_attention_group, bench_attention_prefill, bench_rows,
+            bench_sampler
     }
 }
 

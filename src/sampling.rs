@@ -438,21 +438,33 @@ impl Sampler {
             }
         }
         if let Some(p) = self.config.top_p {
-            heap_sort(c, |a, b| by_value_desc(a, b) == Ordering::Less);
-            let max = c.first().map_or(0.0, |x| x.value);
+            let max = c.iter().fold(f32::NEG_INFINITY, |m, x| m.max(x.value));
             let total: f32 = c.iter().map(|x| libm::expf(x.value - max)).sum();
+            // The candidates in descending order (x-transformers sorts them all), but only as
+            // far as the nucleus goes: a heap whose root is the first in that order, each root
+            // moved behind the shrinking heap, so the kept ones collect at the back of `c`.
+            let n = c.len();
+            let first = |a: &Candidate, b: &Candidate| by_value_desc(a, b) == Ordering::Greater;
+            for node in (0..n / 2).rev() {
+                sift_down(c, node, &first);
+            }
             // Keep token j while the mass before it is <= p (x-transformers' shifted `cum > p`).
             let mut cum = 0.0f32;
             let mut keep = 0;
-            for x in c.iter() {
-                if keep > 0 && cum > p {
+            while !(keep > 0 && cum > p) {
+                let Some((last, rest)) = c.get_mut(..n - keep).and_then(|h| h.split_last_mut())
+                else {
                     break;
+                };
+                if let Some(root) = rest.first_mut() {
+                    core::mem::swap(root, last);
+                    sift_down(rest, 0, &first);
                 }
-                cum += libm::expf(x.value - max) / total;
+                cum += libm::expf(last.value - max) / total;
                 keep += 1;
             }
-            let keep = keep.min(c.len());
-            c = &mut c[..keep];
+            let keep = keep.min(n);
+            c = &mut c[n - keep..];
         }
         if let Some(p) = self.config.min_p {
             let max = c.iter().fold(f32::NEG_INFINITY, |m, x| m.max(x.value));
