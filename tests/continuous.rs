@@ -120,6 +120,22 @@ fn cont_enc_pool() {
     assert_eq!(cfg, want);
 }
 
+/// The firmware's keyword-spotting model (`firmware/src/kws.rs`): 49 frames of 10 features, 12
+/// classes, pooled, f16 weights; four windows, three of them padded (at the end, and at the start).
+#[test]
+fn kws() {
+    let (cfg, ..) = check("kws");
+    let layers = DecoderConfig::new(64, 4)
+        .heads(4)
+        .attn_dim_head(16)
+        .ff_mult(2.0);
+    let mut want = ContinuousConfig::new(49, layers);
+    want.dim_in = Some(10);
+    want.dim_out = Some(12);
+    want.average_pool_embed = true;
+    assert_eq!(cfg, want);
+}
+
 /// Cross-attention to a padded context, `post_emb_norm`, frames already `dim` wide
 /// (`use_identity_if_same_dim`: no `project_in` in the file).
 #[test]
@@ -289,7 +305,13 @@ fn cli_run() {
             .output()
             .unwrap()
     };
-    for name in ["cont_dec", "cont_enc", "cont_enc_pool", "cont_dec_ctx"] {
+    for name in [
+        "cont_dec",
+        "cont_enc",
+        "cont_enc_pool",
+        "cont_dec_ctx",
+        "kws",
+    ] {
         let out = dir.join(format!("{name}.out.safetensors"));
         let res = run(name, &format!("{fixtures}/{name}.io.safetensors"), &out);
         assert!(res.status.success(), "{name}: {res:?}");
