@@ -136,6 +136,58 @@ fn kws() {
     assert_eq!(cfg, want);
 }
 
+/// `ContinuousModel::from_safetensors_in` (the firmware's in-place load): into an empty slot, a
+/// slot holding an unloaded model of the file's kind and one of the other kind, the same model as
+/// `from_safetensors` (the same scores); a file that fails to load leaves the slot empty.
+#[test]
+fn from_safetensors_in() {
+    let (mw, ml) = fixture("kws", "model");
+    let bytes = &bytemuck::cast_slice::<u64, u8>(&mw)[..ml];
+    let model: ContinuousModel<4> = ContinuousModel::from_safetensors(bytes).unwrap();
+    let cfg = *model.config();
+    let lc = &cfg.attn_layers;
+    let (iw, il) = fixture("kws", "io");
+    let io = SafeTensors::parse(&bytemuck::cast_slice(&iw)[..il]).unwrap();
+    let x = io.tensor("x").unwrap().as_f32().unwrap();
+    let n = cfg.max_seq_len;
+    let scores = |m: &ContinuousModel<'_, 4>| {
+        let ContinuousModel::Encoder(w) = m else {
+            panic!("an Encoder's wrapper")
+        };
+        let mut kv = vec![f32::NAN; KvCache::<f32>::elements(lc, n)];
+        let mut sb = vec![f32::NAN; Scratch::elements(lc, n)];
+        let mut cache = KvCache::new(lc, n, &mut kv).unwrap();
+        let mut scratch = Scratch::new(lc, n, &mut sb).unwrap();
+        let mut out = vec![f32::NAN; cfg.output_width()];
+        w.encode(
+            &mut cache,
+            &mut scratch,
+            &x[..n * 10],
+            None,
+            Masks::NONE,
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    let want = scores(&model);
+    for start in [
+        None,
+        Some(ContinuousModel::unloaded(cfg, true)),
+        Some(ContinuousModel::unloaded(cfg, false)),
+    ] {
+        let mut slot = start;
+        ContinuousModel::from_safetensors_in(bytes, &mut slot).unwrap();
+        let loaded = slot.as_ref().unwrap();
+        assert!(loaded.is_encoder());
+        assert_eq!(*loaded.config(), cfg);
+        assert_eq!(scores(loaded), want);
+    }
+    let mut slot = Some(ContinuousModel::unloaded(cfg, true));
+    assert!(ContinuousModel::<4>::from_safetensors_in(&bytes[..ml / 2], &mut slot).is_err());
+    assert!(slot.is_none());
+}
+
 /// Cross-attention to a padded context, `post_emb_norm`, frames already `dim` wide
 /// (`use_identity_if_same_dim`: no `project_in` in the file).
 #[test]
