@@ -6,13 +6,19 @@
 //! 3. runs that model ON THE HOST with picoformer and the firmware's own decoding code
 //!    (`src/decode.rs`): greedy tokens and full logits become `expected.rs`, so nothing the
 //!    device is checked against is typed in by hand;
-//! 4. passes the linker script (`cargo:rustc-link-arg-bins`, never RUSTFLAGS).
+//! 4. passes the linker script (`cargo:rustc-link-arg-bins`, never RUSTFLAGS);
+//! 5. with `--features kws`, the same for the keyword-spotting example (`build/kws.rs`): its
+//!    model file and the host's scores of its windows into `kws_expected.rs`.
 
 #[path = "build/boards.rs"]
 mod boards;
+#[path = "src/classify.rs"]
+mod classify;
 #[path = "src/decode.rs"]
 #[allow(dead_code)]
 mod decode;
+#[path = "build/kws.rs"]
+mod kws;
 #[path = "build/model_file.rs"]
 mod model_file;
 
@@ -225,6 +231,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build");
     println!("cargo:rerun-if-changed=link");
     println!("cargo:rerun-if-changed=src/decode.rs");
+    println!("cargo:rerun-if-changed=src/classify.rs");
     println!("cargo::rustc-check-cfg=cfg(board, values(\"lm3s6965evb\", \"mps2-an386\", \"mps3-an547\", \"virt\"))");
 
     let board = boards::for_target(&target);
@@ -268,6 +275,20 @@ fn main() {
         write_expected(&board, file.len(), &expected),
     )
     .unwrap();
+
+    if std::env::var_os("CARGO_FEATURE_KWS").is_some() {
+        assert!(
+            board.kws,
+            "picoformer-firmware: the keyword-spotting example (--features kws) has no room on \
+             {} ({target}); build it for thumbv7em-none-eabihf",
+            board.machine
+        );
+        kws::write(
+            &board,
+            &manifest.join("..").join("tests").join("fixtures"),
+            &out,
+        );
+    }
 
     let link = manifest.join("link").join(board.link);
     if board.cortex_m {

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds the firmware for every board and runs it under QEMU; the exit status of each run is
-# its verdict. Then the negative checks: on every board the same ELF must fail with the right
-# status when told to (semihosting argument) corrupt an expected token (1), panic (101) or
-# fault (3). Fails if a board's stack peak exceeds 8 KiB (STACK_LIMIT). Prints llvm-size of
-# each ELF and ends with `firmware: N passed, M failed`.
+# Builds the firmware programs for every board and runs them under QEMU; the exit status of
+# each run is its verdict. The programs: `firmware` (src/main.rs, a decoder) on every board,
+# `kws` (src/kws.rs, the keyword spotter, an Encoder classifier) on the boards that have its
+# model. Then the negative checks: the same ELF must fail with the right status when told to
+# (semihosting argument) corrupt an expected value (1), panic (101) or fault (3). Fails if a
+# stack peak exceeds 8 KiB (STACK_LIMIT). Prints llvm-size of each ELF and ends with
+# `firmware: N passed, M failed`.
 #
 # Idempotent; installs what it needs (Rust targets, llvm-tools, QEMU from Debian if missing).
 # Usage: firmware/run.sh [triple...]   (default: all four boards)
@@ -20,14 +22,17 @@ unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET
 . ../.ci/fixed-checkout.sh
 export CARGO_ENCODED_RUSTFLAGS="$REMAP"
 
-# triple | QEMU command (without the common options) | the board's name in README.md's table
+# triple | QEMU command (without the common options) | the board's name in README.md's tables |
+# the programs run on it (the keyword spotter where build/boards.rs gives it room: `kws: true`)
 BOARDS=(
-  "thumbv7em-none-eabihf|qemu-system-arm -machine mps2-an386 -cpu cortex-m4|Cortex-M4F \`mps2-an386\`"
-  "thumbv8m.main-none-eabihf|qemu-system-arm -machine mps3-an547 -cpu cortex-m55|Cortex-M55 \`mps3-an547\`"
-  "thumbv7m-none-eabi|qemu-system-arm -machine lm3s6965evb -cpu cortex-m3|Cortex-M3 \`lm3s6965evb\`"
-  "riscv32imac-unknown-none-elf|qemu-system-riscv32 -machine virt -bios none -m 64M|riscv32imac \`virt\`"
+  "thumbv7em-none-eabihf|qemu-system-arm -machine mps2-an386 -cpu cortex-m4|Cortex-M4F \`mps2-an386\`|firmware kws"
+  "thumbv8m.main-none-eabihf|qemu-system-arm -machine mps3-an547 -cpu cortex-m55|Cortex-M55 \`mps3-an547\`|firmware kws"
+  "thumbv7m-none-eabi|qemu-system-arm -machine lm3s6965evb -cpu cortex-m3|Cortex-M3 \`lm3s6965evb\`|firmware"
+  "riscv32imac-unknown-none-elf|qemu-system-riscv32 -machine virt -bios none -m 64M|riscv32imac \`virt\`|firmware"
 )
-ALL_BOARDS=${#BOARDS[@]}
+# Every (board, program) run: the README's tables are checked only after all of them.
+ALL_RUNS=0
+for b in "${BOARDS[@]}"; do for _ in ${b##*|}; do ALL_RUNS=$((ALL_RUNS + 1)); done; done
 if [ $# -gt 0 ]; then
   selected=()
   for b in "${BOARDS[@]}"; do
@@ -61,81 +66,102 @@ fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 LLVM_SIZE="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-size"
 
-# run TRIPLE QEMU-CMD NAME EXPECTED-STATUS [semihosting args...]
+# run TRIPLE QEMU-CMD PROGRAM NAME EXPECTED-STATUS [semihosting args...]
 run() {
-  local triple=$1 qemu=$2 name=$3 want=$4
-  shift 4
+  local triple=$1 qemu=$2 prog=$3 name=$4 want=$5
+  shift 5
   local semi="enable=on,target=native"
   for a in "$@"; do semi="$semi,arg=$a"; done
-  local log="$LOGS/$triple-$name.log"
+  local log="$LOGS/$triple-$prog-$name.log"
   # shellcheck disable=SC2086 # $qemu is a command line
   timeout 300 $qemu -display none $ICOUNT -semihosting-config "$semi" \
-    -kernel "target/$triple/release/firmware" </dev/null >"$log" 2>&1
+    -kernel "target/$triple/release/$prog" </dev/null >"$log" 2>&1
   local got=$?
   if [ "$got" = "$want" ]; then
-    pass "$triple $name (exit $got)"
+    pass "$triple $prog $name (exit $got)"
   else
-    fail "$triple $name: exit $got, expected $want"
+    fail "$triple $prog $name: exit $got, expected $want"
     sed 's/^/    /' "$log"
   fi
 }
 
 SIZES=()
-ROWS=()
-IROWS=()
+ROWS=()  # sizes table: the decoder firmware's rows, then the keyword spotter's (KROWS)
+KROWS=()
+IROWS=() # instructions per token (firmware)
+WROWS=() # instructions per window (kws)
+runs=0
 # 1234567 -> "1 234 567", as the README's table groups digits.
 group() { printf '%s' "$1" | rev | sed 's/[0-9]\{3\}/& /g; s/ $//' | rev; }
 for b in "${BOARDS[@]}"; do
-  triple=${b%%|*}
-  rest=${b#*|}
-  qemu=${rest%%|*}
-  label=${rest#*|}
-  echo "== $triple: build"
-  # The Cortex-M3 part has 256 KiB of flash: picoformer at opt-level "s" there (README.md,
+  IFS='|' read -r triple qemu label programs <<<"$b"
+  # The Cortex-M3 part has 256 KiB of flash: picoformer at opt-level "z" there (README.md,
   # "Optimisation level"); at 3 on the others.
   opt=3
   [ "$triple" = thumbv7m-none-eabi ] && opt='"z"'
-  if ! cargo build --manifest-path "$FIXED/firmware/Cargo.toml" --release --quiet --target "$triple" \
-      --config "profile.release.package.picoformer.opt-level=$opt"; then
-    fail "$triple build"
-    continue
-  fi
-  echo "== $triple: run ($qemu)"
-  run "$triple" "$qemu" check 0
-  sed 's/^/    /' "$LOGS/$triple-check.log"
-  run "$triple" "$qemu" negative-mismatch 1 firmware mismatch
-  run "$triple" "$qemu" negative-panic 101 firmware panic
-  run "$triple" "$qemu" negative-fault 3 firmware fault
-  sizes=$("$LLVM_SIZE" "target/$triple/release/firmware" | awk 'NR == 2 { print $1, $2, $3 }')
-  stack=$(sed -n 's/^stack: peak \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
-  if [ -z "$stack" ]; then
-    fail "$triple stack peak: not in the report"
-  elif [ "$stack" -gt "$STACK_LIMIT" ]; then
-    fail "$triple stack peak $stack B exceeds the budget of $STACK_LIMIT B"
-  else
-    pass "$triple stack peak $stack B within $STACK_LIMIT B"
-  fi
-  model=$(sed -n 's/.*model file \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
-  reference=$(sed -n 's/.*host reference logits \([0-9]*\) B.*/\1/p' "$LOGS/$triple-check.log")
-  dtype=$(sed -n 's/^picoformer firmware: .*(\([a-z0-9]*\), [0-9]* bytes at .*/\1/p' "$LOGS/$triple-check.log")
-  prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$LOGS/$triple-check.log")
-  decode=$(sed -n 's/^instructions: .*, decode \([0-9]*\) per token.*/\1/p' "$LOGS/$triple-check.log")
-  if [ -z "$prefill" ] || [ -z "$decode" ]; then
-    fail "$triple instructions per token: not in the report"
-  fi
-  IROWS+=("| $label | ${dtype:-?} | $(group "${prefill:-0}") | $(group "${decode:-0}") |")
-  SIZES+=("$triple $sizes ${model:-0} ${reference:-0} ${stack:-0}")
-  read -r text data bss <<<"$sizes"
-  ROWS+=("| $label | $(group $((text + data - ${model:-0} - ${reference:-0}))) | $(group "${model:-0}") (${dtype:-?}) | $(group "${reference:-0}") | $(group $((text + data))) | $(group $((data + bss))) | $(group "${stack:-0}") | $(group $((data + bss + ${stack:-0}))) |")
+  for prog in $programs; do
+    features=()
+    [ "$prog" = kws ] && features=(--features kws)
+    echo "== $triple $prog: build"
+    if ! cargo build --manifest-path "$FIXED/firmware/Cargo.toml" --release --quiet --target "$triple" \
+        --config "profile.release.package.picoformer.opt-level=$opt" --bin "$prog" "${features[@]}"; then
+      fail "$triple $prog build"
+      continue
+    fi
+    echo "== $triple $prog: run ($qemu)"
+    log="$LOGS/$triple-$prog-check.log"
+    run "$triple" "$qemu" "$prog" check 0
+    sed 's/^/    /' "$log"
+    run "$triple" "$qemu" "$prog" negative-mismatch 1 "$prog" mismatch
+    run "$triple" "$qemu" "$prog" negative-panic 101 "$prog" panic
+    run "$triple" "$qemu" "$prog" negative-fault 3 "$prog" fault
+    sizes=$("$LLVM_SIZE" "target/$triple/release/$prog" | awk 'NR == 2 { print $1, $2, $3 }')
+    stack=$(sed -n 's/^stack: peak \([0-9]*\) B.*/\1/p' "$log")
+    if [ -z "$stack" ]; then
+      fail "$triple $prog stack peak: not in the report"
+    elif [ "$stack" -gt "$STACK_LIMIT" ]; then
+      fail "$triple $prog stack peak $stack B exceeds the budget of $STACK_LIMIT B"
+    else
+      pass "$triple $prog stack peak $stack B within $STACK_LIMIT B"
+    fi
+    model=$(sed -n 's/.*model file \([0-9]*\) B.*/\1/p' "$log")
+    # "host reference logits N B" (firmware), "host reference windows and scores N B" (kws)
+    reference=$(sed -n 's/.*host reference[a-z ]* \([0-9]*\) B.*/\1/p' "$log")
+    dtype=$(sed -n 's/^picoformer [a-z]*: .*(\([a-z0-9]*\), [0-9]* bytes at .*/\1/p' "$log")
+    read -r text data bss <<<"$sizes"
+    row="$(group $((text + data - ${model:-0} - ${reference:-0}))) | $(group "${model:-0}") (${dtype:-?}) | $(group "${reference:-0}") | $(group $((text + data))) | $(group $((data + bss))) | $(group "${stack:-0}") | $(group $((data + bss + ${stack:-0}))) |"
+    SIZES+=("$triple $prog $sizes ${model:-0} ${reference:-0} ${stack:-0}")
+    case $prog in
+      firmware)
+        prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$log")
+        decode=$(sed -n 's/^instructions: .*, decode \([0-9]*\) per token.*/\1/p' "$log")
+        if [ -z "$prefill" ] || [ -z "$decode" ]; then
+          fail "$triple $prog instructions per token: not in the report"
+        fi
+        IROWS+=("| $label | ${dtype:-?} | $(group "${prefill:-0}") | $(group "${decode:-0}") |")
+        ROWS+=("| $label | $row")
+        ;;
+      kws)
+        window=$(sed -n 's/^instructions: per window \([0-9]*\) .*/\1/p' "$log")
+        frame=$(sed -n 's/^instructions: per window .*; \([0-9]*\) per frame.*/\1/p' "$log")
+        if [ -z "$window" ] || [ -z "$frame" ]; then
+          fail "$triple $prog instructions per window: not in the report"
+        fi
+        WROWS+=("| $label | ${dtype:-?} | $(group "${window:-0}") | $(group "${frame:-0}") |")
+        KROWS+=("| $label, keyword spotter | $row")
+        ;;
+    esac
+    runs=$((runs + 1))
+  done
 done
 
 echo
-echo "== sizes in bytes (llvm-size: flash = text + data = code + model file + the host's reference logits;"
-echo "   RAM = data + bss (KV cache, scratch, logits) + the measured stack peak)"
-printf '%-30s %10s %6s %8s %8s %9s %9s %7s %8s\n' target text data bss code model reference stack RAM
+echo "== sizes in bytes (llvm-size: flash = text + data = code + model file + the host's reference;"
+echo "   RAM = data + bss (KV cache, scratch, outputs) + the measured stack peak)"
+printf '%-30s %-9s %10s %6s %8s %8s %9s %9s %7s %8s\n' target program text data bss code model reference stack RAM
 for s in "${SIZES[@]}"; do
-  read -r t text data bss model reference stack <<<"$s"
-  printf '%-30s %10s %6s %8s %8s %9s %9s %7s %8s\n' "$t" "$text" "$data" "$bss" \
+  read -r t prog text data bss model reference stack <<<"$s"
+  printf '%-30s %-9s %10s %6s %8s %8s %9s %9s %7s %8s\n' "$t" "$prog" "$text" "$data" "$bss" \
     "$((text + data - model - reference))" "$model" "$reference" "$stack" "$((data + bss + stack))"
 done
 
@@ -163,11 +189,13 @@ check_table() {
     diff <(printf '%s\n' "$shown") "$rows" | sed 's/^/    /'
   fi
 }
-if [ "${#ROWS[@]}" -eq "$ALL_BOARDS" ]; then
-  printf '%s\n' "${ROWS[@]}" >"$LOGS/sizes.md"
+if [ "$runs" -eq "$ALL_RUNS" ]; then
+  printf '%s\n' "${ROWS[@]}" "${KROWS[@]}" >"$LOGS/sizes.md"
   check_table sizes "$LOGS/sizes.md" "$SIZE_TOLERANCE"
   printf '%s\n' "${IROWS[@]}" >"$LOGS/icount.md"
   check_table icount "$LOGS/icount.md" 0
+  printf '%s\n' "${WROWS[@]}" >"$LOGS/icount-kws.md"
+  check_table icount-kws "$LOGS/icount-kws.md" 0
 fi
 
 echo

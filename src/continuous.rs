@@ -161,18 +161,66 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
         config: ContinuousConfig,
         source: &S,
     ) -> Result<Self, Error> {
+        // Filled in place (`Self::load`): neither the layers nor their weight table is built on
+        // the stack and then moved into the wrapper.
+        let mut wrapper = Self::empty(config);
+        wrapper.load(source)?;
+        Ok(wrapper)
+    }
+
+    /// A wrapper with this configuration and no weights yet: what [`Self::load`] fills in place.
+    pub(crate) const fn empty(config: ContinuousConfig) -> Self {
+        Self {
+            config,
+            layers: Decoder::empty(config.attn_layers),
+            project_in: None,
+            project_out: None,
+            pos_emb: None,
+            post_emb_norm: None,
+            memory_tokens: None,
+        }
+    }
+
+    /// Makes this wrapper [`Self::empty`] for `config` in place (field by field: no
+    /// wrapper-sized temporary on the stack).
+    fn reset(&mut self, config: ContinuousConfig) {
+        let ContinuousTransformerWrapper {
+            config: c,
+            layers,
+            project_in,
+            project_out,
+            pos_emb,
+            post_emb_norm,
+            memory_tokens,
+        } = self;
+        *c = config;
+        layers.reset(config.attn_layers);
+        *project_in = None;
+        *project_out = None;
+        *pos_emb = None;
+        *post_emb_norm = None;
+        *memory_tokens = None;
+    }
+
+    /// Looks up the weights of [`Self::empty`] in `source`, in place: the layers' (under
+    /// `attn_layers.`), then the wrapper's own.
+    ///
+    /// # Errors
+    /// As [`Self::from_source`].
+    fn load<S: TensorSource<'w>>(&mut self, source: &S) -> Result<(), Error> {
+        let config = self.config;
         config.validate()?;
         let dim = config.attn_layers.dim;
-        let layers = Decoder::from_source_prefixed(config.attn_layers, source, "attn_layers.")?;
-        let project_in = match config.dim_in {
+        self.layers.load(source, "attn_layers.")?;
+        self.project_in = match config.dim_in {
             Some(d) => Some(weight(source, "project_in.weight", &[dim, d])?),
             None => None,
         };
-        let project_out = match config.dim_out {
+        self.project_out = match config.dim_out {
             Some(d) => Some(weight(source, "project_out.weight", &[d, dim])?),
             None => None,
         };
-        let pos_emb = match config.has_abs_pos_emb() {
+        self.pos_emb = match config.has_abs_pos_emb() {
             true => Some(weight(
                 source,
                 "pos_emb.emb.weight",
@@ -180,23 +228,15 @@ impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {
             )?),
             false => None,
         };
-        let post_emb_norm = match config.post_emb_norm {
+        self.post_emb_norm = match config.post_emb_norm {
             true => Some(weight(source, "post_emb_norm.gamma", &[dim])?),
             false => None,
         };
-        let memory_tokens = match config.num_memory_tokens {
+        self.memory_tokens = match config.num_memory_tokens {
             0 => None,
             m => Some(weight(source, "memory_tokens", &[m, dim])?),
         };
-        Ok(Self {
-            config,
-            layers,
-            project_in,
-            project_out,
-            pos_emb,
-            post_emb_norm,
-            memory_tokens,
-        })
+        Ok(())
     }
 
     /// The configuration.
@@ -437,23 +477,99 @@ impl<'w, const MAX_DEPTH: usize> ContinuousModel<'w, MAX_DEPTH> {
     /// As [`crate::Model::from_safetensors`]; a file of another kind is refused
     /// ([`crate::LoadError::UnsupportedOption`] naming its entry and its loader).
     pub fn from_safetensors(bytes: &'w [u8]) -> Result<Self, crate::LoadError<'w>> {
-        use crate::model::FileSource;
+        let (cfg, encoder, source) = Self::open(bytes)?;
+        // Built once, here, and filled in place.
+        let mut model = Self::unloaded(cfg, encoder);
+        model.load(&source)?;
+        Ok(model)
+    }
+
+    /// As [`Self::from_safetensors`], building the model in place in `slot` (`None` after an
+    /// error): the model is written where the caller keeps it and never copied, where
+    /// `from_safetensors` builds it in its own frame and moves it into the result. For a small
+    /// stack (a microcontroller's): the weight table is about 400 bytes per block on a 32-bit
+    /// target. A `static` slot that starts as `Some(ContinuousModel::unloaded(..))` of the
+    /// file's kind is emptied and filled field by field, so the model is never assembled on
+    /// the stack at all (see [`crate::Model::from_safetensors_in`]).
+    ///
+    /// # Errors
+    /// As [`Self::from_safetensors`].
+    pub fn from_safetensors_in(
+        bytes: &'w [u8],
+        slot: &mut Option<Self>,
+    ) -> Result<(), crate::LoadError<'w>> {
+        let (cfg, encoder, source) = match Self::open(bytes) {
+            Ok(opened) => opened,
+            Err(e) => {
+                *slot = None;
+                return Err(e);
+            }
+        };
+        Self::empty_into(cfg, encoder, slot);
+        let loaded = match slot {
+            Some(model) => model.load(&source),
+            None => Ok(()),
+        };
+        if loaded.is_err() {
+            *slot = None;
+        }
+        loaded
+    }
+
+    /// A model of this configuration without weights, around an `Encoder` or a `Decoder`: a
+    /// `static` slot for [`Self::from_safetensors_in`].
+    pub const fn unloaded(config: ContinuousConfig, encoder: bool) -> Self {
+        let wrapper = ContinuousTransformerWrapper::empty(config);
+        if encoder {
+            Self::Encoder(wrapper)
+        } else {
+            Self::Decoder(wrapper)
+        }
+    }
+
+    /// Empties the model in `slot` for `cfg`: in place, field by field, when it holds one of the
+    /// same kind; otherwise [`Self::build_into`]. Not inlined, and neither is that (as
+    /// `Model::empty_into`).
+    #[inline(never)]
+    fn empty_into(cfg: ContinuousConfig, encoder: bool, slot: &mut Option<Self>) {
+        match (slot.as_mut(), encoder) {
+            (Some(Self::Encoder(w)), true) | (Some(Self::Decoder(w)), false) => w.reset(cfg),
+            _ => Self::build_into(cfg, encoder, slot),
+        }
+    }
+
+    /// Writes [`Self::unloaded`] into `slot`, in this frame rather than the caller's.
+    #[inline(never)]
+    fn build_into(cfg: ContinuousConfig, encoder: bool, slot: &mut Option<Self>) {
+        *slot = Some(Self::unloaded(cfg, encoder));
+    }
+
+    /// Parses the container and reads the configuration (and whether the layers are an
+    /// `Encoder`).
+    fn open(
+        bytes: &'w [u8],
+    ) -> Result<(ContinuousConfig, bool, crate::model::FileSource<'w>), crate::LoadError<'w>> {
         let file = crate::safetensors::SafeTensors::parse(bytes)?;
         let (cfg, encoder) = crate::options::read_continuous_config(&file)?;
-        let source = FileSource::new(file);
-        let model = ContinuousTransformerWrapper::from_source(cfg, &source);
+        Ok((cfg, encoder, crate::model::FileSource::new(file)))
+    }
+
+    /// Looks up the weights of [`Self::unloaded`] in `source`, in place; then checks that every
+    /// tensor of the file was used.
+    #[inline(never)] // the loader's frame apart from the forward pass's
+    fn load(&mut self, source: &crate::model::FileSource<'w>) -> Result<(), crate::LoadError<'w>> {
+        let loaded = match self {
+            Self::Decoder(w) | Self::Encoder(w) => w.load(source),
+        };
         // A tensor that could not be viewed shows up as "missing": report the real cause.
         if let Some(e) = source.error.get() {
             return Err(e);
         }
-        let model = model?;
-        if let Some(name) = source.first_unused() {
-            return Err(crate::LoadError::UnexpectedTensor(name));
+        loaded?;
+        match source.first_unused() {
+            Some(name) => Err(crate::LoadError::UnexpectedTensor(name)),
+            None => Ok(()),
         }
-        Ok(match encoder {
-            true => Self::Encoder(model),
-            false => Self::Decoder(model),
-        })
     }
 
     /// The wrapper, whichever its layers.

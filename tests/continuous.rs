@@ -132,6 +132,74 @@ fn cont_enc_pool() {
     assert_eq!(cfg, want);
 }
 
+/// The firmware's keyword-spotting model (`firmware/src/kws.rs`): 49 frames of 10 features, 12
+/// classes, pooled, f16 weights; four windows, three of them padded (at the end, and at the start).
+#[test]
+fn kws() {
+    let (cfg, ..) = check("kws");
+    let layers = DecoderConfig::new(64, 4)
+        .heads(4)
+        .attn_dim_head(16)
+        .ff_mult(2.0);
+    let mut want = ContinuousConfig::new(49, layers);
+    want.dim_in = Some(10);
+    want.dim_out = Some(12);
+    want.average_pool_embed = true;
+    assert_eq!(cfg, want);
+}
+
+/// `ContinuousModel::from_safetensors_in` (the firmware's in-place load): into an empty slot, a
+/// slot holding an unloaded model of the file's kind and one of the other kind, the same model as
+/// `from_safetensors` (the same scores); a file that fails to load leaves the slot empty.
+#[test]
+fn from_safetensors_in() {
+    let (mw, ml) = fixture("kws", "model");
+    let bytes = &bytemuck::cast_slice::<u64, u8>(&mw)[..ml];
+    let model: ContinuousModel<4> = ContinuousModel::from_safetensors(bytes).unwrap();
+    let cfg = *model.config();
+    let lc = &cfg.attn_layers;
+    let (iw, il) = fixture("kws", "io");
+    let io = SafeTensors::parse(&bytemuck::cast_slice(&iw)[..il]).unwrap();
+    let x = io.tensor("x").unwrap().as_f32().unwrap();
+    let n = cfg.max_seq_len;
+    let scores = |m: &ContinuousModel<'_, 4>| {
+        let ContinuousModel::Encoder(w) = m else {
+            panic!("an Encoder's wrapper")
+        };
+        let mut kv = vec![f32::NAN; KvCache::<f32>::elements(lc, n)];
+        let mut sb = vec![f32::NAN; Scratch::elements(lc, n)];
+        let mut cache = KvCache::new(lc, n, &mut kv).unwrap();
+        let mut scratch = Scratch::new(lc, n, &mut sb).unwrap();
+        let mut out = vec![f32::NAN; cfg.output_width()];
+        w.encode(
+            &mut cache,
+            &mut scratch,
+            &x[..n * 10],
+            None,
+            Masks::NONE,
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    let want = scores(&model);
+    for start in [
+        None,
+        Some(ContinuousModel::unloaded(cfg, true)),
+        Some(ContinuousModel::unloaded(cfg, false)),
+    ] {
+        let mut slot = start;
+        ContinuousModel::from_safetensors_in(bytes, &mut slot).unwrap();
+        let loaded = slot.as_ref().unwrap();
+        assert!(loaded.is_encoder());
+        assert_eq!(*loaded.config(), cfg);
+        assert_eq!(scores(loaded), want);
+    }
+    let mut slot = Some(ContinuousModel::unloaded(cfg, true));
+    assert!(ContinuousModel::<4>::from_safetensors_in(&bytes[..ml / 2], &mut slot).is_err());
+    assert!(slot.is_none());
+}
+
 /// Cross-attention to a padded context, `post_emb_norm`, frames already `dim` wide
 /// (`use_identity_if_same_dim`: no `project_in` in the file).
 #[test]
@@ -334,6 +402,7 @@ fn cli_run() {
         "cont_dec_ctx",
         "cont_enc_mem",
         "cont_dec_mem",
+        "kws",
     ] {
         let out = dir.join(format!("{name}.out.safetensors"));
         let res = run(name, &format!("{fixtures}/{name}.io.safetensors"), &out);

@@ -1,14 +1,16 @@
 """Golden fixtures for ContinuousTransformerWrapper (issue 25), made with the real x-transformers.
 
-    .venv/bin/python tools/make_continuous_fixtures.py [--out tests/fixtures]
+    .venv/bin/python tools/make_continuous_fixtures.py [--out tests/fixtures] [--only NAME ...]
 
-Writes <name>.model.safetensors through tools/export.py (the wrapper's state_dict; metadata
+Writes <name>.model.safetensors through tools/export.py (the wrapper's state_dict, float32 unless
+the fixture says `dtype`; metadata
 `x_transformers` = {"decoder" | "encoder": {...}, "continuous_wrapper": {...}}, every argument decided
 by the loader's rule) and <name>.io.safetensors with `x`, optional `mask`, `context` and
 `context_mask`, and `full` = model(x, mask=mask, context=context, context_mask=context_mask); for a
 decoder `stepwise` = x-transformers' cached pass (one frame per call, cache passed back), or with
 `uncached` its uncached pass over each prefix (the last row of each).
-Parameters are perturbed (p += 0.1 * randn).
+Parameters are perturbed (p += 0.1 * randn); a float16 model's parameters are rounded to float16
+before the reference runs, so the expected outputs are exact for the stored weights.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export import check_alignment, export, write_safetensors  # noqa: E402
-from make_fixtures import perturb_  # noqa: E402
+from make_fixtures import _TORCH_DTYPE, perturb_, round_params_  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,6 +60,13 @@ FIXTURES = [
     dict(name="cont_dec_mem", seed=65, n=6, mask=None, layers="decoder", uncached=True,
          layer_kwargs=dict(dim=16, depth=2, heads=2, attn_dim_head=8, rotary_pos_emb=True),
          wrapper=dict(dim_in=6, dim_out=3, max_seq_len=0, num_memory_tokens=2)),
+    # the firmware's keyword-spotting example (firmware/src/kws.rs): 49 frames x 10 features (e.g.
+    # MFCCs of 1 s of audio), 12 classes, pooled; float16 weights (about 270 KB); four windows: one
+    # whole, two cut short (trailing padding), one with leading padding
+    dict(name="kws", seed=64, n=49, b=4, dtype="float16", layers="encoder",
+         mask=["1" * 49, "1" * 41 + "0" * 8, "1" * 27 + "0" * 22, "0" * 6 + "1" * 43],
+         layer_kwargs=dict(dim=64, depth=4, heads=4, attn_dim_head=16, ff_mult=2),
+         wrapper=dict(dim_in=10, dim_out=12, max_seq_len=49, average_pool_embed=True)),
 ]
 
 
@@ -68,8 +77,11 @@ def make_one(spec, out_dir):
     layers = (Decoder if spec["layers"] == "decoder" else Encoder)(**spec["layer_kwargs"])
     model = ContinuousTransformerWrapper(attn_layers=layers, **spec["wrapper"])
     perturb_(model)
+    dtype = spec.get("dtype", "float32")
+    if dtype != "float32":
+        round_params_(model, _TORCH_DTYPE[dtype])
     model.eval()
-    b, n = 2, spec["n"]
+    b, n = spec.get("b", 2), spec["n"]
     x = torch.randn(b, n, spec["wrapper"]["dim_in"])
     io = {"x": x}
     extra = {}
@@ -96,7 +108,7 @@ def make_one(spec, out_dir):
             stepwise = full
     meta = {spec["layers"]: spec["layer_kwargs"], "continuous_wrapper": spec["wrapper"]}
     model_path = os.path.join(out_dir, f"{spec['name']}.model.safetensors")
-    export(model, meta, model_path, dtype="float32")
+    export(model, meta, model_path, dtype=dtype)
     state = model.state_dict()
     io["full"] = full.contiguous()
     io["stepwise"] = stepwise.contiguous()
@@ -110,6 +122,7 @@ def make_one(spec, out_dir):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures"))
+    ap.add_argument("--only", nargs="*", help="make only these fixtures")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -120,6 +133,8 @@ def main(argv=None):
     except ImportError:
         pass
     for spec in FIXTURES:
+        if args.only and spec["name"] not in args.only:
+            continue
         make_one(spec, args.out)
 
 

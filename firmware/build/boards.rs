@@ -29,8 +29,11 @@ impl Dtype {
 }
 
 /// Where a board's model file comes from.
+#[allow(clippy::large_enum_variant)] // one value per build, in the build script
 pub enum Source {
     /// A model exported from x-transformers by `tools/export.py`: `tests/fixtures/NAME.model.safetensors`.
+    /// (No board's decoder uses one today; the keyword spotter's is always the fixture `kws`.)
+    #[allow(dead_code)]
     Fixture(&'static str),
     /// A model written here (`model_file.rs`) with deterministic weights.
     Generated {
@@ -61,8 +64,12 @@ pub struct Board {
     pub generate: usize,
     /// Seed of the deterministic prompts.
     pub seed: u64,
-    /// Link section of the embedded model file ("" for the default `.rodata`).
+    /// Link section of the embedded model file ("" for the default `.rodata`), the keyword
+    /// spotter's too.
     pub model_section: &'static str,
+    /// Whether the keyword-spotting example (`src/kws.rs`, `tests/fixtures/kws`: 278 KB of
+    /// f16 weights, about 160 KB of RAM) runs on this board.
+    pub kws: bool,
 }
 
 /// The board a target triple runs on.
@@ -93,6 +100,7 @@ pub fn for_target(target: &str) -> Board {
             generate: 10,
             seed: 1,
             model_section: "",
+            kws: false,
         },
         // 4 MiB of code memory: a small f16 model with absolute positions, LayerNorm and GELU.
         "thumbv7em-none-eabihf" => Board {
@@ -109,6 +117,7 @@ pub fn for_target(target: &str) -> Board {
             generate: 16,
             seed: 2,
             model_section: "",
+            kws: true,
         },
         // Weights in the 2 GiB DDR: a model too large for any other board here (f32, ~12 MiB).
         "thumbv8m.main-none-eabihf" => Board {
@@ -133,6 +142,7 @@ pub fn for_target(target: &str) -> Board {
             generate: 16,
             seed: 3,
             model_section: ".ddr_rodata",
+            kws: true,
         },
         // No FPU: soft-float. RMSNorm, SwiGLU, grouped-query attention, bf16 weights, and three
         // options of x-transformers' next tier: sandwich norms, scaled residuals and the output
@@ -166,6 +176,7 @@ pub fn for_target(target: &str) -> Board {
             generate: 16,
             seed: 4,
             model_section: "",
+            kws: false,
         },
         other => panic!(
             "picoformer-firmware: no board for target `{other}`; build with --target \

@@ -10,6 +10,7 @@
 
 mod clock;
 mod decode;
+mod harness;
 mod rt;
 
 /// What the host computed (`build.rs`): configuration, prompt, expected tokens and logits,
@@ -25,10 +26,8 @@ use semihosting::println;
 
 use decode::{argmax, max_abs, max_abs_diff};
 use expected::{CONFIG, EXPECTED, HOST_LOGITS, MODEL_FILE, PROMPT};
-
-/// Bytes aligned for zero-copy views of f32/f16/bf16 weights.
-#[repr(C, align(16))]
-pub struct Aligned<T: ?Sized>(pub T);
+pub use harness::Aligned;
+use harness::{verdict, FAIL, LIB_ERROR, PASS};
 
 const DEC: DecoderConfig = CONFIG.attn_layers;
 const P: usize = PROMPT.len();
@@ -58,63 +57,20 @@ static mut MODEL_SLOT: Option<Model<'static, MAX_DEPTH>> = Some(Model::unloaded(
     wrapper: Some(CONFIG),
 }));
 
-/// Exit statuses.
-const PASS: i32 = 0;
-const FAIL: i32 = 1;
-const LIB_ERROR: i32 = 2;
-/// Used by `rt` for HardFault and RISC-V traps.
-pub const FAULT: i32 = 3;
-const PANIC: i32 = 101;
-/// The fault check's invalid access returned instead of faulting.
-pub const FAIL_NO_FAULT: i32 = 4;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Check,
-    Mismatch,
-    Panic,
-    Fault,
-}
-
-/// The negative check named in the semihosting arguments, if any.
-fn mode() -> Mode {
-    let Ok(args) = semihosting::experimental::env::args::<256>() else {
-        return Mode::Check;
-    };
-    let mut mode = Mode::Check;
-    for arg in &args {
-        match arg {
-            Ok("mismatch") => mode = Mode::Mismatch,
-            Ok("panic") => mode = Mode::Panic,
-            Ok("fault") => mode = Mode::Fault,
-            _ => {}
-        }
-    }
-    mode
-}
-
 /// Entered once from the reset handler (`rt`).
 pub fn run() -> ! {
-    let mode = mode();
-    println!(
-        "picoformer firmware: {} on {}, model {} ({}, {} bytes at {:#010x})",
-        env!("FW_TARGET"),
-        expected::BOARD,
-        expected::MODEL,
-        expected::DTYPE,
-        MODEL_FILE.0.len(),
-        MODEL_FILE.0.as_ptr() as usize
-    );
-    match mode {
-        Mode::Panic => panic!("forced panic (negative check)"),
-        Mode::Fault => rt::read_invalid_address(),
-        _ => {}
-    }
-    let code = check(mode == Mode::Mismatch);
-    let code = if kernel_self_test() { code } else { FAIL };
-    let code = if stack_report() { code } else { FAIL };
-    println!("verdict: {}", if code == PASS { "PASS" } else { "FAIL" });
-    semihosting::process::exit(code)
+    harness::run_program!(
+        println!(
+            "picoformer firmware: {} on {}, model {} ({}, {} bytes at {:#010x})",
+            env!("FW_TARGET"),
+            expected::BOARD,
+            expected::MODEL,
+            expected::DTYPE,
+            MODEL_FILE.0.len(),
+            MODEL_FILE.0.as_ptr() as usize
+        ),
+        check
+    )
 }
 
 /// Loads, decodes three ways, compares; prints the report. Returns the exit status.
@@ -289,60 +245,4 @@ fn decode_and_compare(
         core::mem::size_of_val(&HOST_LOGITS)
     );
     Ok(ok)
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "MISMATCH"
-    }
-}
-
-/// The Cortex-M FPU kernels against their portable twins on the device (every length 0..=40,
-/// both alignments of f16 rows, every f16 through the conversion), bit for bit.
-#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-#[inline(never)]
-fn kernel_self_test() -> bool {
-    let bad = picoformer::kernels::cortexm::self_test();
-    println!(
-        "kernel self-test: cortexm (FPU f16 conversion, f32/f16 matvec) vs portable: {bad} cases differ -> {}",
-        verdict(bad == 0)
-    );
-    bad == 0
-}
-
-/// No architecture kernels to test on this target.
-#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
-#[inline(never)]
-fn kernel_self_test() -> bool {
-    true
-}
-
-/// Peak stack use: the lowest word of the painted stack that is no longer the paint.
-/// Returns false if the paint is gone down to the stack's end (an overflow into the statics).
-#[inline(never)] // its own frame: the steps of `run` never overlap, so neither do their frames
-fn stack_report() -> bool {
-    let (end, start) = rt::stack_bounds();
-    let mut at = end;
-    // SAFETY: [end, start) is the stack region the linker script reserves and the reset code
-    // painted; every word of it is readable, and reading below the live frames changes nothing.
-    while at < start && unsafe { core::ptr::read_volatile(at as *const u32) } == rt::STACK_PAINT {
-        at += 4;
-    }
-    let used = start - at;
-    let ok = at > end;
-    println!(
-        "stack: peak {} B of {} B painted{}",
-        used,
-        start - end,
-        if ok { "" } else { " -> OVERFLOW" }
-    );
-    ok
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    println!("panic: {info}");
-    semihosting::process::exit(PANIC)
 }

@@ -48,11 +48,11 @@ unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
         frame.pc(),
         frame.lr()
     );
-    semihosting::process::exit(crate::FAULT)
+    semihosting::process::exit(crate::harness::FAULT)
 }
 
 #[exception]
 unsafe fn DefaultHandler(irqn: i16) {
     println!("unexpected exception or interrupt {irqn}");
-    semihosting::process::exit(crate::FAULT)
+    semihosting::process::exit(crate::harness::FAULT)
 }

@@ -22,7 +22,7 @@ extern "C" fn fw_main() -> ! {
 #[no_mangle]
 extern "C" fn fw_trap(mcause: usize, mepc: usize, mtval: usize) -> ! {
     println!("trap: mcause {mcause:#x}, mepc {mepc:#010x}, mtval {mtval:#010x}");
-    semihosting::process::exit(crate::FAULT)
+    semihosting::process::exit(crate::harness::FAULT)
 }
 
 /// The stack region `[low, high)` the linker script reserves after .bss.
@@ -47,5 +47,5 @@ pub fn read_invalid_address() -> ! {
         "read of {:#010x} did not fault (got {:#x})",
         addr as usize, v
     );
-    semihosting::process::exit(crate::FAIL_NO_FAULT)
+    semihosting::process::exit(crate::harness::FAIL_NO_FAULT)
 }
