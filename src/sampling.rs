@@ -266,6 +266,49 @@ pub struct Sampler {
 
 /// Descending by value, then ascending by token id: a total order, so every sort and selection
 /// gives one answer whatever the algorithm.
+/// Greedy choice without candidates: the first largest finite logit (ties go to the lowest id),
+/// with the errors [`Sampler::sample`] reports for the first bad logit in id order. One pass in
+/// eight independent lanes (the compiler keeps them in vector registers) for the maximum and
+/// whether any logit is NaN or +inf, then the first position holding the maximum.
+fn argmax(logits: &[f32]) -> Result<u32, SampleError> {
+    const LANES: usize = 8;
+    let mut max = [f32::NEG_INFINITY; LANES];
+    let mut bad = [false; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for ((m, b), &l) in max.iter_mut().zip(&mut bad).zip(chunk) {
+            // NaN and +inf fail `l < inf`; a NaN never replaces the maximum.
+            *b |= !(l < f32::INFINITY);
+            *m = if l > *m { l } else { *m };
+        }
+    }
+    for ((m, b), &l) in max.iter_mut().zip(&mut bad).zip(tail) {
+        *b |= !(l < f32::INFINITY);
+        *m = if l > *m { l } else { *m };
+    }
+    if bad.iter().any(|&b| b) {
+        for (index, &l) in logits.iter().enumerate() {
+            if l.is_nan() {
+                return Err(SampleError::NotANumber { index });
+            }
+            if l == f32::INFINITY {
+                return Err(SampleError::Infinite { index });
+            }
+        }
+    }
+    let best = max.iter().fold(f32::NEG_INFINITY, |a, &m| a.max(m));
+    if best == f32::NEG_INFINITY {
+        return Err(SampleError::AllMasked);
+    }
+    // `index < logits.len()`, which fits a u32 (checked by the caller).
+    logits
+        .iter()
+        .position(|&l| l == best)
+        .map(|index| index as u32)
+        .ok_or(SampleError::AllMasked)
+}
+
 fn by_value_desc(a: &Candidate, b: &Candidate) -> Ordering {
     b.value
         .partial_cmp(&a.value)
@@ -328,6 +371,9 @@ impl Sampler {
                 needed: n,
                 available: work.len(),
             });
+        }
+        if self.config.is_greedy() && !self.penalises(recent) {
+            return argmax(logits);
         }
         let mut masked = 0;
         for (index, &l) in logits.iter().enumerate() {
@@ -403,6 +449,13 @@ impl Sampler {
             .or(c.first())
             .map(|x| x.token)
             .ok_or(SampleError::AllMasked)
+    }
+
+    /// Whether the repetition penalty changes anything for these recent tokens.
+    fn penalises(&self, recent: &[u32]) -> bool {
+        self.config.repetition_penalty != 1.0
+            && self.config.repetition_window != 0
+            && !recent.is_empty()
     }
 
     /// Applies the repetition penalty to the candidates (in id order, all finite), once per

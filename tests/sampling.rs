@@ -479,6 +479,56 @@ fn greedy_is_argmax_with_lowest_id_on_ties_and_ignores_filters() {
     assert_eq!(s.sample(&[f32::NEG_INFINITY, -5.0], &[], &mut w), Ok(1));
 }
 
+/// The first NaN or +inf in id order, else the first largest finite logit, else all masked.
+fn naive_greedy(logits: &[f32]) -> Result<u32, SampleError> {
+    let mut best: Option<(u32, f32)> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_nan() {
+            return Err(SampleError::NotANumber { index: i });
+        }
+        if l == f32::INFINITY {
+            return Err(SampleError::Infinite { index: i });
+        }
+        if l > f32::NEG_INFINITY && best.is_none_or(|(_, b)| l > b) {
+            best = Some((i as u32, l));
+        }
+    }
+    best.map(|(i, _)| i).ok_or(SampleError::AllMasked)
+}
+
+proptest::proptest! {
+    /// Greedy without a penalty takes a one-pass path of its own (lanes, then a search):
+    /// the same token or error as the naive scan, on every length (lane tails included) and
+    /// with NaN, ±inf, ±0 and ties mixed in.
+    #[test]
+    fn greedy_fast_path_equals_the_naive_scan(
+        picks in proptest::collection::vec(0u8..12, 1..70),
+        seed in 0u64..1000,
+    ) {
+        let logits: Vec<f32> = picks
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| match p {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2 | 3 => f32::NEG_INFINITY,
+                4 => 0.0,
+                5 => -0.0,
+                6 => 1.5,
+                _ => ((seed.wrapping_mul(31).wrapping_add(i as u64) % 17) as f32) - 8.0,
+            })
+            .collect();
+        let mut w = work(logits.len());
+        let mut s = Sampler::new(SamplerConfig::greedy(), 0).unwrap();
+        proptest::prop_assert_eq!(s.sample(&logits, &[], &mut w), naive_greedy(&logits));
+        // a penalty on a token id past the vocabulary changes no logit but takes the general
+        // path (candidates, then the largest): the same answer
+        let greedy_penalty = SamplerConfig::greedy().with_repetition_penalty(2.0, 4);
+        let mut p = Sampler::new(greedy_penalty, 0).unwrap();
+        proptest::prop_assert_eq!(p.sample(&logits, &[u32::MAX], &mut w), naive_greedy(&logits));
+    }
+}
+
 /// Expected distribution, computed independently in f64: penalty, then top-k, top-p, min-p on
 /// temperature-1 probabilities, then softmax(l / T).
 fn expected(cfg: &SamplerConfig, logits: &[f32], recent: &[u32]) -> Vec<f64> {

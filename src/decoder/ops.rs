@@ -518,7 +518,7 @@ impl Heads {
 
 /// Cached rows × query values from which one position's attention splits over an executor's
 /// parts: below it, the join costs about what the split saves.
-const SPLIT_ATTENTION_MIN: usize = 1 << 16;
+const SPLIT_ATTENTION_MIN: usize = 1 << 12;
 
 /// Positions from which a chunk multiplies by the f32 panels (when packed) rather than by W as
 /// stored: a single position is a matrix-vector product, which reads 16-bit and Q8_0 weights in
