@@ -278,13 +278,13 @@ fn argmax(logits: &[f32]) -> Result<u32, SampleError> {
     let tail = chunks.remainder();
     for chunk in chunks {
         for ((m, b), &l) in max.iter_mut().zip(&mut bad).zip(chunk) {
-            // NaN and +inf fail `l < inf`; a NaN never replaces the maximum.
-            *b |= !(l < f32::INFINITY);
+            // (A NaN never replaces the maximum.)
+            *b |= l.is_nan() | (l == f32::INFINITY);
             *m = if l > *m { l } else { *m };
         }
     }
     for ((m, b), &l) in max.iter_mut().zip(&mut bad).zip(tail) {
-        *b |= !(l < f32::INFINITY);
+        *b |= l.is_nan() | (l == f32::INFINITY);
         *m = if l > *m { l } else { *m };
     }
     if bad.iter().any(|&b| b) {
