@@ -174,6 +174,19 @@ impl Net<'_> {
         }
     }
 
+    /// The KV cache element type it runs with `kv` asked for: `kv` for a streaming decoder, f32
+    /// for an encoder. An encoder's cache holds one window's keys and values, emptied by the next
+    /// window (scratch rather than state, small and short-lived), so f16 or bf16 would save little
+    /// memory; f32 only means one copy of the encoders' layer code in the module instead of three
+    /// (one per element type).
+    pub fn cache_kind(&self, kv: KvKind) -> KvKind {
+        if self.is_encoder() {
+            KvKind::F32
+        } else {
+            kv
+        }
+    }
+
     /// Whether the output is one pooled row (`average_pool_embed`).
     pub fn pooled(&self) -> bool {
         matches!(self, Net::ContinuousEncoder(c) if c.config().average_pool_embed)
@@ -208,7 +221,8 @@ pub struct FrameOptions {
     pub capacity: usize,
     /// Positions a streaming decoder runs at once (an encoder runs its window in one chunk).
     pub chunk: usize,
-    /// KV cache element type.
+    /// KV cache element type of a streaming decoder; an encoder's cache is f32 whatever this
+    /// says ([`Net::cache_kind`]).
     pub kv: KvKind,
     /// Context rows of a cross-attending model.
     pub max_context: usize,
@@ -217,7 +231,7 @@ pub struct FrameOptions {
 /// Bytes of every buffer of a [`Frames`], as the arena lays them out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FramePlan {
-    /// The self-attention KV cache (the window's keys and values for an encoder).
+    /// The self-attention KV cache (the window's keys and values for an encoder, f32).
     pub kv_cache: usize,
     /// The context's keys and values (after the KV cache, same type).
     pub context_cache: usize,
@@ -247,9 +261,10 @@ impl FramePlan {
             _ => net.output_width(),
         };
         let out_rows = if net.pooled() { 1 } else { o.capacity };
+        let kv = net.cache_kind(o.kv).size();
         Self {
-            kv_cache: KvCache::<f32>::elements(d, positions).saturating_mul(o.kv.size()),
-            context_cache: KvCache::<f32>::context_elements(d, rows).saturating_mul(o.kv.size()),
+            kv_cache: KvCache::<f32>::elements(d, positions).saturating_mul(kv),
+            context_cache: KvCache::<f32>::context_elements(d, rows).saturating_mul(kv),
             context: rows.saturating_mul(d.dim_context()).saturating_mul(4),
             context_mask: rows,
             scratch: Scratch::bytes(d, chunk),
@@ -387,10 +402,12 @@ pub struct Frames<'w, 'b> {
 }
 
 impl<'w, 'b> Frames<'w, 'b> {
-    /// `net` over `buf` (sized by [`FramePlan::new`] with the same options).
+    /// `net` over `buf` (sized by [`FramePlan::new`] with the same options; an encoder's cache
+    /// buffer is f32, [`Net::cache_kind`]).
     ///
     /// # Errors
-    /// [`EngineError::BadOption`] for a zero capacity or chunk, [`EngineError::NoContextRoom`]
+    /// [`EngineError::BadOption`] for a zero capacity or chunk or an encoder's cache buffer of
+    /// f16 or bf16, [`EngineError::NoContextRoom`]
     /// for a cross-attending model without `max_context`, [`EngineError::Model`] with a buffer
     /// that is too small.
     pub fn new(
@@ -412,6 +429,9 @@ impl<'w, 'b> Frames<'w, 'b> {
         }
         let positions = net.positions(o.capacity);
         let chunk = if net.is_encoder() { positions } else { o.chunk };
+        if net.is_encoder() && !matches!(buf.kv, CacheBuf::F32(_)) {
+            return Err(EngineError::BadOption("kv"));
+        }
         let cache = Cache::new(&d, positions, rows, buf.kv)?;
         let scratch = Scratch::new(&d, chunk, buf.scratch)?;
         let too_small = |buffer, needed: usize, available: usize| {
@@ -580,19 +600,18 @@ impl<'w, 'b> Frames<'w, 'b> {
         let rows = if self.net.pooled() { 1 } else { n };
         let out = &mut self.output[..rows * width];
         let s = &mut self.scratch;
+        // An encoder's cache is f32 (`Frames::new` refuses another): one instantiation of the
+        // encoders' code.
+        let Cache::F32(c) = &mut self.cache else {
+            return Err(EngineError::BadOption("kv"));
+        };
         match (&self.net, input) {
-            (Net::EncoderWrapper(w), Input::Tokens(t)) => {
-                with_cache!(&mut self.cache, c => match emit {
-                    Emit::Logits => w.encode(c, s, t, ctx, masks, out),
-                    Emit::Embeddings => w.encode_embeddings(c, s, t, ctx, masks, out),
-                })?
-            }
-            (Net::Encoder(e), Input::Values(x)) => {
-                with_cache!(&mut self.cache, c => e.forward(c, s, x, ctx, masks, out))?
-            }
-            (Net::ContinuousEncoder(w), Input::Values(x)) => {
-                with_cache!(&mut self.cache, c => w.encode(c, s, x, ctx, masks, out))?
-            }
+            (Net::EncoderWrapper(w), Input::Tokens(t)) => match emit {
+                Emit::Logits => w.encode(c, s, t, ctx, masks, out),
+                Emit::Embeddings => w.encode_embeddings(c, s, t, ctx, masks, out),
+            }?,
+            (Net::Encoder(e), Input::Values(x)) => e.forward(c, s, x, ctx, masks, out)?,
+            (Net::ContinuousEncoder(w), Input::Values(x)) => w.encode(c, s, x, ctx, masks, out)?,
             _ => return Err(EngineError::WrongKind(self.net.kind())),
         }
         Ok(&self.output[..rows * width])
@@ -651,7 +670,8 @@ impl<'w, 'b> Frames<'w, 'b> {
 #[derive(Debug)]
 pub struct SourceEncoder<'w, 'b> {
     encoder: TransformerWrapper<'w>,
-    cache: Cache<'b>,
+    /// f32, as every encoder's ([`Net::cache_kind`]).
+    cache: KvCache<'b, f32>,
     scratch: Scratch<'b>,
     mask: &'b mut [bool],
     max_source: usize,
@@ -660,7 +680,7 @@ pub struct SourceEncoder<'w, 'b> {
 /// Bytes of a [`SourceEncoder`]'s buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SourcePlan {
-    /// The encoder's KV cache (the source window and the memory tokens).
+    /// The encoder's KV cache (the source window and the memory tokens), f32.
     pub kv_cache: usize,
     /// Its scratch arena (the whole window in one chunk).
     pub scratch: usize,
@@ -669,12 +689,13 @@ pub struct SourcePlan {
 }
 
 impl SourcePlan {
-    /// For sources of up to `max_source` tokens with a cache of `kv`.
-    pub fn new(xt: &XTransformer<'_>, max_source: usize, kv: KvKind) -> Self {
+    /// For sources of up to `max_source` tokens (the cache is f32, as every encoder's:
+    /// [`Net::cache_kind`]).
+    pub fn new(xt: &XTransformer<'_>, max_source: usize) -> Self {
         let e = xt.encoder().config();
         let positions = max_source.saturating_add(e.num_memory_tokens);
         Self {
-            kv_cache: KvCache::<f32>::elements(&e.attn_layers, positions).saturating_mul(kv.size()),
+            kv_cache: KvCache::<f32>::elements(&e.attn_layers, positions).saturating_mul(4),
             scratch: Scratch::bytes(&e.attn_layers, positions),
             mask: max_source,
         }
@@ -690,7 +711,7 @@ impl<'w, 'b> SourceEncoder<'w, 'b> {
     pub fn new(
         encoder: TransformerWrapper<'w>,
         max_source: usize,
-        kv: CacheBuf<'b>,
+        kv: &'b mut [f32],
         scratch: &'b mut [f32],
         mask: &'b mut [bool],
     ) -> Result<Self, EngineError<'w>> {
@@ -699,7 +720,7 @@ impl<'w, 'b> SourceEncoder<'w, 'b> {
         }
         let e = *encoder.config();
         let positions = max_source.saturating_add(e.num_memory_tokens);
-        let cache = Cache::new(&e.attn_layers, positions, 0, kv)?;
+        let cache = KvCache::new(&e.attn_layers, positions, kv)?;
         let scratch = Scratch::new(&e.attn_layers, positions, scratch)?;
         if mask.len() < max_source {
             return Err(EngineError::Model(Error::BufferTooSmall {
@@ -777,8 +798,8 @@ impl<'w, 'b> SourceEncoder<'w, 'b> {
             mask: src_mask,
             context_mask: None,
         };
-        let (w, s) = (&self.encoder, &mut self.scratch);
-        with_cache!(&mut self.cache, c => w.encode_embeddings(c, s, src, None, masks, out))?;
+        let (w, c, s) = (&self.encoder, &mut self.cache, &mut self.scratch);
+        w.encode_embeddings(c, s, src, None, masks, out)?;
         session.set_context(n, mask)
     }
 }
@@ -898,18 +919,13 @@ mod tests {
                 history: &mut history,
             };
             let mut session = Session::new(xt.decoder().clone(), &o, buf).unwrap();
-            let p = SourcePlan::new(&xt, n, KvKind::F32);
+            let p = SourcePlan::new(&xt, n);
             let mut ekv2 = vec![0f32; p.kv_cache / 4];
             let mut esb2 = vec![0f32; p.scratch / 4];
             let mut emask = vec![false; p.mask];
-            let mut source = SourceEncoder::new(
-                xt.encoder().clone(),
-                n,
-                CacheBuf::F32(&mut ekv2),
-                &mut esb2,
-                &mut emask,
-            )
-            .unwrap();
+            let mut source =
+                SourceEncoder::new(xt.encoder().clone(), n, &mut ekv2, &mut esb2, &mut emask)
+                    .unwrap();
             source.encode(&mut session, &src, Some(&mask)).unwrap();
             let mut g = Generate::new(sampling, 30);
             g.keep = keep;

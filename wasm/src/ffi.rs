@@ -18,6 +18,7 @@
 
 use core::arch::wasm32;
 use core::fmt::{self, Write};
+use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
 use picoformer::sampling::{Candidate, Sampler};
@@ -105,36 +106,59 @@ struct State {
     error: ErrorText,
 }
 
-static mut STATE: State = State {
-    base: 0,
-    model_len: 0,
-    session: None,
-    frames: None,
-    source: None,
-    kind: None,
-    tokens: 0,
-    tokens_len: 0,
-    out: 0,
-    values: 0,
-    values_len: 0,
-    mask: 0,
-    mask_len: 0,
-    context_mask: 0,
-    context_mask_len: 0,
-    stop: [0; MAX_STOP_TOKENS],
-    full_logits: 0,
-    capacity: 0,
-    plan: [0; PLAN_FIELDS],
-    error: ErrorText {
-        buf: [0; 512],
-        len: 0,
-    },
-};
+/// The state, made on the first call ([`state`]). Not a `static mut State = State { session:
+/// None, .. }`: the `None`s of its models are niches with bytes other than zero (a `bool`'s 2,
+/// a `Kind`'s 7), which would put the whole state, tens of KB of model structs (a
+/// `TransformerWrapper` holds its layers inline), in the module's data section. Zeroed, it is
+/// zero-filled memory (`.bss`) that costs the module nothing; [`init`] then writes its fields
+/// one by one (a whole `State` value would be a constant of that size in the data section).
+static mut STATE: MaybeUninit<State> = MaybeUninit::zeroed();
+static mut STATE_READY: bool = false;
+
+/// Writes every field of the state at `p`: nothing loaded.
+///
+/// # Safety
+/// `p` is valid for writes and no reference to it is alive.
+#[inline(never)]
+unsafe fn init(p: *mut State) {
+    // SAFETY: as the caller promises; each write is to a field of `*p`, which drops nothing.
+    unsafe {
+        addr_of_mut!((*p).base).write(0);
+        addr_of_mut!((*p).model_len).write(0);
+        addr_of_mut!((*p).session).write(None);
+        addr_of_mut!((*p).frames).write(None);
+        addr_of_mut!((*p).source).write(None);
+        addr_of_mut!((*p).kind).write(None);
+        addr_of_mut!((*p).tokens).write(0);
+        addr_of_mut!((*p).tokens_len).write(0);
+        addr_of_mut!((*p).out).write(0);
+        addr_of_mut!((*p).values).write(0);
+        addr_of_mut!((*p).values_len).write(0);
+        addr_of_mut!((*p).mask).write(0);
+        addr_of_mut!((*p).mask_len).write(0);
+        addr_of_mut!((*p).context_mask).write(0);
+        addr_of_mut!((*p).context_mask_len).write(0);
+        addr_of_mut!((*p).stop).write([0; MAX_STOP_TOKENS]);
+        addr_of_mut!((*p).full_logits).write(0);
+        addr_of_mut!((*p).capacity).write(0);
+        addr_of_mut!((*p).plan).write([0; PLAN_FIELDS]);
+        addr_of_mut!((*p).error.len).write(0);
+        addr_of_mut!((*p).error.buf).write([0; 512]);
+    }
+}
 
 fn state() -> &'static mut State {
     // SAFETY: wasm32 here is single-threaded, and every export takes this reference once at its
     // start and never calls another export or back into JS, so no two references are alive.
-    unsafe { &mut *addr_of_mut!(STATE) }
+    // Every field of STATE is written by `init` before the first reference to it is made.
+    unsafe {
+        let p = addr_of_mut!(STATE).cast::<State>();
+        if !*addr_of_mut!(STATE_READY) {
+            init(p);
+            *addr_of_mut!(STATE_READY) = true;
+        }
+        &mut *p
+    }
 }
 
 impl State {
@@ -395,9 +419,7 @@ pub extern "C" fn pf_load(
             let d = &cfg.attn_layers;
             let plan = Plan::new(&cfg, st.model_len, &opts);
             let rows = opts.context_rows(d);
-            let source = xt
-                .as_ref()
-                .map(|x| SourcePlan::new(x, opts.max_context, kv));
+            let source = xt.as_ref().map(|x| SourcePlan::new(x, opts.max_context));
             let tokens_len = match xt {
                 Some(_) => opts.capacity.max(opts.max_context),
                 None => opts.capacity,
@@ -446,7 +468,7 @@ pub extern "C" fn pf_load(
                 // SAFETY: as above.
                 let (kvb, scratch, mask) = unsafe {
                     (
-                        kv_buf(kv, enc_kv_at, p.kv_cache).1,
+                        carved(enc_kv_at, p.kv_cache / 4),
                         carved(enc_scratch_at, p.scratch / 4),
                         carved(enc_mask_at, p.mask),
                     )
@@ -498,6 +520,8 @@ pub extern "C" fn pf_load(
             fields[24] = plan.context_mask + mask_len + rows + source.map_or(0, |s| s.mask);
         }
         Loaded::Frames(net) => {
+            // f32 for an encoder, whatever `kv` says.
+            let kv = net.cache_kind(kv);
             let fo = FrameOptions {
                 capacity: opts.capacity,
                 chunk: opts.chunk,
