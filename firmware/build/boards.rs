@@ -80,7 +80,7 @@ pub struct Board {
 pub fn for_target(target: &str) -> Board {
     match target {
         // Cortex-M0 (nRF51, no FPU): 16 KiB of RAM for everything, statics and stack, and
-        // 256 KiB of flash, 215 KB of it code: a micro model of one block (dim 32, rotary, one
+        // 256 KiB of flash, 212 KB of it code: a micro model of one block (dim 32, rotary, one
         // kv head, f16 weights, 28 KB), its KV cache for 15 positions and a scratch arena of
         // one position (the whole sequence's pass runs position by position). The embedding is
         // not tied: tied, a random one-block model only repeats the last token.
