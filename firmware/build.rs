@@ -63,6 +63,16 @@ fn load(bytes: &[u8]) -> TransformerWrapper<'_> {
     }
 }
 
+/// Positions of the scratch arena: the board's chunk, or the whole decoded sequence.
+fn chunk(board: &Board) -> usize {
+    let n = board.prompt + board.generate - 1;
+    if board.chunk == 0 {
+        n
+    } else {
+        board.chunk.min(n)
+    }
+}
+
 /// Runs the model on the host for one prompt.
 fn run_host(board: &Board, bytes: &[u8], prompt: Vec<u32>) -> Expected {
     let model = load(bytes);
@@ -89,9 +99,11 @@ fn run_host(board: &Board, bytes: &[u8], prompt: Vec<u32>) -> Expected {
     let n = p + g - 1;
     let dec = &cfg.attn_layers;
     let mut kv = vec![0f32; KvCache::<f32>::elements(dec, n)];
-    let mut sc = vec![0f32; Scratch::elements(dec, n)];
+    // The device's arena: the same chunks, so the same calls.
+    let chunk = chunk(board);
+    let mut sc = vec![0f32; Scratch::elements(dec, chunk)];
     let mut cache = KvCache::new(dec, n, &mut kv).expect("host: cache");
-    let mut scratch = Scratch::new(dec, n, &mut sc).expect("host: scratch");
+    let mut scratch = Scratch::new(dec, chunk, &mut sc).expect("host: scratch");
 
     let mut tokens = vec![0u32; g];
     let mut row = vec![0f32; v];
@@ -180,6 +192,12 @@ fn write_expected(board: &Board, file_len: usize, e: &Expected) -> String {
     .unwrap();
     writeln!(
         s,
+        "/// Positions of the scratch arena (a forward pass runs in chunks of this many).\npub const CHUNK: usize = {};",
+        chunk(board)
+    )
+    .unwrap();
+    writeln!(
+        s,
         "/// The prompt.\npub const PROMPT: [u32; {}] = [{}];",
         e.prompt.len(),
         list(&e.prompt)
@@ -232,7 +250,7 @@ fn main() {
     println!("cargo:rerun-if-changed=link");
     println!("cargo:rerun-if-changed=src/decode.rs");
     println!("cargo:rerun-if-changed=src/classify.rs");
-    println!("cargo::rustc-check-cfg=cfg(board, values(\"lm3s6965evb\", \"mps2-an386\", \"mps3-an547\", \"virt\"))");
+    println!("cargo::rustc-check-cfg=cfg(board, values(\"microbit\", \"lm3s6965evb\", \"mps2-an386\", \"mps3-an547\", \"virt\"))");
 
     let board = boards::for_target(&target);
     println!("cargo:rustc-cfg=board=\"{}\"", board.machine);

@@ -28,6 +28,7 @@ case "$triple" in
   thumbv7em-none-eabihf) qemu="qemu-system-arm -machine mps2-an386 -cpu cortex-m4"; per_tick=40 ;;
   thumbv8m.main-none-eabihf) qemu="qemu-system-arm -machine mps3-an547 -cpu cortex-m55"; per_tick=31.25 ;;
   thumbv7m-none-eabi) qemu="qemu-system-arm -machine lm3s6965evb -cpu cortex-m3"; per_tick=80 ;;
+  thumbv6m-none-eabi) qemu="qemu-system-arm -machine microbit -cpu cortex-m0"; per_tick=62.5 ;;
   riscv32imac-unknown-none-elf) qemu="qemu-system-riscv32 -machine virt -bios none -m 64M"; per_tick=1 ;;
   *) echo "count.sh: unknown board for $triple" >&2; exit 2 ;;
 esac

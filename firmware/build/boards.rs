@@ -62,6 +62,10 @@ pub struct Board {
     pub prompt: usize,
     /// Tokens generated greedily after the prompt.
     pub generate: usize,
+    /// Positions the scratch arena holds, i.e. that a forward pass runs per chunk (longer
+    /// inputs run in chunks, with the same results); 0 for all of them (prompt + generated − 1).
+    /// The host runs with the same arena.
+    pub chunk: usize,
     /// Seed of the deterministic prompts.
     pub seed: u64,
     /// Link section of the embedded model file ("" for the default `.rodata`), the keyword
@@ -75,6 +79,36 @@ pub struct Board {
 /// The board a target triple runs on.
 pub fn for_target(target: &str) -> Board {
     match target {
+        // Cortex-M0 (nRF51, no FPU): 16 KiB of RAM for everything, statics and stack, and
+        // 256 KiB of flash, 212 KB of it code: a micro model of one block (dim 32, rotary, one
+        // kv head, f16 weights, 28 KB), its KV cache for 15 positions and a scratch arena of
+        // one position (the whole sequence's pass runs position by position). The embedding is
+        // not tied: tied, a random one-block model only repeats the last token.
+        "thumbv6m-none-eabi" => Board {
+            machine: "microbit",
+            link: "microbit.x",
+            cortex_m: true,
+            model: "nano-f16",
+            source: Source::Generated {
+                config: WrapperConfig::new(
+                    32,
+                    24,
+                    DecoderConfig::new(32, 1)
+                        .heads(2)
+                        .attn_dim_head(16)
+                        .attn_one_kv_head(true)
+                        .rotary_pos_emb(true),
+                ),
+                dtype: Dtype::F16,
+                seed: 6,
+            },
+            prompt: 6,
+            generate: 10,
+            seed: 6,
+            chunk: 1,
+            model_section: "",
+            kws: false,
+        },
         // 64 KiB of RAM and 256 KiB of flash: a micro model (dim 32, rotary, one kv head, tied
         // embedding, f16 weights, about 48 KB) that leaves the code room in flash.
         "thumbv7m-none-eabi" => Board {
@@ -99,6 +133,7 @@ pub fn for_target(target: &str) -> Board {
             prompt: 6,
             generate: 10,
             seed: 1,
+            chunk: 0,
             model_section: "",
             kws: false,
         },
@@ -116,6 +151,7 @@ pub fn for_target(target: &str) -> Board {
             prompt: 8,
             generate: 16,
             seed: 2,
+            chunk: 0,
             model_section: "",
             kws: true,
         },
@@ -141,6 +177,7 @@ pub fn for_target(target: &str) -> Board {
             prompt: 8,
             generate: 16,
             seed: 3,
+            chunk: 0,
             model_section: ".ddr_rodata",
             kws: true,
         },
@@ -175,12 +212,13 @@ pub fn for_target(target: &str) -> Board {
             prompt: 8,
             generate: 16,
             seed: 4,
+            chunk: 0,
             model_section: "",
             kws: false,
         },
         other => panic!(
             "picoformer-firmware: no board for target `{other}`; build with --target \
-             thumbv7m-none-eabi, thumbv7em-none-eabihf, thumbv8m.main-none-eabihf or riscv32imac-unknown-none-elf"
+             thumbv6m-none-eabi, thumbv7m-none-eabi, thumbv7em-none-eabihf, thumbv8m.main-none-eabihf or riscv32imac-unknown-none-elf"
         ),
     }
 }

@@ -2,7 +2,8 @@
 //! advances 1 ns per instruction executed, exactly): a timer ticking at F Hz then ticks once
 //! every 10⁹/F instructions.
 //!
-//! - Arm (all three boards): SysTick on the processor clock (`CLKSOURCE` = 1), 24 bits counting
+//! - Arm (all four boards; SysTick is optional on the Cortex-M0, and QEMU's nRF51 has it, on its
+//!   16 MHz processor clock): SysTick on the processor clock (`CLKSOURCE` = 1), 24 bits counting
 //!   down from 0xFF_FFFF; [`Clock::now`] extends it to 64 bits, so it must be read at least once
 //!   per 2²⁴ ticks (2²⁴·10⁹/F instructions: 671 million at 25 MHz; every call of the harness
 //!   is far shorter). QEMU derives the tick from virtual time, so instructions per tick is the

@@ -22,8 +22,9 @@ pub fn stack_bounds() -> (usize, usize) {
 }
 
 /// The negative check for faults: a load from an address no board here maps, which must end in
-/// the HardFault handler (a BusFault escalated). QEMU's lm3s6965evb reads unmapped memory as 0
-/// instead; there the permanently undefined instruction `udf` faults (a UsageFault escalated).
+/// the HardFault handler (a BusFault escalated). QEMU's lm3s6965evb and microbit read unmapped
+/// memory as 0 instead; there the permanently undefined instruction `udf` faults (a UsageFault
+/// escalated; on the Cortex-M0, which has no configurable faults, a HardFault directly).
 pub fn read_invalid_address() -> ! {
     let addr = 0xF000_0000usize as *const u32;
     // SAFETY: deliberately invalid; the access faults before any value is produced.
