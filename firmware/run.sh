@@ -136,6 +136,13 @@ for b in "${BOARDS[@]}"; do
     read -r text data bss <<<"$sizes"
     row="$(group $((text + data - ${model:-0} - ${reference:-0}))) | $(group "${model:-0}") (${dtype:-?}) | $(group "${reference:-0}") | $(group $((text + data))) | $(group $((data + bss))) | $(group "${stack:-0}") | $(group $((data + bss + ${stack:-0}))) |"
     SIZES+=("$triple $prog $sizes ${model:-0} ${reference:-0} ${stack:-0}")
+    # Where the decoder firmware's code goes on the Cortex-M4F (README.md, "Where the code goes").
+    if [ "$triple" = thumbv7em-none-eabihf ] && [ "$prog" = firmware ]; then
+      if ! bash breakdown.sh "target/$triple/release/$prog" \
+          "$((text + data - ${model:-0} - ${reference:-0}))" >"$LOGS/breakdown.md"; then
+        fail "$triple $prog code breakdown"
+      fi
+    fi
     case $prog in
       firmware)
         prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$log")
@@ -201,6 +208,7 @@ if [ "$runs" -eq "$ALL_RUNS" ]; then
   check_table icount "$LOGS/icount.md" 0
   printf '%s\n' "${WROWS[@]}" >"$LOGS/icount-kws.md"
   check_table icount-kws "$LOGS/icount-kws.md" 0
+  check_table breakdown "$LOGS/breakdown.md" "$SIZE_TOLERANCE"
 fi
 
 echo
