@@ -7,7 +7,9 @@
 //!    (`src/decode.rs`): greedy tokens and full logits become `expected.rs`, so nothing the
 //!    device is checked against is typed in by hand;
 //! 4. passes the linker script (`cargo:rustc-link-arg-bins`, never RUSTFLAGS);
-//! 5. with `--features kws`, the same for the keyword-spotting example (`build/kws.rs`): its
+//! 5. lists the model file's tensors (name, type, shape, byte range) into `weights.rs`, so the
+//!    decode-only program (`src/decode_only.rs`) needs no parser on the device;
+//! 6. with `--features kws`, the same for the keyword-spotting example (`build/kws.rs`): its
 //!    model file and the host's scores of its windows into `kws_expected.rs`.
 
 #[path = "build/boards.rs"]
@@ -26,7 +28,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use boards::{Board, Source};
-use picoformer::safetensors::Dtype;
+use picoformer::safetensors::{Dtype, SafeTensors};
 use picoformer::{KvCache, Model, Scratch, TransformerWrapper, WrapperConfig};
 
 /// Smallest gap between the best and the second-best logit accepted at a greedy step, relative
@@ -241,6 +243,39 @@ fn write_expected(board: &Board, file_len: usize, e: &Expected) -> String {
     s
 }
 
+/// The model file's tensors as a table for the decode-only program (`src/decode_only.rs`):
+/// each one's name, element type, shape and byte range in the embedded file, read here so that
+/// the device needs no parser.
+fn write_weights(bytes: &[u8]) -> String {
+    let file = SafeTensors::parse(bytes).expect("host: the model file parses");
+    let mut rows = String::new();
+    let mut count = 0;
+    for t in file.tensors() {
+        let dtype = match t.dtype() {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "Bf16",
+            other => panic!(
+                "host: tensor {} is {other:?}: the decode-only program takes f32, f16 and bf16",
+                t.name()
+            ),
+        };
+        let start = t.file_offset();
+        writeln!(
+            rows,
+            "    Weight {{ name: {:?}, dtype: Dtype::{dtype}, shape: &{:?}, start: {start}, end: {} }},",
+            t.name(),
+            t.shape(),
+            start + t.data().len()
+        )
+        .unwrap();
+        count += 1;
+    }
+    format!(
+        "/// The model file's tensors (`build.rs`, `write_weights`): name, element type, shape and bytes in `MODEL_FILE`.\npub const WEIGHTS: [Weight; {count}] = [\n{rows}];\n"
+    )
+}
+
 fn main() {
     let target = std::env::var("TARGET").unwrap();
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -293,6 +328,8 @@ fn main() {
         write_expected(&board, file.len(), &expected),
     )
     .unwrap();
+
+    std::fs::write(out.join("weights.rs"), write_weights(bytes)).unwrap();
 
     if std::env::var_os("CARGO_FEATURE_KWS").is_some() {
         assert!(

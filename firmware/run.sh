@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the firmware programs for every board and runs them under QEMU; the exit status of
 # each run is its verdict. The programs: `firmware` (src/main.rs, a decoder) on every board,
+# `decode-only` (src/decode_only.rs, the decoder without a model-file parser) on the Cortex-M4F,
 # `kws` (src/kws.rs, the keyword spotter, an Encoder classifier) on the boards that have its
 # model. Then the negative checks: the same ELF must fail with the right status when told to
 # (semihosting argument) corrupt an expected value (1), panic (101) or fault (3). Fails if a
@@ -25,7 +26,7 @@ export CARGO_ENCODED_RUSTFLAGS="$REMAP"
 # triple | QEMU command (without the common options) | the board's name in README.md's tables |
 # the programs run on it (the keyword spotter where build/boards.rs gives it room: `kws: true`)
 BOARDS=(
-  "thumbv7em-none-eabihf|qemu-system-arm -machine mps2-an386 -cpu cortex-m4|Cortex-M4F \`mps2-an386\`|firmware kws"
+  "thumbv7em-none-eabihf|qemu-system-arm -machine mps2-an386 -cpu cortex-m4|Cortex-M4F \`mps2-an386\`|firmware decode-only kws"
   "thumbv8m.main-none-eabihf|qemu-system-arm -machine mps3-an547 -cpu cortex-m55|Cortex-M55 \`mps3-an547\`|firmware kws"
   "thumbv7m-none-eabi|qemu-system-arm -machine lm3s6965evb -cpu cortex-m3|Cortex-M3 \`lm3s6965evb\`|firmware"
   "thumbv6m-none-eabi|qemu-system-arm -machine microbit -cpu cortex-m0|Cortex-M0 \`microbit\`|firmware"
@@ -89,6 +90,8 @@ run() {
 SIZES=()
 ROWS=()  # sizes table: the decoder firmware's rows, then the keyword spotter's (KROWS)
 KROWS=()
+DROWS=()  # the decode-only program's rows (after the decoder firmware's)
+DIROWS=()
 IROWS=() # instructions per token (firmware)
 WROWS=() # instructions per window (kws)
 runs=0
@@ -132,15 +135,25 @@ for b in "${BOARDS[@]}"; do
     model=$(sed -n 's/.*model file \([0-9]*\) B.*/\1/p' "$log")
     # "host reference logits N B" (firmware), "host reference windows and scores N B" (kws)
     reference=$(sed -n 's/.*host reference[a-z ]* \([0-9]*\) B.*/\1/p' "$log")
-    dtype=$(sed -n 's/^picoformer [a-z]*: .*(\([a-z0-9]*\), [0-9]* bytes at .*/\1/p' "$log")
+    dtype=$(sed -n 's/^picoformer [a-z-]*: .*(\([a-z0-9]*\), [0-9]* bytes at .*/\1/p' "$log")
     read -r text data bss <<<"$sizes"
     row="$(group $((text + data - ${model:-0} - ${reference:-0}))) | $(group "${model:-0}") (${dtype:-?}) | $(group "${reference:-0}") | $(group $((text + data))) | $(group $((data + bss))) | $(group "${stack:-0}") | $(group $((data + bss + ${stack:-0}))) |"
     SIZES+=("$triple $prog $sizes ${model:-0} ${reference:-0} ${stack:-0}")
-    # Where the decoder firmware's code goes on the Cortex-M4F (README.md, "Where the code goes").
-    if [ "$triple" = thumbv7em-none-eabihf ] && [ "$prog" = firmware ]; then
+    # Where the decoder firmware's and the decode-only program's code goes on the Cortex-M4F
+    # (README.md, "Where the code goes").
+    if [ "$triple" = thumbv7em-none-eabihf ] && [ "$prog" != kws ]; then
       if ! bash breakdown.sh "target/$triple/release/$prog" \
-          "$((text + data - ${model:-0} - ${reference:-0}))" >"$LOGS/breakdown.md"; then
+          "$((text + data - ${model:-0} - ${reference:-0}))" >"$LOGS/breakdown-$prog.md"; then
         fail "$triple $prog code breakdown"
+      fi
+    fi
+    # Issue 26's budget: picoformer's code in a decode-only image at most 64 KiB on thumbv7em.
+    if [ "$triple" = thumbv7em-none-eabihf ] && [ "$prog" = decode-only ]; then
+      pico=$(sed -n 's/^| picoformer, all its modules | \([0-9 ]*\) |.*/\1/p' "$LOGS/breakdown-$prog.md" | tr -d ' ')
+      if [ -n "$pico" ] && [ "$pico" -le $((64 * 1024)) ]; then
+        pass "$triple $prog picoformer code $pico B within 65536 B"
+      else
+        fail "$triple $prog picoformer code ${pico:-?} B over 65536 B"
       fi
     fi
     case $prog in
@@ -152,6 +165,15 @@ for b in "${BOARDS[@]}"; do
         fi
         IROWS+=("| $label | ${dtype:-?} | $(group "${prefill:-0}") | $(group "${decode:-0}") |")
         ROWS+=("| $label | $row")
+        ;;
+      decode-only)
+        prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$log")
+        decode=$(sed -n 's/^instructions: .*, decode \([0-9]*\) per token.*/\1/p' "$log")
+        if [ -z "$prefill" ] || [ -z "$decode" ]; then
+          fail "$triple $prog instructions per token: not in the report"
+        fi
+        DIROWS+=("| $label, decode only | ${dtype:-?} | $(group "${prefill:-0}") | $(group "${decode:-0}") |")
+        DROWS+=("| $label, decode only | $row")
         ;;
       kws)
         window=$(sed -n 's/^instructions: per window \([0-9]*\) .*/\1/p' "$log")
@@ -202,13 +224,14 @@ check_table() {
   fi
 }
 if [ "$runs" -eq "$ALL_RUNS" ]; then
-  printf '%s\n' "${ROWS[@]}" "${KROWS[@]}" >"$LOGS/sizes.md"
+  printf '%s\n' "${ROWS[@]}" "${DROWS[@]}" "${KROWS[@]}" >"$LOGS/sizes.md"
   check_table sizes "$LOGS/sizes.md" "$SIZE_TOLERANCE"
-  printf '%s\n' "${IROWS[@]}" >"$LOGS/icount.md"
+  printf '%s\n' "${IROWS[@]}" "${DIROWS[@]}" >"$LOGS/icount.md"
   check_table icount "$LOGS/icount.md" 0
   printf '%s\n' "${WROWS[@]}" >"$LOGS/icount-kws.md"
   check_table icount-kws "$LOGS/icount-kws.md" 0
-  check_table breakdown "$LOGS/breakdown.md" "$SIZE_TOLERANCE"
+  check_table breakdown "$LOGS/breakdown-firmware.md" "$SIZE_TOLERANCE"
+  check_table breakdown-decode-only "$LOGS/breakdown-decode-only.md" "$SIZE_TOLERANCE"
 fi
 
 echo

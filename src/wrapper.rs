@@ -42,7 +42,49 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         Ok(wrapper)
     }
 
-    /// A wrapper with this configuration and no weights yet: what [`Self::load`] fills in place.
+    /// As [`Self::from_source`], building the wrapper in place in `slot` (`None` after an
+    /// error): for a wrapper kept in a `static` on a small stack, where `from_source` builds it
+    /// in its own frame and moves it into the result (the weight table alone is about 400 bytes
+    /// per block on a 32-bit target). A slot that starts as `Some(`[`Self::unloaded`]`(..))` is
+    /// emptied and filled field by field, so the wrapper is never assembled on the stack. With
+    /// a `TensorSource` over weights linked into the image (a table of names, shapes and byte
+    /// ranges), a firmware needs no model-file parser at all.
+    ///
+    /// # Errors
+    /// As [`Self::from_source`].
+    pub fn from_source_in<S: TensorSource<'w>>(
+        config: WrapperConfig,
+        source: &S,
+        slot: &mut Option<Self>,
+    ) -> Result<(), Error> {
+        Self::empty_into(config, slot);
+        let loaded = match slot {
+            Some(wrapper) => wrapper.load(source),
+            None => Ok(()),
+        };
+        if loaded.is_err() {
+            *slot = None;
+        }
+        loaded
+    }
+
+    /// A wrapper of this configuration without weights: the starting value of a `static` slot
+    /// for [`Self::from_source_in`].
+    pub const fn unloaded(config: WrapperConfig) -> Self {
+        Self::empty(config)
+    }
+
+    /// Empties the wrapper in `slot` for `config`: in place when there is one; otherwise writes
+    /// [`Self::empty`] there from this frame (not inlined, so that temporary is gone when
+    /// loading starts).
+    #[inline(never)]
+    fn empty_into(config: WrapperConfig, slot: &mut Option<Self>) {
+        match slot {
+            Some(wrapper) => wrapper.reset(config),
+            None => *slot = Some(Self::empty(config)),
+        }
+    }
+
     /// Makes this wrapper [`Self::empty`] for `config` in place (field by field: no
     /// wrapper-sized temporary on the stack).
     pub(crate) fn reset(&mut self, config: WrapperConfig) {
@@ -58,6 +100,7 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
         *logits_panels = None;
     }
 
+    /// A wrapper with this configuration and no weights yet: what [`Self::load`] fills in place.
     pub(crate) const fn empty(config: WrapperConfig) -> Self {
         Self {
             config,

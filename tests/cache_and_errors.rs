@@ -761,3 +761,48 @@ fn xpos_is_causal_only() {
         Err(ConfigError::Conflict("rotary_xpos", "attn_num_mem_kv"))
     );
 }
+
+/// `from_source_in`: into an empty slot, a slot holding an unloaded wrapper and one holding a
+/// loaded wrapper of another configuration, the same logits as `from_source`; a failed load
+/// empties the slot; an unloaded wrapper refuses to run instead of panicking.
+#[test]
+fn wrapper_built_in_place() {
+    let d = DecoderConfig::new(8, 1).heads(2).attn_dim_head(4);
+    let w = WrapperConfig::new(11, 4, d);
+    let t = table(&d, Some(&w));
+    let logits = |m: &TransformerWrapper| {
+        let mut kv = vec![0.0f32; KvCache::<f32>::elements(&d, 4)];
+        let mut sb = vec![0.0f32; Scratch::elements(&d, 3)];
+        let mut cache = KvCache::new(&d, 4, &mut kv).unwrap();
+        let mut scratch = Scratch::new(&d, 3, &mut sb).unwrap();
+        let mut out = vec![0.0f32; 3 * 11];
+        m.forward(&mut cache, &mut scratch, &[1, 7, 2], None, &mut out)
+            .map(|()| out)
+    };
+    let reference: TransformerWrapper = TransformerWrapper::from_source(w, &&t).unwrap();
+    let want = logits(&reference).unwrap();
+
+    let other_d = DecoderConfig::new(16, 2).heads(2).attn_dim_head(8);
+    let other_w = WrapperConfig::new(5, 6, other_d);
+    let other_t = table(&other_d, Some(&other_w));
+    let other: TransformerWrapper = TransformerWrapper::from_source(other_w, &&other_t).unwrap();
+    for start in [None, Some(TransformerWrapper::unloaded(w)), Some(other)] {
+        let mut slot = start;
+        TransformerWrapper::from_source_in(w, &&t, &mut slot).unwrap();
+        let got = slot.as_ref().unwrap();
+        assert_eq!(got.tensors_used(), t.tensors.len());
+        assert_eq!(logits(got).unwrap(), want);
+    }
+
+    // A missing weight: the error, and nothing left in the slot.
+    let mut partial = table(&d, Some(&w));
+    partial.tensors.remove("token_emb.emb.weight");
+    let mut slot = Some(reference.clone());
+    let err = TransformerWrapper::from_source_in(w, &&partial, &mut slot).unwrap_err();
+    assert!(matches!(err, Error::MissingWeight(_)), "{err:?}");
+    assert!(slot.is_none());
+
+    // An unloaded wrapper has no weights: a typed error, not a panic.
+    let unloaded: TransformerWrapper = TransformerWrapper::unloaded(w);
+    assert!(logits(&unloaded).is_err());
+}
