@@ -164,8 +164,9 @@ fn int8_passes(
     let n = (x.len() / cols).max(1);
     let rows = y.len() / n;
     with_int8_buffer(n.saturating_mul(nb), |buf, sums| {
-        let cols = cols.max(1); // (again: the closure may be compiled apart)
-                                // Each pass quantises up to buf.len() blocks: `per` positions of a column chunk.
+        // (Again: the closure may be compiled apart.)
+        let cols = cols.max(1);
+        // Each pass quantises up to buf.len() blocks: `per` positions of a column chunk.
         let cb = nb.min(buf.len()).max(1);
         let per = (buf.len() / cb).max(1);
         let mut b0 = 0;
