@@ -167,23 +167,27 @@ impl<'b> Scratch<'b> {
         let c = &self.config;
         let p = self.max_positions;
         let half = c.rotary_dim() / 2;
-        let rest = &mut *self.buf;
-        let (x, rest) = rest.split_at_mut(p * c.dim);
-        let (xb, rest) = rest.split_at_mut(p * c.dim);
-        let (xb2, rest) = rest.split_at_mut(p * c.dim);
-        let (q, rest) = rest.split_at_mut(p * c.q_dim());
-        let (k, rest) = rest.split_at_mut(p * c.kv_dim());
-        let (v, rest) = rest.split_at_mut(p * c.kv_dim());
-        let (att, rest) = rest.split_at_mut(p * c.q_dim());
-        let (hb, rest) = rest.split_at_mut(p * c.hidden_width());
-        let (cos, rest) = rest.split_at_mut(p * half);
-        let (sin, rest) = rest.split_at_mut(p * half);
-        let (inv_freq, rest) = rest.split_at_mut(half);
-        let (mem, rest) = rest.split_at_mut(Self::mem_elements(c));
-        let (v0, rest) = rest.split_at_mut(p * Self::v0_width(c));
+        // Each buffer in turn (the arena is sized for them all: `Scratch::new` checks; a
+        // buffer past its end would be empty, and the forward pass would say
+        // `Error::BufferTooSmall`, without a panic path, issue 28).
+        let mut rest = &mut *self.buf;
+        let mut take = |len: usize| take(&mut rest, len);
+        let x = take(p * c.dim);
+        let xb = take(p * c.dim);
+        let xb2 = take(p * c.dim);
+        let q = take(p * c.q_dim());
+        let k = take(p * c.kv_dim());
+        let v = take(p * c.kv_dim());
+        let att = take(p * c.q_dim());
+        let hb = take(p * c.hidden_width());
+        let cos = take(p * half);
+        let sin = take(p * half);
+        let inv_freq = take(half);
+        let mem = take(Self::mem_elements(c));
+        let v0 = take(p * Self::v0_width(c));
         let runs = Self::earlier_runs(c);
-        let (earlier_q, rest) = rest.split_at_mut(runs * p * c.q_dim());
-        let (earlier_mem, _) = rest.split_at_mut(runs * Self::mem_elements(c) / 2);
+        let earlier_q = take(runs * p * c.q_dim());
+        let earlier_mem = take(runs * Self::mem_elements(c) / 2);
         Buffers {
             x,
             xb,
@@ -208,4 +212,17 @@ impl<'b> Scratch<'b> {
     pub fn poison(&mut self) {
         self.buf.fill(f32::NAN);
     }
+}
+
+/// The first `len` values of `rest`, which keeps the others; empty, and `rest` unchanged, if
+/// it is shorter.
+fn take<'a>(rest: &mut &'a mut [f32], len: usize) -> &'a mut [f32] {
+    let all = core::mem::take(rest);
+    if len > all.len() {
+        *rest = all;
+        return &mut [];
+    }
+    let (head, tail) = all.split_at_mut(len);
+    *rest = tail;
+    head
 }

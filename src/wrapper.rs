@@ -444,9 +444,20 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             // x₀ = project_emb(post_emb_norm(E[t] + P[pos])) (xt:4295, 4319, 4349), after the
             // memory tokens' rows (xt:4381-4382)
             |start, x| {
-                for (j, xr) in x.chunks_exact_mut(dim).enumerate() {
+                // (dim > 0: validated)
+                for (j, xr) in x.chunks_exact_mut(dim.max(1)).enumerate() {
                     match (start + j).checked_sub(prefix) {
-                        Some(i) => self.embed(tokens[i] as usize, pos0 + i, xr),
+                        Some(i) => {
+                            // (never past the tokens: the chunks cover prefix + tokens.len())
+                            let Some(&t) = tokens.get(i) else {
+                                return Err(Error::BufferLength {
+                                    buffer: Buffer::Input,
+                                    expected: i + 1,
+                                    found: tokens.len(),
+                                });
+                            };
+                            self.embed(t as usize, pos0 + i, xr)
+                        }
                         None => {
                             let row = len0 + start + j;
                             let m = self.weights.memory_tokens.map(|t| t.slice(row * dim, dim));
@@ -463,8 +474,10 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
             // Every position's logits: the chunk's positions in one matrix product, which reads
             // the [num_tokens, dim] matrix once for all of them instead of once per position.
             |start, y| {
+                let dim = dim.max(1); // (validated: > 0)
                 let skip = prefix.saturating_sub(start).min(y.len() / dim);
-                let (start, y) = (start + skip - prefix.min(start + skip), &y[skip * dim..]);
+                let y = y.get(skip * dim..).unwrap_or_default();
+                let start = start + skip - prefix.min(start + skip);
                 let n = y.len() / dim;
                 if n == 0 {
                     return Ok(());
@@ -476,7 +489,8 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
                 let (y, out) = match last_only {
                     false => (y, &mut logits[start * v..(start + n) * v]),
                     true if (start..start + n).contains(&last) => {
-                        (&y[(last - start) * dim..][..dim], &mut logits[..])
+                        let at = (last - start) * dim;
+                        (y.get(at..at + dim).unwrap_or_default(), &mut logits[..])
                     }
                     true => return Ok(()),
                 };

@@ -13,9 +13,10 @@
 //! result is the exit status alone (0 the host's greedy tokens, 1 other tokens, 2 an error,
 //! 3 a fault), so `.ci/no-panic.sh` can also run it.
 //!
-//! Built by `.ci/no-panic.sh`: `cargo build --release --bin no-panic --features no-panic-sample`
-//! (features `no-panic-load`, `no-panic-decode`, `no-panic-sample`: the parts in the proof; a part
-//! left out is replaced by an opaque value, so the others are proven for anything it could give).
+//! Built by `.ci/no-panic.sh`: `cargo build --release --bin no-panic --features
+//! no-panic-decode,no-panic-sample` (features `no-panic-load`, `no-panic-decode`,
+//! `no-panic-sample`: the parts in the proof; a part left out is replaced by an opaque value, so
+//! the others are proven for anything it could give).
 #![no_std]
 #![no_main]
 

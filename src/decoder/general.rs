@@ -252,10 +252,8 @@ fn xpos_dot<K: Element>(
     let mut s = 0.0;
     let (qr, q_rest) = q.split_at(r.min(q.len()));
     let (kr, k_rest) = k.split_at(r.min(k.len()));
-    for (m, (qp, kp)) in qr.chunks_exact(2).zip(kr.chunks_exact(2)).enumerate() {
-        let ([q0, q1], [k0, k1]) = (qp, kp) else {
-            continue;
-        };
+    let (qp, kp) = (qr.as_chunks::<2>().0, kr.as_chunks::<2>().0);
+    for (m, ([q0, q1], [k0, k1])) in qp.iter().zip(kp).enumerate() {
         let scale = match stored.and_then(|t| t.get(m)) {
             Some(v) => v,
             None => ((2 * m) as f32 + 0.4 * r as f32) / (1.4 * r as f32),

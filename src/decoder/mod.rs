@@ -476,9 +476,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
-            fill(start, &mut s.x[..len * dim])?;
+            fill(start, ops::rows_of(s.x, len * dim)?)?;
             self.forward_chunk(cache, &mut s, len, masks, prefix, causal)?;
-            emit(start, &s.xb[..len * dim])?;
+            emit(start, ops::rows_of(s.xb, len * dim)?)?;
             start += len;
         }
         Ok(())
@@ -543,9 +543,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         kernels::load(values, mv)?;
         if self.config.attn_qk_norm {
             // [H_kv, M, d]: head j's M rows, each normed and times head j's gains.
-            let d = self.config.attn_dim_head;
+            let d = self.config.attn_dim_head.max(1); // (validated: > 0)
             let rows = self.config.attn_num_mem_kv;
-            for (j, head) in keys.chunks_exact_mut(rows * d).enumerate() {
+            for (j, head) in keys.chunks_exact_mut((rows * d).max(1)).enumerate() {
                 for row in head.chunks_exact_mut(d) {
                     ops::qk_l2norm(row, self.config.attn_qk_norm_groups);
                     if let Some(g) = w.qk_norm_k_scale {
@@ -656,9 +656,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 // add_value_residual: the first block keeps its values, the later ones lerp to
                 // them, before qk norm and the value norm (xt:2410-2418).
                 if cfg.add_value_residual {
-                    let v0 = &mut s.v0[..n * kvd];
+                    let v0 = ops::rows_of(s.v0, n * kvd)?;
                     if layer == 0 {
-                        v0.copy_from_slice(v);
+                        ops::copy(v, v0)?;
                     } else {
                         self.value_residual(a, xb, v0, v, att)?;
                     }
@@ -667,28 +667,30 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
                 self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
                 value_rmsnorm(v, d, a.value_rmsnorm); // before the values are cached (xt:2436)
+                                                      // (qd, kvd, d > 0: validated; each of q, k, v is n rows of them, each table n
+                                                      // rows of `half`. Zipped by hand: `Zip` of `ChunksExact`s divides by their
+                                                      // sizes where not inlined.)
+                let (qd, kvd, d) = (qd.max(1), kvd.max(1), d.max(1));
                 if half > 0 {
                     // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
-                    for i in 0..n {
-                        let (c, sn) = (
-                            &s.cos[i * half..(i + 1) * half],
-                            &s.sin[i * half..(i + 1) * half],
-                        );
-                        q[i * qd..(i + 1) * qd]
-                            .chunks_exact_mut(d)
+                    let mut cos = ops::rows_of(s.cos, n * half)?.chunks_exact(half);
+                    let mut sin = ops::rows_of(s.sin, n * half)?.chunks_exact(half);
+                    let mut krows = k.chunks_exact_mut(kvd);
+                    for qr in q.chunks_exact_mut(qd) {
+                        let (Some(c), Some(sn), Some(kr)) = (cos.next(), sin.next(), krows.next())
+                        else {
+                            break;
+                        };
+                        qr.chunks_exact_mut(d)
                             .try_for_each(|h| kernels::rotary(h, c, sn))?;
-                        k[i * kvd..(i + 1) * kvd]
-                            .chunks_exact_mut(d)
+                        kr.chunks_exact_mut(d)
                             .try_for_each(|h| kernels::rotary(h, c, sn))?;
                     }
                 }
-                for i in 0..n {
-                    cache.store(
-                        layer,
-                        pos0 + i,
-                        &k[i * kvd..(i + 1) * kvd],
-                        &v[i * kvd..(i + 1) * kvd],
-                    );
+                let mut vrows = v.chunks_exact(kvd);
+                for (i, kr) in k.chunks_exact(kvd).enumerate() {
+                    let Some(vr) = vrows.next() else { break };
+                    cache.store(layer, pos0 + i, kr, vr);
                 }
                 // Causal: position pos0+i sees keys 0..=pos0+i (at:179-180).
                 if general {

@@ -78,9 +78,9 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         // the constant (which `GRUGating` does not take, xt:1207-1224).
         if let Some(g) = post.residual_scale {
             let dim = self.config.dim;
-            let gain = &mut tmp[..dim];
+            let gain = rows_of(tmp, dim)?;
             kernels::load(gain, g)?;
-            for row in x.chunks_exact_mut(dim) {
+            for row in x.chunks_exact_mut(dim.max(1)) {
                 row.iter_mut().zip(gain.iter()).for_each(|(v, g)| *v *= g);
             }
         }
@@ -123,6 +123,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let dim = cfg.dim;
         let (inner, rows) = (cfg.ff_inner(), cfg.ff_proj_rows());
         let hb = rows_of(gates, n * rows)?;
+        let rows = rows.max(1); // (validated: the hidden width > 0)
         self.pre_norm(f.norm, x, xb)?;
         self.linear(f.proj, panels.0, dim, xb, hb)?;
         if let Some(bias) = f.proj_bias {
@@ -133,7 +134,15 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             // up = first half, gate = second half; h = up ⊙ act(gate) (xt:1729-1761), then
             // packed in place to [n, F]: each row moves to at or before where it was.
             for row in hb.chunks_exact_mut(rows) {
-                let (up, gate) = row.split_at_mut(inner);
+                let Some((up, gate)) = row.split_at_mut_checked(inner) else {
+                    // (never: a GLU's rows are 2·inner)
+                    return Err(Error::KernelShape {
+                        kernel: "feed_forward",
+                        arg: "hidden",
+                        expected: inner,
+                        found: row.len(),
+                    });
+                };
                 kernels::activate(act, gate);
                 up.iter_mut().zip(gate.iter()).for_each(|(u, g)| *u *= g);
                 if let Some(mb) = f.mult_bias {
@@ -157,10 +166,11 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             }
             kernels::activate(act, hb);
         }
+        let hidden = rows_of(hb, n * inner)?;
         if let Some(g) = f.post_act_ln {
-            post_act_layer_norm(&mut hb[..n * inner], inner, g);
+            post_act_layer_norm(hidden, inner, g);
         }
-        self.linear(f.out, panels.1, inner, &hb[..n * inner], xb2)?;
+        self.linear(f.out, panels.1, inner, hidden, xb2)?;
         if let Some(bias) = f.out_bias {
             kernels::add_bias(xb2, bias)?;
         }
@@ -182,24 +192,38 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         h: &mut [f32],
         gates: &mut [f32],
     ) -> Result<(), Error> {
-        let dim = self.config.dim;
+        let dim = self.config.dim.max(1); // (validated: dim > 0)
         let n = h.len() / dim;
-        let (gi, rest) = gates.split_at_mut(n * 3 * dim);
-        let gh = &mut rest[..n * 3 * dim];
+        let len = n * 3 * dim;
+        let available = gates.len();
+        let (gi, rest) = gates
+            .split_at_mut_checked(len)
+            .ok_or(Error::BufferTooSmall {
+                buffer: Buffer::Scratch,
+                needed: len.saturating_mul(2),
+                available,
+            })?;
+        let gh = rows_of(rest, len)?;
         self.linear(w.weight_ih, None, dim, branch, gi)?;
         kernels::add_bias(gi, w.bias_ih)?;
         self.linear(w.weight_hh, None, dim, h, gh)?;
         kernels::add_bias(gh, w.bias_hh)?;
         let sigmoid = |v: f32| 1.0 / (1.0 + libm::expf(-v));
-        for ((hr, i), g) in h
-            .chunks_exact_mut(dim)
-            .zip(gi.chunks_exact(3 * dim))
-            .zip(gh.chunks_exact(3 * dim))
-        {
-            for (j, hv) in hr.iter_mut().enumerate() {
-                let r = sigmoid(i[j] + g[j]);
-                let z = sigmoid(i[dim + j] + g[dim + j]);
-                let c = libm::tanhf(i[2 * dim + j] + r * g[2 * dim + j]);
+        // Each position's three gates of `dim` values, in gi and in gh (zipped by hand: `Zip`
+        // of `ChunksExact`s divides by their sizes where not inlined).
+        let (mut gi, mut gh) = (gi.chunks_exact(dim), gh.chunks_exact(dim));
+        for hr in h.chunks_exact_mut(dim) {
+            let (Some(ir), Some(iz), Some(i_n)) = (gi.next(), gi.next(), gi.next()) else {
+                break;
+            };
+            let (Some(gr), Some(gz), Some(g_n)) = (gh.next(), gh.next(), gh.next()) else {
+                break;
+            };
+            let gates = ir.iter().zip(iz).zip(i_n).zip(gr.iter().zip(gz).zip(g_n));
+            for (hv, (((ir, iz), i_n), ((gr, gz), g_n))) in hr.iter_mut().zip(gates) {
+                let r = sigmoid(ir + gr);
+                let z = sigmoid(iz + gz);
+                let c = libm::tanhf(i_n + r * g_n);
                 *hv = (1.0 - z) * c + z * *hv;
             }
         }
@@ -215,11 +239,11 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         tmp: &mut [f32],
     ) -> Result<(), Error> {
         let dim = self.config.dim;
-        let gain = &mut tmp[..dim];
+        let gain = rows_of(tmp, dim)?;
         kernels::load(gain, g)?;
         let offset = self.config.norm_gain_offset();
         gain.iter_mut().for_each(|v| *v += offset);
-        for row in out.chunks_exact_mut(dim) {
+        for row in out.chunks_exact_mut(dim.max(1)) {
             row.iter_mut().zip(gain.iter()).for_each(|(v, g)| *v *= g);
         }
         Ok(())
@@ -270,7 +294,8 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             self.config.attn_dim_head,
             self.config.heads,
         );
-        let n = v.len() / kvd.max(1);
+        let (kvd, h) = (kvd.max(1), h.max(1)); // (validated: both > 0)
+        let n = v.len() / kvd;
         let mix = rows_of(gates, n * h)?;
         match w.value_residual_mix {
             Some((wm, bm)) => {
@@ -281,11 +306,12 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             }
             None => mix.fill(0.5),
         }
-        for ((row, r0), m) in v
-            .chunks_exact_mut(kvd)
-            .zip(v0.chunks_exact(kvd))
-            .zip(mix.chunks_exact(h))
-        {
+        // (Zipped by hand: `Zip` of `ChunksExact`s divides by their sizes where not inlined.)
+        let (mut v0, mut mix) = (v0.chunks_exact(kvd), mix.chunks_exact(h));
+        for row in v.chunks_exact_mut(kvd) {
+            let (Some(r0), Some(m)) = (v0.next(), mix.next()) else {
+                break;
+            };
             for (c, (e, a)) in row.iter_mut().zip(r0).enumerate() {
                 // kv head c / d: the same head index as the mix's with heads == kv heads, and
                 // any with the constant mix.
@@ -355,7 +381,7 @@ pub(super) fn value_rmsnorm(rows: &mut [f32], width: usize, gain: Option<Tensor<
     let w = width.max(1);
     let heads = g.len() / w;
     let root = libm::sqrtf(w as f32);
-    for row in rows.chunks_exact_mut(heads.max(1) * w) {
+    for row in rows.chunks_exact_mut((heads.max(1) * w).max(1)) {
         for (h, head) in row.chunks_exact_mut(w).enumerate() {
             let norm = libm::sqrtf(head.iter().map(|v| v * v).sum::<f32>()).max(1e-12);
             for (i, v) in head.iter_mut().enumerate() {
@@ -600,7 +626,7 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
 
 /// `dst = src`, or [`Error::KernelShape`] if their lengths differ (they never do: both are
 /// rows of the same chunk; said without a panic path, issue 28).
-fn copy(src: &[f32], dst: &mut [f32]) -> Result<(), Error> {
+pub(super) fn copy(src: &[f32], dst: &mut [f32]) -> Result<(), Error> {
     if src.len() != dst.len() {
         return Err(Error::KernelShape {
             kernel: "copy",

@@ -256,9 +256,11 @@ pub(crate) fn matvec_f16(w: &[f16], x: &[f32], y: &mut [f32]) {
         }
         done = y.len() / 2 * 2;
     }
-    for (yr, wr) in y[done..]
+    let (y, w) = (y.get_mut(done..), w.get(done * cols..));
+    for (yr, wr) in y
+        .unwrap_or_default()
         .iter_mut()
-        .zip(w[done * cols..].chunks_exact(cols))
+        .zip(w.unwrap_or_default().chunks_exact(cols))
     {
         *yr = dot_f16(wr, x);
     }

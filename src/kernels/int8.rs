@@ -129,11 +129,15 @@ pub fn matmul_int8(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) -> Re
 /// whole positions, at least one of each and one row).
 fn int8_rows_product(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
     let t = token();
-    let (nb, rows) = (cols / Q8_0_BLOCK, y.len() / (x.len() / cols));
+    // (`cols` and the positions are at least 1 here.)
+    let (nb, rows) = (cols / Q8_0_BLOCK, y.len() / (x.len() / cols.max(1)).max(1));
     // Row r's chunk from block b0 starts at block r·nb + b0.
-    int8_passes(t, cols, x, y, |b0, xq, _, ys, add| match t {
-        Some(t) => arch::matmul_int8(t, &w[b0..], nb, xq, ys, rows, add),
-        None => portable::int8_rows(&w[b0..], nb, xq, ys, rows, add),
+    int8_passes(t, cols, x, y, |b0, xq, _, ys, add| {
+        let w = w.get(b0..).unwrap_or_default();
+        match t {
+            Some(t) => arch::matmul_int8(t, w, nb, xq, ys, rows, add),
+            None => portable::int8_rows(w, nb, xq, ys, rows, add),
+        }
     });
 }
 
@@ -154,29 +158,41 @@ fn int8_passes(
     if t.is_none() {
         portable_ran();
     }
-    let n = x.len() / cols;
-    let (nb, rows) = (cols / Q8_0_BLOCK, y.len() / n);
+    // (Checked by the callers: `cols` > 0 a multiple of 32, at least one position; the `max`s
+    // and the `get`s below say so without a panic path, issue 28.)
+    let (cols, nb) = (cols.max(1), (cols / Q8_0_BLOCK).max(1));
+    let n = (x.len() / cols).max(1);
+    let rows = y.len() / n;
     with_int8_buffer(n.saturating_mul(nb), |buf, sums| {
+        // (Again: the closure may be compiled apart.)
+        let cols = cols.max(1);
         // Each pass quantises up to buf.len() blocks: `per` positions of a column chunk.
-        let cb = nb.min(buf.len());
-        let per = buf.len() / cb;
-        for b0 in (0..nb).step_by(cb) {
-            let nbc = cb.min(nb - b0);
-            let mut i = 0;
-            while i < n {
-                let m = per.min(n - i);
-                let (xq, xs) = (&mut buf[..m * nbc], &mut sums[..m * nbc]);
-                for (p, (xp, sp)) in xq
+        let cb = nb.min(buf.len()).max(1);
+        let per = (buf.len() / cb).max(1);
+        let mut b0 = 0;
+        while b0 < nb {
+            let nbc = cb.min(nb - b0).max(1);
+            // `per` positions at a time: their rows of x and of y.
+            let xs = x.chunks(per.saturating_mul(cols).max(1));
+            let ys = y.chunks_mut(per.saturating_mul(rows).max(1));
+            for (xg, ys) in xs.zip(ys) {
+                let m = xg.len() / cols;
+                let (Some(xq), Some(xs)) = (buf.get_mut(..m * nbc), sums.get_mut(..m * nbc)) else {
+                    return;
+                };
+                for ((xp, sp), xr) in xq
                     .chunks_exact_mut(nbc)
                     .zip(xs.chunks_exact_mut(nbc))
-                    .enumerate()
+                    .zip(xg.chunks_exact(cols))
                 {
-                    let at = (i + p) * cols + b0 * Q8_0_BLOCK;
-                    quantize(t, &x[at..at + nbc * Q8_0_BLOCK], xp, sp);
+                    let at = b0 * Q8_0_BLOCK;
+                    if let Some(xc) = xr.get(at..at + nbc * Q8_0_BLOCK) {
+                        quantize(t, xc, xp, sp);
+                    }
                 }
-                pass(b0, xq, xs, &mut y[i * rows..(i + m) * rows], b0 > 0);
-                i += m;
+                pass(b0, xq, xs, ys, b0 > 0);
             }
+            b0 += cb;
         }
     });
 }

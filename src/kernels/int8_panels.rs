@@ -123,8 +123,8 @@ impl<'a> Int8Panels<'a> {
             _ => 0,
         };
         let groups = rows.div_ceil(INT8_PANEL) * (cols / Q8_0_BLOCK);
-        let (quants, scales) = arena[skip..].split_at(groups * GROUP_BYTES);
-        let scales = &scales[..groups * SCALE_BYTES];
+        let (quants, scales) = arena.get(skip..)?.split_at_checked(groups * GROUP_BYTES)?;
+        let scales = scales.get(..groups * SCALE_BYTES)?;
         Some(Int8Panels {
             quants,
             scales,
@@ -192,23 +192,29 @@ const fn scale_at(g: usize, q: usize) -> usize {
 /// quantised activations are `x[p·nbc..(p + 1)·nbc]` (`add`: add to y). Each row's blocks are
 /// summed in order, as [`super::portable::matvec_int8`] does. Shapes are checked by the caller.
 pub(crate) fn product(w: Int8Panels<'_>, b0: usize, x: &[BlockQ8_0], y: &mut [f32], add: bool) {
-    let (rows, nb) = (w.rows, w.cols / Q8_0_BLOCK);
-    let nbc = x.len() / (y.len() / rows);
+    // (`rows` and the positions are at least 1 here.)
+    let (rows, nb) = (w.rows.max(1), w.cols / Q8_0_BLOCK);
+    let nbc = (x.len() / (y.len() / rows).max(1)).max(1);
     for (xp, yp) in x.chunks_exact(nbc).zip(y.chunks_exact_mut(rows)) {
         for (r, yr) in yp.iter_mut().enumerate() {
             let (j, q) = (r / INT8_PANEL, r % INT8_PANEL);
+            // The row's groups from block b0: its quants and its scales.
+            let g0 = j * nb + b0;
+            let quants = w.quants.get(g0 * GROUP_BYTES..).unwrap_or(&[]);
+            let scales = w.scales.get(g0 * SCALE_BYTES..).unwrap_or(&[]);
+            let groups = quants
+                .chunks_exact(GROUP_BYTES)
+                .zip(scales.chunks_exact(SCALE_BYTES));
             let mut s = 0.0f32;
-            for (b, xb) in xp.iter().enumerate() {
-                let g = j * nb + b0 + b;
-                let group = &w.quants[g * GROUP_BYTES..][..GROUP_BYTES];
+            for ((group, sc), xb) in groups.zip(xp) {
                 let xq = q8_0_quants(xb);
                 let mut dot = 0i32;
                 for (c, xv) in xq.iter().enumerate() {
                     let wv = (group[quant_at(q, c)] ^ 0x80) as i8;
                     dot += i32::from(wv) * i32::from(*xv);
                 }
-                let at = scale_at(g, q);
-                let dw = half::f16::from_bits(u16::from_le_bytes([w.scales[at], w.scales[at + 1]]));
+                let at = scale_at(0, q);
+                let dw = half::f16::from_bits(u16::from_le_bytes([sc[at], sc[at + 1]]));
                 s += dw.to_f32() * q8_0_scale(xb).to_f32() * dot as f32;
             }
             *yr = if add { *yr + s } else { s };

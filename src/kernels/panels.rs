@@ -100,7 +100,7 @@ impl<'a> Panels<'a> {
             s if s <= ALIGN_SLACK => s,
             _ => 0,
         };
-        let data = &arena[skip..arena.len() - (ALIGN_SLACK - skip)];
+        let data = arena.get(skip..arena.len().checked_sub(ALIGN_SLACK - skip)?)?;
         Some(Panels { data, rows, cols })
     }
 
@@ -124,10 +124,10 @@ impl<'a> Panels<'a> {
 /// [`PANEL`] outputs at a time (which the compiler vectorises). `x.len()` and `y.len()` are
 /// `n·cols` and `n·rows` (checked by the caller).
 pub(crate) fn matmul(w: Panels<'_>, x: &[f32], y: &mut [f32]) {
-    let (rows, cols) = (w.rows, w.cols);
-    for (j, panel) in w.data.chunks_exact(PANEL * cols).enumerate() {
+    // (`rows` and `cols` are at least 1 here.)
+    let (rows, cols) = (w.rows.max(1), w.cols.max(1));
+    for (j, panel) in w.data.chunks_exact((PANEL * cols).max(1)).enumerate() {
         let r0 = j * PANEL;
-        let valid = PANEL.min(rows - r0);
         for (xi, yi) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
             let mut acc = [0.0f32; PANEL];
             for (wk, xv) in panel.chunks_exact(PANEL).zip(xi) {
@@ -135,7 +135,13 @@ pub(crate) fn matmul(w: Panels<'_>, x: &[f32], y: &mut [f32]) {
                     *a += wv * xv;
                 }
             }
-            yi[r0..r0 + valid].copy_from_slice(&acc[..valid]);
+            // The panel's rows that exist: up to PANEL from r0.
+            if let Some(yr) = yi.get_mut(r0..) {
+                let valid = yr.len().min(PANEL);
+                if let (Some(dst), Some(src)) = (yr.get_mut(..valid), acc.get(..valid)) {
+                    dst.copy_from_slice(src);
+                }
+            }
         }
     }
 }

@@ -133,40 +133,56 @@ pub fn matmul<E: Element>(w: &[E], cols: usize, x: &[f32], y: &mut [f32]) -> Res
     if rows == 0 {
         return Ok(());
     }
-    // Four positions share each weight row while it is hot in cache.
-    let mut i = 0;
-    while i + 4 <= n {
-        let xs = [
-            &x[i * cols..(i + 1) * cols],
-            &x[(i + 1) * cols..(i + 2) * cols],
-            &x[(i + 2) * cols..(i + 3) * cols],
-            &x[(i + 3) * cols..(i + 4) * cols],
-        ];
-        for (r, wr) in w.chunks_exact(cols).enumerate() {
-            for (j, xr) in xs.iter().enumerate() {
-                y[(i + j) * rows + r] = dot_of(wr, xr);
+    // Four positions share each weight row while it is hot in cache. (`cols` and `rows` are
+    // at least 1 here; `x` and `y` are `n` rows of them.)
+    let (cols, rows) = (cols.max(1), rows.max(1));
+    let (mut xs, mut ys) = (x.chunks_exact(cols), y.chunks_exact_mut(rows));
+    for _ in 0..n / 4 {
+        let (Some(x0), Some(x1), Some(x2), Some(x3)) = (xs.next(), xs.next(), xs.next(), xs.next())
+        else {
+            break;
+        };
+        let (Some(y0), Some(y1), Some(y2), Some(y3)) = (ys.next(), ys.next(), ys.next(), ys.next())
+        else {
+            break;
+        };
+        let xs = [x0, x1, x2, x3];
+        let mut ys = [y0.iter_mut(), y1.iter_mut(), y2.iter_mut(), y3.iter_mut()];
+        for wr in w.chunks_exact(cols) {
+            for (xr, yr) in xs.iter().zip(ys.iter_mut()) {
+                if let Some(y) = yr.next() {
+                    *y = dot_of(wr, xr);
+                }
             }
         }
-        i += 4;
     }
-    while i < n {
-        matvec(
-            w,
-            cols,
-            &x[i * cols..(i + 1) * cols],
-            &mut y[i * rows..(i + 1) * rows],
-        )?;
-        i += 1;
+    for (xr, yr) in xs.zip(ys) {
+        matvec(w, cols, xr, yr)?;
     }
     Ok(())
 }
 
-/// The gain of a norm: (stored + offset), or 1 when there is no gain tensor.
+/// `out[i] = f(x[i])·(g[i] + offset)`, the gain 1 when there is no gain tensor (the lengths
+/// are checked by the caller).
 #[inline(always)]
-fn gain<E: Element>(g: Option<&[E]>, i: usize, offset: f32) -> f32 {
+fn with_gain<E: Element>(
+    x: &[f32],
+    g: Option<&[E]>,
+    offset: f32,
+    out: &mut [f32],
+    f: impl Fn(f32) -> f32,
+) {
     match g {
-        Some(g) => g[i].to_f32() + offset,
-        None => 1.0,
+        Some(g) => {
+            for ((o, v), g) in out.iter_mut().zip(x).zip(g) {
+                *o = f(*v) * (g.to_f32() + offset);
+            }
+        }
+        None => {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = f(*v) * 1.0;
+            }
+        }
     }
 }
 
@@ -189,9 +205,7 @@ pub fn layer_norm<E: Element>(
     let mean = x.iter().sum::<f32>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
     let inv = 1.0 / libm::sqrtf(var + 1e-5);
-    for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
-        *o = (v - mean) * inv * gain(g, i, offset);
-    }
+    with_gain(x, g, offset, out, |v| (v - mean) * inv);
     Ok(())
 }
 
@@ -212,9 +226,7 @@ pub fn rms_norm<E: Element>(
     }
     let norm = libm::sqrtf(x.iter().map(|v| v * v).sum::<f32>());
     let scale = libm::sqrtf(x.len() as f32) / norm.max(1e-12);
-    for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
-        *o = v * scale * gain(g, i, offset);
-    }
+    with_gain(x, g, offset, out, |v| v * scale);
     Ok(())
 }
 
@@ -229,11 +241,10 @@ pub fn rotary(v: &mut [f32], cos: &[f32], sin: &[f32]) -> Result<(), Error> {
     if v.len() / 2 < cos.len() {
         shape::same("rotary", "v", cos.len().saturating_mul(2), v.len())?;
     }
-    for (m, (c, s)) in cos.iter().zip(sin).enumerate() {
-        let a = v[2 * m];
-        let b = v[2 * m + 1];
-        v[2 * m] = a * c - b * s;
-        v[2 * m + 1] = b * c + a * s;
+    for ((c, s), pair) in cos.iter().zip(sin).zip(v.chunks_exact_mut(2)) {
+        if let [a, b] = pair {
+            (*a, *b) = (*a * c - *b * s, *b * c + *a * s);
+        }
     }
     Ok(())
 }
@@ -290,11 +301,14 @@ pub fn attention<K: Element>(
 
 /// [`attention`] once its shapes are checked.
 fn head<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
-    let d = q.len();
+    let d = q.len().max(1); // (checked by the caller: at least 1)
     out.fill(0.0);
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
-    for (k, v) in keys.chunks_exact(d).zip(values.chunks_exact(d)) {
+    // (Zipped by hand: `Zip` of two `ChunksExact` divides by their sizes where not inlined.)
+    let mut values = values.chunks_exact(d);
+    for k in keys.chunks_exact(d) {
+        let Some(v) = values.next() else { break };
         let s = dot_of(k, q) * scale;
         if s > max {
             let c = libm::expf(max - s);
@@ -361,8 +375,19 @@ pub fn attention_positions<K: Element>(
         let seen = positions.seen(p, rows);
         for t in 0..group.heads {
             let at = p * positions.stride + t * group.stride;
-            let (k, v) = (&keys[..seen * d], &values[..seen * d]);
-            head(&q[at..at + d], k, v, scale, &mut out[at..at + d]);
+            let (k, v) = (keys.get(..seen * d), values.get(..seen * d));
+            let (Some(k), Some(v), Some(qh), Some(oh)) =
+                (k, v, q.get(at..at + d), out.get_mut(at..at + d))
+            else {
+                // (never: the shapes are checked above)
+                return Err(shape::wrong(
+                    "attention",
+                    "q",
+                    at + d,
+                    q.len().min(out.len()),
+                ));
+            };
+            head(qh, k, v, scale, oh);
         }
     }
     Ok(())

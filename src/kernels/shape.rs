@@ -7,7 +7,12 @@ use crate::error::Error;
 use crate::q8_0::Q8_0_BLOCK;
 
 /// The error for argument `arg` of `kernel`: `found` where the others call for `expected`.
-fn wrong(kernel: &'static str, arg: &'static str, expected: usize, found: usize) -> Error {
+pub(crate) fn wrong(
+    kernel: &'static str,
+    arg: &'static str,
+    expected: usize,
+    found: usize,
+) -> Error {
     Error::KernelShape {
         kernel,
         arg,
