@@ -301,8 +301,11 @@ pub fn attention<K: Element>(
 
 /// [`attention`] once its shapes are checked.
 fn head<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
-    let d = q.len().max(1); // (checked by the caller: at least 1)
+    let d = q.len();
     out.fill(0.0);
+    if d == 0 {
+        return; // (never: the caller checked at least 1)
+    }
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
     // (Zipped by hand: `Zip` of two `ChunksExact` divides by their sizes where not inlined.)
