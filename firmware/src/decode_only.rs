@@ -15,10 +15,11 @@
 #![no_main]
 
 mod clock;
-#[allow(dead_code)] // the decoder firmware's checks; this program uses greedy and argmax
+#[allow(dead_code)] // the decoder firmware's checks; this program uses greedy (and `timed` argmax)
 mod decode;
 mod harness;
 mod rt;
+mod timed;
 
 /// What the host computed (`build.rs`): configuration, prompt, expected tokens, the model file.
 #[allow(dead_code)] // the host's logits are the decoder firmware's
@@ -39,7 +40,6 @@ use picoformer::{
 };
 use semihosting::println;
 
-use decode::argmax;
 use expected::{CONFIG, EXPECTED, MODEL_FILE, PROMPT};
 pub use harness::Aligned;
 use harness::{verdict, FAIL, LIB_ERROR, PASS};
@@ -163,19 +163,9 @@ fn decode_and_compare(
     let mut tokens = [0u32; G];
     decode::greedy(model, &mut cache, &mut scratch, &PROMPT, &mut tokens, row)?;
 
-    // The same greedy decoding once more, timed (instructions under QEMU's -icount, `clock`).
-    let mut clock = clock::Clock::calibrate();
-    cache.reset();
-    let t0 = clock.ticks();
-    model.forward_last(&mut cache, &mut scratch, &PROMPT, None, row)?;
-    let t1 = clock.ticks();
-    for &t in &tokens[..G - 1] {
-        model.step(&mut cache, &mut scratch, t, row)?;
-        // Read once per step: the 24-bit SysTick must not wrap twice between two reads.
-        clock.ticks();
-    }
-    let t2 = clock.ticks();
-    let timed_ok = argmax(row) == tokens[G - 1] as usize;
+    // The same greedy decoding once more, timed (instructions under QEMU's -icount).
+    let timing = timed::greedy(model, &mut cache, &mut scratch, &PROMPT, &tokens, row)?;
+    let timed_ok = timing.same_last_token;
 
     let mut expected = EXPECTED;
     if force_mismatch {
@@ -187,25 +177,7 @@ fn decode_and_compare(
     println!("tokens:   {:?} (device, greedy)", tokens);
     println!("expected: {:?} (host) -> {}", expected, verdict(tokens_ok));
     println!("timed greedy pass: same last token: {}", verdict(timed_ok));
-    println!("mark prefill-start {t0}");
-    println!("mark prefill-end {t1}");
-    println!("mark decode-end {t2}");
-    let (prefill, decode) = (clock.instructions(t1 - t0), clock.instructions(t2 - t1));
-    let per_tick = clock.per_tick_q16();
-    println!(
-        "clock: {}.{:03} instructions per tick (calibrated; exact only under -icount shift=0)",
-        per_tick >> 16,
-        ((per_tick & 0xFFFF) * 1000) >> 16
-    );
-    println!(
-        "instructions: prefill {} per token ({} over {} tokens), decode {} per token ({} over {} steps)",
-        prefill / P as u64,
-        prefill,
-        P,
-        decode / (G as u64 - 1),
-        decode,
-        G - 1
-    );
+    timing.print();
     println!(
         "memory: kv cache {} B, scratch {} B (max_positions {}), logits {} B, model file {} B (in place), host reference 0 B",
         KvCache::<f32>::bytes(&DEC, N),

@@ -12,6 +12,7 @@ mod clock;
 mod decode;
 mod harness;
 mod rt;
+mod timed;
 
 /// What the host computed (`build.rs`): configuration, prompt, expected tokens and logits,
 /// and the model file itself.
@@ -150,19 +151,9 @@ fn decode_and_compare(
         step_diff = step_diff.max(max_abs_diff(r, &logits[i * V..(i + 1) * V]));
     })?;
 
-    // The same greedy decoding once more, timed (instructions under QEMU's -icount, `clock`).
-    let mut clock = clock::Clock::calibrate();
-    cache.reset();
-    let t0 = clock.ticks();
-    model.forward_last(&mut cache, &mut scratch, &PROMPT, None, row)?;
-    let t1 = clock.ticks();
-    for &t in &tokens[..G - 1] {
-        model.step(&mut cache, &mut scratch, t, row)?;
-        // Read once per step: the 24-bit SysTick must not wrap twice between two reads.
-        clock.ticks();
-    }
-    let t2 = clock.ticks();
-    let timed_ok = argmax(row) == tokens[G - 1] as usize;
+    // The same greedy decoding once more, timed (instructions under QEMU's -icount).
+    let timing = timed::greedy(model, &mut cache, &mut scratch, &PROMPT, &tokens, row)?;
+    let timed_ok = timing.same_last_token;
 
     let max_logit = max_abs(logits);
     let scale = max_logit.max(1.0);
@@ -218,25 +209,7 @@ fn decode_and_compare(
         verdict(full_tokens_agree)
     );
     println!("timed greedy pass: same last token: {}", verdict(timed_ok));
-    println!("mark prefill-start {t0}");
-    println!("mark prefill-end {t1}");
-    println!("mark decode-end {t2}");
-    let (prefill, decode) = (clock.instructions(t1 - t0), clock.instructions(t2 - t1));
-    let per_tick = clock.per_tick_q16();
-    println!(
-        "clock: {}.{:03} instructions per tick (calibrated; exact only under -icount shift=0)",
-        per_tick >> 16,
-        ((per_tick & 0xFFFF) * 1000) >> 16
-    );
-    println!(
-        "instructions: prefill {} per token ({} over {} tokens), decode {} per token ({} over {} steps)",
-        prefill / P as u64,
-        prefill,
-        P,
-        decode / (G as u64 - 1),
-        decode,
-        G - 1
-    );
+    timing.print();
     println!(
         "memory: kv cache {} B, scratch {} B (max_positions {}), logits {} B, model file {} B (in place), host reference logits {} B",
         KvCache::<f32>::bytes(&DEC, N),
