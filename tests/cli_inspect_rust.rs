@@ -297,7 +297,11 @@ fn not_a_decoder(path: &std::path::Path) -> bool {
     let bytes = std::fs::read(path).unwrap();
     let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = String::from_utf8_lossy(&bytes[8..8 + len]);
-    ["\\\"encoder\\\"", "\\\"continuous_wrapper\\\"", "\\\"xtransformer\\\""]
-        .iter()
-        .any(|key| header.contains(key))
+    [
+        "\\\"encoder\\\"",
+        "\\\"continuous_wrapper\\\"",
+        "\\\"xtransformer\\\"",
+    ]
+    .iter()
+    .any(|key| header.contains(key))
 }
