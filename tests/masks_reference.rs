@@ -76,7 +76,14 @@ proptest! {
         for s in [n, split] {
             let got = run(&dec, &x, ctx.as_deref(), &mask, cmask.as_deref(), s);
             let d = max_diff_f64(&got, &want);
-            prop_assert!(d <= VS_REFERENCE, "split {s}: {d:e}");
+            if d > VS_REFERENCE {
+                // Beyond the fixed bound only as far as the model amplifies rounding (one met
+                // in CI on wasm32's portable kernels: GRU gates, layer scale, sandwich norms,
+                // a logit softclamp of 5, three tied blocks; 8.7e-4).
+                let reference = |x: &[f64]| reference::decoder_forward_masked(&rcfg, &rw, x, c64.as_deref(), |e| e, Some(&mask), cmask.as_deref());
+                let effect = input_rounding_effect(&x64, seed, reference);
+                prop_assert!(d <= VS_REFERENCE + F32_AMPLIFIED * effect, "split {s}: {d:e} (rounding the input moves the reference by {effect:e})");
+            }
         }
         // Changing the inputs at padded positions moves no real position.
         let mut y = x.clone();
