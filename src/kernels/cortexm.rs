@@ -14,15 +14,21 @@
 //!   checks that on the device, and its logits against the host's).
 #![allow(unsafe_code)]
 
+use core::mem::MaybeUninit;
+
 use half::f16;
 
-// The inner loops, in assembly: eight accumulators s8–s15 (lane l takes every element i with
-// i mod 8 = l), eight x values s0–s7 per step, `VMLA.F32` (multiply, round, add, round: not
-// fused, like Rust's `acc += w * x`). AAPCS-VFP: s0–s15, r0–r3 and r12 are the caller's to
-// lose; the s16–s27 and r4–r6 used here are saved. Arguments: r0 = w, r1 = x, r2 = steps of 8
-// (at least 1), r3 = the eight accumulators (read at entry, written at exit). Per step of 8
-// multiply-adds: 22 instructions for f16, 12 for f32. (Rust's `sreg` operands of `asm!` need
-// the unstable `vfp2` target feature on these targets; whole functions in `global_asm!` do not.)
+// The inner loops, in assembly: eight accumulators per row (lane l takes every element i with
+// i mod 8 = l), started at +0 from a table of zeros after each routine, eight x values s0–s7
+// per step, `VMLA.F32` (multiply, round, add, round: not fused, like Rust's `acc += w * x`).
+// AAPCS-VFP: s0–s15, r0–r3 and r12 are the caller's to lose; the s16–s31 and r4 used here are
+// saved. Arguments: r0 = w (row 0; row 1, in the two-row routines, right after it: rows of
+// whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the accumulators (written at exit).
+// f16 weights are loaded by VLDM, two halves per `s` register, and split in place by
+// VCVTT/VCVTB from the top register down (each register is read before it is overwritten).
+// Per step of 8 multiply-adds and row: f32 9.5 instructions with two rows, 12 with one; f16
+// 18.5 with two rows, 20 with one. (Rust's `sreg` operands of `asm!` need the unstable `vfp2`
+// target feature on these targets; whole functions in `global_asm!` do not.)
 core::arch::global_asm!(
     ".syntax unified",
     // Thumb-2 encodings whatever the target's default instruction set (the routines are
@@ -31,114 +37,110 @@ core::arch::global_asm!(
     // The FPU every eabihf Cortex-M has at least (M4F's; FPv5 adds to it): module-level
     // assembly does not get the target's features.
     ".fpu fpv4-sp-d16",
+    // One row of f16: weights s16–s19, converted to s16–s23.
     ".section .text.picoformer_cortexm_dot8_f16,\"ax\",%progbits",
     ".p2align 2",
     ".thumb_func",
     ".type picoformer_cortexm_dot8_f16,%function",
-    // Eight f16 per step: four words in one LDM, two VMOVs of two words each into s16–s19,
-    // each word split by VCVTB (low half) and VCVTT (high half) into s20–s27.
     "picoformer_cortexm_dot8_f16:",
-    "push {{r4, r5, r6}}",
-    "vpush {{s16-s27}}",
-    "vldmia r3, {{s8-s15}}",
+    "vpush {{s16-s23}}",
+    "adr r12, 9f",
+    "vldmia r12, {{s8-s15}}",
     "1:",
     "vldmia r1!, {{s0-s7}}",
-    "ldmia r0!, {{r4, r5, r6, r12}}",
-    "vmov s16, s17, r4, r5",
-    "vmov s18, s19, r6, r12",
-    "vcvtb.f32.f16 s20, s16",
-    "vcvtt.f32.f16 s21, s16",
-    "vcvtb.f32.f16 s22, s17",
-    "vcvtt.f32.f16 s23, s17",
-    "vcvtb.f32.f16 s24, s18",
-    "vcvtt.f32.f16 s25, s18",
-    "vcvtb.f32.f16 s26, s19",
-    "vcvtt.f32.f16 s27, s19",
-    "vmla.f32 s8, s20, s0",
-    "vmla.f32 s9, s21, s1",
-    "vmla.f32 s10, s22, s2",
-    "vmla.f32 s11, s23, s3",
-    "vmla.f32 s12, s24, s4",
-    "vmla.f32 s13, s25, s5",
-    "vmla.f32 s14, s26, s6",
-    "vmla.f32 s15, s27, s7",
+    "vldmia r0!, {{s16-s19}}",
+    "vcvtt.f32.f16 s23, s19",
+    "vcvtb.f32.f16 s22, s19",
+    "vcvtt.f32.f16 s21, s18",
+    "vcvtb.f32.f16 s20, s18",
+    "vcvtt.f32.f16 s19, s17",
+    "vcvtb.f32.f16 s18, s17",
+    "vcvtt.f32.f16 s17, s16",
+    "vcvtb.f32.f16 s16, s16",
+    "vmla.f32 s8, s16, s0",
+    "vmla.f32 s9, s17, s1",
+    "vmla.f32 s10, s18, s2",
+    "vmla.f32 s11, s19, s3",
+    "vmla.f32 s12, s20, s4",
+    "vmla.f32 s13, s21, s5",
+    "vmla.f32 s14, s22, s6",
+    "vmla.f32 s15, s23, s7",
     "subs r2, r2, #1",
     "bne 1b",
     "vstmia r3, {{s8-s15}}",
-    "vpop {{s16-s27}}",
-    "pop {{r4, r5, r6}}",
+    "vpop {{s16-s23}}",
     "bx lr",
+    ".p2align 2",
+    "9: .space 32",
     ".size picoformer_cortexm_dot8_f16, . - picoformer_cortexm_dot8_f16",
-    // Two f16 rows at once, each eight activations loaded once for both: row 0 at r0, row 1
-    // right after it (r0 + 16·steps bytes: rows of whole steps), accumulators s8–s15 (row 0)
-    // and s16–s23 (row 1), r3 pointing at the sixteen. Each word is split in place (VCVTT
-    // into the next register first, then VCVTB over itself): s24–s31 hold four words' values.
+    // Two rows of f16, each eight activations loaded once for both: accumulators s8–s15
+    // (row 0) and s16–s23 (row 1), weights s24–s27 converted to s24–s31.
     ".section .text.picoformer_cortexm_dot8x2_f16,\"ax\",%progbits",
     ".p2align 2",
     ".thumb_func",
     ".type picoformer_cortexm_dot8x2_f16,%function",
     "picoformer_cortexm_dot8x2_f16:",
-    "push {{r4, r5, r6, r7}}",
     "vpush {{s16-s31}}",
     "add r12, r0, r2, lsl #4",
-    "vldmia r3, {{s8-s23}}",
+    "push {{r4}}",
+    "adr r4, 9f",
+    "vldmia r4, {{s8-s23}}",
     "1:",
     "vldmia r1!, {{s0-s7}}",
     // Row 0.
-    "ldmia r0!, {{r4, r5, r6, r7}}",
-    "vmov s24, s25, r4, r5",
-    "vmov s28, s29, r6, r7",
-    "vcvtt.f32.f16 s26, s24",
-    "vcvtb.f32.f16 s24, s24",
+    "vldmia r0!, {{s24-s27}}",
+    "vcvtt.f32.f16 s31, s27",
+    "vcvtb.f32.f16 s30, s27",
+    "vcvtt.f32.f16 s29, s26",
+    "vcvtb.f32.f16 s28, s26",
     "vcvtt.f32.f16 s27, s25",
-    "vcvtb.f32.f16 s25, s25",
-    "vcvtt.f32.f16 s30, s28",
-    "vcvtb.f32.f16 s28, s28",
-    "vcvtt.f32.f16 s31, s29",
-    "vcvtb.f32.f16 s29, s29",
+    "vcvtb.f32.f16 s26, s25",
+    "vcvtt.f32.f16 s25, s24",
+    "vcvtb.f32.f16 s24, s24",
     "vmla.f32 s8, s24, s0",
-    "vmla.f32 s9, s26, s1",
-    "vmla.f32 s10, s25, s2",
+    "vmla.f32 s9, s25, s1",
+    "vmla.f32 s10, s26, s2",
     "vmla.f32 s11, s27, s3",
     "vmla.f32 s12, s28, s4",
-    "vmla.f32 s13, s30, s5",
-    "vmla.f32 s14, s29, s6",
+    "vmla.f32 s13, s29, s5",
+    "vmla.f32 s14, s30, s6",
     "vmla.f32 s15, s31, s7",
     // Row 1.
-    "ldmia r12!, {{r4, r5, r6, r7}}",
-    "vmov s24, s25, r4, r5",
-    "vmov s28, s29, r6, r7",
-    "vcvtt.f32.f16 s26, s24",
-    "vcvtb.f32.f16 s24, s24",
+    "vldmia r12!, {{s24-s27}}",
+    "vcvtt.f32.f16 s31, s27",
+    "vcvtb.f32.f16 s30, s27",
+    "vcvtt.f32.f16 s29, s26",
+    "vcvtb.f32.f16 s28, s26",
     "vcvtt.f32.f16 s27, s25",
-    "vcvtb.f32.f16 s25, s25",
-    "vcvtt.f32.f16 s30, s28",
-    "vcvtb.f32.f16 s28, s28",
-    "vcvtt.f32.f16 s31, s29",
-    "vcvtb.f32.f16 s29, s29",
+    "vcvtb.f32.f16 s26, s25",
+    "vcvtt.f32.f16 s25, s24",
+    "vcvtb.f32.f16 s24, s24",
     "vmla.f32 s16, s24, s0",
-    "vmla.f32 s17, s26, s1",
-    "vmla.f32 s18, s25, s2",
+    "vmla.f32 s17, s25, s1",
+    "vmla.f32 s18, s26, s2",
     "vmla.f32 s19, s27, s3",
     "vmla.f32 s20, s28, s4",
-    "vmla.f32 s21, s30, s5",
-    "vmla.f32 s22, s29, s6",
+    "vmla.f32 s21, s29, s5",
+    "vmla.f32 s22, s30, s6",
     "vmla.f32 s23, s31, s7",
     "subs r2, r2, #1",
     "bne 1b",
     "vstmia r3, {{s8-s23}}",
+    "pop {{r4}}",
     "vpop {{s16-s31}}",
-    "pop {{r4, r5, r6, r7}}",
     "bx lr",
+    ".p2align 2",
+    "9: .space 64",
     ".size picoformer_cortexm_dot8x2_f16, . - picoformer_cortexm_dot8x2_f16",
-    // Eight f32 per step: one VLDM of the weights (s16–s23), one of x, eight VMLA.
+    // One row of f32: weights s16–s23.
     ".section .text.picoformer_cortexm_dot8_f32,\"ax\",%progbits",
     ".p2align 2",
     ".thumb_func",
     ".type picoformer_cortexm_dot8_f32,%function",
     "picoformer_cortexm_dot8_f32:",
     "vpush {{s16-s23}}",
-    "vldmia r3, {{s8-s15}}",
+    "adr r12, 9f",
+    "vldmia r12, {{s8-s15}}",
     "1:",
     "vldmia r1!, {{s0-s7}}",
     "vldmia r0!, {{s16-s23}}",
@@ -155,7 +157,49 @@ core::arch::global_asm!(
     "vstmia r3, {{s8-s15}}",
     "vpop {{s16-s23}}",
     "bx lr",
+    ".p2align 2",
+    "9: .space 32",
     ".size picoformer_cortexm_dot8_f32, . - picoformer_cortexm_dot8_f32",
+    // Two rows of f32: accumulators s8–s15 and s16–s23, weights s24–s31.
+    ".section .text.picoformer_cortexm_dot8x2_f32,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_cortexm_dot8x2_f32,%function",
+    "picoformer_cortexm_dot8x2_f32:",
+    "vpush {{s16-s31}}",
+    "add r12, r0, r2, lsl #5",
+    "push {{r4}}",
+    "adr r4, 9f",
+    "vldmia r4, {{s8-s23}}",
+    "1:",
+    "vldmia r1!, {{s0-s7}}",
+    "vldmia r0!, {{s24-s31}}",
+    "vmla.f32 s8, s24, s0",
+    "vmla.f32 s9, s25, s1",
+    "vmla.f32 s10, s26, s2",
+    "vmla.f32 s11, s27, s3",
+    "vmla.f32 s12, s28, s4",
+    "vmla.f32 s13, s29, s5",
+    "vmla.f32 s14, s30, s6",
+    "vmla.f32 s15, s31, s7",
+    "vldmia r12!, {{s24-s31}}",
+    "vmla.f32 s16, s24, s0",
+    "vmla.f32 s17, s25, s1",
+    "vmla.f32 s18, s26, s2",
+    "vmla.f32 s19, s27, s3",
+    "vmla.f32 s20, s28, s4",
+    "vmla.f32 s21, s29, s5",
+    "vmla.f32 s22, s30, s6",
+    "vmla.f32 s23, s31, s7",
+    "subs r2, r2, #1",
+    "bne 1b",
+    "vstmia r3, {{s8-s23}}",
+    "pop {{r4}}",
+    "vpop {{s16-s31}}",
+    "bx lr",
+    ".p2align 2",
+    "9: .space 64",
+    ".size picoformer_cortexm_dot8x2_f32, . - picoformer_cortexm_dot8x2_f32",
 );
 
 extern "C" {
@@ -167,12 +211,28 @@ extern "C" {
         acc: *mut [f32; 16],
     );
     fn picoformer_cortexm_dot8_f32(w: *const f32, x: *const f32, steps: usize, acc: *mut [f32; 8]);
+    fn picoformer_cortexm_dot8x2_f32(
+        w: *const f32,
+        x: *const f32,
+        steps: usize,
+        acc: *mut [f32; 16],
+    );
 }
 
 /// The portable kernel's pairwise reduction of the eight lanes.
 #[inline(always)]
 fn reduce(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// The accumulators of a routine that writes all `N` of them (its steps at least 1).
+#[inline(always)]
+fn run<const N: usize>(routine: impl FnOnce(*mut [f32; N])) -> [f32; N] {
+    let mut acc = MaybeUninit::<[f32; N]>::uninit();
+    routine(acc.as_mut_ptr());
+    // SAFETY: every routine here stores all its accumulators (`VSTM` of N registers) before it
+    // returns.
+    unsafe { acc.assume_init() }
 }
 
 /// `Σ w[i]·x[i]` over f32 (the shorter length), in the portable kernel's order.
@@ -182,9 +242,9 @@ fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     if steps > 0 {
         // SAFETY: the routine reads `8·steps` ≤ n values from each of `w` and `x` (both at
-        // least n long, f32-aligned) and writes the eight accumulators of `acc`; it keeps the
-        // registers AAPCS-VFP says a callee keeps.
-        unsafe { picoformer_cortexm_dot8_f32(w.as_ptr(), x.as_ptr(), steps, &mut acc) };
+        // least n long, f32-aligned) and writes the eight accumulators; it keeps the registers
+        // AAPCS-VFP says a callee keeps.
+        acc = run(|a| unsafe { picoformer_cortexm_dot8_f32(w.as_ptr(), x.as_ptr(), steps, a) });
     }
     for i in steps * 8..n {
         acc[i % 8] += w[i] * x[i];
@@ -193,7 +253,7 @@ fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
 }
 
 /// `Σ w[i]·x[i]` over f16 weights converted by the FPU (the shorter length), in the portable
-/// kernel's order. Rows not 4-byte aligned take the portable kernel (32-bit loads need it).
+/// kernel's order. Rows not 4-byte aligned take the portable kernel (`VLDM` needs it).
 fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
     let n = w.len().min(x.len());
     if !(w.as_ptr() as usize).is_multiple_of(4) {
@@ -204,9 +264,8 @@ fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
     if steps > 0 {
         // SAFETY: the routine reads `8·steps` ≤ n values from `w` (4-byte aligned, checked
         // above, as four words per step) and from `x` (f32-aligned), both at least n long, and
-        // writes the eight accumulators of `acc`; it keeps the registers AAPCS-VFP says a
-        // callee keeps.
-        unsafe { picoformer_cortexm_dot8_f16(w.as_ptr(), x.as_ptr(), steps, &mut acc) };
+        // writes the eight accumulators; it keeps the registers AAPCS-VFP says a callee keeps.
+        acc = run(|a| unsafe { picoformer_cortexm_dot8_f16(w.as_ptr(), x.as_ptr(), steps, a) });
     }
     for i in steps * 8..n {
         acc[i % 8] += half(w[i]) * x[i];
@@ -220,39 +279,35 @@ fn half(v: f16) -> f32 {
     v.to_f32()
 }
 
-/// `y = x·Wᵀ` for f32 weights `W[y.len(), x.len()]` (shapes checked by the caller).
-pub(crate) fn matvec_f32(w: &[f32], x: &[f32], y: &mut [f32]) {
+/// `y = x·Wᵀ` for weights `W[y.len(), x.len()]` (shapes checked by the caller): two rows at a
+/// time by `two` where rows are whole steps of 8 and `W` is 4-byte aligned (each activation
+/// load then serves both rows), the rest row by row by `one`.
+#[inline(always)]
+fn matvec_rows<E>(
+    w: &[E],
+    x: &[f32],
+    y: &mut [f32],
+    two: unsafe extern "C" fn(*const E, *const f32, usize, *mut [f32; 16]),
+    one: impl Fn(&[E], &[f32]) -> f32,
+) {
     let cols = x.len();
     if cols == 0 {
         y.fill(0.0);
         return;
     }
-    for (yr, wr) in y.iter_mut().zip(w.chunks_exact(cols)) {
-        *yr = dot_f32(wr, x);
-    }
-}
-
-/// `y = x·Wᵀ` for f16 weights `W[y.len(), x.len()]` (shapes checked by the caller).
-pub(crate) fn matvec_f16(w: &[f16], x: &[f32], y: &mut [f32]) {
-    let cols = x.len();
-    if cols == 0 {
-        y.fill(0.0);
-        return;
-    }
-    // Two rows at a time where rows are whole steps of 8 and 4-byte aligned: each activation
-    // load serves both (41 instructions per 16 multiply-adds instead of 44).
     let mut done = 0;
     if cols.is_multiple_of(8) && (w.as_ptr() as usize).is_multiple_of(4) {
         for (y2, w2) in y.chunks_exact_mut(2).zip(w.chunks_exact(2 * cols)) {
-            let mut acc = [0.0f32; 16];
-            // SAFETY: `w2` is two rows of `cols` = 8·steps f16 (steps ≥ 1), 4-byte aligned (its
-            // start is 2·cols·2 bytes, a multiple of 4, after `w`'s, which is checked), and `x`
-            // holds `cols` f32; the routine reads exactly those, writes the sixteen accumulators
-            // of `acc`, and keeps the registers AAPCS-VFP says a callee keeps.
-            unsafe { picoformer_cortexm_dot8x2_f16(w2.as_ptr(), x.as_ptr(), cols / 8, &mut acc) };
+            // SAFETY: `w2` is two rows of `cols` = 8·steps values (steps ≥ 1), 4-byte aligned
+            // (its start is a whole number of row pairs of at least 4 bytes each after `w`'s,
+            // which is checked), and `x` holds `cols` f32; the routine reads exactly those,
+            // writes the sixteen accumulators, and keeps the registers AAPCS-VFP says a callee
+            // keeps.
+            let acc = run(|a| unsafe { two(w2.as_ptr(), x.as_ptr(), cols / 8, a) });
             let (a0, a1) = acc.split_at(8);
-            y2[0] = reduce(a0.try_into().unwrap_or([0.0; 8]));
-            y2[1] = reduce(a1.try_into().unwrap_or([0.0; 8]));
+            if let ([y0, y1], Ok(a0), Ok(a1)) = (y2, a0.try_into(), a1.try_into()) {
+                (*y0, *y1) = (reduce(a0), reduce(a1));
+            }
         }
         done = y.len() / 2 * 2;
     }
@@ -262,8 +317,18 @@ pub(crate) fn matvec_f16(w: &[f16], x: &[f32], y: &mut [f32]) {
         .iter_mut()
         .zip(w.unwrap_or_default().chunks_exact(cols))
     {
-        *yr = dot_f16(wr, x);
+        *yr = one(wr, x);
     }
+}
+
+/// `y = x·Wᵀ` for f32 weights `W[y.len(), x.len()]` (shapes checked by the caller).
+pub(crate) fn matvec_f32(w: &[f32], x: &[f32], y: &mut [f32]) {
+    matvec_rows(w, x, y, picoformer_cortexm_dot8x2_f32, dot_f32);
+}
+
+/// `y = x·Wᵀ` for f16 weights `W[y.len(), x.len()]` (shapes checked by the caller).
+pub(crate) fn matvec_f16(w: &[f16], x: &[f32], y: &mut [f32]) {
+    matvec_rows(w, x, y, picoformer_cortexm_dot8x2_f16, dot_f16);
 }
 
 #[repr(C, align(4))]
@@ -276,7 +341,7 @@ struct Aligned<T>(T);
 /// for bit.
 #[doc(hidden)]
 pub fn self_test() -> usize {
-    let mut wf = [0.0f32; 48];
+    let mut wf = [0.0f32; 120];
     let mut wh = Aligned([f16::ZERO; 130]);
     let wh = &mut wh.0;
     let mut x = [0.0f32; 48];
