@@ -76,8 +76,8 @@ fn chunk(board: &Board) -> usize {
 }
 
 /// Runs the model on the host for one prompt.
-fn run_host(board: &Board, bytes: &[u8], prompt: Vec<u32>) -> Expected {
-    let model = load(bytes);
+fn run_host(board: &Board, bytes: &[u8], prompt: Vec<u32>, int8: bool) -> Expected {
+    let model = load(bytes).with_int8_activations(int8);
     let cfg = *model.config();
     if let Source::Generated { config, .. } = &board.source {
         assert_eq!(
@@ -93,6 +93,7 @@ fn run_host(board: &Board, bytes: &[u8], prompt: Vec<u32>) -> Expected {
             Dtype::F32 => "f32",
             Dtype::F16 => "f16",
             Dtype::BF16 => "bf16",
+            Dtype::U8 if int8 => "int8",
             Dtype::U8 => "q8_0",
             _ => "?",
         });
@@ -194,6 +195,12 @@ fn write_expected(board: &Board, file_len: usize, e: &Expected) -> String {
     .unwrap();
     writeln!(
         s,
+        "/// Whether products by Q8_0 weights take the int8 path.\npub const INT8: bool = {};",
+        e.dtype == "int8"
+    )
+    .unwrap();
+    writeln!(
+        s,
         "/// Positions of the scratch arena (a forward pass runs in chunks of this many).\npub const CHUNK: usize = {};",
         chunk(board)
     )
@@ -255,6 +262,7 @@ fn write_weights(bytes: &[u8]) -> String {
             Dtype::F32 => "F32",
             Dtype::F16 => "F16",
             Dtype::BF16 => "Bf16",
+            Dtype::U8 => "Q8_0",
             other => panic!(
                 "host: tensor {} is {other:?}: the decode-only program takes f32, f16 and bf16",
                 t.name()
@@ -265,7 +273,7 @@ fn write_weights(bytes: &[u8]) -> String {
             rows,
             "    Weight {{ name: {:?}, dtype: Dtype::{dtype}, shape: &{:?}, start: {start}, end: {} }},",
             t.name(),
-            t.shape(),
+            logical_shape(t.dtype(), t.shape()),
             start + t.data().len()
         )
         .unwrap();
@@ -274,6 +282,32 @@ fn write_weights(bytes: &[u8]) -> String {
     format!(
         "/// The model file's tensors (`build.rs`, `write_weights`): name, element type, shape and bytes in `MODEL_FILE`.\npub const WEIGHTS: [Weight; {count}] = [\n{rows}];\n"
     )
+}
+
+/// A tensor's shape as the model sees it: a Q8_0 matrix's U8 `[rows, cols / 32, 34]` is
+/// `[rows, cols]`.
+fn logical_shape(dtype: Dtype, shape: &[usize]) -> Vec<usize> {
+    match (dtype, shape) {
+        (Dtype::U8, &[rows, blocks, 34]) => vec![rows, blocks * 32],
+        _ => shape.to_vec(),
+    }
+}
+
+/// Weight multiply-adds of one decoded token: every matrix but the embeddings (looked up, not
+/// multiplied), and the token embedding once more when it is tied to the logits.
+fn macs_per_token(bytes: &[u8], tied: bool) -> usize {
+    let file = SafeTensors::parse(bytes).expect("host: the model file parses");
+    file.tensors()
+        .map(|t| {
+            let s = logical_shape(t.dtype(), t.shape());
+            match (t.name(), &s[..]) {
+                ("token_emb.emb.weight", [v, d]) if tied => v * d,
+                ("token_emb.emb.weight" | "pos_emb.emb.weight", _) => 0,
+                (_, [rows, cols]) => rows * cols,
+                _ => 0,
+            }
+        })
+        .sum()
 }
 
 fn main() {
@@ -287,7 +321,13 @@ fn main() {
     println!("cargo:rerun-if-changed=src/classify.rs");
     println!("cargo::rustc-check-cfg=cfg(board, values(\"microbit\", \"lm3s6965evb\", \"mps2-an386\", \"mps3-an547\", \"virt\"))");
 
-    let board = boards::for_target(&target);
+    println!("cargo:rerun-if-env-changed=PICOFORMER_FW_WEIGHTS");
+    let mut board = boards::for_target(&target);
+    // Another weight type for the same model (run.sh's table by weight type).
+    let (mut int8, weights) = (false, boards::weights_override());
+    if let (Source::Generated { dtype, .. }, Some((d, on))) = (&mut board.source, weights) {
+        (*dtype, int8) = (d, on);
+    }
     println!("cargo:rustc-cfg=board=\"{}\"", board.machine);
     println!("cargo:rustc-env=FW_TARGET={target}");
 
@@ -319,13 +359,18 @@ fn main() {
                 &board,
                 bytes,
                 model_file::tokens(board.seed * 1000 + k, board.prompt, vocab),
+                int8,
             )
         })
         .find(|e| e.margin >= MIN_MARGIN)
         .expect("no prompt among 64 gives clear greedy margins");
+    let macs = macs_per_token(bytes, expected.config.tie_embedding);
     std::fs::write(
         out.join("expected.rs"),
-        write_expected(&board, file.len(), &expected),
+        write_expected(&board, file.len(), &expected)
+            + &format!(
+                "/// Weight multiply-adds of one decoded token.\npub const MACS: usize = {macs};\n"
+            ),
     )
     .unwrap();
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the firmware programs for every board and runs them under QEMU; the exit status of
-# each run is its verdict. The programs: `firmware` (src/main.rs, a decoder) on every board,
+# each run is its verdict. The programs: `firmware` (src/main.rs, a decoder) on every board
+# (and once more per weight type, PICOFORMER_FW_WEIGHTS, for the table by weight type),
 # `decode-only` (src/decode_only.rs, the decoder without a model-file parser) on the Cortex-M4F,
 # `kws` (src/kws.rs, the keyword spotter, an Encoder classifier) on the boards that have its
 # model. Then the negative checks: the same ELF must fail with the right status when told to
@@ -94,6 +95,7 @@ DROWS=()  # the decode-only program's rows (after the decoder firmware's)
 DIROWS=()
 IROWS=() # instructions per token (firmware)
 WROWS=() # instructions per window (kws)
+WTROWS=() # instructions per token by weight type (firmware rebuilt with PICOFORMER_FW_WEIGHTS)
 runs=0
 # 1234567 -> "1 234 567", as the README's table groups digits.
 group() { printf '%s' "$1" | rev | sed 's/[0-9]\{3\}/& /g; s/ $//' | rev; }
@@ -185,6 +187,51 @@ for b in "${BOARDS[@]}"; do
     esac
     runs=$((runs + 1))
   done
+  # The same model with other weights (PICOFORMER_FW_WEIGHTS, build/boards.rs): the decoder
+  # firmware rebuilt and run once per type, its instructions per token into the table by weight
+  # type. f32 overflows the 256 KiB of flash of the M3 and the M0.
+  case $triple in
+    thumbv7m-none-eabi | thumbv6m-none-eabi) variants="f16 q8_0 int8" ;;
+    riscv32imac-unknown-none-elf) variants="f32 f16 bf16 q8_0 int8" ;;
+    *) variants="f32 f16 q8_0 int8" ;;
+  esac
+  for w in $variants; do
+    log="$LOGS/$triple-weights-$w.log"
+    if ! PICOFORMER_FW_WEIGHTS=$w cargo build --manifest-path "$FIXED/firmware/Cargo.toml" --release --quiet \
+        --target "$triple" --config "profile.release.package.picoformer.opt-level=$opt" --bin firmware; then
+      fail "$triple firmware ($w weights) build"
+      continue
+    fi
+    # shellcheck disable=SC2086 # $qemu is a command line
+    timeout 300 $qemu -display none $ICOUNT -semihosting-config enable=on,target=native \
+      -kernel "target/$triple/release/firmware" </dev/null >"$log" 2>&1
+    got=$?
+    prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$log")
+    decode=$(sed -n 's/^instructions: .*, decode \([0-9]*\) per token.*/\1/p' "$log")
+    macs=$(sed -n 's/^weights: \([0-9]*\) multiply-adds.*/\1/p' "$log")
+    if [ "$got" != 0 ] || [ -z "$prefill" ] || [ -z "$decode" ] || [ -z "$macs" ]; then
+      fail "$triple firmware ($w weights): exit $got"
+      sed 's/^/    /' "$log"
+      continue
+    fi
+    stack=$(sed -n 's/^stack: peak \([0-9]*\) B.*/\1/p' "$log")
+    if [ "${stack:-99999}" -gt "$STACK_LIMIT" ]; then
+      fail "$triple firmware ($w weights) stack peak ${stack:-?} B over $STACK_LIMIT B"
+      continue
+    fi
+    pass "$triple firmware ($w weights): decode $decode instructions per token, stack peak $stack B"
+    # Which kernels the products ran on (src/kernels/mod.rs's dispatch on these targets).
+    case "$triple/$w" in
+      thumbv7em*/f32 | thumbv7em*/f16 | thumbv8m*/f32 | thumbv8m*/f16) kernels="FPU (\`cortexm.rs\`)" ;;
+      thumbv7em*/int8 | thumbv8m*/int8) kernels="DSP \`SMLAD\` (\`cortexm.rs\`)" ;;
+      *) kernels=portable ;;
+    esac
+    name=$w
+    [ "$w" = int8 ] && name="Q8_0, int8 path"
+    [ "$w" = q8_0 ] && name="Q8_0"
+    per=$(awk -v d="$decode" -v m="$macs" 'BEGIN { printf "%.2f", d / m }')
+    WTROWS+=("| $label | $name | $kernels | $(group "$prefill") | $(group "$decode") | $per |")
+  done
 done
 
 echo
@@ -228,6 +275,8 @@ if [ "$runs" -eq "$ALL_RUNS" ]; then
   check_table icount "$LOGS/icount.md" 0
   printf '%s\n' "${WROWS[@]}" >"$LOGS/icount-kws.md"
   check_table icount-kws "$LOGS/icount-kws.md" 0
+  printf '%s\n' "${WTROWS[@]}" >"$LOGS/icount-weights.md"
+  check_table icount-weights "$LOGS/icount-weights.md" 0
   check_table breakdown "$LOGS/breakdown-firmware.md" "$SIZE_TOLERANCE"
   check_table breakdown-decode-only "$LOGS/breakdown-decode-only.md" "$SIZE_TOLERANCE"
 fi

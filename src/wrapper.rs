@@ -210,8 +210,13 @@ impl<'w, const MAX_DEPTH: usize> TransformerWrapper<'w, MAX_DEPTH> {
     /// This wrapper with every product by Q8_0 weights on the int8 path, the logits included
     /// ([`Decoder::with_int8_activations`]).
     pub fn with_int8_activations(mut self, on: bool) -> Self {
-        self.decoder = self.decoder.with_int8_activations(on);
+        self.set_int8_activations(on);
         self
+    }
+
+    /// [`Self::with_int8_activations`] in place ([`Decoder::set_int8_activations`]).
+    pub fn set_int8_activations(&mut self, on: bool) {
+        self.decoder.set_int8_activations(on);
     }
 
     /// Number of tensors the model consists of (wrapper and decoder).

@@ -8,6 +8,9 @@ pub enum Dtype {
     F32,
     F16,
     Bf16,
+    /// The matrices as Q8_0 blocks (`picoformer quantize`'s layout: U8 `[rows, cols / 32, 34]`),
+    /// the other tensors f32.
+    Q8_0,
 }
 
 impl Dtype {
@@ -17,15 +20,33 @@ impl Dtype {
             Dtype::F32 => "F32",
             Dtype::F16 => "F16",
             Dtype::Bf16 => "BF16",
+            Dtype::Q8_0 => "U8",
         }
     }
-    /// Bytes per element.
+    /// Bytes per element (a Q8_0 tensor's elements are bytes).
     pub fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::Bf16 => 2,
+            Dtype::Q8_0 => 1,
         }
     }
+}
+
+/// The weights `PICOFORMER_FW_WEIGHTS` asks for instead of the board's (`run.sh`'s table of
+/// instructions per token by weight type): `f32`, `f16`, `bf16`, `q8_0`, or `int8` (Q8_0 weights
+/// on the int8 path). Returns the element type and whether the int8 path is on; `None` if unset.
+pub fn weights_override() -> Option<(Dtype, bool)> {
+    let v = std::env::var("PICOFORMER_FW_WEIGHTS").ok()?;
+    Some(match v.as_str() {
+        "" => return None,
+        "f32" => (Dtype::F32, false),
+        "f16" => (Dtype::F16, false),
+        "bf16" => (Dtype::Bf16, false),
+        "q8_0" => (Dtype::Q8_0, false),
+        "int8" => (Dtype::Q8_0, true),
+        other => panic!("PICOFORMER_FW_WEIGHTS={other}: expected f32, f16, bf16, q8_0 or int8"),
+    })
 }
 
 /// Where a board's model file comes from.

@@ -3,6 +3,7 @@
 //! constructor kwargs as JSON in the metadata, tensors ordered by element size, data aligned.
 
 use picoformer::layers::Kind;
+use picoformer::q8_0::{quantize_q8_0, Q8_0_BLOCK, Q8_0_BYTES};
 use picoformer::{bf16, f16, DecoderConfig, WrapperConfig};
 
 use crate::boards::Dtype;
@@ -177,6 +178,7 @@ fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
             Dtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
             Dtype::F16 => out.extend_from_slice(&f16::from_f32(v).to_bits().to_le_bytes()),
             Dtype::Bf16 => out.extend_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes()),
+            Dtype::Q8_0 => unreachable!("Q8_0 is encoded by blocks"),
         }
     }
     out
@@ -300,6 +302,21 @@ pub fn generate(cfg: &WrapperConfig, dtype: Dtype, seed: u64) -> Vec<u8> {
         } else {
             dtype
         };
+        if dt == Dtype::Q8_0 {
+            // Matrices whose rows split into whole blocks as Q8_0 (as `picoformer quantize`
+            // writes them); norms, biases and the rest f32.
+            if let [rows, cols] = shape[..] {
+                if cols % Q8_0_BLOCK == 0 {
+                    let mut blocks = vec![[0u8; Q8_0_BYTES]; n / Q8_0_BLOCK];
+                    quantize_q8_0(&values, &mut blocks).expect("host: Q8_0 blocks");
+                    let shape = vec![rows, cols / Q8_0_BLOCK, Q8_0_BYTES];
+                    tensors.push((name, shape, dt, blocks.concat(), i));
+                    continue;
+                }
+            }
+            tensors.push((name, shape, Dtype::F32, encode(&values, Dtype::F32), i));
+            continue;
+        }
         tensors.push((name, shape, dt, encode(&values, dt), i));
     }
     // Largest elements first; within one size, whole multiples of 8 bytes first (export.py).

@@ -35,6 +35,7 @@ mod weights {
 
 use core::ptr::addr_of_mut;
 
+use picoformer::q8_0::BlockQ8_0;
 use picoformer::{
     bf16, f16, DecoderConfig, Error, KvCache, Scratch, Tensor, TensorView, TransformerWrapper,
 };
@@ -63,6 +64,8 @@ pub enum Dtype {
     F32,
     F16,
     Bf16,
+    /// Blocks of 32 int8 values with an f16 scale (`picoformer quantize`'s layout).
+    Q8_0,
 }
 
 /// A tensor of the embedded file: its `state_dict` name, element type, shape, and its bytes'
@@ -92,6 +95,7 @@ fn tensor(name: &str) -> Option<TensorView<'static>> {
         Dtype::F32 => Tensor::F32(bytemuck::try_cast_slice::<u8, f32>(bytes).ok()?),
         Dtype::F16 => Tensor::F16(bytemuck::try_cast_slice::<u8, f16>(bytes).ok()?),
         Dtype::Bf16 => Tensor::Bf16(bytemuck::try_cast_slice::<u8, bf16>(bytes).ok()?),
+        Dtype::Q8_0 => Tensor::Q8_0(bytemuck::try_cast_slice::<u8, BlockQ8_0>(bytes).ok()?),
     };
     Some(TensorView::new(data, w.shape))
 }
@@ -140,7 +144,9 @@ fn load() -> Option<&'static TransformerWrapper<'static, MAX_DEPTH>> {
         println!("error: the table's weights do not make the configured model");
         return None;
     }
-    slot.as_ref()
+    let model = slot.as_mut()?;
+    model.set_int8_activations(expected::INT8);
+    Some(model)
 }
 
 /// Greedy decoding checked against the host's tokens, then once more, timed.
@@ -177,7 +183,7 @@ fn decode_and_compare(
     println!("tokens:   {:?} (device, greedy)", tokens);
     println!("expected: {:?} (host) -> {}", expected, verdict(tokens_ok));
     println!("timed greedy pass: same last token: {}", verdict(timed_ok));
-    timing.print();
+    timing.print(expected::MACS);
     println!(
         "memory: kv cache {} B, scratch {} B (max_positions {}), logits {} B, model file {} B (in place), host reference 0 B",
         KvCache::<f32>::bytes(&DEC, N),

@@ -107,8 +107,11 @@ fn load() -> Result<&'static TransformerWrapper<'static, MAX_DEPTH>, i32> {
     // SAFETY: `load` runs once, on one core; nothing else refers to MODEL_SLOT.
     let slot = unsafe { &mut *addr_of_mut!(MODEL_SLOT) };
     match Model::<MAX_DEPTH>::from_safetensors_in(&MODEL_FILE.0, slot) {
-        Ok(()) => match &*slot {
-            Some(Model::Wrapper(w)) => Ok(w),
+        Ok(()) => match slot {
+            Some(Model::Wrapper(w)) => {
+                w.set_int8_activations(expected::INT8);
+                Ok(w)
+            }
             _ => {
                 println!("error: the model file holds a raw Decoder");
                 Err(LIB_ERROR)
@@ -209,7 +212,7 @@ fn decode_and_compare(
         verdict(full_tokens_agree)
     );
     println!("timed greedy pass: same last token: {}", verdict(timed_ok));
-    timing.print();
+    timing.print(expected::MACS);
     println!(
         "memory: kv cache {} B, scratch {} B (max_positions {}), logits {} B, model file {} B (in place), host reference logits {} B",
         KvCache::<f32>::bytes(&DEC, N),

@@ -57,8 +57,9 @@ pub fn greedy<const D: usize>(
 }
 
 impl Timing {
-    /// The report's timing lines: the marks, the clock, instructions per token.
-    pub fn print(&self) {
+    /// The report's timing lines: the marks, the clock, instructions per token; `macs` is the
+    /// model's weight multiply-adds per decoded token.
+    pub fn print(&self, macs: usize) {
         let [t0, t1, t2] = self.marks;
         println!("mark prefill-start {t0}");
         println!("mark prefill-end {t1}");
@@ -78,5 +79,6 @@ impl Timing {
             self.decode,
             self.steps
         );
+        println!("weights: {macs} multiply-adds per decoded token");
     }
 }

@@ -210,8 +210,15 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
     /// matrices. Other weight types
     /// are not affected.
     pub fn with_int8_activations(mut self, on: bool) -> Self {
-        self.int8 = on;
+        self.set_int8_activations(on);
         self
+    }
+
+    /// [`Self::with_int8_activations`] in place: for a decoder that lives in a `static` (built
+    /// by `from_source_in` or `Model::from_safetensors_in`), which moving would copy through
+    /// the stack.
+    pub fn set_int8_activations(&mut self, on: bool) {
+        self.int8 = on;
     }
 
     /// The executor a step's work splits over, if any (never without the feature `parallel`).

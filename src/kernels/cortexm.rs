@@ -18,6 +18,9 @@ use core::mem::MaybeUninit;
 
 use half::f16;
 
+#[cfg(picoformer_arm_dsp)]
+use crate::q8_0::{q8_0_scale, BlockQ8_0};
+
 // The inner loops, in assembly: eight accumulators per row (lane l takes every element i with
 // i mod 8 = l), started at +0 from a table of zeros after each routine, eight x values s0–s7
 // per step, `VMLA.F32` (multiply, round, add, round: not fused, like Rust's `acc += w * x`).
@@ -202,6 +205,90 @@ core::arch::global_asm!(
     ".size picoformer_cortexm_dot8x2_f32, . - picoformer_cortexm_dot8x2_f32",
 );
 
+// The int8 path's products (Q8_0 weights × Q8_0 activations) with the DSP extension, two rows
+// at a time, one position: each block's 32 products summed exactly in integers by `SMLAD`
+// (two 16-bit multiply-adds, each operand pair sign-extended from bytes 0 and 2, or 1 and 3,
+// of a word by `SXTB16`), then `sum += (d_w·d_x)·dot` in f32 as the portable kernel computes
+// it (`VMUL`, `VCVT.F32.S32`, `VMLA`: each rounding where it rounds). r0 points at the
+// arguments { w0, w1, x, dx, blocks } (rows 0 and 1 and the activations as Q8_0 blocks, 34
+// bytes each: an f16 scale, then 32 quants, read by unaligned `LDR`s, which these cores
+// allow; `dx` the activations' scales as f32; blocks ≥ 1), r1 at the two sums (written at
+// exit). Per block of 2 × 32 multiply-adds: 122 instructions.
+#[cfg(picoformer_arm_dsp)]
+core::arch::global_asm!(
+    ".syntax unified",
+    ".thumb",
+    ".arch armv7e-m",
+    ".fpu fpv4-sp-d16",
+    ".section .text.picoformer_cortexm_int8_rows2,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_cortexm_int8_rows2,%function",
+    "picoformer_cortexm_int8_rows2:",
+    "push {{r4-r11}}",
+    "mov r12, r1",
+    "ldmia r0, {{r5-r9}}",
+    "movs r0, #0",
+    "vmov s0, r0",
+    "vmov s1, r0",
+    "1:",
+    "ldrh r11, [r5], #2",
+    "vmov s3, r11",
+    "vcvtb.f32.f16 s3, s3",
+    "ldrh r11, [r6], #2",
+    "vmov s4, r11",
+    "vcvtb.f32.f16 s4, s4",
+    "vldmia r8!, {{s2}}",
+    "adds r7, r7, #2",
+    "movs r0, #0",
+    "movs r1, #0",
+    ".rept 8",
+    "ldr r2, [r7], #4",
+    "sxtb16 r3, r2, ror #8",
+    "sxtb16 r2, r2",
+    "ldr r4, [r5], #4",
+    "sxtb16 r10, r4, ror #8",
+    "sxtb16 r4, r4",
+    "smlad r0, r4, r2, r0",
+    "smlad r0, r10, r3, r0",
+    "ldr r4, [r6], #4",
+    "sxtb16 r10, r4, ror #8",
+    "sxtb16 r4, r4",
+    "smlad r1, r4, r2, r1",
+    "smlad r1, r10, r3, r1",
+    ".endr",
+    "vmul.f32 s3, s3, s2",
+    "vmul.f32 s4, s4, s2",
+    "vmov s5, r0",
+    "vcvt.f32.s32 s5, s5",
+    "vmla.f32 s0, s3, s5",
+    "vmov s5, r1",
+    "vcvt.f32.s32 s5, s5",
+    "vmla.f32 s1, s4, s5",
+    "subs r9, r9, #1",
+    "bne 1b",
+    "vstmia r12, {{s0-s1}}",
+    "pop {{r4-r11}}",
+    "bx lr",
+    ".size picoformer_cortexm_int8_rows2, . - picoformer_cortexm_int8_rows2",
+);
+
+/// The arguments of `picoformer_cortexm_int8_rows2`.
+#[cfg(picoformer_arm_dsp)]
+#[repr(C)]
+struct Int8Rows2 {
+    w0: *const BlockQ8_0,
+    w1: *const BlockQ8_0,
+    x: *const BlockQ8_0,
+    dx: *const f32,
+    blocks: usize,
+}
+
+#[cfg(picoformer_arm_dsp)]
+extern "C" {
+    fn picoformer_cortexm_int8_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);
+}
+
 extern "C" {
     fn picoformer_cortexm_dot8_f16(w: *const f16, x: *const f32, steps: usize, acc: *mut [f32; 8]);
     fn picoformer_cortexm_dot8x2_f16(
@@ -331,6 +418,64 @@ pub(crate) fn matvec_f16(w: &[f16], x: &[f32], y: &mut [f32]) {
     matvec_rows(w, x, y, picoformer_cortexm_dot8x2_f16, dot_f16);
 }
 
+/// Activation blocks [`int8_rows`] takes at once (the int8 path's chunk on these targets: the
+/// activations' f32 scales are kept on the stack, 128 bytes).
+#[cfg(picoformer_arm_dsp)]
+const INT8_BLOCKS: usize = 32;
+
+/// The int8 path's product with the DSP extension: [`super::portable::int8_rows`]'s result bit
+/// for bit (each block's sum is exact, and the scaling rounds as there), for activations
+/// quantised by picoformer, whose quants are never −128 (the portable kernel reads −128 as
+/// −127; `SMLAD` would not). More than [`INT8_BLOCKS`] activation blocks, or a shape that does
+/// not split into whole positions, take the portable kernel.
+#[cfg(picoformer_arm_dsp)]
+pub(crate) fn int8_rows(
+    w: &[BlockQ8_0],
+    stride: usize,
+    x: &[BlockQ8_0],
+    y: &mut [f32],
+    rows: usize,
+    add: bool,
+) {
+    let n = y.len() / rows.max(1);
+    let nb = x.len() / n.max(1);
+    if rows == 0 || nb == 0 || x.len() > INT8_BLOCKS || n * rows != y.len() || n * nb != x.len() {
+        return super::portable::int8_rows(w, stride, x, y, rows, add);
+    }
+    let mut dx = [0.0f32; INT8_BLOCKS];
+    for (d, b) in dx.iter_mut().zip(x) {
+        *d = q8_0_scale(b).to_f32();
+    }
+    let row = |r: usize| w.get(r * stride..).and_then(|w| w.get(..nb));
+    for ((xs, dxs), ys) in x
+        .chunks_exact(nb)
+        .zip(dx.chunks_exact(nb))
+        .zip(y.chunks_exact_mut(rows))
+    {
+        for (pair, r) in ys.chunks_mut(2).zip((0..rows).step_by(2)) {
+            let (Some(w0), Some(w1)) = (row(r), row((r + 1).min(rows - 1))) else {
+                return;
+            };
+            let args = Int8Rows2 {
+                w0: w0.as_ptr(),
+                w1: w1.as_ptr(),
+                x: xs.as_ptr(),
+                dx: dxs.as_ptr(),
+                blocks: nb,
+            };
+            let mut sums = [0.0f32; 2];
+            // SAFETY: `w0`, `w1` and `xs` are `nb` ≥ 1 whole blocks each, `dxs` `nb` f32; the
+            // routine reads exactly those (unaligned word loads, which Armv7-M and Armv8-M
+            // Mainline allow unless a firmware sets CCR.UNALIGN_TRP), writes the two sums, and
+            // keeps the registers AAPCS-VFP says a callee keeps.
+            unsafe { picoformer_cortexm_int8_rows2(&args, &mut sums) };
+            for (yv, s) in pair.iter_mut().zip(sums) {
+                *yv = if add { *yv + s } else { s };
+            }
+        }
+    }
+}
+
 #[repr(C, align(4))]
 struct Aligned<T>(T);
 
@@ -408,6 +553,61 @@ pub fn self_test() -> usize {
             let same =
                 y1[0].to_bits() == want1[0].to_bits() || (y1[0].is_nan() && want1[0].is_nan());
             bad += usize::from(!same);
+        }
+    }
+    #[cfg(picoformer_arm_dsp)]
+    {
+        bad += int8_self_test(&mut next);
+    }
+    bad
+}
+
+/// The int8 path's DSP product against the portable one, bit for bit: 1 to 4 blocks per row,
+/// rows packed or a block apart, 1 to 3 rows (the pair and the row left over), 1 or 2
+/// positions, written or added to; weight quants over all of −128..=127, scales of both signs
+/// and a subnormal one, activations quantised as the int8 path quantises them.
+#[cfg(picoformer_arm_dsp)]
+fn int8_self_test(next: &mut impl FnMut() -> f32) -> usize {
+    use crate::q8_0::{q8_0_block, quantize_blocks};
+    let mut w = [[0u8; 34]; 15];
+    for (i, b) in w.iter_mut().enumerate() {
+        let q: [i8; 32] = core::array::from_fn(|_| (next() * 128.5).clamp(-128.0, 127.0) as i8);
+        let d = match i {
+            3 => f16::from_bits(0x0003),
+            _ => f16::from_f32(next() * 0.07),
+        };
+        *b = q8_0_block(d, &q);
+    }
+    w[0][2] = 0x80; // −128
+    let mut bad = 0;
+    for nb in 1..=4usize {
+        for n in 1..=2usize {
+            let mut xf = [0.0f32; 8 * 32];
+            for v in xf.iter_mut() {
+                *v = next() * 3.0;
+            }
+            let (mut xq, mut sums) = ([[0u8; 34]; 8], [0i32; 8]);
+            let (xq, sums) = (&mut xq[..n * nb], &mut sums[..n * nb]);
+            quantize_blocks(&xf[..n * nb * 32], xq, sums);
+            for stride in [nb, nb + 1] {
+                for rows in 1..=3usize {
+                    for add in [false, true] {
+                        let mut y = [0.0f32; 6];
+                        for v in y.iter_mut() {
+                            *v = next();
+                        }
+                        let mut want = y;
+                        let (y, want) = (&mut y[..n * rows], &mut want[..n * rows]);
+                        int8_rows(&w, stride, xq, y, rows, add);
+                        super::portable::int8_rows(&w, stride, xq, want, rows, add);
+                        let same = y
+                            .iter()
+                            .zip(want.iter())
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        bad += usize::from(!same);
+                    }
+                }
+            }
         }
     }
     bad

@@ -136,9 +136,32 @@ fn int8_rows_product(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) {
         let w = w.get(b0..).unwrap_or_default();
         match t {
             Some(t) => arch::matmul_int8(t, w, nb, xq, ys, rows, add),
-            None => portable::int8_rows(w, nb, xq, ys, rows, add),
+            None => rows_without_simd(w, nb, xq, ys, rows, add),
         }
     });
+}
+
+/// The int8 rows product where there is no SIMD set: with the DSP extension on Cortex-M
+/// (`cortexm.rs`, the same numbers), else portable.
+#[inline(always)]
+fn rows_without_simd(
+    w: &[BlockQ8_0],
+    stride: usize,
+    x: &[BlockQ8_0],
+    y: &mut [f32],
+    rows: usize,
+    add: bool,
+) {
+    #[cfg(all(
+        picoformer_arm_dsp,
+        target_arch = "arm",
+        target_abi = "eabihf",
+        target_os = "none",
+        target_endian = "little"
+    ))]
+    return super::cortexm::int8_rows(w, stride, x, y, rows, add);
+    #[allow(unreachable_code)]
+    portable::int8_rows(w, stride, x, y, rows, add)
 }
 
 /// The passes of an int8 product over `n = x.len() / cols` positions (`cols` > 0, a multiple
