@@ -4,8 +4,9 @@
 //!
 //!     cargo run --release --example static_buffers
 //!
-//! On a microcontroller the same code sits in `main` under `#![no_std]` (see
-//! `firmware/template/` for a complete board project).
+//! Everything above `main` is what a microcontroller runs under `#![no_std]` (README.md shows
+//! it, and `tests/readme.rs` checks that the two are the same); `firmware/template/` is a
+//! complete board project.
 
 use core::ptr::addr_of_mut;
 
@@ -13,11 +14,10 @@ use picoformer::{DecoderConfig, KvCache, Model, Scratch, WrapperConfig};
 
 #[repr(C, align(64))]
 struct Aligned<T: ?Sized>(T);
-/// Viewed in place: no copy, no allocator.
+// In flash, viewed in place: no copy, no allocator.
 static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("../models/demo.safetensors"));
 
-/// The file's configuration, so every buffer below can be a `static` (`picoformer inspect
-/// models/demo.safetensors --rust` prints it, with the statics).
+// The file's configuration (`picoformer inspect --rust` prints it): every buffer can be a static.
 const CFG: WrapperConfig = WrapperConfig::new(
     256,
     256,
@@ -32,34 +32,21 @@ const CFG: WrapperConfig = WrapperConfig::new(
         .ff_swish(true),
 );
 const D: DecoderConfig = CFG.attn_layers;
-/// Positions the KV cache holds.
-const CAPACITY: usize = 64;
-/// Prompt positions per forward chunk.
-const CHUNK: usize = 4;
-
+const CAPACITY: usize = 64; // positions the KV cache holds
+const CHUNK: usize = 4; // prompt positions per forward pass
 static mut KV: [f32; KvCache::<f32>::elements(&D, CAPACITY)] =
     [0.0; KvCache::<f32>::elements(&D, CAPACITY)];
 static mut SCRATCH: [f32; Scratch::elements(&D, CHUNK)] = [0.0; Scratch::elements(&D, CHUNK)];
 static mut LOGITS: [f32; CFG.num_tokens] = [0.0; CFG.num_tokens];
 
-fn argmax(l: &[f32]) -> u32 {
-    (0..l.len()).fold(0, |b, i| if l[i] > l[b] { i } else { b }) as u32
-}
-
-fn main() -> Result<(), picoformer::Error> {
-    let model = match Model::<4>::from_safetensors(&MODEL.0) {
-        Ok(Model::Wrapper(model)) if *model.config() == CFG => model,
-        Ok(other) => {
-            eprintln!("the file's configuration is {:?}, not CFG", other.config());
-            std::process::exit(1);
-        }
-        Err(e) => {
-            eprintln!("cannot load the model: {e}");
-            std::process::exit(1);
-        }
+/// Greedy decoding: the prompt, then `out.len()` tokens.
+#[allow(unsafe_code)]
+fn generate(prompt: &[u32], out: &mut [u32]) -> Result<(), picoformer::Error> {
+    let Ok(Model::Wrapper(model)) = Model::<4>::from_safetensors(&MODEL.0) else {
+        panic!("not a model file, or not a TransformerWrapper")
     };
-    #[allow(unsafe_code)]
-    // SAFETY: main runs once, on one thread; nothing else refers to these statics.
+    assert!(*model.config() == CFG, "the file is not CFG");
+    // SAFETY: called once, on one core; nothing else refers to these statics.
     let (kv, sc, logits) = unsafe {
         (
             &mut *addr_of_mut!(KV),
@@ -69,15 +56,24 @@ fn main() -> Result<(), picoformer::Error> {
     };
     let mut cache = KvCache::new(&D, CAPACITY, kv)?;
     let mut scratch = Scratch::new(&D, CHUNK, sc)?;
-
-    let prompt: [u32; 4] = [b'E', b'm', b'm', b'a'].map(u32::from);
-    model.forward_last(&mut cache, &mut scratch, &prompt, None, logits)?; // prefill
-    let mut text = Vec::from(b"Emma".as_slice());
-    while cache.remaining() > 0 {
-        let t = argmax(logits);
-        text.push(t as u8); // the demo model is byte-level
-        model.step(&mut cache, &mut scratch, t, logits)?;
+    model.forward_last(&mut cache, &mut scratch, prompt, None, logits)?; // prefill
+    for t in out.iter_mut() {
+        *t = argmax(logits);
+        model.step(&mut cache, &mut scratch, *t, logits)?;
     }
+    Ok(())
+}
+
+fn argmax(l: &[f32]) -> u32 {
+    (0..l.len()).fold(0, |b, i| if l[i] > l[b] { i } else { b }) as u32
+}
+
+// On a host: run it and print the text (the demo model is byte-level).
+fn main() -> Result<(), picoformer::Error> {
+    let prompt = b"Emma".map(u32::from);
+    let mut out = [0u32; CAPACITY - 4]; // fills the cache
+    generate(&prompt, &mut out)?;
+    let text: Vec<u8> = prompt.iter().chain(&out).map(|&t| t as u8).collect();
     println!("{}", String::from_utf8_lossy(&text));
     println!(
         "statics: KV cache {} B, scratch {} B, logits {} B; the model stays where it is",

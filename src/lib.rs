@@ -6,44 +6,67 @@
 //!
 //! The caller owns every byte: weights are borrowed views (`&[f32]`, `&[f16]`, `&[bf16]`) in
 //! x-transformers' own layout, and the KV cache and the scratch arena are slices whose sizes
-//! are `const fn`s of the configuration, so all of them can be `static`s.
+//! are `const fn`s of the configuration, so all of them can be `static`s. Here the bundled demo
+//! model (byte-level, trained on Jane Austen) is embedded in the program, as it would be in a
+//! microcontroller's flash, and decoded greedily with no allocator:
 //!
 //! ```
-//! use picoformer::{Decoder, DecoderConfig, KvCache, Scratch, Tensor, TensorView};
+//! use core::ptr::addr_of_mut;
+//! use picoformer::{DecoderConfig, KvCache, Model, Scratch, WrapperConfig};
 //!
-//! const CFG: DecoderConfig = DecoderConfig::new(16, 1).heads(2).attn_dim_head(8).rotary_pos_emb(true);
-//! const CAPACITY: usize = 8;
-//! static mut CACHE: [f32; KvCache::<f32>::elements(&CFG, CAPACITY)] = [0.0; KvCache::<f32>::elements(&CFG, CAPACITY)];
-//! static mut SCRATCH: [f32; Scratch::elements(&CFG, 1)] = [0.0; Scratch::elements(&CFG, 1)];
+//! #[repr(C, align(64))]
+//! struct Aligned<T: ?Sized>(T);
+//! // The file, viewed in place: the weights are never copied.
+//! static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("../models/demo.safetensors"));
 //!
-//! // Weights come from anything that can look a tensor up by its state_dict key: a parsed
-//! // safetensors file, or here a closure handing out one constant for every key.
-//! static ONES: [f32; 1024] = [0.01; 1024];
-//! let source = |name: &str| {
-//!     let shape: &[usize] = match name {
-//!         "layers.0.1.to_q.weight" | "layers.0.1.to_k.weight" | "layers.0.1.to_v.weight" => &[16, 16],
-//!         "layers.0.1.to_out.weight" => &[16, 16],
-//!         "layers.1.1.ff.0.0.weight" => &[64, 16],
-//!         "layers.1.1.ff.2.weight" => &[16, 64],
-//!         "layers.1.1.ff.0.0.bias" => &[64],
-//!         "rotary_pos_emb.inv_freq" => &[2],
-//!         _ => &[16], // norm gains and the last bias
-//!     };
-//!     let n: usize = shape.iter().product();
-//!     Some(TensorView::new(Tensor::F32(&ONES[..n]), shape))
+//! // Its configuration (`picoformer inspect --rust` prints it) sizes every buffer.
+//! const CFG: WrapperConfig = WrapperConfig::new(
+//!     256,
+//!     256,
+//!     DecoderConfig::new(128, 4)
+//!         .heads(4)
+//!         .attn_kv_heads(2)
+//!         .attn_dim_head(64)
+//!         .rotary_pos_emb(true)
+//!         .use_rmsnorm(true)
+//!         .ff_mult(3.0)
+//!         .ff_glu(true)
+//!         .ff_swish(true),
+//! );
+//! const D: DecoderConfig = CFG.attn_layers;
+//! const CAPACITY: usize = 32; // positions the KV cache holds
+//! static mut KV: [f32; KvCache::<f32>::elements(&D, CAPACITY)] = [0.0; KvCache::<f32>::elements(&D, CAPACITY)];
+//! static mut SCRATCH: [f32; Scratch::elements(&D, 4)] = [0.0; Scratch::elements(&D, 4)]; // 4 positions per pass
+//! static mut LOGITS: [f32; CFG.num_tokens] = [0.0; CFG.num_tokens];
+//!
+//! let Ok(Model::Wrapper(model)) = Model::<4>::from_safetensors(&MODEL.0) else {
+//!     panic!("not a TransformerWrapper file")
 //! };
-//! let decoder: Decoder = Decoder::from_source(CFG, &source)?;
-//!
+//! assert_eq!(*model.config(), CFG);
 //! // SAFETY (of the example): the statics are used by this one thread only.
-//! let (cache_buf, scratch_buf) = unsafe { (&mut *core::ptr::addr_of_mut!(CACHE), &mut *core::ptr::addr_of_mut!(SCRATCH)) };
-//! let mut cache = KvCache::new(&CFG, CAPACITY, cache_buf)?;
-//! let mut scratch = Scratch::new(&CFG, 1, scratch_buf)?;
-//! let x = [0.5f32; 16 * 3]; // three positions
-//! let mut y = [0.0f32; 16 * 3];
-//! decoder.forward(&mut cache, &mut scratch, &x, None, &mut y)?;
-//! assert_eq!(cache.len(), 3);
+//! let (kv, sc, logits) = unsafe {
+//!     (&mut *addr_of_mut!(KV), &mut *addr_of_mut!(SCRATCH), &mut *addr_of_mut!(LOGITS))
+//! };
+//! let mut cache = KvCache::new(&D, CAPACITY, kv)?;
+//! let mut scratch = Scratch::new(&D, 4, sc)?;
+//!
+//! let prompt = b"Emma Woodhouse".map(u32::from); // byte-level: a token per byte
+//! model.forward_last(&mut cache, &mut scratch, &prompt, None, logits)?; // prefill
+//! let argmax = |l: &[f32]| (0..l.len()).fold(0, |b, i| if l[i] > l[b] { i } else { b }) as u32;
+//! let mut text = [0u8; 18]; // the cache's room
+//! for byte in text.iter_mut() {
+//!     let token = argmax(&logits[..]);
+//!     *byte = token as u8;
+//!     model.step(&mut cache, &mut scratch, token, logits)?;
+//! }
+//! assert_eq!(cache.remaining(), 0);
+//! assert!(text.is_ascii()); // greedy English prose
 //! # Ok::<(), picoformer::Error>(())
 //! ```
+//!
+//! Weights can come from anything else that looks a tensor up by its `state_dict` key
+//! ([`TensorSource`], [`Decoder::from_source`]); the [`generate`] and [`sampling`] modules turn
+//! logits into text with the usual samplers, on a device too.
 //!
 //! On a host, the `std` feature adds [`session::Session`]: a model file read from a path (or
 //! borrowed, e.g. from a memory map) with every buffer sized from these `const fn`s and owned,
