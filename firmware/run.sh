@@ -222,8 +222,9 @@ for b in "${BOARDS[@]}"; do
     pass "$triple firmware ($w weights): decode $decode instructions per token, stack peak $stack B"
     # Which kernels the products ran on (src/kernels/mod.rs's dispatch on these targets).
     case "$triple/$w" in
-      thumbv7em*/f32 | thumbv7em*/f16 | thumbv8m*/f32 | thumbv8m*/f16) kernels="FPU (\`cortexm.rs\`)" ;;
-      thumbv7em*/int8 | thumbv8m*/int8) kernels="DSP \`SMLAD\` (\`cortexm.rs\`)" ;;
+      thumbv7em*/f32 | thumbv7em*/f16) kernels="FPU (\`cortexm.rs\`)" ;;
+      thumbv7em*/int8) kernels="DSP \`SMLAD\` (\`cortexm.rs\`)" ;;
+      thumbv8m*/f32 | thumbv8m*/f16 | thumbv8m*/int8) kernels="Helium (\`helium.rs\`)" ;;
       *) kernels=portable ;;
     esac
     name=$w

@@ -98,7 +98,7 @@ pub fn verdict(ok: bool) -> &'static str {
 pub fn kernel_self_test() -> bool {
     let bad = picoformer::kernels::cortexm::self_test();
     println!(
-        "kernel self-test: cortexm (FPU f16 conversion, f32/f16 matvec, int8 with the DSP extension where there is one) vs portable: {bad} cases differ -> {}",
+        "kernel self-test: cortexm (FPU f16 conversion, f32/f16 matvec, int8 path; DSP and Helium routines where built) vs portable: {bad} cases differ -> {}",
         verdict(bad == 0)
     );
     bad == 0

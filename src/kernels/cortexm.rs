@@ -276,7 +276,7 @@ core::arch::global_asm!(
 /// The arguments of `picoformer_cortexm_int8_rows2`.
 #[cfg(picoformer_arm_dsp)]
 #[repr(C)]
-struct Int8Rows2 {
+pub(super) struct Int8Rows2 {
     w0: *const BlockQ8_0,
     w1: *const BlockQ8_0,
     x: *const BlockQ8_0,
@@ -285,10 +285,12 @@ struct Int8Rows2 {
 }
 
 #[cfg(picoformer_arm_dsp)]
+#[cfg_attr(picoformer_arm_mve, allow(dead_code))] // (Helium's instead)
 extern "C" {
     fn picoformer_cortexm_int8_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);
 }
 
+#[cfg_attr(picoformer_arm_mve, allow(dead_code))] // (the two-row ones: Helium's instead)
 extern "C" {
     fn picoformer_cortexm_dot8_f16(w: *const f16, x: *const f32, steps: usize, acc: *mut [f32; 8]);
     fn picoformer_cortexm_dot8x2_f16(
@@ -410,12 +412,20 @@ fn matvec_rows<E>(
 
 /// `y = x·Wᵀ` for f32 weights `W[y.len(), x.len()]` (shapes checked by the caller).
 pub(crate) fn matvec_f32(w: &[f32], x: &[f32], y: &mut [f32]) {
-    matvec_rows(w, x, y, picoformer_cortexm_dot8x2_f32, dot_f32);
+    #[cfg(picoformer_arm_mve)]
+    let two = super::helium::picoformer_helium_dot8x2_f32;
+    #[cfg(not(picoformer_arm_mve))]
+    let two = picoformer_cortexm_dot8x2_f32;
+    matvec_rows(w, x, y, two, dot_f32);
 }
 
 /// `y = x·Wᵀ` for f16 weights `W[y.len(), x.len()]` (shapes checked by the caller).
 pub(crate) fn matvec_f16(w: &[f16], x: &[f32], y: &mut [f32]) {
-    matvec_rows(w, x, y, picoformer_cortexm_dot8x2_f16, dot_f16);
+    #[cfg(picoformer_arm_mve)]
+    let two = super::helium::picoformer_helium_dot8x2_f16;
+    #[cfg(not(picoformer_arm_mve))]
+    let two = picoformer_cortexm_dot8x2_f16;
+    matvec_rows(w, x, y, two, dot_f16);
 }
 
 /// Activation blocks [`int8_rows`] takes at once (the int8 path's chunk on these targets: the
@@ -468,7 +478,14 @@ pub(crate) fn int8_rows(
             // routine reads exactly those (unaligned word loads, which Armv7-M and Armv8-M
             // Mainline allow unless a firmware sets CCR.UNALIGN_TRP), writes the two sums, and
             // keeps the registers AAPCS-VFP says a callee keeps.
-            unsafe { picoformer_cortexm_int8_rows2(&args, &mut sums) };
+            #[cfg(picoformer_arm_mve)]
+            unsafe {
+                super::helium::picoformer_helium_int8_rows2(&args, &mut sums)
+            };
+            #[cfg(not(picoformer_arm_mve))]
+            unsafe {
+                picoformer_cortexm_int8_rows2(&args, &mut sums)
+            };
             for (yv, s) in pair.iter_mut().zip(sums) {
                 *yv = if add { *yv + s } else { s };
             }

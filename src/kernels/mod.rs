@@ -12,6 +12,8 @@
 //! | aarch64 | NEON with `sdot` (FEAT_DotProd) for the int8 products | the build enables `+dotprod`, or, with `std`, the CPU has it (checked once, cached) |
 //! | wasm32 | simd128 (relaxed-simd FMA with `+relaxed-simd`) | the build enables `+simd128` |
 //! | Arm bare metal, hard float (Cortex-M4F, M7, M33, M55) | FPU: f32/f16 matrix-vector products with `VCVTB`/`VCVTT` conversion and register accumulators (`cortexm.rs`, same results as portable) | `eabihf`, `target_os = "none"`, little-endian: always |
+//! | the same, with the DSP extension (Cortex-M4, M7; M33, M55 with `arm-dsp`) | the int8 path's products by `SXTB16`/`SMLAD` (`cortexm.rs`, same results) | `thumbv7em`: always; `thumbv8m.main`: feature `arm-dsp` (`build.rs`) |
+//! | the same, with Helium (Cortex-M55, M85) | f32, f16 and int8-path matrix-vector products on 128-bit vectors (`helium.rs`, same results) | `thumbv8m.main-none-eabihf` with feature `arm-mve` |
 //! | others | portable | always |
 //!
 //! The SIMD bodies are written once, generically, in `simd/`, and instantiated by each
@@ -48,6 +50,16 @@ mod simd;
 ))]
 #[doc(hidden)]
 pub mod cortexm;
+
+/// Helium (MVE) routines for `cortexm.rs` on Armv8.1-M (Cortex-M55, M85): feature `arm-mve`.
+#[cfg(all(
+    picoformer_arm_mve,
+    target_arch = "arm",
+    target_abi = "eabihf",
+    target_os = "none",
+    target_endian = "little"
+))]
+mod helium;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -1,0 +1,185 @@
+//! Armv8.1-M Helium (MVE: Cortex-M55, M85) routines for the Cortex-M kernels of `cortexm.rs`,
+//! which calls them where the build has the feature `arm-mve` (`build.rs` sets
+//! `picoformer_arm_mve`): the f32 and f16 two-row matrix-vector products and the int8 path's
+//! two-row product, on 128-bit vectors, with the same results bit for bit as the FPU and DSP
+//! routines and the portable kernels.
+//!
+//! - f32 and f16: the eight lanes of the portable kernel (element i in lane i mod 8) are two
+//!   vectors per row, lanes 0–3 and 4–7; each step multiplies (`VMUL.F32`) and then adds
+//!   (`VADD.F32`), rounding twice as Rust's `acc += w * x` does (a fused `VFMA` would not be the
+//!   portable result). f16 weights come four at a time by a widening load (`VLDRH.U32`, one
+//!   half per 32-bit lane) and are converted by `VCVTB.F32.F16`. Per 16 multiply-adds (two rows
+//!   of 8): f32 15 instructions, f16 19 (the FPU routines: 19 and 37).
+//! - int8 path: each block's 32 products by two byte loads and two `VMLADAV(A).S8` (sixteen
+//!   products summed exactly into a general register), then `sum += (d_w·d_x)·dot` in f32 as
+//!   the portable kernel computes it. Per block of 2 × 32 multiply-adds about 27 instructions
+//!   (the DSP routine: 122).
+//!
+//! The loops are low-overhead loops (`DLS`/`LE`). Instructions execute in beats (two per
+//! 128-bit instruction on an M55), so under QEMU's instruction count a Helium instruction
+//! counts one, as a scalar one does: cycles on silicon are not instructions.
+#![allow(unsafe_code)]
+
+use half::f16;
+
+use super::cortexm::Int8Rows2;
+
+// AAPCS-VFP: q0–q3 (s0–s15), r0–r3 and r12 are the caller's to lose; q4–q7 (s16–s31) and r4–r8
+// and lr used here are saved. The two-row routines: r0 = w (row 0; row 1 right after it, rows
+// of whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the sixteen accumulators
+// (row 0's lanes 0–7, then row 1's; written at exit, started at +0).
+core::arch::global_asm!(
+    ".syntax unified",
+    ".thumb",
+    ".arch armv8.1-m.main",
+    // (The FPU first: `.fpu` would otherwise take back the MVE floating-point extension.)
+    ".fpu fpv5-sp-d16",
+    ".arch_extension mve.fp",
+    // f32: x in q0, q1; row 0's accumulators q2, q3; row 1's q4, q5; weights q6, q7.
+    ".section .text.picoformer_helium_dot8x2_f32,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_helium_dot8x2_f32,%function",
+    "picoformer_helium_dot8x2_f32:",
+    "push {{r4, lr}}",
+    "vpush {{d8-d15}}",
+    "add r12, r0, r2, lsl #5",
+    "vmov.i32 q2, #0",
+    "vmov.i32 q3, #0",
+    "vmov.i32 q4, #0",
+    "vmov.i32 q5, #0",
+    "dls lr, r2",
+    "1:",
+    "vldrw.u32 q0, [r1], #16",
+    "vldrw.u32 q1, [r1], #16",
+    "vldrw.u32 q6, [r0], #16",
+    "vldrw.u32 q7, [r0], #16",
+    "vmul.f32 q6, q6, q0",
+    "vmul.f32 q7, q7, q1",
+    "vadd.f32 q2, q2, q6",
+    "vadd.f32 q3, q3, q7",
+    "vldrw.u32 q6, [r12], #16",
+    "vldrw.u32 q7, [r12], #16",
+    "vmul.f32 q6, q6, q0",
+    "vmul.f32 q7, q7, q1",
+    "vadd.f32 q4, q4, q6",
+    "vadd.f32 q5, q5, q7",
+    "le lr, 1b",
+    "vstrw.32 q2, [r3]",
+    "vstrw.32 q3, [r3, #16]",
+    "vstrw.32 q4, [r3, #32]",
+    "vstrw.32 q5, [r3, #48]",
+    "vpop {{d8-d15}}",
+    "pop {{r4, pc}}",
+    ".size picoformer_helium_dot8x2_f32, . - picoformer_helium_dot8x2_f32",
+    // f16: the same, each weight vector a widening load of four halves and a conversion.
+    ".section .text.picoformer_helium_dot8x2_f16,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_helium_dot8x2_f16,%function",
+    "picoformer_helium_dot8x2_f16:",
+    "push {{r4, lr}}",
+    "vpush {{d8-d15}}",
+    "vmov.i32 q2, #0",
+    "vmov.i32 q3, #0",
+    "vmov.i32 q4, #0",
+    "vmov.i32 q5, #0",
+    "dls lr, r2",
+    // Row 1 in r2 (the count is in lr now): a widening load takes r0–r7 only.
+    "add r2, r0, r2, lsl #4",
+    "1:",
+    "vldrw.u32 q0, [r1], #16",
+    "vldrw.u32 q1, [r1], #16",
+    "vldrh.u32 q6, [r0], #8",
+    "vldrh.u32 q7, [r0], #8",
+    "vcvtb.f32.f16 q6, q6",
+    "vcvtb.f32.f16 q7, q7",
+    "vmul.f32 q6, q6, q0",
+    "vmul.f32 q7, q7, q1",
+    "vadd.f32 q2, q2, q6",
+    "vadd.f32 q3, q3, q7",
+    "vldrh.u32 q6, [r2], #8",
+    "vldrh.u32 q7, [r2], #8",
+    "vcvtb.f32.f16 q6, q6",
+    "vcvtb.f32.f16 q7, q7",
+    "vmul.f32 q6, q6, q0",
+    "vmul.f32 q7, q7, q1",
+    "vadd.f32 q4, q4, q6",
+    "vadd.f32 q5, q5, q7",
+    "le lr, 1b",
+    "vstrw.32 q2, [r3]",
+    "vstrw.32 q3, [r3, #16]",
+    "vstrw.32 q4, [r3, #32]",
+    "vstrw.32 q5, [r3, #48]",
+    "vpop {{d8-d15}}",
+    "pop {{r4, pc}}",
+    ".size picoformer_helium_dot8x2_f16, . - picoformer_helium_dot8x2_f16",
+    // int8 path, two rows, one position: r0 points at { w0, w1, x, dx, blocks } (as the DSP
+    // routine's), r1 at the two sums. x's quants in q0, q1, a row's in q2, q3; the blocks'
+    // integer sums in r0 (row 0) and r2 (row 1) (`VMLADAV` takes even registers); the f32
+    // sums in s16, s17, dx in s18, the weights' scales in s19, s20.
+    ".section .text.picoformer_helium_int8_rows2,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_helium_int8_rows2,%function",
+    "picoformer_helium_int8_rows2:",
+    "push {{r4-r8, lr}}",
+    "vpush {{s16-s23}}",
+    "mov r12, r1",
+    "ldm r0, {{r4-r8}}",
+    "movs r0, #0",
+    "vmov s16, r0",
+    "vmov s17, r0",
+    "dls lr, r8",
+    "1:",
+    "ldrh r1, [r4], #2",
+    "vmov s19, r1",
+    "vcvtb.f32.f16 s19, s19",
+    "ldrh r1, [r5], #2",
+    "vmov s20, r1",
+    "vcvtb.f32.f16 s20, s20",
+    "vldmia r7!, {{s18}}",
+    "adds r6, r6, #2",
+    "vldrb.u8 q0, [r6], #16",
+    "vldrb.u8 q1, [r6], #16",
+    "vldrb.u8 q2, [r4], #16",
+    "vldrb.u8 q3, [r4], #16",
+    "vmladav.s8 r0, q2, q0",
+    "vmladava.s8 r0, q3, q1",
+    "vldrb.u8 q2, [r5], #16",
+    "vldrb.u8 q3, [r5], #16",
+    "vmladav.s8 r2, q2, q0",
+    "vmladava.s8 r2, q3, q1",
+    "vmul.f32 s19, s19, s18",
+    "vmul.f32 s20, s20, s18",
+    "vmov s21, r0",
+    "vcvt.f32.s32 s21, s21",
+    "vmla.f32 s16, s19, s21",
+    "vmov s21, r2",
+    "vcvt.f32.s32 s21, s21",
+    "vmla.f32 s17, s20, s21",
+    "le lr, 1b",
+    "vstmia r12, {{s16-s17}}",
+    "vpop {{s16-s23}}",
+    "pop {{r4-r8, pc}}",
+    ".size picoformer_helium_int8_rows2, . - picoformer_helium_int8_rows2",
+);
+
+extern "C" {
+    /// Two rows of f32 (see the assembly's header).
+    pub(super) fn picoformer_helium_dot8x2_f32(
+        w: *const f32,
+        x: *const f32,
+        steps: usize,
+        acc: *mut [f32; 16],
+    );
+    /// Two rows of f16 (see the assembly's header).
+    pub(super) fn picoformer_helium_dot8x2_f16(
+        w: *const f16,
+        x: *const f32,
+        steps: usize,
+        acc: *mut [f32; 16],
+    );
+    /// The int8 path's two rows (the DSP routine's arguments).
+    pub(super) fn picoformer_helium_int8_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);
+}
