@@ -70,14 +70,26 @@ pub fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), Error> {
 /// reproduce bit for bit with their own instructions (`kernels::simd::quantize`).
 #[inline(always)]
 pub(crate) fn quantize_block(x: &[f32]) -> (BlockQ8_0, i32) {
+    let mut b = [0u8; Q8_0_BYTES];
+    let sum = quantize_block_into(x, &mut b);
+    (b, sum)
+}
+
+/// [`quantize_block`] written into `out` (no block returned by value: on a microcontroller its
+/// 34 bytes were copied once more per block).
+#[inline(always)]
+pub(crate) fn quantize_block_into(x: &[f32], out: &mut BlockQ8_0) -> i32 {
     // The largest |x| as bits: for finite values their order is the values' order, and any
     // infinity or NaN is at least 0x7f80_0000.
     let amax_bits = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
     let Some((d, id)) = q8_0_step(amax_bits) else {
-        return (q8_0_nan_block(), 0);
+        *out = q8_0_nan_block();
+        return 0;
     };
-    let mut qs = [0i8; 32];
-    for (q, v) in qs.iter_mut().zip(x) {
+    let (scale, quants) = out.split_at_mut(2);
+    scale.copy_from_slice(&f16_of_finite(d).to_bits().to_le_bytes());
+    let mut sum = 0;
+    for (q, v) in quants.iter_mut().zip(x) {
         // Round half away from zero (C's roundf): trunc(|t| + 0.5) with the sign of t. The
         // truncation reads the bits of y = |t| + 0.5, in 0.5..128 (|t| <= 127): its mantissa
         // with the implicit bit, shifted right by 150 − the biased exponent (17..=24), as
@@ -86,10 +98,26 @@ pub(crate) fn quantize_block(x: &[f32]) -> (BlockQ8_0, i32) {
         let t = v * id;
         let y = (t.abs() + 0.5).to_bits();
         let mag = ((y & 0x7f_ffff) | 0x80_0000).wrapping_shr(150 - (y >> 23)) as i32;
-        *q = (if t < 0.0 { -mag } else { mag }) as i8;
+        let q8 = (if t < 0.0 { -mag } else { mag }) as i8;
+        sum += i32::from(q8);
+        *q = q8 as u8;
     }
-    let sum = qs.iter().map(|q| i32::from(*q)).sum();
-    (q8_0_block(f16::from_f32(d), &qs), sum)
+    sum
+}
+
+/// `f16::from_f32` of a finite value: by the FPU's `VCVTB.F16.F32` on a Cortex-M with one
+/// (the same rounding, to nearest even, with overflow to ∞ and exact subnormals).
+#[inline(always)]
+fn f16_of_finite(v: f32) -> f16 {
+    #[cfg(all(
+        target_arch = "arm",
+        target_abi = "eabihf",
+        target_os = "none",
+        target_endian = "little"
+    ))]
+    return crate::kernels::cortexm::f32_to_f16(v);
+    #[allow(unreachable_code)]
+    f16::from_f32(v)
 }
 
 /// The step `d = max|x| / 127` of a Q8_0 block whose largest magnitude has the bits
@@ -122,7 +150,7 @@ pub(crate) fn q8_0_nan_block() -> BlockQ8_0 {
 pub(crate) fn quantize_blocks(x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
     let blocks = x.chunks_exact(Q8_0_BLOCK).zip(out.iter_mut());
     for ((xb, o), s) in blocks.zip(sums.iter_mut()) {
-        (*o, *s) = quantize_block(xb);
+        *s = quantize_block_into(xb, o);
     }
 }
 
