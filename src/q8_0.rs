@@ -4,6 +4,7 @@
 use half::f16;
 
 use crate::error::{Buffer, Error};
+use crate::tensor::Element;
 
 /// Values per [`BlockQ8_0`].
 pub const Q8_0_BLOCK: usize = 32;
@@ -174,7 +175,7 @@ pub fn dequantize_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) -> Result<(), Error> 
 
 /// The 32 values `d · q` of one Q8_0 block.
 pub(crate) fn dequantize_block(b: &BlockQ8_0) -> [f32; Q8_0_BLOCK] {
-    let d = q8_0_scale(b).to_f32();
+    let d = Element::to_f32(q8_0_scale(b));
     let q = q8_0_quants(b);
     core::array::from_fn(|i| d * q[i] as f32)
 }

@@ -125,11 +125,11 @@ impl<'w> Tensor<'w> {
     pub fn get(&self, i: usize) -> Option<f32> {
         match self {
             Tensor::F32(s) => s.get(i).copied(),
-            Tensor::F16(s) => s.get(i).map(|v| v.to_f32()),
+            Tensor::F16(s) => s.get(i).map(|v| Element::to_f32(*v)),
             Tensor::Bf16(s) => s.get(i).map(|v| v.to_f32()),
             Tensor::Q8_0(s) => s
                 .get(i / Q8_0_BLOCK)
-                .map(|b| q8_0_scale(b).to_f32() * q8_0_quants(b)[i % Q8_0_BLOCK] as f32),
+                .map(|b| Element::to_f32(q8_0_scale(b)) * q8_0_quants(b)[i % Q8_0_BLOCK] as f32),
         }
     }
 

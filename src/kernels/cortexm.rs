@@ -26,7 +26,8 @@ use crate::q8_0::{q8_0_scale, BlockQ8_0};
 // per step, `VMLA.F32` (multiply, round, add, round: not fused, like Rust's `acc += w * x`).
 // AAPCS-VFP: s0–s15, r0–r3 and r12 are the caller's to lose; the s16–s31 and r4 used here are
 // saved. Arguments: r0 = w (row 0; row 1, in the two-row routines, right after it: rows of
-// whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the accumulators (written at exit).
+// whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the eight accumulators (one row),
+// or the two rows' sums, reduced as the portable kernel reduces its lanes (written at exit).
 // f16 weights are loaded by VLDM, two halves per `s` register, and split in place by
 // VCVTT/VCVTB from the top register down (each register is read before it is overwritten).
 // Per step of 8 multiply-adds and row: f32 9.5 instructions with two rows, 12 with one; f16
@@ -128,7 +129,24 @@ core::arch::global_asm!(
     "vmla.f32 s23, s31, s7",
     "subs r2, r2, #1",
     "bne 1b",
-    "vstmia r3, {{s8-s23}}",
+    // The portable reduction of each row's lanes, ((a0 + a4) + (a2 + a6)) + ((a1 + a5) +
+    // (a3 + a7)), into s8 (row 0) and s16 (row 1); the two sums stored.
+    "vadd.f32 s8, s8, s12",
+    "vadd.f32 s10, s10, s14",
+    "vadd.f32 s9, s9, s13",
+    "vadd.f32 s11, s11, s15",
+    "vadd.f32 s8, s8, s10",
+    "vadd.f32 s9, s9, s11",
+    "vadd.f32 s8, s8, s9",
+    "vadd.f32 s16, s16, s20",
+    "vadd.f32 s18, s18, s22",
+    "vadd.f32 s17, s17, s21",
+    "vadd.f32 s19, s19, s23",
+    "vadd.f32 s16, s16, s18",
+    "vadd.f32 s17, s17, s19",
+    "vadd.f32 s16, s16, s17",
+    "vstr s8, [r3]",
+    "vstr s16, [r3, #4]",
     "pop {{r4}}",
     "vpop {{s16-s31}}",
     "bx lr",
@@ -196,13 +214,55 @@ core::arch::global_asm!(
     "vmla.f32 s23, s31, s7",
     "subs r2, r2, #1",
     "bne 1b",
-    "vstmia r3, {{s8-s23}}",
+    // The portable reduction of each row's lanes, ((a0 + a4) + (a2 + a6)) + ((a1 + a5) +
+    // (a3 + a7)), into s8 (row 0) and s16 (row 1); the two sums stored.
+    "vadd.f32 s8, s8, s12",
+    "vadd.f32 s10, s10, s14",
+    "vadd.f32 s9, s9, s13",
+    "vadd.f32 s11, s11, s15",
+    "vadd.f32 s8, s8, s10",
+    "vadd.f32 s9, s9, s11",
+    "vadd.f32 s8, s8, s9",
+    "vadd.f32 s16, s16, s20",
+    "vadd.f32 s18, s18, s22",
+    "vadd.f32 s17, s17, s21",
+    "vadd.f32 s19, s19, s23",
+    "vadd.f32 s16, s16, s18",
+    "vadd.f32 s17, s17, s19",
+    "vadd.f32 s16, s16, s17",
+    "vstr s8, [r3]",
+    "vstr s16, [r3, #4]",
     "pop {{r4}}",
     "vpop {{s16-s31}}",
     "bx lr",
     ".p2align 2",
     "9: .space 64",
     ".size picoformer_cortexm_dot8x2_f32, . - picoformer_cortexm_dot8x2_f32",
+    // out[i] += p·v[i] (attention's weighted values): r0 = out, r1 = v, r2 = steps of 8 (at
+    // least 1), s0 = p; `VMLA.F32` rounds the product and the sum as Rust's `o += p * v`.
+    ".section .text.picoformer_cortexm_axpy8_f32,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_cortexm_axpy8_f32,%function",
+    "picoformer_cortexm_axpy8_f32:",
+    "vpush {{s16-s23}}",
+    "1:",
+    "vldmia r0, {{s8-s15}}",
+    "vldmia r1!, {{s16-s23}}",
+    "vmla.f32 s8, s16, s0",
+    "vmla.f32 s9, s17, s0",
+    "vmla.f32 s10, s18, s0",
+    "vmla.f32 s11, s19, s0",
+    "vmla.f32 s12, s20, s0",
+    "vmla.f32 s13, s21, s0",
+    "vmla.f32 s14, s22, s0",
+    "vmla.f32 s15, s23, s0",
+    "vstmia r0!, {{s8-s15}}",
+    "subs r2, r2, #1",
+    "bne 1b",
+    "vpop {{s16-s23}}",
+    "bx lr",
+    ".size picoformer_cortexm_axpy8_f32, . - picoformer_cortexm_axpy8_f32",
 );
 
 // The int8 path's products (Q8_0 weights × Q8_0 activations) with the DSP extension, two rows
@@ -297,15 +357,16 @@ extern "C" {
         w: *const f16,
         x: *const f32,
         steps: usize,
-        acc: *mut [f32; 16],
+        sums: *mut [f32; 2],
     );
     fn picoformer_cortexm_dot8_f32(w: *const f32, x: *const f32, steps: usize, acc: *mut [f32; 8]);
     fn picoformer_cortexm_dot8x2_f32(
         w: *const f32,
         x: *const f32,
         steps: usize,
-        acc: *mut [f32; 16],
+        sums: *mut [f32; 2],
     );
+    fn picoformer_cortexm_axpy8_f32(out: *mut f32, v: *const f32, steps: usize, p: f32);
 }
 
 /// The portable kernel's pairwise reduction of the eight lanes.
@@ -360,6 +421,45 @@ fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
         acc[i % 8] += half(w[i]) * x[i];
     }
     reduce(acc)
+}
+
+/// `out[i] += p·v[i]` over the shorter length, as the portable attention computes it.
+fn axpy_f32(out: &mut [f32], v: &[f32], p: f32) {
+    let n = out.len().min(v.len());
+    let steps = n / 8;
+    if steps > 0 {
+        // SAFETY: the routine reads and writes `8·steps` ≤ n values of `out` and reads as many
+        // of `v` (both f32-aligned, at least n long); it keeps the registers AAPCS-VFP says a
+        // callee keeps.
+        unsafe { picoformer_cortexm_axpy8_f32(out.as_mut_ptr(), v.as_ptr(), steps, p) };
+    }
+    for (o, vv) in out.iter_mut().zip(v).take(n).skip(steps * 8) {
+        *o += p * vv;
+    }
+}
+
+/// Attention over an f32 KV cache: [`super::portable::attention_positions`] with its two inner
+/// loops (`q·k`, `out += p·v`) in the routines above, bit for bit its result. Shapes are
+/// checked there.
+pub(crate) fn attention_positions_f32(
+    q: &[f32],
+    group: super::HeadGroup,
+    positions: super::Positions,
+    keys: &[f32],
+    values: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), crate::error::Error> {
+    super::portable::attention_positions_by(
+        q,
+        group,
+        positions,
+        keys,
+        values,
+        scale,
+        out,
+        |q, k, v, s, o| super::portable::head_by(q, k, v, s, o, dot_f32, axpy_f32),
+    )
 }
 
 /// One f16 as f32 (the remainder of a row: fewer than 8 per row).
@@ -418,7 +518,7 @@ fn matvec_rows<E>(
     w: &[E],
     x: &[f32],
     y: &mut [f32],
-    two: unsafe extern "C" fn(*const E, *const f32, usize, *mut [f32; 16]),
+    two: unsafe extern "C" fn(*const E, *const f32, usize, *mut [f32; 2]),
     one: impl Fn(&[E], &[f32]) -> f32,
 ) {
     let cols = x.len();
@@ -432,13 +532,10 @@ fn matvec_rows<E>(
             // SAFETY: `w2` is two rows of `cols` = 8·steps values (steps ≥ 1), 4-byte aligned
             // (its start is a whole number of row pairs of at least 4 bytes each after `w`'s,
             // which is checked), and `x` holds `cols` f32; the routine reads exactly those,
-            // writes the sixteen accumulators, and keeps the registers AAPCS-VFP says a callee
+            // writes the two reduced sums, and keeps the registers AAPCS-VFP says a callee
             // keeps.
-            let acc = run(|a| unsafe { two(w2.as_ptr(), x.as_ptr(), cols / 8, a) });
-            let (a0, a1) = acc.split_at(8);
-            if let ([y0, y1], Ok(a0), Ok(a1)) = (y2, a0.try_into(), a1.try_into()) {
-                (*y0, *y1) = (reduce(a0), reduce(a1));
-            }
+            let sums = run(|a| unsafe { two(w2.as_ptr(), x.as_ptr(), cols / 8, a) });
+            y2.copy_from_slice(&sums);
         }
         done = y.len() / 2 * 2;
     }

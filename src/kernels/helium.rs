@@ -26,8 +26,8 @@ use super::cortexm::Int8Rows2;
 
 // AAPCS-VFP: q0–q3 (s0–s15), r0–r3 and r12 are the caller's to lose; q4–q7 (s16–s31) and r4–r8
 // and lr used here are saved. The two-row routines: r0 = w (row 0; row 1 right after it, rows
-// of whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the sixteen accumulators
-// (row 0's lanes 0–7, then row 1's; written at exit, started at +0).
+// of whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the two rows' sums (written at
+// exit; the lanes start at +0 and are reduced in the portable kernel's order).
 core::arch::global_asm!(
     ".syntax unified",
     ".thumb",
@@ -65,10 +65,18 @@ core::arch::global_asm!(
     "vadd.f32 q4, q4, q6",
     "vadd.f32 q5, q5, q7",
     "le lr, 1b",
-    "vstrw.32 q2, [r3]",
-    "vstrw.32 q3, [r3, #16]",
-    "vstrw.32 q4, [r3, #32]",
-    "vstrw.32 q5, [r3, #48]",
+    // Each row's lanes reduced as the portable kernel does: q2 + q3 gives a0 + a4, a1 + a5,
+    // a2 + a6, a3 + a7 in s8–s11, then ((s8 + s10) + (s9 + s11)); row 1 likewise in s16.
+    "vadd.f32 q2, q2, q3",
+    "vadd.f32 q4, q4, q5",
+    "vadd.f32 s8, s8, s10",
+    "vadd.f32 s9, s9, s11",
+    "vadd.f32 s8, s8, s9",
+    "vadd.f32 s16, s16, s18",
+    "vadd.f32 s17, s17, s19",
+    "vadd.f32 s16, s16, s17",
+    "vstr s8, [r3]",
+    "vstr s16, [r3, #4]",
     "vpop {{d8-d15}}",
     "pop {{r4, pc}}",
     ".size picoformer_helium_dot8x2_f32, . - picoformer_helium_dot8x2_f32",
@@ -107,10 +115,18 @@ core::arch::global_asm!(
     "vadd.f32 q4, q4, q6",
     "vadd.f32 q5, q5, q7",
     "le lr, 1b",
-    "vstrw.32 q2, [r3]",
-    "vstrw.32 q3, [r3, #16]",
-    "vstrw.32 q4, [r3, #32]",
-    "vstrw.32 q5, [r3, #48]",
+    // Each row's lanes reduced as the portable kernel does: q2 + q3 gives a0 + a4, a1 + a5,
+    // a2 + a6, a3 + a7 in s8–s11, then ((s8 + s10) + (s9 + s11)); row 1 likewise in s16.
+    "vadd.f32 q2, q2, q3",
+    "vadd.f32 q4, q4, q5",
+    "vadd.f32 s8, s8, s10",
+    "vadd.f32 s9, s9, s11",
+    "vadd.f32 s8, s8, s9",
+    "vadd.f32 s16, s16, s18",
+    "vadd.f32 s17, s17, s19",
+    "vadd.f32 s16, s16, s17",
+    "vstr s8, [r3]",
+    "vstr s16, [r3, #4]",
     "vpop {{d8-d15}}",
     "pop {{r4, pc}}",
     ".size picoformer_helium_dot8x2_f16, . - picoformer_helium_dot8x2_f16",
@@ -171,14 +187,14 @@ extern "C" {
         w: *const f32,
         x: *const f32,
         steps: usize,
-        acc: *mut [f32; 16],
+        sums: *mut [f32; 2],
     );
     /// Two rows of f16 (see the assembly's header).
     pub(super) fn picoformer_helium_dot8x2_f16(
         w: *const f16,
         x: *const f32,
         steps: usize,
-        acc: *mut [f32; 16],
+        sums: *mut [f32; 2],
     );
     /// The int8 path's two rows (the DSP routine's arguments).
     pub(super) fn picoformer_helium_int8_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);

@@ -301,6 +301,26 @@ pub fn attention<K: Element>(
 
 /// [`attention`] once its shapes are checked.
 fn head<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [f32]) {
+    head_by(q, keys, values, scale, out, dot_of, |out, v, p| {
+        for (o, vv) in out.iter_mut().zip(v) {
+            *o += p * vv.to_f32();
+        }
+    });
+}
+
+/// [`head`] with its two inner loops given: `dot(k, q)` ([`dot_of`]'s sum) and
+/// `axpy(out, v, p)` (`out[i] += p·v[i]`), for kernels of their own with the same results
+/// (`cortexm.rs`).
+#[inline(always)]
+pub(crate) fn head_by<K: Element>(
+    q: &[f32],
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+    dot: impl Fn(&[K], &[f32]) -> f32,
+    axpy: impl Fn(&mut [f32], &[K], f32),
+) {
     let d = q.len();
     out.fill(0.0);
     if d == 0 {
@@ -312,7 +332,7 @@ fn head<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [
     let mut values = values.chunks_exact(d);
     for k in keys.chunks_exact(d) {
         let Some(v) = values.next() else { break };
-        let s = dot_of(k, q) * scale;
+        let s = dot(k, q) * scale;
         if s > max {
             let c = libm::expf(max - s);
             sum *= c;
@@ -323,9 +343,7 @@ fn head<K: Element>(q: &[f32], keys: &[K], values: &[K], scale: f32, out: &mut [
         }
         let p = libm::expf(s - max);
         sum += p;
-        for (o, vv) in out.iter_mut().zip(v) {
-            *o += p * vv.to_f32();
-        }
+        axpy(out, v, p);
     }
     let inv = 1.0 / sum;
     for o in out.iter_mut() {
@@ -364,6 +382,23 @@ pub fn attention_positions<K: Element>(
     values: &[K],
     scale: f32,
     out: &mut [f32],
+) -> Result<(), Error> {
+    attention_positions_by(q, group, positions, keys, values, scale, out, head)
+}
+
+/// [`attention_positions`] with each query head's attention given (`head`'s result, by
+/// kernels of its own: `cortexm.rs`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn attention_positions_by<K: Element>(
+    q: &[f32],
+    group: super::HeadGroup,
+    positions: super::Positions,
+    keys: &[K],
+    values: &[K],
+    scale: f32,
+    out: &mut [f32],
+    head: impl Fn(&[f32], &[K], &[K], f32, &mut [f32]),
 ) -> Result<(), Error> {
     let rows = shape::attention(
         q.len(),
