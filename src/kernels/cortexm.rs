@@ -331,6 +331,67 @@ core::arch::global_asm!(
     "pop {{r4-r11}}",
     "bx lr",
     ".size picoformer_cortexm_int8_rows2, . - picoformer_cortexm_int8_rows2",
+    // The same with the activations' quants sign-extended beforehand (`extend`: per word of
+    // four quants q0..q3, the halfword pairs (q0, q2) and (q1, q3)), read four words per
+    // `LDM` for two words of each row's weights: per block of 2 × 32 multiply-adds 102
+    // instructions. r0 points at { w0, w1, x (the extended words, word-aligned), dx, blocks }.
+    ".section .text.picoformer_cortexm_int8x_rows2,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_cortexm_int8x_rows2,%function",
+    "picoformer_cortexm_int8x_rows2:",
+    "push {{r4-r11, lr}}",
+    "mov r12, r1",
+    "ldmia r0, {{r5-r9}}",
+    "movs r0, #0",
+    "vmov s0, r0",
+    "vmov s1, r0",
+    "1:",
+    "ldrh r11, [r5], #2",
+    "vmov s3, r11",
+    "vcvtb.f32.f16 s3, s3",
+    "ldrh r11, [r6], #2",
+    "vmov s4, r11",
+    "vcvtb.f32.f16 s4, s4",
+    "vldmia r8!, {{s2}}",
+    "movs r0, #0",
+    "movs r1, #0",
+    ".rept 4",
+    "ldmia r7!, {{r2, r3, r4, lr}}",
+    "ldr r10, [r5], #4",
+    "sxtb16 r11, r10, ror #8",
+    "sxtb16 r10, r10",
+    "smlad r0, r10, r2, r0",
+    "smlad r0, r11, r3, r0",
+    "ldr r10, [r5], #4",
+    "sxtb16 r11, r10, ror #8",
+    "sxtb16 r10, r10",
+    "smlad r0, r10, r4, r0",
+    "smlad r0, r11, lr, r0",
+    "ldr r10, [r6], #4",
+    "sxtb16 r11, r10, ror #8",
+    "sxtb16 r10, r10",
+    "smlad r1, r10, r2, r1",
+    "smlad r1, r11, r3, r1",
+    "ldr r10, [r6], #4",
+    "sxtb16 r11, r10, ror #8",
+    "sxtb16 r10, r10",
+    "smlad r1, r10, r4, r1",
+    "smlad r1, r11, lr, r1",
+    ".endr",
+    "vmul.f32 s3, s3, s2",
+    "vmul.f32 s4, s4, s2",
+    "vmov s5, r0",
+    "vcvt.f32.s32 s5, s5",
+    "vmla.f32 s0, s3, s5",
+    "vmov s5, r1",
+    "vcvt.f32.s32 s5, s5",
+    "vmla.f32 s1, s4, s5",
+    "subs r9, r9, #1",
+    "bne 1b",
+    "vstmia r12, {{s0-s1}}",
+    "pop {{r4-r11, pc}}",
+    ".size picoformer_cortexm_int8x_rows2, . - picoformer_cortexm_int8x_rows2",
 );
 
 /// The arguments of `picoformer_cortexm_int8_rows2`.
@@ -339,7 +400,8 @@ core::arch::global_asm!(
 pub(super) struct Int8Rows2 {
     w0: *const BlockQ8_0,
     w1: *const BlockQ8_0,
-    x: *const BlockQ8_0,
+    /// The activations: Q8_0 blocks, or their quants extended (`extend`).
+    x: *const u8,
     dx: *const f32,
     blocks: usize,
 }
@@ -348,6 +410,7 @@ pub(super) struct Int8Rows2 {
 #[cfg_attr(picoformer_arm_mve, allow(dead_code))] // (Helium's instead)
 extern "C" {
     fn picoformer_cortexm_int8_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);
+    fn picoformer_cortexm_int8x_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);
 }
 
 #[cfg_attr(picoformer_arm_mve, allow(dead_code))] // (the two-row ones: Helium's instead)
@@ -572,11 +635,34 @@ pub(crate) fn matvec_f16(w: &[f16], x: &[f32], y: &mut [f32]) {
 #[cfg(picoformer_arm_dsp)]
 const INT8_BLOCKS: usize = 32;
 
-/// The int8 path's product with the DSP extension: [`super::portable::int8_rows`]'s result bit
-/// for bit (each block's sum is exact, and the scaling rounds as there), for activations
-/// quantised by picoformer, whose quants are never −128 (the portable kernel reads −128 as
-/// −127; `SMLAD` would not). More than [`INT8_BLOCKS`] activation blocks, or a shape that does
-/// not split into whole positions, take the portable kernel.
+/// Blocks of a position's activations whose quants the DSP path sign-extends once for all rows
+/// (`extend`, 64 bytes each on the stack: 1 KiB), rows up to 512 values; longer rows take the
+/// routine that extends them as it goes.
+#[cfg(all(picoformer_arm_dsp, not(picoformer_arm_mve)))]
+const EXTENDED_BLOCKS: usize = 16;
+
+/// The quants of `x`'s blocks as the DSP routine reads them: per word of four quants q0..q3,
+/// the words (q0, q2) and (q1, q3) of two sign-extended halfwords (what `SXTB16` makes of it,
+/// and of it rotated by 8).
+#[cfg(all(picoformer_arm_dsp, not(picoformer_arm_mve)))]
+fn extend(x: &[BlockQ8_0], out: &mut [u32]) {
+    let half = |q: i8| u32::from(i16::from(q) as u16);
+    for (e, b) in out.chunks_exact_mut(16).zip(x) {
+        let q = crate::q8_0::q8_0_quants(b);
+        for (e2, q4) in e.chunks_exact_mut(2).zip(q.chunks_exact(4)) {
+            if let ([e0, e1], [q0, q1, q2, q3]) = (e2, q4) {
+                *e0 = half(*q0) | half(*q2) << 16;
+                *e1 = half(*q1) | half(*q3) << 16;
+            }
+        }
+    }
+}
+
+/// The int8 path's product with the DSP extension (or Helium): [`super::portable::int8_rows`]'s
+/// result bit for bit (each block's sum is exact, and the scaling rounds as there), for
+/// activations quantised by picoformer, whose quants are never −128 (the portable kernel reads
+/// −128 as −127; `SMLAD` would not). More than [`INT8_BLOCKS`] activation blocks, or a shape
+/// that does not split into whole positions, take the portable kernel.
 #[cfg(picoformer_arm_dsp)]
 pub(crate) fn int8_rows(
     w: &[BlockQ8_0],
@@ -593,14 +679,37 @@ pub(crate) fn int8_rows(
     }
     let mut dx = [0.0f32; INT8_BLOCKS];
     for (d, b) in dx.iter_mut().zip(x) {
-        *d = q8_0_scale(b).to_f32();
+        *d = f16_to_f32(q8_0_scale(b));
     }
+    #[cfg(not(picoformer_arm_mve))]
+    let mut extended = [0u32; EXTENDED_BLOCKS * 16];
     let row = |r: usize| w.get(r * stride..).and_then(|w| w.get(..nb));
     for ((xs, dxs), ys) in x
         .chunks_exact(nb)
         .zip(dx.chunks_exact(nb))
         .zip(y.chunks_exact_mut(rows))
     {
+        // Each routine reads `args` as its header says: Helium's the blocks as they are; the
+        // DSP routines the quants extended once for all rows where they fit, else the blocks.
+        #[cfg(picoformer_arm_mve)]
+        let (routine, xp): (
+            unsafe extern "C" fn(*const Int8Rows2, *mut [f32; 2]),
+            *const u8,
+        ) = (
+            super::helium::picoformer_helium_int8_rows2,
+            xs.as_ptr().cast(),
+        );
+        #[cfg(not(picoformer_arm_mve))]
+        let (routine, xp): (
+            unsafe extern "C" fn(*const Int8Rows2, *mut [f32; 2]),
+            *const u8,
+        ) = match extended.get_mut(..nb * 16) {
+            Some(e) => {
+                extend(xs, e);
+                (picoformer_cortexm_int8x_rows2, e.as_ptr().cast())
+            }
+            None => (picoformer_cortexm_int8_rows2, xs.as_ptr().cast()),
+        };
         for (pair, r) in ys.chunks_mut(2).zip((0..rows).step_by(2)) {
             let (Some(w0), Some(w1)) = (row(r), row((r + 1).min(rows - 1))) else {
                 return;
@@ -608,23 +717,17 @@ pub(crate) fn int8_rows(
             let args = Int8Rows2 {
                 w0: w0.as_ptr(),
                 w1: w1.as_ptr(),
-                x: xs.as_ptr(),
+                x: xp,
                 dx: dxs.as_ptr(),
                 blocks: nb,
             };
             let mut sums = [0.0f32; 2];
-            // SAFETY: `w0`, `w1` and `xs` are `nb` ≥ 1 whole blocks each, `dxs` `nb` f32; the
-            // routine reads exactly those (unaligned word loads, which Armv7-M and Armv8-M
-            // Mainline allow unless a firmware sets CCR.UNALIGN_TRP), writes the two sums, and
-            // keeps the registers AAPCS-VFP says a callee keeps.
-            #[cfg(picoformer_arm_mve)]
-            unsafe {
-                super::helium::picoformer_helium_int8_rows2(&args, &mut sums)
-            };
-            #[cfg(not(picoformer_arm_mve))]
-            unsafe {
-                picoformer_cortexm_int8_rows2(&args, &mut sums)
-            };
+            // SAFETY: `w0` and `w1` are `nb` ≥ 1 whole blocks each, `dxs` `nb` f32, and `xp`
+            // `nb` whole blocks (`xs`) or their `16·nb` extended words (word-aligned); the
+            // routine reads exactly those (the blocks by unaligned word loads, which Armv7-M and
+            // Armv8-M Mainline allow unless a firmware sets CCR.UNALIGN_TRP), writes the two
+            // sums, and keeps the registers AAPCS-VFP says a callee keeps.
+            unsafe { routine(&args, &mut sums) };
             for (yv, s) in pair.iter_mut().zip(sums) {
                 *yv = if add { *yv + s } else { s };
             }
@@ -781,5 +884,21 @@ fn int8_self_test(next: &mut impl FnMut() -> f32) -> usize {
             }
         }
     }
+    // Rows longer than the extended activations hold (17 blocks): the routine that extends
+    // them as it goes.
+    let mut wl = [[0u8; 34]; 3 * 17];
+    for b in wl.iter_mut() {
+        let q: [i8; 32] = core::array::from_fn(|_| (next() * 128.5).clamp(-128.0, 127.0) as i8);
+        *b = q8_0_block(f16::from_f32(next() * 0.07), &q);
+    }
+    let (mut xq, mut sums) = ([[0u8; 34]; 17], [0i32; 17]);
+    for (b, s) in xq.iter_mut().zip(sums.iter_mut()) {
+        let xf: [f32; 32] = core::array::from_fn(|_| next() * 3.0);
+        quantize_blocks(&xf, core::slice::from_mut(b), core::slice::from_mut(s));
+    }
+    let (mut y, mut want) = ([0.0f32; 3], [0.0f32; 3]);
+    int8_rows(&wl, 17, &xq, &mut y, 3, false);
+    super::portable::int8_rows(&wl, 17, &xq, &mut want, 3, false);
+    bad += usize::from(y.map(f32::to_bits) != want.map(f32::to_bits));
     bad
 }

@@ -381,7 +381,10 @@ pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) -> Result<(), Error> {
             for row in y.chunks_exact_mut(n) {
                 match bias {
                     Tensor::F32(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b),
-                    Tensor::F16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += Element::to_f32(*b)),
+                    Tensor::F16(b) => row
+                        .iter_mut()
+                        .zip(b)
+                        .for_each(|(v, b)| *v += Element::to_f32(*b)),
                     Tensor::Bf16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b.to_f32()),
                     Tensor::Q8_0(_) => row
                         .iter_mut()
@@ -494,7 +497,10 @@ pub fn load(y: &mut [f32], t: Tensor<'_>) -> Result<(), Error> {
     match t {
         // (The lengths are equal: zipped, without a panic path.)
         Tensor::F32(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y = *s),
-        Tensor::F16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y = Element::to_f32(*s)),
+        Tensor::F16(s) => y
+            .iter_mut()
+            .zip(s)
+            .for_each(|(y, s)| *y = Element::to_f32(*s)),
         Tensor::Bf16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y = s.to_f32()),
         Tensor::Q8_0(s) => dequantize_q8_0(s, y)?,
     }
@@ -509,7 +515,10 @@ pub fn add_scaled(y: &mut [f32], t: Tensor<'_>, a: f32) -> Result<(), Error> {
     shape::same("add_scaled", "y", t.len(), y.len())?;
     match t {
         Tensor::F32(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s),
-        Tensor::F16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * Element::to_f32(*s)),
+        Tensor::F16(s) => y
+            .iter_mut()
+            .zip(s)
+            .for_each(|(y, s)| *y += a * Element::to_f32(*s)),
         Tensor::Bf16(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s.to_f32()),
         Tensor::Q8_0(s) => {
             for (b, yb) in s.iter().zip(y.chunks_exact_mut(Q8_0_BLOCK)) {
