@@ -14,12 +14,15 @@
 //!
 //! The files: this one holds the errors and the [`Parser`]'s structure (objects, arrays,
 //! literals, skipping); `string.rs` reads characters (UTF-8, escapes, the escaped source) and
-//! holds the [`JsonStr`] handles; `number.rs` reads numbers.
+//! holds the [`JsonStr`] handles; `number.rs` reads numbers, `float.rs` converts them to `f64`.
 
 #![deny(unsafe_code)]
 
 use core::fmt;
 
+mod float;
+#[cfg(test)]
+mod float_tests;
 mod number;
 mod string;
 #[cfg(test)]
