@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../firmware"
 # The parts of the device path proven panic-free (features no-panic-<part> of the firmware
 # crate): `load` (Model::from_safetensors_in), `decode` (forward_last and step), `sample`
 # (sampling::Sampler). The rest are reported below.
-PROVEN=(decode sample)
+PROVEN=(load decode sample)
 ALL=(load decode sample)
 TARGETS=(thumbv7em-none-eabihf riscv32imac-unknown-none-elf)
 SYM=picoformer_no_panic_proof_failed_a_panic_path_survived_optimisation

@@ -524,8 +524,9 @@ impl<'a> Parser<'a> {
             }
         };
         // Raw text is whole UTF-8 characters and ASCII escapes, so this cannot fail.
-        let raw = core::str::from_utf8(&self.src.raw[start..end])
-            .map_err(|_| err(start, JsonErrorKind::InvalidUtf8))?;
+        let raw = (self.src.raw.get(start..end))
+            .and_then(|raw| core::str::from_utf8(raw).ok())
+            .ok_or(err(start, JsonErrorKind::InvalidUtf8))?;
         Ok(JsonStr {
             raw,
             escaped: self.src.escaped,
