@@ -144,7 +144,8 @@ impl Decimal {
     }
 
     /// The nearest `f64` to `±self · 10^exp` (ties to even); infinite beyond the largest finite.
-    pub(super) fn into_f64(mut self, negative: bool, exp: i64) -> f64 {
+    /// Leaves `self` scaled by a power of two (by reference: a copy would double the stack).
+    pub(super) fn nearest_f64(&mut self, negative: bool, exp: i64) -> f64 {
         let sign = u64::from(negative) << 63;
         self.trim();
         self.dp = self.dp.saturating_add(exp);

@@ -42,7 +42,7 @@ fn text_f64(raw: &[u8], escaped: bool) -> Option<f64> {
             _ => return None,
         }
     }
-    Some(digits.into_f64(neg, if exp_neg { -exponent } else { exponent }))
+    Some(digits.nearest_f64(neg, if exp_neg { -exponent } else { exponent }))
 }
 
 impl Parser<'_> {
