@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The link-time proof that decoding cannot panic (issue 28): builds firmware/src/no_panic.rs, the
-# device path with a panic handler that calls a symbol defined nowhere, for thumbv7em-none-eabihf
-# and riscv32imac-unknown-none-elf. It links only if no panic path survives optimisation in the
+# The link-time proof that loading and decoding cannot panic (issue 28): builds
+# firmware/src/no_panic.rs, the device path with a panic handler that calls a symbol defined
+# nowhere, for thumbv7em-none-eabihf and riscv32imac-unknown-none-elf. It links only if no panic path survives optimisation in the
 # parts it covers (PROVEN below; a part left out is an opaque value to the others). Fails unless
 # every build links, and unless the negative check (a deliberate out-of-bounds index) fails to
 # link naming the symbol. Then, for information, the panic call sites left in the parts not yet
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../firmware"
 # The parts of the device path proven panic-free (features no-panic-<part> of the firmware
 # crate): `load` (Model::from_safetensors_in), `decode` (forward_last and step), `sample`
 # (sampling::Sampler). The rest are reported below.
-PROVEN=(decode sample)
+PROVEN=(load decode sample)
 ALL=(load decode sample)
 TARGETS=(thumbv7em-none-eabihf riscv32imac-unknown-none-elf)
 SYM=picoformer_no_panic_proof_failed_a_panic_path_survived_optimisation

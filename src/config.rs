@@ -1132,6 +1132,8 @@ impl WrapperConfig {
             return Err(ConfigError::Conflict("scaled_sinu_pos_emb", "emb_dim"));
         }
         let (d, e, limit) = (self.attn_layers.dim, self.emb_width(), 1usize << 30);
+        // Neither is 0 here (checked above): spares the divisions below their panic path.
+        let (d, e) = (if d == 0 { 1 } else { d }, if e == 0 { 1 } else { e });
         if self.num_memory_tokens > limit / d
             || e > limit
             || self.logits_width() > limit

@@ -288,7 +288,11 @@ impl<'a> FileSource<'a> {
         self.file
             .tensors()
             .enumerate()
-            .find(|(i, _)| self.used[i / 64].get() & (1 << (i % 64)) == 0)
+            .find(|(i, _)| {
+                self.used
+                    .get(i / 64)
+                    .is_none_or(|bits| bits.get() & (1 << (i % 64)) == 0)
+            })
             .map(|(_, t)| t.name())
     }
 }

@@ -1,7 +1,7 @@
-//! The link-time proof that decoding cannot panic (issue 28): the device path alone, built like
-//! the firmware (LTO, picoformer at opt-level 3, `panic = "abort"`), with a panic handler that
-//! calls a function defined nowhere. The image links only if no call to the panic handler
-//! survives optimisation: loading a model file (`Model::from_safetensors_in`), the prompt
+//! The link-time proof that loading and decoding cannot panic (issue 28): the device path alone,
+//! built like the firmware (LTO, picoformer at opt-level 3, `panic = "abort"`), with a panic
+//! handler that calls a function defined nowhere. The image links only if no call to the panic
+//! handler survives optimisation: loading a model file (`Model::from_safetensors_in`), the prompt
 //! (`forward_last`), each decoded token (`step`) and choosing it (`sampling::Sampler`) have no
 //! reachable `unwrap`, index, slice, arithmetic-overflow or assertion panic left.
 //!
@@ -14,7 +14,7 @@
 //! 3 a fault), so `.ci/no-panic.sh` can also run it.
 //!
 //! Built by `.ci/no-panic.sh`: `cargo build --release --bin no-panic --features
-//! no-panic-decode,no-panic-sample` (features `no-panic-load`, `no-panic-decode`,
+//! no-panic-load,no-panic-decode,no-panic-sample` (features `no-panic-load`, `no-panic-decode`,
 //! `no-panic-sample`: the parts in the proof; a part left out is replaced by an opaque value, so
 //! the others are proven for anything it could give).
 #![no_std]

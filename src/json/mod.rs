@@ -14,12 +14,15 @@
 //!
 //! The files: this one holds the errors and the [`Parser`]'s structure (objects, arrays,
 //! literals, skipping); `string.rs` reads characters (UTF-8, escapes, the escaped source) and
-//! holds the [`JsonStr`] handles; `number.rs` reads numbers.
+//! holds the [`JsonStr`] handles; `number.rs` reads numbers, `float.rs` converts them to `f64`.
 
 #![deny(unsafe_code)]
 
 use core::fmt;
 
+mod float;
+#[cfg(test)]
+mod float_tests;
 mod number;
 mod string;
 #[cfg(test)]
@@ -521,8 +524,9 @@ impl<'a> Parser<'a> {
             }
         };
         // Raw text is whole UTF-8 characters and ASCII escapes, so this cannot fail.
-        let raw = core::str::from_utf8(&self.src.raw[start..end])
-            .map_err(|_| err(start, JsonErrorKind::InvalidUtf8))?;
+        let raw = (self.src.raw.get(start..end))
+            .and_then(|raw| core::str::from_utf8(raw).ok())
+            .ok_or(err(start, JsonErrorKind::InvalidUtf8))?;
         Ok(JsonStr {
             raw,
             escaped: self.src.escaped,

@@ -1,6 +1,7 @@
 //! Reading numbers: the tokenizer checks the JSON grammar and keeps the integer part exactly;
-//! floats are the text converted by `core`'s correctly rounded `str::parse`.
+//! floats are the text converted by [`Decimal`] (`float.rs`), correctly rounded.
 
+use super::float::Decimal;
 use super::string::Src;
 use super::{err, JsonError, JsonErrorKind, Parser, ValueKind};
 
@@ -17,24 +18,15 @@ pub(super) struct Num {
     end: usize,
 }
 
-/// Significant digits [`decoded_f64`] keeps: more than the 767 that can decide how a decimal
-/// number rounds to an `f64`.
-const KEPT_DIGITS: usize = 800;
-
-/// The nearest `f64` to a number whose raw text, in an escaped source, contains escapes (`\u0031`
-/// for `1`): the decoded number, shortened to [`KEPT_DIGITS`] significant digits and one more
-/// nonzero digit if any nonzero digit was dropped (which keeps it on the same side of every
-/// rounding midpoint), as text parsed by `core`. `None` if it is not a JSON number.
+/// The nearest `f64` to a number's raw text (which may contain escapes, `\u0031` for `1`, in an
+/// escaped source), correctly rounded by [`Decimal`]. `None` if it is not a JSON number.
 #[cold]
 #[inline(never)]
-fn decoded_f64(raw: &[u8]) -> Option<f64> {
-    let mut src = Src::new(raw, true);
-    let mut text = [0u8; KEPT_DIGITS + 24];
-    let mut len = 0;
-    let (mut neg, mut frac, mut exp_part, mut exp_neg, mut sticky) =
-        (false, false, false, false, false);
-    // The value is text[..len] (as an integer) · 10^(scale + exponent).
-    let (mut scale, mut exponent) = (0i64, 0i64);
+fn text_f64(raw: &[u8], escaped: bool) -> Option<f64> {
+    let mut src = Src::new(raw, escaped);
+    let mut digits = Decimal::new();
+    let (mut neg, mut frac, mut exp_part, mut exp_neg) = (false, false, false, false);
+    let mut exponent = 0i64;
     while let Some(c) = src.next().ok()? {
         match c {
             '-' if exp_part => exp_neg = true,
@@ -46,49 +38,11 @@ fn decoded_f64(raw: &[u8]) -> Option<f64> {
                 let d = i64::from(c as u8 - b'0');
                 exponent = exponent.saturating_mul(10).saturating_add(d);
             }
-            '0'..='9' => {
-                if len < KEPT_DIGITS && (len > 0 || c != '0') {
-                    text[len] = c as u8;
-                    len += 1;
-                    scale -= i64::from(frac);
-                } else if len == 0 {
-                    // A leading zero: only its place counts.
-                    scale -= i64::from(frac);
-                } else {
-                    scale += i64::from(!frac);
-                    sticky |= c != '0';
-                }
-            }
+            '0'..='9' => digits.push(c as u8 - b'0', frac),
             _ => return None,
         }
     }
-    if len == 0 {
-        return Some(if neg { -0.0 } else { 0.0 });
-    }
-    if sticky {
-        text[len] = b'1';
-        len += 1;
-        scale -= 1;
-    }
-    let exponent = if exp_neg { -exponent } else { exponent };
-    // Far beyond both ends of f64 (whose parse saturates such exponents too).
-    let e = scale.saturating_add(exponent).clamp(-1 << 40, 1 << 40);
-    text[len] = b'e';
-    text[len + 1] = if e < 0 { b'-' } else { b'+' };
-    len += 2;
-    let digits = len;
-    let mut m = e.unsigned_abs();
-    loop {
-        text[len] = b'0' + (m % 10) as u8;
-        len += 1;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    text[digits..len].reverse();
-    let v: f64 = core::str::from_utf8(&text[..len]).ok()?.parse().ok()?;
-    Some(if neg { -v } else { v })
+    Some(digits.nearest_f64(neg, if exp_neg { -exponent } else { exponent }))
 }
 
 impl Parser<'_> {
@@ -168,8 +122,8 @@ impl Parser<'_> {
         Ok(n)
     }
 
-    /// Reads the next value, a number, as the nearest `f64` (`core`'s correctly rounded
-    /// conversion of its text: integers up to 2^53 are exact, `0.1`, `2.0`, `1e-5` are the
+    /// Reads the next value, a number, as the nearest `f64` (the correctly rounded conversion
+    /// of its text, ties to even: integers up to 2^53 are exact, `0.1`, `2.0`, `1e-5` are the
     /// nearest `f64`, tiny values round to zero).
     ///
     /// # Errors
@@ -177,13 +131,11 @@ impl Parser<'_> {
     /// [`JsonErrorKind::NumberOutOfRange`] if its nearest `f64` is infinite.
     pub fn f64(&mut self) -> Result<f64, JsonError> {
         let n = self.number()?;
-        let raw = &self.src.raw[n.start..n.end];
-        let v = if self.src.escaped && raw.contains(&b'\\') {
-            decoded_f64(raw)
-        } else {
-            // The grammar admits only ASCII here, all of it in `core`'s float syntax.
-            core::str::from_utf8(raw).ok().and_then(|s| s.parse().ok())
-        };
+        let v = self
+            .src
+            .raw
+            .get(n.start..n.end)
+            .and_then(|raw| text_f64(raw, self.src.escaped));
         match v {
             Some(v) if v.is_finite() => Ok(v),
             Some(_) => Err(err(n.start, JsonErrorKind::NumberOutOfRange)),

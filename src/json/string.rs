@@ -201,21 +201,25 @@ impl<'a> JsonStr<'a> {
     /// [`BufferTooSmall`] with the length needed if the decoded string does not fit.
     pub fn decode_into<'b>(&self, buf: &'b mut [u8]) -> Result<&'b str, BufferTooSmall> {
         let needed = self.decoded_len();
+        let too_small = BufferTooSmall {
+            needed,
+            capacity: buf.len(),
+        };
         if needed > buf.len() {
-            return Err(BufferTooSmall {
-                needed,
-                capacity: buf.len(),
-            });
+            return Err(too_small);
         }
         let mut n = 0;
         for c in self.chars() {
-            n += c.encode_utf8(&mut buf[n..]).len();
+            for &b in c.encode_utf8(&mut [0; 4]).as_bytes() {
+                // Cannot fail: `needed` bytes fit.
+                *buf.get_mut(n).ok_or(too_small)? = b;
+                n += 1;
+            }
         }
         // Whole characters were written, so this cannot fail.
-        core::str::from_utf8(&buf[..n]).map_err(|_| BufferTooSmall {
-            needed,
-            capacity: buf.len(),
-        })
+        (buf.get(..n))
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .ok_or(too_small)
     }
 
     /// Whether the decoded string equals `s`.

@@ -193,7 +193,7 @@ pub struct Shape {
 impl Shape {
     /// The dimensions.
     pub fn as_slice(&self) -> &[usize] {
-        &self.dims[..self.len as usize]
+        &self.dims[..usize::from(self.len).min(MAX_DIMS)]
     }
 
     /// Number of elements (1 for a scalar of shape `[]`). Cannot overflow: checked at parse time.
@@ -447,7 +447,8 @@ impl<'a> Scanner<'a> {
         if key == METADATA_KEY {
             let at = self.p.offset();
             if self.validate {
-                validate_metadata(&self.header[at..], PREFIX + at)?;
+                // `at` is where a value starts, so on a character boundary.
+                validate_metadata(self.header.get(at..).unwrap_or(""), PREFIX + at)?;
             }
             self.p.skip().map_err(&e)?;
             return Ok(Some(Entry::Metadata(at)));
@@ -519,15 +520,14 @@ fn parse_tensor<'a>(
             };
             p.begin_array().map_err(&e)?;
             while p.next_element().map_err(&e)? {
-                if s.len as usize == MAX_DIMS {
+                let Some(dim) = s.dims.get_mut(usize::from(s.len)) else {
                     return Err(FormatError::TooManyDims {
                         tensor,
                         max: MAX_DIMS,
                     });
-                }
+                };
                 let d = p.u64().map_err(&e)?;
-                s.dims[s.len as usize] =
-                    usize::try_from(d).map_err(|_| FormatError::ShapeOverflow { tensor })?;
+                *dim = usize::try_from(d).map_err(|_| FormatError::ShapeOverflow { tensor })?;
                 s.len += 1;
             }
             shape = Some(s);
@@ -567,12 +567,13 @@ fn parse_tensor<'a>(
     if begin > end {
         return Err(FormatError::OffsetsReversed { tensor, begin, end });
     }
+    let out_of_range = FormatError::TensorOutOfRange {
+        tensor,
+        end,
+        data_len: data.len(),
+    };
     if end > data.len() as u64 {
-        return Err(FormatError::TensorOutOfRange {
-            tensor,
-            end,
-            data_len: data.len(),
-        });
+        return Err(out_of_range);
     }
     if end - begin != nbytes as u64 {
         return Err(FormatError::SizeMismatch {
@@ -587,7 +588,7 @@ fn parse_tensor<'a>(
         key,
         dtype,
         shape,
-        data: &data[begin..end],
+        data: data.get(begin..end).ok_or(out_of_range)?,
         begin,
         file_offset: data_start + begin,
     })
@@ -739,7 +740,7 @@ impl<'a> SafeTensors<'a> {
     /// All `__metadata__` entries as `(key, value)`, in header order.
     pub fn metadata_entries(&self) -> MetadataEntries<'a> {
         let p = self.metadata_at.and_then(|at| {
-            let mut p = Parser::new(&self.header.as_bytes()[at..]);
+            let mut p = Parser::new(self.header.as_bytes().get(at..)?);
             p.begin_object().ok().map(|()| p)
         });
         MetadataEntries { p }

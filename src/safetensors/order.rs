@@ -143,8 +143,14 @@ fn visit_sorted<T: Copy, I: Iterator<Item = T>, E>(
                     if batch.is_full() {
                         batch.pop();
                     }
-                    // Cannot fail: there is room now.
-                    let _ = batch.insert(pos, item);
+                    // Inserted at `pos` by hand (`insert` has a panic path for a `pos` beyond
+                    // the length): the items from `pos` on move up one, the last is pushed,
+                    // which cannot fail as there is room now.
+                    let mut carry = item;
+                    for slot in batch.get_mut(pos..).into_iter().flatten() {
+                        core::mem::swap(slot, &mut carry);
+                    }
+                    let _ = batch.push(carry);
                 }
             }
         }
