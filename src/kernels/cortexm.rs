@@ -26,8 +26,10 @@ use crate::q8_0::{q8_0_scale, BlockQ8_0};
 // per step, `VMLA.F32` (multiply, round, add, round: not fused, like Rust's `acc += w * x`).
 // AAPCS-VFP: s0–s15, r0–r3 and r12 are the caller's to lose; the s16–s31 and r4 used here are
 // saved. Arguments: r0 = w (row 0; row 1, in the two-row routines, right after it: rows of
-// whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the eight accumulators (one row),
-// or the two rows' sums, reduced as the portable kernel reduces its lanes (written at exit).
+// whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the eight accumulators (one row,
+// written at exit). The two-row routines run `pairs` (the fifth argument, on the stack, at
+// least 1) pairs of consecutive rows, each pair's two sums reduced as the portable kernel
+// reduces its lanes and stored at r3 (2·pairs values).
 // f16 weights are loaded by VLDM, two halves per `s` register, and split in place by
 // VCVTT/VCVTB from the top register down (each register is read before it is overwritten).
 // Per step of 8 multiply-adds and row: f32 9.5 instructions with two rows, 12 with one; f16
@@ -84,11 +86,17 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_cortexm_dot8x2_f16,%function",
     "picoformer_cortexm_dot8x2_f16:",
+    "push {{r4-r7}}",
     "vpush {{s16-s31}}",
-    "add r12, r0, r2, lsl #4",
-    "push {{r4}}",
-    "adr r4, 9f",
-    "vldmia r4, {{s8-s23}}",
+    "ldr r4, [sp, #80]",
+    "mov r5, r1",
+    "mov r6, r2",
+    "adr r7, 9f",
+    "2:",
+    "add r12, r0, r6, lsl #4",
+    "mov r1, r5",
+    "mov r2, r6",
+    "vldmia r7, {{s8-s23}}",
     "1:",
     "vldmia r1!, {{s0-s7}}",
     // Row 0.
@@ -147,8 +155,13 @@ core::arch::global_asm!(
     "vadd.f32 s16, s16, s17",
     "vstr s8, [r3]",
     "vstr s16, [r3, #4]",
-    "pop {{r4}}",
+    "adds r3, r3, #8",
+    // The next pair's row 0 is right after this pair's row 1.
+    "mov r0, r12",
+    "subs r4, r4, #1",
+    "bne 2b",
     "vpop {{s16-s31}}",
+    "pop {{r4-r7}}",
     "bx lr",
     ".p2align 2",
     "9: .space 64",
@@ -187,11 +200,17 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_cortexm_dot8x2_f32,%function",
     "picoformer_cortexm_dot8x2_f32:",
+    "push {{r4-r7}}",
     "vpush {{s16-s31}}",
-    "add r12, r0, r2, lsl #5",
-    "push {{r4}}",
-    "adr r4, 9f",
-    "vldmia r4, {{s8-s23}}",
+    "ldr r4, [sp, #80]",
+    "mov r5, r1",
+    "mov r6, r2",
+    "adr r7, 9f",
+    "2:",
+    "add r12, r0, r6, lsl #5",
+    "mov r1, r5",
+    "mov r2, r6",
+    "vldmia r7, {{s8-s23}}",
     "1:",
     "vldmia r1!, {{s0-s7}}",
     "vldmia r0!, {{s24-s31}}",
@@ -232,8 +251,13 @@ core::arch::global_asm!(
     "vadd.f32 s16, s16, s17",
     "vstr s8, [r3]",
     "vstr s16, [r3, #4]",
-    "pop {{r4}}",
+    "adds r3, r3, #8",
+    // The next pair's row 0 is right after this pair's row 1.
+    "mov r0, r12",
+    "subs r4, r4, #1",
+    "bne 2b",
     "vpop {{s16-s31}}",
+    "pop {{r4-r7}}",
     "bx lr",
     ".p2align 2",
     "9: .space 64",
@@ -263,6 +287,39 @@ core::arch::global_asm!(
     "vpop {{s16-s23}}",
     "bx lr",
     ".size picoformer_cortexm_axpy8_f32, . - picoformer_cortexm_axpy8_f32",
+    // y[i] += b[i] for f16 b (a bias): r0 = y, r1 = b (4-byte aligned), r2 = steps of 8 (at
+    // least 1); b by VLDM and split in place as the f16 products do.
+    ".section .text.picoformer_cortexm_add8_f16,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_cortexm_add8_f16,%function",
+    "picoformer_cortexm_add8_f16:",
+    "vpush {{s16-s23}}",
+    "1:",
+    "vldmia r0, {{s8-s15}}",
+    "vldmia r1!, {{s16-s19}}",
+    "vcvtt.f32.f16 s23, s19",
+    "vcvtb.f32.f16 s22, s19",
+    "vcvtt.f32.f16 s21, s18",
+    "vcvtb.f32.f16 s20, s18",
+    "vcvtt.f32.f16 s19, s17",
+    "vcvtb.f32.f16 s18, s17",
+    "vcvtt.f32.f16 s17, s16",
+    "vcvtb.f32.f16 s16, s16",
+    "vadd.f32 s8, s8, s16",
+    "vadd.f32 s9, s9, s17",
+    "vadd.f32 s10, s10, s18",
+    "vadd.f32 s11, s11, s19",
+    "vadd.f32 s12, s12, s20",
+    "vadd.f32 s13, s13, s21",
+    "vadd.f32 s14, s14, s22",
+    "vadd.f32 s15, s15, s23",
+    "vstmia r0!, {{s8-s15}}",
+    "subs r2, r2, #1",
+    "bne 1b",
+    "vpop {{s16-s23}}",
+    "bx lr",
+    ".size picoformer_cortexm_add8_f16, . - picoformer_cortexm_add8_f16",
 );
 
 // The int8 path's products (Q8_0 weights × Q8_0 activations) with the DSP extension, two rows
@@ -420,16 +477,19 @@ extern "C" {
         w: *const f16,
         x: *const f32,
         steps: usize,
-        sums: *mut [f32; 2],
+        y: *mut f32,
+        pairs: usize,
     );
     fn picoformer_cortexm_dot8_f32(w: *const f32, x: *const f32, steps: usize, acc: *mut [f32; 8]);
     fn picoformer_cortexm_dot8x2_f32(
         w: *const f32,
         x: *const f32,
         steps: usize,
-        sums: *mut [f32; 2],
+        y: *mut f32,
+        pairs: usize,
     );
     fn picoformer_cortexm_axpy8_f32(out: *mut f32, v: *const f32, steps: usize, p: f32);
+    fn picoformer_cortexm_add8_f16(y: *mut f32, b: *const f16, steps: usize);
 }
 
 /// The portable kernel's pairwise reduction of the eight lanes.
@@ -498,6 +558,25 @@ fn axpy_f32(out: &mut [f32], v: &[f32], p: f32) {
     }
     for (o, vv) in out.iter_mut().zip(v).take(n).skip(steps * 8) {
         *o += p * vv;
+    }
+}
+
+/// `y[i] += b[i]` for an f16 bias `b` (the shorter length), as the portable `add_bias`.
+pub(crate) fn add_f16(y: &mut [f32], b: &[f16]) {
+    let n = y.len().min(b.len());
+    let steps = if (b.as_ptr() as usize).is_multiple_of(4) {
+        n / 8
+    } else {
+        0
+    };
+    if steps > 0 {
+        // SAFETY: the routine reads and writes `8·steps` ≤ n values of `y` and reads as many
+        // of `b` (4-byte aligned, checked), both at least n long; it keeps the registers
+        // AAPCS-VFP says a callee keeps.
+        unsafe { picoformer_cortexm_add8_f16(y.as_mut_ptr(), b.as_ptr(), steps) };
+    }
+    for (v, bb) in y.iter_mut().zip(b).take(n).skip(steps * 8) {
+        *v += f16_to_f32(*bb);
     }
 }
 
@@ -581,7 +660,7 @@ fn matvec_rows<E>(
     w: &[E],
     x: &[f32],
     y: &mut [f32],
-    two: unsafe extern "C" fn(*const E, *const f32, usize, *mut [f32; 2]),
+    two: unsafe extern "C" fn(*const E, *const f32, usize, *mut f32, usize),
     one: impl Fn(&[E], &[f32]) -> f32,
 ) {
     let cols = x.len();
@@ -590,17 +669,14 @@ fn matvec_rows<E>(
         return;
     }
     let mut done = 0;
-    if cols.is_multiple_of(8) && (w.as_ptr() as usize).is_multiple_of(4) {
-        for (y2, w2) in y.chunks_exact_mut(2).zip(w.chunks_exact(2 * cols)) {
-            // SAFETY: `w2` is two rows of `cols` = 8·steps values (steps ≥ 1), 4-byte aligned
-            // (its start is a whole number of row pairs of at least 4 bytes each after `w`'s,
-            // which is checked), and `x` holds `cols` f32; the routine reads exactly those,
-            // writes the two reduced sums, and keeps the registers AAPCS-VFP says a callee
-            // keeps.
-            let sums = run(|a| unsafe { two(w2.as_ptr(), x.as_ptr(), cols / 8, a) });
-            y2.copy_from_slice(&sums);
-        }
-        done = y.len() / 2 * 2;
+    let pairs = (y.len() / 2).min(w.len() / cols / 2);
+    if cols.is_multiple_of(8) && (w.as_ptr() as usize).is_multiple_of(4) && pairs > 0 {
+        // SAFETY: `w` holds `2·pairs` rows of `cols` = 8·steps values (steps ≥ 1), 4-byte
+        // aligned (checked), `x` holds `cols` f32 and `y` at least `2·pairs`; the routine reads
+        // exactly those rows and `x`, writes `2·pairs` sums to `y`, and keeps the registers
+        // AAPCS-VFP says a callee keeps.
+        unsafe { two(w.as_ptr(), x.as_ptr(), cols / 8, y.as_mut_ptr(), pairs) };
+        done = 2 * pairs;
     }
     let (y, w) = (y.get_mut(done..), w.get(done * cols..));
     for (yr, wr) in y
@@ -828,6 +904,31 @@ pub fn self_test() -> usize {
                 y1[0].to_bits() == want1[0].to_bits() || (y1[0].is_nan() && want1[0].is_nan());
             bad += usize::from(!same);
         }
+    }
+    // The f16 bias and attention's weighted values against their loops, every length 0..=40,
+    // the bias at both alignments.
+    for n in 0..=40usize {
+        for off in 0..2 {
+            let (mut y, mut want) = ([0.0f32; 40], [0.0f32; 40]);
+            for (a, b) in y.iter_mut().zip(want.iter_mut()) {
+                (*a, *b) = (x[0] + 0.0, x[0]);
+            }
+            let b = &wh[off..off + n];
+            add_f16(&mut y[..n], b);
+            for (v, bb) in want[..n].iter_mut().zip(b) {
+                *v += f16::to_f32(*bb);
+            }
+            bad += usize::from(y.map(f32::to_bits) != want.map(f32::to_bits));
+        }
+        let (mut o, mut want) = ([0.0f32; 40], [0.0f32; 40]);
+        for ((a, b), v) in o.iter_mut().zip(want.iter_mut()).zip(&wf) {
+            (*a, *b) = (*v, *v);
+        }
+        axpy_f32(&mut o[..n], &x[..n], 0.37);
+        for (v, xv) in want[..n].iter_mut().zip(&x[..n]) {
+            *v += 0.37 * xv;
+        }
+        bad += usize::from(o.map(f32::to_bits) != want.map(f32::to_bits));
     }
     #[cfg(picoformer_arm_dsp)]
     {

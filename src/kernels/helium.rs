@@ -26,8 +26,9 @@ use super::cortexm::Int8Rows2;
 
 // AAPCS-VFP: q0–q3 (s0–s15), r0–r3 and r12 are the caller's to lose; q4–q7 (s16–s31) and r4–r8
 // and lr used here are saved. The two-row routines: r0 = w (row 0; row 1 right after it, rows
-// of whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = the two rows' sums (written at
-// exit; the lanes start at +0 and are reduced in the portable kernel's order).
+// of whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = y; the fifth argument (on the
+// stack) the pairs of consecutive rows to run (at least 1), each pair's two sums stored at y
+// (the lanes start at +0 and are reduced in the portable kernel's order).
 core::arch::global_asm!(
     ".syntax unified",
     ".thumb",
@@ -41,14 +42,19 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_helium_dot8x2_f32,%function",
     "picoformer_helium_dot8x2_f32:",
-    "push {{r4, lr}}",
+    "push {{r4-r7, lr}}",
     "vpush {{d8-d15}}",
-    "add r12, r0, r2, lsl #5",
+    "ldr r4, [sp, #84]",
+    "mov r5, r1",
+    "mov r6, r2",
+    "2:",
     "vmov.i32 q2, #0",
     "vmov.i32 q3, #0",
     "vmov.i32 q4, #0",
     "vmov.i32 q5, #0",
-    "dls lr, r2",
+    "mov r1, r5",
+    "dls lr, r6",
+    "add r12, r0, r6, lsl #5",
     "1:",
     "vldrw.u32 q0, [r1], #16",
     "vldrw.u32 q1, [r1], #16",
@@ -77,8 +83,13 @@ core::arch::global_asm!(
     "vadd.f32 s16, s16, s17",
     "vstr s8, [r3]",
     "vstr s16, [r3, #4]",
+    "adds r3, r3, #8",
+    // The next pair's row 0 is right after this pair's row 1.
+    "mov r0, r12",
+    "subs r4, r4, #1",
+    "bne 2b",
     "vpop {{d8-d15}}",
-    "pop {{r4, pc}}",
+    "pop {{r4-r7, pc}}",
     ".size picoformer_helium_dot8x2_f32, . - picoformer_helium_dot8x2_f32",
     // f16: the same, each weight vector a widening load of four halves and a conversion.
     ".section .text.picoformer_helium_dot8x2_f16,\"ax\",%progbits",
@@ -86,15 +97,19 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_helium_dot8x2_f16,%function",
     "picoformer_helium_dot8x2_f16:",
-    "push {{r4, lr}}",
+    "push {{r4-r7, lr}}",
     "vpush {{d8-d15}}",
+    "ldr r4, [sp, #84]",
+    "mov r5, r1",
+    "mov r6, r2",
+    "2:",
     "vmov.i32 q2, #0",
     "vmov.i32 q3, #0",
     "vmov.i32 q4, #0",
     "vmov.i32 q5, #0",
-    "dls lr, r2",
-    // Row 1 in r2 (the count is in lr now): a widening load takes r0–r7 only.
-    "add r2, r0, r2, lsl #4",
+    "mov r1, r5",
+    "dls lr, r6",
+    "add r2, r0, r6, lsl #4",
     "1:",
     "vldrw.u32 q0, [r1], #16",
     "vldrw.u32 q1, [r1], #16",
@@ -127,8 +142,13 @@ core::arch::global_asm!(
     "vadd.f32 s16, s16, s17",
     "vstr s8, [r3]",
     "vstr s16, [r3, #4]",
+    "adds r3, r3, #8",
+    // The next pair's row 0 is right after this pair's row 1.
+    "mov r0, r2",
+    "subs r4, r4, #1",
+    "bne 2b",
     "vpop {{d8-d15}}",
-    "pop {{r4, pc}}",
+    "pop {{r4-r7, pc}}",
     ".size picoformer_helium_dot8x2_f16, . - picoformer_helium_dot8x2_f16",
     // int8 path, two rows, one position: r0 points at { w0, w1, x, dx, blocks } (as the DSP
     // routine's), r1 at the two sums. x's quants in q0, q1, a row's in q2, q3; the blocks'
@@ -187,14 +207,16 @@ extern "C" {
         w: *const f32,
         x: *const f32,
         steps: usize,
-        sums: *mut [f32; 2],
+        y: *mut f32,
+        pairs: usize,
     );
     /// Two rows of f16 (see the assembly's header).
     pub(super) fn picoformer_helium_dot8x2_f16(
         w: *const f16,
         x: *const f32,
         steps: usize,
-        sums: *mut [f32; 2],
+        y: *mut f32,
+        pairs: usize,
     );
     /// The int8 path's two rows (the DSP routine's arguments).
     pub(super) fn picoformer_helium_int8_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);

@@ -381,10 +381,7 @@ pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) -> Result<(), Error> {
             for row in y.chunks_exact_mut(n) {
                 match bias {
                     Tensor::F32(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b),
-                    Tensor::F16(b) => row
-                        .iter_mut()
-                        .zip(b)
-                        .for_each(|(v, b)| *v += Element::to_f32(*b)),
+                    Tensor::F16(b) => add_f16(row, b),
                     Tensor::Bf16(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b.to_f32()),
                     Tensor::Q8_0(_) => row
                         .iter_mut()
@@ -395,6 +392,23 @@ pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `y[i] += b[i]` for an f16 bias where there is no SIMD set: eight at a time by the FPU on
+/// Cortex-M (`cortexm.rs`, the same sums), else converted one by one.
+#[inline(always)]
+fn add_f16(y: &mut [f32], b: &[half::f16]) {
+    #[cfg(all(
+        target_arch = "arm",
+        target_abi = "eabihf",
+        target_os = "none",
+        target_endian = "little"
+    ))]
+    return cortexm::add_f16(y, b);
+    #[allow(unreachable_code)]
+    y.iter_mut()
+        .zip(b)
+        .for_each(|(v, b)| *v += Element::to_f32(*b));
 }
 
 /// LayerNorm of one row with gain `g + offset` (see [`portable::layer_norm`]).
