@@ -110,12 +110,7 @@ pub(crate) fn quantize_block_into(x: &[f32], out: &mut BlockQ8_0) -> i32 {
 /// (the same rounding, to nearest even, with overflow to ∞ and exact subnormals).
 #[inline(always)]
 fn f16_of_finite(v: f32) -> f16 {
-    #[cfg(all(
-        target_arch = "arm",
-        target_abi = "eabihf",
-        target_os = "none",
-        target_endian = "little"
-    ))]
+    #[cfg(picoformer_cortexm)]
     return crate::kernels::cortexm::f32_to_f16(v);
     #[allow(unreachable_code)]
     f16::from_f32(v)

@@ -50,12 +50,7 @@ impl Element for f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         // Cortex-M with an FPU: its half-precision conversion (the same value).
-        #[cfg(all(
-            target_arch = "arm",
-            target_abi = "eabihf",
-            target_os = "none",
-            target_endian = "little"
-        ))]
+        #[cfg(picoformer_cortexm)]
         return crate::kernels::cortexm::f16_to_f32(self);
         #[allow(unreachable_code)]
         f16::to_f32(self)

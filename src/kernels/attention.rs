@@ -171,12 +171,7 @@ pub fn attention_positions<K: Element>(
         }
     }
     portable_ran();
-    #[cfg(all(
-        target_arch = "arm",
-        target_abi = "eabihf",
-        target_os = "none",
-        target_endian = "little"
-    ))]
+    #[cfg(picoformer_cortexm)]
     if let (Tensor::F32(k), Tensor::F32(v)) = (K::as_tensor(keys), K::as_tensor(values)) {
         return super::cortexm::attention_positions_f32(q, group, positions, k, v, scale, out);
     }

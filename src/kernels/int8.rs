@@ -152,13 +152,7 @@ fn rows_without_simd(
     rows: usize,
     add: bool,
 ) {
-    #[cfg(all(
-        picoformer_arm_dsp,
-        target_arch = "arm",
-        target_abi = "eabihf",
-        target_os = "none",
-        target_endian = "little"
-    ))]
+    #[cfg(all(picoformer_cortexm, picoformer_arm_dsp))]
     return super::cortexm::int8_rows(w, stride, x, y, rows, add);
     #[allow(unreachable_code)]
     portable::int8_rows(w, stride, x, y, rows, add)

@@ -42,23 +42,12 @@ mod simd;
 
 /// Cortex-M with an FPU (`eabihf`, bare metal): FPU f16 conversion and register-accumulator
 /// f32/f16 matrix-vector products (`cortexm.rs`), in the portable kernels' order.
-#[cfg(all(
-    target_arch = "arm",
-    target_abi = "eabihf",
-    target_os = "none",
-    target_endian = "little"
-))]
+#[cfg(picoformer_cortexm)]
 #[doc(hidden)]
 pub mod cortexm;
 
 /// Helium (MVE) routines for `cortexm.rs` on Armv8.1-M (Cortex-M55, M85): feature `arm-mve`.
-#[cfg(all(
-    picoformer_arm_mve,
-    target_arch = "arm",
-    target_abi = "eabihf",
-    target_os = "none",
-    target_endian = "little"
-))]
+#[cfg(all(picoformer_cortexm, picoformer_arm_mve))]
 mod helium;
 
 #[cfg(target_arch = "x86_64")]
@@ -261,12 +250,7 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
         return Ok(());
     }
     portable_ran();
-    #[cfg(all(
-        target_arch = "arm",
-        target_abi = "eabihf",
-        target_os = "none",
-        target_endian = "little"
-    ))]
+    #[cfg(picoformer_cortexm)]
     match w {
         Tensor::F32(w) => {
             cortexm::matvec_f32(w, x, y);
@@ -314,12 +298,7 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()
             portable_ran();
             // Cortex-M: one matrix-vector product per position (the same sums as the portable
             // matmul's, which takes each position's in the matvec's order).
-            #[cfg(all(
-                target_arch = "arm",
-                target_abi = "eabihf",
-                target_os = "none",
-                target_endian = "little"
-            ))]
+            #[cfg(picoformer_cortexm)]
             if matches!(w, Tensor::F32(_) | Tensor::F16(_)) {
                 return x
                     .chunks_exact(cols)
@@ -398,12 +377,7 @@ pub fn add_bias(y: &mut [f32], bias: Tensor<'_>) -> Result<(), Error> {
 /// Cortex-M (`cortexm.rs`, the same sums), else converted one by one.
 #[inline(always)]
 fn add_f16(y: &mut [f32], b: &[half::f16]) {
-    #[cfg(all(
-        target_arch = "arm",
-        target_abi = "eabihf",
-        target_os = "none",
-        target_endian = "little"
-    ))]
+    #[cfg(picoformer_cortexm)]
     return cortexm::add_f16(y, b);
     #[allow(unreachable_code)]
     y.iter_mut()
