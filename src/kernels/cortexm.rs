@@ -329,8 +329,10 @@ core::arch::global_asm!(
 // it (`VMUL`, `VCVT.F32.S32`, `VMLA`: each rounding where it rounds). r0 points at the
 // arguments { w0, w1, x, dx, blocks } (rows 0 and 1 and the activations as Q8_0 blocks, 34
 // bytes each: an f16 scale, then 32 quants, read by unaligned `LDR`s, which these cores
-// allow; `dx` the activations' scales as f32; blocks ≥ 1), r1 at the two sums (written at
-// exit). Per block of 2 × 32 multiply-adds: 122 instructions.
+// allow; `dx` the activations' scales as f32; blocks ≥ 1) as `Int8Rows` lays them out: rows 0
+// and 1 of each pair `stride` bytes apart, `pairs` (≥ 1) pairs, each two rows after the last,
+// each pair's two sums stored at y (`w`, `pairs` and `y` advance in the struct as it runs).
+// Per block of 2 × 32 multiply-adds: 122 instructions.
 #[cfg(picoformer_arm_dsp)]
 core::arch::global_asm!(
     ".syntax unified",
@@ -342,9 +344,12 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_cortexm_int8_rows2,%function",
     "picoformer_cortexm_int8_rows2:",
-    "push {{r4-r11}}",
-    "mov r12, r1",
-    "ldmia r0, {{r5-r9}}",
+    "push {{r4-r11, lr}}",
+    "push {{r0}}",
+    "2:",
+    "ldr r12, [sp]",
+    "ldmia r12, {{r5-r9}}",
+    "add r6, r5, r6",
     "movs r0, #0",
     "vmov s0, r0",
     "vmov s1, r0",
@@ -384,22 +389,37 @@ core::arch::global_asm!(
     "vmla.f32 s1, s4, s5",
     "subs r9, r9, #1",
     "bne 1b",
-    "vstmia r12, {{s0-s1}}",
-    "pop {{r4-r11}}",
-    "bx lr",
+    // The pair's sums to y; the next pair two rows on.
+    "ldr r12, [sp]",
+    "ldr r5, [r12]",
+    "ldr r6, [r12, #4]",
+    "add r5, r5, r6, lsl #1",
+    "str r5, [r12]",
+    "ldr r2, [r12, #24]",
+    "vstmia r2!, {{s0-s1}}",
+    "str r2, [r12, #24]",
+    "ldr r2, [r12, #20]",
+    "subs r2, r2, #1",
+    "str r2, [r12, #20]",
+    "bne 2b",
+    "add sp, sp, #4",
+    "pop {{r4-r11, pc}}",
     ".size picoformer_cortexm_int8_rows2, . - picoformer_cortexm_int8_rows2",
     // The same with the activations' quants sign-extended beforehand (`extend`: per word of
     // four quants q0..q3, the halfword pairs (q0, q2) and (q1, q3)), read four words per
     // `LDM` for two words of each row's weights: per block of 2 × 32 multiply-adds 102
-    // instructions. r0 points at { w0, w1, x (the extended words, word-aligned), dx, blocks }.
+    // instructions. r0 points at the same `Int8Rows`, its x the extended words (word-aligned).
     ".section .text.picoformer_cortexm_int8x_rows2,\"ax\",%progbits",
     ".p2align 2",
     ".thumb_func",
     ".type picoformer_cortexm_int8x_rows2,%function",
     "picoformer_cortexm_int8x_rows2:",
     "push {{r4-r11, lr}}",
-    "mov r12, r1",
-    "ldmia r0, {{r5-r9}}",
+    "push {{r0}}",
+    "2:",
+    "ldr r12, [sp]",
+    "ldmia r12, {{r5-r9}}",
+    "add r6, r5, r6",
     "movs r0, #0",
     "vmov s0, r0",
     "vmov s1, r0",
@@ -446,28 +466,49 @@ core::arch::global_asm!(
     "vmla.f32 s1, s4, s5",
     "subs r9, r9, #1",
     "bne 1b",
-    "vstmia r12, {{s0-s1}}",
+    // The pair's sums to y; the next pair two rows on.
+    "ldr r12, [sp]",
+    "ldr r5, [r12]",
+    "ldr r6, [r12, #4]",
+    "add r5, r5, r6, lsl #1",
+    "str r5, [r12]",
+    "ldr r2, [r12, #24]",
+    "vstmia r2!, {{s0-s1}}",
+    "str r2, [r12, #24]",
+    "ldr r2, [r12, #20]",
+    "subs r2, r2, #1",
+    "str r2, [r12, #20]",
+    "bne 2b",
+    "add sp, sp, #4",
     "pop {{r4-r11, pc}}",
     ".size picoformer_cortexm_int8x_rows2, . - picoformer_cortexm_int8x_rows2",
 );
 
-/// The arguments of `picoformer_cortexm_int8_rows2`.
+/// The arguments of the int8 routines (`picoformer_cortexm_int8_rows2` and the others).
 #[cfg(picoformer_arm_dsp)]
 #[repr(C)]
-pub(super) struct Int8Rows2 {
-    w0: *const BlockQ8_0,
-    w1: *const BlockQ8_0,
+pub(super) struct Int8Rows {
+    /// Row 0 of the first pair (Q8_0 blocks).
+    w: *const BlockQ8_0,
+    /// Bytes from a row to the next.
+    stride: usize,
     /// The activations: Q8_0 blocks, or their quants extended (`extend`).
     x: *const u8,
+    /// The activations' scales.
     dx: *const f32,
+    /// Blocks per row (at least 1).
     blocks: usize,
+    /// Pairs of rows (at least 1).
+    pairs: usize,
+    /// Where the `2·pairs` sums go.
+    y: *mut f32,
 }
 
 #[cfg(picoformer_arm_dsp)]
 #[cfg_attr(picoformer_arm_mve, allow(dead_code))] // (Helium's instead)
 extern "C" {
-    fn picoformer_cortexm_int8_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);
-    fn picoformer_cortexm_int8x_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);
+    fn picoformer_cortexm_int8_rows2(args: *mut Int8Rows);
+    fn picoformer_cortexm_int8x_rows2(args: *mut Int8Rows);
 }
 
 #[cfg_attr(picoformer_arm_mve, allow(dead_code))] // (the two-row ones: Helium's instead)
@@ -759,52 +800,72 @@ pub(crate) fn int8_rows(
     }
     #[cfg(not(picoformer_arm_mve))]
     let mut extended = [0u32; EXTENDED_BLOCKS * 16];
-    let row = |r: usize| w.get(r * stride..).and_then(|w| w.get(..nb));
+    // Every row's blocks lie in `w` (then every pair's do).
+    if rows
+        .saturating_sub(1)
+        .saturating_mul(stride)
+        .saturating_add(nb)
+        > w.len()
+    {
+        return super::portable::int8_rows(w, stride, x, y, rows, add);
+    }
+    let row_bytes = stride * core::mem::size_of::<BlockQ8_0>();
     for ((xs, dxs), ys) in x
         .chunks_exact(nb)
         .zip(dx.chunks_exact(nb))
         .zip(y.chunks_exact_mut(rows))
     {
-        // Each routine reads `args` as its header says: Helium's the blocks as they are; the
-        // DSP routines the quants extended once for all rows where they fit, else the blocks.
+        // Each routine reads `Int8Rows` as its header says: Helium's the blocks as they are;
+        // the DSP routines the quants extended once for all rows where they fit, else the
+        // blocks.
         #[cfg(picoformer_arm_mve)]
-        let (routine, xp): (
-            unsafe extern "C" fn(*const Int8Rows2, *mut [f32; 2]),
-            *const u8,
-        ) = (
+        let (routine, xp): (unsafe extern "C" fn(*mut Int8Rows), *const u8) = (
             super::helium::picoformer_helium_int8_rows2,
             xs.as_ptr().cast(),
         );
         #[cfg(not(picoformer_arm_mve))]
-        let (routine, xp): (
-            unsafe extern "C" fn(*const Int8Rows2, *mut [f32; 2]),
-            *const u8,
-        ) = match extended.get_mut(..nb * 16) {
-            Some(e) => {
-                extend(xs, e);
-                (picoformer_cortexm_int8x_rows2, e.as_ptr().cast())
-            }
-            None => (picoformer_cortexm_int8_rows2, xs.as_ptr().cast()),
-        };
-        for (pair, r) in ys.chunks_mut(2).zip((0..rows).step_by(2)) {
-            let (Some(w0), Some(w1)) = (row(r), row((r + 1).min(rows - 1))) else {
-                return;
+        let (routine, xp): (unsafe extern "C" fn(*mut Int8Rows), *const u8) =
+            match extended.get_mut(..nb * 16) {
+                Some(e) => {
+                    extend(xs, e);
+                    (picoformer_cortexm_int8x_rows2, e.as_ptr().cast())
+                }
+                None => (picoformer_cortexm_int8_rows2, xs.as_ptr().cast()),
             };
-            let args = Int8Rows2 {
-                w0: w0.as_ptr(),
-                w1: w1.as_ptr(),
+        let run = |w: *const BlockQ8_0, stride: usize, pairs: usize, y: *mut f32| {
+            let mut args = Int8Rows {
+                w,
+                stride,
                 x: xp,
                 dx: dxs.as_ptr(),
                 blocks: nb,
+                pairs,
+                y,
             };
+            // SAFETY: the callers below give `pairs` ≥ 1 pairs of rows of `nb` ≥ 1 blocks
+            // inside `w` (checked above: row r starts at block r·stride) and room for
+            // `2·pairs` sums at `y`; `dxs` holds `nb` f32 and `xp` `nb` whole blocks (`xs`)
+            // or their `16·nb` extended words (word-aligned). The routine reads exactly those
+            // (the blocks by unaligned word loads, which Armv7-M and Armv8-M Mainline allow
+            // unless a firmware sets CCR.UNALIGN_TRP), writes the sums, and keeps the registers
+            // AAPCS-VFP says a callee keeps.
+            unsafe { routine(&mut args) };
+        };
+        // Whole pairs straight into y, unless they add to it.
+        let mut done = 0;
+        if !add && rows >= 2 {
+            run(w.as_ptr(), row_bytes, rows / 2, ys.as_mut_ptr());
+            done = rows / 2 * 2;
+        }
+        // The rest a pair (or the last row, twice) at a time through two sums.
+        for r in (done..rows).step_by(2) {
+            let Some(w0) = w.get(r * stride..) else {
+                return;
+            };
+            let step = if r + 1 < rows { row_bytes } else { 0 };
             let mut sums = [0.0f32; 2];
-            // SAFETY: `w0` and `w1` are `nb` ≥ 1 whole blocks each, `dxs` `nb` f32, and `xp`
-            // `nb` whole blocks (`xs`) or their `16·nb` extended words (word-aligned); the
-            // routine reads exactly those (the blocks by unaligned word loads, which Armv7-M and
-            // Armv8-M Mainline allow unless a firmware sets CCR.UNALIGN_TRP), writes the two
-            // sums, and keeps the registers AAPCS-VFP says a callee keeps.
-            unsafe { routine(&args, &mut sums) };
-            for (yv, s) in pair.iter_mut().zip(sums) {
+            run(w0.as_ptr(), step, 1, sums.as_mut_ptr());
+            for (yv, s) in ys.iter_mut().skip(r).take(2).zip(sums) {
                 *yv = if add { *yv + s } else { s };
             }
         }
@@ -938,13 +999,13 @@ pub fn self_test() -> usize {
 }
 
 /// The int8 path's DSP product against the portable one, bit for bit: 1 to 4 blocks per row,
-/// rows packed or a block apart, 1 to 3 rows (the pair and the row left over), 1 or 2
+/// rows packed or a block apart, 1 to 5 rows (one and two pairs, the row left over), 1 or 2
 /// positions, written or added to; weight quants over all of −128..=127, scales of both signs
 /// and a subnormal one, activations quantised as the int8 path quantises them.
 #[cfg(picoformer_arm_dsp)]
 fn int8_self_test(next: &mut impl FnMut() -> f32) -> usize {
     use crate::q8_0::{q8_0_block, quantize_blocks};
-    let mut w = [[0u8; 34]; 15];
+    let mut w = [[0u8; 34]; 24];
     for (i, b) in w.iter_mut().enumerate() {
         let q: [i8; 32] = core::array::from_fn(|_| (next() * 128.5).clamp(-128.0, 127.0) as i8);
         let d = match i {
@@ -965,9 +1026,10 @@ fn int8_self_test(next: &mut impl FnMut() -> f32) -> usize {
             let (xq, sums) = (&mut xq[..n * nb], &mut sums[..n * nb]);
             quantize_blocks(&xf[..n * nb * 32], xq, sums);
             for stride in [nb, nb + 1] {
-                for rows in 1..=3usize {
+                // Up to five rows: two pairs in one call, and the row left over.
+                for rows in 1..=5usize {
                     for add in [false, true] {
-                        let mut y = [0.0f32; 6];
+                        let mut y = [0.0f32; 10];
                         for v in y.iter_mut() {
                             *v = next();
                         }

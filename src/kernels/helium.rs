@@ -22,7 +22,7 @@
 
 use half::f16;
 
-use super::cortexm::Int8Rows2;
+use super::cortexm::Int8Rows;
 
 // AAPCS-VFP: q0–q3 (s0–s15), r0–r3 and r12 are the caller's to lose; q4–q7 (s16–s31) and r4–r8
 // and lr used here are saved. The two-row routines: r0 = w (row 0; row 1 right after it, rows
@@ -150,8 +150,8 @@ core::arch::global_asm!(
     "vpop {{d8-d15}}",
     "pop {{r4-r7, pc}}",
     ".size picoformer_helium_dot8x2_f16, . - picoformer_helium_dot8x2_f16",
-    // int8 path, two rows, one position: r0 points at { w0, w1, x, dx, blocks } (as the DSP
-    // routine's), r1 at the two sums. x's quants in q0, q1, a row's in q2, q3; the blocks'
+    // int8 path, pairs of rows, one position: r0 points at the DSP routines' `Int8Rows` (rows
+    // `stride` bytes apart, `pairs` pairs, their sums to y), kept in r3. x's quants in q0, q1, a row's in q2, q3; the blocks'
     // integer sums in r0 (row 0) and r2 (row 1) (`VMLADAV` takes even registers); the f32
     // sums in s16, s17, dx in s18, the weights' scales in s19, s20.
     ".section .text.picoformer_helium_int8_rows2,\"ax\",%progbits",
@@ -161,8 +161,10 @@ core::arch::global_asm!(
     "picoformer_helium_int8_rows2:",
     "push {{r4-r8, lr}}",
     "vpush {{s16-s23}}",
-    "mov r12, r1",
-    "ldm r0, {{r4-r8}}",
+    "mov r3, r0",
+    "2:",
+    "ldm r3, {{r4-r8}}",
+    "add r5, r4, r5",
     "movs r0, #0",
     "vmov s16, r0",
     "vmov s17, r0",
@@ -195,7 +197,18 @@ core::arch::global_asm!(
     "vcvt.f32.s32 s21, s21",
     "vmla.f32 s17, s20, s21",
     "le lr, 1b",
-    "vstmia r12, {{s16-s17}}",
+    // The pair's sums to y; the next pair two rows on.
+    "ldr r4, [r3]",
+    "ldr r5, [r3, #4]",
+    "add r4, r4, r5, lsl #1",
+    "str r4, [r3]",
+    "ldr r1, [r3, #24]",
+    "vstmia r1!, {{s16-s17}}",
+    "str r1, [r3, #24]",
+    "ldr r1, [r3, #20]",
+    "subs r1, r1, #1",
+    "str r1, [r3, #20]",
+    "bne 2b",
     "vpop {{s16-s23}}",
     "pop {{r4-r8, pc}}",
     ".size picoformer_helium_int8_rows2, . - picoformer_helium_int8_rows2",
@@ -218,6 +231,6 @@ extern "C" {
         y: *mut f32,
         pairs: usize,
     );
-    /// The int8 path's two rows (the DSP routine's arguments).
-    pub(super) fn picoformer_helium_int8_rows2(args: *const Int8Rows2, sums: *mut [f32; 2]);
+    /// The int8 path's pairs of rows (the DSP routines' arguments).
+    pub(super) fn picoformer_helium_int8_rows2(args: *mut Int8Rows);
 }
