@@ -587,6 +587,24 @@ fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
     reduce(acc)
 }
 
+/// `y = x·Wᵀ` for Q8_0 weights `W[y.len(), x.len()]` by Helium, [`super::matvec_q8_portable`]'s
+/// numbers bit for bit (shapes checked by the caller: `x.len()` a multiple of 32).
+#[cfg(picoformer_arm_mve)]
+pub(crate) fn matvec_q8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) {
+    let nb = x.len() / 32;
+    let rows = y.len().min(w.len() / nb.max(1));
+    if nb == 0 || rows == 0 {
+        y.fill(0.0);
+        return;
+    }
+    // SAFETY: `w` holds `rows` rows of `nb` ≥ 1 blocks, `x` `32·nb` f32 and `y` at least `rows`
+    // values; the routine reads exactly those (the blocks by byte and halfword loads, any
+    // alignment), writes `rows` sums, and keeps the registers AAPCS-VFP says a callee keeps.
+    unsafe {
+        super::helium::picoformer_helium_q8_rows(w.as_ptr(), x.as_ptr(), nb, y.as_mut_ptr(), rows)
+    };
+}
+
 /// `out[i] += p·v[i]` over the shorter length, as the portable attention computes it.
 fn axpy_f32(out: &mut [f32], v: &[f32], p: f32) {
     let n = out.len().min(v.len());
@@ -994,6 +1012,30 @@ pub fn self_test() -> usize {
     #[cfg(picoformer_arm_dsp)]
     {
         bad += int8_self_test(&mut next);
+    }
+    // Q8_0 weights × f32 activations by Helium: 1 to 3 rows of 1 to 3 blocks, every quant and
+    // scales of both signs.
+    #[cfg(picoformer_arm_mve)]
+    {
+        use crate::q8_0::q8_0_block;
+        let mut w = [[0u8; 34]; 9];
+        for (i, b) in w.iter_mut().enumerate() {
+            let q: [i8; 32] = core::array::from_fn(|j| ((i * 37 + j * 11) % 256) as u8 as i8);
+            *b = q8_0_block(f16::from_f32(next() * 0.05), &q);
+        }
+        let mut xs = [0.0f32; 96];
+        for v in xs.iter_mut() {
+            *v = next() * 2.0;
+        }
+        for nb in 1..=3usize {
+            for rows in 1..=3usize {
+                let (mut y, mut want) = ([0.0f32; 3], [0.0f32; 3]);
+                let (w, x) = (&w[..rows * nb], &xs[..32 * nb]);
+                matvec_q8(w, x, &mut y[..rows]);
+                let _ = super::matvec_q8_portable(w, x, &mut want[..rows]);
+                bad += usize::from(y.map(f32::to_bits) != want.map(f32::to_bits));
+            }
+        }
     }
     bad
 }

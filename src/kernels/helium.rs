@@ -212,6 +212,63 @@ core::arch::global_asm!(
     "vpop {{s16-s23}}",
     "pop {{r4-r8, pc}}",
     ".size picoformer_helium_int8_rows2, . - picoformer_helium_int8_rows2",
+    // Q8_0 weights × f32 activations (`matvec_q8_portable`'s numbers): per row, per block,
+    // the 32 weights dequantised (`VLDRB.S32` widening four quants to words, `VCVT.F32.S32`,
+    // times the block's scale), multiplied by x and summed in eight lanes as `dot_of` does,
+    // the lanes reduced in its order and the block's dot added to the row's sum. r0 = the rows'
+    // blocks (34 bytes each, `blocks` per row, rows consecutive), r1 = x, r2 = blocks per row
+    // (at least 1), r3 = y; the fifth argument (on the stack) the rows (at least 1). The
+    // scale goes to a general register for `VMUL.F32 Qd, Qn, Rm`. Per block about 60
+    // instructions.
+    ".section .text.picoformer_helium_q8_rows,\"ax\",%progbits",
+    ".p2align 2",
+    ".thumb_func",
+    ".type picoformer_helium_q8_rows,%function",
+    "picoformer_helium_q8_rows:",
+    "push {{r4-r7, lr}}",
+    "vpush {{d8-d15}}",
+    "ldr r4, [sp, #84]",
+    "mov r5, r1",
+    "mov r6, r2",
+    "2:",
+    "mov r1, r5",
+    "movs r7, #0",
+    "vmov s24, r7",
+    "dls lr, r6",
+    "1:",
+    "ldrh r7, [r0], #2",
+    "vmov s25, r7",
+    "vcvtb.f32.f16 s25, s25",
+    "vmov r7, s25",
+    "vmov.i32 q2, #0",
+    "vmov.i32 q3, #0",
+    ".rept 4",
+    "vldrw.u32 q0, [r1], #16",
+    "vldrw.u32 q1, [r1], #16",
+    "vldrb.s32 q4, [r0], #4",
+    "vldrb.s32 q5, [r0], #4",
+    "vcvt.f32.s32 q4, q4",
+    "vcvt.f32.s32 q5, q5",
+    "vmul.f32 q4, q4, r7",
+    "vmul.f32 q5, q5, r7",
+    "vmul.f32 q4, q4, q0",
+    "vmul.f32 q5, q5, q1",
+    "vadd.f32 q2, q2, q4",
+    "vadd.f32 q3, q3, q5",
+    ".endr",
+    "vadd.f32 q2, q2, q3",
+    "vadd.f32 s8, s8, s10",
+    "vadd.f32 s9, s9, s11",
+    "vadd.f32 s8, s8, s9",
+    "vadd.f32 s24, s24, s8",
+    "le lr, 1b",
+    "vstr s24, [r3]",
+    "adds r3, r3, #4",
+    "subs r4, r4, #1",
+    "bne 2b",
+    "vpop {{d8-d15}}",
+    "pop {{r4-r7, pc}}",
+    ".size picoformer_helium_q8_rows, . - picoformer_helium_q8_rows",
 );
 
 extern "C" {
@@ -230,6 +287,14 @@ extern "C" {
         steps: usize,
         y: *mut f32,
         pairs: usize,
+    );
+    /// Q8_0 rows × f32 activations (see the assembly's header).
+    pub(super) fn picoformer_helium_q8_rows(
+        w: *const crate::q8_0::BlockQ8_0,
+        x: *const f32,
+        blocks: usize,
+        y: *mut f32,
+        rows: usize,
     );
     /// The int8 path's pairs of rows (the DSP routines' arguments).
     pub(super) fn picoformer_helium_int8_rows2(args: *mut Int8Rows);

@@ -266,7 +266,17 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
         Tensor::F32(w) => portable::matvec(w, cols, x, y),
         Tensor::F16(w) => portable::matvec(w, cols, x, y),
         Tensor::Bf16(w) => portable::matvec(w, cols, x, y),
-        Tensor::Q8_0(w) => matvec_q8_portable(w, x, y),
+        Tensor::Q8_0(w) => {
+            // Helium (Cortex-M55, M85): the same numbers.
+            #[cfg(all(picoformer_cortexm, picoformer_arm_mve))]
+            {
+                shape::matvec(Tensor::Q8_0(w).len(), cols, y.len(), true)?;
+                cortexm::matvec_q8(w, x, y);
+                return Ok(());
+            }
+            #[allow(unreachable_code)]
+            matvec_q8_portable(w, x, y)
+        }
     }
 }
 
@@ -313,7 +323,7 @@ pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()
                 Tensor::Q8_0(q) => x
                     .chunks_exact(cols)
                     .zip(y.chunks_exact_mut(rows))
-                    .try_for_each(|(xr, yr)| matvec_q8_portable(q, xr, yr)),
+                    .try_for_each(|(xr, yr)| matvec(Tensor::Q8_0(q), xr, yr)),
             };
         }
     }
