@@ -224,7 +224,7 @@ for b in "${BOARDS[@]}"; do
     case "$triple/$w" in
       thumbv7em*/f32 | thumbv7em*/f16) kernels="FPU (\`cortexm.rs\`)" ;;
       thumbv7em*/int8) kernels="DSP \`SMLAD\` (\`cortexm.rs\`)" ;;
-      thumbv8m*/f32 | thumbv8m*/f16 | thumbv8m*/int8) kernels="Helium (\`helium.rs\`)" ;;
+      thumbv8m*/*) kernels="Helium (\`helium.rs\`)" ;;
       *) kernels=portable ;;
     esac
     name=$w
