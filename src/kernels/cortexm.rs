@@ -134,6 +134,66 @@ macro_rules! reduce8 {
     };
 }
 
+// The int8 routines' block end: `sum += (d_w·d_x)·dot` for both rows (d_w in s3, s4, d_x in
+// s2, the integer dots in r0, r1, the sums in s0, s1), as the portable kernel rounds it.
+#[cfg(picoformer_arm_dsp)]
+macro_rules! int8_block_sums {
+    () => {
+        concat!(
+            "vmul.f32 s3, s3, s2\n",
+            "vmul.f32 s4, s4, s2\n",
+            "vmov s5, r0\n",
+            "vcvt.f32.s32 s5, s5\n",
+            "vmla.f32 s0, s3, s5\n",
+            "vmov s5, r1\n",
+            "vcvt.f32.s32 s5, s5\n",
+            "vmla.f32 s1, s4, s5",
+        )
+    };
+}
+// The DSP int8 routines' pair end: the two sums to `y`, then the next pair two rows on
+// (`Int8Rows` at [sp]: w, pairs and y advance in it), or the return.
+#[cfg(picoformer_arm_dsp)]
+macro_rules! int8_next_pair {
+    () => {
+        concat!(
+            "ldr r12, [sp]\n",
+            "ldr r5, [r12]\n",
+            "ldr r6, [r12, #4]\n",
+            "add r5, r5, r6, lsl #1\n",
+            "str r5, [r12]\n",
+            "ldr r2, [r12, #24]\n",
+            "vstmia r2!, {{s0-s1}}\n",
+            "str r2, [r12, #24]\n",
+            "ldr r2, [r12, #20]\n",
+            "subs r2, r2, #1\n",
+            "str r2, [r12, #20]\n",
+            "bne 2b\n",
+            "add sp, sp, #4\n",
+            "pop {{r4-r11, pc}}",
+        )
+    };
+}
+// The float two-row routines' pair end (here and in `helium.rs`): the reduced sums s8 (row 0)
+// and s16 (row 1) to y (r3), the next pair's row 0 right after this pair's row 1 (`$row1`,
+// where its loads ended), and r4 pairs to go.
+macro_rules! next_pair {
+    ($row1:literal) => {
+        concat!(
+            "vstr s8, [r3]\n",
+            "vstr s16, [r3, #4]\n",
+            "adds r3, r3, #8\n",
+            "mov r0, ",
+            $row1,
+            "\n",
+            "subs r4, r4, #1\n",
+            "bne 2b",
+        )
+    };
+}
+#[cfg(picoformer_arm_mve)]
+pub(super) use next_pair;
+
 // The inner loops, in assembly: eight accumulators per row (lane l takes every element i with
 // i mod 8 = l), started at +0 from a table of zeros after each routine, eight x values s0–s7
 // per step, `VMLA.F32` (multiply, round, add, round: not fused, like Rust's `acc += w * x`).
@@ -221,13 +281,7 @@ core::arch::global_asm!(
     // (a3 + a7)), into s8 (row 0) and s16 (row 1); the two sums stored.
     reduce8!(8, 9, 10, 11, 12, 13, 14, 15),
     reduce8!(16, 17, 18, 19, 20, 21, 22, 23),
-    "vstr s8, [r3]",
-    "vstr s16, [r3, #4]",
-    "adds r3, r3, #8",
-    // The next pair's row 0 is right after this pair's row 1.
-    "mov r0, r12",
-    "subs r4, r4, #1",
-    "bne 2b",
+    next_pair!("r12"),
     "vpop {{s16-s31}}",
     "pop {{r4-r7}}",
     "bx lr",
@@ -293,13 +347,7 @@ core::arch::global_asm!(
     // (a3 + a7)), into s8 (row 0) and s16 (row 1); the two sums stored.
     reduce8!(8, 9, 10, 11, 12, 13, 14, 15),
     reduce8!(16, 17, 18, 19, 20, 21, 22, 23),
-    "vstr s8, [r3]",
-    "vstr s16, [r3, #4]",
-    "adds r3, r3, #8",
-    // The next pair's row 0 is right after this pair's row 1.
-    "mov r0, r12",
-    "subs r4, r4, #1",
-    "bne 2b",
+    next_pair!("r12"),
     "vpop {{s16-s31}}",
     "pop {{r4-r7}}",
     "bx lr",
@@ -416,31 +464,10 @@ core::arch::global_asm!(
     "smlad r1, r4, r2, r1",
     "smlad r1, r10, r3, r1",
     ".endr",
-    "vmul.f32 s3, s3, s2",
-    "vmul.f32 s4, s4, s2",
-    "vmov s5, r0",
-    "vcvt.f32.s32 s5, s5",
-    "vmla.f32 s0, s3, s5",
-    "vmov s5, r1",
-    "vcvt.f32.s32 s5, s5",
-    "vmla.f32 s1, s4, s5",
+    int8_block_sums!(),
     "subs r9, r9, #1",
     "bne 1b",
-    // The pair's sums to y; the next pair two rows on.
-    "ldr r12, [sp]",
-    "ldr r5, [r12]",
-    "ldr r6, [r12, #4]",
-    "add r5, r5, r6, lsl #1",
-    "str r5, [r12]",
-    "ldr r2, [r12, #24]",
-    "vstmia r2!, {{s0-s1}}",
-    "str r2, [r12, #24]",
-    "ldr r2, [r12, #20]",
-    "subs r2, r2, #1",
-    "str r2, [r12, #20]",
-    "bne 2b",
-    "add sp, sp, #4",
-    "pop {{r4-r11, pc}}",
+    int8_next_pair!(),
     ".size picoformer_cortexm_int8_rows2, . - picoformer_cortexm_int8_rows2",
     // The same with the activations' quants sign-extended beforehand (`extend`: per word of
     // four quants q0..q3, the halfword pairs (q0, q2) and (q1, q3)), read four words per
@@ -493,31 +520,10 @@ core::arch::global_asm!(
     "smlad r1, r10, r4, r1",
     "smlad r1, r11, lr, r1",
     ".endr",
-    "vmul.f32 s3, s3, s2",
-    "vmul.f32 s4, s4, s2",
-    "vmov s5, r0",
-    "vcvt.f32.s32 s5, s5",
-    "vmla.f32 s0, s3, s5",
-    "vmov s5, r1",
-    "vcvt.f32.s32 s5, s5",
-    "vmla.f32 s1, s4, s5",
+    int8_block_sums!(),
     "subs r9, r9, #1",
     "bne 1b",
-    // The pair's sums to y; the next pair two rows on.
-    "ldr r12, [sp]",
-    "ldr r5, [r12]",
-    "ldr r6, [r12, #4]",
-    "add r5, r5, r6, lsl #1",
-    "str r5, [r12]",
-    "ldr r2, [r12, #24]",
-    "vstmia r2!, {{s0-s1}}",
-    "str r2, [r12, #24]",
-    "ldr r2, [r12, #20]",
-    "subs r2, r2, #1",
-    "str r2, [r12, #20]",
-    "bne 2b",
-    "add sp, sp, #4",
-    "pop {{r4-r11, pc}}",
+    int8_next_pair!(),
     ".size picoformer_cortexm_int8x_rows2, . - picoformer_cortexm_int8x_rows2",
 );
 

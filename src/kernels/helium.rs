@@ -22,7 +22,24 @@
 
 use half::f16;
 
-use super::cortexm::Int8Rows;
+use super::cortexm::{next_pair, Int8Rows};
+
+// Both rows' lanes reduced as the portable kernel does: q2 + q3 gives a0 + a4, a1 + a5, a2 + a6,
+// a3 + a7 in s8–s11, then ((s8 + s10) + (s9 + s11)); row 1 (q4, q5) likewise into s16.
+macro_rules! lanes2 {
+    () => {
+        concat!(
+            "vadd.f32 q2, q2, q3\n",
+            "vadd.f32 q4, q4, q5\n",
+            "vadd.f32 s8, s8, s10\n",
+            "vadd.f32 s9, s9, s11\n",
+            "vadd.f32 s8, s8, s9\n",
+            "vadd.f32 s16, s16, s18\n",
+            "vadd.f32 s17, s17, s19\n",
+            "vadd.f32 s16, s16, s17",
+        )
+    };
+}
 
 // AAPCS-VFP: q0–q3 (s0–s15), r0–r3 and r12 are the caller's to lose; q4–q7 (s16–s31) and r4–r8
 // and lr used here are saved. The two-row routines: r0 = w (row 0; row 1 right after it, rows
@@ -71,23 +88,8 @@ core::arch::global_asm!(
     "vadd.f32 q4, q4, q6",
     "vadd.f32 q5, q5, q7",
     "le lr, 1b",
-    // Each row's lanes reduced as the portable kernel does: q2 + q3 gives a0 + a4, a1 + a5,
-    // a2 + a6, a3 + a7 in s8–s11, then ((s8 + s10) + (s9 + s11)); row 1 likewise in s16.
-    "vadd.f32 q2, q2, q3",
-    "vadd.f32 q4, q4, q5",
-    "vadd.f32 s8, s8, s10",
-    "vadd.f32 s9, s9, s11",
-    "vadd.f32 s8, s8, s9",
-    "vadd.f32 s16, s16, s18",
-    "vadd.f32 s17, s17, s19",
-    "vadd.f32 s16, s16, s17",
-    "vstr s8, [r3]",
-    "vstr s16, [r3, #4]",
-    "adds r3, r3, #8",
-    // The next pair's row 0 is right after this pair's row 1.
-    "mov r0, r12",
-    "subs r4, r4, #1",
-    "bne 2b",
+    lanes2!(),
+    next_pair!("r12"),
     "vpop {{d8-d15}}",
     "pop {{r4-r7, pc}}",
     ".size picoformer_helium_dot8x2_f32, . - picoformer_helium_dot8x2_f32",
@@ -130,23 +132,8 @@ core::arch::global_asm!(
     "vadd.f32 q4, q4, q6",
     "vadd.f32 q5, q5, q7",
     "le lr, 1b",
-    // Each row's lanes reduced as the portable kernel does: q2 + q3 gives a0 + a4, a1 + a5,
-    // a2 + a6, a3 + a7 in s8–s11, then ((s8 + s10) + (s9 + s11)); row 1 likewise in s16.
-    "vadd.f32 q2, q2, q3",
-    "vadd.f32 q4, q4, q5",
-    "vadd.f32 s8, s8, s10",
-    "vadd.f32 s9, s9, s11",
-    "vadd.f32 s8, s8, s9",
-    "vadd.f32 s16, s16, s18",
-    "vadd.f32 s17, s17, s19",
-    "vadd.f32 s16, s16, s17",
-    "vstr s8, [r3]",
-    "vstr s16, [r3, #4]",
-    "adds r3, r3, #8",
-    // The next pair's row 0 is right after this pair's row 1.
-    "mov r0, r2",
-    "subs r4, r4, #1",
-    "bne 2b",
+    lanes2!(),
+    next_pair!("r2"),
     "vpop {{d8-d15}}",
     "pop {{r4-r7, pc}}",
     ".size picoformer_helium_dot8x2_f16, . - picoformer_helium_dot8x2_f16",
