@@ -17,7 +17,6 @@ the same-run ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -28,10 +27,9 @@ import sys
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-DIM, HIDDEN, LAYERS, HEADS, VOCAB, SEQ = 288, 768, 6, 6, 32000, 256
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stories_shape import (DIM, HEADS, HIDDEN, LAYERS, SEQ, VOCAB, build_picoformer, export_model,  # noqa: E402
+                           make_model, run_picoformer, state)
 
 
 def build_llama2c(src: str, work: str) -> str:
@@ -44,19 +42,9 @@ def build_llama2c(src: str, work: str) -> str:
 def make_models(work: str) -> tuple[str, str, str]:
     """The x-transformers model (random init, seeded) exported for picoformer, and the same
     tensors in llama2.c's format."""
-    from x_transformers import Decoder, TransformerWrapper
-    from export import export
-
-    torch.manual_seed(0)
-    dec = dict(dim=DIM, depth=LAYERS, heads=HEADS, attn_dim_head=DIM // HEADS, rotary_pos_emb=True,
-               use_rmsnorm=True, ff_glu=True, ff_swish=True, ff_mult=HIDDEN / DIM, ff_no_bias=True)
-    wrap = dict(num_tokens=VOCAB, max_seq_len=SEQ, use_abs_pos_emb=False)
-    model = TransformerWrapper(attn_layers=Decoder(**dec), **wrap).eval()
-    st = os.path.join(work, "stories15M.safetensors")
-    export(model, {"decoder": dec, "wrapper": wrap}, st, dtype="float32")
-
-    sd = {k: v.float().contiguous() for k, v in model.state_dict().items()}
-    layers = [f"attn_layers.layers.{i}" for i in range(2 * LAYERS)]
+    model = make_model()
+    st = export_model(model, os.path.join(work, "stories15M.safetensors"))
+    sd, layers = state(model)
 
     def stack(fmt):
         return torch.stack([sd[fmt.format(a=layers[2 * i], f=layers[2 * i + 1])] for i in range(LAYERS)])
@@ -98,13 +86,6 @@ def run_llama2c(exe: str, model: str, tok: str, threads: int) -> float:
     return float(m.group(1))
 
 
-def run_picoformer(exe: str, model: str, threads: int) -> float:
-    out = subprocess.run([exe, "bench", "--model", model, "--prompt-tokens", "2", "--tokens", str(SEQ - 2),
-                          "--repeat", "1", "--capacity", str(SEQ), "--threads", str(threads), "--json"],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["decode_tokens_per_s"]
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama2c", required=True, help="a checkout of karpathy/llama2.c")
@@ -112,9 +93,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
-    subprocess.run(["cargo", "build", "--release", "--features", "cli", "--bin", "picoformer"], cwd=REPO,
-                   check=True)
-    pico = os.path.join(REPO, "target", "release", "picoformer")
+    pico = build_picoformer()
     exe = build_llama2c(args.llama2c, args.work)
     st, bin_path, tok = make_models(args.work)
     results = {(e, t): [] for e in ("llama2.c", "picoformer") for t in (1, 2)}
