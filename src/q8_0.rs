@@ -61,25 +61,18 @@ pub fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) -> Result<(), Error> {
         });
     }
     for (x, b) in src.chunks_exact(Q8_0_BLOCK).zip(dst.iter_mut()) {
-        *b = quantize_block(x).0;
+        quantize_block(x, b);
     }
     Ok(())
 }
 
-/// One block of [`quantize_q8_0`] (`x`: 32 values) and the sum of its quants: the definition
-/// of the int8 path's activation quantisation, which the portable path runs and the SIMD sets
-/// reproduce bit for bit with their own instructions (`kernels::simd::quantize`).
+/// One block of [`quantize_q8_0`] (`x`: 32 values) into `out`, returning the sum of its quants:
+/// the definition of the int8 path's activation quantisation, which the portable path runs and
+/// the SIMD sets reproduce bit for bit with their own instructions (`kernels::simd::quantize`).
+/// Written in place (a block returned by value was copied once more per block on a
+/// microcontroller).
 #[inline(always)]
-pub(crate) fn quantize_block(x: &[f32]) -> (BlockQ8_0, i32) {
-    let mut b = [0u8; Q8_0_BYTES];
-    let sum = quantize_block_into(x, &mut b);
-    (b, sum)
-}
-
-/// [`quantize_block`] written into `out` (no block returned by value: on a microcontroller its
-/// 34 bytes were copied once more per block).
-#[inline(always)]
-pub(crate) fn quantize_block_into(x: &[f32], out: &mut BlockQ8_0) -> i32 {
+pub(crate) fn quantize_block(x: &[f32], out: &mut BlockQ8_0) -> i32 {
     // The largest |x| as bits: for finite values their order is the values' order, and any
     // infinity or NaN is at least 0x7f80_0000.
     let amax_bits = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
@@ -146,7 +139,7 @@ pub(crate) fn q8_0_nan_block() -> BlockQ8_0 {
 pub(crate) fn quantize_blocks(x: &[f32], out: &mut [BlockQ8_0], sums: &mut [i32]) {
     let blocks = x.chunks_exact(Q8_0_BLOCK).zip(out.iter_mut());
     for ((xb, o), s) in blocks.zip(sums.iter_mut()) {
-        *s = quantize_block_into(xb, o);
+        *s = quantize_block(xb, o);
     }
 }
 

@@ -260,23 +260,19 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
             cortexm::matvec_f16(w, x, y);
             return Ok(());
         }
+        // Helium (Cortex-M55, M85): the same numbers.
+        #[cfg(picoformer_arm_mve)]
+        Tensor::Q8_0(w) => {
+            cortexm::matvec_q8(w, x, y);
+            return Ok(());
+        }
         _ => {}
     }
     match w {
         Tensor::F32(w) => portable::matvec(w, cols, x, y),
         Tensor::F16(w) => portable::matvec(w, cols, x, y),
         Tensor::Bf16(w) => portable::matvec(w, cols, x, y),
-        Tensor::Q8_0(w) => {
-            // Helium (Cortex-M55, M85): the same numbers.
-            #[cfg(all(picoformer_cortexm, picoformer_arm_mve))]
-            {
-                shape::matvec(Tensor::Q8_0(w).len(), cols, y.len(), true)?;
-                cortexm::matvec_q8(w, x, y);
-                return Ok(());
-            }
-            #[allow(unreachable_code)]
-            matvec_q8_portable(w, x, y)
-        }
+        Tensor::Q8_0(w) => matvec_q8_portable(w, x, y),
     }
 }
 
