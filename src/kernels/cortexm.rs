@@ -29,46 +29,21 @@ use crate::q8_0::{q8_0_scale, BlockQ8_0};
 macro_rules! f16_split {
     ($a:literal, $b:literal, $c:literal, $d:literal, $e:literal, $f:literal, $g:literal, $h:literal) => {
         concat!(
-            "vcvtt.f32.f16 s",
-            $h,
-            ", s",
-            $d,
-            "\n",
-            "vcvtb.f32.f16 s",
-            $g,
-            ", s",
-            $d,
-            "\n",
-            "vcvtt.f32.f16 s",
-            $f,
-            ", s",
-            $c,
-            "\n",
-            "vcvtb.f32.f16 s",
-            $e,
-            ", s",
-            $c,
-            "\n",
-            "vcvtt.f32.f16 s",
-            $d,
-            ", s",
-            $b,
-            "\n",
-            "vcvtb.f32.f16 s",
-            $c,
-            ", s",
-            $b,
-            "\n",
-            "vcvtt.f32.f16 s",
-            $b,
-            ", s",
-            $a,
-            "\n",
-            "vcvtb.f32.f16 s",
-            $a,
-            ", s",
-            $a,
+            f16_half!("t", $h, $d),
+            f16_half!("b", $g, $d),
+            f16_half!("t", $f, $c),
+            f16_half!("b", $e, $c),
+            f16_half!("t", $d, $b),
+            f16_half!("b", $c, $b),
+            f16_half!("t", $b, $a),
+            f16_half!("b", $a, $a),
         )
+    };
+}
+// One half (`t` top, `b` bottom) of `s$src` as f32 into `s$dst`.
+macro_rules! f16_half {
+    ($half:literal, $dst:literal, $src:literal) => {
+        concat!("vcvt", $half, ".f32.f16 s", $dst, ", s", $src, "\n")
     };
 }
 macro_rules! mla8 {
@@ -134,6 +109,42 @@ macro_rules! reduce8 {
     };
 }
 
+// The DSP int8 routines' pair start: `Int8Rows` (its address pushed at [sp]) read into r5 = row
+// 0, r6 = row 1 (row 0 + stride), r7 = x, r8 = dx, r9 = blocks; the two sums s0, s1 at +0.
+#[cfg(picoformer_arm_dsp)]
+macro_rules! int8_pair_start {
+    () => {
+        concat!(
+            "push {{r4-r11, lr}}\n",
+            "push {{r0}}\n",
+            "2:\n",
+            "ldr r12, [sp]\n",
+            "ldmia r12, {{r5-r9}}\n",
+            "add r6, r5, r6\n",
+            "movs r0, #0\n",
+            "vmov s0, r0\n",
+            "vmov s1, r0",
+        )
+    };
+}
+// Their block start: the rows' scales as f32 in s3, s4 (past them to the quants), x's from dx
+// in s2, the integer dots r0, r1 at 0.
+#[cfg(picoformer_arm_dsp)]
+macro_rules! int8_block_start {
+    () => {
+        concat!(
+            "ldrh r11, [r5], #2\n",
+            "vmov s3, r11\n",
+            "vcvtb.f32.f16 s3, s3\n",
+            "ldrh r11, [r6], #2\n",
+            "vmov s4, r11\n",
+            "vcvtb.f32.f16 s4, s4\n",
+            "vldmia r8!, {{s2}}\n",
+            "movs r0, #0\n",
+            "movs r1, #0",
+        )
+    };
+}
 // The int8 routines' block end: `sum += (d_w·d_x)·dot` for both rows (d_w in s3, s4, d_x in
 // s2, the integer dots in r0, r1, the sums in s0, s1), as the portable kernel rounds it.
 #[cfg(picoformer_arm_dsp)]
@@ -429,26 +440,11 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_cortexm_int8_rows2,%function",
     "picoformer_cortexm_int8_rows2:",
-    "push {{r4-r11, lr}}",
-    "push {{r0}}",
-    "2:",
-    "ldr r12, [sp]",
-    "ldmia r12, {{r5-r9}}",
-    "add r6, r5, r6",
-    "movs r0, #0",
-    "vmov s0, r0",
-    "vmov s1, r0",
+    int8_pair_start!(),
     "1:",
-    "ldrh r11, [r5], #2",
-    "vmov s3, r11",
-    "vcvtb.f32.f16 s3, s3",
-    "ldrh r11, [r6], #2",
-    "vmov s4, r11",
-    "vcvtb.f32.f16 s4, s4",
-    "vldmia r8!, {{s2}}",
+    int8_block_start!(),
+    // (x's blocks: past the scale to the quants.)
     "adds r7, r7, #2",
-    "movs r0, #0",
-    "movs r1, #0",
     ".rept 8",
     "ldr r2, [r7], #4",
     "sxtb16 r3, r2, ror #8",
@@ -478,25 +474,9 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_cortexm_int8x_rows2,%function",
     "picoformer_cortexm_int8x_rows2:",
-    "push {{r4-r11, lr}}",
-    "push {{r0}}",
-    "2:",
-    "ldr r12, [sp]",
-    "ldmia r12, {{r5-r9}}",
-    "add r6, r5, r6",
-    "movs r0, #0",
-    "vmov s0, r0",
-    "vmov s1, r0",
+    int8_pair_start!(),
     "1:",
-    "ldrh r11, [r5], #2",
-    "vmov s3, r11",
-    "vcvtb.f32.f16 s3, s3",
-    "ldrh r11, [r6], #2",
-    "vmov s4, r11",
-    "vcvtb.f32.f16 s4, s4",
-    "vldmia r8!, {{s2}}",
-    "movs r0, #0",
-    "movs r1, #0",
+    int8_block_start!(),
     ".rept 4",
     "ldmia r7!, {{r2, r3, r4, lr}}",
     "ldr r10, [r5], #4",

@@ -24,6 +24,27 @@ use half::f16;
 
 use super::cortexm::{next_pair, Int8Rows};
 
+// The float two-row routines' pair start: r4 = the pairs (the fifth argument), r5 = x, r6 =
+// steps, kept; per pair the accumulators q2–q5 at +0, x from its start, the step loop in lr.
+macro_rules! pair_start {
+    () => {
+        concat!(
+            "push {{r4-r7, lr}}\n",
+            "vpush {{d8-d15}}\n",
+            "ldr r4, [sp, #84]\n",
+            "mov r5, r1\n",
+            "mov r6, r2\n",
+            "2:\n",
+            "vmov.i32 q2, #0\n",
+            "vmov.i32 q3, #0\n",
+            "vmov.i32 q4, #0\n",
+            "vmov.i32 q5, #0\n",
+            "mov r1, r5\n",
+            "dls lr, r6",
+        )
+    };
+}
+
 // Both rows' lanes reduced as the portable kernel does: q2 + q3 gives a0 + a4, a1 + a5, a2 + a6,
 // a3 + a7 in s8–s11, then ((s8 + s10) + (s9 + s11)); row 1 (q4, q5) likewise into s16.
 macro_rules! lanes2 {
@@ -59,18 +80,7 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_helium_dot8x2_f32,%function",
     "picoformer_helium_dot8x2_f32:",
-    "push {{r4-r7, lr}}",
-    "vpush {{d8-d15}}",
-    "ldr r4, [sp, #84]",
-    "mov r5, r1",
-    "mov r6, r2",
-    "2:",
-    "vmov.i32 q2, #0",
-    "vmov.i32 q3, #0",
-    "vmov.i32 q4, #0",
-    "vmov.i32 q5, #0",
-    "mov r1, r5",
-    "dls lr, r6",
+    pair_start!(),
     "add r12, r0, r6, lsl #5",
     "1:",
     "vldrw.u32 q0, [r1], #16",
@@ -99,18 +109,7 @@ core::arch::global_asm!(
     ".thumb_func",
     ".type picoformer_helium_dot8x2_f16,%function",
     "picoformer_helium_dot8x2_f16:",
-    "push {{r4-r7, lr}}",
-    "vpush {{d8-d15}}",
-    "ldr r4, [sp, #84]",
-    "mov r5, r1",
-    "mov r6, r2",
-    "2:",
-    "vmov.i32 q2, #0",
-    "vmov.i32 q3, #0",
-    "vmov.i32 q4, #0",
-    "vmov.i32 q5, #0",
-    "mov r1, r5",
-    "dls lr, r6",
+    pair_start!(),
     "add r2, r0, r6, lsl #4",
     "1:",
     "vldrw.u32 q0, [r1], #16",
