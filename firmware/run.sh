@@ -88,6 +88,13 @@ run() {
   fi
 }
 
+# The decoder programs' instructions per prompt token and per decoded token (src/timed.rs's
+# report line) from LOG into $prefill and $decode.
+read_timing() {
+  prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$1")
+  decode=$(sed -n 's/^instructions: .*, decode \([0-9]*\) per token.*/\1/p' "$1")
+}
+
 SIZES=()
 ROWS=()  # sizes table: the decoder firmware's rows, then the keyword spotter's (KROWS)
 KROWS=()
@@ -161,8 +168,7 @@ for b in "${BOARDS[@]}"; do
     case $prog in
       firmware | decode-only)
         # Both decoder programs print the same timing lines (src/timed.rs).
-        prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$log")
-        decode=$(sed -n 's/^instructions: .*, decode \([0-9]*\) per token.*/\1/p' "$log")
+        read_timing "$log"
         if [ -z "$prefill" ] || [ -z "$decode" ]; then
           fail "$triple $prog instructions per token: not in the report"
         fi
@@ -206,8 +212,7 @@ for b in "${BOARDS[@]}"; do
     timeout 300 $qemu -display none $ICOUNT -semihosting-config enable=on,target=native \
       -kernel "target/$triple/release/firmware" </dev/null >"$log" 2>&1
     got=$?
-    prefill=$(sed -n 's/^instructions: prefill \([0-9]*\) per token.*/\1/p' "$log")
-    decode=$(sed -n 's/^instructions: .*, decode \([0-9]*\) per token.*/\1/p' "$log")
+    read_timing "$log"
     macs=$(sed -n 's/^weights: \([0-9]*\) multiply-adds.*/\1/p' "$log")
     if [ "$got" != 0 ] || [ -z "$prefill" ] || [ -z "$decode" ] || [ -z "$macs" ]; then
       fail "$triple firmware ($w weights): exit $got"
