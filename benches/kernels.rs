@@ -40,7 +40,7 @@ mod imp {
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
     use picoformer::kernels::{self, portable, Isa};
     use picoformer::q8_0::{quantize_q8_0, BlockQ8_0};
-    use picoformer::{f16, Tensor};
+    use picoformer::{f16, Activation, Tensor};
 
     /// Y[m, n] = X[m, k]·W[n, k]ᵀ with the `gemm` crate, single thread.
     #[allow(unsafe_code)] // the peers' APIs are unsafe: benchmark code, not the library
@@ -448,8 +448,9 @@ mod imp {
     }
 
     /// The row operations around the products, at the widths of the demo model (128) and the
-    /// stories15M shape (288): RMSNorm and LayerNorm with an f16 gain, and an f16 bias over 64
-    /// positions, against the portable code (the same functions forced to it).
+    /// stories15M shape (288): RMSNorm and LayerNorm with an f16 gain, an f16 bias over 64
+    /// positions, and GELU and SiLU over 64 positions of the hidden width (4n), against the
+    /// portable code (the same functions forced to it).
     fn bench_rows(c: &mut Criterion<CpuTime>) {
         for n in [128usize, 288] {
             let mut g = c.benchmark_group(format!("rows/{n}"));
@@ -457,6 +458,8 @@ mod imp {
             let g16: Vec<f16> = values(4, n).iter().map(|&v| f16::from_f32(v)).collect();
             let mut out = vec![0.0f32; n];
             let mut y = values(5, 64 * n);
+            let hidden: Vec<f32> = values(6, 64 * 4 * n).iter().map(|v| 3.0 * v).collect();
+            let mut h = hidden.clone();
             for (name, isa) in [("picoformer", None), ("portable", Some(Isa::Portable))] {
                 g.bench_function(format!("rms_norm/{name}"), |b| {
                     kernels::force_isa(isa);
@@ -477,6 +480,18 @@ mod imp {
                     b.iter(|| kernels::add_bias(black_box(&mut y), Tensor::F16(&g16)));
                     kernels::force_isa(None);
                 });
+                // The activations over 64 positions of a hidden row 4n wide, on a fresh copy
+                // of the same values each time (the copy is in both figures).
+                for (act, a) in [("gelu", Activation::Gelu), ("silu", Activation::Silu)] {
+                    g.bench_function(format!("{act}_64x4/{name}"), |b| {
+                        kernels::force_isa(isa);
+                        b.iter(|| {
+                            h.copy_from_slice(&hidden);
+                            kernels::activate(a, black_box(&mut h));
+                        });
+                        kernels::force_isa(None);
+                    });
+                }
             }
             g.finish();
         }

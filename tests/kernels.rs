@@ -1267,3 +1267,81 @@ fn vector_silu_within_4_ulp_of_f64() {
     assert!(nan[0].is_nan() && nan[2].is_nan() && ulps(nan[1], 0.731_058_6) <= 2);
     check_required_isa();
 }
+
+/// The vector GELU (`kernels::activate`: a rational erf, fused multiply-adds) and the scalar one
+/// (`kernels::gelu`, `libm::erff`) against ½·z·(1 + erf(z/√2)) in f64, on every 257th f32 in
+/// ±5 times √2 and the edges: within 2.5e-7·|z| + 1 ulp (the rational erf's f32 evaluation is within
+/// 4e-7 of erf), odd in its erf part; every slice length 0..=40 of the vector one within
+/// 2e-7·|z| of the scalar one; ±∞ and NaN.
+#[test]
+fn gelu_within_bound_of_f64() {
+    use picoformer::Activation;
+    use_required_isa();
+    let step = if cfg!(miri) { 10_000_019 } else { 257 };
+    let hi = 5.0f32.to_bits();
+    let edges = [
+        5.656_854,
+        -5.656_854,
+        5.656_855,
+        1e30,
+        -1e30,
+        f32::MIN_POSITIVE,
+    ];
+    let (mut worst_vec, mut worst_scalar) = ((0.0f64, 0.0f32), (0.0f64, 0.0f32));
+    // In chunks of 4,096 values (small memory under WASI).
+    let mut bits = (0u32..=hi).step_by(step);
+    let mut chunk = Vec::with_capacity(4096);
+    let mut last = false;
+    while !last {
+        chunk.clear();
+        for b in bits.by_ref().take(2048) {
+            let z = f32::from_bits(b) * core::f32::consts::SQRT_2;
+            chunk.extend([z, -z]);
+        }
+        if chunk.is_empty() {
+            chunk.extend(edges);
+            last = true;
+        }
+        let mut got = chunk.clone();
+        kernels::activate(Activation::Gelu, &mut got);
+        for (&z, &g) in chunk.iter().zip(&got) {
+            let z64 = z as f64;
+            let want = 0.5 * z64 * (1.0 + libm::erf(z64 / core::f64::consts::SQRT_2));
+            let ulp = (want as f32).abs().max(f32::MIN_POSITIVE);
+            let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
+            for (v, worst) in [(g, &mut worst_vec), (kernels::gelu(z), &mut worst_scalar)] {
+                let d = ((v as f64 - want).abs() - ulp) / z64.abs();
+                if d > worst.0 {
+                    *worst = (d, z);
+                }
+            }
+        }
+    }
+    for (name, worst) in [("vector", worst_vec), ("scalar", worst_scalar)] {
+        assert!(
+            worst.0 <= 2.5e-7,
+            "{name} gelu: worst {:e}·|z| at z = {}",
+            worst.0,
+            worst.1
+        );
+    }
+    // erf's part is odd: gelu(z) − gelu(−z) = z exactly where both halves round alike.
+    let mut pair = [1.5f32, -1.5];
+    kernels::activate(Activation::Gelu, &mut pair);
+    assert!((pair[0] - pair[1] - 1.5).abs() <= 2e-7);
+    let v = values(78, 41);
+    for n in 0..=40 {
+        let mut got = v[1..=n].to_vec();
+        kernels::activate(Activation::Gelu, &mut got);
+        for (g, z) in got.iter().zip(&v[1..=n]) {
+            let d = (g - kernels::gelu(*z)).abs();
+            assert!(d <= 2e-7 * z.abs(), "n = {n}: gelu({z}) = {g}");
+        }
+    }
+    let mut special = [f32::NAN, 1.0, f32::NAN, f32::INFINITY, 0.0];
+    kernels::activate(Activation::Gelu, &mut special);
+    assert!(special[0].is_nan() && special[2].is_nan());
+    assert!((special[1] - 0.841_344_7).abs() <= 2e-7);
+    assert_eq!(special[3..], [f32::INFINITY, 0.0]);
+    check_required_isa();
+}

@@ -151,7 +151,8 @@ fn mask_context_only() {
 }
 
 /// Masked positions never influence the real ones: changing the inputs at padded positions
-/// changes no output at a real position.
+/// changes no output at a real position by more than 2e-6 (a step-wise pass and a full one sum
+/// in different orders; a leak would move them by orders of magnitude more).
 #[test]
 fn masked_inputs_change_nothing() {
     let (words, len) = fixture("mask_cross", "model");
@@ -178,7 +179,7 @@ fn masked_inputs_change_nothing() {
                     if *real {
                         let d =
                             max_diff(&out[i * dim..(i + 1) * dim], &base[i * dim..(i + 1) * dim]);
-                        assert!(d <= 1e-6, "position {i} moved by {d:e}");
+                        assert!(d <= 2e-6, "position {i} moved by {d:e}");
                     }
                 }
             }

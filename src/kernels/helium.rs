@@ -1,19 +1,21 @@
 //! Armv8.1-M Helium (MVE: Cortex-M55, M85) routines for the Cortex-M kernels of `cortexm.rs`,
 //! which calls them where the build has the feature `arm-mve` (`build.rs` sets
-//! `picoformer_arm_mve`): the f32 and f16 two-row matrix-vector products and the int8 path's
-//! two-row product, on 128-bit vectors, with the same results bit for bit as the FPU and DSP
-//! routines and the portable kernels.
+//! `picoformer_arm_mve`): the f32 and f16 two-row matrix-vector products, Q8_0 weights with f32
+//! activations, and the int8 path's two-row product, on 128-bit vectors.
 //!
-//! - f32 and f16: the eight lanes of the portable kernel (element i in lane i mod 8) are two
-//!   vectors per row, lanes 0–3 and 4–7; each step multiplies (`VMUL.F32`) and then adds
-//!   (`VADD.F32`), rounding twice as Rust's `acc += w * x` does (a fused `VFMA` would not be the
-//!   portable result). f16 weights come four at a time by a widening load (`VLDRH.U32`, one
-//!   half per 32-bit lane) and are converted by `VCVTB.F32.F16`. Per 16 multiply-adds (two rows
-//!   of 8): f32 15 instructions, f16 19 (the FPU routines: 19 and 37).
+//! - f32 and f16: eight lanes per row (two vectors), each step a fused multiply-add
+//!   (`VFMA.F32`), as the x86, Arm and WebAssembly SIMD kernels do: not the portable kernel's
+//!   result bit for bit (it rounds each product, `acc += w * x`) but within the rounding of the
+//!   sums (the self-test's bound, `same_product` in `cortexm.rs`). f16 weights come eight at a
+//!   time (`VLDRH.U16`) and are converted by `VCVTB.F32.F16` (the even ones) and
+//!   `VCVTT.F32.F16` (the odd ones), against x loaded de-interleaved (`VLD20`/`VLD21`: even
+//!   elements in q0, odd in q1). Per 16 multiply-adds (two rows of 8): f32 10 instructions,
+//!   f16 12 (the FPU routines: 19.5 and 35.5).
+//! - Q8_0 with f32 activations: likewise fused, about 41 instructions per block of 32.
 //! - int8 path: each block's 32 products by two byte loads and two `VMLADAV(A).S8` (sixteen
 //!   products summed exactly into a general register), then `sum += (d_w·d_x)·dot` in f32 as
-//!   the portable kernel computes it. Per block of 2 × 32 multiply-adds about 27 instructions
-//!   (the DSP routine: 122).
+//!   the portable kernel computes it, bit for bit. Per block of 2 × 32 multiply-adds about 27
+//!   instructions (the DSP routine: 102).
 //!
 //! The loops are low-overhead loops (`DLS`/`LE`). Instructions execute in beats (two per
 //! 128-bit instruction on an M55), so under QEMU's instruction count a Helium instruction
@@ -45,8 +47,8 @@ macro_rules! pair_start {
     };
 }
 
-// Both rows' lanes reduced as the portable kernel does: q2 + q3 gives a0 + a4, a1 + a5, a2 + a6,
-// a3 + a7 in s8–s11, then ((s8 + s10) + (s9 + s11)); row 1 (q4, q5) likewise into s16.
+// Both rows' eight lanes reduced: q2 + q3 gives a0 + a4, a1 + a5, a2 + a6, a3 + a7 in s8–s11,
+// then ((s8 + s10) + (s9 + s11)); row 1 (q4, q5) likewise into s16.
 macro_rules! lanes2 {
     () => {
         concat!(
@@ -66,7 +68,7 @@ macro_rules! lanes2 {
 // and lr used here are saved. The two-row routines: r0 = w (row 0; row 1 right after it, rows
 // of whole steps), r1 = x, r2 = steps of 8 (at least 1), r3 = y; the fifth argument (on the
 // stack) the pairs of consecutive rows to run (at least 1), each pair's two sums stored at y
-// (the lanes start at +0 and are reduced in the portable kernel's order).
+// (the lanes start at +0 and are reduced as `lanes2!` says).
 core::arch::global_asm!(
     ".syntax unified",
     ".thumb",
@@ -87,23 +89,20 @@ core::arch::global_asm!(
     "vldrw.u32 q1, [r1], #16",
     "vldrw.u32 q6, [r0], #16",
     "vldrw.u32 q7, [r0], #16",
-    "vmul.f32 q6, q6, q0",
-    "vmul.f32 q7, q7, q1",
-    "vadd.f32 q2, q2, q6",
-    "vadd.f32 q3, q3, q7",
+    "vfma.f32 q2, q6, q0",
+    "vfma.f32 q3, q7, q1",
     "vldrw.u32 q6, [r12], #16",
     "vldrw.u32 q7, [r12], #16",
-    "vmul.f32 q6, q6, q0",
-    "vmul.f32 q7, q7, q1",
-    "vadd.f32 q4, q4, q6",
-    "vadd.f32 q5, q5, q7",
+    "vfma.f32 q4, q6, q0",
+    "vfma.f32 q5, q7, q1",
     "le lr, 1b",
     lanes2!(),
     next_pair!("r12"),
     "vpop {{d8-d15}}",
     "pop {{r4-r7, pc}}",
     ".size picoformer_helium_dot8x2_f32, . - picoformer_helium_dot8x2_f32",
-    // f16: the same, each weight vector a widening load of four halves and a conversion.
+    // f16: x de-interleaved (even elements in q0, odd in q1); each row's eight halves in q6,
+    // converted into q7 (bottom halves, then top halves) for row 0's q2, q3, row 1's q4, q5.
     ".section .text.picoformer_helium_dot8x2_f16,\"ax\",%progbits",
     ".p2align 2",
     ".thumb_func",
@@ -112,24 +111,18 @@ core::arch::global_asm!(
     pair_start!(),
     "add r2, r0, r6, lsl #4",
     "1:",
-    "vldrw.u32 q0, [r1], #16",
-    "vldrw.u32 q1, [r1], #16",
-    "vldrh.u32 q6, [r0], #8",
-    "vldrh.u32 q7, [r0], #8",
-    "vcvtb.f32.f16 q6, q6",
-    "vcvtb.f32.f16 q7, q7",
-    "vmul.f32 q6, q6, q0",
-    "vmul.f32 q7, q7, q1",
-    "vadd.f32 q2, q2, q6",
-    "vadd.f32 q3, q3, q7",
-    "vldrh.u32 q6, [r2], #8",
-    "vldrh.u32 q7, [r2], #8",
-    "vcvtb.f32.f16 q6, q6",
-    "vcvtb.f32.f16 q7, q7",
-    "vmul.f32 q6, q6, q0",
-    "vmul.f32 q7, q7, q1",
-    "vadd.f32 q4, q4, q6",
-    "vadd.f32 q5, q5, q7",
+    "vld20.32 {{q0, q1}}, [r1]",
+    "vld21.32 {{q0, q1}}, [r1]!",
+    "vldrh.u16 q6, [r0], #16",
+    "vcvtb.f32.f16 q7, q6",
+    "vfma.f32 q2, q7, q0",
+    "vcvtt.f32.f16 q7, q6",
+    "vfma.f32 q3, q7, q1",
+    "vldrh.u16 q6, [r2], #16",
+    "vcvtb.f32.f16 q7, q6",
+    "vfma.f32 q4, q7, q0",
+    "vcvtt.f32.f16 q7, q6",
+    "vfma.f32 q5, q7, q1",
     "le lr, 1b",
     lanes2!(),
     next_pair!("r2"),
@@ -198,14 +191,13 @@ core::arch::global_asm!(
     "vpop {{s16-s23}}",
     "pop {{r4-r8, pc}}",
     ".size picoformer_helium_int8_rows2, . - picoformer_helium_int8_rows2",
-    // Q8_0 weights × f32 activations (`matvec_q8_portable`'s numbers): per row, per block,
-    // the 32 weights dequantised (`VLDRB.S32` widening four quants to words, `VCVT.F32.S32`,
-    // times the block's scale), multiplied by x and summed in eight lanes as `dot_of` does,
-    // the lanes reduced in its order and the block's dot added to the row's sum. r0 = the rows'
-    // blocks (34 bytes each, `blocks` per row, rows consecutive), r1 = x, r2 = blocks per row
-    // (at least 1), r3 = y; the fifth argument (on the stack) the rows (at least 1). The
-    // scale goes to a general register for `VMUL.F32 Qd, Qn, Rm`. Per block about 60
-    // instructions.
+    // Q8_0 weights × f32 activations: per row, per block, the 32 quants widened to words
+    // (`VLDRB.S32`, four at a time) and converted (`VCVT.F32.S32`), multiplied by x and summed
+    // by `VFMA` in eight lanes (q2, q3), which then take the block's scale into the row's lanes
+    // (q6, q7: `VFMA.F32 Qda, Qn, Rm`, the scale in a general register), reduced at the row's
+    // end. r0 = the rows' blocks (34 bytes each, `blocks` per row, rows consecutive), r1 = x,
+    // r2 = blocks per row (at least 1), r3 = y; the fifth argument (on the stack) the rows (at
+    // least 1). Per block 41 instructions.
     ".section .text.picoformer_helium_q8_rows,\"ax\",%progbits",
     ".p2align 2",
     ".thumb_func",
@@ -218,14 +210,14 @@ core::arch::global_asm!(
     "mov r6, r2",
     "2:",
     "mov r1, r5",
-    "movs r7, #0",
-    "vmov s24, r7",
+    "vmov.i32 q6, #0",
+    "vmov.i32 q7, #0",
     "dls lr, r6",
     "1:",
     "ldrh r7, [r0], #2",
-    "vmov s25, r7",
-    "vcvtb.f32.f16 s25, s25",
-    "vmov r7, s25",
+    "vmov s0, r7",
+    "vcvtb.f32.f16 s0, s0",
+    "vmov r7, s0",
     "vmov.i32 q2, #0",
     "vmov.i32 q3, #0",
     ".rept 4",
@@ -235,19 +227,16 @@ core::arch::global_asm!(
     "vldrb.s32 q5, [r0], #4",
     "vcvt.f32.s32 q4, q4",
     "vcvt.f32.s32 q5, q5",
-    "vmul.f32 q4, q4, r7",
-    "vmul.f32 q5, q5, r7",
-    "vmul.f32 q4, q4, q0",
-    "vmul.f32 q5, q5, q1",
-    "vadd.f32 q2, q2, q4",
-    "vadd.f32 q3, q3, q5",
+    "vfma.f32 q2, q4, q0",
+    "vfma.f32 q3, q5, q1",
     ".endr",
-    "vadd.f32 q2, q2, q3",
-    "vadd.f32 s8, s8, s10",
-    "vadd.f32 s9, s9, s11",
-    "vadd.f32 s8, s8, s9",
-    "vadd.f32 s24, s24, s8",
+    "vfma.f32 q6, q2, r7",
+    "vfma.f32 q7, q3, r7",
     "le lr, 1b",
+    "vadd.f32 q6, q6, q7",
+    "vadd.f32 s24, s24, s26",
+    "vadd.f32 s25, s25, s27",
+    "vadd.f32 s24, s24, s25",
     "vstr s24, [r3]",
     "adds r3, r3, #4",
     "subs r4, r4, #1",

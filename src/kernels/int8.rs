@@ -29,6 +29,7 @@ const INT8_CHUNK: usize = if cfg!(any(
 /// the larger buffer is a visible share of a small product). `f` gets the blocks and their
 /// sums.
 #[inline(always)]
+#[allow(clippy::if_same_then_else)] // (both branches alike where INT8_CHUNK is 32)
 fn with_int8_buffer<R>(blocks: usize, f: impl FnOnce(&mut [BlockQ8_0], &mut [i32]) -> R) -> R {
     const SMALL: usize = 32;
     if blocks <= SMALL {

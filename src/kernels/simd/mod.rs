@@ -30,7 +30,7 @@ pub(crate) use gemv::{gemv, store_row};
 pub(crate) use int8::{gemm_int8, gemv_q8, quantize, Int8Dot};
 pub(crate) use int8_panels::Int8Lanes;
 pub(crate) use isa::{Isa, LoadW};
-pub(crate) use maps::{map_slice, Exp, Silu};
+pub(crate) use maps::{map_slice, Exp, Gelu, Lanewise, Silu};
 
 /// The per-architecture glue, written once: the `#[target_feature]` wrappers (one per kernel,
 /// each instantiating a generic body above) and the safe `pub(crate)` entry points (lengths
@@ -172,14 +172,11 @@ macro_rules! target_kernels {
             )
         }
 
+        /// A lane-wise activation `F` in place.
         $(#[$attr])+
-        unsafe fn silu_target(x: &mut [f32]) {
+        unsafe fn activation_target<F: $crate::kernels::simd::Lanewise>(x: &mut [f32]) {
             let p = x.as_mut_ptr();
-            $crate::kernels::simd::map_slice::<$isa, $crate::kernels::simd::Silu>(
-                p.cast_const(),
-                p,
-                x.len(),
-            )
+            $crate::kernels::simd::map_slice::<$isa, F>(p.cast_const(), p, x.len())
         }
 
         $(#[$attr])+
@@ -336,7 +333,14 @@ macro_rules! target_kernels {
         pub(crate) fn silu(_: $token, x: &mut [f32]) {
             $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
             // SAFETY: the token proves the features; the body reads and writes x[..x.len()].
-            unsafe { silu_target(x) }
+            unsafe { activation_target::<$crate::kernels::simd::Silu>(x) }
+        }
+
+        /// GELU in place with the portable kernel's rational erf.
+        pub(crate) fn gelu(_: $token, x: &mut [f32]) {
+            $crate::kernels::isa::mark_ran($crate::kernels::Isa::$isa);
+            // SAFETY: the token proves the features; the body reads and writes x[..x.len()].
+            unsafe { activation_target::<$crate::kernels::simd::Gelu>(x) }
         }
 
         /// `out[i] = eˣ⁽ⁱ⁾` with the vector exp.
