@@ -85,18 +85,30 @@ pub(crate) fn quantize_block(x: &[f32], out: &mut BlockQ8_0) -> i32 {
     let mut sum = 0;
     for (q, v) in quants.iter_mut().zip(x) {
         // Round half away from zero (C's roundf): trunc(|t| + 0.5) with the sign of t. The
-        // truncation reads the bits of y = |t| + 0.5, in 0.5..128 (|t| <= 127): its mantissa
-        // with the implicit bit, shifted right by 150 − the biased exponent (17..=24), as
-        // integers (a float-to-int cast would not vectorise: it must saturate). The SIMD sets
-        // round the same way (`Isa::quantize_x32`), so both give the same quants.
+        // SIMD sets round the same way (`Isa::quantize_x32`), so both give the same quants.
         let t = v * id;
-        let y = (t.abs() + 0.5).to_bits();
-        let mag = ((y & 0x7f_ffff) | 0x80_0000).wrapping_shr(150 - (y >> 23)) as i32;
+        let mag = round_magnitude(t);
         let q8 = (if t < 0.0 { -mag } else { mag }) as i8;
         sum += i32::from(q8);
         *q = q8 as u8;
     }
     sum
+}
+
+/// trunc(|t| + 0.5) for a finite |t| ≤ 127 (the magnitude of C's `roundf(t)`). The truncation
+/// reads the bits of y = |t| + 0.5, in 0.5..128: its mantissa with the implicit bit, shifted
+/// right by 150 − the biased exponent (17..=24), as integers (a float-to-int cast would not
+/// vectorise: it must saturate). On a Cortex-M FPU, where nothing vectorises, the cast: one
+/// `VCVT.S32.F32`, which truncates (the same value, fewer instructions).
+#[inline(always)]
+fn round_magnitude(t: f32) -> i32 {
+    #[cfg(picoformer_cortexm)]
+    return (t.abs() + 0.5) as i32;
+    #[allow(unreachable_code)]
+    {
+        let y = (t.abs() + 0.5).to_bits();
+        ((y & 0x7f_ffff) | 0x80_0000).wrapping_shr(150 - (y >> 23)) as i32
+    }
 }
 
 /// `f16::from_f32` of a finite value: by the FPU's `VCVTB.F16.F32` on a Cortex-M with one
