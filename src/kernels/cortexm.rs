@@ -109,7 +109,7 @@ macro_rules! reduce8 {
     };
 }
 
-// A loop of four steps a turn (`$step!()` written four times), entered part-way through its
+// A loop of four steps a turn (`x2_step!` written four times), entered part-way through its
 // first turn (Duff's device) so that it runs `steps` (any number ≥ 1) steps in order: before
 // the pairs, `lr` = ⌈steps/4⌉ turns and `r8` = the steps the first turn skips ((−steps) mod 4,
 // by `four_steps_setup!(r2)`); per pair, `r2` = `lr` and `TBB` jumps to step `r8` of the turn.
@@ -129,57 +129,68 @@ macro_rules! four_steps_setup {
     };
 }
 macro_rules! four_steps {
-    ($step:ident) => {
+    ($row:ident, $list:literal) => {
         concat!(
             "mov r2, lr\n",
             "tbb [pc, r8]\n",
             "3:\n",
             ".byte (1f - 3b) / 2, (4f - 3b) / 2, (5f - 3b) / 2, (6f - 3b) / 2\n",
             "1:\n",
-            $step!(),
+            x2_step!($row, $list),
             "4:\n",
-            $step!(),
+            x2_step!($row, $list),
             "5:\n",
-            $step!(),
+            x2_step!($row, $list),
             "6:\n",
-            $step!(),
+            x2_step!($row, $list),
             "subs r2, r2, #1\n",
             "bne 1b",
         )
     };
 }
-// One step of the two-row routines: eight activations s0–s7 for both rows; each row's weights
-// in s24–s31 (f16: loaded into s24–s27 and split), multiplied into the row's accumulators.
-macro_rules! f16x2_step {
-    () => {
+// `VLDMIA $ptr!, {$list}`: consecutive `s` registers from memory, the pointer advanced.
+macro_rules! vldm {
+    ($ptr:literal, $list:literal) => {
+        concat!("vldmia ", $ptr, "!, {{", $list, "}}\n")
+    };
+}
+// One row's step of f16: eight halves by `VLDM` from `$ptr` into the first four of the eight
+// `$w` registers (`$list`), split in place, multiplied by s0–s7 into the eight accumulators.
+macro_rules! f16_row {
+    ($ptr:literal, $list:literal, [$($acc:literal),*], [$($w:literal),*]) => {
         concat!(
-            "vldmia r1!, {{s0-s7}}\n",
-            "vldmia r0!, {{s24-s27}}\n",
-            f16_split!(24, 25, 26, 27, 28, 29, 30, 31),
-            mla8!(
-                [8, 9, 10, 11, 12, 13, 14, 15],
-                [24, 25, 26, 27, 28, 29, 30, 31]
-            ),
-            "vldmia r12!, {{s24-s27}}\n",
-            f16_split!(24, 25, 26, 27, 28, 29, 30, 31),
-            mla8!(
-                [16, 17, 18, 19, 20, 21, 22, 23],
-                [24, 25, 26, 27, 28, 29, 30, 31]
-            ),
+            vldm!($ptr, $list),
+            f16_split!($($w),*),
+            mla8!([$($acc),*], [$($w),*]),
         )
     };
 }
-macro_rules! f32x2_step {
-    () => {
+// One row's step of f32: eight weights by `VLDM` from `$ptr` into `$list` (the eight `$w`),
+// multiplied by s0–s7 into the eight accumulators.
+macro_rules! f32_row {
+    ($ptr:literal, $list:literal, [$($acc:literal),*], [$($w:literal),*]) => {
+        concat!(
+            vldm!($ptr, $list),
+            mla8!([$($acc),*], [$($w),*]),
+        )
+    };
+}
+// One step of the two-row routines: eight activations s0–s7 for both rows; each row's eight
+// weights in s24–s31 by `$row` (`f16_row!` loads s24–s27 and splits them, `f32_row!` loads
+// all eight), multiplied into the row's accumulators (row 0's s8–s15, row 1's s16–s23).
+macro_rules! x2_step {
+    ($row:ident, $list:literal) => {
         concat!(
             "vldmia r1!, {{s0-s7}}\n",
-            "vldmia r0!, {{s24-s31}}\n",
-            mla8!(
+            $row!(
+                "r0",
+                $list,
                 [8, 9, 10, 11, 12, 13, 14, 15],
                 [24, 25, 26, 27, 28, 29, 30, 31]
             ),
-            "vldmia r12!, {{s24-s31}}\n",
-            mla8!(
+            $row!(
+                "r12",
+                $list,
                 [16, 17, 18, 19, 20, 21, 22, 23],
                 [24, 25, 26, 27, 28, 29, 30, 31]
             ),
@@ -358,9 +369,9 @@ core::arch::global_asm!(
     "vldmia r12, {{s8-s15}}",
     "1:",
     "vldmia r1!, {{s0-s7}}",
-    "vldmia r0!, {{s16-s19}}",
-    f16_split!(16, 17, 18, 19, 20, 21, 22, 23),
-    mla8!(
+    f16_row!(
+        "r0",
+        "s16-s19",
         [8, 9, 10, 11, 12, 13, 14, 15],
         [16, 17, 18, 19, 20, 21, 22, 23]
     ),
@@ -390,7 +401,7 @@ core::arch::global_asm!(
     "add r12, r0, r6, lsl #4",
     "mov r1, r5",
     "vldmia r7, {{s8-s23}}",
-    four_steps!(f16x2_step),
+    four_steps!(f16_row, "s24-s27"),
     // The portable reduction of each row's lanes, ((a0 + a4) + (a2 + a6)) + ((a1 + a5) +
     // (a3 + a7)), into s8 (row 0) and s16 (row 1); the two sums stored.
     reduce8!(8, 9, 10, 11, 12, 13, 14, 15),
@@ -412,8 +423,9 @@ core::arch::global_asm!(
     "vldmia r12, {{s8-s15}}",
     "1:",
     "vldmia r1!, {{s0-s7}}",
-    "vldmia r0!, {{s16-s23}}",
-    mla8!(
+    f32_row!(
+        "r0",
+        "s16-s23",
         [8, 9, 10, 11, 12, 13, 14, 15],
         [16, 17, 18, 19, 20, 21, 22, 23]
     ),
@@ -442,7 +454,7 @@ core::arch::global_asm!(
     "add r12, r0, r6, lsl #5",
     "mov r1, r5",
     "vldmia r7, {{s8-s23}}",
-    four_steps!(f32x2_step),
+    four_steps!(f32_row, "s24-s31"),
     // The portable reduction of each row's lanes, ((a0 + a4) + (a2 + a6)) + ((a1 + a5) +
     // (a3 + a7)), into s8 (row 0) and s16 (row 1); the two sums stored.
     reduce8!(8, 9, 10, 11, 12, 13, 14, 15),
