@@ -12,20 +12,22 @@
 //            an untimed m.prefill(prompt) (f32 cache, capacity 256).
 // Both graphs come from tools/peers/ort_export.py (weights: the f16 values widened to f32, exact).
 //
-// Steady state: every engine loaded once; --warmup untimed rounds, then --rounds rounds, each
+// Steady state: every engine loaded once; --warmup untimed rounds, --settle seconds idle (V8's
+// background compilation of onnxruntime's module after loading), then --rounds rounds, each
 // timing prefill then decode for every engine in turn (the order rotates every round); medians,
 // and the medians of the per-round ratios picoformer / onnxruntime-web. Cold: --cold fresh Node
 // processes per engine (interleaved), each timing loading, the first prefill after loading and the
 // first 128 decode steps after it (for onnxruntime-web its decode session is created after the
 // prefill, untimed, and starts from the prompt's cache computed by the parent); medians.
-// Agreement: the largest |difference| of the logits, onnxruntime-web vs each picoformer build, over
+// Probe: one decode step's latency after caches of 0, 128 and 255 positions (onnxruntime-web's
+// cache goes into and out of the graph at every step). Agreement: the largest |difference| of the logits, onnxruntime-web vs each picoformer build, over
 // the prefill's last position and all 128 decode steps; fails above --tol (default 1e-4).
 //
 //   /tmp/ort-venv/bin/python tools/peers/ort_export.py --out-dir target/peers/ort
 //   (mkdir -p /tmp/ort-node && cd /tmp/ort-node && npm install onnxruntime-web@1.31.1)
 //   (cd wasm && ./build.sh)        # or only the two .wasm builds, see wasm/build.sh
 //   node tools/peers/ort_wasm.mjs --ort /tmp/ort-node/node_modules/onnxruntime-web \
-//        --onnx target/peers/ort --rounds 7 --warmup 3 --cold 5 [--json out.json]
+//        --onnx target/peers/ort --rounds 7 --warmup 5 --settle 10 --cold 7 [--json out.json]
 import { readFileSync, writeFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -38,7 +40,7 @@ const REPO = path.resolve(HERE, '..', '..');
 function parseArgs(argv) {
   const a = {
     ort: '/tmp/ort-node/node_modules/onnxruntime-web', onnx: path.join(REPO, 'target', 'peers', 'ort'),
-    rounds: 7, warmup: 3, cold: 5, prompt: 128, steps: 128, tol: 1e-4, json: null, child: null, cache: null,
+    rounds: 7, warmup: 5, settle: 10, cold: 7, prompt: 128, steps: 128, tol: 1e-4, json: null, child: null, cache: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i].replace(/^--/, '');
@@ -52,6 +54,7 @@ const args = parseArgs(process.argv.slice(2));
 const text = readFileSync(path.join(REPO, 'models', 'demo.heldout.txt'));
 const PROMPT = Array.from(text.subarray(0, args.prompt));
 const NEXT = Array.from(text.subarray(args.prompt, args.prompt + args.steps));
+const SEQ = [...PROMPT, ...NEXT];
 const MODEL = readFileSync(path.join(REPO, 'models', 'demo.safetensors'));
 const WASM = { simd128: 'picoformer-simd128.wasm', plain: 'picoformer.wasm' };
 const now = () => performance.now();
@@ -112,6 +115,12 @@ async function ortEngine() {
     async decode() {
       return (await steps(NEXT, past.k, past.v, true)).rows;
     },
+    // One decode step after a cache of p positions (of the prompt and the next tokens), to time.
+    async stepper(p) {
+      await this.prepareDecode();
+      const r = await steps(SEQ.slice(0, p), emptyCache(o), emptyCache(o), false);
+      return () => dec.run({ token: tok(SEQ[p]), past_keys: r.k, past_values: r.v });
+    },
   };
 }
 
@@ -126,6 +135,11 @@ async function picoEngine(build) {
     async prefill() { m.reset(); return m.prefill(PROMPT).slice(); },
     async prepareDecode() { m.reset(); m.prefill(PROMPT); },
     async decode() { return NEXT.map((t) => m.step(t).slice()); },
+    async stepper(p) {
+      m.reset();
+      if (p > 0) m.prefill(SEQ.slice(0, p));
+      return async () => { m.truncate(p); m.step(SEQ[p]); };
+    },
   };
 }
 
@@ -181,6 +195,9 @@ for (const n of ['simd128', 'plain']) {
 // steady state
 const samples = Object.fromEntries(names.map((n) => [n, { prefill: [], decode: [] }]));
 for (let r = 0; r < args.warmup + args.rounds; r++) {
+  // V8 compiles onnxruntime's large module's hot functions in the background for a while after
+  // loading (it slowed picoformer's prefill here by up to half on 2 busy cores): wait for it.
+  if (r === args.warmup) await new Promise((resolve) => setTimeout(resolve, args.settle * 1000));
   const order = names.map((_, i) => names[(i + r) % names.length]);
   for (const n of order) {
     const p = await timed(() => eng[n].prefill());
@@ -192,6 +209,16 @@ for (let r = 0; r < args.warmup + args.rounds; r++) {
 const steady = {};
 for (const n of names) steady[n] = { prefill: median(samples[n].prefill), decode: median(samples[n].decode) };
 const ratio = (n, phase) => median(samples[n][phase].map((x, i) => x / samples.ort[phase][i]));
+
+// one decode step's latency after caches of 0, half and all but one of the positions
+const probeAt = [0, PROMPT.length, PROMPT.length + NEXT.length - 1];
+const probe = Object.fromEntries(names.map((n) => [n, {}]));
+for (const p of probeAt) {
+  const run = {};
+  for (const n of names) { run[n] = await eng[n].stepper(p); probe[n][p] = []; }
+  for (let r = 0; r < 40; r++) for (const n of names) { const t = await timed(run[n]); if (r >= 8) probe[n][p].push(t.ms); }
+  for (const n of names) probe[n][p] = median(probe[n][p]);
+}
 
 // the prompt's cache for the cold onnxruntime-web children
 const dir = mkdtempSync(path.join(tmpdir(), 'ort-bench-'));
@@ -223,7 +250,7 @@ const coldRatio = (n, phase) => median(coldSamples[n].map((x, i) => coldSamples.
 const f1 = (x) => x.toFixed(1), f2 = (x) => x.toFixed(2);
 const sizes = Object.fromEntries(Object.entries(WASM).map(([k, f]) => [k, statSync(path.join(REPO, 'wasm', 'dist', f)).size]));
 console.log(`Node ${process.version}, onnxruntime-web ${ortPkg.version} (wasm, numThreads 1, SIMD), ${cpus()[0].model}`);
-console.log(`prefill ${PROMPT.length} tokens, decode ${NEXT.length} steps after it; steady: ${args.warmup} warm-up + ${args.rounds} interleaved rounds (medians); cold: ${args.cold} fresh processes per engine (medians)\n`);
+console.log(`prefill ${PROMPT.length} tokens, decode ${NEXT.length} steps after it; steady: ${args.warmup} warm-up rounds, ${args.settle} s idle, ${args.rounds} interleaved rounds (medians); cold: ${args.cold} fresh processes per engine (medians)\n`);
 console.log('| engine | prefill tok/s (steady) | decode tok/s (steady) | prefill tok/s (cold) | decode tok/s (cold) | load ms (cold) |');
 console.log('|---|---:|---:|---:|---:|---:|');
 for (const n of names) {
@@ -234,6 +261,9 @@ console.log('|---|---:|---:|---:|---:|');
 for (const n of ['simd128', 'plain']) {
   console.log(`| ${n} | ${f2(ratio(n, 'prefill'))}× | ${f2(ratio(n, 'decode'))}× | ${f2(coldRatio(n, 'prefill'))}× | ${f2(coldRatio(n, 'decode'))}× |`);
 }
+console.log(`\n| one decode step (ms, median of 32 interleaved) | ${probeAt.map((p) => `cache ${p}`).join(' | ')} |`);
+console.log(`|---|${probeAt.map(() => '---:').join('|')}|`);
+for (const n of names) console.log(`| ${eng[n].name} | ${probeAt.map((p) => probe[n][p].toFixed(3)).join(' | ')} |`);
 let ok = true;
 console.log('');
 for (const [n, a] of Object.entries(agreement)) {
@@ -243,7 +273,7 @@ for (const [n, a] of Object.entries(agreement)) {
 }
 if (args.json) {
   writeFileSync(args.json, JSON.stringify({ node: process.version, onnxruntimeWeb: ortPkg.version, cpu: cpus()[0].model, args, sizes,
-    agreement, steady, cold, samples, coldSamples,
+    agreement, steady, cold, samples, coldSamples, probe,
     ratios: Object.fromEntries(['simd128', 'plain'].map((n) => [n, { prefillSteady: ratio(n, 'prefill'), decodeSteady: ratio(n, 'decode'), prefillCold: coldRatio(n, 'prefill'), decodeCold: coldRatio(n, 'decode') }])) }, null, 2) + '\n');
 }
 if (!ok) { console.error('FAIL: logits differ by more than the tolerance'); process.exit(1); }
