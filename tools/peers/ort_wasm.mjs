@@ -216,7 +216,13 @@ const probe = Object.fromEntries(names.map((n) => [n, {}]));
 for (const p of probeAt) {
   const run = {};
   for (const n of names) { run[n] = await eng[n].stepper(p); probe[n][p] = []; }
-  for (let r = 0; r < 40; r++) for (const n of names) { const t = await timed(run[n]); if (r >= 8) probe[n][p].push(t.ms); }
+  // blocks of 10 steps per engine (2 untimed): stepping the engines in turn step by step would
+  // time each one's step with the other's weights in the caches
+  for (let r = 0; r < 6; r++) {
+    for (const n of names) {
+      for (let i = 0; i < 10; i++) { const t = await timed(run[n]); if (r >= 1 && i >= 2) probe[n][p].push(t.ms); }
+    }
+  }
   for (const n of names) probe[n][p] = median(probe[n][p]);
 }
 
@@ -261,7 +267,7 @@ console.log('|---|---:|---:|---:|---:|');
 for (const n of ['simd128', 'plain']) {
   console.log(`| ${n} | ${f2(ratio(n, 'prefill'))}× | ${f2(ratio(n, 'decode'))}× | ${f2(coldRatio(n, 'prefill'))}× | ${f2(coldRatio(n, 'decode'))}× |`);
 }
-console.log(`\n| one decode step (ms, median of 32 interleaved) | ${probeAt.map((p) => `cache ${p}`).join(' | ')} |`);
+console.log(`\n| one decode step (ms, median of 40) | ${probeAt.map((p) => `cache ${p}`).join(' | ')} |`);
 console.log(`|---|${probeAt.map(() => '---:').join('|')}|`);
 for (const n of names) console.log(`| ${eng[n].name} | ${probeAt.map((p) => probe[n][p].toFixed(3)).join(' | ')} |`);
 let ok = true;
