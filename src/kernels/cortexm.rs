@@ -248,8 +248,9 @@ macro_rules! int8_block_sums {
     };
 }
 // Four words of each row's quants against the activations' extended words (r2, r3, r4, lr: a
-// `LDM` of x), into the dots r0 and r1; `$op` is `smlad` (accumulate) or `smuad` for the
-// block's first (`$first` then leaves out the accumulator operand: `smuad` has none).
+// `LDM` of x), into the dots r0 and r1. `$first` is the instruction of each row's first pair:
+// `smuad` for the block's first four words (it starts the dot and has no accumulator operand,
+// `int8x_acc!`), `smlad` for the others.
 #[cfg(picoformer_arm_dsp)]
 macro_rules! int8x_words {
     ($first:tt) => {
@@ -348,8 +349,9 @@ pub(super) use next_pair;
 // f16 weights are loaded by VLDM, two halves per `s` register, and split in place by
 // VCVTT/VCVTB from the top register down (each register is read before it is overwritten).
 // The two-row routines run four steps a turn (`four_steps!`). Per step of 8 multiply-adds and
-// row: f32 9.75 instructions with two rows, 12 with one; f16 17.75 with two rows, 20 with one. (Rust's `sreg` operands of `asm!` need the unstable `vfp2`
-// target feature on these targets; whole functions in `global_asm!` do not.)
+// row: f32 9.75 instructions with two rows, 12 with one; f16 17.75 with two rows, 20 with one.
+// (Rust's `sreg` operands of `asm!` need the unstable `vfp2` target feature on these targets;
+// whole functions in `global_asm!` do not.)
 core::arch::global_asm!(
     ".syntax unified",
     // Thumb-2 encodings whatever the target's default instruction set (the routines are

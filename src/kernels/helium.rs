@@ -15,7 +15,7 @@
 //! - int8 path: each block's 32 products by two byte loads and two `VMLADAV(A).S8` (sixteen
 //!   products summed exactly into a general register), then `sum += (d_w·d_x)·dot` in f32 as
 //!   the portable kernel computes it, bit for bit. Per block of 2 × 32 multiply-adds about 27
-//!   instructions (the DSP routine: 102).
+//!   instructions (the DSP routine: 99).
 //!
 //! The loops are low-overhead loops (`DLS`/`LE`). Instructions execute in beats (two per
 //! 128-bit instruction on an M55), so under QEMU's instruction count a Helium instruction
@@ -47,8 +47,8 @@ macro_rules! pair_start {
     };
 }
 
-// Both rows' eight lanes reduced: q2 + q3 gives a0 + a4, a1 + a5, a2 + a6, a3 + a7 in s8–s11,
-// then ((s8 + s10) + (s9 + s11)); row 1 (q4, q5) likewise into s16.
+// Both rows' eight lanes reduced: q2 + q3 lane by lane into s8–s11, then
+// ((s8 + s10) + (s9 + s11)); row 1 (q4, q5) likewise into s16.
 macro_rules! lanes2 {
     () => {
         concat!(
