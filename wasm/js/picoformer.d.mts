@@ -32,6 +32,8 @@ export declare class PicoformerError extends Error {
 
 export type KvType = 'f32' | 'f16' | 'bf16';
 export type Build = 'auto' | 'simd128' | 'plain';
+/** How weights are held: as the file stores them, or f16/bf16 tensors widened to f32. */
+export type Weights = 'stored' | 'f32';
 export type TokenIds = ArrayLike<number>;
 /** Bytes: an ArrayBuffer or any typed array / view (a Node Buffer too). */
 export type Bytes = ArrayBuffer | ArrayBufferView;
@@ -47,6 +49,17 @@ export interface LoadOptions {
   fullRows?: number;
   /** Context rows of a cross-attending model (required for one). Default 0. */
   maxContext?: number;
+  /**
+   * 'stored' (default): the tensors as the file stores them, read in place. 'f32': f16 and bf16
+   * tensors widened to f32 at load (exact; twice their bytes in `plan.weights`), which runs
+   * faster where the runtime has no f16 conversion (simd128). Q8_0 and f32 tensors are kept.
+   */
+  weights?: Weights;
+  /**
+   * Also pack the decoder's matrices into f32 panels for prefill (`plan.panels` bytes): faster
+   * prefill of a model that generates tokens (other kinds ignore it). Default false.
+   */
+  panels?: boolean;
 }
 
 export interface CreateOptions extends LoadOptions {
@@ -168,6 +181,8 @@ export interface Plan {
   encoderScratch: number;
   /** An XTransformer: its encoder's vocabulary. */
   sourceTokens: number;
+  /** Bytes of the decoder's f32 prefill panels (the `panels` load option; 0 without). */
+  panels: number;
 }
 
 export declare class Picoformer {

@@ -31,12 +31,14 @@ export const ErrorCode = Object.freeze({
 
 const CODE_NAMES = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, k]));
 const KV_KINDS = { f32: 0, f16: 1, bf16: 2 };
+/** The load option `weights`: the tensors as the file stores them, or f16/bf16 widened to f32. */
+const WEIGHTS = ['stored', 'f32'];
 const PLAN_FIELDS = [
   'weights', 'kvCache', 'scratch', 'logits', 'fullLogits', 'sampler', 'tokens', 'arena',
   'capacity', 'chunk', 'numTokens', 'dim', 'depth', 'memory',
   'contextCache', 'context', 'maxContext', 'dimContext',
   'kind', 'inputWidth', 'outputWidth', 'pooled', 'inputs', 'outputs', 'masks',
-  'encoderKvCache', 'encoderScratch', 'sourceTokens',
+  'encoderKvCache', 'encoderScratch', 'sourceTokens', 'panels',
 ];
 /** The kinds of model file, by the module's code. */
 const KINDS = ['decoderWrapper', 'encoderWrapper', 'decoder', 'encoder', 'continuousDecoder',
@@ -55,7 +57,7 @@ export const MAX_STOP_TOKENS = 16;
 /** Stop strings a generation can have. */
 export const MAX_STOP_STRINGS = 16;
 
-const LOAD_KEYS = ['capacity', 'kv', 'chunk', 'fullRows', 'maxContext'];
+const LOAD_KEYS = ['capacity', 'kv', 'chunk', 'fullRows', 'maxContext', 'weights', 'panels'];
 const ENCODE_KEYS = ['mask', 'output'];
 const SAMPLE_KEYS = ['temperature', 'topK', 'topP', 'minP'];
 const GENERATE_KEYS = [...SAMPLE_KEYS, 'maxTokens', 'seed', 'repetitionPenalty', 'repetitionWindow',
@@ -401,10 +403,14 @@ export class Picoformer {
    * @param {BufferSource|WebAssembly.Module|WebAssembly.Instance} wasm the picoformer .wasm (plain
    *   or simd128), compiled, or a fresh instance of it
    * @param {BufferSource} model a safetensors model file
-   * @param {{capacity?: number, kv?: 'f32'|'f16'|'bf16', chunk?: number, fullRows?: number, maxContext?: number}} [options]
+   * @param {{capacity?: number, kv?: 'f32'|'f16'|'bf16', chunk?: number, fullRows?: number, maxContext?: number, weights?: 'stored'|'f32', panels?: boolean}} [options]
    *   capacity: KV cache positions (default 256); kv: cache element type (default 'f32');
    *   chunk: prefill positions per pass (default 16); fullRows: rows for {@link forward} (default 0);
-   *   maxContext: context rows a cross-attending model can be given (needed for one, ignored otherwise).
+   *   maxContext: context rows a cross-attending model can be given (needed for one, ignored otherwise);
+   *   weights: 'stored' (default, the file's tensors in place) or 'f32' (f16/bf16 tensors widened
+   *   to f32 at load, exact: faster under simd128, which has no f16 conversion; twice their bytes);
+   *   panels: also pack the decoder's matrices into f32 panels for prefill (default false;
+   *   `plan.panels` bytes; faster prefill; a model that generates tokens only).
    */
   static async load(wasm, model, options = {}) {
     const opts = Picoformer.#loadOptions(options);
@@ -420,22 +426,36 @@ export class Picoformer {
 
   static #loadOptions(options) {
     const o = optionsOf('load', options, LOAD_KEYS);
-    const { capacity = 256, kv = 'f32', chunk = 16, fullRows = 0, maxContext = 0 } = o;
+    const { capacity = 256, kv = 'f32', chunk = 16, fullRows = 0, maxContext = 0, weights = 'stored', panels = false } = o;
     if (!Object.hasOwn(KV_KINDS, kv)) throw badArgument(`kv must be one of ${Object.keys(KV_KINDS).join(', ')}; got ${show(kv)}`);
+    if (!WEIGHTS.includes(weights)) throw badArgument(`weights must be one of ${WEIGHTS.map((w) => `'${w}'`).join(', ')}; got ${show(weights)}`);
+    if (typeof panels !== 'boolean') throw badArgument(`panels must be true or false; got ${show(panels)}`);
     return {
       capacity: int('capacity', capacity, 1, U32_MAX),
       kind: KV_KINDS[kv],
       chunk: int('chunk', chunk, 1, U32_MAX),
       fullRows: int('fullRows', fullRows, 0, U32_MAX),
       maxContext: int('maxContext', maxContext, 0, U32_MAX),
+      widen: weights === 'f32',
+      panels,
     };
   }
 
-  #loadModel(bytes, { capacity, kind, chunk, fullRows, maxContext }) {
+  #loadModel(bytes, opts) {
+    this.#loadFile(bytes, opts);
+    if (!opts.widen) return;
+    // The file as stored was loaded first: it is checked by the module (every error is the one
+    // loading it as stored gives), and only a well-formed file is rewritten. The second load
+    // reuses the same arena, so memory ends up as if the widened file had been loaded alone.
+    const wide = widenSafetensors(bytes);
+    if (wide !== null) this.#loadFile(wide, opts);
+  }
+
+  #loadFile(bytes, { capacity, kind, chunk, fullRows, maxContext, panels }) {
     const ptr = this.#x.pf_alloc_model(bytes.length) >>> 0;
     if (ptr === 0) this.#throw(-ErrorCode.OUT_OF_MEMORY);
     new Uint8Array(this.#memory.buffer, ptr, bytes.length).set(bytes);
-    this.#check(this.#x.pf_load(capacity, kind, chunk, fullRows, maxContext));
+    this.#check(this.#x.pf_load(capacity, kind, chunk, fullRows, maxContext, panels ? 1 : 0));
     const table = new Uint32Array(this.#memory.buffer, this.#x.pf_plan_ptr() >>> 0, PLAN_FIELDS.length);
     const plan = Object.fromEntries(PLAN_FIELDS.map((k, i) => [k, table[i]]));
     plan.kind = KINDS[plan.kind];
@@ -816,6 +836,91 @@ export class Picoformer {
     const msg = new TextDecoder().decode(new Uint8Array(this.#memory.buffer, ptr, len));
     throw new PicoformerError(-r, msg);
   }
+}
+
+/** Bytes per element of the safetensors dtypes (others: 1, placed last). */
+const ELEM_SIZE = { F64: 8, I64: 8, U64: 8, F32: 4, I32: 4, U32: 4, F16: 2, BF16: 2, I16: 2, U16: 2,
+  I8: 1, U8: 1, BOOL: 1 };
+
+/** The f32 bit pattern of each f16 bit pattern (exact: every f16 is an f32), made once. */
+let f16Table = null;
+function f16ToF32Bits() {
+  if (f16Table) return f16Table;
+  f16Table = new Uint32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = (h & 0x8000) << 16;
+    const exp = (h >> 10) & 0x1f;
+    let mant = h & 0x3ff;
+    let bits;
+    if (exp === 0x1f) bits = 0x7f800000 | (mant << 13);       // infinities, NaNs (payload kept)
+    else if (exp !== 0) bits = ((exp + 112) << 23) | (mant << 13);
+    else if (mant === 0) bits = 0;                             // ±0
+    else {                                                     // subnormal: normalise
+      let e = 113;
+      while ((mant & 0x400) === 0) { mant <<= 1; e--; }
+      bits = (e << 23) | ((mant & 0x3ff) << 13);
+    }
+    f16Table[h] = (sign | bits) >>> 0;
+  }
+  return f16Table;
+}
+
+/**
+ * `bytes`, a well-formed safetensors file, with every F16 and BF16 tensor widened to F32 (exact),
+ * the other tensors (F32, Q8_0's U8 blocks, ...) and the metadata kept; null if it has none to
+ * widen. Laid out as tools/export.py lays a file out: the data section at a multiple of 64, the
+ * tensors by element size (largest first), those whose size is a multiple of 64 first, no holes:
+ * every tensor aligned to its element size, and the matrices to 64 bytes.
+ */
+function widenSafetensors(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = Number(view.getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+  const base = 8 + headerLen;
+  const wide = (dtype) => dtype === 'F16' || dtype === 'BF16';
+  const entries = Object.entries(header).filter(([name]) => name !== '__metadata__')
+    .map(([name, t], index) => {
+      const [begin, end] = t.data_offsets;
+      const size = wide(t.dtype) ? 2 * (end - begin) : end - begin;
+      const elem = wide(t.dtype) ? 4 : ELEM_SIZE[t.dtype] ?? 1;
+      return { name, t, begin, end, size, elem, index };
+    });
+  if (!entries.some((e) => wide(e.t.dtype))) return null;
+  entries.sort((a, b) => (b.elem - a.elem) || ((a.size % 64 !== 0) - (b.size % 64 !== 0))
+    || ((a.size % 8 !== 0) - (b.size % 8 !== 0)) || (a.index - b.index));
+  const out = {};
+  if (header.__metadata__ !== undefined) out.__metadata__ = header.__metadata__;
+  let offset = 0;
+  for (const e of entries) {
+    e.at = offset;
+    out[e.name] = { ...e.t, dtype: wide(e.t.dtype) ? 'F32' : e.t.dtype, data_offsets: [offset, offset + e.size] };
+    offset += e.size;
+  }
+  const text = new TextEncoder().encode(JSON.stringify(out));
+  const padded = text.length + ((64 - ((8 + text.length) % 64)) % 64);
+  const file = new Uint8Array(8 + padded + offset);
+  const fileView = new DataView(file.buffer);
+  fileView.setBigUint64(0, BigInt(padded), true);
+  file.set(text, 8);
+  file.fill(0x20, 8 + text.length, 8 + padded);   // spaces
+  const data = 8 + padded;
+  for (const e of entries) {
+    const src = base + e.begin;
+    const dst = data + e.at;
+    if (e.t.dtype === 'F16') {
+      const table = f16ToF32Bits();
+      for (let i = 0, n = (e.end - e.begin) / 2; i < n; i++) {
+        fileView.setUint32(dst + 4 * i, table[bytes[src + 2 * i] | (bytes[src + 2 * i + 1] << 8)], true);
+      }
+    } else if (e.t.dtype === 'BF16') {
+      for (let i = 0, n = (e.end - e.begin) / 2; i < n; i++) {
+        fileView.setUint32(dst + 4 * i, ((bytes[src + 2 * i] | (bytes[src + 2 * i + 1] << 8)) << 16) >>> 0, true);
+      }
+    } else {
+      file.set(bytes.subarray(src, base + e.end), dst);
+    }
+  }
+  return file;
 }
 
 /** Reads a safetensors file: `{ metadata, tensors: { name: { dtype, shape, data } } }` (F32 → Float32Array, I64 → BigInt64Array, others → Uint8Array). */

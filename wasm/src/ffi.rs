@@ -49,7 +49,7 @@ mod code {
 }
 
 /// Fields of the plan table at [`pf_plan_ptr`] (u32 each), in this order.
-const PLAN_FIELDS: usize = 28;
+const PLAN_FIELDS: usize = 29;
 
 struct ErrorText {
     buf: [u8; 512],
@@ -350,7 +350,9 @@ unsafe fn kv_buf(kv: KvKind, at: usize, bytes: usize) -> (KvBuf<'static>, CacheB
 /// scratch arena for `chunk` positions per prefill chunk, `full_rows` rows of all-positions
 /// logits, and for a cross-attending model room for a context of `max_context` rows. For an
 /// encoder, `capacity` is the longest window (run in one chunk); for an `XTransformer`,
-/// `max_context` is the longest source (0: the encoder's `max_seq_len`). Returns 0 or `-code`.
+/// `max_context` is the longest source (0: the encoder's `max_seq_len`). With `panels` (1) a
+/// token-generating model's decoder matrices are also packed into f32 panels for prefill
+/// (`TransformerWrapper::with_prefill_panels`; other kinds ignore it). Returns 0 or `-code`.
 #[no_mangle]
 pub extern "C" fn pf_load(
     capacity: u32,
@@ -358,6 +360,7 @@ pub extern "C" fn pf_load(
     chunk: u32,
     full_rows: u32,
     max_context: u32,
+    panels: u32,
 ) -> i32 {
     let st = state();
     st.unload();
@@ -440,9 +443,16 @@ pub extern "C" fn pf_load(
             let enc_kv_at = c.take(source.map_or(0, |s| s.kv_cache));
             let enc_scratch_at = c.take(source.map_or(0, |s| s.scratch));
             let enc_mask_at = c.take(source.map_or(0, |s| s.mask));
+            let panels_len = if panels != 0 {
+                model.prefill_panels_len()
+            } else {
+                0
+            };
+            let panels_bytes = panels_len.saturating_mul(4);
+            let panels_at = c.take(panels_bytes);
             let end = c.top;
             if !c.ok || end > u32::MAX as usize || !ensure_memory(end) {
-                return oom(st, plan.total());
+                return oom(st, plan.total().saturating_add(panels_bytes));
             }
             let v = cfg.num_tokens;
             // SAFETY: each region was carved above by `c`, disjoint from the others and from
@@ -459,6 +469,16 @@ pub extern "C" fn pf_load(
                     work: carved::<Candidate>(work_at, Sampler::work_len(v)),
                     history: carved(history_at, opts.capacity),
                 }
+            };
+            let model = if panels_len > 0 {
+                // SAFETY: as above.
+                let arena = unsafe { carved(panels_at, panels_len) };
+                match model.with_prefill_panels(arena) {
+                    Ok(m) => m,
+                    Err(e) => return st.engine_error(EngineError::Model(e)),
+                }
+            } else {
+                model
             };
             let session = match Session::new(model, &opts, buffers) {
                 Ok(s) => s,
@@ -518,6 +538,7 @@ pub extern "C" fn pf_load(
                 d.dim_context(),
             ]);
             fields[24] = plan.context_mask + mask_len + rows + source.map_or(0, |s| s.mask);
+            fields[28] = panels_bytes;
         }
         Loaded::Frames(net) => {
             // f32 for an encoder, whatever `kv` says.
@@ -648,10 +669,11 @@ pub extern "C" fn pf_error_len() -> u32 {
     state().error.len as u32
 }
 
-/// Address of the plan table: 18 u32s (bytes of weights, kv_cache, scratch, logits,
-/// full_logits, sampler, the three token buffers, arena total; then capacity, chunk, num_tokens, dim, depth,
-/// memory bytes; then bytes of the context cache and the context, max_context rows and
-/// dim_context, the values per context row).
+/// Address of the plan table: [`PLAN_FIELDS`] u32s, in the order of `PLAN_FIELDS` in
+/// `js/picoformer.mjs` (bytes of weights, kv_cache, scratch, logits, full_logits, sampler, the
+/// three token buffers, arena total; then capacity, chunk, num_tokens, dim, depth, memory bytes;
+/// then bytes of the context cache and the context, max_context rows and dim_context; then the
+/// kind and the encoders' fields; last the bytes of the prefill panels).
 #[no_mangle]
 pub extern "C" fn pf_plan_ptr() -> u32 {
     state().plan.as_ptr() as u32
