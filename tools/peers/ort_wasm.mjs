@@ -4,13 +4,18 @@
 //   prefill  the first 128 bytes of models/demo.heldout.txt:
 //            onnxruntime-web: full.onnx (tokens [1, 128] -> logits [1, 128, 256]) in one run;
 //            picoformer: m.prefill(prompt) (the last position's logits; chunks of 16 positions,
-//            the default).
+//            the default, or --chunk for the f32 configuration).
 //   decode   128 steps after it, fed the next 128 bytes of the text (the same tokens for both, not
 //            sampled): onnxruntime-web: decode.onnx, one run per token with the cache as inputs and
 //            outputs (present_* fed back as past_*), starting from the prompt's cache (computed once
 //            per session, untimed, by decode.onnx over the prompt); picoformer: m.step(token) after
 //            the prefill (f32 cache, capacity 256).
 // Both graphs come from tools/peers/ort_export.py (weights: the f16 values widened to f32, exact).
+// picoformer's configurations (--engines): simd128 and plain load the file as stored (f16
+// weights, chunk 16: the defaults); simd128-f32 and plain-f32 load it with `weights: 'f32'` (the
+// f16 tensors widened to f32 at load, exact, as onnxruntime-web's graphs hold them), `panels:
+// true` (the decoder's matrices packed into f32 panels for prefill; --panels 0: not) and
+// `chunk: --chunk` (default 128: the prompt in one pass).
 //
 // Steady state: every engine loaded once; --warmup untimed rounds, --settle seconds idle (V8's
 // background compilation of onnxruntime's module after loading), then --rounds rounds, each
@@ -28,6 +33,7 @@
 //   (cd wasm && ./build.sh)        # or only the two .wasm builds, see wasm/build.sh
 //   node tools/peers/ort_wasm.mjs --ort /tmp/ort-node/node_modules/onnxruntime-web \
 //        --onnx target/peers/ort --rounds 7 --warmup 5 --settle 10 --cold 7 [--json out.json]
+//        [--engines simd128,simd128-f32,plain] [--chunk 128] [--panels 1]
 import { readFileSync, writeFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -41,6 +47,7 @@ function parseArgs(argv) {
   const a = {
     ort: '/tmp/ort-node/node_modules/onnxruntime-web', onnx: path.join(REPO, 'target', 'peers', 'ort'),
     rounds: 7, warmup: 5, settle: 10, cold: 7, prompt: 128, steps: 128, tol: 1e-4, json: null, child: null, cache: null,
+    engines: 'simd128,simd128-f32,plain', chunk: 128, panels: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i].replace(/^--/, '');
@@ -124,15 +131,16 @@ async function ortEngine() {
   };
 }
 
-async function picoEngine(build) {
+async function picoEngine(build, f32) {
   const { Picoformer } = await import(pathToFileURL(path.join(REPO, 'wasm', 'js', 'picoformer.mjs')).href);
   const t0 = now();
   const module = new WebAssembly.Module(readFileSync(path.join(REPO, 'wasm', 'dist', WASM[build])));
-  const m = await Picoformer.load(module, MODEL, { capacity: 256, kv: 'f32' });
+  const opts = f32 ? { weights: 'f32', panels: args.panels === 1, chunk: args.chunk } : {};
+  const m = await Picoformer.load(module, MODEL, { capacity: 256, kv: 'f32', ...opts });
   const loadMs = now() - t0;
   let primed = false;   // the cache holds exactly the prompt
   return {
-    name: `picoformer ${build}`, loadMs,
+    name: f32 ? `picoformer ${build}, weights f32${args.panels === 1 ? ', panels' : ''}, chunk ${args.chunk}` : `picoformer ${build}`, loadMs,
     async prefill() { m.reset(); const out = m.prefill(PROMPT).slice(); primed = true; return out; },
     async prepareDecode() { if (!primed) { m.reset(); m.prefill(PROMPT); primed = true; } },
     async decode() { primed = false; return NEXT.map((t) => m.step(t).slice()); },
@@ -145,7 +153,13 @@ async function picoEngine(build) {
   };
 }
 
-const ENGINES = { ort: ortEngine, simd128: () => picoEngine('simd128'), plain: () => picoEngine('plain') };
+const ENGINES = {
+  ort: ortEngine,
+  simd128: () => picoEngine('simd128', false),
+  'simd128-f32': () => picoEngine('simd128', true),
+  plain: () => picoEngine('plain', false),
+  'plain-f32': () => picoEngine('plain', true),
+};
 
 async function timed(f) {
   const t0 = now();
@@ -177,7 +191,9 @@ const tps = (n, ms) => n / (ms / 1000);
 const maxDiff = (a, b) => { let d = 0; for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i])); return d; };
 const argmax = (a) => { let j = 0; for (let i = 1; i < a.length; i++) if (a[i] > a[j]) j = i; return j; };
 
-const names = ['ort', 'simd128', 'plain'];
+const picos = args.engines.split(',');
+for (const n of picos) if (n === 'ort' || !(n in ENGINES)) throw new Error(`unknown engine ${n} (${Object.keys(ENGINES).slice(1).join(', ')})`);
+const names = ['ort', ...picos];
 const eng = {};
 for (const n of names) eng[n] = await ENGINES[n]();
 for (const n of names) await eng[n].prepareDecode();
@@ -185,7 +201,7 @@ for (const n of names) await eng[n].prepareDecode();
 // agreement
 const ref = { prefill: await eng.ort.prefill(), decode: await eng.ort.decode() };
 const agreement = {};
-for (const n of ['simd128', 'plain']) {
+for (const n of picos) {
   const p = await eng[n].prefill();
   await eng[n].prepareDecode();
   const d = await eng[n].decode();
@@ -238,7 +254,7 @@ const coldSamples = Object.fromEntries(names.map((n) => [n, []]));
 for (let r = 0; r < args.cold; r++) {
   for (const n of names) {
     const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--child', n, '--cache', cacheFile,
-      '--ort', args.ort, '--onnx', args.onnx, '--prompt', String(args.prompt), '--steps', String(args.steps)], { encoding: 'utf8' });
+      '--ort', args.ort, '--onnx', args.onnx, '--prompt', String(args.prompt), '--steps', String(args.steps), '--chunk', String(args.chunk), '--panels', String(args.panels)], { encoding: 'utf8' });
     coldSamples[n].push(JSON.parse(out.trim().split('\n').pop()));
   }
 }
@@ -266,7 +282,7 @@ for (const n of names) {
 }
 console.log('\n| picoformer / onnxruntime-web (same-run ratios, medians) | prefill steady | decode steady | prefill cold | decode cold |');
 console.log('|---|---:|---:|---:|---:|');
-for (const n of ['simd128', 'plain']) {
+for (const n of picos) {
   console.log(`| ${n} | ${f2(ratio(n, 'prefill'))}× | ${f2(ratio(n, 'decode'))}× | ${f2(coldRatio(n, 'prefill'))}× | ${f2(coldRatio(n, 'decode'))}× |`);
 }
 console.log(`\n| one decode step (ms, median of 40) | ${probeAt.map((p) => `cache ${p}`).join(' | ')} |`);
@@ -282,6 +298,6 @@ for (const [n, a] of Object.entries(agreement)) {
 if (args.json) {
   writeFileSync(args.json, JSON.stringify({ node: process.version, onnxruntimeWeb: ortPkg.version, cpu: cpus()[0].model, args, sizes,
     agreement, steady, cold, samples, coldSamples, probe,
-    ratios: Object.fromEntries(['simd128', 'plain'].map((n) => [n, { prefillSteady: ratio(n, 'prefill'), decodeSteady: ratio(n, 'decode'), prefillCold: coldRatio(n, 'prefill'), decodeCold: coldRatio(n, 'decode') }])) }, null, 2) + '\n');
+    ratios: Object.fromEntries(picos.map((n) => [n, { prefillSteady: ratio(n, 'prefill'), decodeSteady: ratio(n, 'decode'), prefillCold: coldRatio(n, 'prefill'), decodeCold: coldRatio(n, 'decode') }])) }, null, 2) + '\n');
 }
 if (!ok) { console.error('FAIL: logits differ by more than the tolerance'); process.exit(1); }

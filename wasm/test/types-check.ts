@@ -37,6 +37,12 @@ export async function example(model: Uint8Array, wasm: ArrayBuffer): Promise<str
   pieces.push(String(reason), url.href, String(MAX_STOP_TOKENS + MAX_STOP_STRINGS), String(Object.keys(st.tensors).length));
   // @ts-expect-error: an unknown kv type
   await Picoformer.create(model, { kv: 'f64' });
+  const fast = await Picoformer.create(model, { weights: 'f32', panels: true, chunk: 128 });
+  pieces.push(String(fast.plan.panels + fast.plan.weights));
+  // @ts-expect-error: weights are 'stored' or 'f32'
+  await Picoformer.create(model, { weights: 'f16' });
+  // @ts-expect-error: panels is a boolean
+  await Picoformer.create(model, { panels: 1 });
   // @ts-expect-error: stream takes no onToken
   m.stream([1], { onToken: () => {} });
   return pieces;
