@@ -842,27 +842,35 @@ export class Picoformer {
 const ELEM_SIZE = { F64: 8, I64: 8, U64: 8, F32: 4, I32: 4, U32: 4, F16: 2, BF16: 2, I16: 2, U16: 2,
   I8: 1, U8: 1, BOOL: 1 };
 
-/** The f32 bit pattern of each f16 bit pattern (exact: every f16 is an f32), made once. */
-let f16Table = null;
-function f16ToF32Bits() {
-  if (f16Table) return f16Table;
-  f16Table = new Uint32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = (h & 0x8000) << 16;
-    const exp = (h >> 10) & 0x1f;
-    let mant = h & 0x3ff;
-    let bits;
-    if (exp === 0x1f) bits = 0x7f800000 | (mant << 13);       // infinities, NaNs (payload kept)
-    else if (exp !== 0) bits = ((exp + 112) << 23) | (mant << 13);
-    else if (mant === 0) bits = 0;                             // ±0
-    else {                                                     // subnormal: normalise
-      let e = 113;
-      while ((mant & 0x400) === 0) { mant <<= 1; e--; }
-      bits = (e << 23) | ((mant & 0x3ff) << 13);
-    }
-    f16Table[h] = (sign | bits) >>> 0;
+/** The f32 bit pattern of the f16 bit pattern `h` (exact: every f16 is an f32). */
+function f16Bits(h) {
+  const sign = (h & 0x8000) << 16;
+  const exp = (h >> 10) & 0x1f;
+  let mant = h & 0x3ff;
+  let bits;
+  if (exp === 0x1f) bits = 0x7f800000 | (mant << 13);       // infinities, NaNs (payload kept)
+  else if (exp !== 0) bits = ((exp + 112) << 23) | (mant << 13);
+  else if (mant === 0) bits = 0;                             // ±0
+  else {                                                     // subnormal: normalised
+    let e = 113;
+    while ((mant & 0x400) === 0) { mant <<= 1; e--; }
+    bits = (e << 23) | ((mant & 0x3ff) << 13);
   }
-  return f16Table;
+  return (sign | bits) >>> 0;
+}
+
+// (Functions of their own: called once per tensor, they are optimised after the first few.)
+function widenF16(h, out) {
+  for (let i = 0; i < h.length; i++) {
+    const x = h[i];
+    const e = x & 0x7c00;
+    // Normal numbers (almost all weights): the exponent rebiased (+112), the mantissa shifted.
+    out[i] = e !== 0 && e !== 0x7c00 ? ((x & 0x8000) << 16) | (((x & 0x7fff) << 13) + 0x38000000) : f16Bits(x);
+  }
+}
+
+function widenBf16(h, out) {
+  for (let i = 0; i < h.length; i++) out[i] = h[i] << 16;
 }
 
 /**
@@ -899,23 +907,22 @@ function widenSafetensors(bytes) {
   const text = new TextEncoder().encode(JSON.stringify(out));
   const padded = text.length + ((64 - ((8 + text.length) % 64)) % 64);
   const file = new Uint8Array(8 + padded + offset);
-  const fileView = new DataView(file.buffer);
-  fileView.setBigUint64(0, BigInt(padded), true);
+  new DataView(file.buffer).setBigUint64(0, BigInt(padded), true);
   file.set(text, 8);
   file.fill(0x20, 8 + text.length, 8 + padded);   // spaces
   const data = 8 + padded;
   for (const e of entries) {
     const src = base + e.begin;
     const dst = data + e.at;
-    if (e.t.dtype === 'F16') {
-      const table = f16ToF32Bits();
-      for (let i = 0, n = (e.end - e.begin) / 2; i < n; i++) {
-        fileView.setUint32(dst + 4 * i, table[bytes[src + 2 * i] | (bytes[src + 2 * i + 1] << 8)], true);
-      }
-    } else if (e.t.dtype === 'BF16') {
-      for (let i = 0, n = (e.end - e.begin) / 2; i < n; i++) {
-        fileView.setUint32(dst + 4 * i, ((bytes[src + 2 * i] | (bytes[src + 2 * i + 1] << 8)) << 16) >>> 0, true);
-      }
+    if (wide(e.t.dtype)) {
+      // Typed views in the host's byte order, which this package takes as little-endian (as the
+      // wasm memory views are): the file's u16s in, the f32 bit patterns out (a multiple of 64).
+      const n = (e.end - e.begin) / 2;
+      const at = bytes.byteOffset + src;
+      const h = at % 2 === 0 ? new Uint16Array(bytes.buffer, at, n) : new Uint16Array(bytes.slice(src, src + 2 * n).buffer);
+      const out = new Uint32Array(file.buffer, dst, n);
+      if (e.t.dtype === 'F16') widenF16(h, out);
+      else widenBf16(h, out);
     } else {
       file.set(bytes.subarray(src, base + e.end), dst);
     }
