@@ -97,3 +97,22 @@ test('the family in a worker thread: an encoder and an XTransformer', async () =
     x.terminate();
   }
 });
+
+test("a worker takes weights: 'f32' and panels (issue 30): the main thread's tokens and plan", async () => {
+  const bytes = model('wrap_f16');
+  const opts = { capacity: 16, weights: 'f32', panels: true, chunk: 4 };
+  const w = await PicoformerWorker.create(start(), bytes, opts);
+  const bad = start();
+  try {
+    const local = await Picoformer.create(bytes, opts);
+    assert.deepEqual(w.plan, local.plan);
+    assert.ok(w.plan.panels > 0 && w.plan.weights > bytes.length);
+    const gen = { maxTokens: 10, temperature: 0.9, seed: 3 };
+    assert.deepEqual(await w.generate([1, 2, 3], gen), Array.from(local.generate([1, 2, 3], gen)));
+    await assert.rejects(PicoformerWorker.create(bad, bytes, { weights: 'f16' }),
+      (e) => e instanceof PicoformerError && e.code === ErrorCode.BAD_ARGUMENT && /weights/.test(e.message));
+  } finally {
+    await w.terminate();
+    await bad.terminate();
+  }
+});
