@@ -838,7 +838,7 @@ export class Picoformer {
   }
 }
 
-/** Bytes per element of the safetensors dtypes (others: 1, placed last). */
+/** Bytes per element of the safetensors dtypes (others, F8_E5M2 and F8_E4M3: 1, placed last). */
 const ELEM_SIZE = { F64: 8, I64: 8, U64: 8, F32: 4, I32: 4, U32: 4, F16: 2, BF16: 2, I16: 2, U16: 2,
   I8: 1, U8: 1, BOOL: 1 };
 
@@ -916,7 +916,8 @@ function widenSafetensors(bytes) {
     const dst = data + e.at;
     if (wide(e.t.dtype)) {
       // Typed views in the host's byte order, which this package takes as little-endian (as the
-      // wasm memory views are): the file's u16s in, the f32 bit patterns out (a multiple of 64).
+      // wasm memory views are): the file's u16s in, the f32 bit patterns out (4-byte aligned:
+      // only 8-byte tensors, whole multiples of 8, come before the 4-byte ones).
       const n = (e.end - e.begin) / 2;
       const at = bytes.byteOffset + src;
       const h = at % 2 === 0 ? new Uint16Array(bytes.buffer, at, n) : new Uint16Array(bytes.slice(src, src + 2 * n).buffer);
