@@ -285,6 +285,11 @@ console.log('|---|---:|---:|---:|---:|');
 for (const n of picos) {
   console.log(`| ${n} | ${f2(ratio(n, 'prefill'))}× | ${f2(ratio(n, 'decode'))}× | ${f2(coldRatio(n, 'prefill'))}× | ${f2(coldRatio(n, 'decode'))}× |`);
 }
+// The fastest round of each engine: on a busy machine, the closest to its speed undisturbed.
+const best = (n, phase) => Math.max(...samples[n][phase]);
+console.log(`\n| best round / onnxruntime-web's best round | prefill steady | decode steady |`);
+console.log('|---|---:|---:|');
+for (const n of picos) console.log(`| ${n} | ${f2(best(n, 'prefill') / best('ort', 'prefill'))}× | ${f2(best(n, 'decode') / best('ort', 'decode'))}× |`);
 console.log(`\n| one decode step (ms, median of 40) | ${probeAt.map((p) => `cache ${p}`).join(' | ')} |`);
 console.log(`|---|${probeAt.map(() => '---:').join('|')}|`);
 for (const n of names) console.log(`| ${eng[n].name} | ${probeAt.map((p) => probe[n][p].toFixed(3)).join(' | ')} |`);
