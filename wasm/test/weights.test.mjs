@@ -133,9 +133,16 @@ for (const build of BUILDS) {
       }
     });
 
-    test('panels: a cross-attending decoder packs them; an encoder ignores the option', async () => {
+    test('panels: a cross-attending decoder and an XTransformer pack them; an encoder ignores the option', async () => {
       const c = await load(model('cross_wrap'), { capacity: 8, maxContext: 5, panels: true });
       assert.ok(c.plan.panels > 0);
+      // An XTransformer's decoder packs them too: the same translation.
+      const xo = { capacity: 16, chunk: 4 };
+      const [xa, xb] = [await load(model('xt_bytes'), xo), await load(model('xt_bytes'), { ...xo, panels: true, weights: 'f32' })];
+      assert.ok(xb.plan.panels > 0);
+      const source = [72, 101, 108, 108, 111];
+      assert.ok(maxAbsDiff(xb.encode(source), xa.encode(source)) <= 1e-5);
+      assert.deepEqual(xb.generate([1, 2, 3, 4, 5], { maxTokens: 10 }), xa.generate([1, 2, 3, 4, 5], { maxTokens: 10 }));
       const e = await load(model('enc_wrap'), { capacity: 8, panels: true, weights: 'f32' });
       assert.equal(e.kind, 'encoderWrapper');
       assert.equal(e.plan.panels, 0);
