@@ -28,6 +28,9 @@
 //! (the thread CPU clock would miss the second thread); the Q8_0 model on the int8 path over
 //! the weights as stored and over int8 panels.
 //!
+//! `parallel_prefill/stories15M/*`: prompts of 64 and 256 tokens in one chunk on one thread and
+//! split over two by positions, wall clock: f32, f16, f32 panels and Q8_0 over int8 panels.
+//!
 //! `long_context/stories15M/*`: f16 weights decoding at 1,024 and 4,096 cached positions (f32
 //! and f16 KV caches), one thread and two, wall clock; throughput in the bytes a step reads,
 //! weights plus the cache's keys and values.
@@ -452,10 +455,53 @@ mod imp {
         targets = bench_decode, bench_prefill, bench_score, bench_context
     }
 
+    /// A prompt of 64 and of 256 tokens in one chunk (`forward_last`) on one thread and split
+    /// over two by positions, wall clock: f32 and f16 weights as stored, f32 panels, and Q8_0
+    /// over int8 panels.
+    fn bench_parallel_prefill(c: &mut Criterion) {
+        let shapes = shapes(WCFG);
+        let (pool, pool2) = two_threads();
+        let mut g = c.benchmark_group("parallel_prefill/stories15M");
+        for kind in ["f32", "f16", "q8_0"] {
+            let (t, _) = table(kind, &shapes);
+            let model =
+                TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
+            let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
+            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
+            let runs = variants(kind, &model, &mut arena, &mut arena8);
+            let wanted = ["f32", "f32_panels", "f16", "q8_0_int8_panels"];
+            for (name, one) in runs.iter().filter(|(n, _)| wanted.contains(&n.as_str())) {
+                let two = one.with_parallel(&pool);
+                for prompt in [64usize, 256] {
+                    g.throughput(Throughput::Elements(prompt as u64));
+                    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, prompt)];
+                    let mut sb = vec![0.0f32; Scratch::elements(&CFG, prompt)];
+                    let mut cache = KvCache::new(&CFG, prompt, &mut kv).unwrap();
+                    let mut scratch = Scratch::new(&CFG, prompt, &mut sb).unwrap();
+                    let tokens: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919) % 32000).collect();
+                    let mut logits = vec![0.0f32; 32000];
+                    for (threads, m) in [("1", one), ("2", &two)] {
+                        g.bench_function(format!("{prompt}/{name}/{threads}_thread"), |b| {
+                            b.iter(|| {
+                                pool2.install(|| {
+                                    let p = black_box(&tokens[..]);
+                                    m.forward_last(&mut cache, &mut scratch, p, None, &mut logits)
+                                        .unwrap();
+                                });
+                                cache.reset();
+                            })
+                        });
+                    }
+                }
+            }
+        }
+        g.finish();
+    }
+
     criterion_group! {
         name = parallel;
         config = Criterion::default().sample_size(20);
-        targets = bench_parallel, bench_long_context
+        targets = bench_parallel, bench_parallel_prefill, bench_long_context
     }
 }
 

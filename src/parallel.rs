@@ -1,9 +1,11 @@
 //! Parallelism the caller provides: fork-join over independent parts of the work.
 //!
-//! The library never starts a thread. Where a decode step's work splits into independent parts
-//! (the rows of a matrix-vector product: every weight matrix and the logits; the heads of
-//! attention over a long cache), a decoder given an executor (`Decoder::with_parallel`, feature
-//! `parallel`) hands the parts to [`Parallel::run`]; without one it runs them itself, in order.
+//! The library never starts a thread. Where a step's or a chunk's work splits into independent
+//! parts (one position: the rows of a matrix-vector product, every weight matrix and the logits,
+//! and the heads of attention over a long cache; a chunk of positions: its positions, in every
+//! matrix-matrix product and in attention), a decoder given an executor
+//! (`Decoder::with_parallel`, feature `parallel`) hands the parts to [`Parallel::run`]; without
+//! one it runs them itself, in order.
 //! Without the feature the trait and [`Sequential`] are here but no decoder splits: the
 //! splitting code is not compiled in, so a firmware image does not carry it. Each output element is computed by one part, by the same
 //! kernel over the same weights in the same order as in one piece, so the results are identical
@@ -94,4 +96,51 @@ pub(crate) fn rows_per_part(rows: usize, parts: usize) -> usize {
         return rows;
     }
     rows.div_ceil(parts).div_ceil(ALIGN) * ALIGN
+}
+
+/// Positions per part of a chunk of `n` positions split `parts` ways, every part (the last
+/// included) at least `min` positions; `None` when that leaves fewer than two parts.
+pub(crate) fn positions_per_part(n: usize, parts: usize, min: usize) -> Option<usize> {
+    let min = min.max(1);
+    let mut p = parts.min(n / min);
+    while p > 1 {
+        let per = n.div_ceil(p);
+        // The last of `n.div_ceil(per)` chunks of `per`.
+        let last = n - (n.div_ceil(per) - 1) * per;
+        if last >= min {
+            return Some(per);
+        }
+        p -= 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every part of a position split is at least `min` long, there are at least two and at
+    /// most `parts`, and they cover the chunk.
+    #[test]
+    fn position_parts_are_long_enough() {
+        for n in 0..200 {
+            for parts in 1..9 {
+                for min in [1, 8, 16] {
+                    match positions_per_part(n, parts, min) {
+                        Some(per) => {
+                            // The chunks of `per`: all full but the last.
+                            let count = n.div_ceil(per);
+                            let last = n - (count - 1) * per;
+                            assert!(count >= 2 && count <= parts, "{n} {parts}");
+                            assert!(per >= min && last >= min, "{n} {parts} {min}");
+                        }
+                        None => assert!(parts < 2 || n < 2 * min, "{n} {parts} {min}"),
+                    }
+                }
+            }
+        }
+        assert_eq!(positions_per_part(64, 2, 16), Some(32));
+        assert_eq!(positions_per_part(50, 3, 16), Some(17));
+        assert_eq!(positions_per_part(31, 2, 16), None);
+    }
 }

@@ -1,7 +1,8 @@
-//! A decode step split over an executor (`picoformer::parallel`) gives the numbers of one thread,
-//! bit for bit: f32, f16 and Q8_0 weights (with and without the int8 path), a wrapper's logits
-//! included; with an executor that runs the parts in a scrambled order, and with rayon's pool
-//! (no allocation on the calling thread per step).
+//! A decode step and a prompt's chunks split over an executor (`picoformer::parallel`) give the
+//! numbers of one thread, bit for bit: f32, f16 and Q8_0 weights (with and without the int8
+//! path, as stored and packed), a wrapper's logits included; with an executor that runs the
+//! parts in a scrambled order, and with rayon's pool (no allocation on the calling thread per
+//! step).
 
 mod common;
 #[path = "common/counting_alloc.rs"]
@@ -64,47 +65,68 @@ impl<'w> TensorSource<'w> for &'w F16Table {
     }
 }
 
-/// A KV cache of 16 positions and 4 context rows, and a scratch of 8 positions.
+/// A prompt of `len` tokens, read in chunks of at most `chunk` positions (the scratch's).
+#[derive(Clone, Copy, Debug)]
+struct Prompt {
+    len: usize,
+    chunk: usize,
+}
+
+/// Decode steps only (the prompt's 5 positions never split); a prompt of 50 positions in one
+/// chunk (parts of 25 or 17 positions, attention in parts of 8 or 9); and in chunks of 32 and
+/// 18 (the first one split, the second too short to split but for its attention).
+const PROMPTS: [Prompt; 3] = [
+    Prompt { len: 5, chunk: 8 },
+    Prompt { len: 50, chunk: 64 },
+    Prompt { len: 50, chunk: 32 },
+];
+
+/// A KV cache of the prompt and 11 more positions, 4 context rows, and a scratch of the
+/// prompt's chunk.
 struct Buffers {
     kv: Vec<f32>,
     ctx: Vec<f32>,
     scratch: Vec<f32>,
+    prompt: Prompt,
 }
 
 impl Buffers {
-    fn new(d: &DecoderConfig) -> Self {
+    fn new(d: &DecoderConfig, prompt: Prompt) -> Self {
         Buffers {
-            kv: vec![0.0; KvCache::<f32>::elements(d, 16)],
+            kv: vec![0.0; KvCache::<f32>::elements(d, prompt.len + 11)],
             ctx: vec![0.0; KvCache::<f32>::context_elements(d, 4)],
-            scratch: vec![0.0; Scratch::elements(d, 8)],
+            scratch: vec![0.0; Scratch::elements(d, prompt.chunk)],
+            prompt,
         }
     }
 
     fn session(&mut self, d: &DecoderConfig) -> (KvCache<'_, f32>, Scratch<'_>) {
+        let (capacity, chunk) = (self.prompt.len + 11, self.prompt.chunk);
         (
-            KvCache::with_context(d, 16, &mut self.kv, 4, &mut self.ctx).unwrap(),
-            Scratch::new(d, 8, &mut self.scratch).unwrap(),
+            KvCache::with_context(d, capacity, &mut self.kv, 4, &mut self.ctx).unwrap(),
+            Scratch::new(d, chunk, &mut self.scratch).unwrap(),
         )
     }
 }
 
-/// Logits of a 5-token prompt and then of 6 decode steps, each step's logits in order.
-fn run(model: &TransformerWrapper<'_, 4>) -> Vec<Vec<f32>> {
+/// Logits of every position of a prompt and then of 6 decode steps, each step's in order.
+fn run(model: &TransformerWrapper<'_, 4>, prompt: Prompt) -> Vec<Vec<f32>> {
     let cfg = *model.config();
     let d = cfg.attn_layers;
-    let mut bufs = Buffers::new(&d);
+    let mut bufs = Buffers::new(&d, prompt);
     let (mut cache, mut scratch) = bufs.session(&d);
     let context: Vec<f32> = (0..4 * d.dim)
         .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
         .collect();
     let v = cfg.logits_width();
     let mut out = Vec::new();
-    let mut logits = vec![0.0f32; 5 * v];
+    let tokens: Vec<u32> = (0..prompt.len as u32).map(|i| (i * 37 + 3) % 300).collect();
+    let mut logits = vec![0.0f32; prompt.len * v];
     model
         .forward(
             &mut cache,
             &mut scratch,
-            &[3, 1, 4, 1, 5],
+            &tokens,
             Some(&context),
             &mut logits,
         )
@@ -176,19 +198,56 @@ fn split_steps_equal_one_thread_bit_for_bit() {
     let int8_panels = int8_model.with_int8_panels(&mut arena8).unwrap();
     let packed = [("f32 panels", panels), ("q8_0 int8 panels", int8_panels)];
     for (name, model) in models.iter().chain(&packed) {
-        let one = bits(&run(model));
-        for parts in [2, 3] {
-            let exec = Scrambled {
-                parts,
-                split: AtomicUsize::new(0),
-            };
-            let split = bits(&run(&model.with_parallel(&exec)));
-            assert!(one == split, "{name}, {parts} parts: the numbers differ");
-            // 6 steps × (2 blocks × one 512-row feed-forward matrix + the 300-row logits)
-            assert_eq!(exec.split.load(Ordering::Relaxed), 6 * 3, "{name}");
+        for prompt in PROMPTS {
+            let one = bits(&run(model, prompt));
+            for parts in [2, 3] {
+                let exec = Scrambled {
+                    parts,
+                    split: AtomicUsize::new(0),
+                };
+                let split = bits(&run(&model.with_parallel(&exec), prompt));
+                assert!(
+                    one == split,
+                    "{name}, {prompt:?}, {parts} parts: the numbers differ"
+                );
+                let count = exec.split.load(Ordering::Relaxed);
+                assert_eq!(
+                    count,
+                    expected_splits(prompt),
+                    "{name}, {prompt:?}, {parts} parts"
+                );
+            }
         }
     }
     check_required_isa();
+}
+
+/// The splits of a run of [`config`]'s wrapper: a prompt's chunk of 32 positions or more splits
+/// every product (2 blocks × the 4 of self-attention, cross-attention's 2 and the
+/// feed-forward's 2; and the wrapper's logits), and from 16 positions both attentions (the 4
+/// context rows are projected in one piece); each of the 6 steps splits 2 blocks × one 512-row
+/// feed-forward matrix and the 300-row logits, and its self-attention in both blocks once it
+/// sees 32 cached rows (32 × 4 heads × 32 = 4,096 rows × query values).
+fn expected_splits(prompt: Prompt) -> usize {
+    let mut left = prompt.len;
+    let mut splits = 0;
+    while left > 0 {
+        let n = left.min(prompt.chunk);
+        if n >= 32 {
+            splits += 2 * 8 + 1;
+        }
+        if n >= 16 {
+            splits += 2 * 2;
+        }
+        left -= n;
+    }
+    for step in 0..6 {
+        splits += 3;
+        if prompt.len + step + 1 >= 32 {
+            splits += 2;
+        }
+    }
+    splits
 }
 
 /// With rayon's pool: the same bits, and a step allocates nothing on the calling thread.
@@ -204,10 +263,12 @@ fn rayon_steps_equal_one_thread_and_do_not_allocate() {
     let model: TransformerWrapper<'_, 4> = TransformerWrapper::from_source(cfg, &&table).unwrap();
     let pool = Rayon { parts: 2 };
     let parallel = model.with_parallel(&pool);
-    assert!(bits(&run(&model)) == bits(&run(&parallel)));
+    for prompt in PROMPTS {
+        assert!(bits(&run(&model, prompt)) == bits(&run(&parallel, prompt)));
+    }
 
     let d = cfg.attn_layers;
-    let mut bufs = Buffers::new(&d);
+    let mut bufs = Buffers::new(&d, PROMPTS[0]);
     let (mut cache, mut scratch) = bufs.session(&d);
     let context = vec![0.25f32; 4 * d.dim];
     let mut logits = vec![0.0f32; cfg.logits_width()];
@@ -227,7 +288,8 @@ fn rayon_steps_equal_one_thread_and_do_not_allocate() {
 
 /// One position's attention over a long cache (600 rows, above the split's threshold) split
 /// over the parts: self- and cross-attention, without grouping and with 2 and 4 query heads per
-/// kv head, f32 and f16 caches; the same bits as one piece, and the attention did split.
+/// kv head, f32 and f16 caches (the 600-row prompt's chunks split by positions); the same bits
+/// as one piece, and the attention did split.
 #[test]
 fn split_attention_equals_one_thread_bit_for_bit() {
     use_required_isa();
@@ -286,10 +348,13 @@ fn split_attention_equals_one_thread_bit_for_bit() {
                     one == split,
                     "kv heads {kv_heads}, {kind} cache, {parts} parts: the numbers differ"
                 );
-                // 3 steps × (self- and cross-attention + the 512-row feed-forward matrix)
+                // The prompt: 9 chunks of 64 positions × (7 products of 128 rows, the
+                // feed-forward's first, 2 attentions), the context's keys and values in the
+                // same 9 chunks of 64 rows, and the last chunk's 24 positions' 2 attentions;
+                // then 3 steps × (self- and cross-attention + the 512-row feed-forward matrix).
                 assert_eq!(
                     exec.split.load(Ordering::Relaxed),
-                    3 * 3,
+                    9 * 10 + 9 * 2 + 2 + 3 * 3,
                     "kv heads {kv_heads}"
                 );
             }

@@ -230,10 +230,13 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         None
     }
 
-    /// This decoder with the matrix-vector products of a one-position step split by rows over
-    /// `executor`'s parts ([`crate::parallel`]): every weight matrix (and a wrapper's logits)
-    /// of at least 256 rows, in parts of whole 16-row groups (int8 panels included). The
-    /// numbers are those of one thread, bit for bit. The decoder returned borrows the executor;
+    /// This decoder with its work split over `executor`'s parts ([`crate::parallel`]): a
+    /// one-position step's matrix-vector products by rows (every weight matrix, and a
+    /// wrapper's logits, of at least 256 rows, in parts of whole 16-row groups, int8 panels
+    /// included) and its attention over a long cache by heads; a chunk of positions (a prompt,
+    /// a context) by positions, in every matrix-matrix product (parts of at least 16
+    /// positions) and in attention (parts of at least 8). The numbers are those of one thread,
+    /// bit for bit. The decoder returned borrows the executor;
     /// `self` is left as it is. Feature `parallel` (no dependency; `rayon` implies it).
     #[cfg(feature = "parallel")]
     pub fn with_parallel<'p>(&self, executor: &'p dyn Parallel) -> Decoder<'p, MAX_DEPTH>

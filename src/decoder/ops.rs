@@ -7,7 +7,7 @@ use crate::config::{DecoderConfig, Norm};
 use crate::error::{Buffer, Error};
 use crate::kernels;
 use crate::packing::{Matrix, Packed};
-use crate::parallel::{rows_per_part, Parallel};
+use crate::parallel::{positions_per_part, rows_per_part, Parallel};
 use crate::tensor::{Element, Tensor};
 use crate::weights::{AttentionWeights, FeedForwardWeights, GruWeights, PostNorms};
 
@@ -439,8 +439,8 @@ impl Heads {
 
     /// Attention of `n` positions' query heads `q` into `out` (both `n·heads·d` values), with
     /// `kv(j)` the keys and values of kv head j; with `causal`, position i of n sees all but
-    /// the last n − 1 − i of them. One position over a long cache splits over `par`'s parts
-    /// ([`Self::attend_split`]).
+    /// the last n − 1 − i of them. Over `par`'s parts: one position over a long cache by heads
+    /// ([`Self::attend_split`]), a chunk by positions ([`Self::attend_positions`]).
     pub(super) fn attend<'c, K: Element + 'c>(
         &self,
         q: &[f32],
@@ -450,12 +450,50 @@ impl Heads {
         par: Option<&dyn Parallel>,
         kv: impl Fn(usize) -> (&'c [K], &'c [K]) + Sync,
     ) -> Result<(), Error> {
-        if let (1, Some(par)) = (n, par) {
+        if let Some(par) = par.filter(|p| p.parts() > 1) {
             let rows = kv(0).0.len() / self.group.dim.max(1);
-            if par.parts() > 1 && rows.saturating_mul(self.q_dim) >= SPLIT_ATTENTION_MIN {
+            let work = rows.saturating_mul(self.q_dim).saturating_mul(n);
+            if n == 1 && work >= SPLIT_ATTENTION_MIN {
                 return self.attend_split(q, out, par, &kv);
             }
+            // A chunk: parts of at least 8 positions (the kernel reads the cache once for up
+            // to 8 queries), up to 4 per thread (causal positions' work grows with their
+            // position, and the executor balances the parts).
+            let per = positions_per_part(n, 4 * par.parts(), 8);
+            if let (Some(per), true) = (per, work >= SPLIT_ATTENTION_MIN) {
+                let width = self.q_dim.max(1);
+                return par.run(out, per * width, &|i, part| {
+                    let (i0, m) = (i * per, part.len() / width);
+                    let qs = q.get(i0 * width..(i0 + m) * width);
+                    let qs = qs.ok_or(Error::KernelShape {
+                        kernel: "attention",
+                        arg: "q",
+                        expected: (i0 + m) * width,
+                        found: q.len(),
+                    })?;
+                    // Causal: the part's last position does not see the chunk's later rows.
+                    let later = if causal { n.saturating_sub(i0 + m) } else { 0 };
+                    self.attend_positions(qs, part, m, causal, later, &kv)
+                });
+            }
         }
+        self.attend_positions(q, out, n, causal, 0, &kv)
+    }
+
+    /// [`Self::attend`] in one piece, each kv head over its cached rows but the last `later`
+    /// (a part of a chunk: the rows of the chunk's positions after the part's). Every query's
+    /// output is the kernel's for it alone over the rows it sees
+    /// (`kernels::attention_positions`), so a chunk cut into parts gives the numbers of the
+    /// whole, bit for bit.
+    fn attend_positions<'c, K: Element + 'c>(
+        &self,
+        q: &[f32],
+        out: &mut [f32],
+        n: usize,
+        causal: bool,
+        later: usize,
+        kv: &impl Fn(usize) -> (&'c [K], &'c [K]),
+    ) -> Result<(), Error> {
         let positions = kernels::Positions {
             count: n,
             stride: self.q_dim,
@@ -464,9 +502,15 @@ impl Heads {
         // The config is validated: heads is a multiple of kv_heads, so the last group ends
         // inside each position.
         let span = positions.span(self.group).unwrap_or(0);
+        let d = self.group.dim;
         for j in 0..self.kv_heads {
             let (keys, values) = kv(j);
-            let at = j * self.group.dim;
+            let seen = keys.len().saturating_sub(later * d);
+            let (keys, values) = (
+                keys.get(..seen).unwrap_or(keys),
+                values.get(..seen).unwrap_or(values),
+            );
+            let at = j * d;
             let (Some(qj), Some(oj)) = (q.get(at..at + span), out.get_mut(at..at + span)) else {
                 return Err(Error::KernelShape {
                     kernel: "attention",
@@ -546,6 +590,10 @@ impl Heads {
 /// parts: below it, the join costs about what the split saves.
 const SPLIT_ATTENTION_MIN: usize = 1 << 12;
 
+/// Multiply-adds (positions × rows × cols) from which a chunk's product splits over an
+/// executor's parts: below it, a part's work is a few microseconds, about what the join costs.
+const SPLIT_CHUNK_MIN: usize = 1 << 17;
+
 /// Positions from which a chunk multiplies by the f32 panels (when packed) rather than by W as
 /// stored: a single position is a matrix-vector product, which reads 16-bit and Q8_0 weights in
 /// fewer bytes than their f32 panels.
@@ -570,12 +618,37 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         y: &mut [f32],
     ) -> Result<(), Error> {
         let n = x.len() / cols.max(1);
-        // One position: the rows split over the executor's parts ([`crate::parallel`]), each
-        // part the same kernel over its rows (whole strips and panels, so the same sums).
         let int8 = self.int8;
         // (Shapes checked here so that a split never slices past a tensor; the kernels report
         // a mismatch.)
         let whole = Some(w.len()) == y.len().checked_mul(cols);
+        // A chunk: its positions split over the executor's parts ([`crate::parallel`]), each
+        // part the same product over its positions, at least `SAME_SUMS_POSITIONS` of them
+        // (so the same code for every position, and the same sums).
+        // (Each part multiplies by the whole of W, whose shape the kernel checks.)
+        let chunk = n > 1
+            && x.len() == n * cols
+            && y.len().is_multiple_of(n)
+            && y.len().saturating_mul(cols) >= SPLIT_CHUNK_MIN;
+        if let (true, Some(par)) = (chunk, self.executor()) {
+            if let Some(per) = positions_per_part(n, par.parts(), kernels::SAME_SUMS_POSITIONS) {
+                let rows = y.len() / n;
+                return par.run(y, per * rows, &|i, part| {
+                    let at = i * per * cols;
+                    let xs =
+                        x.get(at..at + part.len() / rows * cols)
+                            .ok_or(Error::KernelShape {
+                                kernel: "matmul",
+                                arg: "x",
+                                expected: at + part.len() / rows * cols,
+                                found: x.len(),
+                            })?;
+                    Self::product((w, int8), packed, cols, xs, part)
+                });
+            }
+        }
+        // One position: the rows split over the executor's parts, each part the same kernel
+        // over its rows (whole strips and panels, so the same sums).
         if let (1, Some(par), true) = (n, self.executor(), whole) {
             let per = rows_per_part(y.len(), par.parts());
             if per < y.len() {

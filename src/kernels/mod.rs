@@ -284,6 +284,14 @@ pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
     }
 }
 
+/// Positions from which every matrix-matrix product ([`matmul`], [`matmul_panels`],
+/// [`matmul_int8`], [`matmul_int8_panels`]) sums each position's outputs by the same code in
+/// the same order, whatever the number of positions: one position is a matrix-vector product,
+/// the broadcast form takes over from one vector of positions (at most 16 lanes), and Q8_0
+/// weights are widened per strip from 6. So a chunk's product split into parts of at least this
+/// many positions gives the numbers of the whole, bit for bit (`crate::parallel`).
+pub(crate) const SAME_SUMS_POSITIONS: usize = 16;
+
 /// `Y = X·Wᵀ` for `n` positions: `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`, all row-major.
 ///
 /// # Errors
