@@ -247,34 +247,45 @@ mod imp {
         let mut g = c.benchmark_group(format!("{group}/stories15M"));
         g.throughput(Throughput::Elements(PROMPT as u64));
         for &kind in kinds {
-            let (t, _) = table(kind, &shapes);
-            let model =
-                TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
-            let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
-            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
-            let runs = variants(kind, &model, &mut arena, &mut arena8);
-            let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, PROMPT)];
-            let mut sb = vec![0.0f32; Scratch::elements(&CFG, PROMPT)];
-            let mut cache = KvCache::new(&CFG, PROMPT, &mut kv).unwrap();
-            let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
-            let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
-            let rows = if last_only { 1 } else { PROMPT };
-            let mut logits = vec![0.0f32; rows * 32000];
-            for (name, m) in &runs {
-                g.bench_function(name, |b| {
-                    b.iter(|| {
-                        let (s, p) = (&mut scratch, black_box(&prompt[..]));
-                        match last_only {
-                            true => m.forward_last(&mut cache, s, p, None, &mut logits),
-                            false => m.forward(&mut cache, s, p, None, &mut logits),
-                        }
-                        .unwrap();
-                        cache.reset();
-                    })
-                });
-            }
+            with_variants(kind, WCFG, &shapes, |runs| {
+                let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, PROMPT)];
+                let mut sb = vec![0.0f32; Scratch::elements(&CFG, PROMPT)];
+                let mut cache = KvCache::new(&CFG, PROMPT, &mut kv).unwrap();
+                let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
+                let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
+                let rows = if last_only { 1 } else { PROMPT };
+                let mut logits = vec![0.0f32; rows * 32000];
+                for (name, m) in runs {
+                    g.bench_function(name, |b| {
+                        b.iter(|| {
+                            let (s, p) = (&mut scratch, black_box(&prompt[..]));
+                            match last_only {
+                                true => m.forward_last(&mut cache, s, p, None, &mut logits),
+                                false => m.forward(&mut cache, s, p, None, &mut logits),
+                            }
+                            .unwrap();
+                            cache.reset();
+                        })
+                    });
+                }
+            });
         }
         g.finish();
+    }
+
+    /// `f` over the [`variants`] of the `wcfg`-shaped model with `kind` weights.
+    fn with_variants(
+        kind: &str,
+        wcfg: WrapperConfig,
+        shapes: &[(String, Vec<usize>)],
+        f: impl FnOnce(&[(String, TransformerWrapper<'_, 16>)]),
+    ) {
+        let (t, _) = table(kind, shapes);
+        let model =
+            TransformerWrapper::<16>::from_source(wcfg, &|name: &str| view(&t, name)).unwrap();
+        let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
+        let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
+        f(&variants(kind, &model, &mut arena, &mut arena8));
     }
 
     /// `model` as stored and over f32 prefill panels, and for Q8_0 on the int8 path over the
@@ -315,33 +326,29 @@ mod imp {
         g.throughput(Throughput::Elements(ROWS as u64));
         let context = values(7, ROWS * CROSS.dim_context(), 1.0);
         for kind in ["f32", "q8_0"] {
-            let (t, _) = table(kind, &shapes);
-            let model =
-                TransformerWrapper::<16>::from_source(XCFG, &|name: &str| view(&t, name)).unwrap();
-            let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
-            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
-            let runs = variants(kind, &model, &mut arena, &mut arena8);
-            let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CROSS, 1)];
-            let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(&CROSS, ROWS)];
-            let mut sb = vec![0.0f32; Scratch::elements(&CROSS, ROWS)];
-            let mut cache = KvCache::with_context(&CROSS, 1, &mut kv, ROWS, &mut kc).unwrap();
-            let mut scratch = Scratch::new(&CROSS, ROWS, &mut sb).unwrap();
-            let mut logits = vec![0.0f32; XCFG.num_tokens];
-            for (name, m) in runs {
-                g.bench_function(name, |b| {
-                    b.iter(|| {
-                        m.forward_last(
-                            &mut cache,
-                            &mut scratch,
-                            &[42],
-                            Some(black_box(&context)),
-                            &mut logits,
-                        )
-                        .unwrap();
-                        cache.reset();
-                    })
-                });
-            }
+            with_variants(kind, XCFG, &shapes, |runs| {
+                let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CROSS, 1)];
+                let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(&CROSS, ROWS)];
+                let mut sb = vec![0.0f32; Scratch::elements(&CROSS, ROWS)];
+                let mut cache = KvCache::with_context(&CROSS, 1, &mut kv, ROWS, &mut kc).unwrap();
+                let mut scratch = Scratch::new(&CROSS, ROWS, &mut sb).unwrap();
+                let mut logits = vec![0.0f32; XCFG.num_tokens];
+                for (name, m) in runs {
+                    g.bench_function(name, |b| {
+                        b.iter(|| {
+                            m.forward_last(
+                                &mut cache,
+                                &mut scratch,
+                                &[42],
+                                Some(black_box(&context)),
+                                &mut logits,
+                            )
+                            .unwrap();
+                            cache.reset();
+                        })
+                    });
+                }
+            });
         }
         g.finish();
     }
@@ -463,37 +470,40 @@ mod imp {
         let (pool, pool2) = two_threads();
         let mut g = c.benchmark_group("parallel_prefill/stories15M");
         for kind in ["f32", "f16", "q8_0"] {
-            let (t, _) = table(kind, &shapes);
-            let model =
-                TransformerWrapper::<16>::from_source(WCFG, &|name: &str| view(&t, name)).unwrap();
-            let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
-            let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
-            let runs = variants(kind, &model, &mut arena, &mut arena8);
-            let wanted = ["f32", "f32_panels", "f16", "q8_0_int8_panels"];
-            for (name, one) in runs.iter().filter(|(n, _)| wanted.contains(&n.as_str())) {
-                let two = one.with_parallel(&pool);
-                for prompt in [64usize, 256] {
-                    g.throughput(Throughput::Elements(prompt as u64));
-                    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, prompt)];
-                    let mut sb = vec![0.0f32; Scratch::elements(&CFG, prompt)];
-                    let mut cache = KvCache::new(&CFG, prompt, &mut kv).unwrap();
-                    let mut scratch = Scratch::new(&CFG, prompt, &mut sb).unwrap();
-                    let tokens: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919) % 32000).collect();
-                    let mut logits = vec![0.0f32; 32000];
-                    for (threads, m) in [("1", one), ("2", &two)] {
-                        g.bench_function(format!("{prompt}/{name}/{threads}_thread"), |b| {
-                            b.iter(|| {
-                                pool2.install(|| {
-                                    let p = black_box(&tokens[..]);
-                                    m.forward_last(&mut cache, &mut scratch, p, None, &mut logits)
+            with_variants(kind, WCFG, &shapes, |runs| {
+                let wanted = ["f32", "f32_panels", "f16", "q8_0_int8_panels"];
+                for (name, one) in runs.iter().filter(|(n, _)| wanted.contains(&n.as_str())) {
+                    let two = one.with_parallel(&pool);
+                    for prompt in [64usize, 256] {
+                        g.throughput(Throughput::Elements(prompt as u64));
+                        let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, prompt)];
+                        let mut sb = vec![0.0f32; Scratch::elements(&CFG, prompt)];
+                        let mut cache = KvCache::new(&CFG, prompt, &mut kv).unwrap();
+                        let mut scratch = Scratch::new(&CFG, prompt, &mut sb).unwrap();
+                        let tokens: Vec<u32> =
+                            (0..prompt as u32).map(|i| (i * 7919) % 32000).collect();
+                        let mut logits = vec![0.0f32; 32000];
+                        for (threads, m) in [("1", one), ("2", &two)] {
+                            g.bench_function(format!("{prompt}/{name}/{threads}_thread"), |b| {
+                                b.iter(|| {
+                                    pool2.install(|| {
+                                        let p = black_box(&tokens[..]);
+                                        m.forward_last(
+                                            &mut cache,
+                                            &mut scratch,
+                                            p,
+                                            None,
+                                            &mut logits,
+                                        )
                                         .unwrap();
-                                });
-                                cache.reset();
-                            })
-                        });
+                                    });
+                                    cache.reset();
+                                })
+                            });
+                        }
                     }
                 }
-            }
+            });
         }
         g.finish();
     }
