@@ -72,9 +72,17 @@ struct Prompt {
     chunk: usize,
 }
 
+impl Prompt {
+    /// The KV cache's positions: the prompt and 11 more (room for the 6 decode steps).
+    fn capacity(self) -> usize {
+        self.len + 11
+    }
+}
+
 /// Decode steps only (the prompt's 5 positions never split); a prompt of 50 positions in one
-/// chunk (parts of 25 or 17 positions, attention in parts of 8 or 9); and in chunks of 32 and
-/// 18 (the first one split, the second too short to split but for its attention).
+/// chunk (products in parts of 25 or 17 positions, attention in parts of 10); and in chunks of
+/// 32 and 18 (the first one split, the second too short to split but for its attention, in
+/// parts of 9).
 const PROMPTS: [Prompt; 3] = [
     Prompt { len: 5, chunk: 8 },
     Prompt { len: 50, chunk: 64 },
@@ -93,7 +101,7 @@ struct Buffers {
 impl Buffers {
     fn new(d: &DecoderConfig, prompt: Prompt) -> Self {
         Buffers {
-            kv: vec![0.0; KvCache::<f32>::elements(d, prompt.len + 11)],
+            kv: vec![0.0; KvCache::<f32>::elements(d, prompt.capacity())],
             ctx: vec![0.0; KvCache::<f32>::context_elements(d, 4)],
             scratch: vec![0.0; Scratch::elements(d, prompt.chunk)],
             prompt,
@@ -101,7 +109,7 @@ impl Buffers {
     }
 
     fn session(&mut self, d: &DecoderConfig) -> (KvCache<'_, f32>, Scratch<'_>) {
-        let (capacity, chunk) = (self.prompt.len + 11, self.prompt.chunk);
+        let (capacity, chunk) = (self.prompt.capacity(), self.prompt.chunk);
         (
             KvCache::with_context(d, capacity, &mut self.kv, 4, &mut self.ctx).unwrap(),
             Scratch::new(d, chunk, &mut self.scratch).unwrap(),
