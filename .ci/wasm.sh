@@ -65,10 +65,15 @@ step "browser demo in headless Chromium"
 (cd wasm && node --test browser/) >"$log/browser" 2>&1; count_tap "$log/browser" $?
 
 export CARGO_TARGET_WASM32_WASIP1_RUNNER="node $root/wasm/wasi-runner.mjs"
+# Each build's kernel tests fail unless its own kernels ran (PICOFORMER_REQUIRE_ISA), and the
+# build keeps overflow checks and debug assertions on (this is the kernels' only checked run on
+# portable and simd128 wasm32).
 for variant in plain simd128; do
     step "library test suite on wasm32-wasip1 ($variant): cargo test --target wasm32-wasip1"
-    flags=""; [ $variant = simd128 ] && flags="-C target-feature=+simd128"
+    flags=""; isa=portable; [ $variant = simd128 ] && flags="-C target-feature=+simd128" isa=simd128
     CARGO_TARGET_DIR=wasm/target/wasip1-$variant CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="$flags" \
+    CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
+    PICOFORMER_REQUIRE_ISA=$isa \
         cargo test --release --target wasm32-wasip1 --features parallel >"$log/wasi-$variant" 2>&1
     count_cargo "$log/wasi-$variant" $?
 done
