@@ -2,6 +2,8 @@
 //! random configurations that draw every supported option; on the kernel set that
 //! `PICOFORMER_REQUIRE_ISA` names, if it is set (`common/isa.rs`).
 
+#[path = "common/aligned_alloc.rs"]
+mod aligned_alloc;
 mod common;
 mod reference;
 
@@ -158,10 +160,10 @@ proptest! {
         let e = max_diff_f64(&full, &reference(&to_f64(&x)));
         if d > FULL_VS_STEP as f64 || e > VS_REFERENCE {
             // Beyond the fixed bounds only as far as the model amplifies rounding.
-            let effect = input_rounding_effect(&to_f64(&x), seed, reference);
+            let effect = rounding_effect(&to_f64(&x), &m.rweights, seed, |x, w| reference::decoder_forward(&m.rcfg, w, x, ctx.as_deref()));
             let bound = F32_AMPLIFIED * effect;
-            prop_assert!(d <= FULL_VS_STEP as f64 + bound, "full vs step-wise (split {}) differ by {} (rounding the input moves the reference by {})", split, d, effect);
-            prop_assert!(e <= VS_REFERENCE + bound, "full vs f64 reference differ by {} (rounding the input moves the reference by {})", e, effect);
+            prop_assert!(d <= FULL_VS_STEP as f64 + bound, "full vs step-wise (split {}) differ by {} (rounding the input and weights moves the reference by {})", split, d, effect);
+            prop_assert!(e <= VS_REFERENCE + bound, "full vs f64 reference differ by {} (rounding the input and weights moves the reference by {})", e, effect);
         }
         check_required_isa();
     }
@@ -214,10 +216,10 @@ proptest! {
         let reference = |x: &[f64]| reference::decoder_forward(&m.rcfg, &m.rweights, x, None);
         let e = max_diff_f64(&rolled, &reference(&to_f64(&x)));
         if diff > FULL_VS_STEP as f64 || e > VS_REFERENCE {
-            let effect = input_rounding_effect(&to_f64(&x), seed, reference);
+            let effect = rounding_effect(&to_f64(&x), &m.rweights, seed, |x, w| reference::decoder_forward(&m.rcfg, w, x, None));
             let bound = F32_AMPLIFIED * effect;
-            prop_assert!(diff <= FULL_VS_STEP as f64 + bound, "rolling vs full differ by {} (rounding the input moves the reference by {})", diff, effect);
-            prop_assert!(e <= VS_REFERENCE + bound, "rolling vs f64 reference differ by {} (rounding the input moves the reference by {})", e, effect);
+            prop_assert!(diff <= FULL_VS_STEP as f64 + bound, "rolling vs full differ by {} (rounding the input and weights moves the reference by {})", diff, effect);
+            prop_assert!(e <= VS_REFERENCE + bound, "rolling vs f64 reference differ by {} (rounding the input and weights moves the reference by {})", e, effect);
         }
         check_required_isa();
     }

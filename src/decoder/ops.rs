@@ -621,7 +621,6 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
         let int8 = self.int8;
         // (Shapes checked here so that a split never slices past a tensor; the kernels report
         // a mismatch.)
-        let whole = Some(w.len()) == y.len().checked_mul(cols);
         // A chunk: its positions split over the executor's parts ([`crate::parallel`]), each
         // part the same product over its positions, at least `SAME_SUMS_POSITIONS` of them
         // (so the same code for every position, and the same sums).
@@ -634,21 +633,20 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
             if let Some(per) = positions_per_part(n, par.parts(), kernels::SAME_SUMS_POSITIONS) {
                 let rows = y.len() / n;
                 return par.run(y, per * rows, &|i, part| {
-                    let at = i * per * cols;
-                    let xs =
-                        x.get(at..at + part.len() / rows * cols)
-                            .ok_or(Error::KernelShape {
-                                kernel: "matmul",
-                                arg: "x",
-                                expected: at + part.len() / rows * cols,
-                                found: x.len(),
-                            })?;
+                    let (at, end) = (i * per * cols, (i * per + part.len() / rows) * cols);
+                    let xs = x.get(at..end).ok_or(Error::KernelShape {
+                        kernel: "matmul",
+                        arg: "x",
+                        expected: end,
+                        found: x.len(),
+                    })?;
                     Self::product((w, int8), packed, cols, xs, part)
                 });
             }
         }
         // One position: the rows split over the executor's parts, each part the same kernel
         // over its rows (whole strips and panels, so the same sums).
+        let whole = Some(w.len()) == y.len().checked_mul(cols);
         if let (1, Some(par), true) = (n, self.executor(), whole) {
             let per = rows_per_part(y.len(), par.parts());
             if per < y.len() {
