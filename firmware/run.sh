@@ -119,6 +119,8 @@ for b in "${BOARDS[@]}"; do
   for prog in $programs; do
     features=()
     [ "$prog" = kws ] && features=(--features kws)
+    # The decode-only model is f16: its build leaves picoformer's Q8_0 code out.
+    [ "$prog" = decode-only ] && features=(--no-default-features)
     echo "== $triple $prog: build"
     if ! cargo build --manifest-path "$FIXED/firmware/Cargo.toml" --release --quiet --target "$triple" \
         --config "profile.release.package.picoformer.opt-level=$opt" --bin "$prog" "${features[@]}"; then

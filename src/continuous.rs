@@ -6,7 +6,7 @@
 use crate::cache::KvCache;
 use crate::config::{DecoderConfig, WrapperConfig};
 use crate::decoder::Decoder;
-use crate::error::{Buffer, ConfigError, Dims, Error, WeightName};
+use crate::error::{Buffer, ConfigError, Error, WeightName};
 use crate::masks::Masks;
 use crate::scratch::Scratch;
 use crate::tensor::{Element, Tensor, TensorSource};
@@ -138,16 +138,10 @@ fn weight<'w, S: TensorSource<'w>>(
         sublayer: None,
         suffix,
     };
-    let t = source.tensor(suffix).ok_or(Error::MissingWeight(name))?;
-    let expected: usize = shape.iter().product();
-    if t.dims() != shape || t.data.len() != expected {
-        return Err(Error::WeightShape {
-            name,
-            expected: Dims::new(shape),
-            found: Dims::new(t.dims()),
-        });
-    }
-    Ok(t.data)
+    source
+        .tensor(suffix)
+        .ok_or(Error::MissingWeight(name))?
+        .weight(name, shape)
 }
 
 impl<'w, const MAX_DEPTH: usize> ContinuousTransformerWrapper<'w, MAX_DEPTH> {

@@ -251,8 +251,14 @@ pub enum Error {
     ContextNotExpected,
     /// The cache or scratch was built for a different configuration.
     ConfigMismatch(Buffer),
-    /// A tensor's element type cannot be used here.
-    UnsupportedDtype(WeightName),
+    /// A weight's element type is one this build leaves out: Q8_0 without picoformer's Cargo
+    /// feature `q8_0` (from the loader, with the weight's name; from a kernel, without).
+    NotBuilt {
+        /// The Cargo feature that builds it in.
+        feature: &'static str,
+        /// The weight, where one is being loaded.
+        weight: Option<WeightName>,
+    },
     /// The model has more blocks than the `MAX_DEPTH` the decoder type was built with.
     DepthExceedsCapacity {
         /// `depth`.
@@ -351,7 +357,12 @@ impl fmt::Display for Error {
             Error::ContextRequired => write!(f, "this model cross-attends: the first call needs a context"),
             Error::ContextNotExpected => write!(f, "a context was given to a model without cross-attention"),
             Error::ConfigMismatch(b) => write!(f, "{b:?} was built for a different configuration"),
-            Error::UnsupportedDtype(name) => write!(f, "weight `{name}` has an unsupported element type"),
+            Error::NotBuilt { feature, weight } => {
+                if let Some(name) = weight {
+                    write!(f, "weight `{name}`: ")?;
+                }
+                write!(f, "this build leaves out {feature} weights (picoformer's Cargo feature `{feature}`)")
+            }
             Error::DepthExceedsCapacity { depth, max_depth } => {
                 write!(f, "depth {depth} exceeds the decoder's MAX_DEPTH {max_depth}")
             }

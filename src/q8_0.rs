@@ -6,6 +6,29 @@ use half::f16;
 use crate::error::{Buffer, Error};
 use crate::tensor::Element;
 
+/// Whether this build has Q8_0 weights (picoformer's Cargo feature `q8_0`, on by default). Every
+/// place that would compute with them tests it, so without the feature their code is not linked
+/// and a Q8_0 tensor gets [`Error::NotBuilt`].
+pub(crate) const BUILT: bool = cfg!(feature = "q8_0");
+
+/// [`Error::NotBuilt`] for Q8_0 weights, `weight` if one is named.
+pub(crate) const fn not_built(weight: Option<crate::error::WeightName>) -> Error {
+    Error::NotBuilt {
+        feature: "q8_0",
+        weight,
+    }
+}
+
+/// [`not_built`] for a Q8_0 tensor in a build without them. Inlined into each kernel's entry,
+/// so that without the feature the compiler sees the kernel's Q8_0 branches are dead.
+#[inline(always)]
+pub(crate) fn built(t: &crate::tensor::Tensor<'_>) -> Result<(), Error> {
+    match t {
+        crate::tensor::Tensor::Q8_0(_) if !BUILT => Err(not_built(None)),
+        _ => Ok(()),
+    }
+}
+
 /// Values per [`BlockQ8_0`].
 pub const Q8_0_BLOCK: usize = 32;
 

@@ -6,7 +6,8 @@
 
 use half::{bf16, f16};
 
-use crate::q8_0::{q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
+use crate::error::{Dims, Error, WeightName};
+use crate::q8_0::{self, q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
 
 mod sealed {
     pub trait Sealed {}
@@ -217,6 +218,22 @@ impl<'w> TensorView<'w> {
     /// The used part of the shape.
     pub fn dims(&self) -> &[usize] {
         &self.shape[..self.ndim]
+    }
+
+    /// The data of weight `name`, which must have `shape` and an element type this build has.
+    pub(crate) fn weight(self, name: WeightName, shape: &[usize]) -> Result<Tensor<'w>, Error> {
+        let expected: usize = shape.iter().product();
+        if self.dims() != shape || self.data.len() != expected {
+            return Err(Error::WeightShape {
+                name,
+                expected: Dims::new(shape),
+                found: Dims::new(self.dims()),
+            });
+        }
+        if matches!(self.data, Tensor::Q8_0(_)) && !q8_0::BUILT {
+            return Err(q8_0::not_built(Some(name)));
+        }
+        Ok(self.data)
     }
 }
 

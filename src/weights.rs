@@ -8,7 +8,7 @@
 use core::fmt::Write;
 
 use crate::config::{DecoderConfig, Norm, WrapperConfig};
-use crate::error::{Dims, Error, WeightName};
+use crate::error::{Error, WeightName};
 use crate::layers::Kind;
 use crate::tensor::{Tensor, TensorSource};
 
@@ -209,16 +209,9 @@ impl<'w, S: TensorSource<'w>> Loader<'_, S> {
         let Some(view) = self.source.tensor(&key) else {
             return Ok(None);
         };
-        let expected: usize = shape.iter().product();
-        if view.dims() != shape || view.data.len() != expected {
-            return Err(Error::WeightShape {
-                name,
-                expected: Dims::new(shape),
-                found: Dims::new(view.dims()),
-            });
-        }
+        let data = view.weight(name, shape)?;
         self.used += 1;
-        Ok(Some(view.data))
+        Ok(Some(data))
     }
 
     fn name(&self, sublayer: Option<usize>, suffix: &'static str) -> WeightName {

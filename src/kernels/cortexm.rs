@@ -1147,14 +1147,15 @@ pub fn self_test() -> usize {
         }
         bad += usize::from(o.map(f32::to_bits) != want.map(f32::to_bits));
     }
+    // (The Q8_0 routines only where the build has them: picoformer's feature `q8_0`.)
     #[cfg(picoformer_arm_dsp)]
-    {
+    if crate::q8_0::BUILT {
         bad += int8_self_test(&mut next);
     }
     // Q8_0 weights × f32 activations by Helium: 1 to 3 rows of 1 to 3 blocks, every quant and
     // scales of both signs (Helium fuses the multiply-adds: `same_product`'s bound).
     #[cfg(picoformer_arm_mve)]
-    {
+    if crate::q8_0::BUILT {
         use crate::q8_0::q8_0_block;
         let mut w = [[0u8; 34]; 9];
         for (i, b) in w.iter_mut().enumerate() {
