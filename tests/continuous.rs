@@ -9,8 +9,11 @@ use picoformer::{
     Buffer, ContinuousConfig, ContinuousModel, DecoderConfig, Error, KvCache, Masks, Scratch,
 };
 
+#[path = "common/safetensors_file.rs"]
+mod safetensors_file;
 #[path = "common/torch.rs"]
 mod torch;
+use safetensors_file::safetensors_bytes;
 use torch::{fixture, max_diff, TOLERANCE};
 
 fn bools(t: Option<picoformer::safetensors::TensorInfo<'_>>) -> Option<Vec<bool>> {
@@ -428,26 +431,7 @@ fn cli_run() {
     // Hostile inputs: each refused with a message naming the input, exit 1, nothing written.
     let write = |name: &str, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]| {
         let path = dir.join(name);
-        let mut header = String::from("{");
-        let mut data = Vec::new();
-        for (i, (n, dtype, shape, bytes)) in tensors.iter().enumerate() {
-            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-            header += &format!(
-                "{}\"{n}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-                if i > 0 { "," } else { "" },
-                dims.join(","),
-                data.len(),
-                data.len() + bytes.len()
-            );
-            data.extend_from_slice(bytes);
-        }
-        header.push('}');
-        while !(8 + header.len()).is_multiple_of(8) {
-            header.push(' ');
-        }
-        let mut file = (header.len() as u64).to_le_bytes().to_vec();
-        file.extend_from_slice(header.as_bytes());
-        file.extend_from_slice(&data);
+        let file = safetensors_bytes(&[], tensors);
         std::fs::write(&path, file).unwrap();
         path.to_str().unwrap().to_string()
     };

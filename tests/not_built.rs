@@ -7,6 +7,8 @@
 
 mod common;
 mod reference;
+#[path = "common/safetensors_file.rs"]
+mod safetensors_file;
 
 use common::*;
 use picoformer::kernels::{self, Int8Panels, Panels};
@@ -15,6 +17,7 @@ use picoformer::safetensors::{Dtype, SafeTensors};
 use picoformer::{
     Decoder, DecoderConfig, Error, KvCache, LoadError, Model, Scratch, Tensor, WeightName,
 };
+use safetensors_file::safetensors_bytes;
 
 fn not_built(weight: Option<WeightName>) -> Error {
     Error::NotBuilt {
@@ -124,29 +127,12 @@ fn quantized_file(name: &str) -> (Vec<u64>, usize) {
         }
     }
     assert!(!quant.is_empty());
-    let meta: Vec<String> = st
+    let meta: Vec<(String, String)> = st
         .metadata_entries()
-        .map(|(k, v)| format!("\"{}\":\"{}\"", k.raw(), v.raw()))
+        .map(|(k, v)| (k.raw().to_string(), v.raw().to_string()))
         .collect();
-    let mut header = format!("{{\"__metadata__\":{{{}}}", meta.join(","));
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in plain.iter().chain(&quant) {
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        header += &format!(
-            ",\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-            dims.join(","),
-            data.len(),
-            data.len() + bytes.len()
-        );
-        data.extend_from_slice(bytes);
-    }
-    header.push('}');
-    while !(8 + header.len()).is_multiple_of(8) {
-        header.push(' ');
-    }
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&data);
+    let tensors: Vec<_> = plain.into_iter().chain(quant).collect();
+    let out = safetensors_bytes(&meta, &tensors);
     let mut words = vec![0u64; out.len().div_ceil(8)];
     bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..out.len()].copy_from_slice(&out);
     (words, out.len())
