@@ -9,10 +9,12 @@ use picoformer::{
     Buffer, ContinuousConfig, ContinuousModel, DecoderConfig, Error, KvCache, Masks, Scratch,
 };
 
+#[cfg(feature = "cli")]
 #[path = "common/safetensors_file.rs"]
 mod safetensors_file;
 #[path = "common/torch.rs"]
 mod torch;
+#[cfg(feature = "cli")]
 use safetensors_file::safetensors_bytes;
 use torch::{fixture, max_diff, TOLERANCE};
 
