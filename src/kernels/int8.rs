@@ -5,7 +5,7 @@
 use super::isa::{portable_ran, token};
 use super::{arch, int8_panels, portable, shape, Int8Panels};
 use crate::error::Error;
-use crate::q8_0::{self, BlockQ8_0, Q8_0_BLOCK};
+use crate::q8_0::{BlockQ8_0, Q8_0_BLOCK};
 use crate::tensor::Tensor;
 
 /// Blocks of activations [`matvec_int8`] quantises at a time, into a stack buffer: rows longer
@@ -55,7 +55,8 @@ fn with_int8_buffer<R>(blocks: usize, f: impl FnOnce(&mut [BlockQ8_0], &mut [i32
 /// [`Error::KernelShape`] if `x.len()` is not a multiple of 32 or `w` is not `y.len()` rows of
 /// `x.len()` values.
 pub fn matvec_int8(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Error> {
-    q8_0::built(&Tensor::Q8_0(w))?;
+    #[cfg(not(feature = "q8_0"))]
+    crate::q8_0::built(&Tensor::Q8_0(w))?;
     shape::matvec(Tensor::Q8_0(w).len(), x.len(), y.len(), true)?;
     if x.is_empty() || y.is_empty() {
         y.fill(0.0);
@@ -90,9 +91,9 @@ fn quantize(t: Option<arch::Token>, x: &[f32], out: &mut [BlockQ8_0], sums: &mut
 /// `n · w.rows()` long.
 pub fn matmul_int8_panels(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
     const K: &str = "matmul_int8_panels";
-    if !q8_0::BUILT {
-        return Err(q8_0::not_built(None));
-    }
+    // (Int8 panels hold Q8_0 weights.)
+    #[cfg(not(feature = "q8_0"))]
+    crate::q8_0::built(&Tensor::Q8_0(&[]))?;
     let (rows, cols) = (w.rows(), w.cols());
     let n = shape::rows(K, "x", x.len(), cols)?;
     shape::len(K, "y", n.checked_mul(rows), y.len())?;
@@ -118,7 +119,8 @@ pub fn matmul_int8_panels(w: Int8Panels<'_>, x: &[f32], y: &mut [f32]) -> Result
 /// [`Error::KernelShape`] if `cols` is 0 or not a multiple of 32, or the lengths do not
 /// describe `X[n, cols]`, `W[rows, cols]`, `Y[n, rows]`.
 pub fn matmul_int8(w: &[BlockQ8_0], cols: usize, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
-    q8_0::built(&Tensor::Q8_0(w))?;
+    #[cfg(not(feature = "q8_0"))]
+    crate::q8_0::built(&Tensor::Q8_0(w))?;
     const K: &str = "matmul_int8";
     let n = shape::rows(K, "x", x.len(), cols)?;
     shape::q8_cols(K, cols)?;

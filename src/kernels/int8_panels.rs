@@ -26,8 +26,7 @@
 
 use super::shape;
 use crate::error::Error;
-use crate::q8_0::{self, q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
-use crate::tensor::Tensor;
+use crate::q8_0::{q8_0_quants, q8_0_scale, BlockQ8_0, Q8_0_BLOCK};
 
 /// Weight rows per int8 panel: one 512-bit vector of 32-bit lanes (two of 256, four of 128).
 pub const INT8_PANEL: usize = 16;
@@ -75,7 +74,8 @@ impl<'a> Int8Panels<'a> {
     /// [`Error::KernelShape`] (kernel `"pack_int8"`) if `cols` is 0 or not a multiple of 32, `w`
     /// is not whole rows, or `arena` has another length. Nothing is written then.
     pub fn pack(w: &[BlockQ8_0], cols: usize, arena: &'a mut [u8]) -> Result<Self, Error> {
-        q8_0::built(&Tensor::Q8_0(w))?;
+        #[cfg(not(feature = "q8_0"))]
+        crate::q8_0::built(&crate::tensor::Tensor::Q8_0(w))?;
         const K: &str = "pack_int8";
         shape::q8_cols(K, cols)?;
         let nb = cols / Q8_0_BLOCK;

@@ -169,7 +169,7 @@ pub use portable::{gelu, relu_squared, rotary, silu, softmax};
 use isa::{portable_ran, token};
 
 use crate::error::Error;
-use crate::q8_0::{self, dequantize_block, dequantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
+use crate::q8_0::{dequantize_block, dequantize_q8_0, BlockQ8_0, Q8_0_BLOCK};
 use crate::tensor::{Element, Tensor};
 
 /// `out[i] = e^x[i]`: the vector exp of the attention kernels where there is one, `libm::expf`
@@ -223,7 +223,8 @@ pub fn activate(a: crate::config::Activation, x: &mut [f32]) {
 /// [`Error::KernelShape`] if `x.len()` is not a multiple of 32 or `w` is not `y.len()` rows of
 /// `x.len()` values.
 pub fn matvec_q8_portable(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(), Error> {
-    q8_0::built(&Tensor::Q8_0(w))?;
+    #[cfg(not(feature = "q8_0"))]
+    crate::q8_0::built(&Tensor::Q8_0(w))?;
     let cols = x.len();
     shape::matvec(Tensor::Q8_0(w).len(), cols, y.len(), true)?;
     let nb = cols / Q8_0_BLOCK;
@@ -247,7 +248,8 @@ pub fn matvec_q8_portable(w: &[BlockQ8_0], x: &[f32], y: &mut [f32]) -> Result<(
 /// [`Error::KernelShape`] if `w` does not hold `y.len()` rows of `x.len()` values (for Q8_0
 /// weights, `x.len()` must also be a multiple of 32).
 pub fn matvec(w: Tensor<'_>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
-    q8_0::built(&w)?;
+    #[cfg(not(feature = "q8_0"))]
+    crate::q8_0::built(&w)?;
     let cols = x.len();
     shape::matvec(w.len(), cols, y.len(), matches!(w, Tensor::Q8_0(_)))?;
     if let Some(t) = token() {
@@ -300,7 +302,8 @@ pub(crate) const SAME_SUMS_POSITIONS: usize = 16;
 /// [`Error::KernelShape`] if `cols` is 0 or the lengths do not describe those shapes (for
 /// Q8_0 weights, `cols` must also be a multiple of 32).
 pub fn matmul(w: Tensor<'_>, cols: usize, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
-    q8_0::built(&w)?;
+    #[cfg(not(feature = "q8_0"))]
+    crate::q8_0::built(&w)?;
     let (n, rows) = shape::matmul(
         w.len(),
         cols,
@@ -506,7 +509,8 @@ fn norm(
 /// # Errors
 /// [`Error::KernelShape`] if the lengths differ.
 pub fn load(y: &mut [f32], t: Tensor<'_>) -> Result<(), Error> {
-    q8_0::built(&t)?;
+    #[cfg(not(feature = "q8_0"))]
+    crate::q8_0::built(&t)?;
     shape::same("load", "y", t.len(), y.len())?;
     match t {
         // (The lengths are equal: zipped, without a panic path.)
@@ -526,7 +530,8 @@ pub fn load(y: &mut [f32], t: Tensor<'_>) -> Result<(), Error> {
 /// # Errors
 /// [`Error::KernelShape`] if the lengths differ.
 pub fn add_scaled(y: &mut [f32], t: Tensor<'_>, a: f32) -> Result<(), Error> {
-    q8_0::built(&t)?;
+    #[cfg(not(feature = "q8_0"))]
+    crate::q8_0::built(&t)?;
     shape::same("add_scaled", "y", t.len(), y.len())?;
     match t {
         Tensor::F32(s) => y.iter_mut().zip(s).for_each(|(y, s)| *y += a * s),

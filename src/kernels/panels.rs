@@ -15,7 +15,7 @@
 
 use super::shape;
 use crate::error::Error;
-use crate::q8_0::{self, Q8_0_BLOCK};
+use crate::q8_0::Q8_0_BLOCK;
 use crate::tensor::Tensor;
 
 /// Weight rows per panel: two vectors of 16 lanes (AVX-512), four of 8 (AVX2), eight of 4.
@@ -56,7 +56,8 @@ impl<'a> Panels<'a> {
     /// `cols` values (for Q8_0, `cols` must also be a multiple of 32), or `arena` has another
     /// length. Nothing is written then.
     pub fn pack(w: Tensor<'_>, cols: usize, arena: &'a mut [f32]) -> Result<Panels<'a>, Error> {
-        q8_0::built(&w)?;
+        #[cfg(not(feature = "q8_0"))]
+        crate::q8_0::built(&w)?;
         const K: &str = "pack";
         let rows = shape::rows(K, "w", w.len(), cols)?;
         if matches!(w, Tensor::Q8_0(_)) {
