@@ -156,11 +156,11 @@ proptest! {
         let stepped = run::<f32>(&m.decoder(), &x, Some(&ctx), (split, chunk), true, pack);
         let d = max_diff(&full, &stepped) as f64;
         let ctx = cfg.cross_attend.then(|| to_f64(&ctx));
-        let reference = |x: &[f64]| reference::decoder_forward(&m.rcfg, &m.rweights, x, ctx.as_deref());
-        let e = max_diff_f64(&full, &reference(&to_f64(&x)));
+        let reference = |x: &[f64], w: &reference::RefWeights| reference::decoder_forward(&m.rcfg, w, x, ctx.as_deref());
+        let e = max_diff_f64(&full, &reference(&to_f64(&x), &m.rweights));
         if d > FULL_VS_STEP as f64 || e > VS_REFERENCE {
             // Beyond the fixed bounds only as far as the model amplifies rounding.
-            let effect = rounding_effect(&to_f64(&x), &m.rweights, seed, |x, w| reference::decoder_forward(&m.rcfg, w, x, ctx.as_deref()));
+            let effect = rounding_effect(&to_f64(&x), &m.rweights, seed, reference);
             let bound = F32_AMPLIFIED * effect;
             prop_assert!(d <= FULL_VS_STEP as f64 + bound, "full vs step-wise (split {}) differ by {} (rounding the input and weights moves the reference by {})", split, d, effect);
             prop_assert!(e <= VS_REFERENCE + bound, "full vs f64 reference differ by {} (rounding the input and weights moves the reference by {})", e, effect);
@@ -213,10 +213,10 @@ proptest! {
         }
         prop_assert_eq!(cache.len(), n);
         let diff = max_diff(&full, &rolled) as f64;
-        let reference = |x: &[f64]| reference::decoder_forward(&m.rcfg, &m.rweights, x, None);
-        let e = max_diff_f64(&rolled, &reference(&to_f64(&x)));
+        let reference = |x: &[f64], w: &reference::RefWeights| reference::decoder_forward(&m.rcfg, w, x, None);
+        let e = max_diff_f64(&rolled, &reference(&to_f64(&x), &m.rweights));
         if diff > FULL_VS_STEP as f64 || e > VS_REFERENCE {
-            let effect = rounding_effect(&to_f64(&x), &m.rweights, seed, |x, w| reference::decoder_forward(&m.rcfg, w, x, None));
+            let effect = rounding_effect(&to_f64(&x), &m.rweights, seed, reference);
             let bound = F32_AMPLIFIED * effect;
             prop_assert!(diff <= FULL_VS_STEP as f64 + bound, "rolling vs full differ by {} (rounding the input and weights moves the reference by {})", diff, effect);
             prop_assert!(e <= VS_REFERENCE + bound, "rolling vs f64 reference differ by {} (rounding the input and weights moves the reference by {})", e, effect);

@@ -263,10 +263,15 @@ pub fn rounding_effect(
     (0..4)
         .map(|k| {
             let s = seed ^ (0x5EED + k);
+            // (Each weight's draw follows from its name: the map's order changes between runs.)
             let moved: RefWeights = w
                 .iter()
-                .enumerate()
-                .map(|(i, (name, v))| (name.clone(), perturbed(v, s ^ (i as u64 + 1) << 32)))
+                .map(|(name, v)| {
+                    let n = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+                        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+                    });
+                    (name.clone(), perturbed(v, s ^ n))
+                })
                 .collect();
             max_diff_f64_f64(&exact, &reference(&perturbed(x, s), &moved))
         })
