@@ -14,6 +14,10 @@
 //! (`forward_last`), with the weights as stored and with the matrices packed into prefill panels
 //! (`*_panels`, `Decoder::with_prefill_panels`); throughput in tokens.
 //!
+//! `prefill_parts/stories15M/*`: where a prefill of 64 and of 256 tokens spends its time: the
+//! whole beside its matrix products, logits and attention run alone, and the FMA peak for the
+//! products' FLOPs (see `bench_prefill_parts`).
+//!
 //! `*/q8_0_int8`: the Q8_0 model on the int8 path (`with_int8_activations`: activations
 //! quantised to Q8_0, integer dot products); `*/q8_0_int8_panels`: the same over int8 panels
 //! (`with_int8_panels`: the blocks' Q8_0 matrices packed 16 rows to a vector's lanes).
@@ -42,11 +46,18 @@
 mod cpu_time;
 
 #[cfg(target_arch = "x86_64")]
+#[path = "common/roof.rs"]
+#[allow(dead_code)] // the f16 roof is the kernel benches'
+mod roof;
+
+#[cfg(target_arch = "x86_64")]
 mod imp {
     use std::collections::HashMap;
 
     use crate::cpu_time::CpuTime;
+    use crate::roof;
     use criterion::{black_box, criterion_group, Criterion, Throughput};
+    use picoformer::kernels::Panels;
     use picoformer::q8_0::{quantize_q8_0, BlockQ8_0};
     use picoformer::{
         f16, DecoderConfig, Error, KvCache, Scratch, Tensor, TensorView, TransformerWrapper,
@@ -232,6 +243,146 @@ mod imp {
 
     fn bench_prefill(c: &mut Criterion<CpuTime>) {
         prompt_group(c, "prefill", &["f32", "f16", "q8_0"], true);
+    }
+
+    /// Where a prefill's time goes (`prefill_parts/stories15M`): for prompts of 64 and 256
+    /// tokens in one chunk, the whole `forward_last` beside its parts run alone on the same
+    /// weights: `products`, the decoder's matrix-matrix products (every `attn_layers.*` matrix
+    /// over `n` positions, as the decoder calls them); `logits`, the one position's logits (a
+    /// matrix-vector product over 32000 rows); `attention`, every layer's and head's causal
+    /// attention over the chunk (f32 cache); and `fma_peak` (`fma_peak_avx512` where there is
+    /// AVX-512), register-only FMAs doing as many FLOPs as `products`, so that `fma_peak` time
+    /// over `products` time is the products' share of the machine's peak. Throughput in tokens
+    /// for `whole` and `attention`, FLOPs for `products` and `fma_peak`. What the parts leave of
+    /// `whole` is the norms, rotary, activations, residuals, cache stores and the embedding.
+    fn bench_prefill_parts(c: &mut Criterion<CpuTime>) {
+        let shapes = shapes(WCFG);
+        let mut g = c.benchmark_group("prefill_parts/stories15M");
+        let dh = CFG.attn_dim_head;
+        for n in [PROMPT, 4 * PROMPT] {
+            let matrices: Vec<&(String, Vec<usize>)> = shapes
+                .iter()
+                .filter(|(name, s)| name.starts_with("attn_layers.") && s.len() == 2)
+                .collect();
+            let flops: usize = matrices.iter().map(|(_, s)| 2 * n * s[0] * s[1]).sum();
+            let widest = matrices
+                .iter()
+                .map(|(_, s)| s[0].max(s[1]))
+                .max()
+                .unwrap_or(1);
+            let x = values(11, n * widest, 1.0);
+            let mut y = vec![0.0f32; n * widest];
+            // Attention: every head of every layer over n cached rows, causal.
+            let (q, keys, vals) = (
+                values(12, n * CFG.dim, 1.0),
+                values(13, n * dh, 1.0),
+                values(14, n * dh, 1.0),
+            );
+            let mut out = vec![0.0f32; n * CFG.dim];
+            let group = picoformer::kernels::HeadGroup::one(dh);
+            let positions = picoformer::kernels::Positions {
+                count: n,
+                stride: CFG.dim,
+                causal: true,
+            };
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_function(format!("{n}/attention"), |b| {
+                b.iter(|| {
+                    for _layer in 0..CFG.depth {
+                        for h in 0..CFG.heads {
+                            picoformer::kernels::attention_positions(
+                                &q[h * dh..(n - 1) * CFG.dim + (h + 1) * dh],
+                                group,
+                                positions,
+                                &keys,
+                                &vals,
+                                1.0 / (dh as f32).sqrt(),
+                                &mut out[h * dh..(n - 1) * CFG.dim + (h + 1) * dh],
+                            )
+                            .unwrap();
+                        }
+                    }
+                })
+            });
+            g.throughput(Throughput::Elements(flops as u64));
+            g.bench_function(format!("{n}/fma_peak"), |b| {
+                b.iter(|| black_box(roof::fma_peak(flops)))
+            });
+            if std::is_x86_feature_detected!("avx512f") {
+                g.bench_function(format!("{n}/fma_peak_avx512"), |b| {
+                    b.iter(|| black_box(roof::fma_peak_avx512(flops)))
+                });
+            }
+            for kind in ["f32", "f16"] {
+                with_variants(kind, WCFG, &shapes, |runs| {
+                    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, n)];
+                    let mut sb = vec![0.0f32; Scratch::elements(&CFG, n)];
+                    let mut cache = KvCache::new(&CFG, n, &mut kv).unwrap();
+                    let mut scratch = Scratch::new(&CFG, n, &mut sb).unwrap();
+                    let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % 32000).collect();
+                    let mut logits = vec![0.0f32; 32000];
+                    let (t, _) = table(kind, &shapes);
+                    for (name, m) in runs {
+                        g.throughput(Throughput::Elements(n as u64));
+                        g.bench_function(format!("{n}/{name}/whole"), |b| {
+                            b.iter(|| {
+                                let p = black_box(&prompt[..]);
+                                m.forward_last(&mut cache, &mut scratch, p, None, &mut logits)
+                                    .unwrap();
+                                cache.reset();
+                            })
+                        });
+                    }
+                    // The products alone: over the weights as stored, and over panels packed
+                    // from them (as `with_prefill_panels` packs them).
+                    let views: Vec<(TensorView<'_>, usize)> = matrices
+                        .iter()
+                        .map(|(name, s)| (view(&t, name).unwrap(), s[1]))
+                        .collect();
+                    let mut arenas: Vec<Vec<f32>> = views
+                        .iter()
+                        .map(|(v, cols)| {
+                            huge(&vec![
+                                0.0f32;
+                                Panels::len(v.data.len() / cols, *cols).unwrap()
+                            ])
+                        })
+                        .collect();
+                    let panels: Vec<Panels<'_>> = views
+                        .iter()
+                        .zip(arenas.iter_mut())
+                        .map(|((v, cols), a)| Panels::pack(v.data, *cols, a).unwrap())
+                        .collect();
+                    g.throughput(Throughput::Elements(flops as u64));
+                    g.bench_function(format!("{n}/{kind}/products"), |b| {
+                        b.iter(|| {
+                            for (v, cols) in &views {
+                                let rows = v.data.len() / cols;
+                                let (xi, yi) = (&x[..n * cols], &mut y[..n * rows]);
+                                picoformer::kernels::matmul(v.data, *cols, xi, yi).unwrap();
+                            }
+                        })
+                    });
+                    g.bench_function(format!("{n}/{kind}_panels/products"), |b| {
+                        b.iter(|| {
+                            for p in &panels {
+                                let (xi, yi) = (&x[..n * p.cols()], &mut y[..n * p.rows()]);
+                                picoformer::kernels::matmul_panels(*p, xi, yi).unwrap();
+                            }
+                        })
+                    });
+                    let lw = view(&t, "to_logits.weight").unwrap();
+                    g.throughput(Throughput::Elements(1));
+                    g.bench_function(format!("{n}/{kind}/logits"), |b| {
+                        b.iter(|| {
+                            let xi = black_box(&x[..CFG.dim]);
+                            picoformer::kernels::matvec(lw.data, xi, &mut logits).unwrap();
+                        })
+                    });
+                });
+            }
+        }
+        g.finish();
     }
 
     /// The logits of every position (what scoring a text, `metrics::bits`, runs): 64 tokens in
@@ -459,7 +610,7 @@ mod imp {
     criterion_group! {
         name = benches;
         config = Criterion::default().with_measurement(CpuTime::new()).sample_size(20);
-        targets = bench_decode, bench_prefill, bench_score, bench_context
+        targets = bench_decode, bench_prefill, bench_prefill_parts, bench_score, bench_context
     }
 
     /// A prompt of 64 and of 256 tokens in one chunk (`forward_last`) on one thread and split

@@ -677,9 +677,10 @@ impl<'w, const MAX_DEPTH: usize> Decoder<'w, MAX_DEPTH> {
                 self.qk_norm(q, cfg.heads, a.qk_norm_q_scale)?;
                 self.qk_norm(k, cfg.kv_heads(), a.qk_norm_k_scale)?;
                 value_rmsnorm(v, d, a.value_rmsnorm); // before the values are cached (xt:2436)
-                                                      // (qd, kvd, d > 0: validated; each of q, k, v is n rows of them, each table n
-                                                      // rows of `half`. Zipped by hand: `Zip` of `ChunksExact`s divides by their
-                                                      // sizes where not inlined.)
+
+                // qd, kvd, d > 0: validated; each of q, k, v is n rows of them, each table n
+                // rows of `half`. Zipped by hand: `Zip` of `ChunksExact`s divides by their
+                // sizes where not inlined.
                 let (qd, kvd, d) = (qd.max(1), kvd.max(1), d.max(1));
                 if half > 0 {
                     // Rotary on q and k, first r features in adjacent pairs (xt:2459-2482, 893-915).
