@@ -71,7 +71,7 @@ proptest! {
         let cmask: Option<Vec<bool>> = cfg.cross_attend.then(|| (0..m).map(|i| cbits >> (8 + i) & 3 != 0).collect());
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let c64: Option<Vec<f64>> = ctx.as_ref().map(|c| c.iter().map(|&v| v as f64).collect());
-        let want = reference::decoder_forward_masked(&rcfg, &rw, &x64, c64.as_deref(), |e| e, Some(&mask), cmask.as_deref());
+        let want = reference::decoder_forward_masked(&rcfg, &rw, &x64, c64.as_deref(), &mut |_, e| e, Some(&mask), cmask.as_deref());
         let split = ((n as f64 * split_frac) as usize).max(1);
         for s in [n, split] {
             let got = run(&dec, &x, ctx.as_deref(), &mask, cmask.as_deref(), s);
@@ -80,7 +80,7 @@ proptest! {
                 // Beyond the fixed bound only as far as the model amplifies rounding (one met
                 // in CI on wasm32's portable kernels: GRU gates, layer scale, sandwich norms,
                 // a logit softclamp of 5, three tied blocks; 8.7e-4).
-                let reference = |x: &[f64], w: &reference::RefWeights| reference::decoder_forward_masked(&rcfg, w, x, c64.as_deref(), |e| e, Some(&mask), cmask.as_deref());
+                let reference = |x: &[f64], w: &reference::RefWeights| reference::decoder_forward_masked(&rcfg, w, x, c64.as_deref(), &mut |_, e| e, Some(&mask), cmask.as_deref());
                 let effect = rounding_effect(&x64, &rw, seed, reference);
                 prop_assert!(d <= VS_REFERENCE + F32_AMPLIFIED * effect, "split {s}: {d:e} (rounding the input and weights moves the reference by {effect:e})");
             }
@@ -190,7 +190,7 @@ proptest! {
         let tgt = values(seed ^ 2, n * dcfg.dim);
         let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         let enc64 = reference::encoder_forward(&re, &we, &f64s(&src), None, Some(&src_mask), None);
-        let want = reference::decoder_forward_masked(&rd, &wd, &f64s(&tgt), Some(&enc64), |e| e, None, Some(&src_mask));
+        let want = reference::decoder_forward_masked(&rd, &wd, &f64s(&tgt), Some(&enc64), &mut |_, e| e, None, Some(&src_mask));
 
         let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&ecfg, m)];
         let mut sb = vec![f32::NAN; Scratch::elements(&ecfg, m)];

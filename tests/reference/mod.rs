@@ -754,7 +754,7 @@ fn attention(
     kv_dim: usize,
     self_attn: bool,
     inv_freq: Option<&[f32]>,
-    store: fn(f64) -> f64,
+    store: &mut Store<'_>,
     masks: (Option<&[bool]>, Option<&[bool]>),
     causal: bool,
     first_values: &mut Option<Vec<f64>>,
@@ -851,29 +851,30 @@ fn attention(
                     rotate_head(&mut k[s..s + dh], j, f, cfg.rotary_interpolation_factor);
                 }
             }
-            if let Some(base) = cfg.extras.xpos {
-                // xpos, as the full pass computes it: centred on half the sequence.
-                let r = cfg.rotary_emb_dim;
-                let c = (n / 2) as f64;
-                let scale = |head: &mut [f64], pos: usize, sign: f64| {
-                    for (mm, pair) in head[..r].chunks_mut(2).enumerate() {
-                        let sm = (2.0 * mm as f64 + 0.4 * r as f64) / (1.4 * r as f64);
-                        let w = sm.powf(sign * (pos as f64 - c) / base as f64);
-                        pair.iter_mut().for_each(|e| *e *= w);
-                    }
-                };
-                for (i, row) in q.chunks_mut(iq).enumerate() {
-                    row.chunks_mut(dh).for_each(|hd| scale(hd, i, 1.0));
-                }
-                for (j, row) in k.chunks_mut(ikv).enumerate() {
-                    row.chunks_mut(dh).for_each(|hd| scale(hd, j, -1.0));
-                }
-            }
         }
     }
-    // Keys (as rotated) and values as a KV cache of the caller's storage type would hold them.
+    // Keys (as rotated, before xpos scales them: a cache holds them so and scales each q·k by
+    // its distance) and values as a KV cache of the caller's storage type would hold them.
     for e in k.iter_mut().chain(v.iter_mut()) {
-        *e = store(*e);
+        *e = store(self_attn, *e);
+    }
+    if let (true, Some(base)) = (self_attn && inv_freq.is_some(), cfg.extras.xpos) {
+        // xpos, as the full pass computes it: centred on half the sequence.
+        let r = cfg.rotary_emb_dim;
+        let c = (n / 2) as f64;
+        let scale = |head: &mut [f64], pos: usize, sign: f64| {
+            for (mm, pair) in head[..r].chunks_mut(2).enumerate() {
+                let sm = (2.0 * mm as f64 + 0.4 * r as f64) / (1.4 * r as f64);
+                let w = sm.powf(sign * (pos as f64 - c) / base as f64);
+                pair.iter_mut().for_each(|e| *e *= w);
+            }
+        };
+        for (i, row) in q.chunks_mut(iq).enumerate() {
+            row.chunks_mut(dh).for_each(|hd| scale(hd, i, 1.0));
+        }
+        for (j, row) in k.chunks_mut(ikv).enumerate() {
+            row.chunks_mut(dh).for_each(|hd| scale(hd, j, -1.0));
+        }
     }
     let scale = match cfg.extras.qk_norm {
         Some((_, s, false)) => s,    // attn_qk_norm_scale
@@ -1103,18 +1104,23 @@ pub fn decoder_forward(
     x: &[f64],
     context: Option<&[f64]>,
 ) -> Vec<f64> {
-    decoder_forward_stored(cfg, w, x, context, |e| e)
+    decoder_forward_stored(cfg, w, x, context, &mut |_, e| e)
 }
+
+/// What a KV cache holds in place of a key or value: `store(self_attn, e)` for each element `e`
+/// of self-attention (`true`) or cross-attention, in the order [`decoder_forward_stored`] gives.
+pub type Store<'a> = dyn FnMut(bool, f64) -> f64 + 'a;
 
 /// [`decoder_forward`] with every key (after rotary) and value of self- and cross-attention
 /// passed through `store` before use: what a KV cache that stores them in a narrower type
-/// (rounding to it) computes.
+/// (rounding to it) computes. The elements come sublayer by sublayer in the order they run,
+/// for each its keys then its values, each position by position (`[rows][kv_heads][dim_head]`).
 pub fn decoder_forward_stored(
     cfg: &RefConfig,
     w: &RefWeights,
     x: &[f64],
     context: Option<&[f64]>,
-    store: fn(f64) -> f64,
+    store: &mut Store<'_>,
 ) -> Vec<f64> {
     decoder_forward_masked(cfg, w, x, context, store, None, None)
 }
@@ -1129,7 +1135,7 @@ pub fn encoder_forward(
     mask: Option<&[bool]>,
     context_mask: Option<&[bool]>,
 ) -> Vec<f64> {
-    layers_forward(cfg, w, x, context, |e| e, mask, context_mask, false)
+    layers_forward(cfg, w, x, context, &mut |_, e| e, mask, context_mask, false)
 }
 
 /// [`decoder_forward_masked`], causal or not.
@@ -1139,7 +1145,7 @@ fn layers_forward(
     w: &RefWeights,
     x: &[f64],
     context: Option<&[f64]>,
-    store: fn(f64) -> f64,
+    store: &mut Store<'_>,
     mask: Option<&[bool]>,
     context_mask: Option<&[bool]>,
     causal: bool,
@@ -1155,7 +1161,7 @@ pub fn decoder_forward_masked(
     w: &RefWeights,
     x: &[f64],
     context: Option<&[f64]>,
-    store: fn(f64) -> f64,
+    store: &mut Store<'_>,
     mask: Option<&[bool]>,
     context_mask: Option<&[bool]>,
 ) -> Vec<f64> {
@@ -1168,7 +1174,7 @@ fn decoder_forward_impl(
     w: &RefWeights,
     x: &[f64],
     context: Option<&[f64]>,
-    store: fn(f64) -> f64,
+    store: &mut Store<'_>,
     mask: Option<&[bool]>,
     context_mask: Option<&[bool]>,
     causal: bool,
@@ -1232,7 +1238,7 @@ fn decoder_forward_impl(
                     d,
                     true,
                     inv_freq.as_deref(),
-                    store,
+                    &mut *store,
                     (mask, None),
                     causal,
                     &mut first_values,
@@ -1253,7 +1259,7 @@ fn decoder_forward_impl(
                     cfg.dim_context,
                     false,
                     None,
-                    store,
+                    &mut *store,
                     (mask, context_mask),
                     false,
                     &mut None,
