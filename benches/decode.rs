@@ -315,24 +315,12 @@ mod imp {
             }
             for kind in ["f32", "f16"] {
                 with_variants(kind, WCFG, &shapes, |runs| {
-                    let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, n)];
-                    let mut sb = vec![0.0f32; Scratch::elements(&CFG, n)];
-                    let mut cache = KvCache::new(&CFG, n, &mut kv).unwrap();
-                    let mut scratch = Scratch::new(&CFG, n, &mut sb).unwrap();
-                    let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % 32000).collect();
+                    g.throughput(Throughput::Elements(n as u64));
+                    for (name, m) in runs {
+                        bench_prompt(&mut g, format!("{n}/{name}/whole"), m, n, true);
+                    }
                     let mut logits = vec![0.0f32; 32000];
                     let (t, _) = table(kind, &shapes);
-                    for (name, m) in runs {
-                        g.throughput(Throughput::Elements(n as u64));
-                        g.bench_function(format!("{n}/{name}/whole"), |b| {
-                            b.iter(|| {
-                                let p = black_box(&prompt[..]);
-                                m.forward_last(&mut cache, &mut scratch, p, None, &mut logits)
-                                    .unwrap();
-                                cache.reset();
-                            })
-                        });
-                    }
                     // The products alone: over the weights as stored, and over panels packed
                     // from them (as `with_prefill_panels` packs them).
                     let views: Vec<(TensorView<'_>, usize)> = matrices
@@ -399,29 +387,41 @@ mod imp {
         g.throughput(Throughput::Elements(PROMPT as u64));
         for &kind in kinds {
             with_variants(kind, WCFG, &shapes, |runs| {
-                let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, PROMPT)];
-                let mut sb = vec![0.0f32; Scratch::elements(&CFG, PROMPT)];
-                let mut cache = KvCache::new(&CFG, PROMPT, &mut kv).unwrap();
-                let mut scratch = Scratch::new(&CFG, PROMPT, &mut sb).unwrap();
-                let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919) % 32000).collect();
-                let rows = if last_only { 1 } else { PROMPT };
-                let mut logits = vec![0.0f32; rows * 32000];
                 for (name, m) in runs {
-                    g.bench_function(name, |b| {
-                        b.iter(|| {
-                            let (s, p) = (&mut scratch, black_box(&prompt[..]));
-                            match last_only {
-                                true => m.forward_last(&mut cache, s, p, None, &mut logits),
-                                false => m.forward(&mut cache, s, p, None, &mut logits),
-                            }
-                            .unwrap();
-                            cache.reset();
-                        })
-                    });
+                    bench_prompt(&mut g, name.clone(), m, PROMPT, last_only);
                 }
             });
         }
         g.finish();
+    }
+
+    /// `name`: a prompt of `n` tokens through `m` in one chunk, with the logits of the last
+    /// position only (`forward_last`) or of every position.
+    fn bench_prompt<M: criterion::measurement::Measurement>(
+        g: &mut criterion::BenchmarkGroup<'_, M>,
+        name: String,
+        m: &TransformerWrapper<'_, 16>,
+        n: usize,
+        last_only: bool,
+    ) {
+        let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CFG, n)];
+        let mut sb = vec![0.0f32; Scratch::elements(&CFG, n)];
+        let mut cache = KvCache::new(&CFG, n, &mut kv).unwrap();
+        let mut scratch = Scratch::new(&CFG, n, &mut sb).unwrap();
+        let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % 32000).collect();
+        let rows = if last_only { 1 } else { n };
+        let mut logits = vec![0.0f32; rows * 32000];
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (s, p) = (&mut scratch, black_box(&prompt[..]));
+                match last_only {
+                    true => m.forward_last(&mut cache, s, p, None, &mut logits),
+                    false => m.forward(&mut cache, s, p, None, &mut logits),
+                }
+                .unwrap();
+                cache.reset();
+            })
+        });
     }
 
     /// `f` over the [`variants`] of the `wcfg`-shaped model with `kind` weights.

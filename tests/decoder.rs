@@ -71,20 +71,9 @@ enum Pack {
 
 /// Runs `x` through `dec` as: one forward over `x[..split]` then one step per remaining
 /// position (split = n means one full pass), with scratch chunks of `chunk` positions; with
-/// the matrices packed as `pack` says.
+/// the matrices packed as `pack` says. Returns the outputs, and the buffers of the KV cache and
+/// the context cache as the run left them.
 fn run<K: Element>(
-    dec: &Decoder,
-    x: &[f32],
-    ctx: Option<&[f32]>,
-    (split, chunk): (usize, usize),
-    poison: bool,
-    pack: Pack,
-) -> Vec<f32> {
-    run_cached::<K>(dec, x, ctx, (split, chunk), poison, pack).0
-}
-
-/// [`run`], returning also the buffers of its KV cache and context cache as the run left them.
-fn run_cached<K: Element>(
     dec: &Decoder,
     x: &[f32],
     ctx: Option<&[f32]>,
@@ -143,7 +132,7 @@ fn run_cached<K: Element>(
     (out, kv, kc)
 }
 
-/// The keys and values of a run's caches (`run_cached`, `n` positions, `rows` context rows) in
+/// The keys and values of a run's caches ([`run`], `n` positions, `rows` context rows) in
 /// the order `reference::decoder_forward_stored` hands them to its store: self-attention's,
 /// then cross-attention's, each layer by layer, keys then values, `[rows][kv_heads][dim_head]`.
 fn cached_in_reference_order<K: Element>(
@@ -189,8 +178,8 @@ proptest! {
         let ctx = values(seed ^ 2, rows * cfg.dim_context());
         let split = ((n as f64) * split_frac) as usize;
         let pack = if packed { Pack::F32 } else { Pack::Stored };
-        let full = run::<f32>(&m.decoder(), &x, Some(&ctx), (n, chunk), false, pack);
-        let stepped = run::<f32>(&m.decoder(), &x, Some(&ctx), (split, chunk), true, pack);
+        let full = run::<f32>(&m.decoder(), &x, Some(&ctx), (n, chunk), false, pack).0;
+        let stepped = run::<f32>(&m.decoder(), &x, Some(&ctx), (split, chunk), true, pack).0;
         let d = max_diff(&full, &stepped) as f64;
         let ctx = cfg.cross_attend.then(|| to_f64(&ctx));
         let reference = |x: &[f64], w: &reference::RefWeights| reference::decoder_forward(&m.rcfg, w, x, ctx.as_deref());
@@ -232,7 +221,7 @@ proptest! {
         let (n, d) = (10 * capacity, cfg.dim);
         let m = model(cfg, seed);
         let x = values(seed ^ 1, n * d);
-        let full = run::<f32>(&m.decoder(), &x, None, (n, chunk), false, Pack::Stored);
+        let full = run::<f32>(&m.decoder(), &x, None, (n, chunk), false, Pack::Stored).0;
         let dec = m.decoder();
         let mut kv = vec![f32::NAN; KvCache::<f32>::elements(&cfg, capacity)];
         let mut sb = vec![f32::NAN; Scratch::elements(&cfg, chunk)];
@@ -337,18 +326,18 @@ proptest! {
         let x = values(seed ^ 1, n * cfg.dim);
         let ctx = values(seed ^ 2, 2 * cfg.dim_context());
         let split = ((n as f64) * split_frac) as usize;
-        let full = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, Pack::Stored);
-        let stepped = run::<f32>(&int8, &x, Some(&ctx), (split, chunk), true, Pack::Stored);
+        let full = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, Pack::Stored).0;
+        let stepped = run::<f32>(&int8, &x, Some(&ctx), (split, chunk), true, Pack::Stored).0;
         let d = max_diff(&full, &stepped);
         prop_assert!(d <= FULL_VS_STEP, "int8 full vs step-wise (split {}) differ by {}", split, d);
-        let packed = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, Pack::F32);
+        let packed = run::<f32>(&int8, &x, Some(&ctx), (n, chunk), false, Pack::F32).0;
         prop_assert_eq!(&packed, &full);
         // Over int8 panels (every product, one position included): step-wise == full too.
-        let full8 = run::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, Pack::Int8);
-        let stepped8 = run::<f32>(&dec, &x, Some(&ctx), (split, chunk), true, Pack::Int8);
+        let full8 = run::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, Pack::Int8).0;
+        let stepped8 = run::<f32>(&dec, &x, Some(&ctx), (split, chunk), true, Pack::Int8).0;
         let d8 = max_diff(&full8, &stepped8);
         prop_assert!(d8 <= FULL_VS_STEP, "int8 panels full vs step-wise (split {}) differ by {}", split, d8);
-        let f32_path = run::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, Pack::Stored);
+        let f32_path = run::<f32>(&dec, &x, Some(&ctx), (n, chunk), false, Pack::Stored).0;
         let e = max_diff(&full, &f32_path);
         prop_assert!(e > 0.0, "int8 and f32 products of the same Q8_0 weights gave the same outputs");
         check_required_isa();
@@ -367,7 +356,7 @@ proptest! {
         let x = values(seed ^ 1, n * cfg.dim);
         let ctx = values(seed ^ 2, 2 * cfg.dim_context());
         let (got, kv, kc) =
-            run_cached::<picoformer::f16>(&m.decoder(), &x, Some(&ctx), (0, 1), true, Pack::Stored);
+            run::<picoformer::f16>(&m.decoder(), &x, Some(&ctx), (0, 1), true, Pack::Stored);
         let rows = if cfg.cross_attend { 2 } else { 0 };
         let cached = cached_in_reference_order(&cfg, (&kv, n), (&kc, rows));
         // The reference attends over the f16 values the cache holds, after checking that each is
