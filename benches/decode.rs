@@ -258,90 +258,104 @@ mod imp {
     fn bench_prefill_parts(c: &mut Criterion<CpuTime>) {
         let shapes = shapes(WCFG);
         let mut g = c.benchmark_group("prefill_parts/stories15M");
+        let lengths = [PROMPT, 4 * PROMPT];
+        let matrices: Vec<&(String, Vec<usize>)> = shapes
+            .iter()
+            .filter(|(name, s)| name.starts_with("attn_layers.") && s.len() == 2)
+            .collect();
+        let flops = |n: usize| -> usize { matrices.iter().map(|(_, s)| 2 * n * s[0] * s[1]).sum() };
+        let widest = matrices
+            .iter()
+            .map(|(_, s)| s[0].max(s[1]))
+            .max()
+            .unwrap_or(1);
+        let n_max = lengths[1];
+        let x = values(11, n_max * widest, 1.0);
+        let mut y = vec![0.0f32; n_max * widest];
+        // Attention: every head of every layer over n cached rows, causal.
         let dh = CFG.attn_dim_head;
-        for n in [PROMPT, 4 * PROMPT] {
-            let matrices: Vec<&(String, Vec<usize>)> = shapes
-                .iter()
-                .filter(|(name, s)| name.starts_with("attn_layers.") && s.len() == 2)
-                .collect();
-            let flops: usize = matrices.iter().map(|(_, s)| 2 * n * s[0] * s[1]).sum();
-            let widest = matrices
-                .iter()
-                .map(|(_, s)| s[0].max(s[1]))
-                .max()
-                .unwrap_or(1);
-            let x = values(11, n * widest, 1.0);
-            let mut y = vec![0.0f32; n * widest];
-            // Attention: every head of every layer over n cached rows, causal.
-            let (q, keys, vals) = (
-                values(12, n * CFG.dim, 1.0),
-                values(13, n * dh, 1.0),
-                values(14, n * dh, 1.0),
-            );
-            let mut out = vec![0.0f32; n * CFG.dim];
+        let (q, keys, vals) = (
+            values(12, n_max * CFG.dim, 1.0),
+            values(13, n_max * dh, 1.0),
+            values(14, n_max * dh, 1.0),
+        );
+        let mut out = vec![0.0f32; n_max * CFG.dim];
+        for n in lengths {
             let group = picoformer::kernels::HeadGroup::one(dh);
             let positions = picoformer::kernels::Positions {
                 count: n,
                 stride: CFG.dim,
                 causal: true,
             };
+            let span = (n - 1) * CFG.dim + dh;
             g.throughput(Throughput::Elements(n as u64));
             g.bench_function(format!("{n}/attention"), |b| {
                 b.iter(|| {
                     for _layer in 0..CFG.depth {
                         for h in 0..CFG.heads {
                             picoformer::kernels::attention_positions(
-                                &q[h * dh..(n - 1) * CFG.dim + (h + 1) * dh],
+                                &q[h * dh..h * dh + span],
                                 group,
                                 positions,
-                                &keys,
-                                &vals,
+                                &keys[..n * dh],
+                                &vals[..n * dh],
                                 1.0 / (dh as f32).sqrt(),
-                                &mut out[h * dh..(n - 1) * CFG.dim + (h + 1) * dh],
+                                &mut out[h * dh..h * dh + span],
                             )
                             .unwrap();
                         }
                     }
                 })
             });
-            g.throughput(Throughput::Elements(flops as u64));
+            let f = flops(n);
+            g.throughput(Throughput::Elements(f as u64));
             g.bench_function(format!("{n}/fma_peak"), |b| {
-                b.iter(|| black_box(roof::fma_peak(flops)))
+                b.iter(|| black_box(roof::fma_peak(f)))
             });
             if std::is_x86_feature_detected!("avx512f") {
                 g.bench_function(format!("{n}/fma_peak_avx512"), |b| {
-                    b.iter(|| black_box(roof::fma_peak_avx512(flops)))
+                    b.iter(|| black_box(roof::fma_peak_avx512(f)))
                 });
             }
-            for kind in ["f32", "f16"] {
-                with_variants(kind, WCFG, &shapes, |runs| {
+        }
+        for kind in ["f32", "f16"] {
+            with_variants(kind, WCFG, &shapes, |runs, t| {
+                // The products alone: over the weights as stored, and over panels packed
+                // from them (as `with_prefill_panels` packs them).
+                let views: Vec<(TensorView<'_>, usize)> = matrices
+                    .iter()
+                    .map(|(name, s)| (view(t, name).unwrap(), s[1]))
+                    .collect();
+                let mut arenas: Vec<Vec<f32>> = views
+                    .iter()
+                    .map(|(v, cols)| {
+                        huge(&vec![
+                            0.0f32;
+                            Panels::len(v.data.len() / cols, *cols).unwrap()
+                        ])
+                    })
+                    .collect();
+                let panels: Vec<Panels<'_>> = views
+                    .iter()
+                    .zip(arenas.iter_mut())
+                    .map(|((v, cols), a)| Panels::pack(v.data, *cols, a).unwrap())
+                    .collect();
+                // The logits do not depend on the prompt's length: measured once.
+                let lw = view(t, "to_logits.weight").unwrap();
+                let mut logits = vec![0.0f32; 32000];
+                g.throughput(Throughput::Elements(1));
+                g.bench_function(format!("{kind}/logits"), |b| {
+                    b.iter(|| {
+                        let xi = black_box(&x[..CFG.dim]);
+                        picoformer::kernels::matvec(lw.data, xi, &mut logits).unwrap();
+                    })
+                });
+                for n in lengths {
                     g.throughput(Throughput::Elements(n as u64));
                     for (name, m) in runs {
                         bench_prompt(&mut g, format!("{n}/{name}/whole"), m, n, true);
                     }
-                    let mut logits = vec![0.0f32; 32000];
-                    let (t, _) = table(kind, &shapes);
-                    // The products alone: over the weights as stored, and over panels packed
-                    // from them (as `with_prefill_panels` packs them).
-                    let views: Vec<(TensorView<'_>, usize)> = matrices
-                        .iter()
-                        .map(|(name, s)| (view(&t, name).unwrap(), s[1]))
-                        .collect();
-                    let mut arenas: Vec<Vec<f32>> = views
-                        .iter()
-                        .map(|(v, cols)| {
-                            huge(&vec![
-                                0.0f32;
-                                Panels::len(v.data.len() / cols, *cols).unwrap()
-                            ])
-                        })
-                        .collect();
-                    let panels: Vec<Panels<'_>> = views
-                        .iter()
-                        .zip(arenas.iter_mut())
-                        .map(|((v, cols), a)| Panels::pack(v.data, *cols, a).unwrap())
-                        .collect();
-                    g.throughput(Throughput::Elements(flops as u64));
+                    g.throughput(Throughput::Elements(flops(n) as u64));
                     g.bench_function(format!("{n}/{kind}/products"), |b| {
                         b.iter(|| {
                             for (v, cols) in &views {
@@ -359,16 +373,8 @@ mod imp {
                             }
                         })
                     });
-                    let lw = view(&t, "to_logits.weight").unwrap();
-                    g.throughput(Throughput::Elements(1));
-                    g.bench_function(format!("{n}/{kind}/logits"), |b| {
-                        b.iter(|| {
-                            let xi = black_box(&x[..CFG.dim]);
-                            picoformer::kernels::matvec(lw.data, xi, &mut logits).unwrap();
-                        })
-                    });
-                });
-            }
+                }
+            });
         }
         g.finish();
     }
@@ -386,7 +392,7 @@ mod imp {
         let mut g = c.benchmark_group(format!("{group}/stories15M"));
         g.throughput(Throughput::Elements(PROMPT as u64));
         for &kind in kinds {
-            with_variants(kind, WCFG, &shapes, |runs| {
+            with_variants(kind, WCFG, &shapes, |runs, _| {
                 for (name, m) in runs {
                     bench_prompt(&mut g, name.clone(), m, PROMPT, last_only);
                 }
@@ -424,19 +430,20 @@ mod imp {
         });
     }
 
-    /// `f` over the [`variants`] of the `wcfg`-shaped model with `kind` weights.
+    /// `f` over the [`variants`] of the `wcfg`-shaped model with `kind` weights, and the table of
+    /// weights they read.
     fn with_variants(
         kind: &str,
         wcfg: WrapperConfig,
         shapes: &[(String, Vec<usize>)],
-        f: impl FnOnce(&[(String, TransformerWrapper<'_, 16>)]),
+        f: impl FnOnce(&[(String, TransformerWrapper<'_, 16>)], &Table),
     ) {
         let (t, _) = table(kind, shapes);
         let model =
             TransformerWrapper::<16>::from_source(wcfg, &|name: &str| view(&t, name)).unwrap();
         let mut arena = huge(&vec![0.0f32; model.prefill_panels_len()]);
         let mut arena8 = huge(&vec![0u8; model.int8_panels_len()]);
-        f(&variants(kind, &model, &mut arena, &mut arena8));
+        f(&variants(kind, &model, &mut arena, &mut arena8), &t);
     }
 
     /// `model` as stored and over f32 prefill panels, and for Q8_0 on the int8 path over the
@@ -477,7 +484,7 @@ mod imp {
         g.throughput(Throughput::Elements(ROWS as u64));
         let context = values(7, ROWS * CROSS.dim_context(), 1.0);
         for kind in ["f32", "q8_0"] {
-            with_variants(kind, XCFG, &shapes, |runs| {
+            with_variants(kind, XCFG, &shapes, |runs, _| {
                 let mut kv = vec![0.0f32; KvCache::<f32>::elements(&CROSS, 1)];
                 let mut kc = vec![0.0f32; KvCache::<f32>::context_elements(&CROSS, ROWS)];
                 let mut sb = vec![0.0f32; Scratch::elements(&CROSS, ROWS)];
@@ -621,7 +628,7 @@ mod imp {
         let (pool, pool2) = two_threads();
         let mut g = c.benchmark_group("parallel_prefill/stories15M");
         for kind in ["f32", "f16", "q8_0"] {
-            with_variants(kind, WCFG, &shapes, |runs| {
+            with_variants(kind, WCFG, &shapes, |runs, _| {
                 let wanted = ["f32", "f32_panels", "f16", "q8_0_int8_panels"];
                 for (name, one) in runs.iter().filter(|(n, _)| wanted.contains(&n.as_str())) {
                     let two = one.with_parallel(&pool);
